@@ -1,0 +1,236 @@
+//! The guest ABI (v1): what the guest finds at entry, and the limits of a run.
+//!
+//! This is a contract: graders and test suites outside this repository hold bytejail to it.
+//! - Code is mapped read+execute at a page-aligned address and entered at `entry`.
+//! - `rdi` = input address (read-only), `rsi` = input length, `rdx` = scratch address (zeroed,
+//!   read-write), `rcx` = scratch length, `rsp` = top of a fresh stack with `(rsp + 8) % 16 == 0`
+//!   and `[rsp]` = the return address into the runner. Every other general register is 0.
+//!   [`InitialRegisters`] overrides any of them except `rsp`.
+//! - fd 0 streams the input bytes (EOF after them); fd 1 is the guest's output.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// Default wall-clock limit of one run.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default limit on the bytes a guest may write to fd 1.
+pub const DEFAULT_MAX_OUTPUT: usize = 1 << 20;
+/// Default guest stack size (a PROT_NONE guard page sits below it).
+pub const DEFAULT_STACK: usize = 1 << 20;
+/// Default scratch size.
+pub const DEFAULT_SCRATCH: usize = 1 << 20;
+/// Default limit on the code size.
+pub const DEFAULT_MAX_CODE: usize = 16 << 20;
+/// Default limit on the input size.
+pub const DEFAULT_MAX_INPUT: usize = 64 << 20;
+
+/// The general registers the guest can set at entry and sees at return, in the
+/// order the trampoline loads and stores them.
+pub const GPR_NAMES: [&str; 16] = [
+    "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12", "r13",
+    "r14", "r15",
+];
+
+/// Index of a general register in [`GPR_NAMES`] order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Gpr(u8);
+
+impl Gpr {
+    pub const RAX: Gpr = Gpr(0);
+    pub const RBX: Gpr = Gpr(1);
+    pub const RCX: Gpr = Gpr(2);
+    pub const RDX: Gpr = Gpr(3);
+    pub const RSI: Gpr = Gpr(4);
+    pub const RDI: Gpr = Gpr(5);
+    pub const RBP: Gpr = Gpr(6);
+    pub const RSP: Gpr = Gpr(7);
+
+    /// The register's position in [`GPR_NAMES`].
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+
+    /// The register's lower-case name.
+    pub fn name(self) -> &'static str {
+        GPR_NAMES[self.index()]
+    }
+}
+
+impl FromStr for Gpr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let lower = s.trim().to_ascii_lowercase();
+        GPR_NAMES
+            .iter()
+            .position(|name| *name == lower)
+            .map(|i| Gpr(i as u8))
+            .ok_or_else(|| {
+                format!(
+                    "unknown register `{s}`; expected one of rax rbx rcx rdx rsi rdi rbp r8..r15"
+                )
+            })
+    }
+}
+
+impl fmt::Display for Gpr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Register values the caller sets at entry, overriding the ABI's defaults.
+///
+/// `rsp` cannot be set: the runner owns the stack it hands to the guest.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InitialRegisters {
+    overrides: [Option<u64>; 16],
+}
+
+impl InitialRegisters {
+    /// Sets `reg` to `value` at entry. Fails for `rsp`.
+    pub fn set(&mut self, reg: Gpr, value: u64) -> Result<(), String> {
+        if reg == Gpr::RSP {
+            return Err("rsp cannot be set: the runner owns the guest stack".to_string());
+        }
+        self.overrides[reg.index()] = Some(value);
+        Ok(())
+    }
+
+    /// The override for `reg`, if any.
+    pub fn get(&self, reg: Gpr) -> Option<u64> {
+        self.overrides[reg.index()]
+    }
+
+    /// Writes the overrides into `gpr` (in [`GPR_NAMES`] order).
+    pub(crate) fn apply(&self, gpr: &mut [u64; 16]) {
+        for (slot, value) in gpr.iter_mut().zip(self.overrides) {
+            if let Some(value) = value {
+                *slot = value;
+            }
+        }
+    }
+
+    /// Parses `NAME=VALUE` (decimal or 0x-hex) and applies it.
+    pub fn set_from_arg(&mut self, arg: &str) -> Result<(), String> {
+        let (name, value) = arg
+            .split_once('=')
+            .ok_or_else(|| format!("register setting `{arg}` is not NAME=VALUE"))?;
+        let reg: Gpr = name.parse()?;
+        let value = parse_u64(value.trim())
+            .ok_or_else(|| format!("value `{value}` for {reg} is not a decimal or 0x-hex u64"))?;
+        self.set(reg, value)
+    }
+}
+
+/// Parses a decimal or `0x`-prefixed hexadecimal u64 (underscores allowed).
+pub fn parse_u64(s: &str) -> Option<u64> {
+    let s = s.replace('_', "");
+    if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        u64::from_str_radix(hex, 16).ok()
+    } else {
+        s.parse().ok()
+    }
+}
+
+/// The limits of one run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Wall-clock limit, measured by the host from before the fork to the reap.
+    pub timeout: Duration,
+    /// Bytes the guest may write to fd 1; one more and the worker is killed.
+    pub max_output: usize,
+    /// Guest stack size in bytes (rounded up to whole pages).
+    pub stack: usize,
+    /// Scratch memory size in bytes (rounded up to whole pages for the mapping;
+    /// `rcx` holds this exact value).
+    pub scratch: usize,
+    /// Largest code accepted.
+    pub max_code: usize,
+    /// Largest input accepted.
+    pub max_input: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            timeout: DEFAULT_TIMEOUT,
+            max_output: DEFAULT_MAX_OUTPUT,
+            stack: DEFAULT_STACK,
+            scratch: DEFAULT_SCRATCH,
+            max_code: DEFAULT_MAX_CODE,
+            max_input: DEFAULT_MAX_INPUT,
+        }
+    }
+}
+
+/// Everything about a run except the code and the input.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Offset into the code where the guest is entered.
+    pub entry: usize,
+    /// Register overrides at entry.
+    pub registers: InitialRegisters,
+    /// Limits of the run.
+    pub limits: Limits,
+}
+
+/// The general registers and rflags as the guest left them when it returned.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Registers {
+    pub rax: u64,
+    pub rbx: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub rbp: u64,
+    pub rsp: u64,
+    pub r8: u64,
+    pub r9: u64,
+    pub r10: u64,
+    pub r11: u64,
+    pub r12: u64,
+    pub r13: u64,
+    pub r14: u64,
+    pub r15: u64,
+    pub rflags: u64,
+}
+
+impl Registers {
+    /// Builds the set from the 16 general registers in [`GPR_NAMES`] order and rflags.
+    pub fn from_array(gpr: [u64; 16], rflags: u64) -> Self {
+        let [rax, rbx, rcx, rdx, rsi, rdi, rbp, rsp, r8, r9, r10, r11, r12, r13, r14, r15] = gpr;
+        Registers {
+            rax,
+            rbx,
+            rcx,
+            rdx,
+            rsi,
+            rdi,
+            rbp,
+            rsp,
+            r8,
+            r9,
+            r10,
+            r11,
+            r12,
+            r13,
+            r14,
+            r15,
+            rflags,
+        }
+    }
+
+    /// The value of a general register.
+    pub fn get(&self, reg: Gpr) -> u64 {
+        let r = self;
+        [
+            r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.rsp, r.r8, r.r9, r.r10, r.r11,
+            r.r12, r.r13, r.r14, r.r15,
+        ][reg.index()]
+    }
+}

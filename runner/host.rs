@@ -1,0 +1,431 @@
+//! The host side of a run: prepare the worker's memory and pipes, fork, feed the input, collect
+//! the output, enforce the limits, reap, and classify from what the kernel says.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use memmap2::{Mmap, MmapMut};
+
+use crate::abi::{Gpr, Registers, RunOptions};
+use crate::error::{Error, InputError};
+use crate::report::{Fault, Outcome, Report};
+use crate::sys;
+use crate::worker::{self, layout::*, WorkerPlan};
+
+const PAGE: usize = 4096;
+
+/// Largest stack or scratch the runner maps for one guest.
+pub const MAX_REGION: usize = 16 << 30;
+
+fn round_up(n: usize) -> usize {
+    n.div_ceil(PAGE) * PAGE
+}
+
+/// Runs `code` on `input` in a fresh strict-seccomp worker and reports what happened.
+///
+/// Guest behaviour (crash, violation, timeout, ...) is an [`Outcome`] in the `Ok` report;
+/// `Err` means the code, input or options are unusable ([`Error::Input`]) or the runner
+/// itself failed ([`Error::Runner`]). Safe to call from many threads at once.
+pub fn run(code: &[u8], input: &[u8], options: &RunOptions) -> Result<Report, Error> {
+    validate(code, input, options)?;
+    let guest = GuestMemory::new(code, input, options)?;
+    let region = prepare_region(&guest, options)?;
+    let (input_r, input_w) = sys::pipe().map_err(|e| Error::io("creating the input pipe", e))?;
+    let (output_r, output_w) = sys::pipe().map_err(|e| Error::io("creating the output pipe", e))?;
+    sys::set_nonblocking(input_w.as_raw_fd()).map_err(|e| Error::io("fcntl on the input pipe", e))?;
+    sys::set_nonblocking(output_r.as_raw_fd()).map_err(|e| Error::io("fcntl on the output pipe", e))?;
+
+    // Most inputs fit in the pipe before the worker exists; a larger pipe saves wake-ups.
+    if input.len() > 64 << 10 {
+        sys::grow_pipe(input_w.as_raw_fd(), input.len());
+    }
+    let mut feeder = InputFeeder { fd: Some(input_w), input, written: 0 };
+    feeder.pump().map_err(|e| Error::io("writing the input", e))?;
+
+    let plan = WorkerPlan {
+        host_pid: sys::getpid(),
+        input_fd: input_r.as_raw_fd(),
+        output_fd: output_w.as_raw_fd(),
+        region: region.addr(),
+        cpu_limit_secs: options.limits.timeout.as_secs() + 2,
+    };
+
+    let start = Instant::now();
+    let (pid, pidfd) = worker::spawn(&plan, &region).map_err(|e| Error::io("forking the worker", e))?;
+    // The worker's ends: closing ours lets EOF and EPIPE mean what they say.
+    drop(input_r);
+    drop(output_w);
+
+    let watch = watch_worker(&pidfd, output_r, &mut feeder, options, start);
+    let reaped = sys::wait4(pid).map_err(|e| Error::io("reaping the worker", e))?;
+    let wall = start.elapsed();
+    drop(pidfd);
+    let watch = watch?;
+
+    let outcome = classify(&reaped, &watch, &region, &guest, options)?;
+    Ok(Report {
+        outcome,
+        output: watch.output,
+        output_truncated: watch.truncated,
+        wall,
+        user: timeval(reaped.rusage.ru_utime),
+        sys: timeval(reaped.rusage.ru_stime),
+        max_rss_kib: reaped.rusage.ru_maxrss.max(0) as u64,
+    })
+}
+
+fn validate(code: &[u8], input: &[u8], options: &RunOptions) -> Result<(), InputError> {
+    let limits = &options.limits;
+    if code.is_empty() {
+        return Err(InputError::Invalid("the code is empty".into()));
+    }
+    if code.len() > limits.max_code {
+        return Err(InputError::TooLarge { what: "code", size: code.len(), limit: limits.max_code, flag: "--max-code" });
+    }
+    if input.len() > limits.max_input {
+        return Err(InputError::TooLarge { what: "input", size: input.len(), limit: limits.max_input, flag: "--max-input" });
+    }
+    if options.entry >= code.len() {
+        return Err(InputError::Invalid(format!(
+            "entry offset 0x{:x} is outside the code ({} bytes) (--entry)",
+            options.entry,
+            code.len()
+        )));
+    }
+    if limits.timeout.is_zero() {
+        return Err(InputError::Invalid("the timeout must be greater than zero (--timeout)".into()));
+    }
+    for (what, flag, size) in [("stack", "--stack", limits.stack), ("scratch", "--scratch", limits.scratch)] {
+        if size > MAX_REGION {
+            return Err(InputError::TooLarge { what, size, limit: MAX_REGION, flag });
+        }
+    }
+    if limits.stack < 64 {
+        return Err(InputError::Invalid(format!(
+            "the stack is {} bytes; it must be at least 64 bytes (--stack)",
+            limits.stack
+        )));
+    }
+    Ok(())
+}
+
+/// The guest's own mappings, made in the host before the fork.
+struct GuestMemory {
+    code: Mmap,
+    code_len: usize,
+    input: Mmap,
+    input_len: usize,
+    scratch: MmapMut,
+    /// Guard page at the bottom, then the stack proper.
+    stack: MmapMut,
+}
+
+impl GuestMemory {
+    fn new(code: &[u8], input: &[u8], options: &RunOptions) -> Result<Self, Error> {
+        let limits = &options.limits;
+        let map = |len: usize, what| MmapMut::map_anon(round_up(len.max(1))).map_err(|e| Error::io(what, e));
+        // Written while private and writable, then read+execute: never both W and X.
+        let mut code_map = map(code.len(), "mapping the code")?;
+        code_map[..code.len()].copy_from_slice(code);
+        let code_map = code_map.make_exec().map_err(|e| Error::io("making the code executable", e))?;
+        let mut input_map = map(input.len(), "mapping the input")?;
+        input_map[..input.len()].copy_from_slice(input);
+        let input_map = input_map.make_read_only().map_err(|e| Error::io("making the input read-only", e))?;
+        let scratch = map(limits.scratch, "mapping the scratch memory")?;
+        let mut stack = memmap2::MmapOptions::new()
+            .len(round_up(limits.stack) + PAGE)
+            .stack()
+            .map_anon()
+            .map_err(|e| Error::io("mapping the guest stack", e))?;
+        sys::protect(stack.as_mut_ptr(), PAGE, libc::PROT_NONE).map_err(|e| Error::io("guard page", e))?;
+        Ok(GuestMemory {
+            code: code_map,
+            code_len: code.len(),
+            input: input_map,
+            input_len: input.len(),
+            scratch,
+            stack,
+        })
+    }
+
+    fn code_addr(&self) -> u64 {
+        self.code.as_ptr() as u64
+    }
+
+    /// The guest's rsp at entry: `[rsp]` is the return slot, `(rsp + 8) % 16 == 0`.
+    fn stack_entry(&self) -> u64 {
+        self.stack.as_ptr() as u64 + self.stack.len() as u64 - 8
+    }
+}
+
+/// Copies the blob, writes the context and the initial XSAVE image, seals the code page.
+fn prepare_region(guest: &GuestMemory, options: &RunOptions) -> Result<sys::SharedRegion, Error> {
+    let mut region = sys::SharedRegion::new(LEN).map_err(|e| Error::io("mapping the worker region", e))?;
+    let blob = worker::blob();
+    assert!(blob.code.len() <= PAGE, "the worker blob outgrew its page");
+    region.write_bytes(CODE, blob.code);
+
+    let mut gpr = [0u64; 16];
+    gpr[Gpr::RDI.index()] = guest.input.as_ptr() as u64;
+    gpr[Gpr::RSI.index()] = guest.input_len as u64;
+    gpr[Gpr::RDX.index()] = guest.scratch.as_ptr() as u64;
+    gpr[Gpr::RCX.index()] = options.limits.scratch as u64;
+    options.registers.apply(&mut gpr);
+    gpr[Gpr::RSP.index()] = guest.stack_entry();
+    for (i, value) in gpr.iter().enumerate() {
+        region.write_u64(DATA + CTX_GPR + i * 8, *value);
+    }
+    region.write_u64(DATA + CTX_ENTRY, guest.code_addr() + options.entry as u64);
+    region.write_u64(DATA + CTX_XSAVE, xsave_supported() as u64);
+    // Legacy area: MXCSR at byte 24 takes its default; the header (XSTATE_BV = 0) is zero.
+    region.write_u64(XSAVE + 24, 0x1f80);
+    region
+        .protect(CODE, PAGE, libc::PROT_READ | libc::PROT_EXEC)
+        .map_err(|e| Error::io("sealing the worker trampoline", e))?;
+    Ok(region)
+}
+
+fn xsave_supported() -> bool {
+    std::arch::is_x86_feature_detected!("xsave")
+}
+
+/// Writes the input to the worker's fd 0 without ever blocking; closes it when done.
+struct InputFeeder<'a> {
+    fd: Option<OwnedFd>,
+    input: &'a [u8],
+    written: usize,
+}
+
+impl InputFeeder<'_> {
+    /// Writes as much as the pipe takes. EPIPE (the guest is gone or closed fd 0) ends the
+    /// feeding quietly: that is guest behaviour, not a host failure.
+    fn pump(&mut self) -> std::io::Result<bool> {
+        let mut saw_epipe = false;
+        while let Some(fd) = &self.fd {
+            if self.written == self.input.len() {
+                self.fd = None; // EOF for the guest
+                break;
+            }
+            match sys::write(fd.as_raw_fd(), &self.input[self.written..]) {
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {
+                    saw_epipe = true;
+                    self.fd = None;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(saw_epipe)
+    }
+}
+
+/// What the host saw while the worker ran.
+struct Watch {
+    output: Vec<u8>,
+    truncated: bool,
+    /// Why the host killed the worker, if it did.
+    killed: Option<Kill>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kill {
+    Deadline,
+    OutputLimit,
+}
+
+/// The poll loop: feed input, collect output, kill at the deadline or past the output limit,
+/// return once the worker has exited (its pidfd is readable) or been killed.
+fn watch_worker(
+    pidfd: &OwnedFd,
+    output_r: OwnedFd,
+    feeder: &mut InputFeeder<'_>,
+    options: &RunOptions,
+    start: Instant,
+) -> Result<Watch, Error> {
+    let deadline = start + options.limits.timeout;
+    let max_output = options.limits.max_output;
+    let mut collector = OutputCollector { fd: Some(output_r), output: Vec::new(), max: max_output };
+    let mut sigpipe = feeder.fd.as_ref().map(|_| sys::SigpipeBlock::new());
+    let mut killed = None;
+    let kill = |why| -> Result<Option<Kill>, Error> {
+        sys::pidfd_kill(pidfd.as_raw_fd()).map_err(|e| Error::io("killing the worker", e))?;
+        Ok(Some(why))
+    };
+
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            killed = kill(Kill::Deadline)?;
+            break;
+        }
+        let mut fds = [
+            pollfd(pidfd.as_raw_fd(), libc::POLLIN),
+            pollfd(collector.raw_fd(), libc::POLLIN),
+            pollfd(feeder.fd.as_ref().map_or(-1, |fd| fd.as_raw_fd()), libc::POLLOUT),
+        ];
+        match sys::poll(&mut fds, deadline - now) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("polling the worker", e)),
+        }
+        if fds[1].revents != 0 && collector.drain().map_err(|e| Error::io("reading the output", e))? {
+            killed = kill(Kill::OutputLimit)?;
+            break;
+        }
+        if fds[2].revents != 0 {
+            let epipe = feeder.pump().map_err(|e| Error::io("writing the input", e))?;
+            if let Some(block) = sigpipe.as_mut() {
+                block.saw_epipe |= epipe;
+            }
+        }
+        if fds[0].revents != 0 {
+            break;
+        }
+    }
+    // Everything the worker wrote before it ended is in the pipe now.
+    if killed.is_none() && collector.drain().map_err(|e| Error::io("reading the output", e))? {
+        killed = Some(Kill::OutputLimit);
+    }
+    feeder.fd = None;
+    drop(sigpipe);
+    let truncated = collector.output.len() > max_output;
+    let mut output = collector.output;
+    output.truncate(max_output);
+    Ok(Watch { output, truncated, killed })
+}
+
+fn pollfd(fd: i32, events: libc::c_short) -> libc::pollfd {
+    libc::pollfd { fd, events, revents: 0 }
+}
+
+/// Reads the worker's fd 1, keeping at most `max + 1` bytes (one past the limit proves it
+/// was passed).
+struct OutputCollector {
+    fd: Option<OwnedFd>,
+    output: Vec<u8>,
+    max: usize,
+}
+
+impl OutputCollector {
+    fn raw_fd(&self) -> i32 {
+        self.fd.as_ref().map_or(-1, |fd| fd.as_raw_fd())
+    }
+
+    /// Reads until the pipe is empty; true when the output passed the limit.
+    fn drain(&mut self) -> std::io::Result<bool> {
+        const CHUNK: usize = 64 << 10;
+        while let Some(fd) = &self.fd {
+            let room = (self.max + 1).saturating_sub(self.output.len());
+            if room == 0 {
+                return Ok(true);
+            }
+            let len = self.output.len();
+            let want = room.min(CHUNK);
+            self.output.resize(len + want, 0);
+            let got = sys::read(fd.as_raw_fd(), &mut self.output[len..]);
+            self.output.truncate(len + *got.as_ref().unwrap_or(&0));
+            match got {
+                Ok(0) => self.fd = None, // EOF: no writer is left
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(self.output.len() > self.max)
+    }
+}
+
+/// Decides the outcome from the wait status and the host's own kills; the worker's record
+/// only adds details, and only where it agrees with the kernel.
+fn classify(
+    reaped: &sys::Reaped,
+    watch: &Watch,
+    region: &sys::SharedRegion,
+    guest: &GuestMemory,
+    options: &RunOptions,
+) -> Result<Outcome, Error> {
+    let status = reaped.status;
+    let state = region.read_u64(DATA + REC_STATE);
+    if watch.truncated || watch.killed == Some(Kill::OutputLimit) {
+        return Ok(Outcome::OutputLimit);
+    }
+    if libc::WIFEXITED(status) {
+        let code = libc::WEXITSTATUS(status);
+        if code == 0 && state == STATE_RETURNED {
+            let mut gpr = [0u64; 16];
+            for (i, slot) in gpr.iter_mut().enumerate() {
+                *slot = region.read_u64(DATA + REC_GPR + i * 8);
+            }
+            return Ok(Outcome::Returned(Registers::from_array(gpr, region.read_u64(DATA + REC_RFLAGS))));
+        }
+        return Ok(Outcome::Exited(code));
+    }
+    if !libc::WIFSIGNALED(status) {
+        return Err(Error::io(
+            "reaping the worker",
+            std::io::Error::other(format!("unexpected wait status 0x{status:x}")),
+        ));
+    }
+    let signal = libc::WTERMSIG(status);
+    if signal == libc::SIGKILL {
+        if watch.killed == Some(Kill::Deadline) {
+            return Ok(Outcome::Timeout);
+        }
+        let cpu = timeval(reaped.rusage.ru_utime) + timeval(reaped.rusage.ru_stime);
+        if cpu + Duration::from_millis(100) >= Duration::from_secs(options.limits.timeout.as_secs() + 2) {
+            return Ok(Outcome::Timeout); // the RLIMIT_CPU backstop
+        }
+        return Ok(Outcome::SyscallViolation);
+    }
+    if signal == worker::SETUP_FAILED_SIGNAL && state == STATE_SETUP_FAILED {
+        let stage = region.read_u64(DATA + REC_STAGE) as usize;
+        let errno = region.read_u64(DATA + REC_ERRNO) as i32;
+        return Err(Error::io(
+            worker::STAGES.get(stage).copied().unwrap_or("worker setup"),
+            std::io::Error::from_raw_os_error(errno),
+        ));
+    }
+    let fault = (state == STATE_FAULT && region.read_u64(DATA + FAULT_SIGNO) == signal as u64).then(|| {
+        let rip = region.read_u64(DATA + FAULT_RIP);
+        let code = &guest.code[..guest.code_len];
+        let code_offset = rip
+            .checked_sub(guest.code_addr())
+            .map(|off| faulting_offset(signal, code, off))
+            .filter(|off| *off < guest.code_len as u64);
+        Fault {
+            address: region.read_u64(DATA + FAULT_ADDR),
+            code_offset,
+            instruction: code_offset
+                .and_then(|off| crate::disasm::instruction_at(code, off as usize)),
+        }
+    });
+    Ok(Outcome::Crashed { signal, fault })
+}
+
+/// The offset of the instruction that raised `signal`, given the `rip` the kernel saved.
+/// Faults save the faulting instruction's address; `int3` (`cc`) and `int 3` (`cd 03`) are
+/// traps that save the address after it.
+fn faulting_offset(signal: i32, code: &[u8], rip_offset: u64) -> u64 {
+    if signal != libc::SIGTRAP {
+        return rip_offset;
+    }
+    let at = |back: u64| {
+        rip_offset
+            .checked_sub(back)
+            .and_then(|i| code.get(i as usize..rip_offset as usize))
+    };
+    if at(1) == Some(&[0xcc][..]) {
+        rip_offset - 1
+    } else if at(2) == Some(&[0xcd, 0x03][..]) {
+        rip_offset - 2
+    } else {
+        rip_offset
+    }
+}
+
+fn timeval(tv: libc::timeval) -> Duration {
+    Duration::from_secs(tv.tv_sec.max(0) as u64) + Duration::from_micros(tv.tv_usec.max(0) as u64)
+}

@@ -1,0 +1,25 @@
+//! bytejail: run untrusted x86-64 machine code in a fresh worker process under strict seccomp,
+//! and report exactly what happened.
+//!
+//! ```no_run
+//! let code = [0xb0, 42, 0xc3]; // mov al, 42; ret
+//! let report = bytejail::run(&code, b"", &bytejail::RunOptions::default()).unwrap();
+//! assert_eq!(report.outcome.kind(), "returned");
+//! ```
+#![deny(unsafe_code)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+pub mod abi;
+pub mod disasm;
+pub mod error;
+mod host;
+pub mod load;
+pub mod report;
+mod sys;
+pub mod units;
+mod worker;
+
+pub use abi::{Gpr, InitialRegisters, Limits, Registers, RunOptions};
+pub use error::{Error, InputError};
+pub use host::run;
+pub use report::{Fault, Outcome, Report};

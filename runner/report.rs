@@ -1,0 +1,180 @@
+//! What happened in a run: the [`Outcome`] the kernel and the host's own clock decided, the
+//! output the guest wrote, and what it cost. Guest behaviour is data here, never an error.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+
+use crate::abi::Registers;
+
+/// How the guest's run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The guest returned to the runner; the registers as it left them.
+    Returned(Registers),
+    /// The guest called `exit(code)` (syscall 60).
+    Exited(i32),
+    /// The worker died of a signal other than the host's SIGKILL.
+    Crashed {
+        /// The signal number the kernel reported.
+        signal: i32,
+        /// Where it happened, when the worker's fault record agrees with the kernel.
+        fault: Option<Fault>,
+    },
+    /// The kernel killed the worker for a syscall outside the allow list.
+    SyscallViolation,
+    /// The host killed the worker at the wall-clock deadline (or the CPU backstop fired).
+    Timeout,
+    /// The host killed the worker because it wrote more than `max_output` bytes.
+    OutputLimit,
+}
+
+impl Outcome {
+    /// The stable name used in JSON and the summary line.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Outcome::Returned(_) => "returned",
+            Outcome::Exited(_) => "exited",
+            Outcome::Crashed { .. } => "crashed",
+            Outcome::SyscallViolation => "syscall_violation",
+            Outcome::Timeout => "timeout",
+            Outcome::OutputLimit => "output_limit",
+        }
+    }
+
+    /// The documented `bytejail run` exit status for this outcome.
+    pub fn exit_status(&self) -> i32 {
+        match self {
+            Outcome::Returned(regs) => (regs.rax & 0xff) as i32,
+            Outcome::Exited(code) => code & 0xff,
+            Outcome::Crashed { signal, .. } => 128 + signal,
+            Outcome::SyscallViolation => 159,
+            Outcome::Timeout | Outcome::OutputLimit => 124,
+        }
+    }
+}
+
+/// Where a crash happened, from the worker's own fault record, validated by the host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Fault {
+    /// `si_addr`: the faulting data address for SIGSEGV/SIGBUS, the instruction for the others.
+    pub address: u64,
+    /// Offset of the faulting instruction in the guest code, when it lies there.
+    pub code_offset: Option<u64>,
+    /// The faulting instruction in Intel syntax, when it lies in the guest code.
+    pub instruction: Option<String>,
+}
+
+/// Everything the host knows about one run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    pub outcome: Outcome,
+    /// Bytes the guest wrote to fd 1, at most `max_output`.
+    pub output: Vec<u8>,
+    /// True when the guest wrote more than was kept.
+    pub output_truncated: bool,
+    /// Host wall clock from just before the fork to the reap.
+    pub wall: Duration,
+    /// CPU time of the worker in user mode (`wait4` rusage).
+    pub user: Duration,
+    /// CPU time of the worker in kernel mode (`wait4` rusage).
+    pub sys: Duration,
+    /// Peak resident set of the worker in KiB (`ru_maxrss`; counts pages shared with the host).
+    pub max_rss_kib: u64,
+}
+
+/// The name of a signal, e.g. `SIGSEGV`, or `SIG<n>` for numbers without one.
+pub fn signal_name(signal: i32) -> String {
+    match nix::sys::signal::Signal::try_from(signal) {
+        Ok(sig) => sig.as_str().to_string(),
+        Err(_) => format!("SIG{signal}"),
+    }
+}
+
+impl Report {
+    /// The report as the `run --json` object.
+    pub fn to_json(&self) -> Value {
+        let mut obj = Map::new();
+        obj.insert("outcome".into(), json!(self.outcome.kind()));
+        match &self.outcome {
+            Outcome::Returned(regs) => {
+                obj.insert("rax".into(), json!(regs.rax));
+                obj.insert("registers".into(), json!(regs));
+            }
+            Outcome::Exited(code) => {
+                obj.insert("exit_code".into(), json!(code));
+            }
+            Outcome::Crashed { signal, fault } => {
+                obj.insert("signal".into(), json!(signal_name(*signal)));
+                obj.insert("signal_number".into(), json!(signal));
+                if let Some(fault) = fault {
+                    obj.insert("fault".into(), json!(fault));
+                }
+            }
+            Outcome::SyscallViolation | Outcome::Timeout | Outcome::OutputLimit => {}
+        }
+        obj.insert("output_hex".into(), json!(hex_string(&self.output)));
+        if let Ok(text) = std::str::from_utf8(&self.output) {
+            obj.insert("output_text".into(), json!(text));
+        }
+        obj.insert("output_truncated".into(), json!(self.output_truncated));
+        obj.insert("wall_ns".into(), json!(nanos(self.wall)));
+        obj.insert("user_ns".into(), json!(nanos(self.user)));
+        obj.insert("sys_ns".into(), json!(nanos(self.sys)));
+        obj.insert("max_rss_kib".into(), json!(self.max_rss_kib));
+        Value::Object(obj)
+    }
+
+    /// The one-line human summary, e.g.
+    /// `crashed: SIGSEGV at code+0x3 (mov qword ptr [rax],1), address 0x0`.
+    pub fn summary(&self) -> String {
+        let tail = match &self.outcome {
+            Outcome::Returned(regs) => format!("rax={} (0x{:x})", regs.rax as i64, regs.rax),
+            Outcome::Exited(code) => format!("code {code}"),
+            Outcome::Crashed { signal, fault } => {
+                let mut s = signal_name(*signal);
+                if let Some(fault) = fault {
+                    match (&fault.code_offset, &fault.instruction) {
+                        (Some(off), Some(insn)) => s += &format!(" at code+0x{off:x} ({insn})"),
+                        (Some(off), None) => s += &format!(" at code+0x{off:x}"),
+                        _ => {}
+                    }
+                    s += &format!(", address 0x{:x}", fault.address);
+                }
+                s
+            }
+            Outcome::SyscallViolation => "forbidden syscall, killed by seccomp".to_string(),
+            Outcome::Timeout => format!("killed after {:.3}s", self.wall.as_secs_f64()),
+            Outcome::OutputLimit => format!("killed after {} bytes of output", self.output.len()),
+        };
+        let truncated = if self.output_truncated && self.outcome != Outcome::OutputLimit {
+            ", output truncated"
+        } else {
+            ""
+        };
+        format!(
+            "{}: {}; {} bytes of output{}, {:.3} ms",
+            self.outcome.kind(),
+            tail,
+            self.output.len(),
+            truncated,
+            self.wall.as_secs_f64() * 1e3
+        )
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Lower-case hex of `bytes`, no separators.
+pub fn hex_string(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}

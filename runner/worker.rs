@@ -1,0 +1,460 @@
+//! The worker side of a run: everything that happens between `fork` and the guest's end.
+//!
+//! Two parts live here:
+//! - the *blob*: a small position-independent piece of assembly (trampoline, fault handler,
+//!   signal restorer, re-raise stubs) that the host copies into the first page of a shared
+//!   region for each run. It addresses its data only relative to itself, so it works at any
+//!   address and needs nothing from the host binary once the guest runs;
+//! - [`worker_main`]: the post-fork setup, run in the child of `clone`.
+//!
+//! After fork this process may hold a copy of a multi-threaded host whose other threads held
+//! the allocator's or stdio's locks at that instant. So the worker path never allocates, frees,
+//! locks, prints, unwinds or runs destructors: it issues raw syscalls on data the host built
+//! before the fork ([`WorkerPlan`], the blob region), and ends in the guest or in raw
+//! `SYS_exit`.
+#![allow(unsafe_code)]
+
+use std::arch::global_asm;
+
+use crate::sys::raw;
+
+/// The shared region of one run, all offsets from its start.
+pub(crate) mod layout {
+    /// Page 0: the blob's code, read+execute.
+    pub const CODE: usize = 0;
+    /// Page 1: the run's context (written by the host) and the worker's record (read by it).
+    pub const DATA: usize = 0x1000;
+    /// An XSAVE area in its initial state, restored before entry so that no vector or x87
+    /// register of the host reaches the guest. 64-byte aligned, large enough for AVX-512.
+    pub const XSAVE: usize = 0x2000;
+    pub const XSAVE_LEN: usize = 0x4000;
+    /// The alternate signal stack for the fault handler (a stack overflow must still report).
+    pub const ALTSTACK: usize = 0x6000;
+    pub const ALTSTACK_LEN: usize = 0xa000;
+    pub const LEN: usize = 0x10000;
+    const _: () = assert!(XSAVE % 64 == 0 && XSAVE + XSAVE_LEN <= ALTSTACK);
+    const _: () = assert!(ALTSTACK + ALTSTACK_LEN == LEN);
+    const _: () = assert!(FAULT_GREGS + 23 * 8 <= 0x800, "record overlaps the private stack");
+
+    // Context, written by the host before fork (offsets within DATA).
+    /// Initial general registers in `GPR_NAMES` order; the `rsp` slot holds the guest's rsp.
+    pub const CTX_GPR: usize = 0x000;
+    /// Absolute address of the guest's entry point.
+    pub const CTX_ENTRY: usize = 0x080;
+    /// Non-zero when the CPU and kernel support XSAVE (use `xrstor`, else reset SSE by hand).
+    pub const CTX_XSAVE: usize = 0x088;
+
+    // Record, written by the worker (offsets within DATA). Best-effort: the guest can write it.
+    pub const REC_STATE: usize = 0x100;
+    pub const REC_GPR: usize = 0x108;
+    pub const REC_RFLAGS: usize = 0x188;
+    pub const REC_STAGE: usize = 0x190;
+    pub const REC_ERRNO: usize = 0x198;
+    pub const FAULT_SIGNO: usize = 0x200;
+    pub const FAULT_CODE: usize = 0x208;
+    pub const FAULT_ADDR: usize = 0x210;
+    pub const FAULT_RIP: usize = 0x218;
+    /// `uc_mcontext.gregs` at the fault, 23 words in the kernel's order.
+    pub const FAULT_GREGS: usize = 0x220;
+
+    /// Values of `REC_STATE` (0: nothing recorded).
+    pub const STATE_RETURNED: u64 = 1;
+    pub const STATE_FAULT: u64 = 2;
+    pub const STATE_SETUP_FAILED: u64 = 3;
+
+    /// Offset of `uc_mcontext.gregs[REG_RIP]` / `[REG_EFL]` in a kernel `ucontext`.
+    pub const UC_RIP: usize = 40 + 16 * 8;
+    pub const UC_EFL: usize = 40 + 17 * 8;
+}
+
+use layout::*;
+
+// The blob. Intel syntax; every memory reference is rip-relative to `.Lbj_base`, a local label
+// resolved by the assembler, so the bytes run unchanged at any address.
+global_asm!(
+    ".pushsection .text.bytejail_blob,\"ax\",@progbits",
+    ".p2align 12",
+    ".globl bytejail_blob_start",
+    ".hidden bytejail_blob_start",
+    "bytejail_blob_start:",
+    ".Lbj_base:",
+    // --- enter: reached by a jump from worker_main, in strict mode already. ---
+    "lea rsp, [rip + .Lbj_base + {data} + 0x1000]",
+    "cmp qword ptr [rip + .Lbj_base + {data} + {ctx_xsave}], 0",
+    "je .Lbj_sse_reset",
+    // XRSTOR with XSTATE_BV = 0 puts every enabled component in its initial state.
+    "mov eax, -1",
+    "mov edx, -1",
+    "xrstor64 [rip + .Lbj_base + {xsave}]",
+    "jmp .Lbj_flags",
+    ".Lbj_sse_reset:",
+    "fninit",
+    "pxor xmm0, xmm0", "pxor xmm1, xmm1", "pxor xmm2, xmm2", "pxor xmm3, xmm3",
+    "pxor xmm4, xmm4", "pxor xmm5, xmm5", "pxor xmm6, xmm6", "pxor xmm7, xmm7",
+    "pxor xmm8, xmm8", "pxor xmm9, xmm9", "pxor xmm10, xmm10", "pxor xmm11, xmm11",
+    "pxor xmm12, xmm12", "pxor xmm13, xmm13", "pxor xmm14, xmm14", "pxor xmm15, xmm15",
+    "push 0x1f80",
+    "ldmxcsr [rsp]",
+    "pop rax",
+    ".Lbj_flags:",
+    // Known flags: IF and the reserved bit only (DF, AC, TF clear).
+    "push 0x202",
+    "popfq",
+    "mov rsp, [rip + .Lbj_base + {data} + {ctx_gpr} + 7*8]",
+    "lea rax, [rip + .Lbj_returned]",
+    "mov [rsp], rax",
+    "mov rax, [rip + .Lbj_base + {data} + {ctx_gpr} + 0*8]",
+    "mov rbx, [rip + .Lbj_base + {data} + {ctx_gpr} + 1*8]",
+    "mov rcx, [rip + .Lbj_base + {data} + {ctx_gpr} + 2*8]",
+    "mov rdx, [rip + .Lbj_base + {data} + {ctx_gpr} + 3*8]",
+    "mov rsi, [rip + .Lbj_base + {data} + {ctx_gpr} + 4*8]",
+    "mov rdi, [rip + .Lbj_base + {data} + {ctx_gpr} + 5*8]",
+    "mov rbp, [rip + .Lbj_base + {data} + {ctx_gpr} + 6*8]",
+    "mov r8,  [rip + .Lbj_base + {data} + {ctx_gpr} + 8*8]",
+    "mov r9,  [rip + .Lbj_base + {data} + {ctx_gpr} + 9*8]",
+    "mov r10, [rip + .Lbj_base + {data} + {ctx_gpr} + 10*8]",
+    "mov r11, [rip + .Lbj_base + {data} + {ctx_gpr} + 11*8]",
+    "mov r12, [rip + .Lbj_base + {data} + {ctx_gpr} + 12*8]",
+    "mov r13, [rip + .Lbj_base + {data} + {ctx_gpr} + 13*8]",
+    "mov r14, [rip + .Lbj_base + {data} + {ctx_gpr} + 14*8]",
+    "mov r15, [rip + .Lbj_base + {data} + {ctx_gpr} + 15*8]",
+    "jmp qword ptr [rip + .Lbj_base + {data} + {ctx_entry}]",
+    // --- the guest returned here: record everything, leave with raw SYS_exit(0). ---
+    ".Lbj_returned:",
+    "mov [rip + .Lbj_base + {data} + {rec_gpr} + 0*8], rax",
+    "mov [rip + .Lbj_base + {data} + {rec_gpr} + 1*8], rbx",
+    "mov [rip + .Lbj_base + {data} + {rec_gpr} + 2*8], rcx",
+    "mov [rip + .Lbj_base + {data} + {rec_gpr} + 3*8], rdx",
+    "mov [rip + .Lbj_base + {data} + {rec_gpr} + 4*8], rsi",
+    "mov [rip + .Lbj_base + {data} + {rec_gpr} + 5*8], rdi",
+    "mov [rip + .Lbj_base + {data} + {rec_gpr} + 6*8], rbp",
+    "mov [rip + .Lbj_base + {data} + {rec_gpr} + 7*8], rsp",
+    "mov [rip + .Lbj_base + {data} + {rec_gpr} + 8*8], r8",
+    "mov [rip + .Lbj_base + {data} + {rec_gpr} + 9*8], r9",
+    "mov [rip + .Lbj_base + {data} + {rec_gpr} + 10*8], r10",
+    "mov [rip + .Lbj_base + {data} + {rec_gpr} + 11*8], r11",
+    "mov [rip + .Lbj_base + {data} + {rec_gpr} + 12*8], r12",
+    "mov [rip + .Lbj_base + {data} + {rec_gpr} + 13*8], r13",
+    "mov [rip + .Lbj_base + {data} + {rec_gpr} + 14*8], r14",
+    "mov [rip + .Lbj_base + {data} + {rec_gpr} + 15*8], r15",
+    "lea rsp, [rip + .Lbj_base + {data} + 0x1000]",
+    "pushfq",
+    "pop rax",
+    "mov [rip + .Lbj_base + {data} + {rec_rflags}], rax",
+    "mov qword ptr [rip + .Lbj_base + {data} + {rec_state}], {state_returned}",
+    "mov eax, {sys_exit}",
+    "xor edi, edi",
+    "syscall",
+    "ud2",
+    // --- fault handler: rdi = signo, rsi = siginfo, rdx = ucontext; on the alternate stack. ---
+    ".globl bytejail_blob_handler",
+    ".hidden bytejail_blob_handler",
+    "bytejail_blob_handler:",
+    "mov r8, rdi",
+    "mov [rip + .Lbj_base + {data} + {fault_signo}], rdi",
+    "movsxd rax, dword ptr [rsi + 8]",
+    "mov [rip + .Lbj_base + {data} + {fault_code}], rax",
+    "mov rax, [rsi + 16]",
+    "mov [rip + .Lbj_base + {data} + {fault_addr}], rax",
+    "mov rax, [rdx + {uc_rip}]",
+    "mov [rip + .Lbj_base + {data} + {fault_rip}], rax",
+    "lea rsi, [rdx + 40]",
+    "lea rdi, [rip + .Lbj_base + {data} + {fault_gregs}]",
+    "mov ecx, 23",
+    "cld",
+    "rep movsq",
+    "mov qword ptr [rip + .Lbj_base + {data} + {rec_state}], {state_fault}",
+    // Resume at a stub that raises the same signal again; SA_RESETHAND made its action the
+    // default, so the kernel ends the worker with the real signal. TF and AC are cleared so
+    // that only the stub's own fault fires.
+    "and qword ptr [rdx + {uc_efl}], -0x40101",
+    "lea rax, [rip + .Lbj_raise_segv]",
+    "lea rcx, [rip + .Lbj_raise_bus]",
+    "cmp r8d, 7",
+    "cmove rax, rcx",
+    "lea rcx, [rip + .Lbj_raise_ill]",
+    "cmp r8d, 4",
+    "cmove rax, rcx",
+    "lea rcx, [rip + .Lbj_raise_fpe]",
+    "cmp r8d, 8",
+    "cmove rax, rcx",
+    "lea rcx, [rip + .Lbj_raise_trap]",
+    "cmp r8d, 5",
+    "cmove rax, rcx",
+    "mov [rdx + {uc_rip}], rax",
+    "ret",
+    ".globl bytejail_blob_restorer",
+    ".hidden bytejail_blob_restorer",
+    "bytejail_blob_restorer:",
+    "mov eax, {sys_rt_sigreturn}",
+    "syscall",
+    "ud2",
+    ".Lbj_raise_segv:",
+    "hlt",
+    "jmp .Lbj_hang",
+    ".Lbj_raise_ill:",
+    "ud2",
+    ".Lbj_raise_fpe:",
+    "xor eax, eax",
+    "xor edx, edx",
+    "xor ecx, ecx",
+    "div ecx",
+    "jmp .Lbj_hang",
+    ".Lbj_raise_trap:",
+    "int3",
+    "jmp .Lbj_hang",
+    ".Lbj_raise_bus:",
+    // An unaligned load with EFLAGS.AC set raises #AC, which Linux reports as SIGBUS.
+    "lea rsp, [rip + .Lbj_base + {data} + 0x1000]",
+    "pushfq",
+    "or dword ptr [rsp], 0x40000",
+    "popfq",
+    "mov eax, dword ptr [rsp + 1]",
+    // Never reached; if a stub somehow did not fault, spin until the host's deadline.
+    ".Lbj_hang:",
+    "jmp .Lbj_hang",
+    ".globl bytejail_blob_end",
+    ".hidden bytejail_blob_end",
+    "bytejail_blob_end:",
+    ".popsection",
+    data = const DATA,
+    xsave = const XSAVE,
+    ctx_gpr = const CTX_GPR,
+    ctx_entry = const CTX_ENTRY,
+    ctx_xsave = const CTX_XSAVE,
+    rec_gpr = const REC_GPR,
+    rec_rflags = const REC_RFLAGS,
+    rec_state = const REC_STATE,
+    fault_signo = const FAULT_SIGNO,
+    fault_code = const FAULT_CODE,
+    fault_addr = const FAULT_ADDR,
+    fault_rip = const FAULT_RIP,
+    fault_gregs = const FAULT_GREGS,
+    uc_rip = const UC_RIP,
+    uc_efl = const UC_EFL,
+    state_returned = const STATE_RETURNED,
+    state_fault = const STATE_FAULT,
+    sys_exit = const libc::SYS_exit,
+    sys_rt_sigreturn = const libc::SYS_rt_sigreturn,
+);
+
+extern "C" {
+    static bytejail_blob_start: u8;
+    static bytejail_blob_handler: u8;
+    static bytejail_blob_restorer: u8;
+    static bytejail_blob_end: u8;
+}
+
+/// The blob's machine code and the offsets of its entry points.
+pub(crate) struct Blob {
+    pub code: &'static [u8],
+    /// Offset of the trampoline that enters the guest.
+    pub enter: usize,
+    /// Offset of the fault handler (`sa_handler`).
+    pub handler: usize,
+    /// Offset of the signal restorer (`sa_restorer`, calls `rt_sigreturn`).
+    pub restorer: usize,
+}
+
+/// The blob as assembled into this binary.
+pub(crate) fn blob() -> Blob {
+    // SAFETY: the four symbols are labels in one section of the global_asm above, in this
+    // order; the bytes between start and end are initialized read-only code.
+    unsafe {
+        let start = std::ptr::addr_of!(bytejail_blob_start);
+        let end = std::ptr::addr_of!(bytejail_blob_end) as usize;
+        let len = end - start as usize;
+        let off = |p: *const u8| p as usize - start as usize;
+        Blob {
+            code: std::slice::from_raw_parts(start, len),
+            enter: 0,
+            handler: off(std::ptr::addr_of!(bytejail_blob_handler)),
+            restorer: off(std::ptr::addr_of!(bytejail_blob_restorer)),
+        }
+    }
+}
+
+/// The signals whose faults the worker records before dying of them.
+pub(crate) const FAULT_SIGNALS: [i32; 5] =
+    [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE, libc::SIGTRAP];
+
+/// The signal a worker kills itself with when its setup fails. No guest can raise it: strict
+/// mode has no `kill`, and faults only raise [`FAULT_SIGNALS`].
+pub(crate) const SETUP_FAILED_SIGNAL: i32 = libc::SIGUSR2;
+
+/// Setup steps, recorded in `REC_STAGE` when one fails.
+pub(crate) const STAGES: [&str; 8] = [
+    "PR_SET_PDEATHSIG",
+    "rt_sigprocmask",
+    "moving the pipes to fds 0 and 1",
+    "close_range",
+    "setrlimit/PR_SET_DUMPABLE",
+    "sigaltstack",
+    "rt_sigaction",
+    "entering seccomp strict mode",
+];
+
+/// Everything the worker needs, built by the host before `fork`. Plain data: the child only
+/// reads it from its copy of the host's stack.
+#[derive(Clone, Copy)]
+pub(crate) struct WorkerPlan {
+    pub host_pid: libc::pid_t,
+    pub input_fd: i32,
+    pub output_fd: i32,
+    /// Address of the run's shared region (see [`layout`]).
+    pub region: usize,
+    /// `RLIMIT_CPU` in seconds: a backstop behind the host's own SIGKILL at the deadline.
+    pub cpu_limit_secs: u64,
+}
+
+/// The kernel's `struct sigaction` for `rt_sigaction` (not libc's, whose layout differs).
+#[repr(C)]
+struct KernelSigaction {
+    handler: usize,
+    flags: u64,
+    restorer: usize,
+    mask: u64,
+}
+
+#[repr(C)]
+struct StackT {
+    sp: usize,
+    flags: i32,
+    size: usize,
+}
+
+/// `SA_RESTORER` (x86-64): `restorer` is valid. The kernel ABI constant, absent from libc.
+const SA_RESTORER: i32 = 0x0400_0000;
+
+/// Bit of `sig` in a kernel sigset.
+const fn sigbit(sig: i32) -> u64 {
+    1u64 << (sig - 1)
+}
+
+/// Forks a worker that runs `plan`, returning its pid and pidfd in the host.
+///
+/// `region` must be the run's shared region, prepared by the host (blob copied and sealed,
+/// context written); `plan.region` is its address.
+pub(crate) fn spawn(plan: &WorkerPlan, region: &crate::sys::SharedRegion) -> std::io::Result<(libc::pid_t, std::os::fd::OwnedFd)> {
+    debug_assert_eq!(plan.region, region.addr());
+    // SAFETY: the child runs only `worker_entry`, which issues raw syscalls on `plan` (plain
+    // data on this stack) and the prepared mappings, and never returns.
+    match unsafe { crate::sys::clone_with_pidfd() }? {
+        crate::sys::Forked::Child => worker_entry(plan),
+        crate::sys::Forked::Parent { pid, pidfd } => Ok((pid, pidfd)),
+    }
+}
+
+/// The child's entry. `extern "C"` so that a panic (there is none to raise) would abort
+/// instead of unwinding into a copy of the host's stack.
+extern "C" fn worker_entry(plan: &WorkerPlan) -> ! {
+    // SAFETY: called only in the child of `clone_with_pidfd`, with the region prepared.
+    unsafe { worker_main(plan) }
+}
+
+/// The post-fork path: sets the worker up and enters the guest. Never returns.
+///
+/// In order: die with the host; block every signal but the faults; fds 0 and 1 become the
+/// pipes and every other fd is closed; own process group (terminal signals are the host's);
+/// no core, not dumpable, CPU backstop; fault handlers on an alternate stack; strict seccomp;
+/// jump to the blob's trampoline.
+///
+/// # Safety
+/// Call only in the child of [`crate::sys::clone_with_pidfd`], with `plan.region` the run's
+/// prepared shared region (blob copied, context written) mapped in this process.
+unsafe fn worker_main(plan: &WorkerPlan) -> ! {
+    let data = plan.region + DATA;
+    let fail = |stage: usize, ret: isize| -> ! {
+        // SAFETY: the data page is mapped read+write in this process (caller's contract).
+        unsafe {
+            ((data + REC_STAGE) as *mut u64).write_volatile(stage as u64);
+            ((data + REC_ERRNO) as *mut u64).write_volatile((-ret) as u64);
+            ((data + REC_STATE) as *mut u64).write_volatile(STATE_SETUP_FAILED);
+            let dfl = KernelSigaction { handler: libc::SIG_DFL, flags: 0, restorer: 0, mask: 0 };
+            let unblock = sigbit(SETUP_FAILED_SIGNAL);
+            raw::syscall6(libc::SYS_rt_sigaction, SETUP_FAILED_SIGNAL as usize, &dfl as *const _ as usize, 0, 8, 0, 0);
+            raw::syscall6(libc::SYS_rt_sigprocmask, libc::SIG_UNBLOCK as usize, &unblock as *const u64 as usize, 0, 8, 0, 0);
+            let pid = raw::syscall3(libc::SYS_getpid, 0, 0, 0);
+            raw::syscall3(libc::SYS_kill, pid as usize, SETUP_FAILED_SIGNAL as usize, 0);
+        }
+        raw::exit(127)
+    };
+    let check = |stage: usize, ret: isize| {
+        if ret < 0 {
+            fail(stage, ret)
+        }
+    };
+
+    // SAFETY (whole block): raw syscalls with pointers to locals that outlive each call, on
+    // descriptors and memory this process owns.
+    unsafe {
+        check(0, raw::syscall3(libc::SYS_prctl, libc::PR_SET_PDEATHSIG as usize, libc::SIGKILL as usize, 0));
+        // The host may have died before PDEATHSIG was armed: then we are someone else's child.
+        if raw::syscall3(libc::SYS_getppid, 0, 0, 0) != plan.host_pid as isize {
+            raw::exit(0);
+        }
+
+        let mut mask = !0u64;
+        for sig in FAULT_SIGNALS {
+            mask &= !sigbit(sig);
+        }
+        check(1, raw::syscall6(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK as usize, &mask as *const u64 as usize, 0, 8, 0, 0));
+
+        // Move the pipes to 0 and 1 without one clobbering the other.
+        let mut input = plan.input_fd;
+        let mut output = plan.output_fd;
+        if output == 0 {
+            output = raw::syscall3(libc::SYS_fcntl, 0, libc::F_DUPFD as usize, 3) as i32;
+            check(2, output as isize);
+        }
+        if input == 1 {
+            input = raw::syscall3(libc::SYS_fcntl, 1, libc::F_DUPFD as usize, 3) as i32;
+            check(2, input as isize);
+        }
+        if input != 0 {
+            check(2, raw::syscall3(libc::SYS_dup2, input as usize, 0, 0));
+        }
+        if output != 1 {
+            check(2, raw::syscall3(libc::SYS_dup2, output as usize, 1, 0));
+        }
+        // dup2 leaves fd 0/1 without FD_CLOEXEC; when input was already 0 it keeps the flag,
+        // which is harmless: nothing here ever execs.
+        check(3, raw::syscall3(libc::SYS_close_range, 2, u32::MAX as usize, 0));
+
+        // Terminal-generated signals go to the host's process group, not to the guest.
+        raw::syscall3(libc::SYS_setpgid, 0, 0, 0);
+
+        let no_core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        check(4, raw::syscall3(libc::SYS_setrlimit, libc::RLIMIT_CORE as usize, &no_core as *const _ as usize, 0));
+        check(4, raw::syscall3(libc::SYS_prctl, libc::PR_SET_DUMPABLE as usize, 0, 0));
+        // Soft == hard: at the limit the kernel sends SIGKILL, never a SIGXCPU the guest
+        // could unblock and die of.
+        let cpu = libc::rlimit { rlim_cur: plan.cpu_limit_secs, rlim_max: plan.cpu_limit_secs };
+        check(4, raw::syscall3(libc::SYS_setrlimit, libc::RLIMIT_CPU as usize, &cpu as *const _ as usize, 0));
+
+        let altstack = StackT { sp: plan.region + ALTSTACK, flags: 0, size: ALTSTACK_LEN };
+        check(5, raw::syscall3(libc::SYS_sigaltstack, &altstack as *const StackT as usize, 0, 0));
+
+        let blob = blob();
+        let action = KernelSigaction {
+            handler: plan.region + CODE + blob.handler,
+            // SA_SIGINFO: the handler needs siginfo (address) and ucontext (rip).
+            // SA_ONSTACK: a stack overflow must still be able to report.
+            // SA_RESETHAND: the re-raise stub then dies of the default action.
+            // SA_RESTORER: x86-64 requires one; ours lives in the blob, not in libc.
+            flags: (libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESETHAND | SA_RESTORER) as u64,
+            restorer: plan.region + CODE + blob.restorer,
+            // Block everything while the handler runs.
+            mask: !0u64,
+        };
+        for sig in FAULT_SIGNALS {
+            check(6, raw::syscall6(libc::SYS_rt_sigaction, sig as usize, &action as *const _ as usize, 0, 8, 0, 0));
+        }
+
+        check(7, raw::syscall3(libc::SYS_prctl, libc::PR_SET_SECCOMP as usize, libc::SECCOMP_MODE_STRICT as usize, 0));
+
+        // Only read, write, exit and rt_sigreturn from here on.
+        let enter = plan.region + CODE + blob.enter;
+        std::arch::asm!("jmp {}", in(reg) enter, options(noreturn));
+    }
+}
