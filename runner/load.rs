@@ -1,0 +1,1213 @@
+//! Loading guest code: raw bytes, hex text, GNU as and NASM sources, ELF objects.
+//!
+//! Whatever the format, the result is one blob of position-independent x86-64 code: the bytes of
+//! a `.bin` file, the bytes spelled by a `.hex` file, or the `.text` section of an ELF object,
+//! executable or shared object, including the object the system assembler makes from a `.s`,
+//! `.S` or `.asm` source. Every error is an [`InputError`] on one line naming the file and, where
+//! one applies, the position or the limit.
+//!
+//! Files are read with a bound, so a huge or endless file costs at most a little more than the
+//! limit: raw code is read up to `max_code + 1` bytes, text formats up to a small multiple of it.
+//! ELF files are not read whole: only their headers, symbols and `.text` are, and `.text` only
+//! once its size is known to be within the limit.
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use object::read::elf::ElfFile64;
+use object::{
+    Architecture, Endianness, Object, ObjectKind, ObjectSection, ObjectSymbol, ReadCache, ReadRef,
+    RelocationTarget, SectionKind, SymbolKind, SymbolSection,
+};
+
+use crate::error::InputError;
+
+/// The name standard input goes by in messages.
+const STDIN_NAME: &str = "<stdin>";
+
+const ELF_MAGIC: &[u8] = b"\x7fELF";
+
+const FORMAT_HINT: &str = "use .bin .hex .s .S .asm .o or --format bin|hex|gas|nasm|elf";
+
+const RELOCATION_HINT: &str = "bytejail runs a single position-independent code blob: \
+                               keep data in .text and use rip-relative addressing";
+
+/// A format guest code can come in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Raw machine code.
+    Bin,
+    /// Machine code as hex text; see [`parse_hex`].
+    Hex,
+    /// GNU assembler source, assembled with the system `as --64` (`.S` files go through the C
+    /// preprocessor first).
+    Gas,
+    /// NASM source, assembled with `nasm -f elf64`.
+    Nasm,
+    /// An ELF64 x86-64 object, executable or shared object; its `.text` section is the code.
+    Elf,
+}
+
+impl Format {
+    /// The format named on the command line (`--format`): `bin`, `hex`, `gas`, `nasm` or `elf`,
+    /// in any case.
+    pub fn from_name(name: &str) -> Option<Format> {
+        match name.to_ascii_lowercase().as_str() {
+            "bin" => Some(Format::Bin),
+            "hex" => Some(Format::Hex),
+            "gas" => Some(Format::Gas),
+            "nasm" => Some(Format::Nasm),
+            "elf" => Some(Format::Elf),
+            _ => None,
+        }
+    }
+
+    /// The format a file's extension stands for: `.bin`; `.hex`; `.s` and `.S` (GNU as);
+    /// `.asm` and `.nasm`; `.o`, `.elf` and `.so`. Case does not matter (`.S` and `.s` are both
+    /// GNU as; [`load_path`] preprocesses `.S` only).
+    pub fn from_path(path: &Path) -> Option<Format> {
+        let extension = path.extension()?.to_str()?;
+        match extension.to_ascii_lowercase().as_str() {
+            "bin" => Some(Format::Bin),
+            "hex" => Some(Format::Hex),
+            "s" => Some(Format::Gas),
+            "asm" | "nasm" => Some(Format::Nasm),
+            "o" | "elf" | "so" => Some(Format::Elf),
+            _ => None,
+        }
+    }
+
+    /// The name [`Format::from_name`] accepts.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Bin => "bin",
+            Format::Hex => "hex",
+            Format::Gas => "gas",
+            Format::Nasm => "nasm",
+            Format::Elf => "elf",
+        }
+    }
+
+    /// What a file in this format is called in messages.
+    fn noun(self) -> &'static str {
+        match self {
+            Format::Bin => "code",
+            Format::Hex => "hex text",
+            Format::Gas | Format::Nasm => "assembly source",
+            Format::Elf => "ELF file",
+        }
+    }
+
+    /// The most bytes of this format read to get at most `max_code` bytes of code.
+    fn read_limit(self, max_code: usize) -> usize {
+        match self {
+            Format::Bin => max_code,
+            // Hex spends up to 6 characters a byte (`0xb0, `), and comments need room too.
+            // Assembly source has no fixed ratio; the same bound is generous for real sources.
+            Format::Hex | Format::Gas | Format::Nasm => {
+                max_code.saturating_mul(8).saturating_add(1 << 20)
+            }
+            // Only for standard input: ELF files on disk are never read whole.
+            Format::Elf => max_code.saturating_mul(4).saturating_add(16 << 20),
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Loads guest code from `path` (`-` for standard input).
+///
+/// The format is `format` when given; else the one the extension names
+/// ([`Format::from_path`]); else ELF if the file starts with the ELF magic; else an error.
+/// Standard input is raw bytes unless `format` says otherwise. Assembly sources are assembled in
+/// place, so the assembler's messages name `path`; `.S` files go through the C preprocessor
+/// (`cc -E`) first.
+///
+/// The code must be non-empty and at most `max_code` bytes ([`InputError::TooLarge`] with
+/// `--max-code` otherwise).
+pub fn load_path(
+    path: &Path,
+    format: Option<Format>,
+    max_code: usize,
+) -> Result<Vec<u8>, InputError> {
+    if is_stdin(path) {
+        let format = format.unwrap_or(Format::Bin);
+        let bytes = read_limited(path, format.read_limit(max_code))?
+            .map_err(|size| over_read_limit(STDIN_NAME, format, size, max_code))?;
+        return load_bytes(&bytes, format, STDIN_NAME, max_code);
+    }
+    let name = path.display().to_string();
+    let format = match format.or_else(|| Format::from_path(path)) {
+        Some(format) => format,
+        None => sniff_format(path, &name)?,
+    };
+    match format {
+        Format::Bin | Format::Hex => {
+            let bytes = read_limited(path, format.read_limit(max_code))?
+                .map_err(|size| over_read_limit(&name, format, size, max_code))?;
+            load_bytes(&bytes, format, &name, max_code)
+        }
+        Format::Elf => {
+            let code = elf_file_text(open_file(path)?, &name, max_code)?;
+            check_code(&code, &name, max_code)?;
+            Ok(code)
+        }
+        Format::Gas | Format::Nasm => {
+            // Say "cannot read" in our words, before the assembler says it in its own.
+            drop(open_file(path)?);
+            let preprocess =
+                format == Format::Gas && path.extension().is_some_and(|ext| ext == "S");
+            let code = assemble_path(path, format, preprocess, &name, max_code)?;
+            check_code(&code, &name, max_code)?;
+            Ok(code)
+        }
+    }
+}
+
+/// Loads guest code in `format` from memory; `name` stands for it in messages.
+///
+/// Assembly sources from memory are never run through the C preprocessor. The code must be
+/// non-empty and at most `max_code` bytes.
+pub fn load_bytes(
+    bytes: &[u8],
+    format: Format,
+    name: &str,
+    max_code: usize,
+) -> Result<Vec<u8>, InputError> {
+    let code = match format {
+        Format::Bin => {
+            check_code(bytes, name, max_code)?;
+            return Ok(bytes.to_vec());
+        }
+        Format::Hex => parse_hex(hex_text(bytes, name)?, name)?,
+        Format::Gas | Format::Nasm => assemble_source(bytes, format, name, max_code)?,
+        Format::Elf => elf_text(bytes, name, max_code)?,
+    };
+    check_code(&code, name, max_code)?;
+    Ok(code)
+}
+
+/// Parses hex text into bytes; `what` names the text in messages (a file name, `--hex`).
+///
+/// Accepted: pairs of hex digits in either case, in runs of any length (`b02ac3`); whitespace and
+/// commas between runs; a `0x`/`0X` prefix at the start of a run and a `\x` prefix anywhere
+/// between pairs (`0xb0,0x2a`, `\xb0\x2a\xc3`, `0xb02ac3`); comments from `#`, `;` or `//` to
+/// the end of the line. Every run must have an even number of digits (`b 0` is an error, not
+/// `b0`), except that a single digit after a prefix is one byte, as in C (`0x0`, `\x7`). Errors
+/// give the line and column (counted in characters from 1). The result may be empty.
+pub fn parse_hex(text: &str, what: &str) -> Result<Vec<u8>, InputError> {
+    let mut bytes = Vec::with_capacity(text.len() / 2);
+    for (line_index, line) in text.split('\n').enumerate() {
+        parse_hex_line(line, line_index + 1, what, &mut bytes)?;
+    }
+    Ok(bytes)
+}
+
+/// Assembles `source` (GNU as or NASM) and returns its `.text` section.
+///
+/// Runs `as --64` or `nasm -f elf64` in a temporary directory; assembler messages call the source
+/// `source.s` or `source.asm`. Sources are not run through the C preprocessor. Fails with a
+/// message naming the Debian package to install when the assembler is missing, with the
+/// assembler's first messages when it rejects the source, and as [`text_of_elf`] does for the
+/// object it makes. No size limit applies here: [`load_bytes`] enforces `max_code`.
+pub fn assemble(source: &str, format: Format) -> Result<Vec<u8>, InputError> {
+    let name = match format {
+        Format::Nasm => "source.asm",
+        _ => "source.s",
+    };
+    assemble_source(source.as_bytes(), format, name, usize::MAX)
+}
+
+/// The bytes of the `.text` section of an ELF64 x86-64 relocatable object, executable or shared
+/// object; `name` stands for it in messages.
+///
+/// Fails when `bytes` is not such an ELF file, has no `.text` or an empty one, or (for a
+/// relocatable object) has relocations against `.text`: those would need a linker, and bytejail
+/// runs the section as it is.
+pub fn text_of_elf(bytes: &[u8], name: &str) -> Result<Vec<u8>, InputError> {
+    elf_text(bytes, name, usize::MAX)
+}
+
+/// Reads the guest's input from `path` (`-` for standard input): raw bytes, possibly none, at
+/// most `max_input` of them ([`InputError::TooLarge`] with `--max-input` otherwise).
+pub fn read_input(path: &Path, max_input: usize) -> Result<Vec<u8>, InputError> {
+    read_limited(path, max_input)?.map_err(|size| InputError::TooLarge {
+        what: "input",
+        size,
+        limit: max_input,
+        flag: "--max-input",
+    })
+}
+
+fn is_stdin(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
+/// Fails unless `code` is non-empty and at most `max_code` bytes.
+fn check_code(code: &[u8], name: &str, max_code: usize) -> Result<(), InputError> {
+    if code.is_empty() {
+        return Err(InputError::Invalid(format!("`{name}`: the code is empty")));
+    }
+    if code.len() > max_code {
+        return Err(code_too_large(code.len(), max_code));
+    }
+    Ok(())
+}
+
+fn code_too_large(size: usize, max_code: usize) -> InputError {
+    InputError::TooLarge {
+        what: "code",
+        size,
+        limit: max_code,
+        flag: "--max-code",
+    }
+}
+
+/// The error for a file longer than `format.read_limit(max_code)`.
+fn over_read_limit(name: &str, format: Format, size: usize, max_code: usize) -> InputError {
+    if format == Format::Bin {
+        return code_too_large(size, max_code);
+    }
+    InputError::Invalid(format!(
+        "`{name}`: the {} is over {} bytes, too large to hold at most {max_code} bytes of code \
+         (--max-code)",
+        format.noun(),
+        format.read_limit(max_code),
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading files
+
+/// Opens `path` for reading. Directories are refused here: `read` on one fails only later, and
+/// an assembler would report it in its own words.
+fn open_file(path: &Path) -> Result<File, InputError> {
+    let unreadable = |source| InputError::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(unreadable)?;
+    if file.metadata().is_ok_and(|meta| meta.is_dir()) {
+        return Err(unreadable(io::Error::from_raw_os_error(libc::EISDIR)));
+    }
+    Ok(file)
+}
+
+/// Reads all of `path` (`-` for standard input) if it holds at most `limit` bytes. `Ok(Err(size))`
+/// when it holds more: `size` is the file's length when known (a regular file), else `limit + 1`,
+/// the most that was read.
+fn read_limited(path: &Path, limit: usize) -> Result<Result<Vec<u8>, usize>, InputError> {
+    if is_stdin(path) {
+        let stdin = io::stdin();
+        // The length of a regular file redirected to stdin; pipes and terminals have none.
+        let known_len = stdin
+            .as_fd()
+            .try_clone_to_owned()
+            .ok()
+            .and_then(|fd| File::from(fd).metadata().ok())
+            .filter(std::fs::Metadata::is_file)
+            .map(|meta| meta.len());
+        let bytes = read_bounded(stdin.lock(), limit).map_err(|source| InputError::Unreadable {
+            path: PathBuf::from(STDIN_NAME),
+            source,
+        })?;
+        return Ok(bytes.ok_or_else(|| over_size(known_len, limit)));
+    }
+    let file = open_file(path)?;
+    let known_len = file
+        .metadata()
+        .ok()
+        .filter(std::fs::Metadata::is_file)
+        .map(|meta| meta.len());
+    if known_len.is_some_and(|len| len > limit as u64) {
+        return Ok(Err(over_size(known_len, limit)));
+    }
+    // Bounded all the same: the file may grow, or not be a regular file at all (/dev/zero).
+    let bytes = read_bounded(&file, limit).map_err(|source| InputError::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(bytes.ok_or_else(|| over_size(known_len, limit)))
+}
+
+/// The size to report for a source over `limit`.
+fn over_size(known_len: Option<u64>, limit: usize) -> usize {
+    let seen = limit.saturating_add(1);
+    known_len
+        .map(|len| usize::try_from(len).unwrap_or(usize::MAX))
+        .map_or(seen, |len| len.max(seen))
+}
+
+/// Reads everything from `reader` if it is at most `limit` bytes; None if there is more. Never
+/// holds more than `limit + 1` bytes.
+fn read_bounded(reader: impl Read, limit: usize) -> io::Result<Option<Vec<u8>>> {
+    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    let mut bytes = Vec::new();
+    reader.take(cap).read_to_end(&mut bytes)?;
+    Ok((bytes.len() <= limit).then_some(bytes))
+}
+
+/// Decides the format of a file whose extension says nothing: ELF by its magic, else an error.
+fn sniff_format(path: &Path, name: &str) -> Result<Format, InputError> {
+    let file = open_file(path)?;
+    let mut magic = Vec::with_capacity(ELF_MAGIC.len());
+    file.take(ELF_MAGIC.len() as u64)
+        .read_to_end(&mut magic)
+        .map_err(|source| InputError::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if magic == ELF_MAGIC {
+        return Ok(Format::Elf);
+    }
+    let extension = match path.extension() {
+        Some(ext) => format!("extension `.{}`", ext.to_string_lossy()),
+        None => "no extension".to_string(),
+    };
+    Err(InputError::Invalid(format!(
+        "`{name}`: unknown code format ({extension}); {FORMAT_HINT}"
+    )))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hex
+
+/// The hex text in `bytes`, or an error at the first byte that is not UTF-8.
+fn hex_text<'a>(bytes: &'a [u8], name: &str) -> Result<&'a str, InputError> {
+    std::str::from_utf8(bytes).map_err(|err| {
+        let valid = &bytes[..err.valid_up_to()];
+        let line_start = valid
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+        // The prefix is valid UTF-8, so this counts its characters.
+        let column = String::from_utf8_lossy(&valid[line_start..]).chars().count() + 1;
+        let byte = bytes.get(err.valid_up_to()).copied().unwrap_or(0);
+        InputError::Invalid(format!(
+            "`{name}`: bad hex digit (byte 0x{byte:02x}, not text) at line {line}, column {column}; \
+             for raw bytes use .bin or --format bin"
+        ))
+    })
+}
+
+/// Parses one line of hex text (see [`parse_hex`]) onto `out`.
+fn parse_hex_line(
+    line: &str,
+    line_no: usize,
+    what: &str,
+    out: &mut Vec<u8>,
+) -> Result<(), InputError> {
+    let bytes = line.as_bytes();
+    // Column (1-based, in characters) of byte index `i`; only computed for messages.
+    let column = |i: usize| line.get(..i).map_or(i, |before| before.chars().count()) + 1;
+    let mut i = 0;
+    // True at the start of a run, where `0x` is a prefix rather than a digit and a letter.
+    let mut run_start = true;
+    while i < bytes.len() {
+        let c = bytes[i];
+        let next = bytes.get(i + 1).copied();
+        if c.is_ascii_whitespace() || c == b',' {
+            i += 1;
+            run_start = true;
+            continue;
+        }
+        if c == b'#' || c == b';' || (c == b'/' && next == Some(b'/')) {
+            break;
+        }
+        if !c.is_ascii() {
+            // Unicode whitespace separates like ASCII whitespace; anything else is an error.
+            let ch = char_at(line, i);
+            if ch.is_whitespace() {
+                i += ch.len_utf8();
+                run_start = true;
+                continue;
+            }
+            return Err(bad_hex_digit(what, ch, line_no, column(i)));
+        }
+        let prefix_at = i;
+        let prefixed =
+            matches!(next, Some(b'x' | b'X')) && (c == b'\\' || (c == b'0' && run_start));
+        if prefixed {
+            i += 2;
+        }
+        run_start = false;
+        let digits_at = i;
+        while i < bytes.len() && bytes[i].is_ascii_hexdigit() {
+            i += 1;
+        }
+        let digits = line.get(digits_at..i).unwrap_or_default();
+        if digits.is_empty() {
+            if prefixed {
+                return Err(InputError::Invalid(format!(
+                    "`{what}`: `{}` is not followed by hex digits at line {line_no}, column {}",
+                    line.get(prefix_at..prefix_at + 2).unwrap_or_default(),
+                    column(prefix_at)
+                )));
+            }
+            return Err(bad_hex_digit(what, char_at(line, i), line_no, column(i)));
+        }
+        // A run ends at a separator, a comment, a `\x` or the end of the line; a stray character
+        // is the real mistake, so report it before the digit count.
+        if !ends_run(line, i) {
+            return Err(bad_hex_digit(what, char_at(line, i), line_no, column(i)));
+        }
+        // `0x0` and `\x0` as in C: one digit after a prefix is unambiguous.
+        if prefixed && digits.len() == 1 {
+            out.push(hex_value(bytes[digits_at]));
+            continue;
+        }
+        if digits.len() % 2 != 0 {
+            let shown = if digits.len() > 16 {
+                format!("{}...", digits.get(..16).unwrap_or_default())
+            } else {
+                digits.to_string()
+            };
+            return Err(InputError::Invalid(format!(
+                "`{what}`: odd number of hex digits in `{shown}` at line {line_no}, column {}",
+                column(digits_at)
+            )));
+        }
+        out.extend(digits.as_bytes().chunks_exact(2).map(|pair| {
+            // Both are ASCII hex digits, checked above.
+            (hex_value(pair[0]) << 4) | hex_value(pair[1])
+        }));
+    }
+    Ok(())
+}
+
+/// Whether a run of hex digits may end at byte `i` of `line`.
+fn ends_run(line: &str, i: usize) -> bool {
+    let rest = &line.as_bytes()[i.min(line.len())..];
+    match rest {
+        [] => true,
+        [c, ..] if c.is_ascii_whitespace() || matches!(c, b',' | b'#' | b';') => true,
+        [b'/', b'/', ..] | [b'\\', b'x' | b'X', ..] => true,
+        _ => char_at(line, i).is_whitespace(),
+    }
+}
+
+/// The character starting at byte `i` of `line` (U+FFFD if there is none).
+fn char_at(line: &str, i: usize) -> char {
+    line.get(i..)
+        .and_then(|rest| rest.chars().next())
+        .unwrap_or(char::REPLACEMENT_CHARACTER)
+}
+
+fn bad_hex_digit(what: &str, ch: char, line: usize, column: usize) -> InputError {
+    InputError::Invalid(format!(
+        "`{what}`: bad hex digit `{}` at line {line}, column {column}",
+        ch.escape_debug()
+    ))
+}
+
+/// The value of an ASCII hex digit (0 for anything else, which callers rule out).
+fn hex_value(digit: u8) -> u8 {
+    match digit {
+        b'0'..=b'9' => digit - b'0',
+        b'a'..=b'f' => digit - b'a' + 10,
+        b'A'..=b'F' => digit - b'A' + 10,
+        _ => 0,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Assemblers
+
+/// An external program and the Debian package that provides it.
+#[derive(Clone, Copy, Debug)]
+struct Tool {
+    program: &'static str,
+    package: &'static str,
+}
+
+const AS: Tool = Tool {
+    program: "as",
+    package: "binutils",
+};
+const NASM: Tool = Tool {
+    program: "nasm",
+    package: "nasm",
+};
+const CC: Tool = Tool {
+    program: "cc",
+    package: "gcc",
+};
+
+impl Tool {
+    fn not_found(&self) -> InputError {
+        InputError::Invalid(format!(
+            "`{}` not found: install {} (apt-get install {})",
+            self.program, self.package, self.package
+        ))
+    }
+}
+
+/// Messages from a failing tool kept in an error: the first few lines, each cut to a length.
+const TOOL_MESSAGE_LINES: usize = 3;
+const TOOL_MESSAGE_LINE_CHARS: usize = 200;
+
+/// Runs `tool` with `args` (in `dir` if given) and fails with its first messages, naming the
+/// source `name`, unless it succeeds. In messages, `alias.0` is replaced by `alias.1`.
+fn run_tool(
+    tool: Tool,
+    args: &[&OsStr],
+    dir: Option<&Path>,
+    name: &str,
+    alias: Option<(&str, &str)>,
+) -> Result<(), InputError> {
+    let mut command = Command::new(tool.program);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(dir) = dir {
+        command.current_dir(dir);
+    }
+    let output = command.output().map_err(|err| {
+        if err.kind() == io::ErrorKind::NotFound {
+            tool.not_found()
+        } else {
+            InputError::Invalid(format!("`{}` could not be run: {err}", tool.program))
+        }
+    })?;
+    if output.status.success() {
+        return Ok(());
+    }
+    // GNU tools write errors to stderr, but look at stdout too in case a tool does not.
+    let detail = summarize_messages(&output.stderr, alias)
+        .or_else(|| summarize_messages(&output.stdout, alias))
+        .unwrap_or_else(|| format!("no message, {}", output.status));
+    Err(InputError::Invalid(format!(
+        "`{name}`: {} failed: {detail}",
+        tool.program
+    )))
+}
+
+/// The first lines of a tool's messages on one line, or None if there are none.
+fn summarize_messages(text: &[u8], alias: Option<(&str, &str)>) -> Option<String> {
+    let text = String::from_utf8_lossy(text);
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        // GNU as starts with "FILE: Assembler messages:", which says nothing.
+        .filter(|line| !line.is_empty() && !line.ends_with("Assembler messages:"))
+        .collect();
+    if lines.is_empty() {
+        return None;
+    }
+    let mut summary = lines
+        .iter()
+        .take(TOOL_MESSAGE_LINES)
+        .map(|line| {
+            let line = match alias {
+                Some((from, to)) => line.replace(from, to),
+                None => (*line).to_string(),
+            };
+            if line.chars().count() > TOOL_MESSAGE_LINE_CHARS {
+                let cut: String = line.chars().take(TOOL_MESSAGE_LINE_CHARS).collect();
+                format!("{cut}...")
+            } else {
+                line
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    if lines.len() > TOOL_MESSAGE_LINES {
+        let more = lines.len() - TOOL_MESSAGE_LINES;
+        summary.push_str(&format!(" (and {more} more)"));
+    }
+    Some(summary)
+}
+
+fn temp_dir(name: &str) -> Result<tempfile::TempDir, InputError> {
+    tempfile::Builder::new()
+        .prefix("bytejail-asm-")
+        .tempdir()
+        .map_err(|err| {
+            InputError::Invalid(format!(
+                "`{name}`: cannot create a temporary directory to assemble in: {err}"
+            ))
+        })
+}
+
+/// `path` as an argument a tool will not take for an option.
+fn path_argument(path: &Path) -> PathBuf {
+    if path.as_os_str().as_encoded_bytes().first() == Some(&b'-') {
+        Path::new(".").join(path)
+    } else {
+        path.to_path_buf()
+    }
+}
+
+/// Assembles the file at `path` where it is, so the assembler's messages name it, and returns the
+/// `.text` of the result.
+fn assemble_path(
+    path: &Path,
+    format: Format,
+    preprocess: bool,
+    name: &str,
+    max_code: usize,
+) -> Result<Vec<u8>, InputError> {
+    let dir = temp_dir(name)?;
+    let object = dir.path().join("out.o");
+    let source = path_argument(path);
+    let o = OsStr::new("-o");
+    match format {
+        Format::Gas if preprocess => {
+            // Line markers in the preprocessed text keep `as` naming the user's file and lines.
+            let preprocessed = dir.path().join("preprocessed.s");
+            run_tool(
+                CC,
+                &[
+                    OsStr::new("-E"),
+                    OsStr::new("-x"),
+                    OsStr::new("assembler-with-cpp"),
+                    o,
+                    preprocessed.as_os_str(),
+                    source.as_os_str(),
+                ],
+                None,
+                name,
+                None,
+            )?;
+            let shown = preprocessed.to_string_lossy();
+            run_tool(
+                AS,
+                &[
+                    OsStr::new("--64"),
+                    o,
+                    object.as_os_str(),
+                    preprocessed.as_os_str(),
+                ],
+                None,
+                name,
+                Some((&shown, name)),
+            )?;
+        }
+        Format::Gas => run_tool(
+            AS,
+            &[
+                OsStr::new("--64"),
+                o,
+                object.as_os_str(),
+                source.as_os_str(),
+            ],
+            None,
+            name,
+            None,
+        )?,
+        Format::Nasm => run_tool(
+            NASM,
+            &[
+                OsStr::new("-f"),
+                OsStr::new("elf64"),
+                o,
+                object.as_os_str(),
+                source.as_os_str(),
+            ],
+            None,
+            name,
+            None,
+        )?,
+        Format::Bin | Format::Hex | Format::Elf => return Err(not_assembly(format, name)),
+    }
+    elf_file_text(open_file(&object)?, name, max_code)
+}
+
+/// Assembles source text held in memory (written to a temporary directory first) and returns
+/// the `.text` of the result. Messages call the source `name`.
+fn assemble_source(
+    source: &[u8],
+    format: Format,
+    name: &str,
+    max_code: usize,
+) -> Result<Vec<u8>, InputError> {
+    let (tool, file_name, mut args): (Tool, &str, Vec<&str>) = match format {
+        Format::Gas => (AS, "source.s", vec!["--64"]),
+        Format::Nasm => (NASM, "source.asm", vec!["-f", "elf64"]),
+        Format::Bin | Format::Hex | Format::Elf => return Err(not_assembly(format, name)),
+    };
+    let dir = temp_dir(name)?;
+    std::fs::write(dir.path().join(file_name), source).map_err(|err| {
+        InputError::Invalid(format!(
+            "`{name}`: cannot write the source to a temporary file: {err}"
+        ))
+    })?;
+    // Run in the directory with relative names, so messages read `source.s:3: ...`.
+    args.extend(["-o", "out.o", file_name]);
+    let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+    run_tool(tool, &args, Some(dir.path()), name, Some((file_name, name)))?;
+    elf_file_text(open_file(&dir.path().join("out.o"))?, name, max_code)
+}
+
+fn not_assembly(format: Format, name: &str) -> InputError {
+    InputError::Invalid(format!(
+        "`{name}`: format {format} is not assembly source (use gas or nasm)"
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// ELF
+
+/// The `.text` of the ELF file open as `file`, reading only what is needed.
+fn elf_file_text(file: File, name: &str, max_code: usize) -> Result<Vec<u8>, InputError> {
+    let cache = ReadCache::new(file);
+    elf_text(&cache, name, max_code)
+}
+
+/// The `.text` of the ELF file in `data` (see [`text_of_elf`]), if at most `max_code` bytes; its
+/// contents are read only after that check.
+fn elf_text<'data, R: ReadRef<'data>>(
+    data: R,
+    name: &str,
+    max_code: usize,
+) -> Result<Vec<u8>, InputError> {
+    let invalid = |message: String| InputError::Invalid(format!("`{name}`: {message}"));
+    let len = data.len().unwrap_or(0);
+    let ident = data.read_bytes_at(0, len.min(16)).unwrap_or(&[]);
+    if !ident.starts_with(ELF_MAGIC) {
+        return Err(invalid("not an ELF file (no ELF magic number)".into()));
+    }
+    // e_ident[EI_CLASS]: 1 is ELF32, 2 is ELF64.
+    match ident.get(4) {
+        Some(2) => {}
+        Some(1) => {
+            return Err(invalid(
+                "a 32-bit ELF file; bytejail runs x86-64 code (assemble with `as --64` or \
+                 `nasm -f elf64`)"
+                    .into(),
+            ))
+        }
+        _ => return Err(invalid("not a valid ELF file (unknown ELF class)".into())),
+    }
+    let file = ElfFile64::<Endianness, R>::parse(data)
+        .map_err(|err| invalid(format!("not a valid ELF file: {err}")))?;
+    if file.architecture() != Architecture::X86_64 || !file.is_little_endian() {
+        return Err(invalid(format!(
+            "an ELF file for {:?}, not x86-64",
+            file.architecture()
+        )));
+    }
+    let text = file.section_by_name(".text");
+    let size = text.as_ref().map_or(0, |text| text.size());
+    let Some(text) = text.filter(|text| size > 0 && text.file_range().is_some()) else {
+        let problem = if file.section_by_name(".text").is_some() {
+            "the .text section is empty"
+        } else {
+            "has no .text section"
+        };
+        // Code in other sections is the usual cause; name them.
+        let others: Vec<String> = file
+            .sections()
+            .filter(|section| section.kind() == SectionKind::Text && section.size() > 0)
+            .filter_map(|section| section.name().ok().map(|name| format!("`{name}`")))
+            .take(4)
+            .collect();
+        return Err(invalid(if others.is_empty() {
+            problem.to_string()
+        } else {
+            format!(
+                "{problem} (there is code in {}; bytejail runs only .text)",
+                others.join(", ")
+            )
+        }));
+    };
+    if file.kind() == ObjectKind::Relocatable {
+        let mut relocations = text.relocations();
+        if let Some((offset, first)) = relocations.next() {
+            let count = 1 + relocations.count();
+            let plural = if count == 1 { "" } else { "s" };
+            return Err(invalid(format!(
+                ".text has {count} unresolved relocation{plural} (first: against `{}` at offset \
+                 {offset:#x}); {RELOCATION_HINT}",
+                relocation_target(&file, first.target())
+            )));
+        }
+    }
+    let size = usize::try_from(size).unwrap_or(usize::MAX);
+    if size > max_code {
+        return Err(code_too_large(size, max_code));
+    }
+    let bytes = text
+        .data()
+        .map_err(|err| invalid(format!("cannot read the .text section: {err}")))?;
+    Ok(bytes.to_vec())
+}
+
+/// What a relocation refers to, as objdump would name it.
+fn relocation_target<'data, R: ReadRef<'data>>(
+    file: &ElfFile64<'data, Endianness, R>,
+    target: RelocationTarget,
+) -> String {
+    let section_name = |index| {
+        file.section_by_index(index)
+            .ok()
+            .and_then(|section| section.name().ok().map(str::to_string))
+    };
+    match target {
+        RelocationTarget::Symbol(index) => {
+            let Ok(symbol) = file.symbol_by_index(index) else {
+                return format!("symbol #{}", index.0);
+            };
+            match symbol.name() {
+                Ok(name) if !name.is_empty() => name.to_string(),
+                // Section symbols have no name of their own: the assembler refers to a
+                // local label in another section through its section.
+                _ => match (symbol.kind(), symbol.section()) {
+                    (SymbolKind::Section, SymbolSection::Section(section)) => {
+                        section_name(section).unwrap_or_else(|| format!("symbol #{}", index.0))
+                    }
+                    _ => format!("symbol #{}", index.0),
+                },
+            }
+        }
+        RelocationTarget::Section(index) => {
+            section_name(index).unwrap_or_else(|| format!("section #{}", index.0))
+        }
+        RelocationTarget::Absolute => "*ABS*".to_string(),
+        _ => "an unknown target".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(text: &str) -> Result<Vec<u8>, String> {
+        parse_hex(text, "t.hex").map_err(|err| err.to_string())
+    }
+
+    #[test]
+    fn format_names_and_extensions() {
+        for format in [
+            Format::Bin,
+            Format::Hex,
+            Format::Gas,
+            Format::Nasm,
+            Format::Elf,
+        ] {
+            assert_eq!(Format::from_name(format.name()), Some(format));
+            assert_eq!(format.to_string(), format.name());
+        }
+        assert_eq!(Format::from_name("NASM"), Some(Format::Nasm));
+        assert_eq!(Format::from_name("asm"), None);
+        assert_eq!(Format::from_name(""), None);
+        for (path, format) in [
+            ("a.bin", Some(Format::Bin)),
+            ("a.hex", Some(Format::Hex)),
+            ("a.s", Some(Format::Gas)),
+            ("a.S", Some(Format::Gas)),
+            ("a.asm", Some(Format::Nasm)),
+            ("a.nasm", Some(Format::Nasm)),
+            ("a.o", Some(Format::Elf)),
+            ("a.elf", Some(Format::Elf)),
+            ("a.so", Some(Format::Elf)),
+            ("dir.d/A.BIN", Some(Format::Bin)),
+            ("a.xyz", None),
+            ("a", None),
+            (".bin", None),
+            ("-", None),
+            ("libc.so.6", None),
+        ] {
+            assert_eq!(Format::from_path(Path::new(path)), format, "{path}");
+        }
+    }
+
+    #[test]
+    fn hex_spellings() {
+        let expected = vec![0xb0, 0x2a, 0xc3];
+        for text in [
+            "b02ac3",
+            "B02AC3",
+            "b0 2a c3",
+            "  b0\t2a\r\nc3\n",
+            "0xb0,0x2a,0xc3",
+            "0xb0, 0x2a, 0xc3",
+            "0Xb0 0X2A 0xc3",
+            "0xb02ac3",
+            "\\xb0\\x2a\\xc3",
+            "\\xb02ac3",
+            "b0\\x2a\\xC3",
+            "b0,2a,,c3,",
+            "b0\u{a0}2a\u{2003}c3",
+            "# mov al, 42\nb0 2a # the immediate\n; ret\nc3 // done",
+            "b0 2a c3 ; trailing comment with zz and 0x",
+        ] {
+            assert_eq!(hex(text), Ok(expected.clone()), "{text:?}");
+        }
+        assert_eq!(hex(""), Ok(vec![]));
+        assert_eq!(hex("# nothing\n\n"), Ok(vec![]));
+        assert_eq!(hex("00 0x00 ff"), Ok(vec![0, 0, 0xff]));
+        assert_eq!(hex("0x0, 0xf,0XA \\x7\\x0"), Ok(vec![0, 0xf, 0xa, 7, 0]));
+        assert_eq!(hex("0x0\\x1"), Ok(vec![0, 1]));
+    }
+
+    #[test]
+    fn hex_errors_say_where() {
+        assert_eq!(
+            hex("b0 2a\nc3 zz").unwrap_err(),
+            "`t.hex`: bad hex digit `z` at line 2, column 4"
+        );
+        assert_eq!(
+            hex("b02g").unwrap_err(),
+            "`t.hex`: bad hex digit `g` at line 1, column 4"
+        );
+        assert_eq!(
+            hex("0xb0 0x123").unwrap_err(),
+            "`t.hex`: odd number of hex digits in `123` at line 1, column 8"
+        );
+        assert_eq!(
+            hex("b0 2").unwrap_err(),
+            "`t.hex`: odd number of hex digits in `2` at line 1, column 4"
+        );
+        assert_eq!(
+            hex("\n\n  0xb02").unwrap_err(),
+            "`t.hex`: odd number of hex digits in `b02` at line 3, column 5"
+        );
+        assert_eq!(
+            hex("b0 0x c3").unwrap_err(),
+            "`t.hex`: `0x` is not followed by hex digits at line 1, column 4"
+        );
+        assert_eq!(
+            hex("b0\\x").unwrap_err(),
+            "`t.hex`: `\\x` is not followed by hex digits at line 1, column 3"
+        );
+        // `0x` is a prefix only at the start of a run.
+        assert_eq!(
+            hex("b00xc3").unwrap_err(),
+            "`t.hex`: bad hex digit `x` at line 1, column 4"
+        );
+        assert_eq!(
+            hex("b0 2ag").unwrap_err(),
+            "`t.hex`: bad hex digit `g` at line 1, column 6"
+        );
+        assert_eq!(
+            hex("b0 / c3").unwrap_err(),
+            "`t.hex`: bad hex digit `/` at line 1, column 4"
+        );
+        // Columns count characters, not bytes; non-printing characters are escaped.
+        assert_eq!(
+            hex("éé b0 é").unwrap_err(),
+            "`t.hex`: bad hex digit `é` at line 1, column 1"
+        );
+        assert_eq!(
+            hex("b0 \u{0}").unwrap_err(),
+            "`t.hex`: bad hex digit `\\0` at line 1, column 4"
+        );
+        let long = "a".repeat(41);
+        assert_eq!(
+            hex(&long).unwrap_err(),
+            "`t.hex`: odd number of hex digits in `aaaaaaaaaaaaaaaa...` at line 1, column 1"
+        );
+    }
+
+    #[test]
+    fn hex_that_is_not_text() {
+        let err = load_bytes(b"b0 2a\nc3 \xff\xfe", Format::Hex, "x.hex", 100).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`x.hex`: bad hex digit (byte 0xff, not text) at line 2, column 4; \
+             for raw bytes use .bin or --format bin"
+        );
+    }
+
+    #[test]
+    fn missing_tool_names_its_package() {
+        let tool = Tool {
+            program: "bytejail-test-no-such-assembler",
+            package: "binutils",
+        };
+        let err = run_tool(tool, &[], None, "x.s", None).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`bytejail-test-no-such-assembler` not found: install binutils \
+             (apt-get install binutils)"
+        );
+        assert_eq!(
+            AS.not_found().to_string(),
+            "`as` not found: install binutils (apt-get install binutils)"
+        );
+        assert_eq!(
+            NASM.not_found().to_string(),
+            "`nasm` not found: install nasm (apt-get install nasm)"
+        );
+        assert_eq!(
+            CC.not_found().to_string(),
+            "`cc` not found: install gcc (apt-get install gcc)"
+        );
+    }
+
+    #[test]
+    fn failing_tool_reports_its_messages() {
+        let tool = Tool {
+            program: "sh",
+            package: "dash",
+        };
+        let script = "echo 'x.s: Assembler messages:' >&2; \
+                      echo 'TMP/x.s:3: Error: no such instruction' >&2; exit 1";
+        let args = [OsStr::new("-c"), OsStr::new(script)];
+        let err = run_tool(tool, &args, None, "x.s", Some(("TMP/x.s", "x.s"))).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`x.s`: sh failed: x.s:3: Error: no such instruction"
+        );
+        let args = [OsStr::new("-c"), OsStr::new("exit 3")];
+        let err = run_tool(tool, &args, None, "x.s", None).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`x.s`: sh failed: no message, exit status: 3"
+        );
+        let args = [OsStr::new("-c"), OsStr::new("true")];
+        assert!(run_tool(tool, &args, None, "x.s", None).is_ok());
+    }
+
+    #[test]
+    fn tool_messages_are_summarized() {
+        let text = b"a.s: Assembler messages:\n\na.s:1: Error: one\na.s:2: Error: two\n\
+                     a.s:3: Error: three\na.s:4: Error: four\na.s:5: Error: five\n";
+        assert_eq!(
+            summarize_messages(text, None).as_deref(),
+            Some("a.s:1: Error: one; a.s:2: Error: two; a.s:3: Error: three (and 2 more)")
+        );
+        assert_eq!(summarize_messages(b"  \n\n", None), None);
+        let long = "x".repeat(500);
+        let summary = summarize_messages(long.as_bytes(), None).unwrap_or_default();
+        assert_eq!(
+            summary,
+            format!("{}...", "x".repeat(TOOL_MESSAGE_LINE_CHARS))
+        );
+    }
+
+    #[test]
+    fn bounded_reads_stop_after_the_limit() {
+        assert_eq!(
+            read_bounded(&b"abc"[..], 3).ok(),
+            Some(Some(b"abc".to_vec()))
+        );
+        assert_eq!(read_bounded(&b"abcd"[..], 3).ok(), Some(None));
+        assert_eq!(read_bounded(&b""[..], 0).ok(), Some(Some(vec![])));
+        assert_eq!(read_bounded(&b"a"[..], 0).ok(), Some(None));
+        // An endless reader is read only up to the limit.
+        assert_eq!(read_bounded(io::repeat(0), 1000).ok(), Some(None));
+        assert_eq!(
+            read_bounded(&b"abc"[..], usize::MAX).ok(),
+            Some(Some(b"abc".to_vec()))
+        );
+        assert_eq!(over_size(None, 10), 11);
+        assert_eq!(over_size(Some(5000), 10), 5000);
+        assert_eq!(over_size(Some(3), 10), 11);
+        assert_eq!(over_size(None, usize::MAX), usize::MAX);
+    }
+
+    #[test]
+    fn tool_path_arguments_are_not_options() {
+        assert_eq!(path_argument(Path::new("-x.s")), Path::new("./-x.s"));
+        assert_eq!(path_argument(Path::new("a/-x.s")), Path::new("a/-x.s"));
+        assert_eq!(
+            path_argument(Path::new("/tmp/-x.s")),
+            Path::new("/tmp/-x.s")
+        );
+    }
+
+    #[test]
+    fn bin_bytes() {
+        assert_eq!(
+            load_bytes(&[0xc3], Format::Bin, "x", 1).ok(),
+            Some(vec![0xc3])
+        );
+        assert_eq!(
+            load_bytes(&[], Format::Bin, "x", 1)
+                .unwrap_err()
+                .to_string(),
+            "`x`: the code is empty"
+        );
+        assert_eq!(
+            load_bytes(&[0x90, 0xc3], Format::Bin, "x", 1)
+                .unwrap_err()
+                .to_string(),
+            "code is 2 bytes; the limit is 1 bytes (--max-code)"
+        );
+        assert_eq!(
+            load_bytes(b"90 c3", Format::Hex, "x", 1)
+                .unwrap_err()
+                .to_string(),
+            "code is 2 bytes; the limit is 1 bytes (--max-code)"
+        );
+        assert_eq!(
+            load_bytes(b"# nothing", Format::Hex, "x", 1)
+                .unwrap_err()
+                .to_string(),
+            "`x`: the code is empty"
+        );
+    }
+
+    #[test]
+    fn elf_checks_on_junk() {
+        let cases: [(&[u8], &str); 5] = [
+            (b"", "`j`: not an ELF file (no ELF magic number)"),
+            (b"\x7fEL", "`j`: not an ELF file (no ELF magic number)"),
+            (b"MZ\x90\x00", "`j`: not an ELF file (no ELF magic number)"),
+            (
+                b"\x7fELF\x01\x01\x01",
+                "`j`: a 32-bit ELF file; bytejail runs x86-64 code (assemble with `as --64` or \
+                 `nasm -f elf64`)",
+            ),
+            (
+                b"\x7fELF\x07",
+                "`j`: not a valid ELF file (unknown ELF class)",
+            ),
+        ];
+        for (bytes, message) in cases {
+            assert_eq!(text_of_elf(bytes, "j").unwrap_err().to_string(), message);
+        }
+        let err = text_of_elf(b"\x7fELF\x02\x01\x01\x00", "j").unwrap_err();
+        assert!(
+            err.to_string().starts_with("`j`: not a valid ELF file: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn assemble_refuses_other_formats() {
+        let err = assemble("ret", Format::Bin).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`source.s`: format bin is not assembly source (use gas or nasm)"
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn hex_never_panics(text in "\\PC{0,60}") {
+            let _ = parse_hex(&text, "t");
+        }
+
+        #[test]
+        fn hex_round_trips(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+            style in 0usize..4,
+        ) {
+            let text: String = bytes
+                .iter()
+                .map(|b| match style {
+                    0 => format!("{b:02x} "),
+                    1 => format!("0x{b:02X},"),
+                    2 => format!("\\x{b:02x}"),
+                    _ => format!("{b:02x}"),
+                })
+                .collect();
+            proptest::prop_assert_eq!(parse_hex(&text, "t").ok(), Some(bytes));
+        }
+    }
+}

@@ -1,0 +1,415 @@
+//! Parsing of durations and sizes given on the command line (`--timeout 300ms`, `--max-output 64KiB`).
+//!
+//! Numbers are parsed exactly, in integer arithmetic: `1.5s` is 1,500,000,000 ns and `1.5MiB` is
+//! 1,572,864 bytes, with no floating-point rounding in between. Errors are one line naming the
+//! value and what is accepted.
+
+use std::time::Duration;
+
+/// The longest duration accepted: a limit beyond a day is a mistake, not a plan.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// At most this many significant digits after the decimal point. Enough for any real value, and it
+/// keeps the arithmetic exact in `u128`.
+const MAX_FRACTION_DIGITS: usize = 20;
+
+const DURATION_EXAMPLES: &str = "use e.g. 300ms, 2s, 1.5s (units: ns, us, ms, s, m, h)";
+const SIZE_EXAMPLES: &str = "use e.g. 4096, 64KiB, 1MiB, 2GiB";
+
+/// Parses a duration: a decimal number followed by a unit, e.g. `300ms`, `2s`, `1.5s`, `250us`,
+/// `100ns`, `1m`.
+///
+/// Units: `ns`, `us` (or `µs`), `ms`, `s`, `m` (minutes), `h`, case-insensitive; a space between
+/// the number and the unit is allowed. A plain number is an error (is `2` seconds or
+/// milliseconds?), as are zero, negative values and anything over [`MAX_DURATION`] (24 hours).
+/// Fractions finer than a nanosecond are rounded down.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let trimmed = s.trim();
+    if trimmed.is_empty() {
+        return Err(format!("duration is empty; {DURATION_EXAMPLES}"));
+    }
+    if trimmed.starts_with('-') {
+        return Err(format!("duration `{s}` must be positive"));
+    }
+    let not_understood = || format!("duration `{s}` is not understood; {DURATION_EXAMPLES}");
+    let number = Decimal::split(trimmed).ok_or_else(not_understood)?;
+    let nanos_per_unit: u128 = match number.unit.to_ascii_lowercase().as_str() {
+        "" => {
+            return Err(format!(
+            "duration `{s}` has no unit; add one, e.g. {n}s or {n}ms (units: ns, us, ms, s, m, h)",
+            n = number.text
+        ))
+        }
+        "ns" => 1,
+        "us" | "µs" | "μs" => 1_000,
+        "ms" => 1_000_000,
+        "s" => 1_000_000_000,
+        "m" => 60 * 1_000_000_000,
+        "h" => 3_600 * 1_000_000_000,
+        _ => return Err(not_understood()),
+    };
+    let too_long = || format!("duration `{s}` is longer than the maximum of 24h");
+    let scaled = number
+        .scale(nanos_per_unit)
+        .map_err(|e| e.describe("duration", s))?
+        .ok_or_else(too_long)?;
+    if scaled.whole == 0 {
+        return Err(format!("duration `{s}` must be positive"));
+    }
+    if scaled.whole > MAX_DURATION.as_nanos() {
+        return Err(too_long());
+    }
+    // At most 24h in nanoseconds, so it fits a u64.
+    let nanos = u64::try_from(scaled.whole).map_err(|_| too_long())?;
+    Ok(Duration::from_nanos(nanos))
+}
+
+/// Parses a size in bytes: a plain number of bytes (`4096`) or a number with a binary unit
+/// (`64KiB`, `1MiB`, `2GiB`, `1TiB`).
+///
+/// Units are case-insensitive, and `K`/`KB`, `M`/`MB`, `G`/`GB`, `T`/`TB` mean the same binary
+/// multiples as `KiB`, `MiB`, `GiB`, `TiB` (1024, not 1000): for memory limits nobody means
+/// powers of ten. `B` means bytes. Fractions are allowed when they come to a whole number of
+/// bytes (`1.5MiB`, `0.5KiB`), not otherwise (`1.3KiB`, `1.5`). Zero is accepted: whether an
+/// empty limit makes sense is the caller's decision.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let trimmed = s.trim();
+    if trimmed.is_empty() {
+        return Err(format!("size is empty; {SIZE_EXAMPLES}"));
+    }
+    if trimmed.starts_with('-') {
+        return Err(format!("size `{s}` must not be negative"));
+    }
+    let not_understood = || format!("size `{s}` is not understood; {SIZE_EXAMPLES}");
+    let number = Decimal::split(trimmed).ok_or_else(not_understood)?;
+    let multiple: u128 = match number.unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return Err(not_understood()),
+    };
+    let too_large = || {
+        format!(
+            "size `{s}` is too large (the maximum is {} bytes)",
+            usize::MAX
+        )
+    };
+    let scaled = number
+        .scale(multiple)
+        .map_err(|e| e.describe("size", s))?
+        .ok_or_else(too_large)?;
+    if !scaled.exact {
+        return Err(format!("size `{s}` is not a whole number of bytes"));
+    }
+    usize::try_from(scaled.whole).map_err(|_| too_large())
+}
+
+/// A non-negative decimal number as written, and the unit text after it.
+struct Decimal<'a> {
+    /// The number as written, e.g. `1.5`.
+    text: &'a str,
+    /// Digits before the point (possibly empty, as in `.5`).
+    integer: &'a str,
+    /// Digits after the point, trailing zeros removed.
+    fraction: &'a str,
+    /// What follows the number, trimmed.
+    unit: &'a str,
+}
+
+/// The value of a [`Decimal`] times a unit.
+struct Scaled {
+    /// The integer part of the value.
+    whole: u128,
+    /// False when the value had a fractional part that was dropped.
+    exact: bool,
+}
+
+/// Why a [`Decimal`] could not be scaled.
+enum ScaleError {
+    TooManyFractionDigits,
+}
+
+impl ScaleError {
+    fn describe(&self, what: &str, s: &str) -> String {
+        match self {
+            ScaleError::TooManyFractionDigits => format!(
+                "{what} `{s}` has more than {MAX_FRACTION_DIGITS} digits after the decimal point"
+            ),
+        }
+    }
+}
+
+impl<'a> Decimal<'a> {
+    /// Splits `s` into a number (`12`, `1.5`, `.5`, `2.`) and a unit. None when there is no digit
+    /// or more than one point.
+    fn split(s: &'a str) -> Option<Decimal<'a>> {
+        let end = s
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(s.len());
+        let (text, rest) = s.split_at(end);
+        let (integer, fraction) = text.split_once('.').unwrap_or((text, ""));
+        if fraction.contains('.') || (integer.is_empty() && fraction.is_empty()) {
+            return None;
+        }
+        Some(Decimal {
+            text,
+            integer,
+            fraction: fraction.trim_end_matches('0'),
+            unit: rest.trim(),
+        })
+    }
+
+    /// The value times `unit`, or `Ok(None)` when it does not fit in a `u128`.
+    fn scale(&self, unit: u128) -> Result<Option<Scaled>, ScaleError> {
+        if self.fraction.len() > MAX_FRACTION_DIGITS {
+            return Err(ScaleError::TooManyFractionDigits);
+        }
+        let integer = if self.integer.is_empty() {
+            0
+        } else {
+            // Only digits here, so the one failure is overflow.
+            match self.integer.parse::<u128>() {
+                Ok(value) => value,
+                Err(_) => return Ok(None),
+            }
+        };
+        let Some(whole) = integer.checked_mul(unit) else {
+            return Ok(None);
+        };
+        if self.fraction.is_empty() {
+            return Ok(Some(Scaled { whole, exact: true }));
+        }
+        // At most 20 digits: the fraction is below 10^20 and, with units of at most 2^42, the
+        // product stays far below u128::MAX.
+        let digits = u32::try_from(self.fraction.len()).unwrap_or(u32::MAX);
+        let denominator = 10u128.pow(digits);
+        let numerator = match self.fraction.parse::<u128>() {
+            Ok(fraction) => fraction.checked_mul(unit),
+            Err(_) => None,
+        };
+        let Some(numerator) = numerator else {
+            return Ok(None);
+        };
+        Ok(whole
+            .checked_add(numerator / denominator)
+            .map(|whole| Scaled {
+                whole,
+                exact: numerator % denominator == 0,
+            }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn durations_in_every_unit() {
+        assert_eq!(parse_duration("300ms"), Ok(ms(300)));
+        assert_eq!(parse_duration("2s"), Ok(ms(2000)));
+        assert_eq!(parse_duration("1.5s"), Ok(ms(1500)));
+        assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
+        assert_eq!(parse_duration("250µs"), Ok(Duration::from_micros(250)));
+        assert_eq!(parse_duration("100ns"), Ok(Duration::from_nanos(100)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("24h"), Ok(MAX_DURATION));
+        assert_eq!(parse_duration("1440m"), Ok(MAX_DURATION));
+    }
+
+    #[test]
+    fn duration_spelling_variants() {
+        assert_eq!(parse_duration(" 2s "), Ok(ms(2000)));
+        assert_eq!(parse_duration("2 s"), Ok(ms(2000)));
+        assert_eq!(parse_duration("2S"), Ok(ms(2000)));
+        assert_eq!(parse_duration("300MS"), Ok(ms(300)));
+        assert_eq!(parse_duration(".5s"), Ok(ms(500)));
+        assert_eq!(parse_duration("2.s"), Ok(ms(2000)));
+        assert_eq!(parse_duration("0.001s"), Ok(ms(1)));
+        assert_eq!(parse_duration("1.50000s"), Ok(ms(1500)));
+        assert_eq!(parse_duration("007s"), Ok(ms(7000)));
+    }
+
+    #[test]
+    fn duration_fractions_are_exact() {
+        // 0.1 is not exact in binary floating point; the result must still be exactly 100 ms.
+        assert_eq!(parse_duration("0.1s"), Ok(ms(100)));
+        assert_eq!(parse_duration("1.000000001s"), Ok(Duration::new(1, 1)));
+        // Below a nanosecond: rounded down.
+        assert_eq!(parse_duration("1.5ns"), Ok(Duration::from_nanos(1)));
+    }
+
+    #[test]
+    fn plain_number_asks_for_a_unit() {
+        let err = parse_duration("2").unwrap_err();
+        assert!(err.contains("`2` has no unit"), "{err}");
+        assert!(err.contains("2s") && err.contains("2ms"), "{err}");
+        let err = parse_duration("1.5").unwrap_err();
+        assert!(err.contains("1.5s"), "{err}");
+    }
+
+    #[test]
+    fn bad_durations() {
+        let err = parse_duration("3x").unwrap_err();
+        assert_eq!(
+            err,
+            "duration `3x` is not understood; use e.g. 300ms, 2s, 1.5s (units: ns, us, ms, s, m, h)"
+        );
+        for bad in [
+            "s",
+            "ms",
+            ".s",
+            "1.2.3s",
+            "1e3ms",
+            "two s",
+            "2 seconds",
+            "+2s",
+            "2s5",
+        ] {
+            let err = parse_duration(bad).unwrap_err();
+            assert!(err.contains("is not understood"), "{bad}: {err}");
+            assert!(err.contains(&format!("`{bad}`")), "{bad}: {err}");
+        }
+        assert!(parse_duration("").unwrap_err().contains("empty"));
+        assert!(parse_duration("   ").unwrap_err().contains("empty"));
+    }
+
+    #[test]
+    fn duration_must_be_positive() {
+        for bad in ["0s", "0ms", "0.0s", "-1s", "-0.5ms", "0.1ns"] {
+            let err = parse_duration(bad).unwrap_err();
+            assert!(err.contains("must be positive"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn duration_is_capped_at_a_day() {
+        for bad in [
+            "25h",
+            "24.000001h",
+            "86400.000000001s",
+            "1441m",
+            "99999999999999999999999999999999h",
+            "999999999999999999999999999999999999999999999999s",
+        ] {
+            let err = parse_duration(bad).unwrap_err();
+            assert!(
+                err.contains("longer than the maximum of 24h"),
+                "{bad}: {err}"
+            );
+        }
+        let err = parse_duration("1.000000000000000000001s").unwrap_err();
+        assert!(err.contains("more than 20 digits"), "{err}");
+    }
+
+    #[test]
+    fn sizes_plain_and_binary() {
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64KiB"), Ok(64 * 1024));
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("1TiB"), Ok(1 << 40));
+        assert_eq!(parse_size("100B"), Ok(100));
+    }
+
+    #[test]
+    fn size_short_units_are_binary_and_case_insensitive() {
+        for (text, value) in [
+            ("1K", 1024),
+            ("1k", 1024),
+            ("1KB", 1024),
+            ("1kb", 1024),
+            ("1kib", 1024),
+            ("1KIB", 1024),
+            ("1M", 1 << 20),
+            ("1MB", 1 << 20),
+            ("1mib", 1 << 20),
+            ("1G", 1 << 30),
+            ("1gb", 1 << 30),
+            ("1 MiB", 1 << 20),
+            (" 8 k ", 8192),
+            ("100b", 100),
+        ] {
+            assert_eq!(parse_size(text), Ok(value), "{text}");
+        }
+    }
+
+    #[test]
+    fn size_fractions_must_be_whole_bytes() {
+        assert_eq!(parse_size("1.5MiB"), Ok(3 << 19));
+        assert_eq!(parse_size("0.5KiB"), Ok(512));
+        assert_eq!(parse_size(".25K"), Ok(256));
+        assert_eq!(parse_size("1.0"), Ok(1));
+        assert_eq!(parse_size("0.0009765625MiB"), Ok(1024));
+        for bad in ["1.3KiB", "1.5", "0.1B", "0.0001KiB"] {
+            let err = parse_size(bad).unwrap_err();
+            assert_eq!(err, format!("size `{bad}` is not a whole number of bytes"));
+        }
+    }
+
+    #[test]
+    fn size_overflow_is_an_error() {
+        let max = usize::MAX.to_string();
+        assert_eq!(parse_size(&max), Ok(usize::MAX));
+        for bad in [
+            "18446744073709551616",
+            "99999999999999999999999GiB",
+            "17179869184GiB",
+            "9999999999999999999999999999999999999999999999",
+        ] {
+            let err = parse_size(bad).unwrap_err();
+            assert!(err.contains("is too large"), "{bad}: {err}");
+            assert!(err.contains(&max), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn bad_sizes() {
+        assert_eq!(
+            parse_size("12 parsecs").unwrap_err(),
+            "size `12 parsecs` is not understood; use e.g. 4096, 64KiB, 1MiB, 2GiB"
+        );
+        for bad in [
+            "KiB", "1XiB", "1Ki", "0x100", "1e6", "1,000", "1.2.3K", "+4", ".",
+        ] {
+            let err = parse_size(bad).unwrap_err();
+            assert!(err.contains("is not understood"), "{bad}: {err}");
+        }
+        assert!(parse_size("-1")
+            .unwrap_err()
+            .contains("must not be negative"));
+        assert!(parse_size("").unwrap_err().contains("empty"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(s in "\\PC{0,40}") {
+            let _ = parse_duration(&s);
+            let _ = parse_size(&s);
+        }
+
+        #[test]
+        fn numbers_with_units_never_panic(n in "[0-9.]{0,30}", unit in "(|ns|us|ms|s|m|h|k|KiB|MB|g|TiB| b)") {
+            let _ = parse_duration(&format!("{n}{unit}"));
+            let _ = parse_size(&format!("{n}{unit}"));
+        }
+
+        #[test]
+        fn whole_sizes_round_trip(n in 0u64..(1 << 40)) {
+            proptest::prop_assert_eq!(parse_size(&n.to_string()), Ok(n as usize));
+            proptest::prop_assert_eq!(parse_size(&format!("{n}KiB")), Ok((n as usize) << 10));
+        }
+
+        #[test]
+        fn milliseconds_round_trip(n in 1u64..86_400_000) {
+            proptest::prop_assert_eq!(parse_duration(&format!("{n}ms")), Ok(ms(n)));
+        }
+    }
+}
