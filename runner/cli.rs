@@ -1,0 +1,402 @@
+//! The command line: argument definitions (clap derive), their value parsers, and the two
+//! commands, `run` and `disasm`.
+//!
+//! Commands return a [`Completion`] or a [`bytejail::Error`]; turning those into exit statuses is
+//! `main`'s job alone. This module never exits the process.
+
+use std::fmt;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytejail::abi::{self, InitialRegisters, Limits, RunOptions};
+use bytejail::load::{self, Format};
+use bytejail::{disasm, units, Error, InputError, Outcome};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{Args, Parser, Subcommand};
+
+/// Largest accepted `--max-output`: the output is held in memory (and hex-encoded for `--json`).
+const MAX_MAX_OUTPUT: usize = 1 << 30;
+use bytejail::abi::{MAX_REGION as MAX_SCRATCH, MIN_STACK};
+/// Largest accepted `--stack`: deeper than any sane guest recursion, small enough to map anywhere.
+const MAX_STACK: usize = 1 << 30;
+
+/// What `bytejail run --help` prints after the options: the outcomes and what they exit with.
+const RUN_AFTER_LONG_HELP: &str = "\
+Guest ABI (v1):
+  The code is mapped read+execute at a page-aligned address and entered at --entry. At entry
+  rdi = input address (read-only), rsi = input length, rdx = scratch address (zeroed, read-write),
+  rcx = scratch length, rsp = top of a fresh stack with (rsp + 8) % 16 == 0 and [rsp] = the return
+  address into the runner; every other general register is 0 unless set with --reg. fd 0 streams
+  the input (EOF after it), fd 1 is the guest's output; nothing else is open. Strict seccomp
+  allows only read, write, exit and rt_sigreturn (Linux 6.11+ also lets uprobe/uretprobe through).
+
+Values:
+  SIZE      bytes, or a number with a binary unit: 4096, 64KiB, 1MiB, 1.5MiB
+            (K/KiB, M/MiB, G/GiB, T/TiB all mean powers of 1024)
+  DURATION  a number with a unit: 300ms, 2s, 1.5s (ns, us, ms, s, m, h)
+  HEX       bytes in hex; whitespace and 0x / \\x prefixes are tolerated: \"b0 2a c3\", \"0xb0 0x2a 0xc3\"
+
+Outcomes and exit status (the same with and without --json):
+  returned            the guest returned to the runner       rax & 0xff
+  exited              the guest called exit(n) (syscall 60)  n & 0xff
+  crashed             a signal killed the guest               128 + signal (SIGSEGV: 139)
+  syscall_violation   seccomp killed a forbidden syscall      159
+  timeout             killed at the --timeout deadline        124
+  output_limit        wrote more than --max-output bytes      124
+  bad usage or input  nothing ran                             2
+  runner failure      bytejail itself failed                  125
+
+Output:
+  Without --json the guest's output goes raw to stdout and one summary line to stderr.
+  With --json stdout holds exactly one JSON object and nothing else:
+    outcome, output_hex, output_text (when the output is UTF-8), output_truncated,
+    wall_ns, user_ns, sys_ns, max_rss_kib; plus rax and registers (rax..r15, rflags) when
+    returned, exit_code when exited, signal, signal_number and fault (address, code_offset,
+    instruction) when crashed.";
+
+/// Run untrusted x86-64 machine code in a fresh strict-seccomp worker and report exactly what it
+/// did.
+#[derive(Debug, Parser)]
+#[command(name = "bytejail", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run code in a fresh worker and report its outcome.
+    #[command(after_long_help = RUN_AFTER_LONG_HELP)]
+    Run(RunArgs),
+    /// Print code in Intel syntax with offsets.
+    Disasm(DisasmArgs),
+}
+
+/// The code to run or disassemble, and how to read it.
+#[derive(Debug, Args)]
+pub struct CodeArgs {
+    #[command(flatten)]
+    pub source: CodeSource,
+
+    /// Read FILE in this format instead of guessing it from the extension.
+    #[arg(
+        long,
+        value_name = "FORMAT",
+        ignore_case = true,
+        conflicts_with = "hex",
+        value_parser = PossibleValuesParser::new(["bin", "hex", "gas", "nasm", "elf"])
+            .try_map(|name| Format::from_name(&name).ok_or("unknown format")),
+    )]
+    pub format: Option<Format>,
+}
+
+/// Where the code comes from: a file (or stdin) or inline hex; exactly one of them.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct CodeSource {
+    /// Code file, or `-` for raw bytes on stdin. The format follows the extension: .bin raw bytes,
+    /// .hex hex text, .s/.S GNU as source, .asm NASM source, .o or any ELF object or executable
+    /// (its .text).
+    #[arg(value_name = "FILE")]
+    pub file: Option<PathBuf>,
+
+    /// Inline code as hex, e.g. "b0 2a c3". Whitespace and 0x / \x prefixes are tolerated.
+    #[arg(long, value_name = "HEX")]
+    pub hex: Option<String>,
+}
+
+/// `bytejail run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub code: CodeArgs,
+
+    /// Input file, or `-` for stdin: mapped read-only at rdi/rsi and streamed on fd 0.
+    /// [default: no input]
+    #[arg(long, value_name = "FILE", conflicts_with = "input_hex")]
+    pub input: Option<PathBuf>,
+
+    /// Inline input as hex (same forms as --hex).
+    #[arg(long, value_name = "HEX")]
+    pub input_hex: Option<String>,
+
+    /// Wall-clock limit, e.g. 300ms, 2s, 1.5s (units ns, us, ms, s, m, h); more than 0, at most
+    /// 24h.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = units::parse_duration)]
+    pub timeout: Duration,
+
+    /// Most bytes the guest may write to fd 1 (one more and it is killed), e.g. 4096, 64KiB or
+    /// 1MiB; 0 to 1GiB.
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = max_output)]
+    pub max_output: usize,
+
+    /// Guest stack size, e.g. 64KiB or 1MiB (rounded up to pages; a guard page sits below);
+    /// 64 bytes to 1GiB.
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = stack)]
+    pub stack: usize,
+
+    /// Scratch memory size, e.g. 64KiB or 1MiB, passed in rcx (the mapping is rounded up to
+    /// pages); 1 byte to 16GiB.
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = scratch)]
+    pub scratch: usize,
+
+    /// Largest code accepted, e.g. 4096, 64KiB or 16MiB.
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = units::parse_size)]
+    pub max_code: usize,
+
+    /// Largest input accepted, e.g. 4096, 1MiB or 64MiB.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = units::parse_size)]
+    pub max_input: usize,
+
+    /// Offset into the code where the guest is entered, decimal or 0x-hex.
+    #[arg(long, value_name = "OFFSET", default_value = "0", value_parser = offset)]
+    pub entry: usize,
+
+    /// Set a register at entry, e.g. rbx=5 or r12=0xff (decimal or 0x-hex; rax rbx rcx rdx rsi
+    /// rdi rbp r8..r15, not rsp). Repeatable; overrides the ABI's value.
+    #[arg(long = "reg", value_name = "NAME=VALUE", value_parser = register)]
+    pub registers: Vec<String>,
+
+    /// Print the report as one JSON object on stdout instead of the guest's output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `bytejail disasm`.
+#[derive(Debug, Args)]
+pub struct DisasmArgs {
+    #[command(flatten)]
+    pub code: CodeArgs,
+}
+
+/// How a command that did not fail ended; `main` turns it into the exit status.
+#[derive(Debug)]
+pub enum Completion {
+    /// The command did its job (`disasm`).
+    Done,
+    /// A guest ran; its outcome decides the exit status.
+    Ran(Outcome),
+}
+
+impl Cli {
+    /// Carries out the command.
+    pub fn execute(self) -> Result<Completion, Error> {
+        match self.command {
+            Command::Run(args) => run(args),
+            Command::Disasm(args) => disasm(args),
+        }
+    }
+}
+
+/// `bytejail run`: load, run, report.
+fn run(args: RunArgs) -> Result<Completion, Error> {
+    let dash = Path::new("-");
+    if args.code.source.file.as_deref() == Some(dash) && args.input.as_deref() == Some(dash) {
+        return Err(
+            invalid("code (FILE `-`) and input (--input -) cannot both come from stdin").into(),
+        );
+    }
+
+    let limits = Limits {
+        timeout: args.timeout,
+        max_output: args.max_output,
+        stack: args.stack,
+        scratch: args.scratch,
+        max_code: args.max_code,
+        max_input: args.max_input,
+    };
+    let mut registers = InitialRegisters::default();
+    for setting in &args.registers {
+        // Already checked by the value parser; kept fallible rather than trusted.
+        registers.set_from_arg(setting).map_err(invalid)?;
+    }
+    let options = RunOptions {
+        entry: args.entry,
+        registers,
+        limits,
+    };
+
+    let code = args.code.load(options.limits.max_code)?;
+    let input = match (&args.input, &args.input_hex) {
+        (Some(path), _) => load::read_input(path, options.limits.max_input)?,
+        (None, Some(hex)) => load::parse_hex(hex, "--input-hex")?,
+        (None, None) => Vec::new(),
+    };
+
+    let report = bytejail::run(&code, &input, &options)?;
+
+    if args.json {
+        let mut line = serde_json::to_string(&report.to_json()).map_err(|e| Error::Runner {
+            what: "encoding the report as JSON",
+            source: io::Error::other(e),
+        })?;
+        line.push('\n');
+        write_stdout(line.as_bytes())?;
+    } else {
+        write_stdout(&report.output)?;
+        print_diagnostic(report.summary());
+    }
+    Ok(Completion::Ran(report.outcome))
+}
+
+/// `bytejail disasm`: load and print the listing.
+fn disasm(args: DisasmArgs) -> Result<Completion, Error> {
+    let code = args.code.load(abi::DEFAULT_MAX_CODE)?;
+    write_stdout(disasm::listing(&code).as_bytes())?;
+    Ok(Completion::Done)
+}
+
+impl CodeArgs {
+    /// Reads the code from FILE (or stdin) or `--hex`.
+    fn load(&self, max_code: usize) -> Result<Vec<u8>, InputError> {
+        match (&self.source.file, &self.source.hex) {
+            (Some(path), _) => load::load_path(path, self.format, max_code),
+            (None, Some(hex)) => load::load_bytes(hex.as_bytes(), Format::Hex, "--hex", max_code),
+            // clap requires one of them; say so plainly should that ever change.
+            (None, None) => Err(InputError::Invalid(
+                "no code given: pass FILE, `-` or --hex".to_string(),
+            )),
+        }
+    }
+}
+
+/// An [`InputError::Invalid`] from a message.
+fn invalid(message: impl Into<String>) -> InputError {
+    InputError::Invalid(message.into())
+}
+
+/// Writes `bytes` to stdout through a locked handle and flushes.
+///
+/// A reader that went away (EPIPE, as in `bytejail run x | head -c1`) is not a failure: Rust
+/// ignores SIGPIPE, the run happened, and the exit status still says how it ended. Any other
+/// write error is the runner failing to deliver the result.
+fn write_stdout(bytes: &[u8]) -> Result<(), Error> {
+    let mut stdout = io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Err(source) if source.kind() != io::ErrorKind::BrokenPipe => Err(Error::Runner {
+            what: "writing to stdout",
+            source,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Prints `bytejail: <message>` on stderr as exactly one line.
+///
+/// Messages that span lines (an assembler's complaints, say) are joined with `; ` so that every
+/// diagnostic stays one line, as the CLI promises. A failing stderr is ignored: there is nowhere
+/// left to report it, and the exit status still tells.
+pub fn print_diagnostic(message: impl fmt::Display) {
+    let message = message.to_string();
+    let line = message
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let _ = writeln!(io::stderr().lock(), "bytejail: {line}");
+}
+
+/// The gist of a clap usage error on one line, without the usage block and the `--help` hint,
+/// e.g. `invalid value 'abc' for '--timeout <DURATION>': ...`.
+pub fn usage_error_message(error: &clap::Error) -> String {
+    let rendered = error.render().to_string();
+    let rendered = rendered.trim_start();
+    let rendered = rendered.strip_prefix("error:").unwrap_or(rendered);
+    rendered
+        .split("\n\n")
+        .map(str::trim)
+        .take_while(|paragraph| {
+            !paragraph.starts_with("Usage:") && !paragraph.starts_with("For more information")
+        })
+        .filter(|paragraph| !paragraph.is_empty())
+        .map(|paragraph| paragraph.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+// Value parsers. Each returns a message that clap puts after "invalid value '...' for '--flag'",
+// so the message need not repeat the flag.
+
+/// A size from `min` to `max` bytes; `limit` spells `max` for people.
+fn bounded_size(arg: &str, min: usize, max: usize, limit: &str) -> Result<usize, String> {
+    let bytes = units::parse_size(arg)?;
+    if bytes < min {
+        Err(format!("{bytes} bytes is under the minimum of {min} bytes"))
+    } else if bytes > max {
+        Err(format!(
+            "{bytes} bytes is over the limit of {limit} ({max} bytes)"
+        ))
+    } else {
+        Ok(bytes)
+    }
+}
+
+/// `--max-output`: 0 to [`MAX_MAX_OUTPUT`] bytes.
+fn max_output(arg: &str) -> Result<usize, String> {
+    bounded_size(arg, 0, MAX_MAX_OUTPUT, "1GiB")
+}
+
+/// `--stack`: [`MIN_STACK`] to [`MAX_STACK`] bytes.
+fn stack(arg: &str) -> Result<usize, String> {
+    bounded_size(arg, MIN_STACK, MAX_STACK, "1GiB")
+}
+
+/// `--scratch`: 1 to [`MAX_SCRATCH`] bytes.
+fn scratch(arg: &str) -> Result<usize, String> {
+    bounded_size(arg, 1, MAX_SCRATCH, "16GiB")
+}
+
+/// `--entry`: a decimal or 0x-hex offset.
+fn offset(arg: &str) -> Result<usize, String> {
+    abi::parse_u64(arg.trim())
+        .and_then(|offset| usize::try_from(offset).ok())
+        .ok_or_else(|| "expected a decimal or 0x-hex offset, e.g. 16 or 0x10".to_string())
+}
+
+/// `--reg`: checks a `NAME=VALUE` setting; [`run`] applies it.
+fn register(arg: &str) -> Result<String, String> {
+    InitialRegisters::default().set_from_arg(arg)?;
+    Ok(arg.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// The defaults printed in `--help` are the library's defaults.
+    #[test]
+    fn defaults_match_the_library() {
+        let cli = Cli::try_parse_from(["bytejail", "run", "--hex", "c3"]).unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("parsed as {:?}", cli.command);
+        };
+        let defaults = Limits::default();
+        assert_eq!(args.timeout, defaults.timeout);
+        assert_eq!(args.max_output, defaults.max_output);
+        assert_eq!(args.stack, defaults.stack);
+        assert_eq!(args.scratch, defaults.scratch);
+        assert_eq!(args.max_code, defaults.max_code);
+        assert_eq!(args.max_input, defaults.max_input);
+        assert_eq!(args.entry, RunOptions::default().entry);
+        assert!(args.registers.is_empty());
+    }
+
+    #[test]
+    fn usage_errors_fit_on_one_line() {
+        let error =
+            Cli::try_parse_from(["bytejail", "run", "--frmat", "bin", "x.bin"]).unwrap_err();
+        let message = usage_error_message(&error);
+        assert!(!message.contains('\n'), "{message:?}");
+        assert!(message.contains("'--frmat'"), "{message:?}");
+        assert!(!message.contains("Usage:"), "{message:?}");
+    }
+}

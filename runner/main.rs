@@ -1,0 +1,60 @@
+//! `bytejail`: run untrusted x86-64 machine code in a fresh strict-seccomp worker and report
+//! exactly what it did. See `bytejail run --help` for the contract.
+//!
+//! This file is the one place where results become exit statuses.
+#![deny(unsafe_code)]
+
+mod cli;
+
+use std::process::ExitCode;
+
+use bytejail::Error;
+use clap::error::ErrorKind;
+use clap::Parser;
+
+use cli::{Cli, Completion};
+
+/// Exit status for bad usage or bad input: nothing ran.
+const EXIT_USAGE: u8 = 2;
+/// Exit status when bytejail itself failed (a mapping, a pipe, the fork, writing stdout).
+const EXIT_RUNNER_FAILED: u8 = 125;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage_exit(&error),
+    };
+    ExitCode::from(match cli.execute() {
+        Ok(Completion::Done) => 0,
+        // The kernel keeps only the low 8 bits of an exit status; every documented status fits.
+        Ok(Completion::Ran(outcome)) => (outcome.exit_status() & 0xff) as u8,
+        Err(error @ Error::Input(_)) => {
+            cli::print_diagnostic(error);
+            EXIT_USAGE
+        }
+        Err(error @ Error::Runner { .. }) => {
+            cli::print_diagnostic(format_args!("runner failed: {error}"));
+            EXIT_RUNNER_FAILED
+        }
+    })
+}
+
+/// Reports what clap could not parse (or the help and version it was asked for).
+fn usage_exit(error: &clap::Error) -> ExitCode {
+    match error.kind() {
+        // Asked for: printed in full on stdout, success.
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = error.print();
+            ExitCode::SUCCESS
+        }
+        // `bytejail` alone: the full help is the useful answer, but it is still bad usage.
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = error.print();
+            ExitCode::from(EXIT_USAGE)
+        }
+        _ => {
+            cli::print_diagnostic(cli::usage_error_message(error));
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
