@@ -27,6 +27,11 @@ pub const DEFAULT_MAX_CODE: usize = 16 << 20;
 /// Default limit on the input size.
 pub const DEFAULT_MAX_INPUT: usize = 64 << 20;
 
+/// Smallest guest stack accepted: room for the return address and a few frames.
+pub const MIN_STACK: usize = 64;
+/// Largest stack or scratch the runner maps for one guest.
+pub const MAX_REGION: usize = 16 << 30;
+
 /// The general registers the guest can set at entry and sees at return, in the
 /// order the trampoline loads and stores them.
 pub const GPR_NAMES: [&str; 16] = [

@@ -1,24 +1,20 @@
 //! The host side of a run: prepare the worker's memory and pipes, fork, feed the input, collect
 //! the output, enforce the limits, reap, and classify from what the kernel says.
 
+use std::cell::RefCell;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use memmap2::{Mmap, MmapMut};
-
-use crate::abi::{Gpr, Registers, RunOptions};
+use crate::abi::{Registers, RunOptions, MAX_REGION, MIN_STACK};
+use crate::arena::{Arena, Need, Record};
 use crate::error::{Error, InputError};
 use crate::report::{Fault, Outcome, Report};
 use crate::sys;
 use crate::worker::{self, layout::*, WorkerPlan};
 
-const PAGE: usize = 4096;
-
-/// Largest stack or scratch the runner maps for one guest.
-pub const MAX_REGION: usize = 16 << 30;
-
-fn round_up(n: usize) -> usize {
-    n.div_ceil(PAGE) * PAGE
+thread_local! {
+    /// Each host thread keeps one arena between runs (see [`crate::arena`]).
+    static ARENA: RefCell<Option<Arena>> = const { RefCell::new(None) };
 }
 
 /// Runs `code` on `input` in a fresh strict-seccomp worker and reports what happened.
@@ -28,30 +24,66 @@ fn round_up(n: usize) -> usize {
 /// itself failed ([`Error::Runner`]). Safe to call from many threads at once.
 pub fn run(code: &[u8], input: &[u8], options: &RunOptions) -> Result<Report, Error> {
     validate(code, input, options)?;
-    let guest = GuestMemory::new(code, input, options)?;
-    let region = prepare_region(&guest, options)?;
+    let need = Need::new(code, input, options);
+    let run_in = |slot: &mut Option<Arena>| -> Result<Report, Error> {
+        let mut arena = match slot.take() {
+            Some(arena) if arena.fits(need) => arena,
+            _ => Arena::new(need).map_err(|e| Error::io("creating the worker arena", e))?,
+        };
+        let report = run_in_arena(&mut arena, code, input, options);
+        if arena.worth_keeping() {
+            *slot = Some(arena);
+        }
+        report
+    };
+    // A thread being torn down (run called from a thread-local destructor) gets a fresh arena.
+    ARENA
+        .try_with(|cell| match cell.try_borrow_mut() {
+            Ok(mut slot) => run_in(&mut slot),
+            Err(_) => run_in(&mut None),
+        })
+        .unwrap_or_else(|_| run_in(&mut None))
+}
+
+fn run_in_arena(
+    arena: &mut Arena,
+    code: &[u8],
+    input: &[u8],
+    options: &RunOptions,
+) -> Result<Report, Error> {
+    let (maps, protects) = arena.prepare(code, input, options);
     let (input_r, input_w) = sys::pipe().map_err(|e| Error::io("creating the input pipe", e))?;
     let (output_r, output_w) = sys::pipe().map_err(|e| Error::io("creating the output pipe", e))?;
-    sys::set_nonblocking(input_w.as_raw_fd()).map_err(|e| Error::io("fcntl on the input pipe", e))?;
-    sys::set_nonblocking(output_r.as_raw_fd()).map_err(|e| Error::io("fcntl on the output pipe", e))?;
+    sys::set_nonblocking(input_w.as_raw_fd())
+        .map_err(|e| Error::io("fcntl on the input pipe", e))?;
+    sys::set_nonblocking(output_r.as_raw_fd())
+        .map_err(|e| Error::io("fcntl on the output pipe", e))?;
 
     // Most inputs fit in the pipe before the worker exists; a larger pipe saves wake-ups.
     if input.len() > 64 << 10 {
         sys::grow_pipe(input_w.as_raw_fd(), input.len());
     }
-    let mut feeder = InputFeeder { fd: Some(input_w), input, written: 0 };
-    feeder.pump().map_err(|e| Error::io("writing the input", e))?;
+    let mut feeder = InputFeeder {
+        fd: Some(input_w),
+        input,
+        written: 0,
+    };
+    feeder
+        .pump()
+        .map_err(|e| Error::io("writing the input", e))?;
 
     let plan = WorkerPlan {
         host_pid: sys::getpid(),
         input_fd: input_r.as_raw_fd(),
         output_fd: output_w.as_raw_fd(),
-        region: region.addr(),
-        cpu_limit_secs: options.limits.timeout.as_secs() + 2,
+        region: arena.region_addr(),
+        maps,
+        protects,
+        cpu_limit_secs: cpu_limit_secs(options),
     };
 
     let start = Instant::now();
-    let (pid, pidfd) = worker::spawn(&plan, &region).map_err(|e| Error::io("forking the worker", e))?;
+    let (pid, pidfd) = worker::spawn(&plan).map_err(|e| Error::io("forking the worker", e))?;
     // The worker's ends: closing ours lets EOF and EPIPE mean what they say.
     drop(input_r);
     drop(output_w);
@@ -62,7 +94,14 @@ pub fn run(code: &[u8], input: &[u8], options: &RunOptions) -> Result<Report, Er
     drop(pidfd);
     let watch = watch?;
 
-    let outcome = classify(&reaped, &watch, &region, &guest, options)?;
+    let outcome = classify(
+        &reaped,
+        &watch,
+        &arena.record(),
+        arena.code_addr() as u64,
+        code,
+        options,
+    )?;
     Ok(Report {
         outcome,
         output: watch.output,
@@ -74,16 +113,32 @@ pub fn run(code: &[u8], input: &[u8], options: &RunOptions) -> Result<Report, Er
     })
 }
 
+/// `RLIMIT_CPU` for the worker: the timeout rounded up, plus a margin, so that it only fires
+/// when the host failed to kill at the deadline.
+fn cpu_limit_secs(options: &RunOptions) -> u64 {
+    options.limits.timeout.as_secs() + 2
+}
+
 fn validate(code: &[u8], input: &[u8], options: &RunOptions) -> Result<(), InputError> {
     let limits = &options.limits;
     if code.is_empty() {
         return Err(InputError::Invalid("the code is empty".into()));
     }
     if code.len() > limits.max_code {
-        return Err(InputError::TooLarge { what: "code", size: code.len(), limit: limits.max_code, flag: "--max-code" });
+        return Err(InputError::TooLarge {
+            what: "code",
+            size: code.len(),
+            limit: limits.max_code,
+            flag: "--max-code",
+        });
     }
     if input.len() > limits.max_input {
-        return Err(InputError::TooLarge { what: "input", size: input.len(), limit: limits.max_input, flag: "--max-input" });
+        return Err(InputError::TooLarge {
+            what: "input",
+            size: input.len(),
+            limit: limits.max_input,
+            flag: "--max-input",
+        });
     }
     if options.entry >= code.len() {
         return Err(InputError::Invalid(format!(
@@ -93,100 +148,30 @@ fn validate(code: &[u8], input: &[u8], options: &RunOptions) -> Result<(), Input
         )));
     }
     if limits.timeout.is_zero() {
-        return Err(InputError::Invalid("the timeout must be greater than zero (--timeout)".into()));
+        return Err(InputError::Invalid(
+            "the timeout must be greater than zero (--timeout)".into(),
+        ));
     }
-    for (what, flag, size) in [("stack", "--stack", limits.stack), ("scratch", "--scratch", limits.scratch)] {
+    for (what, flag, size) in [
+        ("stack", "--stack", limits.stack),
+        ("scratch", "--scratch", limits.scratch),
+    ] {
         if size > MAX_REGION {
-            return Err(InputError::TooLarge { what, size, limit: MAX_REGION, flag });
+            return Err(InputError::TooLarge {
+                what,
+                size,
+                limit: MAX_REGION,
+                flag,
+            });
         }
     }
-    if limits.stack < 64 {
+    if limits.stack < MIN_STACK {
         return Err(InputError::Invalid(format!(
-            "the stack is {} bytes; it must be at least 64 bytes (--stack)",
+            "the stack is {} bytes; it must be at least {MIN_STACK} bytes (--stack)",
             limits.stack
         )));
     }
     Ok(())
-}
-
-/// The guest's own mappings, made in the host before the fork.
-struct GuestMemory {
-    code: Mmap,
-    code_len: usize,
-    input: Mmap,
-    input_len: usize,
-    scratch: MmapMut,
-    /// Guard page at the bottom, then the stack proper.
-    stack: MmapMut,
-}
-
-impl GuestMemory {
-    fn new(code: &[u8], input: &[u8], options: &RunOptions) -> Result<Self, Error> {
-        let limits = &options.limits;
-        let map = |len: usize, what| MmapMut::map_anon(round_up(len.max(1))).map_err(|e| Error::io(what, e));
-        // Written while private and writable, then read+execute: never both W and X.
-        let mut code_map = map(code.len(), "mapping the code")?;
-        code_map[..code.len()].copy_from_slice(code);
-        let code_map = code_map.make_exec().map_err(|e| Error::io("making the code executable", e))?;
-        let mut input_map = map(input.len(), "mapping the input")?;
-        input_map[..input.len()].copy_from_slice(input);
-        let input_map = input_map.make_read_only().map_err(|e| Error::io("making the input read-only", e))?;
-        let scratch = map(limits.scratch, "mapping the scratch memory")?;
-        let mut stack = memmap2::MmapOptions::new()
-            .len(round_up(limits.stack) + PAGE)
-            .stack()
-            .map_anon()
-            .map_err(|e| Error::io("mapping the guest stack", e))?;
-        sys::protect(stack.as_mut_ptr(), PAGE, libc::PROT_NONE).map_err(|e| Error::io("guard page", e))?;
-        Ok(GuestMemory {
-            code: code_map,
-            code_len: code.len(),
-            input: input_map,
-            input_len: input.len(),
-            scratch,
-            stack,
-        })
-    }
-
-    fn code_addr(&self) -> u64 {
-        self.code.as_ptr() as u64
-    }
-
-    /// The guest's rsp at entry: `[rsp]` is the return slot, `(rsp + 8) % 16 == 0`.
-    fn stack_entry(&self) -> u64 {
-        self.stack.as_ptr() as u64 + self.stack.len() as u64 - 8
-    }
-}
-
-/// Copies the blob, writes the context and the initial XSAVE image, seals the code page.
-fn prepare_region(guest: &GuestMemory, options: &RunOptions) -> Result<sys::SharedRegion, Error> {
-    let mut region = sys::SharedRegion::new(LEN).map_err(|e| Error::io("mapping the worker region", e))?;
-    let blob = worker::blob();
-    assert!(blob.code.len() <= PAGE, "the worker blob outgrew its page");
-    region.write_bytes(CODE, blob.code);
-
-    let mut gpr = [0u64; 16];
-    gpr[Gpr::RDI.index()] = guest.input.as_ptr() as u64;
-    gpr[Gpr::RSI.index()] = guest.input_len as u64;
-    gpr[Gpr::RDX.index()] = guest.scratch.as_ptr() as u64;
-    gpr[Gpr::RCX.index()] = options.limits.scratch as u64;
-    options.registers.apply(&mut gpr);
-    gpr[Gpr::RSP.index()] = guest.stack_entry();
-    for (i, value) in gpr.iter().enumerate() {
-        region.write_u64(DATA + CTX_GPR + i * 8, *value);
-    }
-    region.write_u64(DATA + CTX_ENTRY, guest.code_addr() + options.entry as u64);
-    region.write_u64(DATA + CTX_XSAVE, xsave_supported() as u64);
-    // Legacy area: MXCSR at byte 24 takes its default; the header (XSTATE_BV = 0) is zero.
-    region.write_u64(XSAVE + 24, 0x1f80);
-    region
-        .protect(CODE, PAGE, libc::PROT_READ | libc::PROT_EXEC)
-        .map_err(|e| Error::io("sealing the worker trampoline", e))?;
-    Ok(region)
-}
-
-fn xsave_supported() -> bool {
-    std::arch::is_x86_feature_detected!("xsave")
 }
 
 /// Writes the input to the worker's fd 0 without ever blocking; closes it when done.
@@ -246,7 +231,11 @@ fn watch_worker(
 ) -> Result<Watch, Error> {
     let deadline = start + options.limits.timeout;
     let max_output = options.limits.max_output;
-    let mut collector = OutputCollector { fd: Some(output_r), output: Vec::new(), max: max_output };
+    let mut collector = OutputCollector {
+        fd: Some(output_r),
+        output: Vec::new(),
+        max: max_output,
+    };
     let mut sigpipe = feeder.fd.as_ref().map(|_| sys::SigpipeBlock::new());
     let mut killed = None;
     let kill = |why| -> Result<Option<Kill>, Error> {
@@ -263,19 +252,28 @@ fn watch_worker(
         let mut fds = [
             pollfd(pidfd.as_raw_fd(), libc::POLLIN),
             pollfd(collector.raw_fd(), libc::POLLIN),
-            pollfd(feeder.fd.as_ref().map_or(-1, |fd| fd.as_raw_fd()), libc::POLLOUT),
+            pollfd(
+                feeder.fd.as_ref().map_or(-1, |fd| fd.as_raw_fd()),
+                libc::POLLOUT,
+            ),
         ];
         match sys::poll(&mut fds, deadline - now) {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(Error::io("polling the worker", e)),
         }
-        if fds[1].revents != 0 && collector.drain().map_err(|e| Error::io("reading the output", e))? {
+        if fds[1].revents != 0
+            && collector
+                .drain()
+                .map_err(|e| Error::io("reading the output", e))?
+        {
             killed = kill(Kill::OutputLimit)?;
             break;
         }
         if fds[2].revents != 0 {
-            let epipe = feeder.pump().map_err(|e| Error::io("writing the input", e))?;
+            let epipe = feeder
+                .pump()
+                .map_err(|e| Error::io("writing the input", e))?;
             if let Some(block) = sigpipe.as_mut() {
                 block.saw_epipe |= epipe;
             }
@@ -285,7 +283,11 @@ fn watch_worker(
         }
     }
     // Everything the worker wrote before it ended is in the pipe now.
-    if killed.is_none() && collector.drain().map_err(|e| Error::io("reading the output", e))? {
+    if killed.is_none()
+        && collector
+            .drain()
+            .map_err(|e| Error::io("reading the output", e))?
+    {
         killed = Some(Kill::OutputLimit);
     }
     feeder.fd = None;
@@ -293,11 +295,19 @@ fn watch_worker(
     let truncated = collector.output.len() > max_output;
     let mut output = collector.output;
     output.truncate(max_output);
-    Ok(Watch { output, truncated, killed })
+    Ok(Watch {
+        output,
+        truncated,
+        killed,
+    })
 }
 
 fn pollfd(fd: i32, events: libc::c_short) -> libc::pollfd {
-    libc::pollfd { fd, events, revents: 0 }
+    libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    }
 }
 
 /// Reads the worker's fd 1, keeping at most `max + 1` bytes (one past the limit proves it
@@ -343,23 +353,24 @@ impl OutputCollector {
 fn classify(
     reaped: &sys::Reaped,
     watch: &Watch,
-    region: &sys::SharedRegion,
-    guest: &GuestMemory,
+    record: &Record,
+    code_addr: u64,
+    code: &[u8],
     options: &RunOptions,
 ) -> Result<Outcome, Error> {
     let status = reaped.status;
-    let state = region.read_u64(DATA + REC_STATE);
     if watch.truncated || watch.killed == Some(Kill::OutputLimit) {
         return Ok(Outcome::OutputLimit);
     }
     if libc::WIFEXITED(status) {
         let code = libc::WEXITSTATUS(status);
-        if code == 0 && state == STATE_RETURNED {
-            let mut gpr = [0u64; 16];
-            for (i, slot) in gpr.iter_mut().enumerate() {
-                *slot = region.read_u64(DATA + REC_GPR + i * 8);
-            }
-            return Ok(Outcome::Returned(Registers::from_array(gpr, region.read_u64(DATA + REC_RFLAGS))));
+        // Only the trampoline's own exit is status 0 with a return recorded. A guest that
+        // forges the record and exits 0 has in effect returned with those registers.
+        if code == 0 && record.state == STATE_RETURNED {
+            return Ok(Outcome::Returned(Registers::from_array(
+                record.gpr,
+                record.rflags,
+            )));
         }
         return Ok(Outcome::Exited(code));
     }
@@ -375,28 +386,34 @@ fn classify(
             return Ok(Outcome::Timeout);
         }
         let cpu = timeval(reaped.rusage.ru_utime) + timeval(reaped.rusage.ru_stime);
-        if cpu + Duration::from_millis(100) >= Duration::from_secs(options.limits.timeout.as_secs() + 2) {
+        if cpu + Duration::from_millis(100) >= Duration::from_secs(cpu_limit_secs(options)) {
             return Ok(Outcome::Timeout); // the RLIMIT_CPU backstop
         }
         return Ok(Outcome::SyscallViolation);
     }
-    if signal == worker::SETUP_FAILED_SIGNAL && state == STATE_SETUP_FAILED {
-        let stage = region.read_u64(DATA + REC_STAGE) as usize;
-        let errno = region.read_u64(DATA + REC_ERRNO) as i32;
-        return Err(Error::io(
-            worker::STAGES.get(stage).copied().unwrap_or("worker setup"),
-            std::io::Error::from_raw_os_error(errno),
-        ));
+    if signal == worker::SETUP_FAILED_SIGNAL {
+        // No guest can raise it: the worker's setup failed before the guest ran.
+        let (stage, errno) = if record.state == STATE_SETUP_FAILED {
+            let stage = worker::STAGES.get(record.stage as usize).copied();
+            (stage.unwrap_or("worker setup"), record.errno as i32)
+        } else {
+            ("worker setup", 0)
+        };
+        let source = if errno > 0 {
+            std::io::Error::from_raw_os_error(errno)
+        } else {
+            std::io::Error::other("the worker died before it could say why")
+        };
+        return Err(Error::io(stage, source));
     }
-    let fault = (state == STATE_FAULT && region.read_u64(DATA + FAULT_SIGNO) == signal as u64).then(|| {
-        let rip = region.read_u64(DATA + FAULT_RIP);
-        let code = &guest.code[..guest.code_len];
-        let code_offset = rip
-            .checked_sub(guest.code_addr())
+    let fault = (record.state == STATE_FAULT && record.fault_signo == signal as u64).then(|| {
+        let code_offset = record
+            .fault_rip
+            .checked_sub(code_addr)
             .map(|off| faulting_offset(signal, code, off))
-            .filter(|off| *off < guest.code_len as u64);
+            .filter(|off| *off < code.len() as u64);
         Fault {
-            address: region.read_u64(DATA + FAULT_ADDR),
+            address: record.fault_addr,
             code_offset,
             instruction: code_offset
                 .and_then(|off| crate::disasm::instruction_at(code, off as usize)),

@@ -10,6 +10,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod abi;
+mod arena;
 pub mod disasm;
 pub mod error;
 mod host;

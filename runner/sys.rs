@@ -6,7 +6,7 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 
 /// Raw syscalls for the post-fork worker path. Return values are the kernel's: `-errno` on error.
@@ -19,7 +19,15 @@ pub mod raw {
     /// The caller upholds the contract of syscall `nr` for the given arguments (valid pointers,
     /// no memory the Rust abstract machine owns is invalidated behind its back).
     #[inline(always)]
-    pub unsafe fn syscall6(nr: i64, a0: usize, a1: usize, a2: usize, a3: usize, a4: usize, a5: usize) -> isize {
+    pub unsafe fn syscall6(
+        nr: i64,
+        a0: usize,
+        a1: usize,
+        a2: usize,
+        a3: usize,
+        a4: usize,
+        a5: usize,
+    ) -> isize {
         let ret: isize;
         // SAFETY: the caller upholds the syscall's contract; `syscall` clobbers rcx and r11 only.
         unsafe {
@@ -77,7 +85,15 @@ pub unsafe fn clone_with_pidfd() -> io::Result<Forked> {
     // SAFETY: newsp = 0 keeps the child on a copy of this stack, exactly like fork(); the
     // kernel writes the pidfd through a valid pointer to a local.
     let ret = unsafe {
-        raw::syscall6(libc::SYS_clone, flags, 0, &mut pidfd as *mut libc::c_int as usize, 0, 0, 0)
+        raw::syscall6(
+            libc::SYS_clone,
+            flags,
+            0,
+            &mut pidfd as *mut libc::c_int as usize,
+            0,
+            0,
+            0,
+        )
     };
     if ret < 0 {
         return Err(io::Error::from_raw_os_error(-ret as i32));
@@ -87,31 +103,107 @@ pub unsafe fn clone_with_pidfd() -> io::Result<Forked> {
     }
     // SAFETY: on success the kernel stored a fresh descriptor that nothing else owns.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-    Ok(Forked::Parent { pid: ret as libc::pid_t, pidfd })
+    Ok(Forked::Parent {
+        pid: ret as libc::pid_t,
+        pidfd,
+    })
 }
 
-/// A `MAP_SHARED | MAP_ANONYMOUS` mapping: what the worker writes there the host sees after
-/// it exits. memmap2 only makes private anonymous mappings, hence this small type.
-pub struct SharedRegion {
+/// A memfd mapped shared and read+write in the host, never inherited by a fork
+/// (`MADV_DONTFORK`): workers map the parts they need from the descriptor themselves, so no
+/// other worker ever sees this memory.
+pub struct SharedFile {
+    file: std::fs::File,
+    map: memmap2::MmapRaw,
+}
+
+impl SharedFile {
+    /// `memfd_create(name, MFD_CLOEXEC)`, sized to `len` and mapped; see memfd_create(2).
+    pub fn new(len: usize) -> io::Result<Self> {
+        // SAFETY: the name is a valid C string; the new descriptor is owned by the File.
+        let fd = unsafe { libc::memfd_create(c"bytejail-arena".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor that nothing else owns.
+        let file = unsafe { std::fs::File::from_raw_fd(fd) };
+        file.set_len(len as u64)?;
+        let map = memmap2::MmapOptions::new().len(len).map_raw(&file)?;
+        map.advise(memmap2::Advice::DontFork)?;
+        Ok(SharedFile { file, map })
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Copies `bytes` to `offset`. Panics if out of range (a runner bug, not guest behaviour).
+    pub fn write_bytes(&mut self, offset: usize, bytes: &[u8]) {
+        assert!(offset <= self.len() && bytes.len() <= self.len() - offset);
+        // SAFETY: in range (checked above); we hold `&mut self` and no worker is running.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.map.as_mut_ptr().add(offset),
+                bytes.len(),
+            )
+        };
+    }
+
+    /// Sets `len` bytes at `offset` to zero.
+    pub fn zero(&mut self, offset: usize, len: usize) {
+        assert!(offset <= self.len() && len <= self.len() - offset);
+        // SAFETY: in range (checked above); we hold `&mut self`.
+        unsafe { std::ptr::write_bytes(self.map.as_mut_ptr().add(offset), 0, len) };
+    }
+
+    /// Writes a u64 at an 8-aligned `offset`.
+    pub fn write_u64(&mut self, offset: usize, value: u64) {
+        assert!(offset % 8 == 0 && offset + 8 <= self.len());
+        // SAFETY: in range and aligned (checked above); we hold `&mut self`.
+        unsafe {
+            self.map
+                .as_mut_ptr()
+                .add(offset)
+                .cast::<u64>()
+                .write_volatile(value)
+        };
+    }
+
+    /// Reads a u64 at an 8-aligned `offset`. Volatile: a worker wrote it.
+    pub fn read_u64(&self, offset: usize) -> u64 {
+        assert!(offset % 8 == 0 && offset + 8 <= self.len());
+        // SAFETY: in range and aligned (checked above).
+        unsafe { self.map.as_ptr().add(offset).cast::<u64>().read_volatile() }
+    }
+}
+
+/// A range of address space held with `PROT_NONE` and `MADV_DONTFORK`: nothing else in the host
+/// can be mapped there, and in a forked worker the whole range is free, so the worker can map
+/// its memory at addresses the host chose before the fork.
+pub struct Reservation {
     ptr: NonNull<u8>,
     len: usize,
 }
 
-// SAFETY: the region is plain memory owned by this value; no thread-affine state.
-unsafe impl Send for SharedRegion {}
-// SAFETY: shared access goes through raw pointers with explicit volatile reads.
-unsafe impl Sync for SharedRegion {}
+// SAFETY: an inaccessible range of address space; no data, no thread affinity.
+unsafe impl Send for Reservation {}
 
-impl SharedRegion {
-    /// `mmap(NULL, len, PROT_READ|PROT_WRITE, MAP_SHARED|MAP_ANONYMOUS, -1, 0)`; see mmap(2).
+impl Reservation {
+    /// `mmap(NULL, len, PROT_NONE, MAP_PRIVATE|MAP_ANONYMOUS|MAP_NORESERVE, -1, 0)` then
+    /// `madvise(MADV_DONTFORK)`; see mmap(2), madvise(2).
     pub fn new(len: usize) -> io::Result<Self> {
-        // SAFETY: an anonymous mapping at a kernel-chosen address aliases nothing.
+        // SAFETY: an anonymous inaccessible mapping at a kernel-chosen address aliases nothing.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
                 -1,
                 0,
             )
@@ -120,59 +212,28 @@ impl SharedRegion {
             return Err(io::Error::last_os_error());
         }
         let ptr = NonNull::new(ptr.cast()).ok_or_else(|| io::Error::other("mmap returned NULL"))?;
-        Ok(SharedRegion { ptr, len })
+        let reservation = Reservation { ptr, len };
+        // SAFETY: advice on the range we just mapped.
+        if unsafe { libc::madvise(ptr.as_ptr().cast(), len, libc::MADV_DONTFORK) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(reservation)
     }
 
     pub fn addr(&self) -> usize {
         self.ptr.as_ptr() as usize
     }
 
-    /// Copies `bytes` to `offset`. Panics if out of range (a runner bug, not guest behaviour).
-    pub fn write_bytes(&mut self, offset: usize, bytes: &[u8]) {
-        assert!(offset + bytes.len() <= self.len);
-        // SAFETY: in range (checked above) and we hold `&mut self`.
-        unsafe {
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.as_ptr().add(offset), bytes.len())
-        };
-    }
-
-    /// Writes a u64 at an 8-aligned `offset`.
-    pub fn write_u64(&mut self, offset: usize, value: u64) {
-        assert!(offset % 8 == 0 && offset + 8 <= self.len);
-        // SAFETY: in range and aligned (checked above); we hold `&mut self`.
-        unsafe { self.ptr.as_ptr().add(offset).cast::<u64>().write_volatile(value) };
-    }
-
-    /// Reads a u64 at an 8-aligned `offset`. Volatile: another process wrote it.
-    pub fn read_u64(&self, offset: usize) -> u64 {
-        assert!(offset % 8 == 0 && offset + 8 <= self.len);
-        // SAFETY: in range and aligned (checked above).
-        unsafe { self.ptr.as_ptr().add(offset).cast::<u64>().read_volatile() }
-    }
-
-    /// `mprotect(addr + offset, len, prot)`; see mprotect(2).
-    pub fn protect(&mut self, offset: usize, len: usize, prot: libc::c_int) -> io::Result<()> {
-        assert!(offset + len <= self.len);
-        // SAFETY: the range lies inside this mapping; no Rust reference into it is alive.
-        protect(unsafe { self.ptr.as_ptr().add(offset) }, len, prot)
+    pub fn len(&self) -> usize {
+        self.len
     }
 }
 
-impl Drop for SharedRegion {
+impl Drop for Reservation {
     fn drop(&mut self) {
-        // SAFETY: we own the mapping; nothing refers to it after drop.
+        // SAFETY: we own the range; nothing refers to it after drop.
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
     }
-}
-
-/// `mprotect(addr, len, prot)`; see mprotect(2).
-pub fn protect(addr: *mut u8, len: usize, prot: libc::c_int) -> io::Result<()> {
-    // SAFETY: mprotect only changes protections; the callers pass ranges of mappings they own
-    // and hold no references into the parts they make inaccessible.
-    if unsafe { libc::mprotect(addr.cast(), len, prot) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// `pipe2(fds, O_CLOEXEC)`; see pipe(2). Returns (read end, write end).
@@ -232,7 +293,14 @@ pub fn poll(fds: &mut [libc::pollfd], timeout: std::time::Duration) -> io::Resul
         tv_nsec: timeout.subsec_nanos() as libc::c_long,
     };
     // SAFETY: fds is a valid array of pollfd; ts outlives the call.
-    let n = unsafe { libc::ppoll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, &ts, std::ptr::null()) };
+    let n = unsafe {
+        libc::ppoll(
+            fds.as_mut_ptr(),
+            fds.len() as libc::nfds_t,
+            &ts,
+            std::ptr::null(),
+        )
+    };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -242,7 +310,15 @@ pub fn poll(fds: &mut [libc::pollfd], timeout: std::time::Duration) -> io::Resul
 /// `pidfd_send_signal(pidfd, SIGKILL, NULL, 0)`; see pidfd_send_signal(2). No pid-reuse race.
 pub fn pidfd_kill(pidfd: RawFd) -> io::Result<()> {
     // SAFETY: plain integer arguments.
-    let ret = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd, libc::SIGKILL, 0usize, 0u32) };
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd,
+            libc::SIGKILL,
+            0usize,
+            0u32,
+        )
+    };
     if ret < 0 {
         let err = io::Error::last_os_error();
         // Already dead (a zombie still accepts the signal; ESRCH only once reaped).
@@ -295,7 +371,10 @@ impl SigpipeBlock {
             libc::sigemptyset(&mut set);
             libc::sigaddset(&mut set, libc::SIGPIPE);
             libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
-            SigpipeBlock { old, saw_epipe: false }
+            SigpipeBlock {
+                old,
+                saw_epipe: false,
+            }
         }
     }
 }
@@ -308,7 +387,10 @@ impl Drop for SigpipeBlock {
                 let mut set: libc::sigset_t = std::mem::zeroed();
                 libc::sigemptyset(&mut set);
                 libc::sigaddset(&mut set, libc::SIGPIPE);
-                let zero = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+                let zero = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                };
                 libc::sigtimedwait(&set, std::ptr::null_mut(), &zero);
             }
             libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut());

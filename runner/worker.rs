@@ -34,7 +34,10 @@ pub(crate) mod layout {
     pub const LEN: usize = 0x10000;
     const _: () = assert!(XSAVE % 64 == 0 && XSAVE + XSAVE_LEN <= ALTSTACK);
     const _: () = assert!(ALTSTACK + ALTSTACK_LEN == LEN);
-    const _: () = assert!(FAULT_GREGS + 23 * 8 <= 0x800, "record overlaps the private stack");
+    const _: () = assert!(
+        FAULT_GREGS + 23 * 8 <= 0x800,
+        "record overlaps the private stack"
+    );
 
     // Context, written by the host before fork (offsets within DATA).
     /// Initial general registers in `GPR_NAMES` order; the `rsp` slot holds the guest's rsp.
@@ -275,24 +278,71 @@ pub(crate) fn blob() -> Blob {
 }
 
 /// The signals whose faults the worker records before dying of them.
-pub(crate) const FAULT_SIGNALS: [i32; 5] =
-    [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE, libc::SIGTRAP];
+pub(crate) const FAULT_SIGNALS: [i32; 5] = [
+    libc::SIGSEGV,
+    libc::SIGBUS,
+    libc::SIGILL,
+    libc::SIGFPE,
+    libc::SIGTRAP,
+];
 
 /// The signal a worker kills itself with when its setup fails. No guest can raise it: strict
 /// mode has no `kill`, and faults only raise [`FAULT_SIGNALS`].
 pub(crate) const SETUP_FAILED_SIGNAL: i32 = libc::SIGUSR2;
 
 /// Setup steps, recorded in `REC_STAGE` when one fails.
-pub(crate) const STAGES: [&str; 8] = [
-    "PR_SET_PDEATHSIG",
-    "rt_sigprocmask",
-    "moving the pipes to fds 0 and 1",
-    "close_range",
-    "setrlimit/PR_SET_DUMPABLE",
-    "sigaltstack",
-    "rt_sigaction",
-    "entering seccomp strict mode",
+pub(crate) const STAGES: [&str; 9] = [
+    "worker setup: PR_SET_PDEATHSIG",
+    "worker setup: rt_sigprocmask",
+    "worker setup: mapping the arena",
+    "worker setup: moving the pipes to fds 0 and 1",
+    "worker setup: close_range",
+    "worker setup: setrlimit/PR_SET_DUMPABLE",
+    "worker setup: sigaltstack",
+    "worker setup: rt_sigaction",
+    "worker setup: entering seccomp strict mode",
 ];
+
+/// One mapping the worker makes at a fixed address inside the arena's window.
+#[derive(Clone, Copy)]
+pub(crate) struct FixedMap {
+    pub addr: usize,
+    pub len: usize,
+    pub prot: i32,
+    /// The arena's memfd for shared mappings, -1 for fresh private anonymous memory.
+    pub fd: i32,
+    pub offset: usize,
+}
+
+impl FixedMap {
+    pub(crate) fn shared(addr: usize, len: usize, prot: i32, fd: i32, offset: usize) -> Self {
+        FixedMap {
+            addr,
+            len,
+            prot,
+            fd,
+            offset,
+        }
+    }
+
+    pub(crate) fn private(addr: usize, len: usize) -> Self {
+        FixedMap {
+            addr,
+            len,
+            prot: libc::PROT_READ | libc::PROT_WRITE,
+            fd: -1,
+            offset: 0,
+        }
+    }
+}
+
+/// One `mprotect` the worker applies after mapping.
+#[derive(Clone, Copy)]
+pub(crate) struct Protect {
+    pub addr: usize,
+    pub len: usize,
+    pub prot: i32,
+}
 
 /// Everything the worker needs, built by the host before `fork`. Plain data: the child only
 /// reads it from its copy of the host's stack.
@@ -301,8 +351,12 @@ pub(crate) struct WorkerPlan {
     pub host_pid: libc::pid_t,
     pub input_fd: i32,
     pub output_fd: i32,
-    /// Address of the run's shared region (see [`layout`]).
+    /// Address of the region (see [`layout`]) once the worker has mapped it.
     pub region: usize,
+    /// Region, code, input, scratch, stack: mapped in this order (see [`crate::arena`]).
+    pub maps: [FixedMap; 5],
+    /// The blob page made read+execute, the stack's guard page made inaccessible.
+    pub protects: [Protect; 2],
     /// `RLIMIT_CPU` in seconds: a backstop behind the host's own SIGKILL at the deadline.
     pub cpu_limit_secs: u64,
 }
@@ -333,12 +387,10 @@ const fn sigbit(sig: i32) -> u64 {
 
 /// Forks a worker that runs `plan`, returning its pid and pidfd in the host.
 ///
-/// `region` must be the run's shared region, prepared by the host (blob copied and sealed,
-/// context written); `plan.region` is its address.
-pub(crate) fn spawn(plan: &WorkerPlan, region: &crate::sys::SharedRegion) -> std::io::Result<(libc::pid_t, std::os::fd::OwnedFd)> {
-    debug_assert_eq!(plan.region, region.addr());
+/// The arena behind `plan` must stay alive and untouched until the worker is reaped.
+pub(crate) fn spawn(plan: &WorkerPlan) -> std::io::Result<(libc::pid_t, std::os::fd::OwnedFd)> {
     // SAFETY: the child runs only `worker_entry`, which issues raw syscalls on `plan` (plain
-    // data on this stack) and the prepared mappings, and never returns.
+    // data on this stack) and the arena's descriptor, and never returns.
     match unsafe { crate::sys::clone_with_pidfd() }? {
         crate::sys::Forked::Child => worker_entry(plan),
         crate::sys::Forked::Parent { pid, pidfd } => Ok((pid, pidfd)),
@@ -348,47 +400,96 @@ pub(crate) fn spawn(plan: &WorkerPlan, region: &crate::sys::SharedRegion) -> std
 /// The child's entry. `extern "C"` so that a panic (there is none to raise) would abort
 /// instead of unwinding into a copy of the host's stack.
 extern "C" fn worker_entry(plan: &WorkerPlan) -> ! {
-    // SAFETY: called only in the child of `clone_with_pidfd`, with the region prepared.
+    // SAFETY: called only in the child of `clone_with_pidfd`, with the arena prepared.
     unsafe { worker_main(plan) }
+}
+
+// Indices into [`STAGES`].
+const STAGE_PDEATHSIG: usize = 0;
+const STAGE_SIGMASK: usize = 1;
+const STAGE_MAP: usize = 2;
+const STAGE_FDS: usize = 3;
+const STAGE_CLOSE: usize = 4;
+const STAGE_LIMITS: usize = 5;
+const STAGE_ALTSTACK: usize = 6;
+const STAGE_SIGACTION: usize = 7;
+const STAGE_SECCOMP: usize = 8;
+
+/// Ends a worker whose setup failed: records the stage and errno (once the region is mapped)
+/// and dies of [`SETUP_FAILED_SIGNAL`], which no guest can raise.
+///
+/// # Safety
+/// `data` is the address of the mapped data page, or `None` before it is mapped.
+unsafe fn setup_failed(data: Option<usize>, stage: usize, ret: isize) -> ! {
+    // SAFETY: the data page is mapped read+write when `data` is given (caller's contract);
+    // the syscalls take pointers to locals.
+    unsafe {
+        if let Some(data) = data {
+            ((data + REC_STAGE) as *mut u64).write_volatile(stage as u64);
+            ((data + REC_ERRNO) as *mut u64).write_volatile(ret.unsigned_abs() as u64);
+            ((data + REC_STATE) as *mut u64).write_volatile(STATE_SETUP_FAILED);
+        }
+        let dfl = KernelSigaction {
+            handler: libc::SIG_DFL,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
+        let unblock = sigbit(SETUP_FAILED_SIGNAL);
+        let sig = SETUP_FAILED_SIGNAL as usize;
+        raw::syscall6(
+            libc::SYS_rt_sigaction,
+            sig,
+            &dfl as *const _ as usize,
+            0,
+            8,
+            0,
+            0,
+        );
+        let set = &unblock as *const u64 as usize;
+        raw::syscall6(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_UNBLOCK as usize,
+            set,
+            0,
+            8,
+            0,
+            0,
+        );
+        let pid = raw::syscall3(libc::SYS_getpid, 0, 0, 0);
+        raw::syscall3(libc::SYS_kill, pid as usize, sig, 0);
+    }
+    raw::exit(127)
 }
 
 /// The post-fork path: sets the worker up and enters the guest. Never returns.
 ///
-/// In order: die with the host; block every signal but the faults; fds 0 and 1 become the
-/// pipes and every other fd is closed; own process group (terminal signals are the host's);
-/// no core, not dumpable, CPU backstop; fault handlers on an alternate stack; strict seccomp;
-/// jump to the blob's trampoline.
+/// In order: die with the host; block every signal but the faults; map the arena's parts at
+/// the host's addresses; fds 0 and 1 become the pipes and every other fd is closed (the
+/// arena's memfd too); own process group (terminal signals are the host's); no core, not
+/// dumpable, CPU backstop; fault handlers on an alternate stack; strict seccomp; jump to the
+/// blob's trampoline.
 ///
 /// # Safety
-/// Call only in the child of [`crate::sys::clone_with_pidfd`], with `plan.region` the run's
-/// prepared shared region (blob copied, context written) mapped in this process.
+/// Call only in the child of [`crate::sys::clone_with_pidfd`], with `plan` describing an
+/// arena the host prepared (blob copied, context written) whose window is free here.
 unsafe fn worker_main(plan: &WorkerPlan) -> ! {
-    let data = plan.region + DATA;
-    let fail = |stage: usize, ret: isize| -> ! {
-        // SAFETY: the data page is mapped read+write in this process (caller's contract).
-        unsafe {
-            ((data + REC_STAGE) as *mut u64).write_volatile(stage as u64);
-            ((data + REC_ERRNO) as *mut u64).write_volatile((-ret) as u64);
-            ((data + REC_STATE) as *mut u64).write_volatile(STATE_SETUP_FAILED);
-            let dfl = KernelSigaction { handler: libc::SIG_DFL, flags: 0, restorer: 0, mask: 0 };
-            let unblock = sigbit(SETUP_FAILED_SIGNAL);
-            raw::syscall6(libc::SYS_rt_sigaction, SETUP_FAILED_SIGNAL as usize, &dfl as *const _ as usize, 0, 8, 0, 0);
-            raw::syscall6(libc::SYS_rt_sigprocmask, libc::SIG_UNBLOCK as usize, &unblock as *const u64 as usize, 0, 8, 0, 0);
-            let pid = raw::syscall3(libc::SYS_getpid, 0, 0, 0);
-            raw::syscall3(libc::SYS_kill, pid as usize, SETUP_FAILED_SIGNAL as usize, 0);
-        }
-        raw::exit(127)
-    };
-    let check = |stage: usize, ret: isize| {
+    let mut data = None;
+    let check = |data: Option<usize>, stage: usize, ret: isize| {
         if ret < 0 {
-            fail(stage, ret)
+            // SAFETY: callers pass the data page's address only once it is mapped.
+            unsafe { setup_failed(data, stage, ret) }
         }
     };
-
-    // SAFETY (whole block): raw syscalls with pointers to locals that outlive each call, on
-    // descriptors and memory this process owns.
+    // SAFETY: raw syscalls with pointers to locals that outlive each call, on descriptors and
+    // address ranges this process owns; the final jump enters the blob mapped above.
     unsafe {
-        check(0, raw::syscall3(libc::SYS_prctl, libc::PR_SET_PDEATHSIG as usize, libc::SIGKILL as usize, 0));
+        let pdeathsig = libc::PR_SET_PDEATHSIG as usize;
+        check(
+            data,
+            STAGE_PDEATHSIG,
+            raw::syscall3(libc::SYS_prctl, pdeathsig, libc::SIGKILL as usize, 0),
+        );
         // The host may have died before PDEATHSIG was armed: then we are someone else's child.
         if raw::syscall3(libc::SYS_getppid, 0, 0, 0) != plan.host_pid as isize {
             raw::exit(0);
@@ -398,42 +499,142 @@ unsafe fn worker_main(plan: &WorkerPlan) -> ! {
         for sig in FAULT_SIGNALS {
             mask &= !sigbit(sig);
         }
-        check(1, raw::syscall6(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK as usize, &mask as *const u64 as usize, 0, 8, 0, 0));
+        let set = &mask as *const u64 as usize;
+        check(
+            data,
+            STAGE_SIGMASK,
+            raw::syscall6(
+                libc::SYS_rt_sigprocmask,
+                libc::SIG_SETMASK as usize,
+                set,
+                0,
+                8,
+                0,
+                0,
+            ),
+        );
+
+        // The window is free here (the host's reservation was not inherited); NOREPLACE makes
+        // sure nothing of this process is ever overwritten all the same.
+        for m in plan.maps {
+            let flags = libc::MAP_FIXED_NOREPLACE
+                | if m.fd >= 0 {
+                    libc::MAP_SHARED
+                } else {
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS
+                };
+            let got = raw::syscall6(
+                libc::SYS_mmap,
+                m.addr,
+                m.len,
+                m.prot as usize,
+                flags as usize,
+                m.fd as usize,
+                m.offset,
+            );
+            if got != m.addr as isize {
+                // Older kernels treat NOREPLACE as a hint and may map elsewhere.
+                check(
+                    data,
+                    STAGE_MAP,
+                    if got < 0 {
+                        got
+                    } else {
+                        -(libc::EEXIST as isize)
+                    },
+                );
+            }
+            if data.is_none() {
+                data = Some(plan.region + DATA);
+            }
+        }
+        for p in plan.protects {
+            check(
+                data,
+                STAGE_MAP,
+                raw::syscall3(libc::SYS_mprotect, p.addr, p.len, p.prot as usize),
+            );
+        }
 
         // Move the pipes to 0 and 1 without one clobbering the other.
         let mut input = plan.input_fd;
         let mut output = plan.output_fd;
         if output == 0 {
             output = raw::syscall3(libc::SYS_fcntl, 0, libc::F_DUPFD as usize, 3) as i32;
-            check(2, output as isize);
+            check(data, STAGE_FDS, output as isize);
         }
         if input == 1 {
             input = raw::syscall3(libc::SYS_fcntl, 1, libc::F_DUPFD as usize, 3) as i32;
-            check(2, input as isize);
+            check(data, STAGE_FDS, input as isize);
         }
         if input != 0 {
-            check(2, raw::syscall3(libc::SYS_dup2, input as usize, 0, 0));
+            check(
+                data,
+                STAGE_FDS,
+                raw::syscall3(libc::SYS_dup2, input as usize, 0, 0),
+            );
         }
         if output != 1 {
-            check(2, raw::syscall3(libc::SYS_dup2, output as usize, 1, 0));
+            check(
+                data,
+                STAGE_FDS,
+                raw::syscall3(libc::SYS_dup2, output as usize, 1, 0),
+            );
         }
         // dup2 leaves fd 0/1 without FD_CLOEXEC; when input was already 0 it keeps the flag,
         // which is harmless: nothing here ever execs.
-        check(3, raw::syscall3(libc::SYS_close_range, 2, u32::MAX as usize, 0));
+        check(
+            data,
+            STAGE_CLOSE,
+            raw::syscall3(libc::SYS_close_range, 2, u32::MAX as usize, 0),
+        );
 
         // Terminal-generated signals go to the host's process group, not to the guest.
         raw::syscall3(libc::SYS_setpgid, 0, 0, 0);
 
-        let no_core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        check(4, raw::syscall3(libc::SYS_setrlimit, libc::RLIMIT_CORE as usize, &no_core as *const _ as usize, 0));
-        check(4, raw::syscall3(libc::SYS_prctl, libc::PR_SET_DUMPABLE as usize, 0, 0));
+        let no_core = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        let core = libc::RLIMIT_CORE as usize;
+        check(
+            data,
+            STAGE_LIMITS,
+            raw::syscall3(libc::SYS_setrlimit, core, &no_core as *const _ as usize, 0),
+        );
+        check(
+            data,
+            STAGE_LIMITS,
+            raw::syscall3(libc::SYS_prctl, libc::PR_SET_DUMPABLE as usize, 0, 0),
+        );
         // Soft == hard: at the limit the kernel sends SIGKILL, never a SIGXCPU the guest
         // could unblock and die of.
-        let cpu = libc::rlimit { rlim_cur: plan.cpu_limit_secs, rlim_max: plan.cpu_limit_secs };
-        check(4, raw::syscall3(libc::SYS_setrlimit, libc::RLIMIT_CPU as usize, &cpu as *const _ as usize, 0));
+        let cpu = libc::rlimit {
+            rlim_cur: plan.cpu_limit_secs,
+            rlim_max: plan.cpu_limit_secs,
+        };
+        let cpu_res = libc::RLIMIT_CPU as usize;
+        check(
+            data,
+            STAGE_LIMITS,
+            raw::syscall3(libc::SYS_setrlimit, cpu_res, &cpu as *const _ as usize, 0),
+        );
 
-        let altstack = StackT { sp: plan.region + ALTSTACK, flags: 0, size: ALTSTACK_LEN };
-        check(5, raw::syscall3(libc::SYS_sigaltstack, &altstack as *const StackT as usize, 0, 0));
+        let altstack = StackT {
+            sp: plan.region + ALTSTACK,
+            flags: 0,
+            size: ALTSTACK_LEN,
+        };
+        check(
+            data,
+            STAGE_ALTSTACK,
+            raw::syscall3(
+                libc::SYS_sigaltstack,
+                &altstack as *const StackT as usize,
+                0,
+                0,
+            ),
+        );
 
         let blob = blob();
         let action = KernelSigaction {
@@ -448,10 +649,20 @@ unsafe fn worker_main(plan: &WorkerPlan) -> ! {
             mask: !0u64,
         };
         for sig in FAULT_SIGNALS {
-            check(6, raw::syscall6(libc::SYS_rt_sigaction, sig as usize, &action as *const _ as usize, 0, 8, 0, 0));
+            let act = &action as *const _ as usize;
+            check(
+                data,
+                STAGE_SIGACTION,
+                raw::syscall6(libc::SYS_rt_sigaction, sig as usize, act, 0, 8, 0, 0),
+            );
         }
 
-        check(7, raw::syscall3(libc::SYS_prctl, libc::PR_SET_SECCOMP as usize, libc::SECCOMP_MODE_STRICT as usize, 0));
+        let strict = libc::SECCOMP_MODE_STRICT as usize;
+        check(
+            data,
+            STAGE_SECCOMP,
+            raw::syscall3(libc::SYS_prctl, libc::PR_SET_SECCOMP as usize, strict, 0),
+        );
 
         // Only read, write, exit and rt_sigreturn from here on.
         let enter = plan.region + CODE + blob.enter;

@@ -19,7 +19,11 @@ fn guest_exiting_before_reading_input_does_not_disturb_the_host() {
         let start = Instant::now();
         let report = bytejail::run(&exit_7, &input, &RunOptions::default()).unwrap();
         assert_eq!(report.outcome, Outcome::Exited(7));
-        assert!(start.elapsed() < Duration::from_secs(2), "took {:?}", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "took {:?}",
+            start.elapsed()
+        );
     }
     // Still here: SIGPIPE at its default action would have ended this process.
     let report = bytejail::run(&[0xb0, 0x2a, 0xc3], b"", &RunOptions::default()).unwrap();

@@ -12,12 +12,20 @@ fn children() -> Vec<String> {
     let me = std::process::id().to_string();
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
         // pid (comm) state ppid ...: comm may hold spaces, so split after the last ')'.
-        let Some((_, rest)) = stat.rsplit_once(") ") else { continue };
+        let Some((_, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
         let fields: Vec<&str> = rest.split_whitespace().collect();
         if fields.get(1) == Some(&me.as_str()) {
-            found.push(format!("{} state {}", entry.file_name().to_string_lossy(), fields[0]));
+            found.push(format!(
+                "{} state {}",
+                entry.file_name().to_string_lossy(),
+                fields[0]
+            ));
         }
     }
     found
@@ -30,9 +38,9 @@ fn ten_thousand_runs_leak_no_fd_child_or_zombie() {
     let fds_before = open_fds();
     assert!(children().is_empty());
     let codes: [&[u8]; 4] = [
-        &[0xb0, 0x01, 0xc3],                   // returned
-        &[0x0f, 0x0b],                         // crashed SIGILL
-        &[0xb8, 0x27, 0, 0, 0, 0x0f, 0x05],    // getpid: syscall_violation
+        &[0xb0, 0x01, 0xc3],                            // returned
+        &[0x0f, 0x0b],                                  // crashed SIGILL
+        &[0xb8, 0x27, 0, 0, 0, 0x0f, 0x05],             // getpid: syscall_violation
         &[0xb8, 0x3c, 0, 0, 0, 0x31, 0xff, 0x0f, 0x05], // exit(0)
     ];
     let input = b"some input the guests do not read";
@@ -41,9 +49,19 @@ fn ten_thousand_runs_leak_no_fd_child_or_zombie() {
         let kind = ["returned", "crashed", "syscall_violation", "exited"][i % 4];
         assert_eq!(report.outcome.kind(), kind, "run {i}: {:?}", report.outcome);
         if i % 4 == 1 {
-            assert!(matches!(report.outcome, Outcome::Crashed { signal: libc::SIGILL, .. }));
+            assert!(matches!(
+                report.outcome,
+                Outcome::Crashed {
+                    signal: libc::SIGILL,
+                    ..
+                }
+            ));
         }
     }
     assert_eq!(open_fds(), fds_before, "descriptors leaked");
-    assert_eq!(children(), Vec::<String>::new(), "children or zombies left behind");
+    assert_eq!(
+        children(),
+        Vec::<String>::new(),
+        "children or zombies left behind"
+    );
 }

@@ -42,10 +42,12 @@ fn eight_threads_two_hundred_jobs_each_while_allocating() {
             let mut kept: Vec<Vec<u8>> = Vec::new();
             let mut n = 0usize;
             while !stop.load(Ordering::Relaxed) {
-                n = n.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                kept.push(vec![n as u8; 1 + (n >> 52) as usize % 65536]);
+                n = n
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                kept.push(vec![n as u8; 1 + (n >> 52) % 65536]);
                 if kept.len() > 64 {
-                    kept.swap_remove((n >> 40) as usize % kept.len());
+                    kept.swap_remove((n >> 40) % kept.len());
                 }
             }
             kept.len()
@@ -61,7 +63,9 @@ fn eight_threads_two_hundred_jobs_each_while_allocating() {
                     if i % 4 == 3 {
                         let input = format!("thread {t} job {i}\n").repeat(1 + i as usize % 7);
                         let report = bytejail::run(ECHO, input.as_bytes(), &options).unwrap();
-                        if !matches!(report.outcome, Outcome::Returned(_)) || report.output != input.as_bytes() {
+                        if !matches!(report.outcome, Outcome::Returned(_))
+                            || report.output != input.as_bytes()
+                        {
                             failures.push(format!("echo t{t} i{i}: {:?}", report.outcome));
                         }
                     } else {
@@ -83,14 +87,22 @@ fn eight_threads_two_hundred_jobs_each_while_allocating() {
     let mut failures = Vec::new();
     for worker in workers {
         while !worker.is_finished() {
-            assert!(Instant::now() < deadline, "jobs did not finish in 300 s: deadlock?");
+            assert!(
+                Instant::now() < deadline,
+                "jobs did not finish in 300 s: deadlock?"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         failures.extend(worker.join().unwrap());
     }
     stop.store(true, Ordering::Relaxed);
     allocator.join().unwrap();
-    assert!(failures.is_empty(), "{} wrong reports: {:#?}", failures.len(), &failures[..failures.len().min(20)]);
+    assert!(
+        failures.is_empty(),
+        "{} wrong reports: {:#?}",
+        failures.len(),
+        &failures[..failures.len().min(20)]
+    );
 }
 
 #[test]
@@ -99,10 +111,21 @@ fn a_timeout_is_reported_within_the_limit_plus_slack() {
     options.limits.timeout = Duration::from_millis(300);
     let report = bytejail::run(&[0xeb, 0xfe], b"", &options).unwrap(); // jmp $
     assert_eq!(report.outcome, Outcome::Timeout);
-    assert!(report.wall >= Duration::from_millis(300), "ended early: {:?}", report.wall);
-    assert!(report.wall < Duration::from_millis(2300), "ended late: {:?}", report.wall);
+    assert!(
+        report.wall >= Duration::from_millis(300),
+        "ended early: {:?}",
+        report.wall
+    );
+    assert!(
+        report.wall < Duration::from_millis(2300),
+        "ended late: {:?}",
+        report.wall
+    );
     // It spun on a CPU for most of that time: the kill came from the deadline, not a fault.
-    assert!(report.user + report.sys >= Duration::from_millis(100), "{report:?}");
+    assert!(
+        report.user + report.sys >= Duration::from_millis(100),
+        "{report:?}"
+    );
 }
 
 #[test]
@@ -110,8 +133,16 @@ fn a_guest_ignoring_an_8_mib_input_returns_promptly() {
     let input = vec![0x5a; 8 << 20];
     let start = Instant::now();
     let report = bytejail::run(&[0xb0, 0x07, 0xc3], &input, &RunOptions::default()).unwrap();
-    assert!(matches!(report.outcome, Outcome::Returned(regs) if regs.rax == 7), "{:?}", report.outcome);
-    assert!(start.elapsed() < Duration::from_secs(1), "took {:?}", start.elapsed());
+    assert!(
+        matches!(report.outcome, Outcome::Returned(regs) if regs.rax == 7),
+        "{:?}",
+        report.outcome
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        start.elapsed()
+    );
 }
 
 #[test]
@@ -121,6 +152,15 @@ fn an_8_mib_input_streams_through_fd_0_completely() {
     options.limits.max_output = input.len();
     options.limits.timeout = Duration::from_secs(20);
     let report = bytejail::run(ECHO, &input, &options).unwrap();
-    assert!(matches!(report.outcome, Outcome::Returned(_)), "{:?}", report.outcome);
-    assert!(report.output == input, "echoed {} of {} bytes", report.output.len(), input.len());
+    assert!(
+        matches!(report.outcome, Outcome::Returned(_)),
+        "{:?}",
+        report.outcome
+    );
+    assert!(
+        report.output == input,
+        "echoed {} of {} bytes",
+        report.output.len(),
+        input.len()
+    );
 }

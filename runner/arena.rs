@@ -1,0 +1,250 @@
+//! The memory a worker runs in, prepared by the host and reused by its thread from run to run.
+//!
+//! An arena is a memfd that holds the worker region (blob, context, record, XSAVE image,
+//! alternate signal stack), the code and the input, plus a reserved window of address space.
+//! The host maps the memfd read+write and the window `PROT_NONE`, both `MADV_DONTFORK`: no
+//! forked process inherits either. The worker maps its parts into the window at addresses the
+//! host chose before the fork (free in the child, since the reservation was not inherited):
+//! the blob page read+execute, the code read+execute, the input read-only, and fresh private
+//! scratch and stack (with a `PROT_NONE` guard page below it) of its own.
+//!
+//! So a guest sees exactly its own code and input, nothing another job wrote, and no other
+//! worker (of this or another host thread) can read or write this arena. The host rewrites
+//! everything a run depends on before each fork; what a guest wrote into the shared region
+//! during its run is only ever read back as a best-effort record.
+
+use std::io;
+
+use crate::abi::{Gpr, RunOptions};
+use crate::sys::{Reservation, SharedFile};
+use crate::worker::{self, layout::*, FixedMap, Protect};
+
+pub(crate) const PAGE: usize = 4096;
+
+pub(crate) fn round_up(n: usize) -> usize {
+    n.div_ceil(PAGE) * PAGE
+}
+
+/// Arenas larger than this are dropped after their run rather than kept for the next one.
+const KEEP_BYTES: usize = 8 << 20;
+
+/// Sizes one run needs, in whole pages.
+#[derive(Clone, Copy)]
+pub(crate) struct Need {
+    code: usize,
+    input: usize,
+    scratch: usize,
+    stack: usize,
+}
+
+impl Need {
+    pub(crate) fn new(code: &[u8], input: &[u8], options: &RunOptions) -> Self {
+        Need {
+            code: round_up(code.len().max(1)),
+            input: round_up(input.len().max(1)),
+            scratch: round_up(options.limits.scratch.max(1)),
+            stack: round_up(options.limits.stack.max(1)),
+        }
+    }
+}
+
+/// What the guest's run left in the region: written by the worker (and writable by the
+/// guest), so every field is a claim for the host to check, never a fact.
+pub(crate) struct Record {
+    pub state: u64,
+    pub gpr: [u64; 16],
+    pub rflags: u64,
+    pub stage: u64,
+    pub errno: u64,
+    pub fault_signo: u64,
+    pub fault_addr: u64,
+    pub fault_rip: u64,
+}
+
+pub(crate) struct Arena {
+    file: SharedFile,
+    window: Reservation,
+    /// Capacities in bytes (whole pages); the file holds region, code, input in that order.
+    code_cap: usize,
+    input_cap: usize,
+    scratch_cap: usize,
+    stack_cap: usize,
+}
+
+impl Arena {
+    pub(crate) fn new(need: Need) -> io::Result<Self> {
+        let code_cap = need.code.max(64 << 10);
+        let input_cap = need.input.max(64 << 10);
+        let scratch_cap = need.scratch.max(1 << 20);
+        let stack_cap = need.stack.max(1 << 20);
+        let mut file = SharedFile::new(LEN + code_cap + input_cap)?;
+        let window_len =
+            LEN + PAGE + code_cap + PAGE + input_cap + PAGE + scratch_cap + PAGE + PAGE + stack_cap;
+        let window = Reservation::new(window_len)?;
+        let blob = worker::blob();
+        assert!(blob.code.len() <= PAGE, "the worker blob outgrew its page");
+        file.write_bytes(CODE, blob.code);
+        Ok(Arena {
+            file,
+            window,
+            code_cap,
+            input_cap,
+            scratch_cap,
+            stack_cap,
+        })
+    }
+
+    pub(crate) fn fits(&self, need: Need) -> bool {
+        need.code <= self.code_cap
+            && need.input <= self.input_cap
+            && need.scratch <= self.scratch_cap
+            && need.stack <= self.stack_cap
+    }
+
+    /// Whether the thread should keep this arena for its next run.
+    pub(crate) fn worth_keeping(&self) -> bool {
+        self.file.len() <= KEEP_BYTES
+    }
+
+    pub(crate) fn fd(&self) -> i32 {
+        self.file.fd()
+    }
+
+    fn code_file_offset(&self) -> usize {
+        LEN
+    }
+
+    fn input_file_offset(&self) -> usize {
+        LEN + self.code_cap
+    }
+
+    /// Window addresses: region, code, input, scratch, and the top of the stack (its end).
+    pub(crate) fn region_addr(&self) -> usize {
+        self.window.addr()
+    }
+
+    pub(crate) fn code_addr(&self) -> usize {
+        self.window.addr() + LEN + PAGE
+    }
+
+    fn input_addr(&self) -> usize {
+        self.code_addr() + self.code_cap + PAGE
+    }
+
+    fn scratch_addr(&self) -> usize {
+        self.input_addr() + self.input_cap + PAGE
+    }
+
+    fn stack_top(&self) -> usize {
+        self.window.addr() + self.window.len()
+    }
+
+    /// Writes the run's code, input, context and a clean record and XSAVE image, and returns
+    /// the mappings the worker must make.
+    pub(crate) fn prepare(
+        &mut self,
+        code: &[u8],
+        input: &[u8],
+        options: &RunOptions,
+    ) -> ([FixedMap; 5], [Protect; 2]) {
+        let need = Need::new(code, input, options);
+        debug_assert!(self.fits(need));
+
+        // Code and input, each followed by zeros to the end of its last page (no stale bytes
+        // of an earlier job are ever mapped).
+        let (code_off, input_off) = (self.code_file_offset(), self.input_file_offset());
+        self.file.write_bytes(code_off, code);
+        self.file
+            .zero(code_off + code.len(), need.code - code.len());
+        self.file.write_bytes(input_off, input);
+        self.file
+            .zero(input_off + input.len(), need.input - input.len());
+
+        // XSAVE image in its initial state: legacy area zero but MXCSR, header zero.
+        self.file.zero(XSAVE, 512 + 64);
+        self.file.write_u64(XSAVE + 24, 0x1f80);
+
+        // Context.
+        let mut gpr = [0u64; 16];
+        gpr[Gpr::RDI.index()] = self.input_addr() as u64;
+        gpr[Gpr::RSI.index()] = input.len() as u64;
+        gpr[Gpr::RDX.index()] = self.scratch_addr() as u64;
+        gpr[Gpr::RCX.index()] = options.limits.scratch as u64;
+        options.registers.apply(&mut gpr);
+        gpr[Gpr::RSP.index()] = (self.stack_top() - 8) as u64;
+        for (i, value) in gpr.iter().enumerate() {
+            self.file.write_u64(DATA + CTX_GPR + i * 8, *value);
+        }
+        self.file
+            .write_u64(DATA + CTX_ENTRY, (self.code_addr() + options.entry) as u64);
+        self.file
+            .write_u64(DATA + CTX_XSAVE, xsave_supported() as u64);
+        // A clean record: nothing a previous guest wrote survives into this run.
+        self.file
+            .zero(DATA + REC_STATE, FAULT_GREGS + 23 * 8 - REC_STATE);
+
+        let fd = self.fd();
+        let stack_base = self.stack_top() - need.stack - PAGE;
+        let maps = [
+            FixedMap::shared(
+                self.region_addr(),
+                LEN,
+                libc::PROT_READ | libc::PROT_WRITE,
+                fd,
+                0,
+            ),
+            FixedMap::shared(
+                self.code_addr(),
+                need.code,
+                libc::PROT_READ | libc::PROT_EXEC,
+                fd,
+                code_off,
+            ),
+            FixedMap::shared(
+                self.input_addr(),
+                need.input,
+                libc::PROT_READ,
+                fd,
+                input_off,
+            ),
+            FixedMap::private(self.scratch_addr(), need.scratch),
+            FixedMap::private(stack_base, need.stack + PAGE),
+        ];
+        let protects = [
+            Protect {
+                addr: self.region_addr() + CODE,
+                len: PAGE,
+                prot: libc::PROT_READ | libc::PROT_EXEC,
+            },
+            Protect {
+                addr: stack_base,
+                len: PAGE,
+                prot: libc::PROT_NONE,
+            },
+        ];
+        (maps, protects)
+    }
+
+    /// Reads back what the worker recorded.
+    pub(crate) fn record(&self) -> Record {
+        let word = |off: usize| self.file.read_u64(DATA + off);
+        let mut gpr = [0u64; 16];
+        for (i, slot) in gpr.iter_mut().enumerate() {
+            *slot = word(REC_GPR + i * 8);
+        }
+        Record {
+            state: word(REC_STATE),
+            gpr,
+            rflags: word(REC_RFLAGS),
+            stage: word(REC_STAGE),
+            errno: word(REC_ERRNO),
+            fault_signo: word(FAULT_SIGNO),
+            fault_addr: word(FAULT_ADDR),
+            fault_rip: word(FAULT_RIP),
+        }
+    }
+}
+
+fn xsave_supported() -> bool {
+    std::arch::is_x86_feature_detected!("xsave")
+}

@@ -1,0 +1,128 @@
+//! Workers never outlive their host: killing the host with SIGKILL while a guest spins leaves
+//! no worker alive a second later (PR_SET_PDEATHSIG), and crashing guests leave no core file
+//! even when the host allows unlimited cores.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BYTEJAIL: &str = env!("CARGO_BIN_EXE_bytejail");
+
+/// (pid, state) of the processes whose parent is `parent`.
+fn children_of(parent: u32) -> Vec<(u32, char)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(parent) {
+            found.push((pid, fields[0].chars().next().unwrap_or('?')));
+        }
+    }
+    found
+}
+
+/// True while `pid` exists and is not a zombie.
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+#[test]
+fn killing_the_host_kills_the_spinning_worker() {
+    let mut host = Command::new(BYTEJAIL)
+        .args(["run", "--hex", "eb fe", "--timeout", "60s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let worker = loop {
+        if let Some(&(pid, _)) = children_of(host.id()).first() {
+            break pid;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no worker appeared"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // Let it reach the guest's loop, then check it is really spinning before the kill.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        alive(worker),
+        "worker {worker} ended before the host was killed"
+    );
+    host.kill().unwrap(); // SIGKILL
+    host.wait().unwrap();
+    let killed_at = Instant::now();
+    while alive(worker) {
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(1),
+            "worker {worker} still alive 1 s after its host was killed"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Runs `sh -c 'ulimit -c unlimited; <script>'` in `dir`.
+fn with_unlimited_cores(dir: &Path, script: &str) -> std::process::Output {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -c unlimited && {script}"))
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn crashing_guests_leave_no_core_file_even_with_unlimited_cores() {
+    let dir = tempfile::tempdir().unwrap();
+    // null write, ud2, div by zero, int3, a forbidden syscall: each a different death.
+    for hex in ["48c70001000000", "0f0b", "31c9f7f1", "cc", "b8270000000f05"] {
+        let out = with_unlimited_cores(dir.path(), &format!("exec '{BYTEJAIL}' run --hex {hex}"));
+        let status = out.status.code().unwrap();
+        assert!(
+            status >= 128,
+            "{hex}: exit {status}, stderr {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(
+        files_in(dir.path()),
+        Vec::<String>::new(),
+        "a crashing guest dumped core"
+    );
+
+    // The twin: where the kernel writes cores into the working directory, a process that
+    // crashes without bytejail's protection does leave one here.
+    let pattern = std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap_or_default();
+    if pattern.trim() == "core" {
+        with_unlimited_cores(dir.path(), "kill -SEGV $$");
+        assert!(
+            !files_in(dir.path()).is_empty(),
+            "the control crash left no core: the check above proves nothing"
+        );
+    } else {
+        eprintln!("core_pattern is {pattern:?}: cannot show the unprotected twin here");
+    }
+}
