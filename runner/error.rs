@@ -13,13 +13,22 @@ pub enum InputError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{what} is {size} bytes; the limit is {limit} bytes ({flag})")]
+    #[error("{what} is {}; the limit is {limit} bytes ({flag})", size_text(*.size, *.limit))]
     TooLarge {
-        what: &'static str,
-        size: usize,
+        /// What is too large, naming its source where there is one: "`big.bin`: code".
+        what: String,
+        /// Its size, when known (a pipe's is not: only that it went past the limit).
+        size: Option<usize>,
         limit: usize,
         flag: &'static str,
     },
+}
+
+fn size_text(size: Option<usize>, limit: usize) -> String {
+    match size {
+        Some(size) => format!("{size} bytes"),
+        None => format!("over {limit} bytes"),
+    }
 }
 
 /// Why a run could not be carried out.

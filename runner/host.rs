@@ -126,16 +126,16 @@ fn validate(code: &[u8], input: &[u8], options: &RunOptions) -> Result<(), Input
     }
     if code.len() > limits.max_code {
         return Err(InputError::TooLarge {
-            what: "code",
-            size: code.len(),
+            what: "code".into(),
+            size: Some(code.len()),
             limit: limits.max_code,
             flag: "--max-code",
         });
     }
     if input.len() > limits.max_input {
         return Err(InputError::TooLarge {
-            what: "input",
-            size: input.len(),
+            what: "input".into(),
+            size: Some(input.len()),
             limit: limits.max_input,
             flag: "--max-input",
         });
@@ -158,8 +158,8 @@ fn validate(code: &[u8], input: &[u8], options: &RunOptions) -> Result<(), Input
     ] {
         if size > MAX_REGION {
             return Err(InputError::TooLarge {
-                what,
-                size,
+                what: what.into(),
+                size: Some(size),
                 limit: MAX_REGION,
                 flag,
             });

@@ -14,7 +14,7 @@
 use std::ffi::OsStr;
 use std::fmt;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Seek};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -241,7 +241,14 @@ pub fn text_of_elf(bytes: &[u8], name: &str) -> Result<Vec<u8>, InputError> {
 /// most `max_input` of them ([`InputError::TooLarge`] with `--max-input` otherwise).
 pub fn read_input(path: &Path, max_input: usize) -> Result<Vec<u8>, InputError> {
     read_limited(path, max_input)?.map_err(|size| InputError::TooLarge {
-        what: "input",
+        what: format!(
+            "`{}`: input",
+            if is_stdin(path) {
+                STDIN_NAME.into()
+            } else {
+                path.display().to_string()
+            }
+        ),
         size,
         limit: max_input,
         flag: "--max-input",
@@ -258,14 +265,14 @@ fn check_code(code: &[u8], name: &str, max_code: usize) -> Result<(), InputError
         return Err(InputError::Invalid(format!("`{name}`: the code is empty")));
     }
     if code.len() > max_code {
-        return Err(code_too_large(code.len(), max_code));
+        return Err(code_too_large(name, Some(code.len()), max_code));
     }
     Ok(())
 }
 
-fn code_too_large(size: usize, max_code: usize) -> InputError {
+fn code_too_large(name: &str, size: Option<usize>, max_code: usize) -> InputError {
     InputError::TooLarge {
-        what: "code",
+        what: format!("`{name}`: code"),
         size,
         limit: max_code,
         flag: "--max-code",
@@ -273,9 +280,9 @@ fn code_too_large(size: usize, max_code: usize) -> InputError {
 }
 
 /// The error for a file longer than `format.read_limit(max_code)`.
-fn over_read_limit(name: &str, format: Format, size: usize, max_code: usize) -> InputError {
+fn over_read_limit(name: &str, format: Format, size: Option<usize>, max_code: usize) -> InputError {
     if format == Format::Bin {
-        return code_too_large(size, max_code);
+        return code_too_large(name, size, max_code);
     }
     InputError::Invalid(format!(
         "`{name}`: the {} is over {} bytes, too large to hold at most {max_code} bytes of code \
@@ -305,7 +312,7 @@ fn open_file(path: &Path) -> Result<File, InputError> {
 /// Reads all of `path` (`-` for standard input) if it holds at most `limit` bytes. `Ok(Err(size))`
 /// when it holds more: `size` is the file's length when known (a regular file), else `limit + 1`,
 /// the most that was read.
-fn read_limited(path: &Path, limit: usize) -> Result<Result<Vec<u8>, usize>, InputError> {
+fn read_limited(path: &Path, limit: usize) -> Result<Result<Vec<u8>, Option<usize>>, InputError> {
     if is_stdin(path) {
         let stdin = io::stdin();
         // The length of a regular file redirected to stdin; pipes and terminals have none.
@@ -339,12 +346,12 @@ fn read_limited(path: &Path, limit: usize) -> Result<Result<Vec<u8>, usize>, Inp
     Ok(bytes.ok_or_else(|| over_size(known_len, limit)))
 }
 
-/// The size to report for a source over `limit`.
-fn over_size(known_len: Option<u64>, limit: usize) -> usize {
-    let seen = limit.saturating_add(1);
+/// The size to report for a source over `limit`: its length when that is known and indeed
+/// over the limit (a file may change while read), else unknown.
+fn over_size(known_len: Option<u64>, limit: usize) -> Option<usize> {
     known_len
         .map(|len| usize::try_from(len).unwrap_or(usize::MAX))
-        .map_or(seen, |len| len.max(seen))
+        .filter(|len| *len > limit)
 }
 
 /// Reads everything from `reader` if it is at most `limit` bytes; None if there is more. Never
@@ -565,22 +572,65 @@ fn run_tool(
     name: &str,
     alias: Option<(&str, &str)>,
 ) -> Result<(), InputError> {
+    // Messages go to anonymous files rather than pipes, so the wait below needs no reader.
+    let capture = || {
+        tempfile::tempfile().map_err(|err| {
+            InputError::Invalid(format!(
+                "cannot capture `{}`'s messages: {err}",
+                tool.program
+            ))
+        })
+    };
+    let (mut stdout, mut stderr) = (capture()?, capture()?);
     let mut command = Command::new(tool.program);
     command
         .args(args)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stdout(
+            stdout
+                .try_clone()
+                .map_err(|err| InputError::Invalid(format!("{err}")))?,
+        )
+        .stderr(
+            stderr
+                .try_clone()
+                .map_err(|err| InputError::Invalid(format!("{err}")))?,
+        );
     if let Some(dir) = dir {
         command.current_dir(dir);
     }
-    let output = command.output().map_err(|err| {
+    let mut child = command.spawn().map_err(|err| {
         if err.kind() == io::ErrorKind::NotFound {
             tool.not_found()
         } else {
             InputError::Invalid(format!("`{}` could not be run: {err}", tool.program))
         }
     })?;
+    let status = wait_bounded(&mut child, TOOL_TIMEOUT).map_err(|err| {
+        InputError::Invalid(format!(
+            "`{name}`: waiting for `{}` failed: {err}",
+            tool.program
+        ))
+    })?;
+    let Some(status) = status else {
+        return Err(InputError::Invalid(format!(
+            "`{name}`: {} did not finish within {} s; it was killed",
+            tool.program,
+            TOOL_TIMEOUT.as_secs()
+        )));
+    };
+    let read_all = |file: &mut std::fs::File| {
+        let mut bytes = Vec::new();
+        let _ = file
+            .rewind()
+            .and_then(|()| file.take(1 << 20).read_to_end(&mut bytes));
+        bytes
+    };
+    let output = std::process::Output {
+        status,
+        stdout: read_all(&mut stdout),
+        stderr: read_all(&mut stderr),
+    };
     if output.status.success() {
         return Ok(());
     }
@@ -592,6 +642,30 @@ fn run_tool(
         "`{name}`: {} failed: {detail}",
         tool.program
     )))
+}
+
+/// How long an assembler or preprocessor may run before bytejail gives up on it.
+const TOOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Waits for `child` at most `limit`; kills and reaps it past that (`Ok(None)`).
+fn wait_bounded(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+) -> io::Result<Option<std::process::ExitStatus>> {
+    let start = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_micros(200);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if start.elapsed() >= limit {
+            child.kill()?;
+            child.wait()?;
+            return Ok(None);
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(std::time::Duration::from_millis(20));
+    }
 }
 
 /// The first lines of a tool's messages on one line, or None if there are none.
@@ -837,7 +911,7 @@ fn elf_text<'data, R: ReadRef<'data>>(
     }
     let size = usize::try_from(size).unwrap_or(usize::MAX);
     if size > max_code {
-        return Err(code_too_large(size, max_code));
+        return Err(code_too_large(name, Some(size), max_code));
     }
     let bytes = text
         .data()
@@ -882,6 +956,38 @@ fn relocation_target<'data, R: ReadRef<'data>>(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_tool_that_hangs_is_killed_at_the_limit() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        let status =
+            super::wait_bounded(&mut child, std::time::Duration::from_millis(200)).unwrap();
+        assert!(
+            status.is_none(),
+            "sleep 30 finished within 200 ms: {status:?}"
+        );
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(5),
+            "took {:?}",
+            start.elapsed()
+        );
+        // Reaped: nothing is left to wait for.
+        assert!(child.try_wait().unwrap().is_some());
+    }
+
+    #[test]
+    fn a_tool_that_finishes_reports_its_status() {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "exit 3"])
+            .spawn()
+            .unwrap();
+        let status = super::wait_bounded(&mut child, std::time::Duration::from_secs(30)).unwrap();
+        assert_eq!(status.and_then(|s| s.code()), Some(3));
+    }
+
     use super::*;
 
     fn hex(text: &str) -> Result<Vec<u8>, String> {
@@ -1104,10 +1210,10 @@ mod tests {
             read_bounded(&b"abc"[..], usize::MAX).ok(),
             Some(Some(b"abc".to_vec()))
         );
-        assert_eq!(over_size(None, 10), 11);
-        assert_eq!(over_size(Some(5000), 10), 5000);
-        assert_eq!(over_size(Some(3), 10), 11);
-        assert_eq!(over_size(None, usize::MAX), usize::MAX);
+        assert_eq!(over_size(None, 10), None);
+        assert_eq!(over_size(Some(5000), 10), Some(5000));
+        assert_eq!(over_size(Some(3), 10), None);
+        assert_eq!(over_size(None, usize::MAX), None);
     }
 
     #[test]
@@ -1136,13 +1242,13 @@ mod tests {
             load_bytes(&[0x90, 0xc3], Format::Bin, "x", 1)
                 .unwrap_err()
                 .to_string(),
-            "code is 2 bytes; the limit is 1 bytes (--max-code)"
+            "`x`: code is 2 bytes; the limit is 1 bytes (--max-code)"
         );
         assert_eq!(
             load_bytes(b"90 c3", Format::Hex, "x", 1)
                 .unwrap_err()
                 .to_string(),
-            "code is 2 bytes; the limit is 1 bytes (--max-code)"
+            "`x`: code is 2 bytes; the limit is 1 bytes (--max-code)"
         );
         assert_eq!(
             load_bytes(b"# nothing", Format::Hex, "x", 1)

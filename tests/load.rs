@@ -294,15 +294,20 @@ fn input_files() {
         Some(b"hello".to_vec())
     );
     assert_eq!(read_input(&write(&dir, "empty", ""), 5).ok(), Some(vec![]));
-    let err = read_input(&write(&dir, "big", "hello!"), 5).unwrap_err();
+    let big = write(&dir, "big", "hello!");
+    let err = read_input(&big, 5).unwrap_err();
     assert_eq!(
         one_line(&err),
-        "input is 6 bytes; the limit is 5 bytes (--max-input)"
+        format!(
+            "`{}`: input is 6 bytes; the limit is 5 bytes (--max-input)",
+            big.display()
+        )
     );
+    // An endless file: read just past the limit, its size not claimed.
     let err = read_input(Path::new("/dev/zero"), 1000).unwrap_err();
     assert_eq!(
         one_line(&err),
-        "input is 1001 bytes; the limit is 1000 bytes (--max-input)"
+        "`/dev/zero`: input is over 1000 bytes; the limit is 1000 bytes (--max-input)"
     );
     let missing = dir.path().join("missing");
     let err = read_input(&missing, 5).unwrap_err();
@@ -531,32 +536,38 @@ fn too_large() {
     let err = load_err(&path, None, 10);
     assert!(
         matches!(
-            err,
+            &err,
             InputError::TooLarge {
-                what: "code",
-                size: 100,
+                what,
+                size: Some(100),
                 limit: 10,
                 flag: "--max-code"
-            }
+            } if *what == format!("`{}`: code", path.display())
         ),
         "{err:?}"
     );
     assert_eq!(
         one_line(&err),
-        "code is 100 bytes; the limit is 10 bytes (--max-code)"
+        format!(
+            "`{}`: code is 100 bytes; the limit is 10 bytes (--max-code)",
+            path.display()
+        )
     );
     assert!(load_path(&path, None, 100).is_ok());
-    // An endless file is read only to just past the limit.
+    // An endless file is read only to just past the limit, and its size is not claimed.
     let err = load_err(Path::new("/dev/zero"), Some(Format::Bin), 1000);
     assert_eq!(
         one_line(&err),
-        "code is 1001 bytes; the limit is 1000 bytes (--max-code)"
+        "`/dev/zero`: code is over 1000 bytes; the limit is 1000 bytes (--max-code)"
     );
     // Hex: the code after parsing, and the text before.
     let path = write(&dir, "big.hex", "90 ".repeat(11));
     assert_eq!(
         one_line(&load_err(&path, None, 10)),
-        "code is 11 bytes; the limit is 10 bytes (--max-code)"
+        format!(
+            "`{}`: code is 11 bytes; the limit is 10 bytes (--max-code)",
+            path.display()
+        )
     );
     let path = write(&dir, "huge.hex", "90 ".repeat(1 << 20));
     assert_eq!(
@@ -571,7 +582,10 @@ fn too_large() {
     let path = write(&dir, "fill.s", ".fill 100, 1, 0x90\nret\n");
     assert_eq!(
         one_line(&load_err(&path, None, 100)),
-        "code is 101 bytes; the limit is 100 bytes (--max-code)"
+        format!(
+            "`{}`: code is 101 bytes; the limit is 100 bytes (--max-code)",
+            path.display()
+        )
     );
     assert_eq!(
         load_path(&path, None, 101).map(|code| code.len()).ok(),
@@ -637,7 +651,7 @@ fn assembler_errors_from_memory_use_the_given_name() {
     let err = load_bytes(b"ret\n", Format::Nasm, "<stdin>", 0).unwrap_err();
     assert_eq!(
         one_line(&err),
-        "code is 1 bytes; the limit is 0 bytes (--max-code)"
+        "`<stdin>`: code is 1 bytes; the limit is 0 bytes (--max-code)"
     );
 }
 
@@ -738,15 +752,15 @@ fn stdin_child() {
             code(None, MAX),
             Err("`<stdin>`: the code is empty".to_string())
         ),
-        // A pipe has no length: the error counts what was read, one byte past the limit.
+        // A pipe has no length: the error says only that it went past the limit.
         "pipe_too_large" => assert_eq!(
             code(None, 10),
-            Err("code is 11 bytes; the limit is 10 bytes (--max-code)".to_string())
+            Err("`<stdin>`: code is over 10 bytes; the limit is 10 bytes (--max-code)".to_string())
         ),
         // A redirected file has one.
         "file_too_large" => assert_eq!(
             code(None, 10),
-            Err("code is 100 bytes; the limit is 10 bytes (--max-code)".to_string())
+            Err("`<stdin>`: code is 100 bytes; the limit is 10 bytes (--max-code)".to_string())
         ),
         "input" => assert_eq!(read_input(stdin, 5).ok(), Some(b"hello".to_vec())),
         other => panic!("unknown mode {other}"),
