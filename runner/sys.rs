@@ -69,11 +69,14 @@ pub enum Forked {
     Parent { pid: libc::pid_t, pidfd: OwnedFd },
 }
 
-/// `clone(CLONE_PIDFD | SIGCHLD, 0, &pidfd, 0, 0)` - fork the calling thread, getting a pidfd
+/// `clone(CLONE_PIDFD, 0, &pidfd, 0, 0)` - fork the calling thread, getting a pidfd
 /// for the child; see clone(2).
 ///
 /// Raw `clone` rather than libc `fork`: no atfork handlers run, and the child never returns
-/// into libc, so it needs none of the state libc's fork fixes up.
+/// into libc, so it needs none of the state libc's fork fixes up. The exit signal is 0, not
+/// SIGCHLD: the host's own SIGCHLD handling (a handler, `SIG_IGN` auto-reaping, a
+/// `waitpid(-1)` loop elsewhere in the program) never sees or steals the worker; only
+/// [`wait4`] with `__WALL` reaps it.
 ///
 /// # Safety
 /// In the child only async-signal-safe code may run (raw syscalls, no allocation, no locks),
@@ -81,7 +84,7 @@ pub enum Forked {
 #[inline(never)]
 pub unsafe fn clone_with_pidfd() -> io::Result<Forked> {
     let mut pidfd: libc::c_int = -1;
-    let flags = (libc::CLONE_PIDFD as usize) | (libc::SIGCHLD as usize);
+    let flags = libc::CLONE_PIDFD as usize;
     // SAFETY: newsp = 0 keeps the child on a copy of this stack, exactly like fork(); the
     // kernel writes the pidfd through a valid pointer to a local.
     let ret = unsafe {
@@ -335,14 +338,15 @@ pub struct Reaped {
     pub rusage: libc::rusage,
 }
 
-/// `wait4(pid, &status, 0, &rusage)`; see wait4(2). Retries on EINTR.
+/// `wait4(pid, &status, __WALL, &rusage)`; see wait4(2). Retries on EINTR. `__WALL` because
+/// the worker's exit signal is 0 (see [`clone_with_pidfd`]).
 pub fn wait4(pid: libc::pid_t) -> io::Result<Reaped> {
     let mut status = 0;
     // SAFETY: rusage is plain old data; zeroed is a valid value.
     let mut rusage: libc::rusage = unsafe { std::mem::zeroed() };
     loop {
         // SAFETY: valid pointers to locals.
-        let ret = unsafe { libc::wait4(pid, &mut status, 0, &mut rusage) };
+        let ret = unsafe { libc::wait4(pid, &mut status, libc::__WALL, &mut rusage) };
         if ret == pid {
             return Ok(Reaped { status, rusage });
         }
