@@ -1,4 +1,5 @@
-//! End-to-end cost of one `mov al,42; ret` job through `bytejail::run`, next to the raw floor
+//! End-to-end cost of one `mov al,42; ret` job through `bytejail::run` (scrubbed, the default,
+//! and not), next to the raw floor
 //! measured in the same run: fork + pipe + strict seccomp + the same code + result + reap,
 //! written directly against libc with nothing else.
 #![allow(unsafe_code)]
@@ -53,6 +54,16 @@ fn bench(c: &mut Criterion) {
     group.bench_function("run_fresh", |b| {
         b.iter(|| {
             let report = bytejail::run(&RETURN_42, b"", &options).unwrap();
+            assert_eq!(report.outcome.kind(), "returned");
+        })
+    });
+    let noscrub = bytejail::RunOptions {
+        scrub: false,
+        ..bytejail::RunOptions::default()
+    };
+    group.bench_function("run_fresh_noscrub", |b| {
+        b.iter(|| {
+            let report = bytejail::run(&RETURN_42, b"", &noscrub).unwrap();
             assert_eq!(report.outcome.kind(), "returned");
         })
     });

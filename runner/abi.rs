@@ -173,7 +173,7 @@ impl Default for Limits {
 }
 
 /// Everything about a run except the code and the input.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunOptions {
     /// Offset into the code where the guest is entered.
     pub entry: usize,
@@ -181,6 +181,22 @@ pub struct RunOptions {
     pub registers: InitialRegisters,
     /// Limits of the run.
     pub limits: Limits,
+    /// Unmap everything in the worker but the guest's own memory before it runs (default).
+    /// Off, the guest can read a copy of the whole host process: its environment, heap and
+    /// other jobs' data. Only for measuring what scrubbing costs and for tests that show it
+    /// matters.
+    pub scrub: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            entry: 0,
+            registers: InitialRegisters::default(),
+            limits: Limits::default(),
+            scrub: true,
+        }
+    }
 }
 
 /// The general registers and rflags as the guest left them when it returned.

@@ -179,6 +179,12 @@ impl Arena {
             .write_u64(DATA + CTX_ENTRY, (self.code_addr() + options.entry) as u64);
         self.file
             .write_u64(DATA + CTX_XSAVE, xsave_supported() as u64);
+        // Keep exactly the window: the worker maps nothing else of its own.
+        self.file.write_u64(DATA + CTX_SCRUB, options.scrub as u64);
+        self.file
+            .write_u64(DATA + CTX_KEEP_START, self.window.addr() as u64);
+        self.file
+            .write_u64(DATA + CTX_KEEP_END, self.stack_top() as u64);
         // A clean record: nothing a previous guest wrote survives into this run.
         self.file
             .zero(DATA + REC_STATE, FAULT_GREGS + 23 * 8 - REC_STATE);

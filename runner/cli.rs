@@ -162,6 +162,12 @@ pub struct RunArgs {
     /// Print the report as one JSON object on stdout instead of the guest's output.
     #[arg(long)]
     pub json: bool,
+
+    /// Leave the worker's copy of the bytejail process mapped, so the guest can read it (its
+    /// environment, heap, stacks). Only for measuring what scrubbing costs and for showing
+    /// that it matters.
+    #[arg(long)]
+    pub no_scrub: bool,
 }
 
 /// `bytejail disasm`.
@@ -216,6 +222,7 @@ fn run(args: RunArgs) -> Result<Completion, Error> {
         entry: args.entry,
         registers,
         limits,
+        scrub: !args.no_scrub,
     };
 
     let code = args.code.load(options.limits.max_code)?;

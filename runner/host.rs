@@ -80,6 +80,8 @@ fn run_in_arena(
         maps,
         protects,
         cpu_limit_secs: cpu_limit_secs(options),
+        rseq: sys::rseq_registration(),
+        scrub: options.scrub,
     };
 
     let start = Instant::now();

@@ -402,6 +402,51 @@ impl Drop for SigpipeBlock {
     }
 }
 
+/// glibc's registration of the calling thread's rseq area, if glibc registered one: the
+/// area's address and the lengths to try when unregistering it.
+///
+/// A forked worker inherits its thread's rseq registration, and the kernel writes that area
+/// on every preemption and signal; once the worker has unmapped the host's memory those writes
+/// fail and the kernel kills it with SIGSEGV. So the worker unregisters it first. glibc 2.35+
+/// exports the area's offset from the thread pointer and its size (`__rseq_offset`,
+/// `__rseq_size`); the length it registered with is that size or 32, depending on the version.
+pub fn rseq_registration() -> Option<RseqRegistration> {
+    static GLIBC: std::sync::OnceLock<Option<(isize, u32)>> = std::sync::OnceLock::new();
+    let (offset, size) = (*GLIBC.get_or_init(|| {
+        // SAFETY: dlsym with valid C strings; the symbols, when present, are an isize and a u32
+        // that glibc sets once at start-up and never changes.
+        unsafe {
+            let offset = libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_offset".as_ptr());
+            let size = libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_size".as_ptr());
+            if offset.is_null() || size.is_null() {
+                return None;
+            }
+            Some((*(offset as *const isize), *(size as *const u32)))
+        }
+    }))?;
+    if size == 0 {
+        return None; // glibc did not register (disabled by tunable, or the kernel lacks rseq)
+    }
+    let tp: usize;
+    // SAFETY: on x86-64 glibc the word at fs:0 is the thread pointer itself (the TCB's self
+    // pointer); reading it has no side effects.
+    unsafe { std::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) tp, options(nostack, readonly)) };
+    Some(RseqRegistration {
+        addr: tp.wrapping_add_signed(offset),
+        lengths: [size, 32],
+    })
+}
+
+/// See [`rseq_registration`].
+#[derive(Clone, Copy)]
+pub struct RseqRegistration {
+    pub addr: usize,
+    pub lengths: [u32; 2],
+}
+
+/// The rseq signature glibc registers with on x86.
+pub const RSEQ_SIG: u32 = 0x5305_3053;
+
 /// `getpid()`; see getpid(2).
 pub fn getpid() -> libc::pid_t {
     // SAFETY: no arguments, cannot fail.

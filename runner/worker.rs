@@ -46,6 +46,10 @@ pub(crate) mod layout {
     pub const CTX_ENTRY: usize = 0x080;
     /// Non-zero when the CPU and kernel support XSAVE (use `xrstor`, else reset SSE by hand).
     pub const CTX_XSAVE: usize = 0x088;
+    /// Non-zero: unmap everything outside `[CTX_KEEP_START, CTX_KEEP_END)` before the guest.
+    pub const CTX_SCRUB: usize = 0x090;
+    pub const CTX_KEEP_START: usize = 0x098;
+    pub const CTX_KEEP_END: usize = 0x0a0;
 
     // Record, written by the worker (offsets within DATA). Best-effort: the guest can write it.
     pub const REC_STATE: usize = 0x100;
@@ -192,6 +196,86 @@ global_asm!(
     "mov eax, {sys_rt_sigreturn}",
     "syscall",
     "ud2",
+    // --- finish: the last steps of the worker's setup, run from the blob on its own stack
+    // because they unmap the host's code and stacks. Scrub, enter strict mode, enter. ---
+    ".globl bytejail_blob_finish",
+    ".hidden bytejail_blob_finish",
+    "bytejail_blob_finish:",
+    "lea rsp, [rip + .Lbj_base + {data} + 0x1000]",
+    "cmp qword ptr [rip + .Lbj_base + {data} + {ctx_scrub}], 0",
+    "je .Lbj_seccomp",
+    // munmap(0, keep_start): everything below the arena's window.
+    "mov eax, {sys_munmap}",
+    "xor edi, edi",
+    "mov rsi, [rip + .Lbj_base + {data} + {ctx_keep_start}]",
+    "syscall",
+    "test rax, rax",
+    "jnz .Lbj_scrub_failed",
+    // Everything above it, to the top of a 57-bit address space, or of a 48-bit one where the
+    // kernel refuses the larger range (EINVAL).
+    "mov rdi, [rip + .Lbj_base + {data} + {ctx_keep_end}]",
+    "mov rsi, 0x00fffffffffff000",
+    "sub rsi, rdi",
+    "mov eax, {sys_munmap}",
+    "syscall",
+    "cmp rax, -22",
+    "jne .Lbj_scrubbed",
+    "mov rdi, [rip + .Lbj_base + {data} + {ctx_keep_end}]",
+    "mov rsi, 0x00007ffffffff000",
+    "sub rsi, rdi",
+    "mov eax, {sys_munmap}",
+    "syscall",
+    ".Lbj_scrubbed:",
+    "test rax, rax",
+    "jnz .Lbj_scrub_failed",
+    ".Lbj_seccomp:",
+    "mov eax, {sys_prctl}",
+    "mov edi, {pr_set_seccomp}",
+    "mov esi, {seccomp_mode_strict}",
+    "xor edx, edx",
+    "syscall",
+    "test rax, rax",
+    "jnz .Lbj_seccomp_failed",
+    // Only read, write, exit and rt_sigreturn from here on.
+    "jmp .Lbj_base",
+    ".Lbj_scrub_failed:",
+    "mov ecx, {stage_scrub}",
+    "jmp .Lbj_setup_failed",
+    ".Lbj_seccomp_failed:",
+    "mov ecx, {stage_seccomp}",
+    // rax = -errno, rcx = stage: record them and die of SETUP_FAILED_SIGNAL (see setup_failed).
+    ".Lbj_setup_failed:",
+    "mov [rip + .Lbj_base + {data} + {rec_stage}], rcx",
+    "neg rax",
+    "mov [rip + .Lbj_base + {data} + {rec_errno}], rax",
+    "mov qword ptr [rip + .Lbj_base + {data} + {rec_state}], {state_setup_failed}",
+    "push 0",
+    "push 0",
+    "push 0",
+    "push 0",
+    "mov eax, {sys_rt_sigaction}",
+    "mov edi, {setup_failed_signal}",
+    "mov rsi, rsp",
+    "xor edx, edx",
+    "mov r10d, 8",
+    "syscall",
+    "push {setup_failed_bit}",
+    "mov eax, {sys_rt_sigprocmask}",
+    "mov edi, {sig_unblock}",
+    "mov rsi, rsp",
+    "xor edx, edx",
+    "mov r10d, 8",
+    "syscall",
+    "mov eax, {sys_getpid}",
+    "syscall",
+    "mov edi, eax",
+    "mov esi, {setup_failed_signal}",
+    "mov eax, {sys_kill}",
+    "syscall",
+    "mov eax, {sys_exit}",
+    "mov edi, 127",
+    "syscall",
+    "jmp .Lbj_hang",
     ".Lbj_raise_segv:",
     "hlt",
     "jmp .Lbj_hang",
@@ -239,24 +323,44 @@ global_asm!(
     state_fault = const STATE_FAULT,
     sys_exit = const libc::SYS_exit,
     sys_rt_sigreturn = const libc::SYS_rt_sigreturn,
+    sys_munmap = const libc::SYS_munmap,
+    sys_prctl = const libc::SYS_prctl,
+    sys_rt_sigaction = const libc::SYS_rt_sigaction,
+    sys_rt_sigprocmask = const libc::SYS_rt_sigprocmask,
+    sys_getpid = const libc::SYS_getpid,
+    sys_kill = const libc::SYS_kill,
+    pr_set_seccomp = const libc::PR_SET_SECCOMP,
+    seccomp_mode_strict = const libc::SECCOMP_MODE_STRICT,
+    ctx_scrub = const CTX_SCRUB,
+    ctx_keep_start = const CTX_KEEP_START,
+    ctx_keep_end = const CTX_KEEP_END,
+    rec_stage = const REC_STAGE,
+    rec_errno = const REC_ERRNO,
+    state_setup_failed = const STATE_SETUP_FAILED,
+    stage_scrub = const STAGE_SCRUB,
+    stage_seccomp = const STAGE_SECCOMP,
+    setup_failed_signal = const SETUP_FAILED_SIGNAL,
+    setup_failed_bit = const sigbit(SETUP_FAILED_SIGNAL),
+    sig_unblock = const libc::SIG_UNBLOCK,
 );
 
 extern "C" {
     static bytejail_blob_start: u8;
     static bytejail_blob_handler: u8;
     static bytejail_blob_restorer: u8;
+    static bytejail_blob_finish: u8;
     static bytejail_blob_end: u8;
 }
 
 /// The blob's machine code and the offsets of its entry points.
 pub(crate) struct Blob {
     pub code: &'static [u8],
-    /// Offset of the trampoline that enters the guest.
-    pub enter: usize,
     /// Offset of the fault handler (`sa_handler`).
     pub handler: usize,
     /// Offset of the signal restorer (`sa_restorer`, calls `rt_sigreturn`).
     pub restorer: usize,
+    /// Offset of the last setup steps: scrub, strict mode, enter.
+    pub finish: usize,
 }
 
 /// The blob as assembled into this binary.
@@ -270,9 +374,9 @@ pub(crate) fn blob() -> Blob {
         let off = |p: *const u8| p as usize - start as usize;
         Blob {
             code: std::slice::from_raw_parts(start, len),
-            enter: 0,
             handler: off(std::ptr::addr_of!(bytejail_blob_handler)),
             restorer: off(std::ptr::addr_of!(bytejail_blob_restorer)),
+            finish: off(std::ptr::addr_of!(bytejail_blob_finish)),
         }
     }
 }
@@ -291,7 +395,7 @@ pub(crate) const FAULT_SIGNALS: [i32; 5] = [
 pub(crate) const SETUP_FAILED_SIGNAL: i32 = libc::SIGUSR2;
 
 /// Setup steps, recorded in `REC_STAGE` when one fails.
-pub(crate) const STAGES: [&str; 9] = [
+pub(crate) const STAGES: [&str; 11] = [
     "worker setup: PR_SET_PDEATHSIG",
     "worker setup: rt_sigprocmask",
     "worker setup: mapping the arena",
@@ -301,6 +405,8 @@ pub(crate) const STAGES: [&str; 9] = [
     "worker setup: sigaltstack",
     "worker setup: rt_sigaction",
     "worker setup: entering seccomp strict mode",
+    "worker setup: unmapping the host's memory",
+    "worker setup: unregistering the inherited rseq area",
 ];
 
 /// One mapping the worker makes at a fixed address inside the arena's window.
@@ -359,6 +465,10 @@ pub(crate) struct WorkerPlan {
     pub protects: [Protect; 2],
     /// `RLIMIT_CPU` in seconds: a backstop behind the host's own SIGKILL at the deadline.
     pub cpu_limit_secs: u64,
+    /// The forking thread's rseq registration, to undo before scrubbing.
+    pub rseq: Option<crate::sys::RseqRegistration>,
+    /// Whether the run unmaps the host's memory (the blob reads the same flag from the context).
+    pub scrub: bool,
 }
 
 /// The kernel's `struct sigaction` for `rt_sigaction` (not libc's, whose layout differs).
@@ -414,6 +524,8 @@ const STAGE_LIMITS: usize = 5;
 const STAGE_ALTSTACK: usize = 6;
 const STAGE_SIGACTION: usize = 7;
 const STAGE_SECCOMP: usize = 8;
+const STAGE_SCRUB: usize = 9;
+const STAGE_RSEQ: usize = 10;
 
 /// Ends a worker whose setup failed: records the stage and errno (once the region is mapped)
 /// and dies of [`SETUP_FAILED_SIGNAL`], which no guest can raise.
@@ -467,8 +579,8 @@ unsafe fn setup_failed(data: Option<usize>, stage: usize, ret: isize) -> ! {
 /// In order: die with the host; block every signal but the faults; map the arena's parts at
 /// the host's addresses; fds 0 and 1 become the pipes and every other fd is closed (the
 /// arena's memfd too); own process group (terminal signals are the host's); no core, not
-/// dumpable, CPU backstop; fault handlers on an alternate stack; strict seccomp; jump to the
-/// blob's trampoline.
+/// dumpable, CPU backstop; fault handlers on an alternate stack; then the blob's `finish`:
+/// unmap everything but the arena (unless the run opted out), strict seccomp, the trampoline.
 ///
 /// # Safety
 /// Call only in the child of [`crate::sys::clone_with_pidfd`], with `plan` describing an
@@ -657,15 +769,23 @@ unsafe fn worker_main(plan: &WorkerPlan) -> ! {
             );
         }
 
-        let strict = libc::SECCOMP_MODE_STRICT as usize;
-        check(
-            data,
-            STAGE_SECCOMP,
-            raw::syscall3(libc::SYS_prctl, libc::PR_SET_SECCOMP as usize, strict, 0),
-        );
+        // The kernel writes the inherited rseq area (in the host's memory) at every preemption;
+        // with that memory gone it would kill the guest with SIGSEGV.
+        if let (true, Some(rseq)) = (plan.scrub, plan.rseq) {
+            let mut ret = 0;
+            for len in rseq.lengths {
+                let sig = crate::sys::RSEQ_SIG as usize;
+                ret = raw::syscall6(libc::SYS_rseq, rseq.addr, len as usize, 1, sig, 0, 0);
+                if ret == 0 {
+                    break;
+                }
+            }
+            check(data, STAGE_RSEQ, ret);
+        }
 
-        // Only read, write, exit and rt_sigreturn from here on.
-        let enter = plan.region + CODE + blob.enter;
-        std::arch::asm!("jmp {}", in(reg) enter, options(noreturn));
+        // The blob unmaps everything outside the arena (this code and stack included, unless
+        // the run opted out), enters strict mode and jumps to the trampoline.
+        let finish = plan.region + CODE + blob.finish;
+        std::arch::asm!("jmp {}", in(reg) finish, options(noreturn));
     }
 }
