@@ -16,6 +16,7 @@ pub mod error;
 mod host;
 pub mod load;
 pub mod report;
+pub mod syscalls;
 mod sys;
 pub mod units;
 mod worker;

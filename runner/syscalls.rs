@@ -1,0 +1,1 @@
+//! Syscall names and numbers for the three x86 syscall ABIs (being written).
