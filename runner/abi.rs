@@ -186,6 +186,11 @@ pub struct RunOptions {
     /// other jobs' data. Only for measuring what scrubbing costs and for tests that show it
     /// matters.
     pub scrub: bool,
+    /// Which seccomp mode the worker enters: strict (the default), or a filter.
+    pub policy: crate::policy::Policy,
+    /// After a violation under strict mode, which kills without saying why, run the same code
+    /// and input once more under `strict-bpf` to learn which syscall it was (default).
+    pub diagnose: bool,
 }
 
 impl Default for RunOptions {
@@ -195,6 +200,8 @@ impl Default for RunOptions {
             registers: InitialRegisters::default(),
             limits: Limits::default(),
             scrub: true,
+            policy: crate::policy::Policy::Strict,
+            diagnose: true,
         }
     }
 }

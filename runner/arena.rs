@@ -59,6 +59,8 @@ pub(crate) struct Record {
     pub fault_signo: u64,
     pub fault_addr: u64,
     pub fault_rip: u64,
+    pub fault_sysnr: u64,
+    pub fault_arch: u64,
 }
 
 pub(crate) struct Arena {
@@ -185,9 +187,23 @@ impl Arena {
             .write_u64(DATA + CTX_KEEP_START, self.window.addr() as u64);
         self.file
             .write_u64(DATA + CTX_KEEP_END, self.stack_top() as u64);
+        let user_end = crate::sys::user_address_space_end() as u64;
+        self.file.write_u64(DATA + CTX_USER_END, user_end);
+        // Filter mode: the program, where the blob installs it from.
+        match options.policy.filter() {
+            Some(filter) => {
+                let program = filter.to_bytes();
+                self.file.write_bytes(FILTER, &program);
+                self.file.write_u64(DATA + CTX_MODE, 1);
+                self.file
+                    .write_u64(DATA + CTX_FPROG, filter.program().len() as u64);
+                self.file
+                    .write_u64(DATA + CTX_FPROG + 8, (self.region_addr() + FILTER) as u64);
+            }
+            None => self.file.write_u64(DATA + CTX_MODE, 0),
+        }
         // A clean record: nothing a previous guest wrote survives into this run.
-        self.file
-            .zero(DATA + REC_STATE, FAULT_GREGS + 23 * 8 - REC_STATE);
+        self.file.zero(DATA + REC_STATE, REC_END - REC_STATE);
 
         let fd = self.fd();
         let stack_base = self.stack_top() - need.stack - PAGE;
@@ -247,6 +263,8 @@ impl Arena {
             fault_signo: word(FAULT_SIGNO),
             fault_addr: word(FAULT_ADDR),
             fault_rip: word(FAULT_RIP),
+            fault_sysnr: word(FAULT_SYSNR),
+            fault_arch: word(FAULT_ARCH),
         }
     }
 }

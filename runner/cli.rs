@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytejail::abi::{self, InitialRegisters, Limits, RunOptions};
 use bytejail::load::{self, Format};
-use bytejail::{disasm, units, Error, InputError, Outcome};
+use bytejail::{disasm, units, Error, InputError, Outcome, Policy};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 
@@ -53,7 +53,9 @@ Output:
     outcome, output_hex, output_text (when the output is UTF-8), output_truncated,
     wall_ns, user_ns, sys_ns, max_rss_kib; plus rax and registers (rax..r15, rflags) when
     returned, exit_code when exited, signal, signal_number and fault (address, code_offset,
-    instruction) when crashed.";
+    instruction) when crashed, syscall (nr, name, abi, code_offset) for a syscall_violation
+    when it is known (filter policies always; strict mode through a re-run under strict-bpf,
+    unless --no-diagnose).";
 
 /// Run untrusted x86-64 machine code in a fresh strict-seccomp worker and report exactly what it
 /// did.
@@ -168,6 +170,17 @@ pub struct RunArgs {
     /// that it matters.
     #[arg(long)]
     pub no_scrub: bool,
+
+    /// Seccomp policy: `strict` (mode 1: read, write, exit, rt_sigreturn), `strict-bpf` (a
+    /// filter with strict mode's allow list, which can say which syscall a violation was), or
+    /// the path of a Docker/OCI seccomp profile (JSON) compiled to a filter. Filter modes also
+    /// set no_new_privs, disable rdtsc and drop every capability.
+    #[arg(long, value_name = "POLICY", default_value = "strict", value_parser = policy)]
+    pub policy: Policy,
+
+    /// Do not re-run a strict-mode violation under strict-bpf to learn which syscall it was.
+    #[arg(long)]
+    pub no_diagnose: bool,
 }
 
 /// `bytejail disasm`.
@@ -223,6 +236,8 @@ fn run(args: RunArgs) -> Result<Completion, Error> {
         registers,
         limits,
         scrub: !args.no_scrub,
+        policy: args.policy,
+        diagnose: !args.no_diagnose,
     };
 
     let code = args.code.load(options.limits.max_code)?;
@@ -354,6 +369,12 @@ fn stack(arg: &str) -> Result<usize, String> {
 /// `--scratch`: 1 to [`MAX_SCRATCH`] bytes.
 fn scratch(arg: &str) -> Result<usize, String> {
     bounded_size(arg, 1, MAX_SCRATCH, "16GiB")
+}
+
+/// `--policy`: `strict`, `strict-bpf` or a profile file, compiled here so that a bad profile
+/// is a usage error naming the problem.
+fn policy(arg: &str) -> Result<Policy, String> {
+    Policy::from_arg(arg).map_err(|e| e.to_string())
 }
 
 /// `--entry`: a decimal or 0x-hex offset.

@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 use crate::abi::{Registers, RunOptions, MAX_REGION, MIN_STACK};
 use crate::arena::{Arena, Need, Record};
 use crate::error::{Error, InputError};
-use crate::report::{Fault, Outcome, Report};
+use crate::policy::Policy;
+use crate::report::{Fault, Outcome, Report, ViolatingSyscall};
 use crate::sys;
+use crate::syscalls::Abi;
 use crate::worker::{self, layout::*, WorkerPlan};
 
 thread_local! {
@@ -17,13 +19,38 @@ thread_local! {
     static ARENA: RefCell<Option<Arena>> = const { RefCell::new(None) };
 }
 
-/// Runs `code` on `input` in a fresh strict-seccomp worker and reports what happened.
+/// Runs `code` on `input` in a fresh seccomp worker and reports what happened.
 ///
 /// Guest behaviour (crash, violation, timeout, ...) is an [`Outcome`] in the `Ok` report;
 /// `Err` means the code, input or options are unusable ([`Error::Input`]) or the runner
 /// itself failed ([`Error::Runner`]). Safe to call from many threads at once.
+///
+/// A violation under strict mode, which kills without saying why, is run once more under the
+/// strict-equivalent filter to learn which syscall it was (unless `options.diagnose` is off).
 pub fn run(code: &[u8], input: &[u8], options: &RunOptions) -> Result<Report, Error> {
     validate(code, input, options)?;
+    let mut report = run_once(code, input, options)?;
+    if report.outcome == Outcome::SyscallViolation
+        && options.policy == Policy::Strict
+        && options.diagnose
+    {
+        let diagnostic = RunOptions {
+            policy: Policy::StrictBpf,
+            diagnose: false,
+            ..options.clone()
+        };
+        // Best effort: a diagnosis that fails or ends differently tells nothing.
+        if let Ok(rerun) = run_once(code, input, &diagnostic) {
+            if rerun.outcome == Outcome::SyscallViolation {
+                report.syscall = rerun.syscall;
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// One run in this thread's arena.
+fn run_once(code: &[u8], input: &[u8], options: &RunOptions) -> Result<Report, Error> {
     let need = Need::new(code, input, options);
     let run_in = |slot: &mut Option<Arena>| -> Result<Report, Error> {
         let mut arena = match slot.take() {
@@ -82,6 +109,8 @@ fn run_in_arena(
         cpu_limit_secs: cpu_limit_secs(options),
         rseq: sys::rseq_registration(),
         scrub: options.scrub,
+        filter_mode: options.policy != Policy::Strict,
+        cap_last: cap_last(),
     };
 
     let start = Instant::now();
@@ -96,7 +125,7 @@ fn run_in_arena(
     drop(pidfd);
     let watch = watch?;
 
-    let outcome = classify(
+    let (outcome, syscall) = classify(
         &reaped,
         &watch,
         &arena.record(),
@@ -112,6 +141,19 @@ fn run_in_arena(
         user: timeval(reaped.rusage.ru_utime),
         sys: timeval(reaped.rusage.ru_stime),
         max_rss_kib: reaped.rusage.ru_maxrss.max(0) as u64,
+        syscall,
+    })
+}
+
+/// The highest capability number this kernel knows (`/proc/sys/kernel/cap_last_cap`), read
+/// once; 63 (every bit of the 64-bit sets) if unreadable.
+fn cap_last() -> u32 {
+    static CAP_LAST: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *CAP_LAST.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(63)
     })
 }
 
@@ -359,22 +401,20 @@ fn classify(
     code_addr: u64,
     code: &[u8],
     options: &RunOptions,
-) -> Result<Outcome, Error> {
+) -> Result<(Outcome, Option<ViolatingSyscall>), Error> {
     let status = reaped.status;
     if watch.truncated || watch.killed == Some(Kill::OutputLimit) {
-        return Ok(Outcome::OutputLimit);
+        return Ok((Outcome::OutputLimit, None));
     }
     if libc::WIFEXITED(status) {
         let code = libc::WEXITSTATUS(status);
         // Only the trampoline's own exit is status 0 with a return recorded. A guest that
         // forges the record and exits 0 has in effect returned with those registers.
         if code == 0 && record.state == STATE_RETURNED {
-            return Ok(Outcome::Returned(Registers::from_array(
-                record.gpr,
-                record.rflags,
-            )));
+            let registers = Registers::from_array(record.gpr, record.rflags);
+            return Ok((Outcome::Returned(registers), None));
         }
-        return Ok(Outcome::Exited(code));
+        return Ok((Outcome::Exited(code), None));
     }
     if !libc::WIFSIGNALED(status) {
         return Err(Error::io(
@@ -385,13 +425,13 @@ fn classify(
     let signal = libc::WTERMSIG(status);
     if signal == libc::SIGKILL {
         if watch.killed == Some(Kill::Deadline) {
-            return Ok(Outcome::Timeout);
+            return Ok((Outcome::Timeout, None));
         }
         let cpu = timeval(reaped.rusage.ru_utime) + timeval(reaped.rusage.ru_stime);
         if cpu + Duration::from_millis(100) >= Duration::from_secs(cpu_limit_secs(options)) {
-            return Ok(Outcome::Timeout); // the RLIMIT_CPU backstop
+            return Ok((Outcome::Timeout, None)); // the RLIMIT_CPU backstop
         }
-        return Ok(Outcome::SyscallViolation);
+        return Ok((Outcome::SyscallViolation, None));
     }
     if signal == worker::SETUP_FAILED_SIGNAL {
         // No guest can raise it: the worker's setup failed before the guest ran.
@@ -408,7 +448,14 @@ fn classify(
         };
         return Err(Error::io(stage, source));
     }
-    let fault = (record.state == STATE_FAULT && record.fault_signo == signal as u64).then(|| {
+    let recorded = record.state == STATE_FAULT && record.fault_signo == signal as u64;
+    if signal == libc::SIGSYS {
+        // A filter's trap: the worker re-raised it with the default action. Strict mode never
+        // sends SIGSYS and no guest can send it, so this is a violation.
+        let syscall = recorded.then(|| violating_syscall(record, code_addr, code.len()));
+        return Ok((Outcome::SyscallViolation, syscall));
+    }
+    let fault = recorded.then(|| {
         let code_offset = record
             .fault_rip
             .checked_sub(code_addr)
@@ -421,7 +468,30 @@ fn classify(
                 .and_then(|off| crate::disasm::instruction_at(code, off as usize)),
         }
     });
-    Ok(Outcome::Crashed { signal, fault })
+    Ok((Outcome::Crashed { signal, fault }, None))
+}
+
+/// Which syscall a filter trapped, from the SIGSYS siginfo the handler recorded. The record is
+/// the worker's claim, so only what the kernel could have said is believed: an ABI from the
+/// reported arch, an offset only inside the code.
+fn violating_syscall(record: &Record, code_addr: u64, code_len: usize) -> ViolatingSyscall {
+    let nr = record.fault_sysnr as u32;
+    let abi = match record.fault_arch as u32 {
+        crate::policy::AUDIT_ARCH_I386 => Abi::I386,
+        _ if nr & crate::policy::X32_SYSCALL_BIT != 0 => Abi::X32,
+        _ => Abi::X86_64,
+    };
+    // si_call_addr is the address after the instruction; `syscall` and `int 0x80` are 2 bytes.
+    let code_offset = record
+        .fault_addr
+        .checked_sub(code_addr + 2)
+        .filter(|off| *off < code_len as u64);
+    ViolatingSyscall {
+        nr,
+        name: crate::syscalls::name(abi, nr),
+        abi,
+        code_offset,
+    }
 }
 
 /// The offset of the instruction that raised `signal`, given the `rip` the kernel saved.

@@ -15,13 +15,15 @@ pub mod disasm;
 pub mod error;
 mod host;
 pub mod load;
+pub mod policy;
 pub mod report;
-pub mod syscalls;
 mod sys;
+pub mod syscalls;
 pub mod units;
 mod worker;
 
 pub use abi::{Gpr, InitialRegisters, Limits, Registers, RunOptions};
 pub use error::{Error, InputError};
 pub use host::run;
-pub use report::{Fault, Outcome, Report};
+pub use policy::Policy;
+pub use report::{Fault, Outcome, Report, ViolatingSyscall};

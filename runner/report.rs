@@ -66,6 +66,20 @@ pub struct Fault {
     pub instruction: Option<String>,
 }
 
+/// Which syscall a violation was, when it can be known: from a filter's SIGSYS trap, or from
+/// the diagnostic re-run under `strict-bpf` after a strict-mode kill.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ViolatingSyscall {
+    /// The number as the guest passed it (x32: with the 0x40000000 bit).
+    pub nr: u32,
+    /// Its name in `abi`, when the table knows it.
+    pub name: Option<&'static str>,
+    /// The entry used: `syscall` (x86_64 or x32) or `int 0x80` (i386).
+    pub abi: crate::syscalls::Abi,
+    /// Offset of the syscall instruction in the guest code, when it lies there.
+    pub code_offset: Option<u64>,
+}
+
 /// Everything the host knows about one run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Report {
@@ -82,6 +96,8 @@ pub struct Report {
     pub sys: Duration,
     /// Peak resident set of the worker in KiB (`ru_maxrss`; counts pages shared with the host).
     pub max_rss_kib: u64,
+    /// For a syscall violation: which syscall, when known.
+    pub syscall: Option<ViolatingSyscall>,
 }
 
 /// The name of a signal, e.g. `SIGSEGV`, or `SIG<n>` for numbers without one.
@@ -112,7 +128,12 @@ impl Report {
                     obj.insert("fault".into(), json!(fault));
                 }
             }
-            Outcome::SyscallViolation | Outcome::Timeout | Outcome::OutputLimit => {}
+            Outcome::SyscallViolation => {
+                if let Some(syscall) = &self.syscall {
+                    obj.insert("syscall".into(), json!(syscall));
+                }
+            }
+            Outcome::Timeout | Outcome::OutputLimit => {}
         }
         obj.insert("output_hex".into(), json!(hex_string(&self.output)));
         if let Ok(text) = std::str::from_utf8(&self.output) {
@@ -144,7 +165,21 @@ impl Report {
                 }
                 s
             }
-            Outcome::SyscallViolation => "forbidden syscall, killed by seccomp".to_string(),
+            Outcome::SyscallViolation => match &self.syscall {
+                Some(sc) => {
+                    let mut s = format!(
+                        "{} ({} {:#x})",
+                        sc.name.unwrap_or("unknown syscall"),
+                        sc.abi.name(),
+                        sc.nr
+                    );
+                    if let Some(off) = sc.code_offset {
+                        s += &format!(" at code+0x{off:x}");
+                    }
+                    s + ", stopped by seccomp"
+                }
+                None => "forbidden syscall, killed by seccomp".to_string(),
+            },
             Outcome::Timeout => format!("killed after {:.3}s", self.wall.as_secs_f64()),
             Outcome::OutputLimit => format!("killed after {} bytes of output", self.output.len()),
         };

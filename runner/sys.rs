@@ -250,16 +250,34 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// `fcntl(fd, F_SETFL, flags | O_NONBLOCK)`; see fcntl(2).
+/// `fcntl(fd, F_SETFL, O_NONBLOCK)`; see fcntl(2). For a fresh pipe end, whose other status
+/// flags are all clear (F_SETFL ignores the access mode), so no F_GETFL is needed.
 pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
-    // SAFETY: F_GETFL/F_SETFL on a descriptor the caller owns.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
-            return Err(io::Error::last_os_error());
-        }
+    // SAFETY: F_SETFL on a descriptor the caller owns.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// The end of the user address space: `1 << 56` minus a page on a kernel with 5-level paging,
+/// `1 << 47` minus a page otherwise. Probed once by unmapping a page just above 47 bits, which
+/// the kernel refuses (EINVAL) when the address space ends below it and which holds nothing
+/// otherwise (the kernel maps there only on request).
+pub fn user_address_space_end() -> usize {
+    static END: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *END.get_or_init(|| {
+        const LOW: usize = 0x0000_7fff_ffff_f000;
+        const HIGH: usize = 0x00ff_ffff_ffff_f000;
+        // SAFETY: munmap of one page at 1 << 47; nothing of ours can be mapped there (no
+        // mapping above 47 bits is ever made without an explicit hint, and we give none).
+        let above = unsafe { libc::munmap((LOW + 0x1000) as *mut libc::c_void, 0x1000) };
+        if above == 0 {
+            HIGH
+        } else {
+            LOW
+        }
+    })
 }
 
 /// `fcntl(fd, F_SETPIPE_SZ, size)`; see fcntl(2). Best effort: the kernel may cap it.
@@ -433,7 +451,8 @@ pub fn rseq_registration() -> Option<RseqRegistration> {
     unsafe { std::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) tp, options(nostack, readonly)) };
     Some(RseqRegistration {
         addr: tp.wrapping_add_signed(offset),
-        lengths: [size, 32],
+        // glibc up to 2.39 registers 32 bytes (its __rseq_size says 32, or 20 in later ones).
+        lengths: [32, size],
     })
 }
 

@@ -31,13 +31,14 @@ pub(crate) mod layout {
     /// The alternate signal stack for the fault handler (a stack overflow must still report).
     pub const ALTSTACK: usize = 0x6000;
     pub const ALTSTACK_LEN: usize = 0xa000;
-    pub const LEN: usize = 0x10000;
+    /// The seccomp-bpf program to install, in filter mode (at most 4096 instructions).
+    pub const FILTER: usize = 0x10000;
+    pub const FILTER_LEN: usize = 0x8000;
+    pub const LEN: usize = 0x18000;
     const _: () = assert!(XSAVE % 64 == 0 && XSAVE + XSAVE_LEN <= ALTSTACK);
-    const _: () = assert!(ALTSTACK + ALTSTACK_LEN == LEN);
-    const _: () = assert!(
-        FAULT_GREGS + 23 * 8 <= 0x800,
-        "record overlaps the private stack"
-    );
+    const _: () = assert!(ALTSTACK + ALTSTACK_LEN == FILTER);
+    const _: () = assert!(FILTER + FILTER_LEN == LEN && FILTER_LEN >= 4096 * 8);
+    const _: () = assert!(REC_END <= 0x800, "record overlaps the private stack");
 
     // Context, written by the host before fork (offsets within DATA).
     /// Initial general registers in `GPR_NAMES` order; the `rsp` slot holds the guest's rsp.
@@ -50,6 +51,12 @@ pub(crate) mod layout {
     pub const CTX_SCRUB: usize = 0x090;
     pub const CTX_KEEP_START: usize = 0x098;
     pub const CTX_KEEP_END: usize = 0x0a0;
+    /// 0: strict mode; 1: install the filter described by `CTX_FPROG`.
+    pub const CTX_MODE: usize = 0x0a8;
+    /// A `struct sock_fprog`: length (u16, in a u64 slot), then the program's address.
+    pub const CTX_FPROG: usize = 0x0b0;
+    /// The end of the user address space (see `sys::user_address_space_end`).
+    pub const CTX_USER_END: usize = 0x0c0;
 
     // Record, written by the worker (offsets within DATA). Best-effort: the guest can write it.
     pub const REC_STATE: usize = 0x100;
@@ -63,6 +70,12 @@ pub(crate) mod layout {
     pub const FAULT_RIP: usize = 0x218;
     /// `uc_mcontext.gregs` at the fault, 23 words in the kernel's order.
     pub const FAULT_GREGS: usize = 0x220;
+    /// SIGSYS only: `si_syscall` and `si_arch` (which syscall a filter trapped, through which
+    /// entry); `FAULT_ADDR` then holds `si_call_addr`, the address after the instruction.
+    pub const FAULT_SYSNR: usize = 0x2d8;
+    pub const FAULT_ARCH: usize = 0x2e0;
+    /// End of the record: the host clears `REC_STATE..REC_END` before each run.
+    pub const REC_END: usize = 0x2e8;
 
     /// Values of `REC_STATE` (0: nothing recorded).
     pub const STATE_RETURNED: u64 = 1;
@@ -163,6 +176,10 @@ global_asm!(
     "mov [rip + .Lbj_base + {data} + {fault_code}], rax",
     "mov rax, [rsi + 16]",
     "mov [rip + .Lbj_base + {data} + {fault_addr}], rax",
+    "movsxd rax, dword ptr [rsi + 24]",
+    "mov [rip + .Lbj_base + {data} + {fault_sysnr}], rax",
+    "mov eax, dword ptr [rsi + 28]",
+    "mov [rip + .Lbj_base + {data} + {fault_arch}], rax",
     "mov rax, [rdx + {uc_rip}]",
     "mov [rip + .Lbj_base + {data} + {fault_rip}], rax",
     "lea rsi, [rdx + 40]",
@@ -188,6 +205,9 @@ global_asm!(
     "lea rcx, [rip + .Lbj_raise_trap]",
     "cmp r8d, 5",
     "cmove rax, rcx",
+    "lea rcx, [rip + .Lbj_raise_sys]",
+    "cmp r8d, 31",
+    "cmove rax, rcx",
     "mov [rdx + {uc_rip}], rax",
     "ret",
     ".globl bytejail_blob_restorer",
@@ -211,24 +231,27 @@ global_asm!(
     "syscall",
     "test rax, rax",
     "jnz .Lbj_scrub_failed",
-    // Everything above it, to the top of a 57-bit address space, or of a 48-bit one where the
-    // kernel refuses the larger range (EINVAL).
+    // munmap(keep_end, user_end - keep_end): everything above it.
     "mov rdi, [rip + .Lbj_base + {data} + {ctx_keep_end}]",
-    "mov rsi, 0x00fffffffffff000",
+    "mov rsi, [rip + .Lbj_base + {data} + {ctx_user_end}]",
     "sub rsi, rdi",
     "mov eax, {sys_munmap}",
     "syscall",
-    "cmp rax, -22",
-    "jne .Lbj_scrubbed",
-    "mov rdi, [rip + .Lbj_base + {data} + {ctx_keep_end}]",
-    "mov rsi, 0x00007ffffffff000",
-    "sub rsi, rdi",
-    "mov eax, {sys_munmap}",
-    "syscall",
-    ".Lbj_scrubbed:",
     "test rax, rax",
     "jnz .Lbj_scrub_failed",
     ".Lbj_seccomp:",
+    "cmp qword ptr [rip + .Lbj_base + {data} + {ctx_mode}], 0",
+    "je .Lbj_strict",
+    // seccomp(SECCOMP_SET_MODE_FILTER, 0, &fprog): no_new_privs was set before the jump here.
+    "mov eax, {sys_seccomp}",
+    "mov edi, {seccomp_set_mode_filter}",
+    "xor esi, esi",
+    "lea rdx, [rip + .Lbj_base + {data} + {ctx_fprog}]",
+    "syscall",
+    "test rax, rax",
+    "jnz .Lbj_seccomp_failed",
+    "jmp .Lbj_base",
+    ".Lbj_strict:",
     "mov eax, {sys_prctl}",
     "mov edi, {pr_set_seccomp}",
     "mov esi, {seccomp_mode_strict}",
@@ -290,6 +313,11 @@ global_asm!(
     ".Lbj_raise_trap:",
     "int3",
     "jmp .Lbj_hang",
+    // Every bytejail filter traps RERAISE_NR.
+    ".Lbj_raise_sys:",
+    "mov eax, {reraise_nr}",
+    "syscall",
+    "jmp .Lbj_hang",
     ".Lbj_raise_bus:",
     // An unaligned load with EFLAGS.AC set raises #AC, which Linux reports as SIGBUS.
     "lea rsp, [rip + .Lbj_base + {data} + 0x1000]",
@@ -317,6 +345,13 @@ global_asm!(
     fault_addr = const FAULT_ADDR,
     fault_rip = const FAULT_RIP,
     fault_gregs = const FAULT_GREGS,
+    fault_sysnr = const FAULT_SYSNR,
+    fault_arch = const FAULT_ARCH,
+    ctx_mode = const CTX_MODE,
+    ctx_fprog = const CTX_FPROG,
+    sys_seccomp = const libc::SYS_seccomp,
+    seccomp_set_mode_filter = const libc::SECCOMP_SET_MODE_FILTER,
+    reraise_nr = const crate::policy::RERAISE_NR,
     uc_rip = const UC_RIP,
     uc_efl = const UC_EFL,
     state_returned = const STATE_RETURNED,
@@ -334,6 +369,7 @@ global_asm!(
     ctx_scrub = const CTX_SCRUB,
     ctx_keep_start = const CTX_KEEP_START,
     ctx_keep_end = const CTX_KEEP_END,
+    ctx_user_end = const CTX_USER_END,
     rec_stage = const REC_STAGE,
     rec_errno = const REC_ERRNO,
     state_setup_failed = const STATE_SETUP_FAILED,
@@ -382,12 +418,14 @@ pub(crate) fn blob() -> Blob {
 }
 
 /// The signals whose faults the worker records before dying of them.
-pub(crate) const FAULT_SIGNALS: [i32; 5] = [
+pub(crate) const FAULT_SIGNALS: [i32; 6] = [
     libc::SIGSEGV,
     libc::SIGBUS,
     libc::SIGILL,
     libc::SIGFPE,
     libc::SIGTRAP,
+    // A filter's SECCOMP_RET_TRAP: the record says which syscall it was.
+    libc::SIGSYS,
 ];
 
 /// The signal a worker kills itself with when its setup fails. No guest can raise it: strict
@@ -395,7 +433,7 @@ pub(crate) const FAULT_SIGNALS: [i32; 5] = [
 pub(crate) const SETUP_FAILED_SIGNAL: i32 = libc::SIGUSR2;
 
 /// Setup steps, recorded in `REC_STAGE` when one fails.
-pub(crate) const STAGES: [&str; 11] = [
+pub(crate) const STAGES: [&str; 12] = [
     "worker setup: PR_SET_PDEATHSIG",
     "worker setup: rt_sigprocmask",
     "worker setup: mapping the arena",
@@ -407,6 +445,7 @@ pub(crate) const STAGES: [&str; 11] = [
     "worker setup: entering seccomp strict mode",
     "worker setup: unmapping the host's memory",
     "worker setup: unregistering the inherited rseq area",
+    "worker setup: dropping privileges for filter mode",
 ];
 
 /// One mapping the worker makes at a fixed address inside the arena's window.
@@ -469,6 +508,11 @@ pub(crate) struct WorkerPlan {
     pub rseq: Option<crate::sys::RseqRegistration>,
     /// Whether the run unmaps the host's memory (the blob reads the same flag from the context).
     pub scrub: bool,
+    /// Filter mode: set no_new_privs, disable the TSC, drop every capability; the blob then
+    /// installs the filter from the region instead of entering strict mode.
+    pub filter_mode: bool,
+    /// Highest capability number of this kernel (`/proc/sys/kernel/cap_last_cap`).
+    pub cap_last: u32,
 }
 
 /// The kernel's `struct sigaction` for `rt_sigaction` (not libc's, whose layout differs).
@@ -526,6 +570,7 @@ const STAGE_SIGACTION: usize = 7;
 const STAGE_SECCOMP: usize = 8;
 const STAGE_SCRUB: usize = 9;
 const STAGE_RSEQ: usize = 10;
+const STAGE_PRIVILEGES: usize = 11;
 
 /// Ends a worker whose setup failed: records the stage and errno (once the region is mapped)
 /// and dies of [`SETUP_FAILED_SIGNAL`], which no guest can raise.
@@ -572,6 +617,55 @@ unsafe fn setup_failed(data: Option<usize>, stage: usize, ret: isize) -> ! {
         raw::syscall3(libc::SYS_kill, pid as usize, sig, 0);
     }
     raw::exit(127)
+}
+
+/// Filter mode's extra set-up, which strict mode implies: `no_new_privs` (required to install a
+/// filter without CAP_SYS_ADMIN), the TSC disabled as in strict mode, and, when the worker holds
+/// any (as root it holds all), every capability dropped: bounding set, ambient set, then the
+/// effective, permitted and inheritable sets.
+///
+/// # Safety
+/// As for [`worker_main`]; `data` as for [`setup_failed`].
+unsafe fn drop_privileges(
+    cap_last: u32,
+    data: Option<usize>,
+    check: &dyn Fn(Option<usize>, usize, isize),
+) {
+    // SAFETY: raw syscalls with integer arguments or pointers to locals.
+    unsafe {
+        let prctl = |op: i32, arg: usize| raw::syscall3(libc::SYS_prctl, op as usize, arg, 0);
+        check(data, STAGE_PRIVILEGES, prctl(libc::PR_SET_NO_NEW_PRIVS, 1));
+        check(
+            data,
+            STAGE_PRIVILEGES,
+            prctl(libc::PR_SET_TSC, libc::PR_TSC_SIGSEGV as usize),
+        );
+        for cap in 0..=cap_last as usize {
+            // EPERM without CAP_SETPCAP: then the worker is unprivileged and the bounding set
+            // cannot matter (no_new_privs, no exec).
+            prctl(libc::PR_CAPBSET_DROP, cap);
+        }
+        let clear_all = libc::PR_CAP_AMBIENT_CLEAR_ALL as usize;
+        raw::syscall6(
+            libc::SYS_prctl,
+            libc::PR_CAP_AMBIENT as usize,
+            clear_all,
+            0,
+            0,
+            0,
+            0,
+        );
+        // capset(v3 header for this process, all-zero data for both 32-bit halves).
+        let header: [u32; 2] = [0x2008_0522, 0]; // _LINUX_CAPABILITY_VERSION_3, pid 0 = self
+        let none = [0u32; 6];
+        let ret = raw::syscall3(
+            libc::SYS_capset,
+            header.as_ptr() as usize,
+            none.as_ptr() as usize,
+            0,
+        );
+        check(data, STAGE_PRIVILEGES, ret);
+    }
 }
 
 /// The post-fork path: sets the worker up and enters the guest. Never returns.
@@ -781,6 +875,10 @@ unsafe fn worker_main(plan: &WorkerPlan) -> ! {
                 }
             }
             check(data, STAGE_RSEQ, ret);
+        }
+
+        if plan.filter_mode {
+            drop_privileges(plan.cap_last, data, &check);
         }
 
         // The blob unmaps everything outside the arena (this code and stack included, unless

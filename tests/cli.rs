@@ -284,8 +284,27 @@ fn json_syscall_violation() {
     let run = bytejail(&["run", "--json", "--hex", GETPID]);
     assert_eq!(run.status, 159, "{run:?}");
     let report = run.json();
+    assert_fields(&report, &["syscall", "output_text"]);
+    assert_eq!(report["outcome"], "syscall_violation");
+    // Strict mode kills without saying why; the diagnostic re-run under strict-bpf does.
+    // getpid is x86_64 syscall 39, and its `syscall` instruction sits after the 5-byte mov.
+    let syscall = &report["syscall"];
+    assert_eq!(syscall["nr"], 39);
+    assert_eq!(syscall["name"], "getpid");
+    assert_eq!(syscall["abi"], "x86_64");
+    assert_eq!(syscall["code_offset"], 5);
+
+    // Without the re-run nothing says which syscall it was.
+    let run = bytejail(&["run", "--json", "--no-diagnose", "--hex", GETPID]);
+    assert_eq!(run.status, 159, "{run:?}");
+    let report = run.json();
     assert_fields(&report, &["output_text"]);
     assert_eq!(report["outcome"], "syscall_violation");
+
+    // A filter says it directly, through the same field.
+    let run = bytejail(&["run", "--json", "--policy", "strict-bpf", "--hex", GETPID]);
+    assert_eq!(run.status, 159, "{run:?}");
+    assert_eq!(run.json()["syscall"]["name"], "getpid");
 }
 
 #[test]
