@@ -11,6 +11,7 @@
 
 pub mod abi;
 mod arena;
+pub mod bench;
 pub mod disasm;
 pub mod error;
 mod host;

@@ -1,0 +1,1 @@
+//! What isolation costs, measured in-process for `bytejail bench` (being written).
