@@ -38,10 +38,23 @@ pub(crate) struct Need {
 }
 
 impl Need {
+    pub(crate) fn code(self) -> usize {
+        self.code
+    }
+
+    pub(crate) fn input(self) -> usize {
+        self.input
+    }
+
     pub(crate) fn new(code: &[u8], input: &[u8], options: &RunOptions) -> Self {
+        Need::sized(code.len(), input.len(), options)
+    }
+
+    /// Sizes for `code_len` and `input_len` bytes with the options' scratch and stack.
+    pub(crate) fn sized(code_len: usize, input_len: usize, options: &RunOptions) -> Self {
         Need {
-            code: round_up(code.len().max(1)),
-            input: round_up(input.len().max(1)),
+            code: round_up(code_len.max(1)),
+            input: round_up(input_len.max(1)),
             scratch: round_up(options.limits.scratch.max(1)),
             stack: round_up(options.limits.stack.max(1)),
         }
@@ -141,8 +154,8 @@ impl Arena {
         self.window.addr() + self.window.len()
     }
 
-    /// Writes the run's code, input, context and a clean record and XSAVE image, and returns
-    /// the mappings the worker must make.
+    /// Prepares a fresh run: [`Arena::load_job`] then [`Arena::prepare_worker`] with the
+    /// mappings sized exactly for this job.
     pub(crate) fn prepare(
         &mut self,
         code: &[u8],
@@ -151,9 +164,91 @@ impl Arena {
     ) -> ([FixedMap; 5], [Protect; 2]) {
         let need = Need::new(code, input, options);
         debug_assert!(self.fits(need));
+        self.load_job(code, input, options);
+        self.prepare_worker(need, options, false)
+    }
 
-        // Code and input, each followed by zeros to the end of its last page (no stale bytes
-        // of an earlier job are ever mapped).
+    /// Writes what the worker needs before it is forked (scrub range, policy and filter,
+    /// whether to park) and returns the mappings it must make: `sizes` gives the code and input
+    /// mappings (whole pages; a pool's workers map their capacity) and the scratch and stack.
+    pub(crate) fn prepare_worker(
+        &mut self,
+        sizes: Need,
+        options: &RunOptions,
+        park: bool,
+    ) -> ([FixedMap; 5], [Protect; 2]) {
+        debug_assert!(self.fits(sizes));
+        self.file
+            .write_u64(DATA + CTX_XSAVE, xsave_supported() as u64);
+        // Keep exactly the window: the worker maps nothing else of its own.
+        self.file.write_u64(DATA + CTX_SCRUB, options.scrub as u64);
+        self.file
+            .write_u64(DATA + CTX_KEEP_START, self.window.addr() as u64);
+        self.file
+            .write_u64(DATA + CTX_KEEP_END, self.stack_top() as u64);
+        let user_end = crate::sys::user_address_space_end() as u64;
+        self.file.write_u64(DATA + CTX_USER_END, user_end);
+        self.file.write_u64(DATA + CTX_PARK, park as u64);
+        // Filter mode: the program, where the blob installs it from.
+        match options.policy.filter() {
+            Some(filter) => {
+                let program = filter.to_bytes();
+                self.file.write_bytes(FILTER, &program);
+                self.file.write_u64(DATA + CTX_MODE, 1);
+                let len = filter.program().len() as u64;
+                self.file.write_u64(DATA + CTX_FPROG, len);
+                let addr = (self.region_addr() + FILTER) as u64;
+                self.file.write_u64(DATA + CTX_FPROG + 8, addr);
+            }
+            None => self.file.write_u64(DATA + CTX_MODE, 0),
+        }
+
+        let fd = self.fd();
+        let stack_base = self.stack_top() - sizes.stack - PAGE;
+        let (rw, rx) = (
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::PROT_READ | libc::PROT_EXEC,
+        );
+        let maps = [
+            FixedMap::shared(self.region_addr(), LEN, rw, fd, 0),
+            FixedMap::shared(
+                self.code_addr(),
+                sizes.code,
+                rx,
+                fd,
+                self.code_file_offset(),
+            ),
+            FixedMap::shared(
+                self.input_addr(),
+                sizes.input,
+                libc::PROT_READ,
+                fd,
+                self.input_file_offset(),
+            ),
+            FixedMap::private(self.scratch_addr(), sizes.scratch),
+            FixedMap::private(stack_base, sizes.stack + PAGE),
+        ];
+        let protects = [
+            Protect {
+                addr: self.region_addr() + CODE,
+                len: PAGE,
+                prot: rx,
+            },
+            Protect {
+                addr: stack_base,
+                len: PAGE,
+                prot: libc::PROT_NONE,
+            },
+        ];
+        (maps, protects)
+    }
+
+    /// Writes one job: its code and input (each followed by zeros to the end of its last page,
+    /// so no stale byte of an earlier job is ever mapped), the initial registers and entry, an
+    /// XSAVE image in its initial state, and a clean record.
+    pub(crate) fn load_job(&mut self, code: &[u8], input: &[u8], options: &RunOptions) {
+        let need = Need::new(code, input, options);
+        debug_assert!(need.code <= self.code_cap && need.input <= self.input_cap);
         let (code_off, input_off) = (self.code_file_offset(), self.input_file_offset());
         self.file.write_bytes(code_off, code);
         self.file
@@ -166,7 +261,6 @@ impl Arena {
         self.file.zero(XSAVE, 512 + 64);
         self.file.write_u64(XSAVE + 24, 0x1f80);
 
-        // Context.
         let mut gpr = [0u64; 16];
         gpr[Gpr::RDI.index()] = self.input_addr() as u64;
         gpr[Gpr::RSI.index()] = input.len() as u64;
@@ -177,74 +271,10 @@ impl Arena {
         for (i, value) in gpr.iter().enumerate() {
             self.file.write_u64(DATA + CTX_GPR + i * 8, *value);
         }
-        self.file
-            .write_u64(DATA + CTX_ENTRY, (self.code_addr() + options.entry) as u64);
-        self.file
-            .write_u64(DATA + CTX_XSAVE, xsave_supported() as u64);
-        // Keep exactly the window: the worker maps nothing else of its own.
-        self.file.write_u64(DATA + CTX_SCRUB, options.scrub as u64);
-        self.file
-            .write_u64(DATA + CTX_KEEP_START, self.window.addr() as u64);
-        self.file
-            .write_u64(DATA + CTX_KEEP_END, self.stack_top() as u64);
-        let user_end = crate::sys::user_address_space_end() as u64;
-        self.file.write_u64(DATA + CTX_USER_END, user_end);
-        // Filter mode: the program, where the blob installs it from.
-        match options.policy.filter() {
-            Some(filter) => {
-                let program = filter.to_bytes();
-                self.file.write_bytes(FILTER, &program);
-                self.file.write_u64(DATA + CTX_MODE, 1);
-                self.file
-                    .write_u64(DATA + CTX_FPROG, filter.program().len() as u64);
-                self.file
-                    .write_u64(DATA + CTX_FPROG + 8, (self.region_addr() + FILTER) as u64);
-            }
-            None => self.file.write_u64(DATA + CTX_MODE, 0),
-        }
+        let entry = (self.code_addr() + options.entry) as u64;
+        self.file.write_u64(DATA + CTX_ENTRY, entry);
         // A clean record: nothing a previous guest wrote survives into this run.
         self.file.zero(DATA + REC_STATE, REC_END - REC_STATE);
-
-        let fd = self.fd();
-        let stack_base = self.stack_top() - need.stack - PAGE;
-        let maps = [
-            FixedMap::shared(
-                self.region_addr(),
-                LEN,
-                libc::PROT_READ | libc::PROT_WRITE,
-                fd,
-                0,
-            ),
-            FixedMap::shared(
-                self.code_addr(),
-                need.code,
-                libc::PROT_READ | libc::PROT_EXEC,
-                fd,
-                code_off,
-            ),
-            FixedMap::shared(
-                self.input_addr(),
-                need.input,
-                libc::PROT_READ,
-                fd,
-                input_off,
-            ),
-            FixedMap::private(self.scratch_addr(), need.scratch),
-            FixedMap::private(stack_base, need.stack + PAGE),
-        ];
-        let protects = [
-            Protect {
-                addr: self.region_addr() + CODE,
-                len: PAGE,
-                prot: libc::PROT_READ | libc::PROT_EXEC,
-            },
-            Protect {
-                addr: stack_base,
-                len: PAGE,
-                prot: libc::PROT_NONE,
-            },
-        ];
-        (maps, protects)
     }
 
     /// Reads back what the worker recorded.

@@ -12,7 +12,7 @@ use crate::policy::Policy;
 use crate::report::{Fault, Outcome, Report, ViolatingSyscall};
 use crate::sys;
 use crate::syscalls::Abi;
-use crate::worker::{self, layout::*, WorkerPlan};
+use crate::worker::{self, layout::*, FixedMap, Protect, WorkerPlan};
 
 thread_local! {
     /// Each host thread keeps one arena between runs (see [`crate::arena`]).
@@ -29,7 +29,18 @@ thread_local! {
 /// strict-equivalent filter to learn which syscall it was (unless `options.diagnose` is off).
 pub fn run(code: &[u8], input: &[u8], options: &RunOptions) -> Result<Report, Error> {
     validate(code, input, options)?;
-    let mut report = run_once(code, input, options)?;
+    let report = run_once(code, input, options)?;
+    Ok(diagnose(report, code, input, options))
+}
+
+/// After a strict-mode violation, runs the job once more in a fresh worker under
+/// `strict-bpf` to learn which syscall it was (unless `options.diagnose` is off).
+pub(crate) fn diagnose(
+    mut report: Report,
+    code: &[u8],
+    input: &[u8],
+    options: &RunOptions,
+) -> Report {
     if report.outcome == Outcome::SyscallViolation
         && options.policy == Policy::Strict
         && options.diagnose
@@ -46,7 +57,7 @@ pub fn run(code: &[u8], input: &[u8], options: &RunOptions) -> Result<Report, Er
             }
         }
     }
-    Ok(report)
+    report
 }
 
 /// One run in this thread's arena.
@@ -79,26 +90,33 @@ fn run_in_arena(
     options: &RunOptions,
 ) -> Result<Report, Error> {
     let (maps, protects) = arena.prepare(code, input, options);
+    let start = Instant::now();
+    let worker = spawn(arena, maps, protects, options, cpu_limit_secs(options))?;
+    drive(arena, worker, None, code, input, options, start)
+}
+
+/// A forked worker: its pid and pidfd, and the host's ends of its two pipes (non-blocking).
+pub(crate) struct Spawned {
+    pub pid: libc::pid_t,
+    pub pidfd: OwnedFd,
+    pub input_w: OwnedFd,
+    pub output_r: OwnedFd,
+}
+
+/// Creates the pipes and forks a worker into `arena` (see [`Arena::prepare_worker`]).
+pub(crate) fn spawn(
+    arena: &Arena,
+    maps: [FixedMap; 5],
+    protects: [Protect; 2],
+    options: &RunOptions,
+    cpu_limit_secs: u64,
+) -> Result<Spawned, Error> {
     let (input_r, input_w) = sys::pipe().map_err(|e| Error::io("creating the input pipe", e))?;
     let (output_r, output_w) = sys::pipe().map_err(|e| Error::io("creating the output pipe", e))?;
     sys::set_nonblocking(input_w.as_raw_fd())
         .map_err(|e| Error::io("fcntl on the input pipe", e))?;
     sys::set_nonblocking(output_r.as_raw_fd())
         .map_err(|e| Error::io("fcntl on the output pipe", e))?;
-
-    // Most inputs fit in the pipe before the worker exists; a larger pipe saves wake-ups.
-    if input.len() > 64 << 10 {
-        sys::grow_pipe(input_w.as_raw_fd(), input.len());
-    }
-    let mut feeder = InputFeeder {
-        fd: Some(input_w),
-        input,
-        written: 0,
-    };
-    feeder
-        .pump()
-        .map_err(|e| Error::io("writing the input", e))?;
-
     let plan = WorkerPlan {
         host_pid: sys::getpid(),
         input_fd: input_r.as_raw_fd(),
@@ -106,20 +124,57 @@ fn run_in_arena(
         region: arena.region_addr(),
         maps,
         protects,
-        cpu_limit_secs: cpu_limit_secs(options),
+        cpu_limit_secs,
         rseq: sys::rseq_registration(),
         scrub: options.scrub,
         filter_mode: options.policy != Policy::Strict,
         cap_last: cap_last(),
     };
-
-    let start = Instant::now();
     let (pid, pidfd) = worker::spawn(&plan).map_err(|e| Error::io("forking the worker", e))?;
-    // The worker's ends: closing ours lets EOF and EPIPE mean what they say.
-    drop(input_r);
-    drop(output_w);
+    // The worker's ends are closed here (they drop): then EOF and EPIPE mean what they say.
+    Ok(Spawned {
+        pid,
+        pidfd,
+        input_w,
+        output_r,
+    })
+}
 
+/// Runs one job in a spawned worker: writes the go byte (`go`, for a parked worker) and the
+/// input, collects the output, enforces the limits from `start`, reaps, classifies.
+pub(crate) fn drive(
+    arena: &Arena,
+    worker: Spawned,
+    go: Option<u8>,
+    code: &[u8],
+    input: &[u8],
+    options: &RunOptions,
+    start: Instant,
+) -> Result<Report, Error> {
+    let Spawned {
+        pid,
+        pidfd,
+        input_w,
+        output_r,
+    } = worker;
+    // A larger pipe saves wake-ups for large inputs.
+    if input.len() > 64 << 10 {
+        sys::grow_pipe(input_w.as_raw_fd(), input.len());
+    }
+    if let Some(byte) = go {
+        // The pipe is empty and the worker waits for exactly this byte: it always fits.
+        sys::write(input_w.as_raw_fd(), &[byte]).map_err(|e| Error::io("waking the worker", e))?;
+    }
+    let mut feeder = InputFeeder {
+        fd: Some(input_w),
+        input,
+        written: 0,
+    };
     let watch = watch_worker(&pidfd, output_r, &mut feeder, options, start);
+    if watch.is_err() {
+        // The runner failed mid-run: the worker must not outlive the call.
+        let _ = sys::pidfd_kill(pidfd.as_raw_fd());
+    }
     let reaped = sys::wait4(pid).map_err(|e| Error::io("reaping the worker", e))?;
     let wall = start.elapsed();
     drop(pidfd);
@@ -159,11 +214,11 @@ fn cap_last() -> u32 {
 
 /// `RLIMIT_CPU` for the worker: the timeout rounded up, plus a margin, so that it only fires
 /// when the host failed to kill at the deadline.
-fn cpu_limit_secs(options: &RunOptions) -> u64 {
+pub(crate) fn cpu_limit_secs(options: &RunOptions) -> u64 {
     options.limits.timeout.as_secs() + 2
 }
 
-fn validate(code: &[u8], input: &[u8], options: &RunOptions) -> Result<(), InputError> {
+pub(crate) fn validate(code: &[u8], input: &[u8], options: &RunOptions) -> Result<(), InputError> {
     let limits = &options.limits;
     if code.is_empty() {
         return Err(InputError::Invalid("the code is empty".into()));
@@ -280,7 +335,14 @@ fn watch_worker(
         output: Vec::new(),
         max: max_output,
     };
+    // SIGPIPE stays blocked while input is written: the worker may already be gone.
     let mut sigpipe = feeder.fd.as_ref().map(|_| sys::SigpipeBlock::new());
+    let epipe = feeder
+        .pump()
+        .map_err(|e| Error::io("writing the input", e))?;
+    if let Some(block) = sigpipe.as_mut() {
+        block.saw_epipe |= epipe;
+    }
     let mut killed = None;
     let kill = |why| -> Result<Option<Kill>, Error> {
         sys::pidfd_kill(pidfd.as_raw_fd()).map_err(|e| Error::io("killing the worker", e))?;

@@ -57,6 +57,9 @@ pub(crate) mod layout {
     pub const CTX_FPROG: usize = 0x0b0;
     /// The end of the user address space (see `sys::user_address_space_end`).
     pub const CTX_USER_END: usize = 0x0c0;
+    /// Non-zero: a pool worker. After strict mode it parks in `read(0, .., 1)` until the host
+    /// writes the job's "go" byte (EOF: the pool is shutting down, exit quietly).
+    pub const CTX_PARK: usize = 0x0c8;
 
     // Record, written by the worker (offsets within DATA). Best-effort: the guest can write it.
     pub const REC_STATE: usize = 0x100;
@@ -250,7 +253,7 @@ global_asm!(
     "syscall",
     "test rax, rax",
     "jnz .Lbj_seccomp_failed",
-    "jmp .Lbj_base",
+    "jmp .Lbj_confined",
     ".Lbj_strict:",
     "mov eax, {sys_prctl}",
     "mov edi, {pr_set_seccomp}",
@@ -260,7 +263,22 @@ global_asm!(
     "test rax, rax",
     "jnz .Lbj_seccomp_failed",
     // Only read, write, exit and rt_sigreturn from here on.
-    "jmp .Lbj_base",
+    ".Lbj_confined:",
+    "cmp qword ptr [rip + .Lbj_base + {data} + {ctx_park}], 0",
+    "je .Lbj_base",
+    // Parked: wait for the go byte on fd 0 (on the private stack), then enter.
+    "xor eax, eax",
+    "xor edi, edi",
+    "mov rsi, rsp",
+    "sub rsi, 8",
+    "mov edx, 1",
+    "syscall",
+    "cmp rax, 1",
+    "je .Lbj_base",
+    "mov eax, {sys_exit}",
+    "xor edi, edi",
+    "syscall",
+    "jmp .Lbj_hang",
     ".Lbj_scrub_failed:",
     "mov ecx, {stage_scrub}",
     "jmp .Lbj_setup_failed",
@@ -370,6 +388,7 @@ global_asm!(
     ctx_keep_start = const CTX_KEEP_START,
     ctx_keep_end = const CTX_KEEP_END,
     ctx_user_end = const CTX_USER_END,
+    ctx_park = const CTX_PARK,
     rec_stage = const REC_STAGE,
     rec_errno = const REC_ERRNO,
     state_setup_failed = const STATE_SETUP_FAILED,

@@ -1,0 +1,264 @@
+//! Pre-forked single-use workers: the fork, the worker's set-up, scrubbing and strict mode
+//! happen ahead of time, off the critical path; a job only writes its code and input into a
+//! parked worker's arena and wakes it.
+//!
+//! Each worker still runs exactly one job and exits, so one job can never see or influence
+//! another: a parked worker has its own arena (a memfd mapped `MADV_DONTFORK` in the host), its
+//! own fresh scratch and stack, and nothing of the host. W^X holds: the host writes the code
+//! through its own read+write mapping of the memfd, which is never executable; the worker maps
+//! the same pages read+execute and never writable.
+//!
+//! A background thread keeps up to `size` workers parked. Workers die with that thread
+//! (`PR_SET_PDEATHSIG`), so dropping the pool, a panic that drops it, or the host being killed
+//! leaves none behind.
+//!
+//! A parked worker was set up for the pool's template: its policy, scrubbing, stack and scratch
+//! sizes, code and input capacities and CPU backstop. A job that needs something else runs in a
+//! fresh worker instead ([`crate::run`]), with the same report. One difference remains in the
+//! pool: the code and input mappings span the pool's capacities, so bytes past the end of the
+//! code's (or input's) last page read as zero up to the capacity instead of faulting.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::abi::RunOptions;
+use crate::arena::{round_up, Arena, Need};
+use crate::error::Error;
+use crate::host::{self, Spawned};
+use crate::report::Report;
+use crate::sys;
+
+/// Code capacity of a pooled worker unless the template's `max_code` is smaller.
+const CODE_CAPACITY: usize = 1 << 20;
+/// Input capacity of a pooled worker unless the template's `max_input` is smaller.
+const INPUT_CAPACITY: usize = 4 << 20;
+
+/// A pool of pre-forked, parked, single-use workers. Safe to share between threads.
+pub struct Pool {
+    shared: Arc<Shared>,
+    refill: Option<JoinHandle<()>>,
+}
+
+struct Shared {
+    template: RunOptions,
+    size: usize,
+    capacity: Need,
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    parked: VecDeque<Parked>,
+    shutdown: bool,
+    /// The last error the refill thread met, kept for `Pool::new` to report.
+    last_error: Option<String>,
+    /// Jobs that found no parked worker and ran in a fresh one.
+    fallbacks: u64,
+    /// Arenas of finished jobs, unmapped by the refill thread rather than on a job's clock.
+    retired: Vec<Arena>,
+}
+
+/// A worker waiting in `read(0)` for its go byte, and its arena.
+struct Parked {
+    arena: Arena,
+    worker: Spawned,
+}
+
+impl Parked {
+    /// Ends a worker that will not be used: kill (closing its fd 0 would also let it exit by
+    /// itself) and reap.
+    fn discard(self) {
+        let _ = sys::pidfd_kill(std::os::fd::AsRawFd::as_raw_fd(&self.worker.pidfd));
+        let _ = sys::wait4(self.worker.pid);
+    }
+}
+
+/// Counters for tests and benchmarks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Workers parked right now.
+    pub parked: usize,
+    /// Jobs that ran in a fresh worker because none was parked or the job did not fit.
+    pub fallbacks: u64,
+}
+
+impl Pool {
+    /// Starts a pool that keeps up to `size` workers parked, set up for `template` (policy,
+    /// scrubbing, stack, scratch, CPU backstop). Returns once the first worker is parked, or
+    /// with the error that kept it from parking.
+    pub fn new(template: RunOptions, size: usize) -> Result<Pool, Error> {
+        let limits = &template.limits;
+        let capacity = Need::sized(
+            limits.max_code.min(CODE_CAPACITY),
+            limits.max_input.min(INPUT_CAPACITY),
+            &template,
+        );
+        let shared = Arc::new(Shared {
+            template,
+            size: size.max(1),
+            capacity,
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+        });
+        let refill = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("bytejail-pool".into())
+                .spawn(move || refill(&shared))
+                .map_err(|e| Error::io("starting the pool's refill thread", e))?
+        };
+        let pool = Pool {
+            shared,
+            refill: Some(refill),
+        };
+        // Wait for the first worker (or the reason there is none).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut state = pool.shared.lock();
+        while state.parked.is_empty() && state.last_error.is_none() && Instant::now() < deadline {
+            state = pool
+                .shared
+                .changed
+                .wait_timeout(state, Duration::from_millis(50))
+                .unwrap()
+                .0;
+        }
+        if state.parked.is_empty() {
+            let why = state
+                .last_error
+                .clone()
+                .unwrap_or_else(|| "no worker parked in 10 s".into());
+            drop(state);
+            return Err(Error::io("starting the pool", std::io::Error::other(why)));
+        }
+        drop(state);
+        Ok(pool)
+    }
+
+    /// Runs one job, in a parked worker when one is ready and the job fits the pool's
+    /// template, else in a fresh worker. Same contract and report as [`crate::run`]; the wall
+    /// clock starts when the parked worker is woken.
+    pub fn run(&self, code: &[u8], input: &[u8], options: &RunOptions) -> Result<Report, Error> {
+        host::validate(code, input, options)?;
+        let parked = if self.fits(code, input, options) {
+            self.take()
+        } else {
+            None
+        };
+        let Some(Parked { mut arena, worker }) = parked else {
+            self.shared.lock().fallbacks += 1;
+            return crate::run(code, input, options);
+        };
+        arena.load_job(code, input, options);
+        let start = Instant::now();
+        let report = host::drive(&arena, worker, Some(1), code, input, options, start);
+        // Only now wake the refill thread: its fork would otherwise hold this process's
+        // mmap_lock while the job runs, and every page fault here would wait for it.
+        let mut state = self.shared.lock();
+        state.retired.push(arena);
+        drop(state);
+        self.shared.changed.notify_all();
+        Ok(host::diagnose(report?, code, input, options))
+    }
+
+    /// Workers parked now, and jobs that ran fresh so far.
+    pub fn stats(&self) -> PoolStats {
+        let state = self.shared.lock();
+        PoolStats {
+            parked: state.parked.len(),
+            fallbacks: state.fallbacks,
+        }
+    }
+
+    /// Whether a parked worker can run this job exactly as a fresh one would.
+    fn fits(&self, code: &[u8], input: &[u8], options: &RunOptions) -> bool {
+        let t = &self.shared.template;
+        let cap = self.shared.capacity;
+        options.policy == t.policy
+            && options.scrub == t.scrub
+            && options.limits.stack == t.limits.stack
+            && options.limits.scratch == t.limits.scratch
+            && options.limits.timeout <= t.limits.timeout
+            && round_up(code.len().max(1)) <= cap.code()
+            && round_up(input.len().max(1)) <= cap.input()
+    }
+
+    fn take(&self) -> Option<Parked> {
+        self.shared.lock().parked.pop_front()
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.shared.lock().shutdown = true;
+        self.shared.changed.notify_all();
+        if let Some(refill) = self.refill.take() {
+            let _ = refill.join();
+        }
+        let parked: Vec<Parked> = self.shared.lock().parked.drain(..).collect();
+        for worker in parked {
+            worker.discard();
+        }
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind; carry on with it.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The refill thread: keeps `size` workers parked until shutdown. It forks them, so they die
+/// with it (PDEATHSIG).
+fn refill(shared: &Shared) {
+    let mut backoff = Duration::from_millis(1);
+    loop {
+        let retired = {
+            let mut state = shared.lock();
+            while !state.shutdown && state.parked.len() >= shared.size && state.retired.is_empty() {
+                state = shared
+                    .changed
+                    .wait(state)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+            if state.shutdown {
+                return;
+            }
+            std::mem::take(&mut state.retired)
+        };
+        drop(retired);
+        if shared.lock().parked.len() >= shared.size {
+            continue;
+        }
+        match park_one(shared) {
+            Ok(parked) => {
+                let mut state = shared.lock();
+                state.parked.push_back(parked);
+                state.last_error = None;
+                drop(state);
+                shared.changed.notify_all();
+                backoff = Duration::from_millis(1);
+            }
+            Err(e) => {
+                shared.lock().last_error = Some(e.to_string());
+                shared.changed.notify_all();
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_millis(500));
+            }
+        }
+    }
+}
+
+fn park_one(shared: &Shared) -> Result<Parked, Error> {
+    let mut arena =
+        Arena::new(shared.capacity).map_err(|e| Error::io("creating a pool arena", e))?;
+    let (maps, protects) = arena.prepare_worker(shared.capacity, &shared.template, true);
+    // Fault in the pages every job writes, here rather than on a job's clock.
+    arena.load_job(&[0xc3], b"", &shared.template);
+    let cpu = host::cpu_limit_secs(&shared.template);
+    let worker = host::spawn(&arena, maps, protects, &shared.template, cpu)?;
+    Ok(Parked { arena, worker })
+}

@@ -1,0 +1,107 @@
+//! A pool leaves no worker behind: not when it is dropped, and not when its host is killed.
+//! Alone in its file: it counts this process's children.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytejail::{Pool, RunOptions};
+
+/// The two tests below both create children of this process; one counts them.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Pids of the processes whose parent is `parent`.
+fn children_of(parent: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        if rest
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok())
+            == Some(parent)
+        {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+    })
+}
+
+#[test]
+fn dropping_the_pool_ends_every_parked_worker() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let pool = Pool::new(RunOptions::default(), 4).unwrap();
+    let report = pool
+        .run(&[0xb0, 7, 0xc3], b"", &RunOptions::default())
+        .unwrap();
+    assert_eq!(report.outcome.kind(), "returned");
+    let start = Instant::now();
+    while pool.stats().parked < 4 && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let me = std::process::id();
+    assert_eq!(children_of(me).len(), 4, "parked workers");
+    drop(pool);
+    assert_eq!(
+        children_of(me),
+        Vec::<u32>::new(),
+        "workers left after the pool was dropped"
+    );
+}
+
+/// Run by the test below in a child process: start a pool, say so, and wait to be killed.
+#[test]
+#[ignore = "helper for killing_the_host_ends_every_parked_worker"]
+fn pool_host() {
+    let pool = Pool::new(RunOptions::default(), 4).unwrap();
+    while pool.stats().parked < 4 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    println!("ready");
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+#[test]
+fn killing_the_host_ends_every_parked_worker() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut host = Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "pool_host", "--nocapture"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(host.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("ready") {
+        line.clear();
+        if std::io::BufRead::read_line(&mut out, &mut line).unwrap() == 0 {
+            break;
+        }
+    }
+    let workers = children_of(host.id());
+    assert_eq!(workers.len(), 4, "parked workers of the host");
+    host.kill().unwrap();
+    host.wait().unwrap();
+    let killed = Instant::now();
+    while workers.iter().any(|&pid| alive(pid)) {
+        assert!(
+            killed.elapsed() < Duration::from_secs(1),
+            "workers outlived their host by 1 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
