@@ -57,6 +57,21 @@ Output:
     when it is known (filter policies always; strict mode through a re-run under strict-bpf,
     unless --no-diagnose).";
 
+/// What `bytejail batch --help` prints after the options.
+const BATCH_AFTER_LONG_HELP: &str = "\
+A job line (only the code is required; the rest defaults to the options above):
+  {\"id\": <any>, \"code_hex\": \"b0 2a c3\" | \"code_path\": \"guest.s\", \"input_hex\": \"0102\",
+   \"timeout_ms\": 2000, \"max_output\": 1048576, \"regs\": {\"rbx\": 5}, \"entry\": 0}
+
+A result line is the job's id followed by exactly the `run --json` report. A line that cannot be
+run gives {\"id\", \"line\", \"error\"} and the batch goes on. A summary of outcomes goes to stderr;
+the exit status is 0 once every line has its result line.
+
+Each job runs in its own single-use worker, pre-forked by a pool set up for the options above;
+a job whose limits do not fit the pool (a longer timeout, say) runs in a fresh worker instead,
+with the same report. To scale past one machine, split the JSON lines across machines with the
+job runner you already have: results carry their ids.";
+
 /// Run untrusted x86-64 machine code in a fresh strict-seccomp worker and report exactly what it
 /// did.
 #[derive(Debug, Parser)]
@@ -72,6 +87,9 @@ pub enum Command {
     /// Run code in a fresh worker and report its outcome.
     #[command(after_long_help = RUN_AFTER_LONG_HELP)]
     Run(RunArgs),
+    /// Run many jobs given as JSON lines, each in its own single-use worker.
+    #[command(after_long_help = BATCH_AFTER_LONG_HELP)]
+    Batch(BatchArgs),
     /// Print code in Intel syntax with offsets.
     Disasm(DisasmArgs),
 }
@@ -124,6 +142,27 @@ pub struct RunArgs {
     #[arg(long, value_name = "HEX")]
     pub input_hex: Option<String>,
 
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+
+    /// Offset into the code where the guest is entered, decimal or 0x-hex.
+    #[arg(long, value_name = "OFFSET", default_value = "0", value_parser = offset)]
+    pub entry: usize,
+
+    /// Set a register at entry, e.g. rbx=5 or r12=0xff (decimal or 0x-hex; rax rbx rcx rdx rsi
+    /// rdi rbp r8..r15, not rsp). Repeatable; overrides the ABI's value.
+    #[arg(long = "reg", value_name = "NAME=VALUE", value_parser = register)]
+    pub registers: Vec<String>,
+
+    /// Print the report as one JSON object on stdout instead of the guest's output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The limits and confinement of a worker: shared by `run` and `batch` (where they are the
+/// defaults for every job).
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
     /// Wall-clock limit, e.g. 300ms, 2s, 1.5s (units ns, us, ms, s, m, h); more than 0, at most
     /// 24h.
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = units::parse_duration)]
@@ -152,19 +191,6 @@ pub struct RunArgs {
     #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = units::parse_size)]
     pub max_input: usize,
 
-    /// Offset into the code where the guest is entered, decimal or 0x-hex.
-    #[arg(long, value_name = "OFFSET", default_value = "0", value_parser = offset)]
-    pub entry: usize,
-
-    /// Set a register at entry, e.g. rbx=5 or r12=0xff (decimal or 0x-hex; rax rbx rcx rdx rsi
-    /// rdi rbp r8..r15, not rsp). Repeatable; overrides the ABI's value.
-    #[arg(long = "reg", value_name = "NAME=VALUE", value_parser = register)]
-    pub registers: Vec<String>,
-
-    /// Print the report as one JSON object on stdout instead of the guest's output.
-    #[arg(long)]
-    pub json: bool,
-
     /// Leave the worker's copy of the bytejail process mapped, so the guest can read it (its
     /// environment, heap, stacks). Only for measuring what scrubbing costs and for showing
     /// that it matters.
@@ -181,6 +207,45 @@ pub struct RunArgs {
     /// Do not re-run a strict-mode violation under strict-bpf to learn which syscall it was.
     #[arg(long)]
     pub no_diagnose: bool,
+}
+
+impl WorkerArgs {
+    /// The run options these flags describe (entry and registers at their defaults).
+    fn options(&self) -> RunOptions {
+        RunOptions {
+            limits: Limits {
+                timeout: self.timeout,
+                max_output: self.max_output,
+                stack: self.stack,
+                scratch: self.scratch,
+                max_code: self.max_code,
+                max_input: self.max_input,
+            },
+            scrub: !self.no_scrub,
+            policy: self.policy.clone(),
+            diagnose: !self.no_diagnose,
+            ..RunOptions::default()
+        }
+    }
+}
+
+/// `bytejail batch`.
+#[derive(Debug, Args)]
+pub struct BatchArgs {
+    /// JSON lines, one job each, or `-` for stdin.
+    #[arg(value_name = "FILE", default_value = "-")]
+    pub file: PathBuf,
+
+    /// Jobs run at once [default: the number of CPUs].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub jobs: Option<u16>,
+
+    /// Print results in input order (default: in completion order).
+    #[arg(long)]
+    pub ordered: bool,
+
+    #[command(flatten)]
+    pub worker: WorkerArgs,
 }
 
 /// `bytejail disasm`.
@@ -204,6 +269,7 @@ impl Cli {
     pub fn execute(self) -> Result<Completion, Error> {
         match self.command {
             Command::Run(args) => run(args),
+            Command::Batch(args) => batch(args),
             Command::Disasm(args) => disasm(args),
         }
     }
@@ -218,14 +284,6 @@ fn run(args: RunArgs) -> Result<Completion, Error> {
         );
     }
 
-    let limits = Limits {
-        timeout: args.timeout,
-        max_output: args.max_output,
-        stack: args.stack,
-        scratch: args.scratch,
-        max_code: args.max_code,
-        max_input: args.max_input,
-    };
     let mut registers = InitialRegisters::default();
     for setting in &args.registers {
         // Already checked by the value parser; kept fallible rather than trusted.
@@ -234,10 +292,7 @@ fn run(args: RunArgs) -> Result<Completion, Error> {
     let options = RunOptions {
         entry: args.entry,
         registers,
-        limits,
-        scrub: !args.no_scrub,
-        policy: args.policy,
-        diagnose: !args.no_diagnose,
+        ..args.worker.options()
     };
 
     let code = args.code.load(options.limits.max_code)?;
@@ -261,6 +316,68 @@ fn run(args: RunArgs) -> Result<Completion, Error> {
         print_diagnostic(report.summary());
     }
     Ok(Completion::Ran(report.outcome))
+}
+
+/// `bytejail batch`: run every job line, print a result line each, summarize on stderr.
+fn batch(args: BatchArgs) -> Result<Completion, Error> {
+    use std::io::IsTerminal;
+    let jobs = args
+        .jobs
+        .map(usize::from)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let config = bytejail::batch::BatchConfig {
+        defaults: args.worker.options(),
+        jobs,
+        ordered: args.ordered,
+    };
+    let bar = io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {elapsed_precise} {pos} jobs, {per_sec}: {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar
+    });
+    let mut progress = |summary: &bytejail::batch::Summary| {
+        if let Some(bar) = &bar {
+            bar.set_position(summary.jobs + summary.errors);
+            bar.set_message(summary.line());
+        }
+    };
+    let started = std::time::Instant::now();
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    let summary = if args.file.as_os_str() == "-" {
+        bytejail::batch::run_batch(
+            io::BufReader::new(io::stdin()),
+            &mut out,
+            &config,
+            &mut progress,
+        )
+    } else {
+        let file = std::fs::File::open(&args.file).map_err(|source| InputError::Unreadable {
+            path: args.file.clone(),
+            source,
+        })?;
+        bytejail::batch::run_batch(io::BufReader::new(file), &mut out, &config, &mut progress)
+    };
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let summary = match summary {
+        Err(Error::Runner { source, .. }) if source.kind() == io::ErrorKind::BrokenPipe => {
+            return Ok(Completion::Done)
+        }
+        other => other?,
+    };
+    print_diagnostic(format_args!(
+        "{} in {:.3} s",
+        summary.line(),
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(Completion::Done)
 }
 
 /// `bytejail disasm`: load and print the listing.
@@ -408,12 +525,12 @@ mod tests {
             panic!("parsed as {:?}", cli.command);
         };
         let defaults = Limits::default();
-        assert_eq!(args.timeout, defaults.timeout);
-        assert_eq!(args.max_output, defaults.max_output);
-        assert_eq!(args.stack, defaults.stack);
-        assert_eq!(args.scratch, defaults.scratch);
-        assert_eq!(args.max_code, defaults.max_code);
-        assert_eq!(args.max_input, defaults.max_input);
+        assert_eq!(args.worker.timeout, defaults.timeout);
+        assert_eq!(args.worker.max_output, defaults.max_output);
+        assert_eq!(args.worker.stack, defaults.stack);
+        assert_eq!(args.worker.scratch, defaults.scratch);
+        assert_eq!(args.worker.max_code, defaults.max_code);
+        assert_eq!(args.worker.max_input, defaults.max_input);
         assert_eq!(args.entry, RunOptions::default().entry);
         assert!(args.registers.is_empty());
     }

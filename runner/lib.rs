@@ -11,6 +11,7 @@
 
 pub mod abi;
 mod arena;
+pub mod batch;
 pub mod bench;
 pub mod disasm;
 pub mod error;

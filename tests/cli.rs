@@ -135,7 +135,14 @@ fn finish(mut command: Command, stdin: Option<&[u8]>) -> Finished {
     let mut child = command.spawn().expect("spawn bytejail");
     if let Some(bytes) = stdin {
         let mut pipe = child.stdin.take().unwrap();
-        pipe.write_all(bytes).expect("write bytejail's stdin");
+        // bytejail may refuse the command line before it reads stdin: then the pipe is closed.
+        if let Err(e) = pipe.write_all(bytes) {
+            assert_eq!(
+                e.kind(),
+                std::io::ErrorKind::BrokenPipe,
+                "write bytejail's stdin: {e}"
+            );
+        }
     }
     let output = child.wait_with_output().expect("wait for bytejail");
     Finished {
@@ -914,4 +921,63 @@ fn run_help_documents_outcomes_and_exit_statuses() {
     ] {
         assert!(help.contains(needle), "run --help lacks {needle:?}");
     }
+}
+
+#[test]
+fn batch_runs_json_lines_and_summarizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = dir.path().join("jobs.jsonl");
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/guest-samples/hello.s");
+    std::fs::write(
+        &jobs,
+        format!(
+            "{{\"id\": \"a\", \"code_hex\": \"{RETURN_42}\"}}\n\
+             {{\"id\": \"b\", \"code_path\": \"{sample}\"}}\n\
+             {{\"id\": \"c\", \"code_hex\": \"{GETPID}\"}}\n\
+             {{\"id\": \"d\", \"code_hex\": \"eb fe\", \"timeout_ms\": 200}}\n\
+             {{\"id\": \"e\"}}\n"
+        ),
+    )
+    .unwrap();
+    let run = bytejail(&["batch", "--ordered", "--jobs", "2", jobs.to_str().unwrap()]);
+    assert_eq!(run.status, 0, "{run:?}");
+    let lines: Vec<serde_json::Value> = String::from_utf8(run.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ids: Vec<&str> = lines.iter().map(|l| l["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["a", "b", "c", "d", "e"]);
+    assert_eq!(lines[0]["outcome"], "returned");
+    assert_eq!(lines[0]["rax"], 42);
+    assert_eq!(lines[1]["output_text"], "hello from bytejail\n");
+    assert_eq!(lines[2]["outcome"], "syscall_violation");
+    assert_eq!(lines[2]["syscall"]["name"], "getpid");
+    assert_eq!(lines[3]["outcome"], "timeout");
+    assert_eq!(lines[4]["line"], 5);
+    assert!(
+        lines[4]["error"].as_str().unwrap().contains("no code"),
+        "{}",
+        lines[4]
+    );
+    // The same report as `run --json`, field for field, after the id.
+    let single = bytejail(&["run", "--json", "--hex", RETURN_42]).json();
+    let batch_keys: Vec<&String> = lines[0].as_object().unwrap().keys().collect();
+    let run_keys: Vec<&String> = single.keys().collect();
+    assert_eq!(batch_keys[1..], run_keys[..]);
+    assert_eq!(
+        run.stderr.trim(),
+        run.stderr.lines().next().unwrap().trim(),
+        "one summary line"
+    );
+    assert!(
+        run.stderr.starts_with(
+            "bytejail: 5 jobs: 2 returned, 1 syscall_violation, 1 timeout, 1 error in "
+        ),
+        "{}",
+        run.stderr
+    );
+
+    bytejail(&["batch", "--jobs", "0", "-"]).assert_rejected(&["--jobs"]);
+    bytejail(&["batch", "/nonexistent/jobs.jsonl"]).assert_rejected(&["/nonexistent/jobs.jsonl"]);
 }
