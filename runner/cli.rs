@@ -29,7 +29,7 @@ Guest ABI (v1):
   rcx = scratch length, rsp = top of a fresh stack with (rsp + 8) % 16 == 0 and [rsp] = the return
   address into the runner; every other general register is 0 unless set with --reg. fd 0 streams
   the input (EOF after it), fd 1 is the guest's output; nothing else is open. Strict seccomp
-  allows only read, write, exit and rt_sigreturn (Linux 6.11+ also lets uprobe/uretprobe through).
+  allows only read, write, exit and rt_sigreturn (Linux 6.14+ also lets uretprobe, 6.18+ uprobe through).
 
 Values:
   SIZE      bytes, or a number with a binary unit: 4096, 64KiB, 1MiB, 1.5MiB
