@@ -1007,19 +1007,9 @@ mod tests {
     /// The classic libseccomp example of filter mode, as a profile.
     #[test]
     fn the_libseccomp_example_as_a_profile() {
-        let f = profile(
-            r#"{
-              "defaultAction": "SCMP_ACT_KILL",
-              "syscalls": [
-                {"names": ["exit_group", "getpid", "brk"], "action": "SCMP_ACT_ALLOW"},
-                {"names": ["write"], "action": "SCMP_ACT_ALLOW", "args": [
-                  {"index": 0, "value": 1, "op": "SCMP_CMP_EQ"},
-                  {"index": 2, "value": 512, "op": "SCMP_CMP_LE"}]},
-                {"names": ["write"], "action": "SCMP_ACT_ERRNO", "errnoRet": 9, "args": [
-                  {"index": 0, "value": 1, "op": "SCMP_CMP_NE"}]}
-              ]
-            }"#,
-        )
+        let f = profile(include_str!(
+            "../guest-samples/policies/libseccomp-example.json"
+        ))
         .unwrap();
         let write = |fd: u64, count: u64| f.evaluate(X64, 1, [fd, 0, count, 0, 0, 0]);
         assert_eq!(write(1, 512), Some(SECCOMP_RET_ALLOW));

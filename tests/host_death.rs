@@ -2,42 +2,15 @@
 //! no worker alive a second later (PR_SET_PDEATHSIG), and crashing guests leave no core file
 //! even when the host allows unlimited cores.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{alive, children_of};
+
 const BYTEJAIL: &str = env!("CARGO_BIN_EXE_bytejail");
-
-/// (pid, state) of the processes whose parent is `parent`.
-fn children_of(parent: u32) -> Vec<(u32, char)> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(") ") else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        if fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(parent) {
-            found.push((pid, fields[0].chars().next().unwrap_or('?')));
-        }
-    }
-    found
-}
-
-/// True while `pid` exists and is not a zombie.
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| !rest.starts_with('Z')),
-        Err(_) => false,
-    }
-}
 
 #[test]
 fn killing_the_host_kills_the_spinning_worker() {

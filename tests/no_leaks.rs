@@ -1,34 +1,13 @@
 //! Ten thousand runs leave the host as they found it: the same open descriptors, no children,
 //! no zombies. Alone in its file so that no other test opens descriptors meanwhile.
 
+mod common;
+
 use bytejail::{Outcome, RunOptions};
+use common::children_of;
 
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
-
-/// Processes whose parent is this process (live children and zombies alike).
-fn children() -> Vec<String> {
-    let me = std::process::id().to_string();
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // pid (comm) state ppid ...: comm may hold spaces, so split after the last ')'.
-        let Some((_, rest)) = stat.rsplit_once(") ") else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        if fields.get(1) == Some(&me.as_str()) {
-            found.push(format!(
-                "{} state {}",
-                entry.file_name().to_string_lossy(),
-                fields[0]
-            ));
-        }
-    }
-    found
 }
 
 #[test]
@@ -36,7 +15,7 @@ fn ten_thousand_runs_leak_no_fd_child_or_zombie() {
     // One run first, so that lazily opened descriptors of the process exist before counting.
     bytejail::run(&[0xc3], b"", &RunOptions::default()).unwrap();
     let fds_before = open_fds();
-    assert!(children().is_empty());
+    assert!(children_of(std::process::id()).is_empty());
     let codes: [&[u8]; 4] = [
         &[0xb0, 0x01, 0xc3],                            // returned
         &[0x0f, 0x0b],                                  // crashed SIGILL
@@ -60,8 +39,8 @@ fn ten_thousand_runs_leak_no_fd_child_or_zombie() {
     }
     assert_eq!(open_fds(), fds_before, "descriptors leaked");
     assert_eq!(
-        children(),
-        Vec::<String>::new(),
+        children_of(std::process::id()),
+        Vec::new(),
         "children or zombies left behind"
     );
 }

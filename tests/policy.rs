@@ -12,17 +12,7 @@ const BYTEJAIL: &str = env!("CARGO_BIN_EXE_bytejail");
 
 /// The libseccomp example: allow exit_group, getpid, brk; write only to fd 1 with count <= 512;
 /// a write to any other fd fails with EBADF; anything else kills.
-const LIBSECCOMP_EXAMPLE: &str = r#"{
-  "defaultAction": "SCMP_ACT_KILL",
-  "syscalls": [
-    {"names": ["exit_group", "getpid", "brk"], "action": "SCMP_ACT_ALLOW"},
-    {"names": ["write"], "action": "SCMP_ACT_ALLOW", "args": [
-      {"index": 0, "value": 1, "op": "SCMP_CMP_EQ"},
-      {"index": 2, "value": 512, "op": "SCMP_CMP_LE"}]},
-    {"names": ["write"], "action": "SCMP_ACT_ERRNO", "errnoRet": 9, "args": [
-      {"index": 0, "value": 1, "op": "SCMP_CMP_NE"}]}
-  ]
-}"#;
+const LIBSECCOMP_EXAMPLE: &str = include_str!("../guest-samples/policies/libseccomp-example.json");
 
 fn run_gas(source: &str, policy: &Policy) -> Report {
     let code = assemble(&format!(".intel_syntax noprefix\n{source}\n"), Format::Gas).unwrap();
@@ -121,7 +111,7 @@ const RAW_PACKET_SOCKET: &str =
 #[test]
 fn a_raw_packet_socket_needs_a_capability_the_worker_does_not_hold() {
     let allow_socket = Policy::from_profile_json(
-        r#"{"defaultAction": "SCMP_ACT_KILL", "syscalls": [{"names": ["socket"], "action": "SCMP_ACT_ALLOW"}]}"#,
+        include_str!("../guest-samples/policies/allow-socket.json"),
         "allow-socket.json",
     )
     .unwrap();

@@ -1,45 +1,16 @@
 //! A pool leaves no worker behind: not when it is dropped, and not when its host is killed.
 //! Alone in its file: it counts this process's children.
 
+mod common;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytejail::{Pool, RunOptions};
+use common::{alive, children_of};
 
 /// The two tests below both create children of this process; one counts them.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// Pids of the processes whose parent is `parent`.
-fn children_of(parent: u32) -> Vec<u32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(") ") else {
-            continue;
-        };
-        if rest
-            .split_whitespace()
-            .nth(1)
-            .and_then(|p| p.parse::<u32>().ok())
-            == Some(parent)
-        {
-            found.push(pid);
-        }
-    }
-    found
-}
-
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit_once(") ")
-            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
-    })
-}
 
 #[test]
 fn dropping_the_pool_ends_every_parked_worker() {
@@ -58,7 +29,7 @@ fn dropping_the_pool_ends_every_parked_worker() {
     drop(pool);
     assert_eq!(
         children_of(me),
-        Vec::<u32>::new(),
+        Vec::new(),
         "workers left after the pool was dropped"
     );
 }
@@ -97,7 +68,7 @@ fn killing_the_host_ends_every_parked_worker() {
     host.kill().unwrap();
     host.wait().unwrap();
     let killed = Instant::now();
-    while workers.iter().any(|&pid| alive(pid)) {
+    while workers.iter().any(|&(pid, _)| alive(pid)) {
         assert!(
             killed.elapsed() < Duration::from_secs(1),
             "workers outlived their host by 1 s"
