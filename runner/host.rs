@@ -92,7 +92,7 @@ fn run_in_arena(
     let (maps, protects) = arena.prepare(code, input, options);
     let start = Instant::now();
     let worker = spawn(arena, maps, protects, options, cpu_limit_secs(options))?;
-    drive(arena, worker, None, code, input, options, start)
+    drive(arena, worker, code, input, options, start)
 }
 
 /// A forked worker: its pid and pidfd, and the host's ends of its two pipes (non-blocking).
@@ -140,12 +140,36 @@ pub(crate) fn spawn(
     })
 }
 
-/// Runs one job in a spawned worker: writes the go byte (`go`, for a parked worker) and the
-/// input, collects the output, enforces the limits from `start`, reaps, classifies.
+/// Wakes a parked worker with its go byte. `false` when the worker is gone (killed from
+/// outside while parked, say): it is then reaped here, its guest never ran, and the job must
+/// run elsewhere. SIGPIPE stays blocked for the write.
+pub(crate) fn wake(worker: &Spawned) -> bool {
+    let mut fds = [pollfd(worker.pidfd.as_raw_fd(), libc::POLLIN)];
+    let exited = sys::poll(&mut fds, Duration::ZERO).map_or(true, |_| fds[0].revents != 0);
+    let woken = !exited && {
+        let mut block = sys::SigpipeBlock::new();
+        // The pipe is empty and the worker waits for exactly this byte: it always fits.
+        match sys::write(worker.input_w.as_raw_fd(), &[1]) {
+            Ok(1) => true,
+            Ok(_) => false,
+            Err(e) => {
+                block.saw_epipe = e.raw_os_error() == Some(libc::EPIPE);
+                false
+            }
+        }
+    };
+    if !woken {
+        let _ = sys::pidfd_kill(worker.pidfd.as_raw_fd());
+        let _ = sys::wait4(worker.pid);
+    }
+    woken
+}
+
+/// Runs one job in a spawned worker (woken already, if it was parked): writes the input,
+/// collects the output, enforces the limits from `start`, reaps, classifies.
 pub(crate) fn drive(
     arena: &Arena,
     worker: Spawned,
-    go: Option<u8>,
     code: &[u8],
     input: &[u8],
     options: &RunOptions,
@@ -160,10 +184,6 @@ pub(crate) fn drive(
     // A larger pipe saves wake-ups for large inputs.
     if input.len() > 64 << 10 {
         sys::grow_pipe(input_w.as_raw_fd(), input.len());
-    }
-    if let Some(byte) = go {
-        // The pipe is empty and the worker waits for exactly this byte: it always fits.
-        sys::write(input_w.as_raw_fd(), &[byte]).map_err(|e| Error::io("waking the worker", e))?;
     }
     let mut feeder = InputFeeder {
         fd: Some(input_w),

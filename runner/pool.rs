@@ -153,13 +153,14 @@ impl Pool {
         };
         arena.load_job(code, input, options);
         let start = Instant::now();
-        let report = host::drive(&arena, worker, Some(1), code, input, options, start);
-        // Only now wake the refill thread: its fork would otherwise hold this process's
-        // mmap_lock while the job runs, and every page fault here would wait for it.
-        let mut state = self.shared.lock();
-        state.retired.push(arena);
-        drop(state);
-        self.shared.changed.notify_all();
+        if !host::wake(&worker) {
+            // It died while parked (killed from outside): its guest never ran.
+            self.retire(arena);
+            self.shared.lock().fallbacks += 1;
+            return crate::run(code, input, options);
+        }
+        let report = host::drive(&arena, worker, code, input, options, start);
+        self.retire(arena);
         Ok(host::diagnose(report?, code, input, options))
     }
 
@@ -183,6 +184,14 @@ impl Pool {
             && options.limits.timeout <= t.limits.timeout
             && round_up(code.len().max(1)) <= cap.code()
             && round_up(input.len().max(1)) <= cap.input()
+    }
+
+    /// Hands a finished job's arena to the refill thread, and only now wakes it: its fork would
+    /// otherwise hold this process's mmap lock while the job runs, and every page fault of the
+    /// job's thread would wait for it.
+    fn retire(&self, arena: Arena) {
+        self.shared.lock().retired.push(arena);
+        self.shared.changed.notify_all();
     }
 
     fn take(&self) -> Option<Parked> {

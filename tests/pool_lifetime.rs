@@ -76,3 +76,46 @@ fn killing_the_host_ends_every_parked_worker() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// A parked worker killed from outside is noticed when its job comes: the job runs in a fresh
+/// worker with the right report, the dead worker is reaped, and the host (here with SIGPIPE at
+/// its default action, as in a C host) is not disturbed.
+#[test]
+fn a_parked_worker_killed_from_outside_is_replaced_not_reported() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // SAFETY: the default action for SIGPIPE; no handler involved.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let pool = Pool::new(RunOptions::default(), 1).unwrap();
+    let start = Instant::now();
+    while pool.stats().parked < 1 && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let me = std::process::id();
+    let parked = children_of(me);
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    // SAFETY: kill(2) on our own child.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::kill(parked[0].0 as i32, libc::SIGKILL);
+    }
+    while alive(parked[0].0) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let report = pool
+        .run(&[0xb0, 9, 0xc3], b"", &RunOptions::default())
+        .unwrap();
+    assert!(
+        matches!(report.outcome, bytejail::Outcome::Returned(r) if r.rax == 9),
+        "{report:?}"
+    );
+    assert!(pool.stats().fallbacks >= 1);
+    drop(pool);
+    assert_eq!(
+        children_of(me),
+        Vec::new(),
+        "the killed worker was not reaped"
+    );
+}
