@@ -92,6 +92,8 @@ pub enum Command {
     Batch(BatchArgs),
     /// Print code in Intel syntax with offsets.
     Disasm(DisasmArgs),
+    /// Measure what each isolation step costs on this machine (about 20 s; --quick about 5 s).
+    Bench(crate::bench_cli::BenchArgs),
 }
 
 /// The code to run or disassemble, and how to read it.
@@ -271,6 +273,7 @@ impl Cli {
             Command::Run(args) => run(args),
             Command::Batch(args) => batch(args),
             Command::Disasm(args) => disasm(args),
+            Command::Bench(args) => crate::bench_cli::bench(args).map(|()| Completion::Done),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! This file is the one place where results become exit statuses.
 #![deny(unsafe_code)]
 
+mod bench_cli;
 mod cli;
 
 use std::process::ExitCode;
