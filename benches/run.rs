@@ -6,8 +6,8 @@
 //! The floors are `bytejail::bench::floor_fork_pipe_strict` and `bytejail::bench::ParkedWorker`,
 //! written directly against libc with nothing else; `bytejail bench` times the same code.
 
-use bytejail::bench::{self, GuestFunction, ParkedWorker, RulePosition, RETURN_42};
-use bytejail::{Policy, RunOptions};
+use bytejail::bench::{self, GuestFunction, ParkedWorker, RETURN_42};
+use bytejail::RunOptions;
 use criterion::{criterion_group, criterion_main, Criterion};
 
 fn run_returns_42(options: &RunOptions) {
@@ -31,35 +31,7 @@ fn bench(c: &mut Criterion) {
         bench::trim_heap();
         b.iter(|| parked.round_trip().unwrap())
     });
-    // Modes to come go here: run_pool and run_batch_input (against floor_pipe_rtt), run_zygote.
-    let modes = [
-        ("run_fresh", RunOptions::default()),
-        (
-            "run_fresh_noscrub",
-            RunOptions {
-                scrub: false,
-                ..RunOptions::default()
-            },
-        ),
-        (
-            "run_strict_bpf",
-            RunOptions {
-                policy: Policy::StrictBpf,
-                ..RunOptions::default()
-            },
-        ),
-        (
-            // A profile-sized filter: 256 rules, installed in every worker.
-            "run_profile_256",
-            RunOptions {
-                policy: Policy::Profile {
-                    name: "allow-256".to_string(),
-                    filter: bench::allow_list(256, RulePosition::Last, true),
-                },
-                ..RunOptions::default()
-            },
-        ),
-    ];
+    let modes = bench::run_modes();
     for (name, options) in &modes {
         group.bench_function(*name, |b| {
             bench::trim_heap();

@@ -196,6 +196,40 @@ impl<'a> Measurement<'a> {
 /// milliseconds (so drift is shared), large enough that cheap rows take many samples.
 const SLOT: Duration = Duration::from_micros(1500);
 
+/// The `run_*` rows: one `mov al,42; ret` job end to end in each mode bytejail has, by row
+/// name. Shared by `bytejail bench` and `benches/run.rs`. Modes to come go here: `run_pool`
+/// and `run_batch_input` (against `floor_pipe_rtt`), `run_zygote`.
+pub fn run_modes() -> Vec<(&'static str, RunOptions)> {
+    vec![
+        ("run_fresh", RunOptions::default()),
+        (
+            "run_fresh_noscrub",
+            RunOptions {
+                scrub: false,
+                ..RunOptions::default()
+            },
+        ),
+        (
+            "run_strict_bpf",
+            RunOptions {
+                policy: Policy::StrictBpf,
+                ..RunOptions::default()
+            },
+        ),
+        (
+            // A profile-sized filter: 256 rules, installed in every worker.
+            "run_profile_256",
+            RunOptions {
+                policy: Policy::Profile {
+                    name: "allow-256".to_string(),
+                    filter: allow_list(256, RulePosition::Last, true),
+                },
+                ..RunOptions::default()
+            },
+        ),
+    ]
+}
+
 /// Measures every row and returns the report: about 20 s, or about 5 s with `quick`.
 ///
 /// `progress` receives a line now and then (what is being done, what was left out).
@@ -271,34 +305,7 @@ impl Fixtures {
             progress,
         );
         let parked = kept("floor_pipe_rtt", ParkedWorker::start(), notes, progress);
-        let runs = vec![
-            ("run_fresh", RunOptions::default()),
-            (
-                "run_fresh_noscrub",
-                RunOptions {
-                    scrub: false,
-                    ..RunOptions::default()
-                },
-            ),
-            (
-                "run_strict_bpf",
-                RunOptions {
-                    policy: Policy::StrictBpf,
-                    ..RunOptions::default()
-                },
-            ),
-            (
-                // A profile-sized filter, installed in every worker.
-                "run_profile_256",
-                RunOptions {
-                    policy: Policy::Profile {
-                        name: "allow-256".to_string(),
-                        filter: allow_list(256, RulePosition::Last, true),
-                    },
-                    ..RunOptions::default()
-                },
-            ),
-        ];
+        let runs = run_modes();
         let mut syscalls = vec![
             ("syscall_none", None, Confinement::None),
             ("syscall_strict", Some("syscall_none"), Confinement::Strict),
