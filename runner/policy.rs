@@ -793,38 +793,36 @@ fn rule_block(rule: &Rule) -> Vec<Insn> {
                 ld(lo_off),
                 i(BPF_JEQ_K, FAIL, 0, vlo),
             ],
-            // hi > vhi || (hi == vhi && lo > vlo)
-            CmpOp::Gt => vec![
-                ld(hi_off),
-                i(BPF_JGT_K, 3, 0, vhi),
-                i(BPF_JEQ_K, 0, FAIL, vhi),
-                ld(lo_off),
-                i(BPF_JGT_K, 0, FAIL, vlo),
-            ],
-            // hi > vhi || (hi == vhi && lo >= vlo)
-            CmpOp::Ge => vec![
-                ld(hi_off),
-                i(BPF_JGT_K, 3, 0, vhi),
-                i(BPF_JEQ_K, 0, FAIL, vhi),
-                ld(lo_off),
-                i(BPF_JGE_K, 0, FAIL, vlo),
-            ],
-            // !(Ge): hi < vhi || (hi == vhi && lo < vlo)
-            CmpOp::Lt => vec![
-                ld(hi_off),
-                i(BPF_JGT_K, FAIL, 0, vhi),
-                i(BPF_JEQ_K, 0, 2, vhi),
-                ld(lo_off),
-                i(BPF_JGE_K, FAIL, 0, vlo),
-            ],
-            // !(Gt): hi < vhi || (hi == vhi && lo <= vlo)
-            CmpOp::Le => vec![
-                ld(hi_off),
-                i(BPF_JGT_K, FAIL, 0, vhi),
-                i(BPF_JEQ_K, 0, 2, vhi),
-                ld(lo_off),
-                i(BPF_JGT_K, FAIL, 0, vlo),
-            ],
+            // Gt: hi > vhi || (hi == vhi && lo > vlo); Ge the same with lo >= vlo.
+            CmpOp::Gt | CmpOp::Ge => {
+                let lo_op = if check.op == CmpOp::Gt {
+                    BPF_JGT_K
+                } else {
+                    BPF_JGE_K
+                };
+                vec![
+                    ld(hi_off),
+                    i(BPF_JGT_K, 3, 0, vhi),
+                    i(BPF_JEQ_K, 0, FAIL, vhi),
+                    ld(lo_off),
+                    i(lo_op, 0, FAIL, vlo),
+                ]
+            }
+            // Lt is !Ge and Le is !Gt: hi < vhi || (hi == vhi && lo < vlo (Lt) or <= vlo (Le)).
+            CmpOp::Lt | CmpOp::Le => {
+                let lo_op = if check.op == CmpOp::Lt {
+                    BPF_JGE_K
+                } else {
+                    BPF_JGT_K
+                };
+                vec![
+                    ld(hi_off),
+                    i(BPF_JGT_K, FAIL, 0, vhi),
+                    i(BPF_JEQ_K, 0, 2, vhi),
+                    ld(lo_off),
+                    i(lo_op, FAIL, 0, vlo),
+                ]
+            }
             // (hi & mhi) == vhi && (lo & mlo) == vlo
             CmpOp::MaskedEq => {
                 let (mhi, mlo) = ((check.value >> 32) as u32, check.value as u32);
