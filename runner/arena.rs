@@ -79,20 +79,49 @@ pub(crate) struct Record {
 pub(crate) struct Arena {
     file: SharedFile,
     window: Reservation,
-    /// Capacities in bytes (whole pages); the file holds region, code, input in that order.
+    /// Capacities in bytes (whole pages); the file holds region, code, input in that order,
+    /// and for a reusable arena then scratch, a guard page and the stack.
     code_cap: usize,
     input_cap: usize,
     scratch_cap: usize,
     stack_cap: usize,
+    reusable: bool,
+    /// Bytes at the start of the input area an earlier input may have left non-zero.
+    input_dirty: usize,
 }
 
 impl Arena {
     pub(crate) fn new(need: Need) -> io::Result<Self> {
-        let code_cap = need.code.max(64 << 10);
-        let input_cap = need.input.max(64 << 10);
-        let scratch_cap = need.scratch.max(1 << 20);
-        let stack_cap = need.stack.max(1 << 20);
-        let mut file = SharedFile::new(LEN + code_cap + input_cap)?;
+        Arena::with_capacity(
+            Need {
+                code: need.code.max(64 << 10),
+                input: need.input.max(64 << 10),
+                scratch: need.scratch.max(1 << 20),
+                stack: need.stack.max(1 << 20),
+            },
+            false,
+        )
+    }
+
+    /// An arena for a same-code worker: its scratch and stack live in the memfd too (sized
+    /// exactly as `need` says), so the host can return them to zeros between inputs with
+    /// [`Arena::reset_memory`] while the worker, in strict mode, cannot even call `madvise`.
+    pub(crate) fn new_reusable(need: Need) -> io::Result<Self> {
+        Arena::with_capacity(need, true)
+    }
+
+    fn with_capacity(cap: Need, reusable: bool) -> io::Result<Self> {
+        let Need {
+            code: code_cap,
+            input: input_cap,
+            scratch: scratch_cap,
+            stack: stack_cap,
+        } = cap;
+        let mut len = LEN + code_cap + input_cap;
+        if reusable {
+            len += scratch_cap + PAGE + stack_cap;
+        }
+        let mut file = SharedFile::new(len)?;
         let window_len =
             LEN + PAGE + code_cap + PAGE + input_cap + PAGE + scratch_cap + PAGE + PAGE + stack_cap;
         let window = Reservation::new(window_len)?;
@@ -106,7 +135,19 @@ impl Arena {
             input_cap,
             scratch_cap,
             stack_cap,
+            reusable,
+            input_dirty: 0,
         })
+    }
+
+    /// The capacities, as sizes to map: a same-code worker maps all of it.
+    pub(crate) fn capacity(&self) -> Need {
+        Need {
+            code: self.code_cap,
+            input: self.input_cap,
+            scratch: self.scratch_cap,
+            stack: self.stack_cap,
+        }
     }
 
     pub(crate) fn fits(&self, need: Need) -> bool {
@@ -131,6 +172,22 @@ impl Arena {
 
     fn input_file_offset(&self) -> usize {
         LEN + self.code_cap
+    }
+
+    /// Reusable arenas: where scratch, then the stack's guard page and the stack, start.
+    fn scratch_file_offset(&self) -> usize {
+        LEN + self.code_cap + self.input_cap
+    }
+
+    fn stack_file_offset(&self) -> usize {
+        self.scratch_file_offset() + self.scratch_cap
+    }
+
+    /// Returns a reusable arena's scratch and stack to zeros (see [`SharedFile::zero_range`]).
+    pub(crate) fn reset_memory(&mut self) -> io::Result<()> {
+        debug_assert!(self.reusable);
+        let len = self.scratch_cap + PAGE + self.stack_cap;
+        self.file.zero_range(self.scratch_file_offset(), len)
     }
 
     /// Window addresses: region, code, input, scratch, and the top of the stack (its end).
@@ -189,6 +246,10 @@ impl Arena {
         let user_end = crate::sys::user_address_space_end() as u64;
         self.file.write_u64(DATA + CTX_USER_END, user_end);
         self.file.write_u64(DATA + CTX_PARK, park as u64);
+        self.file.write_u64(DATA + CTX_LOOP, self.reusable as u64);
+        let control_fd = if self.reusable { GO_FD } else { 0 };
+        self.file
+            .write_u64(DATA + CTX_CONTROL_FD, control_fd as u64);
         // Filter mode: the program, where the blob installs it from.
         match options.policy.filter() {
             Some(filter) => {
@@ -225,8 +286,18 @@ impl Arena {
                 fd,
                 self.input_file_offset(),
             ),
-            FixedMap::private(self.scratch_addr(), sizes.scratch),
-            FixedMap::private(stack_base, sizes.stack + PAGE),
+            if self.reusable {
+                let offset = self.scratch_file_offset();
+                FixedMap::shared(self.scratch_addr(), sizes.scratch, rw, fd, offset)
+            } else {
+                FixedMap::private(self.scratch_addr(), sizes.scratch)
+            },
+            if self.reusable {
+                let offset = self.stack_file_offset();
+                FixedMap::shared(stack_base, sizes.stack + PAGE, rw, fd, offset)
+            } else {
+                FixedMap::private(stack_base, sizes.stack + PAGE)
+            },
         ];
         let protects = [
             Protect {
@@ -249,13 +320,27 @@ impl Arena {
     pub(crate) fn load_job(&mut self, code: &[u8], input: &[u8], options: &RunOptions) {
         let need = Need::new(code, input, options);
         debug_assert!(need.code <= self.code_cap && need.input <= self.input_cap);
-        let (code_off, input_off) = (self.code_file_offset(), self.input_file_offset());
+        let code_off = self.code_file_offset();
         self.file.write_bytes(code_off, code);
         self.file
             .zero(code_off + code.len(), need.code - code.len());
+        self.input_dirty = self.input_dirty.max(need.input);
+        self.load_input(input, options, 0);
+    }
+
+    /// Writes one input and everything a run starts from except the code: the input (and
+    /// zeros over whatever an earlier input left after it), the initial registers and entry,
+    /// an XSAVE image in its initial state, a clean record and the input's sequence number.
+    /// A same-code worker gets exactly this before each input, so a guest that scribbled on
+    /// the shared region starts its next input from the same state all the same.
+    pub(crate) fn load_input(&mut self, input: &[u8], options: &RunOptions, seq: u64) {
+        debug_assert!(input.len() <= self.input_cap);
+        let input_off = self.input_file_offset();
         self.file.write_bytes(input_off, input);
-        self.file
-            .zero(input_off + input.len(), need.input - input.len());
+        let dirty = self.input_dirty.max(input.len());
+        self.file.zero(input_off + input.len(), dirty - input.len());
+        self.input_dirty = input.len();
+        self.file.write_u64(DATA + CTX_SEQ, seq);
 
         // XSAVE image in its initial state: legacy area zero but MXCSR, header zero.
         self.file.zero(XSAVE, 512 + 64);

@@ -7,7 +7,9 @@
 //! batch goes on.
 //!
 //! Each job runs in its own single-use worker from a shared [`Pool`]; `jobs` threads run jobs at
-//! once. Results come in completion order, or in input order with `ordered`.
+//! once. With [`Reuse::SameCode`] each thread keeps a [`SameCode`] worker and runs every job
+//! with the same code (and worker options) as its last one in it. Results come in completion
+//! order, or in input order with `ordered`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, Write};
@@ -24,6 +26,7 @@ use crate::error::{Error, InputError};
 use crate::load;
 use crate::pool::Pool;
 use crate::report::Report;
+use crate::same_code::SameCode;
 
 /// How a batch runs.
 #[derive(Clone, Debug)]
@@ -35,6 +38,18 @@ pub struct BatchConfig {
     pub jobs: usize,
     /// Results in input order instead of completion order.
     pub ordered: bool,
+    /// Whether jobs with the same code share a worker.
+    pub reuse: Reuse,
+}
+
+/// Worker reuse across the jobs of a batch (`--reuse`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Reuse {
+    /// A fresh single-use worker per job.
+    #[default]
+    None,
+    /// Jobs with the same code share a worker (see [`SameCode`]).
+    SameCode,
 }
 
 /// What a batch did: outcome counts, error lines, jobs in all.
@@ -200,6 +215,28 @@ fn parse_job(
     ))
 }
 
+/// Runs one job: in the thread's same-code worker when reusing and the job fits it (else in a
+/// new one, which replaces it), otherwise in the pool.
+fn run_job(
+    job: &Job,
+    pool: Option<&Pool>,
+    reuse: Reuse,
+    same: &mut Option<SameCode>,
+) -> Result<Report, Error> {
+    match (reuse, pool) {
+        (Reuse::None, Some(pool)) => return pool.run(&job.code, &job.input, &job.options),
+        (Reuse::None, None) => return crate::run(&job.code, &job.input, &job.options),
+        (Reuse::SameCode, _) => {}
+    }
+    let fits = |s: &SameCode| s.code() == job.code.as_slice() && s.fits(&job.options);
+    if !same.as_ref().is_some_and(fits) {
+        *same = None; // ends the old worker first
+        *same = Some(SameCode::new(&job.code, &job.options)?);
+    }
+    let worker = same.as_mut().expect("set above");
+    worker.run_with(&job.input, &job.options)
+}
+
 /// `{"id": ..., <report>}` on one line.
 pub fn result_line(id: &Value, report: &Report) -> String {
     let mut obj = Map::new();
@@ -231,7 +268,10 @@ pub fn run_batch(
     config: &BatchConfig,
     progress: &mut dyn FnMut(&Summary),
 ) -> Result<Summary, Error> {
-    let pool = Pool::new(config.defaults.clone(), config.jobs.max(1))?;
+    let pool = match config.reuse {
+        Reuse::None => Some(Pool::new(config.defaults.clone(), config.jobs.max(1))?),
+        Reuse::SameCode => None,
+    };
     let cache = CodeCache::default();
     let (job_tx, job_rx) = mpsc::sync_channel::<(u64, u64, String)>(config.jobs.max(1) * 4);
     let job_rx = Mutex::new(job_rx);
@@ -241,34 +281,38 @@ pub fn run_batch(
     std::thread::scope(|scope| -> Result<(), Error> {
         // Workers: parse and run jobs.
         for _ in 0..config.jobs.max(1) {
-            let (job_rx, done_tx, pool, cache) = (&job_rx, done_tx.clone(), &pool, &cache);
+            let (job_rx, done_tx, pool, cache) = (&job_rx, done_tx.clone(), pool.as_ref(), &cache);
             let defaults = &config.defaults;
-            scope.spawn(move || loop {
-                let next = job_rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                let Ok((seq, line_no, text)) = next else {
-                    return;
-                };
-                let done = match parse_job(&text, defaults, cache) {
-                    Ok((id, job)) => match pool.run(&job.code, &job.input, &job.options) {
-                        Ok(report) => Done {
-                            seq,
-                            text: result_line(&id, &report),
-                            outcome: Some(report.outcome.kind()),
+            let reuse = config.reuse;
+            scope.spawn(move || {
+                let mut same: Option<SameCode> = None;
+                loop {
+                    let next = job_rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    let Ok((seq, line_no, text)) = next else {
+                        return;
+                    };
+                    let done = match parse_job(&text, defaults, cache) {
+                        Ok((id, job)) => match run_job(&job, pool, reuse, &mut same) {
+                            Ok(report) => Done {
+                                seq,
+                                text: result_line(&id, &report),
+                                outcome: Some(report.outcome.kind()),
+                            },
+                            Err(e) => Done {
+                                seq,
+                                text: error_line(&id, line_no, &e.to_string()),
+                                outcome: None,
+                            },
                         },
-                        Err(e) => Done {
+                        Err((id, e)) => Done {
                             seq,
-                            text: error_line(&id, line_no, &e.to_string()),
+                            text: error_line(&id, line_no, &e),
                             outcome: None,
                         },
-                    },
-                    Err((id, e)) => Done {
-                        seq,
-                        text: error_line(&id, line_no, &e),
-                        outcome: None,
-                    },
-                };
-                if done_tx.send(done).is_err() {
-                    return;
+                    };
+                    if done_tx.send(done).is_err() {
+                        return;
+                    }
                 }
             });
         }
@@ -328,10 +372,15 @@ mod tests {
     use super::*;
 
     fn run(lines: &str, ordered: bool) -> (Vec<Value>, Summary) {
+        run_reusing(lines, ordered, Reuse::None)
+    }
+
+    fn run_reusing(lines: &str, ordered: bool, reuse: Reuse) -> (Vec<Value>, Summary) {
         let config = BatchConfig {
             defaults: RunOptions::default(),
             jobs: 3,
             ordered,
+            reuse,
         };
         let mut out = Vec::new();
         let summary = run_batch(lines.as_bytes(), &mut out, &config, &mut |_| {}).unwrap();
@@ -416,5 +465,40 @@ mod tests {
         seen.sort();
         assert_eq!(seen, (0..40).collect::<Vec<_>>());
         assert_eq!(summary.outcomes.get("returned"), Some(&40));
+    }
+
+    #[test]
+    fn same_code_reuse_gives_the_results_of_fresh_workers() {
+        // Returns the sum of the input bytes; input 0xff crashes. Another code in between.
+        let sum = "31 c0 31 c9 48 39 f1 73 0c 0f b6 14 0f 48 01 d0 48 ff c1 eb ef \
+                   80 3f ff 75 03 0f 0b 90 c3";
+        let mut lines = Vec::new();
+        for i in 0..30u32 {
+            let input = match i {
+                7 | 19 => "ff".to_string(),
+                _ => format!("{:02x} {:02x} 01", i, i * 3 % 256),
+            };
+            lines.push(format!(
+                r#"{{"id": {i}, "code_hex": "{sum}", "input_hex": "{input}"}}"#
+            ));
+            if i == 11 {
+                lines.push(r#"{"id": "other", "code_hex": "b0 2a c3"}"#.to_string());
+            }
+        }
+        let lines = lines.join("\n");
+        let (fresh, fresh_summary) = run_reusing(&lines, true, Reuse::None);
+        let (same, same_summary) = run_reusing(&lines, true, Reuse::SameCode);
+        assert_eq!(same.len(), 31);
+        let essence = |v: &Value| (v["id"].clone(), v["outcome"].clone(), v["rax"].clone());
+        let fresh: Vec<_> = fresh.iter().map(essence).collect();
+        let same: Vec<_> = same.iter().map(essence).collect();
+        assert_eq!(same, fresh);
+        assert_eq!(same_summary, fresh_summary);
+        assert_eq!(
+            same_summary.outcomes.get("crashed"),
+            Some(&2),
+            "{same_summary:?}"
+        );
+        assert_eq!(same[3].2, Value::from(3 + 9 + 1), "{:?}", same[3]);
     }
 }

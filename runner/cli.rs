@@ -246,6 +246,12 @@ pub struct BatchArgs {
     #[arg(long)]
     pub ordered: bool,
 
+    /// `same-code`: jobs with the same code (and policy, scrubbing, stack, scratch) share a
+    /// worker, each input from the same initial state; isolates submissions from each other,
+    /// not inputs of one submission. `none`: a fresh worker per job.
+    #[arg(long, value_name = "MODE", default_value = "none")]
+    pub reuse: bytejail::batch::Reuse,
+
     #[command(flatten)]
     pub worker: WorkerArgs,
 }
@@ -332,6 +338,7 @@ fn batch(args: BatchArgs) -> Result<Completion, Error> {
         defaults: args.worker.options(),
         jobs,
         ordered: args.ordered,
+        reuse: args.reuse,
     };
     let bar = io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new_spinner();

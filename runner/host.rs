@@ -91,7 +91,14 @@ fn run_in_arena(
 ) -> Result<Report, Error> {
     let (maps, protects) = arena.prepare(code, input, options);
     let start = Instant::now();
-    let worker = spawn(arena, maps, protects, options, cpu_limit_secs(options))?;
+    let worker = spawn(
+        arena,
+        maps,
+        protects,
+        options,
+        cpu_limit_secs(options),
+        None,
+    )?;
     drive(arena, worker, code, input, options, start)
 }
 
@@ -103,13 +110,15 @@ pub(crate) struct Spawned {
     pub output_r: OwnedFd,
 }
 
-/// Creates the pipes and forks a worker into `arena` (see [`Arena::prepare_worker`]).
+/// Creates the pipes and forks a worker into `arena` (see [`Arena::prepare_worker`]). A
+/// same-code worker also gets `control`: its ends of the go and done pipes.
 pub(crate) fn spawn(
     arena: &Arena,
     maps: [FixedMap; 5],
     protects: [Protect; 2],
     options: &RunOptions,
     cpu_limit_secs: u64,
+    control: Option<[&OwnedFd; 2]>,
 ) -> Result<Spawned, Error> {
     let (input_r, input_w) = sys::pipe().map_err(|e| Error::io("creating the input pipe", e))?;
     let (output_r, output_w) = sys::pipe().map_err(|e| Error::io("creating the output pipe", e))?;
@@ -121,6 +130,7 @@ pub(crate) fn spawn(
         host_pid: sys::getpid(),
         input_fd: input_r.as_raw_fd(),
         output_fd: output_w.as_raw_fd(),
+        control_fds: control.map_or([-1; 2], |fds| fds.map(|fd| fd.as_raw_fd())),
         region: arena.region_addr(),
         maps,
         protects,
@@ -190,7 +200,7 @@ pub(crate) fn drive(
         input,
         written: 0,
     };
-    let watch = watch_worker(&pidfd, output_r, &mut feeder, options, start);
+    let watch = watch_worker(&pidfd, &output_r, &mut feeder, None, options, start);
     if watch.is_err() {
         // The runner failed mid-run: the worker must not outlive the call.
         let _ = sys::pidfd_kill(pidfd.as_raw_fd());
@@ -206,7 +216,7 @@ pub(crate) fn drive(
         &arena.record(),
         arena.code_addr() as u64,
         code,
-        options,
+        cpu_limit_secs(options),
     )?;
     Ok(Report {
         outcome,
@@ -294,10 +304,10 @@ pub(crate) fn validate(code: &[u8], input: &[u8], options: &RunOptions) -> Resul
 }
 
 /// Writes the input to the worker's fd 0 without ever blocking; closes it when done.
-struct InputFeeder<'a> {
-    fd: Option<OwnedFd>,
-    input: &'a [u8],
-    written: usize,
+pub(crate) struct InputFeeder<'a> {
+    pub fd: Option<OwnedFd>,
+    pub input: &'a [u8],
+    pub written: usize,
 }
 
 impl InputFeeder<'_> {
@@ -326,35 +336,74 @@ impl InputFeeder<'_> {
 }
 
 /// What the host saw while the worker ran.
-struct Watch {
-    output: Vec<u8>,
-    truncated: bool,
+pub(crate) struct Watch {
+    pub output: Vec<u8>,
+    pub truncated: bool,
     /// Why the host killed the worker, if it did.
-    killed: Option<Kill>,
+    pub killed: Option<Kill>,
+    /// A same-code worker said the input is done (and still lives, parked for the next one).
+    pub done: bool,
+}
+
+/// A same-code worker's done pipe, watched for the "done" message of input `seq`: the input
+/// is done when the last 8 bytes read from the pipe are `seq` and `confirm` agrees (the record
+/// says returned). A guest can write to the pipe too; what it writes only ever delays its own
+/// "done" (to its timeout) or claims a return it could have made anyway.
+pub(crate) struct Control<'a> {
+    pub fd: &'a OwnedFd,
+    pub seq: u64,
+    pub confirm: &'a dyn Fn() -> bool,
+}
+
+impl Control<'_> {
+    /// Reads what is waiting (a bounded amount: a guest may keep writing); true once the
+    /// bytes read so far end with the done message.
+    fn done(&self, tail: &mut [u8; 8]) -> std::io::Result<bool> {
+        let mut chunk = [0u8; 512];
+        for _ in 0..64 {
+            match sys::read(self.fd.as_raw_fd(), &mut chunk) {
+                Ok(0) => return Ok(false), // the worker is gone; its pidfd says how
+                Ok(n) => {
+                    let mut joined = [0u8; 8 + 512];
+                    joined[..8].copy_from_slice(tail);
+                    joined[8..8 + n].copy_from_slice(&chunk[..n]);
+                    tail.copy_from_slice(&joined[n..n + 8]);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(*tail == self.seq.to_le_bytes() && (self.confirm)())
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Kill {
+pub(crate) enum Kill {
     Deadline,
     OutputLimit,
 }
 
 /// The poll loop: feed input, collect output, kill at the deadline or past the output limit,
-/// return once the worker has exited (its pidfd is readable) or been killed.
-fn watch_worker(
+/// return once the worker has exited (its pidfd is readable), been killed, or (a same-code
+/// worker) said on `control` that the input is done.
+pub(crate) fn watch_worker(
     pidfd: &OwnedFd,
-    output_r: OwnedFd,
+    output_r: &OwnedFd,
     feeder: &mut InputFeeder<'_>,
+    control: Option<&Control<'_>>,
     options: &RunOptions,
     start: Instant,
 ) -> Result<Watch, Error> {
     let deadline = start + options.limits.timeout;
     let max_output = options.limits.max_output;
     let mut collector = OutputCollector {
-        fd: Some(output_r),
+        fd: Some(output_r.as_raw_fd()),
         output: Vec::new(),
         max: max_output,
     };
+    let mut done = false;
+    let mut tail = [0u8; 8];
     // SIGPIPE stays blocked while input is written: the worker may already be gone.
     let mut sigpipe = feeder.fd.as_ref().map(|_| sys::SigpipeBlock::new());
     let epipe = feeder
@@ -382,6 +431,7 @@ fn watch_worker(
                 feeder.fd.as_ref().map_or(-1, |fd| fd.as_raw_fd()),
                 libc::POLLOUT,
             ),
+            pollfd(control.map_or(-1, |c| c.fd.as_raw_fd()), libc::POLLIN),
         ];
         match sys::poll(&mut fds, deadline - now) {
             Ok(_) => {}
@@ -407,9 +457,21 @@ fn watch_worker(
         if fds[0].revents != 0 {
             break;
         }
+        if let Some(control) = control.filter(|_| fds[3].revents != 0) {
+            if control
+                .done(&mut tail)
+                .map_err(|e| Error::io("reading the control socket", e))?
+            {
+                done = true;
+                break;
+            }
+        }
     }
-    // Everything the worker wrote before it ended is in the pipe now.
+    // Everything the worker wrote before it ended is in the pipe now. (After "done" the loop
+    // has drained it already: the output was written before the message, so the same poll
+    // saw it.)
     if killed.is_none()
+        && !done
         && collector
             .drain()
             .map_err(|e| Error::io("reading the output", e))?
@@ -425,6 +487,7 @@ fn watch_worker(
         output,
         truncated,
         killed,
+        done,
     })
 }
 
@@ -439,14 +502,14 @@ fn pollfd(fd: i32, events: libc::c_short) -> libc::pollfd {
 /// Reads the worker's fd 1, keeping at most `max + 1` bytes (one past the limit proves it
 /// was passed).
 struct OutputCollector {
-    fd: Option<OwnedFd>,
+    fd: Option<i32>,
     output: Vec<u8>,
     max: usize,
 }
 
 impl OutputCollector {
     fn raw_fd(&self) -> i32 {
-        self.fd.as_ref().map_or(-1, |fd| fd.as_raw_fd())
+        self.fd.unwrap_or(-1)
     }
 
     /// Reads until the pipe is empty; true when the output passed the limit.
@@ -460,7 +523,7 @@ impl OutputCollector {
             let len = self.output.len();
             let want = room.min(CHUNK);
             self.output.resize(len + want, 0);
-            let got = sys::read(fd.as_raw_fd(), &mut self.output[len..]);
+            let got = sys::read(*fd, &mut self.output[len..]);
             self.output.truncate(len + *got.as_ref().unwrap_or(&0));
             match got {
                 Ok(0) => self.fd = None, // EOF: no writer is left
@@ -476,13 +539,13 @@ impl OutputCollector {
 
 /// Decides the outcome from the wait status and the host's own kills; the worker's record
 /// only adds details, and only where it agrees with the kernel.
-fn classify(
+pub(crate) fn classify(
     reaped: &sys::Reaped,
     watch: &Watch,
     record: &Record,
     code_addr: u64,
     code: &[u8],
-    options: &RunOptions,
+    cpu_limit_secs: u64,
 ) -> Result<(Outcome, Option<ViolatingSyscall>), Error> {
     let status = reaped.status;
     if watch.truncated || watch.killed == Some(Kill::OutputLimit) {
@@ -510,7 +573,7 @@ fn classify(
             return Ok((Outcome::Timeout, None));
         }
         let cpu = timeval(reaped.rusage.ru_utime) + timeval(reaped.rusage.ru_stime);
-        if cpu + Duration::from_millis(100) >= Duration::from_secs(cpu_limit_secs(options)) {
+        if cpu + Duration::from_millis(100) >= Duration::from_secs(cpu_limit_secs) {
             return Ok((Outcome::Timeout, None)); // the RLIMIT_CPU backstop
         }
         return Ok((Outcome::SyscallViolation, None));
@@ -597,6 +660,6 @@ fn faulting_offset(signal: i32, code: &[u8], rip_offset: u64) -> u64 {
     }
 }
 
-fn timeval(tv: libc::timeval) -> Duration {
+pub(crate) fn timeval(tv: libc::timeval) -> Duration {
     Duration::from_secs(tv.tv_sec.max(0) as u64) + Duration::from_micros(tv.tv_usec.max(0) as u64)
 }

@@ -268,6 +268,6 @@ fn park_one(shared: &Shared) -> Result<Parked, Error> {
     // Fault in the pages every job writes, here rather than on a job's clock.
     arena.load_job(&[0xc3], b"", &shared.template);
     let cpu = host::cpu_limit_secs(&shared.template);
-    let worker = host::spawn(&arena, maps, protects, &shared.template, cpu)?;
+    let worker = host::spawn(&arena, maps, protects, &shared.template, cpu, None)?;
     Ok(Parked { arena, worker })
 }

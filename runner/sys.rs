@@ -157,6 +157,59 @@ impl SharedFile {
         };
     }
 
+    /// Gives `len` bytes at `offset` back to the kernel (`fallocate(PUNCH_HOLE)`): they read
+    /// as zeros again, in every mapping of the file, the host's and the workers'.
+    pub fn punch_hole(&mut self, offset: usize, len: usize) -> io::Result<()> {
+        assert!(offset <= self.len() && len <= self.len() - offset);
+        let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+        // SAFETY: fallocate on a descriptor we own; no memory is passed.
+        let ret = unsafe { libc::fallocate(self.fd(), mode, offset as i64, len as i64) };
+        if ret < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Returns `len` bytes at `offset` to zeros, cheaply when few of their pages exist: the
+    /// file's data ranges there (`lseek` `SEEK_DATA`/`SEEK_HOLE`, which also counts pages swapped
+    /// out) are zeroed in place, so a worker that maps them keeps them mapped and does not fault
+    /// them in again. Past `ZERO_IN_PLACE_MAX` bytes of data the range is punched out instead.
+    pub fn zero_range(&mut self, offset: usize, len: usize) -> io::Result<()> {
+        const ZERO_IN_PLACE_MAX: usize = 256 << 10;
+        assert!(offset <= self.len() && len <= self.len() - offset);
+        let end = offset + len;
+        let seek = |from: usize, whence: i32| -> io::Result<Option<usize>> {
+            // SAFETY: lseek on a descriptor we own.
+            let got = unsafe { libc::lseek(self.fd(), from as i64, whence) };
+            if got >= 0 {
+                return Ok(Some((got as usize).min(end)));
+            }
+            match io::Error::last_os_error() {
+                e if e.raw_os_error() == Some(libc::ENXIO) => Ok(None), // no data past `from`
+                e => Err(e),
+            }
+        };
+        let mut runs = [(0usize, 0usize); 8];
+        let (mut count, mut total, mut pos) = (0, 0, offset);
+        while pos < end {
+            let Some(data) = seek(pos, libc::SEEK_DATA)?.filter(|&d| d < end) else {
+                break;
+            };
+            let hole = seek(data, libc::SEEK_HOLE)?.unwrap_or(end);
+            total += hole - data;
+            if count == runs.len() || total > ZERO_IN_PLACE_MAX {
+                return self.punch_hole(offset, len);
+            }
+            runs[count] = (data, hole);
+            count += 1;
+            pos = hole;
+        }
+        for &(data, hole) in &runs[..count] {
+            self.zero(data, hole - data);
+        }
+        Ok(())
+    }
+
     /// Sets `len` bytes at `offset` to zero.
     pub fn zero(&mut self, offset: usize, len: usize) {
         assert!(offset <= self.len() && len <= self.len() - offset);
@@ -248,6 +301,26 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     }
     // SAFETY: the kernel returned two fresh descriptors that nothing else owns.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// CPU time (user + system, the scheduler's precise clock) a live or not yet reaped child
+/// has used so far: the kernel's process CPU clock of `pid` (what clock_getcpuclockid(3)
+/// returns, built here without its extra validating syscall: `CPUCLOCK_SCHED` of the process).
+pub fn process_cpu_time(pid: libc::pid_t) -> io::Result<std::time::Duration> {
+    const CPUCLOCK_SCHED: libc::clockid_t = 2;
+    let clock = (!pid << 3) | CPUCLOCK_SCHED;
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid pointer to a local.
+    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(std::time::Duration::new(
+        ts.tv_sec.max(0) as u64,
+        ts.tv_nsec as u32,
+    ))
 }
 
 /// `fcntl(fd, F_SETFL, O_NONBLOCK)`; see fcntl(2). For a fresh pipe end, whose other status

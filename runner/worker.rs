@@ -57,9 +57,22 @@ pub(crate) mod layout {
     pub const CTX_FPROG: usize = 0x0b0;
     /// The end of the user address space (see `sys::user_address_space_end`).
     pub const CTX_USER_END: usize = 0x0c0;
-    /// Non-zero: a pool worker. After strict mode it parks in `read(0, .., 1)` until the host
-    /// writes the job's "go" byte (EOF: the pool is shutting down, exit quietly).
+    /// Non-zero: a parked worker. After strict mode it waits in `read(CTX_CONTROL_FD, .., 1)`
+    /// until the host writes the job's "go" byte (EOF: the host is done with it, exit quietly).
     pub const CTX_PARK: usize = 0x0c8;
+    /// The descriptor a parked worker waits on: 0 for a pool worker (the go byte comes ahead
+    /// of the input on the input pipe), [`GO_FD`] for a same-code worker.
+    pub const CTX_CONTROL_FD: usize = 0x0d0;
+    /// Non-zero: a same-code worker. When the guest returns, the trampoline records it, writes
+    /// the 8 bytes at `CTX_SEQ` to [`DONE_FD`] ("input done") and parks again instead of
+    /// exiting.
+    pub const CTX_LOOP: usize = 0x0d8;
+    /// The input's sequence number, written by the host before each go byte.
+    pub const CTX_SEQ: usize = 0x0e0;
+    /// A same-code worker's control pipes (fd 0 stays the empty input, 1 the output): it reads
+    /// go bytes from `GO_FD` and writes "done" messages to `DONE_FD`.
+    pub const GO_FD: usize = 3;
+    pub const DONE_FD: usize = 4;
 
     // Record, written by the worker (offsets within DATA). Best-effort: the guest can write it.
     pub const REC_STATE: usize = 0x100;
@@ -165,6 +178,17 @@ global_asm!(
     "pop rax",
     "mov [rip + .Lbj_base + {data} + {rec_rflags}], rax",
     "mov qword ptr [rip + .Lbj_base + {data} + {rec_state}], {state_returned}",
+    "cmp qword ptr [rip + .Lbj_base + {data} + {ctx_loop}], 0",
+    "je .Lbj_exit",
+    // Same-code worker: say "done" on the control descriptor, then wait for the next input.
+    "mov eax, {sys_write}",
+    "mov edi, {done_fd}",
+    "lea rsi, [rip + .Lbj_base + {data} + {ctx_seq}]",
+    "mov edx, 8",
+    "syscall",
+    "cmp rax, 8",
+    "je .Lbj_park",
+    ".Lbj_exit:",
     "mov eax, {sys_exit}",
     "xor edi, edi",
     "syscall",
@@ -266,11 +290,13 @@ global_asm!(
     ".Lbj_confined:",
     "cmp qword ptr [rip + .Lbj_base + {data} + {ctx_park}], 0",
     "je .Lbj_base",
-    // Parked: wait for the go byte on fd 0 (on the private stack), then enter.
+    // Parked: wait for the go byte on the control descriptor (read onto the private stack),
+    // then enter. EOF or an error: the host is done with this worker.
+    ".Lbj_park:",
+    "lea rsp, [rip + .Lbj_base + {data} + 0x1000]",
     "xor eax, eax",
-    "xor edi, edi",
-    "mov rsi, rsp",
-    "sub rsi, 8",
+    "mov rdi, [rip + .Lbj_base + {data} + {ctx_control_fd}]",
+    "lea rsi, [rsp - 8]",
     "mov edx, 1",
     "syscall",
     "cmp rax, 1",
@@ -389,6 +415,11 @@ global_asm!(
     ctx_keep_end = const CTX_KEEP_END,
     ctx_user_end = const CTX_USER_END,
     ctx_park = const CTX_PARK,
+    ctx_control_fd = const CTX_CONTROL_FD,
+    ctx_loop = const CTX_LOOP,
+    ctx_seq = const CTX_SEQ,
+    sys_write = const libc::SYS_write,
+    done_fd = const DONE_FD,
     rec_stage = const REC_STAGE,
     rec_errno = const REC_ERRNO,
     state_setup_failed = const STATE_SETUP_FAILED,
@@ -515,6 +546,9 @@ pub(crate) struct WorkerPlan {
     pub host_pid: libc::pid_t,
     pub input_fd: i32,
     pub output_fd: i32,
+    /// A same-code worker's control pipes (go read end, done write end), moved to
+    /// [`layout::GO_FD`] and [`layout::DONE_FD`]; -1 for none.
+    pub control_fds: [i32; 2],
     /// Address of the region (see [`layout`]) once the worker has mapped it.
     pub region: usize,
     /// Region, code, input, scratch, stack: mapped in this order (see [`crate::arena`]).
@@ -781,6 +815,16 @@ unsafe fn worker_main(plan: &WorkerPlan) -> ! {
             );
         }
 
+        // Control pipes first go above every low descriptor, out of the other pipes' way.
+        let looping = plan.control_fds[0] >= 0;
+        let mut control = [-1; 2];
+        if looping {
+            for (moved, fd) in control.iter_mut().zip(plan.control_fds) {
+                let dup = libc::F_DUPFD as usize;
+                *moved = raw::syscall3(libc::SYS_fcntl, fd as usize, dup, 10) as i32;
+                check(data, STAGE_FDS, *moved as isize);
+            }
+        }
         // Move the pipes to 0 and 1 without one clobbering the other.
         let mut input = plan.input_fd;
         let mut output = plan.output_fd;
@@ -808,10 +852,25 @@ unsafe fn worker_main(plan: &WorkerPlan) -> ! {
         }
         // dup2 leaves fd 0/1 without FD_CLOEXEC; when input was already 0 it keeps the flag,
         // which is harmless: nothing here ever execs.
+        if looping {
+            for (fd, target) in control.into_iter().zip([GO_FD, DONE_FD]) {
+                check(
+                    data,
+                    STAGE_FDS,
+                    raw::syscall3(libc::SYS_dup2, fd as usize, target, 0),
+                );
+            }
+            check(
+                data,
+                STAGE_CLOSE,
+                raw::syscall3(libc::SYS_close_range, 2, 2, 0),
+            );
+        }
+        let first_closed = if looping { DONE_FD + 1 } else { 2 };
         check(
             data,
             STAGE_CLOSE,
-            raw::syscall3(libc::SYS_close_range, 2, u32::MAX as usize, 0),
+            raw::syscall3(libc::SYS_close_range, first_closed, u32::MAX as usize, 0),
         );
 
         // Terminal-generated signals go to the host's process group, not to the guest.

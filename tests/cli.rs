@@ -939,45 +939,50 @@ fn batch_runs_json_lines_and_summarizes() {
         ),
     )
     .unwrap();
-    let run = bytejail(&["batch", "--ordered", "--jobs", "2", jobs.to_str().unwrap()]);
-    assert_eq!(run.status, 0, "{run:?}");
-    let lines: Vec<serde_json::Value> = String::from_utf8(run.stdout.clone())
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let ids: Vec<&str> = lines.iter().map(|l| l["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, ["a", "b", "c", "d", "e"]);
-    assert_eq!(lines[0]["outcome"], "returned");
-    assert_eq!(lines[0]["rax"], 42);
-    assert_eq!(lines[1]["output_text"], "hello from bytejail\n");
-    assert_eq!(lines[2]["outcome"], "syscall_violation");
-    assert_eq!(lines[2]["syscall"]["name"], "getpid");
-    assert_eq!(lines[3]["outcome"], "timeout");
-    assert_eq!(lines[4]["line"], 5);
-    assert!(
-        lines[4]["error"].as_str().unwrap().contains("no code"),
-        "{}",
-        lines[4]
-    );
-    // The same report as `run --json`, field for field, after the id.
-    let single = bytejail(&["run", "--json", "--hex", RETURN_42]).json();
-    let batch_keys: Vec<&String> = lines[0].as_object().unwrap().keys().collect();
-    let run_keys: Vec<&String> = single.keys().collect();
-    assert_eq!(batch_keys[1..], run_keys[..]);
-    assert_eq!(
-        run.stderr.trim(),
-        run.stderr.lines().next().unwrap().trim(),
-        "one summary line"
-    );
-    assert!(
-        run.stderr.starts_with(
-            "bytejail: 5 jobs: 2 returned, 1 syscall_violation, 1 timeout, 1 error in "
-        ),
-        "{}",
-        run.stderr
-    );
+    // Every mode gives the same results.
+    for reuse in ["none", "same-code"] {
+        let path = jobs.to_str().unwrap();
+        let run = bytejail(&["batch", "--ordered", "--jobs", "2", "--reuse", reuse, path]);
+        assert_eq!(run.status, 0, "--reuse {reuse}: {run:?}");
+        let lines: Vec<serde_json::Value> = String::from_utf8(run.stdout.clone())
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let ids: Vec<&str> = lines.iter().map(|l| l["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["a", "b", "c", "d", "e"]);
+        assert_eq!(lines[0]["outcome"], "returned");
+        assert_eq!(lines[0]["rax"], 42);
+        assert_eq!(lines[1]["output_text"], "hello from bytejail\n");
+        assert_eq!(lines[2]["outcome"], "syscall_violation");
+        assert_eq!(lines[2]["syscall"]["name"], "getpid");
+        assert_eq!(lines[3]["outcome"], "timeout");
+        assert_eq!(lines[4]["line"], 5);
+        assert!(
+            lines[4]["error"].as_str().unwrap().contains("no code"),
+            "{}",
+            lines[4]
+        );
+        // The same report as `run --json`, field for field, after the id.
+        let single = bytejail(&["run", "--json", "--hex", RETURN_42]).json();
+        let batch_keys: Vec<&String> = lines[0].as_object().unwrap().keys().collect();
+        let run_keys: Vec<&String> = single.keys().collect();
+        assert_eq!(batch_keys[1..], run_keys[..]);
+        assert_eq!(
+            run.stderr.trim(),
+            run.stderr.lines().next().unwrap().trim(),
+            "one summary line"
+        );
+        assert!(
+            run.stderr.starts_with(
+                "bytejail: 5 jobs: 2 returned, 1 syscall_violation, 1 timeout, 1 error in "
+            ),
+            "{}",
+            run.stderr
+        );
+    }
 
     bytejail(&["batch", "--jobs", "0", "-"]).assert_rejected(&["--jobs"]);
+    bytejail(&["batch", "--reuse", "always", "-"]).assert_rejected(&["--reuse"]);
     bytejail(&["batch", "/nonexistent/jobs.jsonl"]).assert_rejected(&["/nonexistent/jobs.jsonl"]);
 }

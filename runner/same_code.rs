@@ -1,0 +1,331 @@
+//! Same-code batches: many inputs for one piece of code through one worker.
+//!
+//! A grader's test cases or a superoptimizer's test vectors all run the same code. A
+//! [`SameCode`] keeps one worker for them: it runs an input, and when the guest returns the
+//! trampoline records the registers, says "done" on a control socket and parks again instead of
+//! exiting. Before each input the host puts everything back as it was for the first one: the
+//! scratch and the stack return to zeros (they live in the arena's memfd, and the host punches
+//! them out of the file, which the worker in strict mode could not even ask for), the initial
+//! registers, XSAVE image, context and record are rewritten, and the input replaces the last.
+//! The code cannot change: the worker maps it read+execute only and the host never rewrites it.
+//! A crash, violation, timeout, exit or output overflow ends that worker; the next input starts
+//! a fresh one.
+//!
+//! What this isolates: one submission from another (a different code gets a different worker,
+//! as in any other mode). What it does not: inputs of the same submission from each other. The
+//! worker is one process, so a guest can carry state from one input to the next where the host
+//! does not reset it (registers it leaves to the kernel, such as a signal mask changed by a
+//! forged `rt_sigreturn`), and it can write the "done" message and the record itself, so its
+//! report for an input is its own claim, exactly as good as the registers it returns. Crashes,
+//! violations, timeouts and output overflows still come from the kernel and the host's clock.
+//!
+//! Differences from a fresh run, all documented in the README:
+//! - the input is only in memory (`rdi`, `rsi`); fd 0 is an empty pipe (reads give EOF) and
+//!   fd 3 is the worker's control socket;
+//! - `user` is the input's CPU time from the kernel's scheduler clock (user and system
+//!   together), `sys` is zero, and `max_rss_kib` is zero for inputs that return (measured for
+//!   the input that ends the worker).
+
+use std::marker::PhantomData;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use crate::abi::{Registers, RunOptions};
+use crate::arena::{Arena, Need};
+use crate::error::{Error, InputError};
+use crate::host::{self, Control, InputFeeder, Spawned};
+use crate::report::{Outcome, Report};
+use crate::sys;
+use crate::worker::layout::STATE_RETURNED;
+
+/// CPU time a same-code worker may use across its inputs before it is replaced. Its
+/// `RLIMIT_CPU` backstop is this plus the per-input margin.
+const WORKER_CPU_BUDGET: Duration = Duration::from_secs(60);
+
+/// One code, many inputs, one worker at a time (see the module docs).
+///
+/// Not `Send`: the worker dies with the thread that forked it (`PR_SET_PDEATHSIG`), so a
+/// `SameCode` stays on the thread that made it. Dropping it ends the worker.
+pub struct SameCode {
+    code: Vec<u8>,
+    template: RunOptions,
+    arena: Option<Arena>,
+    live: Option<Live>,
+    seq: u64,
+    workers: u64,
+    _thread_bound: PhantomData<*const ()>,
+}
+
+/// The current worker, parked between inputs. Its fd 0 is an input pipe whose write end the
+/// host closed at once: reads give EOF.
+struct Live {
+    pid: libc::pid_t,
+    pidfd: OwnedFd,
+    output_r: OwnedFd,
+    /// The host's ends of the go pipe (written) and the done pipe (read, non-blocking).
+    go_w: OwnedFd,
+    done_r: OwnedFd,
+    cpu_limit_secs: u64,
+    /// CPU time used by the inputs so far.
+    cpu_used: Duration,
+}
+
+impl Live {
+    fn end(self) {
+        let _ = sys::pidfd_kill(self.pidfd.as_raw_fd());
+        let _ = sys::wait4(self.pid);
+    }
+}
+
+impl SameCode {
+    /// Prepares to run `code` under `options` (policy, scrubbing, stack and scratch sizes are
+    /// fixed for every input; see [`SameCode::run_with`]). The first worker starts with the
+    /// first input.
+    pub fn new(code: &[u8], options: &RunOptions) -> Result<SameCode, Error> {
+        host::validate(code, b"", options)?;
+        Ok(SameCode {
+            code: code.to_vec(),
+            template: options.clone(),
+            arena: None,
+            live: None,
+            seq: 0,
+            workers: 0,
+            _thread_bound: PhantomData,
+        })
+    }
+
+    /// The code every input runs.
+    pub fn code(&self) -> &[u8] {
+        &self.code
+    }
+
+    /// Workers started so far: 1 while every input returned, one more after each input that
+    /// ended its worker.
+    pub fn workers_started(&self) -> u64 {
+        self.workers
+    }
+
+    /// The current worker's process id, while one is parked.
+    pub fn worker_pid(&self) -> Option<u32> {
+        self.live.as_ref().map(|live| live.pid as u32)
+    }
+
+    /// Runs one input with the options given at [`SameCode::new`].
+    pub fn run(&mut self, input: &[u8]) -> Result<Report, Error> {
+        let options = self.template.clone();
+        self.run_with(input, &options)
+    }
+
+    /// Whether [`SameCode::run_with`] accepts `options`: the same policy, scrubbing, stack and
+    /// scratch as the worker was made for.
+    pub fn fits(&self, options: &RunOptions) -> bool {
+        let t = &self.template;
+        options.policy == t.policy
+            && options.scrub == t.scrub
+            && options.limits.stack == t.limits.stack
+            && options.limits.scratch == t.limits.scratch
+    }
+
+    /// Runs one input with its own registers, entry, timeout and output limit. The report is
+    /// the one [`crate::run`] gives, with the differences the module docs list.
+    pub fn run_with(&mut self, input: &[u8], options: &RunOptions) -> Result<Report, Error> {
+        host::validate(&self.code, input, options)?;
+        if !self.fits(options) {
+            return Err(InputError::Invalid(
+                "a same-code worker keeps the policy, scrubbing, stack and scratch it was \
+                 started with; these options change them"
+                    .into(),
+            )
+            .into());
+        }
+        // One retry: a worker that died while parked (killed from outside) never ran the input.
+        for _ in 0..2 {
+            if let Some(report) = self.try_input(input, options)? {
+                return Ok(host::diagnose(report, &self.code, input, options));
+            }
+        }
+        Err(Error::io(
+            "starting a same-code worker",
+            std::io::Error::other("two fresh workers died before the input ran"),
+        ))
+    }
+
+    /// Runs the input in the current worker (started first if needed). `None`: the parked
+    /// worker was gone before the input started.
+    fn try_input(&mut self, input: &[u8], options: &RunOptions) -> Result<Option<Report>, Error> {
+        // A worker near its CPU backstop is replaced before the input could reach it.
+        if let Some(live) = &self.live {
+            let budget = Duration::from_secs(live.cpu_limit_secs);
+            if live.cpu_used + options.limits.timeout + Duration::from_secs(1) >= budget {
+                self.end_worker();
+            }
+        }
+        let need = Need::sized(self.code.len(), input.len(), options);
+        if !self.arena.as_ref().is_some_and(|a| a.fits(need)) {
+            self.end_worker();
+            self.arena = None;
+        }
+        let mut arena = match self.arena.take() {
+            Some(arena) => arena,
+            None => {
+                // Room for inputs up to 64 KiB, or this one, without a new worker.
+                let room = Need::sized(self.code.len(), input.len().max(64 << 10), options);
+                let mut arena = Arena::new_reusable(room)
+                    .map_err(|e| Error::io("creating the worker arena", e))?;
+                arena.load_job(&self.code, b"", options);
+                arena
+            }
+        };
+        let result = self.input_in(&mut arena, input, options);
+        self.arena = Some(arena);
+        result
+    }
+
+    fn input_in(
+        &mut self,
+        arena: &mut Arena,
+        input: &[u8],
+        options: &RunOptions,
+    ) -> Result<Option<Report>, Error> {
+        let mut live = match self.live.take() {
+            Some(live) => live,
+            None => self.start_worker(arena, options)?,
+        };
+        self.seq += 1;
+        let seq = self.seq;
+        if let Err(e) = arena.reset_memory() {
+            live.end();
+            return Err(Error::io("resetting the worker's scratch and stack", e));
+        }
+        arena.load_input(input, options, seq);
+
+        let pid = live.pid;
+        let cpu_before = sys::process_cpu_time(pid).unwrap_or_default();
+        let start = Instant::now();
+        if !wake(&live) {
+            live.end();
+            return Ok(None);
+        }
+        let confirm = || arena.record().state == STATE_RETURNED;
+        let control = Control {
+            fd: &live.done_r,
+            seq,
+            confirm: &confirm,
+        };
+        let mut no_input = InputFeeder {
+            fd: None,
+            input: b"",
+            written: 0,
+        };
+        let watch = host::watch_worker(
+            &live.pidfd,
+            &live.output_r,
+            &mut no_input,
+            Some(&control),
+            options,
+            start,
+        );
+        let watch = match watch {
+            Ok(watch) => watch,
+            Err(e) => {
+                live.end();
+                return Err(e);
+            }
+        };
+        if watch.done && watch.killed.is_none() {
+            let wall = start.elapsed();
+            let cpu = sys::process_cpu_time(pid)
+                .unwrap_or_default()
+                .saturating_sub(cpu_before);
+            let record = arena.record();
+            live.cpu_used += cpu;
+            self.live = Some(live);
+            return Ok(Some(Report {
+                outcome: Outcome::Returned(Registers::from_array(record.gpr, record.rflags)),
+                output: watch.output,
+                output_truncated: false,
+                wall,
+                user: cpu,
+                sys: Duration::ZERO,
+                max_rss_kib: 0,
+                syscall: None,
+            }));
+        }
+
+        // The worker ended (or the host ended it): reap and classify as a fresh run would.
+        let reaped = sys::wait4(pid).map_err(|e| Error::io("reaping the worker", e))?;
+        let wall = start.elapsed();
+        let total = host::timeval(reaped.rusage.ru_utime) + host::timeval(reaped.rusage.ru_stime);
+        let (outcome, syscall) = host::classify(
+            &reaped,
+            &watch,
+            &arena.record(),
+            arena.code_addr() as u64,
+            &self.code,
+            live.cpu_limit_secs,
+        )?;
+        Ok(Some(Report {
+            outcome,
+            output: watch.output,
+            output_truncated: watch.truncated,
+            wall,
+            user: total.saturating_sub(live.cpu_used),
+            sys: Duration::ZERO,
+            max_rss_kib: reaped.rusage.ru_maxrss.max(0) as u64,
+            syscall,
+        }))
+    }
+
+    fn start_worker(&mut self, arena: &mut Arena, options: &RunOptions) -> Result<Live, Error> {
+        let (maps, protects) = arena.prepare_worker(arena.capacity(), options, true);
+        let cpu_limit_secs = WORKER_CPU_BUDGET.as_secs() + options.limits.timeout.as_secs() + 2;
+        let (go_r, go_w) = sys::pipe().map_err(|e| Error::io("creating the go pipe", e))?;
+        let (done_r, done_w) = sys::pipe().map_err(|e| Error::io("creating the done pipe", e))?;
+        sys::set_nonblocking(done_r.as_raw_fd())
+            .map_err(|e| Error::io("fcntl on the done pipe", e))?;
+        let Spawned {
+            pid,
+            pidfd,
+            input_w,
+            output_r,
+        } = host::spawn(
+            arena,
+            maps,
+            protects,
+            options,
+            cpu_limit_secs,
+            Some([&go_r, &done_w]),
+        )?;
+        // The worker holds its own copies now; closing the input's write end gives it EOF.
+        drop((go_r, done_w, input_w));
+        self.workers += 1;
+        Ok(Live {
+            pid,
+            pidfd,
+            output_r,
+            go_w,
+            done_r,
+            cpu_limit_secs,
+            cpu_used: Duration::ZERO,
+        })
+    }
+
+    fn end_worker(&mut self) {
+        if let Some(live) = self.live.take() {
+            live.end();
+        }
+    }
+}
+
+impl Drop for SameCode {
+    fn drop(&mut self) {
+        self.end_worker();
+    }
+}
+
+/// Sends the go byte; false when the worker is gone (its end of the go pipe closed when it
+/// died: EPIPE, with SIGPIPE blocked for the write).
+fn wake(live: &Live) -> bool {
+    let _block = sys::SigpipeBlock::new();
+    matches!(sys::write(live.go_w.as_raw_fd(), &[1]), Ok(1))
+}

@@ -1,0 +1,235 @@
+//! Same-code batches: one worker runs many inputs of one code, each from the same initial
+//! state, and whatever ends a worker only ends it for the input that did it.
+
+use std::time::Duration;
+
+mod common;
+
+use bytejail::load::{assemble, Format};
+use bytejail::{Gpr, Limits, Outcome, Report, RunOptions, SameCode};
+
+fn gas(source: &str) -> Vec<u8> {
+    assemble(&format!(".intel_syntax noprefix\n{source}\n"), Format::Gas).unwrap()
+}
+
+fn returned(report: &Report) -> &bytejail::Registers {
+    match &report.outcome {
+        Outcome::Returned(regs) => regs,
+        other => panic!("expected a return, got {other:?}"),
+    }
+}
+
+/// Everything that must agree with a fresh run of the same input (not timings, not addresses).
+fn essence(report: &Report) -> String {
+    let outcome = match &report.outcome {
+        Outcome::Returned(regs) => format!("returned rax={} rbx={}", regs.rax, regs.rbx),
+        Outcome::Crashed { signal, fault } => format!(
+            "crashed {signal} at {:?} {:?}",
+            fault.as_ref().and_then(|f| f.code_offset),
+            fault.as_ref().and_then(|f| f.instruction.clone())
+        ),
+        other => format!("{other:?}"),
+    };
+    let syscall = report
+        .syscall
+        .as_ref()
+        .map(|s| (s.nr, s.name, s.code_offset));
+    format!(
+        "{outcome} output={:?} truncated={} syscall={syscall:?}",
+        report.output, report.output_truncated
+    )
+}
+
+/// Writes the input (rdi, rsi) to fd 1, returns the sum of its bytes in rax and rbx + 1 in rbx.
+fn echo_sum() -> Vec<u8> {
+    gas("push rdi\n push rsi\n mov rdx, rsi\n mov rsi, rdi\n mov edi, 1\n mov eax, 1\n syscall\n\
+         pop rsi\n pop rdi\n xor eax, eax\n xor ecx, ecx\n\
+         1: cmp rcx, rsi\n jae 2f\n movzx edx, byte ptr [rdi + rcx]\n add rax, rdx\n inc rcx\n jmp 1b\n\
+         2: inc rbx\n ret")
+}
+
+#[test]
+fn every_input_returns_what_a_fresh_run_returns_in_one_worker() {
+    let code = echo_sum();
+    let mut options = RunOptions::default();
+    options.registers.set(Gpr::RBX, 41).unwrap();
+    let mut same = SameCode::new(&code, &options).unwrap();
+    for i in 0..60usize {
+        let input: Vec<u8> = (0..i * 37).map(|j| (j * 7 + i) as u8).collect();
+        let report = same.run(&input).unwrap();
+        let fresh = bytejail::run(&code, &input, &options).unwrap();
+        assert_eq!(essence(&report), essence(&fresh), "input {i}");
+        let sum: u64 = input.iter().map(|&b| b as u64).sum();
+        assert_eq!(returned(&report).rax, sum, "input {i}");
+        assert_eq!(returned(&report).rbx, 42, "input {i}");
+        assert_eq!(report.output, input, "input {i}");
+    }
+    assert_eq!(
+        same.workers_started(),
+        1,
+        "every input returned: one worker"
+    );
+}
+
+#[test]
+fn per_input_registers_entry_and_limits() {
+    // Entry 0: rax = rbx; entry 4: rax = rbx + 1.
+    let code = gas("mov rax, rbx\n ret\n nop\n mov rax, rbx\n inc rax\n ret");
+    let mut same = SameCode::new(&code, &RunOptions::default()).unwrap();
+    for i in 0..10u64 {
+        let mut options = RunOptions::default();
+        options.registers.set(Gpr::RBX, i * 1000).unwrap();
+        options.entry = if i % 2 == 0 { 0 } else { 5 };
+        let report = same.run_with(b"", &options).unwrap();
+        assert_eq!(returned(&report).rax, i * 1000 + i % 2, "input {i}");
+    }
+    assert_eq!(same.workers_started(), 1);
+    let other = RunOptions {
+        scrub: false,
+        ..RunOptions::default()
+    };
+    let refused = same.run_with(b"", &other).unwrap_err();
+    assert!(refused.to_string().contains("same-code"), "{refused}");
+}
+
+#[test]
+fn each_input_starts_from_the_same_state() {
+    // Reads what an earlier input would have left (scratch, below the stack pointer, the top of
+    // the scratch, MXCSR, xmm0, the input area past the input), then changes all of it and
+    // reads one change back within the same input: proof that the writes happen.
+    let code = gas(
+        "mov rax, [rdx]\n mov rbx, [rsp - 64]\n mov r10, [rdx + rcx - 8]\n\
+         sub rsp, 8\n stmxcsr [rsp]\n mov r11d, [rsp]\n add rsp, 8\n movq r8, xmm0\n\
+         mov r12, [rdi + rsi]\n\
+         mov qword ptr [rdx], 0xdead\n mov qword ptr [rsp - 64], 0xbeef\n\
+         mov qword ptr [rdx + rcx - 8], 0xfeed\n\
+         mov r9, 0x1234\n movq xmm0, r9\n\
+         sub rsp, 8\n mov dword ptr [rsp], 0x9fc0\n ldmxcsr [rsp]\n add rsp, 8\n\
+         mov r9, [rdx]\n mov r13, [rsp - 64]\n ret",
+    );
+    let mut same = SameCode::new(&code, &RunOptions::default()).unwrap();
+    for i in 0..20usize {
+        // Inputs of falling length: a shorter input must not see the tail of a longer one.
+        let input = vec![0xaa; 200 - i * 10];
+        let report = same.run(&input).unwrap();
+        let regs = returned(&report);
+        assert_eq!(regs.rax, 0, "scratch, input {i}");
+        assert_eq!(regs.rbx, 0, "stack, input {i}");
+        assert_eq!(regs.r10, 0, "end of scratch, input {i}");
+        assert_eq!(regs.r11, 0x1f80, "MXCSR, input {i}");
+        assert_eq!(regs.r8, 0, "xmm0, input {i}");
+        assert_eq!(regs.r12, 0, "input area past the input, input {i}");
+        assert_eq!(
+            regs.r9, 0xdead,
+            "the guest's own write reads back, input {i}"
+        );
+        assert_eq!(regs.r13, 0xbeef, "the guest's own stack write, input {i}");
+    }
+    assert_eq!(same.workers_started(), 1);
+}
+
+#[test]
+fn whatever_ends_a_worker_ends_it_for_that_input_only() {
+    // Dispatch on the first input byte.
+    let code = gas("movzx eax, byte ptr [rdi]\n\
+         cmp al, 'c'\n je 10f\n cmp al, 't'\n je 11f\n cmp al, 'v'\n je 12f\n\
+         cmp al, 'x'\n je 13f\n cmp al, 'o'\n je 14f\n ret\n\
+         10: xor eax, eax\n mov qword ptr [rax], 1\n\
+         11: jmp 11b\n\
+         12: mov eax, 39\n syscall\n ret\n\
+         13: mov eax, 60\n mov edi, 3\n syscall\n\
+         14: mov r12, rdx\n 15: mov eax, 1\n mov edi, 1\n mov rsi, r12\n mov edx, 512\n syscall\n jmp 15b");
+    let options = RunOptions {
+        limits: Limits {
+            timeout: Duration::from_millis(300),
+            max_output: 4096,
+            ..Limits::default()
+        },
+        ..RunOptions::default()
+    };
+    let mut same = SameCode::new(&code, &options).unwrap();
+    let inputs = ["a", "c", "b", "t", "d", "v", "e", "x", "f", "o", "g"];
+    for input in inputs {
+        let report = same.run(input.as_bytes()).unwrap();
+        let fresh = bytejail::run(&code, input.as_bytes(), &options).unwrap();
+        assert_eq!(essence(&report), essence(&fresh), "input {input:?}");
+        if !"ctvxo".contains(input) {
+            assert_eq!(returned(&report).rax, input.as_bytes()[0] as u64);
+        }
+    }
+    // a+c share the first worker; each of t, v, x, o follows a fresh one.
+    let ending = inputs.iter().filter(|i| "ctvxo".contains(**i)).count() as u64;
+    assert_eq!(same.workers_started(), ending + 1);
+}
+
+#[test]
+fn fd0_reads_eof_and_only_the_control_pipes_are_added() {
+    // rax: read(0); rbx: write(2); rcx: write(5); rdx: write(3), the go pipe's read end;
+    // r8: write(1, "", 0).
+    let code = gas("mov r12, rdx\n\
+         xor eax, eax\n xor edi, edi\n mov rsi, r12\n mov edx, 16\n syscall\n mov r13, rax\n\
+         mov eax, 1\n mov edi, 2\n mov rsi, r12\n mov edx, 1\n syscall\n mov r14, rax\n\
+         mov eax, 1\n mov edi, 5\n mov rsi, r12\n mov edx, 1\n syscall\n mov r15, rax\n\
+         mov eax, 1\n mov edi, 3\n mov rsi, r12\n mov edx, 1\n syscall\n mov rbp, rax\n\
+         mov eax, 1\n mov edi, 1\n mov rsi, r12\n xor edx, edx\n syscall\n mov r8, rax\n\
+         mov rax, r13\n mov rbx, r14\n mov rcx, r15\n mov rdx, rbp\n ret");
+    let mut same = SameCode::new(&code, &RunOptions::default()).unwrap();
+    for _ in 0..3 {
+        let report = same.run(b"not on fd 0").unwrap();
+        let regs = returned(&report);
+        assert_eq!(regs.rax, 0, "fd 0 is at EOF");
+        let ebadf = -(libc::EBADF as i64) as u64;
+        assert_eq!(regs.rbx, ebadf, "fd 2 is closed");
+        assert_eq!(regs.rcx, ebadf, "fd 5 is closed");
+        assert_eq!(regs.rdx, ebadf, "fd 3 is read-only");
+        assert_eq!(regs.r8, 0, "fd 1 is open");
+    }
+    assert_eq!(same.workers_started(), 1);
+}
+
+#[test]
+fn junk_on_the_done_pipe_is_not_taken_for_done() {
+    // Writes 8 junk bytes to fd 4, then works a while before returning 7. Were the junk taken
+    // for "done", the report would come early and without rax = 7.
+    let code = gas(
+        "push 0x4b4e554a\n mov eax, 1\n mov edi, 4\n mov rsi, rsp\n mov edx, 8\n syscall\n\
+         mov rbx, rax\n pop rax\n mov ecx, 20000000\n 1: dec ecx\n jnz 1b\n mov eax, 7\n ret",
+    );
+    let mut same = SameCode::new(&code, &RunOptions::default()).unwrap();
+    for _ in 0..3 {
+        let report = same.run(b"").unwrap();
+        assert_eq!(returned(&report).rax, 7);
+        assert_eq!(returned(&report).rbx, 8, "the junk was written");
+    }
+    assert_eq!(same.workers_started(), 1);
+}
+
+#[test]
+fn a_violation_names_its_syscall() {
+    let code = gas("mov eax, 39\n syscall\n ret");
+    let mut same = SameCode::new(&code, &RunOptions::default()).unwrap();
+    let report = same.run(b"").unwrap();
+    assert_eq!(report.outcome, Outcome::SyscallViolation);
+    assert_eq!(
+        report.syscall.as_ref().map(|s| s.name),
+        Some(Some("getpid"))
+    );
+}
+
+#[test]
+fn dropping_it_ends_and_reaps_the_worker() {
+    let mut same = SameCode::new(&[0xb0, 42, 0xc3], &RunOptions::default()).unwrap();
+    assert_eq!(same.worker_pid(), None, "no worker before the first input");
+    same.run(b"").unwrap();
+    let pid = same.worker_pid().unwrap();
+    assert!(common::alive(pid), "the worker waits for the next input");
+    assert!(
+        common::children_of(std::process::id()).contains(&(pid, 'S')),
+        "parked in read()"
+    );
+    drop(same);
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "killed and reaped, not a zombie"
+    );
+}
