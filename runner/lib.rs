@@ -24,6 +24,7 @@ mod sys;
 pub mod syscalls;
 pub mod units;
 mod worker;
+pub mod zygote;
 
 pub use abi::{Gpr, InitialRegisters, Limits, Registers, RunOptions};
 pub use error::{Error, InputError};
@@ -31,3 +32,4 @@ pub use host::run;
 pub use policy::Policy;
 pub use pool::{Pool, PoolStats};
 pub use report::{Fault, Outcome, Report, ViolatingSyscall};
+pub use zygote::Zygote;
