@@ -74,7 +74,7 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("zygote");
     group.sample_size(20);
     group.warm_up_time(WARM_UP);
-    group.measurement_time(Duration::from_secs(2));
+    group.measurement_time(Duration::from_secs(1));
     group.bench_function("floor_fork_pipe_strict", |b| {
         bench::trim_heap();
         b.iter_custom(|n| {
@@ -93,7 +93,7 @@ fn bench(c: &mut Criterion) {
     let ballast = touched_small_pages(2 * GIB);
     // A fork of a 2 GiB host takes tens of ms: fewer, longer samples.
     group.sample_size(10);
-    group.measurement_time(Duration::from_secs(4));
+    group.measurement_time(Duration::from_secs(2));
     for (row, via) in [("host_2GiB", None), ("zygote_2GiB", Some(&zygote))] {
         group.bench_function(row, |b| {
             bench::trim_heap();
