@@ -27,6 +27,7 @@ use crate::load;
 use crate::pool::Pool;
 use crate::report::Report;
 use crate::same_code::SameCode;
+use crate::zygote::Zygote;
 
 /// How a batch runs.
 #[derive(Clone, Debug)]
@@ -220,18 +221,23 @@ fn parse_job(
 fn run_job(
     job: &Job,
     pool: Option<&Pool>,
+    zygote: Option<&Zygote>,
     reuse: Reuse,
     same: &mut Option<SameCode>,
 ) -> Result<Report, Error> {
-    match (reuse, pool) {
-        (Reuse::None, Some(pool)) => return pool.run(&job.code, &job.input, &job.options),
-        (Reuse::None, None) => return crate::run(&job.code, &job.input, &job.options),
-        (Reuse::SameCode, _) => {}
+    match (reuse, pool, zygote) {
+        (Reuse::None, Some(pool), _) => return pool.run(&job.code, &job.input, &job.options),
+        (Reuse::None, None, Some(z)) => return z.run(&job.code, &job.input, &job.options),
+        (Reuse::None, None, None) => return crate::run(&job.code, &job.input, &job.options),
+        (Reuse::SameCode, ..) => {}
     }
     let fits = |s: &SameCode| s.code() == job.code.as_slice() && s.fits(&job.options);
     if !same.as_ref().is_some_and(fits) {
         *same = None; // ends the old worker first
-        *same = Some(SameCode::new(&job.code, &job.options)?);
+        *same = Some(match zygote {
+            Some(zygote) => SameCode::with_zygote(&job.code, &job.options, zygote)?,
+            None => SameCode::new(&job.code, &job.options)?,
+        });
     }
     let worker = same.as_mut().expect("set above");
     worker.run_with(&job.input, &job.options)
@@ -268,9 +274,13 @@ pub fn run_batch(
     config: &BatchConfig,
     progress: &mut dyn FnMut(&Summary),
 ) -> Result<Summary, Error> {
-    let pool = match config.reuse {
-        Reuse::None => Some(Pool::new(config.defaults.clone(), config.jobs.max(1))?),
-        Reuse::SameCode => None,
+    // Workers are forked by a zygote (the pool's own, or one for the same-code workers).
+    let (pool, zygote) = match config.reuse {
+        Reuse::None => (
+            Some(Pool::new(config.defaults.clone(), config.jobs.max(1))?),
+            None,
+        ),
+        Reuse::SameCode => (None, Some(Zygote::start()?)),
     };
     let cache = CodeCache::default();
     let (job_tx, job_rx) = mpsc::sync_channel::<(u64, u64, String)>(config.jobs.max(1) * 4);
@@ -282,6 +292,7 @@ pub fn run_batch(
         // Workers: parse and run jobs.
         for _ in 0..config.jobs.max(1) {
             let (job_rx, done_tx, pool, cache) = (&job_rx, done_tx.clone(), pool.as_ref(), &cache);
+            let zygote = zygote.as_ref();
             let defaults = &config.defaults;
             let reuse = config.reuse;
             scope.spawn(move || {
@@ -292,7 +303,7 @@ pub fn run_batch(
                         return;
                     };
                     let done = match parse_job(&text, defaults, cache) {
-                        Ok((id, job)) => match run_job(&job, pool, reuse, &mut same) {
+                        Ok((id, job)) => match run_job(&job, pool, zygote, reuse, &mut same) {
                             Ok(report) => Done {
                                 seq,
                                 text: result_line(&id, &report),

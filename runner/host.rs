@@ -13,6 +13,7 @@ use crate::report::{Fault, Outcome, Report, ViolatingSyscall};
 use crate::sys;
 use crate::syscalls::Abi;
 use crate::worker::{self, layout::*, FixedMap, Protect, WorkerPlan};
+use crate::zygote::Zygote;
 
 thread_local! {
     /// Each host thread keeps one arena between runs (see [`crate::arena`]).
@@ -28,9 +29,19 @@ thread_local! {
 /// A violation under strict mode, which kills without saying why, is run once more under the
 /// strict-equivalent filter to learn which syscall it was (unless `options.diagnose` is off).
 pub fn run(code: &[u8], input: &[u8], options: &RunOptions) -> Result<Report, Error> {
+    run_via(code, input, options, None)
+}
+
+/// [`run`], with the worker (and the diagnosis's) forked by `via` when given.
+pub(crate) fn run_via(
+    code: &[u8],
+    input: &[u8],
+    options: &RunOptions,
+    via: Option<&Zygote>,
+) -> Result<Report, Error> {
     validate(code, input, options)?;
-    let report = run_once(code, input, options)?;
-    Ok(diagnose(report, code, input, options))
+    let report = run_once(code, input, options, via)?;
+    Ok(diagnose(report, code, input, options, via))
 }
 
 /// After a strict-mode violation, runs the job once more in a fresh worker under
@@ -40,6 +51,7 @@ pub(crate) fn diagnose(
     code: &[u8],
     input: &[u8],
     options: &RunOptions,
+    via: Option<&Zygote>,
 ) -> Report {
     if report.outcome == Outcome::SyscallViolation
         && options.policy == Policy::Strict
@@ -51,7 +63,7 @@ pub(crate) fn diagnose(
             ..options.clone()
         };
         // Best effort: a diagnosis that fails or ends differently tells nothing.
-        if let Ok(rerun) = run_once(code, input, &diagnostic) {
+        if let Ok(rerun) = run_once(code, input, &diagnostic, via) {
             if rerun.outcome == Outcome::SyscallViolation {
                 report.syscall = rerun.syscall;
             }
@@ -61,14 +73,19 @@ pub(crate) fn diagnose(
 }
 
 /// One run in this thread's arena.
-fn run_once(code: &[u8], input: &[u8], options: &RunOptions) -> Result<Report, Error> {
+fn run_once(
+    code: &[u8],
+    input: &[u8],
+    options: &RunOptions,
+    via: Option<&Zygote>,
+) -> Result<Report, Error> {
     let need = Need::new(code, input, options);
     let run_in = |slot: &mut Option<Arena>| -> Result<Report, Error> {
         let mut arena = match slot.take() {
             Some(arena) if arena.fits(need) => arena,
             _ => Arena::new(need).map_err(|e| Error::io("creating the worker arena", e))?,
         };
-        let report = run_in_arena(&mut arena, code, input, options);
+        let report = run_in_arena(&mut arena, code, input, options, via);
         if arena.worth_keeping() {
             *slot = Some(arena);
         }
@@ -88,17 +105,12 @@ fn run_in_arena(
     code: &[u8],
     input: &[u8],
     options: &RunOptions,
+    via: Option<&Zygote>,
 ) -> Result<Report, Error> {
     let (maps, protects) = arena.prepare(code, input, options);
     let start = Instant::now();
-    let worker = spawn(
-        arena,
-        maps,
-        protects,
-        options,
-        cpu_limit_secs(options),
-        None,
-    )?;
+    let cpu = cpu_limit_secs(options);
+    let worker = spawn(arena, maps, protects, options, cpu, None, via)?;
     drive(arena, worker, code, input, options, start)
 }
 
@@ -110,8 +122,9 @@ pub(crate) struct Spawned {
     pub output_r: OwnedFd,
 }
 
-/// Creates the pipes and forks a worker into `arena` (see [`Arena::prepare_worker`]). A
-/// same-code worker also gets `control`: its ends of the go and done pipes.
+/// Creates the pipes and forks a worker into `arena` (see [`Arena::prepare_worker`]): from
+/// this thread, or through `via`. A same-code worker also gets `control`: its ends of the go
+/// and done pipes.
 pub(crate) fn spawn(
     arena: &Arena,
     maps: [FixedMap; 5],
@@ -119,6 +132,7 @@ pub(crate) fn spawn(
     options: &RunOptions,
     cpu_limit_secs: u64,
     control: Option<[&OwnedFd; 2]>,
+    via: Option<&Zygote>,
 ) -> Result<Spawned, Error> {
     let (input_r, input_w) = sys::pipe().map_err(|e| Error::io("creating the input pipe", e))?;
     let (output_r, output_w) = sys::pipe().map_err(|e| Error::io("creating the output pipe", e))?;
@@ -140,7 +154,16 @@ pub(crate) fn spawn(
         filter_mode: options.policy != Policy::Strict,
         cap_last: cap_last(),
     };
-    let (pid, pidfd) = worker::spawn(&plan).map_err(|e| Error::io("forking the worker", e))?;
+    let (pid, pidfd) = match via {
+        None => worker::spawn(&plan).map_err(|e| Error::io("forking the worker", e))?,
+        Some(zygote) => {
+            let mut fds = vec![arena.fd(), input_r.as_raw_fd(), output_w.as_raw_fd()];
+            fds.extend(control.iter().flatten().map(|fd| fd.as_raw_fd()));
+            zygote
+                .spawn_worker(&plan, &fds)
+                .map_err(|e| Error::io("forking the worker through the zygote", e))?
+        }
+    };
     // The worker's ends are closed here (they drop): then EOF and EPIPE mean what they say.
     Ok(Spawned {
         pid,

@@ -25,6 +25,7 @@ mod sys;
 pub mod syscalls;
 pub mod units;
 mod worker;
+pub mod zygote;
 
 pub use abi::{Gpr, InitialRegisters, Limits, Registers, RunOptions};
 pub use error::{Error, InputError};
@@ -33,3 +34,4 @@ pub use policy::Policy;
 pub use pool::{Pool, PoolStats};
 pub use report::{Fault, Outcome, Report, ViolatingSyscall};
 pub use same_code::SameCode;
+pub use zygote::Zygote;

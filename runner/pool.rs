@@ -8,13 +8,16 @@
 //! through its own read+write mapping of the memfd, which is never executable; the worker maps
 //! the same pages read+execute and never writable.
 //!
-//! A background thread keeps up to `size` workers parked. Workers die with that thread
-//! (`PR_SET_PDEATHSIG`), so dropping the pool, a panic that drops it, or the host being killed
-//! leaves none behind.
+//! A background thread keeps up to `size` workers parked. It has them forked by a
+//! [`Zygote`] (the pool's own, or one shared with [`Pool::with_zygote`]), so a refill neither
+//! holds the host's mmap lock nor copies its page tables, however large the host has grown.
+//! Workers die with the zygote's owner thread (`PR_SET_PDEATHSIG`), which lives as long as the
+//! pool holds its handle: dropping the pool, a panic that drops it, or the host being killed
+//! leaves no worker (and, for the pool's own zygote, no zygote) behind.
 //!
 //! A parked worker was set up for the pool's template: its policy, scrubbing, stack and scratch
 //! sizes, code and input capacities and CPU backstop. A job that needs something else runs in a
-//! fresh worker instead ([`crate::run`]), with the same report. One difference remains in the
+//! fresh worker instead ([`Zygote::run`]), with the same report. One difference remains in the
 //! pool: the code and input mappings span the pool's capacities, so bytes past the end of the
 //! code's (or input's) last page read as zero up to the capacity instead of faulting.
 
@@ -29,6 +32,7 @@ use crate::error::Error;
 use crate::host::{self, Spawned};
 use crate::report::Report;
 use crate::sys;
+use crate::zygote::Zygote;
 
 /// Code capacity of a pooled worker unless the template's `max_code` is smaller.
 const CODE_CAPACITY: usize = 1 << 20;
@@ -45,6 +49,8 @@ struct Shared {
     template: RunOptions,
     size: usize,
     capacity: Need,
+    /// Forks every worker of the pool, parked or fresh.
+    zygote: Zygote,
     state: Mutex<State>,
     changed: Condvar,
 }
@@ -87,9 +93,17 @@ pub struct PoolStats {
 
 impl Pool {
     /// Starts a pool that keeps up to `size` workers parked, set up for `template` (policy,
-    /// scrubbing, stack, scratch, CPU backstop). Returns once the first worker is parked, or
-    /// with the error that kept it from parking.
+    /// scrubbing, stack, scratch, CPU backstop), with a zygote of its own to fork them. Returns
+    /// once the first worker is parked, or with the error that kept it from parking.
     pub fn new(template: RunOptions, size: usize) -> Result<Pool, Error> {
+        let zygote = Zygote::start()?;
+        Pool::with_zygote(template, size, &zygote)
+    }
+
+    /// [`Pool::new`], with the workers forked by `zygote`: one started early, before the host
+    /// grew, and possibly shared with other pools or [`Zygote::run`] callers. The pool keeps a
+    /// handle until it is dropped.
+    pub fn with_zygote(template: RunOptions, size: usize, zygote: &Zygote) -> Result<Pool, Error> {
         let limits = &template.limits;
         let capacity = Need::sized(
             limits.max_code.min(CODE_CAPACITY),
@@ -100,6 +114,7 @@ impl Pool {
             template,
             size: size.max(1),
             capacity,
+            zygote: zygote.clone(),
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
         });
@@ -149,7 +164,7 @@ impl Pool {
         };
         let Some(Parked { mut arena, worker }) = parked else {
             self.shared.lock().fallbacks += 1;
-            return crate::run(code, input, options);
+            return self.shared.zygote.run(code, input, options);
         };
         arena.load_job(code, input, options);
         let start = Instant::now();
@@ -157,11 +172,12 @@ impl Pool {
             // It died while parked (killed from outside): its guest never ran.
             self.retire(arena);
             self.shared.lock().fallbacks += 1;
-            return crate::run(code, input, options);
+            return self.shared.zygote.run(code, input, options);
         }
         let report = host::drive(&arena, worker, code, input, options, start);
         self.retire(arena);
-        Ok(host::diagnose(report?, code, input, options))
+        let zygote = Some(&self.shared.zygote);
+        Ok(host::diagnose(report?, code, input, options, zygote))
     }
 
     /// Workers parked now, and jobs that ran fresh so far.
@@ -186,9 +202,9 @@ impl Pool {
             && round_up(input.len().max(1)) <= cap.input()
     }
 
-    /// Hands a finished job's arena to the refill thread, and only now wakes it: its fork would
-    /// otherwise hold this process's mmap lock while the job runs, and every page fault of the
-    /// job's thread would wait for it.
+    /// Hands a finished job's arena to the refill thread, and only now wakes it: its refill
+    /// (unmapping retired arenas, mapping a new one) would otherwise take this process's mmap
+    /// lock while the job runs, and page faults of the job's thread would wait for it.
     fn retire(&self, arena: Arena) {
         self.shared.lock().retired.push(arena);
         self.shared.changed.notify_all();
@@ -220,8 +236,8 @@ impl Shared {
     }
 }
 
-/// The refill thread: keeps `size` workers parked until shutdown. It forks them, so they die
-/// with it (PDEATHSIG).
+/// The refill thread: keeps `size` workers parked until shutdown. The zygote forks them; they
+/// die with its owner thread (PDEATHSIG), which outlives the pool's handle.
 fn refill(shared: &Shared) {
     let mut backoff = Duration::from_millis(1);
     loop {
@@ -268,6 +284,7 @@ fn park_one(shared: &Shared) -> Result<Parked, Error> {
     // Fault in the pages every job writes, here rather than on a job's clock.
     arena.load_job(&[0xc3], b"", &shared.template);
     let cpu = host::cpu_limit_secs(&shared.template);
-    let worker = host::spawn(&arena, maps, protects, &shared.template, cpu, None)?;
+    let zygote = Some(&shared.zygote);
+    let worker = host::spawn(&arena, maps, protects, &shared.template, cpu, None, zygote)?;
     Ok(Parked { arena, worker })
 }

@@ -37,6 +37,7 @@ use crate::host::{self, Control, InputFeeder, Spawned};
 use crate::report::{Outcome, Report};
 use crate::sys;
 use crate::worker::layout::STATE_RETURNED;
+use crate::zygote::Zygote;
 
 /// CPU time a same-code worker may use across its inputs before it is replaced. Its
 /// `RLIMIT_CPU` backstop is this plus the per-input margin.
@@ -53,6 +54,8 @@ pub struct SameCode {
     live: Option<Live>,
     seq: u64,
     workers: u64,
+    /// Forks the workers, when given; else this thread does.
+    zygote: Option<Zygote>,
     _thread_bound: PhantomData<*const ()>,
 }
 
@@ -90,8 +93,20 @@ impl SameCode {
             live: None,
             seq: 0,
             workers: 0,
+            zygote: None,
             _thread_bound: PhantomData,
         })
+    }
+
+    /// As [`SameCode::new`], with every worker (and diagnosis re-run) forked by `zygote`.
+    pub fn with_zygote(
+        code: &[u8],
+        options: &RunOptions,
+        zygote: &Zygote,
+    ) -> Result<SameCode, Error> {
+        let mut same = SameCode::new(code, options)?;
+        same.zygote = Some(zygote.clone());
+        Ok(same)
     }
 
     /// The code every input runs.
@@ -141,7 +156,8 @@ impl SameCode {
         // One retry: a worker that died while parked (killed from outside) never ran the input.
         for _ in 0..2 {
             if let Some(report) = self.try_input(input, options)? {
-                return Ok(host::diagnose(report, &self.code, input, options));
+                let zygote = self.zygote.as_ref();
+                return Ok(host::diagnose(report, &self.code, input, options, zygote));
             }
         }
         Err(Error::io(
@@ -295,6 +311,7 @@ impl SameCode {
             options,
             cpu_limit_secs,
             Some([&go_r, &done_w]),
+            self.zygote.as_ref(),
         )?;
         // The worker holds its own copies now; closing the input's write end gives it EOF.
         drop((go_r, done_w, input_w));

@@ -140,6 +140,11 @@ impl SharedFile {
         self.file.as_raw_fd()
     }
 
+    /// Address of the host's mapping.
+    pub fn addr(&self) -> usize {
+        self.map.as_ptr() as usize
+    }
+
     pub fn len(&self) -> usize {
         self.map.len()
     }
@@ -543,4 +548,108 @@ pub const RSEQ_SIG: u32 = 0x5305_3053;
 pub fn getpid() -> libc::pid_t {
     // SAFETY: no arguments, cannot fail.
     unsafe { libc::getpid() }
+}
+
+/// `socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds)`; see socketpair(2), unix(7).
+/// Message boundaries are kept, so one request is one `sendmsg` and one `recvmsg`.
+pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    let kind = libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC;
+    // SAFETY: fds is a valid array of two ints.
+    if unsafe { libc::socketpair(libc::AF_UNIX, kind, 0, fds.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned two fresh descriptors that nothing else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// `sendmsg(fd, {value's bytes, SCM_RIGHTS fds}, MSG_NOSIGNAL)`; see sendmsg(2), unix(7).
+/// One message holding the bytes of `value` (plain data: its padding goes to the kernel as is)
+/// and the three descriptors. EPIPE, not SIGPIPE, when the peer is gone.
+/// The most descriptors [`send_with_fds`] passes at once.
+pub const MAX_PASSED_FDS: usize = 5;
+
+pub fn send_with_fds<T: Copy>(fd: RawFd, value: &T, fds: &[RawFd]) -> io::Result<()> {
+    assert!(!fds.is_empty() && fds.len() <= MAX_PASSED_FDS);
+    let fds_len = std::mem::size_of_val(fds);
+    // cmsghdr (16 bytes) then the fds, in a buffer of at least CMSG_SPACE(fds_len) bytes.
+    #[repr(C, align(8))]
+    struct Control([u8; 48]);
+    let mut control = Control([0; 48]);
+    // SAFETY: CMSG_SPACE/CMSG_LEN are pure arithmetic.
+    let (space, len) = unsafe {
+        (
+            libc::CMSG_SPACE(fds_len as u32) as usize,
+            libc::CMSG_LEN(fds_len as u32) as usize,
+        )
+    };
+    assert!(space <= control.0.len());
+    let mut iov = libc::iovec {
+        iov_base: value as *const T as *mut libc::c_void,
+        iov_len: std::mem::size_of::<T>(),
+    };
+    // SAFETY: msghdr is plain data; zeroed is a valid value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.0.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: the control buffer is aligned and large enough for one header with the fds
+    // (asserted above); CMSG_FIRSTHDR and CMSG_DATA point inside it.
+    unsafe {
+        let header = libc::CMSG_FIRSTHDR(&msg);
+        (*header).cmsg_level = libc::SOL_SOCKET;
+        (*header).cmsg_type = libc::SCM_RIGHTS;
+        (*header).cmsg_len = len as _;
+        std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(header).cast(), fds.len());
+    }
+    loop {
+        // SAFETY: msg points at locals that outlive the call; the kernel only reads them.
+        let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) };
+        if n >= 0 {
+            // SEQPACKET sends a message whole or not at all.
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// `recv(fd, buf, len, 0)`; see recv(2). Retries on EINTR. 0 means the peer is gone.
+pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: buf is valid for writes of its length.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// `pidfd_open(pid, 0)`; see pidfd_open(2). Race-free only for a child that nobody else can
+/// reap: until it is reaped its pid cannot be reused.
+pub fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
+    // SAFETY: plain integer arguments.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0u32) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `kill(pid, SIGKILL)`; see kill(2). Only for an unreaped child of this process, whose pid
+/// cannot have been reused.
+pub fn kill_child(pid: libc::pid_t) -> io::Result<()> {
+    // SAFETY: plain integer arguments.
+    if unsafe { libc::kill(pid, libc::SIGKILL) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }

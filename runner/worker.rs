@@ -604,6 +604,14 @@ pub(crate) fn spawn(plan: &WorkerPlan) -> std::io::Result<(libc::pid_t, std::os:
     }
 }
 
+/// Runs `plan` in a child forked elsewhere (by the zygote, see [`crate::zygote`]). Never returns.
+///
+/// # Safety
+/// As for [`worker_main`]: only in a freshly forked child, with `plan`'s descriptors open here.
+pub(crate) unsafe fn enter(plan: &WorkerPlan) -> ! {
+    worker_entry(plan)
+}
+
 /// The child's entry. `extern "C"` so that a panic (there is none to raise) would abort
 /// instead of unwinding into a copy of the host's stack.
 extern "C" fn worker_entry(plan: &WorkerPlan) -> ! {

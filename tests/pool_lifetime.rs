@@ -1,5 +1,5 @@
-//! A pool leaves no worker behind: not when it is dropped, and not when its host is killed.
-//! Alone in its file: it counts this process's children.
+//! A pool leaves no worker and no zygote behind: not when it is dropped, and not when its host
+//! is killed. Alone in its file: it counts this process's children.
 
 mod common;
 
@@ -7,10 +7,29 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytejail::{Pool, RunOptions};
-use common::{alive, children_of};
+use common::{alive, children_of, comm};
 
 /// The two tests below both create children of this process; one counts them.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The children of `parent` that are workers, and those that are the pool's zygote (which
+/// forks the workers; they are its parent's children all the same, see `bytejail::Zygote`),
+/// once there are `workers` of the first and one of the second (or after 10 s). A worker is
+/// told apart by its name, which it takes just after the zygote forked it.
+fn workers_and_zygotes(parent: u32, workers: usize) -> (Vec<u32>, Vec<u32>) {
+    let start = Instant::now();
+    loop {
+        let (named, zygotes): (Vec<u32>, Vec<u32>) = children_of(parent)
+            .into_iter()
+            .map(|(pid, _)| pid)
+            .partition(|&pid| comm(pid) == "bytejail-worker");
+        if (named.len(), zygotes.len()) == (workers, 1) || start.elapsed() > Duration::from_secs(10)
+        {
+            return (named, zygotes);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
 
 #[test]
 fn dropping_the_pool_ends_every_parked_worker() {
@@ -25,12 +44,14 @@ fn dropping_the_pool_ends_every_parked_worker() {
         std::thread::sleep(Duration::from_millis(5));
     }
     let me = std::process::id();
-    assert_eq!(children_of(me).len(), 4, "parked workers");
+    let (workers, zygotes) = workers_and_zygotes(me, 4);
+    assert_eq!(workers.len(), 4, "parked workers");
+    assert_eq!(zygotes.len(), 1, "the pool's zygote");
     drop(pool);
     assert_eq!(
         children_of(me),
         Vec::new(),
-        "workers left after the pool was dropped"
+        "workers or the zygote left after the pool was dropped"
     );
 }
 
@@ -63,15 +84,17 @@ fn killing_the_host_ends_every_parked_worker() {
             break;
         }
     }
-    let workers = children_of(host.id());
+    let (workers, zygotes) = workers_and_zygotes(host.id(), 4);
     assert_eq!(workers.len(), 4, "parked workers of the host");
+    assert_eq!(zygotes.len(), 1, "the zygote of the host's pool");
+    assert!(workers.iter().chain(&zygotes).all(|&pid| alive(pid)));
     host.kill().unwrap();
     host.wait().unwrap();
     let killed = Instant::now();
-    while workers.iter().any(|&(pid, _)| alive(pid)) {
+    while workers.iter().chain(&zygotes).any(|&pid| alive(pid)) {
         assert!(
             killed.elapsed() < Duration::from_secs(1),
-            "workers outlived their host by 1 s"
+            "workers or the zygote outlived their host by 1 s"
         );
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -94,14 +117,14 @@ fn a_parked_worker_killed_from_outside_is_replaced_not_reported() {
         std::thread::sleep(Duration::from_millis(5));
     }
     let me = std::process::id();
-    let parked = children_of(me);
+    let (parked, _) = workers_and_zygotes(me, 1);
     assert_eq!(parked.len(), 1, "{parked:?}");
     // SAFETY: kill(2) on our own child.
     #[allow(unsafe_code)]
     unsafe {
-        libc::kill(parked[0].0 as i32, libc::SIGKILL);
+        libc::kill(parked[0] as i32, libc::SIGKILL);
     }
-    while alive(parked[0].0) {
+    while alive(parked[0]) {
         std::thread::sleep(Duration::from_millis(1));
     }
     let report = pool

@@ -130,6 +130,23 @@ fn each_input_starts_from_the_same_state() {
 
 #[test]
 fn whatever_ends_a_worker_ends_it_for_that_input_only() {
+    ends_a_worker(None);
+}
+
+#[test]
+fn through_a_zygote_too() {
+    let zygote = bytejail::Zygote::start().unwrap();
+    ends_a_worker(Some(&zygote));
+    let mut same = SameCode::with_zygote(&echo_sum(), &RunOptions::default(), &zygote).unwrap();
+    for i in 0..20u8 {
+        let report = same.run(&[i, 1]).unwrap();
+        assert_eq!(returned(&report).rax, i as u64 + 1);
+        assert_eq!(report.output, [i, 1]);
+    }
+    assert_eq!(same.workers_started(), 1);
+}
+
+fn ends_a_worker(zygote: Option<&bytejail::Zygote>) {
     // Dispatch on the first input byte.
     let code = gas("movzx eax, byte ptr [rdi]\n\
          cmp al, 'c'\n je 10f\n cmp al, 't'\n je 11f\n cmp al, 'v'\n je 12f\n\
@@ -147,7 +164,10 @@ fn whatever_ends_a_worker_ends_it_for_that_input_only() {
         },
         ..RunOptions::default()
     };
-    let mut same = SameCode::new(&code, &options).unwrap();
+    let mut same = match zygote {
+        Some(zygote) => SameCode::with_zygote(&code, &options, zygote).unwrap(),
+        None => SameCode::new(&code, &options).unwrap(),
+    };
     let inputs = ["a", "c", "b", "t", "d", "v", "e", "x", "f", "o", "g"];
     for input in inputs {
         let report = same.run(input.as_bytes()).unwrap();

@@ -1,0 +1,513 @@
+//! The zygote: a small process, forked from the host early, that forks the workers.
+//!
+//! Forking copies the forking process's page tables and walks its mappings while holding its
+//! mmap lock, so a fresh worker costs more the larger the host grows (about 30 µs per MiB of
+//! touched 4 KiB pages here), and every page fault of every other host thread waits for the
+//! fork. A zygote is forked once, while the host is still small, and from then on forks each
+//! worker from its own small address space: the cost of a worker no longer depends on the
+//! host, and the host's mmap lock is never held for it. Call [`Zygote::start`] early, before
+//! the host allocates much.
+//!
+//! The host still prepares everything (arena, pipes, [`WorkerPlan`]) and sends the plan with
+//! the arena's memfd and the worker's two pipe ends over a `SOCK_SEQPACKET` socket; the zygote
+//! unmaps its own stale copy of the arena's window (the host reserved it after the zygote was
+//! forked), forks with `CLONE_PARENT`, and the child runs the same worker setup as a worker
+//! forked by the host ([`crate::worker`]). `CLONE_PARENT` makes the worker the host's child,
+//! not the zygote's: the host waits for it, polls its pidfd and kills it exactly as before,
+//! and its exit signal (copied from the zygote's) is 0, so the host's SIGCHLD handling never
+//! sees it.
+//!
+//! What a worker inherits is the zygote's memory: the host as it was when the zygote was
+//! forked, plus the zygote's stack. Scrubbing removes it all, as before. A worker run with
+//! `scrub: false` can read that early copy, but nothing the host allocated or wrote after
+//! [`Zygote::start`].
+//!
+//! Lifetime: `PR_SET_PDEATHSIG` fires when the *thread* that forked a process exits. The zygote
+//! and (through `CLONE_PARENT`) every worker it forks are children of one owner thread, which
+//! lives until the last [`Zygote`] handle is dropped, then kills and reaps the zygote. Workers
+//! forked through a zygote must be reaped before its last handle goes: a job borrows or clones
+//! the handle for its whole run. The host being killed ends the owner thread, so the zygote and
+//! every worker die with it.
+//!
+//! Like the worker path, the zygote's side runs in a fork of a multi-threaded host: raw
+//! syscalls only, on data built before the fork; no allocation, lock, print or unwinding.
+#![allow(unsafe_code)] // The zygote's post-fork loop is raw syscalls, as in `worker`.
+
+use std::io;
+use std::mem::{size_of, MaybeUninit};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crate::abi::RunOptions;
+use crate::error::Error;
+use crate::report::Report;
+use crate::sys::{self, raw, Forked, RseqRegistration, SharedFile};
+use crate::worker::{self, WorkerPlan};
+
+/// A started zygote: a cheap handle ([`Clone`]) to one zygote process, shared by every thread
+/// that runs jobs through it. The zygote ends when the last handle is dropped.
+///
+/// ```no_run
+/// // Early, before the host grows:
+/// let zygote = bytejail::Zygote::start().unwrap();
+/// // ... later, from any thread:
+/// let code = [0xb0, 42, 0xc3]; // mov al, 42; ret
+/// let report = zygote.run(&code, b"", &bytejail::RunOptions::default()).unwrap();
+/// assert_eq!(report.outcome.kind(), "returned");
+/// ```
+#[derive(Clone)]
+pub struct Zygote {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pid: libc::pid_t,
+    channel: Mutex<Channel>,
+    /// Dropped (with the last handle) to tell the owner thread to end the zygote.
+    shutdown: Option<mpsc::Sender<()>>,
+    owner: Option<JoinHandle<()>>,
+}
+
+/// The host's end of the request socket; one request at a time.
+struct Channel {
+    socket: OwnedFd,
+    /// One word where the kernel writes the pid of each worker the zygote forks
+    /// (`CLONE_PARENT_SETTID`) before the worker runs: if the zygote dies before it replies,
+    /// the host still knows which child to reap. Never inherited by a worker: `MADV_DONTFORK`
+    /// here and in the zygote.
+    forked: SharedFile,
+}
+
+/// What the zygote needs, built by the owner thread before the fork.
+struct Boot {
+    host_pid: libc::pid_t,
+    socket: RawFd,
+    /// The memfd behind [`Channel::forked`] and the host's address for it, where the zygote
+    /// maps it too (no host reservation can cover a range the host has mapped).
+    forked_fd: RawFd,
+    forked_addr: usize,
+    /// The owner thread's rseq registration, which the zygote and its workers inherit.
+    rseq: Option<RseqRegistration>,
+}
+
+/// Bytes of one reply: the worker's pid, or `-errno`. The zygote also sends one 0 when ready.
+type Reply = i64;
+
+impl Zygote {
+    /// Forks the zygote from a new owner thread (`bytejail-zygote`) and waits until it is
+    /// ready. Call it early: the zygote holds a copy of the host as it is now.
+    pub fn start() -> Result<Zygote, Error> {
+        let fail = |e| Error::io("starting the zygote", e);
+        let (host_end, zygote_end) = sys::seqpacket_pair().map_err(fail)?;
+        let mut forked = SharedFile::new(4096).map_err(fail)?;
+        forked.write_u64(0, 0);
+        let boot = Boot {
+            host_pid: sys::getpid(),
+            socket: zygote_end.as_raw_fd(),
+            forked_fd: forked.fd(),
+            forked_addr: forked.addr(),
+            rseq: None,
+        };
+        let (started_tx, started_rx) = mpsc::channel();
+        let (shutdown_tx, shutdown_rx) = mpsc::channel();
+        let owner = std::thread::Builder::new()
+            .name("bytejail-zygote".into())
+            .spawn(move || own(boot, zygote_end, started_tx, shutdown_rx))
+            .map_err(fail)?;
+        let pid = match started_rx.recv() {
+            Ok(Ok(pid)) => pid,
+            Ok(Err(e)) => {
+                let _ = owner.join();
+                return Err(fail(e));
+            }
+            Err(_) => {
+                let _ = owner.join();
+                return Err(fail(io::Error::other("the zygote's owner thread ended")));
+            }
+        };
+        let socket = host_end.as_raw_fd();
+        // From here on, dropping `zygote` ends the zygote.
+        let zygote = Zygote {
+            inner: Arc::new(Inner {
+                pid,
+                channel: Mutex::new(Channel {
+                    socket: host_end,
+                    forked,
+                }),
+                shutdown: Some(shutdown_tx),
+                owner: Some(owner),
+            }),
+        };
+        let mut ready = [0u8; size_of::<Reply>()];
+        match sys::recv(socket, &mut ready) {
+            Ok(n) if n == ready.len() && Reply::from_ne_bytes(ready) == 0 => Ok(zygote),
+            Ok(_) => Err(fail(io::Error::other("the zygote ended during its set-up"))),
+            Err(e) => Err(fail(e)),
+        }
+    }
+
+    /// Runs `code` on `input` in a fresh worker forked by the zygote. Same contract and same
+    /// report as [`crate::run`] (the diagnosis re-run of a strict-mode violation is forked by
+    /// the zygote too); `Err` also when the zygote is gone (killed from outside).
+    pub fn run(&self, code: &[u8], input: &[u8], options: &RunOptions) -> Result<Report, Error> {
+        crate::host::run_via(code, input, options, Some(self))
+    }
+
+    /// The zygote's process id (a child of this process).
+    pub fn pid(&self) -> u32 {
+        self.inner.pid as u32
+    }
+
+    /// Has the zygote fork a worker for `plan`, passing it `fds`: the arena's memfd and the
+    /// worker's pipe ends in the plan's order (input, output, then a same-code worker's go and
+    /// done pipes), which the caller keeps and closes, as after its own fork. Returns the
+    /// worker's pid and a pidfd for it; the worker is this process's child (`CLONE_PARENT`)
+    /// with exit signal 0, reaped only by the caller's [`sys::wait4`].
+    pub(crate) fn spawn_worker(
+        &self,
+        plan: &WorkerPlan,
+        fds: &[RawFd],
+    ) -> io::Result<(libc::pid_t, OwnedFd)> {
+        let mut channel = self.inner.channel.lock().unwrap_or_else(|e| e.into_inner());
+        channel.forked.write_u64(0, 0);
+        let socket = channel.socket.as_raw_fd();
+        // A failed send delivered nothing: no worker was forked.
+        sys::send_with_fds(socket, plan, fds).map_err(gone)?;
+        let mut reply = [0u8; size_of::<Reply>()];
+        let pid = match sys::recv(socket, &mut reply) {
+            Ok(n) if n == reply.len() => Reply::from_ne_bytes(reply),
+            got => {
+                // The zygote died mid-request. If it had forked the worker, the kernel wrote
+                // its pid before the worker ran: kill and reap it, or it stays a zombie.
+                let orphan = channel.forked.read_u64(0) as u32 as libc::pid_t;
+                if orphan > 0 {
+                    reap(orphan);
+                }
+                return Err(got.map_or_else(gone, |_| gone_error()));
+            }
+        };
+        drop(channel);
+        if pid < 0 {
+            return Err(io::Error::from_raw_os_error(
+                pid.unsigned_abs().min(4095) as i32
+            ));
+        }
+        let pid = libc::pid_t::try_from(pid)
+            .ok()
+            .filter(|&pid| pid > 0)
+            .ok_or_else(|| io::Error::other(format!("the zygote replied pid {pid}")))?;
+        // Race-free: the worker is our unreaped child, so its pid is not reused.
+        match sys::pidfd_open(pid) {
+            Ok(pidfd) => Ok((pid, pidfd)),
+            Err(e) => {
+                reap(pid);
+                Err(e)
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Zygote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Zygote")
+            .field("pid", &self.inner.pid)
+            .finish()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        drop(self.shutdown.take());
+        if let Some(owner) = self.owner.take() {
+            let _ = owner.join();
+        }
+    }
+}
+
+/// Kills and reaps a child of ours that nobody else will reap.
+fn reap(pid: libc::pid_t) {
+    let _ = sys::kill_child(pid);
+    let _ = sys::wait4(pid);
+}
+
+fn gone_error() -> io::Error {
+    io::Error::other("the zygote is gone")
+}
+
+fn gone(e: io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(libc::EPIPE) | Some(libc::ECONNRESET) => gone_error(),
+        _ => e,
+    }
+}
+
+/// The owner thread: forks the zygote and lives until the last handle is dropped, because the
+/// zygote and its workers die (PR_SET_PDEATHSIG) when this thread exits. Then kills and reaps
+/// the zygote.
+fn own(
+    mut boot: Boot,
+    zygote_end: OwnedFd,
+    started: mpsc::Sender<io::Result<libc::pid_t>>,
+    shutdown: mpsc::Receiver<()>,
+) {
+    // The zygote inherits this thread's registration, and so do its workers: the one they undo.
+    boot.rseq = sys::rseq_registration();
+    // SAFETY: the child runs only `zygote_entry`: raw syscalls on `boot` (plain data on this
+    // stack) and the descriptors it names; it never returns.
+    let (pid, pidfd) = match unsafe { sys::clone_with_pidfd() } {
+        Ok(Forked::Child) => zygote_entry(&boot),
+        Ok(Forked::Parent { pid, pidfd }) => (pid, pidfd),
+        Err(e) => {
+            let _ = started.send(Err(e));
+            return;
+        }
+    };
+    drop(zygote_end);
+    let _ = started.send(Ok(pid));
+    // Returns when the sender is dropped with the last handle.
+    let _ = shutdown.recv();
+    let _ = sys::pidfd_kill(pidfd.as_raw_fd());
+    let _ = sys::wait4(pid);
+}
+
+/// The zygote's entry. `extern "C"` so that a panic (there is none to raise) would abort
+/// instead of unwinding into a copy of the host's stack.
+extern "C" fn zygote_entry(boot: &Boot) -> ! {
+    // SAFETY: called only in the child of `clone_with_pidfd` in `own`.
+    unsafe { zygote_main(boot) }
+}
+
+/// `cmsghdr` followed by room for five descriptors: `CMSG_SPACE(5 * 4)` bytes.
+#[repr(C, align(8))]
+struct FdsControl {
+    len: usize,
+    level: i32,
+    kind: i32,
+    fds: [i32; 5],
+    _pad: i32,
+}
+
+const CMSG_HEADER: usize = 16;
+
+/// Sets the zygote up, says it is ready, then serves requests until the host's end closes.
+///
+/// # Safety
+/// Only in the freshly forked zygote, with `boot` built by the owner thread.
+unsafe fn zygote_main(boot: &Boot) -> ! {
+    // SAFETY: raw syscalls with integer arguments or pointers to locals that outlive them.
+    unsafe {
+        let prctl = |op: i32, arg: usize| raw::syscall3(libc::SYS_prctl, op as usize, arg, 0);
+        if prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as usize) < 0 {
+            raw::exit(1);
+        }
+        // The owner thread may have exited before PDEATHSIG was armed.
+        if raw::syscall3(libc::SYS_getppid, 0, 0, 0) != boot.host_pid as isize {
+            raw::exit(0);
+        }
+        // No handler of the host's ever runs here; SIGKILL still ends the zygote.
+        let all = !0u64;
+        let set = &all as *const u64 as usize;
+        let how = libc::SIG_SETMASK as usize;
+        raw::syscall6(libc::SYS_rt_sigprocmask, how, set, 0, 8, 0, 0);
+        // A core would hold the early host's memory.
+        let no_core = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        let core = libc::RLIMIT_CORE as usize;
+        let limit = &no_core as *const libc::rlimit as usize;
+        if raw::syscall3(libc::SYS_setrlimit, core, limit, 0) < 0
+            || prctl(libc::PR_SET_DUMPABLE, 0) < 0
+        {
+            raw::exit(1);
+        }
+        // The page for CLONE_PARENT_SETTID, at the host's address (free here: the host's
+        // mapping is MADV_DONTFORK), and not inherited by any worker.
+        let page = 4096;
+        let flags = libc::MAP_SHARED | libc::MAP_FIXED_NOREPLACE;
+        let mapped = raw::syscall6(
+            libc::SYS_mmap,
+            boot.forked_addr,
+            page,
+            (libc::PROT_READ | libc::PROT_WRITE) as usize,
+            flags as usize,
+            boot.forked_fd as usize,
+            0,
+        );
+        if mapped != boot.forked_addr as isize
+            || raw::syscall3(
+                libc::SYS_madvise,
+                boot.forked_addr,
+                page,
+                libc::MADV_DONTFORK as usize,
+            ) < 0
+        {
+            raw::exit(1);
+        }
+        // Every descriptor but the socket: the zygote holds nothing a worker could inherit.
+        let socket = boot.socket as usize;
+        if (socket > 0 && raw::syscall3(libc::SYS_close_range, 0, socket - 1, 0) < 0)
+            || raw::syscall3(libc::SYS_close_range, socket + 1, u32::MAX as usize, 0) < 0
+        {
+            raw::exit(1);
+        }
+        reply(boot.socket, 0);
+        loop {
+            serve_one(boot);
+        }
+    }
+}
+
+/// Sends one reply; a zygote that cannot answer has lost its host and exits.
+///
+/// # Safety
+/// As for [`zygote_main`].
+unsafe fn reply(socket: RawFd, value: Reply) {
+    // SAFETY: sendto with a pointer to a local of the given length and no address.
+    let sent = unsafe {
+        raw::syscall6(
+            libc::SYS_sendto,
+            socket as usize,
+            &value as *const Reply as usize,
+            size_of::<Reply>(),
+            libc::MSG_NOSIGNAL as usize,
+            0,
+            0,
+        )
+    };
+    if sent != size_of::<Reply>() as isize {
+        raw::exit(0);
+    }
+}
+
+/// Receives one request (a plan and exactly its descriptors: three, or five for a same-code
+/// worker), forks its worker, closes the
+/// descriptors and replies with the pid or `-errno`. Exits on EOF: the host's end is closed.
+///
+/// # Safety
+/// As for [`zygote_main`].
+unsafe fn serve_one(boot: &Boot) {
+    let mut plan = MaybeUninit::<WorkerPlan>::uninit();
+    let mut control = FdsControl {
+        len: 0,
+        level: 0,
+        kind: 0,
+        fds: [-1; 5],
+        _pad: 0,
+    };
+    let mut iov = libc::iovec {
+        iov_base: plan.as_mut_ptr().cast(),
+        iov_len: size_of::<WorkerPlan>(),
+    };
+    // SAFETY: msghdr is plain data; zeroed is a valid value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = (&mut control as *mut FdsControl).cast();
+    msg.msg_controllen = size_of::<FdsControl>();
+    // SAFETY: recvmsg into locals that outlive the call, with their sizes.
+    let got = unsafe {
+        raw::syscall3(
+            libc::SYS_recvmsg,
+            boot.socket as usize,
+            &mut msg as *mut libc::msghdr as usize,
+            libc::MSG_CMSG_CLOEXEC as usize,
+        )
+    };
+    if got == -(libc::EINTR as isize) {
+        return;
+    }
+    if got <= 0 {
+        raw::exit(0);
+    }
+    // Whatever else is wrong with the request, the descriptors that came are closed below.
+    let fds_came = if msg.msg_controllen >= CMSG_HEADER
+        && control.level == libc::SOL_SOCKET
+        && control.kind == libc::SCM_RIGHTS
+        && control.len >= CMSG_HEADER
+    {
+        ((control.len - CMSG_HEADER) / size_of::<i32>()).min(5)
+    } else {
+        0
+    };
+    // SAFETY: read only when the whole plan arrived (checked first).
+    let fds_wanted = |plan: &MaybeUninit<WorkerPlan>| unsafe {
+        if plan.assume_init_ref().control_fds[0] >= 0 {
+            5
+        } else {
+            3
+        }
+    };
+    let whole = got as usize == size_of::<WorkerPlan>()
+        && msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) == 0
+        && fds_came == fds_wanted(&plan);
+    let answer = if whole {
+        // SAFETY: exactly the bytes of a `WorkerPlan` arrived, and the only sender is the
+        // host's `spawn_worker`, which sends a valid one of this same binary.
+        let plan = unsafe { plan.assume_init() };
+        // SAFETY: in the zygote, with the request's descriptors open.
+        unsafe { fork_worker(boot, plan, control.fds) }
+    } else {
+        -(libc::EINVAL as Reply)
+    };
+    for fd in &control.fds[..fds_came] {
+        // SAFETY: a descriptor this request installed here.
+        unsafe { raw::syscall3(libc::SYS_close, *fd as usize, 0, 0) };
+    }
+    // SAFETY: as for this function.
+    unsafe { reply(boot.socket, answer) };
+}
+
+/// Forks the worker for `plan` with `CLONE_PARENT`, returning its pid or `-errno`.
+///
+/// # Safety
+/// In the zygote, with `fds` (memfd, input read end, output write end, and for a same-code
+/// worker its go and done pipe ends) open.
+#[inline(never)]
+unsafe fn fork_worker(boot: &Boot, mut plan: WorkerPlan, fds: [i32; 5]) -> Reply {
+    // The host reserved the window after this process was forked: whatever this process
+    // still holds there is a stale copy of the host's memory, none of it used here (the
+    // zygote's code and stack are mapped in the host too, so never inside a reservation).
+    let mut low = usize::MAX;
+    let mut high = 0;
+    for m in &plan.maps {
+        low = low.min(m.addr);
+        high = high.max(m.addr.saturating_add(m.len));
+    }
+    if low % 4096 != 0 || high <= low {
+        return -(libc::EINVAL as Reply);
+    }
+    // SAFETY: unmaps a range nothing in this process uses (see above).
+    let unmapped = unsafe { raw::syscall3(libc::SYS_munmap, low, high - low, 0) };
+    if unmapped < 0 {
+        return unmapped as Reply;
+    }
+    // The descriptors as numbered here, and the registration this process inherited.
+    plan.host_pid = boot.host_pid;
+    plan.input_fd = fds[1];
+    plan.output_fd = fds[2];
+    if plan.control_fds[0] >= 0 {
+        plan.control_fds = [fds[3], fds[4]];
+    }
+    for m in plan.maps.iter_mut().filter(|m| m.fd >= 0) {
+        m.fd = fds[0];
+    }
+    plan.rseq = boot.rseq;
+    // Exit signal 0 (and CLONE_PARENT copies ours, which is 0 too): the host's SIGCHLD
+    // handling never sees the worker. newsp 0: the child runs on a copy of this stack.
+    let flags = (libc::CLONE_PARENT | libc::CLONE_PARENT_SETTID) as usize;
+    // SAFETY: a fork-like clone; the kernel writes the child's pid to the mapped page.
+    let pid = unsafe { raw::syscall6(libc::SYS_clone, flags, 0, boot.forked_addr, 0, 0, 0) };
+    if pid == 0 {
+        // In the worker. Named apart from the zygote, whose name it inherited.
+        let name = c"bytejail-worker".as_ptr() as usize;
+        // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes; then the
+        // worker's setup on the patched plan, which never returns.
+        unsafe {
+            raw::syscall3(libc::SYS_prctl, libc::PR_SET_NAME as usize, name, 0);
+            worker::enter(&plan)
+        }
+    }
+    pid as Reply
+}
