@@ -247,6 +247,8 @@ impl Arena {
         self.file.write_u64(DATA + CTX_USER_END, user_end);
         self.file.write_u64(DATA + CTX_PARK, park as u64);
         self.file.write_u64(DATA + CTX_LOOP, self.reusable as u64);
+        let ready = park && !self.reusable;
+        self.file.write_u64(DATA + CTX_READY, ready as u64);
         let control_fd = if self.reusable { GO_FD } else { 0 };
         self.file
             .write_u64(DATA + CTX_CONTROL_FD, control_fd as u64);

@@ -603,18 +603,7 @@ pub(crate) fn classify(
     }
     if signal == worker::SETUP_FAILED_SIGNAL {
         // No guest can raise it: the worker's setup failed before the guest ran.
-        let (stage, errno) = if record.state == STATE_SETUP_FAILED {
-            let stage = worker::STAGES.get(record.stage as usize).copied();
-            (stage.unwrap_or("worker setup"), record.errno as i32)
-        } else {
-            ("worker setup", 0)
-        };
-        let source = if errno > 0 {
-            std::io::Error::from_raw_os_error(errno)
-        } else {
-            std::io::Error::other("the worker died before it could say why")
-        };
-        return Err(Error::io(stage, source));
+        return Err(setup_error(record));
     }
     let recorded = record.state == STATE_FAULT && record.fault_signo == signal as u64;
     if signal == libc::SIGSYS {
@@ -637,6 +626,69 @@ pub(crate) fn classify(
         }
     });
     Ok((Outcome::Crashed { signal, fault }, None))
+}
+
+/// Why a worker's setup failed, from the stage and errno it recorded (if it got that far).
+fn setup_error(record: &Record) -> Error {
+    let (stage, errno) = if record.state == STATE_SETUP_FAILED {
+        let stage = worker::STAGES.get(record.stage as usize).copied();
+        (stage.unwrap_or("worker setup"), record.errno as i32)
+    } else {
+        ("worker setup", 0)
+    };
+    let source = if errno > 0 {
+        std::io::Error::from_raw_os_error(errno)
+    } else {
+        std::io::Error::other("the worker died before it could say why")
+    };
+    Error::io(stage, source)
+}
+
+/// Waits (at most `limit`) for a pool worker's "ready" byte on its output pipe: then it is set
+/// up and parked, and a job handed to it waits for nothing but itself. A worker that dies or
+/// stays silent instead is killed and reaped, and its setup failure becomes the error.
+pub(crate) fn await_ready(arena: &Arena, worker: &Spawned, limit: Duration) -> Result<(), Error> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let now = Instant::now();
+        let mut fds = [
+            pollfd(worker.output_r.as_raw_fd(), libc::POLLIN),
+            pollfd(worker.pidfd.as_raw_fd(), libc::POLLIN),
+        ];
+        if now >= deadline {
+            break;
+        }
+        match sys::poll(&mut fds, deadline - now) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("waiting for a pooled worker", e)),
+            Ok(_) if fds[0].revents != 0 => {
+                let mut byte = [1u8];
+                if matches!(sys::read(worker.output_r.as_raw_fd(), &mut byte), Ok(1)) {
+                    if byte[0] == 0 {
+                        return Ok(());
+                    }
+                }
+                break;
+            }
+            Ok(_) if fds[1].revents != 0 => break,
+            Ok(_) => {}
+        }
+    }
+    let _ = sys::pidfd_kill(worker.pidfd.as_raw_fd());
+    let reaped = sys::wait4(worker.pid).map_err(|e| Error::io("reaping a pooled worker", e))?;
+    let record = arena.record();
+    if libc::WIFSIGNALED(reaped.status)
+        && libc::WTERMSIG(reaped.status) == worker::SETUP_FAILED_SIGNAL
+    {
+        return Err(setup_error(&record));
+    }
+    Err(Error::io(
+        "starting a pooled worker",
+        std::io::Error::other(format!(
+            "it never said ready (wait status 0x{:x})",
+            reaped.status
+        )),
+    ))
 }
 
 /// Which syscall a filter trapped, from the SIGSYS siginfo the handler recorded. The record is

@@ -286,5 +286,7 @@ fn park_one(shared: &Shared) -> Result<Parked, Error> {
     let cpu = host::cpu_limit_secs(&shared.template);
     let zygote = Some(&shared.zygote);
     let worker = host::spawn(&arena, maps, protects, &shared.template, cpu, None, zygote)?;
+    // Handed out only once set up: a job never waits for (or competes with) a worker's setup.
+    host::await_ready(&arena, &worker, Duration::from_secs(10))?;
     Ok(Parked { arena, worker })
 }

@@ -69,6 +69,9 @@ pub(crate) mod layout {
     pub const CTX_LOOP: usize = 0x0d8;
     /// The input's sequence number, written by the host before each go byte.
     pub const CTX_SEQ: usize = 0x0e0;
+    /// Non-zero: a pool worker, which says "ready" (one zero byte on fd 1, read by the pool
+    /// before the worker is handed out) once set up, just before it parks the first time.
+    pub const CTX_READY: usize = 0x0e8;
     /// A same-code worker's control pipes (fd 0 stays the empty input, 1 the output): it reads
     /// go bytes from `GO_FD` and writes "done" messages to `DONE_FD`.
     pub const GO_FD: usize = 3;
@@ -290,6 +293,13 @@ global_asm!(
     ".Lbj_confined:",
     "cmp qword ptr [rip + .Lbj_base + {data} + {ctx_park}], 0",
     "je .Lbj_base",
+    "cmp qword ptr [rip + .Lbj_base + {data} + {ctx_ready}], 0",
+    "je .Lbj_park",
+    "mov eax, {sys_write}",
+    "mov edi, 1",
+    "lea rsi, [rip + .Lbj_base + {data} + {ctx_ready} + 7]",
+    "mov edx, 1",
+    "syscall",
     // Parked: wait for the go byte on the control descriptor (read onto the private stack),
     // then enter. EOF or an error: the host is done with this worker.
     ".Lbj_park:",
@@ -418,6 +428,7 @@ global_asm!(
     ctx_control_fd = const CTX_CONTROL_FD,
     ctx_loop = const CTX_LOOP,
     ctx_seq = const CTX_SEQ,
+    ctx_ready = const CTX_READY,
     sys_write = const libc::SYS_write,
     done_fd = const DONE_FD,
     rec_stage = const REC_STAGE,
