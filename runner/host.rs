@@ -663,10 +663,9 @@ pub(crate) fn await_ready(arena: &Arena, worker: &Spawned, limit: Duration) -> R
             Err(e) => return Err(Error::io("waiting for a pooled worker", e)),
             Ok(_) if fds[0].revents != 0 => {
                 let mut byte = [1u8];
-                if matches!(sys::read(worker.output_r.as_raw_fd(), &mut byte), Ok(1)) {
-                    if byte[0] == 0 {
-                        return Ok(());
-                    }
+                let got = sys::read(worker.output_r.as_raw_fd(), &mut byte);
+                if matches!(got, Ok(1)) && byte[0] == 0 {
+                    return Ok(());
                 }
                 break;
             }
