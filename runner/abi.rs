@@ -18,7 +18,7 @@ use serde::Serialize;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Default limit on the bytes a guest may write to fd 1.
 pub const DEFAULT_MAX_OUTPUT: usize = 1 << 20;
-/// Default guest stack size (a PROT_NONE guard page sits below it).
+/// Default guest stack size (an unmapped guard page sits below it).
 pub const DEFAULT_STACK: usize = 1 << 20;
 /// Default scratch size.
 pub const DEFAULT_SCRATCH: usize = 1 << 20;

@@ -6,7 +6,7 @@
 //! forked process inherits either. The worker maps its parts into the window at addresses the
 //! host chose before the fork (free in the child, since the reservation was not inherited):
 //! the blob page read+execute, the code read+execute, the input read-only, and fresh private
-//! scratch and stack (with a `PROT_NONE` guard page below it) of its own.
+//! scratch and stack (with an unmapped guard page below it) of its own.
 //!
 //! So a guest sees exactly its own code and input, nothing another job wrote, and no other
 //! worker (of this or another host thread) can read or write this arena. The host rewrites
@@ -218,7 +218,7 @@ impl Arena {
         code: &[u8],
         input: &[u8],
         options: &RunOptions,
-    ) -> ([FixedMap; 5], [Protect; 2]) {
+    ) -> ([FixedMap; 5], [Protect; 1]) {
         let need = Need::new(code, input, options);
         debug_assert!(self.fits(need));
         self.load_job(code, input, options);
@@ -233,7 +233,7 @@ impl Arena {
         sizes: Need,
         options: &RunOptions,
         park: bool,
-    ) -> ([FixedMap; 5], [Protect; 2]) {
+    ) -> ([FixedMap; 5], [Protect; 1]) {
         debug_assert!(self.fits(sizes));
         self.file
             .write_u64(DATA + CTX_XSAVE, xsave_supported() as u64);
@@ -267,7 +267,8 @@ impl Arena {
         }
 
         let fd = self.fd();
-        let stack_base = self.stack_top() - sizes.stack - PAGE;
+        // The page below the stack stays unmapped: the guard (nothing is ever mapped there).
+        let stack_base = self.stack_top() - sizes.stack;
         let (rw, rx) = (
             libc::PROT_READ | libc::PROT_WRITE,
             libc::PROT_READ | libc::PROT_EXEC,
@@ -295,24 +296,17 @@ impl Arena {
                 FixedMap::private(self.scratch_addr(), sizes.scratch)
             },
             if self.reusable {
-                let offset = self.stack_file_offset();
-                FixedMap::shared(stack_base, sizes.stack + PAGE, rw, fd, offset)
+                let offset = self.stack_file_offset() + PAGE;
+                FixedMap::shared(stack_base, sizes.stack, rw, fd, offset)
             } else {
-                FixedMap::private(stack_base, sizes.stack + PAGE)
+                FixedMap::private(stack_base, sizes.stack)
             },
         ];
-        let protects = [
-            Protect {
-                addr: self.region_addr() + CODE,
-                len: PAGE,
-                prot: rx,
-            },
-            Protect {
-                addr: stack_base,
-                len: PAGE,
-                prot: libc::PROT_NONE,
-            },
-        ];
+        let protects = [Protect {
+            addr: self.region_addr() + CODE,
+            len: PAGE,
+            prot: rx,
+        }];
         (maps, protects)
     }
 

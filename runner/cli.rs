@@ -175,7 +175,7 @@ pub struct WorkerArgs {
     #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = max_output)]
     pub max_output: usize,
 
-    /// Guest stack size, e.g. 64KiB or 1MiB (rounded up to pages; a guard page sits below);
+    /// Guest stack size, e.g. 64KiB or 1MiB (rounded up to pages; an unmapped guard page sits below);
     /// 64 bytes to 1GiB.
     #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = stack)]
     pub stack: usize,

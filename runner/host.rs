@@ -128,7 +128,7 @@ pub(crate) struct Spawned {
 pub(crate) fn spawn(
     arena: &Arena,
     maps: [FixedMap; 5],
-    protects: [Protect; 2],
+    protects: [Protect; 1],
     options: &RunOptions,
     cpu_limit_secs: u64,
     control: Option<[&OwnedFd; 2]>,
@@ -218,8 +218,9 @@ pub(crate) fn drive(
     if input.len() > 64 << 10 {
         sys::grow_pipe(input_w.as_raw_fd(), input.len());
     }
+    // No input: fd 0 is at EOF at once (the pipe's only writer closes here).
     let mut feeder = InputFeeder {
-        fd: Some(input_w),
+        fd: (!input.is_empty()).then_some(input_w),
         input,
         written: 0,
     };

@@ -564,8 +564,8 @@ pub(crate) struct WorkerPlan {
     pub region: usize,
     /// Region, code, input, scratch, stack: mapped in this order (see [`crate::arena`]).
     pub maps: [FixedMap; 5],
-    /// The blob page made read+execute, the stack's guard page made inaccessible.
-    pub protects: [Protect; 2],
+    /// The blob page made read+execute.
+    pub protects: [Protect; 1],
     /// `RLIMIT_CPU` in seconds: a backstop behind the host's own SIGKILL at the deadline.
     pub cpu_limit_secs: u64,
     /// The forking thread's rseq registration, to undo before scrubbing.
@@ -951,7 +951,13 @@ unsafe fn worker_main(plan: &WorkerPlan) -> ! {
             // Block everything while the handler runs.
             mask: !0u64,
         };
-        for sig in FAULT_SIGNALS {
+        // Only a filter sends SIGSYS (strict mode kills, and no guest can call kill).
+        let handled = if plan.filter_mode {
+            &FAULT_SIGNALS[..]
+        } else {
+            &FAULT_SIGNALS[..FAULT_SIGNALS.len() - 1]
+        };
+        for &sig in handled {
             let act = &action as *const _ as usize;
             check(
                 data,
