@@ -120,6 +120,10 @@ pub(crate) struct Spawned {
     pub pidfd: OwnedFd,
     pub input_w: OwnedFd,
     pub output_r: OwnedFd,
+    /// The host's own copy of the output's write end, kept open so that the read end never
+    /// reports EOF: the worker's end is seen once, on its pidfd, and the host wakes only then
+    /// (and for output), not also when the dying worker's descriptors close.
+    pub output_w: OwnedFd,
 }
 
 /// Creates the pipes and forks a worker into `arena` (see [`Arena::prepare_worker`]): from
@@ -164,12 +168,13 @@ pub(crate) fn spawn(
                 .map_err(|e| Error::io("forking the worker through the zygote", e))?
         }
     };
-    // The worker's ends are closed here (they drop): then EOF and EPIPE mean what they say.
+    // The worker's input end is closed here (it drops): then EPIPE means what it says.
     Ok(Spawned {
         pid,
         pidfd,
         input_w,
         output_r,
+        output_w,
     })
 }
 
@@ -213,6 +218,7 @@ pub(crate) fn drive(
         pidfd,
         input_w,
         output_r,
+        output_w,
     } = worker;
     // A larger pipe saves wake-ups for large inputs.
     if input.len() > 64 << 10 {
@@ -231,7 +237,7 @@ pub(crate) fn drive(
     }
     let reaped = sys::wait4(pid).map_err(|e| Error::io("reaping the worker", e))?;
     let wall = start.elapsed();
-    drop(pidfd);
+    drop((pidfd, output_w));
     let watch = watch?;
 
     let (outcome, syscall) = classify(

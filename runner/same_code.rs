@@ -65,6 +65,8 @@ struct Live {
     pid: libc::pid_t,
     pidfd: OwnedFd,
     output_r: OwnedFd,
+    /// Kept open: the output never reports EOF (see [`Spawned::output_w`]).
+    _output_w: OwnedFd,
     /// The host's ends of the go pipe (written) and the done pipe (read, non-blocking).
     go_w: OwnedFd,
     done_r: OwnedFd,
@@ -304,6 +306,7 @@ impl SameCode {
             pidfd,
             input_w,
             output_r,
+            output_w,
         } = host::spawn(
             arena,
             maps,
@@ -320,6 +323,7 @@ impl SameCode {
             pid,
             pidfd,
             output_r,
+            _output_w: output_w,
             go_w,
             done_r,
             cpu_limit_secs,
