@@ -114,7 +114,8 @@ fn run_in_arena(
     drive(arena, worker, code, input, options, start)
 }
 
-/// A forked worker: its pid and pidfd, and the host's ends of its two pipes (non-blocking).
+/// A forked worker: its pid and pidfd, and the host's ends of its two pipes (the output's read
+/// end non-blocking; the input's write end made so once there is input to feed).
 pub(crate) struct Spawned {
     pub pid: libc::pid_t,
     pub pidfd: OwnedFd,
@@ -140,8 +141,6 @@ pub(crate) fn spawn(
 ) -> Result<Spawned, Error> {
     let (input_r, input_w) = sys::pipe().map_err(|e| Error::io("creating the input pipe", e))?;
     let (output_r, output_w) = sys::pipe().map_err(|e| Error::io("creating the output pipe", e))?;
-    sys::set_nonblocking(input_w.as_raw_fd())
-        .map_err(|e| Error::io("fcntl on the input pipe", e))?;
     sys::set_nonblocking(output_r.as_raw_fd())
         .map_err(|e| Error::io("fcntl on the output pipe", e))?;
     let plan = WorkerPlan {
@@ -224,9 +223,17 @@ pub(crate) fn drive(
     if input.len() > 64 << 10 {
         sys::grow_pipe(input_w.as_raw_fd(), input.len());
     }
-    // No input: fd 0 is at EOF at once (the pipe's only writer closes here).
+    // No input: fd 0 is at EOF at once (the pipe's only writer closes here). Else the input
+    // is written without ever blocking.
+    let input_w = if input.is_empty() {
+        None
+    } else {
+        sys::set_nonblocking(input_w.as_raw_fd())
+            .map_err(|e| Error::io("fcntl on the input pipe", e))?;
+        Some(input_w)
+    };
     let mut feeder = InputFeeder {
-        fd: (!input.is_empty()).then_some(input_w),
+        fd: input_w,
         input,
         written: 0,
     };
