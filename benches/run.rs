@@ -45,9 +45,9 @@ fn bench(c: &mut Criterion) {
     // Last, and the pool dropped right after: its refill thread, even idle, slows every fork
     // of this process (see `bench::Phase`). Only the job is timed; the wait for a full,
     // settled pool before each one is not.
+    let pool = PoolLatency::start().unwrap();
     group.bench_function("run_pool", |b| {
         bench::trim_heap();
-        let pool = PoolLatency::start().unwrap();
         b.iter_custom(|iters| {
             let mut timed = Duration::ZERO;
             for _ in 0..iters {
@@ -58,11 +58,12 @@ fn bench(c: &mut Criterion) {
             }
             timed
         });
-        println!(
-            "run_pool: {} jobs found no parked worker and ran fresh",
-            pool.fallbacks()
-        );
     });
+    println!(
+        "run_pool: {} jobs found no parked worker and ran fresh",
+        pool.fallbacks()
+    );
+    drop(pool);
     group.finish();
 }
 
