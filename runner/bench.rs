@@ -10,7 +10,7 @@
 //! Row names are stable identifiers (documented in the README); rows for modes bytejail does not
 //! have are absent, never faked. To add a row, add one entry to `Fixtures::table`; a row that
 //! needs something alive in this process while it is measured (a pool, a zygote) gets a phase of
-//! its own instead: see [`Phase`].
+//! its own instead: see `Phase`.
 // Measuring fork, vfork, clone3, posix_spawn and seccomp takes raw syscalls, some of them in
 // forked children; every block says what it relies on.
 #![allow(unsafe_code)]
@@ -201,7 +201,7 @@ const SLOT: Duration = Duration::from_micros(1500);
 /// The `run_*` rows of fresh workers: one `mov al,42; ret` job end to end through
 /// [`crate::run`] with each set of options, by row name. Shared by `bytejail bench` and
 /// `benches/run.rs`. Modes that keep something alive between jobs (`run_pool`, and to come
-/// `run_batch_input`, `run_zygote`) are measured in a [`Phase`] of their own.
+/// `run_batch_input`, `run_zygote`) are measured in a phase of their own (`Phase`).
 pub fn run_modes() -> Vec<(&'static str, RunOptions)> {
     vec![
         ("run_fresh", RunOptions::default()),
@@ -242,7 +242,7 @@ pub fn run_modes() -> Vec<(&'static str, RunOptions)> {
 /// to put a child, which on a small VM halves the run-to-run spread. It is unpinned afterwards;
 /// see `Machine::pinned_cpu`.
 ///
-/// The main table comes first, then each [`Phase`] in turn, each with its own slice of the
+/// The main table comes first, then each `Phase` in turn, each with its own slice of the
 /// budget.
 pub fn measure(quick: bool, progress: &mut dyn FnMut(&str)) -> BenchReport {
     let started = Instant::now();
@@ -295,20 +295,21 @@ const PHASE_PERCENT: u32 = 15;
 /// Rows here are compared with floors of the main table (`floor_pipe_rtt` is the same with or
 /// without an idle pool: 13.0 and 12.9 us here).
 ///
-/// To add a phase (say `run_zygote`: a fresh worker per job forked by a zygote helper, which
-/// must not share its phase with the pool's refill forks): a variant here and in `ALL`, and an
-/// arm in `measure` that starts the fixture and hands [`measure_phase`] one [`Measurement`]
-/// per row.
+/// To add a phase (say `run_zygote`: a fresh worker per job forked by a zygote helper, against
+/// `floor_fork_pipe_strict`, which must not share its phase with the pool's refill forks): a
+/// variant here and in `ALL`, and an arm in `measure` like `Pool`'s that starts the zygote,
+/// hands [`measure_phase`] one [`Measurement`] per row and drops it. A mode that keeps only a
+/// worker process alive and starts no thread in this one (`run_batch_input`: inputs through
+/// one reused worker, against `floor_pipe_rtt`) needs no phase: it is a fixture and one entry
+/// in `Fixtures::table`, as `floor_pipe_rtt`'s [`ParkedWorker`] is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
-    /// `run_pool`: jobs through a [`Pool`] of the default template. `run_batch_input` (one
-    /// reused worker, per-input time against `floor_pipe_rtt`) belongs here too: nothing it
-    /// keeps alive forks.
+enum Phase {
+    /// `run_pool`: jobs through a [`Pool`] of the default template.
     Pool,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 1] = [Phase::Pool];
+    const ALL: [Phase; 1] = [Phase::Pool];
 
     fn measure(
         self,
@@ -371,7 +372,7 @@ const SETTLE: Duration = Duration::from_micros(200);
 
 /// The `run_pool` probe: a [`Pool`] of the default template, and the latency of one job when
 /// the pool keeps up. Before each timed job it waits, untimed, until every worker is parked
-/// again (at most [`REFILL_WAIT`]), and after it until the refill fork is done, so that the
+/// again (at most `REFILL_WAIT`), and after it until the refill fork is done, so that the
 /// time is what a caller sees between jobs that do not outrun the refill, and the refill's
 /// fork lands on no other row's sample. Throughput under load is another number: a pool
 /// refilled by one thread cannot park workers faster than it can fork them.
@@ -420,8 +421,8 @@ impl PoolLatency {
         expect_returned_42(&report)
     }
 
-    /// Sleeps until [`POOL_SIZE`] workers are parked, or [`REFILL_WAIT`] has passed (the next
-    /// job then may run fresh, and counts as a fallback), then [`SETTLE`].
+    /// Sleeps until [`POOL_SIZE`] workers are parked, or `REFILL_WAIT` has passed (the next
+    /// job then may run fresh, and counts as a fallback), then `SETTLE`.
     pub fn wait_until_full(&self) {
         let deadline = Instant::now() + REFILL_WAIT;
         while self.pool.stats().parked < POOL_SIZE && Instant::now() < deadline {
@@ -562,9 +563,9 @@ impl Fixtures {
         }
     }
 
-    /// The table of rows, in the order they are reported. Modes to come are one entry each:
-    /// `run_pool` and `run_batch_input` against `floor_pipe_rtt`, `run_zygote` against
-    /// `floor_fork_pipe_strict`.
+    /// The table of rows, in the order they are reported. Modes to come are one entry each
+    /// (`run_batch_input` against `floor_pipe_rtt`), or a [`Phase`] when they would disturb
+    /// the other rows (`run_pool` has one; `run_zygote` will).
     fn table<'a>(
         &'a self,
         notes: &mut Vec<String>,
