@@ -123,7 +123,7 @@ fn host_size(c: &mut Criterion) {
 /// Pins this thread (and so every child it forks) to one CPU, as `bytejail bench` does: rows
 /// then do not depend on where the scheduler puts a child.
 fn pin() {
-    match bench::pin_to_last_cpu() {
+    match bench::pin_to_quiet_cpu() {
         Some(cpu) => println!("pinned to CPU {cpu}"),
         None => println!("not pinned (one CPU, or sched_setaffinity failed)"),
     }

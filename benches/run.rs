@@ -1,14 +1,18 @@
 //! End-to-end cost of one `mov al,42; ret` job for every mode bytejail has (fresh fork scrubbed,
-//! the default, and not; the filter policies), next to the raw libc floors measured in the same
-//! run: fork + pipe + strict seccomp + the same code + result + reap (`floor_fork_pipe_strict`),
-//! and one byte there and back through a parked strict worker (`floor_pipe_rtt`).
+//! the default, and not; the filter policies; a pre-forked `bytejail::Pool`), next to the raw
+//! libc floors measured in the same run: fork, pipe, strict seccomp, the same code, result and
+//! reap (`floor_fork_pipe_strict`), and one byte there and back through a parked strict worker
+//! (`floor_pipe_rtt`, the floor of `run_pool`). Then `--jobs` scaling: per-job time of fresh
+//! jobs on one thread and on two, next to the same for raw fork, exit and wait.
 //!
 //! The floors are `bytejail::bench::floor_fork_pipe_strict` and `bytejail::bench::ParkedWorker`,
 //! written directly against libc with nothing else; `bytejail bench` times the same code.
 
-use bytejail::bench::{self, GuestFunction, ParkedWorker, RETURN_42};
+use std::time::Duration;
+
+use bytejail::bench::{self, GuestFunction, ParkedWorker, PoolLatency, RETURN_42};
 use bytejail::RunOptions;
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 
 fn run_returns_42(options: &RunOptions) {
     let report = bytejail::run(&RETURN_42, b"", options).unwrap();
@@ -38,17 +42,60 @@ fn bench(c: &mut Criterion) {
             b.iter(|| run_returns_42(options))
         });
     }
+    // Last, and the pool dropped right after: its refill thread, even idle, slows every fork
+    // of this process (see `bench::Phase`). Only the job is timed; the wait for a full,
+    // settled pool before each one is not.
+    let pool = PoolLatency::start().unwrap();
+    group.bench_function("run_pool", |b| {
+        bench::trim_heap();
+        b.iter_custom(|iters| {
+            let mut timed = Duration::ZERO;
+            for _ in 0..iters {
+                pool.wait_until_full();
+                let started = std::time::Instant::now();
+                pool.run_one().unwrap();
+                timed += started.elapsed();
+            }
+            timed
+        });
+    });
+    println!(
+        "run_pool: {} jobs found no parked worker and ran fresh",
+        pool.fallbacks()
+    );
+    drop(pool);
+    group.finish();
+}
+
+/// Fresh jobs (and raw fork + exit + wait, their floor) on one thread and on two, each thread
+/// free to run on any CPU: the time per job. One thread's over two threads' is the `--jobs 2`
+/// speed-up; the floor's shows how much of a shortfall fork itself explains.
+fn jobs(c: &mut Criterion) {
+    let mut group = c.benchmark_group("jobs");
+    group.sample_size(30);
+    let rows: [(&str, &(dyn Fn() -> std::io::Result<()> + Sync)); 2] = [
+        ("fork_exit_wait", &bench::fork_exit_wait),
+        ("run_fresh", &bench::run_fresh_once),
+    ];
+    for (name, job) in rows {
+        for threads in [1, 2] {
+            group.bench_with_input(BenchmarkId::new(name, threads), &threads, |b, &threads| {
+                bench::trim_heap();
+                b.iter_custom(|iters| bench::on_threads(threads, iters, job).unwrap())
+            });
+        }
+    }
     group.finish();
 }
 
 /// Pins this thread (and so every child it forks) to one CPU, as `bytejail bench` does: rows
 /// then do not depend on where the scheduler puts a child.
 fn pin() {
-    match bench::pin_to_last_cpu() {
+    match bench::pin_to_quiet_cpu() {
         Some(cpu) => println!("pinned to CPU {cpu}"),
         None => println!("not pinned (one CPU, or sched_setaffinity failed)"),
     }
 }
 
-criterion_group!(benches, bench);
+criterion_group!(benches, bench, jobs);
 criterion_main!(benches);

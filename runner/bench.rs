@@ -8,7 +8,9 @@
 //! criterion benches in `benches/` time the very same code.
 //!
 //! Row names are stable identifiers (documented in the README); rows for modes bytejail does not
-//! have are absent, never faked. To add a row, add one entry to `Fixtures::table`.
+//! have are absent, never faked. To add a row, add one entry to `Fixtures::table`; a row that
+//! needs something alive in this process while it is measured (a pool, a zygote) gets a phase of
+//! its own instead: see `Phase`.
 // Measuring fork, vfork, clone3, posix_spawn and seccomp takes raw syscalls, some of them in
 // forked children; every block says what it relies on.
 #![allow(unsafe_code)]
@@ -27,7 +29,7 @@ use serde::Serialize;
 
 use crate::policy::{Action, ArgCheck, CmpOp, Filter, Rule};
 use crate::sys::raw;
-use crate::{Outcome, Policy, RunOptions};
+use crate::{Outcome, Policy, Pool, RunOptions};
 
 /// `mov al, 42; ret`: the job every end-to-end row runs.
 pub const RETURN_42: [u8; 3] = [0xb0, 0x2a, 0xc3];
@@ -196,9 +198,10 @@ impl<'a> Measurement<'a> {
 /// milliseconds (so drift is shared), large enough that cheap rows take many samples.
 const SLOT: Duration = Duration::from_micros(1500);
 
-/// The `run_*` rows: one `mov al,42; ret` job end to end in each mode bytejail has, by row
-/// name. Shared by `bytejail bench` and `benches/run.rs`. Modes to come go here: `run_pool`
-/// and `run_batch_input` (against `floor_pipe_rtt`), `run_zygote`.
+/// The `run_*` rows of fresh workers: one `mov al,42; ret` job end to end through
+/// [`crate::run`] with each set of options, by row name. Shared by `bytejail bench` and
+/// `benches/run.rs`. Modes that keep something alive between jobs (`run_pool`, and to come
+/// `run_batch_input`, `run_zygote`) are measured in a phase of their own (`Phase`).
 pub fn run_modes() -> Vec<(&'static str, RunOptions)> {
     vec![
         ("run_fresh", RunOptions::default()),
@@ -238,30 +241,34 @@ pub fn run_modes() -> Vec<(&'static str, RunOptions)> {
 /// parked worker) runs there too: the rows then do not depend on where the scheduler happens
 /// to put a child, which on a small VM halves the run-to-run spread. It is unpinned afterwards;
 /// see `Machine::pinned_cpu`.
+///
+/// The main table comes first, then each `Phase` in turn, each with its own slice of the
+/// budget.
 pub fn measure(quick: bool, progress: &mut dyn FnMut(&str)) -> BenchReport {
     let started = Instant::now();
     let budget = Duration::from_secs(if quick { 5 } else { 20 });
     let load_average = load_average();
     let pinned = pin_to_one_cpu();
+    let pinned_cpu = pinned.as_ref().map(|p| p.0);
     let mut notes = Vec::new();
+    let phases = Phase::ALL;
+    let phase_budget = budget * PHASE_PERCENT / 100;
+    let main_budget = budget.saturating_sub(phase_budget * phases.len() as u32);
 
     let fixtures = Fixtures::prepare(&mut notes, progress);
     let mut table = fixtures.table(&mut notes, progress);
-    run_rounds(
-        &mut table,
-        started,
-        budget,
-        pinned.as_ref().map(|p| p.0),
-        &mut notes,
-        progress,
-    );
+    run_rounds(&mut table, main_budget, pinned_cpu, &mut notes, progress);
+    let mut results: Vec<Row> = table.iter().filter_map(Measurement::row).collect();
+    drop(table);
+    drop(fixtures);
+
+    for phase in phases {
+        results.extend(phase.measure(phase_budget, pinned_cpu, &mut notes, progress));
+    }
 
     if let Some((_, previous)) = &pinned {
         unpin(previous);
     }
-    let results = table.iter().filter_map(Measurement::row).collect();
-    drop(table);
-    drop(fixtures);
     BenchReport {
         machine: Machine {
             pinned_cpu: pinned.map(|(cpu, _)| cpu),
@@ -273,6 +280,202 @@ pub fn measure(quick: bool, progress: &mut dyn FnMut(&str)) -> BenchReport {
         results,
         notes,
     }
+}
+
+/// Percent of the budget each [`Phase`] gets; the main table gets the rest.
+const PHASE_PERCENT: u32 = 15;
+
+/// Rows measured apart from the main table, because what they keep alive in this process would
+/// disturb the other rows: a [`Pool`]'s refill thread, even idle and on the same CPU, makes
+/// every raw fork of this process about 40% slower here (`fork_exit_wait` 102 -> 143-149 us,
+/// `floor_fork_pipe_strict` 141 -> 183-189 us; `run_fresh` barely moves), and its refill forks
+/// run whenever a job has used a worker. Each phase starts its fixture, takes
+/// its rows in interleaved rounds of their own (same warm-up, same pinning), and stops it.
+///
+/// Rows here are compared with floors of the main table (`floor_pipe_rtt` is the same with or
+/// without an idle pool: 13.0 and 12.9 us here).
+///
+/// To add a phase (say `run_zygote`: a fresh worker per job forked by a zygote helper, against
+/// `floor_fork_pipe_strict`, which must not share its phase with the pool's refill forks): a
+/// variant here and in `ALL`, and an arm in `measure` like `Pool`'s that starts the zygote,
+/// hands [`measure_phase`] one [`Measurement`] per row and drops it. A mode that keeps only a
+/// worker process alive and starts no thread in this one (`run_batch_input`: inputs through
+/// one reused worker, against `floor_pipe_rtt`) needs no phase: it is a fixture and one entry
+/// in `Fixtures::table`, as `floor_pipe_rtt`'s [`ParkedWorker`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// `run_pool`: jobs through a [`Pool`] of the default template.
+    Pool,
+}
+
+impl Phase {
+    const ALL: [Phase; 1] = [Phase::Pool];
+
+    fn measure(
+        self,
+        budget: Duration,
+        pinned_cpu: Option<usize>,
+        notes: &mut Vec<String>,
+        progress: &mut dyn FnMut(&str),
+    ) -> Vec<Row> {
+        match self {
+            Phase::Pool => {
+                let Some(pool) = kept("run_pool", PoolLatency::start(), notes, progress) else {
+                    return Vec::new();
+                };
+                let table = vec![Measurement::new("run_pool", Some("floor_pipe_rtt"), || {
+                    pool.job()
+                })];
+                let rows = measure_phase(table, "pool", budget, pinned_cpu, notes, progress);
+                let (jobs, fallbacks) = (pool.jobs(), pool.fallbacks());
+                note(
+                    notes,
+                    progress,
+                    format!(
+                        "run_pool: {fallbacks} of {jobs} jobs found no parked worker and ran \
+                         fresh (pool of {POOL_SIZE}, refilled before each job)"
+                    ),
+                );
+                rows
+            }
+        }
+    }
+}
+
+/// Takes `table`'s rows in interleaved rounds for `budget`; their rows.
+fn measure_phase(
+    mut table: Vec<Measurement>,
+    name: &str,
+    budget: Duration,
+    pinned_cpu: Option<usize>,
+    notes: &mut Vec<String>,
+    progress: &mut dyn FnMut(&str),
+) -> Vec<Row> {
+    progress(&format!("phase {name}:"));
+    run_rounds(&mut table, budget, pinned_cpu, notes, progress);
+    table.iter().filter_map(Measurement::row).collect()
+}
+
+/// Workers the `run_pool` row's pool keeps parked.
+pub const POOL_SIZE: usize = 2;
+
+/// How long a `run_pool` sample waits (untimed) for the pool to be full again.
+const REFILL_WAIT: Duration = Duration::from_secs(1);
+
+/// How long a `run_pool` sample sleeps (untimed) once the pool is full: a worker counts as
+/// parked as soon as it is forked, and its own set-up (scrubbing the host's memory, strict
+/// mode) runs on afterwards, competing for the CPU with the job's worker. Sleeping, not
+/// spinning: on the shared CPU the set-up needs the time. (Seen: no settling, medians 126 and
+/// 157 us in consecutive runs; 200 us, 128-131 us in three; 1 ms, 145-169 us, the CPU going
+/// idle in between.)
+const SETTLE: Duration = Duration::from_micros(200);
+
+/// The `run_pool` probe: a [`Pool`] of the default template, and the latency of one job when
+/// the pool keeps up. Before each timed job it waits, untimed, until every worker is parked
+/// again (at most `REFILL_WAIT`), and after it until the refill fork is done, so that the
+/// time is what a caller sees between jobs that do not outrun the refill, and the refill's
+/// fork lands on no other row's sample. Throughput under load is another number: a pool
+/// refilled by one thread cannot park workers faster than it can fork them.
+///
+/// The pool's refill thread inherits the caller's CPU affinity, so under `bytejail bench` it
+/// and every worker share the pinned CPU, as `floor_pipe_rtt`'s worker does. That has a cost
+/// the p99 shows: woken as a job hands back its arena, the refill thread can preempt the caller
+/// before `Pool::run` returns, and its `munmap` and fork (about 250 us) then land on that job.
+/// Started on the other CPU instead, it avoids that, but then the row measures whatever else
+/// runs there (seen: 2.0 ms medians while another process kept that CPU busy).
+pub struct PoolLatency {
+    pool: Pool,
+    jobs: std::cell::Cell<u64>,
+    fallbacks_before: u64,
+}
+
+impl PoolLatency {
+    /// Starts the pool and waits until it is full.
+    pub fn start() -> io::Result<PoolLatency> {
+        let pool = Pool::new(RunOptions::default(), POOL_SIZE).map_err(io::Error::other)?;
+        let probe = PoolLatency {
+            fallbacks_before: pool.stats().fallbacks,
+            pool,
+            jobs: std::cell::Cell::new(0),
+        };
+        probe.wait_until_full();
+        Ok(probe)
+    }
+
+    /// Waits (untimed) for a full pool, times one `mov al,42; ret` job through it, waits for
+    /// the refill; nanoseconds.
+    pub fn job(&self) -> io::Result<f64> {
+        self.wait_until_full();
+        let ns = time(|| self.run_one());
+        self.jobs.set(self.jobs.get() + 1);
+        self.wait_until_full();
+        ns
+    }
+
+    /// One job, untimed waits left to the caller (for criterion's `iter_custom`).
+    pub fn run_one(&self) -> io::Result<()> {
+        let report = self
+            .pool
+            .run(&RETURN_42, b"", &RunOptions::default())
+            .map_err(io::Error::other)?;
+        expect_returned_42(&report)
+    }
+
+    /// Sleeps until [`POOL_SIZE`] workers are parked, or `REFILL_WAIT` has passed (the next
+    /// job then may run fresh, and counts as a fallback), then `SETTLE`.
+    pub fn wait_until_full(&self) {
+        let deadline = Instant::now() + REFILL_WAIT;
+        while self.pool.stats().parked < POOL_SIZE && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(20));
+        }
+        std::thread::sleep(SETTLE);
+    }
+
+    /// Jobs timed by [`PoolLatency::job`].
+    pub fn jobs(&self) -> u64 {
+        self.jobs.get()
+    }
+
+    /// Jobs since `start` that ran in a fresh worker.
+    pub fn fallbacks(&self) -> u64 {
+        self.pool.stats().fallbacks - self.fallbacks_before
+    }
+}
+
+/// Runs `job` `jobs` times, split over `threads` threads that may each run on every online
+/// CPU (they do not inherit a pinned caller's affinity); the wall time from the first spawn to
+/// the last join. For the `--jobs` scaling group of `benches/run.rs`: per-job time on one
+/// thread over per-job time on two is the speed-up `bytejail batch --jobs 2` can get.
+pub fn on_threads(
+    threads: usize,
+    jobs: u64,
+    job: &(dyn Fn() -> io::Result<()> + Sync),
+) -> io::Result<Duration> {
+    let online = fs::read_to_string("/sys/devices/system/cpu/online")?;
+    let everywhere = CpuSet::of(parse_cpu_list(&online));
+    let threads = threads.max(1) as u64;
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|i| {
+                let share = jobs / threads + u64::from(i < jobs % threads);
+                scope.spawn(move || {
+                    everywhere.apply()?;
+                    (0..share).try_for_each(|_| job())
+                })
+            })
+            .collect();
+        workers.into_iter().try_for_each(|w| {
+            w.join()
+                .unwrap_or_else(|_| Err(io::Error::other("panicked")))
+        })
+    })?;
+    Ok(started.elapsed())
+}
+
+/// One `mov al,42; ret` job through a fresh worker with default options: what `--jobs` runs.
+pub fn run_fresh_once() -> io::Result<()> {
+    run_returns_42(&RunOptions::default())
 }
 
 /// Everything the rows need, built before the first sample.
@@ -360,9 +563,9 @@ impl Fixtures {
         }
     }
 
-    /// The table of rows, in the order they are reported. Modes to come are one entry each:
-    /// `run_pool` and `run_batch_input` against `floor_pipe_rtt`, `run_zygote` against
-    /// `floor_fork_pipe_strict`.
+    /// The table of rows, in the order they are reported. Modes to come are one entry each
+    /// (`run_batch_input` against `floor_pipe_rtt`), or a [`Phase`] when they would disturb
+    /// the other rows (`run_pool` has one; `run_zygote` will).
     fn table<'a>(
         &'a self,
         notes: &mut Vec<String>,
@@ -438,12 +641,12 @@ impl Fixtures {
 /// forks leaves work behind, such as freeing its children, that the next one may pay for).
 fn run_rounds(
     table: &mut [Measurement],
-    started: Instant,
     budget: Duration,
     pinned_cpu: Option<usize>,
     notes: &mut Vec<String>,
     progress: &mut dyn FnMut(&str),
 ) {
+    let started = Instant::now();
     let warm_up = budget / 10;
     let pinned = pinned_cpu.map_or(String::new(), |cpu| format!(" (pinned to CPU {cpu})"));
     progress(&format!(
@@ -546,6 +749,10 @@ fn expect_42(rax: u64) -> io::Result<()> {
 /// One `mov al,42; ret` job through [`crate::run`].
 fn run_returns_42(options: &RunOptions) -> io::Result<()> {
     let report = crate::run(&RETURN_42, b"", options).map_err(io::Error::other)?;
+    expect_returned_42(&report)
+}
+
+fn expect_returned_42(report: &crate::Report) -> io::Result<()> {
     match report.outcome {
         Outcome::Returned(regs) if regs.rax & 0xff == 42 => Ok(()),
         _ => Err(io::Error::other(format!(
@@ -676,20 +883,53 @@ pub fn trim_heap() {
     unsafe { libc::malloc_trim(0) };
 }
 
-/// Pins the calling thread for good to the last CPU it may run on, as [`measure`] does for its
-/// duration; the CPU, or `None` with only one CPU allowed or when it fails. For the criterion
-/// benches, so that they measure in the same conditions as `bytejail bench`.
-pub fn pin_to_last_cpu() -> Option<usize> {
+/// Pins the calling thread for good to the quietest CPU it may run on, as [`measure`] does for
+/// its duration; the CPU, or `None` with only one CPU allowed or when it fails. For the
+/// criterion benches, so that they measure in the same conditions as `bytejail bench`.
+pub fn pin_to_quiet_cpu() -> Option<usize> {
     pin_to_one_cpu().map(|(cpu, _)| cpu)
 }
 
-/// Pins the calling thread to the last CPU it may run on (CPU 0 takes most interrupts);
-/// returns that CPU and the previous set. `None` with only one CPU allowed or when it fails.
+/// Pins the calling thread to the CPU it may run on that was idle longest over the last
+/// [`QUIET_WINDOW`], the last one on a tie (CPU 0 takes most interrupts); returns that CPU and
+/// the previous set. `None` with only one CPU allowed or when it fails.
+///
+/// Not simply the last CPU: on a shared machine other benchmarks pin themselves there too (seen
+/// here: another process kept CPU 1 100% busy in the kernel, and every row pinned there
+/// doubled).
 fn pin_to_one_cpu() -> Option<(usize, CpuSet)> {
     let previous = CpuSet::current().ok()?;
     let allowed = previous.cpus();
-    let cpu = *allowed.last()?;
-    (allowed.len() >= 2 && CpuSet::of([cpu]).apply().is_ok()).then_some((cpu, previous))
+    if allowed.len() < 2 {
+        return None;
+    }
+    let before = idle_ticks();
+    std::thread::sleep(QUIET_WINDOW);
+    let after = idle_ticks();
+    let idle = |cpu: usize| match (before.get(&cpu), after.get(&cpu)) {
+        (Some(b), Some(a)) => a.saturating_sub(*b),
+        _ => 0,
+    };
+    // max_by_key keeps the last of equal keys.
+    let cpu = allowed.iter().copied().max_by_key(|&cpu| idle(cpu))?;
+    CpuSet::of([cpu]).apply().is_ok().then_some((cpu, previous))
+}
+
+/// How long [`pin_to_one_cpu`] watches the CPUs' idle time.
+const QUIET_WINDOW: Duration = Duration::from_millis(200);
+
+/// Idle plus iowait ticks of each CPU, from /proc/stat (empty if unreadable).
+fn idle_ticks() -> std::collections::HashMap<usize, u64> {
+    let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
+    stat.lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let cpu = fields.next()?.strip_prefix("cpu")?.parse().ok()?;
+            // user nice system idle iowait ...
+            let ticks: Vec<u64> = fields.take(5).filter_map(|f| f.parse().ok()).collect();
+            Some((cpu, ticks.get(3)? + ticks.get(4)?))
+        })
+        .collect()
 }
 
 fn unpin(previous: &CpuSet) {
@@ -1593,27 +1833,42 @@ fn external_args(name: &str, tiny: &Path) -> Vec<std::ffi::OsString> {
             "/exit0".as_ref(),
             "/exit0".as_ref(),
         ],
-        // firejail's default profile (seccomp, capabilities dropped, private /dev, ...).
-        _ => vec!["--quiet".as_ref(), tiny.as_os_str()],
+        // firejail's default profile (for root `server.profile`: seccomp, capabilities dropped,
+        // namespaces, private /dev, /home, ...) less `private-tmp`: that one mounts an empty
+        // /tmp over the program, and firejail then exits 1 with "no suitable ... executable
+        // found" (its stderr), which is what the row met before.
+        _ => vec![
+            "--quiet".as_ref(),
+            "--ignore=private-tmp".as_ref(),
+            tiny.as_os_str(),
+        ],
     };
     args.into_iter().map(ToOwned::to_owned).collect()
 }
 
-/// Runs `program args`, with no input and its output discarded; it must succeed.
+/// Runs `program args`, with no input and its output discarded; it must succeed. On failure
+/// the error carries the last line the program wrote on stderr, which says why.
 fn run_external(program: &Path, args: &[std::ffi::OsString]) -> io::Result<()> {
-    let status = std::process::Command::new(program)
+    let output = std::process::Command::new(program)
         .args(args)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()?;
-    match status.success() {
-        true => Ok(()),
-        false => Err(io::Error::other(format!(
-            "`{}` ended with {status}",
-            program.display()
-        ))),
+        .stderr(std::process::Stdio::piped())
+        .output()?;
+    if output.status.success() {
+        return Ok(());
     }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let why = stderr
+        .lines()
+        .map(str::trim)
+        .rfind(|line| !line.is_empty())
+        .map_or(String::new(), |line| format!(": {line}"));
+    Err(io::Error::other(format!(
+        "`{}` ended with {}{why}",
+        program.display(),
+        output.status
+    )))
 }
 
 /// The first executable `name` on PATH.
