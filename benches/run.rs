@@ -1,5 +1,6 @@
 //! End-to-end cost of one `mov al,42; ret` job for every mode bytejail has (fresh fork scrubbed,
-//! the default, and not; the filter policies; a pre-forked `bytejail::Pool`), next to the raw
+//! the default, and not; the filter policies; a pre-forked `bytejail::Pool`; one input through
+//! a same-code worker; a fresh worker forked by a `bytejail::Zygote`), next to the raw
 //! libc floors measured in the same run: fork, pipe, strict seccomp, the same code, result and
 //! reap (`floor_fork_pipe_strict`), and one byte there and back through a parked strict worker
 //! (`floor_pipe_rtt`, the floor of `run_pool`). Then `--jobs` scaling: per-job time of fresh
@@ -10,8 +11,8 @@
 
 use std::time::Duration;
 
-use bytejail::bench::{self, GuestFunction, ParkedWorker, PoolLatency, RETURN_42};
-use bytejail::RunOptions;
+use bytejail::bench::{self, GuestFunction, ParkedWorker, PoolLatency, SameCodeLatency, RETURN_42};
+use bytejail::{RunOptions, Zygote};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 
 fn run_returns_42(options: &RunOptions) {
@@ -21,6 +22,8 @@ fn run_returns_42(options: &RunOptions) {
 
 fn bench(c: &mut Criterion) {
     pin();
+    // Early, while this process is small: what a zygote is for.
+    let zygote = Zygote::start().unwrap();
     let guest = GuestFunction::new(&RETURN_42).unwrap();
     assert_eq!(bench::floor_fork_pipe_strict(&guest).unwrap() & 0xff, 42);
     let parked = ParkedWorker::start().unwrap();
@@ -42,6 +45,21 @@ fn bench(c: &mut Criterion) {
             b.iter(|| run_returns_42(options))
         });
     }
+    let same_code = SameCodeLatency::start().unwrap();
+    group.bench_function("run_batch_input", |b| {
+        bench::trim_heap();
+        b.iter(|| same_code.input().unwrap())
+    });
+    assert_eq!(same_code.workers(), 1, "every input returned in one worker");
+    drop(same_code);
+    group.bench_function("run_zygote", |b| {
+        bench::trim_heap();
+        b.iter(|| {
+            let report = zygote.run(&RETURN_42, b"", &RunOptions::default()).unwrap();
+            assert_eq!(report.outcome.kind(), "returned", "{}", report.summary());
+        })
+    });
+    drop(zygote);
     // Last, and the pool dropped right after: its refill thread, even idle, slows every fork
     // of this process (see `bench::Phase`). Only the job is timed; the wait for a full,
     // settled pool before each one is not.

@@ -61,7 +61,7 @@ fn touched_small_pages(size: usize) -> MmapMut {
 }
 
 fn bench(c: &mut Criterion) {
-    match bench::pin_to_last_cpu() {
+    match bench::pin_to_quiet_cpu() {
         Some(cpu) => println!("pinned to CPU {cpu}"),
         None => println!("not pinned (one CPU, or sched_setaffinity failed)"),
     }

@@ -61,6 +61,20 @@ impl Need {
     }
 }
 
+/// The sequence number of a single-use worker's one job (what a pool worker's "done" carries).
+pub(crate) const SINGLE_JOB_SEQ: u64 = 1;
+
+/// How a worker waits for its job and ends.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Mode {
+    /// Runs at once, exits when the guest ends.
+    Fresh,
+    /// Says ready, parks for its go byte on fd 0, runs one job, says done, exits.
+    Pool,
+    /// Parks for each input's go byte on its go pipe, says done and parks again.
+    SameCode,
+}
+
 /// What the guest's run left in the region: written by the worker (and writable by the
 /// guest), so every field is a claim for the host to check, never a fact.
 pub(crate) struct Record {
@@ -222,19 +236,20 @@ impl Arena {
         let need = Need::new(code, input, options);
         debug_assert!(self.fits(need));
         self.load_job(code, input, options);
-        self.prepare_worker(need, options, false)
+        self.prepare_worker(need, options, Mode::Fresh)
     }
 
-    /// Writes what the worker needs before it is forked (scrub range, policy and filter,
-    /// whether to park) and returns the mappings it must make: `sizes` gives the code and input
+    /// Writes what the worker needs before it is forked (scrub range, policy and filter, how it
+    /// waits and ends: `mode`) and returns the mappings it must make: `sizes` gives the code and input
     /// mappings (whole pages; a pool's workers map their capacity) and the scratch and stack.
     pub(crate) fn prepare_worker(
         &mut self,
         sizes: Need,
         options: &RunOptions,
-        park: bool,
+        mode: Mode,
     ) -> ([FixedMap; 5], [Protect; 1]) {
         debug_assert!(self.fits(sizes));
+        debug_assert_eq!(self.reusable, mode == Mode::SameCode);
         self.file
             .write_u64(DATA + CTX_XSAVE, xsave_supported() as u64);
         // Keep exactly the window: the worker maps nothing else of its own.
@@ -245,11 +260,16 @@ impl Arena {
             .write_u64(DATA + CTX_KEEP_END, self.stack_top() as u64);
         let user_end = crate::sys::user_address_space_end() as u64;
         self.file.write_u64(DATA + CTX_USER_END, user_end);
-        self.file.write_u64(DATA + CTX_PARK, park as u64);
-        self.file.write_u64(DATA + CTX_LOOP, self.reusable as u64);
-        let ready = park && !self.reusable;
-        self.file.write_u64(DATA + CTX_READY, ready as u64);
-        let control_fd = if self.reusable { GO_FD } else { 0 };
+        let flags = [
+            (CTX_PARK, mode != Mode::Fresh),
+            (CTX_READY, mode == Mode::Pool),
+            (CTX_DONE, mode != Mode::Fresh),
+            (CTX_LOOP, mode == Mode::SameCode),
+        ];
+        for (slot, on) in flags {
+            self.file.write_u64(DATA + slot, on as u64);
+        }
+        let control_fd = if mode == Mode::SameCode { GO_FD } else { 0 };
         self.file
             .write_u64(DATA + CTX_CONTROL_FD, control_fd as u64);
         // Filter mode: the program, where the blob installs it from.
@@ -321,7 +341,7 @@ impl Arena {
         self.file
             .zero(code_off + code.len(), need.code - code.len());
         self.input_dirty = self.input_dirty.max(need.input);
-        self.load_input(input, options, 0);
+        self.load_input(input, options, SINGLE_JOB_SEQ);
     }
 
     /// Writes one input and everything a run starts from except the code: the input (and

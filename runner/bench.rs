@@ -29,7 +29,7 @@ use serde::Serialize;
 
 use crate::policy::{Action, ArgCheck, CmpOp, Filter, Rule};
 use crate::sys::raw;
-use crate::{Outcome, Policy, Pool, RunOptions};
+use crate::{Outcome, Policy, Pool, RunOptions, SameCode, Zygote};
 
 /// `mov al, 42; ret`: the job every end-to-end row runs.
 pub const RETURN_42: [u8; 3] = [0xb0, 0x2a, 0xc3];
@@ -306,10 +306,12 @@ const PHASE_PERCENT: u32 = 15;
 enum Phase {
     /// `run_pool`: jobs through a [`Pool`] of the default template.
     Pool,
+    /// `run_zygote`: fresh workers forked by a [`Zygote`], one per job.
+    Zygote,
 }
 
 impl Phase {
-    const ALL: [Phase; 1] = [Phase::Pool];
+    const ALL: [Phase; 2] = [Phase::Pool, Phase::Zygote];
 
     fn measure(
         self,
@@ -338,7 +340,53 @@ impl Phase {
                 );
                 rows
             }
+            Phase::Zygote => {
+                let started = Zygote::start().map_err(io::Error::other);
+                let Some(zygote) = kept("run_zygote", started, notes, progress) else {
+                    return Vec::new();
+                };
+                let table = vec![Measurement::new(
+                    "run_zygote",
+                    Some("floor_fork_pipe_strict"),
+                    || time(|| zygote_returns_42(&zygote)),
+                )];
+                measure_phase(table, "zygote", budget, pinned_cpu, notes, progress)
+            }
         }
+    }
+}
+
+fn zygote_returns_42(zygote: &Zygote) -> io::Result<()> {
+    let report = zygote
+        .run(&RETURN_42, b"", &RunOptions::default())
+        .map_err(io::Error::other)?;
+    expect_returned_42(&report)
+}
+
+/// `run_batch_input`: one input at a time through a same-code worker (the first starts it).
+pub struct SameCodeLatency {
+    same: std::cell::RefCell<SameCode>,
+}
+
+impl SameCodeLatency {
+    pub fn start() -> io::Result<SameCodeLatency> {
+        let same = SameCode::new(&RETURN_42, &RunOptions::default()).map_err(io::Error::other)?;
+        let probe = SameCodeLatency {
+            same: std::cell::RefCell::new(same),
+        };
+        probe.input()?;
+        Ok(probe)
+    }
+
+    /// Runs one input.
+    pub fn input(&self) -> io::Result<()> {
+        let report = self.same.borrow_mut().run(b"").map_err(io::Error::other)?;
+        expect_returned_42(&report)
+    }
+
+    /// Workers started so far (1 while every input returned).
+    pub fn workers(&self) -> u64 {
+        self.same.borrow().workers_started()
     }
 }
 
@@ -483,6 +531,7 @@ struct Fixtures {
     tiny: Option<TinyProgram>,
     guest: Option<GuestFunction>,
     parked: Option<ParkedWorker>,
+    same_code: Option<SameCodeLatency>,
     /// `run_*` rows: name and options.
     runs: Vec<(&'static str, RunOptions)>,
     /// `syscall_*` rows: name, floor and confinement.
@@ -508,6 +557,7 @@ impl Fixtures {
             progress,
         );
         let parked = kept("floor_pipe_rtt", ParkedWorker::start(), notes, progress);
+        let same_code = kept("run_batch_input", SameCodeLatency::start(), notes, progress);
         let runs = run_modes();
         let mut syscalls = vec![
             ("syscall_none", None, Confinement::None),
@@ -556,6 +606,7 @@ impl Fixtures {
             tiny,
             guest,
             parked,
+            same_code,
             runs,
             syscalls,
             installs,
@@ -563,9 +614,8 @@ impl Fixtures {
         }
     }
 
-    /// The table of rows, in the order they are reported. Modes to come are one entry each
-    /// (`run_batch_input` against `floor_pipe_rtt`), or a [`Phase`] when they would disturb
-    /// the other rows (`run_pool` has one; `run_zygote` will).
+    /// The table of rows, in the order they are reported. A mode is one entry here, or a
+    /// [`Phase`] when it would disturb the other rows (`run_pool` and `run_zygote` have one).
     fn table<'a>(
         &'a self,
         notes: &mut Vec<String>,
@@ -605,6 +655,13 @@ impl Fixtures {
                 name,
                 Some("floor_fork_pipe_strict"),
                 move || time(|| run_returns_42(options)),
+            ));
+        }
+        if let Some(same_code) = &self.same_code {
+            table.push(Measurement::new(
+                "run_batch_input",
+                Some("floor_pipe_rtt"),
+                || time(|| same_code.input()),
             ));
         }
         for (name, floor, confinement) in &self.syscalls {

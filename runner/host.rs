@@ -110,8 +110,8 @@ fn run_in_arena(
     let (maps, protects) = arena.prepare(code, input, options);
     let start = Instant::now();
     let cpu = cpu_limit_secs(options);
-    let worker = spawn(arena, maps, protects, options, cpu, None, via)?;
-    drive(arena, worker, code, input, options, start)
+    let worker = spawn(arena, maps, protects, options, cpu, [None, None], via)?;
+    Ok(drive(arena, worker, code, input, options, start, None)?.report)
 }
 
 /// A forked worker: its pid and pidfd, and the host's ends of its two pipes (the output's read
@@ -128,15 +128,15 @@ pub(crate) struct Spawned {
 }
 
 /// Creates the pipes and forks a worker into `arena` (see [`Arena::prepare_worker`]): from
-/// this thread, or through `via`. A same-code worker also gets `control`: its ends of the go
-/// and done pipes.
+/// this thread, or through `via`. `control` gives the worker's ends of the control pipes it
+/// has: go (same-code workers), done (same-code and pool workers).
 pub(crate) fn spawn(
     arena: &Arena,
     maps: [FixedMap; 5],
     protects: [Protect; 1],
     options: &RunOptions,
     cpu_limit_secs: u64,
-    control: Option<[&OwnedFd; 2]>,
+    control: [Option<&OwnedFd>; 2],
     via: Option<&Zygote>,
 ) -> Result<Spawned, Error> {
     let (input_r, input_w) = sys::pipe().map_err(|e| Error::io("creating the input pipe", e))?;
@@ -147,7 +147,7 @@ pub(crate) fn spawn(
         host_pid: sys::getpid(),
         input_fd: input_r.as_raw_fd(),
         output_fd: output_w.as_raw_fd(),
-        control_fds: control.map_or([-1; 2], |fds| fds.map(|fd| fd.as_raw_fd())),
+        control_fds: control.map(|fd| fd.map_or(-1, |fd| fd.as_raw_fd())),
         region: arena.region_addr(),
         maps,
         protects,
@@ -161,7 +161,7 @@ pub(crate) fn spawn(
         None => worker::spawn(&plan).map_err(|e| Error::io("forking the worker", e))?,
         Some(zygote) => {
             let mut fds = vec![arena.fd(), input_r.as_raw_fd(), output_w.as_raw_fd()];
-            fds.extend(control.iter().flatten().map(|fd| fd.as_raw_fd()));
+            fds.extend(control.into_iter().flatten().map(|fd| fd.as_raw_fd()));
             zygote
                 .spawn_worker(&plan, &fds)
                 .map_err(|e| Error::io("forking the worker through the zygote", e))?
@@ -202,8 +202,38 @@ pub(crate) fn wake(worker: &Spawned) -> bool {
     woken
 }
 
+/// A pool worker's done pipe, watched while it runs its job: the sequence number its "done"
+/// carries, and its CPU clock when it was woken.
+pub(crate) struct DoneWatch<'a> {
+    pub fd: &'a OwnedFd,
+    pub seq: u64,
+    pub cpu_before: Duration,
+}
+
+/// A worker that said "done" and was left to end: the caller kills and reaps it, off the job's
+/// clock.
+pub(crate) struct Lingering {
+    pid: libc::pid_t,
+    pidfd: OwnedFd,
+}
+
+impl Lingering {
+    pub(crate) fn end(self) {
+        let _ = sys::pidfd_kill(self.pidfd.as_raw_fd());
+        let _ = sys::wait4(self.pid);
+    }
+}
+
+/// What [`drive`] gives back: the report, and the worker if it still lives.
+pub(crate) struct Driven {
+    pub report: Report,
+    pub lingering: Option<Lingering>,
+}
+
 /// Runs one job in a spawned worker (woken already, if it was parked): writes the input,
-/// collects the output, enforces the limits from `start`, reaps, classifies.
+/// collects the output, enforces the limits from `start`, reaps, classifies. With `done`, a
+/// guest that returns is reported as soon as the worker says so, and the worker is handed back
+/// to be ended and reaped later (see [`crate::pool`]).
 pub(crate) fn drive(
     arena: &Arena,
     worker: Spawned,
@@ -211,7 +241,8 @@ pub(crate) fn drive(
     input: &[u8],
     options: &RunOptions,
     start: Instant,
-) -> Result<Report, Error> {
+    done: Option<DoneWatch<'_>>,
+) -> Result<Driven, Error> {
     let Spawned {
         pid,
         pidfd,
@@ -226,6 +257,7 @@ pub(crate) fn drive(
     // No input: fd 0 is at EOF at once (the pipe's only writer closes here). Else the input
     // is written without ever blocking.
     let input_w = if input.is_empty() {
+        drop(input_w);
         None
     } else {
         sys::set_nonblocking(input_w.as_raw_fd())
@@ -237,7 +269,45 @@ pub(crate) fn drive(
         input,
         written: 0,
     };
-    let watch = watch_worker(&pidfd, &output_r, &mut feeder, None, options, start);
+    let confirm = || arena.record().state == STATE_RETURNED;
+    let control = done.as_ref().map(|done| Control {
+        fd: done.fd,
+        seq: done.seq,
+        confirm: &confirm,
+    });
+    let watch = watch_worker(
+        &pidfd,
+        &output_r,
+        &mut feeder,
+        control.as_ref(),
+        options,
+        start,
+    );
+    if let (Ok(watch), Some(done)) = (&watch, &done) {
+        if watch.done && watch.killed.is_none() {
+            // The guest returned: its report needs nothing more from the worker.
+            let wall = start.elapsed();
+            let cpu = sys::process_cpu_time(pid)
+                .unwrap_or_default()
+                .saturating_sub(done.cpu_before);
+            let record = arena.record();
+            let report = Report {
+                outcome: Outcome::Returned(Registers::from_array(record.gpr, record.rflags)),
+                output: watch.output.clone(),
+                output_truncated: false,
+                wall,
+                user: cpu,
+                sys: Duration::ZERO,
+                max_rss_kib: 0,
+                syscall: None,
+            };
+            let lingering = Lingering { pid, pidfd };
+            return Ok(Driven {
+                report,
+                lingering: Some(lingering),
+            });
+        }
+    }
     if watch.is_err() {
         // The runner failed mid-run: the worker must not outlive the call.
         let _ = sys::pidfd_kill(pidfd.as_raw_fd());
@@ -255,7 +325,7 @@ pub(crate) fn drive(
         code,
         cpu_limit_secs(options),
     )?;
-    Ok(Report {
+    let report = Report {
         outcome,
         output: watch.output,
         output_truncated: watch.truncated,
@@ -264,6 +334,10 @@ pub(crate) fn drive(
         sys: timeval(reaped.rusage.ru_stime),
         max_rss_kib: reaped.rusage.ru_maxrss.max(0) as u64,
         syscall,
+    };
+    Ok(Driven {
+        report,
+        lingering: None,
     })
 }
 

@@ -22,14 +22,15 @@
 //! code's (or input's) last page read as zero up to the capacity instead of faulting.
 
 use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::abi::RunOptions;
-use crate::arena::{round_up, Arena, Need};
+use crate::arena::{round_up, Arena, Mode, Need, SINGLE_JOB_SEQ};
 use crate::error::Error;
-use crate::host::{self, Spawned};
+use crate::host::{self, DoneWatch, Lingering, Spawned};
 use crate::report::Report;
 use crate::sys;
 use crate::zygote::Zygote;
@@ -63,22 +64,44 @@ struct State {
     last_error: Option<String>,
     /// Jobs that found no parked worker and ran in a fresh one.
     fallbacks: u64,
-    /// Arenas of finished jobs, unmapped by the refill thread rather than on a job's clock.
-    retired: Vec<Arena>,
+    /// Finished jobs: workers still to be ended and reaped, arenas to be unmapped, by the
+    /// refill thread rather than on a job's clock.
+    retired: Vec<Retired>,
 }
 
-/// A worker waiting in `read(0)` for its go byte, and its arena.
+/// A worker waiting in `read(0)` for its go byte, its arena, and the done pipe (both ends
+/// kept: the read end never reports EOF, so the worker's end is seen once, on its pidfd).
 struct Parked {
     arena: Arena,
     worker: Spawned,
+    done_r: OwnedFd,
+    _done_w: OwnedFd,
 }
 
 impl Parked {
     /// Ends a worker that will not be used: kill (closing its fd 0 would also let it exit by
     /// itself) and reap.
     fn discard(self) {
-        let _ = sys::pidfd_kill(std::os::fd::AsRawFd::as_raw_fd(&self.worker.pidfd));
+        let _ = sys::pidfd_kill(self.worker.pidfd.as_raw_fd());
         let _ = sys::wait4(self.worker.pid);
+    }
+}
+
+/// What a finished job leaves for the refill thread.
+struct Retired {
+    /// Unmapped when this is dropped, after the worker is gone.
+    _arena: Arena,
+    /// The worker, when its guest returned and the job was reported before it exited.
+    lingering: Option<Lingering>,
+    _pipes: Option<(OwnedFd, OwnedFd)>,
+}
+
+impl Retired {
+    /// Kills and reaps the worker (if it still lives), then unmaps the arena.
+    fn end(self) {
+        if let Some(worker) = self.lingering {
+            worker.end();
+        }
     }
 }
 
@@ -162,20 +185,45 @@ impl Pool {
         } else {
             None
         };
-        let Some(Parked { mut arena, worker }) = parked else {
+        let Some(Parked {
+            mut arena,
+            worker,
+            done_r,
+            _done_w,
+        }) = parked
+        else {
             self.shared.lock().fallbacks += 1;
             return self.shared.zygote.run(code, input, options);
         };
         arena.load_job(code, input, options);
+        let cpu_before = sys::process_cpu_time(worker.pid).unwrap_or_default();
         let start = Instant::now();
+        let pipes = Some((done_r, _done_w));
         if !host::wake(&worker) {
             // It died while parked (killed from outside): its guest never ran.
-            self.retire(arena);
+            self.retire(Retired {
+                _arena: arena,
+                lingering: None,
+                _pipes: pipes,
+            });
             self.shared.lock().fallbacks += 1;
             return self.shared.zygote.run(code, input, options);
         }
-        let report = host::drive(&arena, worker, code, input, options, start);
-        self.retire(arena);
+        let done = pipes.as_ref().map(|(done_r, _)| DoneWatch {
+            fd: done_r,
+            seq: SINGLE_JOB_SEQ,
+            cpu_before,
+        });
+        let driven = host::drive(&arena, worker, code, input, options, start, done);
+        let (report, lingering) = match driven {
+            Ok(driven) => (Ok(driven.report), driven.lingering),
+            Err(e) => (Err(e), None),
+        };
+        self.retire(Retired {
+            _arena: arena,
+            lingering,
+            _pipes: pipes,
+        });
         let zygote = Some(&self.shared.zygote);
         Ok(host::diagnose(report?, code, input, options, zygote))
     }
@@ -202,11 +250,11 @@ impl Pool {
             && round_up(input.len().max(1)) <= cap.input()
     }
 
-    /// Hands a finished job's arena to the refill thread, and only now wakes it: its refill
-    /// (unmapping retired arenas, mapping a new one) would otherwise take this process's mmap
-    /// lock while the job runs, and page faults of the job's thread would wait for it.
-    fn retire(&self, arena: Arena) {
-        self.shared.lock().retired.push(arena);
+    /// Hands a finished job's worker and arena to the refill thread, and only now wakes it:
+    /// its refill (unmapping retired arenas, mapping a new one) would otherwise take this
+    /// process's mmap lock while the job runs, and page faults of the job's thread would wait.
+    fn retire(&self, retired: Retired) {
+        self.shared.lock().retired.push(retired);
         self.shared.changed.notify_all();
     }
 
@@ -222,9 +270,18 @@ impl Drop for Pool {
         if let Some(refill) = self.refill.take() {
             let _ = refill.join();
         }
-        let parked: Vec<Parked> = self.shared.lock().parked.drain(..).collect();
+        let (parked, retired): (Vec<Parked>, Vec<Retired>) = {
+            let mut state = self.shared.lock();
+            (
+                state.parked.drain(..).collect(),
+                state.retired.drain(..).collect(),
+            )
+        };
         for worker in parked {
             worker.discard();
+        }
+        for job in retired {
+            job.end();
         }
     }
 }
@@ -239,6 +296,8 @@ impl Shared {
 /// The refill thread: keeps `size` workers parked until shutdown. The zygote forks them; they
 /// die with its owner thread (PDEATHSIG), which outlives the pool's handle.
 fn refill(shared: &Shared) {
+    // A job wakes this thread when it ends; the job's thread must not be preempted for it.
+    sys::batch_scheduling();
     let mut backoff = Duration::from_millis(1);
     loop {
         let retired = {
@@ -254,7 +313,9 @@ fn refill(shared: &Shared) {
             }
             std::mem::take(&mut state.retired)
         };
-        drop(retired);
+        for job in retired {
+            job.end();
+        }
         if shared.lock().parked.len() >= shared.size {
             continue;
         }
@@ -280,13 +341,29 @@ fn refill(shared: &Shared) {
 fn park_one(shared: &Shared) -> Result<Parked, Error> {
     let mut arena =
         Arena::new(shared.capacity).map_err(|e| Error::io("creating a pool arena", e))?;
-    let (maps, protects) = arena.prepare_worker(shared.capacity, &shared.template, true);
+    let (maps, protects) = arena.prepare_worker(shared.capacity, &shared.template, Mode::Pool);
     // Fault in the pages every job writes, here rather than on a job's clock.
     arena.load_job(&[0xc3], b"", &shared.template);
     let cpu = host::cpu_limit_secs(&shared.template);
     let zygote = Some(&shared.zygote);
-    let worker = host::spawn(&arena, maps, protects, &shared.template, cpu, None, zygote)?;
+    let (done_r, done_w) = sys::pipe().map_err(|e| Error::io("creating the done pipe", e))?;
+    sys::set_nonblocking(done_r.as_raw_fd()).map_err(|e| Error::io("fcntl on the done pipe", e))?;
+    let control = [None, Some(&done_w)];
+    let worker = host::spawn(
+        &arena,
+        maps,
+        protects,
+        &shared.template,
+        cpu,
+        control,
+        zygote,
+    )?;
     // Handed out only once set up: a job never waits for (or competes with) a worker's setup.
     host::await_ready(&arena, &worker, Duration::from_secs(10))?;
-    Ok(Parked { arena, worker })
+    Ok(Parked {
+        arena,
+        worker,
+        done_r,
+        _done_w: done_w,
+    })
 }

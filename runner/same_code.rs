@@ -31,7 +31,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use crate::abi::{Registers, RunOptions};
-use crate::arena::{Arena, Need};
+use crate::arena::{Arena, Mode, Need};
 use crate::error::{Error, InputError};
 use crate::host::{self, Control, InputFeeder, Spawned};
 use crate::report::{Outcome, Report};
@@ -295,7 +295,7 @@ impl SameCode {
     }
 
     fn start_worker(&mut self, arena: &mut Arena, options: &RunOptions) -> Result<Live, Error> {
-        let (maps, protects) = arena.prepare_worker(arena.capacity(), options, true);
+        let (maps, protects) = arena.prepare_worker(arena.capacity(), options, Mode::SameCode);
         let cpu_limit_secs = WORKER_CPU_BUDGET.as_secs() + options.limits.timeout.as_secs() + 2;
         let (go_r, go_w) = sys::pipe().map_err(|e| Error::io("creating the go pipe", e))?;
         let (done_r, done_w) = sys::pipe().map_err(|e| Error::io("creating the done pipe", e))?;
@@ -313,7 +313,7 @@ impl SameCode {
             protects,
             options,
             cpu_limit_secs,
-            Some([&go_r, &done_w]),
+            [Some(&go_r), Some(&done_w)],
             self.zygote.as_ref(),
         )?;
         // The worker holds its own copies now; closing the input's write end gives it EOF.

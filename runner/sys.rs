@@ -308,6 +308,15 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// Puts the calling thread under `SCHED_BATCH`: it then never preempts a thread it wakes up, so
+/// background work (the pool's refills) waits for the woken job's thread to block instead of
+/// running on its clock. Best effort: the policy only affects timing.
+pub fn batch_scheduling() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: a valid pointer to a local; pid 0 is the calling thread.
+    unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
+}
+
 /// CPU time (user + system, the scheduler's precise clock) a live or not yet reaped child
 /// has used so far: the kernel's process CPU clock of `pid` (what clock_getcpuclockid(3)
 /// returns, built here without its extra validating syscall: `CPUCLOCK_SCHED` of the process).

@@ -63,8 +63,7 @@ pub(crate) mod layout {
     /// The descriptor a parked worker waits on: 0 for a pool worker (the go byte comes ahead
     /// of the input on the input pipe), [`GO_FD`] for a same-code worker.
     pub const CTX_CONTROL_FD: usize = 0x0d0;
-    /// Non-zero: a same-code worker. When the guest returns, the trampoline records it, writes
-    /// the 8 bytes at `CTX_SEQ` to [`DONE_FD`] ("input done") and parks again instead of
+    /// Non-zero: a same-code worker. After "done" (see `CTX_DONE`) it parks again instead of
     /// exiting.
     pub const CTX_LOOP: usize = 0x0d8;
     /// The input's sequence number, written by the host before each go byte.
@@ -72,8 +71,11 @@ pub(crate) mod layout {
     /// Non-zero: a pool worker, which says "ready" (one zero byte on fd 1, read by the pool
     /// before the worker is handed out) once set up, just before it parks the first time.
     pub const CTX_READY: usize = 0x0e8;
-    /// A same-code worker's control pipes (fd 0 stays the empty input, 1 the output): it reads
-    /// go bytes from `GO_FD` and writes "done" messages to `DONE_FD`.
+    /// Non-zero: when the guest returns, the trampoline records it and writes the 8 bytes at
+    /// `CTX_SEQ` to [`DONE_FD`] ("done") before it exits or, with `CTX_LOOP`, parks again.
+    pub const CTX_DONE: usize = 0x0f0;
+    /// Control pipes: a same-code worker reads go bytes from `GO_FD` (fd 0 stays the empty
+    /// input, 1 the output); same-code and pool workers write "done" messages to `DONE_FD`.
     pub const GO_FD: usize = 3;
     pub const DONE_FD: usize = 4;
 
@@ -181,16 +183,18 @@ global_asm!(
     "pop rax",
     "mov [rip + .Lbj_base + {data} + {rec_rflags}], rax",
     "mov qword ptr [rip + .Lbj_base + {data} + {rec_state}], {state_returned}",
-    "cmp qword ptr [rip + .Lbj_base + {data} + {ctx_loop}], 0",
+    "cmp qword ptr [rip + .Lbj_base + {data} + {ctx_done}], 0",
     "je .Lbj_exit",
-    // Same-code worker: say "done" on the control descriptor, then wait for the next input.
+    // Say "done" on the done pipe; a same-code worker then waits for its next input.
     "mov eax, {sys_write}",
     "mov edi, {done_fd}",
     "lea rsi, [rip + .Lbj_base + {data} + {ctx_seq}]",
     "mov edx, 8",
     "syscall",
     "cmp rax, 8",
-    "je .Lbj_park",
+    "jne .Lbj_exit",
+    "cmp qword ptr [rip + .Lbj_base + {data} + {ctx_loop}], 0",
+    "jne .Lbj_park",
     ".Lbj_exit:",
     "mov eax, {sys_exit}",
     "xor edi, edi",
@@ -429,6 +433,7 @@ global_asm!(
     ctx_loop = const CTX_LOOP,
     ctx_seq = const CTX_SEQ,
     ctx_ready = const CTX_READY,
+    ctx_done = const CTX_DONE,
     sys_write = const libc::SYS_write,
     done_fd = const DONE_FD,
     rec_stage = const REC_STAGE,
@@ -557,8 +562,9 @@ pub(crate) struct WorkerPlan {
     pub host_pid: libc::pid_t,
     pub input_fd: i32,
     pub output_fd: i32,
-    /// A same-code worker's control pipes (go read end, done write end), moved to
-    /// [`layout::GO_FD`] and [`layout::DONE_FD`]; -1 for none.
+    /// Control pipes, each -1 when absent: the go pipe's read end (same-code workers) and the
+    /// done pipe's write end (same-code and pool workers), moved to [`layout::GO_FD`] and
+    /// [`layout::DONE_FD`].
     pub control_fds: [i32; 2],
     /// Address of the region (see [`layout`]) once the worker has mapped it.
     pub region: usize,
@@ -835,15 +841,15 @@ unsafe fn worker_main(plan: &WorkerPlan) -> ! {
         }
 
         // Control pipes first go above every low descriptor, out of the other pipes' way.
-        let looping = plan.control_fds[0] >= 0;
         let mut control = [-1; 2];
-        if looping {
-            for (moved, fd) in control.iter_mut().zip(plan.control_fds) {
+        for (moved, fd) in control.iter_mut().zip(plan.control_fds) {
+            if fd >= 0 {
                 let dup = libc::F_DUPFD as usize;
                 *moved = raw::syscall3(libc::SYS_fcntl, fd as usize, dup, 10) as i32;
                 check(data, STAGE_FDS, *moved as isize);
             }
         }
+        let controlled = control.iter().any(|&fd| fd >= 0);
         // Move the pipes to 0 and 1 without one clobbering the other.
         let mut input = plan.input_fd;
         let mut output = plan.output_fd;
@@ -871,13 +877,15 @@ unsafe fn worker_main(plan: &WorkerPlan) -> ! {
         }
         // dup2 leaves fd 0/1 without FD_CLOEXEC; when input was already 0 it keeps the flag,
         // which is harmless: nothing here ever execs.
-        if looping {
+        if controlled {
             for (fd, target) in control.into_iter().zip([GO_FD, DONE_FD]) {
-                check(
-                    data,
-                    STAGE_FDS,
-                    raw::syscall3(libc::SYS_dup2, fd as usize, target, 0),
-                );
+                let ret = if fd >= 0 {
+                    raw::syscall3(libc::SYS_dup2, fd as usize, target, 0)
+                } else {
+                    // An absent pipe: nothing stays open at its number.
+                    raw::syscall3(libc::SYS_close_range, target, target, 0)
+                };
+                check(data, STAGE_FDS, ret);
             }
             check(
                 data,
@@ -885,7 +893,7 @@ unsafe fn worker_main(plan: &WorkerPlan) -> ! {
                 raw::syscall3(libc::SYS_close_range, 2, 2, 0),
             );
         }
-        let first_closed = if looping { DONE_FD + 1 } else { 2 };
+        let first_closed = if controlled { DONE_FD + 1 } else { 2 };
         check(
             data,
             STAGE_CLOSE,

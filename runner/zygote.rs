@@ -160,8 +160,8 @@ impl Zygote {
     }
 
     /// Has the zygote fork a worker for `plan`, passing it `fds`: the arena's memfd and the
-    /// worker's pipe ends in the plan's order (input, output, then a same-code worker's go and
-    /// done pipes), which the caller keeps and closes, as after its own fork. Returns the
+    /// worker's pipe ends in the plan's order (input, output, then the control pipes the plan
+    /// has: go, done), which the caller keeps and closes, as after its own fork. Returns the
     /// worker's pid and a pidfd for it; the worker is this process's child (`CLONE_PARENT`)
     /// with exit signal 0, reaped only by the caller's [`sys::wait4`].
     pub(crate) fn spawn_worker(
@@ -381,9 +381,8 @@ unsafe fn reply(socket: RawFd, value: Reply) {
     }
 }
 
-/// Receives one request (a plan and exactly its descriptors: three, or five for a same-code
-/// worker), forks its worker, closes the
-/// descriptors and replies with the pid or `-errno`. Exits on EOF: the host's end is closed.
+/// Receives one request (a plan and exactly its descriptors: three, plus one per control pipe
+/// the plan has), forks its worker, closes the descriptors and replies with the pid or `-errno`. Exits on EOF: the host's end is closed.
 ///
 /// # Safety
 /// As for [`zygote_main`].
@@ -433,11 +432,12 @@ unsafe fn serve_one(boot: &Boot) {
     };
     // SAFETY: read only when the whole plan arrived (checked first).
     let fds_wanted = |plan: &MaybeUninit<WorkerPlan>| unsafe {
-        if plan.assume_init_ref().control_fds[0] >= 0 {
-            5
-        } else {
-            3
-        }
+        3 + plan
+            .assume_init_ref()
+            .control_fds
+            .iter()
+            .filter(|&&fd| fd >= 0)
+            .count()
     };
     let whole = got as usize == size_of::<WorkerPlan>()
         && msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) == 0
@@ -462,8 +462,8 @@ unsafe fn serve_one(boot: &Boot) {
 /// Forks the worker for `plan` with `CLONE_PARENT`, returning its pid or `-errno`.
 ///
 /// # Safety
-/// In the zygote, with `fds` (memfd, input read end, output write end, and for a same-code
-/// worker its go and done pipe ends) open.
+/// In the zygote, with `fds` (memfd, input read end, output write end, then the plan's control
+/// pipe ends) open.
 #[inline(never)]
 unsafe fn fork_worker(boot: &Boot, mut plan: WorkerPlan, fds: [i32; 5]) -> Reply {
     // The host reserved the window after this process was forked: whatever this process
@@ -487,8 +487,10 @@ unsafe fn fork_worker(boot: &Boot, mut plan: WorkerPlan, fds: [i32; 5]) -> Reply
     plan.host_pid = boot.host_pid;
     plan.input_fd = fds[1];
     plan.output_fd = fds[2];
-    if plan.control_fds[0] >= 0 {
-        plan.control_fds = [fds[3], fds[4]];
+    // The control pipes that came, in order, after the first three descriptors.
+    let present = plan.control_fds.iter_mut().filter(|fd| **fd >= 0);
+    for (slot, received) in present.zip(&fds[3..]) {
+        *slot = *received;
     }
     for m in plan.maps.iter_mut().filter(|m| m.fd >= 0) {
         m.fd = fds[0];
