@@ -204,3 +204,33 @@ fn jobs_that_do_not_fit_the_template_run_fresh_with_the_same_report() {
     assert_eq!(essence(&pooled), essence(&fresh));
     assert!(pool.stats().fallbacks >= 1);
 }
+
+#[test]
+fn a_pooled_worker_holds_only_its_pipes_and_junk_on_the_done_pipe_is_no_done() {
+    // rbx: write(2); rcx: write(3); rdx: write(5); r8: write(4, junk, 8), the done pipe; then
+    // some work before returning 7: were the junk taken for "done", rax would not be 7.
+    let code = gas("push 0x4b4e554a\n mov r12, rsp\n\
+         mov eax, 1\n mov edi, 2\n mov rsi, r12\n mov edx, 1\n syscall\n mov r13, rax\n\
+         mov eax, 1\n mov edi, 3\n mov rsi, r12\n mov edx, 1\n syscall\n mov r14, rax\n\
+         mov eax, 1\n mov edi, 5\n mov rsi, r12\n mov edx, 1\n syscall\n mov r15, rax\n\
+         mov eax, 1\n mov edi, 4\n mov rsi, r12\n mov edx, 8\n syscall\n mov r8, rax\n\
+         pop rax\n mov ecx, 20000000\n 1: dec ecx\n jnz 1b\n\
+         mov rbx, r13\n mov rcx, r14\n mov rdx, r15\n mov eax, 7\n ret");
+    let pool = Pool::new(RunOptions::default(), 1).unwrap();
+    for _ in 0..3 {
+        // In a parked worker, not a fresh one (which has no fd 4): wait for the refill.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while pool.stats().parked == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let report = pool.run(&code, b"", &RunOptions::default()).unwrap();
+        let Outcome::Returned(regs) = report.outcome else {
+            panic!("{}", report.summary());
+        };
+        let ebadf = -(libc::EBADF as i64) as u64;
+        assert_eq!((regs.rbx, regs.rcx, regs.rdx), (ebadf, ebadf, ebadf));
+        assert_eq!(regs.r8, 8, "the junk was written to the done pipe");
+        assert_eq!(regs.rax, 7);
+    }
+    assert_eq!(pool.stats().fallbacks, 0);
+}
