@@ -6,8 +6,8 @@
 //! the `run --json` report; a line that cannot be run gives `{"id", "line", "error"}` and the
 //! batch goes on.
 //!
-//! Each job runs in its own single-use worker from a shared [`Pool`]; `jobs` threads run jobs at
-//! once. With [`Reuse::SameCode`] each thread keeps a [`SameCode`] worker and runs every job
+//! Each job runs in its own fresh worker, forked by the batch's [`Zygote`]; `jobs` threads run
+//! jobs at once. With [`Reuse::SameCode`] each thread keeps a [`SameCode`] worker and runs every job
 //! with the same code (and worker options) as its last one in it. Results come in completion
 //! order, or in input order with `ordered`.
 
@@ -24,7 +24,6 @@ use serde_json::{Map, Value};
 use crate::abi::RunOptions;
 use crate::error::{Error, InputError};
 use crate::load;
-use crate::pool::Pool;
 use crate::report::Report;
 use crate::same_code::SameCode;
 use crate::zygote::Zygote;
@@ -33,7 +32,7 @@ use crate::zygote::Zygote;
 #[derive(Clone, Debug)]
 pub struct BatchConfig {
     /// Defaults for every job (a job's own fields override timeout, output limit, registers
-    /// and entry) and the template of the pool's workers.
+    /// and entry).
     pub defaults: RunOptions,
     /// Jobs run at once.
     pub jobs: usize,
@@ -217,27 +216,20 @@ fn parse_job(
 }
 
 /// Runs one job: in the thread's same-code worker when reusing and the job fits it (else in a
-/// new one, which replaces it), otherwise in the pool.
+/// new one, which replaces it), otherwise in a fresh worker.
 fn run_job(
     job: &Job,
-    pool: Option<&Pool>,
-    zygote: Option<&Zygote>,
+    zygote: &Zygote,
     reuse: Reuse,
     same: &mut Option<SameCode>,
 ) -> Result<Report, Error> {
-    match (reuse, pool, zygote) {
-        (Reuse::None, Some(pool), _) => return pool.run(&job.code, &job.input, &job.options),
-        (Reuse::None, None, Some(z)) => return z.run(&job.code, &job.input, &job.options),
-        (Reuse::None, None, None) => return crate::run(&job.code, &job.input, &job.options),
-        (Reuse::SameCode, ..) => {}
+    if reuse == Reuse::None {
+        return zygote.run(&job.code, &job.input, &job.options);
     }
     let fits = |s: &SameCode| s.code() == job.code.as_slice() && s.fits(&job.options);
     if !same.as_ref().is_some_and(fits) {
         *same = None; // ends the old worker first
-        *same = Some(match zygote {
-            Some(zygote) => SameCode::with_zygote(&job.code, &job.options, zygote)?,
-            None => SameCode::new(&job.code, &job.options)?,
-        });
+        *same = Some(SameCode::with_zygote(&job.code, &job.options, zygote)?);
     }
     let worker = same.as_mut().expect("set above");
     worker.run_with(&job.input, &job.options)
@@ -267,21 +259,17 @@ struct Done {
 
 /// Runs every job line of `input`, writing one result line per job line to `out`.
 /// `progress` is called after each result with the summary so far. Blank lines are skipped.
-/// `Err` only for the runner itself: unreadable input, an unwritable `out`, no pool.
+/// `Err` only for the runner itself: unreadable input, an unwritable `out`, no zygote.
 pub fn run_batch(
     input: impl BufRead + Send,
     out: &mut dyn Write,
     config: &BatchConfig,
     progress: &mut dyn FnMut(&Summary),
 ) -> Result<Summary, Error> {
-    // Workers are forked by a zygote (the pool's own, or one for the same-code workers).
-    let (pool, zygote) = match config.reuse {
-        Reuse::None => (
-            Some(Pool::new(config.defaults.clone(), config.jobs.max(1))?),
-            None,
-        ),
-        Reuse::SameCode => (None, Some(Zygote::start()?)),
-    };
+    // Every worker is forked by one zygote. A batch keeps its threads busy, so pre-forking
+    // (a pool) would only add a refill pipeline between them and the zygote: each job asks for
+    // its own fresh worker.
+    let zygote = Zygote::start()?;
     let cache = CodeCache::default();
     let (job_tx, job_rx) = mpsc::sync_channel::<(u64, u64, String)>(config.jobs.max(1) * 4);
     let job_rx = Mutex::new(job_rx);
@@ -291,8 +279,7 @@ pub fn run_batch(
     std::thread::scope(|scope| -> Result<(), Error> {
         // Workers: parse and run jobs.
         for _ in 0..config.jobs.max(1) {
-            let (job_rx, done_tx, pool, cache) = (&job_rx, done_tx.clone(), pool.as_ref(), &cache);
-            let zygote = zygote.as_ref();
+            let (job_rx, done_tx, zygote, cache) = (&job_rx, done_tx.clone(), &zygote, &cache);
             let defaults = &config.defaults;
             let reuse = config.reuse;
             scope.spawn(move || {
@@ -303,7 +290,7 @@ pub fn run_batch(
                         return;
                     };
                     let done = match parse_job(&text, defaults, cache) {
-                        Ok((id, job)) => match run_job(&job, pool, zygote, reuse, &mut same) {
+                        Ok((id, job)) => match run_job(&job, zygote, reuse, &mut same) {
                             Ok(report) => Done {
                                 seq,
                                 text: result_line(&id, &report),

@@ -67,9 +67,10 @@ A result line is the job's id followed by exactly the `run --json` report. A lin
 run gives {\"id\", \"line\", \"error\"} and the batch goes on. A summary of outcomes goes to stderr;
 the exit status is 0 once every line has its result line.
 
-Each job runs in its own single-use worker, pre-forked by a pool set up for the options above;
-a job whose limits do not fit the pool (a longer timeout, say) runs in a fresh worker instead,
-with the same report. To scale past one machine, split the JSON lines across machines with the
+Each job runs in its own fresh worker, forked by a zygote (a small helper process started
+first); with --reuse same-code, consecutive jobs with the same code share one worker, each
+input from the same initial state (inputs of one submission are not isolated from each other,
+submissions are). To scale past one machine, split the JSON lines across machines with the
 job runner you already have: results carry their ids.";
 
 /// Run untrusted x86-64 machine code in a fresh strict-seccomp worker and report exactly what it

@@ -35,6 +35,10 @@ use crate::report::Report;
 use crate::sys;
 use crate::zygote::Zygote;
 
+/// How long a job with no parked worker waits for the one the refill thread is preparing
+/// before it runs in a fresh worker instead.
+const REFILL_WAIT: Duration = Duration::from_millis(20);
+
 /// Code capacity of a pooled worker unless the template's `max_code` is smaller.
 const CODE_CAPACITY: usize = 1 << 20;
 /// Input capacity of a pooled worker unless the template's `max_input` is smaller.
@@ -258,8 +262,27 @@ impl Pool {
         self.shared.changed.notify_all();
     }
 
+    /// A parked worker; if none is, waits (up to [`REFILL_WAIT`]) for the one the refill thread
+    /// prepares, unless its last attempt failed: a fresh worker would cost another fork on top
+    /// of the one under way.
     fn take(&self) -> Option<Parked> {
-        self.shared.lock().parked.pop_front()
+        let deadline = Instant::now() + REFILL_WAIT;
+        let mut state = self.shared.lock();
+        loop {
+            if let Some(parked) = state.parked.pop_front() {
+                return Some(parked);
+            }
+            let now = Instant::now();
+            if state.last_error.is_some() || state.shutdown || now >= deadline {
+                return None;
+            }
+            state = self
+                .shared
+                .changed
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
     }
 }
 
