@@ -1,5 +1,7 @@
 //! Writes the `run_bytes` seed corpus: every guest sample (`guest-samples/**/*.s`) assembled
-//! with `bytejail::load::load_path`, as raw code in `fuzz/seeds/run_bytes/<name>.bin`.
+//! with `bytejail::load::load_path`, as raw code in `fuzz/seeds/run_bytes/<name>.bin`; and the
+//! `same_code` seeds in `fuzz/seeds/same_code/`: a few samples as raw cases with inputs that
+//! return, crash and return again, and a few programs of steps.
 //!
 //! ```sh
 //! cargo run --manifest-path fuzz/Cargo.toml --example make_seeds
@@ -49,6 +51,83 @@ fn main() {
         written.len(),
         seeds.display()
     );
+    same_code_seeds(&samples, &fuzz_dir.join("seeds/same_code"));
+}
+
+/// Samples that read their input from memory or not at all, so that their same-code inputs
+/// differ, and whose outcomes cover a return, a crash, a violation, an exit and the output limit.
+const SAME_CODE_SAMPLES: [&str; 8] = [
+    "sum_input.s",
+    "return42.s",
+    "registers_roundtrip.s",
+    "rflags.s",
+    "ud2.s",
+    "forbid_getpid.s",
+    "exit3.s",
+    "output_flood.s",
+];
+
+fn same_code_seeds(samples: &Path, seeds: &Path) {
+    use bytejail_fuzz::same::{Case, CaseInput};
+
+    fs::create_dir_all(seeds).unwrap_or_else(|e| panic!("creating {seeds:?}: {e}"));
+    let input = |bytes: &[u8], registers: Vec<(bytejail::Gpr, u64)>| CaseInput {
+        bytes: bytes.to_vec(),
+        registers,
+        small_output: false,
+    };
+    let rbx: bytejail::Gpr = "rbx".parse().unwrap();
+    let inputs = [
+        input(b"first", vec![]),
+        input(b"", vec![(rbx, 0x5eed)]),
+        input(b"\x01\x02\x03\xff", vec![]),
+    ];
+    let mut written = 0;
+    for name in SAME_CODE_SAMPLES {
+        let code = bytejail::load::load_path(&samples.join(name), None, 1 << 20)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let case = Case::encode_raw(&code, &inputs);
+        let file = format!("raw_{}", Path::new(name).with_extension("bin").display());
+        fs::write(seeds.join(&file), case).unwrap_or_else(|e| panic!("writing {file}: {e}"));
+        written += 1;
+    }
+    // Programs of steps, as `Case::decode` reads them: header (not raw, 3 inputs), each input
+    // (length, bytes, flags), then steps. Step kinds: 0 read scratch, 1 write scratch, 2 read
+    // stack, 3 write stack, 6 read flags, 7 set flag, 8 read xmm, 9 write xmm, 10 read ymm high,
+    // 11 write ymm high, 12 read MXCSR, 13 write MXCSR, 14 read x87, 15 write x87, 16 read
+    // input, 17 output, 18 end.
+    let inputs3 = [2 << 1, 1, b'a', 0, 1, 0x01, 0, 2, b'x', b'y', 0x40];
+    let programs: [(&str, &[u8]); 3] = [
+        (
+            "steps_read_then_write",
+            &[
+                0, 1, 2, 1, 8, 9, 10, 9, 12, 14, 6, 17, 2, //
+                1, 1, 0xed, 0x5e, 0, 0, 0, 0, 0, 0, //
+                3, 1, 0xed, 0x5e, 0, 0, 0, 0, 0, 0, //
+                9, 0x89, 0xed, 0x5e, 0, 0, 0, 0, 0, 0, 11, 9, //
+                13, 0xc0, 0x9f, 15, 0x7f, 0x0c, 7, 1,
+            ],
+        ),
+        (
+            "steps_end_on_input",
+            &[
+                16, 0, 0, 1, 18, 0x80, 1, 1, 0, 17, 4, 18, 0x80, 0, 6, 0, 0, 3,
+            ],
+        ),
+        (
+            "steps_exit_or_flood",
+            &[18, 0x80, 0, 7, 9, 17, 8, 18, 0x80, 1, 9, 0],
+        ),
+    ];
+    for (name, steps) in programs {
+        let mut case = inputs3.to_vec();
+        case.extend_from_slice(steps);
+        assert!(Case::decode(&case).is_some(), "{name} decodes");
+        let file = format!("{name}.bin");
+        fs::write(seeds.join(&file), case).unwrap_or_else(|e| panic!("writing {file}: {e}"));
+        written += 1;
+    }
+    println!("{written} seeds in {}", seeds.display());
 }
 
 fn collect_sources(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -1,10 +1,12 @@
-//! Fuzzing bytejail: the oracle every run is held to, and the structured guest programs of the
-//! `syscall_storm` target. The targets themselves are in `fuzz_targets/`; see `README.md`.
+//! Fuzzing bytejail: the oracle every run is held to, the structured guest programs of the
+//! `syscall_storm` target, and the same-code cases of the `same_code` target. The targets
+//! themselves are in `fuzz_targets/`; see `README.md`.
 #![deny(unsafe_code)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod asm;
 pub mod oracle;
+pub mod same;
 pub mod storm;
 
 use std::sync::OnceLock;

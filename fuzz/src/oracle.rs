@@ -198,6 +198,14 @@ impl Host {
         }
     }
 
+    /// Calls `f` with the watched directory as the working directory, as [`Host::run`] runs
+    /// `bytejail::run`: for runs the oracle does not make itself (a `SameCode`'s workers are
+    /// forked inside `f`, and start in the watched directory).
+    pub fn in_watched<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _cwd = WorkingDirectory::enter(&self.watched, &self.home);
+        f()
+    }
+
     /// The host's state now. Take it before the runs it should be compared after.
     pub fn snapshot(&self) -> HostState {
         HostState {
