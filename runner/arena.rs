@@ -9,9 +9,11 @@
 //! scratch and stack (with an unmapped guard page below it) of its own.
 //!
 //! So a guest sees exactly its own code and input, nothing another job wrote, and no other
-//! worker (of this or another host thread) can read or write this arena. The host rewrites
-//! everything a run depends on before each fork; what a guest wrote into the shared region
-//! during its run is only ever read back as a best-effort record.
+//! worker (of this or another host thread) can read or write this arena. Before each job (and
+//! each input of a same-code worker) the host returns everything of the region a guest can
+//! write to zeros and writes the context again, and zeroes the code and input areas past what
+//! it writes: nothing a guest wrote survives into the next job. What a guest wrote into the
+//! region during its run is only ever read back as a best-effort record.
 
 use std::io;
 
@@ -102,6 +104,9 @@ pub(crate) struct Arena {
     reusable: bool,
     /// Bytes at the start of the input area an earlier input may have left non-zero.
     input_dirty: usize,
+    /// The worker's part of the context (offset in the data page, value), as
+    /// [`Arena::prepare_worker`] last wrote it: written again with every job or input.
+    worker_ctx: Vec<(usize, u64)>,
 }
 
 impl Arena {
@@ -151,6 +156,7 @@ impl Arena {
             stack_cap,
             reusable,
             input_dirty: 0,
+            worker_ctx: Vec::new(),
         })
     }
 
@@ -232,11 +238,11 @@ impl Arena {
         code: &[u8],
         input: &[u8],
         options: &RunOptions,
-    ) -> ([FixedMap; 5], [Protect; 1]) {
+    ) -> io::Result<([FixedMap; 5], [Protect; 1])> {
         let need = Need::new(code, input, options);
         debug_assert!(self.fits(need));
-        self.load_job(code, input, options);
-        self.prepare_worker(need, options, Mode::Fresh)
+        self.load_job(code, input, options)?;
+        Ok(self.prepare_worker(need, options, Mode::Fresh))
     }
 
     /// Writes what the worker needs before it is forked (scrub range, policy and filter, how it
@@ -250,40 +256,34 @@ impl Arena {
     ) -> ([FixedMap; 5], [Protect; 1]) {
         debug_assert!(self.fits(sizes));
         debug_assert_eq!(self.reusable, mode == Mode::SameCode);
-        self.file
-            .write_u64(DATA + CTX_XSAVE, xsave_supported() as u64);
-        // Keep exactly the window: the worker maps nothing else of its own.
-        self.file.write_u64(DATA + CTX_SCRUB, options.scrub as u64);
-        self.file
-            .write_u64(DATA + CTX_KEEP_START, self.window.addr() as u64);
-        self.file
-            .write_u64(DATA + CTX_KEEP_END, self.stack_top() as u64);
         let user_end = crate::sys::user_address_space_end() as u64;
-        self.file.write_u64(DATA + CTX_USER_END, user_end);
-        let flags = [
-            (CTX_PARK, mode != Mode::Fresh),
-            (CTX_READY, mode == Mode::Pool),
-            (CTX_DONE, mode != Mode::Fresh),
-            (CTX_LOOP, mode == Mode::SameCode),
-        ];
-        for (slot, on) in flags {
-            self.file.write_u64(DATA + slot, on as u64);
-        }
         let control_fd = if mode == Mode::SameCode { GO_FD } else { 0 };
-        self.file
-            .write_u64(DATA + CTX_CONTROL_FD, control_fd as u64);
-        // Filter mode: the program, where the blob installs it from.
-        match options.policy.filter() {
-            Some(filter) => {
-                let program = filter.to_bytes();
-                self.file.write_bytes(FILTER, &program);
-                self.file.write_u64(DATA + CTX_MODE, 1);
-                let len = filter.program().len() as u64;
-                self.file.write_u64(DATA + CTX_FPROG, len);
-                let addr = (self.region_addr() + FILTER) as u64;
-                self.file.write_u64(DATA + CTX_FPROG + 8, addr);
-            }
-            None => self.file.write_u64(DATA + CTX_MODE, 0),
+        let filter = options.policy.filter();
+        let (program_len, program_addr) = filter.as_ref().map_or((0, 0), |f| {
+            let addr = self.region_addr() + FILTER;
+            (f.program().len() as u64, addr as u64)
+        });
+        self.worker_ctx = vec![
+            (CTX_XSAVE, xsave_supported() as u64),
+            (CTX_FSGSBASE, crate::sys::fsgsbase_usable() as u64),
+            // Keep exactly the window: the worker maps nothing else of its own.
+            (CTX_SCRUB, options.scrub as u64),
+            (CTX_KEEP_START, self.window.addr() as u64),
+            (CTX_KEEP_END, self.stack_top() as u64),
+            (CTX_USER_END, user_end),
+            (CTX_PARK, (mode != Mode::Fresh) as u64),
+            (CTX_READY, (mode != Mode::Fresh) as u64),
+            (CTX_DONE, (mode != Mode::Fresh) as u64),
+            (CTX_LOOP, (mode == Mode::SameCode) as u64),
+            (CTX_CONTROL_FD, control_fd as u64),
+            // Filter mode: the program, where the blob installs it from.
+            (CTX_MODE, filter.is_some() as u64),
+            (CTX_FPROG, program_len),
+            (CTX_FPROG + 8, program_addr),
+        ];
+        self.write_worker_ctx();
+        if let Some(filter) = filter {
+            self.file.write_bytes(FILTER, &filter.to_bytes());
         }
 
         let fd = self.fd();
@@ -333,7 +333,12 @@ impl Arena {
     /// Writes one job: its code and input (each followed by zeros to the end of its last page,
     /// so no stale byte of an earlier job is ever mapped), the initial registers and entry, an
     /// XSAVE image in its initial state, and a clean record.
-    pub(crate) fn load_job(&mut self, code: &[u8], input: &[u8], options: &RunOptions) {
+    pub(crate) fn load_job(
+        &mut self,
+        code: &[u8],
+        input: &[u8],
+        options: &RunOptions,
+    ) -> io::Result<()> {
         let need = Need::new(code, input, options);
         debug_assert!(need.code <= self.code_cap && need.input <= self.input_cap);
         let code_off = self.code_file_offset();
@@ -341,7 +346,7 @@ impl Arena {
         self.file
             .zero(code_off + code.len(), need.code - code.len());
         self.input_dirty = self.input_dirty.max(need.input);
-        self.load_input(input, options, SINGLE_JOB_SEQ);
+        self.load_input(input, options, SINGLE_JOB_SEQ)
     }
 
     /// Writes one input and everything a run starts from except the code: the input (and
@@ -349,8 +354,18 @@ impl Arena {
     /// an XSAVE image in its initial state, a clean record and the input's sequence number.
     /// A same-code worker gets exactly this before each input, so a guest that scribbled on
     /// the shared region starts its next input from the same state all the same.
-    pub(crate) fn load_input(&mut self, input: &[u8], options: &RunOptions, seq: u64) {
+    pub(crate) fn load_input(
+        &mut self,
+        input: &[u8],
+        options: &RunOptions,
+        seq: u64,
+    ) -> io::Result<()> {
         debug_assert!(input.len() <= self.input_cap);
+        // Everything of the region a guest can write goes back to zeros (the context, the
+        // record, the rest of the data page, the XSAVE area, the alternate signal stack, the
+        // filter area), and the worker's part of the context is written again.
+        self.file.zero_range(DATA, LEN - DATA)?;
+        self.write_worker_ctx();
         let input_off = self.input_file_offset();
         self.file.write_bytes(input_off, input);
         let dirty = self.input_dirty.max(input.len());
@@ -359,7 +374,6 @@ impl Arena {
         self.file.write_u64(DATA + CTX_SEQ, seq);
 
         // XSAVE image in its initial state: legacy area zero but MXCSR, header zero.
-        self.file.zero(XSAVE, 512 + 64);
         self.file.write_u64(XSAVE + 24, 0x1f80);
 
         let mut gpr = [0u64; 16];
@@ -374,8 +388,13 @@ impl Arena {
         }
         let entry = (self.code_addr() + options.entry) as u64;
         self.file.write_u64(DATA + CTX_ENTRY, entry);
-        // A clean record: nothing a previous guest wrote survives into this run.
-        self.file.zero(DATA + REC_STATE, REC_END - REC_STATE);
+        Ok(())
+    }
+
+    fn write_worker_ctx(&mut self) {
+        for &(offset, value) in &self.worker_ctx {
+            self.file.write_u64(DATA + offset, value);
+        }
     }
 
     /// Reads back what the worker recorded.

@@ -107,7 +107,9 @@ fn run_in_arena(
     options: &RunOptions,
     via: Option<&Zygote>,
 ) -> Result<Report, Error> {
-    let (maps, protects) = arena.prepare(code, input, options);
+    let (maps, protects) = arena
+        .prepare(code, input, options)
+        .map_err(|e| Error::io("preparing the worker arena", e))?;
     let start = Instant::now();
     let cpu = cpu_limit_secs(options);
     let worker = spawn(arena, maps, protects, options, cpu, [None, None], via)?;

@@ -199,10 +199,19 @@ impl Pool {
             self.shared.lock().fallbacks += 1;
             return self.shared.zygote.run(code, input, options);
         };
-        arena.load_job(code, input, options);
+        let pipes = Some((done_r, _done_w));
+        if let Err(e) = arena.load_job(code, input, options) {
+            let _ = sys::pidfd_kill(worker.pidfd.as_raw_fd());
+            let _ = sys::wait4(worker.pid);
+            self.retire(Retired {
+                _arena: arena,
+                lingering: None,
+                _pipes: pipes,
+            });
+            return Err(Error::io("loading the job into a pooled worker", e));
+        }
         let cpu_before = sys::process_cpu_time(worker.pid).unwrap_or_default();
         let start = Instant::now();
-        let pipes = Some((done_r, _done_w));
         if !host::wake(&worker) {
             // It died while parked (killed from outside): its guest never ran.
             self.retire(Retired {
@@ -364,9 +373,12 @@ fn refill(shared: &Shared) {
 fn park_one(shared: &Shared) -> Result<Parked, Error> {
     let mut arena =
         Arena::new(shared.capacity).map_err(|e| Error::io("creating a pool arena", e))?;
+    // Fault in the pages every job writes, here rather than on a job's clock; then the worker's
+    // part (and the filter program, which a job's reset of the region would wipe).
+    arena
+        .load_job(&[0xc3], b"", &shared.template)
+        .map_err(|e| Error::io("preparing a pool arena", e))?;
     let (maps, protects) = arena.prepare_worker(shared.capacity, &shared.template, Mode::Pool);
-    // Fault in the pages every job writes, here rather than on a job's clock.
-    arena.load_job(&[0xc3], b"", &shared.template);
     let cpu = host::cpu_limit_secs(&shared.template);
     let zygote = Some(&shared.zygote);
     let (done_r, done_w) = sys::pipe().map_err(|e| Error::io("creating the done pipe", e))?;

@@ -43,6 +43,9 @@ use crate::zygote::Zygote;
 /// `RLIMIT_CPU` backstop is this plus the per-input margin.
 const WORKER_CPU_BUDGET: Duration = Duration::from_secs(60);
 
+/// How long a new worker may take to set itself up and park.
+const READY_WAIT: Duration = Duration::from_secs(10);
+
 /// One code, many inputs, one worker at a time (see the module docs).
 ///
 /// Not `Send`: the worker dies with the thread that forked it (`PR_SET_PDEATHSIG`), so a
@@ -70,6 +73,8 @@ struct Live {
     /// The host's ends of the go pipe (written) and the done pipe (read, non-blocking).
     go_w: OwnedFd,
     done_r: OwnedFd,
+    /// Kept open, like the output's: the done pipe never reports EOF.
+    _done_w: OwnedFd,
     cpu_limit_secs: u64,
     /// CPU time used by the inputs so far.
     cpu_used: Duration,
@@ -190,7 +195,9 @@ impl SameCode {
                 let room = Need::sized(self.code.len(), input.len().max(64 << 10), options);
                 let mut arena = Arena::new_reusable(room)
                     .map_err(|e| Error::io("creating the worker arena", e))?;
-                arena.load_job(&self.code, b"", options);
+                arena
+                    .load_job(&self.code, b"", options)
+                    .map_err(|e| Error::io("preparing the worker arena", e))?;
                 arena
             }
         };
@@ -215,7 +222,10 @@ impl SameCode {
             live.end();
             return Err(Error::io("resetting the worker's scratch and stack", e));
         }
-        arena.load_input(input, options, seq);
+        if let Err(e) = arena.load_input(input, options, seq) {
+            live.end();
+            return Err(Error::io("loading the input", e));
+        }
 
         let pid = live.pid;
         let cpu_before = sys::process_cpu_time(pid).unwrap_or_default();
@@ -301,13 +311,7 @@ impl SameCode {
         let (done_r, done_w) = sys::pipe().map_err(|e| Error::io("creating the done pipe", e))?;
         sys::set_nonblocking(done_r.as_raw_fd())
             .map_err(|e| Error::io("fcntl on the done pipe", e))?;
-        let Spawned {
-            pid,
-            pidfd,
-            input_w,
-            output_r,
-            output_w,
-        } = host::spawn(
+        let spawned = host::spawn(
             arena,
             maps,
             protects,
@@ -316,9 +320,18 @@ impl SameCode {
             [Some(&go_r), Some(&done_w)],
             self.zygote.as_ref(),
         )?;
-        // The worker holds its own copies now; closing the input's write end gives it EOF.
-        drop((go_r, done_w, input_w));
         self.workers += 1;
+        // Its first input rewrites the region, which the worker reads until it parks.
+        host::await_ready(arena, &spawned, READY_WAIT)?;
+        let Spawned {
+            pid,
+            pidfd,
+            input_w,
+            output_r,
+            output_w,
+        } = spawned;
+        // The worker holds its own copies now; closing the input's write end gives it EOF.
+        drop((go_r, input_w));
         Ok(Live {
             pid,
             pidfd,
@@ -326,6 +339,7 @@ impl SameCode {
             _output_w: output_w,
             go_w,
             done_r,
+            _done_w: done_w,
             cpu_limit_secs,
             cpu_used: Duration::ZERO,
         })

@@ -317,6 +317,15 @@ pub fn batch_scheduling() {
     unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
 }
 
+/// Whether the kernel lets user code use `rdfsbase`/`wrfsbase`/`rdgsbase`/`wrgsbase`
+/// (`HWCAP2_FSGSBASE` in the auxiliary vector, Linux 5.9+ on CPUs that have them).
+pub fn fsgsbase_usable() -> bool {
+    const AT_HWCAP2: libc::c_ulong = 26;
+    const HWCAP2_FSGSBASE: libc::c_ulong = 1 << 1;
+    // SAFETY: getauxval reads the process's auxiliary vector; it has no preconditions.
+    unsafe { libc::getauxval(AT_HWCAP2) & HWCAP2_FSGSBASE != 0 }
+}
+
 /// CPU time (user + system, the scheduler's precise clock) a live or not yet reaped child
 /// has used so far: the kernel's process CPU clock of `pid` (what clock_getcpuclockid(3)
 /// returns, built here without its extra validating syscall: `CPUCLOCK_SCHED` of the process).

@@ -74,6 +74,9 @@ pub(crate) mod layout {
     /// Non-zero: when the guest returns, the trampoline records it and writes the 8 bytes at
     /// `CTX_SEQ` to [`DONE_FD`] ("done") before it exits or, with `CTX_LOOP`, parks again.
     pub const CTX_DONE: usize = 0x0f0;
+    /// Non-zero when `wrfsbase`/`wrgsbase` work in user mode: the trampoline then sets both
+    /// bases to zero, so no guest sees the host's TLS address or an earlier input's bases.
+    pub const CTX_FSGSBASE: usize = 0x0f8;
     /// Control pipes: a same-code worker reads go bytes from `GO_FD` (fd 0 stays the empty
     /// input, 1 the output); same-code and pool workers write "done" messages to `DONE_FD`.
     pub const GO_FD: usize = 3;
@@ -138,6 +141,12 @@ global_asm!(
     "ldmxcsr [rsp]",
     "pop rax",
     ".Lbj_flags:",
+    "cmp qword ptr [rip + .Lbj_base + {data} + {ctx_fsgsbase}], 0",
+    "je .Lbj_regs",
+    "xor eax, eax",
+    "wrfsbase rax",
+    "wrgsbase rax",
+    ".Lbj_regs:",
     // Known flags: IF and the reserved bit only (DF, AC, TF clear).
     "push 0x202",
     "popfq",
@@ -434,6 +443,7 @@ global_asm!(
     ctx_seq = const CTX_SEQ,
     ctx_ready = const CTX_READY,
     ctx_done = const CTX_DONE,
+    ctx_fsgsbase = const CTX_FSGSBASE,
     sys_write = const libc::SYS_write,
     done_fd = const DONE_FD,
     rec_stage = const REC_STAGE,

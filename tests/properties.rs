@@ -386,7 +386,7 @@ fn each_kind_of_state_is_read_before_it_is_written() {
     property.host.check_unchanged(&property.before);
 }
 
-// Leaks found while writing the same-code target. They fail today; `--ignored` runs them.
+// Leaks the same-code target's author found; the host now resets what they used between jobs.
 
 /// The code's address minus this is the worker region (`runner/worker.rs`, `layout::LEN` plus
 /// the guard page); its alternate signal stack starts 0x6000 into the region.
@@ -416,13 +416,13 @@ fn returned_rax(report: &bytejail::Report) -> u64 {
     }
 }
 
-/// BUG (runner/arena.rs): the worker region's alternate signal stack (region + 0x6000..0x10000,
-/// in the thread's arena memfd, mapped read+write into every worker) is never cleared between
-/// jobs. A job reads what the previous job on the same host thread wrote there, and after a
-/// crash it reads the kernel's signal frame: the crashed job's registers. The README promises
-/// "a guest sees exactly its own code and input, nothing another job wrote".
+/// The worker region's alternate signal stack (region + 0x6000..0x10000, in the thread's arena
+/// memfd, mapped read+write into every worker) once survived from one job to the next on the
+/// same host thread: a job read what the previous one wrote there, or after a crash the kernel's
+/// signal frame with the crashed job's registers. The host now zeroes the whole region (but the
+/// blob's page) before each job.
 #[test]
-#[ignore = "bug: the arena's alternate signal stack survives from one job to the next"]
+
 fn a_job_does_not_see_what_the_previous_job_left_on_the_alternate_stack() {
     let _serial = serial();
     let options = RunOptions::default();
@@ -432,13 +432,13 @@ fn a_job_does_not_see_what_the_previous_job_left_on_the_alternate_stack() {
     assert_eq!((first, second), (0, 0), "another job's write was visible");
 }
 
-/// LEAK (runner/same_code.rs, runner/worker.rs): inputs of one `SameCode` share state the host
-/// does not reset and the README does not list: the alternate signal stack of the region (as
-/// above) and the FS base (`wrfsbase` is unprivileged on CPUs with FSGSBASE; a fresh worker
-/// starts with the forking thread's FS base, a same-code input with whatever the last input
-/// left). Either reset them before each input or document them with the signal mask.
+/// Inputs of one `SameCode` once shared the region's alternate signal stack (as above) and the
+/// FS base (`wrfsbase` is unprivileged on CPUs with FSGSBASE: a fresh worker started with the
+/// forking thread's FS base, the host's TLS address, and a same-code input with whatever the
+/// last input left). The region is now reset before each input, and the trampoline zeroes the
+/// FS and GS bases.
 #[test]
-#[ignore = "leak: the alternate stack and the FS base survive between same-code inputs"]
+
 fn same_code_inputs_do_not_see_the_alternate_stack_or_fs_base_of_earlier_ones() {
     let _serial = serial();
     let options = RunOptions::default();
@@ -460,4 +460,8 @@ fn same_code_inputs_do_not_see_the_alternate_stack_or_fs_base_of_earlier_ones() 
         .map(|_| returned_rax(&same.run(b"").unwrap()))
         .collect();
     assert_eq!(seen, [fresh, fresh], "FS base");
+    assert_eq!(
+        fresh, 0,
+        "a fresh worker's FS base is the host's TLS address"
+    );
 }
