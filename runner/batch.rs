@@ -266,10 +266,13 @@ pub fn run_batch(
     config: &BatchConfig,
     progress: &mut dyn FnMut(&Summary),
 ) -> Result<Summary, Error> {
-    // Every worker is forked by one zygote. A batch keeps its threads busy, so pre-forking
-    // (a pool) would only add a refill pipeline between them and the zygote: each job asks for
-    // its own fresh worker.
-    let zygote = Zygote::start()?;
+    // Every worker is forked by a zygote, one per job thread, started before the lines are
+    // read: a zygote serves one fork at a time, and zygotes in separate processes fork in
+    // parallel. A batch keeps its threads busy, so pre-forking (a pool) would only put a refill
+    // pipeline between them and their zygote: each job asks for its own fresh worker.
+    let zygotes = (0..config.jobs.max(1))
+        .map(|_| Zygote::start())
+        .collect::<Result<Vec<_>, _>>()?;
     let cache = CodeCache::default();
     let (job_tx, job_rx) = mpsc::sync_channel::<(u64, u64, String)>(config.jobs.max(1) * 4);
     let job_rx = Mutex::new(job_rx);
@@ -278,8 +281,8 @@ pub fn run_batch(
 
     std::thread::scope(|scope| -> Result<(), Error> {
         // Workers: parse and run jobs.
-        for _ in 0..config.jobs.max(1) {
-            let (job_rx, done_tx, zygote, cache) = (&job_rx, done_tx.clone(), &zygote, &cache);
+        for zygote in &zygotes {
+            let (job_rx, done_tx, cache) = (&job_rx, done_tx.clone(), &cache);
             let defaults = &config.defaults;
             let reuse = config.reuse;
             scope.spawn(move || {

@@ -17,10 +17,15 @@
 //! and its exit signal (copied from the zygote's) is 0, so the host's SIGCHLD handling never
 //! sees it.
 //!
-//! What a worker inherits is the zygote's memory: the host as it was when the zygote was
-//! forked, plus the zygote's stack. Scrubbing removes it all, as before. A worker run with
-//! `scrub: false` can read that early copy, but nothing the host allocated or wrote after
-//! [`Zygote::start`].
+//! What a worker inherits is the zygote's memory: right after its fork the zygote unmaps all of
+//! its copy of the host but the file-backed mappings (code and data of the binary and its
+//! libraries), the vDSO pages and its own stack ([`KeepList`]), so a fork copies little and a
+//! worker has little to scrub. A worker run with `scrub: false` can read what is left, as the
+//! host had it at [`Zygote::start`], and nothing the host allocated or wrote afterwards.
+//!
+//! A zygote serves one fork at a time. Threads that start many workers at once each do better
+//! with a zygote of their own (`bytejail batch` starts one per job thread): zygotes are separate
+//! processes, and they fork in parallel.
 //!
 //! Lifetime: `PR_SET_PDEATHSIG` fires when the *thread* that forked a process exits. The zygote
 //! and (through `CLONE_PARENT`) every worker it forks are children of one owner thread, which
@@ -89,6 +94,68 @@ struct Boot {
     forked_addr: usize,
     /// The owner thread's rseq registration, which the zygote and its workers inherit.
     rseq: Option<RseqRegistration>,
+    /// What the zygote keeps of the host's address space; it unmaps the rest.
+    keep: KeepList,
+}
+
+/// The most address ranges a [`KeepList`] holds.
+const MAX_KEPT: usize = 256;
+
+/// Address ranges (sorted, start and end) the zygote keeps: every file-backed mapping (the
+/// code and data of the binary and its libraries, where the zygote's and the worker's set-up
+/// code runs), the kernel's special pages, and the owner thread's stack, on a copy of which the
+/// zygote runs. The rest (heaps, other threads' stacks, anonymous memory) is a copy of the host
+/// no worker needs: the zygote unmaps it, so each fork copies little, a worker has little to
+/// scrub, and an unscrubbed worker sees little of the host. Empty: keep everything.
+#[derive(Clone, Copy)]
+struct KeepList {
+    ranges: [(usize, usize); MAX_KEPT],
+    len: usize,
+    /// The end of the user address space.
+    user_end: usize,
+}
+
+impl KeepList {
+    /// Reads `/proc/self/maps` (in the owner thread, before the fork). `stack` is an address
+    /// on the owner thread's stack. Anything unexpected gives the empty list.
+    fn of_this_process(stack: usize) -> KeepList {
+        let mut keep = KeepList {
+            ranges: [(0, 0); MAX_KEPT],
+            len: 0,
+            user_end: sys::user_address_space_end(),
+        };
+        let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+            return keep;
+        };
+        let mut ranges = Vec::new();
+        for line in maps.lines() {
+            let mut fields = line.split_whitespace();
+            let Some((start, end)) = fields.next().and_then(|r| r.split_once('-')) else {
+                return keep;
+            };
+            let (Ok(start), Ok(end)) = (
+                usize::from_str_radix(start, 16),
+                usize::from_str_radix(end, 16),
+            ) else {
+                return keep;
+            };
+            let path = fields.nth(4).unwrap_or("");
+            let special = matches!(path, "[vdso]" | "[vvar]" | "[vvar_vclock]");
+            if path.starts_with('/') || special || (start..end).contains(&stack) {
+                // Coalesce with the previous range when they touch.
+                match ranges.last_mut() {
+                    Some((_, last_end)) if *last_end == start => *last_end = end,
+                    _ => ranges.push((start, end)),
+                }
+            }
+        }
+        if ranges.len() > MAX_KEPT || !ranges.iter().any(|r| (r.0..r.1).contains(&stack)) {
+            return keep;
+        }
+        keep.ranges[..ranges.len()].copy_from_slice(&ranges);
+        keep.len = ranges.len();
+        keep
+    }
 }
 
 /// Bytes of one reply: the worker's pid, or `-errno`. The zygote also sends one 0 when ready.
@@ -108,6 +175,11 @@ impl Zygote {
             forked_fd: forked.fd(),
             forked_addr: forked.addr(),
             rseq: None,
+            keep: KeepList {
+                ranges: [(0, 0); MAX_KEPT],
+                len: 0,
+                user_end: 0,
+            },
         };
         let (started_tx, started_rx) = mpsc::channel();
         let (shutdown_tx, shutdown_rx) = mpsc::channel();
@@ -253,6 +325,8 @@ fn own(
 ) {
     // The zygote inherits this thread's registration, and so do its workers: the one they undo.
     boot.rseq = sys::rseq_registration();
+    let here = 0u8;
+    boot.keep = KeepList::of_this_process(std::ptr::addr_of!(here) as usize);
     // SAFETY: the child runs only `zygote_entry`: raw syscalls on `boot` (plain data on this
     // stack) and the descriptors it names; it never returns.
     let (pid, pidfd) = match unsafe { sys::clone_with_pidfd() } {
@@ -351,6 +425,22 @@ unsafe fn zygote_main(boot: &Boot) -> ! {
             || raw::syscall3(libc::SYS_close_range, socket + 1, u32::MAX as usize, 0) < 0
         {
             raw::exit(1);
+        }
+        // Everything of the host's copy no worker needs goes (see `KeepList`).
+        let keep = &boot.keep;
+        if keep.len > 0 {
+            let mut from = 0;
+            for &(start, end) in &keep.ranges[..keep.len] {
+                if start > from && raw::syscall3(libc::SYS_munmap, from, start - from, 0) < 0 {
+                    raw::exit(1);
+                }
+                from = from.max(end);
+            }
+            if keep.user_end > from
+                && raw::syscall3(libc::SYS_munmap, from, keep.user_end - from, 0) < 0
+            {
+                raw::exit(1);
+            }
         }
         reply(boot.socket, 0);
         loop {
