@@ -280,6 +280,10 @@ impl Arena {
             (CTX_MODE, filter.is_some() as u64),
             (CTX_FPROG, program_len),
             (CTX_FPROG + 8, program_addr),
+            (CTX_TOUCH, self.code_addr() as u64),
+            (CTX_TOUCH + 8, self.input_addr() as u64),
+            (CTX_TOUCH + 16, self.scratch_addr() as u64),
+            (CTX_TOUCH + 24, (self.stack_top() - 8) as u64),
         ];
         self.write_worker_ctx();
         if let Some(filter) = filter {
@@ -339,6 +343,23 @@ impl Arena {
         input: &[u8],
         options: &RunOptions,
     ) -> io::Result<()> {
+        self.load(code, input, options, true)
+    }
+
+    /// [`Arena::load_job`] into an arena no guest has run in yet (a parked pool worker's, which
+    /// [`Arena::load_job`] prepared before the fork): its region holds nothing to reset.
+    pub(crate) fn load_job_unused(&mut self, code: &[u8], input: &[u8], options: &RunOptions) {
+        // Without the reset nothing can fail.
+        let _ = self.load(code, input, options, false);
+    }
+
+    fn load(
+        &mut self,
+        code: &[u8],
+        input: &[u8],
+        options: &RunOptions,
+        reset: bool,
+    ) -> io::Result<()> {
         let need = Need::new(code, input, options);
         debug_assert!(need.code <= self.code_cap && need.input <= self.input_cap);
         let code_off = self.code_file_offset();
@@ -346,7 +367,11 @@ impl Arena {
         self.file
             .zero(code_off + code.len(), need.code - code.len());
         self.input_dirty = self.input_dirty.max(need.input);
-        self.load_input(input, options, SINGLE_JOB_SEQ)
+        if reset {
+            self.reset_region()?;
+        }
+        self.write_input(input, options, SINGLE_JOB_SEQ);
+        Ok(())
     }
 
     /// Writes one input and everything a run starts from except the code: the input (and
@@ -360,12 +385,22 @@ impl Arena {
         options: &RunOptions,
         seq: u64,
     ) -> io::Result<()> {
-        debug_assert!(input.len() <= self.input_cap);
-        // Everything of the region a guest can write goes back to zeros (the context, the
-        // record, the rest of the data page, the XSAVE area, the alternate signal stack, the
-        // filter area), and the worker's part of the context is written again.
+        self.reset_region()?;
+        self.write_input(input, options, seq);
+        Ok(())
+    }
+
+    /// Everything of the region a guest can write goes back to zeros (the context, the
+    /// record, the rest of the data page, the XSAVE area, the alternate signal stack, the
+    /// filter area), and the worker's part of the context is written again.
+    fn reset_region(&mut self) -> io::Result<()> {
         self.file.zero_range(DATA, LEN - DATA)?;
         self.write_worker_ctx();
+        Ok(())
+    }
+
+    fn write_input(&mut self, input: &[u8], options: &RunOptions, seq: u64) {
+        debug_assert!(input.len() <= self.input_cap);
         let input_off = self.input_file_offset();
         self.file.write_bytes(input_off, input);
         let dirty = self.input_dirty.max(input.len());
@@ -388,7 +423,6 @@ impl Arena {
         }
         let entry = (self.code_addr() + options.entry) as u64;
         self.file.write_u64(DATA + CTX_ENTRY, entry);
-        Ok(())
     }
 
     fn write_worker_ctx(&mut self) {

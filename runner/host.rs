@@ -205,7 +205,7 @@ pub(crate) fn wake(worker: &Spawned) -> bool {
 }
 
 /// A pool worker's done pipe, watched while it runs its job: the sequence number its "done"
-/// carries, and its CPU clock when it was woken.
+/// carries, and its CPU clock before the job (once it had parked).
 pub(crate) struct DoneWatch<'a> {
     pub fd: &'a OwnedFd,
     pub seq: u64,
@@ -285,8 +285,8 @@ pub(crate) fn drive(
         options,
         start,
     );
-    if let (Ok(watch), Some(done)) = (&watch, &done) {
-        if watch.done && watch.killed.is_none() {
+    let watch = match (watch, &done) {
+        (Ok(watch), Some(done)) if watch.done && watch.killed.is_none() => {
             // The guest returned: its report needs nothing more from the worker.
             let wall = start.elapsed();
             let cpu = sys::process_cpu_time(pid)
@@ -295,7 +295,7 @@ pub(crate) fn drive(
             let record = arena.record();
             let report = Report {
                 outcome: Outcome::Returned(Registers::from_array(record.gpr, record.rflags)),
-                output: watch.output.clone(),
+                output: watch.output,
                 output_truncated: false,
                 wall,
                 user: cpu,
@@ -309,7 +309,8 @@ pub(crate) fn drive(
                 lingering: Some(lingering),
             });
         }
-    }
+        (watch, _) => watch,
+    };
     if watch.is_err() {
         // The runner failed mid-run: the worker must not outlive the call.
         let _ = sys::pidfd_kill(pidfd.as_raw_fd());
@@ -481,6 +482,9 @@ impl Control<'_> {
                     joined[..8].copy_from_slice(tail);
                     joined[8..8 + n].copy_from_slice(&chunk[..n]);
                     tail.copy_from_slice(&joined[n..n + 8]);
+                    if n < chunk.len() {
+                        break; // the pipe had no more
+                    }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}

@@ -80,6 +80,11 @@ struct Parked {
     worker: Spawned,
     done_r: OwnedFd,
     _done_w: OwnedFd,
+    /// The write end of the pipe the worker holds still on after its job (never written:
+    /// closing it lets the worker exit).
+    _hold_w: OwnedFd,
+    /// The worker's CPU time once parked: its set-up, which a job's time leaves out.
+    parked_cpu: Duration,
 }
 
 impl Parked {
@@ -97,7 +102,7 @@ struct Retired {
     _arena: Arena,
     /// The worker, when its guest returned and the job was reported before it exited.
     lingering: Option<Lingering>,
-    _pipes: Option<(OwnedFd, OwnedFd)>,
+    _pipes: Option<(OwnedFd, OwnedFd, OwnedFd)>,
 }
 
 impl Retired {
@@ -194,23 +199,15 @@ impl Pool {
             worker,
             done_r,
             _done_w,
+            _hold_w,
+            parked_cpu,
         }) = parked
         else {
             self.shared.lock().fallbacks += 1;
             return self.shared.zygote.run(code, input, options);
         };
-        let pipes = Some((done_r, _done_w));
-        if let Err(e) = arena.load_job(code, input, options) {
-            let _ = sys::pidfd_kill(worker.pidfd.as_raw_fd());
-            let _ = sys::wait4(worker.pid);
-            self.retire(Retired {
-                _arena: arena,
-                lingering: None,
-                _pipes: pipes,
-            });
-            return Err(Error::io("loading the job into a pooled worker", e));
-        }
-        let cpu_before = sys::process_cpu_time(worker.pid).unwrap_or_default();
+        let pipes = Some((done_r, _done_w, _hold_w));
+        arena.load_job_unused(code, input, options);
         let start = Instant::now();
         if !host::wake(&worker) {
             // It died while parked (killed from outside): its guest never ran.
@@ -222,10 +219,10 @@ impl Pool {
             self.shared.lock().fallbacks += 1;
             return self.shared.zygote.run(code, input, options);
         }
-        let done = pipes.as_ref().map(|(done_r, _)| DoneWatch {
+        let done = pipes.as_ref().map(|(done_r, ..)| DoneWatch {
             fd: done_r,
             seq: SINGLE_JOB_SEQ,
-            cpu_before,
+            cpu_before: parked_cpu,
         });
         let driven = host::drive(&arena, worker, code, input, options, start, done);
         let (report, lingering) = match driven {
@@ -382,8 +379,9 @@ fn park_one(shared: &Shared) -> Result<Parked, Error> {
     let cpu = host::cpu_limit_secs(&shared.template);
     let zygote = Some(&shared.zygote);
     let (done_r, done_w) = sys::pipe().map_err(|e| Error::io("creating the done pipe", e))?;
+    let (hold_r, hold_w) = sys::pipe().map_err(|e| Error::io("creating the hold pipe", e))?;
     sys::set_nonblocking(done_r.as_raw_fd()).map_err(|e| Error::io("fcntl on the done pipe", e))?;
-    let control = [None, Some(&done_w)];
+    let control = [Some(&hold_r), Some(&done_w)];
     let worker = host::spawn(
         &arena,
         maps,
@@ -395,10 +393,13 @@ fn park_one(shared: &Shared) -> Result<Parked, Error> {
     )?;
     // Handed out only once set up: a job never waits for (or competes with) a worker's setup.
     host::await_ready(&arena, &worker, Duration::from_secs(10))?;
+    let parked_cpu = sys::process_cpu_time(worker.pid).unwrap_or_default();
     Ok(Parked {
         arena,
         worker,
         done_r,
         _done_w: done_w,
+        _hold_w: hold_w,
+        parked_cpu,
     })
 }

@@ -78,7 +78,8 @@ pub(crate) mod layout {
     /// bases to zero, so no guest sees the host's TLS address or an earlier input's bases.
     pub const CTX_FSGSBASE: usize = 0x0f8;
     /// Control pipes: a same-code worker reads go bytes from `GO_FD` (fd 0 stays the empty
-    /// input, 1 the output); same-code and pool workers write "done" messages to `DONE_FD`.
+    /// input, 1 the output), a pool worker holds still there after its job; same-code and pool
+    /// workers write "done" messages to `DONE_FD`.
     pub const GO_FD: usize = 3;
     pub const DONE_FD: usize = 4;
 
@@ -98,8 +99,13 @@ pub(crate) mod layout {
     /// entry); `FAULT_ADDR` then holds `si_call_addr`, the address after the instruction.
     pub const FAULT_SYSNR: usize = 0x2d8;
     pub const FAULT_ARCH: usize = 0x2e0;
-    /// End of the record: the host clears `REC_STATE..REC_END` before each run.
+    /// End of the record.
     pub const REC_END: usize = 0x2e8;
+    /// A parked worker's pages to fault in before it parks, off the job's clock: the code's
+    /// first page and the input's (read), the scratch's first page and the stack's top
+    /// (written with the zeros they hold). Four addresses, written by the host.
+    pub const CTX_TOUCH: usize = 0x300;
+    const _: () = assert!(CTX_TOUCH >= REC_END && CTX_TOUCH + 32 <= 0x800);
 
     /// Values of `REC_STATE` (0: nothing recorded).
     pub const STATE_RETURNED: u64 = 1;
@@ -204,6 +210,13 @@ global_asm!(
     "jne .Lbj_exit",
     "cmp qword ptr [rip + .Lbj_base + {data} + {ctx_loop}], 0",
     "jne .Lbj_park",
+    // A pool worker holds still in read(GO_FD) until the host closes that pipe (or kills it):
+    // its exit is then not on the job's clock. Without a hold pipe the read fails at once.
+    "xor eax, eax",
+    "mov edi, {go_fd}",
+    "lea rsi, [rsp - 8]",
+    "mov edx, 1",
+    "syscall",
     ".Lbj_exit:",
     "mov eax, {sys_exit}",
     "xor edi, edi",
@@ -308,6 +321,16 @@ global_asm!(
     "je .Lbj_base",
     "cmp qword ptr [rip + .Lbj_base + {data} + {ctx_ready}], 0",
     "je .Lbj_park",
+    // Fault in the pages every job touches first (see CTX_TOUCH), and the XSAVE image.
+    "mov rax, [rip + .Lbj_base + {data} + {ctx_touch}]",
+    "movzx eax, byte ptr [rax]",
+    "mov rax, [rip + .Lbj_base + {data} + {ctx_touch} + 8]",
+    "movzx eax, byte ptr [rax]",
+    "mov rax, [rip + .Lbj_base + {data} + {ctx_touch} + 16]",
+    "mov qword ptr [rax], 0",
+    "mov rax, [rip + .Lbj_base + {data} + {ctx_touch} + 24]",
+    "mov qword ptr [rax], 0",
+    "mov rax, [rip + .Lbj_base + {xsave}]",
     "mov eax, {sys_write}",
     "mov edi, 1",
     "lea rsi, [rip + .Lbj_base + {data} + {ctx_ready} + 7]",
@@ -444,8 +467,10 @@ global_asm!(
     ctx_ready = const CTX_READY,
     ctx_done = const CTX_DONE,
     ctx_fsgsbase = const CTX_FSGSBASE,
+    ctx_touch = const CTX_TOUCH,
     sys_write = const libc::SYS_write,
     done_fd = const DONE_FD,
+    go_fd = const GO_FD,
     rec_stage = const REC_STAGE,
     rec_errno = const REC_ERRNO,
     state_setup_failed = const STATE_SETUP_FAILED,

@@ -207,7 +207,8 @@ fn jobs_that_do_not_fit_the_template_run_fresh_with_the_same_report() {
 
 #[test]
 fn a_pooled_worker_holds_only_its_pipes_and_junk_on_the_done_pipe_is_no_done() {
-    // rbx: write(2); rcx: write(3); rdx: write(5); r8: write(4, junk, 8), the done pipe; then
+    // rbx: write(2); rcx: write(3), a read end; rdx: write(5); r8: write(4, junk, 8), the done
+    // pipe; then
     // some work before returning 7: were the junk taken for "done", rax would not be 7.
     let code = gas("push 0x4b4e554a\n mov r12, rsp\n\
          mov eax, 1\n mov edi, 2\n mov rsi, r12\n mov edx, 1\n syscall\n mov r13, rax\n\
