@@ -947,13 +947,15 @@ pub fn pin_to_quiet_cpu() -> Option<usize> {
     pin_to_one_cpu().map(|(cpu, _)| cpu)
 }
 
-/// Pins the calling thread to the CPU it may run on that was idle longest over the last
-/// [`QUIET_WINDOW`], the last one on a tie (CPU 0 takes most interrupts); returns that CPU and
-/// the previous set. `None` with only one CPU allowed or when it fails.
+/// Pins the calling thread to the last CPU it may run on (CPU 0 takes most interrupts), unless
+/// another was clearly idler over the last [`QUIET_WINDOW`] (a quarter of that CPU's idle time
+/// more): then to that one. Returns the CPU and the previous set. `None` with only one CPU
+/// allowed or when it fails.
 ///
-/// Not simply the last CPU: on a shared machine other benchmarks pin themselves there too (seen
+/// Not always the last CPU: on a shared machine other benchmarks pin themselves there too (seen
 /// here: another process kept CPU 1 100% busy in the kernel, and every row pinned there
-/// doubled).
+/// doubled). Not simply the idlest either: on a quiet machine that is a coin toss between CPUs
+/// whose speeds differ (by a fifth to a third here), and two runs would not agree.
 fn pin_to_one_cpu() -> Option<(usize, CpuSet)> {
     let previous = CpuSet::current().ok()?;
     let allowed = previous.cpus();
@@ -967,8 +969,13 @@ fn pin_to_one_cpu() -> Option<(usize, CpuSet)> {
         (Some(b), Some(a)) => a.saturating_sub(*b),
         _ => 0,
     };
-    // max_by_key keeps the last of equal keys.
-    let cpu = allowed.iter().copied().max_by_key(|&cpu| idle(cpu))?;
+    let last = *allowed.last()?;
+    let idlest = allowed.iter().copied().max_by_key(|&cpu| idle(cpu))?;
+    let cpu = if idle(idlest) > idle(last) + idle(idlest) / 4 {
+        idlest
+    } else {
+        last
+    };
     CpuSet::of([cpu]).apply().is_ok().then_some((cpu, previous))
 }
 
