@@ -86,8 +86,9 @@ fn bench(c: &mut Criterion) {
 }
 
 /// Fresh jobs (and raw fork + exit + wait, their floor) on one thread and on two, each thread
-/// free to run on any CPU: the time per job. One thread's over two threads' is the `--jobs 2`
-/// speed-up; the floor's shows how much of a shortfall fork itself explains.
+/// free to run on any CPU: the time per job. One thread's over two threads' is the speed-up of
+/// a second thread; the floor's shows how much of a shortfall fork itself explains. Then
+/// `bytejail batch` itself with one job thread and two (a zygote each): the `--jobs 2` target.
 fn jobs(c: &mut Criterion) {
     let mut group = c.benchmark_group("jobs");
     group.sample_size(30);
@@ -102,6 +103,34 @@ fn jobs(c: &mut Criterion) {
                 b.iter_custom(|iters| bench::on_threads(threads, iters, job).unwrap())
             });
         }
+    }
+    // `bytejail batch --jobs 1` and `--jobs 2`: one iteration is a batch of BATCH_JOBS fresh
+    // jobs (its zygotes started included), through the library entry the CLI uses.
+    const BATCH_JOBS: usize = 200;
+    let lines = "{\"code_hex\": \"b0 2a c3\"}\n".repeat(BATCH_JOBS);
+    for threads in [1, 2] {
+        let config = bytejail::batch::BatchConfig {
+            defaults: RunOptions::default(),
+            jobs: threads,
+            ordered: false,
+            reuse: bytejail::batch::Reuse::None,
+        };
+        group.bench_with_input(
+            BenchmarkId::new("batch_fresh_200", threads),
+            &threads,
+            |b, _| {
+                b.iter(|| {
+                    let mut out = Vec::new();
+                    let summary = bench::unpinned(|| {
+                        let lines = lines.as_bytes();
+                        bytejail::batch::run_batch(lines, &mut out, &config, &mut |_| {})
+                    })
+                    .unwrap()
+                    .unwrap();
+                    assert_eq!(summary.outcomes.get("returned"), Some(&(BATCH_JOBS as u64)));
+                })
+            },
+        );
     }
     group.finish();
 }

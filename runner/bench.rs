@@ -521,6 +521,18 @@ pub fn on_threads(
     Ok(started.elapsed())
 }
 
+/// Runs `f` with the calling thread free to run on every online CPU (and so every thread and
+/// process it starts), then restores its affinity: for `bytejail batch`'s own threads in the
+/// `--jobs` group, as a user runs it.
+pub fn unpinned<T>(f: impl FnOnce() -> T) -> io::Result<T> {
+    let previous = CpuSet::current()?;
+    let online = fs::read_to_string("/sys/devices/system/cpu/online")?;
+    CpuSet::of(parse_cpu_list(&online)).apply()?;
+    let result = f();
+    unpin(&previous);
+    Ok(result)
+}
+
 /// One `mov al,42; ret` job through a fresh worker with default options: what `--jobs` runs.
 pub fn run_fresh_once() -> io::Result<()> {
     run_returns_42(&RunOptions::default())
