@@ -410,14 +410,6 @@ pub const POOL_SIZE: usize = 2;
 /// How long a `run_pool` sample waits (untimed) for the pool to be full again.
 const REFILL_WAIT: Duration = Duration::from_secs(1);
 
-/// How long a `run_pool` sample sleeps (untimed) once the pool is full: a worker counts as
-/// parked as soon as it is forked, and its own set-up (scrubbing the host's memory, strict
-/// mode) runs on afterwards, competing for the CPU with the job's worker. Sleeping, not
-/// spinning: on the shared CPU the set-up needs the time. (Seen: no settling, medians 126 and
-/// 157 us in consecutive runs; 200 us, 128-131 us in three; 1 ms, 145-169 us, the CPU going
-/// idle in between.)
-const SETTLE: Duration = Duration::from_micros(200);
-
 /// The `run_pool` probe: a [`Pool`] of the default template, and the latency of one job when
 /// the pool keeps up. Before each timed job it waits, untimed, until every worker is parked
 /// again (at most `REFILL_WAIT`), and after it until the refill fork is done, so that the
@@ -425,12 +417,12 @@ const SETTLE: Duration = Duration::from_micros(200);
 /// fork lands on no other row's sample. Throughput under load is another number: a pool
 /// refilled by one thread cannot park workers faster than it can fork them.
 ///
-/// The pool's refill thread inherits the caller's CPU affinity, so under `bytejail bench` it
-/// and every worker share the pinned CPU, as `floor_pipe_rtt`'s worker does. That has a cost
-/// the p99 shows: woken as a job hands back its arena, the refill thread can preempt the caller
-/// before `Pool::run` returns, and its `munmap` and fork (about 250 us) then land on that job.
-/// Started on the other CPU instead, it avoids that, but then the row measures whatever else
-/// runs there (seen: 2.0 ms medians while another process kept that CPU busy).
+/// The pool's refill thread inherits the caller's CPU affinity, so under `bytejail bench` it,
+/// its zygote and every worker share the pinned CPU, as `floor_pipe_rtt`'s worker does. The
+/// refill thread runs under `SCHED_BATCH` and never preempts the job that woke it; a worker
+/// counts as parked only once it said ready, so no worker's set-up competes with a job either.
+/// (A pause after the pool is full, tried before workers said ready, only let the CPU go idle:
+/// 48-53 us medians with 200 us of it, 35-40 us without.)
 pub struct PoolLatency {
     pool: Pool,
     jobs: std::cell::Cell<u64>,
@@ -470,13 +462,12 @@ impl PoolLatency {
     }
 
     /// Sleeps until [`POOL_SIZE`] workers are parked, or `REFILL_WAIT` has passed (the next
-    /// job then may run fresh, and counts as a fallback), then `SETTLE`.
+    /// job then may run fresh, and counts as a fallback).
     pub fn wait_until_full(&self) {
         let deadline = Instant::now() + REFILL_WAIT;
         while self.pool.stats().parked < POOL_SIZE && Instant::now() < deadline {
             std::thread::sleep(Duration::from_micros(20));
         }
-        std::thread::sleep(SETTLE);
     }
 
     /// Jobs timed by [`PoolLatency::job`].
