@@ -1,8 +1,9 @@
 //! The fuzzing oracle as properties that stable CI runs (`fuzz/` needs nightly): any bytes give
 //! a consistent report; the echo guest's output is its input, whatever the input; a bare `ret`
 //! returns exactly the registers passed in, with the stack pointer and flags the ABI gives;
-//! every input of a same-code batch reports what a fresh run of it reports. Each
-//! property also leaves the host as it found it: descriptors, children, the watched directory.
+//! every input of a same-code batch reports what a fresh run of it reports, and so does every
+//! job of a `Pool`. Each property also leaves the host as it found it: descriptors, children,
+//! the watched directory.
 //!
 //! The oracle is `fuzz/src/oracle.rs`, the same file the fuzz targets use. It changes the
 //! process's working directory during each run and compares process-wide counts, so the
@@ -16,11 +17,12 @@ mod oracle;
 #[path = "../fuzz/src/same.rs"]
 mod same;
 
+use std::cell::Cell;
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytejail::load::Format;
-use bytejail::{Gpr, Outcome, Registers, RunOptions, SameCode};
+use bytejail::{Gpr, Outcome, Pool, Registers, Report, RunOptions, SameCode};
 use oracle::Host;
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -342,6 +344,139 @@ fn same_code_inputs_report_what_fresh_runs_report() {
         same::check_case(host, &case);
         Ok(())
     });
+}
+
+/// Jobs of the pooled-job property: programs per case, inputs per program.
+const POOL_CASES: u32 = 150;
+const POOL_INPUTS: usize = 3;
+
+/// The same-code equivalence rule for `Pool` jobs: each generated program and input, run in a
+/// parked worker of one shared pool (template: the case options, which every generated input
+/// fits, since its options differ only in registers and the output limit), has the
+/// [`same::essence`] of a fresh `bytejail::run`. The documented differences of a pooled worker
+/// (fds 3 and 4, the code and input mapped up to the pool's capacities, its own arena addresses)
+/// are invisible to step programs (see `fuzz/src/same.rs`). Each pooled report also passes the
+/// oracle and the pool's documented form: a return is reported on the done pipe, before the
+/// reap, with the job's CPU time as `user`, `sys` zero and `max_rss_kib` zero; every other
+/// outcome comes from the wait status (a measured RSS). Nearly every job must really have run
+/// in a parked worker.
+#[test]
+fn pooled_jobs_report_what_fresh_runs_report() {
+    let property = Property::start();
+    let host = &property.host;
+    // In the watched directory: the pool's zygote forks every worker, parked or fresh.
+    let pool = host
+        .in_watched(|| Pool::new(same::case_options(), 2))
+        .expect("the pool starts");
+    let jobs = Cell::new(0u64);
+    let strategy = (vec(step(), 1..24), vec(case_input(), 1..=POOL_INPUTS));
+    let mut runner = TestRunner::new(config(POOL_CASES));
+    let result = runner.run(&strategy, |(steps, inputs)| {
+        let code = same::assemble(&steps);
+        for (i, input) in inputs.iter().enumerate() {
+            jobs.set(jobs.get() + 1);
+            let (pooled, fresh) = pooled_and_fresh(host, &pool, &code, input);
+            prop_assert_eq!(
+                same::essence(&pooled),
+                same::essence(&fresh),
+                "input {} of {:?} in a pooled worker (left) and a fresh one (right)\nsteps: {:?}",
+                i,
+                inputs,
+                steps
+            );
+        }
+        Ok(())
+    });
+    let stats = pool.stats();
+    drop(pool);
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    // Each job waited for a parked worker; one that still ran fresh is a rare stall.
+    assert!(
+        stats.fallbacks * 20 <= jobs.get(),
+        "{} of {} jobs ran in a fresh worker: {stats:?}",
+        stats.fallbacks,
+        jobs.get()
+    );
+    property.host.check_unchanged(&property.before);
+}
+
+/// One input through `pool` (in a parked worker: it waits for one, as `tests/pool.rs` does) and
+/// through a fresh run, both held to the oracle and the pooled report to the pool's rules. A
+/// late pooled run, or a timeout in one run only, is run again up to [`oracle::STALL_RETRIES`]
+/// times: a stalled machine can make any job miss a 100 ms deadline once.
+fn pooled_and_fresh(
+    host: &Host,
+    pool: &Pool,
+    code: &[u8],
+    input: &same::CaseInput,
+) -> (Report, Report) {
+    let options = input.options();
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let last_try = tries > oracle::STALL_RETRIES;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while pool.stats().parked == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let pooled = host
+            .in_watched(|| pool.run(code, &input.bytes, &options))
+            .unwrap_or_else(|e| {
+                panic!("Pool::run failed instead of reporting: {e}\ncode: {code:02x?}")
+            });
+        check_pooled_report(&pooled, code, &options);
+        let fresh = host.run(code, &input.bytes, &options);
+        let late = !oracle::within_deadline(&pooled, &options);
+        let one_timeout =
+            (pooled.outcome == Outcome::Timeout) != (fresh.outcome == Outcome::Timeout);
+        if (late || one_timeout) && !last_try {
+            eprintln!("oracle: a pooled job was late or timed out alone; running it again");
+            continue;
+        }
+        assert!(
+            !late,
+            "a pooled job passed its deadline + {:?} in {tries} tries\n{}",
+            oracle::WALL_SLACK,
+            pooled.summary()
+        );
+        return (pooled, fresh);
+    }
+}
+
+/// The oracle's rules, and the pool's documented form of a report: a return is reported when
+/// the worker writes "done", before its reap, so `user` is the job's CPU time (within its wall
+/// time), `sys` is zero and so is `max_rss_kib`; any other outcome is reported from the wait
+/// status, with the worker's peak RSS.
+fn check_pooled_report(report: &Report, code: &[u8], options: &RunOptions) {
+    oracle::check_report(report, code, options);
+    let context = || format!("{}\nreport: {report:?}", report.summary());
+    if let Outcome::Returned(_) = report.outcome {
+        assert_eq!(
+            report.sys,
+            Duration::ZERO,
+            "a pooled return's sys\n{}",
+            context()
+        );
+        assert_eq!(
+            report.max_rss_kib,
+            0,
+            "a pooled return's RSS\n{}",
+            context()
+        );
+        assert!(
+            report.user <= report.wall + oracle::CPU_SLACK,
+            "a pooled return's user time exceeds its wall time\n{}",
+            context()
+        );
+    } else {
+        assert!(
+            report.max_rss_kib > 0,
+            "a reaped pooled worker's RSS\n{}",
+            context()
+        );
+    }
 }
 
 /// The rule can fail: an input that writes its scratch, stack, xmm, ymm, MXCSR, x87 control
