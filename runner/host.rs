@@ -328,13 +328,26 @@ pub(crate) fn drive(
         code,
         cpu_limit_secs(options),
     )?;
+    let (utime, stime) = (
+        timeval(reaped.rusage.ru_utime),
+        timeval(reaped.rusage.ru_stime),
+    );
+    // A pool worker's set-up ran before the job: its job's CPU time is the rest, counted as a
+    // returned job's is (user and system together).
+    let (user, sys) = match &done {
+        Some(done) => (
+            (utime + stime).saturating_sub(done.cpu_before),
+            Duration::ZERO,
+        ),
+        None => (utime, stime),
+    };
     let report = Report {
         outcome,
         output: watch.output,
         output_truncated: watch.truncated,
         wall,
-        user: timeval(reaped.rusage.ru_utime),
-        sys: timeval(reaped.rusage.ru_stime),
+        user,
+        sys,
         max_rss_kib: reaped.rusage.ru_maxrss.max(0) as u64,
         syscall,
     };
