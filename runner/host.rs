@@ -590,7 +590,7 @@ pub(crate) fn watch_worker(
         if let Some(control) = control.filter(|_| fds[3].revents != 0) {
             if control
                 .done(&mut tail)
-                .map_err(|e| Error::io("reading the control socket", e))?
+                .map_err(|e| Error::io("reading the done pipe", e))?
             {
                 done = true;
                 break;

@@ -2,11 +2,13 @@
 //!
 //! A grader's test cases or a superoptimizer's test vectors all run the same code. A
 //! [`SameCode`] keeps one worker for them: it runs an input, and when the guest returns the
-//! trampoline records the registers, says "done" on a control socket and parks again instead of
-//! exiting. Before each input the host puts everything back as it was for the first one: the
-//! scratch and the stack return to zeros (they live in the arena's memfd, and the host punches
-//! them out of the file, which the worker in strict mode could not even ask for), the initial
-//! registers, XSAVE image, context and record are rewritten, and the input replaces the last.
+//! trampoline records the registers, says "done" on its done pipe (fd 4) and parks again on its
+//! go pipe (fd 3) instead of exiting. Before each input the host puts everything back as it was
+//! for the first one: the scratch and the stack return to zeros (they live in the arena's
+//! memfd; the host zeroes the pages holding data, or punches them out of the file, which the
+//! worker in strict mode could not even ask for), the whole region the guest can write returns
+//! to zeros and the context is written again, the input replaces the last, and the trampoline
+//! restores registers, vector state, flags and zero FS and GS bases.
 //! The code cannot change: the worker maps it read+execute only and the host never rewrites it.
 //! A crash, violation, timeout, exit or output overflow ends that worker; the next input starts
 //! a fresh one.
@@ -14,14 +16,14 @@
 //! What this isolates: one submission from another (a different code gets a different worker,
 //! as in any other mode). What it does not: inputs of the same submission from each other. The
 //! worker is one process, so a guest can carry state from one input to the next where the host
-//! does not reset it (registers it leaves to the kernel, such as a signal mask changed by a
-//! forged `rt_sigreturn`), and it can write the "done" message and the record itself, so its
+//! does not reset it (what a forged `rt_sigreturn` frame can change: the signal mask, the
+//! alternate stack's settings; segment selectors), and it can write the "done" message and the record itself, so its
 //! report for an input is its own claim, exactly as good as the registers it returns. Crashes,
 //! violations, timeouts and output overflows still come from the kernel and the host's clock.
 //!
 //! Differences from a fresh run, all documented in the README:
 //! - the input is only in memory (`rdi`, `rsi`); fd 0 is an empty pipe (reads give EOF) and
-//!   fd 3 is the worker's control socket;
+//!   fds 3 and 4 are the worker's go and done pipes;
 //! - `user` is the input's CPU time from the kernel's scheduler clock (user and system
 //!   together), `sys` is zero, and `max_rss_kib` is zero for inputs that return (measured for
 //!   the input that ends the worker).
