@@ -102,7 +102,8 @@ struct Retired {
     _arena: Arena,
     /// The worker, when its guest returned and the job was reported before it exited.
     lingering: Option<Lingering>,
-    _pipes: Option<(OwnedFd, OwnedFd, OwnedFd)>,
+    /// Its done pipe (both ends) and its hold pipe's write end.
+    _pipes: (OwnedFd, OwnedFd, OwnedFd),
 }
 
 impl Retired {
@@ -198,15 +199,15 @@ impl Pool {
             mut arena,
             worker,
             done_r,
-            _done_w,
-            _hold_w,
+            _done_w: done_w,
+            _hold_w: hold_w,
             parked_cpu,
         }) = parked
         else {
             self.shared.lock().fallbacks += 1;
             return self.shared.zygote.run(code, input, options);
         };
-        let pipes = Some((done_r, _done_w, _hold_w));
+        let pipes = (done_r, done_w, hold_w);
         arena.load_job_unused(code, input, options);
         let start = Instant::now();
         if !host::wake(&worker) {
@@ -219,8 +220,8 @@ impl Pool {
             self.shared.lock().fallbacks += 1;
             return self.shared.zygote.run(code, input, options);
         }
-        let done = pipes.as_ref().map(|(done_r, ..)| DoneWatch {
-            fd: done_r,
+        let done = Some(DoneWatch {
+            fd: &pipes.0,
             seq: SINGLE_JOB_SEQ,
             cpu_before: parked_cpu,
         });
