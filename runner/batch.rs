@@ -48,7 +48,7 @@ pub enum Reuse {
     /// A fresh single-use worker per job.
     #[default]
     None,
-    /// Jobs with the same code share a worker (see [`SameCode`]).
+    /// Consecutive jobs with the same code share a worker, each input from the same state.
     SameCode,
 }
 
