@@ -285,24 +285,11 @@ pub(crate) fn drive(
         options,
         start,
     );
-    let watch = match (watch, &done) {
-        (Ok(watch), Some(done)) if watch.done && watch.killed.is_none() => {
+    let cpu_before = done.as_ref().map(|done| done.cpu_before);
+    let watch = match (watch, cpu_before) {
+        (Ok(watch), Some(cpu_before)) if watch.done && watch.killed.is_none() => {
             // The guest returned: its report needs nothing more from the worker.
-            let wall = start.elapsed();
-            let cpu = sys::process_cpu_time(pid)
-                .unwrap_or_default()
-                .saturating_sub(done.cpu_before);
-            let record = arena.record();
-            let report = Report {
-                outcome: Outcome::Returned(Registers::from_array(record.gpr, record.rflags)),
-                output: watch.output,
-                output_truncated: false,
-                wall,
-                user: cpu,
-                sys: Duration::ZERO,
-                max_rss_kib: 0,
-                syscall: None,
-            };
+            let report = report_returned(arena, pid, watch.output, start, cpu_before);
             let lingering = Lingering { pid, pidfd };
             return Ok(Driven {
                 report,
@@ -318,30 +305,71 @@ pub(crate) fn drive(
     let reaped = sys::wait4(pid).map_err(|e| Error::io("reaping the worker", e))?;
     let wall = start.elapsed();
     drop((pidfd, output_w));
-    let watch = watch?;
+    let cpu_limit = cpu_limit_secs(options);
+    let report = report_reaped(&reaped, watch?, arena, code, cpu_limit, wall, cpu_before)?;
+    Ok(Driven {
+        report,
+        lingering: None,
+    })
+}
 
+/// The report of a job whose worker said "done" and still lives (a pool or same-code worker):
+/// the registers the trampoline recorded, the output read so far, the wall time from `start`,
+/// and as `user` the CPU time the worker used since `cpu_before` (user and system together).
+pub(crate) fn report_returned(
+    arena: &Arena,
+    pid: libc::pid_t,
+    output: Vec<u8>,
+    start: Instant,
+    cpu_before: Duration,
+) -> Report {
+    let wall = start.elapsed();
+    let cpu = sys::process_cpu_time(pid)
+        .unwrap_or_default()
+        .saturating_sub(cpu_before);
+    let record = arena.record();
+    Report {
+        outcome: Outcome::Returned(Registers::from_array(record.gpr, record.rflags)),
+        output,
+        output_truncated: false,
+        wall,
+        user: cpu,
+        sys: Duration::ZERO,
+        max_rss_kib: 0,
+        syscall: None,
+    }
+}
+
+/// The report of a reaped worker, classified from its wait status (see [`classify`]). A fresh
+/// worker's CPU time is all of it, split as the kernel splits it; with `cpu_before` (a parked
+/// worker: its set-up and earlier inputs), it is what the worker used after that, user and
+/// system together, as [`report_returned`] counts it.
+pub(crate) fn report_reaped(
+    reaped: &sys::Reaped,
+    watch: Watch,
+    arena: &Arena,
+    code: &[u8],
+    cpu_limit_secs: u64,
+    wall: Duration,
+    cpu_before: Option<Duration>,
+) -> Result<Report, Error> {
     let (outcome, syscall) = classify(
-        &reaped,
+        reaped,
         &watch,
         &arena.record(),
         arena.code_addr() as u64,
         code,
-        cpu_limit_secs(options),
+        cpu_limit_secs,
     )?;
     let (utime, stime) = (
         timeval(reaped.rusage.ru_utime),
         timeval(reaped.rusage.ru_stime),
     );
-    // A pool worker's set-up ran before the job: its job's CPU time is the rest, counted as a
-    // returned job's is (user and system together).
-    let (user, sys) = match &done {
-        Some(done) => (
-            (utime + stime).saturating_sub(done.cpu_before),
-            Duration::ZERO,
-        ),
+    let (user, sys) = match cpu_before {
+        Some(before) => ((utime + stime).saturating_sub(before), Duration::ZERO),
         None => (utime, stime),
     };
-    let report = Report {
+    Ok(Report {
         outcome,
         output: watch.output,
         output_truncated: watch.truncated,
@@ -350,10 +378,6 @@ pub(crate) fn drive(
         sys,
         max_rss_kib: reaped.rusage.ru_maxrss.max(0) as u64,
         syscall,
-    };
-    Ok(Driven {
-        report,
-        lingering: None,
     })
 }
 
@@ -669,7 +693,7 @@ impl OutputCollector {
 
 /// Decides the outcome from the wait status and the host's own kills; the worker's record
 /// only adds details, and only where it agrees with the kernel.
-pub(crate) fn classify(
+fn classify(
     reaped: &sys::Reaped,
     watch: &Watch,
     record: &Record,
@@ -841,6 +865,6 @@ fn faulting_offset(signal: i32, code: &[u8], rip_offset: u64) -> u64 {
     }
 }
 
-pub(crate) fn timeval(tv: libc::timeval) -> Duration {
+fn timeval(tv: libc::timeval) -> Duration {
     Duration::from_secs(tv.tv_sec.max(0) as u64) + Duration::from_micros(tv.tv_usec.max(0) as u64)
 }

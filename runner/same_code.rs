@@ -32,11 +32,11 @@ use std::marker::PhantomData;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use crate::abi::{Registers, RunOptions};
+use crate::abi::RunOptions;
 use crate::arena::{Arena, Mode, Need};
 use crate::error::{Error, InputError};
 use crate::host::{self, Control, InputFeeder, Spawned};
-use crate::report::{Outcome, Report};
+use crate::report::Report;
 use crate::sys;
 use crate::worker::layout::STATE_RETURNED;
 use crate::zygote::Zygote;
@@ -78,8 +78,6 @@ struct Live {
     /// Kept open, like the output's: the done pipe never reports EOF.
     _done_w: OwnedFd,
     cpu_limit_secs: u64,
-    /// CPU time used by the inputs so far.
-    cpu_used: Duration,
 }
 
 impl Live {
@@ -178,13 +176,6 @@ impl SameCode {
     /// Runs the input in the current worker (started first if needed). `None`: the parked
     /// worker was gone before the input started.
     fn try_input(&mut self, input: &[u8], options: &RunOptions) -> Result<Option<Report>, Error> {
-        // A worker near its CPU backstop is replaced before the input could reach it.
-        if let Some(live) = &self.live {
-            let budget = Duration::from_secs(live.cpu_limit_secs);
-            if live.cpu_used + options.limits.timeout + Duration::from_secs(1) >= budget {
-                self.end_worker();
-            }
-        }
         let need = Need::sized(self.code.len(), input.len(), options);
         if !self.arena.as_ref().is_some_and(|a| a.fits(need)) {
             self.end_worker();
@@ -218,6 +209,15 @@ impl SameCode {
             Some(live) => live,
             None => self.start_worker(arena, options)?,
         };
+        // The CPU time the worker used so far (set-up, earlier inputs): the input's is the rest.
+        // A worker near its CPU backstop is replaced before the input could reach it.
+        let mut cpu_before = sys::process_cpu_time(live.pid).unwrap_or_default();
+        let budget = Duration::from_secs(live.cpu_limit_secs);
+        if cpu_before + options.limits.timeout + Duration::from_secs(1) >= budget {
+            live.end();
+            live = self.start_worker(arena, options)?;
+            cpu_before = sys::process_cpu_time(live.pid).unwrap_or_default();
+        }
         self.seq += 1;
         let seq = self.seq;
         if let Err(e) = arena.reset_memory() {
@@ -230,7 +230,6 @@ impl SameCode {
         }
 
         let pid = live.pid;
-        let cpu_before = sys::process_cpu_time(pid).unwrap_or_default();
         let start = Instant::now();
         if !wake(&live) {
             live.end();
@@ -263,47 +262,25 @@ impl SameCode {
             }
         };
         if watch.done && watch.killed.is_none() {
-            let wall = start.elapsed();
-            let cpu = sys::process_cpu_time(pid)
-                .unwrap_or_default()
-                .saturating_sub(cpu_before);
-            let record = arena.record();
-            live.cpu_used += cpu;
+            let report = host::report_returned(arena, pid, watch.output, start, cpu_before);
             self.live = Some(live);
-            return Ok(Some(Report {
-                outcome: Outcome::Returned(Registers::from_array(record.gpr, record.rflags)),
-                output: watch.output,
-                output_truncated: false,
-                wall,
-                user: cpu,
-                sys: Duration::ZERO,
-                max_rss_kib: 0,
-                syscall: None,
-            }));
+            return Ok(Some(report));
         }
 
         // The worker ended (or the host ended it): reap and classify as a fresh run would.
         let reaped = sys::wait4(pid).map_err(|e| Error::io("reaping the worker", e))?;
         let wall = start.elapsed();
-        let total = host::timeval(reaped.rusage.ru_utime) + host::timeval(reaped.rusage.ru_stime);
-        let (outcome, syscall) = host::classify(
+        let limit = live.cpu_limit_secs;
+        let report = host::report_reaped(
             &reaped,
-            &watch,
-            &arena.record(),
-            arena.code_addr() as u64,
+            watch,
+            arena,
             &self.code,
-            live.cpu_limit_secs,
-        )?;
-        Ok(Some(Report {
-            outcome,
-            output: watch.output,
-            output_truncated: watch.truncated,
+            limit,
             wall,
-            user: total.saturating_sub(live.cpu_used),
-            sys: Duration::ZERO,
-            max_rss_kib: reaped.rusage.ru_maxrss.max(0) as u64,
-            syscall,
-        }))
+            Some(cpu_before),
+        )?;
+        Ok(Some(report))
     }
 
     fn start_worker(&mut self, arena: &mut Arena, options: &RunOptions) -> Result<Live, Error> {
@@ -343,7 +320,6 @@ impl SameCode {
             done_r,
             _done_w: done_w,
             cpu_limit_secs,
-            cpu_used: Duration::ZERO,
         })
     }
 
