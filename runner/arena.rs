@@ -106,8 +106,11 @@ pub(crate) struct Arena {
     input_dirty: usize,
     /// The worker's part of the context (offset in the data page, value), as
     /// [`Arena::prepare_worker`] last wrote it: written again with every job or input.
-    worker_ctx: Vec<(usize, u64)>,
+    worker_ctx: Option<[(usize, u64); WORKER_CTX_WORDS]>,
 }
+
+/// Words in the worker's part of the context (see [`Arena::prepare_worker`]).
+const WORKER_CTX_WORDS: usize = 18;
 
 impl Arena {
     pub(crate) fn new(need: Need) -> io::Result<Self> {
@@ -156,7 +159,7 @@ impl Arena {
             stack_cap,
             reusable,
             input_dirty: 0,
-            worker_ctx: Vec::new(),
+            worker_ctx: None,
         })
     }
 
@@ -263,7 +266,7 @@ impl Arena {
             let addr = self.region_addr() + FILTER;
             (f.program().len() as u64, addr as u64)
         });
-        self.worker_ctx = vec![
+        self.worker_ctx = Some([
             (CTX_XSAVE, xsave_supported() as u64),
             (CTX_FSGSBASE, crate::sys::fsgsbase_usable() as u64),
             // Keep exactly the window: the worker maps nothing else of its own.
@@ -284,7 +287,7 @@ impl Arena {
             (CTX_TOUCH + 8, self.input_addr() as u64),
             (CTX_TOUCH + 16, self.scratch_addr() as u64),
             (CTX_TOUCH + 24, (self.stack_top() - 8) as u64),
-        ];
+        ]);
         self.write_worker_ctx();
         if let Some(filter) = filter {
             self.file.write_bytes(FILTER, &filter.to_bytes());
@@ -426,7 +429,7 @@ impl Arena {
     }
 
     fn write_worker_ctx(&mut self) {
-        for &(offset, value) in &self.worker_ctx {
+        for &(offset, value) in self.worker_ctx.iter().flatten() {
             self.file.write_u64(DATA + offset, value);
         }
     }
