@@ -4,34 +4,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use bytejail::load::{assemble, Format};
 use bytejail::{Gpr, Outcome, Pool, Report, RunOptions};
 
-fn gas(source: &str) -> Vec<u8> {
-    assemble(&format!(".intel_syntax noprefix\n{source}\n"), Format::Gas).unwrap()
-}
-
-/// What must agree between two runs of the same job: everything but timings and the
-/// addresses the ABI hands out (each arena has its own).
-fn essence(report: &Report) -> String {
-    let outcome = match &report.outcome {
-        Outcome::Returned(regs) => format!("returned rax={} rbx={}", regs.rax, regs.rbx),
-        Outcome::Crashed { signal, fault } => format!(
-            "crashed {signal} at {:?} {:?}",
-            fault.as_ref().and_then(|f| f.code_offset),
-            fault.as_ref().and_then(|f| f.instruction.clone())
-        ),
-        other => format!("{other:?}"),
-    };
-    let syscall = report
-        .syscall
-        .as_ref()
-        .map(|s| (s.nr, s.name, s.abi, s.code_offset));
-    format!(
-        "{outcome} output={:?} truncated={} syscall={syscall:?}",
-        report.output, report.output_truncated
-    )
-}
+mod common;
+use common::{essence, gas};
 
 fn jobs() -> Vec<(&'static str, Vec<u8>, Vec<u8>, RunOptions)> {
     let short = RunOptions {

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytejail::{Pool, RunOptions};
@@ -70,20 +69,7 @@ fn pool_host() {
 #[test]
 fn killing_the_host_ends_every_parked_worker() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut host = Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "pool_host", "--nocapture"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(host.stdout.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("ready") {
-        line.clear();
-        if std::io::BufRead::read_line(&mut out, &mut line).unwrap() == 0 {
-            break;
-        }
-    }
+    let (mut host, _out) = common::start_host("pool_host");
     let (workers, zygotes) = workers_and_zygotes(host.id(), 4);
     assert_eq!(workers.len(), 4, "parked workers of the host");
     assert_eq!(zygotes.len(), 1, "the zygote of the host's pool");

@@ -4,40 +4,15 @@
 use std::time::Duration;
 
 mod common;
+use common::{essence, gas};
 
-use bytejail::load::{assemble, Format};
 use bytejail::{Gpr, Limits, Outcome, Report, RunOptions, SameCode};
-
-fn gas(source: &str) -> Vec<u8> {
-    assemble(&format!(".intel_syntax noprefix\n{source}\n"), Format::Gas).unwrap()
-}
 
 fn returned(report: &Report) -> &bytejail::Registers {
     match &report.outcome {
         Outcome::Returned(regs) => regs,
         other => panic!("expected a return, got {other:?}"),
     }
-}
-
-/// Everything that must agree with a fresh run of the same input (not timings, not addresses).
-fn essence(report: &Report) -> String {
-    let outcome = match &report.outcome {
-        Outcome::Returned(regs) => format!("returned rax={} rbx={}", regs.rax, regs.rbx),
-        Outcome::Crashed { signal, fault } => format!(
-            "crashed {signal} at {:?} {:?}",
-            fault.as_ref().and_then(|f| f.code_offset),
-            fault.as_ref().and_then(|f| f.instruction.clone())
-        ),
-        other => format!("{other:?}"),
-    };
-    let syscall = report
-        .syscall
-        .as_ref()
-        .map(|s| (s.nr, s.name, s.code_offset));
-    format!(
-        "{outcome} output={:?} truncated={} syscall={syscall:?}",
-        report.output, report.output_truncated
-    )
 }
 
 /// Writes the input (rdi, rsi) to fd 1, returns the sum of its bytes in rax and rbx + 1 in rbx.

@@ -6,7 +6,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytejail::{Gpr, Outcome, Report, RunOptions, Zygote};
@@ -192,20 +191,7 @@ fn zygote_host() {
 #[test]
 fn killing_the_host_ends_the_zygote_and_its_workers() {
     let _serial = serial();
-    let mut host = Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "zygote_host", "--nocapture"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(host.stdout.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("ready") {
-        line.clear();
-        if std::io::BufRead::read_line(&mut out, &mut line).unwrap() == 0 {
-            break;
-        }
-    }
+    let (mut host, _out) = common::start_host("zygote_host");
     let mut names: Vec<String> = children_of(host.id())
         .iter()
         .map(|&(pid, _)| comm(pid))

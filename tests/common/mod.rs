@@ -1,5 +1,59 @@
-//! Helpers shared by the integration tests that watch processes through /proc.
+//! Helpers shared by the integration tests: guest code from GNU as source, what must agree
+//! between two runs of one job, processes watched through /proc, and hosts to kill.
 #![allow(dead_code)] // each test file uses its own subset
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStdout, Command, Stdio};
+
+use bytejail::load::{assemble, Format};
+use bytejail::{Outcome, Report};
+
+/// Machine code from Intel-syntax GNU as source.
+pub fn gas(source: &str) -> Vec<u8> {
+    assemble(&format!(".intel_syntax noprefix\n{source}\n"), Format::Gas).unwrap()
+}
+
+/// What must agree between two runs of the same job: everything but timings and the
+/// addresses the ABI hands out (each arena has its own).
+pub fn essence(report: &Report) -> String {
+    let outcome = match &report.outcome {
+        Outcome::Returned(regs) => format!("returned rax={} rbx={}", regs.rax, regs.rbx),
+        Outcome::Crashed { signal, fault } => format!(
+            "crashed {signal} at {:?} {:?}",
+            fault.as_ref().and_then(|f| f.code_offset),
+            fault.as_ref().and_then(|f| f.instruction.clone())
+        ),
+        other => format!("{other:?}"),
+    };
+    let syscall = report
+        .syscall
+        .as_ref()
+        .map(|s| (s.nr, s.name, s.abi, s.code_offset));
+    format!(
+        "{outcome} output={:?} truncated={} syscall={syscall:?}",
+        report.output, report.output_truncated
+    )
+}
+
+/// Runs the ignored test `name` of this test binary in a child process, a host to kill, and
+/// returns once it printed "ready" (or ended), with its output still open.
+pub fn start_host(name: &str) -> (Child, BufReader<ChildStdout>) {
+    let mut host = Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", name, "--nocapture"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(host.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("ready") {
+        line.clear();
+        if out.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+    }
+    (host, out)
+}
 
 /// (pid, state letter) of every process whose parent is `parent`, zombies included.
 pub fn children_of(parent: u32) -> Vec<(u32, char)> {
