@@ -198,8 +198,7 @@ pub(crate) fn wake(worker: &Spawned) -> bool {
         }
     };
     if !woken {
-        let _ = sys::pidfd_kill(worker.pidfd.as_raw_fd());
-        let _ = sys::wait4(worker.pid);
+        sys::end_child(worker.pid, &worker.pidfd);
     }
     woken
 }
@@ -221,8 +220,7 @@ pub(crate) struct Lingering {
 
 impl Lingering {
     pub(crate) fn end(self) {
-        let _ = sys::pidfd_kill(self.pidfd.as_raw_fd());
-        let _ = sys::wait4(self.pid);
+        sys::end_child(self.pid, &self.pidfd);
     }
 }
 

@@ -91,8 +91,7 @@ impl Parked {
     /// Ends a worker that will not be used: kill (closing its fd 0 would also let it exit by
     /// itself) and reap.
     fn discard(self) {
-        let _ = sys::pidfd_kill(self.worker.pidfd.as_raw_fd());
-        let _ = sys::wait4(self.worker.pid);
+        sys::end_child(self.worker.pid, &self.worker.pidfd);
     }
 }
 

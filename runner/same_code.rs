@@ -82,8 +82,7 @@ struct Live {
 
 impl Live {
     fn end(self) {
-        let _ = sys::pidfd_kill(self.pidfd.as_raw_fd());
-        let _ = sys::wait4(self.pid);
+        sys::end_child(self.pid, &self.pidfd);
     }
 }
 

@@ -452,6 +452,13 @@ pub struct Reaped {
     pub rusage: libc::rusage,
 }
 
+/// Ends a child that is of no more use (a worker, the zygote): SIGKILL through its pidfd, then
+/// reap it. Best effort: a child already gone is simply reaped, or was.
+pub fn end_child(pid: libc::pid_t, pidfd: &OwnedFd) {
+    let _ = pidfd_kill(pidfd.as_raw_fd());
+    let _ = wait4(pid);
+}
+
 /// `wait4(pid, &status, __WALL, &rusage)`; see wait4(2). Retries on EINTR. `__WALL` because
 /// the worker's exit signal is 0 (see [`clone_with_pidfd`]).
 pub fn wait4(pid: libc::pid_t) -> io::Result<Reaped> {

@@ -341,8 +341,7 @@ fn own(
     let _ = started.send(Ok(pid));
     // Returns when the sender is dropped with the last handle.
     let _ = shutdown.recv();
-    let _ = sys::pidfd_kill(pidfd.as_raw_fd());
-    let _ = sys::wait4(pid);
+    sys::end_child(pid, &pidfd);
 }
 
 /// The zygote's entry. `extern "C"` so that a panic (there is none to raise) would abort
