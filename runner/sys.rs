@@ -588,12 +588,12 @@ pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// `sendmsg(fd, {value's bytes, SCM_RIGHTS fds}, MSG_NOSIGNAL)`; see sendmsg(2), unix(7).
-/// One message holding the bytes of `value` (plain data: its padding goes to the kernel as is)
-/// and the three descriptors. EPIPE, not SIGPIPE, when the peer is gone.
 /// The most descriptors [`send_with_fds`] passes at once.
 pub const MAX_PASSED_FDS: usize = 5;
 
+/// `sendmsg(fd, {value's bytes, SCM_RIGHTS fds}, MSG_NOSIGNAL)`; see sendmsg(2), unix(7).
+/// One message holding the bytes of `value` (plain data: its padding goes to the kernel as is)
+/// and the descriptors (1 to [`MAX_PASSED_FDS`]). EPIPE, not SIGPIPE, when the peer is gone.
 pub fn send_with_fds<T: Copy>(fd: RawFd, value: &T, fds: &[RawFd]) -> io::Result<()> {
     assert!(!fds.is_empty() && fds.len() <= MAX_PASSED_FDS);
     let fds_len = std::mem::size_of_val(fds);
