@@ -576,21 +576,25 @@ pub(crate) fn watch_worker(
             killed = kill(Kill::Deadline)?;
             break;
         }
+        // The kernel looks at these in order, so the output comes after the two that end the
+        // loop: a poll that sees the worker's end or its "done" also sees everything it wrote
+        // before, and the loop drains it below before it stops. No read after the loop, then,
+        // and none at all for a worker that wrote nothing.
         let mut fds = [
             pollfd(pidfd.as_raw_fd(), libc::POLLIN),
+            pollfd(control.map_or(-1, |c| c.fd.as_raw_fd()), libc::POLLIN),
             pollfd(collector.raw_fd(), libc::POLLIN),
             pollfd(
                 feeder.fd.as_ref().map_or(-1, |fd| fd.as_raw_fd()),
                 libc::POLLOUT,
             ),
-            pollfd(control.map_or(-1, |c| c.fd.as_raw_fd()), libc::POLLIN),
         ];
         match sys::poll(&mut fds, deadline - now) {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(Error::io("polling the worker", e)),
         }
-        if fds[1].revents != 0
+        if fds[2].revents != 0
             && collector
                 .drain()
                 .map_err(|e| Error::io("reading the output", e))?
@@ -598,7 +602,7 @@ pub(crate) fn watch_worker(
             killed = kill(Kill::OutputLimit)?;
             break;
         }
-        if fds[2].revents != 0 {
+        if fds[3].revents != 0 {
             let epipe = feeder
                 .pump()
                 .map_err(|e| Error::io("writing the input", e))?;
@@ -609,7 +613,7 @@ pub(crate) fn watch_worker(
         if fds[0].revents != 0 {
             break;
         }
-        if let Some(control) = control.filter(|_| fds[3].revents != 0) {
+        if let Some(control) = control.filter(|_| fds[1].revents != 0) {
             if control
                 .done(&mut tail)
                 .map_err(|e| Error::io("reading the done pipe", e))?
@@ -618,17 +622,6 @@ pub(crate) fn watch_worker(
                 break;
             }
         }
-    }
-    // Everything the worker wrote before it ended is in the pipe now. (After "done" the loop
-    // has drained it already: the output was written before the message, so the same poll
-    // saw it.)
-    if killed.is_none()
-        && !done
-        && collector
-            .drain()
-            .map_err(|e| Error::io("reading the output", e))?
-    {
-        killed = Some(Kill::OutputLimit);
     }
     feeder.fd = None;
     drop(sigpipe);
@@ -665,20 +658,22 @@ impl OutputCollector {
     }
 
     /// Reads until the pipe is empty; true when the output passed the limit.
+    ///
+    /// The reads grow from `FIRST_READ` bytes to `CHUNK` as the output does, straight into the
+    /// vector's spare room: every page the host writes after a fork costs it a page fault, so a
+    /// few bytes of output must not cost a zeroed 64 KiB buffer.
     fn drain(&mut self) -> std::io::Result<bool> {
+        const FIRST_READ: usize = 4 << 10;
         const CHUNK: usize = 64 << 10;
-        while let Some(fd) = &self.fd {
+        while let Some(fd) = self.fd {
             let room = (self.max + 1).saturating_sub(self.output.len());
             if room == 0 {
                 return Ok(true);
             }
-            let len = self.output.len();
-            let want = room.min(CHUNK);
-            self.output.resize(len + want, 0);
-            let got = sys::read(*fd, &mut self.output[len..]);
-            self.output.truncate(len + *got.as_ref().unwrap_or(&0));
-            match got {
-                Ok(0) => self.fd = None, // EOF: no writer is left
+            let want = room.min(CHUNK).min(self.output.len().max(FIRST_READ));
+            match sys::read_append(fd, &mut self.output, want) {
+                Ok(0) => self.fd = None,    // EOF: no writer is left
+                Ok(n) if n < want => break, // the pipe had no more
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}

@@ -393,6 +393,21 @@ pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n as usize)
 }
 
+/// `read(fd, ...)` of at most `max` bytes appended to `buf`, straight into its spare capacity:
+/// nothing is zeroed first, so a read that finds nothing writes (and faults in) no memory.
+pub fn read_append(fd: RawFd, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+    buf.reserve(max);
+    let spare = buf.spare_capacity_mut();
+    // SAFETY: the spare capacity is valid for writes of at least `max` bytes.
+    let n = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), max) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: read(2) initialized the first `n` (<= max) bytes of the spare capacity.
+    unsafe { buf.set_len(buf.len() + n as usize) };
+    Ok(n as usize)
+}
+
 /// `write(fd, buf, len)`; see write(2).
 pub fn write(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     // SAFETY: buf is valid for reads of its length.

@@ -601,3 +601,110 @@ fn same_code_inputs_do_not_see_the_alternate_stack_or_fs_base_of_earlier_ones() 
         "a fresh worker's FS base is the host's TLS address"
     );
 }
+
+/// Writes its input (`rdi`, `rsi`) to fd 1 until all of it is written, then ends as `r12` says:
+/// 0 returns, 1 calls `exit(3)`, anything else faults on `ud2`.
+const WRITE_INPUT_THEN_END: &str = "
+    .intel_syntax noprefix
+    .text
+        mov r13, rdi                # next byte to write
+        mov r14, rsi                # bytes left
+    .Lwrite:
+        test r14, r14
+        jz .Lend
+        mov eax, 1                  # write(1, r13, r14)
+        mov edi, 1
+        mov rsi, r13
+        mov rdx, r14
+        syscall
+        test rax, rax
+        jle .Lend
+        add r13, rax
+        sub r14, rax
+        jmp .Lwrite
+    .Lend:
+        cmp r12, 1
+        jb .Lret
+        je .Lexit
+        ud2
+    .Lret:
+        ret
+    .Lexit:
+        mov eax, 60
+        mov edi, 3
+        syscall
+";
+
+/// Output lengths around the host's read sizes (4 KiB first, growing to 64 KiB) and the pipe's
+/// 64 KiB buffer, and anything up to 300 000 bytes.
+fn output_length() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        Just(0usize),
+        (0usize..=2).prop_map(|k| 4096 + k - 1),
+        (0usize..=2).prop_map(|k| 65536 + k - 1),
+        (0usize..=2).prop_map(|k| 131072 + k - 1),
+        0usize..=300_000,
+    ]
+}
+
+/// The host reads what a worker wrote only while it watches it, and stops watching when the
+/// worker ends (or says "done"): whatever the guest wrote just before it returned, exited or
+/// crashed is reported whole and in order, by a fresh run, a pooled job and a same-code input.
+#[test]
+fn output_written_just_before_the_end_is_reported_whole() {
+    let property = Property::start();
+    let host = &property.host;
+    let code = bytejail::load::assemble(WRITE_INPUT_THEN_END, Format::Gas)
+        .expect("the writing guest assembles");
+    let pool = host
+        .in_watched(|| Pool::new(RunOptions::default(), 1))
+        .expect("the pool starts");
+    let same_code = host
+        .in_watched(|| SameCode::new(&code, &RunOptions::default()))
+        .map(std::cell::RefCell::new)
+        .expect("the same-code runner starts");
+    let strategy = (output_length(), 0u64..3, any::<u8>());
+    let mut runner = TestRunner::new(config(60));
+    let result = runner.run(&strategy, |(len, end, seed)| {
+        let input: Vec<u8> = (0..len)
+            .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+            .collect();
+        let mut options = RunOptions::default();
+        options.registers.set("r12".parse().unwrap(), end).unwrap();
+        let reports = [
+            ("fresh", host.run(&code, &input, &options)),
+            (
+                "pooled",
+                host.in_watched(|| pool.run(&code, &input, &options))
+                    .expect("Pool::run reports"),
+            ),
+            (
+                "same-code",
+                host.in_watched(|| same_code.borrow_mut().run_with(&input, &options))
+                    .expect("SameCode::run_with reports"),
+            ),
+        ];
+        for (mode, report) in reports {
+            let ended_as_asked = match (end, &report.outcome) {
+                (0, Outcome::Returned(_)) | (1, Outcome::Exited(3)) => true,
+                (2, Outcome::Crashed { signal, .. }) => *signal == libc::SIGILL,
+                _ => false,
+            };
+            prop_assert!(ended_as_asked, "{mode}, end {end}: {}", report.summary());
+            prop_assert!(!report.output_truncated, "{mode}: {}", report.summary());
+            prop_assert!(
+                report.output == input,
+                "{mode}, end {end}: {} bytes in, {} bytes out, first difference at {:?}",
+                input.len(),
+                report.output.len(),
+                report.output.iter().zip(&input).position(|(a, b)| a != b)
+            );
+        }
+        Ok(())
+    });
+    drop((pool, same_code));
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    property.host.check_unchanged(&property.before);
+}
