@@ -287,7 +287,8 @@ pub(crate) fn drive(
     let watch = match (watch, cpu_before) {
         (Ok(watch), Some(cpu_before)) if watch.done && watch.killed.is_none() => {
             // The guest returned: its report needs nothing more from the worker.
-            let report = report_returned(arena, pid, watch.output, start, cpu_before);
+            let cpu = cpu_clock(pid).saturating_sub(cpu_before);
+            let report = report_returned(arena, watch.output, start, cpu);
             let lingering = Lingering { pid, pidfd };
             return Ok(Driven {
                 report,
@@ -313,18 +314,15 @@ pub(crate) fn drive(
 
 /// The report of a job whose worker said "done" and still lives (a pool or same-code worker):
 /// the registers the trampoline recorded, the output read so far, the wall time from `start`,
-/// and as `user` the CPU time the worker used since `cpu_before` (user and system together).
+/// and as `user` the CPU time the worker used for the job, `cpu` (user and system together:
+/// see [`cpu_clock`]).
 pub(crate) fn report_returned(
     arena: &Arena,
-    pid: libc::pid_t,
     output: Vec<u8>,
     start: Instant,
-    cpu_before: Duration,
+    cpu: Duration,
 ) -> Report {
     let wall = start.elapsed();
-    let cpu = sys::process_cpu_time(pid)
-        .unwrap_or_default()
-        .saturating_sub(cpu_before);
     let record = arena.record();
     Report {
         outcome: Outcome::Returned(Registers::from_array(record.gpr, record.rflags)),
@@ -336,6 +334,12 @@ pub(crate) fn report_returned(
         max_rss_kib: 0,
         syscall: None,
     }
+}
+
+/// The CPU time a live (or not yet reaped) worker has used so far, user and system together,
+/// from the scheduler's clock; zero if the clock cannot be read.
+pub(crate) fn cpu_clock(pid: libc::pid_t) -> Duration {
+    sys::process_cpu_time(pid).unwrap_or_default()
 }
 
 /// The report of a reaped worker, classified from its wait status (see [`classify`]). A fresh

@@ -393,7 +393,7 @@ fn park_one(shared: &Shared) -> Result<Parked, Error> {
     )?;
     // Handed out only once set up: a job never waits for (or competes with) a worker's setup.
     host::await_ready(&arena, &worker, Duration::from_secs(10))?;
-    let parked_cpu = sys::process_cpu_time(worker.pid).unwrap_or_default();
+    let parked_cpu = host::cpu_clock(worker.pid);
     Ok(Parked {
         arena,
         worker,

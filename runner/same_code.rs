@@ -24,8 +24,9 @@
 //! Differences from a fresh run, all documented in the README:
 //! - the input is only in memory (`rdi`, `rsi`); fd 0 is an empty pipe (reads give EOF) and
 //!   fds 3 and 4 are the worker's go and done pipes;
-//! - `user` is the input's CPU time from the kernel's scheduler clock (user and system
-//!   together), `sys` is zero, and `max_rss_kib` is zero for inputs that return (measured for
+//! - `user` is the worker's CPU time from the kernel's scheduler clock (user and system
+//!   together) from its last "done" to this one (the input, and parking and waking), `sys` is
+//!   zero, and `max_rss_kib` is zero for inputs that return (measured for
 //!   the input that ends the worker).
 
 use std::marker::PhantomData;
@@ -77,7 +78,14 @@ struct Live {
     done_r: OwnedFd,
     /// Kept open, like the output's: the done pipe never reports EOF.
     _done_w: OwnedFd,
+    /// Kept open too: the go pipe always has a reader, so writing the go byte can never raise
+    /// SIGPIPE, and a go byte still in the pipe after the worker ended tells that it never
+    /// started the input.
+    _go_r: OwnedFd,
     cpu_limit_secs: u64,
+    /// Its CPU clock when it last parked (set up, or said "done"): the next input's CPU time
+    /// is what it uses after this.
+    cpu_parked: Duration,
 }
 
 impl Live {
@@ -210,13 +218,12 @@ impl SameCode {
         };
         // The CPU time the worker used so far (set-up, earlier inputs): the input's is the rest.
         // A worker near its CPU backstop is replaced before the input could reach it.
-        let mut cpu_before = sys::process_cpu_time(live.pid).unwrap_or_default();
         let budget = Duration::from_secs(live.cpu_limit_secs);
-        if cpu_before + options.limits.timeout + Duration::from_secs(1) >= budget {
+        if live.cpu_parked + options.limits.timeout + Duration::from_secs(1) >= budget {
             live.end();
             live = self.start_worker(arena, options)?;
-            cpu_before = sys::process_cpu_time(live.pid).unwrap_or_default();
         }
+        let cpu_before = live.cpu_parked;
         self.seq += 1;
         let seq = self.seq;
         if let Err(e) = arena.reset_memory() {
@@ -230,9 +237,13 @@ impl SameCode {
 
         let pid = live.pid;
         let start = Instant::now();
-        if !wake(&live) {
+        // The pipe holds at most this byte, and has a reader while the host holds `_go_r`.
+        if !matches!(sys::write(live.go_w.as_raw_fd(), &[1]), Ok(1)) {
             live.end();
-            return Ok(None);
+            return Err(Error::io(
+                "waking the same-code worker",
+                std::io::Error::other("the go byte was not written"),
+            ));
         }
         let confirm = || arena.record().state == STATE_RETURNED;
         let control = Control {
@@ -261,9 +272,17 @@ impl SameCode {
             }
         };
         if watch.done && watch.killed.is_none() {
-            let report = host::report_returned(arena, pid, watch.output, start, cpu_before);
+            live.cpu_parked = host::cpu_clock(pid);
+            let cpu = live.cpu_parked.saturating_sub(cpu_before);
+            let report = host::report_returned(arena, watch.output, start, cpu);
             self.live = Some(live);
             return Ok(Some(report));
+        }
+        if sys::pipe_pending(live.go_w.as_raw_fd()).is_ok_and(|n| n > 0) {
+            // The worker never took its go byte: it died while parked (killed from outside,
+            // say) or stopped before it could, and the input never ran.
+            live.end();
+            return Ok(None);
         }
 
         // The worker ended (or the host ended it): reap and classify as a fresh run would.
@@ -308,8 +327,8 @@ impl SameCode {
             output_r,
             output_w,
         } = spawned;
-        // The worker holds its own copies now; closing the input's write end gives it EOF.
-        drop((go_r, input_w));
+        // Closing the input's write end gives the worker EOF on fd 0.
+        drop(input_w);
         Ok(Live {
             pid,
             pidfd,
@@ -318,7 +337,9 @@ impl SameCode {
             go_w,
             done_r,
             _done_w: done_w,
+            _go_r: go_r,
             cpu_limit_secs,
+            cpu_parked: host::cpu_clock(pid),
         })
     }
 
@@ -333,11 +354,4 @@ impl Drop for SameCode {
     fn drop(&mut self) {
         self.end_worker();
     }
-}
-
-/// Sends the go byte; false when the worker is gone (its end of the go pipe closed when it
-/// died: EPIPE, with SIGPIPE blocked for the write).
-fn wake(live: &Live) -> bool {
-    let _block = sys::SigpipeBlock::new();
-    matches!(sys::write(live.go_w.as_raw_fd(), &[1]), Ok(1))
 }

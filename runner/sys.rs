@@ -376,6 +376,16 @@ pub fn user_address_space_end() -> usize {
     })
 }
 
+/// Bytes waiting in the pipe `fd` is an end of (`ioctl(fd, FIONREAD)`; see pipe(7)).
+pub fn pipe_pending(fd: RawFd) -> io::Result<usize> {
+    let mut pending: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through a valid pointer to a local.
+    if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut pending) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(pending.max(0) as usize)
+}
+
 /// `fcntl(fd, F_SETPIPE_SZ, size)`; see fcntl(2). Best effort: the kernel may cap it.
 pub fn grow_pipe(fd: RawFd, size: usize) {
     let size = size.min(libc::c_int::MAX as usize) as libc::c_int;

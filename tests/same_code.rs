@@ -231,3 +231,63 @@ fn dropping_it_ends_and_reaps_the_worker() {
         "killed and reaped, not a zombie"
     );
 }
+
+/// Waits until the worker `pid` is asleep in its park `read()`.
+fn wait_parked(pid: u32) {
+    let parked = || common::children_of(std::process::id()).contains(&(pid, 'S'));
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while !parked() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(parked(), "worker {pid} parked in read()");
+}
+
+/// A worker that cannot take its go byte (killed from outside while parked, or stopped) never
+/// ran the input: the input runs in a fresh worker and reports what the guest did, not what
+/// happened to the parked one.
+#[test]
+fn an_input_the_parked_worker_never_took_runs_in_a_fresh_worker() {
+    let code = gas("lea rax, [rbx + 1]\n ret");
+    let mut same = SameCode::new(&code, &RunOptions::default()).unwrap();
+    let mut options = RunOptions::default();
+    options.limits.timeout = Duration::from_millis(300);
+    let mut input = |rbx: u64| {
+        options.registers.set(Gpr::RBX, rbx).unwrap();
+        let report = same.run_with(b"", &options).unwrap();
+        (
+            returned(&report).rax,
+            same.workers_started(),
+            same.worker_pid(),
+        )
+    };
+    let (rax, workers, pid) = input(1);
+    assert_eq!((rax, workers), (2, 1));
+    let first = pid.unwrap();
+    wait_parked(first);
+
+    // SIGKILL while parked: the host sees the worker's end before it ever read the go byte.
+    assert_eq!(unsafe { libc::kill(first as i32, libc::SIGKILL) }, 0);
+    let (rax, workers, pid) = input(10);
+    assert_eq!(
+        (rax, workers),
+        (11, 2),
+        "the input ran once, in a new worker"
+    );
+    let second = pid.unwrap();
+    assert_ne!(second, first);
+    wait_parked(second);
+
+    // SIGSTOP while parked: the input's deadline passes with the go byte still in the pipe.
+    assert_eq!(unsafe { libc::kill(second as i32, libc::SIGSTOP) }, 0);
+    let (rax, workers, pid) = input(100);
+    assert_eq!(
+        (rax, workers),
+        (101, 3),
+        "the input ran once, in a new worker"
+    );
+    assert_ne!(pid.unwrap(), second);
+    assert!(
+        !std::path::Path::new(&format!("/proc/{second}")).exists(),
+        "the stopped worker was killed and reaped"
+    );
+}
