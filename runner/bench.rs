@@ -176,6 +176,26 @@ impl<'a> Measurement<'a> {
         self.every = cost.as_nanos().div_ceil(slot.as_nanos()).max(1) as usize;
     }
 
+    /// The samples taken so far, to be pooled with other cycles' ([`Tallies`]).
+    fn tally(self) -> Tally {
+        Tally {
+            name: self.name,
+            floor: self.floor,
+            samples: self.samples,
+            failed: self.failed,
+        }
+    }
+}
+
+/// One row's samples from every cycle so far; a row that failed once is left out.
+struct Tally {
+    name: &'static str,
+    floor: Option<&'static str>,
+    samples: Vec<f64>,
+    failed: bool,
+}
+
+impl Tally {
     fn row(&self) -> Option<Row> {
         if self.failed || self.samples.is_empty() {
             return None;
@@ -193,6 +213,41 @@ impl<'a> Measurement<'a> {
         })
     }
 }
+
+/// Every row's samples so far, in the order rows were first measured, and the pool's count of
+/// jobs that found no parked worker.
+#[derive(Default)]
+struct Tallies {
+    rows: Vec<Tally>,
+    pool_jobs: u64,
+    pool_fallbacks: u64,
+}
+
+impl Tallies {
+    fn add(&mut self, table: Vec<Measurement>) {
+        for tally in table.into_iter().map(Measurement::tally) {
+            match self.rows.iter_mut().find(|t| t.name == tally.name) {
+                Some(seen) => {
+                    seen.samples.extend(tally.samples);
+                    seen.failed |= tally.failed;
+                }
+                None => self.rows.push(tally),
+            }
+        }
+    }
+
+    fn rows(&self) -> Vec<Row> {
+        self.rows.iter().filter_map(Tally::row).collect()
+    }
+}
+
+/// Cycles of a full run: the main table's rounds, then each [`Phase`], this many times over,
+/// each with its share of the budget. A slow stretch of the machine (a neighbour on the VM's
+/// host, a kernel thread's burst) then falls on every row alike instead of on one phase's
+/// rows, whose ratios are taken to the main table's floors: with one cycle, `run_pool` and
+/// `run_zygote` moved by up to 26% between consecutive runs here, the main table's rows by 8%.
+/// `--quick` has one cycle.
+const CYCLES: u32 = 3;
 
 /// Time each row gets per round once warmed up: small enough that a round is over in tens of
 /// milliseconds (so drift is shared), large enough that cheap rows take many samples.
@@ -242,8 +297,9 @@ pub fn run_modes() -> Vec<(&'static str, RunOptions)> {
 /// to put a child, which on a small VM halves the run-to-run spread. It is unpinned afterwards;
 /// see `Machine::pinned_cpu`.
 ///
-/// The main table comes first, then each `Phase` in turn, each with its own slice of the
-/// budget.
+/// In each of [`CYCLES`] cycles (one with `quick`) the main table comes first, then each
+/// `Phase` in turn, each with its own slice of the budget; every row's samples from all cycles
+/// make its median and p99.
 pub fn measure(quick: bool, progress: &mut dyn FnMut(&str)) -> BenchReport {
     let started = Instant::now();
     let budget = Duration::from_secs(if quick { 5 } else { 20 });
@@ -252,19 +308,48 @@ pub fn measure(quick: bool, progress: &mut dyn FnMut(&str)) -> BenchReport {
     let pinned_cpu = pinned.as_ref().map(|p| p.0);
     let mut notes = Vec::new();
     let phases = Phase::ALL;
+    let cycles = if quick { 1 } else { CYCLES };
     let phase_budget = budget * PHASE_PERCENT / 100;
     let main_budget = budget.saturating_sub(phase_budget * phases.len() as u32);
 
     let fixtures = Fixtures::prepare(&mut notes, progress);
-    let mut table = fixtures.table(&mut notes, progress);
-    run_rounds(&mut table, main_budget, pinned_cpu, &mut notes, progress);
-    let mut results: Vec<Row> = table.iter().filter_map(Measurement::row).collect();
-    drop(table);
-    drop(fixtures);
-
-    for phase in phases {
-        results.extend(phase.measure(phase_budget, pinned_cpu, &mut notes, progress));
+    let mut tallies = Tallies::default();
+    for cycle in 1..=cycles {
+        if cycles > 1 {
+            progress(&format!("cycle {cycle} of {cycles}:"));
+        }
+        let mut table = fixtures.table(&mut notes, progress);
+        run_rounds(
+            &mut table,
+            main_budget / cycles,
+            pinned_cpu,
+            &mut notes,
+            progress,
+        );
+        tallies.add(table);
+        for phase in phases {
+            phase.measure(
+                phase_budget / cycles,
+                pinned_cpu,
+                &mut tallies,
+                &mut notes,
+                progress,
+            );
+        }
     }
+    drop(fixtures);
+    if tallies.pool_jobs > 0 {
+        note(
+            &mut notes,
+            progress,
+            format!(
+                "run_pool: {} of {} jobs found no parked worker and ran fresh (pool of \
+                 {POOL_SIZE}, refilled before each job)",
+                tallies.pool_fallbacks, tallies.pool_jobs
+            ),
+        );
+    }
+    let results = tallies.rows();
 
     if let Some((_, previous)) = &pinned {
         unpin(previous);
@@ -313,44 +398,40 @@ enum Phase {
 impl Phase {
     const ALL: [Phase; 2] = [Phase::Pool, Phase::Zygote];
 
+    /// Starts the phase's fixture, measures its rows for `budget` into `tallies`, stops it.
     fn measure(
         self,
         budget: Duration,
         pinned_cpu: Option<usize>,
+        tallies: &mut Tallies,
         notes: &mut Vec<String>,
         progress: &mut dyn FnMut(&str),
-    ) -> Vec<Row> {
+    ) {
         match self {
             Phase::Pool => {
                 let Some(pool) = kept("run_pool", PoolLatency::start(), notes, progress) else {
-                    return Vec::new();
+                    return;
                 };
                 let table = vec![Measurement::new("run_pool", Some("floor_pipe_rtt"), || {
                     pool.job()
                 })];
-                let rows = measure_phase(table, "pool", budget, pinned_cpu, notes, progress);
-                let (jobs, fallbacks) = (pool.jobs(), pool.fallbacks());
-                note(
-                    notes,
-                    progress,
-                    format!(
-                        "run_pool: {fallbacks} of {jobs} jobs found no parked worker and ran \
-                         fresh (pool of {POOL_SIZE}, refilled before each job)"
-                    ),
-                );
-                rows
+                let table = measure_phase(table, "pool", budget, pinned_cpu, notes, progress);
+                tallies.add(table);
+                tallies.pool_jobs += pool.jobs();
+                tallies.pool_fallbacks += pool.fallbacks();
             }
             Phase::Zygote => {
                 let started = Zygote::start().map_err(io::Error::other);
                 let Some(zygote) = kept("run_zygote", started, notes, progress) else {
-                    return Vec::new();
+                    return;
                 };
                 let table = vec![Measurement::new(
                     "run_zygote",
                     Some("floor_fork_pipe_strict"),
                     || time(|| zygote_returns_42(&zygote)),
                 )];
-                measure_phase(table, "zygote", budget, pinned_cpu, notes, progress)
+                let table = measure_phase(table, "zygote", budget, pinned_cpu, notes, progress);
+                tallies.add(table);
             }
         }
     }
@@ -390,18 +471,18 @@ impl SameCodeLatency {
     }
 }
 
-/// Takes `table`'s rows in interleaved rounds for `budget`; their rows.
-fn measure_phase(
-    mut table: Vec<Measurement>,
+/// Takes `table`'s rows in interleaved rounds for `budget`; the table, with its samples.
+fn measure_phase<'a>(
+    mut table: Vec<Measurement<'a>>,
     name: &str,
     budget: Duration,
     pinned_cpu: Option<usize>,
     notes: &mut Vec<String>,
     progress: &mut dyn FnMut(&str),
-) -> Vec<Row> {
+) -> Vec<Measurement<'a>> {
     progress(&format!("phase {name}:"));
     run_rounds(&mut table, budget, pinned_cpu, notes, progress);
-    table.iter().filter_map(Measurement::row).collect()
+    table
 }
 
 /// Workers the `run_pool` row's pool keeps parked.
