@@ -122,6 +122,10 @@ pub(crate) struct Spawned {
     pub pid: libc::pid_t,
     pub pidfd: OwnedFd,
     pub input_w: OwnedFd,
+    /// The host's own copy of the input's read end, kept open so that the input pipe always
+    /// has a reader: no write to it (the go byte, the input) can raise SIGPIPE or fail with
+    /// EPIPE. Input a worker never reads stays in the pipe, and the run ends on its pidfd.
+    pub input_r: OwnedFd,
     pub output_r: OwnedFd,
     /// The host's own copy of the output's write end, kept open so that the read end never
     /// reports EOF: the worker's end is seen once, on its pidfd, and the host wakes only then
@@ -169,11 +173,11 @@ pub(crate) fn spawn(
                 .map_err(|e| Error::io("forking the worker through the zygote", e))?
         }
     };
-    // The worker's input end is closed here (it drops): then EPIPE means what it says.
     Ok(Spawned {
         pid,
         pidfd,
         input_w,
+        input_r,
         output_r,
         output_w,
     })
@@ -181,22 +185,13 @@ pub(crate) fn spawn(
 
 /// Wakes a parked worker with its go byte. `false` when the worker is gone (killed from
 /// outside while parked, say): it is then reaped here, its guest never ran, and the job must
-/// run elsewhere. SIGPIPE stays blocked for the write.
+/// run elsewhere.
 pub(crate) fn wake(worker: &Spawned) -> bool {
     let mut fds = [pollfd(worker.pidfd.as_raw_fd(), libc::POLLIN)];
     let exited = sys::poll(&mut fds, Duration::ZERO).map_or(true, |_| fds[0].revents != 0);
-    let woken = !exited && {
-        let mut block = sys::SigpipeBlock::new();
-        // The pipe is empty and the worker waits for exactly this byte: it always fits.
-        match sys::write(worker.input_w.as_raw_fd(), &[1]) {
-            Ok(1) => true,
-            Ok(_) => false,
-            Err(e) => {
-                block.saw_epipe = e.raw_os_error() == Some(libc::EPIPE);
-                false
-            }
-        }
-    };
+    // The pipe is empty and the worker waits for exactly this byte: it always fits, and the
+    // pipe has a reader (`Spawned::input_r`).
+    let woken = !exited && matches!(sys::write(worker.input_w.as_raw_fd(), &[1]), Ok(1));
     if !woken {
         sys::end_child(worker.pid, &worker.pidfd);
     }
@@ -212,10 +207,12 @@ pub(crate) struct DoneWatch<'a> {
 }
 
 /// A worker that said "done" and was left to end: the caller kills and reaps it, off the job's
-/// clock.
+/// clock, and closes the host's ends of its pipes then (the input's read end, the output's
+/// ends).
 pub(crate) struct Lingering {
     pid: libc::pid_t,
     pidfd: OwnedFd,
+    _pipes: (OwnedFd, OwnedFd, OwnedFd),
 }
 
 impl Lingering {
@@ -247,6 +244,7 @@ pub(crate) fn drive(
         pid,
         pidfd,
         input_w,
+        input_r,
         output_r,
         output_w,
     } = worker;
@@ -289,7 +287,11 @@ pub(crate) fn drive(
             // The guest returned: its report needs nothing more from the worker.
             let cpu = cpu_clock(pid).saturating_sub(cpu_before);
             let report = report_returned(arena, watch.output, start, cpu);
-            let lingering = Lingering { pid, pidfd };
+            let lingering = Lingering {
+                pid,
+                pidfd,
+                _pipes: (input_r, output_r, output_w),
+            };
             return Ok(Driven {
                 report,
                 lingering: Some(lingering),
@@ -303,7 +305,7 @@ pub(crate) fn drive(
     }
     let reaped = sys::wait4(pid).map_err(|e| Error::io("reaping the worker", e))?;
     let wall = start.elapsed();
-    drop((pidfd, output_w));
+    drop((pidfd, input_r, output_w));
     let cpu_limit = cpu_limit_secs(options);
     let report = report_reaped(&reaped, watch?, arena, code, cpu_limit, wall, cpu_before)?;
     Ok(Driven {
@@ -464,10 +466,9 @@ pub(crate) struct InputFeeder<'a> {
 }
 
 impl InputFeeder<'_> {
-    /// Writes as much as the pipe takes. EPIPE (the guest is gone or closed fd 0) ends the
-    /// feeding quietly: that is guest behaviour, not a host failure.
-    fn pump(&mut self) -> std::io::Result<bool> {
-        let mut saw_epipe = false;
+    /// Writes as much as the pipe takes. A guest that stops reading (or ends) leaves the rest
+    /// in the pipe, which the host's own read end (`Spawned::input_r`) keeps open: never EPIPE.
+    fn pump(&mut self) -> std::io::Result<()> {
         while let Some(fd) = &self.fd {
             if self.written == self.input.len() {
                 self.fd = None; // EOF for the guest
@@ -477,14 +478,10 @@ impl InputFeeder<'_> {
                 Ok(n) => self.written += n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {
-                    saw_epipe = true;
-                    self.fd = None;
-                }
                 Err(e) => return Err(e),
             }
         }
-        Ok(saw_epipe)
+        Ok(())
     }
 }
 
@@ -560,14 +557,9 @@ pub(crate) fn watch_worker(
     };
     let mut done = false;
     let mut tail = [0u8; 8];
-    // SIGPIPE stays blocked while input is written: the worker may already be gone.
-    let mut sigpipe = feeder.fd.as_ref().map(|_| sys::SigpipeBlock::new());
-    let epipe = feeder
+    feeder
         .pump()
         .map_err(|e| Error::io("writing the input", e))?;
-    if let Some(block) = sigpipe.as_mut() {
-        block.saw_epipe |= epipe;
-    }
     let mut killed = None;
     let kill = |why| -> Result<Option<Kill>, Error> {
         sys::pidfd_kill(pidfd.as_raw_fd()).map_err(|e| Error::io("killing the worker", e))?;
@@ -607,12 +599,9 @@ pub(crate) fn watch_worker(
             break;
         }
         if fds[3].revents != 0 {
-            let epipe = feeder
+            feeder
                 .pump()
                 .map_err(|e| Error::io("writing the input", e))?;
-            if let Some(block) = sigpipe.as_mut() {
-                block.saw_epipe |= epipe;
-            }
         }
         if fds[0].revents != 0 {
             break;
@@ -628,7 +617,6 @@ pub(crate) fn watch_worker(
         }
     }
     feeder.fd = None;
-    drop(sigpipe);
     let truncated = collector.output.len() > max_output;
     let mut output = collector.output;
     output.truncate(max_output);

@@ -324,11 +324,12 @@ impl SameCode {
             pid,
             pidfd,
             input_w,
+            input_r,
             output_r,
             output_w,
         } = spawned;
-        // Closing the input's write end gives the worker EOF on fd 0.
-        drop(input_w);
+        // Closing the input's write end gives the worker EOF on fd 0; nothing is written there.
+        drop((input_w, input_r));
         Ok(Live {
             pid,
             pidfd,

@@ -503,51 +503,6 @@ pub fn wait4(pid: libc::pid_t) -> io::Result<Reaped> {
     }
 }
 
-/// Blocks SIGPIPE in the calling thread for its lifetime, so that writing to a pipe whose
-/// reader is gone yields EPIPE instead of killing a host that has not ignored SIGPIPE.
-/// On drop it discards a SIGPIPE that became pending meanwhile and restores the mask.
-pub struct SigpipeBlock {
-    old: libc::sigset_t,
-    /// Set when a write saw EPIPE, i.e. a thread-directed SIGPIPE is pending to be discarded.
-    pub saw_epipe: bool,
-}
-
-impl SigpipeBlock {
-    pub fn new() -> Self {
-        // SAFETY: sigset_t manipulation on locals; pthread_sigmask affects this thread only.
-        unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            let mut old: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGPIPE);
-            libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
-            SigpipeBlock {
-                old,
-                saw_epipe: false,
-            }
-        }
-    }
-}
-
-impl Drop for SigpipeBlock {
-    fn drop(&mut self) {
-        // SAFETY: as in `new`; sigtimedwait with a zero timeout only dequeues a pending SIGPIPE.
-        unsafe {
-            if self.saw_epipe && libc::sigismember(&self.old, libc::SIGPIPE) == 0 {
-                let mut set: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut set);
-                libc::sigaddset(&mut set, libc::SIGPIPE);
-                let zero = libc::timespec {
-                    tv_sec: 0,
-                    tv_nsec: 0,
-                };
-                libc::sigtimedwait(&set, std::ptr::null_mut(), &zero);
-            }
-            libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut());
-        }
-    }
-}
-
 /// glibc's registration of the calling thread's rseq area, if glibc registered one: the
 /// area's address and the lengths to try when unregistering it.
 ///
