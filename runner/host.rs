@@ -112,20 +112,49 @@ fn run_in_arena(
         .map_err(|e| Error::io("preparing the worker arena", e))?;
     let start = Instant::now();
     let cpu = cpu_limit_secs(options);
-    let worker = spawn(arena, maps, protects, options, cpu, [None, None], via)?;
+    let stdin = if input.is_empty() {
+        Stdin::Eof
+    } else {
+        Stdin::Pipe
+    };
+    let fds = WorkerFds {
+        stdin,
+        go: None,
+        done: None,
+    };
+    let worker = spawn(arena, maps, protects, options, cpu, fds, via)?;
     Ok(drive(arena, worker, code, input, options, start, None)?.report)
 }
 
-/// A forked worker: its pid and pidfd, and the host's ends of its two pipes (the output's read
-/// end non-blocking; the input's write end made so once there is input to feed).
+/// What a worker's fd 0 is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stdin {
+    /// A pipe of its own, for input written after the fork (and a pool worker's go byte).
+    Pipe,
+    /// The process's pipe without a writer ([`sys::eof_pipe`]): reads give EOF at once.
+    Eof,
+}
+
+/// The worker's descriptors besides its output: what fd 0 is, and the control pipes it has
+/// (the go pipe's read end for same-code workers, the done pipe's write end for same-code and
+/// pool workers).
+pub(crate) struct WorkerFds<'a> {
+    pub stdin: Stdin,
+    pub go: Option<&'a OwnedFd>,
+    pub done: Option<&'a OwnedFd>,
+}
+
+/// A forked worker: its pid and pidfd, and the host's ends of its pipes (the output's read
+/// end non-blocking; the input's write end, with [`Stdin::Pipe`], made so once there is input
+/// to feed).
 pub(crate) struct Spawned {
     pub pid: libc::pid_t,
     pub pidfd: OwnedFd,
-    pub input_w: OwnedFd,
+    pub input_w: Option<OwnedFd>,
     /// The host's own copy of the input's read end, kept open so that the input pipe always
     /// has a reader: no write to it (the go byte, the input) can raise SIGPIPE or fail with
     /// EPIPE. Input a worker never reads stays in the pipe, and the run ends on its pidfd.
-    pub input_r: OwnedFd,
+    pub input_r: Option<OwnedFd>,
     pub output_r: OwnedFd,
     /// The host's own copy of the output's write end, kept open so that the read end never
     /// reports EOF: the worker's end is seen once, on its pidfd, and the host wakes only then
@@ -133,25 +162,35 @@ pub(crate) struct Spawned {
     pub output_w: OwnedFd,
 }
 
-/// Creates the pipes and forks a worker into `arena` (see [`Arena::prepare_worker`]): from
-/// this thread, or through `via`. `control` gives the worker's ends of the control pipes it
-/// has: go (same-code workers), done (same-code and pool workers).
+/// Creates the pipes and forks a worker into `arena` (see [`Arena::prepare_worker`]) with
+/// `fds`: from this thread, or through `via`.
 pub(crate) fn spawn(
     arena: &Arena,
     maps: [FixedMap; 5],
     protects: [Protect; 1],
     options: &RunOptions,
     cpu_limit_secs: u64,
-    control: [Option<&OwnedFd>; 2],
+    fds: WorkerFds<'_>,
     via: Option<&Zygote>,
 ) -> Result<Spawned, Error> {
-    let (input_r, input_w) = sys::pipe().map_err(|e| Error::io("creating the input pipe", e))?;
+    let (input_r, input_w) = match fds.stdin {
+        Stdin::Pipe => {
+            let (r, w) = sys::pipe().map_err(|e| Error::io("creating the input pipe", e))?;
+            (Some(r), Some(w))
+        }
+        Stdin::Eof => (None, None),
+    };
+    let input_fd = match &input_r {
+        Some(r) => r.as_raw_fd(),
+        None => sys::eof_pipe().map_err(|e| Error::io("creating the empty input pipe", e))?,
+    };
     let (output_r, output_w) = sys::pipe().map_err(|e| Error::io("creating the output pipe", e))?;
     sys::set_nonblocking(output_r.as_raw_fd())
         .map_err(|e| Error::io("fcntl on the output pipe", e))?;
+    let control = [fds.go, fds.done];
     let plan = WorkerPlan {
         host_pid: sys::getpid(),
-        input_fd: input_r.as_raw_fd(),
+        input_fd,
         output_fd: output_w.as_raw_fd(),
         control_fds: control.map(|fd| fd.map_or(-1, |fd| fd.as_raw_fd())),
         region: arena.region_addr(),
@@ -166,7 +205,7 @@ pub(crate) fn spawn(
     let (pid, pidfd) = match via {
         None => worker::spawn(&plan).map_err(|e| Error::io("forking the worker", e))?,
         Some(zygote) => {
-            let mut fds = vec![arena.fd(), input_r.as_raw_fd(), output_w.as_raw_fd()];
+            let mut fds = vec![arena.fd(), input_fd, output_w.as_raw_fd()];
             fds.extend(control.into_iter().flatten().map(|fd| fd.as_raw_fd()));
             zygote
                 .spawn_worker(&plan, &fds)
@@ -191,7 +230,11 @@ pub(crate) fn wake(worker: &Spawned) -> bool {
     let exited = sys::poll(&mut fds, Duration::ZERO).map_or(true, |_| fds[0].revents != 0);
     // The pipe is empty and the worker waits for exactly this byte: it always fits, and the
     // pipe has a reader (`Spawned::input_r`).
-    let woken = !exited && matches!(sys::write(worker.input_w.as_raw_fd(), &[1]), Ok(1));
+    let woken = !exited
+        && worker
+            .input_w
+            .as_ref()
+            .is_some_and(|w| matches!(sys::write(w.as_raw_fd(), &[1]), Ok(1)));
     if !woken {
         sys::end_child(worker.pid, &worker.pidfd);
     }
@@ -212,7 +255,7 @@ pub(crate) struct DoneWatch<'a> {
 pub(crate) struct Lingering {
     pid: libc::pid_t,
     pidfd: OwnedFd,
-    _pipes: (OwnedFd, OwnedFd, OwnedFd),
+    _pipes: (Option<OwnedFd>, OwnedFd, OwnedFd),
 }
 
 impl Lingering {
@@ -248,19 +291,19 @@ pub(crate) fn drive(
         output_r,
         output_w,
     } = worker;
-    // A larger pipe saves wake-ups for large inputs.
-    if input.len() > 64 << 10 {
-        sys::grow_pipe(input_w.as_raw_fd(), input.len());
-    }
-    // No input: fd 0 is at EOF at once (the pipe's only writer closes here). Else the input
-    // is written without ever blocking.
-    let input_w = if input.is_empty() {
-        drop(input_w);
-        None
-    } else {
-        sys::set_nonblocking(input_w.as_raw_fd())
-            .map_err(|e| Error::io("fcntl on the input pipe", e))?;
-        Some(input_w)
+    // No input: fd 0 is at EOF at once (the shared empty pipe, or this pipe's only writer
+    // closes here). Else the input is written without ever blocking.
+    let input_w = match input_w {
+        Some(input_w) if !input.is_empty() => {
+            // A larger pipe saves wake-ups for large inputs.
+            if input.len() > 64 << 10 {
+                sys::grow_pipe(input_w.as_raw_fd(), input.len());
+            }
+            sys::set_nonblocking(input_w.as_raw_fd())
+                .map_err(|e| Error::io("fcntl on the input pipe", e))?;
+            Some(input_w)
+        }
+        _ => None,
     };
     let mut feeder = InputFeeder {
         fd: input_w,

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use crate::abi::RunOptions;
 use crate::arena::{round_up, Arena, Mode, Need, SINGLE_JOB_SEQ};
 use crate::error::Error;
-use crate::host::{self, DoneWatch, Lingering, Spawned};
+use crate::host::{self, DoneWatch, Lingering, Spawned, Stdin, WorkerFds};
 use crate::report::Report;
 use crate::sys;
 use crate::zygote::Zygote;
@@ -381,16 +381,13 @@ fn park_one(shared: &Shared) -> Result<Parked, Error> {
     let (done_r, done_w) = sys::pipe().map_err(|e| Error::io("creating the done pipe", e))?;
     let (hold_r, hold_w) = sys::pipe().map_err(|e| Error::io("creating the hold pipe", e))?;
     sys::set_nonblocking(done_r.as_raw_fd()).map_err(|e| Error::io("fcntl on the done pipe", e))?;
-    let control = [Some(&hold_r), Some(&done_w)];
-    let worker = host::spawn(
-        &arena,
-        maps,
-        protects,
-        &shared.template,
-        cpu,
-        control,
-        zygote,
-    )?;
+    // The hold pipe stands at the go pipe's number: the worker waits there once it is done.
+    let fds = WorkerFds {
+        stdin: Stdin::Pipe,
+        go: Some(&hold_r),
+        done: Some(&done_w),
+    };
+    let worker = host::spawn(&arena, maps, protects, &shared.template, cpu, fds, zygote)?;
     // Handed out only once set up: a job never waits for (or competes with) a worker's setup.
     host::await_ready(&arena, &worker, Duration::from_secs(10))?;
     let parked_cpu = host::cpu_clock(worker.pid);

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use crate::abi::RunOptions;
 use crate::arena::{Arena, Mode, Need};
 use crate::error::{Error, InputError};
-use crate::host::{self, Control, InputFeeder, Spawned};
+use crate::host::{self, Control, InputFeeder, Spawned, Stdin, WorkerFds};
 use crate::report::Report;
 use crate::sys;
 use crate::worker::layout::STATE_RETURNED;
@@ -65,8 +65,8 @@ pub struct SameCode {
     _thread_bound: PhantomData<*const ()>,
 }
 
-/// The current worker, parked between inputs. Its fd 0 is an input pipe whose write end the
-/// host closed at once: reads give EOF.
+/// The current worker, parked between inputs. Its fd 0 is the process's pipe without a writer
+/// (`sys::eof_pipe`): reads give EOF.
 struct Live {
     pid: libc::pid_t,
     pidfd: OwnedFd,
@@ -314,7 +314,11 @@ impl SameCode {
             protects,
             options,
             cpu_limit_secs,
-            [Some(&go_r), Some(&done_w)],
+            WorkerFds {
+                stdin: Stdin::Eof,
+                go: Some(&go_r),
+                done: Some(&done_w),
+            },
             self.zygote.as_ref(),
         )?;
         self.workers += 1;
@@ -323,13 +327,10 @@ impl SameCode {
         let Spawned {
             pid,
             pidfd,
-            input_w,
-            input_r,
             output_r,
             output_w,
+            ..
         } = spawned;
-        // Closing the input's write end gives the worker EOF on fd 0; nothing is written there.
-        drop((input_w, input_r));
         Ok(Live {
             pid,
             pidfd,

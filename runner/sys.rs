@@ -376,6 +376,20 @@ pub fn user_address_space_end() -> usize {
     })
 }
 
+/// The read end of a pipe without a writer: every read gives EOF at once. One per process,
+/// made on first use and shared as fd 0 by every worker that has no input to read. A worker
+/// can only read it (EOF) or fail to write it (a read end), and neither changes it.
+pub fn eof_pipe() -> io::Result<RawFd> {
+    static EOF: std::sync::OnceLock<OwnedFd> = std::sync::OnceLock::new();
+    if let Some(fd) = EOF.get() {
+        return Ok(fd.as_raw_fd());
+    }
+    let (read, write) = pipe()?;
+    drop(write);
+    // A thread that got here first made its own; this one's is then closed unused.
+    Ok(EOF.get_or_init(|| read).as_raw_fd())
+}
+
 /// Bytes waiting in the pipe `fd` is an end of (`ioctl(fd, FIONREAD)`; see pipe(7)).
 pub fn pipe_pending(fd: RawFd) -> io::Result<usize> {
     let mut pending: libc::c_int = 0;

@@ -232,14 +232,15 @@ fn dropping_it_ends_and_reaps_the_worker() {
     );
 }
 
-/// Waits until the worker `pid` is asleep in its park `read()`.
-fn wait_parked(pid: u32) {
-    let parked = || common::children_of(std::process::id()).contains(&(pid, 'S'));
+/// Waits until the worker `pid` is in `state` (`/proc` letters: S sleeping, T stopped, Z
+/// dead and not yet reaped).
+fn wait_state(pid: u32, state: char) {
+    let there = || common::children_of(std::process::id()).contains(&(pid, state));
     let deadline = std::time::Instant::now() + Duration::from_secs(2);
-    while !parked() && std::time::Instant::now() < deadline {
+    while !there() && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(1));
     }
-    assert!(parked(), "worker {pid} parked in read()");
+    assert!(there(), "worker {pid} in state {state}");
 }
 
 /// A worker that cannot take its go byte (killed from outside while parked, or stopped) never
@@ -263,10 +264,13 @@ fn an_input_the_parked_worker_never_took_runs_in_a_fresh_worker() {
     let (rax, workers, pid) = input(1);
     assert_eq!((rax, workers), (2, 1));
     let first = pid.unwrap();
-    wait_parked(first);
+    wait_state(first, 'S'); // parked in read()
 
     // SIGKILL while parked: the host sees the worker's end before it ever read the go byte.
+    // (Once it is dead: a go byte that comes while the kill is still on its way can be read
+    // first, and the input is then lost with the worker.)
     assert_eq!(unsafe { libc::kill(first as i32, libc::SIGKILL) }, 0);
+    wait_state(first, 'Z');
     let (rax, workers, pid) = input(10);
     assert_eq!(
         (rax, workers),
@@ -275,10 +279,11 @@ fn an_input_the_parked_worker_never_took_runs_in_a_fresh_worker() {
     );
     let second = pid.unwrap();
     assert_ne!(second, first);
-    wait_parked(second);
+    wait_state(second, 'S');
 
     // SIGSTOP while parked: the input's deadline passes with the go byte still in the pipe.
     assert_eq!(unsafe { libc::kill(second as i32, libc::SIGSTOP) }, 0);
+    wait_state(second, 'T');
     let (rax, workers, pid) = input(100);
     assert_eq!(
         (rax, workers),
