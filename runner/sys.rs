@@ -121,6 +121,17 @@ pub struct SharedFile {
 }
 
 impl SharedFile {
+    /// Closes the descriptor but leaves the mapping's address alone: in a process forked after
+    /// it was made, where `MADV_DONTFORK` left nothing at that address (see
+    /// [`Reservation::forsake`]).
+    pub fn forsake(self) {
+        let SharedFile { file, map } = self;
+        drop(file);
+        std::mem::forget(map);
+    }
+}
+
+impl SharedFile {
     /// `memfd_create(name, MFD_CLOEXEC)`, sized to `len` and mapped; see memfd_create(2).
     pub fn new(len: usize) -> io::Result<Self> {
         // SAFETY: the name is a valid C string; the new descriptor is owned by the File.
@@ -287,6 +298,15 @@ impl Reservation {
 
     pub fn len(&self) -> usize {
         self.len
+    }
+}
+
+impl Reservation {
+    /// Gives the range up without unmapping it: in a process forked after it was made, where
+    /// `MADV_DONTFORK` left nothing at its address (and something else may be mapped there by
+    /// now).
+    pub fn forsake(self) {
+        std::mem::forget(self);
     }
 }
 
