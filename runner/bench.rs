@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::policy::{Action, ArgCheck, CmpOp, Filter, Rule};
 use crate::sys::raw;
@@ -225,7 +225,11 @@ struct Tallies {
 
 impl Tallies {
     fn add(&mut self, table: Vec<Measurement>) {
-        for tally in table.into_iter().map(Measurement::tally) {
+        self.merge(table.into_iter().map(Measurement::tally));
+    }
+
+    fn merge(&mut self, tallies: impl IntoIterator<Item = Tally>) {
+        for tally in tallies {
             match self.rows.iter_mut().find(|t| t.name == tally.name) {
                 Some(seen) => {
                     seen.samples.extend(tally.samples);
@@ -240,6 +244,124 @@ impl Tallies {
         self.rows.iter().filter_map(Tally::row).collect()
     }
 }
+
+/// The phases of one cycle, measured in a child forked for them: their threads (the pool's
+/// refill thread, the zygote's owner) never exist in this process. Once a process has had a
+/// second thread, glibc's `fork()` takes its multi-threaded path for good, even after the
+/// thread is gone: here that made `floor_fork_pipe_strict` and `fork_exit_wait` 40-55% slower
+/// in every later cycle, while bytejail's own forks (raw `clone`) barely moved. The child is a
+/// copy of this process, so the phase rows are measured at the same host size; it sends their
+/// samples and notes back as JSON on a pipe and leaves with `_exit`, running no destructor of
+/// what it inherited (the fixtures' workers belong to this process).
+fn phases_in_child(
+    phases: &[Phase],
+    budget: Duration,
+    pinned_cpu: Option<usize>,
+    tallies: &mut Tallies,
+    notes: &mut Vec<String>,
+    progress: &mut dyn FnMut(&str),
+) {
+    let result = (|| -> io::Result<PhaseResults> {
+        let (from_child, to_parent) = pipe()?;
+        // SAFETY: this process has one thread (the bench starts none outside these children),
+        // so the child may allocate and start threads. It never returns into this frame's
+        // callers: it leaves with `_exit` whatever happens, a panic included.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(last_error());
+        }
+        if pid == 0 {
+            drop(from_child);
+            let measured = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let mut child = Tallies::default();
+                let mut child_notes = Vec::new();
+                for phase in phases {
+                    phase.measure(budget, pinned_cpu, &mut child, &mut child_notes, progress);
+                }
+                PhaseResults::new(&child, child_notes)
+            }));
+            let status = match measured.map(|results| serde_json::to_vec(&results)) {
+                Ok(Ok(json)) => match fs::File::from(to_parent).write_all(&json) {
+                    Ok(()) => 0,
+                    Err(_) => 2,
+                },
+                _ => 1,
+            };
+            // SAFETY: ends the child at once, without running this process's destructors.
+            unsafe { libc::_exit(status) }
+        }
+        drop(to_parent);
+        let mut json = Vec::new();
+        let read = io::Read::read_to_end(&mut fs::File::from(from_child), &mut json);
+        reap_clean(pid, "the phases' child")?;
+        read?;
+        serde_json::from_slice(&json).map_err(io::Error::other)
+    })();
+    match result {
+        Ok(results) => results.merge_into(tallies, notes),
+        Err(error) => note(
+            notes,
+            progress,
+            format!("run_pool and run_zygote left out of a cycle: {error}"),
+        ),
+    }
+}
+
+/// What a phases' child sends back: each row's samples, its notes, the pool's counts.
+#[derive(Serialize, Deserialize)]
+struct PhaseResults {
+    rows: Vec<PhaseRow>,
+    notes: Vec<String>,
+    pool_jobs: u64,
+    pool_fallbacks: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PhaseRow {
+    name: String,
+    samples: Vec<f64>,
+    failed: bool,
+}
+
+impl PhaseResults {
+    fn new(tallies: &Tallies, notes: Vec<String>) -> PhaseResults {
+        let rows = tallies.rows.iter().map(|tally| PhaseRow {
+            name: tally.name.to_string(),
+            samples: tally.samples.clone(),
+            failed: tally.failed,
+        });
+        PhaseResults {
+            rows: rows.collect(),
+            notes,
+            pool_jobs: tallies.pool_jobs,
+            pool_fallbacks: tallies.pool_fallbacks,
+        }
+    }
+
+    /// Adds the rows to `tallies` (under their names and floors from [`PHASE_ROWS`]; a name
+    /// the child should not have sent is dropped) and the notes to `notes`.
+    fn merge_into(self, tallies: &mut Tallies, notes: &mut Vec<String>) {
+        let table = self.rows.into_iter().filter_map(|row| {
+            let &(name, floor) = PHASE_ROWS.iter().find(|(name, _)| *name == row.name)?;
+            Some(Tally {
+                name,
+                floor,
+                samples: row.samples,
+                failed: row.failed,
+            })
+        });
+        tallies.merge(table);
+        tallies.pool_jobs += self.pool_jobs;
+        tallies.pool_fallbacks += self.pool_fallbacks;
+        notes.extend(self.notes);
+    }
+}
+
+/// The rows the phases measure, with their floors.
+const PHASE_ROWS: [(&str, Option<&str>); 2] = [
+    ("run_pool", Some("floor_pipe_rtt")),
+    ("run_zygote", Some("floor_fork_pipe_strict")),
+];
 
 /// Cycles of a full run: the main table's rounds, then each [`Phase`], this many times over,
 /// each with its share of the budget. A slow stretch of the machine (a neighbour on the VM's
@@ -327,15 +449,15 @@ pub fn measure(quick: bool, progress: &mut dyn FnMut(&str)) -> BenchReport {
             progress,
         );
         tallies.add(table);
-        for phase in phases {
-            phase.measure(
-                phase_budget / cycles,
-                pinned_cpu,
-                &mut tallies,
-                &mut notes,
-                progress,
-            );
-        }
+        let budget = phase_budget / cycles;
+        phases_in_child(
+            &phases,
+            budget,
+            pinned_cpu,
+            &mut tallies,
+            &mut notes,
+            progress,
+        );
     }
     drop(fixtures);
     if tallies.pool_jobs > 0 {
@@ -370,20 +492,21 @@ pub fn measure(quick: bool, progress: &mut dyn FnMut(&str)) -> BenchReport {
 /// Percent of the budget each [`Phase`] gets; the main table gets the rest.
 const PHASE_PERCENT: u32 = 15;
 
-/// Rows measured apart from the main table, because what they keep alive in this process would
-/// disturb the other rows: a [`Pool`]'s refill thread, even idle and on the same CPU, makes
-/// every raw fork of this process about 40% slower here (`fork_exit_wait` 102 -> 143-149 us,
+/// Rows measured apart from the main table, because what they keep alive would disturb the
+/// other rows: a [`Pool`]'s refill thread, even idle and on the same CPU, makes every glibc
+/// fork of the process about 40% slower here (`fork_exit_wait` 102 -> 143-149 us,
 /// `floor_fork_pipe_strict` 141 -> 183-189 us; `run_fresh` barely moves), and its refill forks
-/// run whenever a job has used a worker. Each phase starts its fixture, takes
-/// its rows in interleaved rounds of their own (same warm-up, same pinning), and stops it.
+/// run whenever a job has used a worker. Each phase starts its fixture, takes its rows in
+/// interleaved rounds of their own (same warm-up, same pinning), and stops it; the phases of a
+/// cycle run in a child process of their own (see [`phases_in_child`]), because glibc keeps
+/// taking the slow path once the process has had a second thread.
 ///
 /// Rows here are compared with floors of the main table (`floor_pipe_rtt` is the same with or
 /// without an idle pool: 13.0 and 12.9 us here).
 ///
-/// To add a phase (say `run_zygote`: a fresh worker per job forked by a zygote helper, against
-/// `floor_fork_pipe_strict`, which must not share its phase with the pool's refill forks): a
-/// variant here and in `ALL`, and an arm in `measure` like `Pool`'s that starts the zygote,
-/// hands [`measure_phase`] one [`Measurement`] per row and drops it. A mode that keeps only a
+/// To add a phase: a variant here and in `ALL`, its row in [`PHASE_ROWS`], and an arm in
+/// `measure` like `Pool`'s that starts the fixture, hands [`measure_phase`] one
+/// [`Measurement`] per row and drops it. A mode that keeps only a
 /// worker process alive and starts no thread in this one (`run_batch_input`: inputs through
 /// one reused worker, against `floor_pipe_rtt`) needs no phase: it is a fixture and one entry
 /// in `Fixtures::table`, as `floor_pipe_rtt`'s [`ParkedWorker`] is.
@@ -412,9 +535,8 @@ impl Phase {
                 let Some(pool) = kept("run_pool", PoolLatency::start(), notes, progress) else {
                     return;
                 };
-                let table = vec![Measurement::new("run_pool", Some("floor_pipe_rtt"), || {
-                    pool.job()
-                })];
+                let (name, floor) = PHASE_ROWS[0];
+                let table = vec![Measurement::new(name, floor, || pool.job())];
                 let table = measure_phase(table, "pool", budget, pinned_cpu, notes, progress);
                 tallies.add(table);
                 tallies.pool_jobs += pool.jobs();
@@ -425,11 +547,10 @@ impl Phase {
                 let Some(zygote) = kept("run_zygote", started, notes, progress) else {
                     return;
                 };
-                let table = vec![Measurement::new(
-                    "run_zygote",
-                    Some("floor_fork_pipe_strict"),
-                    || time(|| zygote_returns_42(&zygote)),
-                )];
+                let (name, floor) = PHASE_ROWS[1];
+                let table = vec![Measurement::new(name, floor, || {
+                    time(|| zygote_returns_42(&zygote))
+                })];
                 let table = measure_phase(table, "zygote", budget, pinned_cpu, notes, progress);
                 tallies.add(table);
             }
