@@ -18,7 +18,7 @@
 use std::io;
 
 use crate::abi::{Gpr, RunOptions};
-use crate::sys::{Reservation, SharedFile};
+use crate::sys::{Owner, Reservation, SharedFile};
 use crate::worker::{self, layout::*, FixedMap, Protect};
 
 pub(crate) const PAGE: usize = 4096;
@@ -107,8 +107,8 @@ pub(crate) struct Arena {
     /// The worker's part of the context (offset in the data page, value), as
     /// [`Arena::prepare_worker`] last wrote it: written again with every job or input.
     worker_ctx: Option<[(usize, u64); WORKER_CTX_WORDS]>,
-    /// The process the mappings belong to (see [`Arena::mapped_in`]).
-    pid: libc::pid_t,
+    /// The process the mappings belong to (see [`Arena::mapped_here`]).
+    owner: Owner,
 }
 
 /// Words in the worker's part of the context (see [`Arena::prepare_worker`]).
@@ -162,24 +162,16 @@ impl Arena {
             reusable,
             input_dirty: 0,
             worker_ctx: None,
-            pid: crate::sys::getpid(),
+            owner: Owner::here(),
         })
     }
 
-    /// Whether the arena's memory is mapped in the process `pid`: it is not in a process
-    /// forked from the one that made it (both mappings are `MADV_DONTFORK`), which inherits
-    /// the arena only as the data of a thread-local cache; such an arena must be given up with
-    /// [`Arena::forsake`], never used or dropped.
-    pub(crate) fn mapped_in(&self, pid: libc::pid_t) -> bool {
-        self.pid == pid
-    }
-
-    /// Gives up an arena inherited across a fork (see [`Arena::mapped_in`]): closes its memfd
-    /// descriptor and leaves the addresses alone.
-    pub(crate) fn forsake(self) {
-        let Arena { file, window, .. } = self;
-        file.forsake();
-        window.forsake();
+    /// Whether the arena's memory is mapped in this process: it is not in a process forked
+    /// from the one that made it (both mappings are `MADV_DONTFORK`), which inherits the arena
+    /// only as the data of a thread-local cache. Such an arena must not be used; dropping it
+    /// only closes its memfd descriptor (see [`Owner`]).
+    pub(crate) fn mapped_here(&self) -> bool {
+        self.owner.is_here()
     }
 
     /// The capacities, as sizes to map: a same-code worker maps all of it.

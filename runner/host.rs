@@ -81,16 +81,9 @@ fn run_once(
 ) -> Result<Report, Error> {
     let need = Need::new(code, input, options);
     let run_in = |slot: &mut Option<Arena>| -> Result<Report, Error> {
-        let cached = slot.take().and_then(|arena| {
-            // A process forked from the one that made the arena has the cache, not the memory.
-            if arena.mapped_in(sys::getpid()) {
-                return Some(arena);
-            }
-            arena.forsake();
-            None
-        });
-        let mut arena = match cached {
-            Some(arena) if arena.fits(need) => arena,
+        // A process forked from the one that made the arena has the cache, not the memory.
+        let mut arena = match slot.take() {
+            Some(arena) if arena.mapped_here() && arena.fits(need) => arena,
             _ => Arena::new(need).map_err(|e| Error::io("creating the worker arena", e))?,
         };
         let report = run_in_arena(&mut arena, code, input, options, via);

@@ -48,6 +48,8 @@ const INPUT_CAPACITY: usize = 4 << 20;
 pub struct Pool {
     shared: Arc<Shared>,
     refill: Option<JoinHandle<()>>,
+    /// The process whose threads and workers these are (see [`sys::Owner`]).
+    host: sys::Owner,
 }
 
 struct Shared {
@@ -160,6 +162,7 @@ impl Pool {
         let pool = Pool {
             shared,
             refill: Some(refill),
+            host: sys::Owner::here(),
         };
         // Wait for the first worker (or the reason there is none).
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -189,6 +192,9 @@ impl Pool {
     /// clock starts when the parked worker is woken.
     pub fn run(&self, code: &[u8], input: &[u8], options: &RunOptions) -> Result<Report, Error> {
         host::validate(code, input, options)?;
+        self.host
+            .check("the pool")
+            .map_err(|e| Error::io("running a pooled job", e))?;
         let parked = if self.fits(code, input, options) {
             self.take()
         } else {
@@ -294,6 +300,12 @@ impl Pool {
 
 impl Drop for Pool {
     fn drop(&mut self) {
+        if !self.host.is_here() {
+            // A forked copy: the refill thread and the workers are the host's. Leave them be.
+            std::mem::forget(self.refill.take());
+            std::mem::forget(Arc::clone(&self.shared));
+            return;
+        }
         self.shared.lock().shutdown = true;
         self.shared.changed.notify_all();
         if let Some(refill) = self.refill.take() {

@@ -62,6 +62,8 @@ pub struct SameCode {
     workers: u64,
     /// Forks the workers, when given; else this thread does.
     zygote: Option<Zygote>,
+    /// The process whose workers these are (see [`sys::Owner`]).
+    host: sys::Owner,
     _thread_bound: PhantomData<*const ()>,
 }
 
@@ -108,6 +110,7 @@ impl SameCode {
             seq: 0,
             workers: 0,
             zygote: None,
+            host: sys::Owner::here(),
             _thread_bound: PhantomData,
         })
     }
@@ -159,6 +162,9 @@ impl SameCode {
     /// the one [`crate::run`] gives, with the differences the module docs list.
     pub fn run_with(&mut self, input: &[u8], options: &RunOptions) -> Result<Report, Error> {
         host::validate(&self.code, input, options)?;
+        self.host
+            .check("this SameCode")
+            .map_err(|e| Error::io("running a same-code input", e))?;
         if !self.fits(options) {
             return Err(InputError::Invalid(
                 "a same-code worker keeps the policy, scrubbing, stack and scratch it was \
@@ -354,6 +360,11 @@ impl SameCode {
 
 impl Drop for SameCode {
     fn drop(&mut self) {
+        if !self.host.is_here() {
+            // A forked copy: the worker is the host's, and must not be ended from here.
+            std::mem::forget(self.live.take());
+            return;
+        }
         self.end_worker();
     }
 }

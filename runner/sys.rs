@@ -6,6 +6,7 @@
 #![allow(unsafe_code)]
 
 use std::io;
+use std::mem::ManuallyDrop;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 
@@ -117,17 +118,48 @@ pub unsafe fn clone_with_pidfd() -> io::Result<Forked> {
 /// other worker ever sees this memory.
 pub struct SharedFile {
     file: std::fs::File,
-    map: memmap2::MmapRaw,
+    /// Unmapped on drop only in the process that mapped it (see [`Owner`]).
+    map: ManuallyDrop<memmap2::MmapRaw>,
+    owner: Owner,
 }
 
-impl SharedFile {
-    /// Closes the descriptor but leaves the mapping's address alone: in a process forked after
-    /// it was made, where `MADV_DONTFORK` left nothing at that address (see
-    /// [`Reservation::forsake`]).
-    pub fn forsake(self) {
-        let SharedFile { file, map } = self;
-        drop(file);
-        std::mem::forget(map);
+/// The process that made something bound to it: a mapping `MADV_DONTFORK` keeps out of
+/// forked processes, a thread, a worker it must reap. A process forked from it (a pre-forking
+/// server that ran jobs first, say) inherits such values as plain data: there they must not be
+/// used, and dropping them must neither touch the addresses (something else may be mapped
+/// there by now), nor join a thread that does not exist, nor end the first process's workers.
+#[derive(Clone, Copy, Debug)]
+pub struct Owner(libc::pid_t);
+
+impl Owner {
+    /// The calling process.
+    pub fn here() -> Owner {
+        Owner(getpid())
+    }
+
+    /// Whether the calling process is the owner (one `getpid`).
+    pub fn is_here(self) -> bool {
+        getpid() == self.0
+    }
+
+    /// `Ok` in the owner; else the error to give for using `what` in another process.
+    pub fn check(self, what: &str) -> io::Result<()> {
+        if self.is_here() {
+            return Ok(());
+        }
+        Err(io::Error::other(format!(
+            "{what} belongs to process {}, and this process was forked from it: start one here",
+            self.0
+        )))
+    }
+}
+
+impl Drop for SharedFile {
+    fn drop(&mut self) {
+        if self.owner.is_here() {
+            // SAFETY: dropped once, here; nothing refers to the mapping after `self`.
+            unsafe { ManuallyDrop::drop(&mut self.map) };
+        }
     }
 }
 
@@ -144,7 +176,11 @@ impl SharedFile {
         file.set_len(len as u64)?;
         let map = memmap2::MmapOptions::new().len(len).map_raw(&file)?;
         map.advise(memmap2::Advice::DontFork)?;
-        Ok(SharedFile { file, map })
+        Ok(SharedFile {
+            file,
+            map: ManuallyDrop::new(map),
+            owner: Owner::here(),
+        })
     }
 
     pub fn fd(&self) -> RawFd {
@@ -260,6 +296,8 @@ impl SharedFile {
 pub struct Reservation {
     ptr: NonNull<u8>,
     len: usize,
+    /// Unmapped on drop only in this process (see [`Owner`]).
+    owner: Owner,
 }
 
 // SAFETY: an inaccessible range of address space; no data, no thread affinity.
@@ -284,7 +322,11 @@ impl Reservation {
             return Err(io::Error::last_os_error());
         }
         let ptr = NonNull::new(ptr.cast()).ok_or_else(|| io::Error::other("mmap returned NULL"))?;
-        let reservation = Reservation { ptr, len };
+        let reservation = Reservation {
+            ptr,
+            len,
+            owner: Owner::here(),
+        };
         // SAFETY: advice on the range we just mapped.
         if unsafe { libc::madvise(ptr.as_ptr().cast(), len, libc::MADV_DONTFORK) } != 0 {
             return Err(io::Error::last_os_error());
@@ -301,19 +343,12 @@ impl Reservation {
     }
 }
 
-impl Reservation {
-    /// Gives the range up without unmapping it: in a process forked after it was made, where
-    /// `MADV_DONTFORK` left nothing at its address (and something else may be mapped there by
-    /// now).
-    pub fn forsake(self) {
-        std::mem::forget(self);
-    }
-}
-
 impl Drop for Reservation {
     fn drop(&mut self) {
-        // SAFETY: we own the range; nothing refers to it after drop.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+        if self.owner.is_here() {
+            // SAFETY: we own the range; nothing refers to it after drop.
+            unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+        }
     }
 }
 

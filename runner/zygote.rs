@@ -68,6 +68,8 @@ pub struct Zygote {
 
 struct Inner {
     pid: libc::pid_t,
+    /// The host process: the zygote and its owner thread are its own (see [`sys::Owner`]).
+    host: sys::Owner,
     channel: Mutex<Channel>,
     /// Dropped (with the last handle) to tell the owner thread to end the zygote.
     shutdown: Option<mpsc::Sender<()>>,
@@ -203,6 +205,7 @@ impl Zygote {
         let zygote = Zygote {
             inner: Arc::new(Inner {
                 pid,
+                host: sys::Owner::here(),
                 channel: Mutex::new(Channel {
                     socket: host_end,
                     forked,
@@ -241,6 +244,7 @@ impl Zygote {
         plan: &WorkerPlan,
         fds: &[RawFd],
     ) -> io::Result<(libc::pid_t, OwnedFd)> {
+        self.inner.host.check("the zygote")?;
         let mut channel = self.inner.channel.lock().unwrap_or_else(|e| e.into_inner());
         channel.forked.write_u64(0, 0);
         let socket = channel.socket.as_raw_fd();
@@ -290,6 +294,11 @@ impl std::fmt::Debug for Zygote {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        if !self.host.is_here() {
+            // A forked copy: the owner thread (and the zygote's lifetime) is the host's.
+            std::mem::forget(self.owner.take());
+            return;
+        }
         drop(self.shutdown.take());
         if let Some(owner) = self.owner.take() {
             let _ = owner.join();
