@@ -22,8 +22,6 @@ fn run_returns_42(options: &RunOptions) {
 
 fn bench(c: &mut Criterion) {
     pin();
-    // Early, while this process is small: what a zygote is for.
-    let zygote = Zygote::start().unwrap();
     let guest = GuestFunction::new(&RETURN_42).unwrap();
     assert_eq!(bench::floor_fork_pipe_strict(&guest).unwrap() & 0xff, 42);
     let parked = ParkedWorker::start().unwrap();
@@ -52,6 +50,10 @@ fn bench(c: &mut Criterion) {
     });
     assert_eq!(same_code.workers(), 1, "every input returned in one worker");
     drop(same_code);
+    // Only now: the zygote's owner thread would put every later glibc fork of this process on
+    // its multi-threaded path, the floors' included (see `phases_in_child` in
+    // runner/bench.rs). The process is as small now as it was at the start.
+    let zygote = Zygote::start().unwrap();
     group.bench_function("run_zygote", |b| {
         bench::trim_heap();
         b.iter(|| {
