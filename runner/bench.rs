@@ -251,8 +251,10 @@ impl Tallies {
 /// thread is gone: here that made `floor_fork_pipe_strict` and `fork_exit_wait` 40-55% slower
 /// in every later cycle, while bytejail's own forks (raw `clone`) barely moved. The child is a
 /// copy of this process, so the phase rows are measured at the same host size; it sends their
-/// samples and notes back as JSON on a pipe and leaves with `_exit`, running no destructor of
-/// what it inherited (the fixtures' workers belong to this process).
+/// samples, notes and progress lines back as JSON on a pipe and leaves with `_exit`, running no
+/// destructor of what it inherited (the fixtures' workers belong to this process). It prints
+/// nothing itself: a lock another thread of a caller's process held at the fork (stderr's, say)
+/// stays locked in the child, so its progress is told here once it is done.
 fn phases_in_child(
     phases: &[Phase],
     budget: Duration,
@@ -263,9 +265,10 @@ fn phases_in_child(
 ) {
     let result = (|| -> io::Result<PhaseResults> {
         let (from_child, to_parent) = pipe()?;
-        // SAFETY: this process has one thread (the bench starts none outside these children),
-        // so the child may allocate and start threads. It never returns into this frame's
-        // callers: it leaves with `_exit` whatever happens, a panic included.
+        // SAFETY: the bench starts no thread in this process. Should a caller's other threads
+        // hold locks at the fork, the child takes none of theirs: it allocates (glibc's fork
+        // leaves malloc usable), starts threads of its own and prints nothing. It never returns
+        // into this frame's callers: it leaves with `_exit` whatever happens, a panic included.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
             return Err(last_error());
@@ -275,10 +278,12 @@ fn phases_in_child(
             let measured = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 let mut child = Tallies::default();
                 let mut child_notes = Vec::new();
+                let mut lines = Vec::new();
+                let mut told = |line: &str| lines.push(line.to_string());
                 for phase in phases {
-                    phase.measure(budget, pinned_cpu, &mut child, &mut child_notes, progress);
+                    phase.measure(budget, pinned_cpu, &mut child, &mut child_notes, &mut told);
                 }
-                PhaseResults::new(&child, child_notes)
+                PhaseResults::new(&child, child_notes, lines)
             }));
             let status = match measured.map(|results| serde_json::to_vec(&results)) {
                 Ok(Ok(json)) => match fs::File::from(to_parent).write_all(&json) {
@@ -298,7 +303,12 @@ fn phases_in_child(
         serde_json::from_slice(&json).map_err(io::Error::other)
     })();
     match result {
-        Ok(results) => results.merge_into(tallies, notes),
+        Ok(results) => {
+            for line in &results.progress {
+                progress(line);
+            }
+            results.merge_into(tallies, notes)
+        }
         Err(error) => note(
             notes,
             progress,
@@ -312,6 +322,7 @@ fn phases_in_child(
 struct PhaseResults {
     rows: Vec<PhaseRow>,
     notes: Vec<String>,
+    progress: Vec<String>,
     pool_jobs: u64,
     pool_fallbacks: u64,
 }
@@ -324,7 +335,7 @@ struct PhaseRow {
 }
 
 impl PhaseResults {
-    fn new(tallies: &Tallies, notes: Vec<String>) -> PhaseResults {
+    fn new(tallies: &Tallies, notes: Vec<String>, progress: Vec<String>) -> PhaseResults {
         let rows = tallies.rows.iter().map(|tally| PhaseRow {
             name: tally.name.to_string(),
             samples: tally.samples.clone(),
@@ -333,6 +344,7 @@ impl PhaseResults {
         PhaseResults {
             rows: rows.collect(),
             notes,
+            progress,
             pool_jobs: tallies.pool_jobs,
             pool_fallbacks: tallies.pool_fallbacks,
         }
@@ -422,6 +434,10 @@ pub fn run_modes() -> Vec<(&'static str, RunOptions)> {
 /// In each of [`CYCLES`] cycles (one with `quick`) the main table comes first, then each
 /// `Phase` in turn, each with its own slice of the budget; every row's samples from all cycles
 /// make its median and p99.
+///
+/// Call it from a process with one thread, as `bytejail bench` is: with any other thread
+/// alive, glibc's `fork()` takes its slower multi-threaded path, and the floors that use it
+/// (`floor_fork_pipe_strict`, `fork_exit_wait`) no longer are floors.
 pub fn measure(quick: bool, progress: &mut dyn FnMut(&str)) -> BenchReport {
     let started = Instant::now();
     let budget = Duration::from_secs(if quick { 5 } else { 20 });

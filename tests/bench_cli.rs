@@ -1,0 +1,87 @@
+//! `bytejail bench --quick`: the JSON contract users script against (the machine block, every
+//! documented row with its floor), the SVG chart and the table. One test in its own binary: it
+//! forks thousands of children for about five seconds and must not share the machine with
+//! other tests' workers.
+
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_bytejail");
+
+/// The row names the README documents as stable identifiers, each with the floor it is
+/// compared with (`None`: a floor itself).
+const ROWS: [(&str, Option<&str>); 16] = [
+    ("floor_fork_pipe_strict", None),
+    ("floor_pipe_rtt", None),
+    ("fork_exit_wait", None),
+    ("vfork_exit_wait", Some("fork_exit_wait")),
+    ("run_fresh", Some("floor_fork_pipe_strict")),
+    ("run_fresh_noscrub", Some("floor_fork_pipe_strict")),
+    ("run_pool", Some("floor_pipe_rtt")),
+    ("run_batch_input", Some("floor_pipe_rtt")),
+    ("run_zygote", Some("floor_fork_pipe_strict")),
+    ("syscall_none", None),
+    ("syscall_strict", Some("syscall_none")),
+    ("syscall_bpf_strict", Some("syscall_none")),
+    ("syscall_bpf_256_last", Some("syscall_none")),
+    ("syscall_bpf_256_args", Some("syscall_none")),
+    ("filter_install_1", None),
+    ("filter_install_256", Some("filter_install_1")),
+];
+
+#[test]
+fn quick_json_has_the_machine_and_every_documented_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("bench.svg");
+    let out = Command::new(BIN)
+        .args(["bench", "--quick", "--json", "--svg"])
+        .arg(&svg)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}\n{stderr}", out.status);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not one JSON object: {e}\n{stderr}"));
+
+    let machine = &json["machine"];
+    for key in ["cpu_model", "kernel", "clocksource"] {
+        assert!(machine[key].is_string(), "machine.{key}: {machine}");
+    }
+    assert!(
+        machine["cores"].as_u64().is_some_and(|n| n >= 1),
+        "{machine}"
+    );
+    assert!(machine["virtualized"].is_boolean(), "{machine}");
+    assert_eq!(machine["quick"], true);
+
+    let results = json["results"].as_array().expect("results is an array");
+    let row = |name: &str| results.iter().find(|r| r["name"] == name);
+    for (name, floor) in ROWS {
+        // The phases' rows come back from a child process: missing means it failed.
+        let r = row(name).unwrap_or_else(|| panic!("no row {name}\n{stderr}"));
+        let median = r["median_ns"].as_u64().unwrap();
+        let p99 = r["p99_ns"].as_u64().unwrap();
+        assert!(median > 0 && p99 >= median, "{r}");
+        assert!(r["samples"].as_u64().unwrap() > 0, "{r}");
+        assert_eq!(r["floor"].as_str(), floor, "{r}");
+    }
+    // Every floor a row names was measured in the same run.
+    for r in results {
+        if let Some(floor) = r["floor"].as_str() {
+            assert!(
+                row(floor).is_some(),
+                "{} names floor {floor}, not in the results",
+                r["name"]
+            );
+        }
+    }
+
+    let chart = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        chart.starts_with("<svg"),
+        "{}",
+        &chart[..chart.len().min(80)]
+    );
+    for (name, _) in ROWS {
+        assert!(chart.contains(name), "the chart has no bar for {name}");
+    }
+}
