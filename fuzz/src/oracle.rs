@@ -151,8 +151,9 @@ impl Host {
             .unwrap_or_else(|e| panic!("creating the watched directory {watched:?}: {e}"));
         become_subreaper();
         let host = Host { watched, home };
-        // bytejail keeps one arena (a memfd) per thread between runs: make this thread's exist
-        // before the first snapshot, so that it does not count as a leak.
+        // bytejail keeps one arena (a memfd) per thread between runs, and one empty pipe per
+        // process for workers without input: make this thread's arena and the pipe exist
+        // before the first snapshot, so that they do not count as leaks.
         host.run(&[0xc3], b"", &RunOptions::default());
         host
     }
