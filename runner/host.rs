@@ -132,7 +132,8 @@ fn run_in_arena(
 pub(crate) enum Stdin {
     /// A pipe of its own, for input written after the fork (and a pool worker's go byte).
     Pipe,
-    /// The process's pipe without a writer ([`sys::eof_pipe`]): reads give EOF at once.
+    /// A pipe without a writer: reads give EOF at once. Under `strict` and `strict-bpf` the
+    /// process's shared one ([`sys::eof_pipe`]); under a profile a pipe of its own.
     Eof,
 }
 
@@ -174,12 +175,20 @@ pub(crate) fn spawn(
     fds: WorkerFds<'_>,
     via: Option<&Zygote>,
 ) -> Result<Spawned, Error> {
+    // The shared empty pipe only where the guest can do nothing with it but read and fail to
+    // write: a profile may allow fcntl or flock, which would reach every other worker's fd 0.
+    let shared_eof = matches!(options.policy, Policy::Strict | Policy::StrictBpf);
     let (input_r, input_w) = match fds.stdin {
+        Stdin::Eof if shared_eof => (None, None),
+        Stdin::Eof => {
+            let (r, w) = sys::pipe().map_err(|e| Error::io("creating the input pipe", e))?;
+            drop(w); // no writer: EOF at once
+            (Some(r), None)
+        }
         Stdin::Pipe => {
             let (r, w) = sys::pipe().map_err(|e| Error::io("creating the input pipe", e))?;
             (Some(r), Some(w))
         }
-        Stdin::Eof => (None, None),
     };
     let input_fd = match &input_r {
         Some(r) => r.as_raw_fd(),

@@ -432,8 +432,10 @@ pub fn user_address_space_end() -> usize {
 }
 
 /// The read end of a pipe without a writer: every read gives EOF at once. One per process,
-/// made on first use and shared as fd 0 by every worker that has no input to read. A worker
-/// can only read it (EOF) or fail to write it (a read end), and neither changes it.
+/// made on first use and shared as fd 0 by every strict-mode worker that has no input to read.
+/// Such a worker can only read it (EOF) or fail to write it (a read end), and neither changes
+/// it. (A profile may allow `fcntl` or `flock`, which act on what every holder shares: workers
+/// under profiles get a pipe of their own.)
 pub fn eof_pipe() -> io::Result<RawFd> {
     static EOF: std::sync::OnceLock<OwnedFd> = std::sync::OnceLock::new();
     if let Some(fd) = EOF.get() {

@@ -237,3 +237,42 @@ fn a_live_filter_mode_worker_has_no_new_privs_and_no_capabilities() {
         assert_ne!(field(&strict, "CapEff:"), "0000000000000000");
     }
 }
+
+/// A profile that allows `fcntl` on top of strict mode's calls.
+const ALLOW_FCNTL: &str = r#"{
+  "defaultAction": "SCMP_ACT_KILL",
+  "syscalls": [
+    { "names": ["read", "write", "fcntl"], "action": "SCMP_ACT_ALLOW" }
+  ]
+}"#;
+
+/// fcntl(0, F_SETFL, O_NONBLOCK), then fcntl(0, F_GETFL) into rax: the status flags of the open
+/// file description behind fd 0, which every process holding it shares.
+const SET_NONBLOCK_ON_FD0: &str =
+    "mov eax, 72\n xor edi, edi\n mov esi, 4\n mov edx, 0x800\n syscall\n\
+     mov eax, 72\n xor edi, edi\n mov esi, 3\n syscall\n ret";
+const GET_FL_OF_FD0: &str = "mov eax, 72\n xor edi, edi\n mov esi, 3\n syscall\n ret";
+
+/// Workers without input under `strict` share one empty pipe as fd 0, where a guest can only
+/// read EOF. Under a profile that allows `fcntl` a guest could change that pipe's shared status
+/// flags for every later guest: there each worker gets an empty pipe of its own.
+#[test]
+fn a_profile_guest_cannot_change_the_next_guests_fd_0() {
+    let profile = Policy::from_profile_json(ALLOW_FCNTL, "allow-fcntl.json").unwrap();
+    let flags = returned_rax(&run_gas(SET_NONBLOCK_ON_FD0, &profile));
+    // It did change its own fd 0 (the twin of the assertion below).
+    assert_eq!(
+        flags & libc::O_NONBLOCK as i64,
+        libc::O_NONBLOCK as i64,
+        "{flags:#x}"
+    );
+    for _ in 0..3 {
+        let flags = returned_rax(&run_gas(GET_FL_OF_FD0, &profile));
+        assert!(flags >= 0, "F_GETFL failed: {flags}");
+        assert_eq!(
+            flags & libc::O_NONBLOCK as i64,
+            0,
+            "{flags:#x}: the last guest's flag"
+        );
+    }
+}
