@@ -88,7 +88,7 @@ pub struct Row {
     /// Median of the samples, in nanoseconds per operation.
     pub median_ns: u64,
     /// 99th percentile of the samples. For `syscall_*` rows a sample is the mean of
-    /// [`SYSCALLS_PER_SAMPLE`] calls, so this is the p99 of those means.
+    /// `SYSCALLS_PER_SAMPLE` (10 000) calls, so this is the p99 of those means.
     pub p99_ns: u64,
     pub samples: usize,
     /// The row this one should be compared with, measured in the same run.
@@ -431,7 +431,7 @@ pub fn run_modes() -> Vec<(&'static str, RunOptions)> {
 /// to put a child, which on a small VM halves the run-to-run spread. It is unpinned afterwards;
 /// see `Machine::pinned_cpu`.
 ///
-/// In each of [`CYCLES`] cycles (one with `quick`) the main table comes first, then each
+/// In each of three cycles (`CYCLES`; one with `quick`) the main table comes first, then each
 /// `Phase` in turn, each with its own slice of the budget; every row's samples from all cycles
 /// make its median and p99.
 ///
@@ -1782,7 +1782,7 @@ fn fprog(confinement: &Confinement) -> libc::sock_fprog {
 /// the fallback is [`syscalls_cpu_time`].
 ///
 /// A sample in which the host was not watching when the flag changed (it was preempted, say:
-/// its checks were more than [`PUNCTUAL`] apart) is taken again, up to [`ATTEMPTS`] times.
+/// its checks were more than `PUNCTUAL` apart) is taken again, up to `ATTEMPTS` times.
 pub fn syscalls_in_child(confinement: &Confinement, count: u64) -> io::Result<Duration> {
     let Some(placement) = Placement::choose() else {
         return syscalls_cpu_time(confinement, count);

@@ -8,18 +8,18 @@
 //! host, and the host's mmap lock is never held for it. Call [`Zygote::start`] early, before
 //! the host allocates much.
 //!
-//! The host still prepares everything (arena, pipes, [`WorkerPlan`]) and sends the plan with
+//! The host still prepares everything (arena, pipes, the `WorkerPlan`) and sends the plan with
 //! the arena's memfd and the worker's two pipe ends over a `SOCK_SEQPACKET` socket; the zygote
 //! unmaps its own stale copy of the arena's window (the host reserved it after the zygote was
 //! forked), forks with `CLONE_PARENT`, and the child runs the same worker setup as a worker
-//! forked by the host ([`crate::worker`]). `CLONE_PARENT` makes the worker the host's child,
+//! forked by the host (`runner/worker.rs`). `CLONE_PARENT` makes the worker the host's child,
 //! not the zygote's: the host waits for it, polls its pidfd and kills it exactly as before,
 //! and its exit signal (copied from the zygote's) is 0, so the host's SIGCHLD handling never
 //! sees it.
 //!
 //! What a worker inherits is the zygote's memory: right after its fork the zygote unmaps all of
 //! its copy of the host but the file-backed mappings (code and data of the binary and its
-//! libraries), the vDSO pages and its own stack ([`KeepList`]), so a fork copies little and a
+//! libraries), the vDSO pages and its own stack (`KeepList`), so a fork copies little and a
 //! worker has little to scrub. A worker run with `scrub: false` can read what is left, as the
 //! host had it at [`Zygote::start`], and nothing the host allocated or wrote afterwards.
 //!
