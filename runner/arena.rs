@@ -174,6 +174,12 @@ impl Arena {
         self.owner.is_here()
     }
 
+    /// The process that made the arena: the only one that forks workers into it (every path
+    /// to [`crate::host::spawn`] checks that first), so their parent.
+    pub(crate) fn owner_pid(&self) -> libc::pid_t {
+        self.owner.pid()
+    }
+
     /// The capacities, as sizes to map: a same-code worker maps all of it.
     pub(crate) fn capacity(&self) -> Need {
         Need {

@@ -198,8 +198,9 @@ pub(crate) fn spawn(
     sys::set_nonblocking(output_r.as_raw_fd())
         .map_err(|e| Error::io("fcntl on the output pipe", e))?;
     let control = [fds.go, fds.done];
+    debug_assert!(arena.mapped_here(), "spawning into another process's arena");
     let plan = WorkerPlan {
-        host_pid: sys::getpid(),
+        host_pid: arena.owner_pid(),
         input_fd,
         output_fd: output_w.as_raw_fd(),
         control_fds: control.map(|fd| fd.map_or(-1, |fd| fd.as_raw_fd())),

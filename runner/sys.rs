@@ -137,6 +137,11 @@ impl Owner {
         Owner(getpid())
     }
 
+    /// The owner's pid.
+    pub fn pid(self) -> libc::pid_t {
+        self.0
+    }
+
     /// Whether the calling process is the owner (one `getpid`).
     pub fn is_here(self) -> bool {
         getpid() == self.0
