@@ -3,7 +3,7 @@
 //! the host keeps it. In either reuse mode it finds nothing; a worker forked straight from the
 //! host without scrubbing finds it (the twin).
 
-use std::path::Path;
+mod common;
 
 use bytejail::batch::{run_batch, BatchConfig, Reuse};
 use bytejail::{Gpr, RunOptions};
@@ -15,12 +15,7 @@ fn hex(bytes: &[u8]) -> String {
 #[test]
 fn a_later_batch_job_cannot_find_an_earlier_jobs_input() {
     let secret = format!("bytejail-batch-secret-{:x}", std::process::id()).repeat(4);
-    let hunt = bytejail::load::load_path(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("guest-samples/escape/hunt_range.s"),
-        None,
-        1 << 20,
-    )
-    .unwrap();
+    let hunt = common::escape_sample("hunt_range.s");
     // The host holds the secret, as a batch runner holds the lines it read.
     let held: Vec<u8> = secret.as_bytes().to_vec();
     let page = held.as_ptr() as u64 & !0xfff;

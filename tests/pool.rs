@@ -1,7 +1,6 @@
 //! The pool of pre-forked single-use workers reports exactly what a fresh worker reports, from
 //! many threads at once, and one job never sees another's memory.
 
-use std::path::Path;
 use std::time::Duration;
 
 use bytejail::{Gpr, Outcome, Pool, Report, RunOptions};
@@ -115,12 +114,7 @@ fn one_job_never_sees_another_jobs_memory() {
 #[test]
 fn a_later_job_cannot_find_an_earlier_jobs_input() {
     let secret = format!("bytejail-input-secret-{:x}", std::process::id()).repeat(4);
-    let hunt = bytejail::load::load_path(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("guest-samples/escape/hunt_range.s"),
-        None,
-        1 << 20,
-    )
-    .unwrap();
+    let hunt = common::escape_sample("hunt_range.s");
     // The host keeps the first job's input (as a batch runner does with the lines it read).
     let held: Vec<u8> = secret.as_bytes().to_vec();
     let page = held.as_ptr() as u64 & !0xfff;

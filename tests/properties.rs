@@ -141,16 +141,21 @@ fn echo_output_is_its_input() {
             Outcome::Returned(regs) => prop_assert_eq!(regs.rax, 0, "{}", report.summary()),
             _ => prop_assert!(false, "{}", report.summary()),
         }
-        prop_assert!(!report.output_truncated);
-        prop_assert!(
-            report.output == input,
-            "{} bytes in, {} bytes out, first difference at {:?}",
-            input.len(),
-            report.output.len(),
-            report.output.iter().zip(&input).position(|(a, b)| a != b)
-        );
-        Ok(())
+        output_is_input(&report, &input, "echo")
     });
+}
+
+/// The report's output is `input`, whole and in order: not truncated, and the same bytes.
+fn output_is_input(report: &Report, input: &[u8], what: &str) -> Result<(), TestCaseError> {
+    prop_assert!(!report.output_truncated, "{what}: {}", report.summary());
+    prop_assert!(
+        report.output == input,
+        "{what}: {} bytes in, {} bytes out, first difference at {:?}",
+        input.len(),
+        report.output.len(),
+        report.output.iter().zip(input).position(|(a, b)| a != b)
+    );
+    Ok(())
 }
 
 /// The registers a guest can be given, in [`Registers`] order (all but rsp).
@@ -691,14 +696,7 @@ fn output_written_just_before_the_end_is_reported_whole() {
                 _ => false,
             };
             prop_assert!(ended_as_asked, "{mode}, end {end}: {}", report.summary());
-            prop_assert!(!report.output_truncated, "{mode}: {}", report.summary());
-            prop_assert!(
-                report.output == input,
-                "{mode}, end {end}: {} bytes in, {} bytes out, first difference at {:?}",
-                input.len(),
-                report.output.len(),
-                report.output.iter().zip(&input).position(|(a, b)| a != b)
-            );
+            output_is_input(&report, &input, &format!("{mode}, end {end}"))?;
         }
         Ok(())
     });

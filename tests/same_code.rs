@@ -219,12 +219,7 @@ fn dropping_it_ends_and_reaps_the_worker() {
     let pid = same.worker_pid().unwrap();
     assert!(common::alive(pid), "the worker waits for the next input");
     // Parked in read() (it may still be on its way there from writing "done").
-    let parked = || common::children_of(std::process::id()).contains(&(pid, 'S'));
-    let deadline = std::time::Instant::now() + Duration::from_secs(2);
-    while !parked() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    assert!(parked(), "parked in read()");
+    wait_state(pid, 'S');
     drop(same);
     assert!(
         !std::path::Path::new(&format!("/proc/{pid}")).exists(),

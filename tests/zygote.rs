@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytejail::{Gpr, Outcome, Report, RunOptions, Zygote};
@@ -233,9 +233,7 @@ fn hunt_heap_unscrubbed(via: Option<&Zygote>) -> (String, Report) {
     let secret = fresh_secret();
     let held: Box<[u8]> = secret.as_bytes().into();
     let page = held.as_ptr() as u64 & !0xfff;
-    let path: PathBuf =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("guest-samples/escape/hunt_range.s");
-    let code = bytejail::load::load_path(&path, None, 1 << 20).unwrap();
+    let code = common::escape_sample("hunt_range.s");
     let mut options = RunOptions {
         scrub: false,
         ..RunOptions::default()

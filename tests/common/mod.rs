@@ -8,6 +8,14 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use bytejail::load::{assemble, Format};
 use bytejail::{Outcome, Report};
 
+/// A hand-written escape guest from `guest-samples/escape/`, loaded as `bytejail run` loads it.
+pub fn escape_sample(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("guest-samples/escape")
+        .join(name);
+    bytejail::load::load_path(&path, None, 1 << 20).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
 /// Machine code from Intel-syntax GNU as source.
 pub fn gas(source: &str) -> Vec<u8> {
     assemble(&format!(".intel_syntax noprefix\n{source}\n"), Format::Gas).unwrap()
