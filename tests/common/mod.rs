@@ -101,3 +101,41 @@ pub fn comm(pid: u32) -> String {
         .map(|s| s.trim_end().to_string())
         .unwrap_or_default()
 }
+
+/// Whether an optional tool (`nasm`, `chromium`, ...) is on `PATH`. A fresh machine has none of
+/// them; CI installs them. Tests that need one call [`skip_without`] first.
+pub fn have_tool(tool: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(dir.join(tool))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
+}
+
+/// `true` when `tool` is missing: the caller returns at once. The first call per test binary
+/// and tool prints one visible line, "`tool` not found: skipping N `tool` tests" (`count` is
+/// how many tests of this binary need it), straight to stderr so the test harness's output
+/// capture does not hide it.
+pub fn skip_without(tool: &str, count: usize) -> bool {
+    use std::collections::HashSet;
+    use std::io::Write;
+    use std::sync::Mutex;
+    static TOLD: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+    if have_tool(tool) {
+        return false;
+    }
+    let mut told = TOLD.lock().unwrap_or_else(|e| e.into_inner());
+    if told
+        .get_or_insert_with(HashSet::new)
+        .insert(tool.to_string())
+    {
+        let plural = if count == 1 { "" } else { "s" };
+        let _ = writeln!(
+            std::io::stderr(),
+            "{tool} not found: skipping {count} {tool} test{plural}"
+        );
+    }
+    true
+}
