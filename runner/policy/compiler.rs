@@ -75,7 +75,7 @@ pub struct ArgCheck {
     pub index: u8,
     pub op: CmpOp,
     pub value: u64,
-    /// Only for `MaskedEq`: `(arg & value) == value_two`.
+    /// Only for `MaskedEq`: `(arg & value) == (value_two & value)`.
     pub value_two: u64,
 }
 
@@ -110,7 +110,8 @@ impl CmpOp {
             CmpOp::Le => arg <= value,
             CmpOp::Gt => arg > value,
             CmpOp::Ge => arg >= value,
-            CmpOp::MaskedEq => arg & value == value_two,
+            // libseccomp masks the datum too.
+            CmpOp::MaskedEq => arg & value == value_two & value,
         }
     }
 }
@@ -403,6 +404,7 @@ pub(crate) fn decide(
     args: &[u64; 6],
 ) -> u32 {
     let abi = match arch {
+        AUDIT_ARCH_X86_64 if nr == u32::MAX => return rules.default.ret(),
         AUDIT_ARCH_X86_64 if nr & X32_SYSCALL_BIT != 0 => Abi::X32,
         AUDIT_ARCH_X86_64 => Abi::X86_64,
         AUDIT_ARCH_I386 => Abi::I386,
@@ -566,7 +568,7 @@ impl Section<'_> {
         let lo_off = DATA_ARGS + 8 * u32::from(check.index);
         let hi_off = lo_off + 4;
         let (vhi, vlo) = halves(check.value);
-        let (dhi, dlo) = halves(check.value_two);
+        let (dhi, dlo) = halves(check.value_two & check.value);
         // Pass from the high half: to `pass`, or past this check.
         let early = asm.label();
         let pass_early = match pass {
@@ -642,7 +644,16 @@ fn compile(rules: &RuleSet, extras: &FilterExtras) -> Result<Vec<Insn>, CompileE
         SECCOMP_RET_TRAP
     };
     let x32 = x32.unwrap_or_default();
-    segments(&x32, X32_SYSCALL_BIT, u32::MAX, x32_background, &mut segs);
+    // Number -1 (what a tracer sets to skip a call) is decided by the default, as libseccomp
+    // decides it; the kernel runs no syscall for it.
+    segments(
+        &x32,
+        X32_SYSCALL_BIT,
+        u32::MAX - 1,
+        x32_background,
+        &mut segs,
+    );
+    segments(&Groups::new(), u32::MAX, u32::MAX, default, &mut segs);
     let mut both = native;
     both.extend(x32);
     asm.load(DATA_NR);

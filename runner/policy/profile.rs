@@ -13,7 +13,8 @@
 //! - conditions (runc): conditions on different arguments are ANDed; when two conditions name
 //!   the same argument, each condition is a rule of its own (ORed).
 //! - overlapping rules (libseccomp): an unconditional rule for a number overrides every
-//!   conditional one, whatever the order; the first unconditional rule wins.
+//!   conditional one, whatever the order; the first unconditional rule wins. A masked compare
+//!   with a mask of 0 in the ABI's width (32 bits for i386 and x32) is no check at all.
 
 use serde::{Deserialize, Serialize};
 
@@ -132,7 +133,7 @@ pub enum ProfileError {
     UnknownOp { at: Place, op: String },
     #[error("{at}: argument index {index} is out of range (0..=5)")]
     ArgIndex { at: Place, index: u32 },
-    #[error("{at}: errno {errno} is out of range (0..=4095)")]
+    #[error("{at}: errno {errno} is out of range (0..=4094, as libseccomp takes it)")]
     Errno { at: Place, errno: u32 },
     #[error("{at}: no `names`")]
     NoNames { at: Place },
@@ -184,6 +185,9 @@ const KNOWN_ARCHES: [&str; 21] = [
     "SCMP_ARCH_PARISC",
     "SCMP_ARCH_RISCV64",
 ];
+
+/// libseccomp refuses an errno of `MAX_ERRNO` (4095) or more (the kernel would take 4095).
+const MAX_ERRNO: u16 = 4095;
 
 /// Docker's name for the host architecture, which `includes`/`excludes` `arches` name.
 const HOST_ARCH: &str = "amd64";
@@ -261,6 +265,10 @@ impl ProfileFile {
             if names.is_empty() {
                 return Err(ProfileError::NoNames { at });
             }
+            // Docker drops the entries that do not apply before runc reads their actions.
+            if !applies(entry, kernel, &at)? {
+                continue;
+            }
             let action = scmp_action(&entry.action, entry.errno_ret, at.clone())?;
             let args = entry
                 .args
@@ -268,7 +276,7 @@ impl ProfileFile {
                 .flatten()
                 .map(|a| parse_arg(a, &at))
                 .collect::<Result<Vec<_>, _>>()?;
-            if !applies(entry, kernel, &at)? || action == default {
+            if action == default {
                 continue;
             }
             // runc: conditions on distinct arguments are ANDed; if two name the same argument,
@@ -296,10 +304,21 @@ impl ProfileFile {
                     if !named {
                         continue;
                     }
+                    // libseccomp drops a masked compare whose mask is 0 in the ABI's width
+                    // (a tautology): a rule left with no checks is unconditional.
+                    let width = if abi == Abi::X86_64 {
+                        u64::MAX
+                    } else {
+                        0xffff_ffff
+                    };
                     for args in &conjunctions {
                         sections[slot].push(Rule {
                             nr,
-                            args: args.clone(),
+                            args: args
+                                .iter()
+                                .filter(|c| !(c.op == CmpOp::MaskedEq && c.value & width == 0))
+                                .copied()
+                                .collect(),
                             action: action.action(),
                         });
                     }
@@ -424,7 +443,7 @@ fn scmp_action(name: &str, errno: Option<u32>, at: Place) -> Result<ScmpAction, 
             let errno = errno.unwrap_or(libc::EPERM as u32);
             u16::try_from(errno)
                 .ok()
-                .filter(|e| *e <= 4095)
+                .filter(|e| *e < MAX_ERRNO)
                 .map(ScmpAction::Errno)
                 .ok_or(ProfileError::Errno { at, errno })
         }

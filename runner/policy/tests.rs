@@ -648,3 +648,30 @@ fn programs_agree_with_the_reference_on_the_checked_in_profiles() {
         }
     }
 }
+
+/// Docker's, Podman's and runc's published profiles and test profiles load unmodified.
+#[test]
+fn published_profiles_load() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("guest-samples/policies");
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    names.sort();
+    for path in names {
+        match Policy::from_profile_file(&path) {
+            Ok(p) => {
+                let f = p.filter().unwrap();
+                eprintln!(
+                    "{}: {} instructions, longest path {}, skipped {:?}",
+                    path.display(),
+                    f.program().len(),
+                    f.longest_path(),
+                    p.skipped_names()
+                );
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
