@@ -210,11 +210,25 @@ pub struct WorkerArgs {
     /// Do not re-run a strict-mode violation under strict-bpf to learn which syscall it was.
     #[arg(long)]
     pub no_diagnose: bool,
+
+    /// Do not warn about profile entries skipped because no x86 ABI has their syscall.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 impl WorkerArgs {
-    /// The run options these flags describe (entry and registers at their defaults).
+    /// The run options these flags describe (entry and registers at their defaults). Warns
+    /// once, on stderr, about the syscall names the profile lists for other architectures.
     fn options(&self) -> RunOptions {
+        let skipped = self.policy.skipped_names();
+        if !self.quiet && !skipped.is_empty() {
+            eprintln!(
+                "bytejail: `{}`: skipped {} (no x86 ABI has {}; --quiet to silence)",
+                self.policy.name(),
+                skipped.join(", "),
+                if skipped.len() == 1 { "it" } else { "them" }
+            );
+        }
         RunOptions {
             limits: Limits {
                 timeout: self.timeout,
