@@ -419,7 +419,29 @@ pub fn run_modes() -> Vec<(&'static str, RunOptions)> {
                 ..RunOptions::default()
             },
         ),
+        (
+            // Docker's default profile, installed in every worker.
+            "run_profile_docker",
+            RunOptions {
+                policy: Policy::Profile {
+                    name: "docker-default.json".to_string(),
+                    filter: docker_default(),
+                },
+                ..RunOptions::default()
+            },
+        ),
     ]
+}
+
+/// Docker's default seccomp profile (`guest-samples/policies/docker-default.json`), compiled.
+pub fn docker_default() -> Filter {
+    match Policy::from_profile_json(
+        include_str!("../guest-samples/policies/docker-default.json"),
+        "docker-default.json",
+    ) {
+        Ok(Policy::Profile { filter, .. }) => filter,
+        other => panic!("Docker's default profile compiles: {other:?}"),
+    }
 }
 
 /// Measures every row and returns the report: about 20 s, or about 5 s with `quick`.
@@ -794,6 +816,7 @@ impl Fixtures {
                 "syscall_bpf_256_args",
                 allow_list(256, RulePosition::Last, true),
             ),
+            ("syscall_bpf_docker", docker_default()),
         ] {
             if let Some(confinement) = kept(name, Confinement::filter(&filter), notes, progress) {
                 syscalls.push((name, Some("syscall_none"), confinement));
@@ -809,6 +832,11 @@ impl Fixtures {
                 "filter_install_256",
                 Some("filter_install_1"),
                 allow_list(256, RulePosition::Last, false),
+            ),
+            (
+                "filter_install_docker",
+                Some("filter_install_1"),
+                docker_default(),
             ),
         ];
         let mut externals = Vec::new();

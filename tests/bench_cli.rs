@@ -24,8 +24,10 @@ const ROWS: [(&str, Option<&str>); 16] = [
     ("syscall_bpf_strict", Some("syscall_none")),
     ("syscall_bpf_256_last", Some("syscall_none")),
     ("syscall_bpf_256_args", Some("syscall_none")),
+    ("syscall_bpf_docker", Some("syscall_none")),
     ("filter_install_1", None),
     ("filter_install_256", Some("filter_install_1")),
+    ("filter_install_docker", Some("filter_install_1")),
 ];
 
 #[test]

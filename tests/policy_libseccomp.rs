@@ -24,7 +24,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use bytejail::policy::compiler::Width;
+use bytejail::policy::compiler::{longest_path, Width};
 use bytejail::policy::interp::{self, SeccompData};
 use bytejail::policy::{
     Insn, Policy, Rule, RuleSet, AUDIT_ARCH_I386, AUDIT_ARCH_X86_64, X32_SYSCALL_BIT,
@@ -32,7 +32,7 @@ use bytejail::policy::{
 use bytejail::syscalls::{self, Abi};
 use serde_json::{json, Value};
 
-const TESTS: usize = 2;
+const TESTS: usize = 3;
 
 /// A python3 that imports `seccomp`, or `None` after one visible line.
 fn python() -> Option<&'static str> {
@@ -264,6 +264,27 @@ fn compare(python: &str, path: &Path, seed: u64, tally: &mut Tally) -> Result<Ve
         }
     }
     Ok(disagreements)
+}
+
+/// Docker's default compiles to no more instructions than libseccomp's `optimize=2` program for
+/// it, and no call runs more than twice the instructions of libseccomp's longest path.
+#[test]
+fn dockers_default_is_no_longer_than_libseccomps_binary_tree() {
+    let Some(python) = python() else { return };
+    let path = policies_dir().join("docker-default.json");
+    let (theirs, _) = libseccomp_program(python, &path).unwrap();
+    let ours = Policy::from_profile_file(&path).unwrap().filter().unwrap();
+    let (ours_len, theirs_len) = (ours.program().len(), theirs.len());
+    let (ours_path, theirs_path) = (ours.longest_path(), longest_path(&theirs));
+    eprintln!(
+        "Docker's default: bytejail {ours_len} instructions, longest path {ours_path}; \
+         libseccomp optimize=2 {theirs_len}, longest path {theirs_path}"
+    );
+    assert!(ours_len <= theirs_len, "{ours_len} > {theirs_len}");
+    assert!(
+        ours_path <= 2 * theirs_path,
+        "{ours_path} > 2 x {theirs_path}"
+    );
 }
 
 fn policies_dir() -> PathBuf {
