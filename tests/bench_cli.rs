@@ -9,7 +9,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_bytejail");
 
 /// The row names the README documents as stable identifiers, each with the floor it is
 /// compared with (`None`: a floor itself).
-const ROWS: [(&str, Option<&str>); 16] = [
+const ROWS: [(&str, Option<&str>); 18] = [
     ("floor_fork_pipe_strict", None),
     ("floor_pipe_rtt", None),
     ("fork_exit_wait", None),
