@@ -383,9 +383,10 @@ fn groups(rules: &RuleSet, extras: &FilterExtras, abi: Abi) -> Option<Groups> {
         }
     }
     for rule in own {
+        // On the x86_64 arch every number from the x32 bit up is x32's (libseccomp's split).
         let in_range = match abi {
-            Abi::X32 => rule.nr & X32_SYSCALL_BIT != 0,
-            Abi::X86_64 => rule.nr & X32_SYSCALL_BIT == 0,
+            Abi::X32 => rule.nr >= X32_SYSCALL_BIT,
+            Abi::X86_64 => rule.nr < X32_SYSCALL_BIT,
             Abi::I386 => true,
         };
         if in_range {
@@ -395,7 +396,8 @@ fn groups(rules: &RuleSet, extras: &FilterExtras, abi: Abi) -> Option<Groups> {
     Some(groups)
 }
 
-/// The reference: what `rules` decide, without BPF.
+/// The reference: what `rules` decide, without BPF (and without building the groups, so that
+/// tests can ask it often).
 pub(crate) fn decide(
     rules: &RuleSet,
     extras: &FilterExtras,
@@ -405,20 +407,40 @@ pub(crate) fn decide(
 ) -> u32 {
     let abi = match arch {
         AUDIT_ARCH_X86_64 if nr == u32::MAX => return rules.default.ret(),
-        AUDIT_ARCH_X86_64 if nr & X32_SYSCALL_BIT != 0 => Abi::X32,
+        AUDIT_ARCH_X86_64 if nr >= X32_SYSCALL_BIT => Abi::X32,
         AUDIT_ARCH_X86_64 => Abi::X86_64,
         AUDIT_ARCH_I386 => Abi::I386,
         _ => return SECCOMP_RET_TRAP,
     };
-    let Some(groups) = groups(rules, extras, abi) else {
-        return SECCOMP_RET_TRAP;
+    let own: &[Rule] = match abi {
+        Abi::X86_64 => &rules.x86_64,
+        Abi::I386 => match &rules.i386 {
+            Some(r) => r,
+            None => return SECCOMP_RET_TRAP,
+        },
+        Abi::X32 => match &rules.x32 {
+            Some(r) => r,
+            None => return SECCOMP_RET_TRAP,
+        },
     };
+    if abi == Abi::X86_64 {
+        if nr == RERAISE_NR {
+            return SECCOMP_RET_TRAP;
+        }
+        if RUNNER_SYSCALLS.contains(&nr) {
+            return SECCOMP_RET_ALLOW;
+        }
+    }
+    if extras.deny_new_tasks
+        && NEW_TASK_CALLS
+            .iter()
+            .any(|name| syscalls::number(abi, name) == Some(nr))
+    {
+        return Action::Errno(EAGAIN).ret();
+    }
     let width = Width::of(abi, extras);
-    groups
-        .get(&nr)
-        .into_iter()
-        .flatten()
-        .find(|rule| rule.args.iter().all(|c| c.holds(args, width)))
+    own.iter()
+        .find(|rule| rule.nr == nr && rule.args.iter().all(|c| c.holds(args, width)))
         .map_or(rules.default, |rule| rule.action)
         .ret()
 }
