@@ -95,6 +95,8 @@ pub enum Command {
     Disasm(DisasmArgs),
     /// Measure what each isolation step costs on this machine (about 20 s; --quick about 5 s).
     Bench(crate::bench_cli::BenchArgs),
+    /// Check a seccomp profile, compile it for another runner, or explain one decision.
+    Policy(crate::policy_cli::PolicyArgs),
 }
 
 /// The code to run or disassemble, and how to read it.
@@ -295,6 +297,7 @@ impl Cli {
             Command::Batch(args) => batch(args),
             Command::Disasm(args) => disasm(args),
             Command::Bench(args) => crate::bench_cli::bench(args).map(|()| Completion::Done),
+            Command::Policy(args) => crate::policy_cli::policy(args),
         }
     }
 }

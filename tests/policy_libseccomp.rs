@@ -230,6 +230,11 @@ fn compare(python: &str, path: &Path, seed: u64, tally: &mut Tally) -> Result<Ve
             }
         }
     }
+    // The standalone program (`bytejail policy compile`) keeps the profile's own actions and
+    // has no calls of bytejail's own: it must return exactly libseccomp's values.
+    let standalone = ours
+        .with_extras(&bytejail::policy::FilterExtras::standalone())
+        .unwrap();
     let merged = merged_vectors(ours.rules());
     let mut disagreements = Vec::new();
     let numbers = (0..600u32)
@@ -252,6 +257,18 @@ fn compare(python: &str, path: &Path, seed: u64, tally: &mut Tally) -> Result<Ve
                     decision(ours.evaluate(arch, nr, args)),
                     decision(interp::run(&theirs, &data)),
                 );
+                let exact = (
+                    standalone.evaluate(arch, nr, args),
+                    interp::run(&theirs, &data),
+                );
+                let (a, b) = if a == b && exact.0 != exact.1 {
+                    (
+                        format!("standalone {:x?}", exact.0),
+                        format!("{:x?}", exact.1),
+                    )
+                } else {
+                    (a, b)
+                };
                 if a != b && merged.contains(&(arch, nr)) {
                     tally.merged += 1;
                 } else if a != b && conflicting(ours.rules(), arch, nr, &args) {

@@ -34,6 +34,8 @@ use super::{
 };
 use crate::syscalls::{self, Abi};
 
+pub(crate) const SECCOMP_RET_KILL_PROCESS: u32 = 0x8000_0000;
+pub(crate) const SECCOMP_RET_KILL_THREAD: u32 = 0;
 pub(crate) const SECCOMP_RET_TRAP: u32 = 0x0003_0000;
 pub(crate) const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
 pub(crate) const SECCOMP_RET_LOG: u32 = 0x7ffc_0000;
@@ -54,18 +56,52 @@ pub enum Action {
     Log,
     /// A violation: trap, record, end the worker (`SCMP_ACT_KILL*`, `SCMP_ACT_TRAP`).
     Violation,
+    /// `SCMP_ACT_KILL` / `SCMP_ACT_KILL_THREAD`: a violation in a worker; itself in a
+    /// standalone program.
+    KillThread,
+    /// `SCMP_ACT_KILL_PROCESS`: likewise.
+    KillProcess,
+    /// `SCMP_ACT_TRAP`: likewise.
+    Trap,
 }
 
 impl Action {
-    /// The `SECCOMP_RET_*` value the program returns.
+    /// The `SECCOMP_RET_*` value a worker's program returns: every kill and trap is a trap
+    /// that the worker's handler records.
     pub fn ret(self) -> u32 {
         match self {
             Action::Allow => SECCOMP_RET_ALLOW,
             Action::Errno(e) => SECCOMP_RET_ERRNO | u32::from(e & 0x0fff),
             Action::Log => SECCOMP_RET_LOG,
-            Action::Violation => SECCOMP_RET_TRAP,
+            Action::Violation | Action::KillThread | Action::KillProcess | Action::Trap => {
+                SECCOMP_RET_TRAP
+            }
         }
     }
+
+    /// The value the program returns, in a worker's program or a standalone one (the
+    /// profile's own actions: kills kill).
+    pub fn ret_for(self, extras: &FilterExtras) -> u32 {
+        if !extras.standalone {
+            return self.ret();
+        }
+        match self {
+            // libseccomp's bad-architecture action, SCMP_ACT_KILL, is a thread kill too.
+            Action::Violation | Action::KillThread => SECCOMP_RET_KILL_THREAD,
+            Action::KillProcess => SECCOMP_RET_KILL_PROCESS,
+            other => other.ret(),
+        }
+    }
+
+    /// Whether the action ends the guest as a violation in a worker.
+    pub fn is_violation(self) -> bool {
+        self.ret() == SECCOMP_RET_TRAP
+    }
+}
+
+/// What a program returns for an architecture or ABI it does not handle.
+fn reject(extras: &FilterExtras) -> u32 {
+    Action::Violation.ret_for(extras)
 }
 
 /// A comparison of one syscall argument, as in a profile's `args[]`.
@@ -173,6 +209,10 @@ pub struct FilterExtras {
     /// is not.
     #[doc(hidden)]
     pub i386_full_width: bool,
+    /// A program for another runner (`bwrap --seccomp`, `--add-seccomp-fd`): the profile's own
+    /// actions (kills kill, traps trap), no calls of bytejail's own, other architectures and
+    /// ABIs the profile does not name killed (`SECCOMP_RET_KILL_THREAD`, libseccomp's default).
+    pub standalone: bool,
 }
 
 impl FilterExtras {
@@ -180,6 +220,14 @@ impl FilterExtras {
     pub fn deny_new_tasks(deny: bool) -> FilterExtras {
         FilterExtras {
             deny_new_tasks: deny,
+            ..FilterExtras::default()
+        }
+    }
+
+    /// Extras for a standalone program: see [`FilterExtras::standalone`].
+    pub fn standalone() -> FilterExtras {
+        FilterExtras {
+            standalone: true,
             ..FilterExtras::default()
         }
     }
@@ -369,7 +417,7 @@ fn groups(rules: &RuleSet, extras: &FilterExtras, abi: Abi) -> Option<Groups> {
             .or_default()
             .push(Rule { nr, args, action });
     };
-    if abi == Abi::X86_64 {
+    if abi == Abi::X86_64 && !extras.standalone {
         add(RERAISE_NR, Vec::new(), Action::Violation);
         for nr in RUNNER_SYSCALLS {
             add(nr, Vec::new(), Action::Allow);
@@ -406,24 +454,24 @@ pub(crate) fn decide(
     args: &[u64; 6],
 ) -> u32 {
     let abi = match arch {
-        AUDIT_ARCH_X86_64 if nr == u32::MAX => return rules.default.ret(),
+        AUDIT_ARCH_X86_64 if nr == u32::MAX => return rules.default.ret_for(extras),
         AUDIT_ARCH_X86_64 if nr >= X32_SYSCALL_BIT => Abi::X32,
         AUDIT_ARCH_X86_64 => Abi::X86_64,
         AUDIT_ARCH_I386 => Abi::I386,
-        _ => return SECCOMP_RET_TRAP,
+        _ => return reject(extras),
     };
     let own: &[Rule] = match abi {
         Abi::X86_64 => &rules.x86_64,
         Abi::I386 => match &rules.i386 {
             Some(r) => r,
-            None => return SECCOMP_RET_TRAP,
+            None => return reject(extras),
         },
         Abi::X32 => match &rules.x32 {
             Some(r) => r,
-            None => return SECCOMP_RET_TRAP,
+            None => return reject(extras),
         },
     };
-    if abi == Abi::X86_64 {
+    if abi == Abi::X86_64 && !extras.standalone {
         if nr == RERAISE_NR {
             return SECCOMP_RET_TRAP;
         }
@@ -436,13 +484,13 @@ pub(crate) fn decide(
             .iter()
             .any(|name| syscalls::number(abi, name) == Some(nr))
     {
-        return Action::Errno(EAGAIN).ret();
+        return Action::Errno(EAGAIN).ret_for(extras);
     }
     let width = Width::of(abi, extras);
     own.iter()
         .find(|rule| rule.nr == nr && rule.args.iter().all(|c| c.holds(args, width)))
         .map_or(rules.default, |rule| rule.action)
-        .ret()
+        .ret_for(extras)
 }
 
 /// A stretch of syscall numbers and what decides them.
@@ -461,7 +509,14 @@ struct Segment {
 
 /// Cuts `[lo, hi]` into segments: each number with rules, and the gaps between, which
 /// `background` decides. Neighbouring segments that return the same value merge.
-fn segments(groups: &Groups, lo: u32, hi: u32, background: u32, out: &mut Vec<Segment>) {
+fn segments(
+    groups: &Groups,
+    lo: u32,
+    hi: u32,
+    background: u32,
+    extras: &FilterExtras,
+    out: &mut Vec<Segment>,
+) {
     let mut push = |start: u32, leaf: Leaf| {
         if let (Some(last), Leaf::Ret(_)) = (out.last(), leaf) {
             if last.leaf == leaf {
@@ -476,7 +531,7 @@ fn segments(groups: &Groups, lo: u32, hi: u32, background: u32, out: &mut Vec<Se
             push(next.unwrap_or(lo), Leaf::Ret(background));
         }
         let leaf = match rules.first() {
-            Some(rule) if rule.args.is_empty() => Leaf::Ret(rule.action.ret()),
+            Some(rule) if rule.args.is_empty() => Leaf::Ret(rule.action.ret_for(extras)),
             _ => Leaf::Rules(nr),
         };
         push(nr, leaf);
@@ -490,6 +545,7 @@ fn segments(groups: &Groups, lo: u32, hi: u32, background: u32, out: &mut Vec<Se
 /// One section's emitter: the tree over its numbers, rule bodies, and its returns.
 struct Section<'a> {
     asm: &'a mut Assembler,
+    extras: FilterExtras,
     groups: BTreeMap<u32, Vec<Rule>>,
     width: Width,
     default: u32,
@@ -565,7 +621,7 @@ impl Section<'_> {
     fn rules(&mut self, nr: u32) -> Result<(), CompileError> {
         let rules = self.groups.remove(&nr).unwrap_or_default();
         for rule in &rules {
-            let ret = self.ret_label(rule.action.ret());
+            let ret = self.ret_label(rule.action.ret_for(&self.extras));
             if rule.args.is_empty() {
                 self.asm.ja(ret);
                 return Ok(());
@@ -650,8 +706,9 @@ fn halves(v: u64) -> (u32, u32) {
 
 fn compile(rules: &RuleSet, extras: &FilterExtras) -> Result<Vec<Insn>, CompileError> {
     let mut asm = Assembler::default();
-    let default = rules.default.ret();
-    let (other, reject) = (asm.label(), asm.label());
+    let default = rules.default.ret_for(extras);
+    let rejected = reject(extras);
+    let (other, reject_label) = (asm.label(), asm.label());
     asm.load(DATA_ARCH);
     asm.jump(BPF_JEQ_K, AUDIT_ARCH_X86_64, Dest::Next, Dest::To(other));
 
@@ -659,28 +716,34 @@ fn compile(rules: &RuleSet, extras: &FilterExtras) -> Result<Vec<Insn>, CompileE
     let native = groups(rules, extras, Abi::X86_64).unwrap_or_default();
     let x32 = groups(rules, extras, Abi::X32);
     let mut segs = Vec::new();
-    segments(&native, 0, X32_SYSCALL_BIT - 1, default, &mut segs);
-    let x32_background = if x32.is_some() {
-        default
-    } else {
-        SECCOMP_RET_TRAP
-    };
+    segments(&native, 0, X32_SYSCALL_BIT - 1, default, extras, &mut segs);
+    let x32_background = if x32.is_some() { default } else { rejected };
     let x32 = x32.unwrap_or_default();
     // Number -1 (what a tracer sets to skip a call) is decided by the default, as libseccomp
     // decides it; the kernel runs no syscall for it.
+    let below_minus_one = u32::MAX - 1;
     segments(
         &x32,
         X32_SYSCALL_BIT,
-        u32::MAX - 1,
+        below_minus_one,
         x32_background,
+        extras,
         &mut segs,
     );
-    segments(&Groups::new(), u32::MAX, u32::MAX, default, &mut segs);
+    segments(
+        &Groups::new(),
+        u32::MAX,
+        u32::MAX,
+        default,
+        extras,
+        &mut segs,
+    );
     let mut both = native;
     both.extend(x32);
     asm.load(DATA_NR);
     let mut section = Section {
         asm: &mut asm,
+        extras: *extras,
         groups: both,
         width: Width::W64,
         default,
@@ -690,14 +753,20 @@ fn compile(rules: &RuleSet, extras: &FilterExtras) -> Result<Vec<Insn>, CompileE
     section.finish();
 
     asm.bind(other);
-    asm.jump(BPF_JEQ_K, AUDIT_ARCH_I386, Dest::Next, Dest::To(reject));
+    asm.jump(
+        BPF_JEQ_K,
+        AUDIT_ARCH_I386,
+        Dest::Next,
+        Dest::To(reject_label),
+    );
     match groups(rules, extras, Abi::I386) {
         Some(i386) => {
             let mut segs = Vec::new();
-            segments(&i386, 0, u32::MAX, default, &mut segs);
+            segments(&i386, 0, u32::MAX, default, extras, &mut segs);
             asm.load(DATA_NR);
             let mut section = Section {
                 asm: &mut asm,
+                extras: *extras,
                 groups: i386,
                 width: Width::of(Abi::I386, extras),
                 default,
@@ -706,10 +775,10 @@ fn compile(rules: &RuleSet, extras: &FilterExtras) -> Result<Vec<Insn>, CompileE
             section.tree(&segs)?;
             section.finish();
         }
-        None => asm.ret(SECCOMP_RET_TRAP),
+        None => asm.ret(rejected),
     }
-    asm.bind(reject);
-    asm.ret(SECCOMP_RET_TRAP);
+    asm.bind(reject_label);
+    asm.ret(rejected);
     asm.finish()
 }
 

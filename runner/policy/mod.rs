@@ -16,6 +16,7 @@ pub mod bpf;
 pub mod compiler;
 pub mod interp;
 pub mod profile;
+pub mod tool;
 
 use std::path::Path;
 

@@ -157,8 +157,36 @@ pub enum ProfileError {
 #[derive(Clone, Debug)]
 pub struct Converted {
     pub rules: RuleSet,
+    /// For each rule of `rules.x86_64`, `rules.i386` and `rules.x32`: the index of the
+    /// `syscalls[]` entry it came from.
+    pub origins: [Vec<usize>; 3],
     /// Names no x86 ABI has, in the order met: their entries are for other architectures.
     pub skipped: Vec<String>,
+    /// Entries (by index) that make no rule, and why.
+    pub unused: Vec<(usize, Unused)>,
+}
+
+/// Why an entry of a profile makes no rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unused {
+    /// Its `includes` / `excludes` leave it out on this host for this worker.
+    NotApplicable,
+    /// Its action is the default action (runc drops it).
+    DefaultAction,
+    /// None of its names is an x86 syscall.
+    NoX86Name,
+}
+
+impl std::fmt::Display for Unused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Unused::NotApplicable => {
+                "its includes/excludes leave it out here (amd64, no capabilities, this kernel)"
+            }
+            Unused::DefaultAction => "its action is the default action",
+            Unused::NoX86Name => "no x86 ABI has any of its names",
+        })
+    }
 }
 
 /// Architectures libseccomp knows (`SCMP_ARCH_*`); only the x86 ones reach this kernel.
@@ -210,9 +238,9 @@ impl ScmpAction {
             ScmpAction::Allow => Action::Allow,
             ScmpAction::Errno(e) => Action::Errno(e),
             ScmpAction::Log => Action::Log,
-            ScmpAction::Trap | ScmpAction::KillThread | ScmpAction::KillProcess => {
-                Action::Violation
-            }
+            ScmpAction::Trap => Action::Trap,
+            ScmpAction::KillThread => Action::KillThread,
+            ScmpAction::KillProcess => Action::KillProcess,
         }
     }
 }
@@ -248,8 +276,9 @@ impl ProfileFile {
             self.default_errno_ret,
             Place::DefaultAction,
         )?;
-        let mut sections: [Vec<Rule>; 3] = Default::default();
+        let mut sections: [Vec<(Rule, usize)>; 3] = Default::default();
         let mut skipped: Vec<String> = Vec::new();
+        let mut unused: Vec<(usize, Unused)> = Vec::new();
         for (i, entry) in self.syscalls.iter().flatten().enumerate() {
             let at = Place::Entry(i);
             if entry.name.is_some() && entry.names.as_ref().is_some_and(|n| !n.is_empty()) {
@@ -267,6 +296,7 @@ impl ProfileFile {
             }
             // Docker drops the entries that do not apply before runc reads their actions.
             if !applies(entry, kernel, &at)? {
+                unused.push((i, Unused::NotApplicable));
                 continue;
             }
             let action = scmp_action(&entry.action, entry.errno_ret, at.clone())?;
@@ -277,6 +307,7 @@ impl ProfileFile {
                 .map(|a| parse_arg(a, &at))
                 .collect::<Result<Vec<_>, _>>()?;
             if action == default {
+                unused.push((i, Unused::DefaultAction));
                 continue;
             }
             // runc: conditions on distinct arguments are ANDed; if two name the same argument,
@@ -290,6 +321,7 @@ impl ProfileFile {
             } else {
                 vec![args]
             };
+            let mut any_known = false;
             for name in names {
                 let mut known = false;
                 for (slot, abi, named) in [
@@ -312,7 +344,7 @@ impl ProfileFile {
                         0xffff_ffff
                     };
                     for args in &conjunctions {
-                        sections[slot].push(Rule {
+                        let rule = Rule {
                             nr,
                             args: args
                                 .iter()
@@ -320,15 +352,21 @@ impl ProfileFile {
                                 .copied()
                                 .collect(),
                             action: action.action(),
-                        });
+                        };
+                        sections[slot].push((rule, i));
                     }
                 }
+                any_known |= known;
                 if !known && !skipped.iter().any(|s| s == name) {
                     skipped.push(name.to_string());
                 }
             }
+            if !any_known {
+                unused.push((i, Unused::NoX86Name));
+            }
         }
-        let [x86_64, i386_rules, x32_rules] = sections.map(unconditional_first);
+        let [(x86_64, o0), (i386_rules, o1), (x32_rules, o2)] =
+            sections.map(|s| unconditional_first(s).into_iter().unzip());
         Ok(Converted {
             rules: RuleSet {
                 x86_64,
@@ -336,7 +374,9 @@ impl ProfileFile {
                 x32: x32.then_some(x32_rules),
                 default: default.action(),
             },
+            origins: [o0, o1, o2],
             skipped,
+            unused,
         })
     }
 
@@ -377,16 +417,16 @@ impl ProfileFile {
 
 /// libseccomp: the first unconditional rule for a number decides it, whatever comes before or
 /// after; conditional rules keep their order.
-fn unconditional_first(rules: Vec<Rule>) -> Vec<Rule> {
+fn unconditional_first(rules: Vec<(Rule, usize)>) -> Vec<(Rule, usize)> {
     let mut decided: Vec<u32> = Vec::new();
-    let mut out: Vec<Rule> = Vec::with_capacity(rules.len());
-    for rule in &rules {
+    let mut out: Vec<(Rule, usize)> = Vec::with_capacity(rules.len());
+    for (rule, origin) in &rules {
         if rule.args.is_empty() && !decided.contains(&rule.nr) {
             decided.push(rule.nr);
-            out.push(rule.clone());
+            out.push((rule.clone(), *origin));
         }
     }
-    out.extend(rules.into_iter().filter(|r| !decided.contains(&r.nr)));
+    out.extend(rules.into_iter().filter(|(r, _)| !decided.contains(&r.nr)));
     out
 }
 
