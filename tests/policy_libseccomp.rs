@@ -46,7 +46,10 @@ fn python() -> Option<&'static str> {
                 .is_ok_and(|o| o.status.success())
         });
         if found.is_none() {
-            eprintln!(
+            // Straight to stderr: the harness captures eprintln!, not this.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
                 "python3-seccomp not found: skipping {TESTS} libseccomp tests \
                  (apt-get install python3-seccomp)"
             );

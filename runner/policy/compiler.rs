@@ -21,7 +21,6 @@
 //! Arguments are compared unsigned on 64 bits in two halves for x86_64 and x32, and on their low
 //! 32 bits for i386 (`int 0x80` ignores the high halves; libseccomp compares 32 bits there too).
 //! A rule may have any number of checks: jumps too far for BPF's 8-bit offsets go through `ja`.
-#![warn(clippy::cast_possible_truncation)]
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};

@@ -11,6 +11,10 @@
 //!
 //! The compiler is bytejail's own: the maintained Rust compilers target one architecture per
 //! program and cannot express the ia32 section or the x32 check.
+//!
+//! No jump offset, instruction count or value is ever truncated: every narrowing is a checked
+//! conversion, and clippy holds the whole module to it.
+#![warn(clippy::cast_possible_truncation)]
 
 pub mod bpf;
 pub mod compiler;

@@ -320,7 +320,14 @@ fn check(index: u8, op: CmpOp, value: u64, value_two: u64) -> ArgCheck {
 /// hold for the rule's ALLOW, whatever its length.
 fn long_rule(n: usize) -> Vec<Rule> {
     let args = (0..n)
-        .map(|i| check((i % 6) as u8, CmpOp::MaskedEq, 1 << (i % 60), 0))
+        .map(|i| {
+            check(
+                u8::try_from(i % 6).unwrap(),
+                CmpOp::MaskedEq,
+                1 << (i % 60),
+                0,
+            )
+        })
         .collect();
     vec![Rule {
         nr: 1,
@@ -355,6 +362,10 @@ fn rules_with_many_checks_never_fail_open() {
 /// with a `u8` offset (`as u8`). The twin of the test above: with 45 masked checks it lets a
 /// call through that fails a check.
 #[test]
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "the old encoding's truncation is what this test reproduces"
+)]
 fn the_old_8_bit_encoding_failed_open_on_long_rules() {
     use super::bpf::{BPF_ALU_AND_K, BPF_JEQ_K, BPF_LD_W_ABS, BPF_RET_K};
     let rule = &long_rule(45)[0];
