@@ -444,6 +444,15 @@ pub fn docker_default() -> Filter {
     }
 }
 
+/// libseccomp 2.5.4's `optimize=2` program for Docker's default profile, built as runc builds
+/// it (`tests/libseccomp_filter.py`) and checked in: what `filter_install_docker` is compared to.
+pub fn docker_default_libseccomp() -> Filter {
+    let bytes = include_bytes!("../guest-samples/policies/docker-default.libseccomp-2.5.4.bpf");
+    Filter::parse_program(bytes)
+        .and_then(|program| Filter::from_program(program).ok())
+        .expect("the checked-in libseccomp program is whole and fits the kernel")
+}
+
 /// Measures every row and returns the report: about 20 s, or about 5 s with `quick`.
 ///
 /// `progress` receives a line now and then (what is being done, what was left out).
@@ -837,6 +846,11 @@ impl Fixtures {
                 "filter_install_docker",
                 Some("filter_install_1"),
                 docker_default(),
+            ),
+            (
+                "filter_install_docker_libseccomp",
+                Some("filter_install_1"),
+                docker_default_libseccomp(),
             ),
         ];
         let mut externals = Vec::new();

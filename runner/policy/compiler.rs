@@ -319,6 +319,48 @@ impl Filter {
         })
     }
 
+    /// A program compiled elsewhere (libseccomp's, say), installed as it is: for comparing
+    /// installation costs. It has no rules: [`Filter::decide`] and [`Filter::with_extras`]
+    /// know nothing of it (they answer for an empty rule set that rejects everything).
+    pub fn from_program(program: Vec<Insn>) -> Result<Filter, CompileError> {
+        if program.len() > MAX_INSNS {
+            return Err(CompileError::TooLong {
+                insns: program.len(),
+                max: MAX_INSNS,
+            });
+        }
+        Ok(Filter {
+            program: program.into(),
+            rules: Arc::new(RuleSet {
+                x86_64: Vec::new(),
+                i386: None,
+                x32: None,
+                default: Action::Violation,
+            }),
+            extras: FilterExtras::default(),
+            skipped: Arc::new([]),
+            no_new_tasks: Arc::default(),
+        })
+    }
+
+    /// Reads a raw `struct sock_filter` program (8 bytes per instruction, little endian).
+    pub fn parse_program(bytes: &[u8]) -> Option<Vec<Insn>> {
+        if bytes.len() % 8 != 0 {
+            return None;
+        }
+        Some(
+            bytes
+                .chunks_exact(8)
+                .map(|b| Insn {
+                    code: u16::from_le_bytes([b[0], b[1]]),
+                    jt: b[2],
+                    jf: b[3],
+                    k: u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
+                })
+                .collect(),
+        )
+    }
+
     /// This filter's rules compiled with other extras (the names skipped carry over).
     pub fn with_extras(&self, extras: &FilterExtras) -> Result<Filter, CompileError> {
         if *extras == self.extras {
