@@ -10,16 +10,17 @@
 //! OTHER:
 //!   arch == i386 ? fall through : -> REJECT
 //!   A = nr, binary search over the i386 numbers, rets      (or return REJECT: no x86 named)
-//! REJECT: return TRAP
+//! REJECT: return TRAP (a standalone program: KILL_THREAD)
 //! ```
 //!
-//! What every program decides, whatever the rules say (highest precedence first): the fault
-//! handler's re-raise number traps, `exit` and `rt_sigreturn` are allowed (x86_64), the extra
-//! rules of [`FilterExtras`], then the rules in order (the first whose number and checks match
-//! returns its action), then the default. x32 numbers are rejected unless an x32 section is given.
+//! What every worker program decides, whatever the rules say (highest precedence first): the
+//! fault handler's re-raise number traps, `exit` and `rt_sigreturn` are allowed (x86_64), the
+//! extra rules of [`FilterExtras`], then the rules in order (the first whose number and checks
+//! match returns its action), then the default. x32 numbers are rejected unless an x32 section is
+//! given. A standalone program ([`FilterExtras::standalone`]) has no calls of bytejail's own.
 //!
-//! Arguments are compared unsigned on 64 bits in two halves for x86_64 and x32, and on their low
-//! 32 bits for i386 (`int 0x80` ignores the high halves; libseccomp compares 32 bits there too).
+//! Arguments are compared unsigned: on 64 bits, in two halves, for x86_64; on their low 32 bits
+//! for i386 and x32, as libseccomp compares them (`int 0x80` ignores the high halves).
 //! A rule may have any number of checks: jumps too far for BPF's 8-bit offsets go through `ja`.
 
 use std::collections::BTreeMap;
@@ -166,8 +167,8 @@ impl Width {
         }
     }
 
-    /// Which width an ABI's arguments are compared on. i386 uses 32-bit registers. x32 passes
-    /// 64-bit registers and is compared as libseccomp compares it.
+    /// Which width an ABI's arguments are compared on: 32 bits for i386 (its registers) and
+    /// x32 (libseccomp's width for it), 64 for x86_64.
     pub fn of(abi: Abi, extras: &FilterExtras) -> Width {
         match abi {
             Abi::I386 if !extras.i386_full_width => Width::W32,
