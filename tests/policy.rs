@@ -1,6 +1,8 @@
 //! seccomp-bpf policies on the real kernel: the classic libseccomp example as a profile, a
 //! raw packet socket under a profile that allows `socket` (EPERM: the worker holds no
-//! capabilities) and under strict mode (killed), and what filter mode does to the worker.
+//! capabilities) and under strict mode (killed), what filter mode does to the worker, i386
+//! deny rules against high halves (Docker's vsock rule included), a rule of 45 checks, and
+//! `clone`/`fork` denied for a job without new tasks; each with its twin.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
