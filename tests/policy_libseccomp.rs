@@ -5,7 +5,8 @@
 //! is held to the kernel: every program, its returns turned into errnos so that no call runs, is
 //! installed in a forked child that issues the vectors (`syscall` and `int 0x80`). Profiles: Docker's and Podman's defaults, every checked-in profile, and generated
 //! ones (every op at the 32-bit edges, ANDed and same-index conditions, overlapping entries,
-//! every action and errno edge, i386 and x32 sections).
+//! every action and errno edge, i386 and x32 sections, socket and IPC calls that libseccomp also
+//! routes through `socketcall` and `ipc` on x86).
 //!
 //! Deliberate differences, left out of the comparison (README, "Policies"): `exit` and
 //! `rt_sigreturn` (and the re-raise number) are always allowed natively; kills and traps are
@@ -350,7 +351,14 @@ fn checked_in_profiles_decide_as_libseccomp_does() {
 /// A random profile: overlapping entries, every op at the 32-bit edges, ANDed and same-index
 /// conditions, every action and errno edge, includes and excludes, i386 and x32 sections.
 fn generated_profile(rng: &mut Rng) -> Value {
-    const NAMES: [&str; 14] = [
+    // Not `socketcall` or `ipc` themselves under conditions: libseccomp 2.5.4 then also puts a
+    // rule for their pseudo-number into the x86_64 filter, and other numbers' rules come out
+    // wrong (seen: madvise under KILL answered by the default beside a conditional `ipc`).
+    const NAMES: [&str; 18] = [
+        "socket",
+        "connect",
+        "recv",
+        "semget",
         "read",
         "write",
         "close",

@@ -12,6 +12,8 @@
 //!   x86 ABI has (an entry for another architecture) is skipped and named in a warning.
 //! - conditions (runc): conditions on different arguments are ANDed; when two conditions name
 //!   the same argument, each condition is a rule of its own (ORed).
+//! - multiplexed calls (libseccomp on x86): a socket or SysV IPC call's entry is also a rule
+//!   for `socketcall` / `ipc` with the call's number as the first argument.
 //! - overlapping rules (libseccomp): an unconditional rule for a number overrides every
 //!   conditional one, whatever the order; the first unconditional rule wins. A masked compare
 //!   with a mask of 0 in the ABI's width (32 bits for i386 and x32) is no check at all.
@@ -329,13 +331,6 @@ impl ProfileFile {
                     (1, Abi::I386, i386),
                     (2, Abi::X32, x32),
                 ] {
-                    let Some(nr) = syscalls::number(abi, name) else {
-                        continue;
-                    };
-                    known = true;
-                    if !named {
-                        continue;
-                    }
                     // libseccomp drops a masked compare whose mask is 0 in the ABI's width
                     // (a tautology): a rule left with no checks is unconditional.
                     let width = if abi == Abi::X86_64 {
@@ -343,17 +338,44 @@ impl ProfileFile {
                     } else {
                         0xffff_ffff
                     };
+                    let rule = |nr: u32, args: Vec<ArgCheck>| Rule {
+                        nr,
+                        args: args
+                            .into_iter()
+                            .filter(|c| !(c.op == CmpOp::MaskedEq && c.value & width == 0))
+                            .collect(),
+                        action: action.action(),
+                    };
+                    // libseccomp on x86: a socket or SysV IPC call is also a rule for its
+                    // multiplexer (socketcall, ipc) whose first argument is the call's number,
+                    // in place of any condition on the first argument; the other conditions
+                    // stay. It comes before the direct call's rule.
+                    if abi == Abi::I386 {
+                        if let Some((mux, call)) = multiplexed(name) {
+                            known = true;
+                            if named {
+                                for args in &conjunctions {
+                                    let mut muxed = vec![ArgCheck {
+                                        index: 0,
+                                        op: CmpOp::Eq,
+                                        value: call,
+                                        value_two: 0,
+                                    }];
+                                    muxed.extend(args.iter().filter(|c| c.index != 0));
+                                    sections[slot].push((rule(mux, muxed), i));
+                                }
+                            }
+                        }
+                    }
+                    let Some(nr) = syscalls::number(abi, name) else {
+                        continue;
+                    };
+                    known = true;
+                    if !named {
+                        continue;
+                    }
                     for args in &conjunctions {
-                        let rule = Rule {
-                            nr,
-                            args: args
-                                .iter()
-                                .filter(|c| !(c.op == CmpOp::MaskedEq && c.value & width == 0))
-                                .copied()
-                                .collect(),
-                            action: action.action(),
-                        };
-                        sections[slot].push((rule, i));
+                        sections[slot].push((rule(nr, args.clone()), i));
                     }
                 }
                 any_known |= known;
@@ -413,6 +435,58 @@ impl ProfileFile {
         filter.set_skipped(converted.skipped.clone());
         Ok((filter, converted.skipped))
     }
+}
+
+/// i386's `socketcall` and `ipc`.
+const SOCKETCALL: u32 = 102;
+const IPC: u32 = 117;
+
+/// libseccomp's multiplexed calls on x86: the multiplexer's number and the call's number in
+/// it (`SYS_SOCKET` = 1, ..., `SHMCTL` = 24), as `include/seccomp-syscalls.h` numbers them.
+fn multiplexed(name: &str) -> Option<(u32, u64)> {
+    const SOCKET: [&str; 20] = [
+        "socket",
+        "bind",
+        "connect",
+        "listen",
+        "accept",
+        "getsockname",
+        "getpeername",
+        "socketpair",
+        "send",
+        "recv",
+        "sendto",
+        "recvfrom",
+        "shutdown",
+        "setsockopt",
+        "getsockopt",
+        "sendmsg",
+        "recvmsg",
+        "accept4",
+        "recvmmsg",
+        "sendmmsg",
+    ];
+    const IPC_CALLS: [(&str, u64); 12] = [
+        ("semop", 1),
+        ("semget", 2),
+        ("semctl", 3),
+        ("semtimedop", 4),
+        ("msgsnd", 11),
+        ("msgrcv", 12),
+        ("msgget", 13),
+        ("msgctl", 14),
+        ("shmat", 21),
+        ("shmdt", 22),
+        ("shmget", 23),
+        ("shmctl", 24),
+    ];
+    if let Some(i) = SOCKET.iter().position(|s| *s == name) {
+        return Some((SOCKETCALL, u64::try_from(i + 1).ok()?));
+    }
+    IPC_CALLS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|&(_, call)| (IPC, call))
 }
 
 /// libseccomp: the first unconditional rule for a number decides it, whatever comes before or
