@@ -22,7 +22,7 @@ pub struct PolicyArgs {
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
     /// Load a profile: names skipped for other architectures, entries that make no rule,
-    /// entries shadowed by others, the program's size.
+    /// entries shadowed by others, conditions socketcall/ipc bypass, the program's size.
     Check {
         /// The profile (Docker, OCI or Podman JSON).
         file: PathBuf,
@@ -112,7 +112,11 @@ pub fn policy(args: PolicyArgs) -> Result<Completion, Error> {
                         report.skipped.join(", ")
                     ));
                 }
-                for (kind, notes) in [("no rule", &report.unused), ("shadowed", &report.shadowed)] {
+                for (kind, notes) in [
+                    ("no rule", &report.unused),
+                    ("shadowed", &report.shadowed),
+                    ("warning", &report.multiplexed),
+                ] {
                     for note in notes {
                         text.push_str(&format!(
                             "syscalls[{}] ({}): {kind}: {}\n",

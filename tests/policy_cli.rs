@@ -54,6 +54,30 @@ fn check_lists_what_docker_would_skip_and_leave_out() {
 }
 
 #[test]
+fn check_warns_that_socketcall_reaches_a_conditional_socket_rule_unchecked() {
+    let profile = policies("socket-unix-only.json");
+    let text = stdout(&bytejail(&["policy", "check", &profile]));
+    assert!(
+        text.contains("syscalls[0] (socket): warning: through int 0x80"),
+        "{text}"
+    );
+    // The decision that warning is about.
+    let text = stdout(&bytejail(&[
+        "policy",
+        "explain",
+        &profile,
+        "socketcall",
+        "1",
+        "--abi",
+        "i386",
+    ]));
+    assert!(
+        text.contains(": allow — syscalls[0] (socket, 1 argument check)"),
+        "{text}"
+    );
+}
+
+#[test]
 fn check_names_an_entry_shadowed_by_an_unconditional_one() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("shadow.json");

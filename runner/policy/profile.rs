@@ -443,7 +443,7 @@ const IPC: u32 = 117;
 
 /// libseccomp's multiplexed calls on x86: the multiplexer's number and the call's number in
 /// it (`SYS_SOCKET` = 1, ..., `SHMCTL` = 24), as `include/seccomp-syscalls.h` numbers them.
-fn multiplexed(name: &str) -> Option<(u32, u64)> {
+pub(crate) fn multiplexed(name: &str) -> Option<(u32, u64)> {
     const SOCKET: [&str; 20] = [
         "socket",
         "bind",

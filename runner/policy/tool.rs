@@ -72,7 +72,36 @@ impl Loaded {
                     .to_string(),
             })
             .collect();
+        // An entry with conditions on a socket or IPC call: through socketcall / ipc only the
+        // call's number is checked (the call's own arguments are in memory, out of reach).
+        let multiplexed = if self.converted.rules.i386.is_some() {
+            self.profile
+                .syscalls
+                .iter()
+                .flatten()
+                .enumerate()
+                .filter(|(i, e)| {
+                    used.contains(i)
+                        && e.args.as_ref().is_some_and(|a| !a.is_empty())
+                        && self
+                            .entry_names(*i)
+                            .iter()
+                            .any(|n| super::profile::multiplexed(n).is_some())
+                })
+                .map(|(i, _)| EntryNote {
+                    entry: i,
+                    names: self.entry_names(i),
+                    why: "through int 0x80 the same call made with socketcall or ipc is \
+                          checked on the call's number alone (its arguments are in memory), \
+                          as libseccomp and Docker do: the conditions do not hold there"
+                        .to_string(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         CheckReport {
+            multiplexed,
             instructions: self.worker.program().len(),
             longest_path: self.worker.longest_path(),
             i386: self.converted.rules.i386.is_some(),
@@ -127,10 +156,10 @@ impl Loaded {
                         0..=4 => names.join(", "),
                         n => format!("{} and {} other names", names[..3].join(", "), n - 3),
                     };
-                    let conditions = if rule.args.is_empty() {
-                        String::new()
-                    } else {
-                        format!(", {} argument checks", rule.args.len())
+                    let conditions = match rule.args.len() {
+                        0 => String::new(),
+                        1 => ", 1 argument check".to_string(),
+                        n => format!(", {n} argument checks"),
                     };
                     (
                         rule.action,
@@ -214,6 +243,8 @@ pub struct CheckReport {
     pub skipped: Vec<String>,
     pub unused: Vec<EntryNote>,
     pub shadowed: Vec<EntryNote>,
+    /// Conditional entries for socket or IPC calls that `socketcall` / `ipc` reach unchecked.
+    pub multiplexed: Vec<EntryNote>,
 }
 
 /// One entry of `syscalls[]` and a finding about it.
