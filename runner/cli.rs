@@ -210,6 +210,31 @@ pub struct WorkerArgs {
     /// Do not re-run a strict-mode violation under strict-bpf to learn which syscall it was.
     #[arg(long)]
     pub no_diagnose: bool,
+
+    /// The guest's own memory: scratch, stack and whatever it maps itself (RLIMIT_AS on top of
+    /// the runner's mappings of the code and input), e.g. 256MiB or 2GiB; --scratch and --stack
+    /// together may not exceed it; 64KiB to 64GiB.
+    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = memory)]
+    pub memory: usize,
+
+    /// Processes and threads a job may have at once, the worker included, 1 to 4096. 1 (the
+    /// default) refuses clone, fork, vfork and clone3 with EAGAIN; only a profile can allow
+    /// those calls at all, and more needs a PID namespace for the worker (run as root).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub max_procs: u32,
+
+    /// Largest file the guest may write (RLIMIT_FSIZE; memfds too), e.g. 1MiB; 0 to 64GiB.
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = file_size)]
+    pub max_file_size: usize,
+
+    /// Most descriptors the guest may hold at once (RLIMIT_NOFILE), 8 to 65536.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u64).range(8..=65536))]
+    pub max_open_files: u64,
+
+    /// CPU time the job may use, next to the wall-clock --timeout, e.g. 500ms or 2s (the host
+    /// watches the worker's CPU clock; RLIMIT_CPU is its backstop); more than 0, at most 24h.
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
+    pub cpu_time: Option<Duration>,
 }
 
 impl WorkerArgs {
@@ -223,6 +248,11 @@ impl WorkerArgs {
                 scratch: self.scratch,
                 max_code: self.max_code,
                 max_input: self.max_input,
+                memory: self.memory,
+                max_procs: self.max_procs,
+                max_file_size: self.max_file_size as u64,
+                max_open_files: self.max_open_files,
+                cpu_time: self.cpu_time,
             },
             scrub: !self.no_scrub,
             policy: self.policy.clone(),
@@ -497,6 +527,16 @@ fn stack(arg: &str) -> Result<usize, String> {
 /// `--scratch`: 1 to [`MAX_SCRATCH`] bytes.
 fn scratch(arg: &str) -> Result<usize, String> {
     bounded_size(arg, 1, MAX_SCRATCH, "16GiB")
+}
+
+/// `--memory`: 64 KiB to 64 GiB.
+fn memory(arg: &str) -> Result<usize, String> {
+    bounded_size(arg, 64 << 10, 64 << 30, "64GiB")
+}
+
+/// `--max-file-size`: 0 to 64 GiB.
+fn file_size(arg: &str) -> Result<usize, String> {
+    bounded_size(arg, 0, 64 << 30, "64GiB")
 }
 
 /// `--policy`: `strict`, `strict-bpf` or a profile file, compiled here so that a bad profile

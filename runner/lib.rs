@@ -13,6 +13,7 @@ pub mod abi;
 mod arena;
 pub mod batch;
 pub mod bench;
+mod cgroup;
 pub mod disasm;
 pub mod error;
 mod host;
