@@ -11,15 +11,9 @@ use std::time::Duration;
 
 use bytejail::abi::{self, InitialRegisters, Limits, RunOptions};
 use bytejail::load::{self, Format};
-use bytejail::{disasm, units, Error, InputError, Outcome, Policy};
+use bytejail::{bounds, disasm, units, Error, InputError, Outcome, Policy};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
-
-/// Largest accepted `--max-output`: the output is held in memory (and hex-encoded for `--json`).
-const MAX_MAX_OUTPUT: usize = 1 << 30;
-use bytejail::abi::{MAX_REGION as MAX_SCRATCH, MIN_STACK};
-/// Largest accepted `--stack`: deeper than any sane guest recursion, small enough to map anywhere.
-const MAX_STACK: usize = 1 << 30;
 
 /// What `bytejail run --help` prints after the options: the outcomes and what they exit with.
 const RUN_AFTER_LONG_HELP: &str = "\
@@ -61,17 +55,35 @@ Output:
 const BATCH_AFTER_LONG_HELP: &str = "\
 A job line (only the code is required; the rest defaults to the options above):
   {\"id\": <any>, \"code_hex\": \"b0 2a c3\" | \"code_path\": \"guest.s\", \"input_hex\": \"0102\",
-   \"timeout_ms\": 2000, \"max_output\": 1048576, \"regs\": {\"rbx\": 5}, \"entry\": 0}
+   \"timeout_ms\": 2000, \"max_output\": 1048576, \"regs\": {\"rbx\": 5}, \"entry\": 0,
+   \"group\": \"s1\"}
 
-A result line is the job's id followed by exactly the `run --json` report. A line that cannot be
-run gives {\"id\", \"line\", \"error\"} and the batch goes on. A summary of outcomes goes to stderr;
-the exit status is 0 once every line has its result line.
+Fields get exactly the bounds of the flags: timeout_ms 1 to 86400000 (--timeout, 24h);
+max_output 0 to 1073741824 or a size such as \"64KiB\" (--max-output, 1GiB); entry a number
+or \"0x10\" inside the code (--entry); regs as --reg; the code at most --max-code bytes and
+input_hex at most --max-input bytes. A line may be at most 8 x (--max-code + --max-input)
++ 64KiB bytes.
 
-Each job runs in its own fresh worker, forked by a zygote (a small helper process started
-first); with --reuse same-code, consecutive jobs with the same code share one worker, each
-input from the same initial state (inputs of one submission are not isolated from each other,
-submissions are). To scale past one machine, split the JSON lines across machines with the
-job runner you already have: results carry their ids.";
+Results stream: each result line is written and flushed as soon as its job ends (with
+--ordered, as soon as it is next in input order), so `bytejail batch -` on a pipe answers each
+line without waiting for the next. A result line is the job's id followed by exactly the
+`run --json` report. A line that cannot be run (not JSON, unloadable code, a field out of
+range) gives {\"id\", \"line\", \"error\"} and the batch goes on. A summary of outcomes goes
+to stderr.
+
+Exit status:
+  0    every line ran (whatever the guests did)
+  1    some lines could not run (each has its error line)
+  2    bad usage or an unreadable FILE: nothing ran
+  125  bytejail itself failed
+
+Each job runs in its own fresh worker, forked by a zygote (a small helper process); job
+threads and their zygotes start as lines arrive, up to --jobs. With --reuse same-code,
+consecutive jobs with the same code and the same \"group\" (a string or number naming one
+submission) share one worker, each input from the same initial state; one input of a group
+can pass anything to the next, so a group must be one submission. A job without a group never
+shares a worker. To scale past one machine, split the JSON lines across machines with the job
+runner you already have: results carry their ids.";
 
 /// Run untrusted x86-64 machine code in a fresh strict-seccomp worker and report exactly what it
 /// did.
@@ -88,7 +100,7 @@ pub enum Command {
     /// Run code in a fresh worker and report its outcome.
     #[command(after_long_help = RUN_AFTER_LONG_HELP)]
     Run(RunArgs),
-    /// Run many jobs given as JSON lines, each in its own single-use worker.
+    /// Run many jobs given as JSON lines, answering each as soon as it ends.
     #[command(after_long_help = BATCH_AFTER_LONG_HELP)]
     Batch(BatchArgs),
     /// Print code in Intel syntax with offsets.
@@ -168,7 +180,7 @@ pub struct RunArgs {
 pub struct WorkerArgs {
     /// Wall-clock limit, e.g. 300ms, 2s, 1.5s (units ns, us, ms, s, m, h); more than 0, at most
     /// 24h.
-    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = units::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = bounds::parse_timeout)]
     pub timeout: Duration,
 
     /// Most bytes the guest may write to fd 1 (one more and it is killed), e.g. 4096, 64KiB or
@@ -239,7 +251,7 @@ pub struct BatchArgs {
     #[arg(value_name = "FILE", default_value = "-")]
     pub file: PathBuf,
 
-    /// Jobs run at once [default: the number of CPUs].
+    /// Most jobs run at once; job threads start as lines arrive [default: the number of CPUs].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub jobs: Option<u16>,
 
@@ -247,9 +259,10 @@ pub struct BatchArgs {
     #[arg(long)]
     pub ordered: bool,
 
-    /// `same-code`: jobs with the same code (and policy, scrubbing, stack, scratch) share a
-    /// worker, each input from the same initial state; isolates submissions from each other,
-    /// not inputs of one submission. `none`: a fresh worker per job.
+    /// `same-code`: consecutive jobs with the same code, the same `group` (and policy,
+    /// scrubbing, stack, scratch) share a worker, each input from the same initial state;
+    /// isolates groups from each other, not inputs of one group. Jobs without a `group` never
+    /// share a worker. `none`: a fresh worker per job.
     #[arg(long, value_name = "MODE", default_value = "none")]
     pub reuse: bytejail::batch::Reuse,
 
@@ -271,6 +284,8 @@ pub enum Completion {
     Done,
     /// A guest ran; its outcome decides the exit status.
     Ran(Outcome),
+    /// A batch read all its lines; `errors` of them could not run (each has an error line).
+    Batch { errors: u64 },
 }
 
 impl Cli {
@@ -388,7 +403,9 @@ fn batch(args: BatchArgs) -> Result<Completion, Error> {
         summary.line(),
         started.elapsed().as_secs_f64()
     ));
-    Ok(Completion::Done)
+    Ok(Completion::Batch {
+        errors: summary.errors,
+    })
 }
 
 /// `bytejail disasm`: load and print the listing.
@@ -470,33 +487,21 @@ pub fn usage_error_message(error: &clap::Error) -> String {
 // Value parsers. Each returns a message that clap puts after "invalid value '...' for '--flag'",
 // so the message need not repeat the flag.
 
-/// A size from `min` to `max` bytes; `limit` spells `max` for people.
-fn bounded_size(arg: &str, min: usize, max: usize, limit: &str) -> Result<usize, String> {
-    let bytes = units::parse_size(arg)?;
-    if bytes < min {
-        Err(format!("{bytes} bytes is under the minimum of {min} bytes"))
-    } else if bytes > max {
-        Err(format!(
-            "{bytes} bytes is over the limit of {limit} ({max} bytes)"
-        ))
-    } else {
-        Ok(bytes)
-    }
-}
+// The bounds themselves live in `bytejail::bounds`, shared with `bytejail batch`'s job lines.
 
-/// `--max-output`: 0 to [`MAX_MAX_OUTPUT`] bytes.
+/// `--max-output`: 0 to 1GiB.
 fn max_output(arg: &str) -> Result<usize, String> {
-    bounded_size(arg, 0, MAX_MAX_OUTPUT, "1GiB")
+    bounds::MAX_OUTPUT.parse(arg)
 }
 
-/// `--stack`: [`MIN_STACK`] to [`MAX_STACK`] bytes.
+/// `--stack`: 64 bytes to 1GiB.
 fn stack(arg: &str) -> Result<usize, String> {
-    bounded_size(arg, MIN_STACK, MAX_STACK, "1GiB")
+    bounds::STACK.parse(arg)
 }
 
-/// `--scratch`: 1 to [`MAX_SCRATCH`] bytes.
+/// `--scratch`: 1 byte to 16GiB.
 fn scratch(arg: &str) -> Result<usize, String> {
-    bounded_size(arg, 1, MAX_SCRATCH, "16GiB")
+    bounds::SCRATCH.parse(arg)
 }
 
 /// `--policy`: `strict`, `strict-bpf` or a profile file, compiled here so that a bad profile
@@ -507,9 +512,7 @@ fn policy(arg: &str) -> Result<Policy, String> {
 
 /// `--entry`: a decimal or 0x-hex offset.
 fn offset(arg: &str) -> Result<usize, String> {
-    abi::parse_u64(arg.trim())
-        .and_then(|offset| usize::try_from(offset).ok())
-        .ok_or_else(|| "expected a decimal or 0x-hex offset, e.g. 16 or 0x10".to_string())
+    bounds::parse_offset(arg)
 }
 
 /// `--reg`: checks a `NAME=VALUE` setting; [`run`] applies it.
