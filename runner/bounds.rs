@@ -85,7 +85,7 @@ pub fn parse_timeout(text: &str) -> Result<Duration, String> {
 pub fn timeout_from_ms(ms: u64) -> Result<Duration, String> {
     let max_ms = MAX_TIMEOUT.as_millis();
     if ms == 0 {
-        Err("0 ms: the timeout must be greater than 0".into())
+        Err("the timeout must be greater than 0 ms".into())
     } else if u128::from(ms) > max_ms {
         Err(format!("{ms} ms is over the limit of 24h ({max_ms} ms)"))
     } else {
