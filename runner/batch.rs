@@ -142,27 +142,75 @@ struct Job {
 }
 
 /// Code loaded from `code_path`, by path: a grader's thousand lines naming one file assemble
-/// it once.
+/// it once. An entry serves only a file whose bytes are still the ones it was loaded from: a
+/// long-lived batch whose client rewrites a file in place runs the new code, never a stale copy
+/// (file times are too coarse to tell two writes in a row apart).
 #[derive(Default)]
 struct CodeCache {
-    by_path: Mutex<HashMap<PathBuf, Arc<Vec<u8>>>>,
+    entries: Mutex<CacheEntries>,
+}
+
+#[derive(Default)]
+struct CacheEntries {
+    /// Path -> (the file's bytes, the code loaded from them).
+    by_path: HashMap<PathBuf, (Vec<u8>, Arc<Vec<u8>>)>,
+    /// Bytes held, sources and code.
+    held: usize,
+}
+
+/// Largest source file remembered; larger ones are loaded every time.
+const MAX_CACHED_SOURCE: u64 = 1 << 20;
+/// Bytes the cache may hold before it starts afresh: a long-lived batch naming ever new files
+/// does not grow without end.
+const MAX_CACHE_BYTES: usize = 64 << 20;
+
+/// The bytes of `path` when it is a regular file small enough to remember.
+fn cacheable_source(path: &PathBuf) -> Option<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking: opening a FIFO must not wait for a writer.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() || meta.len() > MAX_CACHED_SOURCE {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_CACHED_SOURCE + 1)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    (bytes.len() as u64 <= MAX_CACHED_SOURCE).then_some(bytes)
 }
 
 impl CodeCache {
     fn load(&self, path: &PathBuf, max_code: usize) -> Result<Arc<Vec<u8>>, InputError> {
-        if let Some(code) = self
-            .by_path
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(path)
-        {
-            return Ok(code.clone());
+        let lock = || self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let source = cacheable_source(path);
+        if let Some(source) = &source {
+            if let Some((seen, code)) = lock().by_path.get(path) {
+                if seen == source {
+                    return Ok(code.clone());
+                }
+            }
         }
         let code = Arc::new(load::load_path(path, None, max_code)?);
-        self.by_path
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(path.clone(), code.clone());
+        // Remembered only when the file still holds the bytes read before the load.
+        if let Some(source) = source.filter(|s| cacheable_source(path).as_ref() == Some(s)) {
+            let mut cache = lock();
+            let size = source.len() + code.len();
+            if cache.held + size > MAX_CACHE_BYTES {
+                *cache = CacheEntries::default();
+            }
+            if let Some((old_source, old_code)) =
+                cache.by_path.insert(path.clone(), (source, code.clone()))
+            {
+                cache.held -= old_source.len() + old_code.len();
+            }
+            cache.held += size;
+        }
         Ok(code)
     }
 }

@@ -465,3 +465,32 @@ fn code_input_and_line_sizes_are_bounded_by_the_flags() {
         }
     }
 }
+
+#[test]
+fn a_code_file_rewritten_in_place_runs_its_new_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut batch = Batch::start(&["--jobs", "1"]);
+    for (name, versions) in [
+        ("guest.bin", [&[0xb0u8, 1, 0xc3][..], &[0xb0, 2, 0xc3][..]]),
+        (
+            "guest.s",
+            [
+                &b"\tmov $1, %eax\n\tret\n"[..],
+                &b"\tmov $2, %eax\n\tret\n"[..],
+            ],
+        ),
+    ] {
+        let path = dir.path().join(name);
+        let line = format!("{{\"id\": \"{name}\", \"code_path\": {:?}}}", path);
+        for _ in 0..2 {
+            // Same length, same inode, written within a clock tick of each other.
+            for (i, code) in versions.iter().enumerate() {
+                std::fs::write(&path, code).unwrap();
+                let (answer, _) = batch.ask(&line);
+                assert_eq!(answer["rax"], i + 1, "{name}, version {}: {answer}", i + 1);
+            }
+        }
+    }
+    let (status, stderr) = batch.finish();
+    assert_eq!(status, 0, "{stderr}");
+}
