@@ -25,7 +25,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, BufRead, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 use std::sync::mpsc::{self, TryRecvError};
 use std::sync::{Arc, Mutex};
 
@@ -520,7 +520,6 @@ struct Crew<'a> {
     /// Idle job threads minus lines queued for them: at or below 0, a new line finds no
     /// thread free and, below `jobs` threads, the reader starts one.
     free: AtomicIsize,
-    started: AtomicUsize,
     /// Set when results can no longer be written: everyone stops.
     stop: AtomicBool,
 }
@@ -593,7 +592,6 @@ pub fn run_batch(
         cache: CodeCache::default(),
         work: Mutex::new(work_rx),
         free: AtomicIsize::new(0),
-        started: AtomicUsize::new(0),
         stop: AtomicBool::new(false),
     };
     let crew = &crew;
@@ -606,6 +604,7 @@ pub fn run_batch(
             let mut seq = 0;
             let mut buf = Vec::new();
             let mut line_no = 0u64;
+            let mut started = 0;
             while let Some(line) = read_line(&mut input, max, &mut buf)
                 .map_err(|e| Error::io("reading the batch", e))?
             {
@@ -622,10 +621,8 @@ pub fn run_batch(
                         continue;
                     }
                 };
-                if crew.free.fetch_sub(1, Ordering::SeqCst) <= 0
-                    && crew.started.load(Ordering::SeqCst) < jobs
-                {
-                    crew.started.fetch_add(1, Ordering::SeqCst);
+                if crew.free.fetch_sub(1, Ordering::SeqCst) <= 0 && started < jobs {
+                    started += 1;
                     crew.free.fetch_add(1, Ordering::SeqCst);
                     let done = done_tx.clone();
                     std::thread::Builder::new()
