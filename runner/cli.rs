@@ -5,8 +5,10 @@
 //! `main`'s job alone. This module never exits the process.
 
 use std::fmt;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use bytejail::abi::{self, InitialRegisters, Limits, RunOptions};
@@ -373,15 +375,14 @@ fn batch(args: BatchArgs) -> Result<Completion, Error> {
         }
     };
     let started = std::time::Instant::now();
+    let stdin = (args.file.as_os_str() == "-").then(StdinFeed::start);
     let stdout = io::stdout();
-    let mut out = io::BufWriter::new(stdout.lock());
-    let summary = if args.file.as_os_str() == "-" {
-        bytejail::batch::run_batch(
-            io::BufReader::new(io::stdin()),
-            &mut out,
-            &config,
-            &mut progress,
-        )
+    let mut out = io::BufWriter::new(ResultsOut {
+        stdout: stdout.lock(),
+        abandon: stdin.as_ref().map(StdinFeed::abandon_handle),
+    });
+    let summary = if let Some(stdin) = stdin {
+        bytejail::batch::run_batch(io::BufReader::new(stdin), &mut out, &config, &mut progress)
     } else {
         let file = std::fs::File::open(&args.file).map_err(|source| InputError::Unreadable {
             path: args.file.clone(),
@@ -406,6 +407,128 @@ fn batch(args: BatchArgs) -> Result<Completion, Error> {
     Ok(Completion::Batch {
         errors: summary.errors,
     })
+}
+
+/// Standard input for `bytejail batch -`, read on a thread of its own so that a batch whose
+/// results can no longer be written (stdout closed) ends at once: it sees the end of its input
+/// instead of waiting for a client that may never write or close stdin again.
+struct StdinFeed {
+    chunks: mpsc::Receiver<Feed>,
+    /// Told by [`ResultsOut`] when stdout failed.
+    abandon: mpsc::SyncSender<Feed>,
+    abandoned: Arc<AtomicBool>,
+    current: Vec<u8>,
+    pos: usize,
+    ended: bool,
+}
+
+enum Feed {
+    Data(io::Result<Vec<u8>>),
+    Abandon,
+}
+
+/// What [`ResultsOut`] holds to abandon a [`StdinFeed`].
+#[derive(Clone)]
+struct AbandonHandle {
+    wake: mpsc::SyncSender<Feed>,
+    abandoned: Arc<AtomicBool>,
+}
+
+impl AbandonHandle {
+    fn abandon(&self) {
+        self.abandoned.store(true, Ordering::SeqCst);
+        // Wakes a read waiting for data; when the channel is full, the reader has data to
+        // take and sees the flag at its next read.
+        let _ = self.wake.try_send(Feed::Abandon);
+    }
+}
+
+impl StdinFeed {
+    /// Starts the thread that reads stdin (it ends with stdin, or with the process).
+    fn start() -> StdinFeed {
+        let (tx, chunks) = mpsc::sync_channel(4);
+        let feed = tx.clone();
+        // Not started when it cannot be: reads then see the end of the input at once.
+        let _ = std::thread::Builder::new()
+            .name("bytejail-stdin".into())
+            .spawn(move || loop {
+                let mut buf = vec![0; 64 << 10];
+                let read = io::stdin().lock().read(&mut buf).map(|n| {
+                    buf.truncate(n);
+                    buf
+                });
+                let last = !matches!(&read, Ok(data) if !data.is_empty());
+                if feed.send(Feed::Data(read)).is_err() || last {
+                    return;
+                }
+            });
+        StdinFeed {
+            chunks,
+            abandon: tx,
+            abandoned: Arc::new(AtomicBool::new(false)),
+            current: Vec::new(),
+            pos: 0,
+            ended: false,
+        }
+    }
+
+    fn abandon_handle(&self) -> AbandonHandle {
+        AbandonHandle {
+            wake: self.abandon.clone(),
+            abandoned: self.abandoned.clone(),
+        }
+    }
+}
+
+impl io::Read for StdinFeed {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if self.pos < self.current.len() {
+                let n = buf.len().min(self.current.len() - self.pos);
+                buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+                self.pos += n;
+                return Ok(n);
+            }
+            if self.ended || self.abandoned.load(Ordering::SeqCst) {
+                return Ok(0);
+            }
+            match self.chunks.recv() {
+                Ok(Feed::Data(Ok(data))) if !data.is_empty() => {
+                    (self.current, self.pos) = (data, 0)
+                }
+                Ok(Feed::Data(Err(e))) => {
+                    self.ended = true;
+                    return Err(e);
+                }
+                Ok(Feed::Data(Ok(_))) | Err(_) => self.ended = true,
+                Ok(Feed::Abandon) => {}
+            }
+        }
+    }
+}
+
+/// Stdout for batch results: a write that fails abandons stdin (see [`StdinFeed`]).
+struct ResultsOut<W> {
+    stdout: W,
+    abandon: Option<AbandonHandle>,
+}
+
+impl<W: Write> Write for ResultsOut<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let written = self.stdout.write(buf);
+        if let (Err(_), Some(abandon)) = (&written, &self.abandon) {
+            abandon.abandon();
+        }
+        written
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let flushed = self.stdout.flush();
+        if let (Err(_), Some(abandon)) = (&flushed, &self.abandon) {
+            abandon.abandon();
+        }
+        flushed
+    }
 }
 
 /// `bytejail disasm`: load and print the listing.

@@ -494,3 +494,48 @@ fn a_code_file_rewritten_in_place_runs_its_new_code() {
     let (status, stderr) = batch.finish();
     assert_eq!(status, 0, "{stderr}");
 }
+
+#[test]
+fn a_batch_whose_reader_went_away_ends_without_waiting_for_stdin() {
+    let mut child = Command::new(BIN)
+        .args(["batch", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let line = format!("{{\"id\": 1, \"code_hex\": \"{}\"}}\n", returns(1));
+    stdin.write_all(line.as_bytes()).unwrap();
+    // The first answer, read on a thread that then closes stdout.
+    let (tx, answer) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut stdout = stdout;
+        let mut answer = String::new();
+        let _ = stdout.read_line(&mut answer);
+        let _ = tx.send(answer);
+    });
+    let answer = answer.recv_timeout(ANSWER_BOUND).unwrap_or_else(|e| {
+        let _ = child.kill();
+        panic!("no first answer: {e}")
+    });
+    assert!(answer.contains("\"rax\":1"), "{answer}");
+    // The client stops reading results (its end of stdout is closed by now) but keeps stdin
+    // open and writes one more line.
+    stdin.write_all(line.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("bytejail batch still waits for stdin after its stdout was closed");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.code().is_some(), "{status:?}");
+    drop(stdin);
+}
