@@ -215,11 +215,6 @@ impl CodeCache {
     }
 }
 
-/// A JSON number as a `u64`, when it is one (not negative, not fractional, not past 2^64-1).
-fn whole(value: &Value) -> Option<u64> {
-    value.as_u64()
-}
-
 /// A string field, `None` when absent or null.
 fn string_field<'a>(fields: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, String> {
     match fields.get(name) {
@@ -261,7 +256,7 @@ fn parse_fields(
     }
     let mut options = defaults.clone();
     if let Some(value) = fields.get("timeout_ms").filter(|v| !v.is_null()) {
-        let ms = whole(value).ok_or_else(|| {
+        let ms = value.as_u64().ok_or_else(|| {
             format!(
                 "timeout_ms: {value} is not a whole number of milliseconds from 1 to {} \
                  (24h, as for --timeout)",
@@ -275,7 +270,7 @@ fn parse_fields(
         let limit = bounds::MAX_OUTPUT;
         let checked = match value {
             Value::String(size) => limit.parse(size),
-            other => match whole(other) {
+            other => match other.as_u64() {
                 Some(bytes) => limit.check(bytes),
                 None => Err(format!(
                     "{other} is not a whole number of bytes from 0 to {} ({}) nor a size \
@@ -342,7 +337,8 @@ fn parse_fields(
     if let Some(value) = fields.get("entry").filter(|v| !v.is_null()) {
         let entry = match value {
             Value::String(text) => bounds::parse_offset(text),
-            other => whole(other)
+            other => other
+                .as_u64()
                 .and_then(|n| usize::try_from(n).ok())
                 .ok_or_else(|| format!("{other} is not a whole number")),
         };
