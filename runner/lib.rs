@@ -13,6 +13,7 @@ pub mod abi;
 mod arena;
 pub mod batch;
 pub mod bench;
+pub mod bounds;
 mod cgroup;
 pub mod disasm;
 pub mod error;

@@ -15,6 +15,8 @@ use clap::Parser;
 
 use cli::{Cli, Completion};
 
+/// Exit status of `bytejail batch` when some lines could not run (each has an error line).
+const EXIT_BATCH_LINES_FAILED: u8 = 1;
 /// Exit status for bad usage or bad input: nothing ran.
 const EXIT_USAGE: u8 = 2;
 /// Exit status when bytejail itself failed (a mapping, a pipe, the fork, writing stdout).
@@ -26,7 +28,8 @@ fn main() -> ExitCode {
         Err(error) => return usage_exit(&error),
     };
     ExitCode::from(match cli.execute() {
-        Ok(Completion::Done) => 0,
+        Ok(Completion::Done) | Ok(Completion::Batch { errors: 0 }) => 0,
+        Ok(Completion::Batch { .. }) => EXIT_BATCH_LINES_FAILED,
         // The kernel keeps only the low 8 bits of an exit status; every documented status fits.
         Ok(Completion::Ran(outcome)) => (outcome.exit_status() & 0xff) as u8,
         Err(error @ Error::Input(_)) => {
