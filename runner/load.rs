@@ -371,11 +371,23 @@ fn open_file(path: &Path) -> Result<File, InputError> {
         path: path.to_path_buf(),
         source,
     };
-    let file = std::fs::OpenOptions::new()
+    let opened = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(unreadable)?;
+        .open(path);
+    let file = match opened {
+        Ok(file) => file,
+        // A socket cannot be opened at all; say what it is rather than "no such device".
+        Err(err) if err.raw_os_error() == Some(libc::ENXIO) => {
+            let socket = std::fs::metadata(path).is_ok_and(|meta| meta.file_type().is_socket());
+            return Err(if socket {
+                not_regular(path, "a socket")
+            } else {
+                unreadable(err)
+            });
+        }
+        Err(err) => return Err(unreadable(err)),
+    };
     let kind = file.metadata().map_err(unreadable)?.file_type();
     if kind.is_dir() {
         return Err(unreadable(io::Error::from_raw_os_error(libc::EISDIR)));
@@ -392,12 +404,16 @@ fn open_file(path: &Path) -> Result<File, InputError> {
         } else {
             "not a regular file"
         };
-        return Err(InputError::Invalid(format!(
-            "`{}`: is {what}; bytejail reads only regular files, or standard input given as `-`",
-            path.display()
-        )));
+        return Err(not_regular(path, what));
     }
     Ok(file)
+}
+
+fn not_regular(path: &Path, what: &str) -> InputError {
+    InputError::Invalid(format!(
+        "`{}`: is {what}; bytejail reads only regular files, or standard input given as `-`",
+        path.display()
+    ))
 }
 
 /// Reads all of `path` (`-` for standard input) if it holds at most `limit` bytes. `Ok(Err(size))`
