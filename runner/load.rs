@@ -776,7 +776,12 @@ fn run_tool(run: &ToolRun, name: &str, options: &LoadOptions) -> Result<(), Inpu
         .or_else(|| summarize_messages(&stdout, run.aliases))
         .unwrap_or_else(|| format!("no message, {status}"));
     // A read the sandbox stopped: say where reads may come from.
-    let blocked = ["Permission denied", "file not found", "No such file", "unable to open"];
+    let blocked = [
+        "Permission denied",
+        "file not found",
+        "No such file",
+        "unable to open",
+    ];
     let hint = if options.toolchain_sandbox && blocked.iter().any(|text| detail.contains(text)) {
         " (the assembler may read only the source, the system's toolchain and headers, and \
          --include-dir directories)"

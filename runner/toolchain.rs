@@ -122,8 +122,9 @@ fn containment() -> Containment {
     *CONTAINMENT.get_or_init(|| {
         for containment in [Containment::Namespaces, Containment::UserNamespaces] {
             let flags = namespace_flags(containment);
-            // SAFETY: fork-like clone (no new stack); the child only calls _exit.
-            let pid = unsafe { libc::syscall(libc::SYS_clone, flags | libc::SIGCHLD, 0, 0, 0, 0) };
+            // SAFETY: fork-like clone (no new stack), exit signal 0 (reaped with `__WALL` below,
+            // never seen by the host's SIGCHLD handling); the child only calls _exit.
+            let pid = unsafe { libc::syscall(libc::SYS_clone, flags, 0, 0, 0, 0) };
             if pid == 0 {
                 // SAFETY: async-signal-safe; ends the child at once.
                 unsafe { libc::_exit(0) };
@@ -271,12 +272,14 @@ pub(crate) fn run(job: &Job) -> Result<Ended, RunError> {
     let (lifeline_read, lifeline_write) = pipe().map_err(failed("making a pipe"))?;
     set_nonblocking(status_read.as_raw_fd()).map_err(failed("making a pipe"))?;
     let cpu = job.timeout.as_secs().saturating_add(1);
+    // Never above what this process may set: a host started under `ulimit -v` keeps its bound.
     let limits = [
         (libc::RLIMIT_FSIZE, job.max_file),
         (libc::RLIMIT_AS, job.max_memory),
         (libc::RLIMIT_CPU, cpu),
         (libc::RLIMIT_CORE, 0),
-    ];
+    ]
+    .map(|(resource, value)| (resource, value.min(hard_limit(resource))));
     let child = Child {
         program: &program_c,
         argv: &argv_ptrs,
@@ -380,6 +383,19 @@ fn wait_status(status: i32) -> Ended {
     } else {
         Ended::Exited(libc::WEXITSTATUS(status))
     }
+}
+
+/// `getrlimit(resource)`'s hard limit; see getrlimit(2). Unlimited if it cannot be had.
+fn hard_limit(resource: libc::__rlimit_resource_t) -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: a valid pointer to a local.
+    if unsafe { libc::getrlimit(resource, &mut limit) } != 0 {
+        return libc::RLIM_INFINITY;
+    }
+    limit.rlim_max
 }
 
 /// `program` resolved as `execvp` would: a path with a slash as it is, else the first
@@ -502,6 +518,15 @@ impl Child<'_> {
                     Self::fail(5);
                 }
             }
+            // The tool starts with default signal handling and no blocked signal, whatever the
+            // host ignores or blocks (Rust ignores SIGPIPE; an ignored SIGCHLD would make the
+            // wait below fail).
+            for signal in [libc::SIGCHLD, libc::SIGPIPE] {
+                libc::signal(signal, libc::SIG_DFL);
+            }
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
             // Nothing but 0-3 reaches the tool; the status pipe (3) closes on its execve.
             libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32);
             libc::fcntl(3, libc::F_SETFD, libc::FD_CLOEXEC);
