@@ -221,7 +221,6 @@ const STEPS: [&str; 8] = [
 
 /// Runs `job` in its sandbox and waits for it, at most `job.timeout`.
 pub(crate) fn run(job: &Job) -> Result<Ended, RunError> {
-    let program = find_program(job.program).ok_or(RunError::NotFound)?;
     let containment = if job.sandbox {
         let walls = walls();
         warn_missing_walls(walls);
@@ -229,6 +228,12 @@ pub(crate) fn run(job: &Job) -> Result<Ended, RunError> {
     } else {
         Containment::ProcessGroup
     };
+    run_contained(job, containment)
+}
+
+/// [`run`] with the given containment.
+fn run_contained(job: &Job, containment: Containment) -> Result<Ended, RunError> {
+    let program = find_program(job.program).ok_or(RunError::NotFound)?;
     let ruleset = if job.sandbox {
         landlock_ruleset(&program, job.dir, job.read_dirs).map_err(|err| {
             RunError::Failed("building the Landlock ruleset", io::Error::other(err))
@@ -731,6 +736,80 @@ mod tests {
         let args = [OsStr::new("-c"), OsStr::new("exit 3")];
         let ended = run(&job("sh", &args, dir.path(), &out, Duration::from_secs(30))).unwrap();
         assert_eq!(ended, Ended::Exited(3));
+    }
+
+    /// Processes running `sleep` with exactly this argument.
+    fn sleepers(argument: &str) -> Vec<i32> {
+        let wanted = format!("sleep\0{argument}\0");
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|entry| {
+                let pid = entry.file_name().to_str()?.parse::<i32>().ok()?;
+                let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+                let state = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+                let zombie = state
+                    .rsplit_once(") ")
+                    .is_some_and(|(_, rest)| rest.starts_with('Z'));
+                (cmdline == wanted.as_bytes() && !zombie).then_some(pid)
+            })
+            .collect()
+    }
+
+    /// Runs `sh` starting two sleeps (one in the background) past a 300 ms timeout; the sleeps
+    /// still alive a moment after `run` returned.
+    fn leftover_sleepers(
+        containment: Containment,
+        sandbox: bool,
+        tag: u32,
+        patience: Duration,
+    ) -> Vec<i32> {
+        let dir = tempfile::tempdir().unwrap();
+        let out = capture();
+        let argument = format!("{}.{tag}{}", 30, std::process::id());
+        let script = format!("sleep {argument} & sleep {argument}");
+        let args = [OsStr::new("-c"), OsStr::new(&script)];
+        let mut job = job("sh", &args, dir.path(), &out, Duration::from_millis(300));
+        job.sandbox = sandbox;
+        assert_eq!(run_contained(&job, containment).unwrap(), Ended::TimedOut);
+        let deadline = Instant::now() + patience;
+        loop {
+            let left = sleepers(&argument);
+            if left.is_empty() || Instant::now() > deadline {
+                return left;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn the_timeout_kills_everything_the_tool_started() {
+        if walls().containment == Containment::Namespaces {
+            assert_eq!(
+                leftover_sleepers(Containment::Namespaces, true, 1, Duration::from_secs(5)),
+                Vec::<i32>::new()
+            );
+        }
+        // The fallback without namespaces: the tool's process group.
+        assert_eq!(
+            leftover_sleepers(Containment::ProcessGroup, true, 2, Duration::from_secs(5)),
+            Vec::<i32>::new()
+        );
+    }
+
+    #[test]
+    fn without_the_sandbox_the_timeout_kills_only_the_init() {
+        let left = leftover_sleepers(
+            Containment::ProcessGroup,
+            false,
+            3,
+            Duration::from_millis(500),
+        );
+        for pid in &left {
+            // SAFETY: plain integer arguments; these sleeps were started by this test.
+            unsafe { libc::kill(*pid, libc::SIGKILL) };
+        }
+        assert_eq!(left.len(), 2, "{left:?}");
     }
 
     #[test]
