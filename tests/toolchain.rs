@@ -556,3 +556,38 @@ fn fifo_as_code_or_input_exits_2_promptly() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("is a FIFO"), "{stderr}");
 }
+
+#[test]
+fn cli_include_dir() {
+    let includes = tempfile::tempdir().expect("temporary directory");
+    std::fs::write(includes.path().join("answer.h"), "#define ANSWER 42\n").expect("write");
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let source = dir.path().join("answer.S");
+    std::fs::write(
+        &source,
+        "#include \"answer.h\"\n\tmov $ANSWER, %eax\n\tret\n",
+    )
+    .expect("write");
+    let run = |extra: &[&std::ffi::OsStr]| {
+        let mut args = vec![std::ffi::OsStr::new("run")];
+        args.extend_from_slice(extra);
+        args.push(source.as_os_str());
+        bytejail(&args)
+    };
+    // Without the flag the header cannot be read: one line, exit 2.
+    let (status, stderr) = run(&[]);
+    assert_eq!(status, Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--include-dir"), "{stderr}");
+    // With it the guest runs and returns 42 (its exit status).
+    let (status, stderr) = run(&["--include-dir".as_ref(), includes.path().as_os_str()]);
+    assert_eq!(status, Some(42), "{stderr}");
+    let missing = dir.path().join("missing");
+    let (status, stderr) = run(&["--include-dir".as_ref(), missing.as_os_str()]);
+    assert_eq!(status, Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("include directory `{}`", missing.display())),
+        "{stderr}"
+    );
+}
