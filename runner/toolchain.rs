@@ -41,13 +41,35 @@ use landlock::{
     RulesetError, Scope, ABI,
 };
 
-/// What the toolchain may read and execute: the binaries, their shared libraries and the
-/// dynamic loader (`/usr`, and `/lib*`, `/bin`, `/sbin` where they are not symlinks into
-/// `/usr`), GCC's own programs and headers (`/usr/lib/gcc`, `/usr/libexec`, `/usr/include`) and
-/// message catalogues (`/usr/share`). Nothing under `/etc`, `/home`, `/root`, `/proc`, `/tmp`,
-/// `/var` or `/dev`.
-pub const TOOLCHAIN_PATHS: [&str; 7] = [
-    "/usr", "/lib", "/lib64", "/lib32", "/libx32", "/bin", "/sbin",
+/// What the toolchain may read and execute, and why each is there:
+/// - `/usr/bin`, `/bin`: the tools themselves, and the shells and drivers they start;
+/// - `/usr/lib*`, `/lib*`: shared libraries, the dynamic loader, and GCC's own directory
+///   (`/usr/lib/gcc`: its specs and built-in headers);
+/// - `/usr/libexec`: GCC's programs (`cc1`, the preprocessor proper);
+/// - `/usr/include`, `/usr/local/include`: the system headers a `.S` includes
+///   (`<sys/syscall.h>`). GCC searches `/usr/local/include` first and stops at a directory it
+///   may not read, so it must be readable where it exists;
+/// - `/usr/local/lib`: libraries of tools installed under `/usr/local`.
+///
+/// (Where `/bin` and `/lib*` are symlinks into `/usr`, their rules are the same directories.)
+/// Nothing under `/etc`, `/home`, `/root`, `/proc`, `/tmp`, `/var`, `/dev` or the rest of
+/// `/usr` (`/usr/share`, `/usr/local/etc`, ...). A tool found in `PATH` elsewhere gets its own
+/// binary added, not its directory.
+pub const TOOLCHAIN_PATHS: [&str; 14] = [
+    "/usr/bin",
+    "/bin",
+    "/usr/lib",
+    "/usr/lib32",
+    "/usr/lib64",
+    "/usr/libx32",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/usr/libexec",
+    "/usr/include",
+    "/usr/local/include",
+    "/usr/local/lib",
 ];
 
 /// The one file outside [`TOOLCHAIN_PATHS`] the toolchain may read: the dynamic loader's cache
