@@ -18,7 +18,7 @@
 //!   `--max-code`), `RLIMIT_AS`, `RLIMIT_CPU`, no core dumps, and a wall-clock timeout after which
 //!   the init (and so the whole namespace) is killed.
 //!
-//! Where Landlock or namespaces cannot be had, [`run`] prints one warning line per process and
+//! Where Landlock or namespaces cannot be had, a run prints one warning line per process and
 //! runs with what there is (see [`walls`]): a process group then stands in for the namespace, and
 //! the timeout still kills it, but a SIGKILLed bytejail may leave the tool running.
 //!
