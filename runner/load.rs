@@ -9,7 +9,13 @@
 //! Files are read with a bound, so a huge or endless file costs at most a little more than the
 //! limit: raw code is read up to `max_code + 1` bytes, text formats up to a small multiple of it.
 //! ELF files are not read whole: only their headers, symbols and `.text` are, and `.text` only
-//! once its size is known to be within the limit.
+//! once its size is known to be within the limit. Only regular files (and standard input as
+//! `-`) are read: a FIFO, socket or device is refused at once, never waited on.
+//!
+//! An assembly source is untrusted too: it is copied into a private directory and assembled
+//! there in the toolchain's sandbox ([`crate::toolchain`]), which lets it read nothing of the
+//! host but the toolchain, the system headers and the include directories the user named, and
+//! bounds what it writes by `max_code`.
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
