@@ -366,13 +366,14 @@ fn over_read_limit(name: &str, format: Format, size: Option<usize>, max_code: us
 // ---------------------------------------------------------------------------------------------
 // Reading files
 
-/// Opens `path` for reading: regular files only. The open is non-blocking and the check is on
-/// the open descriptor (`fstat`), so a FIFO without a writer, a socket or a device is refused
-/// at once rather than waited on, and nothing can be swapped in between a check and the open.
+/// Opens `path` for reading: regular files only (and the memory devices that never block, such
+/// as `/dev/null`). The open is non-blocking and the check is on the open descriptor (`fstat`),
+/// so a FIFO without a writer, a socket or another device is refused at once rather than waited
+/// on, and nothing can be swapped in between a check and the open.
 /// (`O_NONBLOCK` changes nothing for reading a regular file.) Directories are refused here:
 /// `read` on one fails only later, and an assembler would report it in its own words.
 fn open_file(path: &Path) -> Result<File, InputError> {
-    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
     let unreadable = |source| InputError::Unreadable {
         path: path.to_path_buf(),
         source,
@@ -394,7 +395,12 @@ fn open_file(path: &Path) -> Result<File, InputError> {
         }
         Err(err) => return Err(unreadable(err)),
     };
-    let kind = file.metadata().map_err(unreadable)?.file_type();
+    let meta = file.metadata().map_err(unreadable)?;
+    let kind = meta.file_type();
+    if kind.is_char_device() && never_blocks(meta.rdev()) {
+        // Read with the same bound as a file: /dev/null is empty input, /dev/zero endless.
+        return Ok(file);
+    }
     if kind.is_dir() {
         return Err(unreadable(io::Error::from_raw_os_error(libc::EISDIR)));
     }
@@ -413,6 +419,15 @@ fn open_file(path: &Path) -> Result<File, InputError> {
         return Err(not_regular(path, what));
     }
     Ok(file)
+}
+
+/// Whether a character device is one of the kernel's memory devices whose reads never block:
+/// `/dev/null`, `/dev/zero`, `/dev/full`, `/dev/random`, `/dev/urandom` (major 1, minors 3, 5,
+/// 7, 8, 9; see devices.txt). `/dev/mem` and friends (minors 1, 2, 4) are not among them.
+fn never_blocks(rdev: u64) -> bool {
+    let major = ((rdev >> 8) & 0xfff) | ((rdev >> 32) & !0xfff);
+    let minor = (rdev & 0xff) | ((rdev >> 12) & !0xff);
+    major == 1 && matches!(minor, 3 | 5 | 7 | 8 | 9)
 }
 
 fn not_regular(path: &Path, what: &str) -> InputError {

@@ -340,11 +340,20 @@ fn input_files() {
         )
     );
     // An endless file: read just past the limit, its size not claimed.
-    // Devices are refused, never read: an endless or blocking one would hold the run up.
+    // The memory devices never block: /dev/null is empty input, /dev/zero is read only to just
+    // past the limit, and its size is not claimed.
+    assert_eq!(read_input(Path::new("/dev/null"), 5).ok(), Some(vec![]));
     let err = read_input(Path::new("/dev/zero"), 1000).unwrap_err();
     assert_eq!(
         one_line(&err),
-        "`/dev/zero`: is a character device; bytejail reads only regular files, or standard \
+        "`/dev/zero`: input is over 1000 bytes; the limit is 1000 bytes (--max-input)"
+    );
+    // Other devices are refused, never read: a terminal would hold the run up (a fresh
+    // pseudo-terminal master has nothing to read, ever).
+    let err = read_input(Path::new("/dev/ptmx"), 1000).unwrap_err();
+    assert_eq!(
+        one_line(&err),
+        "`/dev/ptmx`: is a character device; bytejail reads only regular files, or standard \
          input given as `-`"
     );
     let missing = dir.path().join("missing");
@@ -586,6 +595,12 @@ fn too_large() {
         )
     );
     assert!(load_path(&path, None, 100).is_ok());
+    // An endless file is read only to just past the limit, and its size is not claimed.
+    let err = load_err(Path::new("/dev/zero"), Some(Format::Bin), 1000);
+    assert_eq!(
+        one_line(&err),
+        "`/dev/zero`: code is over 1000 bytes; the limit is 1000 bytes (--max-code)"
+    );
     // Hex: the code after parsing, and the text before.
     let path = write(&dir, "big.hex", "90 ".repeat(11));
     assert_eq!(
