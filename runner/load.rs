@@ -926,12 +926,19 @@ fn assemble_source(
     if preprocess {
         // Line markers in the preprocessed text keep `as` naming the user's file and lines.
         let preprocessed = "preprocessed.s";
-        let args: Vec<&OsStr> = ["-E", "-x", "assembler-with-cpp"]
-            .into_iter()
-            .map(OsStr::new)
-            .chain(includes.clone())
-            .chain(["-o", preprocessed, file_name].map(OsStr::new))
-            .collect();
+        // Messages without the quoted source line and caret: they go on one line.
+        let args: Vec<&OsStr> = [
+            "-E",
+            "-fno-diagnostics-show-caret",
+            "-fdiagnostics-color=never",
+            "-x",
+            "assembler-with-cpp",
+        ]
+        .into_iter()
+        .map(OsStr::new)
+        .chain(includes.clone())
+        .chain(["-o", preprocessed, file_name].map(OsStr::new))
+        .collect();
         let run = ToolRun {
             tool: CC,
             args: &args,
