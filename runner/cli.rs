@@ -127,6 +127,12 @@ pub struct CodeArgs {
             .try_map(|name| Format::from_name(&name).ok_or("unknown format")),
     )]
     pub format: Option<Format>,
+
+    /// A directory the assembler may read includes from (`.include`, `#include`, `%include`,
+    /// `.incbin`); repeatable. Without it the assembler reads only the source and the system's
+    /// toolchain and headers (`<sys/syscall.h>`), not even the source's own directory.
+    #[arg(long = "include-dir", value_name = "DIR")]
+    pub include_dirs: Vec<PathBuf>,
 }
 
 /// Where the code comes from: a file (or stdin) or inline hex; exactly one of them.
@@ -572,7 +578,11 @@ impl CodeArgs {
     /// Reads the code from FILE (or stdin) or `--hex`.
     fn load(&self, max_code: usize) -> Result<Vec<u8>, InputError> {
         match (&self.source.file, &self.source.hex) {
-            (Some(path), _) => load::load_path(path, self.format, max_code),
+            (Some(path), _) => {
+                let mut options = load::LoadOptions::new(max_code);
+                options.include_dirs.clone_from(&self.include_dirs);
+                load::load_path_with(path, self.format, &options)
+            }
             (None, Some(hex)) => load::load_bytes(hex.as_bytes(), Format::Hex, "--hex", max_code),
             // clap requires one of them; say so plainly should that ever change.
             (None, None) => Err(InputError::Invalid(

@@ -25,6 +25,7 @@ pub mod report;
 pub mod same_code;
 mod sys;
 pub mod syscalls;
+pub mod toolchain;
 pub mod units;
 mod worker;
 pub mod zygote;
