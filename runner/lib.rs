@@ -14,6 +14,7 @@ mod arena;
 pub mod batch;
 pub mod bench;
 pub mod disasm;
+pub mod doctor;
 pub mod error;
 mod host;
 pub mod load;
