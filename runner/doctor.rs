@@ -1923,7 +1923,8 @@ fn run_child(plan: &ChildPlan<'_>) -> io::Result<ChildReport> {
         match sys::poll(&mut fds, left) {
             Ok(0) => {
                 timed_out = true;
-                sys::pidfd_kill(pidfd.as_raw_fd())?;
+                // A child that is gone already is reaped below all the same.
+                let _ = sys::pidfd_kill(pidfd.as_raw_fd());
                 break;
             }
             Ok(_) => break,
