@@ -1348,7 +1348,7 @@ impl Doctor {
         } else {
             let _ = writeln!(
                 text,
-                "not ready: strict-mode jobs need {}",
+                "not ready for strict-mode jobs: missing {}",
                 missing.join(", ")
             );
         }

@@ -131,42 +131,7 @@ fn text_report_gives_each_check_one_line_then_the_verdict() {
 /// The twin of `json_has_every_documented_key`, which sees it work and exit 0.
 #[test]
 fn without_seccomp_doctor_reports_strict_mode_missing_and_exits_1() {
-    let deny_seccomp = [
-        bpf_stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0), // nr
-        bpf_jump(libc::SYS_seccomp as u32, 4, 0),                // -> EPERM
-        bpf_jump(libc::SYS_prctl as u32, 0, 2),                  // else -> ALLOW
-        bpf_stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 16), // args[0], low half
-        bpf_jump(libc::PR_SET_SECCOMP as u32, 1, 0),             // -> EPERM
-        bpf_stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
-        bpf_stmt(
-            libc::BPF_RET | libc::BPF_K,
-            libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
-        ),
-    ];
-    let program = libc::sock_fprog {
-        len: deny_seccomp.len() as u16,
-        filter: deny_seccomp.as_ptr().cast_mut(),
-    };
-    let program_addr = &program as *const libc::sock_fprog as usize;
-    let mut command = Command::new(BIN);
-    // SAFETY: between fork and exec the closure makes two raw syscalls on data built before
-    // the fork (`program` and `deny_seccomp` outlive the spawn), which is async-signal-safe.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
-                || libc::syscall(
-                    libc::SYS_seccomp,
-                    libc::SECCOMP_SET_MODE_FILTER,
-                    0,
-                    program_addr,
-                ) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        })
-    };
-    let (output, json) = doctor_json(&mut command);
+    let (output, json) = doctor_json(&mut doctor_without_seccomp());
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     assert_eq!(json["ready"], false);
     let missing: Vec<&str> = json["missing"]
@@ -189,6 +154,61 @@ fn without_seccomp_doctor_reports_strict_mode_missing_and_exits_1() {
     // Filter mode is not needed by strict-mode jobs: a warning, not a reason to exit 1.
     assert_eq!(json["checks"]["seccomp_filter"]["status"], "warning");
     assert!(!missing.contains(&"seccomp_filter"), "{missing:?}");
+
+    let output = doctor_without_seccomp().arg("doctor").output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let text = String::from_utf8(output.stdout).unwrap();
+    let verdict = text.lines().last().unwrap();
+    assert!(
+        verdict.starts_with("not ready for strict-mode jobs: missing ")
+            && verdict.contains("seccomp_strict"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("missing  seccomp_strict ")),
+        "{text}"
+    );
+}
+
+/// `bytejail` in a process whose own seccomp filter fails `seccomp` and
+/// `prctl(PR_SET_SECCOMP)` with EPERM.
+fn doctor_without_seccomp() -> Command {
+    let deny_seccomp = Box::new([
+        bpf_stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0), // nr
+        bpf_jump(libc::SYS_seccomp as u32, 4, 0),                // -> EPERM
+        bpf_jump(libc::SYS_prctl as u32, 0, 2),                  // else -> ALLOW
+        bpf_stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 16), // args[0], low half
+        bpf_jump(libc::PR_SET_SECCOMP as u32, 1, 0),             // -> EPERM
+        bpf_stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
+        bpf_stmt(
+            libc::BPF_RET | libc::BPF_K,
+            libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+        ),
+    ]);
+    let mut command = Command::new(BIN);
+    // SAFETY: between fork and exec the closure makes two raw syscalls on data built before
+    // the fork (the program, which the closure owns), which is async-signal-safe.
+    unsafe {
+        command.pre_exec(move || {
+            let program = libc::sock_fprog {
+                len: deny_seccomp.len() as u16,
+                filter: deny_seccomp.as_ptr().cast_mut(),
+            };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::syscall(
+                    libc::SYS_seccomp,
+                    libc::SECCOMP_SET_MODE_FILTER,
+                    0,
+                    &program as *const libc::sock_fprog,
+                ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+    command
 }
 
 fn bpf_stmt(code: u32, k: u32) -> libc::sock_filter {
