@@ -526,3 +526,57 @@ fn walls_are_probed_once() {
     let first = doctor::walls() as *const _;
     assert!(std::ptr::eq(first, doctor::walls()));
 }
+
+/// Run by an unprivileged user (root drops to `nobody` with util-linux's `setpriv`), doctor
+/// finds the namespaces only inside a user namespace, as `unshare` does for that user, and
+/// the containment follows; the twin of root's `Containment::PidNamespace` above.
+#[test]
+fn an_unprivileged_user_gets_namespaces_through_a_user_namespace() {
+    if !doctor::user().is_root() {
+        eprintln!("not root: cannot drop to another user; skipping 1 test");
+        return;
+    }
+    if common::skip_without("setpriv", 1) || common::skip_without("unshare", 1) {
+        return;
+    }
+    let as_nobody = |program: &str| {
+        let mut command = Command::new("setpriv");
+        command
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .args(["--inh-caps=-all", program])
+            .current_dir("/")
+            .stderr(std::process::Stdio::null());
+        command
+    };
+    let unshare = |args: &[&str]| {
+        as_nobody("unshare")
+            .args(args)
+            .arg("true")
+            .status()
+            .unwrap()
+            .success()
+    };
+    let (output, json) = doctor_json(&mut as_nobody(BIN));
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert_eq!(json["probes"]["user"]["euid"], 65534);
+    let walls = &json["probes"]["walls"];
+    let want = if unshare(&["--pid", "--fork"]) {
+        "available"
+    } else if unshare(&["--user", "--pid", "--fork"]) {
+        "in_user_namespace"
+    } else {
+        "unavailable"
+    };
+    assert_eq!(walls["pid_namespace"]["result"], want, "{walls}");
+    let containment = match want {
+        "available" => "pid_namespace",
+        "in_user_namespace" => "pid_namespace_in_user_namespace",
+        _ => "no_pid_namespace",
+    };
+    assert_eq!(walls["containment"], containment);
+    // On this project's machines, as on most: nobody has no PID namespace of its own, but
+    // gets one inside a user namespace.
+    if unshare(&["--user"]) {
+        assert_eq!(want, "in_user_namespace");
+    }
+}
