@@ -1976,8 +1976,11 @@ extern "C" fn child_main(plan: &ChildPlan<'_>, out: RawFd) -> ! {
         rlim_cur: 0,
         rlim_max: 0,
     };
-    // SAFETY: integer arguments or a pointer to a local. Dies with its parent; never dumps
-    // core (uretprobe's SIGILL would otherwise write the host's memory to disk).
+    // The kernel's `struct sigaction` for rt_sigaction(2): handler, flags, restorer, mask.
+    let default_action: [usize; 4] = [libc::SIG_DFL, 0, 0, 0];
+    // SAFETY: integer arguments or pointers to locals. Dies with its parent; never dumps core
+    // (uretprobe's SIGILL would otherwise write the host's memory to disk); SIGILL takes its
+    // default action, not a handler the host program may have installed.
     unsafe {
         let prctl = |op: i32, arg: usize| raw::syscall3(libc::SYS_prctl, op as usize, arg, 0);
         prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as usize);
@@ -1988,6 +1991,15 @@ extern "C" fn child_main(plan: &ChildPlan<'_>, out: RawFd) -> ! {
             libc::RLIMIT_CORE as usize,
             &no_core as *const libc::rlimit as usize,
             0,
+            0,
+            0,
+        );
+        raw::syscall6(
+            libc::SYS_rt_sigaction,
+            libc::SIGILL as usize,
+            default_action.as_ptr() as usize,
+            0,
+            8,
             0,
             0,
         );
