@@ -109,6 +109,28 @@ pub enum Command {
     Disasm(DisasmArgs),
     /// Measure what each isolation step costs on this machine (about 20 s; --quick about 5 s).
     Bench(crate::bench_cli::BenchArgs),
+    /// Check what this machine gives a worker: seccomp, namespaces, Landlock, cgroups,
+    /// assemblers. Exits 1 when something strict-mode jobs need is missing.
+    #[command(after_long_help = DOCTOR_AFTER_LONG_HELP)]
+    Doctor(DoctorArgs),
+}
+
+/// What `bytejail doctor --help` prints after the options.
+const DOCTOR_AFTER_LONG_HELP: &str = "\
+Each line is ok, warning or missing, with a one-line explanation. `missing` is only for what
+strict-mode jobs need (strict mode itself, close_range, a strict job that runs); a wall that
+only profile workers get (filter mode, namespaces, Landlock, cgroups) or a missing assembler is
+a warning. Exit status: 0 when nothing is missing, 1 otherwise.
+
+--json prints one object: ready (bool), missing (names), checks (name -> {status, detail}) and
+probes (the typed results the checks come from).";
+
+/// `bytejail doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print one JSON object on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// The code to run or disassemble, and how to read it.
@@ -324,6 +346,8 @@ pub enum Completion {
     Ran(Outcome),
     /// A batch read all its lines; `errors` of them could not run (each has an error line).
     Batch { errors: u64 },
+    /// `doctor` looked at the machine: ready when nothing strict-mode jobs need is missing.
+    Examined { ready: bool },
 }
 
 impl Cli {
@@ -334,6 +358,7 @@ impl Cli {
             Command::Batch(args) => batch(args),
             Command::Disasm(args) => disasm(args),
             Command::Bench(args) => crate::bench_cli::bench(args).map(|()| Completion::Done),
+            Command::Doctor(args) => doctor(args),
         }
     }
 }
@@ -565,6 +590,25 @@ impl<W: Write> Write for ResultsOut<W> {
         }
         flushed
     }
+}
+
+/// `bytejail doctor`: probe the machine, print the report.
+fn doctor(args: DoctorArgs) -> Result<Completion, Error> {
+    let doctor = bytejail::doctor::probe();
+    let text = if args.json {
+        let mut line = serde_json::to_string(&doctor.to_json()).map_err(|e| Error::Runner {
+            what: "encoding the doctor's report as JSON",
+            source: io::Error::other(e),
+        })?;
+        line.push('\n');
+        line
+    } else {
+        doctor.to_text()
+    };
+    write_stdout(text.as_bytes())?;
+    Ok(Completion::Examined {
+        ready: doctor.ready(),
+    })
 }
 
 /// `bytejail disasm`: load and print the listing.

@@ -16,6 +16,7 @@ pub mod bench;
 pub mod bounds;
 mod cgroup;
 pub mod disasm;
+pub mod doctor;
 pub mod error;
 mod host;
 pub mod load;
