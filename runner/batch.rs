@@ -107,7 +107,7 @@ impl Summary {
 }
 
 /// The fields a job line may have.
-const FIELDS: [&str; 9] = [
+const FIELDS: [&str; 12] = [
     "id",
     "code_hex",
     "code_path",
@@ -117,7 +117,32 @@ const FIELDS: [&str; 9] = [
     "regs",
     "entry",
     "group",
+    "memory",
+    "max_procs",
+    "cpu_time_ms",
 ];
+
+/// A size field (`max_output`, `memory`): a whole number of bytes or a size such as "64KiB",
+/// checked against `limit`; `flag` names the CLI flag with the same bound.
+fn size_field(
+    value: &Value,
+    limit: bounds::SizeBound,
+    field: &str,
+    flag: &str,
+) -> Result<usize, String> {
+    let checked = match value {
+        Value::String(size) => limit.parse(size),
+        other => match other.as_u64() {
+            Some(bytes) => limit.check(bytes),
+            None => Err(format!(
+                "{other} is not a whole number of bytes from {} to {} ({}) nor a size such as \
+                 \"64KiB\"",
+                limit.min, limit.max, limit.max_text
+            )),
+        },
+    };
+    checked.map_err(|e| format!("{field}: {e}, as for {flag}"))
+}
 
 /// The longest job line read, in bytes: room for the largest code and input in the most
 /// verbose hex form (`0x6a, ` is 6 characters a byte) with the other fields, i.e.
@@ -267,20 +292,37 @@ fn parse_fields(
             .map_err(|e| format!("timeout_ms: {e}, as for --timeout"))?;
     }
     if let Some(value) = fields.get("max_output").filter(|v| !v.is_null()) {
-        let limit = bounds::MAX_OUTPUT;
-        let checked = match value {
-            Value::String(size) => limit.parse(size),
-            other => match other.as_u64() {
-                Some(bytes) => limit.check(bytes),
-                None => Err(format!(
-                    "{other} is not a whole number of bytes from 0 to {} ({}) nor a size \
-                     such as \"64KiB\"",
-                    limit.max, limit.max_text
-                )),
-            },
-        };
         options.limits.max_output =
-            checked.map_err(|e| format!("max_output: {e}, as for --max-output"))?;
+            size_field(value, bounds::MAX_OUTPUT, "max_output", "--max-output")?;
+    }
+    if let Some(value) = fields.get("memory").filter(|v| !v.is_null()) {
+        options.limits.memory = size_field(value, bounds::MEMORY, "memory", "--memory")?;
+    }
+    if let Some(value) = fields.get("max_procs").filter(|v| !v.is_null()) {
+        let range = bounds::MAX_PROCS;
+        options.limits.max_procs = value
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|n| range.contains(n))
+            .ok_or_else(|| {
+                format!(
+                    "max_procs: {value} is not a whole number from {} to {}, as for --max-procs",
+                    range.start(),
+                    range.end()
+                )
+            })?;
+    }
+    if let Some(value) = fields.get("cpu_time_ms").filter(|v| !v.is_null()) {
+        let ms = value.as_u64().ok_or_else(|| {
+            format!(
+                "cpu_time_ms: {value} is not a whole number of milliseconds from 1 to {} \
+                 (24h, as for --cpu-time)",
+                bounds::MAX_TIMEOUT.as_millis()
+            )
+        })?;
+        let cpu = bounds::timeout_from_ms(ms)
+            .map_err(|e| format!("cpu_time_ms: {e}, as for --cpu-time"))?;
+        options.limits.cpu_time = Some(cpu);
     }
     match fields.get("regs") {
         None | Some(Value::Null) => {}

@@ -126,7 +126,12 @@ fn a_guest_that_rewrites_its_workers_pages_reaches_no_later_job() {
     for (what, attack) in ARENA_ATTACKS {
         let first = bytejail::run(&gas(attack), b"", &options).unwrap();
         // The twin: the primitive works, the guest did change what its worker maps.
-        assert_eq!(first.outcome, Outcome::Exited(7), "{what}: {}", first.summary());
+        assert_eq!(
+            first.outcome,
+            Outcome::Exited(7),
+            "{what}: {}",
+            first.summary()
+        );
         // The same thread's next jobs, under strict mode and under the profile.
         for next in [RunOptions::default(), options.clone()] {
             let report = bytejail::run(&ret42, b"", &next).unwrap();
@@ -213,10 +218,17 @@ fn no_process_of_a_job_outlives_its_report() {
         seen = seen.max(marked(&marker).len());
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert_eq!(seen, 6, "the guest's children and grandchildren never all appeared");
+    assert_eq!(
+        seen, 6,
+        "the guest's children and grandchildren never all appeared"
+    );
     let report = job.join().unwrap();
     assert_eq!(report.outcome, Outcome::Timeout, "{}", report.summary());
-    assert_eq!(marked(&marker), Vec::<u32>::new(), "processes outlived the report");
+    assert_eq!(
+        marked(&marker),
+        Vec::<u32>::new(),
+        "processes outlived the report"
+    );
 }
 
 #[test]
@@ -238,7 +250,12 @@ fn no_process_of_a_job_outlives_its_killed_host() {
     }
     let marker = format!("bjhost{}", std::process::id() % 100_000);
     let mut host = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "host_with_a_forking_guest", "--nocapture"])
+        .args([
+            "--ignored",
+            "--exact",
+            "host_with_a_forking_guest",
+            "--nocapture",
+        ])
         .env("BJ_MARKER", &marker)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -350,7 +367,12 @@ fn a_spinning_guest_is_stopped_at_its_cpu_time() {
     for policy in [Policy::Strict, allow_all()] {
         options.policy = policy;
         let report = bytejail::run(&spin, b"", &options).unwrap();
-        assert_eq!(report.outcome, Outcome::CpuTimeLimit, "{}", report.summary());
+        assert_eq!(
+            report.outcome,
+            Outcome::CpuTimeLimit,
+            "{}",
+            report.summary()
+        );
         assert!(report.user + report.sys >= Duration::from_millis(250));
         assert!(report.wall < Duration::from_secs(10), "{:?}", report.wall);
     }
@@ -400,7 +422,10 @@ fn a_profile_guest_opens_no_file_connects_nowhere_and_keeps_no_ipc() {
     let report = bytejail::run(&connect, b"", &profile_options()).unwrap();
     assert!(returned_rax(&report) < 0, "{}", report.summary());
     listener.set_nonblocking(true).unwrap();
-    assert!(listener.accept().is_err(), "the guest reached the host's listener");
+    assert!(
+        listener.accept().is_err(),
+        "the guest reached the host's listener"
+    );
 
     // shmget(IPC_PRIVATE, 4096, IPC_CREAT | 0666): the segment is made (the twin), in the
     // job's own IPC namespace, and gone with it.
@@ -415,6 +440,10 @@ fn a_profile_guest_opens_no_file_connects_nowhere_and_keeps_no_ipc() {
     assert!(returned_rax(&report) >= 0, "{}", report.summary());
     if namespaces() {
         let after = std::fs::read_to_string("/proc/sysvipc/shm").unwrap_or_default();
-        assert_eq!(before.lines().count(), after.lines().count(), "a segment outlived its job");
+        assert_eq!(
+            before.lines().count(),
+            after.lines().count(),
+            "a segment outlived its job"
+        );
     }
 }
