@@ -27,6 +27,15 @@ pub const DEFAULT_MAX_CODE: usize = 16 << 20;
 /// Default limit on the input size.
 pub const DEFAULT_MAX_INPUT: usize = 64 << 20;
 
+/// Default limit on the guest's own memory: scratch, stack and whatever it maps itself.
+pub const DEFAULT_MEMORY: usize = 1 << 30;
+/// Default limit on one file a guest writes (`RLIMIT_FSIZE`).
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 16 << 20;
+/// Default limit on the descriptors a guest holds at once (`RLIMIT_NOFILE`).
+pub const DEFAULT_MAX_OPEN_FILES: u64 = 64;
+/// Fewest descriptors accepted: the worker's own (0, 1, the control pipes 3 and 4) and a few.
+pub const MIN_OPEN_FILES: u64 = 8;
+
 /// Smallest guest stack accepted: room for the return address and a few frames.
 pub const MIN_STACK: usize = 64;
 /// Largest stack or scratch the runner maps for one guest.
@@ -157,6 +166,22 @@ pub struct Limits {
     pub max_code: usize,
     /// Largest input accepted.
     pub max_input: usize,
+    /// The guest's own memory: scratch, stack and whatever it maps itself, in bytes
+    /// (`RLIMIT_AS` once the runner's read-only mappings are counted in). `scratch + stack`
+    /// may not exceed it.
+    pub memory: usize,
+    /// Processes and threads a job may have at once, the worker included: 1 (the default)
+    /// refuses `clone`, `fork`, `vfork` and `clone3` with `EAGAIN`. Only a profile can allow
+    /// those calls at all; more than 1 needs the worker's PID namespace (see `bytejail doctor`).
+    pub max_procs: u32,
+    /// Largest file a guest may write, in bytes (`RLIMIT_FSIZE`; a memfd is a file too).
+    pub max_file_size: u64,
+    /// Most descriptors a guest may hold at once (`RLIMIT_NOFILE`), at least [`MIN_OPEN_FILES`].
+    pub max_open_files: u64,
+    /// CPU time the job may use (`RLIMIT_CPU` of the worker, whose threads share it; with
+    /// `max_procs` 1 that is the whole job), next to the wall-clock `timeout`. `None`: only the
+    /// backstop the runner sets from the timeout.
+    pub cpu_time: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -168,6 +193,11 @@ impl Default for Limits {
             scratch: DEFAULT_SCRATCH,
             max_code: DEFAULT_MAX_CODE,
             max_input: DEFAULT_MAX_INPUT,
+            memory: DEFAULT_MEMORY,
+            max_procs: 1,
+            max_file_size: DEFAULT_MAX_FILE_SIZE,
+            max_open_files: DEFAULT_MAX_OPEN_FILES,
+            cpu_time: None,
         }
     }
 }

@@ -1,27 +1,38 @@
 //! Many jobs, one JSON line each: `bytejail batch`.
 //!
 //! A job line: `{"id": <any>, "code_hex": "..." | "code_path": "...", "input_hex": "...",
-//! "timeout_ms": 2000, "max_output": 1048576, "regs": {"rbx": 5}, "entry": 0}`; only the code is
-//! required, the rest defaults to the batch's options. A result line is `id` followed by exactly
-//! the `run --json` report; a line that cannot be run gives `{"id", "line", "error"}` and the
-//! batch goes on.
+//! "timeout_ms": 2000, "max_output": 1048576, "regs": {"rbx": 5}, "entry": 0, "group": "s1"}`;
+//! only the code is required, the rest defaults to the batch's options. A result line is `id`
+//! followed by exactly the `run --json` report; a line that cannot be run gives
+//! `{"id", "line", "error"}` and the batch goes on.
 //!
-//! Each job runs in its own fresh worker, forked by the batch's [`Zygote`]; `jobs` threads run
-//! jobs at once. With [`Reuse::SameCode`] each thread keeps a [`SameCode`] worker and runs every job
-//! with the same code (and worker options) as its last one in it. Results come in completion
-//! order, or in input order with `ordered`.
+//! A job's fields get exactly the bounds of the CLI's flags ([`crate::bounds`]): `timeout_ms`
+//! as `--timeout` (more than 0, at most 24 h), `max_output` as `--max-output` (at most 1 GiB),
+//! `entry` as `--entry` (inside the code), `regs` as `--reg`, the code and `input_hex` within
+//! `--max-code` and `--max-input`. A value out of range is an error line naming the field and
+//! the limit, never a wrapped number. A line itself may be at most [`max_line`] bytes.
+//!
+//! Results stream: each result line is written as soon as its job ends (with `ordered`, as soon
+//! as it is next in input order), and the output is flushed whenever no further result is
+//! ready, so a client that writes one line to a long-lived `bytejail batch -` and waits gets its
+//! answer at once. Job threads, each with its own [`Zygote`], start as work arrives: one while
+//! lines come one at a time, up to `jobs` while lines wait for a free thread.
+//!
+//! With [`Reuse::SameCode`] each thread keeps a [`SameCode`] worker and runs in it the next job
+//! with the same code, worker options and `group`. A job without a `group` never shares a
+//! worker: reuse is only ever within one submission, and the `group` says what one is.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, Write};
+use std::io::{self, BufRead, Write};
 use std::path::PathBuf;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
+use std::sync::mpsc::{self, TryRecvError};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::abi::RunOptions;
+use crate::bounds;
 use crate::error::{Error, InputError};
 use crate::load;
 use crate::report::Report;
@@ -34,11 +45,11 @@ pub struct BatchConfig {
     /// Defaults for every job (a job's own fields override timeout, output limit, registers
     /// and entry).
     pub defaults: RunOptions,
-    /// Jobs run at once.
+    /// Most jobs run at once (job threads, each with its own zygote, started as needed).
     pub jobs: usize,
     /// Results in input order instead of completion order.
     pub ordered: bool,
-    /// Whether jobs with the same code share a worker.
+    /// Whether consecutive jobs of one submission (same code, same `group`) share a worker.
     pub reuse: Reuse,
 }
 
@@ -48,17 +59,23 @@ pub enum Reuse {
     /// A fresh single-use worker per job.
     #[default]
     None,
-    /// Consecutive jobs with the same code share a worker, each input from the same state.
+    /// Consecutive jobs with the same code and the same `group` share a worker, each input
+    /// from the same state; jobs without a `group` get a fresh worker each.
     SameCode,
 }
 
 /// What a batch did: outcome counts, error lines, jobs in all.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Summary {
+    /// Lines that ran (whatever the guest did).
     pub jobs: u64,
+    /// Lines that could not run: an error line each.
     pub errors: u64,
     /// Jobs by outcome kind (`returned`, `crashed`, ...).
     pub outcomes: BTreeMap<&'static str, u64>,
+    /// Workers started for the jobs (a same-code worker counts once for all the inputs it
+    /// ran; diagnosis re-runs are not counted).
+    pub workers: u64,
 }
 
 impl Summary {
@@ -89,26 +106,55 @@ impl Summary {
     }
 }
 
-/// One job line as written.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JobLine {
-    #[serde(default)]
-    id: Value,
-    #[serde(default)]
-    code_hex: Option<String>,
-    #[serde(default)]
-    code_path: Option<PathBuf>,
-    #[serde(default)]
-    input_hex: Option<String>,
-    #[serde(default)]
-    timeout_ms: Option<u64>,
-    #[serde(default)]
-    max_output: Option<usize>,
-    #[serde(default)]
-    regs: BTreeMap<String, Value>,
-    #[serde(default)]
-    entry: Option<usize>,
+/// The fields a job line may have.
+const FIELDS: [&str; 12] = [
+    "id",
+    "code_hex",
+    "code_path",
+    "input_hex",
+    "timeout_ms",
+    "max_output",
+    "regs",
+    "entry",
+    "group",
+    "memory",
+    "max_procs",
+    "cpu_time_ms",
+];
+
+/// A size field (`max_output`, `memory`): a whole number of bytes or a size such as "64KiB",
+/// checked against `limit`; `flag` names the CLI flag with the same bound.
+fn size_field(
+    value: &Value,
+    limit: bounds::SizeBound,
+    field: &str,
+    flag: &str,
+) -> Result<usize, String> {
+    let checked = match value {
+        Value::String(size) => limit.parse(size),
+        other => match other.as_u64() {
+            Some(bytes) => limit.check(bytes),
+            None => Err(format!(
+                "{other} is not a whole number of bytes from {} to {} ({}) nor a size such as \
+                 \"64KiB\"",
+                limit.min, limit.max, limit.max_text
+            )),
+        },
+    };
+    checked.map_err(|e| format!("{field}: {e}, as for {flag}"))
+}
+
+/// The longest job line read, in bytes: room for the largest code and input in the most
+/// verbose hex form (`0x6a, ` is 6 characters a byte) with the other fields, i.e.
+/// 8 × (max_code + max_input) + 64 KiB. A longer line is an error line, skipped without
+/// being held in memory.
+pub fn max_line(defaults: &RunOptions) -> usize {
+    defaults
+        .limits
+        .max_code
+        .saturating_add(defaults.limits.max_input)
+        .saturating_mul(8)
+        .saturating_add(64 << 10)
 }
 
 /// A job ready to run.
@@ -116,123 +162,295 @@ struct Job {
     code: Arc<Vec<u8>>,
     input: Vec<u8>,
     options: RunOptions,
+    /// The submission it belongs to, as written in JSON (`"a"` and `1` differ).
+    group: Option<String>,
 }
 
 /// Code loaded from `code_path`, by path: a grader's thousand lines naming one file assemble
-/// it once.
+/// it once. An entry serves only a file whose bytes are still the ones it was loaded from: a
+/// long-lived batch whose client rewrites a file in place runs the new code, never a stale copy
+/// (file times are too coarse to tell two writes in a row apart).
 #[derive(Default)]
 struct CodeCache {
-    by_path: Mutex<HashMap<PathBuf, Arc<Vec<u8>>>>,
+    entries: Mutex<CacheEntries>,
+}
+
+#[derive(Default)]
+struct CacheEntries {
+    /// Path -> (the file's bytes, the code loaded from them).
+    by_path: HashMap<PathBuf, (Vec<u8>, Arc<Vec<u8>>)>,
+    /// Bytes held, sources and code.
+    held: usize,
+}
+
+/// Largest source file remembered; larger ones are loaded every time.
+const MAX_CACHED_SOURCE: u64 = 1 << 20;
+/// Bytes the cache may hold before it starts afresh: a long-lived batch naming ever new files
+/// does not grow without end.
+const MAX_CACHE_BYTES: usize = 64 << 20;
+
+/// The bytes of `path` when it is a regular file small enough to remember.
+fn cacheable_source(path: &PathBuf) -> Option<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking: opening a FIFO must not wait for a writer.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() || meta.len() > MAX_CACHED_SOURCE {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_CACHED_SOURCE + 1)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    (bytes.len() as u64 <= MAX_CACHED_SOURCE).then_some(bytes)
 }
 
 impl CodeCache {
     fn load(&self, path: &PathBuf, max_code: usize) -> Result<Arc<Vec<u8>>, InputError> {
-        if let Some(code) = self
-            .by_path
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(path)
-        {
-            return Ok(code.clone());
+        let lock = || self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let source = cacheable_source(path);
+        if let Some(source) = &source {
+            if let Some((seen, code)) = lock().by_path.get(path) {
+                if seen == source {
+                    return Ok(code.clone());
+                }
+            }
         }
         let code = Arc::new(load::load_path(path, None, max_code)?);
-        self.by_path
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(path.clone(), code.clone());
+        // Remembered only when the file still holds the bytes read before the load.
+        if let Some(source) = source.filter(|s| cacheable_source(path).as_ref() == Some(s)) {
+            let mut cache = lock();
+            let size = source.len() + code.len();
+            if cache.held + size > MAX_CACHE_BYTES {
+                *cache = CacheEntries::default();
+            }
+            if let Some((old_source, old_code)) =
+                cache.by_path.insert(path.clone(), (source, code.clone()))
+            {
+                cache.held -= old_source.len() + old_code.len();
+            }
+            cache.held += size;
+        }
         Ok(code)
     }
 }
 
-/// Parses one line into a job, or says why not (with the id when the line had one).
+/// A string field, `None` when absent or null.
+fn string_field<'a>(fields: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, String> {
+    match fields.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(format!("{name}: expected a string, found {other}")),
+    }
+}
+
+/// Parses one line into a job, or says why not (with the id when the line had one). Every
+/// message names the field it is about.
 fn parse_job(
     text: &str,
     defaults: &RunOptions,
     cache: &CodeCache,
 ) -> Result<(Value, Job), (Value, String)> {
-    let line: JobLine = serde_json::from_str(text).map_err(|e| {
-        // Keep the id of a line that is JSON but not a valid job.
-        let id = serde_json::from_str::<Value>(text)
-            .ok()
-            .and_then(|v| v.get("id").cloned())
-            .unwrap_or(Value::Null);
-        (id, format!("not a job: {e}"))
-    })?;
-    let id = line.id.clone();
-    let fail = |e: String| (id.clone(), e);
-    let mut options = defaults.clone();
-    if let Some(ms) = line.timeout_ms {
-        if ms == 0 {
-            return Err(fail("timeout_ms must be greater than 0".into()));
-        }
-        options.limits.timeout = Duration::from_millis(ms);
-    }
-    if let Some(max) = line.max_output {
-        options.limits.max_output = max;
-    }
-    if let Some(entry) = line.entry {
-        options.entry = entry;
-    }
-    for (name, value) in &line.regs {
-        let value = match value {
-            Value::Number(n) => n.as_u64().map(|v| v.to_string()),
-            Value::String(s) => Some(s.clone()),
-            _ => None,
-        }
-        .ok_or_else(|| {
-            fail(format!(
-                "regs.{name}: expected a number or a decimal/0x-hex string"
-            ))
-        })?;
-        options
-            .registers
-            .set_from_arg(&format!("{name}={value}"))
-            .map_err(|e| fail(format!("regs: {e}")))?;
-    }
-    let max_code = options.limits.max_code;
-    let code = match (&line.code_hex, &line.code_path) {
-        (Some(hex), None) => Arc::new(
-            load::load_bytes(hex.as_bytes(), load::Format::Hex, "code_hex", max_code)
-                .map_err(|e| fail(e.to_string()))?,
-        ),
-        (None, Some(path)) => cache
-            .load(path, max_code)
-            .map_err(|e| fail(e.to_string()))?,
-        (Some(_), Some(_)) => return Err(fail("give code_hex or code_path, not both".into())),
-        (None, None) => return Err(fail("no code: give code_hex or code_path".into())),
+    let fields = match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(fields)) => fields,
+        Ok(_) => return Err((Value::Null, "not a job: expected a JSON object".into())),
+        Err(e) => return Err((Value::Null, format!("not a job: {e}"))),
     };
-    let input = match &line.input_hex {
-        Some(hex) => load::parse_hex(hex, "input_hex").map_err(|e| fail(e.to_string()))?,
-        None => Vec::new(),
-    };
-    Ok((
-        id,
-        Job {
-            code,
-            input,
-            options,
-        },
-    ))
+    let id = fields.get("id").cloned().unwrap_or(Value::Null);
+    parse_fields(&fields, defaults, cache)
+        .map(|job| (id.clone(), job))
+        .map_err(|e| (id, e))
 }
 
-/// Runs one job: in the thread's same-code worker when reusing and the job fits it (else in a
-/// new one, which replaces it), otherwise in a fresh worker.
+/// The job a line's fields describe (see the module docs for the bounds).
+fn parse_fields(
+    fields: &Map<String, Value>,
+    defaults: &RunOptions,
+    cache: &CodeCache,
+) -> Result<Job, String> {
+    if let Some(name) = fields.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(format!(
+            "not a job: unknown field `{name}`; expected one of {}",
+            FIELDS.join(", ")
+        ));
+    }
+    let mut options = defaults.clone();
+    if let Some(value) = fields.get("timeout_ms").filter(|v| !v.is_null()) {
+        let ms = value.as_u64().ok_or_else(|| {
+            format!(
+                "timeout_ms: {value} is not a whole number of milliseconds from 1 to {} \
+                 (24h, as for --timeout)",
+                bounds::MAX_TIMEOUT.as_millis()
+            )
+        })?;
+        options.limits.timeout = bounds::timeout_from_ms(ms)
+            .map_err(|e| format!("timeout_ms: {e}, as for --timeout"))?;
+    }
+    if let Some(value) = fields.get("max_output").filter(|v| !v.is_null()) {
+        options.limits.max_output =
+            size_field(value, bounds::MAX_OUTPUT, "max_output", "--max-output")?;
+    }
+    if let Some(value) = fields.get("memory").filter(|v| !v.is_null()) {
+        options.limits.memory = size_field(value, bounds::MEMORY, "memory", "--memory")?;
+    }
+    if let Some(value) = fields.get("max_procs").filter(|v| !v.is_null()) {
+        let range = bounds::MAX_PROCS;
+        options.limits.max_procs = value
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|n| range.contains(n))
+            .ok_or_else(|| {
+                format!(
+                    "max_procs: {value} is not a whole number from {} to {}, as for --max-procs",
+                    range.start(),
+                    range.end()
+                )
+            })?;
+    }
+    if let Some(value) = fields.get("cpu_time_ms").filter(|v| !v.is_null()) {
+        let ms = value.as_u64().ok_or_else(|| {
+            format!(
+                "cpu_time_ms: {value} is not a whole number of milliseconds from 1 to {} \
+                 (24h, as for --cpu-time)",
+                bounds::MAX_TIMEOUT.as_millis()
+            )
+        })?;
+        let cpu = bounds::timeout_from_ms(ms)
+            .map_err(|e| format!("cpu_time_ms: {e}, as for --cpu-time"))?;
+        options.limits.cpu_time = Some(cpu);
+    }
+    match fields.get("regs") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(regs)) => {
+            for (name, value) in regs {
+                let value = match value {
+                    Value::Number(n) => n.as_u64().map(|v| v.to_string()),
+                    Value::String(s) => Some(s.clone()),
+                    _ => None,
+                }
+                .ok_or_else(|| {
+                    format!(
+                        "regs.{name}: {value} is not a number from 0 to 2^64-1 nor a \
+                         decimal/0x-hex string"
+                    )
+                })?;
+                options
+                    .registers
+                    .set_from_arg(&format!("{name}={value}"))
+                    .map_err(|e| format!("regs.{name}: {e}"))?;
+            }
+        }
+        Some(other) => {
+            return Err(format!(
+                "regs: expected an object such as {{\"rbx\": 5}}, found {other}"
+            ))
+        }
+    }
+    let group = match fields.get("group") {
+        None | Some(Value::Null) => None,
+        Some(group @ (Value::String(_) | Value::Number(_))) => Some(group.to_string()),
+        Some(other) => {
+            return Err(format!(
+                "group: expected a string or a number, found {other}"
+            ))
+        }
+    };
+
+    let max_code = options.limits.max_code;
+    let code = match (
+        string_field(fields, "code_hex")?,
+        string_field(fields, "code_path")?,
+    ) {
+        (Some(hex), None) => Arc::new(
+            load::load_bytes(hex.as_bytes(), load::Format::Hex, "code_hex", max_code)
+                .map_err(|e| e.to_string())?,
+        ),
+        (None, Some(path)) => cache
+            .load(&PathBuf::from(path), max_code)
+            .map_err(|e| e.to_string())?,
+        (Some(_), Some(_)) => return Err("give code_hex or code_path, not both".into()),
+        (None, None) => return Err("no code: give code_hex or code_path".into()),
+    };
+    if let Some(value) = fields.get("entry").filter(|v| !v.is_null()) {
+        let entry = match value {
+            Value::String(text) => bounds::parse_offset(text),
+            other => other
+                .as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| format!("{other} is not a whole number")),
+        };
+        options.entry = entry
+            .and_then(|entry| bounds::check_entry(entry, code.len()))
+            .map_err(|e| format!("entry: {e}"))?;
+    }
+    let input = match string_field(fields, "input_hex")? {
+        Some(hex) => load::parse_hex(hex, "input_hex").map_err(|e| e.to_string())?,
+        None => Vec::new(),
+    };
+    if input.len() > options.limits.max_input {
+        return Err(InputError::TooLarge {
+            what: "input_hex".into(),
+            size: Some(input.len()),
+            limit: options.limits.max_input,
+            flag: "--max-input",
+        }
+        .to_string());
+    }
+    Ok(Job {
+        code,
+        input,
+        options,
+        group,
+    })
+}
+
+/// A job thread's same-code worker and the group it serves.
+struct Reused {
+    group: String,
+    worker: SameCode,
+}
+
+/// Runs one job. With [`Reuse::SameCode`] and a group: in the thread's same-code worker when
+/// the job has its code, worker options and group, else in a new one, which replaces it.
+/// Otherwise in a fresh worker (and a same-code worker the thread held is ended first: it
+/// belongs to another submission). Returns the report and the workers started for it.
 fn run_job(
     job: &Job,
     zygote: &Zygote,
     reuse: Reuse,
-    same: &mut Option<SameCode>,
-) -> Result<Report, Error> {
-    if reuse == Reuse::None {
-        return zygote.run(&job.code, &job.input, &job.options);
-    }
-    let fits = |s: &SameCode| s.code() == job.code.as_slice() && s.fits(&job.options);
+    same: &mut Option<Reused>,
+) -> (Result<Report, Error>, u64) {
+    let group = match (reuse, &job.group) {
+        (Reuse::SameCode, Some(group)) => group,
+        _ => {
+            *same = None;
+            return (zygote.run(&job.code, &job.input, &job.options), 1);
+        }
+    };
+    let fits = |r: &Reused| {
+        r.group == *group && r.worker.code() == job.code.as_slice() && r.worker.fits(&job.options)
+    };
     if !same.as_ref().is_some_and(fits) {
         *same = None; // ends the old worker first
-        *same = Some(SameCode::with_zygote(&job.code, &job.options, zygote)?);
+        match SameCode::with_zygote(&job.code, &job.options, zygote) {
+            Ok(worker) => {
+                *same = Some(Reused {
+                    group: group.clone(),
+                    worker,
+                })
+            }
+            Err(e) => return (Err(e), 0),
+        }
     }
-    let worker = same.as_mut().expect("set above");
-    worker.run_with(&job.input, &job.options)
+    let worker = &mut same.as_mut().expect("set above").worker;
+    let before = worker.workers_started();
+    let report = worker.run_with(&job.input, &job.options);
+    (report, worker.workers_started() - before)
 }
 
 /// `{"id": ..., <report>}` on one line.
@@ -250,84 +468,207 @@ pub fn error_line(id: &Value, line: u64, error: &str) -> String {
     serde_json::json!({"id": id, "line": line, "error": error}).to_string()
 }
 
-/// What a worker thread hands back for one input line.
+/// One line read from the batch: its text, or why it cannot be a job.
+enum Line {
+    Text(String),
+    Refused(String),
+}
+
+/// Reads the next line (without its `\n` or `\r\n`), holding at most `max` bytes of it: a
+/// longer line is read to its end and dropped. `None` at the end of the input.
+fn read_line(input: &mut impl BufRead, max: usize, buf: &mut Vec<u8>) -> io::Result<Option<Line>> {
+    buf.clear();
+    let mut len: u64 = 0;
+    let mut too_long = false;
+    loop {
+        let chunk = match input.fill_buf() {
+            Ok(chunk) => chunk,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if chunk.is_empty() {
+            if len == 0 {
+                return Ok(None);
+            }
+            break;
+        }
+        let (take, end) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (chunk.len(), false),
+        };
+        len += take as u64;
+        if !too_long {
+            // `max` bytes of text plus the line's end.
+            if buf.len() + take > max.saturating_add(2) {
+                too_long = true;
+                *buf = Vec::new();
+            } else {
+                buf.extend_from_slice(&chunk[..take]);
+            }
+        }
+        input.consume(take);
+        if end {
+            break;
+        }
+    }
+    for end in [b'\n', b'\r'] {
+        if buf.last() == Some(&end) {
+            buf.pop();
+        }
+    }
+    if too_long || buf.len() > max {
+        return Ok(Some(Line::Refused(format!(
+            "the line is over {max} bytes (8 x (--max-code + --max-input) + 64KiB); \
+             it is {len} bytes"
+        ))));
+    }
+    Ok(Some(match String::from_utf8(std::mem::take(buf)) {
+        Ok(text) => Line::Text(text),
+        Err(_) => Line::Refused("not a job: the line is not UTF-8".into()),
+    }))
+}
+
+/// What a job thread (or the reader, for a refused line) hands the writer for one line.
 struct Done {
     seq: u64,
     text: String,
     outcome: Option<&'static str>,
+    workers: u64,
 }
 
-/// Runs every job line of `input`, writing one result line per job line to `out`.
+impl Done {
+    fn error(seq: u64, id: &Value, line: u64, error: &str) -> Done {
+        Done {
+            seq,
+            text: error_line(id, line, error),
+            outcome: None,
+            workers: 0,
+        }
+    }
+}
+
+/// A line for a job thread: (sequence number among non-blank lines, line number, text).
+type Work = (u64, u64, String);
+
+/// Shared by the reader, the job threads and the writer.
+struct Crew<'a> {
+    config: &'a BatchConfig,
+    cache: CodeCache,
+    work: Mutex<mpsc::Receiver<Work>>,
+    /// Idle job threads minus lines queued for them: at or below 0, a new line finds no
+    /// thread free and, below `jobs` threads, the reader starts one.
+    free: AtomicIsize,
+    /// Set when results can no longer be written: everyone stops.
+    stop: AtomicBool,
+}
+
+impl Crew<'_> {
+    /// A job thread: takes lines, runs them in workers forked by its own zygote, which starts
+    /// with its first job.
+    fn job_thread(&self, done: mpsc::Sender<Done>) {
+        let mut zygote: Option<Zygote> = None;
+        let mut same: Option<Reused> = None;
+        loop {
+            let next = self.work.lock().unwrap_or_else(|e| e.into_inner()).recv();
+            let Ok((seq, line_no, text)) = next else {
+                return;
+            };
+            if self.stop.load(Ordering::Relaxed) {
+                continue; // drain, so that the reader is never stuck sending
+            }
+            let result = match parse_job(&text, &self.config.defaults, &self.cache) {
+                Err((id, e)) => Done::error(seq, &id, line_no, &e),
+                Ok((id, job)) => {
+                    let zygote = match &zygote {
+                        Some(zygote) => Ok(zygote),
+                        None => Zygote::start().map(|z| &*zygote.insert(z)),
+                    };
+                    let (report, workers) = match zygote {
+                        Ok(zygote) => run_job(&job, zygote, self.config.reuse, &mut same),
+                        Err(e) => (Err(e), 0),
+                    };
+                    match report {
+                        Ok(report) => Done {
+                            seq,
+                            text: result_line(&id, &report),
+                            outcome: Some(report.outcome.kind()),
+                            workers,
+                        },
+                        Err(e) => Done {
+                            workers,
+                            ..Done::error(seq, &id, line_no, &e.to_string())
+                        },
+                    }
+                }
+            };
+            // Free again before the result is out: a client that answers it with a new line
+            // finds this thread free.
+            self.free.fetch_add(1, Ordering::SeqCst);
+            if done.send(result).is_err() {
+                // The writer is gone (and has set `stop`): drain the rest.
+                self.stop.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+/// Runs every job line of `input`, writing one result line per job line to `out` as results
+/// come (see the module docs) and flushing `out` whenever no further result is ready.
 /// `progress` is called after each result with the summary so far. Blank lines are skipped.
-/// `Err` only for the runner itself: unreadable input, an unwritable `out`, no zygote.
+/// `Err` only for the runner itself: unreadable input, an unwritable `out`.
 pub fn run_batch(
-    input: impl BufRead + Send,
+    mut input: impl BufRead + Send,
     out: &mut dyn Write,
     config: &BatchConfig,
     progress: &mut dyn FnMut(&Summary),
 ) -> Result<Summary, Error> {
-    // Every worker is forked by a zygote, one per job thread, started before the lines are
-    // read: a zygote serves one fork at a time, and zygotes in separate processes fork in
-    // parallel. A batch keeps its threads busy, so pre-forking (a pool) would only put a refill
-    // pipeline between them and their zygote: each job asks for its own fresh worker.
-    let zygotes = (0..config.jobs.max(1))
-        .map(|_| Zygote::start())
-        .collect::<Result<Vec<_>, _>>()?;
-    let cache = CodeCache::default();
-    let (job_tx, job_rx) = mpsc::sync_channel::<(u64, u64, String)>(config.jobs.max(1) * 4);
-    let job_rx = Mutex::new(job_rx);
+    let jobs = config.jobs.max(1);
+    let (work_tx, work_rx) = mpsc::sync_channel::<Work>(jobs * 4);
     let (done_tx, done_rx) = mpsc::channel::<Done>();
+    let crew = Crew {
+        config,
+        cache: CodeCache::default(),
+        work: Mutex::new(work_rx),
+        free: AtomicIsize::new(0),
+        stop: AtomicBool::new(false),
+    };
+    let crew = &crew;
     let mut summary = Summary::default();
+    let max = max_line(&config.defaults);
 
     std::thread::scope(|scope| -> Result<(), Error> {
-        // Workers: parse and run jobs.
-        for zygote in &zygotes {
-            let (job_rx, done_tx, cache) = (&job_rx, done_tx.clone(), &cache);
-            let defaults = &config.defaults;
-            let reuse = config.reuse;
-            scope.spawn(move || {
-                let mut same: Option<SameCode> = None;
-                loop {
-                    let next = job_rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                    let Ok((seq, line_no, text)) = next else {
-                        return;
-                    };
-                    let done = match parse_job(&text, defaults, cache) {
-                        Ok((id, job)) => match run_job(&job, zygote, reuse, &mut same) {
-                            Ok(report) => Done {
-                                seq,
-                                text: result_line(&id, &report),
-                                outcome: Some(report.outcome.kind()),
-                            },
-                            Err(e) => Done {
-                                seq,
-                                text: error_line(&id, line_no, &e.to_string()),
-                                outcome: None,
-                            },
-                        },
-                        Err((id, e)) => Done {
-                            seq,
-                            text: error_line(&id, line_no, &e),
-                            outcome: None,
-                        },
-                    };
-                    if done_tx.send(done).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-        drop(done_tx);
-
-        // Reader: feed lines; stops early if the workers are gone.
+        // Reader: hands lines to job threads, starting one when none is free.
         let reader = scope.spawn(move || -> Result<(), Error> {
             let mut seq = 0;
-            for (i, line) in input.lines().enumerate() {
-                let line = line.map_err(|e| Error::io("reading the batch", e))?;
-                if line.trim().is_empty() {
-                    continue;
+            let mut buf = Vec::new();
+            let mut line_no = 0u64;
+            let mut started = 0;
+            while let Some(line) = read_line(&mut input, max, &mut buf)
+                .map_err(|e| Error::io("reading the batch", e))?
+            {
+                line_no += 1;
+                if crew.stop.load(Ordering::Relaxed) {
+                    break;
                 }
-                if job_tx.send((seq, i as u64 + 1, line)).is_err() {
+                let text = match line {
+                    Line::Text(text) if text.trim().is_empty() => continue,
+                    Line::Text(text) => text,
+                    Line::Refused(why) => {
+                        let _ = done_tx.send(Done::error(seq, &Value::Null, line_no, &why));
+                        seq += 1;
+                        continue;
+                    }
+                };
+                if crew.free.fetch_sub(1, Ordering::SeqCst) <= 0 && started < jobs {
+                    started += 1;
+                    crew.free.fetch_add(1, Ordering::SeqCst);
+                    let done = done_tx.clone();
+                    std::thread::Builder::new()
+                        .name("bytejail-batch".into())
+                        .spawn_scoped(scope, move || crew.job_thread(done))
+                        .map_err(|e| Error::io("starting a batch thread", e))?;
+                }
+                if work_tx.send((seq, line_no, text)).is_err() {
                     break;
                 }
                 seq += 1;
@@ -336,36 +677,65 @@ pub fn run_batch(
         });
 
         // Writer: this thread.
-        let mut pending: BTreeMap<u64, String> = BTreeMap::new();
-        let mut next = 0u64;
-        for done in done_rx {
-            match done.outcome {
-                Some(kind) => {
-                    summary.jobs += 1;
-                    *summary.outcomes.entry(kind).or_default() += 1;
-                }
-                None => summary.errors += 1,
-            }
-            if config.ordered {
-                pending.insert(done.seq, done.text);
-                while let Some(text) = pending.remove(&next) {
-                    writeln!(out, "{text}").map_err(|e| Error::io("writing results", e))?;
-                    next += 1;
-                }
-            } else {
-                writeln!(out, "{}", done.text).map_err(|e| Error::io("writing results", e))?;
-            }
-            progress(&summary);
+        let written = write_results(done_rx, out, config.ordered, &mut summary, progress);
+        if written.is_err() {
+            crew.stop.store(true, Ordering::SeqCst);
         }
-        out.flush().map_err(|e| Error::io("writing results", e))?;
-        reader.join().unwrap_or_else(|_| {
+        let read = reader.join().unwrap_or_else(|_| {
             Err(Error::io(
                 "reading the batch",
-                std::io::Error::other("reader panicked"),
+                io::Error::other("the reader panicked"),
             ))
-        })
+        });
+        written.and(read)
     })?;
     Ok(summary)
+}
+
+/// Writes each result as it comes (in input order when `ordered`), flushing whenever no
+/// further result is ready, until every sender is gone.
+fn write_results(
+    done_rx: mpsc::Receiver<Done>,
+    out: &mut dyn Write,
+    ordered: bool,
+    summary: &mut Summary,
+    progress: &mut dyn FnMut(&Summary),
+) -> Result<(), Error> {
+    let fail = |e| Error::io("writing results", e);
+    let mut pending: BTreeMap<u64, String> = BTreeMap::new();
+    let mut next = 0u64;
+    loop {
+        let done = match done_rx.try_recv() {
+            Ok(done) => done,
+            Err(TryRecvError::Empty) => {
+                out.flush().map_err(fail)?;
+                match done_rx.recv() {
+                    Ok(done) => done,
+                    Err(_) => break,
+                }
+            }
+            Err(TryRecvError::Disconnected) => break,
+        };
+        match done.outcome {
+            Some(kind) => {
+                summary.jobs += 1;
+                *summary.outcomes.entry(kind).or_default() += 1;
+            }
+            None => summary.errors += 1,
+        }
+        summary.workers += done.workers;
+        if ordered {
+            pending.insert(done.seq, done.text);
+            while let Some(text) = pending.remove(&next) {
+                writeln!(out, "{text}").map_err(fail)?;
+                next += 1;
+            }
+        } else {
+            writeln!(out, "{}", done.text).map_err(fail)?;
+        }
+        progress(summary);
+    }
+    out.flush().map_err(fail)
 }
 
 #[cfg(test)]
@@ -480,7 +850,7 @@ mod tests {
                 _ => format!("{:02x} {:02x} 01", i, i * 3 % 256),
             };
             lines.push(format!(
-                r#"{{"id": {i}, "code_hex": "{sum}", "input_hex": "{input}"}}"#
+                r#"{{"id": {i}, "code_hex": "{sum}", "input_hex": "{input}", "group": "sum"}}"#
             ));
             if i == 11 {
                 lines.push(r#"{"id": "other", "code_hex": "b0 2a c3"}"#.to_string());
@@ -494,7 +864,14 @@ mod tests {
         let fresh: Vec<_> = fresh.iter().map(essence).collect();
         let same: Vec<_> = same.iter().map(essence).collect();
         assert_eq!(same, fresh);
-        assert_eq!(same_summary, fresh_summary);
+        assert_eq!(same_summary.outcomes, fresh_summary.outcomes);
+        assert_eq!(fresh_summary.workers, 31, "{fresh_summary:?}");
+        // The 30 jobs of group "sum" share workers (a crash ends one); "other" gets its own.
+        assert!(same_summary.workers < 31, "{same_summary:?}");
+        // Without the group, nothing is shared.
+        let ungrouped = lines.replace(r#", "group": "sum""#, "");
+        let (_, ungrouped_summary) = run_reusing(&ungrouped, true, Reuse::SameCode);
+        assert_eq!(ungrouped_summary.workers, 31, "{ungrouped_summary:?}");
         assert_eq!(
             same_summary.outcomes.get("crashed"),
             Some(&2),

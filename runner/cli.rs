@@ -5,21 +5,17 @@
 //! `main`'s job alone. This module never exits the process.
 
 use std::fmt;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use bytejail::abi::{self, InitialRegisters, Limits, RunOptions};
 use bytejail::load::{self, Format};
-use bytejail::{disasm, units, Error, InputError, Outcome, Policy};
+use bytejail::{bounds, disasm, units, Error, InputError, Outcome, Policy};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
-
-/// Largest accepted `--max-output`: the output is held in memory (and hex-encoded for `--json`).
-const MAX_MAX_OUTPUT: usize = 1 << 30;
-use bytejail::abi::{MAX_REGION as MAX_SCRATCH, MIN_STACK};
-/// Largest accepted `--stack`: deeper than any sane guest recursion, small enough to map anywhere.
-const MAX_STACK: usize = 1 << 30;
 
 /// What `bytejail run --help` prints after the options: the outcomes and what they exit with.
 const RUN_AFTER_LONG_HELP: &str = "\
@@ -61,17 +57,35 @@ Output:
 const BATCH_AFTER_LONG_HELP: &str = "\
 A job line (only the code is required; the rest defaults to the options above):
   {\"id\": <any>, \"code_hex\": \"b0 2a c3\" | \"code_path\": \"guest.s\", \"input_hex\": \"0102\",
-   \"timeout_ms\": 2000, \"max_output\": 1048576, \"regs\": {\"rbx\": 5}, \"entry\": 0}
+   \"timeout_ms\": 2000, \"max_output\": 1048576, \"regs\": {\"rbx\": 5}, \"entry\": 0,
+   \"group\": \"s1\"}
 
-A result line is the job's id followed by exactly the `run --json` report. A line that cannot be
-run gives {\"id\", \"line\", \"error\"} and the batch goes on. A summary of outcomes goes to stderr;
-the exit status is 0 once every line has its result line.
+Fields get exactly the bounds of the flags: timeout_ms 1 to 86400000 (--timeout, 24h);
+max_output 0 to 1073741824 or a size such as \"64KiB\" (--max-output, 1GiB); entry a number
+or \"0x10\" inside the code (--entry); regs as --reg; the code at most --max-code bytes and
+input_hex at most --max-input bytes. A line may be at most 8 x (--max-code + --max-input)
++ 64KiB bytes.
 
-Each job runs in its own fresh worker, forked by a zygote (a small helper process started
-first); with --reuse same-code, consecutive jobs with the same code share one worker, each
-input from the same initial state (inputs of one submission are not isolated from each other,
-submissions are). To scale past one machine, split the JSON lines across machines with the
-job runner you already have: results carry their ids.";
+Results stream: each result line is written and flushed as soon as its job ends (with
+--ordered, as soon as it is next in input order), so `bytejail batch -` on a pipe answers each
+line without waiting for the next. A result line is the job's id followed by exactly the
+`run --json` report. A line that cannot be run (not JSON, unloadable code, a field out of
+range) gives {\"id\", \"line\", \"error\"} and the batch goes on. A summary of outcomes goes
+to stderr.
+
+Exit status:
+  0    every line ran (whatever the guests did)
+  1    some lines could not run (each has its error line)
+  2    bad usage or an unreadable FILE: nothing ran
+  125  bytejail itself failed
+
+Each job runs in its own fresh worker, forked by a zygote (a small helper process); job
+threads and their zygotes start as lines arrive, up to --jobs. With --reuse same-code,
+consecutive jobs with the same code and the same \"group\" (a string or number naming one
+submission) share one worker, each input from the same initial state; one input of a group
+can pass anything to the next, so a group must be one submission. A job without a group never
+shares a worker. To scale past one machine, split the JSON lines across machines with the job
+runner you already have: results carry their ids.";
 
 /// Run untrusted x86-64 machine code in a fresh strict-seccomp worker and report exactly what it
 /// did.
@@ -88,7 +102,7 @@ pub enum Command {
     /// Run code in a fresh worker and report its outcome.
     #[command(after_long_help = RUN_AFTER_LONG_HELP)]
     Run(RunArgs),
-    /// Run many jobs given as JSON lines, each in its own single-use worker.
+    /// Run many jobs given as JSON lines, answering each as soon as it ends.
     #[command(after_long_help = BATCH_AFTER_LONG_HELP)]
     Batch(BatchArgs),
     /// Print code in Intel syntax with offsets.
@@ -97,6 +111,28 @@ pub enum Command {
     Bench(crate::bench_cli::BenchArgs),
     /// Check a seccomp profile, compile it for another runner, or explain one decision.
     Policy(crate::policy_cli::PolicyArgs),
+    /// Check what this machine gives a worker: seccomp, namespaces, Landlock, cgroups,
+    /// assemblers. Exits 1 when something strict-mode jobs need is missing.
+    #[command(after_long_help = DOCTOR_AFTER_LONG_HELP)]
+    Doctor(DoctorArgs),
+}
+
+/// What `bytejail doctor --help` prints after the options.
+const DOCTOR_AFTER_LONG_HELP: &str = "\
+Each line is ok, warning or missing, with a one-line explanation. `missing` is only for what
+strict-mode jobs need (strict mode itself, close_range, a strict job that runs); a wall that
+only profile workers get (filter mode, namespaces, Landlock, cgroups) or a missing assembler is
+a warning. Exit status: 0 when nothing is missing, 1 otherwise.
+
+--json prints one object: ready (bool), missing (names), checks (name -> {status, detail}) and
+probes (the typed results the checks come from).";
+
+/// `bytejail doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print one JSON object on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// The code to run or disassemble, and how to read it.
@@ -115,6 +151,12 @@ pub struct CodeArgs {
             .try_map(|name| Format::from_name(&name).ok_or("unknown format")),
     )]
     pub format: Option<Format>,
+
+    /// A directory the assembler may read includes from (`.include`, `#include`, `%include`,
+    /// `.incbin`); repeatable. Without it the assembler reads only the source and the system's
+    /// toolchain and headers (`<sys/syscall.h>`), not even the source's own directory.
+    #[arg(long = "include-dir", value_name = "DIR")]
+    pub include_dirs: Vec<PathBuf>,
 }
 
 /// Where the code comes from: a file (or stdin) or inline hex; exactly one of them.
@@ -170,7 +212,7 @@ pub struct RunArgs {
 pub struct WorkerArgs {
     /// Wall-clock limit, e.g. 300ms, 2s, 1.5s (units ns, us, ms, s, m, h); more than 0, at most
     /// 24h.
-    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = units::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = bounds::parse_timeout)]
     pub timeout: Duration,
 
     /// Most bytes the guest may write to fd 1 (one more and it is killed), e.g. 4096, 64KiB or
@@ -213,6 +255,30 @@ pub struct WorkerArgs {
     #[arg(long)]
     pub no_diagnose: bool,
 
+    /// The guest's own memory: scratch, stack and whatever it maps itself (RLIMIT_AS on top of
+    /// the runner's mappings of the code and input), e.g. 256MiB or 2GiB; --scratch and --stack
+    /// together may not exceed it; 64KiB to 64GiB.
+    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = memory)]
+    pub memory: usize,
+
+    /// Processes and threads a job may have at once, the worker included, 1 to 4096. 1 (the
+    /// default) refuses clone, fork, vfork and clone3 with EAGAIN; only a profile can allow
+    /// those calls at all, and more needs a PID namespace for the worker (run as root).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(*bounds::MAX_PROCS.start() as i64..=*bounds::MAX_PROCS.end() as i64))]
+    pub max_procs: u32,
+
+    /// Largest file the guest may write (RLIMIT_FSIZE; memfds too), e.g. 1MiB; 0 to 64GiB.
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = file_size)]
+    pub max_file_size: usize,
+
+    /// Most descriptors the guest may hold at once (RLIMIT_NOFILE), 8 to 65536.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u64).range(*bounds::OPEN_FILES.start()..=*bounds::OPEN_FILES.end()))]
+    pub max_open_files: u64,
+
+    /// CPU time the job may use, next to the wall-clock --timeout, e.g. 500ms or 2s (the host
+    /// watches the worker's CPU clock; RLIMIT_CPU is its backstop); more than 0, at most 24h.
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
+    pub cpu_time: Option<Duration>,
     /// Do not warn about profile entries skipped because no x86 ABI has their syscall.
     #[arg(long)]
     pub quiet: bool,
@@ -239,6 +305,11 @@ impl WorkerArgs {
                 scratch: self.scratch,
                 max_code: self.max_code,
                 max_input: self.max_input,
+                memory: self.memory,
+                max_procs: self.max_procs,
+                max_file_size: self.max_file_size as u64,
+                max_open_files: self.max_open_files,
+                cpu_time: self.cpu_time,
             },
             scrub: !self.no_scrub,
             policy: self.policy.clone(),
@@ -255,7 +326,7 @@ pub struct BatchArgs {
     #[arg(value_name = "FILE", default_value = "-")]
     pub file: PathBuf,
 
-    /// Jobs run at once [default: the number of CPUs].
+    /// Most jobs run at once; job threads start as lines arrive [default: the number of CPUs].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub jobs: Option<u16>,
 
@@ -263,9 +334,10 @@ pub struct BatchArgs {
     #[arg(long)]
     pub ordered: bool,
 
-    /// `same-code`: jobs with the same code (and policy, scrubbing, stack, scratch) share a
-    /// worker, each input from the same initial state; isolates submissions from each other,
-    /// not inputs of one submission. `none`: a fresh worker per job.
+    /// `same-code`: consecutive jobs with the same code, the same `group` (and policy,
+    /// scrubbing, stack, scratch) share a worker, each input from the same initial state;
+    /// isolates groups from each other, not inputs of one group. Jobs without a `group` never
+    /// share a worker. `none`: a fresh worker per job.
     #[arg(long, value_name = "MODE", default_value = "none")]
     pub reuse: bytejail::batch::Reuse,
 
@@ -287,6 +359,10 @@ pub enum Completion {
     Done,
     /// A guest ran; its outcome decides the exit status.
     Ran(Outcome),
+    /// A batch read all its lines; `errors` of them could not run (each has an error line).
+    Batch { errors: u64 },
+    /// `doctor` looked at the machine: ready when nothing strict-mode jobs need is missing.
+    Examined { ready: bool },
 }
 
 impl Cli {
@@ -297,6 +373,7 @@ impl Cli {
             Command::Batch(args) => batch(args),
             Command::Disasm(args) => disasm(args),
             Command::Bench(args) => crate::bench_cli::bench(args).map(|()| Completion::Done),
+            Command::Doctor(args) => doctor(args),
             Command::Policy(args) => crate::policy_cli::policy(args),
         }
     }
@@ -375,15 +452,14 @@ fn batch(args: BatchArgs) -> Result<Completion, Error> {
         }
     };
     let started = std::time::Instant::now();
+    let stdin = (args.file.as_os_str() == "-").then(StdinFeed::start);
     let stdout = io::stdout();
-    let mut out = io::BufWriter::new(stdout.lock());
-    let summary = if args.file.as_os_str() == "-" {
-        bytejail::batch::run_batch(
-            io::BufReader::new(io::stdin()),
-            &mut out,
-            &config,
-            &mut progress,
-        )
+    let mut out = io::BufWriter::new(ResultsOut {
+        stdout: stdout.lock(),
+        abandon: stdin.as_ref().map(StdinFeed::abandon_handle),
+    });
+    let summary = if let Some(stdin) = stdin {
+        bytejail::batch::run_batch(io::BufReader::new(stdin), &mut out, &config, &mut progress)
     } else {
         let file = std::fs::File::open(&args.file).map_err(|source| InputError::Unreadable {
             path: args.file.clone(),
@@ -405,7 +481,150 @@ fn batch(args: BatchArgs) -> Result<Completion, Error> {
         summary.line(),
         started.elapsed().as_secs_f64()
     ));
-    Ok(Completion::Done)
+    Ok(Completion::Batch {
+        errors: summary.errors,
+    })
+}
+
+/// Standard input for `bytejail batch -`, read on a thread of its own so that a batch whose
+/// results can no longer be written (stdout closed) ends at once: it sees the end of its input
+/// instead of waiting for a client that may never write or close stdin again.
+struct StdinFeed {
+    chunks: mpsc::Receiver<Feed>,
+    /// Told by [`ResultsOut`] when stdout failed.
+    abandon: mpsc::SyncSender<Feed>,
+    abandoned: Arc<AtomicBool>,
+    current: Vec<u8>,
+    pos: usize,
+    ended: bool,
+}
+
+enum Feed {
+    Data(io::Result<Vec<u8>>),
+    Abandon,
+}
+
+/// What [`ResultsOut`] holds to abandon a [`StdinFeed`].
+#[derive(Clone)]
+struct AbandonHandle {
+    wake: mpsc::SyncSender<Feed>,
+    abandoned: Arc<AtomicBool>,
+}
+
+impl AbandonHandle {
+    fn abandon(&self) {
+        self.abandoned.store(true, Ordering::SeqCst);
+        // Wakes a read waiting for data; when the channel is full, the reader has data to
+        // take and sees the flag at its next read.
+        let _ = self.wake.try_send(Feed::Abandon);
+    }
+}
+
+impl StdinFeed {
+    /// Starts the thread that reads stdin (it ends with stdin, or with the process).
+    fn start() -> StdinFeed {
+        let (tx, chunks) = mpsc::sync_channel(4);
+        let feed = tx.clone();
+        // Not started when it cannot be: reads then see the end of the input at once.
+        let _ = std::thread::Builder::new()
+            .name("bytejail-stdin".into())
+            .spawn(move || loop {
+                let mut buf = vec![0; 64 << 10];
+                let read = io::stdin().lock().read(&mut buf).map(|n| {
+                    buf.truncate(n);
+                    buf
+                });
+                let last = !matches!(&read, Ok(data) if !data.is_empty());
+                if feed.send(Feed::Data(read)).is_err() || last {
+                    return;
+                }
+            });
+        StdinFeed {
+            chunks,
+            abandon: tx,
+            abandoned: Arc::new(AtomicBool::new(false)),
+            current: Vec::new(),
+            pos: 0,
+            ended: false,
+        }
+    }
+
+    fn abandon_handle(&self) -> AbandonHandle {
+        AbandonHandle {
+            wake: self.abandon.clone(),
+            abandoned: self.abandoned.clone(),
+        }
+    }
+}
+
+impl io::Read for StdinFeed {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if self.pos < self.current.len() {
+                let n = buf.len().min(self.current.len() - self.pos);
+                buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+                self.pos += n;
+                return Ok(n);
+            }
+            if self.ended || self.abandoned.load(Ordering::SeqCst) {
+                return Ok(0);
+            }
+            match self.chunks.recv() {
+                Ok(Feed::Data(Ok(data))) if !data.is_empty() => {
+                    (self.current, self.pos) = (data, 0)
+                }
+                Ok(Feed::Data(Err(e))) => {
+                    self.ended = true;
+                    return Err(e);
+                }
+                Ok(Feed::Data(Ok(_))) | Err(_) => self.ended = true,
+                Ok(Feed::Abandon) => {}
+            }
+        }
+    }
+}
+
+/// Stdout for batch results: a write that fails abandons stdin (see [`StdinFeed`]).
+struct ResultsOut<W> {
+    stdout: W,
+    abandon: Option<AbandonHandle>,
+}
+
+impl<W: Write> Write for ResultsOut<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let written = self.stdout.write(buf);
+        if let (Err(_), Some(abandon)) = (&written, &self.abandon) {
+            abandon.abandon();
+        }
+        written
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let flushed = self.stdout.flush();
+        if let (Err(_), Some(abandon)) = (&flushed, &self.abandon) {
+            abandon.abandon();
+        }
+        flushed
+    }
+}
+
+/// `bytejail doctor`: probe the machine, print the report.
+fn doctor(args: DoctorArgs) -> Result<Completion, Error> {
+    let doctor = bytejail::doctor::probe();
+    let text = if args.json {
+        let mut line = serde_json::to_string(&doctor.to_json()).map_err(|e| Error::Runner {
+            what: "encoding the doctor's report as JSON",
+            source: io::Error::other(e),
+        })?;
+        line.push('\n');
+        line
+    } else {
+        doctor.to_text()
+    };
+    write_stdout(text.as_bytes())?;
+    Ok(Completion::Examined {
+        ready: doctor.ready(),
+    })
 }
 
 /// `bytejail disasm`: load and print the listing.
@@ -419,7 +638,11 @@ impl CodeArgs {
     /// Reads the code from FILE (or stdin) or `--hex`.
     fn load(&self, max_code: usize) -> Result<Vec<u8>, InputError> {
         match (&self.source.file, &self.source.hex) {
-            (Some(path), _) => load::load_path(path, self.format, max_code),
+            (Some(path), _) => {
+                let mut options = load::LoadOptions::new(max_code);
+                options.include_dirs.clone_from(&self.include_dirs);
+                load::load_path_with(path, self.format, &options)
+            }
             (None, Some(hex)) => load::load_bytes(hex.as_bytes(), Format::Hex, "--hex", max_code),
             // clap requires one of them; say so plainly should that ever change.
             (None, None) => Err(InputError::Invalid(
@@ -487,33 +710,31 @@ pub fn usage_error_message(error: &clap::Error) -> String {
 // Value parsers. Each returns a message that clap puts after "invalid value '...' for '--flag'",
 // so the message need not repeat the flag.
 
-/// A size from `min` to `max` bytes; `limit` spells `max` for people.
-fn bounded_size(arg: &str, min: usize, max: usize, limit: &str) -> Result<usize, String> {
-    let bytes = units::parse_size(arg)?;
-    if bytes < min {
-        Err(format!("{bytes} bytes is under the minimum of {min} bytes"))
-    } else if bytes > max {
-        Err(format!(
-            "{bytes} bytes is over the limit of {limit} ({max} bytes)"
-        ))
-    } else {
-        Ok(bytes)
-    }
-}
+// The bounds themselves live in `bytejail::bounds`, shared with `bytejail batch`'s job lines.
 
-/// `--max-output`: 0 to [`MAX_MAX_OUTPUT`] bytes.
+/// `--max-output`: 0 to 1GiB.
 fn max_output(arg: &str) -> Result<usize, String> {
-    bounded_size(arg, 0, MAX_MAX_OUTPUT, "1GiB")
+    bounds::MAX_OUTPUT.parse(arg)
 }
 
-/// `--stack`: [`MIN_STACK`] to [`MAX_STACK`] bytes.
+/// `--stack`: 64 bytes to 1GiB.
 fn stack(arg: &str) -> Result<usize, String> {
-    bounded_size(arg, MIN_STACK, MAX_STACK, "1GiB")
+    bounds::STACK.parse(arg)
 }
 
-/// `--scratch`: 1 to [`MAX_SCRATCH`] bytes.
+/// `--scratch`: 1 byte to 16GiB.
 fn scratch(arg: &str) -> Result<usize, String> {
-    bounded_size(arg, 1, MAX_SCRATCH, "16GiB")
+    bounds::SCRATCH.parse(arg)
+}
+
+/// `--memory`: 64 KiB to 64 GiB.
+fn memory(arg: &str) -> Result<usize, String> {
+    bounds::MEMORY.parse(arg)
+}
+
+/// `--max-file-size`: 0 to 64 GiB.
+fn file_size(arg: &str) -> Result<usize, String> {
+    bounds::FILE_SIZE.parse(arg)
 }
 
 /// `--policy`: `strict`, `strict-bpf` or a profile file, compiled here so that a bad profile
@@ -524,9 +745,7 @@ fn policy(arg: &str) -> Result<Policy, String> {
 
 /// `--entry`: a decimal or 0x-hex offset.
 fn offset(arg: &str) -> Result<usize, String> {
-    abi::parse_u64(arg.trim())
-        .and_then(|offset| usize::try_from(offset).ok())
-        .ok_or_else(|| "expected a decimal or 0x-hex offset, e.g. 16 or 0x10".to_string())
+    bounds::parse_offset(arg)
 }
 
 /// `--reg`: checks a `NAME=VALUE` setting; [`run`] applies it.

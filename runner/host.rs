@@ -5,14 +5,14 @@ use std::cell::RefCell;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use crate::abi::{Registers, RunOptions, MAX_REGION, MIN_STACK};
+use crate::abi::{Registers, RunOptions, MAX_REGION, MIN_OPEN_FILES, MIN_STACK};
 use crate::arena::{Arena, Need, Record};
 use crate::error::{Error, InputError};
 use crate::policy::Policy;
 use crate::report::{Fault, Outcome, Report, ViolatingSyscall};
 use crate::sys;
 use crate::syscalls::Abi;
-use crate::worker::{self, layout::*, FixedMap, Protect, WorkerPlan};
+use crate::worker::{self, layout::*, FixedMap, Protect, Walls, WorkerPlan};
 use crate::zygote::Zygote;
 
 thread_local! {
@@ -81,6 +81,13 @@ fn run_once(
 ) -> Result<Report, Error> {
     let need = Need::new(code, input, options);
     let run_in = |slot: &mut Option<Arena>| -> Result<Report, Error> {
+        if !arena_reusable(&options.policy) {
+            // A guest that may call mprotect, mremap, madvise or remap_file_pages can change
+            // the memfd its worker maps: its arena is its own and goes with it.
+            let mut arena =
+                Arena::new(need).map_err(|e| Error::io("creating the worker arena", e))?;
+            return run_in_arena(&mut arena, code, input, options, via);
+        }
         // A process forked from the one that made the arena has the cache, not the memory.
         let mut arena = match slot.take() {
             Some(arena) if arena.mapped_here() && arena.fits(need) => arena,
@@ -99,6 +106,15 @@ fn run_once(
             Err(_) => run_in(&mut None),
         })
         .unwrap_or_else(|_| run_in(&mut None))
+}
+
+/// Whether an arena may serve another job after a worker under `policy` used it: only where
+/// the guest can call nothing but `read`, `write`, `exit` and `rt_sigreturn`, so that it can
+/// change nothing it maps (its code and the blob stay read+execute, the file keeps its pages
+/// and size) and leaves no process behind; the host rewrites the rest before the next job.
+/// Under a profile every worker gets a fresh arena, whatever the profile allows.
+pub(crate) fn arena_reusable(policy: &Policy) -> bool {
+    matches!(policy, Policy::Strict | Policy::StrictBpf)
 }
 
 fn run_in_arena(
@@ -162,6 +178,10 @@ pub(crate) struct Spawned {
     /// reports EOF: the worker's end is seen once, on its pidfd, and the host wakes only then
     /// (and for output), not also when the dying worker's descriptors close.
     pub output_w: OwnedFd,
+    /// The worker is init of its own PID namespace (see [`Walls`]).
+    pub pid_namespace: bool,
+    /// The job's pids cgroup, removed once the worker is reaped.
+    pub cgroup: Option<crate::cgroup::JobCgroup>,
 }
 
 /// Creates the pipes and forks a worker into `arena` (see [`Arena::prepare_worker`]) with
@@ -199,6 +219,26 @@ pub(crate) fn spawn(
         .map_err(|e| Error::io("fcntl on the output pipe", e))?;
     let control = [fds.go, fds.done];
     debug_assert!(arena.mapped_here(), "spawning into another process's arena");
+    let walls = walls(options)?;
+    let cgroup = if walls.pid_namespace() && options.limits.max_procs > 1 {
+        crate::cgroup::available().map_err(|why| {
+            Error::Input(InputError::Invalid(format!(
+                "--max-procs {} needs a pids cgroup for the job, and {why} (see bytejail doctor)",
+                options.limits.max_procs
+            )))
+        })?;
+        let cgroup = crate::cgroup::JobCgroup::new(options.limits.max_procs)
+            .map_err(|e| Error::io("making the job's pids cgroup", e))?;
+        Some(cgroup)
+    } else {
+        None
+    };
+    let cgroup_procs = match &cgroup {
+        Some(cgroup) => cgroup
+            .procs_path()
+            .map_err(|e| Error::io("making the job's pids cgroup", e))?,
+        None => [0; crate::cgroup::PROCS_PATH_MAX],
+    };
     let plan = WorkerPlan {
         host_pid: arena.owner_pid(),
         input_fd,
@@ -212,6 +252,12 @@ pub(crate) fn spawn(
         scrub: options.scrub,
         filter_mode: options.policy != Policy::Strict,
         cap_last: cap_last(),
+        walls,
+        rlimits: [
+            (libc::RLIMIT_FSIZE, options.limits.max_file_size),
+            (libc::RLIMIT_NOFILE, options.limits.max_open_files),
+        ],
+        cgroup_procs,
     };
     let (pid, pidfd) = match via {
         None => worker::spawn(&plan).map_err(|e| Error::io("forking the worker", e))?,
@@ -230,7 +276,69 @@ pub(crate) fn spawn(
         input_r,
         output_r,
         output_w,
+        pid_namespace: walls.pid_namespace(),
+        cgroup,
     })
+}
+
+/// Whether this process can give workers namespaces of their own (PID, IPC, mount), asked
+/// once with a child that is forked into them and exits at once.
+pub(crate) fn namespaces_available() -> bool {
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| sys::can_clone_with(NAMESPACE_FLAGS))
+}
+
+/// A profile worker's namespaces: it is init of its own PID namespace (its whole process tree
+/// dies with it, also when the host dies), with IPC objects and mounts of its own.
+const NAMESPACE_FLAGS: usize =
+    (libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWNS) as usize;
+
+/// The walls a worker under `options.policy` gets besides seccomp. Strict mode and strict-bpf
+/// need none (the guest can call nothing that would reach past them); a profile worker gets
+/// namespaces (where this process can make them), the shared empty network namespace, and a
+/// Landlock domain that grants no file, no TCP port, and no signal or abstract socket beyond
+/// itself.
+pub(crate) fn walls(options: &RunOptions) -> Result<Walls, Error> {
+    let mut walls = Walls {
+        host_pidfd: -1,
+        netns_fd: -1,
+        ..Walls::default()
+    };
+    if arena_reusable(&options.policy) {
+        return Ok(walls);
+    }
+    if namespaces_available() {
+        walls.clone_flags = NAMESPACE_FLAGS;
+        walls.host_pidfd =
+            sys::own_pidfd().map_err(|e| Error::io("opening a pidfd of the host", e))?;
+        walls.netns_fd = sys::empty_netns().unwrap_or(-1);
+    } else if options.limits.max_procs > 1 {
+        return Err(Error::Input(InputError::Invalid(format!(
+            "--max-procs {} needs a PID namespace for the worker, which this process cannot \
+             create (run as root; see bytejail doctor)",
+            options.limits.max_procs
+        ))));
+    }
+    walls.landlock = landlock_masks(sys::landlock_abi());
+    Ok(walls)
+}
+
+/// Landlock's handled rights for ABI `abi` (files, TCP, scopes): everything it knows.
+fn landlock_masks(abi: u32) -> [u64; 3] {
+    if abi == 0 {
+        return [0; 3];
+    }
+    // ABI 1: execute .. make_sym (13 rights); 2: refer; 3: truncate; 5: ioctl_dev.
+    let mut fs = (1u64 << 13) - 1;
+    for (since, bit) in [(2, 13), (3, 14), (5, 15)] {
+        if abi >= since {
+            fs |= 1 << bit;
+        }
+    }
+    // ABI 4: bind_tcp, connect_tcp. ABI 6: abstract unix sockets and signals scoped.
+    let net = if abi >= 4 { 0b11 } else { 0 };
+    let scoped = if abi >= 6 { 0b11 } else { 0 };
+    [fs, net, scoped]
 }
 
 /// Wakes a parked worker with its go byte. `false` when the worker is gone (killed from
@@ -267,6 +375,8 @@ pub(crate) struct Lingering {
     pid: libc::pid_t,
     pidfd: OwnedFd,
     _pipes: (Option<OwnedFd>, OwnedFd, OwnedFd),
+    /// Dropped after the worker is ended and reaped (fields drop after `end`'s body).
+    _cgroup: Option<crate::cgroup::JobCgroup>,
 }
 
 impl Lingering {
@@ -301,6 +411,8 @@ pub(crate) fn drive(
         input_r,
         output_r,
         output_w,
+        pid_namespace,
+        cgroup,
     } = worker;
     // No input: fd 0 is at EOF at once (the shared empty pipe, or this pipe's only writer
     // closes here). Else the input is written without ever blocking.
@@ -327,6 +439,8 @@ pub(crate) fn drive(
         seq: done.seq,
         confirm: &confirm,
     });
+    let cpu_before = done.as_ref().map(|done| done.cpu_before);
+    let cpu_watch = CpuWatch::new(pid, options, cpu_before.unwrap_or_default());
     let watch = watch_worker(
         &pidfd,
         &output_r,
@@ -334,8 +448,8 @@ pub(crate) fn drive(
         control.as_ref(),
         options,
         start,
+        cpu_watch,
     );
-    let cpu_before = done.as_ref().map(|done| done.cpu_before);
     let watch = match (watch, cpu_before) {
         (Ok(watch), Some(cpu_before)) if watch.done && watch.killed.is_none() => {
             // The guest returned: its report needs nothing more from the worker.
@@ -345,6 +459,7 @@ pub(crate) fn drive(
                 pid,
                 pidfd,
                 _pipes: (input_r, output_r, output_w),
+                _cgroup: cgroup,
             };
             return Ok(Driven {
                 report,
@@ -357,9 +472,13 @@ pub(crate) fn drive(
         // The runner failed mid-run: the worker must not outlive the call.
         let _ = sys::pidfd_kill(pidfd.as_raw_fd());
     }
+    let setup_failed = pid_namespace && setup_failed_unreaped(arena, pid, &pidfd);
     let reaped = sys::wait4(pid).map_err(|e| Error::io("reaping the worker", e))?;
     let wall = start.elapsed();
-    drop((pidfd, input_r, output_w));
+    drop((pidfd, input_r, output_w, cgroup));
+    if setup_failed {
+        return Err(setup_error(&arena.record()));
+    }
     let cpu_limit = cpu_limit_secs(options);
     let report = report_reaped(&reaped, watch?, arena, code, cpu_limit, wall, cpu_before)?;
     Ok(Driven {
@@ -439,6 +558,16 @@ pub(crate) fn report_reaped(
     })
 }
 
+/// Whether a worker that is init of its own PID namespace (and so cannot kill itself with
+/// [`worker::SETUP_FAILED_SIGNAL`]: the kernel ignores it) exited because its setup failed:
+/// it exited 127 with the failure recorded, and the kernel says it never entered seccomp, so
+/// no guest ran that could have written the record. Asked before the worker is reaped.
+fn setup_failed_unreaped(arena: &Arena, pid: libc::pid_t, pidfd: &OwnedFd) -> bool {
+    matches!(sys::exit_code_unreaped(pidfd.as_raw_fd()), Ok(Some(127)))
+        && arena.record().state == STATE_SETUP_FAILED
+        && sys::seccomp_mode(pid) == Some(0)
+}
+
 /// The highest capability number this kernel knows (`/proc/sys/kernel/cap_last_cap`), read
 /// once; 63 (every bit of the 64-bit sets) if unreadable.
 fn cap_last() -> u32 {
@@ -454,7 +583,39 @@ fn cap_last() -> u32 {
 /// `RLIMIT_CPU` for the worker: the timeout rounded up, plus a margin, so that it only fires
 /// when the host failed to kill at the deadline.
 pub(crate) fn cpu_limit_secs(options: &RunOptions) -> u64 {
-    options.limits.timeout.as_secs() + 2
+    let backstop = options.limits.timeout.as_secs() + 2;
+    match options.limits.cpu_time {
+        // The host kills at the CPU limit itself (see [`CpuWatch`]); this is its backstop.
+        Some(cpu) => backstop.min(cpu.as_secs() + 2),
+        None => backstop,
+    }
+}
+
+/// The host's watch on a worker's CPU time, when the job has a CPU limit: the worker's CPU
+/// clock (all its threads) is read whenever the poll loop wakes, and the loop wakes at least
+/// as often as the rest of the budget could run out.
+#[derive(Clone, Copy)]
+pub(crate) struct CpuWatch {
+    pid: libc::pid_t,
+    budget: Duration,
+    /// What the worker had used before the job (a parked worker's set-up, earlier inputs).
+    before: Duration,
+}
+
+impl CpuWatch {
+    pub(crate) fn new(pid: libc::pid_t, options: &RunOptions, before: Duration) -> Option<Self> {
+        options.limits.cpu_time.map(|budget| CpuWatch {
+            pid,
+            budget,
+            before,
+        })
+    }
+
+    /// The CPU time left, zero once the budget is spent.
+    fn left(&self) -> Duration {
+        let used = cpu_clock(self.pid).saturating_sub(self.before);
+        self.budget.saturating_sub(used)
+    }
 }
 
 pub(crate) fn validate(code: &[u8], input: &[u8], options: &RunOptions) -> Result<(), InputError> {
@@ -503,6 +664,30 @@ pub(crate) fn validate(code: &[u8], input: &[u8], options: &RunOptions) -> Resul
             });
         }
     }
+    let guest_memory = limits.scratch.saturating_add(limits.stack);
+    if guest_memory > limits.memory {
+        return Err(InputError::Invalid(format!(
+            "scratch ({} bytes) and stack ({} bytes) together exceed the guest's memory limit of \
+             {} bytes (--memory)",
+            limits.scratch, limits.stack, limits.memory
+        )));
+    }
+    if limits.max_open_files < MIN_OPEN_FILES {
+        return Err(InputError::Invalid(format!(
+            "{} open files is under the minimum of {MIN_OPEN_FILES} (--max-open-files)",
+            limits.max_open_files
+        )));
+    }
+    if limits.max_procs == 0 {
+        return Err(InputError::Invalid(
+            "the process limit must be at least 1: the worker itself (--max-procs)".into(),
+        ));
+    }
+    if limits.cpu_time.is_some_and(|cpu| cpu.is_zero()) {
+        return Err(InputError::Invalid(
+            "the CPU time limit must be greater than zero (--cpu-time)".into(),
+        ));
+    }
     if limits.stack < MIN_STACK {
         return Err(InputError::Invalid(format!(
             "the stack is {} bytes; it must be at least {MIN_STACK} bytes (--stack)",
@@ -547,6 +732,10 @@ pub(crate) struct Watch {
     pub killed: Option<Kill>,
     /// A same-code worker said the input is done (and still lives, parked for the next one).
     pub done: bool,
+    /// The worker was under strict mode, which kills a violation with SIGKILL (filters trap).
+    pub strict: bool,
+    /// The job's CPU limit, if it has one.
+    pub cpu_time: Option<Duration>,
 }
 
 /// A same-code worker's done pipe, watched for the "done" message of input `seq`: the input
@@ -589,6 +778,7 @@ impl Control<'_> {
 pub(crate) enum Kill {
     Deadline,
     OutputLimit,
+    CpuTime,
 }
 
 /// The poll loop: feed input, collect output, kill at the deadline or past the output limit,
@@ -601,6 +791,7 @@ pub(crate) fn watch_worker(
     control: Option<&Control<'_>>,
     options: &RunOptions,
     start: Instant,
+    cpu: Option<CpuWatch>,
 ) -> Result<Watch, Error> {
     let deadline = start + options.limits.timeout;
     let max_output = options.limits.max_output;
@@ -626,6 +817,18 @@ pub(crate) fn watch_worker(
             killed = kill(Kill::Deadline)?;
             break;
         }
+        // One CPU-clock read per wake-up, only for jobs with a CPU limit. The CPU time cannot
+        // run faster than the wall clock times the CPUs, so waking after half the rest of the
+        // budget (at least 1 ms) is in time to within that.
+        let mut wake = deadline - now;
+        if let Some(cpu) = &cpu {
+            let left = cpu.left();
+            if left.is_zero() {
+                killed = kill(Kill::CpuTime)?;
+                break;
+            }
+            wake = wake.min((left / 2).max(Duration::from_millis(1)));
+        }
         // The kernel looks at these in order, so the output comes after the two that end the
         // loop: a poll that sees the worker's end or its "done" also sees everything it wrote
         // before, and the loop drains it below before it stops. No read after the loop, then,
@@ -639,7 +842,7 @@ pub(crate) fn watch_worker(
                 libc::POLLOUT,
             ),
         ];
-        match sys::poll(&mut fds, deadline - now) {
+        match sys::poll(&mut fds, wake) {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(Error::io("polling the worker", e)),
@@ -679,6 +882,8 @@ pub(crate) fn watch_worker(
         truncated,
         killed,
         done,
+        strict: options.policy == Policy::Strict,
+        cpu_time: options.limits.cpu_time,
     })
 }
 
@@ -762,14 +967,24 @@ fn classify(
     }
     let signal = libc::WTERMSIG(status);
     if signal == libc::SIGKILL {
-        if watch.killed == Some(Kill::Deadline) {
-            return Ok((Outcome::Timeout, None));
+        match watch.killed {
+            Some(Kill::Deadline) => return Ok((Outcome::Timeout, None)),
+            Some(Kill::CpuTime) => return Ok((Outcome::CpuTimeLimit, None)),
+            _ => {}
         }
         let cpu = timeval(reaped.rusage.ru_utime) + timeval(reaped.rusage.ru_stime);
-        if cpu + Duration::from_millis(100) >= Duration::from_secs(cpu_limit_secs) {
+        let margin = Duration::from_millis(100);
+        if watch.cpu_time.is_some_and(|limit| cpu + margin >= limit) {
+            return Ok((Outcome::CpuTimeLimit, None)); // its RLIMIT_CPU backstop
+        }
+        if cpu + margin >= Duration::from_secs(cpu_limit_secs) {
             return Ok((Outcome::Timeout, None)); // the RLIMIT_CPU backstop
         }
-        return Ok((Outcome::SyscallViolation, None));
+        if watch.strict {
+            return Ok((Outcome::SyscallViolation, None));
+        }
+        // A filter traps every violation (SIGSYS): this SIGKILL came from outside bytejail.
+        return Ok((Outcome::Killed, None));
     }
     if signal == worker::SETUP_FAILED_SIGNAL {
         // No guest can raise it: the worker's setup failed before the guest ran.
@@ -843,9 +1058,14 @@ pub(crate) fn await_ready(arena: &Arena, worker: &Spawned, limit: Duration) -> R
             Ok(_) => {}
         }
     }
+    let setup_failed =
+        worker.pid_namespace && setup_failed_unreaped(arena, worker.pid, &worker.pidfd);
     let _ = sys::pidfd_kill(worker.pidfd.as_raw_fd());
     let reaped = sys::wait4(worker.pid).map_err(|e| Error::io("reaping a pooled worker", e))?;
     let record = arena.record();
+    if setup_failed {
+        return Err(setup_error(&record));
+    }
     if libc::WIFSIGNALED(reaped.status)
         && libc::WTERMSIG(reaped.status) == worker::SETUP_FAILED_SIGNAL
     {

@@ -9,15 +9,20 @@
 //! Files are read with a bound, so a huge or endless file costs at most a little more than the
 //! limit: raw code is read up to `max_code + 1` bytes, text formats up to a small multiple of it.
 //! ELF files are not read whole: only their headers, symbols and `.text` are, and `.text` only
-//! once its size is known to be within the limit.
+//! once its size is known to be within the limit. Only regular files (and standard input as
+//! `-`) are read: a FIFO, socket or device is refused at once, never waited on.
+//!
+//! An assembly source is untrusted too: it is copied into a private directory and assembled
+//! there in the toolchain's sandbox ([`crate::toolchain`]), which lets it read nothing of the
+//! host but the toolchain, the system headers and the include directories the user named, and
+//! bounds what it writes by `max_code`.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Seek};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use object::read::elf::ElfFile64;
 use object::{
@@ -26,6 +31,7 @@ use object::{
 };
 
 use crate::error::InputError;
+use crate::toolchain::Ended;
 
 /// The name standard input goes by in messages.
 const STDIN_NAME: &str = "<stdin>";
@@ -124,26 +130,73 @@ impl fmt::Display for Format {
     }
 }
 
-/// Loads guest code from `path` (`-` for standard input).
-///
-/// The format is `format` when given; else the one the extension names
-/// ([`Format::from_path`]); else ELF if the file starts with the ELF magic; else an error.
-/// Standard input is raw bytes unless `format` says otherwise. Assembly sources are assembled in
-/// place, so the assembler's messages name `path`; `.S` files go through the C preprocessor
-/// (`cc -E`) first.
-///
-/// The code must be non-empty and at most `max_code` bytes ([`InputError::TooLarge`] with
-/// `--max-code` otherwise).
+/// How code is loaded: the size bound, and what the assembler may read.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct LoadOptions {
+    /// Largest code accepted, in bytes (`--max-code`). It also bounds every file the assembler
+    /// writes while it writes it (see [`crate::toolchain`]).
+    pub max_code: usize,
+    /// Directories the assembler may read includes from (`--include-dir`), besides the source
+    /// itself and the system's toolchain and headers.
+    pub include_dirs: Vec<PathBuf>,
+    /// Whether the assembler and preprocessor run in their sandbox ([`crate::toolchain`]). On by
+    /// default; off only to show what the sandbox stops (a twin test): without it a source reads
+    /// any file bytejail can, and its processes may outlive bytejail.
+    pub toolchain_sandbox: bool,
+}
+
+impl LoadOptions {
+    /// Code of at most `max_code` bytes, no include directories, the sandbox on.
+    pub fn new(max_code: usize) -> LoadOptions {
+        LoadOptions {
+            max_code,
+            include_dirs: Vec::new(),
+            toolchain_sandbox: true,
+        }
+    }
+}
+
+impl Default for LoadOptions {
+    /// As [`LoadOptions::new`] with the CLI's default `--max-code` (16 MiB).
+    fn default() -> LoadOptions {
+        LoadOptions::new(crate::abi::DEFAULT_MAX_CODE)
+    }
+}
+
+/// Loads guest code from `path` (`-` for standard input): [`load_path_with`] with
+/// [`LoadOptions::new`]`(max_code)`.
 pub fn load_path(
     path: &Path,
     format: Option<Format>,
     max_code: usize,
 ) -> Result<Vec<u8>, InputError> {
+    load_path_with(path, format, &LoadOptions::new(max_code))
+}
+
+/// Loads guest code from `path` (`-` for standard input).
+///
+/// The format is `format` when given; else the one the extension names
+/// ([`Format::from_path`]); else ELF if the file starts with the ELF magic; else an error.
+/// Standard input is raw bytes unless `format` says otherwise. Assembly sources are read (with
+/// the same bound as hex text), copied into a private directory and assembled there in the
+/// toolchain's sandbox; messages name `path`. `.S` files go through the C preprocessor
+/// (`cc -E`) first. Only regular files are read: FIFOs, sockets and devices are refused at
+/// once, never waited on.
+///
+/// The code must be non-empty and at most `options.max_code` bytes ([`InputError::TooLarge`]
+/// with `--max-code` otherwise).
+pub fn load_path_with(
+    path: &Path,
+    format: Option<Format>,
+    options: &LoadOptions,
+) -> Result<Vec<u8>, InputError> {
+    let max_code = options.max_code;
     if is_stdin(path) {
         let format = format.unwrap_or(Format::Bin);
         let bytes = read_limited(path, format.read_limit(max_code))?
             .map_err(|size| over_read_limit(STDIN_NAME, format, size, max_code))?;
-        return load_bytes(&bytes, format, STDIN_NAME, max_code);
+        return load_bytes_with(&bytes, format, STDIN_NAME, options);
     }
     let name = path.display().to_string();
     let format = match format.or_else(|| Format::from_path(path)) {
@@ -162,34 +215,46 @@ pub fn load_path(
             Ok(code)
         }
         Format::Gas | Format::Nasm => {
-            // Say "cannot read" in our words, before the assembler says it in its own.
-            drop(open_file(path)?);
+            let source = read_limited(path, format.read_limit(max_code))?
+                .map_err(|size| over_read_limit(&name, format, size, max_code))?;
             let preprocess =
                 format == Format::Gas && path.extension().is_some_and(|ext| ext == "S");
-            let code = assemble_path(path, format, preprocess, &name, max_code)?;
+            let code = assemble_source(&source, format, preprocess, &name, options)?;
             check_code(&code, &name, max_code)?;
             Ok(code)
         }
     }
 }
 
-/// Loads guest code in `format` from memory; `name` stands for it in messages.
-///
-/// Assembly sources from memory are never run through the C preprocessor. The code must be
-/// non-empty and at most `max_code` bytes.
+/// Loads guest code in `format` from memory; `name` stands for it in messages:
+/// [`load_bytes_with`] with [`LoadOptions::new`]`(max_code)`.
 pub fn load_bytes(
     bytes: &[u8],
     format: Format,
     name: &str,
     max_code: usize,
 ) -> Result<Vec<u8>, InputError> {
+    load_bytes_with(bytes, format, name, &LoadOptions::new(max_code))
+}
+
+/// Loads guest code in `format` from memory; `name` stands for it in messages.
+///
+/// Assembly sources from memory are never run through the C preprocessor. The code must be
+/// non-empty and at most `options.max_code` bytes.
+pub fn load_bytes_with(
+    bytes: &[u8],
+    format: Format,
+    name: &str,
+    options: &LoadOptions,
+) -> Result<Vec<u8>, InputError> {
+    let max_code = options.max_code;
     let code = match format {
         Format::Bin => {
             check_code(bytes, name, max_code)?;
             return Ok(bytes.to_vec());
         }
         Format::Hex => parse_hex(hex_text(bytes, name)?, name)?,
-        Format::Gas | Format::Nasm => assemble_source(bytes, format, name, max_code)?,
+        Format::Gas | Format::Nasm => assemble_source(bytes, format, false, name, options)?,
         Format::Elf => elf_text(bytes, name, max_code)?,
     };
     check_code(&code, name, max_code)?;
@@ -214,8 +279,8 @@ pub fn parse_hex(text: &str, what: &str) -> Result<Vec<u8>, InputError> {
 
 /// Assembles `source` (GNU as or NASM) and returns its `.text` section.
 ///
-/// Runs `as --64` or `nasm -f elf64` in a temporary directory; assembler messages call the source
-/// `source.s` or `source.asm`. Sources are not run through the C preprocessor. Fails with a
+/// Runs `as --64` or `nasm -f elf64` in a private directory, in the toolchain's sandbox;
+/// assembler messages call the source `source.s` or `source.asm`. Sources are not run through the C preprocessor. Fails with a
 /// message naming the Debian package to install when the assembler is missing, with the
 /// assembler's first messages when it rejects the source, and as [`text_of_elf`] does for the
 /// object it makes. No size limit applies here: [`load_bytes`] enforces `max_code`.
@@ -224,7 +289,13 @@ pub fn assemble(source: &str, format: Format) -> Result<Vec<u8>, InputError> {
         Format::Nasm => "source.asm",
         _ => "source.s",
     };
-    assemble_source(source.as_bytes(), format, name, usize::MAX)
+    assemble_source(
+        source.as_bytes(),
+        format,
+        false,
+        name,
+        &LoadOptions::new(usize::MAX),
+    )
 }
 
 /// The bytes of the `.text` section of an ELF64 x86-64 relocatable object, executable or shared
@@ -295,18 +366,75 @@ fn over_read_limit(name: &str, format: Format, size: Option<usize>, max_code: us
 // ---------------------------------------------------------------------------------------------
 // Reading files
 
-/// Opens `path` for reading. Directories are refused here: `read` on one fails only later, and
-/// an assembler would report it in its own words.
+/// Opens `path` for reading: regular files only (and the memory devices that never block, such
+/// as `/dev/null`). The open is non-blocking and the check is on the open descriptor (`fstat`),
+/// so a FIFO without a writer, a socket or another device is refused at once rather than waited
+/// on, and nothing can be swapped in between a check and the open.
+/// (`O_NONBLOCK` changes nothing for reading a regular file.) Directories are refused here:
+/// `read` on one fails only later, and an assembler would report it in its own words.
 fn open_file(path: &Path) -> Result<File, InputError> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
     let unreadable = |source| InputError::Unreadable {
         path: path.to_path_buf(),
         source,
     };
-    let file = File::open(path).map_err(unreadable)?;
-    if file.metadata().is_ok_and(|meta| meta.is_dir()) {
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path);
+    let file = match opened {
+        Ok(file) => file,
+        // A socket cannot be opened at all; say what it is rather than "no such device".
+        Err(err) if err.raw_os_error() == Some(libc::ENXIO) => {
+            let socket = std::fs::metadata(path).is_ok_and(|meta| meta.file_type().is_socket());
+            return Err(if socket {
+                not_regular(path, "a socket")
+            } else {
+                unreadable(err)
+            });
+        }
+        Err(err) => return Err(unreadable(err)),
+    };
+    let meta = file.metadata().map_err(unreadable)?;
+    let kind = meta.file_type();
+    if kind.is_char_device() && never_blocks(meta.rdev()) {
+        // Read with the same bound as a file: /dev/null is empty input, /dev/zero endless.
+        return Ok(file);
+    }
+    if kind.is_dir() {
         return Err(unreadable(io::Error::from_raw_os_error(libc::EISDIR)));
     }
+    if !kind.is_file() {
+        let what = if kind.is_fifo() {
+            "a FIFO (named pipe)"
+        } else if kind.is_socket() {
+            "a socket"
+        } else if kind.is_char_device() {
+            "a character device"
+        } else if kind.is_block_device() {
+            "a block device"
+        } else {
+            "not a regular file"
+        };
+        return Err(not_regular(path, what));
+    }
     Ok(file)
+}
+
+/// Whether a character device is one of the kernel's memory devices whose reads never block:
+/// `/dev/null`, `/dev/zero`, `/dev/full`, `/dev/random`, `/dev/urandom` (major 1, minors 3, 5,
+/// 7, 8, 9; see devices.txt). `/dev/mem` and friends (minors 1, 2, 4) are not among them.
+fn never_blocks(rdev: u64) -> bool {
+    let major = ((rdev >> 8) & 0xfff) | ((rdev >> 32) & !0xfff);
+    let minor = (rdev & 0xff) | ((rdev >> 12) & !0xff);
+    major == 1 && matches!(minor, 3 | 5 | 7 | 8 | 9)
+}
+
+fn not_regular(path: &Path, what: &str) -> InputError {
+    InputError::Invalid(format!(
+        "`{}`: is {what}; bytejail reads only regular files, or standard input given as `-`",
+        path.display()
+    ))
 }
 
 /// Reads all of `path` (`-` for standard input) if it holds at most `limit` bytes. `Ok(Err(size))`
@@ -563,15 +691,49 @@ impl Tool {
 const TOOL_MESSAGE_LINES: usize = 3;
 const TOOL_MESSAGE_LINE_CHARS: usize = 200;
 
-/// Runs `tool` with `args` (in `dir` if given) and fails with its first messages, naming the
-/// source `name`, unless it succeeds. In messages, `alias.0` is replaced by `alias.1`.
-fn run_tool(
+/// How long an assembler or preprocessor may run before bytejail kills it (and everything it
+/// started); also each of its processes' `RLIMIT_CPU`.
+const TOOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Room for headers, symbols and relocations in an object file next to `max_code` bytes of code.
+const OBJECT_SLACK: u64 = 16 << 20;
+
+/// The largest object file an assembler may write for at most `max_code` bytes of code.
+fn object_limit(max_code: usize) -> u64 {
+    (max_code as u64)
+        .saturating_mul(2)
+        .saturating_add(OBJECT_SLACK)
+}
+
+/// The largest preprocessed source `cc -E` may write: a source's own bound, plus the system
+/// headers it includes.
+fn preprocessed_limit(max_code: usize) -> u64 {
+    (Format::Gas.read_limit(max_code) as u64).saturating_add(OBJECT_SLACK)
+}
+
+/// The address-space limit of each toolchain process: plenty for real sources, far from what a
+/// `.skip 0x100000000` or a runaway `.rept` asks for.
+fn memory_limit(max_code: usize) -> u64 {
+    (1u64 << 30).saturating_add((max_code as u64).saturating_mul(16))
+}
+
+/// One toolchain run of [`run_tool`].
+struct ToolRun<'a> {
     tool: Tool,
-    args: &[&OsStr],
-    dir: Option<&Path>,
-    name: &str,
-    alias: Option<(&str, &str)>,
-) -> Result<(), InputError> {
+    args: &'a [&'a OsStr],
+    /// The private directory it runs in.
+    dir: &'a Path,
+    /// The file it writes, and the most bytes it may hold.
+    output: &'a str,
+    max_output: u64,
+    /// Replacements in its messages: the private file names by the name the user knows.
+    aliases: &'a [(&'a str, &'a str)],
+}
+
+/// Runs a tool in its sandbox (see [`crate::toolchain`]) and fails with its first messages,
+/// naming the source `name`, unless it succeeds.
+fn run_tool(run: &ToolRun, name: &str, options: &LoadOptions) -> Result<(), InputError> {
+    let tool = run.tool;
     // Messages go to anonymous files rather than pipes, so the wait below needs no reader.
     let capture = || {
         tempfile::tempfile().map_err(|err| {
@@ -582,43 +744,46 @@ fn run_tool(
         })
     };
     let (mut stdout, mut stderr) = (capture()?, capture()?);
-    let mut command = Command::new(tool.program);
-    command
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(
-            stdout
-                .try_clone()
-                .map_err(|err| InputError::Invalid(format!("{err}")))?,
-        )
-        .stderr(
-            stderr
-                .try_clone()
-                .map_err(|err| InputError::Invalid(format!("{err}")))?,
-        );
-    if let Some(dir) = dir {
-        command.current_dir(dir);
-    }
-    let mut child = command.spawn().map_err(|err| {
-        if err.kind() == io::ErrorKind::NotFound {
-            tool.not_found()
-        } else {
-            InputError::Invalid(format!("`{}` could not be run: {err}", tool.program))
-        }
-    })?;
-    let status = wait_bounded(&mut child, TOOL_TIMEOUT).map_err(|err| {
-        InputError::Invalid(format!(
-            "`{name}`: waiting for `{}` failed: {err}",
-            tool.program
-        ))
-    })?;
-    let Some(status) = status else {
-        return Err(InputError::Invalid(format!(
-            "`{name}`: {} did not finish within {} s; it was killed",
-            tool.program,
-            TOOL_TIMEOUT.as_secs()
-        )));
+    let job = crate::toolchain::Job {
+        program: tool.program,
+        args: run.args,
+        dir: run.dir,
+        read_dirs: &options.include_dirs,
+        max_file: run.max_output,
+        max_memory: memory_limit(options.max_code),
+        timeout: TOOL_TIMEOUT,
+        stdout: &stdout,
+        stderr: &stderr,
+        sandbox: options.toolchain_sandbox,
     };
+    let ended = crate::toolchain::run(&job).map_err(|err| match err {
+        crate::toolchain::RunError::NotFound => tool.not_found(),
+        crate::toolchain::RunError::Failed(what, err) => InputError::Invalid(format!(
+            "`{name}`: `{}` could not be run in its sandbox: {what}: {err}",
+            tool.program
+        )),
+    })?;
+    let status = match ended {
+        Ended::Exited(0) => return Ok(()),
+        Ended::TimedOut => {
+            return Err(InputError::Invalid(format!(
+                "`{name}`: {} did not finish within {} s; it was killed",
+                tool.program,
+                TOOL_TIMEOUT.as_secs()
+            )))
+        }
+        Ended::Exited(code) => format!("exit status {code}"),
+        Ended::Signaled(signal) => format!("killed by signal {signal}"),
+    };
+    // Past the file-size limit the tool gets SIGXFSZ, or EFBIG if it ignores that.
+    let written = std::fs::metadata(run.dir.join(run.output)).map_or(0, |meta| meta.len());
+    if ended == Ended::Signaled(libc::SIGXFSZ) || written >= run.max_output {
+        return Err(InputError::Invalid(format!(
+            "`{name}`: {}'s output grew past {} bytes, too large to hold at most {} bytes of \
+             code (--max-code); it was stopped there",
+            tool.program, run.max_output, options.max_code
+        )));
+    }
     let read_all = |file: &mut std::fs::File| {
         let mut bytes = Vec::new();
         let _ = file
@@ -626,50 +791,32 @@ fn run_tool(
             .and_then(|()| file.take(1 << 20).read_to_end(&mut bytes));
         bytes
     };
-    let output = std::process::Output {
-        status,
-        stdout: read_all(&mut stdout),
-        stderr: read_all(&mut stderr),
-    };
-    if output.status.success() {
-        return Ok(());
-    }
+    let (stdout, stderr) = (read_all(&mut stdout), read_all(&mut stderr));
     // GNU tools write errors to stderr, but look at stdout too in case a tool does not.
-    let detail = summarize_messages(&output.stderr, alias)
-        .or_else(|| summarize_messages(&output.stdout, alias))
-        .unwrap_or_else(|| format!("no message, {}", output.status));
+    let detail = summarize_messages(&stderr, run.aliases)
+        .or_else(|| summarize_messages(&stdout, run.aliases))
+        .unwrap_or_else(|| format!("no message, {status}"));
+    // A read the sandbox stopped: say where reads may come from.
+    let blocked = [
+        "Permission denied",
+        "file not found",
+        "No such file",
+        "unable to open",
+    ];
+    let hint = if options.toolchain_sandbox && blocked.iter().any(|text| detail.contains(text)) {
+        " (the assembler may read only the source, the system's toolchain and headers, and \
+         --include-dir directories)"
+    } else {
+        ""
+    };
     Err(InputError::Invalid(format!(
-        "`{name}`: {} failed: {detail}",
+        "`{name}`: {} failed: {detail}{hint}",
         tool.program
     )))
 }
 
-/// How long an assembler or preprocessor may run before bytejail gives up on it.
-const TOOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Waits for `child` at most `limit`; kills and reaps it past that (`Ok(None)`).
-fn wait_bounded(
-    child: &mut std::process::Child,
-    limit: std::time::Duration,
-) -> io::Result<Option<std::process::ExitStatus>> {
-    let start = std::time::Instant::now();
-    let mut pause = std::time::Duration::from_micros(200);
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(Some(status));
-        }
-        if start.elapsed() >= limit {
-            child.kill()?;
-            child.wait()?;
-            return Ok(None);
-        }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(std::time::Duration::from_millis(20));
-    }
-}
-
 /// The first lines of a tool's messages on one line, or None if there are none.
-fn summarize_messages(text: &[u8], alias: Option<(&str, &str)>) -> Option<String> {
+fn summarize_messages(text: &[u8], aliases: &[(&str, &str)]) -> Option<String> {
     let text = String::from_utf8_lossy(text);
     let lines: Vec<&str> = text
         .lines()
@@ -684,10 +831,10 @@ fn summarize_messages(text: &[u8], alias: Option<(&str, &str)>) -> Option<String
         .iter()
         .take(TOOL_MESSAGE_LINES)
         .map(|line| {
-            let line = match alias {
-                Some((from, to)) => line.replace(from, to),
-                None => (*line).to_string(),
-            };
+            let mut line = (*line).to_string();
+            for (from, to) in aliases {
+                line = line.replace(from, to);
+            }
             if line.chars().count() > TOOL_MESSAGE_LINE_CHARS {
                 let cut: String = line.chars().take(TOOL_MESSAGE_LINE_CHARS).collect();
                 format!("{cut}...")
@@ -715,114 +862,115 @@ fn temp_dir(name: &str) -> Result<tempfile::TempDir, InputError> {
         })
 }
 
-/// `path` as an argument a tool will not take for an option.
-fn path_argument(path: &Path) -> PathBuf {
-    if path.as_os_str().as_encoded_bytes().first() == Some(&b'-') {
-        Path::new(".").join(path)
-    } else {
-        path.to_path_buf()
-    }
+/// The include directories as the tools get them: absolute (the tools run in their private
+/// directory), each checked to be a directory. An error names the directory and the flag.
+fn include_dirs(options: &LoadOptions) -> Result<Vec<PathBuf>, InputError> {
+    options
+        .include_dirs
+        .iter()
+        .map(|dir| {
+            let bad = |reason: String| {
+                InputError::Invalid(format!(
+                    "include directory `{}`: {reason} (--include-dir)",
+                    dir.display()
+                ))
+            };
+            let absolute = std::fs::canonicalize(dir).map_err(|err| bad(err.to_string()))?;
+            if !absolute.is_dir() {
+                return Err(bad("not a directory".to_string()));
+            }
+            Ok(absolute)
+        })
+        .collect()
 }
 
-/// Assembles the file at `path` where it is, so the assembler's messages name it, and returns the
-/// `.text` of the result.
-fn assemble_path(
-    path: &Path,
-    format: Format,
-    preprocess: bool,
-    name: &str,
-    max_code: usize,
-) -> Result<Vec<u8>, InputError> {
-    let dir = temp_dir(name)?;
-    let object = dir.path().join("out.o");
-    let source = path_argument(path);
-    let o = OsStr::new("-o");
-    match format {
-        Format::Gas if preprocess => {
-            // Line markers in the preprocessed text keep `as` naming the user's file and lines.
-            let preprocessed = dir.path().join("preprocessed.s");
-            run_tool(
-                CC,
-                &[
-                    OsStr::new("-E"),
-                    OsStr::new("-x"),
-                    OsStr::new("assembler-with-cpp"),
-                    o,
-                    preprocessed.as_os_str(),
-                    source.as_os_str(),
-                ],
-                None,
-                name,
-                None,
-            )?;
-            let shown = preprocessed.to_string_lossy();
-            run_tool(
-                AS,
-                &[
-                    OsStr::new("--64"),
-                    o,
-                    object.as_os_str(),
-                    preprocessed.as_os_str(),
-                ],
-                None,
-                name,
-                Some((&shown, name)),
-            )?;
-        }
-        Format::Gas => run_tool(
-            AS,
-            &[
-                OsStr::new("--64"),
-                o,
-                object.as_os_str(),
-                source.as_os_str(),
-            ],
-            None,
-            name,
-            None,
-        )?,
-        Format::Nasm => run_tool(
-            NASM,
-            &[
-                OsStr::new("-f"),
-                OsStr::new("elf64"),
-                o,
-                object.as_os_str(),
-                source.as_os_str(),
-            ],
-            None,
-            name,
-            None,
-        )?,
-        Format::Bin | Format::Hex | Format::Elf => return Err(not_assembly(format, name)),
-    }
-    elf_file_text(open_file(&object)?, name, max_code)
-}
-
-/// Assembles source text held in memory (written to a temporary directory first) and returns
-/// the `.text` of the result. Messages call the source `name`.
+/// Assembles `source` (GNU as, preprocessed first if `preprocess`, or NASM) in a private
+/// directory that holds a copy of it, in the toolchain's sandbox, and returns the `.text` of
+/// the result. Messages call the source `name`.
 fn assemble_source(
     source: &[u8],
     format: Format,
+    preprocess: bool,
     name: &str,
-    max_code: usize,
+    options: &LoadOptions,
 ) -> Result<Vec<u8>, InputError> {
-    let (tool, file_name, mut args): (Tool, &str, Vec<&str>) = match format {
-        Format::Gas => (AS, "source.s", vec!["--64"]),
-        Format::Nasm => (NASM, "source.asm", vec!["-f", "elf64"]),
+    let file_name = match format {
+        Format::Gas if preprocess => "source.S",
+        Format::Gas => "source.s",
+        Format::Nasm => "source.asm",
         Format::Bin | Format::Hex | Format::Elf => return Err(not_assembly(format, name)),
     };
+    let include_dirs = include_dirs(options)?;
     let dir = temp_dir(name)?;
     std::fs::write(dir.path().join(file_name), source).map_err(|err| {
         InputError::Invalid(format!(
             "`{name}`: cannot write the source to a temporary file: {err}"
         ))
     })?;
-    // Run in the directory with relative names, so messages read `source.s:3: ...`.
-    args.extend(["-o", "out.o", file_name]);
-    let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
-    run_tool(tool, &args, Some(dir.path()), name, Some((file_name, name)))?;
-    elf_file_text(open_file(&dir.path().join("out.o"))?, name, max_code)
+    // Include directories as the tools spell them (NASM wants the trailing slash).
+    let mut include_args: Vec<OsString> = Vec::new();
+    for include in &include_dirs {
+        include_args.push("-I".into());
+        let mut dir = include.clone().into_os_string();
+        if format == Format::Nasm {
+            dir.push("/");
+        }
+        include_args.push(dir);
+    }
+    let includes = include_args.iter().map(OsString::as_os_str);
+    // Relative names in the private directory, so messages read `source.s:3: ...`.
+    let object = "out.o";
+    let object_limit = object_limit(options.max_code);
+    let mut assembler_input = file_name;
+    let mut aliases = vec![(file_name, name)];
+    if preprocess {
+        // Line markers in the preprocessed text keep `as` naming the user's file and lines.
+        let preprocessed = "preprocessed.s";
+        // Messages without the quoted source line and caret: they go on one line.
+        let args: Vec<&OsStr> = [
+            "-E",
+            "-fno-diagnostics-show-caret",
+            "-fdiagnostics-color=never",
+            "-x",
+            "assembler-with-cpp",
+        ]
+        .into_iter()
+        .map(OsStr::new)
+        .chain(includes.clone())
+        .chain(["-o", preprocessed, file_name].map(OsStr::new))
+        .collect();
+        let run = ToolRun {
+            tool: CC,
+            args: &args,
+            dir: dir.path(),
+            output: preprocessed,
+            max_output: preprocessed_limit(options.max_code),
+            aliases: &aliases,
+        };
+        run_tool(&run, name, options)?;
+        assembler_input = preprocessed;
+        aliases.push((preprocessed, name));
+    }
+    let (tool, head): (Tool, &[&str]) = match format {
+        Format::Nasm => (NASM, &["-f", "elf64"]),
+        _ => (AS, &["--64"]),
+    };
+    let args: Vec<&OsStr> = head
+        .iter()
+        .map(OsStr::new)
+        .chain(includes)
+        .chain(["-o", object, assembler_input].map(OsStr::new))
+        .collect();
+    let run = ToolRun {
+        tool,
+        args: &args,
+        dir: dir.path(),
+        output: object,
+        max_output: object_limit,
+        aliases: &aliases,
+    };
+    run_tool(&run, name, options)?;
+    elf_file_text(open_file(&dir.path().join(object))?, name, options.max_code)
 }
 
 fn not_assembly(format: Format, name: &str) -> InputError {
@@ -956,38 +1104,6 @@ fn relocation_target<'data, R: ReadRef<'data>>(
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn a_tool_that_hangs_is_killed_at_the_limit() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
-        let start = std::time::Instant::now();
-        let status =
-            super::wait_bounded(&mut child, std::time::Duration::from_millis(200)).unwrap();
-        assert!(
-            status.is_none(),
-            "sleep 30 finished within 200 ms: {status:?}"
-        );
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(5),
-            "took {:?}",
-            start.elapsed()
-        );
-        // Reaped: nothing is left to wait for.
-        assert!(child.try_wait().unwrap().is_some());
-    }
-
-    #[test]
-    fn a_tool_that_finishes_reports_its_status() {
-        let mut child = std::process::Command::new("sh")
-            .args(["-c", "exit 3"])
-            .spawn()
-            .unwrap();
-        let status = super::wait_bounded(&mut child, std::time::Duration::from_secs(30)).unwrap();
-        assert_eq!(status.and_then(|s| s.code()), Some(3));
-    }
-
     use super::*;
 
     fn hex(text: &str) -> Result<Vec<u8>, String> {
@@ -1134,7 +1250,13 @@ mod tests {
             program: "bytejail-test-no-such-assembler",
             package: "binutils",
         };
-        let err = run_tool(tool, &[], None, "x.s", None).unwrap_err();
+        let dir = temp_dir("x.s").unwrap();
+        let err = run_tool(
+            &sh_run(tool, dir.path(), &[], &[]),
+            "x.s",
+            &LoadOptions::new(MAX),
+        )
+        .unwrap_err();
         assert_eq!(
             err.to_string(),
             "`bytejail-test-no-such-assembler` not found: install binutils \
@@ -1162,20 +1284,42 @@ mod tests {
         };
         let script = "echo 'x.s: Assembler messages:' >&2; \
                       echo 'TMP/x.s:3: Error: no such instruction' >&2; exit 1";
+        let dir = temp_dir("x.s").unwrap();
+        let options = LoadOptions::new(MAX);
         let args = [OsStr::new("-c"), OsStr::new(script)];
-        let err = run_tool(tool, &args, None, "x.s", Some(("TMP/x.s", "x.s"))).unwrap_err();
+        let aliases = [("TMP/x.s", "x.s")];
+        let err =
+            run_tool(&sh_run(tool, dir.path(), &args, &aliases), "x.s", &options).unwrap_err();
         assert_eq!(
             err.to_string(),
             "`x.s`: sh failed: x.s:3: Error: no such instruction"
         );
         let args = [OsStr::new("-c"), OsStr::new("exit 3")];
-        let err = run_tool(tool, &args, None, "x.s", None).unwrap_err();
+        let err = run_tool(&sh_run(tool, dir.path(), &args, &[]), "x.s", &options).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "`x.s`: sh failed: no message, exit status: 3"
+            "`x.s`: sh failed: no message, exit status 3"
         );
         let args = [OsStr::new("-c"), OsStr::new("true")];
-        assert!(run_tool(tool, &args, None, "x.s", None).is_ok());
+        assert!(run_tool(&sh_run(tool, dir.path(), &args, &[]), "x.s", &options).is_ok());
+    }
+
+    const MAX: usize = 1 << 20;
+
+    fn sh_run<'a>(
+        tool: Tool,
+        dir: &'a Path,
+        args: &'a [&'a OsStr],
+        aliases: &'a [(&'a str, &'a str)],
+    ) -> ToolRun<'a> {
+        ToolRun {
+            tool,
+            args,
+            dir,
+            output: "out.o",
+            max_output: 1 << 20,
+            aliases,
+        }
     }
 
     #[test]
@@ -1183,12 +1327,12 @@ mod tests {
         let text = b"a.s: Assembler messages:\n\na.s:1: Error: one\na.s:2: Error: two\n\
                      a.s:3: Error: three\na.s:4: Error: four\na.s:5: Error: five\n";
         assert_eq!(
-            summarize_messages(text, None).as_deref(),
+            summarize_messages(text, &[]).as_deref(),
             Some("a.s:1: Error: one; a.s:2: Error: two; a.s:3: Error: three (and 2 more)")
         );
-        assert_eq!(summarize_messages(b"  \n\n", None), None);
+        assert_eq!(summarize_messages(b"  \n\n", &[]), None);
         let long = "x".repeat(500);
-        let summary = summarize_messages(long.as_bytes(), None).unwrap_or_default();
+        let summary = summarize_messages(long.as_bytes(), &[]).unwrap_or_default();
         assert_eq!(
             summary,
             format!("{}...", "x".repeat(TOOL_MESSAGE_LINE_CHARS))
@@ -1214,16 +1358,6 @@ mod tests {
         assert_eq!(over_size(Some(5000), 10), Some(5000));
         assert_eq!(over_size(Some(3), 10), None);
         assert_eq!(over_size(None, usize::MAX), None);
-    }
-
-    #[test]
-    fn tool_path_arguments_are_not_options() {
-        assert_eq!(path_argument(Path::new("-x.s")), Path::new("./-x.s"));
-        assert_eq!(path_argument(Path::new("a/-x.s")), Path::new("a/-x.s"));
-        assert_eq!(
-            path_argument(Path::new("/tmp/-x.s")),
-            Path::new("/tmp/-x.s")
-        );
     }
 
     #[test]

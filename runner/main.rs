@@ -16,8 +16,12 @@ use clap::Parser;
 
 use cli::{Cli, Completion};
 
+/// Exit status of `bytejail batch` when some lines could not run (each has an error line).
+const EXIT_BATCH_LINES_FAILED: u8 = 1;
 /// Exit status for bad usage or bad input: nothing ran.
 const EXIT_USAGE: u8 = 2;
+/// Exit status of `doctor` when something strict-mode jobs need is missing.
+const EXIT_NOT_READY: u8 = 1;
 /// Exit status when bytejail itself failed (a mapping, a pipe, the fork, writing stdout).
 const EXIT_RUNNER_FAILED: u8 = 125;
 
@@ -27,7 +31,10 @@ fn main() -> ExitCode {
         Err(error) => return usage_exit(&error),
     };
     ExitCode::from(match cli.execute() {
-        Ok(Completion::Done) => 0,
+        Ok(Completion::Done | Completion::Examined { ready: true }) => 0,
+        Ok(Completion::Batch { errors: 0 }) => 0,
+        Ok(Completion::Batch { .. }) => EXIT_BATCH_LINES_FAILED,
+        Ok(Completion::Examined { ready: false }) => EXIT_NOT_READY,
         // The kernel keeps only the low 8 bits of an exit status; every documented status fits.
         Ok(Completion::Ran(outcome)) => (outcome.exit_status() & 0xff) as u8,
         Err(error @ Error::Input(_)) => {

@@ -28,6 +28,12 @@ pub enum Outcome {
     Timeout,
     /// The host killed the worker because it wrote more than `max_output` bytes.
     OutputLimit,
+    /// The job used up its CPU time (`Limits::cpu_time`): the host killed it, or the kernel's
+    /// `RLIMIT_CPU` did.
+    CpuTimeLimit,
+    /// A SIGKILL that no part of bytejail sent or caused, under a filter (which traps every
+    /// violation instead of killing): another process, or the kernel's OOM killer.
+    Killed,
 }
 
 impl Outcome {
@@ -40,6 +46,8 @@ impl Outcome {
             Outcome::SyscallViolation => "syscall_violation",
             Outcome::Timeout => "timeout",
             Outcome::OutputLimit => "output_limit",
+            Outcome::CpuTimeLimit => "cpu_time_limit",
+            Outcome::Killed => "killed",
         }
     }
 
@@ -50,7 +58,8 @@ impl Outcome {
             Outcome::Exited(code) => code & 0xff,
             Outcome::Crashed { signal, .. } => 128 + signal,
             Outcome::SyscallViolation => 159,
-            Outcome::Timeout | Outcome::OutputLimit => 124,
+            Outcome::Timeout | Outcome::OutputLimit | Outcome::CpuTimeLimit => 124,
+            Outcome::Killed => 128 + libc::SIGKILL,
         }
     }
 }
@@ -133,7 +142,7 @@ impl Report {
                     obj.insert("syscall".into(), json!(syscall));
                 }
             }
-            Outcome::Timeout | Outcome::OutputLimit => {}
+            Outcome::Timeout | Outcome::OutputLimit | Outcome::CpuTimeLimit | Outcome::Killed => {}
         }
         obj.insert("output_hex".into(), json!(hex_string(&self.output)));
         if let Ok(text) = std::str::from_utf8(&self.output) {
@@ -182,6 +191,13 @@ impl Report {
             },
             Outcome::Timeout => format!("killed after {:.3}s", self.wall.as_secs_f64()),
             Outcome::OutputLimit => format!("killed after {} bytes of output", self.output.len()),
+            Outcome::CpuTimeLimit => format!(
+                "killed after {:.3}s of CPU time",
+                (self.user + self.sys).as_secs_f64()
+            ),
+            Outcome::Killed => {
+                "SIGKILL from outside bytejail (another process or the OOM killer)".to_string()
+            }
         };
         let truncated = if self.output_truncated && self.outcome != Outcome::OutputLimit {
             ", output truncated"

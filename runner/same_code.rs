@@ -194,6 +194,20 @@ impl SameCode {
             self.end_worker();
             self.arena = None;
         }
+        if !host::arena_reusable(&options.policy) {
+            // Under a profile the guest may have changed what its worker maps (the blob that
+            // runs before seccomp included): a new worker gets a new arena.
+            if self
+                .live
+                .as_ref()
+                .is_some_and(|live| live.near_budget(options))
+            {
+                self.end_worker();
+            }
+            if self.live.is_none() {
+                self.arena = None;
+            }
+        }
         let mut arena = match self.arena.take() {
             Some(arena) => arena,
             None => {
@@ -224,8 +238,7 @@ impl SameCode {
         };
         // The CPU time the worker used so far (set-up, earlier inputs): the input's is the rest.
         // A worker near its CPU backstop is replaced before the input could reach it.
-        let budget = Duration::from_secs(live.cpu_limit_secs);
-        if live.cpu_parked + options.limits.timeout + Duration::from_secs(1) >= budget {
+        if live.near_budget(options) {
             live.end();
             live = self.start_worker(arena, options)?;
         }
@@ -269,6 +282,7 @@ impl SameCode {
             Some(&control),
             options,
             start,
+            host::CpuWatch::new(pid, options, cpu_before),
         );
         let watch = match watch {
             Ok(watch) => watch,
@@ -355,6 +369,15 @@ impl SameCode {
         if let Some(live) = self.live.take() {
             live.end();
         }
+    }
+}
+
+impl Live {
+    /// Whether the worker's CPU time so far leaves too little of its `RLIMIT_CPU` backstop
+    /// for one more input to reach its own timeout.
+    fn near_budget(&self, options: &RunOptions) -> bool {
+        let budget = Duration::from_secs(self.cpu_limit_secs);
+        self.cpu_parked + options.limits.timeout + Duration::from_secs(1) >= budget
     }
 }
 

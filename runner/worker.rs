@@ -106,6 +106,18 @@ pub(crate) mod layout {
     /// (written with the zeros they hold). Four addresses, written by the host.
     pub const CTX_TOUCH: usize = 0x300;
     const _: () = assert!(CTX_TOUCH >= REC_END && CTX_TOUCH + 32 <= 0x800);
+    /// `RLIMIT_AS` the blob sets once it has unmapped the host (whose mappings would count),
+    /// before seccomp; 0 leaves it unlimited.
+    pub const CTX_AS_LIMIT: usize = 0x320;
+    /// A `struct sock_fprog` (length in a u64 slot, then the address) of a filter installed
+    /// before the profile's, which refuses new tasks (see [`crate::arena::NO_NEW_TASKS`]);
+    /// length 0: none.
+    pub const CTX_NOTASK_FPROG: usize = 0x330;
+    /// That filter's instructions.
+    pub const CTX_NOTASK_PROG: usize = 0x340;
+    pub const NOTASK_PROG_MAX: usize = 24;
+    const _: () = assert!(CTX_AS_LIMIT >= CTX_TOUCH + 32 && CTX_NOTASK_FPROG >= CTX_AS_LIMIT + 8);
+    const _: () = assert!(CTX_NOTASK_PROG + NOTASK_PROG_MAX * 8 <= 0x800);
 
     /// Values of `REC_STATE` (0: nothing recorded).
     pub const STATE_RETURNED: u64 = 1;
@@ -296,8 +308,36 @@ global_asm!(
     "test rax, rax",
     "jnz .Lbj_scrub_failed",
     ".Lbj_seccomp:",
+    // The memory limit, now that only the worker's own mappings count against it.
+    "cmp qword ptr [rip + .Lbj_base + {data} + {ctx_as_limit}], 0",
+    "je .Lbj_mode",
+    "mov rax, [rip + .Lbj_base + {data} + {ctx_as_limit}]",
+    "push rax",
+    "push rax",
+    "mov eax, {sys_prlimit64}",
+    "xor edi, edi",
+    "mov esi, {rlimit_as}",
+    "mov rdx, rsp",
+    "xor r10d, r10d",
+    "syscall",
+    "add rsp, 16",
+    "test rax, rax",
+    "jnz .Lbj_limit_failed",
+    ".Lbj_mode:",
     "cmp qword ptr [rip + .Lbj_base + {data} + {ctx_mode}], 0",
     "je .Lbj_strict",
+    // The filter that refuses new tasks goes first: of two decisions the kernel keeps the
+    // stricter, so the profile can still kill or trap what this one only refuses.
+    "cmp qword ptr [rip + .Lbj_base + {data} + {ctx_notask_fprog}], 0",
+    "je .Lbj_profile",
+    "mov eax, {sys_seccomp}",
+    "mov edi, {seccomp_set_mode_filter}",
+    "xor esi, esi",
+    "lea rdx, [rip + .Lbj_base + {data} + {ctx_notask_fprog}]",
+    "syscall",
+    "test rax, rax",
+    "jnz .Lbj_seccomp_failed",
+    ".Lbj_profile:",
     // seccomp(SECCOMP_SET_MODE_FILTER, 0, &fprog): no_new_privs was set before the jump here.
     "mov eax, {sys_seccomp}",
     "mov edi, {seccomp_set_mode_filter}",
@@ -353,6 +393,9 @@ global_asm!(
     "jmp .Lbj_hang",
     ".Lbj_scrub_failed:",
     "mov ecx, {stage_scrub}",
+    "jmp .Lbj_setup_failed",
+    ".Lbj_limit_failed:",
+    "mov ecx, {stage_limits}",
     "jmp .Lbj_setup_failed",
     ".Lbj_seccomp_failed:",
     "mov ecx, {stage_seccomp}",
@@ -468,6 +511,11 @@ global_asm!(
     ctx_done = const CTX_DONE,
     ctx_fsgsbase = const CTX_FSGSBASE,
     ctx_touch = const CTX_TOUCH,
+    ctx_as_limit = const CTX_AS_LIMIT,
+    ctx_notask_fprog = const CTX_NOTASK_FPROG,
+    sys_prlimit64 = const libc::SYS_prlimit64,
+    rlimit_as = const libc::RLIMIT_AS,
+    stage_limits = const STAGE_LIMITS,
     sys_write = const libc::SYS_write,
     done_fd = const DONE_FD,
     go_fd = const GO_FD,
@@ -534,7 +582,7 @@ pub(crate) const FAULT_SIGNALS: [i32; 6] = [
 pub(crate) const SETUP_FAILED_SIGNAL: i32 = libc::SIGUSR2;
 
 /// Setup steps, recorded in `REC_STAGE` when one fails.
-pub(crate) const STAGES: [&str; 12] = [
+pub(crate) const STAGES: [&str; 15] = [
     "worker setup: PR_SET_PDEATHSIG",
     "worker setup: rt_sigprocmask",
     "worker setup: mapping the arena",
@@ -547,6 +595,9 @@ pub(crate) const STAGES: [&str; 12] = [
     "worker setup: unmapping the host's memory",
     "worker setup: unregistering the inherited rseq area",
     "worker setup: dropping privileges for filter mode",
+    "worker setup: joining the empty network namespace",
+    "worker setup: Landlock",
+    "worker setup: joining the job's pids cgroup",
 ];
 
 /// One mapping the worker makes at a fixed address inside the arena's window.
@@ -618,6 +669,35 @@ pub(crate) struct WorkerPlan {
     pub filter_mode: bool,
     /// Highest capability number of this kernel (`/proc/sys/kernel/cap_last_cap`).
     pub cap_last: u32,
+    /// The walls around a profile worker (all off for strict mode, which needs none).
+    pub walls: Walls,
+    /// Resource limits set before the guest runs (`RLIMIT_AS` is the blob's, after the scrub).
+    pub rlimits: [(u32, u64); 2],
+    /// The NUL-terminated path of the job's pids cgroup's `cgroup.procs`, which the worker
+    /// writes itself into first (see [`crate::cgroup`]); empty (a leading NUL) for none.
+    pub cgroup_procs: [u8; crate::cgroup::PROCS_PATH_MAX],
+}
+
+/// The walls a profile worker gets besides seccomp, decided by the host before the fork.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Walls {
+    /// Namespace flags for the worker's `clone`: a PID namespace with the worker as its init
+    /// (its whole process tree dies with it), IPC and mount namespaces.
+    pub clone_flags: usize,
+    /// A pidfd of the host, polled right after `PR_SET_PDEATHSIG` is armed: in a PID namespace
+    /// `getppid()` is 0 whoever the parent is. -1 outside a PID namespace.
+    pub host_pidfd: i32,
+    /// The shared empty network namespace to join, -1 for none.
+    pub netns_fd: i32,
+    /// Landlock: the access rights handled (and so denied: the ruleset has no rule) for files
+    /// and TCP, and the scopes (signals, abstract sockets); all 0 without Landlock.
+    pub landlock: [u64; 3],
+}
+
+impl Walls {
+    pub(crate) fn pid_namespace(&self) -> bool {
+        self.clone_flags & libc::CLONE_NEWPID as usize != 0
+    }
 }
 
 /// The kernel's `struct sigaction` for `rt_sigaction` (not libc's, whose layout differs).
@@ -636,6 +716,12 @@ struct StackT {
     size: usize,
 }
 
+/// A zero `struct timespec`: `ppoll` returns at once.
+static ZERO_TIME: libc::timespec = libc::timespec {
+    tv_sec: 0,
+    tv_nsec: 0,
+};
+
 /// `SA_RESTORER` (x86-64): `restorer` is valid. The kernel ABI constant, absent from libc.
 const SA_RESTORER: i32 = 0x0400_0000;
 
@@ -650,7 +736,7 @@ const fn sigbit(sig: i32) -> u64 {
 pub(crate) fn spawn(plan: &WorkerPlan) -> std::io::Result<(libc::pid_t, std::os::fd::OwnedFd)> {
     // SAFETY: the child runs only `worker_entry`, which issues raw syscalls on `plan` (plain
     // data on this stack) and the arena's descriptor, and never returns.
-    match unsafe { crate::sys::clone_with_pidfd() }? {
+    match unsafe { crate::sys::clone_with_pidfd(plan.walls.clone_flags) }? {
         crate::sys::Forked::Child => worker_entry(plan),
         crate::sys::Forked::Parent { pid, pidfd } => Ok((pid, pidfd)),
     }
@@ -684,6 +770,9 @@ const STAGE_SECCOMP: usize = 8;
 const STAGE_SCRUB: usize = 9;
 const STAGE_RSEQ: usize = 10;
 const STAGE_PRIVILEGES: usize = 11;
+const STAGE_NETNS: usize = 12;
+const STAGE_LANDLOCK: usize = 13;
+const STAGE_CGROUP: usize = 14;
 
 /// Ends a worker whose setup failed: records the stage and errno (once the region is mapped)
 /// and dies of [`SETUP_FAILED_SIGNAL`], which no guest can raise.
@@ -810,7 +899,27 @@ unsafe fn worker_main(plan: &WorkerPlan) -> ! {
             raw::syscall3(libc::SYS_prctl, pdeathsig, libc::SIGKILL as usize, 0),
         );
         // The host may have died before PDEATHSIG was armed: then we are someone else's child.
-        if raw::syscall3(libc::SYS_getppid, 0, 0, 0) != plan.host_pid as isize {
+        // In a PID namespace the parent is out of sight (`getppid()` is 0): ask its pidfd.
+        if plan.walls.pid_namespace() {
+            let mut host = libc::pollfd {
+                fd: plan.walls.host_pidfd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let fds = &mut host as *mut libc::pollfd as usize;
+            let ready = raw::syscall6(
+                libc::SYS_ppoll,
+                fds,
+                1,
+                &ZERO_TIME as *const _ as usize,
+                0,
+                0,
+                0,
+            );
+            if ready != 0 {
+                raw::exit(0); // the host has exited (or its pidfd is unusable)
+            }
+        } else if raw::syscall3(libc::SYS_getppid, 0, 0, 0) != plan.host_pid as isize {
             raw::exit(0);
         }
 
@@ -832,6 +941,18 @@ unsafe fn worker_main(plan: &WorkerPlan) -> ! {
                 0,
             ),
         );
+
+        // Into the job's pids cgroup before anything else can fork ("0": this process).
+        if plan.cgroup_procs[0] != 0 {
+            let path = plan.cgroup_procs.as_ptr() as usize;
+            let flags = (libc::O_WRONLY | libc::O_CLOEXEC) as usize;
+            let fd = raw::syscall3(libc::SYS_open, path, flags, 0);
+            check(data, STAGE_CGROUP, fd);
+            let zero = b"0";
+            let written = raw::syscall3(libc::SYS_write, fd as usize, zero.as_ptr() as usize, 1);
+            check(data, STAGE_CGROUP, written);
+            raw::syscall3(libc::SYS_close, fd as usize, 0, 0);
+        }
 
         // The window is free here (the host's reservation was not inherited); NOREPLACE makes
         // sure nothing of this process is ever overwritten all the same.
@@ -872,6 +993,16 @@ unsafe fn worker_main(plan: &WorkerPlan) -> ! {
                 data,
                 STAGE_MAP,
                 raw::syscall3(libc::SYS_mprotect, p.addr, p.len, p.prot as usize),
+            );
+        }
+
+        if plan.walls.netns_fd >= 0 {
+            let netns = plan.walls.netns_fd as usize;
+            let kind = libc::CLONE_NEWNET as usize;
+            check(
+                data,
+                STAGE_NETNS,
+                raw::syscall3(libc::SYS_setns, netns, kind, 0),
             );
         }
 
@@ -965,6 +1096,18 @@ unsafe fn worker_main(plan: &WorkerPlan) -> ! {
             STAGE_LIMITS,
             raw::syscall3(libc::SYS_setrlimit, cpu_res, &cpu as *const _ as usize, 0),
         );
+        for (resource, value) in plan.rlimits {
+            let limit = libc::rlimit {
+                rlim_cur: value,
+                rlim_max: value,
+            };
+            let limit = &limit as *const libc::rlimit as usize;
+            check(
+                data,
+                STAGE_LIMITS,
+                raw::syscall3(libc::SYS_setrlimit, resource as usize, limit, 0),
+            );
+        }
 
         let altstack = StackT {
             sp: plan.region + ALTSTACK,
@@ -1025,6 +1168,23 @@ unsafe fn worker_main(plan: &WorkerPlan) -> ! {
 
         if plan.filter_mode {
             drop_privileges(plan.cap_last, data, &check);
+        }
+        if plan.walls.landlock != [0; 3] {
+            // A ruleset that handles every right this kernel knows and grants none (needs
+            // no_new_privs, set above). 24 bytes: fields this kernel lacks are zero.
+            let attr = plan.walls.landlock;
+            let size = std::mem::size_of_val(&attr);
+            let ruleset = raw::syscall3(
+                libc::SYS_landlock_create_ruleset,
+                attr.as_ptr() as usize,
+                size,
+                0,
+            );
+            check(data, STAGE_LANDLOCK, ruleset);
+            let restricted =
+                raw::syscall3(libc::SYS_landlock_restrict_self, ruleset as usize, 0, 0);
+            check(data, STAGE_LANDLOCK, restricted);
+            raw::syscall3(libc::SYS_close, ruleset as usize, 0, 0);
         }
 
         // The blob unmaps everything outside the arena (this code and stack included, unless

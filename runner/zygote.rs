@@ -338,7 +338,7 @@ fn own(
     boot.keep = KeepList::of_this_process(std::ptr::addr_of!(here) as usize);
     // SAFETY: the child runs only `zygote_entry`: raw syscalls on `boot` (plain data on this
     // stack) and the descriptors it names; it never returns.
-    let (pid, pidfd) = match unsafe { sys::clone_with_pidfd() } {
+    let (pid, pidfd) = match unsafe { sys::clone_with_pidfd(0) } {
         Ok(Forked::Child) => zygote_entry(&boot),
         Ok(Forked::Parent { pid, pidfd }) => (pid, pidfd),
         Err(e) => {
@@ -404,6 +404,10 @@ unsafe fn zygote_main(boot: &Boot) -> ! {
         {
             raw::exit(1);
         }
+        // Every worker forked here lives in a network namespace without interfaces: a profile
+        // worker would otherwise join the host's (see `sys::empty_netns`); a strict one has no
+        // use for any. Where this process may not make one, profile workers go without.
+        raw::syscall3(libc::SYS_unshare, libc::CLONE_NEWNET as usize, 0, 0);
         // The page for CLONE_PARENT_SETTID, at the host's address (free here: the host's
         // mapping is MADV_DONTFORK), and not inherited by any worker.
         let page = 4096;
@@ -542,8 +546,10 @@ unsafe fn serve_one(boot: &Boot) {
         && fds_came == fds_wanted(&plan);
     let answer = if whole {
         // SAFETY: exactly the bytes of a `WorkerPlan` arrived, and the only sender is the
-        // host's `spawn_worker`, which sends a valid one of this same binary.
-        let plan = unsafe { plan.assume_init() };
+        // host's `spawn_worker`, which sends a valid one of this same binary. Patched in
+        // place, never moved: a copy of this size is a `memcpy` call, whose large-copy path
+        // reads libc's `.bss`, which this process has unmapped.
+        let plan = unsafe { plan.assume_init_mut() };
         // SAFETY: in the zygote, with the request's descriptors open.
         unsafe { fork_worker(boot, plan, control.fds) }
     } else {
@@ -563,7 +569,7 @@ unsafe fn serve_one(boot: &Boot) {
 /// In the zygote, with `fds` (memfd, input read end, output write end, then the plan's control
 /// pipe ends) open.
 #[inline(never)]
-unsafe fn fork_worker(boot: &Boot, mut plan: WorkerPlan, fds: [i32; 5]) -> Reply {
+unsafe fn fork_worker(boot: &Boot, plan: &mut WorkerPlan, fds: [i32; 5]) -> Reply {
     // The host reserved the window after this process was forked: whatever this process
     // still holds there is a stale copy of the host's memory, none of it used here (the
     // zygote's code and stack are mapped in the host too, so never inside a reservation).
@@ -594,11 +600,29 @@ unsafe fn fork_worker(boot: &Boot, mut plan: WorkerPlan, fds: [i32; 5]) -> Reply
         m.fd = fds[0];
     }
     plan.rseq = boot.rseq;
+    // This process is in its empty network namespace already (see `zygote_main`), and the
+    // host's pidfd is opened here for the worker's liveness check.
+    plan.walls.netns_fd = -1;
+    let host_pidfd = if plan.walls.pid_namespace() {
+        // SAFETY: plain integer arguments.
+        let fd = unsafe { raw::syscall3(libc::SYS_pidfd_open, boot.host_pid as usize, 0, 0) };
+        if fd < 0 {
+            return fd as Reply;
+        }
+        plan.walls.host_pidfd = fd as i32;
+        fd
+    } else {
+        -1
+    };
     // Exit signal 0 (and CLONE_PARENT copies ours, which is 0 too): the host's SIGCHLD
     // handling never sees the worker. newsp 0: the child runs on a copy of this stack.
-    let flags = (libc::CLONE_PARENT | libc::CLONE_PARENT_SETTID) as usize;
+    let flags = (libc::CLONE_PARENT | libc::CLONE_PARENT_SETTID) as usize | plan.walls.clone_flags;
     // SAFETY: a fork-like clone; the kernel writes the child's pid to the mapped page.
     let pid = unsafe { raw::syscall6(libc::SYS_clone, flags, 0, boot.forked_addr, 0, 0, 0) };
+    if pid != 0 && host_pidfd >= 0 {
+        // SAFETY: the descriptor opened above, the worker has its own copy.
+        unsafe { raw::syscall3(libc::SYS_close, host_pidfd as usize, 0, 0) };
+    }
     if pid == 0 {
         // In the worker. Named apart from the zygote, whose name it inherited.
         let name = c"bytejail-worker".as_ptr() as usize;
@@ -606,7 +630,7 @@ unsafe fn fork_worker(boot: &Boot, mut plan: WorkerPlan, fds: [i32; 5]) -> Reply
         // worker's setup on the patched plan, which never returns.
         unsafe {
             raw::syscall3(libc::SYS_prctl, libc::PR_SET_NAME as usize, name, 0);
-            worker::enter(&plan)
+            worker::enter(plan)
         }
     }
     pid as Reply

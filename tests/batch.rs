@@ -69,3 +69,93 @@ fn a_later_batch_job_cannot_find_an_earlier_jobs_input() {
     );
     drop(held);
 }
+
+/// Runs `lines` through `run_batch` on one job thread, in input order; the result lines and
+/// the summary.
+fn run_lines(lines: &str, reuse: Reuse) -> (Vec<serde_json::Value>, bytejail::batch::Summary) {
+    let config = BatchConfig {
+        defaults: RunOptions::default(),
+        jobs: 1,
+        ordered: true,
+        reuse,
+    };
+    let mut out = Vec::new();
+    let summary = run_batch(lines.as_bytes(), &mut out, &config, &mut |_| {}).unwrap();
+    let results = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (results, summary)
+}
+
+/// A segment selector survives from one input to the next in a same-code worker (the host
+/// does not reset ES), so a guest that reads ES and then loads it sees whether another input
+/// ran before it in the same worker: 0 in a fresh worker, the selector it loads (the user data
+/// segment, 0x2b) after one.
+#[test]
+fn same_code_reuse_stays_within_a_group() {
+    let probe = common::gas("mov eax, es\nmov ecx, 0x2b\nmov es, ecx\nret");
+    let code = hex(&probe);
+    let line = |id: &str, group: &str| {
+        let group = if group.is_empty() {
+            String::new()
+        } else {
+            format!(", \"group\": {group}")
+        };
+        format!("{{\"id\": \"{id}\", \"code_hex\": \"{code}\"{group}}}\n")
+    };
+    let lines = [
+        // Two submissions with the same code, one after the other.
+        line("a1", "\"a\""),
+        line("b1", "\"b\""),
+        // A group given as a number is not the same group as that number as a string.
+        line("n1", "1"),
+        line("s1", "\"1\""),
+        // No group: never shared.
+        line("u1", ""),
+        line("u2", ""),
+        // The twin: one submission's inputs do share the worker.
+        line("c1", "\"c\""),
+        line("c2", "\"c\""),
+        line("c3", "\"c\""),
+    ]
+    .concat();
+
+    let (results, summary) = run_lines(&lines, Reuse::SameCode);
+    let es: Vec<(String, u64)> = results
+        .iter()
+        .map(|r| {
+            assert_eq!(r["outcome"], "returned", "{r}");
+            (
+                r["id"].as_str().unwrap().to_string(),
+                r["rax"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let user_data = 0x2b;
+    let expected = [
+        ("a1", 0),
+        ("b1", 0),
+        ("n1", 0),
+        ("s1", 0),
+        ("u1", 0),
+        ("u2", 0),
+        ("c1", 0),
+        ("c2", user_data),
+        ("c3", user_data),
+    ]
+    .map(|(id, v)| (id.to_string(), v));
+    assert_eq!(es, expected);
+    // A worker each for a1, b1, n1, s1, u1, u2, and one for the three inputs of group c.
+    assert_eq!(summary.workers, 7, "{summary:?}");
+
+    // Without reuse, not even a group shares a worker.
+    let (results, summary) = run_lines(&lines, Reuse::None);
+    assert!(
+        results.iter().all(|r| r["rax"] == 0),
+        "{:?}",
+        results.iter().map(|r| &r["rax"]).collect::<Vec<_>>()
+    );
+    assert_eq!(summary.workers, 9, "{summary:?}");
+}

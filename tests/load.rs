@@ -1,5 +1,9 @@
 //! Loading guest code from real files in every format, made with the system `as`, `nasm`, `cc`
 //! and `ld`, and every kind of bad input: each must be a one-line error naming the file.
+//! Tests that exercise NASM itself skip with one line when it is not installed; the rest need
+//! only GNU binutils and gcc.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,6 +13,14 @@ use bytejail::InputError;
 use tempfile::TempDir;
 
 const MAX: usize = 1 << 20;
+
+/// How many tests of this file need `nasm` (for the line that says they were skipped).
+const NASM_TESTS: usize = 4;
+
+/// True (after one visible line) when `nasm` is missing: the caller returns.
+fn without_nasm() -> bool {
+    common::skip_without("nasm", NASM_TESTS)
+}
 
 /// `mov $42, %eax; ret`, as every assembler spells it.
 const RET_42: [u8; 6] = [0xb8, 0x2a, 0x00, 0x00, 0x00, 0xc3];
@@ -57,6 +69,16 @@ fn gas_object(dir: &TempDir, name: &str, source: &str) -> PathBuf {
     tool(
         "as",
         &[Path::new("--64"), Path::new("-o"), &object, &source_path],
+    );
+    object
+}
+
+/// An object made by GNU as from `source`, with its `.text` section removed (`objcopy`).
+fn gas_object_without_text(dir: &TempDir, name: &str, source: &str) -> PathBuf {
+    let object = gas_object(dir, name, source);
+    tool(
+        "objcopy",
+        &[Path::new("--remove-section"), Path::new(".text"), &object],
     );
     object
 }
@@ -130,6 +152,9 @@ fn gas_data_in_text_with_rip_relative_addressing() {
 
 #[test]
 fn nasm_source() {
+    if without_nasm() {
+        return;
+    }
     let dir = temp();
     assert_eq!(
         load(&write(&dir, "ret42.asm", NASM_RET_42)),
@@ -139,10 +164,22 @@ fn nasm_source() {
         load(&write(&dir, "ret42.nasm", NASM_RET_42)),
         Ok(RET_42.to_vec())
     );
+    let asm = write(&dir, "code.txt", NASM_RET_42);
+    assert_eq!(
+        load_path(&asm, Some(Format::Nasm), MAX).ok(),
+        Some(RET_42.to_vec())
+    );
+    assert_eq!(
+        assemble(NASM_RET_42, Format::Nasm).ok(),
+        Some(RET_42.to_vec())
+    );
 }
 
 #[test]
 fn nasm_defaults_to_64_bit_and_text() {
+    if without_nasm() {
+        return;
+    }
     let dir = temp();
     // No `bits 64`, no `section .text`: elf64 output means both. `add rax, rbx` exists only in
     // 64-bit mode (REX.W 01 /r, ModRM 11 011 000).
@@ -161,6 +198,14 @@ fn elf_object() {
         load_bytes(&bytes, Format::Elf, "ret42.o", MAX).ok(),
         Some(RET_42.to_vec())
     );
+}
+
+#[test]
+fn elf_object_from_nasm() {
+    if without_nasm() {
+        return;
+    }
+    let dir = temp();
     let nasm = nasm_object(&dir, "nasm.o", NASM_RET_42);
     assert_eq!(load(&nasm), Ok(RET_42.to_vec()));
 }
@@ -204,11 +249,6 @@ fn explicit_format_wins_over_the_extension() {
         load_path(&path, Some(Format::Bin), MAX).ok(),
         Some(b"b8 2a 00 00 00 c3".to_vec())
     );
-    let asm = write(&dir, "code.txt", NASM_RET_42);
-    assert_eq!(
-        load_path(&asm, Some(Format::Nasm), MAX).ok(),
-        Some(RET_42.to_vec())
-    );
     let gas = write(&dir, "code", GAS_RET_42);
     assert_eq!(
         load_path(&gas, Some(Format::Gas), MAX).ok(),
@@ -242,19 +282,15 @@ fn relative_dash_name_child() {
     };
     std::env::set_current_dir(dir).expect("chdir");
     assert_eq!(load(Path::new("-o.s")), Ok(RET_42.to_vec()));
-    let nasm = Path::new("-f.asm");
-    std::fs::write(nasm, NASM_RET_42).expect("write");
-    assert_eq!(load(nasm), Ok(RET_42.to_vec()));
+    let preprocessed = Path::new("-E.S");
+    std::fs::write(preprocessed, GAS_RET_42).expect("write");
+    assert_eq!(load(preprocessed), Ok(RET_42.to_vec()));
 }
 
 #[test]
 fn assemble_from_memory() {
     assert_eq!(
         assemble(GAS_RET_42, Format::Gas).ok(),
-        Some(RET_42.to_vec())
-    );
-    assert_eq!(
-        assemble(NASM_RET_42, Format::Nasm).ok(),
         Some(RET_42.to_vec())
     );
     assert_eq!(
@@ -304,10 +340,21 @@ fn input_files() {
         )
     );
     // An endless file: read just past the limit, its size not claimed.
+    // The memory devices never block: /dev/null is empty input, /dev/zero is read only to just
+    // past the limit, and its size is not claimed.
+    assert_eq!(read_input(Path::new("/dev/null"), 5).ok(), Some(vec![]));
     let err = read_input(Path::new("/dev/zero"), 1000).unwrap_err();
     assert_eq!(
         one_line(&err),
         "`/dev/zero`: input is over 1000 bytes; the limit is 1000 bytes (--max-input)"
+    );
+    // Other devices are refused, never read: a terminal would hold the run up (a fresh
+    // pseudo-terminal master has nothing to read, ever).
+    let err = read_input(Path::new("/dev/ptmx"), 1000).unwrap_err();
+    assert_eq!(
+        one_line(&err),
+        "`/dev/ptmx`: is a character device; bytejail reads only regular files, or standard \
+         input given as `-`"
     );
     let missing = dir.path().join("missing");
     let err = read_input(&missing, 5).unwrap_err();
@@ -324,7 +371,6 @@ fn empty_code() {
         ("empty.bin", ""),
         ("empty.hex", "# no code here\n\n"),
         ("empty.s", "# nothing\n"),
-        ("empty.asm", "; nothing\nsection .text\n"),
     ] {
         let path = write(&dir, name, contents);
         let err = load_err(&path, None, MAX);
@@ -442,12 +488,13 @@ fn unreadable_files() {
 #[test]
 fn elf_without_text() {
     let dir = temp();
-    let data_only = nasm_object(&dir, "data.o", "section .data\ndb 1\n");
+    let data_only = gas_object_without_text(&dir, "data.o", ".data\n.byte 1\n");
     assert_eq!(
         one_line(&load_err(&data_only, None, MAX)),
         format!("`{}`: has no .text section", data_only.display())
     );
-    let elsewhere = nasm_object(&dir, "code.o", "section .code progbits alloc exec\nret\n");
+    let elsewhere =
+        gas_object_without_text(&dir, "code.o", ".section .code, \"ax\", @progbits\nret\n");
     assert_eq!(
         one_line(&load_err(&elsewhere, None, MAX)),
         format!(
@@ -520,12 +567,6 @@ fn unresolved_relocations() {
              rip-relative addressing",
             object.display()
         )
-    );
-    let nasm = write(&dir, "reloc.asm", "extern puts\ncall puts\nret\n");
-    let message = one_line(&load_err(&nasm, None, MAX));
-    assert!(
-        message.contains("1 unresolved relocation (first: against `puts` at offset 0x1)"),
-        "{message}"
     );
 }
 
@@ -619,15 +660,6 @@ fn assembler_errors_name_the_file_and_line() {
         "{message}"
     );
     assert!(message.contains("no-such-header.h"), "{message}");
-    let path = write(&dir, "bad.asm", "bits 64\nmov eax,\n");
-    let message = one_line(&load_err(&path, None, MAX));
-    assert!(
-        message.starts_with(&format!(
-            "`{p}`: nasm failed: {p}:2: error: ",
-            p = path.display()
-        )),
-        "{message}"
-    );
 }
 
 #[test]
@@ -641,6 +673,41 @@ fn assembler_errors_from_memory_use_the_given_name() {
     assert_eq!(
         one_line(&err),
         "`source.s`: as failed: source.s:1: Error: no such instruction: `frobnicate'"
+    );
+    let err = load_bytes(b"ret\n", Format::Gas, "<stdin>", 0).unwrap_err();
+    assert_eq!(
+        one_line(&err),
+        "`<stdin>`: code is 1 bytes; the limit is 0 bytes (--max-code)"
+    );
+}
+
+#[test]
+fn nasm_errors() {
+    if without_nasm() {
+        return;
+    }
+    let dir = temp();
+    let path = write(&dir, "empty.asm", "; nothing\nsection .text\n");
+    let message = one_line(&load_err(&path, None, MAX));
+    assert!(
+        message == format!("`{}`: the .text section is empty", path.display())
+            || message == format!("`{}`: has no .text section", path.display()),
+        "{message}"
+    );
+    let nasm = write(&dir, "reloc.asm", "extern puts\ncall puts\nret\n");
+    let message = one_line(&load_err(&nasm, None, MAX));
+    assert!(
+        message.contains("1 unresolved relocation (first: against `puts` at offset 0x1)"),
+        "{message}"
+    );
+    let path = write(&dir, "bad.asm", "bits 64\nmov eax,\n");
+    let message = one_line(&load_err(&path, None, MAX));
+    assert!(
+        message.starts_with(&format!(
+            "`{p}`: nasm failed: {p}:2: error: ",
+            p = path.display()
+        )),
+        "{message}"
     );
     let err = assemble("mov eax,\n", Format::Nasm).unwrap_err();
     let message = one_line(&err);

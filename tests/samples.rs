@@ -503,6 +503,7 @@ impl Observed {
             Outcome::SyscallViolation => "syscall_violation",
             Outcome::Timeout => "timeout",
             Outcome::OutputLimit => "output_limit",
+            other => other.kind(),
         }
         .to_string();
         observed

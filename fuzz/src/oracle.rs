@@ -104,6 +104,15 @@ pub fn check_report(report: &Report, code: &[u8], options: &RunOptions) {
             "output_limit must keep exactly max_output bytes\n{}",
             context()
         ),
+        Outcome::CpuTimeLimit => assert!(
+            limits.cpu_time.is_some(),
+            "cpu_time_limit for a job without a CPU limit\n{}",
+            context()
+        ),
+        Outcome::Killed => panic!(
+            "killed from outside bytejail, which nothing here does\n{}",
+            context()
+        ),
     }
 }
 

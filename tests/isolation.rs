@@ -1,0 +1,449 @@
+//! Isolation under a profile that allows every syscall: a guest that holds mprotect, madvise,
+//! fork, setsid, mmap, open, shmget and connect reaches no later job, leaves no process behind
+//! (after its report or its host's death), and meets the job's limits on memory, processes and
+//! CPU time. Each "cannot" has a twin that shows the guest's primitive really works.
+
+mod common;
+
+use std::io::BufRead;
+use std::time::{Duration, Instant};
+
+use bytejail::{Outcome, Policy, Report, RunOptions, SameCode};
+use common::gas;
+
+/// A profile that allows everything: the guest holds every syscall.
+fn allow_all() -> Policy {
+    Policy::from_profile_json(r#"{"defaultAction": "SCMP_ACT_ALLOW"}"#, "allow-all.json").unwrap()
+}
+
+fn profile_options() -> RunOptions {
+    RunOptions {
+        policy: allow_all(),
+        ..RunOptions::default()
+    }
+}
+
+fn returned_rax(report: &Report) -> i64 {
+    match report.outcome {
+        Outcome::Returned(regs) => regs.rax as i64,
+        ref other => panic!("expected a return, got {other:?}: {}", report.summary()),
+    }
+}
+
+/// Whether this process may give workers PID namespaces (root here; CI runs as root too).
+fn namespaces() -> bool {
+    // SAFETY: geteuid cannot fail.
+    (unsafe { libc::geteuid() }) == 0
+}
+
+/// Attacks on the pages a worker maps from its arena: each makes the blob page (found through
+/// the return address on the guest's stack) writable, or removes it from the file, and exits 7
+/// when the kernel let it. A later worker that ran from the same file would run the guest's
+/// bytes (here int3) before it entered seccomp, or crash on the hole.
+const ARENA_ATTACKS: [(&str, &str); 3] = [
+    (
+        "mprotect the blob writable and fill it with int3",
+        "mov rbx, [rsp]
+         and rbx, -4096
+         mov rdi, rbx
+         mov esi, 4096
+         mov edx, 7
+         mov eax, 10
+         syscall
+         test rax, rax
+         jnz 1f
+         mov rdi, rbx
+         mov al, 0xcc
+         mov ecx, 4096
+         rep stosb
+         mov edi, 7
+         mov eax, 60
+         syscall
+      1: mov edi, 1
+         mov eax, 60
+         syscall",
+    ),
+    (
+        "punch the blob out of the file (MADV_REMOVE)",
+        "mov rbx, [rsp]
+         and rbx, -4096
+         mov rdi, rbx
+         mov esi, 4096
+         mov edx, 3
+         mov eax, 10
+         syscall
+         test rax, rax
+         jnz 1f
+         mov rdi, rbx
+         mov esi, 4096
+         mov edx, 9
+         mov eax, 28
+         syscall
+         test rax, rax
+         jnz 1f
+         mov edi, 7
+         mov eax, 60
+         syscall
+      1: mov edi, 1
+         mov eax, 60
+         syscall",
+    ),
+    (
+        "grow the code mapping over the file's later pages (mremap) and write the data page",
+        "lea rdi, [rip]
+         and rdi, -4096
+         mov esi, 4096
+         mov edx, 0x200000
+         xor r10d, r10d
+         mov eax, 25
+         syscall
+         mov rbx, [rsp]
+         and rbx, -4096
+         lea rdi, [rbx + 4096]
+         mov esi, 4096
+         mov edx, 7
+         mov eax, 10
+         syscall
+         test rax, rax
+         jnz 1f
+         lea rdi, [rbx + 4096]
+         mov al, 0xcc
+         mov ecx, 4096
+         rep stosb
+         mov edi, 7
+         mov eax, 60
+         syscall
+      1: mov edi, 1
+         mov eax, 60
+         syscall",
+    ),
+];
+
+#[test]
+fn a_guest_that_rewrites_its_workers_pages_reaches_no_later_job() {
+    let options = profile_options();
+    let ret42 = gas("mov eax, 42\nret");
+    for (what, attack) in ARENA_ATTACKS {
+        let first = bytejail::run(&gas(attack), b"", &options).unwrap();
+        // The twin: the primitive works, the guest did change what its worker maps.
+        assert_eq!(
+            first.outcome,
+            Outcome::Exited(7),
+            "{what}: {}",
+            first.summary()
+        );
+        // The same thread's next jobs, under strict mode and under the profile.
+        for next in [RunOptions::default(), options.clone()] {
+            let report = bytejail::run(&ret42, b"", &next).unwrap();
+            assert_eq!(returned_rax(&report), 42, "{what}: {}", report.summary());
+        }
+    }
+}
+
+#[test]
+fn a_same_code_worker_replaced_after_an_attack_starts_from_clean_pages() {
+    // One submission whose first input plants int3 in the blob and exits; its next input
+    // gets a new worker, which must not run what the first one planted before seccomp.
+    let code = gas(&format!(
+        "test rsi, rsi
+         jnz 2f
+         {}
+      2: mov eax, 42
+         ret",
+        ARENA_ATTACKS[0].1
+    ));
+    let mut same = SameCode::new(&code, &profile_options()).unwrap();
+    let planted = same.run(b"").unwrap();
+    assert_eq!(planted.outcome, Outcome::Exited(7), "{}", planted.summary());
+    let next = same.run(b"x").unwrap();
+    assert_eq!(returned_rax(&next), 42, "{}", next.summary());
+    assert_eq!(same.workers_started(), 2);
+}
+
+/// Processes whose name is `marker` and that are not zombies.
+fn marked(marker: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if common::comm(pid) == marker && common::alive(pid) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// A guest that forks three children and spins; each child names itself `marker` (prctl
+/// PR_SET_NAME), calls setsid, forks once more (the grandchild keeps the name) and spins.
+fn forking_guest(marker: &str) -> Vec<u8> {
+    gas(&format!(
+        "    mov r12d, 3
+         1:  mov eax, 57
+             syscall
+             test rax, rax
+             jz 3f
+             dec r12d
+             jnz 1b
+         2:  jmp 2b
+         3:  mov edi, 15
+             lea rsi, [rip + name]
+             mov eax, 157
+             syscall
+             mov eax, 112
+             syscall
+             mov eax, 57
+             syscall
+         4:  jmp 4b
+         name: .asciz \"{marker}\""
+    ))
+}
+
+#[test]
+fn no_process_of_a_job_outlives_its_report() {
+    if !namespaces() {
+        eprintln!("not root: no PID namespace for workers; skipping");
+        return;
+    }
+    let marker = format!("bjtree{}", std::process::id() % 100_000);
+    let mut options = profile_options();
+    options.limits.max_procs = 16;
+    options.limits.timeout = Duration::from_millis(1500);
+    let code = forking_guest(&marker);
+    let job = std::thread::spawn(move || bytejail::run(&code, b"", &options).unwrap());
+    // The twin: while the job runs, its setsid'd children and grandchildren are there to see.
+    let start = Instant::now();
+    let mut seen = 0;
+    while start.elapsed() < Duration::from_secs(1) && seen < 6 {
+        seen = seen.max(marked(&marker).len());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        seen, 6,
+        "the guest's children and grandchildren never all appeared"
+    );
+    let report = job.join().unwrap();
+    assert_eq!(report.outcome, Outcome::Timeout, "{}", report.summary());
+    assert_eq!(
+        marked(&marker),
+        Vec::<u32>::new(),
+        "processes outlived the report"
+    );
+}
+
+#[test]
+#[ignore = "a host for no_process_of_a_job_outlives_its_killed_host to kill"]
+fn host_with_a_forking_guest() {
+    let marker = std::env::var("BJ_MARKER").unwrap();
+    let mut options = profile_options();
+    options.limits.max_procs = 16;
+    options.limits.timeout = Duration::from_secs(60);
+    println!("ready");
+    let _ = bytejail::run(&forking_guest(&marker), b"", &options);
+}
+
+#[test]
+fn no_process_of_a_job_outlives_its_killed_host() {
+    if !namespaces() {
+        eprintln!("not root: no PID namespace for workers; skipping");
+        return;
+    }
+    let marker = format!("bjhost{}", std::process::id() % 100_000);
+    let mut host = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "host_with_a_forking_guest",
+            "--nocapture",
+        ])
+        .env("BJ_MARKER", &marker)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(host.stdout.take().unwrap());
+    let mut line = String::new();
+    let _ = out.read_line(&mut line);
+    let start = Instant::now();
+    while marked(&marker).len() < 6 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the guest's processes never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    host.kill().unwrap(); // SIGKILL: no destructor, no cleanup of bytejail's runs
+    host.wait().unwrap();
+    let killed = Instant::now();
+    while !marked(&marker).is_empty() {
+        assert!(
+            killed.elapsed() < Duration::from_secs(2),
+            "{:?} still alive 2 s after the host was killed",
+            marked(&marker)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_job_creates_no_process_unless_its_limit_allows() {
+    let fork = gas("mov eax, 57\nsyscall\nret");
+    let report = bytejail::run(&fork, b"", &profile_options()).unwrap();
+    assert_eq!(returned_rax(&report), -(libc::EAGAIN as i64));
+    // clone3 and the i386 fork are refused the same way.
+    let clone3 = gas("xor edi, edi\nxor esi, esi\nmov eax, 435\nsyscall\nret");
+    let report = bytejail::run(&clone3, b"", &profile_options()).unwrap();
+    assert_eq!(returned_rax(&report), -(libc::EAGAIN as i64));
+    let with_i386 = RunOptions {
+        policy: Policy::from_profile_json(
+            r#"{"defaultAction": "SCMP_ACT_ALLOW",
+                "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"]}"#,
+            "allow-all-i386.json",
+        )
+        .unwrap(),
+        ..RunOptions::default()
+    };
+    let i386_fork = gas("mov eax, 2\nint 0x80\nmovsxd rax, eax\nret");
+    let report = bytejail::run(&i386_fork, b"", &with_i386).unwrap();
+    assert_eq!(returned_rax(&report), -(libc::EAGAIN as i64));
+    if !namespaces() {
+        return;
+    }
+    // The twin: with a limit of 4 the fork works (the child returns too, recording 0).
+    let mut options = profile_options();
+    options.limits.max_procs = 4;
+    let report = bytejail::run(&fork, b"", &options).unwrap();
+    assert!(
+        matches!(report.outcome, Outcome::Returned(_)),
+        "{}",
+        report.summary()
+    );
+    // And the pids cgroup holds a fork loop to the limit: the worker and 3 children.
+    let bomb = gas("    xor ebx, ebx
+                        mov r12d, 50
+                    1:  mov eax, 57
+                        syscall
+                        test rax, rax
+                        jz 3f
+                        js 2f
+                        inc ebx
+                    2:  dec r12d
+                        jnz 1b
+                        mov rax, rbx
+                        ret
+                    3:  jmp 3b");
+    let report = bytejail::run(&bomb, b"", &options).unwrap();
+    assert_eq!(returned_rax(&report), 3, "{}", report.summary());
+}
+
+#[test]
+fn memory_beyond_the_limit_cannot_be_mapped() {
+    // mmap(NULL, 512 MiB, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0)
+    let map = gas("xor edi, edi
+                   mov esi, 0x20000000
+                   mov edx, 3
+                   mov r10d, 0x22
+                   mov r8, -1
+                   xor r9d, r9d
+                   mov eax, 9
+                   syscall
+                   ret");
+    let mut options = profile_options();
+    options.limits.memory = 256 << 20;
+    let report = bytejail::run(&map, b"", &options).unwrap();
+    assert_eq!(returned_rax(&report), -(libc::ENOMEM as i64));
+    // The twin: the same mapping under a limit it fits in.
+    options.limits.memory = 1 << 30;
+    let report = bytejail::run(&map, b"", &options).unwrap();
+    assert!(returned_rax(&report) > 0, "{}", report.summary());
+}
+
+#[test]
+fn a_spinning_guest_is_stopped_at_its_cpu_time() {
+    let spin = gas("1: jmp 1b");
+    let mut options = RunOptions::default();
+    options.limits.timeout = Duration::from_secs(20);
+    options.limits.cpu_time = Some(Duration::from_millis(300));
+    for policy in [Policy::Strict, allow_all()] {
+        options.policy = policy;
+        let report = bytejail::run(&spin, b"", &options).unwrap();
+        assert_eq!(
+            report.outcome,
+            Outcome::CpuTimeLimit,
+            "{}",
+            report.summary()
+        );
+        assert!(report.user + report.sys >= Duration::from_millis(250));
+        assert!(report.wall < Duration::from_secs(10), "{:?}", report.wall);
+    }
+    // The twin: without a CPU limit the same guest runs to the wall-clock timeout.
+    options.limits.cpu_time = None;
+    options.limits.timeout = Duration::from_millis(300);
+    let report = bytejail::run(&spin, b"", &options).unwrap();
+    assert_eq!(report.outcome, Outcome::Timeout, "{}", report.summary());
+}
+
+#[test]
+fn a_profile_guest_opens_no_file_connects_nowhere_and_keeps_no_ipc() {
+    // open("/etc/passwd", O_RDONLY): Landlock grants no file.
+    let open = gas("lea rdi, [rip + path]
+                    xor esi, esi
+                    mov eax, 2
+                    syscall
+                    ret
+                    path: .asciz \"/etc/passwd\"");
+    let report = bytejail::run(&open, b"", &profile_options()).unwrap();
+    assert_eq!(returned_rax(&report), -(libc::EACCES as i64));
+
+    // connect() to a listener of this test on 127.0.0.1: no route out of the worker's network.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connect = gas(&format!(
+        "mov edi, 2
+         mov esi, 1
+         xor edx, edx
+         mov eax, 41
+         syscall
+         test rax, rax
+         js 1f
+         mov edi, eax
+         lea rsi, [rip + addr]
+         mov edx, 16
+         mov eax, 42
+         syscall
+      1: ret
+      addr: .short 2
+            .byte {}, {}
+            .byte 127, 0, 0, 1
+            .quad 0",
+        port >> 8,
+        port & 0xff
+    ));
+    let report = bytejail::run(&connect, b"", &profile_options()).unwrap();
+    assert!(returned_rax(&report) < 0, "{}", report.summary());
+    listener.set_nonblocking(true).unwrap();
+    assert!(
+        listener.accept().is_err(),
+        "the guest reached the host's listener"
+    );
+
+    // shmget(IPC_PRIVATE, 4096, IPC_CREAT | 0666): the segment is made (the twin), in the
+    // job's own IPC namespace, and gone with it.
+    let before = std::fs::read_to_string("/proc/sysvipc/shm").unwrap_or_default();
+    let shm = gas("xor edi, edi
+                   mov esi, 4096
+                   mov edx, 0x3b6
+                   mov eax, 29
+                   syscall
+                   ret");
+    let report = bytejail::run(&shm, b"", &profile_options()).unwrap();
+    assert!(returned_rax(&report) >= 0, "{}", report.summary());
+    if namespaces() {
+        let after = std::fs::read_to_string("/proc/sysvipc/shm").unwrap_or_default();
+        assert_eq!(
+            before.lines().count(),
+            after.lines().count(),
+            "a segment outlived its job"
+        );
+    }
+}
