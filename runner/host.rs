@@ -281,6 +281,18 @@ pub(crate) fn spawn(
     })
 }
 
+/// Whether a worker set up for `template` applies exactly the limits `options` asks for: those
+/// the worker sets on itself before the guest runs (memory, processes, file size, open files,
+/// the CPU backstop), so that a parked or reused worker never runs a job under another job's.
+pub(crate) fn worker_limits_match(options: &RunOptions, template: &RunOptions) -> bool {
+    let (a, b) = (&options.limits, &template.limits);
+    a.memory == b.memory
+        && a.max_procs == b.max_procs
+        && a.max_file_size == b.max_file_size
+        && a.max_open_files == b.max_open_files
+        && a.cpu_time == b.cpu_time
+}
+
 /// Whether this process can give workers namespaces of their own (PID, IPC, mount), asked
 /// once with a child that is forked into them and exits at once.
 pub(crate) fn namespaces_available() -> bool {

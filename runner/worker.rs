@@ -109,15 +109,14 @@ pub(crate) mod layout {
     /// `RLIMIT_AS` the blob sets once it has unmapped the host (whose mappings would count),
     /// before seccomp; 0 leaves it unlimited.
     pub const CTX_AS_LIMIT: usize = 0x320;
-    /// A `struct sock_fprog` (length in a u64 slot, then the address) of a filter installed
-    /// before the profile's, which refuses new tasks (see [`crate::arena::NO_NEW_TASKS`]);
-    /// length 0: none.
-    pub const CTX_NOTASK_FPROG: usize = 0x330;
+    /// A `struct sock_fprog` (length in a u64 slot, then the address) of the filter a profile
+    /// worker installs before its profile's (see [`crate::walls_filter`]); length 0: none.
+    pub const CTX_WALLS_FPROG: usize = 0x330;
     /// That filter's instructions.
-    pub const CTX_NOTASK_PROG: usize = 0x340;
-    pub const NOTASK_PROG_MAX: usize = 24;
-    const _: () = assert!(CTX_AS_LIMIT >= CTX_TOUCH + 32 && CTX_NOTASK_FPROG >= CTX_AS_LIMIT + 8);
-    const _: () = assert!(CTX_NOTASK_PROG + NOTASK_PROG_MAX * 8 <= 0x800);
+    pub const CTX_WALLS_PROG: usize = 0x340;
+    pub const WALLS_PROG_MAX: usize = 96;
+    const _: () = assert!(CTX_AS_LIMIT >= CTX_TOUCH + 32 && CTX_WALLS_FPROG >= CTX_AS_LIMIT + 8);
+    const _: () = assert!(CTX_WALLS_PROG + WALLS_PROG_MAX * 8 <= 0x800);
 
     /// Values of `REC_STATE` (0: nothing recorded).
     pub const STATE_RETURNED: u64 = 1;
@@ -326,14 +325,14 @@ global_asm!(
     ".Lbj_mode:",
     "cmp qword ptr [rip + .Lbj_base + {data} + {ctx_mode}], 0",
     "je .Lbj_strict",
-    // The filter that refuses new tasks goes first: of two decisions the kernel keeps the
-    // stricter, so the profile can still kill or trap what this one only refuses.
-    "cmp qword ptr [rip + .Lbj_base + {data} + {ctx_notask_fprog}], 0",
+    // The walls filter goes first: of two decisions the kernel keeps the stricter, so the
+    // profile can still kill or trap what this one only refuses.
+    "cmp qword ptr [rip + .Lbj_base + {data} + {ctx_walls_fprog}], 0",
     "je .Lbj_profile",
     "mov eax, {sys_seccomp}",
     "mov edi, {seccomp_set_mode_filter}",
     "xor esi, esi",
-    "lea rdx, [rip + .Lbj_base + {data} + {ctx_notask_fprog}]",
+    "lea rdx, [rip + .Lbj_base + {data} + {ctx_walls_fprog}]",
     "syscall",
     "test rax, rax",
     "jnz .Lbj_seccomp_failed",
@@ -512,7 +511,7 @@ global_asm!(
     ctx_fsgsbase = const CTX_FSGSBASE,
     ctx_touch = const CTX_TOUCH,
     ctx_as_limit = const CTX_AS_LIMIT,
-    ctx_notask_fprog = const CTX_NOTASK_FPROG,
+    ctx_walls_fprog = const CTX_WALLS_FPROG,
     sys_prlimit64 = const libc::SYS_prlimit64,
     rlimit_as = const libc::RLIMIT_AS,
     stage_limits = const STAGE_LIMITS,
