@@ -581,7 +581,7 @@ pub(crate) const FAULT_SIGNALS: [i32; 6] = [
 pub(crate) const SETUP_FAILED_SIGNAL: i32 = libc::SIGUSR2;
 
 /// Setup steps, recorded in `REC_STAGE` when one fails.
-pub(crate) const STAGES: [&str; 15] = [
+pub(crate) const STAGES: [&str; 16] = [
     "worker setup: PR_SET_PDEATHSIG",
     "worker setup: rt_sigprocmask",
     "worker setup: mapping the arena",
@@ -597,6 +597,7 @@ pub(crate) const STAGES: [&str; 15] = [
     "worker setup: joining the empty network namespace",
     "worker setup: Landlock",
     "worker setup: joining the job's pids cgroup",
+    "worker setup: an empty root file system",
 ];
 
 /// One mapping the worker makes at a fixed address inside the arena's window.
@@ -772,6 +773,7 @@ const STAGE_PRIVILEGES: usize = 11;
 const STAGE_NETNS: usize = 12;
 const STAGE_LANDLOCK: usize = 13;
 const STAGE_CGROUP: usize = 14;
+const STAGE_ROOT: usize = 15;
 
 /// Ends a worker whose setup failed: records the stage and errno (once the region is mapped)
 /// and dies of [`SETUP_FAILED_SIGNAL`], which no guest can raise.
@@ -866,6 +868,54 @@ unsafe fn drop_privileges(
             0,
         );
         check(data, STAGE_PRIVILEGES, ret);
+    }
+}
+
+/// Gives a worker in its own mount namespace an empty, read-only root: nothing of the host's
+/// file system is left to reach by path (unix sockets, files' metadata, directories to watch),
+/// whatever Landlock does not cover. Mounts stop propagating, a read-only tmpfs goes over
+/// `/proc` (a directory every Linux host has), becomes the root (`pivot_root(".", ".")`), and
+/// the old root is detached.
+///
+/// # Safety
+/// As for [`worker_main`], in a mount namespace of the worker's own, before capabilities drop.
+unsafe fn empty_root(data: Option<usize>, check: &dyn Fn(Option<usize>, usize, isize)) {
+    let root = c"/".as_ptr() as usize;
+    let dot = c".".as_ptr() as usize;
+    let mountpoint = c"/proc".as_ptr() as usize;
+    let tmpfs = c"tmpfs".as_ptr() as usize;
+    let options = c"size=4k,mode=0555".as_ptr() as usize;
+    let ro = (libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC) as usize;
+    // SAFETY: raw syscalls on NUL-terminated string literals of this binary.
+    unsafe {
+        let private = (libc::MS_REC | libc::MS_PRIVATE) as usize;
+        check(
+            data,
+            STAGE_ROOT,
+            raw::syscall6(libc::SYS_mount, 0, root, 0, private, 0, 0),
+        );
+        check(
+            data,
+            STAGE_ROOT,
+            raw::syscall6(libc::SYS_mount, tmpfs, mountpoint, tmpfs, ro, options, 0),
+        );
+        check(
+            data,
+            STAGE_ROOT,
+            raw::syscall3(libc::SYS_chdir, mountpoint, 0, 0),
+        );
+        check(
+            data,
+            STAGE_ROOT,
+            raw::syscall3(libc::SYS_pivot_root, dot, dot, 0),
+        );
+        let detach = libc::MNT_DETACH as usize;
+        check(
+            data,
+            STAGE_ROOT,
+            raw::syscall3(libc::SYS_umount2, dot, detach, 0),
+        );
+        check(data, STAGE_ROOT, raw::syscall3(libc::SYS_chdir, root, 0, 0));
     }
 }
 
@@ -993,6 +1043,10 @@ unsafe fn worker_main(plan: &WorkerPlan) -> ! {
                 STAGE_MAP,
                 raw::syscall3(libc::SYS_mprotect, p.addr, p.len, p.prot as usize),
             );
+        }
+
+        if plan.walls.clone_flags & libc::CLONE_NEWNS as usize != 0 {
+            empty_root(data, &check);
         }
 
         if plan.walls.netns_fd >= 0 {
