@@ -192,7 +192,10 @@ fn a_profile_guest_changes_no_host_files_metadata() {
         )
     };
     if rax == 0 || xattr >= 0 {
-        changed.push(format!("setxattr returned {rax}, xattr present: {}", xattr >= 0));
+        changed.push(format!(
+            "setxattr returned {rax}, xattr present: {}",
+            xattr >= 0
+        ));
     }
     let _ = std::fs::remove_dir_all(&dir);
     assert!(
@@ -426,8 +429,8 @@ fn io_uring_makes_no_thread_beyond_max_procs_1() {
                 d.flatten()
                     .map(|e| {
                         let tid = e.file_name().to_string_lossy().to_string();
-                        let comm = std::fs::read_to_string(e.path().join("comm"))
-                            .unwrap_or_default();
+                        let comm =
+                            std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
                         format!("{tid}:{}", comm.trim_end())
                     })
                     .collect()
@@ -554,9 +557,10 @@ fn memory_held_outside_mappings_counts_against_the_limit() {
 /// HOLE (medium; the README admits it, issue 10 asks for it): `--cpu-time` is for the whole
 /// process tree, but the host's watch reads the worker's own CPU clock and RLIMIT_CPU is per
 /// process. With `--max-procs` above 1, a worker that forks spinners and sleeps uses no CPU of
-/// its own: the job runs to the wall-clock timeout on every core and is reported `timeout`
-/// (its children's time is even in the report's user time, after the namespace's teardown),
-/// not `cpu_time_limit`.
+/// its own: the job runs to the wall-clock timeout on every core and is reported `timeout`,
+/// not `cpu_time_limit`, and the report's user and system times (the worker's rusage: the
+/// kernel reaps the namespace's other processes without adding them) show a few ms for seconds
+/// of CPU.
 /// Fix: read the job's CPU from its cgroup (v2 `cpu.stat` usage_usec, v1 `cpuacct.usage`) in
 /// `CpuWatch` (the job already has a pids cgroup when `max_procs` > 1; put it in the cpuacct
 /// hierarchy too), and classify a kill at that budget as `cpu_time_limit`.
@@ -629,6 +633,125 @@ fn a_pooled_job_gets_its_own_limits_not_the_templates() {
     );
 }
 
+/// HOLE (medium, same family as the pool's): `SameCode::run_with` (and so `batch` with
+/// same-code reuse, for lines of one group) runs an input in the parked worker when policy,
+/// scrub, stack and scratch match (`SameCode::fits`), under the limits of the first input's
+/// options: a later input's smaller `memory` (or `max_procs`, file limits) is silently not
+/// applied. Fix: as for `Pool::fits`: compare every limit the worker applies (or refuse, as
+/// `run_with` already does for the policy).
+#[test]
+#[ignore = "hole: SameCode::fits ignores the input's memory/max_procs/file limits"]
+fn a_same_code_input_gets_its_own_limits_not_the_first_ones() {
+    let map = gas("xor edi, edi
+                   mov esi, 0x10000000
+                   mov edx, 3
+                   mov r10d, 0x22
+                   mov r8, -1
+                   xor r9d, r9d
+                   mov eax, 9
+                   syscall
+                   ret");
+    let first = profile_options(); // memory 1 GiB
+    let mut same = bytejail::SameCode::new(&map, &first).unwrap();
+    // The first input starts the worker, under the first options: it maps its 256 MiB.
+    assert!(returned_rax(&same.run(b"").unwrap()) > 0);
+    let mut options = first.clone();
+    options.limits.memory = 128 << 20;
+    // The reference: a fresh worker with the input's options refuses the 256 MiB mapping.
+    let fresh = bytejail::run(&map, b"", &options).unwrap();
+    assert_eq!(returned_rax(&fresh), -(libc::ENOMEM as i64));
+    let report = same.run_with(b"", &options).unwrap();
+    assert_eq!(
+        returned_rax(&report),
+        -(libc::ENOMEM as i64),
+        "a same-code input asking for 128 MiB mapped 256 MiB"
+    );
+}
+
+/// A guest that unblocks SETUP_FAILED_SIGNAL (SIGUSR2) and sends it to itself: the worker then
+/// dies of the signal the host reads as "the setup failed before the guest ran".
+fn self_sigusr2() -> Vec<u8> {
+    gas("push 0x800
+         mov edi, 1
+         mov rsi, rsp
+         xor edx, edx
+         mov r10d, 8
+         mov eax, 14
+         syscall
+         mov eax, 39
+         syscall
+         mov edi, eax
+         mov esi, 12
+         mov eax, 62
+         syscall
+         pop rcx
+         ret")
+}
+
+#[test]
+#[ignore = "a host for a_guest_cannot_fake_a_setup_failure_without_a_pid_namespace, run as nobody"]
+fn host_running_self_sigusr2() {
+    let Ok(code) = std::env::var("BJ_CODE") else {
+        return; // run by hand with --ignored: nothing to host
+    };
+    let code: Vec<u8> = code
+        .as_bytes()
+        .chunks(2)
+        .map(|h| u8::from_str_radix(std::str::from_utf8(h).unwrap(), 16).unwrap())
+        .collect();
+    match bytejail::run(&code, b"", &profile_options()) {
+        Ok(report) => println!("result: Ok {:?}", report.outcome),
+        Err(e) => println!("result: Err {e}"),
+    }
+}
+
+/// HOLE (medium): where workers get no PID namespace (a host that is not root: `bytejail
+/// doctor` warns, profiles still run with `--max-procs 1`), a guest makes the host report a
+/// runner failure (`Err`, "worker setup ... died before it could say why"; exit status of a
+/// runner error in the CLI, an error line in batch) for what is its own doing: it unblocks
+/// SIGUSR2 and sends it to itself, and `classify` takes any death by
+/// `SETUP_FAILED_SIGNAL` as a setup failure ("no guest can raise it" holds for strict mode
+/// only). The twin, as root: the worker is init of its PID namespace and ignores the signal.
+/// Fix: decide "setup failed" as `setup_failed_unreaped` already does in a PID namespace: the
+/// worker exits with a status no guest can forge together with the kernel's word that it
+/// never entered seccomp (`Seccomp: 0` before reaping), for every worker; never from the
+/// signal alone.
+#[test]
+#[ignore = "hole: without a PID namespace a guest raises SETUP_FAILED_SIGNAL and forges a runner error"]
+fn a_guest_cannot_fake_a_setup_failure_without_a_pid_namespace() {
+    if !namespaces() {
+        eprintln!("not root: cannot run the host as another user; skipping");
+        return;
+    }
+    let code = self_sigusr2();
+    // The twin: as root (init of a PID namespace) the signal is ignored and the guest returns.
+    let report = bytejail::run(&code, b"", &profile_options()).unwrap();
+    assert_eq!(returned_rax(&report), 0, "{}", report.summary());
+    let hex: String = code.iter().map(|b| format!("{b:02x}")).collect();
+    use std::os::unix::process::CommandExt;
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "host_running_self_sigusr2",
+            "--nocapture",
+        ])
+        .env("BJ_CODE", hex)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let result = stdout
+        .lines()
+        .find(|l| l.starts_with("result: "))
+        .unwrap_or_else(|| panic!("the host as nobody said nothing: {stdout}"));
+    assert!(
+        result.starts_with("result: Ok"),
+        "a guest forged a runner error: {result}"
+    );
+}
+
 /// HOLE (low-medium): a pooled guest says "done" itself and keeps running past its report.
 /// The done message is public (`CTX_SEQ` in the data page, `DONE_FD` 4 is open to the guest)
 /// and the host's confirmation reads the record page, which the guest writes: so the pool
@@ -680,6 +803,94 @@ fn a_pooled_job_is_not_reported_while_its_guest_runs() {
     assert!(
         seen.is_empty(),
         "reported `returned` while the guest still ran (wall, pids): {seen:?}"
+    );
+}
+
+#[test]
+#[ignore = "a host for a_killed_host_leaves_no_job_cgroup to kill"]
+fn host_with_a_max_procs_job() {
+    let Ok(name) = std::env::var("BJ_MARKER") else {
+        return; // run by hand with --ignored: nothing to host
+    };
+    let mut options = profile_options();
+    options.limits.max_procs = 4;
+    options.limits.timeout = Duration::from_secs(30);
+    let code = gas(&format!("{}\n1: jmp 1b", name_self(&name)));
+    println!("ready");
+    let _ = bytejail::run(&code, b"", &options);
+}
+
+/// HOLE (low): a host that dies (SIGKILL, OOM kill, a crash) while a `--max-procs` job runs
+/// leaves that job's pids cgroup behind: `JobCgroup`'s Drop never runs and nothing else ever
+/// removes `bytejail/<pid>-<n>`. The job's processes die (PID namespace), but the empty
+/// directories pile up (this machine had 148 of them from 10 hosts after an hour of tests);
+/// every one holds a kernel cgroup (memory, an id), and a v1 hierarchy runs out of ids
+/// eventually, after which every `--max-procs` job fails to start.
+/// Fix: when `cgroup::parent()` is first set up, and before each `JobCgroup::new`, rmdir the
+/// parent's `<pid>-*` entries whose pid is not a running bytejail (rmdir of an empty cgroup
+/// is atomic and fails with EBUSY on a populated one, so a sweep is safe); on v1 also set the
+/// job cgroup's `notify_on_release` only if a release agent is configured. On cgroup v2 a
+/// per-host parent made with the host's own cgroup (and removed by the next bytejail) works
+/// the same way.
+#[test]
+#[ignore = "hole: a killed host leaves its running jobs' pids cgroups behind for good"]
+fn a_killed_host_leaves_no_job_cgroup() {
+    if !namespaces() {
+        eprintln!("not root: no PID namespace for workers; skipping");
+        return;
+    }
+    let name = marker("bjrevcg");
+    let mut host = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "host_with_a_max_procs_job",
+            "--nocapture",
+        ])
+        .env("BJ_MARKER", &name)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let host_pid = host.id();
+    let found = wait_marked(&name);
+    let prefix = format!("{host_pid}-");
+    let job_cgroups = || -> Vec<String> {
+        ["/sys/fs/cgroup/pids/bytejail", "/sys/fs/cgroup/bytejail"]
+            .iter()
+            .flat_map(|parent| {
+                std::fs::read_dir(parent)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.path().to_string_lossy().to_string())
+            })
+            .filter(|path| path.rsplit('/').next().unwrap().starts_with(&prefix))
+            .collect()
+    };
+    // The twin: while the job runs, its cgroup is there.
+    let during = job_cgroups();
+    host.kill().unwrap();
+    host.wait().unwrap();
+    assert!(found.is_some(), "the job never started");
+    assert_eq!(during.len(), 1, "the running job's cgroup: {during:?}");
+    let killed = Instant::now();
+    while !marked(&name).is_empty() {
+        assert!(
+            killed.elapsed() < Duration::from_secs(5),
+            "the job outlived its host"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let left = job_cgroups();
+    for dir in &left {
+        let _ = std::fs::remove_dir(dir); // clean up after the demonstration
+    }
+    assert_eq!(
+        left,
+        Vec::<String>::new(),
+        "cgroups outlived their killed host"
     );
 }
 
@@ -987,6 +1198,72 @@ fn a_job_cannot_leave_its_pids_cgroup() {
         let report = bytejail::run(&code, b"", &options).unwrap();
         assert_eq!(returned_rax(&report), -(libc::EACCES as i64), "{path}");
     }
+    // The job's cgroup is gone once it is reported, also after a guest that forked to its
+    // limit: nothing of it is left in the hierarchy.
+    let bomb = gas("    mov r12d, 10
+                    1:  mov eax, 57
+                        syscall
+                        test rax, rax
+                        jz 2f
+                        dec r12d
+                        jnz 1b
+                        ret
+                    2:  jmp 2b");
+    let mut options = profile_options();
+    options.limits.max_procs = 4;
+    let report = bytejail::run(&bomb, b"", &options).unwrap();
+    assert!(
+        matches!(report.outcome, Outcome::Returned(_)),
+        "{}",
+        report.summary()
+    );
+    let prefix = format!("{}-", std::process::id());
+    for parent in ["/sys/fs/cgroup/pids/bytejail", "/sys/fs/cgroup/bytejail"] {
+        let left: Vec<String> = std::fs::read_dir(parent)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .filter(|name| name.starts_with(&prefix))
+            .collect();
+        assert_eq!(left, Vec::<String>::new(), "job cgroups left in {parent}");
+    }
+}
+
+/// A guest cannot raise the limits the worker set (hard = soft; raising needs
+/// CAP_SYS_RESOURCE): RLIMIT_AS, RLIMIT_CPU, RLIMIT_FSIZE and RLIMIT_NOFILE give EPERM. The
+/// twin: lowering one works.
+#[test]
+fn a_profile_guest_cannot_raise_its_limits() {
+    // prlimit64(0, resource, {new, new}, NULL)
+    let prlimit = |resource: u32, value: &str| {
+        gas(&format!(
+            "mov rax, {value}
+             push rax
+             push rax
+             xor edi, edi
+             mov esi, {resource}
+             mov rdx, rsp
+             xor r10d, r10d
+             mov eax, 302
+             syscall
+             add rsp, 16
+             ret"
+        ))
+    };
+    for (what, resource) in [
+        ("RLIMIT_AS", libc::RLIMIT_AS),
+        ("RLIMIT_CPU", libc::RLIMIT_CPU),
+        ("RLIMIT_FSIZE", libc::RLIMIT_FSIZE),
+        ("RLIMIT_NOFILE", libc::RLIMIT_NOFILE),
+    ] {
+        let raise = prlimit(resource as u32, "-1");
+        let report = bytejail::run(&raise, b"", &profile_options()).unwrap();
+        assert_eq!(returned_rax(&report), -(libc::EPERM as i64), "{what}");
+    }
+    let lower = prlimit(libc::RLIMIT_NOFILE as u32, "16");
+    let report = bytejail::run(&lower, b"", &profile_options()).unwrap();
+    assert_eq!(returned_rax(&report), 0);
 }
 
 /// A guest that writes the record of a setup failure and exits 127 (as the worker does when
@@ -1054,6 +1331,110 @@ fn no_task_is_made_through_any_entry_under_max_procs_1() {
     ];
     for (what, source) in cases {
         let report = bytejail::run(&gas(&source), b"", &options).unwrap();
-        assert_eq!(returned_rax(&report), eagain, "{what}: {}", report.summary());
+        assert_eq!(
+            returned_rax(&report),
+            eagain,
+            "{what}: {}",
+            report.summary()
+        );
     }
+}
+
+/// A pool's parked worker holds its pipes and the two control pipes (fds 0, 1, 3, 4), nothing
+/// of the host: no pidfd, no namespace fd, no memfd.
+#[test]
+fn a_pooled_profile_worker_holds_only_its_pipes() {
+    let name = marker("bjrevpfds");
+    let code = gas(&format!("{}\n1: jmp 1b", name_self(&name)));
+    let mut options = profile_options();
+    options.limits.timeout = Duration::from_millis(1500);
+    let pool = std::sync::Arc::new(Pool::new(options.clone(), 1).unwrap());
+    let job = {
+        let pool = pool.clone();
+        std::thread::spawn(move || pool.run(&code, b"", &options).unwrap())
+    };
+    let pid = wait_marked(&name).expect("the guest never named itself");
+    let mut fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    fds.sort();
+    let report = job.join().unwrap();
+    assert_eq!(report.outcome, Outcome::Timeout, "{}", report.summary());
+    assert_eq!(fds, ["0", "1", "3", "4"]);
+}
+
+/// What Landlock and the dropped capabilities do stop on a host file the guest's uid owns:
+/// writing (open O_WRONLY: EACCES), truncating (ABI 3+: EACCES), unlinking and renaming
+/// (EACCES), hard-linking it elsewhere (EACCES) and chown (no CAP_CHOWN: EPERM). The file is
+/// unchanged afterwards. (Its mode, times and xattrs are not protected: see
+/// `a_profile_guest_changes_no_host_files_metadata`.)
+#[test]
+fn a_profile_guest_cannot_write_truncate_unlink_or_chown_host_files() {
+    if landlock_abi() < 3 {
+        eprintln!("Landlock ABI below 3: truncate is not handled; skipping");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("bjrev-files-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let victim = dir.join("victim");
+    std::fs::write(&victim, b"secret").unwrap();
+    let path = victim.to_str().unwrap();
+    let other = dir.join("other");
+    let other = other.to_str().unwrap();
+    let eacces = -(libc::EACCES as i64);
+    let cases = [
+        // open(path, O_WRONLY)
+        (
+            "open for writing",
+            "lea rdi, [rip + path]\nmov esi, 1\nmov eax, 2\nsyscall\nret",
+            eacces,
+        ),
+        // truncate(path, 0)
+        (
+            "truncate",
+            "lea rdi, [rip + path]\nxor esi, esi\nmov eax, 76\nsyscall\nret",
+            eacces,
+        ),
+        // unlink(path)
+        (
+            "unlink",
+            "lea rdi, [rip + path]\nmov eax, 87\nsyscall\nret",
+            eacces,
+        ),
+        // rename(path, other)
+        (
+            "rename",
+            "lea rdi, [rip + path]\nlea rsi, [rip + other]\nmov eax, 82\nsyscall\nret",
+            eacces,
+        ),
+        // link(path, other)
+        (
+            "link",
+            "lea rdi, [rip + path]\nlea rsi, [rip + other]\nmov eax, 86\nsyscall\nret",
+            eacces,
+        ),
+        // chown(path, 65534, 65534)
+        (
+            "chown",
+            "lea rdi, [rip + path]\nmov esi, 65534\nmov edx, 65534\nmov eax, 92\nsyscall\nret",
+            -(libc::EPERM as i64),
+        ),
+    ];
+    for (what, source, errno) in cases {
+        let code = gas(&format!(
+            "{source}\npath: .asciz \"{path}\"\nother: .asciz \"{other}\""
+        ));
+        let report = bytejail::run(&code, b"", &profile_options()).unwrap();
+        assert_eq!(returned_rax(&report), errno, "{what}");
+    }
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(&victim).unwrap();
+    let content = std::fs::read(&victim).unwrap();
+    let other_exists = std::path::Path::new(other).exists();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(content, b"secret");
+    assert_eq!((meta.uid(), meta.nlink()), (0, 1));
+    assert!(!other_exists);
 }
