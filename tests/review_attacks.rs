@@ -1257,11 +1257,11 @@ fn a_profile_guest_cannot_raise_its_limits() {
         ("RLIMIT_FSIZE", libc::RLIMIT_FSIZE),
         ("RLIMIT_NOFILE", libc::RLIMIT_NOFILE),
     ] {
-        let raise = prlimit(resource as u32, "-1");
+        let raise = prlimit(resource, "-1");
         let report = bytejail::run(&raise, b"", &profile_options()).unwrap();
         assert_eq!(returned_rax(&report), -(libc::EPERM as i64), "{what}");
     }
-    let lower = prlimit(libc::RLIMIT_NOFILE as u32, "16");
+    let lower = prlimit(libc::RLIMIT_NOFILE, "16");
     let report = bytejail::run(&lower, b"", &profile_options()).unwrap();
     assert_eq!(returned_rax(&report), 0);
 }
