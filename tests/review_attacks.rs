@@ -987,6 +987,71 @@ fn a_guest_cannot_make_its_worker_dumpable() {
     );
 }
 
+/// HOLE (critical): a guest connects to the host's unix sockets by path. connect() on a
+/// pathname AF_UNIX socket is a path lookup and a write-permission check on the socket inode,
+/// not an open: Landlock up to ABI 7 does not handle it, the network namespace does not
+/// separate file system sockets, and as uid 0 the guest passes the permission check. On a
+/// usual host that is `/var/run/docker.sock` (root on the host), `/run/systemd/private` and
+/// the system D-Bus (start units as root), a database's socket, the grader's own control
+/// socket. Demonstrated on a socket this test listens on: the guest's connect() returns 0 and
+/// the test accepts the connection and reads what the guest wrote.
+/// Fix: a root the worker cannot name host paths from (pivot_root into an empty tmpfs in its
+/// mount namespace, old root detached), which closes this and the metadata and inotify holes
+/// at once; where the kernel has it, also Landlock's right for resolving unix sockets; and/or
+/// refuse connect/sendto/sendmsg on AF_UNIX sockets to pathnames (the stacked filter cannot
+/// read the address: refuse socket(AF_UNIX) entirely unless the profile needs it).
+#[test]
+#[ignore = "hole: connect() to a pathname unix socket is not covered by Landlock: a guest reaches host daemons"]
+fn a_profile_guest_reaches_no_host_unix_socket() {
+    let dir = std::env::temp_dir().join(format!("bjrev-sock-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("s");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let path = path.to_str().unwrap().to_string();
+    // socket(AF_UNIX, SOCK_STREAM, 0), connect(path), write "hello host": rax = connect's result.
+    let code = gas(&format!(
+        "    mov edi, 1
+             mov esi, 1
+             xor edx, edx
+             mov eax, 41
+             syscall
+             test rax, rax
+             js 9f
+             mov r12, rax
+             mov rdi, r12
+             lea rsi, [rip + addr]
+             mov edx, {len}
+             mov eax, 42
+             syscall
+             test rax, rax
+             jnz 9f
+             mov rdi, r12
+             lea rsi, [rip + msg]
+             mov edx, 10
+             mov eax, 1
+             syscall
+             xor eax, eax
+         9:  ret
+         msg: .ascii \"hello host\"
+         addr: .short 1
+               .asciz \"{path}\"",
+        len = 2 + path.len() + 1
+    ));
+    let report = bytejail::run(&code, b"", &profile_options()).unwrap();
+    let connected = returned_rax(&report);
+    let mut heard = String::new();
+    if let Ok((mut stream, _)) = listener.accept() {
+        use std::io::Read;
+        let _ = stream.read_to_string(&mut heard);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        connected < 0 && heard.is_empty(),
+        "the guest reached a host socket: connect gave {connected}, the host heard {heard:?}"
+    );
+}
+
 /// HOLE (low): a guest makes the host report `killed` ("a SIGKILL from outside bytejail") for a
 /// death it caused itself: it lowers its own RLIMIT_CPU (lowering needs no privilege) and
 /// spins; the kernel's SIGKILL at the hard limit reaches even a PID-namespace init. The report
