@@ -1694,3 +1694,69 @@ fn io_uring_opens_no_file_either() {
         open.summary()
     );
 }
+
+/// Calls that need a capability fail with EPERM: the worker dropped them all. Each would
+/// change the host (its hostname: this test passes the current one, so even a success would
+/// change nothing) or mount over its files. A guest that makes a user namespace of its own
+/// (and with it every capability there) still cannot mount: Landlock refuses mounts to a
+/// sandboxed process. The twin: the unshare itself works.
+#[test]
+fn a_profile_guest_holds_no_capability_even_in_a_user_namespace_of_its_own() {
+    let host = {
+        // SAFETY: utsname is plain data; uname fills it.
+        let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid pointer to a local.
+        assert_eq!(unsafe { libc::uname(&mut uts) }, 0);
+        // SAFETY: uname NUL-terminates nodename.
+        unsafe { std::ffi::CStr::from_ptr(uts.nodename.as_ptr()) }
+            .to_string_lossy()
+            .to_string()
+    };
+    let eperm = -(libc::EPERM as i64);
+    // sethostname(current, len)
+    let sethostname = gas(&format!(
+        "lea rdi, [rip + name]\nmov esi, {}\nmov eax, 170\nsyscall\nret\nname: .ascii \"{host}\"",
+        host.len()
+    ));
+    let report = bytejail::run(&sethostname, b"", &profile_options()).unwrap();
+    assert_eq!(returned_rax(&report), eperm, "sethostname");
+    // mount("none", "/tmp", "tmpfs", 0, NULL), without and after unshare(CLONE_NEWUSER|CLONE_NEWNS)
+    let mount = "lea rdi, [rip + src]
+                 lea rsi, [rip + dst]
+                 lea rdx, [rip + fstype]
+                 xor r10d, r10d
+                 xor r8d, r8d
+                 mov eax, 165
+                 syscall";
+    let strings = "src: .asciz \"none\"\ndst: .asciz \"/tmp\"\nfstype: .asciz \"tmpfs\"";
+    let plain = gas(&format!("{mount}\nret\n{strings}"));
+    let report = bytejail::run(&plain, b"", &profile_options()).unwrap();
+    assert_eq!(returned_rax(&report), eperm, "mount");
+    // rax = unshare's result << 32 | mount's result (low 32 bits)
+    let userns = gas(&format!(
+        "    mov edi, 0x10020000
+             mov eax, 272
+             syscall
+             mov r12, rax
+             test rax, rax
+             jnz 9f
+             {mount}
+         9:  shl r12, 32
+             mov eax, eax
+             or rax, r12
+             ret
+         {strings}"
+    ));
+    let report = bytejail::run(&userns, b"", &profile_options()).unwrap();
+    let rax = returned_rax(&report);
+    assert_eq!(
+        rax >> 32,
+        0,
+        "unshare(CLONE_NEWUSER | CLONE_NEWNS) failed: {}",
+        rax >> 32
+    );
+    assert_eq!(
+        rax as i32 as i64, eperm,
+        "mount in the guest's own user namespace"
+    );
+}
