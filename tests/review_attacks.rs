@@ -1052,6 +1052,25 @@ fn a_profile_guest_reaches_no_host_unix_socket() {
     );
 }
 
+/// HOLE (medium on VMs, not demonstrated end to end on purpose): the "no network" wall is a
+/// network namespace, and AF_VSOCK is not namespaced on this kernel (nor covered by
+/// Landlock): a guest makes a vsock socket and may connect to the hypervisor (CID 2) and to
+/// whatever services the VM's host offers there (agents, metadata, build or test
+/// infrastructure), from inside a job documented to reach no network. This test does not
+/// connect anywhere; it shows only that the socket is made where the wall should refuse it.
+/// Fix: the stacked filter refuses socket()/socketpair() for every address family but AF_UNIX
+/// (args[0] compare, EAFNOSUPPORT) unless the user asks for networking; that also closes the
+/// netlink channel between jobs.
+#[test]
+#[ignore = "hole: AF_VSOCK is outside the network namespace: a guest can reach the hypervisor's vsock services"]
+fn a_profile_guest_gets_no_vsock_socket() {
+    // socket(AF_VSOCK, SOCK_STREAM, 0)
+    let code = gas("mov edi, 40\nmov esi, 1\nxor edx, edx\nmov eax, 41\nsyscall\nret");
+    let report = bytejail::run(&code, b"", &profile_options()).unwrap();
+    let rax = returned_rax(&report);
+    assert!(rax < 0, "the guest made an AF_VSOCK socket (fd {rax})");
+}
+
 /// HOLE (low): a guest makes the host report `killed` ("a SIGKILL from outside bytejail") for a
 /// death it caused itself: it lowers its own RLIMIT_CPU (lowering needs no privilege) and
 /// spins; the kernel's SIGKILL at the hard limit reaches even a PID-namespace init. The report
