@@ -1187,7 +1187,7 @@ fn a_profile_worker_holds_only_its_pipes() {
     let name = marker("bjrevfds");
     let code = gas(&format!("{}\n1: jmp 1b", name_self(&name)));
     let mut options = profile_options();
-    options.limits.timeout = Duration::from_millis(1500);
+    options.limits.timeout = Duration::from_secs(3);
     let job = std::thread::spawn(move || bytejail::run(&code, b"", &options).unwrap());
     let pid = wait_marked(&name).expect("the guest never named itself");
     let mut fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -1247,24 +1247,43 @@ fn concurrent_jobs_share_no_abstract_socket() {
          9:  ret
          {addr}"
     ));
+    // Connects, retrying (50 ms apart, 60 times) while nothing listens yet (ECONNREFUSED).
     let connector = gas(&format!(
-        "    mov edi, 1
+        "    mov r13d, 60
+         1:  mov edi, 1
              mov esi, 1
              xor edx, edx
              mov eax, 41
              syscall
+             mov r12, rax
              mov rdi, rax
              lea rsi, [rip + addr]
              mov edx, {addr_len}
              mov eax, 42
              syscall
-             ret
+             cmp rax, -111
+             jne 2f
+             mov r14, rax
+             mov rdi, r12
+             mov eax, 3
+             syscall
+             push 50000000
+             push 0
+             mov rdi, rsp
+             xor esi, esi
+             mov eax, 35
+             syscall
+             add rsp, 16
+             mov rax, r14
+             dec r13d
+             jnz 1b
+         2:  ret
          {addr}"
     ));
     let mut options = profile_options();
-    options.limits.timeout = Duration::from_millis(1500);
+    options.limits.timeout = Duration::from_secs(4);
     let job = std::thread::spawn(move || bytejail::run(&listener, b"", &options).unwrap());
-    std::thread::sleep(Duration::from_millis(400));
+    std::thread::sleep(Duration::from_millis(200));
     let report = bytejail::run(&connector, b"", &profile_options()).unwrap();
     let listened = job.join().unwrap();
     assert_eq!(listened.outcome, Outcome::Timeout, "{}", listened.summary());
@@ -1524,7 +1543,7 @@ fn a_pooled_profile_worker_holds_only_its_pipes() {
     let name = marker("bjrevpfds");
     let code = gas(&format!("{}\n1: jmp 1b", name_self(&name)));
     let mut options = profile_options();
-    options.limits.timeout = Duration::from_millis(1500);
+    options.limits.timeout = Duration::from_secs(3);
     let pool = std::sync::Arc::new(Pool::new(options.clone(), 1).unwrap());
     let job = {
         let pool = pool.clone();
