@@ -169,8 +169,9 @@ impl SameCode {
             .map_err(|e| Error::io("running a same-code input", e))?;
         if !self.fits(options) {
             return Err(InputError::Invalid(
-                "a same-code worker keeps the policy, scrubbing, stack and scratch it was \
-                 started with; these options change them"
+                "a same-code worker keeps the policy, scrubbing, stack, scratch and limits on \
+                 memory, processes, files and CPU time it was started with; these options \
+                 change them"
                     .into(),
             )
             .into());

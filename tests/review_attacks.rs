@@ -117,7 +117,6 @@ fn name_self(marker: &str) -> String {
 /// no host file. A stacked filter refusing chmod/fchmodat/fchmodat2/utimensat/setxattr family
 /// with EPERM is a cheap extra line, not a wall.
 #[test]
-#[ignore = "hole: Landlock has no chmod/utimes/setxattr right; a uid-0 guest changes host files' modes, times and xattrs"]
 fn a_profile_guest_changes_no_host_files_metadata() {
     let dir = std::env::temp_dir().join(format!("bjrev-meta-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -215,7 +214,6 @@ fn a_profile_guest_changes_no_host_files_metadata() {
 /// worker installs (as `NO_NEW_TASKS` does for clone), whatever the profile says; or run
 /// profile workers in a user namespace of their own (key_user is per user namespace).
 #[test]
-#[ignore = "hole: add_key in one job, keyctl read in the next: root's user keyring is shared"]
 fn one_job_leaves_nothing_in_the_root_keyring_for_the_next() {
     let desc = marker("bjrevkey");
     let secret = "keyring-secret-of-job-one";
@@ -299,7 +297,6 @@ fn one_job_leaves_nothing_in_the_root_keyring_for_the_next() {
 /// background thread, each used once), or at least a stacked filter refusing
 /// socket(AF_NETLINK, ...) (and, to be safe, every family but AF_UNIX) with EAFNOSUPPORT.
 #[test]
-#[ignore = "hole: concurrent jobs share the empty netns; NETLINK_USERSOCK unicast links them"]
 fn concurrent_jobs_share_no_netlink_channel() {
     let port = 0x4000_0000u32 | (std::process::id() & 0xff_ffff);
     let addr = format!(
@@ -392,7 +389,6 @@ fn concurrent_jobs_share_no_netlink_channel() {
 /// and/or refuse io_uring_setup/io_uring_enter/io_uring_register with ENOSYS in the stacked
 /// filter when `max_procs` is 1.
 #[test]
-#[ignore = "hole: io_uring SQPOLL rings make threads beyond --max-procs 1 (no clone needed)"]
 fn io_uring_makes_no_thread_beyond_max_procs_1() {
     let name = marker("bjrevuring");
     let code = gas(&format!(
@@ -607,7 +603,6 @@ fn cpu_time_of_the_whole_tree_is_limited() {
 /// back to a fresh worker otherwise; better, compare one `Walls`/limits value built by the
 /// same function that `spawn` uses, so a new limit cannot be forgotten again.
 #[test]
-#[ignore = "hole: Pool::fits ignores the job's memory/max_procs/file limits; the template's apply"]
 fn a_pooled_job_gets_its_own_limits_not_the_templates() {
     let map = gas("xor edi, edi
                    mov esi, 0x20000000
@@ -640,7 +635,6 @@ fn a_pooled_job_gets_its_own_limits_not_the_templates() {
 /// applied. Fix: as for `Pool::fits`: compare every limit the worker applies (or refuse, as
 /// `run_with` already does for the policy).
 #[test]
-#[ignore = "hole: SameCode::fits ignores the input's memory/max_procs/file limits"]
 fn a_same_code_input_gets_its_own_limits_not_the_first_ones() {
     let map = gas("xor edi, edi
                    mov esi, 0x10000000
@@ -660,12 +654,15 @@ fn a_same_code_input_gets_its_own_limits_not_the_first_ones() {
     // The reference: a fresh worker with the input's options refuses the 256 MiB mapping.
     let fresh = bytejail::run(&map, b"", &options).unwrap();
     assert_eq!(returned_rax(&fresh), -(libc::ENOMEM as i64));
-    let report = same.run_with(b"", &options).unwrap();
-    assert_eq!(
-        returned_rax(&report),
-        -(libc::ENOMEM as i64),
-        "a same-code input asking for 128 MiB mapped 256 MiB"
-    );
+    // The input runs under its own limit, or is refused: never under the first input's.
+    match same.run_with(b"", &options) {
+        Err(bytejail::Error::Input(_)) => {}
+        other => assert_eq!(
+            returned_rax(&other.unwrap()),
+            -(libc::ENOMEM as i64),
+            "a same-code input asking for 128 MiB mapped 256 MiB"
+        ),
+    }
 }
 
 /// A guest that unblocks SETUP_FAILED_SIGNAL (SIGUSR2) and sends it to itself: the worker then
@@ -717,7 +714,6 @@ fn host_running_self_sigusr2() {
 /// never entered seccomp (`Seccomp: 0` before reaping), for every worker; never from the
 /// signal alone.
 #[test]
-#[ignore = "hole: without a PID namespace a guest raises SETUP_FAILED_SIGNAL and forges a runner error"]
 fn a_guest_cannot_fake_a_setup_failure_without_a_pid_namespace() {
     if !namespaces() {
         eprintln!("not root: cannot run the host as another user; skipping");
@@ -906,7 +902,6 @@ fn a_killed_host_leaves_no_job_cgroup() {
 /// that may read no host directory; and refuse inotify_init/inotify_init1 (and
 /// fanotify_init) in the stacked filter.
 #[test]
-#[ignore = "hole: inotify_add_watch is not covered by Landlock; a guest sees host file activity"]
 fn a_profile_guest_cannot_watch_host_directories() {
     let dir = std::env::temp_dir().join(format!("bjrev-watch-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -968,7 +963,6 @@ fn a_profile_guest_cannot_watch_host_directories() {
 /// Fix: refuse prctl(PR_SET_DUMPABLE, ...) in the stacked filter every profile worker gets
 /// (compare args[0] == 4, EPERM), as the filter already does for clone.
 #[test]
-#[ignore = "hole: a guest makes its worker dumpable again (PR_SET_DUMPABLE 1); piped core_pattern then runs a root helper"]
 fn a_guest_cannot_make_its_worker_dumpable() {
     let code = gas("mov edi, 4
                     mov esi, 1
@@ -1001,7 +995,6 @@ fn a_guest_cannot_make_its_worker_dumpable() {
 /// refuse connect/sendto/sendmsg on AF_UNIX sockets to pathnames (the stacked filter cannot
 /// read the address: refuse socket(AF_UNIX) entirely unless the profile needs it).
 #[test]
-#[ignore = "hole: connect() to a pathname unix socket is not covered by Landlock: a guest reaches host daemons"]
 fn a_profile_guest_reaches_no_host_unix_socket() {
     let dir = std::env::temp_dir().join(format!("bjrev-sock-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -1062,7 +1055,6 @@ fn a_profile_guest_reaches_no_host_unix_socket() {
 /// (args[0] compare, EAFNOSUPPORT) unless the user asks for networking; that also closes the
 /// netlink channel between jobs.
 #[test]
-#[ignore = "hole: AF_VSOCK is outside the network namespace: a guest can reach the hypervisor's vsock services"]
 fn a_profile_guest_gets_no_vsock_socket() {
     // socket(AF_VSOCK, SOCK_STREAM, 0)
     let code = gas("mov edi, 40\nmov esi, 1\nxor edx, edx\nmov eax, 41\nsyscall\nret");
@@ -1392,7 +1384,12 @@ fn a_job_cannot_leave_its_pids_cgroup() {
         let mut options = profile_options();
         options.limits.max_procs = 4;
         let report = bytejail::run(&code, b"", &options).unwrap();
-        assert_eq!(returned_rax(&report), -(libc::EACCES as i64), "{path}");
+        // Out of sight in the worker's empty root (ENOENT) or, without one, refused (EACCES).
+        let got = returned_rax(&report);
+        assert!(
+            got == -(libc::ENOENT as i64) || got == -(libc::EACCES as i64),
+            "{path}: {got}"
+        );
     }
     // The job's cgroup is gone once it is reported, also after a guest that forked to its
     // limit: nothing of it is left in the hierarchy.
@@ -1623,7 +1620,12 @@ fn a_profile_guest_cannot_write_truncate_unlink_or_chown_host_files() {
             "{source}\npath: .asciz \"{path}\"\nother: .asciz \"{other}\""
         ));
         let report = bytejail::run(&code, b"", &profile_options()).unwrap();
-        assert_eq!(returned_rax(&report), errno, "{what}");
+        // The file is out of sight in the worker's empty root (ENOENT), or refused as said.
+        let got = returned_rax(&report);
+        assert!(
+            got == errno || got == -(libc::ENOENT as i64),
+            "{what}: {got}"
+        );
     }
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(&victim).unwrap();
@@ -1635,9 +1637,9 @@ fn a_profile_guest_cannot_write_truncate_unlink_or_chown_host_files() {
     assert!(!other_exists);
 }
 
-/// io_uring is no way around Landlock: an IORING_OP_OPENAT of `/etc/passwd` completes with
-/// EACCES (the request carries the submitter's credentials, and with them its domain). The
-/// twin: the same ring completes an IORING_OP_NOP with 0, so the ring itself works.
+/// io_uring is no way around the walls: a ring's operations do not pass through seccomp, so the
+/// walls filter refuses `io_uring_setup` itself (EPERM) and neither an IORING_OP_NOP nor an
+/// IORING_OP_OPENAT of `/etc/passwd` ever runs.
 #[test]
 fn io_uring_opens_no_file_either() {
     if landlock_abi() == 0 {
@@ -1722,15 +1724,15 @@ fn io_uring_opens_no_file_either() {
     };
     const IORING_OP_NOP: u8 = 0;
     const IORING_OP_OPENAT: u8 = 18;
-    let nop = bytejail::run(&ring(IORING_OP_NOP), b"", &profile_options()).unwrap();
-    assert_eq!(returned_rax(&nop), 0, "{}", nop.summary());
-    let open = bytejail::run(&ring(IORING_OP_OPENAT), b"", &profile_options()).unwrap();
-    assert_eq!(
-        returned_rax(&open),
-        -(libc::EACCES as i64),
-        "{}",
-        open.summary()
-    );
+    for op in [IORING_OP_NOP, IORING_OP_OPENAT] {
+        let report = bytejail::run(&ring(op), b"", &profile_options()).unwrap();
+        assert_eq!(
+            returned_rax(&report),
+            -(libc::EPERM as i64),
+            "{}",
+            report.summary()
+        );
+    }
 }
 
 /// Calls that need a capability fail with EPERM: the worker dropped them all. Each would
@@ -1758,7 +1760,7 @@ fn a_profile_guest_holds_no_capability_even_in_a_user_namespace_of_its_own() {
     ));
     let report = bytejail::run(&sethostname, b"", &profile_options()).unwrap();
     assert_eq!(returned_rax(&report), eperm, "sethostname");
-    // mount("none", "/tmp", "tmpfs", 0, NULL), without and after unshare(CLONE_NEWUSER|CLONE_NEWNS)
+    // mount("none", "/", "tmpfs", 0, NULL), without and after unshare(CLONE_NEWUSER|CLONE_NEWNS)
     let mount = "lea rdi, [rip + src]
                  lea rsi, [rip + dst]
                  lea rdx, [rip + fstype]
@@ -1766,7 +1768,7 @@ fn a_profile_guest_holds_no_capability_even_in_a_user_namespace_of_its_own() {
                  xor r8d, r8d
                  mov eax, 165
                  syscall";
-    let strings = "src: .asciz \"none\"\ndst: .asciz \"/tmp\"\nfstype: .asciz \"tmpfs\"";
+    let strings = "src: .asciz \"none\"\ndst: .asciz \"/\"\nfstype: .asciz \"tmpfs\"";
     let plain = gas(&format!("{mount}\nret\n{strings}"));
     let report = bytejail::run(&plain, b"", &profile_options()).unwrap();
     assert_eq!(returned_rax(&report), eperm, "mount");
