@@ -12,6 +12,9 @@
 //!   kernel threads count as the job's tasks;
 //! - `prctl(PR_SET_DUMPABLE, ..)` (`EPERM`): a dumpable worker could be dumped by a core helper
 //!   that runs as root;
+//! - a new `RLIMIT_CPU` (`setrlimit`, `prlimit64` with a new value: `EPERM`): the job's CPU
+//!   limits are the host's, and a guest killed by a limit it set itself would look killed from
+//!   outside;
 //! - sockets of any family but `AF_UNIX`, `AF_INET` and `AF_INET6` (`EAFNOSUPPORT`): netlink,
 //!   packet, vsock (the hypervisor) and the rest are not scoped by the network namespace or
 //!   Landlock; the i386 `socketcall` multiplexer, whose arguments are in memory no filter reads,
@@ -30,6 +33,9 @@ const fn errno(e: i32) -> u32 {
 const NR: u32 = 0;
 const ARCH: u32 = 4;
 const ARG0_LOW: u32 = 16;
+const ARG1_LOW: u32 = 24;
+const ARG2_LOW: u32 = 32;
+const ARG2_HIGH: u32 = 36;
 
 /// Syscall numbers of one ABI that the filter looks at.
 struct Numbers {
@@ -39,6 +45,8 @@ struct Numbers {
     prctl: u32,
     socket: u32,
     socketcall: Option<u32>,
+    setrlimit: u32,
+    prlimit64: u32,
 }
 
 const X86_64: Numbers = Numbers {
@@ -48,6 +56,8 @@ const X86_64: Numbers = Numbers {
     prctl: 157,
     socket: 41,
     socketcall: None,
+    setrlimit: 160,
+    prlimit64: 302,
 };
 
 const I386: Numbers = Numbers {
@@ -57,6 +67,8 @@ const I386: Numbers = Numbers {
     prctl: 172,
     socket: 359,
     socketcall: Some(102),
+    setrlimit: 75,
+    prlimit64: 340,
 };
 
 /// The socket families a profile guest may create.
@@ -74,30 +86,24 @@ pub(crate) fn program(deny_new_tasks: bool) -> Vec<Insn> {
     let eperm = a.label();
     let prctl = a.label();
     let socket = a.label();
+    let setrlimit = a.label();
+    let prlimit_x86 = a.label();
+    let prlimit_i386 = a.label();
     let i386 = a.label();
+    let jumps = |prlimit| [eagain, eperm, prctl, socket, setrlimit, prlimit];
 
     a.load(ARCH);
     a.jump(BPF_JEQ_K, AUDIT_ARCH_X86_64, Dest::Next, Dest::To(i386));
     a.load(NR);
     // x32 numbers are the x86_64 ones with a high bit: decided alike.
     a.stmt(crate::policy::bpf::BPF_ALU_AND_K, !X32_SYSCALL_BIT);
-    abi_rules(
-        &mut a,
-        &X86_64,
-        deny_new_tasks,
-        [eagain, eperm, prctl, socket],
-    );
+    abi_rules(&mut a, &X86_64, deny_new_tasks, jumps(prlimit_x86));
     a.ret(ALLOW);
 
     a.bind(i386);
     a.jump(BPF_JEQ_K, AUDIT_ARCH_I386, Dest::Next, Dest::To(allow));
     a.load(NR);
-    abi_rules(
-        &mut a,
-        &I386,
-        deny_new_tasks,
-        [eagain, eperm, prctl, socket],
-    );
+    abi_rules(&mut a, &I386, deny_new_tasks, jumps(prlimit_i386));
     a.ret(ALLOW);
 
     a.bind(prctl);
@@ -108,6 +114,30 @@ pub(crate) fn program(deny_new_tasks: bool) -> Vec<Insn> {
         Dest::To(eperm),
         Dest::To(allow),
     );
+
+    a.bind(setrlimit);
+    a.load(ARG0_LOW);
+    a.jump(
+        BPF_JEQ_K,
+        libc::RLIMIT_CPU,
+        Dest::To(eperm),
+        Dest::To(allow),
+    );
+
+    // prlimit64(pid, resource, new, old): RLIMIT_CPU with a new value. An i386 pointer is the
+    // low half of its register only.
+    a.bind(prlimit_x86);
+    a.load(ARG1_LOW);
+    a.jump(BPF_JEQ_K, libc::RLIMIT_CPU, Dest::Next, Dest::To(allow));
+    a.load(ARG2_HIGH);
+    a.jump(BPF_JEQ_K, 0, Dest::Next, Dest::To(eperm));
+    a.load(ARG2_LOW);
+    a.jump(BPF_JEQ_K, 0, Dest::To(allow), Dest::To(eperm));
+    a.bind(prlimit_i386);
+    a.load(ARG1_LOW);
+    a.jump(BPF_JEQ_K, libc::RLIMIT_CPU, Dest::Next, Dest::To(allow));
+    a.load(ARG2_LOW);
+    a.jump(BPF_JEQ_K, 0, Dest::To(allow), Dest::To(eperm));
 
     a.bind(socket);
     a.load(ARG0_LOW);
@@ -131,7 +161,7 @@ fn abi_rules(
     a: &mut Assembler,
     n: &Numbers,
     deny_new_tasks: bool,
-    [eagain, eperm, prctl, socket]: [crate::policy::bpf::Label; 4],
+    [eagain, eperm, prctl, socket, setrlimit, prlimit]: [crate::policy::bpf::Label; 6],
 ) {
     if deny_new_tasks {
         for nr in n.new_tasks {
@@ -148,6 +178,8 @@ fn abi_rules(
     }
     a.jump(BPF_JEQ_K, n.prctl, Dest::To(prctl), Dest::Next);
     a.jump(BPF_JEQ_K, n.socket, Dest::To(socket), Dest::Next);
+    a.jump(BPF_JEQ_K, n.setrlimit, Dest::To(setrlimit), Dest::Next);
+    a.jump(BPF_JEQ_K, n.prlimit64, Dest::To(prlimit), Dest::Next);
 }
 
 /// The two programs, assembled once.
@@ -162,8 +194,11 @@ mod tests {
     use crate::policy::interp::{run, SeccompData};
 
     fn decide(deny: bool, arch: u32, nr: u32, arg0: u64) -> u32 {
-        let data = SeccompData::new(arch, nr, [arg0, 0, 0, 0, 0, 0]);
-        run(&program(deny), &data).expect("the program returns")
+        decide_args(deny, arch, nr, [arg0, 0, 0, 0, 0, 0])
+    }
+
+    fn decide_args(deny: bool, arch: u32, nr: u32, args: [u64; 6]) -> u32 {
+        run(&program(deny), &SeccompData::new(arch, nr, args)).expect("the program returns")
     }
 
     #[test]
@@ -209,6 +244,22 @@ mod tests {
                 assert_eq!(decide(deny, X64, nr, 0), ALLOW, "{nr}");
             }
             assert_eq!(decide(deny, 0xdead, 57, 0), ALLOW);
+            // RLIMIT_CPU (0): no new value; reading it, and other limits, stay allowed.
+            let eperm = errno(libc::EPERM);
+            assert_eq!(decide(deny, X64, 160, 0), eperm);
+            assert_eq!(decide(deny, X64, 160, 1), ALLOW);
+            assert_eq!(decide(deny, AUDIT_ARCH_I386, 75, 0), eperm);
+            for (new, expect) in [(0, ALLOW), (0x1000, eperm), (1 << 32, eperm)] {
+                assert_eq!(decide_args(deny, X64, 302, [0, 0, new, 0, 0, 0]), expect);
+            }
+            assert_eq!(decide_args(deny, X64, 302, [0, 9, 0x1000, 0, 0, 0]), ALLOW);
+            // i386 pointers are 32 bits: a high half is not part of the call.
+            for (new, expect) in [(0, ALLOW), (1 << 32, ALLOW), (0x1000, eperm)] {
+                assert_eq!(
+                    decide_args(deny, AUDIT_ARCH_I386, 340, [0, 0, new, 0, 0, 0]),
+                    expect
+                );
+            }
         }
     }
 }

@@ -1072,7 +1072,6 @@ fn a_profile_guest_gets_no_vsock_socket() {
 /// (compare args), or classify any SIGKILL the host did not send with CPU time at or past one
 /// second as "killed (unverified)" rather than blaming the outside.
 #[test]
-#[ignore = "hole: a guest that lowers its own RLIMIT_CPU is reported as killed from outside"]
 fn a_guest_cannot_make_its_own_death_look_like_an_outside_kill() {
     // prlimit64(0, RLIMIT_CPU, {1, 1}, NULL), then spin.
     let code = gas("    push 1
