@@ -1,5 +1,5 @@
 //! seccomp-bpf policies on the real kernel: the classic libseccomp example as a profile, a
-//! raw packet socket under a profile that allows `socket` (EPERM: the worker holds no
+//! raw IP socket under a profile that allows `socket` (EPERM: the worker holds no
 //! capabilities) and under strict mode (killed), what filter mode does to the worker, i386
 //! deny rules against high halves (Docker's vsock rule included), a rule of 45 checks, and
 //! `clone`/`fork` denied for a job without new tasks; each with its twin.
@@ -108,9 +108,10 @@ fn the_libseccomp_example_profile_does_exactly_what_it_says() {
     );
 }
 
-/// socket(AF_PACKET, SOCK_RAW, htons(ETH_P_ALL)), returning rax.
+/// socket(AF_INET, SOCK_RAW, IPPROTO_RAW), returning rax: a family the walls filter leaves to
+/// the profile (an AF_PACKET socket it refuses outright, EAFNOSUPPORT).
 const RAW_PACKET_SOCKET: &str =
-    "mov eax, 41\n mov edi, 17\n mov esi, 3\n mov edx, 0x300\n syscall\n ret";
+    "mov eax, 41\n mov edi, 2\n mov esi, 3\n mov edx, 255\n syscall\n ret";
 
 #[test]
 fn a_raw_packet_socket_needs_a_capability_the_worker_does_not_hold() {
@@ -133,10 +134,10 @@ fn a_raw_packet_socket_needs_a_capability_the_worker_does_not_hold() {
     #[allow(unsafe_code)]
     unsafe {
         if libc::geteuid() == 0 {
-            let fd = libc::socket(17, 3, 0x300);
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW);
             assert!(
                 fd >= 0,
-                "root could not open a packet socket: {}",
+                "root could not open a raw IP socket: {}",
                 std::io::Error::last_os_error()
             );
             libc::close(fd);
