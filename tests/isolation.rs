@@ -8,33 +8,8 @@ mod common;
 use std::io::BufRead;
 use std::time::{Duration, Instant};
 
-use bytejail::{Outcome, Policy, Report, RunOptions, SameCode};
-use common::gas;
-
-/// A profile that allows everything: the guest holds every syscall.
-fn allow_all() -> Policy {
-    Policy::from_profile_json(r#"{"defaultAction": "SCMP_ACT_ALLOW"}"#, "allow-all.json").unwrap()
-}
-
-fn profile_options() -> RunOptions {
-    RunOptions {
-        policy: allow_all(),
-        ..RunOptions::default()
-    }
-}
-
-fn returned_rax(report: &Report) -> i64 {
-    match report.outcome {
-        Outcome::Returned(regs) => regs.rax as i64,
-        ref other => panic!("expected a return, got {other:?}: {}", report.summary()),
-    }
-}
-
-/// Whether this process may give workers PID namespaces (root here; CI runs as root too).
-fn namespaces() -> bool {
-    // SAFETY: geteuid cannot fail.
-    (unsafe { libc::geteuid() }) == 0
-}
+use bytejail::{Outcome, Policy, RunOptions, SameCode};
+use common::{allow_all, gas, marked, namespaces, profile_options, returned_rax};
 
 /// Attacks on the pages a worker maps from its arena: each makes the blob page (found through
 /// the return address on the guest's stack) writable, or removes it from the file, and exits 7
@@ -158,20 +133,6 @@ fn a_same_code_worker_replaced_after_an_attack_starts_from_clean_pages() {
     let next = same.run(b"x").unwrap();
     assert_eq!(returned_rax(&next), 42, "{}", next.summary());
     assert_eq!(same.workers_started(), 2);
-}
-
-/// Processes whose name is `marker` and that are not zombies.
-fn marked(marker: &str) -> Vec<u32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if common::comm(pid) == marker && common::alive(pid) {
-            found.push(pid);
-        }
-    }
-    found
 }
 
 /// A guest that forks three children and spins; each child names itself `marker` (prctl

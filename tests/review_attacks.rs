@@ -11,13 +11,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use bytejail::{Outcome, Policy, Pool, Report, RunOptions, Zygote};
-use common::gas;
-
-/// A profile that allows everything: the guest holds every syscall.
-fn allow_all() -> Policy {
-    Policy::from_profile_json(r#"{"defaultAction": "SCMP_ACT_ALLOW"}"#, "allow-all.json").unwrap()
-}
+use bytejail::{Outcome, Policy, Pool, RunOptions, Zygote};
+use common::{gas, marked, namespaces, profile_options, returned_rax};
 
 /// The same, with the i386 and x32 entries allowed too.
 fn allow_all_arches() -> Policy {
@@ -27,26 +22,6 @@ fn allow_all_arches() -> Policy {
         "allow-all-arches.json",
     )
     .unwrap()
-}
-
-fn profile_options() -> RunOptions {
-    RunOptions {
-        policy: allow_all(),
-        ..RunOptions::default()
-    }
-}
-
-fn returned_rax(report: &Report) -> i64 {
-    match report.outcome {
-        Outcome::Returned(regs) => regs.rax as i64,
-        ref other => panic!("expected a return, got {other:?}: {}", report.summary()),
-    }
-}
-
-/// Whether this process may give workers PID namespaces (root here; CI runs as root too).
-fn namespaces() -> bool {
-    // SAFETY: geteuid cannot fail.
-    (unsafe { libc::geteuid() }) == 0
 }
 
 /// The Landlock ABI of this kernel, 0 without Landlock.
@@ -59,20 +34,6 @@ fn landlock_abi() -> i64 {
 /// A name for processes of this test run, `tag` plus a number (at most 15 bytes).
 fn marker(tag: &str) -> String {
     format!("{tag}{}", std::process::id() % 100_000)
-}
-
-/// Processes whose name is `marker` and that are not zombies.
-fn marked(marker: &str) -> Vec<u32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if common::comm(pid) == marker && common::alive(pid) {
-            found.push(pid);
-        }
-    }
-    found
 }
 
 /// Waits (at most 5 s) for a live process named `marker`.

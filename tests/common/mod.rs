@@ -139,3 +139,45 @@ pub fn skip_without(tool: &str, count: usize) -> bool {
     }
     true
 }
+
+/// A profile that allows everything: the guest holds every syscall (inside bytejail's walls).
+pub fn allow_all() -> bytejail::Policy {
+    bytejail::Policy::from_profile_json(r#"{"defaultAction": "SCMP_ACT_ALLOW"}"#, "allow-all.json")
+        .unwrap()
+}
+
+/// Default options under [`allow_all`].
+pub fn profile_options() -> bytejail::RunOptions {
+    bytejail::RunOptions {
+        policy: allow_all(),
+        ..bytejail::RunOptions::default()
+    }
+}
+
+/// The `rax` a guest returned with; panics, with the summary, on any other outcome.
+pub fn returned_rax(report: &Report) -> i64 {
+    match report.outcome {
+        Outcome::Returned(regs) => regs.rax as i64,
+        ref other => panic!("expected a return, got {other:?}: {}", report.summary()),
+    }
+}
+
+/// Whether this process may give workers PID namespaces (root here; CI runs as root too).
+pub fn namespaces() -> bool {
+    // SAFETY: geteuid cannot fail.
+    (unsafe { libc::geteuid() }) == 0
+}
+
+/// Processes whose name (`comm`) is `marker` and that are not zombies.
+pub fn marked(marker: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if comm(pid) == marker && alive(pid) {
+            found.push(pid);
+        }
+    }
+    found
+}
