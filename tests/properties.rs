@@ -17,6 +17,14 @@ mod oracle;
 #[path = "../fuzz/src/same.rs"]
 mod same;
 
+#[allow(dead_code)] // The fuzz crate's x86-64 encoder, which `profile` builds attackers with.
+#[path = "../fuzz/src/asm.rs"]
+mod asm;
+
+#[allow(dead_code)] // Shared with the fuzz crate's `profile_jobs` target.
+#[path = "../fuzz/src/profile.rs"]
+mod profile;
+
 use std::cell::Cell;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -705,4 +713,99 @@ fn output_written_just_before_the_end_is_reported_whole() {
         panic!("{e}");
     }
     property.host.check_unchanged(&property.before);
+}
+
+/// The `profile_jobs` fuzz target's rule (`fuzz/src/profile.rs`): an attacker under a profile
+/// that allows every syscall makes up to 16 random calls (mprotect, mremap, madvise with every
+/// advice, remap_file_pages, mmap over runner pages, clone, fork, vfork, clone3, unshare,
+/// setsid, kill, prctl, fcntl, dup2, close, write, shmget, shmat, memfd_create, ftruncate,
+/// fallocate) on the runner's addresses it finds, with up to 8 processes; then a canary (strict
+/// or under the profile) on the same thread, pool, same-code slot or batch reports exactly what
+/// a fresh run of it reports, and no process of the attacker outlives its job.
+#[test]
+fn a_canary_after_a_profile_attacker_reports_what_a_fresh_run_reports() {
+    profile::references();
+    Property::start().check(24, vec(any::<u8>(), 3..256), |host, bytes| {
+        let case = profile::Case::decode(&bytes, profile::namespaces());
+        profile::check_case(host, &case);
+        Ok(())
+    });
+}
+
+/// The twins of the property above: its process check sees an attacker's processes while they
+/// run (an attacker decoded from bytes: `Run` mode, spin at the end, `max_procs` 4, two
+/// `fork`s, so the worker and three children spin), and its canary check tells a canary that
+/// saw another input from one that did not.
+#[test]
+fn the_profile_oracle_sees_attacker_processes_and_a_changed_canary() {
+    let _serial = serial();
+    let different = bytejail::run(
+        profile::CANARY,
+        b"another input",
+        &profile::strict_options(),
+    );
+    let got = profile::essence(&different.unwrap().to_json());
+    assert_ne!(
+        &got,
+        profile::reference(false),
+        "the essence keeps the output and rax"
+    );
+    if !profile::namespaces() {
+        eprintln!("not root: no PID namespace for workers; skipping the process twin");
+        return;
+    }
+    let case = profile::Case::decode(&[0xc0, 3, 0, 8, 8], true);
+    assert_eq!(
+        (case.mode, case.ending, case.max_procs),
+        (profile::Mode::Run, profile::Ending::Spin, 4)
+    );
+    assert_eq!(
+        case.calls.iter().map(|c| c.name()).collect::<Vec<_>>(),
+        ["fork", "fork"]
+    );
+    let mut options = case.attack_options();
+    options.limits.timeout = Duration::from_millis(1500);
+    let code = case.attacker();
+    let job = std::thread::spawn(move || bytejail::run(&code, b"", &options).unwrap());
+    let start = Instant::now();
+    let mut seen = 0;
+    while start.elapsed() < Duration::from_secs(1) && seen < 3 {
+        seen = seen.max(profile::Descendants::now().guest_made.len());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(seen, 3, "the attacker's three children were never seen");
+    let report = job.join().unwrap();
+    assert_eq!(report.outcome, Outcome::Timeout, "{}", report.summary());
+    assert_eq!(profile::Descendants::now(), profile::Descendants::default());
+}
+
+/// Found while writing `profile_jobs`: a pooled job is reported as soon as its guest returns,
+/// and its worker (init of the job's PID namespace) is ended later by the pool's refill
+/// thread, so a process the guest forked still runs after `Pool::run` returned the report
+/// (for some milliseconds; measured here: gone 50 ms later). The README's "no process outlives
+/// its job" does not hold for the pool until then. `profile_jobs` therefore checks a pool's
+/// attacker only once the pool is dropped.
+#[test]
+#[ignore = "known: a pooled worker that returned lingers, with its guest's processes, after the report"]
+fn a_pooled_jobs_processes_are_dead_when_it_is_reported() {
+    let _serial = serial();
+    if !profile::namespaces() {
+        return;
+    }
+    // fork; the child spins (jz to `jmp $`), the parent returns.
+    let code = [
+        0xb8, 0x39, 0, 0, 0, 0x0f, 0x05, 0x48, 0x85, 0xc0, 0x74, 0x01, 0xc3, 0xeb, 0xfe,
+    ];
+    let mut options = profile::profile_options();
+    options.limits.max_procs = 4;
+    let pool = Pool::new(options.clone(), 1).unwrap();
+    let report = pool.run(&code, b"", &options).unwrap();
+    assert!(
+        matches!(report.outcome, Outcome::Returned(_)),
+        "{}",
+        report.summary()
+    );
+    let alive = profile::Descendants::now().guest_made;
+    drop(pool);
+    assert_eq!(alive, Vec::<String>::new(), "alive after the report");
 }
