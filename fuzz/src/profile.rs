@@ -286,7 +286,77 @@ impl Shape {
     }
 }
 
+impl Arg {
+    /// The shortest bytes that [`Shape::decode`] reads back as this argument under `shape`.
+    fn encode(self, shape: Shape) -> Vec<u8> {
+        let mut best: Option<Vec<u8>> = None;
+        for sel in 0..=255u8 {
+            for next in 0..=255u8 {
+                let buf = [sel, next, 0, 0, 0, 0, 0, 0, 0, 0];
+                let mut b = Bytes(&buf);
+                if shape.decode(&mut b) == self {
+                    let used = buf.len() - b.0.len();
+                    if best.as_ref().is_none_or(|best| used < best.len()) {
+                        best = Some(buf[..used].to_vec());
+                    }
+                }
+            }
+        }
+        best.unwrap_or_else(|| match self {
+            // The generic forms, which ignore the shape.
+            Arg::Value(value) => [&[0xe1][..], &value.to_le_bytes()].concat(),
+            Arg::Previous => vec![0xe2],
+            Arg::Near(region, pages) => {
+                let index = REGIONS.iter().position(|r| *r == region).unwrap_or(0);
+                vec![0xe3, index as u8, (pages as u8) << 3]
+            }
+        })
+    }
+}
+
 impl Case {
+    /// The bytes [`Case::decode`] reads back as this case (for seeds). `max_procs` must be
+    /// 1..=8, arguments as the shapes allow (any value, `Previous`, `Near` within -16..=15
+    /// pages).
+    pub fn encode(&self) -> Vec<u8> {
+        let mode = MODES.iter().position(|m| *m == self.mode).expect("a mode") as u8;
+        let (ending, code) = match self.ending {
+            Ending::Exit(code) => (0, code),
+            Ending::Return => (3, 0),
+            Ending::Spin => (6, 0),
+        };
+        let mut out = vec![
+            mode | u8::from(self.canary_profile) << 4 | ending << 5,
+            (self.max_procs - 1) as u8,
+            code,
+        ];
+        for call in &self.calls {
+            out.push(call.kind as u8);
+            for (arg, shape) in call.args.iter().zip(KINDS[call.kind].2) {
+                out.extend(arg.encode(*shape));
+            }
+        }
+        out
+    }
+
+    /// A call by name, with its arguments (as many as the call takes).
+    pub fn call(name: &str, args: &[Arg]) -> Call {
+        let kind = KINDS
+            .iter()
+            .position(|k| k.0 == name)
+            .unwrap_or_else(|| panic!("no call {name}"));
+        assert_eq!(
+            args.len(),
+            KINDS[kind].2.len(),
+            "{name} takes {} arguments",
+            KINDS[kind].2.len()
+        );
+        Call {
+            kind,
+            args: args.to_vec(),
+        }
+    }
+
     /// Decodes a case: a header byte (bits 0-3: the mode, modulo 5; bit 4: the canary runs
     /// under the profile; bits 5-7: the ending, 0-2 exit, 3-5 return, 6-7 spin), the
     /// `max_procs` byte, the exit code, then calls, each a kind byte (an index into the table of
@@ -786,4 +856,194 @@ fn run_batch_case(case: &Case, code: &[u8], attack: &RunOptions) -> String {
     let summary = format!("{}", attacker["outcome"]);
     check_canary(&lines[1], case, &summary);
     summary
+}
+
+/// A few cases worth starting from: each aims one of the attacks the runner must contain at
+/// the runner's pages or processes, through one of the modes.
+pub fn seeds() -> Vec<(&'static str, Case)> {
+    use Arg::{Near, Previous, Value};
+    use Region::{Blob, Code, Scratch, Stack};
+    let case = |mode, max_procs, ending, calls| Case {
+        mode,
+        max_procs,
+        canary_profile: false,
+        ending,
+        calls,
+    };
+    let c = Case::call;
+    let page = Value(4096);
+    vec![
+        (
+            "run_blob_writable_then_removed",
+            case(
+                Mode::Run,
+                1,
+                Ending::Return,
+                vec![
+                    c("mprotect", &[Near(Blob, 0), page, Value(7)]),
+                    c("madvise", &[Near(Blob, 0), page, Value(9)]),
+                    c("madvise", &[Near(Blob, 1), page, Value(4)]),
+                    c(
+                        "remap_file_pages",
+                        &[Near(Blob, 1), page, Value(0), Value(0), Value(0)],
+                    ),
+                ],
+            ),
+        ),
+        (
+            "pool_fork_setsid_spin",
+            case(
+                Mode::Pool,
+                8,
+                Ending::Spin,
+                vec![c("fork", &[]), c("setsid", &[]), c("fork", &[])],
+            ),
+        ),
+        (
+            "same_code_mremap_over_the_file",
+            case(
+                Mode::SameCode,
+                1,
+                Ending::Return,
+                vec![
+                    c(
+                        "mremap",
+                        &[
+                            Near(Code, 0),
+                            page,
+                            Value(0x20_0000),
+                            Value(0),
+                            Near(Blob, 0),
+                        ],
+                    ),
+                    c("mprotect", &[Near(Blob, 1), page, Value(7)]),
+                ],
+            ),
+        ),
+        (
+            "batch_memfd_over_the_blob",
+            case(
+                Mode::Batch,
+                1,
+                Ending::Exit(7),
+                vec![
+                    c("memfd_create", &[Near(Scratch, 0), Value(0)]),
+                    c(
+                        "mmap",
+                        &[
+                            Near(Blob, 0),
+                            page,
+                            Value(7),
+                            Value(0x11),
+                            Previous,
+                            Value(0),
+                        ],
+                    ),
+                ],
+            ),
+        ),
+        (
+            "batch_same_code_shm_fork_kill_all",
+            case(
+                Mode::BatchSameCode,
+                4,
+                Ending::Return,
+                vec![
+                    c("shmget", &[Value(0), page, Value(0x3b6)]),
+                    c("shmat", &[Previous, Near(Blob, 1), Value(0x4000)]),
+                    c("fork", &[]),
+                    c("kill", &[Value(u64::MAX), Value(9)]),
+                ],
+            ),
+        ),
+        (
+            "run_thread_vfork_descriptors",
+            case(
+                Mode::Run,
+                4,
+                Ending::Exit(3),
+                vec![
+                    c(
+                        "clone",
+                        &[
+                            Value(0x0005_0f00),
+                            Near(Stack, -1),
+                            Value(0),
+                            Value(0),
+                            Value(0),
+                        ],
+                    ),
+                    c("vfork", &[]),
+                    c(
+                        "prctl",
+                        &[Value(36), Value(1), Near(Scratch, 0), Value(0), Value(0)],
+                    ),
+                    c("dup2", &[Value(1), Value(0)]),
+                    c("close", &[Value(1)]),
+                    c("write", &[Value(0), Near(Blob, 0), page]),
+                ],
+            ),
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeds_decode_from_their_encoding() {
+        for (name, case) in seeds() {
+            assert_eq!(Case::decode(&case.encode(), true), case, "{name}");
+        }
+    }
+
+    #[test]
+    fn the_attacker_finds_the_runner_pages_as_the_disassembler_reads_it() {
+        let case = Case {
+            mode: Mode::Run,
+            max_procs: 1,
+            canary_profile: false,
+            ending: Ending::Return,
+            calls: vec![Case::call(
+                "mprotect",
+                &[Arg::Near(Region::Blob, -2), Arg::Value(4096), Arg::Previous],
+            )],
+        };
+        let text = bytejail::disasm::listing(&case.attacker());
+        for want in [
+            "mov r12,[rsp]",
+            "and r12,0FFFFFFFFFFFFF000h",
+            "mov r13,rdi",
+            "mov r14,rdx",
+            "mov r15,rsp",
+            "lea rbx,[",
+            "mov rdi,r12",
+            "add rdi,0FFFFFFFFFFFFE000h",
+            "mov rsi,1000h",
+            "mov rdx,rbp",
+            "mov rax,0Ah",
+            "syscall",
+            "mov rbp,rax",
+            "mov rsp,r15",
+            "ret",
+        ] {
+            assert!(text.contains(want), "{want} not in\n{text}");
+        }
+    }
+
+    #[test]
+    fn the_canary_is_the_code_its_comments_say() {
+        let text = bytejail::disasm::listing(CANARY);
+        for want in [
+            "jae short 1Ch",
+            "movzx eax,byte ptr [r12+rcx]",
+            "jmp short 0Ah",
+            "syscall",
+            "shl rbx,10h",
+            "ret",
+        ] {
+            assert!(text.contains(want), "{want} not in\n{text}");
+        }
+    }
 }
