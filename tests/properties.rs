@@ -750,6 +750,36 @@ fn the_profile_oracle_sees_attacker_processes_and_a_changed_canary() {
         profile::reference(false),
         "the essence keeps the output and rax"
     );
+    // The attacker's addresses are the runner's pages: it writes out the runner's code from
+    // the blob page (found through `[rsp]`) and makes that page writable (rbp, the last
+    // result, is 0 when the call succeeded).
+    use profile::{Arg, Case, Region};
+    let attack = Case {
+        mode: profile::Mode::Run,
+        max_procs: 1,
+        canary_profile: false,
+        ending: profile::Ending::Return,
+        calls: vec![
+            Case::call(
+                "write",
+                &[Arg::Value(1), Arg::Near(Region::Blob, 0), Arg::Value(16)],
+            ),
+            Case::call(
+                "mprotect",
+                &[Arg::Near(Region::Blob, 0), Arg::Value(4096), Arg::Value(7)],
+            ),
+        ],
+    };
+    let report = bytejail::run(&attack.attacker(), b"", &attack.attack_options()).unwrap();
+    match report.outcome {
+        Outcome::Returned(regs) => assert_eq!(regs.rbp, 0, "mprotect failed: {}", report.summary()),
+        _ => panic!("{}", report.summary()),
+    }
+    assert_eq!(report.output.len(), 16, "{}", report.summary());
+    assert!(
+        report.output.iter().any(|&b| b != 0),
+        "the blob page holds code"
+    );
     if !profile::namespaces() {
         eprintln!("not root: no PID namespace for workers; skipping the process twin");
         return;
