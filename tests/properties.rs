@@ -22,8 +22,8 @@ mod same;
 mod asm;
 
 #[allow(dead_code)] // Shared with the fuzz crate's `profile_jobs` target.
-#[path = "../fuzz/src/profile.rs"]
-mod profile;
+#[path = "../fuzz/src/profile_jobs.rs"]
+mod profile_jobs;
 
 use std::cell::Cell;
 use std::sync::{Mutex, MutexGuard};
@@ -715,7 +715,7 @@ fn output_written_just_before_the_end_is_reported_whole() {
     property.host.check_unchanged(&property.before);
 }
 
-/// The `profile_jobs` fuzz target's rule (`fuzz/src/profile.rs`): an attacker under a profile
+/// The `profile_jobs` fuzz target's rule (`fuzz/src/profile_jobs.rs`): an attacker under a profile
 /// that allows every syscall makes up to 16 random calls (mprotect, mremap, madvise with every
 /// advice, remap_file_pages, mmap over runner pages, clone, fork, vfork, clone3, unshare,
 /// setsid, kill, prctl, fcntl, dup2, close, write, shmget, shmat, memfd_create, ftruncate,
@@ -729,11 +729,11 @@ fn a_canary_after_a_profile_attacker_reports_what_a_fresh_run_reports() {
     // property would count as a leaked descriptor.
     {
         let _serial = serial();
-        profile::references();
+        profile_jobs::references();
     }
     Property::start().check(24, vec(any::<u8>(), 3..256), |host, bytes| {
-        let case = profile::Case::decode(&bytes, profile::namespaces());
-        profile::check_case(host, &case);
+        let case = profile_jobs::Case::decode(&bytes, profile_jobs::namespaces());
+        profile_jobs::check_case(host, &case);
         Ok(())
     });
 }
@@ -746,25 +746,25 @@ fn a_canary_after_a_profile_attacker_reports_what_a_fresh_run_reports() {
 fn the_profile_oracle_sees_attacker_processes_and_a_changed_canary() {
     let _serial = serial();
     let different = bytejail::run(
-        profile::CANARY,
+        profile_jobs::CANARY,
         b"another input",
-        &profile::strict_options(),
+        &profile_jobs::strict_options(),
     );
-    let got = profile::essence(&different.unwrap().to_json());
+    let got = profile_jobs::essence(&different.unwrap().to_json());
     assert_ne!(
         &got,
-        profile::reference(false),
+        profile_jobs::reference(false),
         "the essence keeps the output and rax"
     );
     // The attacker's addresses are the runner's pages: it writes out the runner's code from
     // the blob page (found through `[rsp]`) and makes that page writable (rbp, the last
     // result, is 0 when the call succeeded).
-    use profile::{Arg, Case, Region};
+    use profile_jobs::{Arg, Case, Region};
     let attack = Case {
-        mode: profile::Mode::Run,
+        mode: profile_jobs::Mode::Run,
         max_procs: 1,
         canary_profile: false,
-        ending: profile::Ending::Return,
+        ending: profile_jobs::Ending::Return,
         calls: vec![
             Case::call(
                 "write",
@@ -786,14 +786,14 @@ fn the_profile_oracle_sees_attacker_processes_and_a_changed_canary() {
         report.output.iter().any(|&b| b != 0),
         "the blob page holds code"
     );
-    if !profile::namespaces() {
+    if !profile_jobs::namespaces() {
         eprintln!("not root: no PID namespace for workers; skipping the process twin");
         return;
     }
-    let case = profile::Case::decode(&[0xc0, 3, 0, 8, 8], true);
+    let case = profile_jobs::Case::decode(&[0xc0, 3, 0, 8, 8], true);
     assert_eq!(
         (case.mode, case.ending, case.max_procs),
-        (profile::Mode::Run, profile::Ending::Spin, 4)
+        (profile_jobs::Mode::Run, profile_jobs::Ending::Spin, 4)
     );
     assert_eq!(
         case.calls.iter().map(|c| c.name()).collect::<Vec<_>>(),
@@ -806,13 +806,16 @@ fn the_profile_oracle_sees_attacker_processes_and_a_changed_canary() {
     let start = Instant::now();
     let mut seen = 0;
     while start.elapsed() < Duration::from_secs(1) && seen < 3 {
-        seen = seen.max(profile::Descendants::now().guest_made.len());
+        seen = seen.max(profile_jobs::Descendants::now().guest_made.len());
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(seen, 3, "the attacker's three children were never seen");
     let report = job.join().unwrap();
     assert_eq!(report.outcome, Outcome::Timeout, "{}", report.summary());
-    assert_eq!(profile::Descendants::now(), profile::Descendants::default());
+    assert_eq!(
+        profile_jobs::Descendants::now(),
+        profile_jobs::Descendants::default()
+    );
 }
 
 /// Found while writing `profile_jobs`: a pooled job is reported as soon as its guest returns,
@@ -825,14 +828,14 @@ fn the_profile_oracle_sees_attacker_processes_and_a_changed_canary() {
 #[ignore = "known: a pooled worker that returned lingers, with its guest's processes, after the report"]
 fn a_pooled_jobs_processes_are_dead_when_it_is_reported() {
     let _serial = serial();
-    if !profile::namespaces() {
+    if !profile_jobs::namespaces() {
         return;
     }
     // fork; the child spins (jz to `jmp $`), the parent returns.
     let code = [
         0xb8, 0x39, 0, 0, 0, 0x0f, 0x05, 0x48, 0x85, 0xc0, 0x74, 0x01, 0xc3, 0xeb, 0xfe,
     ];
-    let mut options = profile::profile_options();
+    let mut options = profile_jobs::profile_options();
     options.limits.max_procs = 4;
     let pool = Pool::new(options.clone(), 1).unwrap();
     let report = pool.run(&code, b"", &options).unwrap();
@@ -841,7 +844,7 @@ fn a_pooled_jobs_processes_are_dead_when_it_is_reported() {
         "{}",
         report.summary()
     );
-    let alive = profile::Descendants::now().guest_made;
+    let alive = profile_jobs::Descendants::now().guest_made;
     drop(pool);
     assert_eq!(alive, Vec::<String>::new(), "alive after the report");
 }
