@@ -17,7 +17,7 @@ mod oracle;
 #[path = "../fuzz/src/same.rs"]
 mod same;
 
-#[allow(dead_code)] // The fuzz crate's x86-64 encoder, which `profile` builds attackers with.
+#[allow(dead_code)] // The fuzz crate's x86-64 encoder, which `profile_jobs` builds attackers with.
 #[path = "../fuzz/src/asm.rs"]
 mod asm;
 
