@@ -107,53 +107,14 @@ pub(crate) struct Arena {
     /// The worker's part of the context (offset in the data page, value), as
     /// [`Arena::prepare_worker`] last wrote it: written again with every job or input.
     worker_ctx: Option<[(usize, u64); WORKER_CTX_WORDS]>,
-    /// Whether the worker installs [`NO_NEW_TASKS`] (written with the context).
-    notask: bool,
+    /// The walls filter the worker installs before its profile's (written with the context).
+    walls: Option<&'static [crate::policy::Insn]>,
     /// The process the mappings belong to (see [`Arena::mapped_here`]).
     owner: Owner,
 }
 
 /// Words in the worker's part of the context (see [`Arena::prepare_worker`]).
 const WORKER_CTX_WORDS: usize = 21;
-
-/// The filter a profile worker installs before the profile's when its job may create no
-/// process or thread (`Limits::max_procs` 1): `clone`, `clone3`, `fork` and `vfork` fail with
-/// `EAGAIN`, through `syscall` (x32 numbers included) and `int 0x80` alike; everything else is
-/// left to the profile's filter (the kernel keeps the stricter of two decisions, so a profile
-/// that kills or traps one of these still does).
-pub(crate) const NO_NEW_TASKS: [libc::sock_filter; 17] = {
-    const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
-    const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
-    const AND_K: u16 = (libc::BPF_ALU | libc::BPF_AND | libc::BPF_K) as u16;
-    const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
-    const fn op(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
-        libc::sock_filter { code, jt, jf, k }
-    }
-    const ALLOW: u32 = libc::SECCOMP_RET_ALLOW;
-    const EAGAIN: u32 = libc::SECCOMP_RET_ERRNO | libc::EAGAIN as u32;
-    const ARCH: u32 = 4; // offsetof(struct seccomp_data, arch)
-    const NR: u32 = 0;
-    [
-        /* 0 */ op(LD_W_ABS, 0, 0, ARCH),
-        /* 1 */ op(JEQ_K, 0, 7, crate::policy::AUDIT_ARCH_X86_64), // else to 9
-        /* 2 */ op(LD_W_ABS, 0, 0, NR),
-        /* 3 */ op(AND_K, 0, 0, !crate::policy::X32_SYSCALL_BIT),
-        /* 4 */ op(JEQ_K, 11, 0, libc::SYS_clone as u32), // to 16
-        /* 5 */ op(JEQ_K, 10, 0, libc::SYS_fork as u32),
-        /* 6 */ op(JEQ_K, 9, 0, libc::SYS_vfork as u32),
-        /* 7 */ op(JEQ_K, 8, 0, libc::SYS_clone3 as u32),
-        /* 8 */ op(RET_K, 0, 0, ALLOW),
-        /* 9 */ op(JEQ_K, 0, 5, crate::policy::AUDIT_ARCH_I386), // else to 15
-        /* 10 */ op(LD_W_ABS, 0, 0, NR),
-        /* 11 */ op(JEQ_K, 4, 0, 120), // i386 clone, to 16
-        /* 12 */ op(JEQ_K, 3, 0, 2), // i386 fork
-        /* 13 */ op(JEQ_K, 2, 0, 190), // i386 vfork
-        /* 14 */ op(JEQ_K, 1, 0, 435), // i386 clone3
-        /* 15 */ op(RET_K, 0, 0, ALLOW),
-        /* 16 */ op(RET_K, 0, 0, EAGAIN),
-    ]
-};
-const _: () = assert!(NO_NEW_TASKS.len() <= NOTASK_PROG_MAX);
 
 impl Arena {
     pub(crate) fn new(need: Need) -> io::Result<Self> {
@@ -203,7 +164,7 @@ impl Arena {
             reusable,
             input_dirty: 0,
             worker_ctx: None,
-            notask: false,
+            walls: None,
             owner: Owner::here(),
         })
     }
@@ -325,8 +286,12 @@ impl Arena {
             let addr = self.region_addr() + FILTER;
             (f.program().len() as u64, addr as u64)
         });
-        let notask = filter.is_some() && no_new_tasks(options);
-        let notask_len = if notask { NO_NEW_TASKS.len() } else { 0 };
+        // A profile worker's walls filter (see `crate::walls_filter`), installed before the
+        // profile's; none for strict-bpf, whose own allow list is narrower.
+        let walls = (!crate::host::arena_reusable(&options.policy))
+            .then(|| crate::walls_filter::cached(no_new_tasks(options)));
+        assert!(walls.is_none_or(|p| p.len() <= WALLS_PROG_MAX));
+        let walls_len = walls.map_or(0, <[_]>::len);
         // The guest's own memory (scratch, stack, and what it maps) may reach `memory`; the
         // runner's mappings of the region, code and input come on top.
         let as_limit = options
@@ -355,13 +320,13 @@ impl Arena {
             (CTX_TOUCH + 16, self.scratch_addr() as u64),
             (CTX_TOUCH + 24, (self.stack_top() - 8) as u64),
             (CTX_AS_LIMIT, as_limit as u64),
-            (CTX_NOTASK_FPROG, notask_len as u64),
+            (CTX_WALLS_FPROG, walls_len as u64),
             (
-                CTX_NOTASK_FPROG + 8,
-                (self.region_addr() + DATA + CTX_NOTASK_PROG) as u64,
+                CTX_WALLS_FPROG + 8,
+                (self.region_addr() + DATA + CTX_WALLS_PROG) as u64,
             ),
         ]);
-        self.notask = notask;
+        self.walls = walls;
         self.write_worker_ctx();
         if let Some(filter) = filter {
             self.file.write_bytes(FILTER, &filter.to_bytes());
@@ -506,14 +471,9 @@ impl Arena {
         for &(offset, value) in self.worker_ctx.iter().flatten() {
             self.file.write_u64(DATA + offset, value);
         }
-        if self.notask {
-            for (i, insn) in NO_NEW_TASKS.iter().enumerate() {
-                let word = u64::from(insn.code)
-                    | u64::from(insn.jt) << 16
-                    | u64::from(insn.jf) << 24
-                    | u64::from(insn.k) << 32;
-                self.file.write_u64(DATA + CTX_NOTASK_PROG + i * 8, word);
-            }
+        for (i, insn) in self.walls.iter().flat_map(|p| p.iter()).enumerate() {
+            self.file
+                .write_bytes(DATA + CTX_WALLS_PROG + i * 8, &insn.to_bytes());
         }
     }
 

@@ -419,7 +419,38 @@ pub fn run_modes() -> Vec<(&'static str, RunOptions)> {
                 ..RunOptions::default()
             },
         ),
+        (
+            // Docker's default profile, installed in every worker.
+            "run_profile_docker",
+            RunOptions {
+                policy: Policy::Profile {
+                    name: "docker-default.json".to_string(),
+                    filter: docker_default(),
+                },
+                ..RunOptions::default()
+            },
+        ),
     ]
+}
+
+/// Docker's default seccomp profile (`guest-samples/policies/docker-default.json`), compiled.
+pub fn docker_default() -> Filter {
+    match Policy::from_profile_json(
+        include_str!("../guest-samples/policies/docker-default.json"),
+        "docker-default.json",
+    ) {
+        Ok(Policy::Profile { filter, .. }) => filter,
+        other => panic!("Docker's default profile compiles: {other:?}"),
+    }
+}
+
+/// libseccomp 2.5.4's `optimize=2` program for Docker's default profile, built as runc builds
+/// it (`tests/libseccomp_filter.py`) and checked in: what `filter_install_docker` is compared to.
+pub fn docker_default_libseccomp() -> Filter {
+    let bytes = include_bytes!("../guest-samples/policies/docker-default.libseccomp-2.5.4.bpf");
+    Filter::parse_program(bytes)
+        .and_then(|program| Filter::from_program(program).ok())
+        .expect("the checked-in libseccomp program is whole and fits the kernel")
 }
 
 /// Measures every row and returns the report: about 20 s, or about 5 s with `quick`.
@@ -794,6 +825,7 @@ impl Fixtures {
                 "syscall_bpf_256_args",
                 allow_list(256, RulePosition::Last, true),
             ),
+            ("syscall_bpf_docker", docker_default()),
         ] {
             if let Some(confinement) = kept(name, Confinement::filter(&filter), notes, progress) {
                 syscalls.push((name, Some("syscall_none"), confinement));
@@ -809,6 +841,16 @@ impl Fixtures {
                 "filter_install_256",
                 Some("filter_install_1"),
                 allow_list(256, RulePosition::Last, false),
+            ),
+            (
+                "filter_install_docker",
+                Some("filter_install_1"),
+                docker_default(),
+            ),
+            (
+                "filter_install_docker_libseccomp",
+                Some("filter_install_1"),
+                docker_default_libseccomp(),
             ),
         ];
         let mut externals = Vec::new();

@@ -33,6 +33,7 @@ fn parent() -> Result<&'static Path, &'static str> {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(_) => return Err("the pids cgroup hierarchy is not writable here"),
             }
+            sweep(&parent);
             if root.join("cgroup.subtree_control").exists() {
                 // v2: the parent hands the pids controller down to the job cgroups.
                 std::fs::write(parent.join("cgroup.subtree_control"), "+pids")
@@ -42,6 +43,23 @@ fn parent() -> Result<&'static Path, &'static str> {
         })
         .as_deref()
         .map_err(|why| *why)
+}
+
+/// Removes the job cgroups that hosts killed before they could (`<pid>-<n>` of a pid that is
+/// gone). A cgroup that still holds a process cannot be removed, and stays.
+fn sweep(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some((pid, _)) = name.to_str().and_then(|n| n.split_once('-')) else {
+            continue;
+        };
+        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir(entry.path());
+        }
+    }
 }
 
 /// Where the pids controller is mounted: a v1 hierarchy with `pids` among its options, else
@@ -86,6 +104,7 @@ impl JobCgroup {
     pub(crate) fn new(max_procs: u32) -> io::Result<JobCgroup> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let parent = parent().map_err(io::Error::other)?;
+        retry_stale();
         let job = NEXT.fetch_add(1, Ordering::Relaxed);
         let dir = parent.join(format!("{}-{job}", std::process::id()));
         std::fs::create_dir(&dir)?;
@@ -111,9 +130,23 @@ impl JobCgroup {
     }
 }
 
+/// Job cgroups whose removal failed: the kernel may still count a task of the job as it
+/// finishes exiting (rmdir says EBUSY), so they are tried again before the next one is made.
+static STALE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+fn retry_stale() {
+    let mut stale = STALE.lock().unwrap_or_else(|e| e.into_inner());
+    stale
+        .retain(|dir| std::fs::remove_dir(dir).is_err_and(|e| e.kind() != io::ErrorKind::NotFound));
+}
+
 impl Drop for JobCgroup {
     fn drop(&mut self) {
-        // Empty once the worker (init of the job's PID namespace) is reaped.
-        let _ = std::fs::remove_dir(&self.dir);
+        // Empty once the worker (init of the job's PID namespace) is reaped and its tasks are
+        // gone; if the kernel is not done with them yet, later.
+        if std::fs::remove_dir(&self.dir).is_err() {
+            let dir = std::mem::take(&mut self.dir);
+            STALE.lock().unwrap_or_else(|e| e.into_inner()).push(dir);
+        }
     }
 }

@@ -109,6 +109,8 @@ pub enum Command {
     Disasm(DisasmArgs),
     /// Measure what each isolation step costs on this machine (about 20 s; --quick about 5 s).
     Bench(crate::bench_cli::BenchArgs),
+    /// Check a seccomp profile, compile it for another runner, or explain one decision.
+    Policy(crate::policy_cli::PolicyArgs),
     /// Check what this machine gives a worker: seccomp, namespaces, Landlock, cgroups,
     /// assemblers. Exits 1 when something strict-mode jobs need is missing.
     #[command(after_long_help = DOCTOR_AFTER_LONG_HELP)]
@@ -277,11 +279,24 @@ pub struct WorkerArgs {
     /// watches the worker's CPU clock; RLIMIT_CPU is its backstop); more than 0, at most 24h.
     #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
     pub cpu_time: Option<Duration>,
+    /// Do not warn about profile entries skipped because no x86 ABI has their syscall.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 impl WorkerArgs {
-    /// The run options these flags describe (entry and registers at their defaults).
+    /// The run options these flags describe (entry and registers at their defaults). Warns
+    /// once, on stderr, about the syscall names the profile lists for other architectures.
     fn options(&self) -> RunOptions {
+        let skipped = self.policy.skipped_names();
+        if !self.quiet && !skipped.is_empty() {
+            eprintln!(
+                "bytejail: `{}`: skipped {} (no x86 ABI has {}; --quiet to silence)",
+                self.policy.name(),
+                skipped.join(", "),
+                if skipped.len() == 1 { "it" } else { "them" }
+            );
+        }
         RunOptions {
             limits: Limits {
                 timeout: self.timeout,
@@ -359,6 +374,7 @@ impl Cli {
             Command::Disasm(args) => disasm(args),
             Command::Bench(args) => crate::bench_cli::bench(args).map(|()| Completion::Done),
             Command::Doctor(args) => doctor(args),
+            Command::Policy(args) => crate::policy_cli::policy(args),
         }
     }
 }

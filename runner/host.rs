@@ -178,8 +178,6 @@ pub(crate) struct Spawned {
     /// reports EOF: the worker's end is seen once, on its pidfd, and the host wakes only then
     /// (and for output), not also when the dying worker's descriptors close.
     pub output_w: OwnedFd,
-    /// The worker is init of its own PID namespace (see [`Walls`]).
-    pub pid_namespace: bool,
     /// The job's pids cgroup, removed once the worker is reaped.
     pub cgroup: Option<crate::cgroup::JobCgroup>,
 }
@@ -276,9 +274,20 @@ pub(crate) fn spawn(
         input_r,
         output_r,
         output_w,
-        pid_namespace: walls.pid_namespace(),
         cgroup,
     })
+}
+
+/// Whether a worker set up for `template` applies exactly the limits `options` asks for: those
+/// the worker sets on itself before the guest runs (memory, processes, file size, open files,
+/// the CPU backstop), so that a parked or reused worker never runs a job under another job's.
+pub(crate) fn worker_limits_match(options: &RunOptions, template: &RunOptions) -> bool {
+    let (a, b) = (&options.limits, &template.limits);
+    a.memory == b.memory
+        && a.max_procs == b.max_procs
+        && a.max_file_size == b.max_file_size
+        && a.max_open_files == b.max_open_files
+        && a.cpu_time == b.cpu_time
 }
 
 /// Whether this process can give workers namespaces of their own (PID, IPC, mount), asked
@@ -411,7 +420,6 @@ pub(crate) fn drive(
         input_r,
         output_r,
         output_w,
-        pid_namespace,
         cgroup,
     } = worker;
     // No input: fd 0 is at EOF at once (the shared empty pipe, or this pipe's only writer
@@ -472,7 +480,9 @@ pub(crate) fn drive(
         // The runner failed mid-run: the worker must not outlive the call.
         let _ = sys::pidfd_kill(pidfd.as_raw_fd());
     }
-    let setup_failed = pid_namespace && setup_failed_unreaped(arena, pid, &pidfd);
+    // Under a profile the guest may exit 127 or signal itself: a setup failure is believed
+    // only when the kernel says the worker never entered seccomp.
+    let setup_failed = guest_may_signal(options) && setup_failed_unreaped(arena, pid);
     let reaped = sys::wait4(pid).map_err(|e| Error::io("reaping the worker", e))?;
     let wall = start.elapsed();
     drop((pidfd, input_r, output_w, cgroup));
@@ -558,14 +568,20 @@ pub(crate) fn report_reaped(
     })
 }
 
-/// Whether a worker that is init of its own PID namespace (and so cannot kill itself with
-/// [`worker::SETUP_FAILED_SIGNAL`]: the kernel ignores it) exited because its setup failed:
-/// it exited 127 with the failure recorded, and the kernel says it never entered seccomp, so
-/// no guest ran that could have written the record. Asked before the worker is reaped.
-fn setup_failed_unreaped(arena: &Arena, pid: libc::pid_t, pidfd: &OwnedFd) -> bool {
-    matches!(sys::exit_code_unreaped(pidfd.as_raw_fd()), Ok(Some(127)))
-        && arena.record().state == STATE_SETUP_FAILED
-        && sys::seccomp_mode(pid) == Some(0)
+/// Whether a worker that has ended (but is not reaped yet) ended because its setup failed: it
+/// recorded the failure, and the kernel says it never entered seccomp (`Seccomp: 0` in its
+/// status), so no guest ran that could have written the record or raised the signal. A
+/// profile worker needs this: as init of its PID namespace it cannot kill itself with
+/// [`worker::SETUP_FAILED_SIGNAL`] (it exits 127 instead), and without a PID namespace its guest
+/// may be allowed to raise that signal or exit 127 itself.
+fn setup_failed_unreaped(arena: &Arena, pid: libc::pid_t) -> bool {
+    arena.record().state == STATE_SETUP_FAILED && sys::seccomp_mode(pid) == Some(0)
+}
+
+/// Whether the guest can raise [`worker::SETUP_FAILED_SIGNAL`] or exit 127 on its own: under a
+/// profile, which may allow `kill` and `exit_group`.
+fn guest_may_signal(options: &RunOptions) -> bool {
+    !arena_reusable(&options.policy)
 }
 
 /// The highest capability number this kernel knows (`/proc/sys/kernel/cap_last_cap`), read
@@ -736,6 +752,8 @@ pub(crate) struct Watch {
     pub strict: bool,
     /// The job's CPU limit, if it has one.
     pub cpu_time: Option<Duration>,
+    /// The guest may raise any signal itself (see [`guest_may_signal`]).
+    pub guest_may_signal: bool,
 }
 
 /// A same-code worker's done pipe, watched for the "done" message of input `seq`: the input
@@ -884,6 +902,7 @@ pub(crate) fn watch_worker(
         done,
         strict: options.policy == Policy::Strict,
         cpu_time: options.limits.cpu_time,
+        guest_may_signal: guest_may_signal(options),
     })
 }
 
@@ -986,7 +1005,7 @@ fn classify(
         // A filter traps every violation (SIGSYS): this SIGKILL came from outside bytejail.
         return Ok((Outcome::Killed, None));
     }
-    if signal == worker::SETUP_FAILED_SIGNAL {
+    if signal == worker::SETUP_FAILED_SIGNAL && !watch.guest_may_signal {
         // No guest can raise it: the worker's setup failed before the guest ran.
         return Err(setup_error(record));
     }
@@ -1058,8 +1077,8 @@ pub(crate) fn await_ready(arena: &Arena, worker: &Spawned, limit: Duration) -> R
             Ok(_) => {}
         }
     }
-    let setup_failed =
-        worker.pid_namespace && setup_failed_unreaped(arena, worker.pid, &worker.pidfd);
+    // No guest has run in a worker that never said ready.
+    let setup_failed = setup_failed_unreaped(arena, worker.pid);
     let _ = sys::pidfd_kill(worker.pidfd.as_raw_fd());
     let reaped = sys::wait4(worker.pid).map_err(|e| Error::io("reaping a pooled worker", e))?;
     let record = arena.record();

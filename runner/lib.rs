@@ -28,6 +28,7 @@ mod sys;
 pub mod syscalls;
 pub mod toolchain;
 pub mod units;
+mod walls_filter;
 mod worker;
 pub mod zygote;
 

@@ -6,6 +6,7 @@
 
 mod bench_cli;
 mod cli;
+mod policy_cli;
 
 use std::process::ExitCode;
 

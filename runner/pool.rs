@@ -262,6 +262,7 @@ impl Pool {
             && options.limits.stack == t.limits.stack
             && options.limits.scratch == t.limits.scratch
             && options.limits.timeout <= t.limits.timeout
+            && host::worker_limits_match(options, t)
             && round_up(code.len().max(1)) <= cap.code()
             && round_up(input.len().max(1)) <= cap.input()
     }

@@ -148,14 +148,16 @@ impl SameCode {
         self.run_with(input, &options)
     }
 
-    /// Whether [`SameCode::run_with`] accepts `options`: the same policy, scrubbing, stack and
-    /// scratch as the worker was made for.
+    /// Whether [`SameCode::run_with`] accepts `options`: the same policy, scrubbing, stack,
+    /// scratch and worker-applied limits (memory, processes, files, CPU time) as the worker was
+    /// made for.
     pub fn fits(&self, options: &RunOptions) -> bool {
         let t = &self.template;
         options.policy == t.policy
             && options.scrub == t.scrub
             && options.limits.stack == t.limits.stack
             && options.limits.scratch == t.limits.scratch
+            && host::worker_limits_match(options, t)
     }
 
     /// Runs one input with its own registers, entry, timeout and output limit. The report is
@@ -167,8 +169,9 @@ impl SameCode {
             .map_err(|e| Error::io("running a same-code input", e))?;
         if !self.fits(options) {
             return Err(InputError::Invalid(
-                "a same-code worker keeps the policy, scrubbing, stack and scratch it was \
-                 started with; these options change them"
+                "a same-code worker keeps the policy, scrubbing, stack, scratch and limits on \
+                 memory, processes, files and CPU time it was started with; these options \
+                 change them"
                     .into(),
             )
             .into());

@@ -810,35 +810,6 @@ pub fn seccomp_mode(pid: libc::pid_t) -> Option<u32> {
         .and_then(|mode| mode.trim().parse().ok())
 }
 
-/// `waitid(P_PIDFD, pidfd, WEXITED | WNOWAIT | WNOHANG)`; see waitid(2): the exit code of a
-/// child that exited (`None` if it was killed by a signal or still runs), leaving it unreaped.
-pub fn exit_code_unreaped(pidfd: RawFd) -> io::Result<Option<i32>> {
-    const P_PIDFD: libc::idtype_t = 3;
-    // SAFETY: siginfo_t is plain data; the kernel fills it.
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: info is a valid siginfo_t to write.
-        let ret = unsafe {
-            libc::waitid(
-                P_PIDFD,
-                pidfd as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WNOWAIT | libc::WNOHANG | libc::__WALL,
-            )
-        };
-        if ret == 0 {
-            break;
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
-        }
-    }
-    // SAFETY: waitid filled a SIGCHLD siginfo (or left it zero: not exited yet).
-    let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
-    Ok((pid != 0 && info.si_code == libc::CLD_EXITED).then_some(status))
-}
-
 /// Whether this process may fork a child with the `clone` flags `flags` (namespaces, say):
 /// forks one that exits at once, and reaps it.
 pub fn can_clone_with(flags: usize) -> bool {

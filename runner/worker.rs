@@ -109,15 +109,14 @@ pub(crate) mod layout {
     /// `RLIMIT_AS` the blob sets once it has unmapped the host (whose mappings would count),
     /// before seccomp; 0 leaves it unlimited.
     pub const CTX_AS_LIMIT: usize = 0x320;
-    /// A `struct sock_fprog` (length in a u64 slot, then the address) of a filter installed
-    /// before the profile's, which refuses new tasks (see [`crate::arena::NO_NEW_TASKS`]);
-    /// length 0: none.
-    pub const CTX_NOTASK_FPROG: usize = 0x330;
+    /// A `struct sock_fprog` (length in a u64 slot, then the address) of the filter a profile
+    /// worker installs before its profile's (see [`crate::walls_filter`]); length 0: none.
+    pub const CTX_WALLS_FPROG: usize = 0x330;
     /// That filter's instructions.
-    pub const CTX_NOTASK_PROG: usize = 0x340;
-    pub const NOTASK_PROG_MAX: usize = 24;
-    const _: () = assert!(CTX_AS_LIMIT >= CTX_TOUCH + 32 && CTX_NOTASK_FPROG >= CTX_AS_LIMIT + 8);
-    const _: () = assert!(CTX_NOTASK_PROG + NOTASK_PROG_MAX * 8 <= 0x800);
+    pub const CTX_WALLS_PROG: usize = 0x340;
+    pub const WALLS_PROG_MAX: usize = 96;
+    const _: () = assert!(CTX_AS_LIMIT >= CTX_TOUCH + 32 && CTX_WALLS_FPROG >= CTX_AS_LIMIT + 8);
+    const _: () = assert!(CTX_WALLS_PROG + WALLS_PROG_MAX * 8 <= 0x800);
 
     /// Values of `REC_STATE` (0: nothing recorded).
     pub const STATE_RETURNED: u64 = 1;
@@ -326,14 +325,14 @@ global_asm!(
     ".Lbj_mode:",
     "cmp qword ptr [rip + .Lbj_base + {data} + {ctx_mode}], 0",
     "je .Lbj_strict",
-    // The filter that refuses new tasks goes first: of two decisions the kernel keeps the
-    // stricter, so the profile can still kill or trap what this one only refuses.
-    "cmp qword ptr [rip + .Lbj_base + {data} + {ctx_notask_fprog}], 0",
+    // The walls filter goes first: of two decisions the kernel keeps the stricter, so the
+    // profile can still kill or trap what this one only refuses.
+    "cmp qword ptr [rip + .Lbj_base + {data} + {ctx_walls_fprog}], 0",
     "je .Lbj_profile",
     "mov eax, {sys_seccomp}",
     "mov edi, {seccomp_set_mode_filter}",
     "xor esi, esi",
-    "lea rdx, [rip + .Lbj_base + {data} + {ctx_notask_fprog}]",
+    "lea rdx, [rip + .Lbj_base + {data} + {ctx_walls_fprog}]",
     "syscall",
     "test rax, rax",
     "jnz .Lbj_seccomp_failed",
@@ -512,7 +511,7 @@ global_asm!(
     ctx_fsgsbase = const CTX_FSGSBASE,
     ctx_touch = const CTX_TOUCH,
     ctx_as_limit = const CTX_AS_LIMIT,
-    ctx_notask_fprog = const CTX_NOTASK_FPROG,
+    ctx_walls_fprog = const CTX_WALLS_FPROG,
     sys_prlimit64 = const libc::SYS_prlimit64,
     rlimit_as = const libc::RLIMIT_AS,
     stage_limits = const STAGE_LIMITS,
@@ -582,7 +581,7 @@ pub(crate) const FAULT_SIGNALS: [i32; 6] = [
 pub(crate) const SETUP_FAILED_SIGNAL: i32 = libc::SIGUSR2;
 
 /// Setup steps, recorded in `REC_STAGE` when one fails.
-pub(crate) const STAGES: [&str; 15] = [
+pub(crate) const STAGES: [&str; 16] = [
     "worker setup: PR_SET_PDEATHSIG",
     "worker setup: rt_sigprocmask",
     "worker setup: mapping the arena",
@@ -598,6 +597,7 @@ pub(crate) const STAGES: [&str; 15] = [
     "worker setup: joining the empty network namespace",
     "worker setup: Landlock",
     "worker setup: joining the job's pids cgroup",
+    "worker setup: an empty root file system",
 ];
 
 /// One mapping the worker makes at a fixed address inside the arena's window.
@@ -773,6 +773,7 @@ const STAGE_PRIVILEGES: usize = 11;
 const STAGE_NETNS: usize = 12;
 const STAGE_LANDLOCK: usize = 13;
 const STAGE_CGROUP: usize = 14;
+const STAGE_ROOT: usize = 15;
 
 /// Ends a worker whose setup failed: records the stage and errno (once the region is mapped)
 /// and dies of [`SETUP_FAILED_SIGNAL`], which no guest can raise.
@@ -867,6 +868,54 @@ unsafe fn drop_privileges(
             0,
         );
         check(data, STAGE_PRIVILEGES, ret);
+    }
+}
+
+/// Gives a worker in its own mount namespace an empty, read-only root: nothing of the host's
+/// file system is left to reach by path (unix sockets, files' metadata, directories to watch),
+/// whatever Landlock does not cover. Mounts stop propagating, a read-only tmpfs goes over
+/// `/proc` (a directory every Linux host has), becomes the root (`pivot_root(".", ".")`), and
+/// the old root is detached.
+///
+/// # Safety
+/// As for [`worker_main`], in a mount namespace of the worker's own, before capabilities drop.
+unsafe fn empty_root(data: Option<usize>, check: &dyn Fn(Option<usize>, usize, isize)) {
+    let root = c"/".as_ptr() as usize;
+    let dot = c".".as_ptr() as usize;
+    let mountpoint = c"/proc".as_ptr() as usize;
+    let tmpfs = c"tmpfs".as_ptr() as usize;
+    let options = c"size=4k,mode=0555".as_ptr() as usize;
+    let ro = (libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC) as usize;
+    // SAFETY: raw syscalls on NUL-terminated string literals of this binary.
+    unsafe {
+        let private = (libc::MS_REC | libc::MS_PRIVATE) as usize;
+        check(
+            data,
+            STAGE_ROOT,
+            raw::syscall6(libc::SYS_mount, 0, root, 0, private, 0, 0),
+        );
+        check(
+            data,
+            STAGE_ROOT,
+            raw::syscall6(libc::SYS_mount, tmpfs, mountpoint, tmpfs, ro, options, 0),
+        );
+        check(
+            data,
+            STAGE_ROOT,
+            raw::syscall3(libc::SYS_chdir, mountpoint, 0, 0),
+        );
+        check(
+            data,
+            STAGE_ROOT,
+            raw::syscall3(libc::SYS_pivot_root, dot, dot, 0),
+        );
+        let detach = libc::MNT_DETACH as usize;
+        check(
+            data,
+            STAGE_ROOT,
+            raw::syscall3(libc::SYS_umount2, dot, detach, 0),
+        );
+        check(data, STAGE_ROOT, raw::syscall3(libc::SYS_chdir, root, 0, 0));
     }
 }
 
@@ -994,6 +1043,10 @@ unsafe fn worker_main(plan: &WorkerPlan) -> ! {
                 STAGE_MAP,
                 raw::syscall3(libc::SYS_mprotect, p.addr, p.len, p.prot as usize),
             );
+        }
+
+        if plan.walls.clone_flags & libc::CLONE_NEWNS as usize != 0 {
+            empty_root(data, &check);
         }
 
         if plan.walls.netns_fd >= 0 {

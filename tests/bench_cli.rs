@@ -9,7 +9,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_bytejail");
 
 /// The row names the README documents as stable identifiers, each with the floor it is
 /// compared with (`None`: a floor itself).
-const ROWS: [(&str, Option<&str>); 16] = [
+const ROWS: [(&str, Option<&str>); 19] = [
     ("floor_fork_pipe_strict", None),
     ("floor_pipe_rtt", None),
     ("fork_exit_wait", None),
@@ -24,8 +24,11 @@ const ROWS: [(&str, Option<&str>); 16] = [
     ("syscall_bpf_strict", Some("syscall_none")),
     ("syscall_bpf_256_last", Some("syscall_none")),
     ("syscall_bpf_256_args", Some("syscall_none")),
+    ("syscall_bpf_docker", Some("syscall_none")),
     ("filter_install_1", None),
     ("filter_install_256", Some("filter_install_1")),
+    ("filter_install_docker", Some("filter_install_1")),
+    ("filter_install_docker_libseccomp", Some("filter_install_1")),
 ];
 
 #[test]

@@ -1,11 +1,14 @@
 //! seccomp-bpf policies on the real kernel: the classic libseccomp example as a profile, a
 //! raw packet socket under a profile that allows `socket` (EPERM: the worker holds no
-//! capabilities) and under strict mode (killed), and what filter mode does to the worker.
+//! capabilities) and under strict mode (killed), what filter mode does to the worker, i386
+//! deny rules against high halves (Docker's vsock rule included), a rule of 45 checks, and
+//! `clone`/`fork` denied for a job without new tasks; each with its twin.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytejail::load::{assemble, Format};
+use bytejail::policy::{Action, ArgCheck, CmpOp, Filter, FilterExtras, Rule};
 use bytejail::{Outcome, Policy, Report, RunOptions};
 
 const BYTEJAIL: &str = env!("CARGO_BIN_EXE_bytejail");
@@ -51,9 +54,10 @@ fn the_libseccomp_example_profile_does_exactly_what_it_says() {
     let r = run_gas("mov eax, 231\n mov edi, 5\n syscall", &policy);
     assert_eq!(r.outcome, Outcome::Exited(5));
 
-    // getpid(): allowed; a positive pid comes back.
+    // getpid(): allowed; a positive pid comes back (1 when the worker is the init of its own
+    // PID namespace, as a profile worker run as root is).
     let pid = returned_rax(&run_gas("mov eax, 39\n syscall\n ret", &policy));
-    assert!(pid > 1, "getpid returned {pid}");
+    assert!(pid >= 1, "getpid returned {pid}");
 
     // brk(0): allowed; the current break (an address) comes back.
     assert!(
@@ -275,4 +279,159 @@ fn a_profile_guest_cannot_change_the_next_guests_fd_0() {
             "{flags:#x}: the last guest's flag"
         );
     }
+}
+
+/// "dup2 with fd 1 gets EPERM", i386 numbers included.
+const DENY_DUP2_OF_FD_1: &str = r#"{
+  "defaultAction": "SCMP_ACT_ALLOW",
+  "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"],
+  "syscalls": [
+    { "names": ["dup2"], "action": "SCMP_ACT_ERRNO",
+      "args": [{ "index": 0, "value": 1, "op": "SCMP_CMP_EQ" }] }
+  ]
+}"#;
+
+/// dup2(1, 5) through `int 0x80` with rbx = 0x1_00000001: the i386 call uses ebx = 1.
+const I386_DUP2_HIGH_HALF: &str =
+    "mov eax, 63\n mov rbx, 0x100000001\n mov ecx, 5\n int 0x80\n ret";
+
+#[test]
+fn an_i386_deny_rule_holds_whatever_the_high_half_of_the_register() {
+    let policy = Policy::from_profile_json(DENY_DUP2_OF_FD_1, "deny-dup2.json").unwrap();
+    assert_eq!(
+        returned_rax(&run_gas(I386_DUP2_HIGH_HALF, &policy)),
+        -(libc::EPERM as i64)
+    );
+    // Without the high half too.
+    assert_eq!(
+        returned_rax(&run_gas(
+            "mov eax, 63\n mov ebx, 1\n mov ecx, 5\n int 0x80\n ret",
+            &policy
+        )),
+        -(libc::EPERM as i64)
+    );
+    // The twin: compared on 64 bits, as bytejail once did, the call goes through and the
+    // kernel duplicates fd 1 onto 5.
+    let full_width = policy
+        .filter_with(&FilterExtras::i386_full_width_for_tests())
+        .unwrap()
+        .unwrap();
+    let old = Policy::Profile {
+        name: "deny-dup2.json (64-bit i386 compare)".into(),
+        filter: full_width,
+    };
+    assert_eq!(returned_rax(&run_gas(I386_DUP2_HIGH_HALF, &old)), 5);
+}
+
+/// write is allowed only when none of bits 10..=54 of the count is set: 45 checks on one rule.
+fn long_write_rule() -> Policy {
+    let args = (10..55)
+        .map(|bit| ArgCheck {
+            index: 2,
+            op: CmpOp::MaskedEq,
+            value: 1 << bit,
+            value_two: 0,
+        })
+        .collect();
+    let rule = Rule {
+        nr: 1,
+        args,
+        action: Action::Allow,
+    };
+    let filter = Filter::compile(&[rule], None, None, Action::Violation).unwrap();
+    Policy::Profile {
+        name: "long-write-rule".into(),
+        filter,
+    }
+}
+
+#[test]
+fn a_rule_with_45_checks_allows_what_passes_them_all_and_nothing_else() {
+    let policy = long_write_rule();
+    // write(1, scratch, 5): every check holds.
+    let r = run_gas(
+        "mov eax, 1\n mov edi, 1\n mov rsi, rdx\n mov edx, 5\n syscall\n ret",
+        &policy,
+    );
+    assert_eq!((returned_rax(&r), r.output.len()), (5, 5));
+    // Bit 10 (the first check) and bit 54 (the last) each fail the rule: a violation, nothing
+    // written. The old 8-bit encoding let the first through (see the unit test
+    // `the_old_8_bit_encoding_failed_open_on_long_rules`).
+    for count in ["0x405", "0x40000000000005"] {
+        let r = run_gas(
+            &format!("mov eax, 1\n mov edi, 1\n mov rsi, rdx\n mov rdx, {count}\n syscall\n ret"),
+            &policy,
+        );
+        assert_violation(&r, "write", "x86_64");
+        assert!(r.output.is_empty());
+    }
+}
+
+/// socket(AF_VSOCK | 1 << 32, SOCK_STREAM, 0) through `int 0x80`: the i386 call asks for
+/// AF_VSOCK (40), which Docker's default profile refuses.
+const I386_VSOCK_HIGH_HALF: &str =
+    "mov eax, 359\n mov rbx, 0x100000028\n mov ecx, 1\n xor edx, edx\n int 0x80\n ret";
+
+#[test]
+fn dockers_default_refuses_vsock_through_int_0x80_whatever_the_high_half() {
+    let docker = Policy::from_profile_json(
+        include_str!("../guest-samples/policies/docker-default.json"),
+        "docker-default.json",
+    )
+    .unwrap();
+    assert_eq!(
+        returned_rax(&run_gas(I386_VSOCK_HIGH_HALF, &docker)),
+        -(libc::EPERM as i64)
+    );
+    // The twin: compared on 64 bits the value is above AF_VSOCK, the rule "family > 40"
+    // allows it, and the kernel's socket code answers (a socket or its own error, not the
+    // profile's EPERM).
+    let old = Policy::Profile {
+        name: "docker-default.json (64-bit i386 compare)".into(),
+        filter: docker
+            .filter_with(&FilterExtras::i386_full_width_for_tests())
+            .unwrap()
+            .unwrap(),
+    };
+    assert_ne!(
+        returned_rax(&run_gas(I386_VSOCK_HIGH_HALF, &old)),
+        -(libc::EPERM as i64)
+    );
+}
+
+#[test]
+fn denying_new_tasks_makes_fork_fail_with_eagain_in_the_worker() {
+    let allow_fork = Policy::from_profile_json(
+        r#"{"defaultAction": "SCMP_ACT_KILL", "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"],
+            "syscalls": [{"names": ["fork", "vfork", "clone", "clone3"], "action": "SCMP_ACT_ALLOW"}]}"#,
+        "allow-fork.json",
+    )
+    .unwrap();
+    let denied = Policy::Profile {
+        name: "allow-fork.json, no new tasks".into(),
+        filter: allow_fork
+            .filter_with(&FilterExtras::deny_new_tasks(true))
+            .unwrap()
+            .unwrap(),
+    };
+    for guest in [
+        "mov eax, 57\n syscall\n ret",   // fork
+        "mov eax, 58\n syscall\n ret",   // vfork
+        "mov eax, 435\n syscall\n ret",  // clone3
+        "mov eax, 2\n int 0x80\n ret",   // i386 fork
+        "mov eax, 120\n int 0x80\n ret", // i386 clone
+    ] {
+        assert_eq!(
+            returned_rax(&run_gas(guest, &denied)),
+            -(libc::EAGAIN as i64),
+            "{guest}"
+        );
+    }
+    // The twin: without the extras the profile's ALLOW decides (checked on the program, not
+    // by forking a copy of the worker).
+    let filter = allow_fork.filter().unwrap();
+    assert_eq!(
+        filter.evaluate(bytejail::policy::AUDIT_ARCH_X86_64, 57, [0; 6]),
+        Some(0x7fff_0000)
+    );
 }

@@ -1,0 +1,265 @@
+//! The filter every profile worker installs before its profile's: the calls no profile may
+//! hand a guest, because they reach past the job's walls.
+//!
+//! Seccomp runs every installed filter and keeps the strictest decision, so this one can only
+//! take away: where the profile kills or traps one of these calls, it still does. What it
+//! refuses, through `syscall` (x32 numbers included) and `int 0x80` alike:
+//! - new tasks when the job may have none (`Limits::max_procs` 1): `clone`, `clone3`, `fork`,
+//!   `vfork` fail with `EAGAIN`;
+//! - the kernel keyrings (`add_key`, `request_key`, `keyctl`: `EPERM`): they are per user, not
+//!   per namespace, so one job could leave data there for the next, as Docker's profile knows;
+//! - `io_uring_setup` (`EPERM`): a ring's operations do not pass through seccomp, and its
+//!   kernel threads count as the job's tasks;
+//! - `prctl(PR_SET_DUMPABLE, ..)` (`EPERM`): a dumpable worker could be dumped by a core helper
+//!   that runs as root;
+//! - a new `RLIMIT_CPU` (`setrlimit`, `prlimit64` with a new value: `EPERM`): the job's CPU
+//!   limits are the host's, and a guest killed by a limit it set itself would look killed from
+//!   outside;
+//! - sockets of any family but `AF_UNIX`, `AF_INET` and `AF_INET6` (`EAFNOSUPPORT`): netlink,
+//!   packet, vsock (the hypervisor) and the rest are not scoped by the network namespace or
+//!   Landlock; the i386 `socketcall` multiplexer, whose arguments are in memory no filter reads,
+//!   is refused whole (`EPERM`; the direct i386 `socket` is checked).
+
+use crate::policy::bpf::{Assembler, Dest, Insn, BPF_JEQ_K};
+use crate::policy::{AUDIT_ARCH_I386, AUDIT_ARCH_X86_64, X32_SYSCALL_BIT};
+
+const ALLOW: u32 = libc::SECCOMP_RET_ALLOW;
+const fn errno(e: i32) -> u32 {
+    libc::SECCOMP_RET_ERRNO | e as u32
+}
+
+/// Offsets in `struct seccomp_data`: nr, arch, and the low half of `args[0]` (the calls checked
+/// here take an `int` there, so the kernel reads only those 32 bits).
+const NR: u32 = 0;
+const ARCH: u32 = 4;
+const ARG0_LOW: u32 = 16;
+const ARG1_LOW: u32 = 24;
+const ARG2_LOW: u32 = 32;
+const ARG2_HIGH: u32 = 36;
+
+/// Syscall numbers of one ABI that the filter looks at.
+struct Numbers {
+    new_tasks: [u32; 4],
+    keys: [u32; 3],
+    io_uring_setup: u32,
+    prctl: u32,
+    socket: u32,
+    socketcall: Option<u32>,
+    setrlimit: u32,
+    prlimit64: u32,
+}
+
+const X86_64: Numbers = Numbers {
+    new_tasks: [56, 57, 58, 435], // clone, fork, vfork, clone3
+    keys: [248, 249, 250],        // add_key, request_key, keyctl
+    io_uring_setup: 425,
+    prctl: 157,
+    socket: 41,
+    socketcall: None,
+    setrlimit: 160,
+    prlimit64: 302,
+};
+
+const I386: Numbers = Numbers {
+    new_tasks: [120, 2, 190, 435],
+    keys: [286, 287, 288],
+    io_uring_setup: 425,
+    prctl: 172,
+    socket: 359,
+    socketcall: Some(102),
+    setrlimit: 75,
+    prlimit64: 340,
+};
+
+/// The socket families a profile guest may create.
+const FAMILIES: [u32; 3] = [
+    libc::AF_UNIX as u32,
+    libc::AF_INET as u32,
+    libc::AF_INET6 as u32,
+];
+
+/// The program, with the new-task rule when `deny_new_tasks`.
+pub(crate) fn program(deny_new_tasks: bool) -> Vec<Insn> {
+    let mut a = Assembler::default();
+    let allow = a.label();
+    let eagain = a.label();
+    let eperm = a.label();
+    let prctl = a.label();
+    let socket = a.label();
+    let setrlimit = a.label();
+    let prlimit_x86 = a.label();
+    let prlimit_i386 = a.label();
+    let i386 = a.label();
+    let jumps = |prlimit| [eagain, eperm, prctl, socket, setrlimit, prlimit];
+
+    a.load(ARCH);
+    a.jump(BPF_JEQ_K, AUDIT_ARCH_X86_64, Dest::Next, Dest::To(i386));
+    a.load(NR);
+    // x32 numbers are the x86_64 ones with a high bit: decided alike.
+    a.stmt(crate::policy::bpf::BPF_ALU_AND_K, !X32_SYSCALL_BIT);
+    abi_rules(&mut a, &X86_64, deny_new_tasks, jumps(prlimit_x86));
+    a.ret(ALLOW);
+
+    a.bind(i386);
+    a.jump(BPF_JEQ_K, AUDIT_ARCH_I386, Dest::Next, Dest::To(allow));
+    a.load(NR);
+    abi_rules(&mut a, &I386, deny_new_tasks, jumps(prlimit_i386));
+    a.ret(ALLOW);
+
+    a.bind(prctl);
+    a.load(ARG0_LOW);
+    a.jump(
+        BPF_JEQ_K,
+        libc::PR_SET_DUMPABLE as u32,
+        Dest::To(eperm),
+        Dest::To(allow),
+    );
+
+    a.bind(setrlimit);
+    a.load(ARG0_LOW);
+    a.jump(
+        BPF_JEQ_K,
+        libc::RLIMIT_CPU,
+        Dest::To(eperm),
+        Dest::To(allow),
+    );
+
+    // prlimit64(pid, resource, new, old): RLIMIT_CPU with a new value. An i386 pointer is the
+    // low half of its register only.
+    a.bind(prlimit_x86);
+    a.load(ARG1_LOW);
+    a.jump(BPF_JEQ_K, libc::RLIMIT_CPU, Dest::Next, Dest::To(allow));
+    a.load(ARG2_HIGH);
+    a.jump(BPF_JEQ_K, 0, Dest::Next, Dest::To(eperm));
+    a.load(ARG2_LOW);
+    a.jump(BPF_JEQ_K, 0, Dest::To(allow), Dest::To(eperm));
+    a.bind(prlimit_i386);
+    a.load(ARG1_LOW);
+    a.jump(BPF_JEQ_K, libc::RLIMIT_CPU, Dest::Next, Dest::To(allow));
+    a.load(ARG2_LOW);
+    a.jump(BPF_JEQ_K, 0, Dest::To(allow), Dest::To(eperm));
+
+    a.bind(socket);
+    a.load(ARG0_LOW);
+    for family in FAMILIES {
+        a.jump(BPF_JEQ_K, family, Dest::To(allow), Dest::Next);
+    }
+    a.ret(errno(libc::EAFNOSUPPORT));
+
+    a.bind(allow);
+    a.ret(ALLOW);
+    a.bind(eagain);
+    a.ret(errno(libc::EAGAIN));
+    a.bind(eperm);
+    a.ret(errno(libc::EPERM));
+    // A fixed program of a few dozen instructions: its jumps always fit.
+    a.finish().expect("the walls filter assembles")
+}
+
+/// One ABI's checks on the syscall number in A; falls through when none matches.
+fn abi_rules(
+    a: &mut Assembler,
+    n: &Numbers,
+    deny_new_tasks: bool,
+    [eagain, eperm, prctl, socket, setrlimit, prlimit]: [crate::policy::bpf::Label; 6],
+) {
+    if deny_new_tasks {
+        for nr in n.new_tasks {
+            a.jump(BPF_JEQ_K, nr, Dest::To(eagain), Dest::Next);
+        }
+    }
+    for nr in n
+        .keys
+        .into_iter()
+        .chain([n.io_uring_setup])
+        .chain(n.socketcall)
+    {
+        a.jump(BPF_JEQ_K, nr, Dest::To(eperm), Dest::Next);
+    }
+    a.jump(BPF_JEQ_K, n.prctl, Dest::To(prctl), Dest::Next);
+    a.jump(BPF_JEQ_K, n.socket, Dest::To(socket), Dest::Next);
+    a.jump(BPF_JEQ_K, n.setrlimit, Dest::To(setrlimit), Dest::Next);
+    a.jump(BPF_JEQ_K, n.prlimit64, Dest::To(prlimit), Dest::Next);
+}
+
+/// The two programs, assembled once.
+pub(crate) fn cached(deny_new_tasks: bool) -> &'static [Insn] {
+    static PROGRAMS: std::sync::OnceLock<[Vec<Insn>; 2]> = std::sync::OnceLock::new();
+    &PROGRAMS.get_or_init(|| [program(false), program(true)])[deny_new_tasks as usize]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::interp::{run, SeccompData};
+
+    fn decide(deny: bool, arch: u32, nr: u32, arg0: u64) -> u32 {
+        decide_args(deny, arch, nr, [arg0, 0, 0, 0, 0, 0])
+    }
+
+    fn decide_args(deny: bool, arch: u32, nr: u32, args: [u64; 6]) -> u32 {
+        run(&program(deny), &SeccompData::new(arch, nr, args)).expect("the program returns")
+    }
+
+    #[test]
+    fn decides_what_its_doc_says() {
+        const X64: u32 = AUDIT_ARCH_X86_64;
+        const X32: u32 = X32_SYSCALL_BIT;
+        for deny in [false, true] {
+            let tasks = if deny { errno(libc::EAGAIN) } else { ALLOW };
+            for nr in [56, 57, 58, 435, 56 | X32, 435 | X32] {
+                assert_eq!(decide(deny, X64, nr, 0), tasks, "x86_64 {nr:#x}");
+            }
+            for nr in [120, 2, 190, 435] {
+                assert_eq!(decide(deny, AUDIT_ARCH_I386, nr, 0), tasks, "i386 {nr}");
+            }
+            for (arch, nr) in [
+                (X64, 248),
+                (X64, 250 | X32),
+                (X64, 425),
+                (AUDIT_ARCH_I386, 288),
+            ] {
+                assert_eq!(
+                    decide(deny, arch, nr, 0),
+                    errno(libc::EPERM),
+                    "{arch:#x} {nr:#x}"
+                );
+            }
+            assert_eq!(decide(deny, AUDIT_ARCH_I386, 102, 1), errno(libc::EPERM));
+            // prctl: only PR_SET_DUMPABLE, whatever the high half says.
+            assert_eq!(decide(deny, X64, 157, 4), errno(libc::EPERM));
+            assert_eq!(decide(deny, X64, 157, 4 | 1 << 32), errno(libc::EPERM));
+            assert_eq!(decide(deny, X64, 157, 15), ALLOW); // PR_SET_NAME
+            assert_eq!(decide(deny, AUDIT_ARCH_I386, 172, 4), errno(libc::EPERM));
+            // socket: three families, on the low 32 bits.
+            for family in [1, 2, 10, 1 | 1 << 32] {
+                assert_eq!(decide(deny, X64, 41, family), ALLOW, "family {family:#x}");
+                assert_eq!(decide(deny, AUDIT_ARCH_I386, 359, family), ALLOW);
+            }
+            for family in [16, 17, 38, 40] {
+                assert_eq!(decide(deny, X64, 41, family), errno(libc::EAFNOSUPPORT));
+            }
+            // Everything else, and other architectures, is the profile's to decide.
+            for nr in [0, 1, 39, 60, 231, 9, 10] {
+                assert_eq!(decide(deny, X64, nr, 0), ALLOW, "{nr}");
+            }
+            assert_eq!(decide(deny, 0xdead, 57, 0), ALLOW);
+            // RLIMIT_CPU (0): no new value; reading it, and other limits, stay allowed.
+            let eperm = errno(libc::EPERM);
+            assert_eq!(decide(deny, X64, 160, 0), eperm);
+            assert_eq!(decide(deny, X64, 160, 1), ALLOW);
+            assert_eq!(decide(deny, AUDIT_ARCH_I386, 75, 0), eperm);
+            for (new, expect) in [(0, ALLOW), (0x1000, eperm), (1 << 32, eperm)] {
+                assert_eq!(decide_args(deny, X64, 302, [0, 0, new, 0, 0, 0]), expect);
+            }
+            assert_eq!(decide_args(deny, X64, 302, [0, 9, 0x1000, 0, 0, 0]), ALLOW);
+            // i386 pointers are 32 bits: a high half is not part of the call.
+            for (new, expect) in [(0, ALLOW), (1 << 32, ALLOW), (0x1000, eperm)] {
+                assert_eq!(
+                    decide_args(deny, AUDIT_ARCH_I386, 340, [0, 0, new, 0, 0, 0]),
+                    expect
+                );
+            }
+        }
+    }
+}
