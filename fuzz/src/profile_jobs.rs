@@ -11,8 +11,9 @@
 //!   without reuse), once its same-code worker is ended (`SameCode`, a batch with reuse), or
 //!   once the pool is dropped; and nothing at all is left of the case, pools, zygotes and
 //!   workers included, after it ([`Descendants`]);
-//! - the attacker's report is consistent with its limits (output, truncation, deadline), and
-//!   the runner reported rather than failed.
+//! - the runner reported the attacker's job rather than failed, and (but for a batch, whose
+//!   result line is only checked for an error) its report is consistent with its limits:
+//!   output, truncation, deadline.
 //!
 //! Shared word for word by the `profile_jobs` fuzz target and `tests/properties.rs` (`#[path]`),
 //! so it uses only `std`, `libc`, `serde_json`, `bytejail` and the oracle (`crate::oracle`).
@@ -36,13 +37,13 @@ use crate::oracle::{self, Host};
 
 /// At most this many calls per attacker.
 pub const MAX_CALLS: usize = 16;
-/// The attacker's deadline: a spin (one ending in three) costs this much.
+/// The attacker's deadline: a spin (one ending in four) costs this much.
 pub const ATTACK_TIMEOUT: Duration = Duration::from_millis(100);
 /// The canary's deadline: it needs a millisecond; a stalled machine must not make it miss this.
 pub const CANARY_TIMEOUT: Duration = Duration::from_secs(5);
 /// What the canary finds as its input.
 pub const CANARY_INPUT: &[u8] = b"canary: sum me, echo me";
-/// The attacker's input (read through `rdi`, never on fd 0).
+/// The attacker's input (its address is in `rdi`, one of the regions it aims at).
 pub const ATTACK_INPUT: &[u8] = b"attacker input";
 
 /// Where the canary follows the attacker.
