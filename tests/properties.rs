@@ -17,6 +17,14 @@ mod oracle;
 #[path = "../fuzz/src/same.rs"]
 mod same;
 
+#[allow(dead_code)] // The fuzz crate's x86-64 encoder, which `profile_jobs` builds attackers with.
+#[path = "../fuzz/src/asm.rs"]
+mod asm;
+
+#[allow(dead_code)] // Shared with the fuzz crate's `profile_jobs` target.
+#[path = "../fuzz/src/profile_jobs.rs"]
+mod profile_jobs;
+
 use std::cell::Cell;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -705,4 +713,147 @@ fn output_written_just_before_the_end_is_reported_whole() {
         panic!("{e}");
     }
     property.host.check_unchanged(&property.before);
+}
+
+/// The `profile_jobs` fuzz target's rule (`fuzz/src/profile_jobs.rs`): an attacker under a profile
+/// that allows every syscall makes up to 16 random calls (mprotect, mremap, madvise with every
+/// advice, remap_file_pages, mmap over runner pages, clone, fork, vfork, clone3, unshare,
+/// setsid, kill, prctl, fcntl, dup2, close, write, shmget, shmat, memfd_create, ftruncate,
+/// fallocate) on the runner's addresses it finds, with up to 8 processes; then a canary (strict
+/// or under the profile) on the same thread, pool, same-code slot or batch reports exactly what
+/// a fresh run of it reports, and no process of the attacker outlives its job.
+#[test]
+fn a_canary_after_a_profile_attacker_reports_what_a_fresh_run_reports() {
+    // The canary's fresh reports, before any attacker ran, and under the lock: the first
+    // profile run opens the process's handle on the shared network namespace, which another
+    // property would count as a leaked descriptor.
+    {
+        let _serial = serial();
+        profile_jobs::references();
+    }
+    Property::start().check(24, vec(any::<u8>(), 3..256), |host, bytes| {
+        let case = profile_jobs::Case::decode(&bytes, profile_jobs::namespaces());
+        profile_jobs::check_case(host, &case);
+        Ok(())
+    });
+}
+
+/// The twins of the property above: its process check sees an attacker's processes while they
+/// run (an attacker decoded from bytes: `Run` mode, spin at the end, `max_procs` 4, two
+/// `fork`s, so the worker and three children spin), and its canary check tells a canary that
+/// saw another input from one that did not.
+#[test]
+fn the_profile_oracle_sees_attacker_processes_and_a_changed_canary() {
+    let _serial = serial();
+    let different = bytejail::run(
+        profile_jobs::CANARY,
+        b"another input",
+        &profile_jobs::strict_options(),
+    );
+    let got = profile_jobs::essence(&different.unwrap().to_json());
+    assert_ne!(
+        &got,
+        profile_jobs::reference(false),
+        "the essence keeps the output and rax"
+    );
+    // The attacker's addresses are the runner's pages: it writes out the runner's code from
+    // the blob page (found through `[rsp]`) and makes that page writable (rbp, the last
+    // result, is 0 when the call succeeded).
+    use profile_jobs::{Arg, Case, Region};
+    let attack = Case {
+        mode: profile_jobs::Mode::Run,
+        max_procs: 1,
+        canary_profile: false,
+        ending: profile_jobs::Ending::Return,
+        calls: vec![
+            Case::call(
+                "write",
+                &[Arg::Value(1), Arg::Near(Region::Blob, 0), Arg::Value(16)],
+            ),
+            Case::call(
+                "mprotect",
+                &[Arg::Near(Region::Blob, 0), Arg::Value(4096), Arg::Value(7)],
+            ),
+        ],
+    };
+    let report = bytejail::run(&attack.attacker(), b"", &attack.attack_options()).unwrap();
+    match report.outcome {
+        Outcome::Returned(regs) => assert_eq!(regs.rbp, 0, "mprotect failed: {}", report.summary()),
+        _ => panic!("{}", report.summary()),
+    }
+    assert_eq!(report.output.len(), 16, "{}", report.summary());
+    assert!(
+        report.output.iter().any(|&b| b != 0),
+        "the blob page holds code"
+    );
+    if !profile_jobs::namespaces() {
+        eprintln!("not root: no PID namespace for workers; skipping the process twin");
+        return;
+    }
+    let case = profile_jobs::Case::decode(&[0xc0, 3, 0, 8, 8], true);
+    assert_eq!(
+        (case.mode, case.ending, case.max_procs),
+        (profile_jobs::Mode::Run, profile_jobs::Ending::Spin, 4)
+    );
+    assert_eq!(
+        case.calls.iter().map(|c| c.name()).collect::<Vec<_>>(),
+        ["fork", "fork"]
+    );
+    let mut options = case.attack_options();
+    options.limits.timeout = Duration::from_millis(1500);
+    let code = case.attacker();
+    let job = std::thread::spawn(move || bytejail::run(&code, b"", &options).unwrap());
+    let start = Instant::now();
+    let mut seen = 0;
+    while start.elapsed() < Duration::from_secs(1) && seen < 3 {
+        seen = seen.max(profile_jobs::Descendants::now().guest_made.len());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(seen, 3, "the attacker's three children were never seen");
+    let report = job.join().unwrap();
+    assert_eq!(report.outcome, Outcome::Timeout, "{}", report.summary());
+    assert_eq!(
+        profile_jobs::Descendants::now(),
+        profile_jobs::Descendants::default()
+    );
+}
+
+/// Found while writing `profile_jobs`: a pooled job is reported as soon as its guest returns,
+/// and its worker (init of the job's PID namespace) is ended later by the pool's refill
+/// thread, so a process the guest forked still runs after `Pool::run` returned the report
+/// (for some milliseconds; measured here: gone 50 ms later). The README's "no process outlives
+/// its job" does not hold for the pool until then. `profile_jobs` therefore checks a pool's
+/// attacker only once the pool is dropped.
+#[test]
+#[ignore = "known: a pooled worker that returned lingers, with its guest's processes, after the report"]
+fn a_pooled_jobs_processes_are_dead_when_it_is_reported() {
+    let _serial = serial();
+    if !profile_jobs::namespaces() {
+        return;
+    }
+    // fork; the child spins (jz to `jmp $`), the parent returns.
+    let code = [
+        0xb8, 0x39, 0, 0, 0, 0x0f, 0x05, 0x48, 0x85, 0xc0, 0x74, 0x01, 0xc3, 0xeb, 0xfe,
+    ];
+    let mut options = profile_jobs::profile_options();
+    options.limits.max_procs = 4;
+    let pool = Pool::new(options.clone(), 1).unwrap();
+    // The refill thread ends the worker soon after the report: look right after each of a
+    // few jobs (most show the child; any one is the bug).
+    let mut alive = Vec::new();
+    for _ in 0..10 {
+        let report = pool.run(&code, b"", &options).unwrap();
+        assert!(
+            matches!(report.outcome, Outcome::Returned(_)),
+            "{}",
+            report.summary()
+        );
+        alive.extend(profile_jobs::Descendants::now().guest_made);
+    }
+    drop(pool);
+    assert_eq!(
+        alive,
+        Vec::<String>::new(),
+        "alive after their jobs' reports"
+    );
 }

@@ -1,7 +1,8 @@
 //! Writes the `run_bytes` seed corpus: every guest sample (`guest-samples/**/*.s`) assembled
 //! with `bytejail::load::load_path`, as raw code in `fuzz/seeds/run_bytes/<name>.bin`; and the
 //! `same_code` seeds in `fuzz/seeds/same_code/`: a few samples as raw cases with inputs that
-//! return, crash and return again, and a few programs of steps.
+//! return, crash and return again, and a few programs of steps; and the `profile_jobs` seeds in
+//! `fuzz/seeds/profile_jobs/` (`bytejail_fuzz::profile_jobs::seeds`).
 //!
 //! ```sh
 //! cargo run --manifest-path fuzz/Cargo.toml --example make_seeds
@@ -52,6 +53,17 @@ fn main() {
         seeds.display()
     );
     same_code_seeds(&samples, &fuzz_dir.join("seeds/same_code"));
+    profile_seeds(&fuzz_dir.join("seeds/profile_jobs"));
+}
+
+fn profile_seeds(seeds: &Path) {
+    fs::create_dir_all(seeds).unwrap_or_else(|e| panic!("creating {seeds:?}: {e}"));
+    let cases = bytejail_fuzz::profile_jobs::seeds();
+    for (name, case) in &cases {
+        let file = seeds.join(format!("{name}.bin"));
+        fs::write(&file, case.encode()).unwrap_or_else(|e| panic!("writing {file:?}: {e}"));
+    }
+    println!("{} seeds in {}", cases.len(), seeds.display());
 }
 
 /// Samples that read their input from memory or not at all, so that their same-code inputs

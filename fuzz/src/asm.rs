@@ -12,12 +12,17 @@ impl Reg {
     pub const RCX: Reg = Reg(1);
     pub const RDX: Reg = Reg(2);
     pub const RBX: Reg = Reg(3);
+    pub const RSP: Reg = Reg(4);
     pub const RBP: Reg = Reg(5);
     pub const RSI: Reg = Reg(6);
     pub const RDI: Reg = Reg(7);
     pub const R8: Reg = Reg(8);
     pub const R9: Reg = Reg(9);
     pub const R10: Reg = Reg(10);
+    pub const R12: Reg = Reg(12);
+    pub const R13: Reg = Reg(13);
+    pub const R14: Reg = Reg(14);
+    pub const R15: Reg = Reg(15);
 
     fn low(self) -> u8 {
         self.0 & 7
@@ -107,6 +112,29 @@ impl Asm {
         self.bytes(&imm.to_le_bytes());
     }
 
+    /// `mov dst, src` (3 bytes).
+    pub fn mov_reg(&mut self, dst: Reg, src: Reg) {
+        let rex = 0x48 | u8::from(src.high()) << 2 | u8::from(dst.high());
+        self.bytes(&[rex, 0x89, 0xc0 | src.low() << 3 | dst.low()]);
+    }
+
+    /// `mov reg, [rsp]` (4 bytes).
+    pub fn load_rsp0(&mut self, reg: Reg) {
+        self.bytes(&[rex_w(reg, false), 0x8b, 0x04 | reg.low() << 3, 0x24]);
+    }
+
+    /// `add reg, imm32` (7 bytes).
+    pub fn add_imm(&mut self, reg: Reg, imm: i32) {
+        self.bytes(&[rex_w(reg, true), 0x81, 0xc0 | reg.low()]);
+        self.bytes(&imm.to_le_bytes());
+    }
+
+    /// `and reg, imm32` (7 bytes; the immediate is sign-extended).
+    pub fn and_imm(&mut self, reg: Reg, imm: i32) {
+        self.bytes(&[rex_w(reg, true), 0x81, 0xe0 | reg.low()]);
+        self.bytes(&imm.to_le_bytes());
+    }
+
     /// `sub rsp, imm32` (7 bytes).
     pub fn sub_rsp(&mut self, imm: i32) {
         self.bytes(&[0x48, 0x81, 0xec]);
@@ -172,6 +200,11 @@ mod tests {
         asm.load_rax(0x200);
         asm.sub_rsp(0x200);
         asm.add_rax(-8);
+        asm.mov_reg(Reg::R13, Reg::RDI);
+        asm.mov_reg(Reg::RSI, Reg::R12);
+        asm.load_rsp0(Reg::R12);
+        asm.add_imm(Reg::R15, -0x2000);
+        asm.and_imm(Reg::RBX, -4096);
         asm.bytes(op::SYSCALL);
         let code = asm.finish();
         let text = bytejail::disasm::listing(&code);
@@ -187,11 +220,16 @@ mod tests {
             "mov rax,[rsp+200h]",
             "sub rsp,200h",
             "add rax,0FFFFFFFFFFFFFFF8h",
+            "mov r13,rdi",
+            "mov rsi,r12",
+            "mov r12,[rsp]",
+            "add r15,0FFFFFFFFFFFFE000h",
+            "and rbx,0FFFFFFFFFFFFF000h",
             "syscall",
         ] {
             assert!(text.contains(want), "{want} not in\n{text}");
         }
-        assert_eq!(text.lines().count(), 12, "{text}");
+        assert_eq!(text.lines().count(), 17, "{text}");
     }
 
     #[test]

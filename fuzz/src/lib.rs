@@ -7,6 +7,7 @@
 pub mod asm;
 pub mod oracle;
 pub mod profile;
+pub mod profile_jobs;
 pub mod same;
 pub mod storm;
 
