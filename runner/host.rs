@@ -463,6 +463,17 @@ pub(crate) fn drive(
             // The guest returned: its report needs nothing more from the worker.
             let cpu = cpu_clock(pid).saturating_sub(cpu_before);
             let report = report_returned(arena, watch.output, start, cpu);
+            if guest_may_signal(options) {
+                // Under a profile the guest may have started processes (or claimed "done" and
+                // run on): the job is reported only once its worker, and with it (init of its
+                // PID namespace) every process of the job, is dead and reaped.
+                sys::end_child(pid, &pidfd);
+                drop((input_r, output_r, output_w, cgroup));
+                return Ok(Driven {
+                    report,
+                    lingering: None,
+                });
+            }
             let lingering = Lingering {
                 pid,
                 pidfd,

@@ -709,7 +709,9 @@ fn a_guest_cannot_fake_a_setup_failure_without_a_pid_namespace() {
     );
 }
 
-/// HOLE (low-medium): a pooled guest says "done" itself and keeps running past its report.
+/// Was a HOLE (low-medium), fixed for profiles: a pooled guest says "done" itself and keeps
+/// running past its report. Under a profile the pool now ends and reaps the worker before it
+/// reports; under strict mode the guest can do nothing but spin until the refill thread ends it.
 /// The done message is public (`CTX_SEQ` in the data page, `DONE_FD` 4 is open to the guest)
 /// and the host's confirmation reads the record page, which the guest writes: so the pool
 /// reports `returned` at once while the guest (and, with `max_procs` > 1, its children) runs on
@@ -722,7 +724,6 @@ fn a_guest_cannot_fake_a_setup_failure_without_a_pid_namespace() {
 /// page, and `/proc/<pid>/stat` state S; the task count is 1), or simply kills and reaps the
 /// worker before returning the report (about 60 us) when the policy is a profile.
 #[test]
-#[ignore = "hole: a pooled guest forges its done message and runs on after its report"]
 fn a_pooled_job_is_not_reported_while_its_guest_runs() {
     let name = marker("bjrevdone");
     // The blob page is where the return address points; the data page follows it:
