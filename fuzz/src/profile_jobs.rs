@@ -769,6 +769,7 @@ pub fn check_case(host: &Host, case: &Case) -> String {
             template.limits.timeout = CANARY_TIMEOUT;
             let pool = Pool::new(template, 1).expect("a pool starts");
             let report = check_attack_report(pool.run(&code, ATTACK_INPUT, &attack), &attack);
+            check_no_guest_process("after the attacker's pooled report", case);
             let summary = report.summary();
             let report = pool
                 .run(CANARY, CANARY_INPUT, &canary)
