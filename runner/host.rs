@@ -178,7 +178,7 @@ pub(crate) struct Spawned {
     /// reports EOF: the worker's end is seen once, on its pidfd, and the host wakes only then
     /// (and for output), not also when the dying worker's descriptors close.
     pub output_w: OwnedFd,
-    /// The job's pids cgroup, removed once the worker is reaped.
+    /// The job's cgroups, removed once the worker is reaped.
     pub cgroup: Option<crate::cgroup::JobCgroup>,
 }
 
@@ -218,24 +218,12 @@ pub(crate) fn spawn(
     let control = [fds.go, fds.done];
     debug_assert!(arena.mapped_here(), "spawning into another process's arena");
     let walls = walls(options)?;
-    let cgroup = if walls.pid_namespace() && options.limits.max_procs > 1 {
-        crate::cgroup::available().map_err(|why| {
-            Error::Input(InputError::Invalid(format!(
-                "--max-procs {} needs a pids cgroup for the job, and {why} (see bytejail doctor)",
-                options.limits.max_procs
-            )))
-        })?;
-        let cgroup = crate::cgroup::JobCgroup::new(options.limits.max_procs)
-            .map_err(|e| Error::io("making the job's pids cgroup", e))?;
-        Some(cgroup)
-    } else {
-        None
-    };
+    let cgroup = job_cgroup(options, &walls)?;
     let cgroup_procs = match &cgroup {
         Some(cgroup) => cgroup
-            .procs_path()
-            .map_err(|e| Error::io("making the job's pids cgroup", e))?,
-        None => [0; crate::cgroup::PROCS_PATH_MAX],
+            .procs_paths()
+            .map_err(|e| Error::io("making the job's cgroups", e))?,
+        None => [[0; crate::cgroup::PROCS_PATH_MAX]; 2],
     };
     let plan = WorkerPlan {
         host_pid: arena.owner_pid(),
@@ -288,6 +276,41 @@ pub(crate) fn worker_limits_match(options: &RunOptions, template: &RunOptions) -
         && a.max_file_size == b.max_file_size
         && a.max_open_files == b.max_open_files
         && a.cpu_time == b.cpu_time
+}
+
+/// The job's cgroups (see [`crate::cgroup`]): a pids cgroup when a profile job may have more
+/// than one process (required: refused without one), and a memory cgroup for every profile
+/// job where the memory controller can be had (its limit: the job's memory, plus room for
+/// what the kernel keeps for the worker: page tables, its stack, socket buffers). Strict
+/// workers need neither: they can neither fork nor hold memory outside their mappings.
+fn job_cgroup(
+    options: &RunOptions,
+    walls: &Walls,
+) -> Result<Option<crate::cgroup::JobCgroup>, Error> {
+    use crate::cgroup::{available, Controller, JobCgroup};
+    if arena_reusable(&options.policy) {
+        return Ok(None);
+    }
+    let max_procs = options.limits.max_procs;
+    let pids = (walls.pid_namespace() && max_procs > 1).then_some(max_procs);
+    if pids.is_some() {
+        available(Controller::Pids).map_err(|why| {
+            Error::Input(InputError::Invalid(format!(
+                "--max-procs {max_procs} needs a pids cgroup for the job, and {why} (see \
+                 bytejail doctor)"
+            )))
+        })?;
+    }
+    const KERNEL_ROOM: u64 = 32 << 20;
+    let memory = available(Controller::Memory)
+        .is_ok()
+        .then(|| (options.limits.memory as u64).saturating_add(KERNEL_ROOM));
+    if pids.is_none() && memory.is_none() {
+        return Ok(None);
+    }
+    JobCgroup::new(pids, memory)
+        .map(Some)
+        .map_err(|e| Error::io("making the job's cgroups", e))
 }
 
 /// Whether this process can give workers namespaces of their own (PID, IPC, mount), asked
@@ -496,12 +519,15 @@ pub(crate) fn drive(
     let setup_failed = guest_may_signal(options) && setup_failed_unreaped(arena, pid);
     let reaped = sys::wait4(pid).map_err(|e| Error::io("reaping the worker", e))?;
     let wall = start.elapsed();
+    let oom_killed = cgroup.as_ref().is_some_and(|c| c.oom_killed());
     drop((pidfd, input_r, output_w, cgroup));
     if setup_failed {
         return Err(setup_error(&arena.record()));
     }
     let cpu_limit = cpu_limit_secs(options);
-    let report = report_reaped(&reaped, watch?, arena, code, cpu_limit, wall, cpu_before)?;
+    let mut watch = watch?;
+    watch.oom_killed = oom_killed;
+    let report = report_reaped(&reaped, watch, arena, code, cpu_limit, wall, cpu_before)?;
     Ok(Driven {
         report,
         lingering: None,
@@ -765,6 +791,8 @@ pub(crate) struct Watch {
     pub cpu_time: Option<Duration>,
     /// The guest may raise any signal itself (see [`guest_may_signal`]).
     pub guest_may_signal: bool,
+    /// The kernel's OOM killer ended a process of the job for its memory cgroup's limit.
+    pub oom_killed: bool,
 }
 
 /// A same-code worker's done pipe, watched for the "done" message of input `seq`: the input
@@ -914,6 +942,7 @@ pub(crate) fn watch_worker(
         strict: options.policy == Policy::Strict,
         cpu_time: options.limits.cpu_time,
         guest_may_signal: guest_may_signal(options),
+        oom_killed: false,
     })
 }
 
@@ -1012,6 +1041,9 @@ fn classify(
         }
         if watch.strict {
             return Ok((Outcome::SyscallViolation, None));
+        }
+        if watch.oom_killed {
+            return Ok((Outcome::MemoryLimit, None));
         }
         // A filter traps every violation (SIGSYS): this SIGKILL came from outside bytejail.
         return Ok((Outcome::Killed, None));

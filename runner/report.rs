@@ -31,6 +31,9 @@ pub enum Outcome {
     /// The job used up its CPU time (`Limits::cpu_time`): the host killed it, or the kernel's
     /// `RLIMIT_CPU` did.
     CpuTimeLimit,
+    /// The kernel's OOM killer ended the job at its memory cgroup's limit (`Limits::memory`,
+    /// counting memory held outside mappings: SysV shared memory, memfd and tmpfs pages).
+    MemoryLimit,
     /// A SIGKILL that no part of bytejail sent or caused, under a filter (which traps every
     /// violation instead of killing): another process, or the kernel's OOM killer.
     Killed,
@@ -47,6 +50,7 @@ impl Outcome {
             Outcome::Timeout => "timeout",
             Outcome::OutputLimit => "output_limit",
             Outcome::CpuTimeLimit => "cpu_time_limit",
+            Outcome::MemoryLimit => "memory_limit",
             Outcome::Killed => "killed",
         }
     }
@@ -58,7 +62,10 @@ impl Outcome {
             Outcome::Exited(code) => code & 0xff,
             Outcome::Crashed { signal, .. } => 128 + signal,
             Outcome::SyscallViolation => 159,
-            Outcome::Timeout | Outcome::OutputLimit | Outcome::CpuTimeLimit => 124,
+            Outcome::Timeout
+            | Outcome::OutputLimit
+            | Outcome::CpuTimeLimit
+            | Outcome::MemoryLimit => 124,
             Outcome::Killed => 128 + libc::SIGKILL,
         }
     }
@@ -142,7 +149,11 @@ impl Report {
                     obj.insert("syscall".into(), json!(syscall));
                 }
             }
-            Outcome::Timeout | Outcome::OutputLimit | Outcome::CpuTimeLimit | Outcome::Killed => {}
+            Outcome::Timeout
+            | Outcome::OutputLimit
+            | Outcome::CpuTimeLimit
+            | Outcome::MemoryLimit
+            | Outcome::Killed => {}
         }
         obj.insert("output_hex".into(), json!(hex_string(&self.output)));
         if let Ok(text) = std::str::from_utf8(&self.output) {
@@ -195,6 +206,7 @@ impl Report {
                 "killed after {:.3}s of CPU time",
                 (self.user + self.sys).as_secs_f64()
             ),
+            Outcome::MemoryLimit => "killed by the kernel at its memory limit".to_string(),
             Outcome::Killed => {
                 "SIGKILL from outside bytejail (another process or the OOM killer)".to_string()
             }

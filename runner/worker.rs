@@ -596,7 +596,7 @@ pub(crate) const STAGES: [&str; 16] = [
     "worker setup: dropping privileges for filter mode",
     "worker setup: joining the empty network namespace",
     "worker setup: Landlock",
-    "worker setup: joining the job's pids cgroup",
+    "worker setup: joining the job's cgroups",
     "worker setup: an empty root file system",
 ];
 
@@ -673,9 +673,9 @@ pub(crate) struct WorkerPlan {
     pub walls: Walls,
     /// Resource limits set before the guest runs (`RLIMIT_AS` is the blob's, after the scrub).
     pub rlimits: [(u32, u64); 2],
-    /// The NUL-terminated path of the job's pids cgroup's `cgroup.procs`, which the worker
+    /// The NUL-terminated paths of the job's cgroups' `cgroup.procs` files, which the worker
     /// writes itself into first (see [`crate::cgroup`]); empty (a leading NUL) for none.
-    pub cgroup_procs: [u8; crate::cgroup::PROCS_PATH_MAX],
+    pub cgroup_procs: [[u8; crate::cgroup::PROCS_PATH_MAX]; 2],
 }
 
 /// The walls a profile worker gets besides seccomp, decided by the host before the fork.
@@ -991,9 +991,9 @@ unsafe fn worker_main(plan: &WorkerPlan) -> ! {
             ),
         );
 
-        // Into the job's pids cgroup before anything else can fork ("0": this process).
-        if plan.cgroup_procs[0] != 0 {
-            let path = plan.cgroup_procs.as_ptr() as usize;
+        // Into the job's cgroups before anything else can fork ("0": this process).
+        for procs in plan.cgroup_procs.iter().filter(|p| p[0] != 0) {
+            let path = procs.as_ptr() as usize;
             let flags = (libc::O_WRONLY | libc::O_CLOEXEC) as usize;
             let fd = raw::syscall3(libc::SYS_open, path, flags, 0);
             check(data, STAGE_CGROUP, fd);
