@@ -633,6 +633,14 @@ fn read_proc(pid: u32) -> Option<Proc> {
                 .collect()
         })
         .unwrap_or_default();
+    // A process whose every NSpid reads 0 is being released by its reaper between our reads
+    // of `stat` and `status` (a batch's next job may be reaping its own worker right now): it
+    // can no longer run.
+    let state = if !nspid.is_empty() && nspid.iter().all(|&n| n == 0) {
+        'X'
+    } else {
+        state
+    };
     Some(Proc {
         pid,
         ppid,
