@@ -80,10 +80,15 @@ pub struct Fault {
     pub code_offset: Option<u64>,
     /// The faulting instruction in Intel syntax, when it lies in the guest code.
     pub instruction: Option<String>,
+    /// True when the kernel itself showed this fault, through the tracer: the signal came
+    /// from an instruction (not from a process that queued it) in this very run. False when
+    /// it comes from the worker's own record, which the guest can write (an untraced run).
+    pub verified: bool,
 }
 
-/// Which syscall a violation was, when it can be known: from a filter's SIGSYS trap, or from
-/// the diagnostic re-run under `strict-bpf` after a strict-mode kill.
+/// Which syscall a violation was, when it can be known: from the tracer (the kernel's own
+/// view of the call), or, untraced, from a filter's SIGSYS trap or a traced diagnostic re-run
+/// after a strict-mode kill.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ViolatingSyscall {
     /// The number as the guest passed it (x32: with the 0x40000000 bit).
@@ -94,6 +99,13 @@ pub struct ViolatingSyscall {
     pub abi: crate::syscalls::Abi,
     /// Offset of the syscall instruction in the guest code, when it lies there.
     pub code_offset: Option<u64>,
+    /// The six argument registers as the kernel saw them at the call (`rdi, rsi, rdx, r10,
+    /// r8, r9`; for `int 0x80`: `ebx, ecx, edx, esi, edi, ebp`), when known.
+    pub args: Option<[u64; 6]>,
+    /// True when the kernel itself showed this call in this very run (the tracer). False
+    /// when it comes from a diagnostic re-run that ended the same way, or from the worker's
+    /// own record, which the guest can write.
+    pub verified: bool,
 }
 
 /// Everything the host knows about one run.
@@ -182,6 +194,9 @@ impl Report {
                         _ => {}
                     }
                     s += &format!(", address 0x{:x}", fault.address);
+                    if !fault.verified {
+                        s += " (unverified)";
+                    }
                 }
                 s
             }
@@ -193,8 +208,15 @@ impl Report {
                         sc.abi.name(),
                         sc.nr
                     );
+                    if let Some(args) = sc.args {
+                        let args: Vec<String> = args.iter().map(|a| format!("{a:#x}")).collect();
+                        s += &format!(" args ({})", args.join(", "));
+                    }
                     if let Some(off) = sc.code_offset {
                         s += &format!(" at code+0x{off:x}");
+                    }
+                    if !sc.verified {
+                        s += " (unverified)";
                     }
                     s + ", stopped by seccomp"
                 }
