@@ -28,10 +28,12 @@ Guest ABI (v1):
   allows only read, write, exit and rt_sigreturn (Linux 6.14+ also lets uretprobe, 6.18+ uprobe through).
 
 Values:
-  SIZE      bytes, or a number with a binary unit: 4096, 64KiB, 1MiB, 1.5MiB
-            (K/KiB, M/MiB, G/GiB, T/TiB all mean powers of 1024)
+  SIZE      bytes, or a number with a unit: 4096, 64KiB, 1MiB, 1.5MiB, 1GB
+            (K/KiB, M/MiB, G/GiB, T/TiB mean powers of 1024: 1G = 1GiB = 2^30;
+            kB, MB, GB, TB mean powers of 1000: 1GB = 10^9)
   DURATION  a number with a unit: 300ms, 2s, 1.5s (ns, us, ms, s, m, h)
-  HEX       bytes in hex; whitespace and 0x / \\x prefixes are tolerated: \"b0 2a c3\", \"0xb0 0x2a 0xc3\"
+  HEX       bytes in hex; whitespace and 0x / \\x prefixes are tolerated: \"b0 2a c3\", \"0xb0 0x2a 0xc3\";
+            C strings stand for their bytes: '\"\\x6a\\x3b\" \"\\x58\"'
 
 Outcomes and exit status (the same with and without --json):
   returned            the guest returned to the runner       rax & 0xff
@@ -146,11 +148,17 @@ pub struct CodeArgs {
         long,
         value_name = "FORMAT",
         ignore_case = true,
-        conflicts_with = "hex",
+        conflicts_with_all = ["hex", "asm"],
         value_parser = PossibleValuesParser::new(["bin", "hex", "gas", "nasm", "elf"])
             .try_map(|name| Format::from_name(&name).ok_or("unknown format")),
     )]
     pub format: Option<Format>,
+
+    /// The syntax of GNU as source (.s, .S, --format gas): `att` (GNU as's own, `mov $42,
+    /// %eax`) or `intel` (`mov eax, 42`, registers without `%`). [default: att for files,
+    /// intel for --asm]
+    #[arg(long, value_name = "SYNTAX", ignore_case = true)]
+    pub syntax: Option<SyntaxArg>,
 
     /// A directory the assembler may read includes from (`.include`, `#include`, `%include`,
     /// `.incbin`); repeatable. Without it the assembler reads only the source and the system's
@@ -169,9 +177,34 @@ pub struct CodeSource {
     #[arg(value_name = "FILE")]
     pub file: Option<PathBuf>,
 
-    /// Inline code as hex, e.g. "b0 2a c3". Whitespace and 0x / \x prefixes are tolerated.
+    /// Inline code as hex, e.g. "b0 2a c3". Whitespace and 0x / \x prefixes are tolerated, and
+    /// C strings stand for their bytes: '"\x6a\x3b" "\x58"'.
     #[arg(long, value_name = "HEX")]
     pub hex: Option<String>,
+
+    /// Inline assembly, Intel syntax unless --syntax att, instructions separated by `;` or
+    /// newlines, e.g. 'mov eax, 42; ret'. Assembled with GNU as (binutils), in the same
+    /// sandbox as a .s file.
+    #[arg(long, value_name = "ASM")]
+    pub asm: Option<String>,
+}
+
+/// `--syntax`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SyntaxArg {
+    /// AT&T: `mov $42, %eax`.
+    Att,
+    /// Intel, registers without `%`: `mov eax, 42`.
+    Intel,
+}
+
+impl From<SyntaxArg> for load::Syntax {
+    fn from(syntax: SyntaxArg) -> load::Syntax {
+        match syntax {
+            SyntaxArg::Att => load::Syntax::Att,
+            SyntaxArg::Intel => load::Syntax::Intel,
+        }
+    }
 }
 
 /// `bytejail run`.
@@ -644,17 +677,53 @@ fn disasm(args: DisasmArgs) -> Result<Completion, Error> {
 impl CodeArgs {
     /// Reads the code from FILE (or stdin) or `--hex`.
     fn load(&self, max_code: usize) -> Result<Vec<u8>, InputError> {
-        match (&self.source.file, &self.source.hex) {
-            (Some(path), _) => {
-                let mut options = load::LoadOptions::new(max_code);
-                options.include_dirs.clone_from(&self.include_dirs);
+        let mut options = load::LoadOptions::new(max_code);
+        options.include_dirs.clone_from(&self.include_dirs);
+        let source = &self.source;
+        match (&source.file, &source.hex, &source.asm) {
+            (Some(path), _, _) => {
+                if let Some(syntax) = self.syntax {
+                    let format = self.format.or_else(|| Format::from_path(path));
+                    if format.is_some_and(|format| format != Format::Gas) {
+                        return Err(invalid(format!(
+                            "--syntax {}: only GNU as sources (.s, .S, --format gas) have a \
+                             choice of syntax",
+                            syntax.name()
+                        )));
+                    }
+                    options.syntax = syntax.into();
+                }
                 load::load_path_with(path, self.format, &options)
             }
-            (None, Some(hex)) => load::load_bytes(hex.as_bytes(), Format::Hex, "--hex", max_code),
+            (None, Some(hex), _) => {
+                if let Some(syntax) = self.syntax {
+                    return Err(invalid(format!(
+                        "--syntax {}: --hex is machine code, not assembly",
+                        syntax.name()
+                    )));
+                }
+                load::load_bytes(hex.as_bytes(), Format::Hex, "--hex", max_code)
+            }
+            (None, None, Some(asm)) => {
+                options.syntax = self.syntax.unwrap_or(SyntaxArg::Intel).into();
+                // GNU as separates statements with `;` as well as newlines on x86.
+                let mut text = asm.clone();
+                text.push('\n');
+                load::load_bytes_with(text.as_bytes(), Format::Gas, "--asm", &options)
+            }
             // clap requires one of them; say so plainly should that ever change.
-            (None, None) => Err(InputError::Invalid(
-                "no code given: pass FILE, `-` or --hex".to_string(),
+            (None, None, None) => Err(InputError::Invalid(
+                "no code given: pass FILE, `-`, --hex or --asm".to_string(),
             )),
+        }
+    }
+}
+
+impl SyntaxArg {
+    fn name(self) -> &'static str {
+        match self {
+            SyntaxArg::Att => "att",
+            SyntaxArg::Intel => "intel",
         }
     }
 }

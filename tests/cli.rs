@@ -408,7 +408,7 @@ fn plain_mode_prints_raw_output_and_a_summary_line() {
     run.assert_one_line_on_stderr();
     assert!(
         run.stderr
-            .starts_with("bytejail: returned: rax=0 (0x0); 4 bytes of output, "),
+            .starts_with("bytejail: returned: rax=0x0; 4 bytes of output, "),
         "{:?}",
         run.stderr
     );
