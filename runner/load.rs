@@ -1487,6 +1487,28 @@ mod tests {
     }
 
     #[test]
+    fn intel_looking_sources() {
+        for intel in [
+            "mov eax, 42\nret\n",
+            "start:\n  mov qword ptr [rdi], 1 # store\n  ret",
+            "xor edi, edi; mov eax, 60; syscall",
+            ".text\n.globl f\nf: lea rsi, [rip + msg]\n",
+        ] {
+            assert!(looks_like_intel(intel), "{intel:?}");
+        }
+        for not_intel in [
+            "mov $42, %eax\nret\n",
+            "movq $1, (%rdi)\nret",
+            ".intel_syntax noprefix\nmov eax, 42\nbogus\n",
+            "ret\nsyscall\n",
+            "nop\n.byte 0x90\n",
+            "mov %eax, %ebx; add ecx, 1; mov $1, %eax",
+        ] {
+            assert!(!looks_like_intel(not_intel), "{not_intel:?}");
+        }
+    }
+
+    #[test]
     fn hex_that_is_not_text() {
         let err = load_bytes(b"b0 2a\nc3 \xff\xfe", Format::Hex, "x.hex", 100).unwrap_err();
         assert_eq!(

@@ -895,7 +895,7 @@ fn disasm_prints_intel_syntax_with_offsets() {
         String::from_utf8(run.stdout).unwrap(),
         "0x0000:  b0 01                       mov al,1\n\
          0x0002:  c3                          ret\n\
-         0x0003:  b0 2a                       mov al,2Ah\n\
+         0x0003:  b0 2a                       mov al,0x2a\n\
          0x0005:  c3                          ret\n"
     );
 
@@ -911,7 +911,7 @@ fn disasm_prints_intel_syntax_with_offsets() {
     assert_eq!(run.status, 0, "{run:?}");
     assert_eq!(
         String::from_utf8(run.stdout).unwrap(),
-        "0x0000:  b8 2a 00 00 00              mov eax,2Ah\n\
+        "0x0000:  b8 2a 00 00 00              mov eax,0x2a\n\
          0x0005:  c3                          ret\n"
     );
 
