@@ -117,6 +117,27 @@ pub enum Command {
     /// assemblers. Exits 1 when something strict-mode jobs need is missing.
     #[command(after_long_help = DOCTOR_AFTER_LONG_HELP)]
     Doctor(DoctorArgs),
+    /// Print a shell completion script, e.g. `bytejail completions bash >
+    /// /etc/bash_completion.d/bytejail`.
+    Completions(CompletionsArgs),
+    /// Print a man page in roff, e.g. `bytejail man run | man -l -`.
+    Man(ManArgs),
+}
+
+/// `bytejail completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_name = "SHELL", ignore_case = true)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `bytejail man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// The command whose page to print (bytejail-COMMAND(1)); without it, bytejail(1).
+    #[arg(value_name = "COMMAND")]
+    pub command: Option<String>,
 }
 
 /// What `bytejail doctor --help` prints after the options.
@@ -318,8 +339,9 @@ pub struct WorkerArgs {
     /// watches the worker's CPU clock; RLIMIT_CPU is its backstop); more than 0, at most 24h.
     #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
     pub cpu_time: Option<Duration>,
-    /// Do not warn about profile entries skipped because no x86 ABI has their syscall.
-    #[arg(long)]
+    /// Print nothing on stderr but errors: no summary line, no hints, no warning about
+    /// profile entries skipped because no x86 ABI has their syscall.
+    #[arg(long, short = 'q')]
     pub quiet: bool,
 }
 
@@ -415,6 +437,8 @@ impl Cli {
             Command::Bench(args) => crate::bench_cli::bench(args).map(|()| Completion::Done),
             Command::Doctor(args) => doctor(args),
             Command::Policy(args) => crate::policy_cli::policy(args),
+            Command::Completions(args) => completions(args),
+            Command::Man(args) => man(args),
         }
     }
 }
@@ -457,9 +481,146 @@ fn run(args: RunArgs) -> Result<Completion, Error> {
         write_stdout(line.as_bytes())?;
     } else {
         write_stdout(&report.output)?;
-        print_diagnostic(report.summary());
+        if !args.worker.quiet {
+            // On a shared terminal the summary would otherwise start on the output's last line.
+            if report.output.last().is_some_and(|&byte| byte != b'\n') && same_terminal() {
+                let _ = io::stderr().write_all(b"\n");
+            }
+            print_diagnostic(report.summary());
+            if ran_off_the_end(&report.outcome, &code) {
+                print_diagnostic("hint: the guest ran off the end of its code (no ret or exit?)");
+            }
+        }
     }
     Ok(Completion::Ran(report.outcome))
+}
+
+/// Whether a crash looks like the guest running past its last instruction: it crashed outside
+/// its code (past the end, a fault there has no code offset) and its code ends in an
+/// instruction that goes on to the next (no `ret`, `jmp`, exit...). The report does not hold
+/// the faulting `rip`, so this is a guess for a hint, never part of a report.
+fn ran_off_the_end(outcome: &Outcome, code: &[u8]) -> bool {
+    match outcome {
+        Outcome::Crashed {
+            signal,
+            fault: Some(fault),
+        } => {
+            [libc::SIGSEGV, libc::SIGILL, libc::SIGBUS].contains(signal)
+                && fault.code_offset.is_none()
+                && disasm::can_fall_off_end(code)
+        }
+        _ => false,
+    }
+}
+
+/// Whether stdout and stderr are the same terminal (same device and inode), where the guest's
+/// output and the summary share the screen.
+fn same_terminal() -> bool {
+    use std::io::IsTerminal;
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let (stdout, stderr) = (io::stdout(), io::stderr());
+    if !(stdout.is_terminal() && stderr.is_terminal()) {
+        return false;
+    }
+    let metadata = |fd: std::os::fd::BorrowedFd<'_>| {
+        fd.try_clone_to_owned()
+            .map(std::fs::File::from)
+            .and_then(|file| file.metadata())
+            .ok()
+    };
+    match (metadata(stdout.as_fd()), metadata(stderr.as_fd())) {
+        (Some(out), Some(err)) => (out.dev(), out.ino(), out.rdev()) == (err.dev(), err.ino(), err.rdev()),
+        _ => false,
+    }
+}
+
+/// `bytejail completions SHELL`: the completion script on stdout.
+fn completions(args: CompletionsArgs) -> Result<Completion, Error> {
+    use clap::CommandFactory;
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut Cli::command(), "bytejail", &mut script);
+    write_stdout(&script)?;
+    Ok(Completion::Done)
+}
+
+/// `bytejail man [COMMAND]`: the man page in roff on stdout.
+fn man(args: ManArgs) -> Result<Completion, Error> {
+    use clap::CommandFactory;
+    let cli = Cli::command();
+    let page = match &args.command {
+        None => cli,
+        Some(name) => {
+            let names: Vec<String> = cli
+                .get_subcommands()
+                .map(|sub| sub.get_name().to_string())
+                .collect();
+            let Some(sub) = cli.find_subcommand(name) else {
+                return Err(invalid(format!(
+                    "no command `{name}`; the commands are {}{}",
+                    names.join(", "),
+                    did_you_mean(name, &names)
+                ))
+                .into());
+            };
+            // bytejail-run(1), as git names its pages. clap takes a static name (without its
+            // `string` feature); one small string for a process that prints and exits.
+            let page_name: &'static str =
+                Box::leak(format!("bytejail-{}", sub.get_name()).into_boxed_str());
+            sub.clone()
+                .name(page_name)
+                .version(env!("CARGO_PKG_VERSION"))
+        }
+    };
+    let mut roff = Vec::new();
+    clap_mangen::Man::new(page)
+        .render(&mut roff)
+        .map_err(|source| Error::Runner {
+            what: "rendering the man page",
+            source,
+        })?;
+    write_stdout(&roff)?;
+    Ok(Completion::Done)
+}
+
+/// `; did you mean `NAME`?` for the known name closest to `given`, when one is close enough
+/// to be a typo (an edit distance of at most a third of its length, and at least 1), else "".
+fn did_you_mean<S: AsRef<str>>(given: &str, known: &[S]) -> String {
+    let given_lower = given.to_ascii_lowercase();
+    known
+        .iter()
+        .map(|name| (edit_distance(&given_lower, &name.as_ref().to_ascii_lowercase()), name.as_ref()))
+        .filter(|(distance, name)| *distance <= (name.chars().count() / 3).max(1))
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, name)| format!("; did you mean `{name}`?"))
+        .unwrap_or_default()
+}
+
+/// The edit distance between `a` and `b` in characters, a swap of two neighbours counting as
+/// one edit (optimal string alignment: `rnu` is one edit from `run`).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    // d[i][j]: the distance between the first i characters of a and the first j of b.
+    let mut d = vec![vec![0; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 /// `bytejail batch`: run every job line, print a result line each, summarize on stderr.
@@ -516,11 +677,13 @@ fn batch(args: BatchArgs) -> Result<Completion, Error> {
         }
         other => other?,
     };
-    print_diagnostic(format_args!(
-        "{} in {:.3} s",
-        summary.line(),
-        started.elapsed().as_secs_f64()
-    ));
+    if !args.worker.quiet {
+        print_diagnostic(format_args!(
+            "{} in {:.3} s",
+            summary.line(),
+            started.elapsed().as_secs_f64()
+        ));
+    }
     Ok(Completion::Batch {
         errors: summary.errors,
     })
@@ -816,8 +979,31 @@ fn file_size(arg: &str) -> Result<usize, String> {
 /// `--policy`: `strict`, `strict-bpf` or a profile file, compiled here so that a bad profile
 /// is a usage error naming the problem.
 fn policy(arg: &str) -> Result<Policy, String> {
-    Policy::from_arg(arg).map_err(|e| e.to_string())
+    Policy::from_arg(arg).map_err(|error| {
+        // A name that is no file and looks like no path is a mistyped policy name.
+        let typo = matches!(&error, InputError::Unreadable { source, .. }
+            if source.kind() == io::ErrorKind::NotFound)
+            && !arg.contains(['/', '.']);
+        if typo {
+            format!(
+                "no policy named `{arg}` and no profile file of that name{} (the names are \
+                 strict and strict-bpf; a profile is a path to a JSON file)",
+                did_you_mean(arg, &POLICY_NAMES)
+            )
+        } else {
+            error.to_string()
+        }
+    })
 }
+
+/// The policies `--policy` takes by name.
+const POLICY_NAMES: [&str; 2] = ["strict", "strict-bpf"];
+
+/// The registers `--reg` may set, for suggestions (the library decides what it accepts).
+const REGISTER_NAMES: [&str; 15] = [
+    "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "r8", "r9", "r10", "r11", "r12", "r13",
+    "r14", "r15",
+];
 
 /// `--entry`: a decimal or 0x-hex offset.
 fn offset(arg: &str) -> Result<usize, String> {
@@ -826,7 +1012,19 @@ fn offset(arg: &str) -> Result<usize, String> {
 
 /// `--reg`: checks a `NAME=VALUE` setting; [`run`] applies it.
 fn register(arg: &str) -> Result<String, String> {
-    InitialRegisters::default().set_from_arg(arg)?;
+    InitialRegisters::default()
+        .set_from_arg(arg)
+        .map_err(|message| {
+            let name = arg.split('=').next().unwrap_or_default().trim();
+            let lower = name.to_ascii_lowercase();
+            // rsp is a register, only not one the ABI lets be set: no suggestion for it.
+            let known = REGISTER_NAMES.contains(&lower.as_str()) || lower == "rsp";
+            if known || name.is_empty() {
+                message
+            } else {
+                message + &did_you_mean(name, &REGISTER_NAMES)
+            }
+        })?;
     Ok(arg.to_string())
 }
 
@@ -856,6 +1054,32 @@ mod tests {
         assert_eq!(args.worker.max_input, defaults.max_input);
         assert_eq!(args.entry, RunOptions::default().entry);
         assert!(args.registers.is_empty());
+    }
+
+    #[test]
+    fn edit_distances() {
+        // Worked by hand: one substitution, one swap, one insertion, one deletion, none.
+        for (a, b, distance) in [
+            ("strcit", "strict", 1),
+            ("rnu", "run", 1),
+            ("stric", "strict", 1),
+            ("strictt", "strict", 1),
+            ("strict", "strict", 0),
+            ("", "abc", 3),
+            ("kitten", "sitting", 3),
+        ] {
+            assert_eq!(edit_distance(a, b), distance, "{a} {b}");
+            assert_eq!(edit_distance(b, a), distance, "{b} {a}");
+        }
+    }
+
+    #[test]
+    fn suggestions_only_for_near_misses() {
+        assert_eq!(did_you_mean("strcit", &POLICY_NAMES), "; did you mean `strict`?");
+        assert_eq!(did_you_mean("STRICT-BFP", &POLICY_NAMES), "; did you mean `strict-bpf`?");
+        assert_eq!(did_you_mean("seccomp", &POLICY_NAMES), "");
+        assert_eq!(did_you_mean("rbz", &REGISTER_NAMES), "; did you mean `rbx`?");
+        assert_eq!(did_you_mean("xyz", &REGISTER_NAMES), "");
     }
 
     #[test]

@@ -129,6 +129,22 @@ pub fn listing(code: &[u8]) -> String {
     out
 }
 
+/// Whether a guest can run past the end of `code`: the last instruction a linear sweep finds
+/// may go on to the next one (anything but an unconditional jump, a return or `ud2`), or the
+/// code ends in bytes that are no whole instruction. Empty code does too.
+pub fn can_fall_off_end(code: &[u8]) -> bool {
+    match decode_all(code).last() {
+        Some((_, Some(last))) => !matches!(
+            last.flow_control(),
+            FlowControl::UnconditionalBranch
+                | FlowControl::IndirectBranch
+                | FlowControl::Return
+                | FlowControl::Exception
+        ),
+        Some((_, None)) | None => true,
+    }
+}
+
 /// Every instruction of `code` in order, by offset: None for a byte that does not start a
 /// valid instruction (decoding resumes at the next byte).
 fn decode_all(code: &[u8]) -> Vec<(usize, Option<Instruction>)> {
@@ -477,6 +493,30 @@ mod tests {
         assert_eq!(texts(&code)[1], "syscall");
         // Without the branch, the same syscall is named.
         assert_eq!(texts(&code[..7])[1], "syscall ; rax=60 exit");
+    }
+
+    #[test]
+    fn code_that_can_fall_off_its_end() {
+        // mov al, 42 (B0 2A); nop (90); a cut-short mov (48 C7); syscall (0F 05); call (E8).
+        for code in [
+            &[0xb0, 0x2a][..],
+            &[0xc3, 0x90][..],
+            &[0xc3, 0x48, 0xc7][..],
+            &[0x0f, 0x05][..],
+            &[0xe8, 0, 0, 0, 0][..],
+            &[][..],
+        ] {
+            assert!(can_fall_off_end(code), "{code:02x?}");
+        }
+        // ret (C3), jmp $ (EB FE), jmp rax (FF E0), ud2 (0F 0B).
+        for code in [
+            &[0xb0, 0x2a, 0xc3][..],
+            &[0xeb, 0xfe][..],
+            &[0xff, 0xe0][..],
+            &[0x0f, 0x0b][..],
+        ] {
+            assert!(!can_fall_off_end(code), "{code:02x?}");
+        }
     }
 
     #[test]
