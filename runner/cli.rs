@@ -530,7 +530,9 @@ fn same_terminal() -> bool {
             .ok()
     };
     match (metadata(stdout.as_fd()), metadata(stderr.as_fd())) {
-        (Some(out), Some(err)) => (out.dev(), out.ino(), out.rdev()) == (err.dev(), err.ino(), err.rdev()),
+        (Some(out), Some(err)) => {
+            (out.dev(), out.ino(), out.rdev()) == (err.dev(), err.ino(), err.rdev())
+        }
         _ => false,
     }
 }
@@ -589,7 +591,12 @@ fn did_you_mean<S: AsRef<str>>(given: &str, known: &[S]) -> String {
     let given_lower = given.to_ascii_lowercase();
     known
         .iter()
-        .map(|name| (edit_distance(&given_lower, &name.as_ref().to_ascii_lowercase()), name.as_ref()))
+        .map(|name| {
+            (
+                edit_distance(&given_lower, &name.as_ref().to_ascii_lowercase()),
+                name.as_ref(),
+            )
+        })
         .filter(|(distance, name)| *distance <= (name.chars().count() / 3).max(1))
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, name)| format!("; did you mean `{name}`?"))
@@ -1001,8 +1008,8 @@ const POLICY_NAMES: [&str; 2] = ["strict", "strict-bpf"];
 
 /// The registers `--reg` may set, for suggestions (the library decides what it accepts).
 const REGISTER_NAMES: [&str; 15] = [
-    "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "r8", "r9", "r10", "r11", "r12", "r13",
-    "r14", "r15",
+    "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "r8", "r9", "r10", "r11", "r12", "r13", "r14",
+    "r15",
 ];
 
 /// `--entry`: a decimal or 0x-hex offset.
@@ -1075,10 +1082,19 @@ mod tests {
 
     #[test]
     fn suggestions_only_for_near_misses() {
-        assert_eq!(did_you_mean("strcit", &POLICY_NAMES), "; did you mean `strict`?");
-        assert_eq!(did_you_mean("STRICT-BFP", &POLICY_NAMES), "; did you mean `strict-bpf`?");
+        assert_eq!(
+            did_you_mean("strcit", &POLICY_NAMES),
+            "; did you mean `strict`?"
+        );
+        assert_eq!(
+            did_you_mean("STRICT-BFP", &POLICY_NAMES),
+            "; did you mean `strict-bpf`?"
+        );
         assert_eq!(did_you_mean("seccomp", &POLICY_NAMES), "");
-        assert_eq!(did_you_mean("rbz", &REGISTER_NAMES), "; did you mean `rbx`?");
+        assert_eq!(
+            did_you_mean("rbz", &REGISTER_NAMES),
+            "; did you mean `rbx`?"
+        );
         assert_eq!(did_you_mean("xyz", &REGISTER_NAMES), "");
     }
 

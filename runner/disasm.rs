@@ -247,14 +247,10 @@ impl SyscallNumber {
             }
             _ => {}
         }
-        let writes_rax = info
-            .info(instruction)
-            .used_registers()
-            .iter()
-            .any(|used| {
-                used.register().full_register() == Register::RAX
-                    && !matches!(used.access(), OpAccess::Read | OpAccess::CondRead)
-            });
+        let writes_rax = info.info(instruction).used_registers().iter().any(|used| {
+            used.register().full_register() == Register::RAX
+                && !matches!(used.access(), OpAccess::Read | OpAccess::CondRead)
+        });
         if writes_rax {
             self.rax = None;
         }

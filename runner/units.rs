@@ -360,7 +360,10 @@ mod tests {
         }
         // The same number with the IEC unit is the binary multiple.
         assert_eq!(parse_size("1GiB"), Ok(1 << 30));
-        assert_eq!(parse_size("1.0005kB"), Err("size `1.0005kB` is not a whole number of bytes".into()));
+        assert_eq!(
+            parse_size("1.0005kB"),
+            Err("size `1.0005kB` is not a whole number of bytes".into())
+        );
     }
 
     #[test]

@@ -66,7 +66,11 @@ fn write_file(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
 
 #[test]
 fn inline_asm_is_intel_syntax() {
-    for asm in ["mov eax, 42; ret", "mov eax, 42\nret", "  mov eax, 42 ;ret  "] {
+    for asm in [
+        "mov eax, 42; ret",
+        "mov eax, 42\nret",
+        "  mov eax, 42 ;ret  ",
+    ] {
         let run = bytejail(&["run", "--asm", asm]);
         assert_eq!(run.status, 42, "{asm:?}: {run:?}");
     }
@@ -123,11 +127,18 @@ fn summary_shows_registers_in_hex() {
     // mov al, 42; ret.
     let run = bytejail(&["run", "--hex", "b0 2a c3"]);
     assert!(
-        run.stderr.starts_with("bytejail: returned: rax=0x2a (42); 0 bytes of output"),
+        run.stderr
+            .starts_with("bytejail: returned: rax=0x2a (42); 0 bytes of output"),
         "{run:?}"
     );
     // mov rax, rbx; ret with rbx = -1.
-    let run = bytejail(&["run", "--reg", "rbx=0xffffffffffffffff", "--hex", "48 89 d8 c3"]);
+    let run = bytejail(&[
+        "run",
+        "--reg",
+        "rbx=0xffffffffffffffff",
+        "--hex",
+        "48 89 d8 c3",
+    ]);
     assert!(
         run.stderr.contains("rax=0xffffffffffffffff (-1);"),
         "{run:?}"
@@ -158,7 +169,10 @@ fn a_guest_without_ret_gets_a_hint() {
     let run = bytejail(&["run", "--hex", "b0 2a"]);
     assert_eq!(run.status, 139, "{run:?}");
     assert_eq!(run.stderr.lines().count(), 2, "{run:?}");
-    assert!(run.stderr.lines().nth(1).unwrap().contains(RAN_OFF), "{run:?}");
+    assert!(
+        run.stderr.lines().nth(1).unwrap().contains(RAN_OFF),
+        "{run:?}"
+    );
     // Twins: a crash inside the code, a crash after a `ret` to address 0 (push 0; ret), a
     // guest that returns: no hint.
     for hex in ["48 c7 00 01 00 00 00 c3", "6a 00 c3", "b0 2a c3"] {
@@ -179,7 +193,11 @@ fn quiet_prints_only_errors() {
     bytejail(&["run", "--quiet", "--hex", "zz"]).assert_rejected(&["--hex"]);
 
     let dir = tempfile::tempdir().unwrap();
-    let jobs = write_file(&dir, "jobs.jsonl", "{\"id\": 1, \"code_hex\": \"b0 2a c3\"}\n");
+    let jobs = write_file(
+        &dir,
+        "jobs.jsonl",
+        "{\"id\": 1, \"code_hex\": \"b0 2a c3\"}\n",
+    );
     let batch = bytejail(&["batch", "--quiet", &jobs]);
     assert_eq!(batch.status, 0, "{batch:?}");
     assert_eq!(batch.stderr, "", "{batch:?}");
@@ -204,7 +222,12 @@ fn pty() -> (OwnedFd, OwnedFd) {
     };
     assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
     // SAFETY: fresh descriptors that nothing else owns.
-    unsafe { (OwnedFd::from_raw_fd(controller), OwnedFd::from_raw_fd(terminal)) }
+    unsafe {
+        (
+            OwnedFd::from_raw_fd(controller),
+            OwnedFd::from_raw_fd(terminal),
+        )
+    }
 }
 
 /// Runs `bytejail ARGS` with stderr on a terminal and stdout on the same terminal or a pipe;
@@ -312,7 +335,10 @@ fn gb_is_decimal_and_gib_binary() {
     // 999 nops and a ret: 1000 bytes of code; 1024 with 1023 nops.
     let code = |len: usize| format!("{}c3", "90".repeat(len - 1));
     let (thousand, kibi) = (code(1000), code(1024));
-    assert_eq!(bytejail(&["run", "--max-code", "1kB", "--hex", &thousand]).status, 0);
+    assert_eq!(
+        bytejail(&["run", "--max-code", "1kB", "--hex", &thousand]).status,
+        0
+    );
     bytejail(&["run", "--max-code", "1kB", "--hex", &kibi]).assert_rejected(&["--max-code"]);
     for binary in ["1KiB", "1K", "1k"] {
         let run = bytejail(&["run", "--max-code", binary, "--hex", &kibi]);
