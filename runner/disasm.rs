@@ -73,16 +73,15 @@ pub fn listing(code: &[u8]) -> String {
         .iter()
         .filter_map(|(_, instruction)| instruction.as_ref())
         .filter(|instruction| instruction.flow_control() != FlowControl::Next)
-        .filter_map(|instruction| {
-            (0..instruction.op_count())
-                .any(|op| {
-                    matches!(
-                        instruction.op_kind(op),
-                        OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64
-                    )
-                })
-                .then(|| instruction.near_branch_target())
+        .filter(|instruction| {
+            (0..instruction.op_count()).any(|op| {
+                matches!(
+                    instruction.op_kind(op),
+                    OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64
+                )
+            })
         })
+        .map(Instruction::near_branch_target)
         .collect();
     let mut out = String::new();
     let mut formatter = formatter();
