@@ -202,11 +202,16 @@ impl Report {
             }
             Outcome::SyscallViolation => match &self.syscall {
                 Some(sc) => {
+                    // Syscall tables count in decimal; an x32 number (bit 30 set) reads in hex.
+                    let nr = if sc.nr < 0x1000 {
+                        sc.nr.to_string()
+                    } else {
+                        format!("{:#x}", sc.nr)
+                    };
                     let mut s = format!(
-                        "{} ({} {:#x})",
+                        "{} ({} {nr})",
                         sc.name.unwrap_or("unknown syscall"),
                         sc.abi.name(),
-                        sc.nr
                     );
                     if let Some(args) = sc.args {
                         let args: Vec<String> = args.iter().map(|a| format!("{a:#x}")).collect();

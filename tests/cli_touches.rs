@@ -146,6 +146,23 @@ fn summary_shows_registers_in_hex() {
 }
 
 #[test]
+fn summary_names_syscalls_in_decimal() {
+    // mov eax, 39; syscall: getpid (39 in arch/x86/entry/syscalls/syscall_64.tbl).
+    let run = bytejail(&[
+        "run",
+        "--policy",
+        "strict-bpf",
+        "--hex",
+        "b8 27 00 00 00 0f 05",
+    ]);
+    assert_eq!(run.status, 159, "{run:?}");
+    assert!(
+        run.stderr.contains("getpid (x86_64 39) at code+0x5"),
+        "{run:?}"
+    );
+}
+
+#[test]
 fn summary_counts_bytes_in_words() {
     for (input, words) in [("", "0 bytes"), ("41", "1 byte"), ("4142", "2 bytes")] {
         let mut args = vec!["run", "--hex", ECHO_INPUT];
