@@ -107,7 +107,7 @@ pub enum Command {
     /// Run many jobs given as JSON lines, answering each as soon as it ends.
     #[command(after_long_help = BATCH_AFTER_LONG_HELP)]
     Batch(BatchArgs),
-    /// Print code in Intel syntax with offsets.
+    /// Print code in Intel syntax with offsets, 0x numbers and the syscalls it makes.
     Disasm(DisasmArgs),
     /// Measure what each isolation step costs on this machine (about 20 s; --quick about 5 s).
     Bench(crate::bench_cli::BenchArgs),
