@@ -119,25 +119,9 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Print a shell completion script, e.g. `bytejail completions bash >
     /// /etc/bash_completion.d/bytejail`.
-    Completions(CompletionsArgs),
+    Completions(crate::manual::CompletionsArgs),
     /// Print a man page in roff, e.g. `bytejail man run | man -l -`.
-    Man(ManArgs),
-}
-
-/// `bytejail completions`.
-#[derive(Debug, Args)]
-pub struct CompletionsArgs {
-    /// The shell to complete for.
-    #[arg(value_name = "SHELL", ignore_case = true)]
-    pub shell: clap_complete::Shell,
-}
-
-/// `bytejail man`.
-#[derive(Debug, Args)]
-pub struct ManArgs {
-    /// The command whose page to print (bytejail-COMMAND(1)); without it, bytejail(1).
-    #[arg(value_name = "COMMAND")]
-    pub command: Option<String>,
+    Man(crate::manual::ManArgs),
 }
 
 /// What `bytejail doctor --help` prints after the options.
@@ -437,8 +421,8 @@ impl Cli {
             Command::Bench(args) => crate::bench_cli::bench(args).map(|()| Completion::Done),
             Command::Doctor(args) => doctor(args),
             Command::Policy(args) => crate::policy_cli::policy(args),
-            Command::Completions(args) => completions(args),
-            Command::Man(args) => man(args),
+            Command::Completions(args) => crate::manual::completions(args),
+            Command::Man(args) => crate::manual::man(args),
         }
     }
 }
@@ -535,99 +519,6 @@ fn same_terminal() -> bool {
         }
         _ => false,
     }
-}
-
-/// `bytejail completions SHELL`: the completion script on stdout.
-fn completions(args: CompletionsArgs) -> Result<Completion, Error> {
-    use clap::CommandFactory;
-    let mut script = Vec::new();
-    clap_complete::generate(args.shell, &mut Cli::command(), "bytejail", &mut script);
-    write_stdout(&script)?;
-    Ok(Completion::Done)
-}
-
-/// `bytejail man [COMMAND]`: the man page in roff on stdout.
-fn man(args: ManArgs) -> Result<Completion, Error> {
-    use clap::CommandFactory;
-    let cli = Cli::command();
-    let page = match &args.command {
-        None => cli,
-        Some(name) => {
-            let names: Vec<String> = cli
-                .get_subcommands()
-                .map(|sub| sub.get_name().to_string())
-                .collect();
-            let Some(sub) = cli.find_subcommand(name) else {
-                return Err(invalid(format!(
-                    "no command `{name}`; the commands are {}{}",
-                    names.join(", "),
-                    did_you_mean(name, &names)
-                ))
-                .into());
-            };
-            // bytejail-run(1), as git names its pages. clap takes a static name (without its
-            // `string` feature); one small string for a process that prints and exits.
-            let page_name: &'static str =
-                Box::leak(format!("bytejail-{}", sub.get_name()).into_boxed_str());
-            sub.clone()
-                .name(page_name)
-                .version(env!("CARGO_PKG_VERSION"))
-        }
-    };
-    let mut roff = Vec::new();
-    clap_mangen::Man::new(page)
-        .render(&mut roff)
-        .map_err(|source| Error::Runner {
-            what: "rendering the man page",
-            source,
-        })?;
-    write_stdout(&roff)?;
-    Ok(Completion::Done)
-}
-
-/// `; did you mean `NAME`?` for the known name closest to `given`, when one is close enough
-/// to be a typo (an edit distance of at most a third of its length, and at least 1), else "".
-fn did_you_mean<S: AsRef<str>>(given: &str, known: &[S]) -> String {
-    let given_lower = given.to_ascii_lowercase();
-    known
-        .iter()
-        .map(|name| {
-            (
-                edit_distance(&given_lower, &name.as_ref().to_ascii_lowercase()),
-                name.as_ref(),
-            )
-        })
-        .filter(|(distance, name)| *distance <= (name.chars().count() / 3).max(1))
-        .min_by_key(|(distance, _)| *distance)
-        .map(|(_, name)| format!("; did you mean `{name}`?"))
-        .unwrap_or_default()
-}
-
-/// The edit distance between `a` and `b` in characters, a swap of two neighbours counting as
-/// one edit (optimal string alignment: `rnu` is one edit from `run`).
-fn edit_distance(a: &str, b: &str) -> usize {
-    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
-    // d[i][j]: the distance between the first i characters of a and the first j of b.
-    let mut d = vec![vec![0; b.len() + 1]; a.len() + 1];
-    for (i, row) in d.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for (j, cell) in d[0].iter_mut().enumerate() {
-        *cell = j;
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut best = (d[i - 1][j] + 1)
-                .min(d[i][j - 1] + 1)
-                .min(d[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                best = best.min(d[i - 2][j - 2] + 1);
-            }
-            d[i][j] = best;
-        }
-    }
-    d[a.len()][b.len()]
 }
 
 /// `bytejail batch`: run every job line, print a result line each, summarize on stderr.
@@ -899,7 +790,7 @@ impl SyntaxArg {
 }
 
 /// An [`InputError::Invalid`] from a message.
-fn invalid(message: impl Into<String>) -> InputError {
+pub fn invalid(message: impl Into<String>) -> InputError {
     InputError::Invalid(message.into())
 }
 
@@ -908,7 +799,7 @@ fn invalid(message: impl Into<String>) -> InputError {
 /// A reader that went away (EPIPE, as in `bytejail run x | head -c1`) is not a failure: Rust
 /// ignores SIGPIPE, the run happened, and the exit status still says how it ended. Any other
 /// write error is the runner failing to deliver the result.
-fn write_stdout(bytes: &[u8]) -> Result<(), Error> {
+pub fn write_stdout(bytes: &[u8]) -> Result<(), Error> {
     let mut stdout = io::stdout().lock();
     match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
         Err(source) if source.kind() != io::ErrorKind::BrokenPipe => Err(Error::Runner {
@@ -995,7 +886,7 @@ fn policy(arg: &str) -> Result<Policy, String> {
             format!(
                 "no policy named `{arg}` and no profile file of that name{} (the names are \
                  strict and strict-bpf; a profile is a path to a JSON file)",
-                did_you_mean(arg, &POLICY_NAMES)
+                crate::suggest::did_you_mean(arg, &POLICY_NAMES)
             )
         } else {
             error.to_string()
@@ -1029,7 +920,7 @@ fn register(arg: &str) -> Result<String, String> {
             if known || name.is_empty() {
                 message
             } else {
-                message + &did_you_mean(name, &REGISTER_NAMES)
+                message + &crate::suggest::did_you_mean(name, &REGISTER_NAMES)
             }
         })?;
     Ok(arg.to_string())
@@ -1061,41 +952,6 @@ mod tests {
         assert_eq!(args.worker.max_input, defaults.max_input);
         assert_eq!(args.entry, RunOptions::default().entry);
         assert!(args.registers.is_empty());
-    }
-
-    #[test]
-    fn edit_distances() {
-        // Worked by hand: one substitution, one swap, one insertion, one deletion, none.
-        for (a, b, distance) in [
-            ("strcit", "strict", 1),
-            ("rnu", "run", 1),
-            ("stric", "strict", 1),
-            ("strictt", "strict", 1),
-            ("strict", "strict", 0),
-            ("", "abc", 3),
-            ("kitten", "sitting", 3),
-        ] {
-            assert_eq!(edit_distance(a, b), distance, "{a} {b}");
-            assert_eq!(edit_distance(b, a), distance, "{b} {a}");
-        }
-    }
-
-    #[test]
-    fn suggestions_only_for_near_misses() {
-        assert_eq!(
-            did_you_mean("strcit", &POLICY_NAMES),
-            "; did you mean `strict`?"
-        );
-        assert_eq!(
-            did_you_mean("STRICT-BFP", &POLICY_NAMES),
-            "; did you mean `strict-bpf`?"
-        );
-        assert_eq!(did_you_mean("seccomp", &POLICY_NAMES), "");
-        assert_eq!(
-            did_you_mean("rbz", &REGISTER_NAMES),
-            "; did you mean `rbx`?"
-        );
-        assert_eq!(did_you_mean("xyz", &REGISTER_NAMES), "");
     }
 
     #[test]
