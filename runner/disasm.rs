@@ -62,9 +62,9 @@ pub fn instruction_at(code: &[u8], offset: usize) -> Option<String> {
 /// columns line up; numbers in instructions are `0x` hex (0 to 9 in decimal). A byte that does
 /// not start a valid instruction is shown alone as `(bad)` and decoding resumes at the next
 /// byte, so one stray byte does not hide the rest of the code. A `syscall` (or `int 0x80`)
-/// whose number an earlier instruction of the same straight-line block sets (see
-/// [`SyscallNumber`]) is annotated with the number and the syscall's name. Empty code gives an
-/// empty string.
+/// whose number an earlier instruction of the same straight-line block sets (`mov rax/eax,
+/// imm`, `xor eax, eax`, `push imm; pop rax`, with nothing writing rax in between) is annotated
+/// with the number and the syscall's name. Empty code gives an empty string.
 pub fn listing(code: &[u8]) -> String {
     let offset_digits = hex_digits(code.len().saturating_sub(1)).max(4);
     let decoded = decode_all(code);

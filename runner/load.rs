@@ -285,7 +285,7 @@ pub fn load_bytes_with(
 /// the end of the line. Every run must have an even number of digits (`b 0` is an error, not
 /// `b0`), except that a single digit after a prefix is one byte, as in C (`0x0`, `\x7`). C
 /// string literals, as shellcode is often pasted, stand for their bytes and may be
-/// concatenated: `"\x6a\x3b" "\x58"` (see [`parse_c_string`]). Errors give the line and column
+/// concatenated: `"\x6a\x3b" "\x58"` (the escapes are C's). Errors give the line and column
 /// (counted in characters from 1). The result may be empty.
 pub fn parse_hex(text: &str, what: &str) -> Result<Vec<u8>, InputError> {
     let mut bytes = Vec::with_capacity(text.len() / 2);

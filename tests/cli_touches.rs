@@ -90,6 +90,32 @@ fn inline_asm_is_intel_syntax() {
     assert_eq!(run.status, 7, "{run:?}");
 }
 
+/// `--asm` reads Intel syntax exactly as GNU as's own `.intel_syntax noprefix` directive does,
+/// x87 operand orders included.
+#[test]
+fn inline_asm_matches_the_intel_syntax_directive() {
+    let source = "fsub st(1), st; fsubr st(1), st; fdivp st(1), st; \
+                  mov eax, [rdi+rsi*4+8]; lea rax, [rip+0x10]; movzx eax, byte ptr [rdi]; ret";
+    let expected = bytejail::load::assemble(
+        &format!(".intel_syntax noprefix\n{}\n", source.replace(';', "\n")),
+        bytejail::load::Format::Gas,
+    )
+    .unwrap();
+    let run = bytejail(&["disasm", "--asm", source]);
+    assert_eq!(run.status, 0, "{run:?}");
+    let got: Vec<u8> = run
+        .stdout_text()
+        .lines()
+        .flat_map(|line| {
+            line[9..35]
+                .split_whitespace()
+                .map(|pair| u8::from_str_radix(pair, 16).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(got, expected);
+}
+
 #[test]
 fn inline_asm_errors_are_one_line() {
     bytejail(&["run", "--asm", "mov eax, 42; ret", "guest.s"]).assert_rejected(&["--asm", "FILE"]);
