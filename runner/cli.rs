@@ -168,7 +168,7 @@ pub struct CodeArgs {
     /// A directory the assembler may read includes from (`.include`, `#include`, `%include`,
     /// `.incbin`); repeatable. Without it the assembler reads only the source and the system's
     /// toolchain and headers (`<sys/syscall.h>`), not even the source's own directory.
-    #[arg(long = "include-dir", value_name = "DIR")]
+    #[arg(long = "include-dir", value_name = "DIR", value_hint = clap::ValueHint::DirPath)]
     pub include_dirs: Vec<PathBuf>,
 }
 
@@ -179,7 +179,7 @@ pub struct CodeSource {
     /// Code file, or `-` for raw bytes on stdin. The format follows the extension: .bin raw bytes,
     /// .hex hex text, .s/.S GNU as source, .asm NASM source, .o or any ELF object or executable
     /// (its .text).
-    #[arg(value_name = "FILE")]
+    #[arg(value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
     pub file: Option<PathBuf>,
 
     /// Inline code as hex, e.g. "b0 2a c3". Whitespace and 0x / \x prefixes are tolerated, and
@@ -220,7 +220,7 @@ pub struct RunArgs {
 
     /// Input file, or `-` for stdin: mapped read-only at rdi/rsi and streamed on fd 0.
     /// [default: no input]
-    #[arg(long, value_name = "FILE", conflicts_with = "input_hex")]
+    #[arg(long, value_name = "FILE", conflicts_with = "input_hex", value_hint = clap::ValueHint::FilePath)]
     pub input: Option<PathBuf>,
 
     /// Inline input as hex (same forms as --hex).
@@ -369,7 +369,7 @@ impl WorkerArgs {
 #[derive(Debug, Args)]
 pub struct BatchArgs {
     /// JSON lines, one job each, or `-` for stdin.
-    #[arg(value_name = "FILE", default_value = "-")]
+    #[arg(value_name = "FILE", default_value = "-", value_hint = clap::ValueHint::FilePath)]
     pub file: PathBuf,
 
     /// Most jobs run at once; job threads start as lines arrive [default: the number of CPUs].

@@ -406,6 +406,19 @@ fn completions_for_each_shell() {
     for word in ["run", "batch", "disasm", "--policy", "--asm"] {
         assert!(script.contains(word), "{word} in the bash script");
     }
+    // bash itself reads the script without a syntax error, and completes `bytejail r` to `run`.
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(&dir, "bytejail.bash", &script);
+    let completed = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source '{path}'; COMP_WORDS=(bytejail r); COMP_CWORD=1; COMP_LINE='bytejail r'; \
+             COMP_POINT=10; _bytejail bytejail r bytejail; echo \"${{COMPREPLY[@]}}\""
+        ))
+        .output()
+        .unwrap();
+    assert!(completed.status.success(), "{completed:?}");
+    assert_eq!(String::from_utf8_lossy(&completed.stdout).trim(), "run");
     for shell in ["zsh", "fish", "elvish", "powershell"] {
         let run = bytejail(&["completions", shell]);
         assert_eq!(run.status, 0, "{shell}: {run:?}");
