@@ -184,10 +184,8 @@ fn summary_names_syscalls_in_decimal() {
         "b8 27 00 00 00 0f 05",
     ]);
     assert_eq!(run.status, 159, "{run:?}");
-    assert!(
-        run.stderr.contains("getpid (x86_64 39) at code+0x5"),
-        "{run:?}"
-    );
+    assert!(run.stderr.contains("getpid (x86_64 39)"), "{run:?}");
+    assert!(run.stderr.contains("at code+0x5"), "{run:?}");
 }
 
 #[test]
