@@ -183,7 +183,7 @@ impl Report {
     /// `crashed: SIGSEGV at code+0x3 (mov qword ptr [rax],1), address 0x0`.
     pub fn summary(&self) -> String {
         let tail = match &self.outcome {
-            Outcome::Returned(regs) => format!("rax={} (0x{:x})", regs.rax as i64, regs.rax),
+            Outcome::Returned(regs) => format!("rax={}", hex_and_decimal(regs.rax)),
             Outcome::Exited(code) => format!("code {code}"),
             Outcome::Crashed { signal, fault } => {
                 let mut s = signal_name(*signal);
@@ -202,11 +202,16 @@ impl Report {
             }
             Outcome::SyscallViolation => match &self.syscall {
                 Some(sc) => {
+                    // Syscall tables count in decimal; an x32 number (bit 30 set) reads in hex.
+                    let nr = if sc.nr < 0x1000 {
+                        sc.nr.to_string()
+                    } else {
+                        format!("{:#x}", sc.nr)
+                    };
                     let mut s = format!(
-                        "{} ({} {:#x})",
+                        "{} ({} {nr})",
                         sc.name.unwrap_or("unknown syscall"),
                         sc.abi.name(),
-                        sc.nr
                     );
                     if let Some(args) = sc.args {
                         let args: Vec<String> = args.iter().map(|a| format!("{a:#x}")).collect();
@@ -223,7 +228,9 @@ impl Report {
                 None => "forbidden syscall, killed by seccomp".to_string(),
             },
             Outcome::Timeout => format!("killed after {:.3}s", self.wall.as_secs_f64()),
-            Outcome::OutputLimit => format!("killed after {} bytes of output", self.output.len()),
+            Outcome::OutputLimit => {
+                format!("killed after {} of output", bytes(self.output.len()))
+            }
             Outcome::CpuTimeLimit => format!(
                 "killed after {:.3}s of CPU time",
                 (self.user + self.sys).as_secs_f64()
@@ -238,11 +245,23 @@ impl Report {
         } else {
             ""
         };
+        // Plain numbers for people: registers in hex with the decimal beside it (what a
+        // guest computes is often a count), and "1 byte", "2 bytes".
+        fn hex_and_decimal(value: u64) -> String {
+            match value as i64 {
+                0..=9 => format!("{value:#x}"),
+                signed @ (i64::MIN..=-1) => format!("{value:#x} ({signed})"),
+                _ => format!("{value:#x} ({value})"),
+            }
+        }
+        fn bytes(n: usize) -> String {
+            format!("{n} byte{}", if n == 1 { "" } else { "s" })
+        }
         format!(
-            "{}: {}; {} bytes of output{}, {:.3} ms",
+            "{}: {}; {} of output{}, {:.3} ms",
             self.outcome.kind(),
             tail,
-            self.output.len(),
+            bytes(self.output.len()),
             truncated,
             self.wall.as_secs_f64() * 1e3
         )

@@ -423,7 +423,7 @@ fn plain_mode_prints_raw_output_and_a_summary_line() {
     run.assert_one_line_on_stderr();
     assert!(
         run.stderr
-            .starts_with("bytejail: returned: rax=0 (0x0); 4 bytes of output, "),
+            .starts_with("bytejail: returned: rax=0x0; 4 bytes of output, "),
         "{:?}",
         run.stderr
     );
@@ -910,7 +910,7 @@ fn disasm_prints_intel_syntax_with_offsets() {
         String::from_utf8(run.stdout).unwrap(),
         "0x0000:  b0 01                       mov al,1\n\
          0x0002:  c3                          ret\n\
-         0x0003:  b0 2a                       mov al,2Ah\n\
+         0x0003:  b0 2a                       mov al,0x2a\n\
          0x0005:  c3                          ret\n"
     );
 
@@ -926,7 +926,7 @@ fn disasm_prints_intel_syntax_with_offsets() {
     assert_eq!(run.status, 0, "{run:?}");
     assert_eq!(
         String::from_utf8(run.stdout).unwrap(),
-        "0x0000:  b8 2a 00 00 00              mov eax,2Ah\n\
+        "0x0000:  b8 2a 00 00 00              mov eax,0x2a\n\
          0x0005:  c3                          ret\n"
     );
 
