@@ -31,7 +31,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
 use crate::sys::raw;
 
@@ -165,10 +165,28 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The tracer process, started the first time it is asked for; `None` when it cannot be.
+/// This process's tracer process, started the first time it is asked for; `None` when it
+/// cannot be. A process forked from a host (a pre-forking server, say) has the host's tracer
+/// only as stale data: its table is not mapped here (`MADV_DONTFORK`) and its socket is the
+/// host's; it gets a tracer of its own, and closes its copy of the host's socket.
 fn tracer() -> Option<&'static Tracer> {
-    static TRACER: OnceLock<Option<Tracer>> = OnceLock::new();
-    TRACER.get_or_init(|| start().ok()).as_ref()
+    /// The process that started the tracer, and the tracer (leaked: it lives as long as the
+    /// process).
+    static TRACER: Mutex<Option<(libc::pid_t, Option<&'static Tracer>)>> = Mutex::new(None);
+    let me = crate::sys::getpid();
+    let mut current = lock(&TRACER);
+    match *current {
+        Some((owner, tracer)) if owner == me => return tracer,
+        Some((_, Some(inherited))) => {
+            // SAFETY: this process's copy of the host's socket, which nothing here uses again
+            // (the tracer it belongs to is leaked, so its OwnedFd never closes it twice).
+            unsafe { libc::close(inherited.socket.as_raw_fd()) };
+        }
+        _ => {}
+    }
+    let tracer = start().ok().map(|t| &*Box::leak(Box::new(t)));
+    *current = Some((me, tracer));
+    tracer
 }
 
 /// The tracer process's pid, starting it if need be.
