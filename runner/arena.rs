@@ -329,7 +329,14 @@ impl Arena {
         self.walls = walls;
         self.write_worker_ctx();
         if let Some(filter) = filter {
-            self.file.write_bytes(FILTER, &filter.to_bytes());
+            // A traced worker's filter kills every violation outright, which no handler of
+            // the guest's can catch; the tracer names the call from the worker's exit.
+            let program = if options.trace {
+                filter.to_bytes_killing_violations()
+            } else {
+                filter.to_bytes()
+            };
+            self.file.write_bytes(FILTER, &program);
         }
 
         let fd = self.fd();
@@ -478,11 +485,10 @@ impl Arena {
     }
 
     /// Reads back what the worker recorded.
-    /// Closes (`false`, before a traced worker's fork) or opens the gate a traced worker waits
-    /// at until its tracer has seized it (see [`CTX_TRACE_GATE`]).
-    pub(crate) fn set_trace_gate(&self, open: bool) {
-        self.file
-            .store_u32_and_wake(DATA + CTX_TRACE_GATE, u32::from(open));
+    /// Closes (0, before a traced worker's fork) or opens the gate a traced worker waits at
+    /// until its tracer has seized it, saying whether it did (see [`CTX_TRACE_GATE`]).
+    pub(crate) fn set_trace_gate(&self, value: u32) {
+        self.file.store_u32_and_wake(DATA + CTX_TRACE_GATE, value);
     }
 
     pub(crate) fn record(&self) -> Record {

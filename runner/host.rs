@@ -262,7 +262,7 @@ pub(crate) fn spawn(
         traced: options.trace,
     };
     // A traced worker waits at its gate until its tracer holds it.
-    arena.set_trace_gate(!options.trace);
+    arena.set_trace_gate(if options.trace { 0 } else { GATE_UNTRACED });
     let (pid, pidfd) = match via {
         None => worker::spawn(&plan).map_err(|e| Error::io("forking the worker", e))?,
         Some(zygote) => {
@@ -278,7 +278,11 @@ pub(crate) fn spawn(
         // host may not trace it): the report then marks its details unverified.
         let init = plan.walls.pid_namespace();
         let trace = crate::tracer::seize(pid, init).ok();
-        arena.set_trace_gate(true);
+        arena.set_trace_gate(if trace.is_some() {
+            GATE_TRACED
+        } else {
+            GATE_UNTRACED
+        });
         trace
     } else {
         None
@@ -1143,12 +1147,17 @@ fn classify(
                     }
                 },
                 None => {
-                    // A filter's kill action ends the worker with SIGSYS without a signal
-                    // stop (the kernel makes that signal immutable), in the call itself.
+                    // A filter's kill action (a traced worker's filters kill every violation)
+                    // ends the worker with SIGSYS without a signal stop, in the call itself.
                     let syscall = facts
                         .exit
                         .filter(|e| e.status & 0x7f == libc::SIGSYS)
-                        .and_then(|e| killed_in_syscall(&e, code_addr, code.len()));
+                        .and_then(|e| killed_in_syscall(&e, code_addr, code.len()))
+                        .map(|mut sc| {
+                            // Another thread's kill ends this one too, in whatever call.
+                            sc.verified &= !watch.many_procs;
+                            sc
+                        });
                     return Ok((Outcome::SyscallViolation, syscall));
                 }
             }
@@ -1156,9 +1165,13 @@ fn classify(
         // The kernel's own signals have a positive `si_code`. No guest can queue one with
         // details of its choosing: strict mode has no call for it, and the walls filter refuses
         // them to profile guests; only another process of the job could send one.
+        // `SI_KERNEL` (0x80) is the kernel's too, but not an instruction's fault: a general
+        // protection fault, or a signal frame the kernel could not read or write (a forged
+        // `rt_sigreturn` frame with a bad FPU state pointer, say), after which the registers
+        // are partly the guest's. Shown, unverified.
         let fault = stop.filter(|stop| stop.code > 0).map(|stop| {
             let mut fault = fault_at(signal, stop.addr, stop.regs.rip, code_addr, code);
-            fault.verified = !watch.many_procs;
+            fault.verified = stop.code < SI_KERNEL && !watch.many_procs;
             fault
         });
         return Ok((Outcome::Crashed { signal, fault }, None));
@@ -1174,6 +1187,9 @@ fn classify(
         recorded.then(|| fault_at(signal, record.fault_addr, record.fault_rip, code_addr, code));
     Ok((Outcome::Crashed { signal, fault }, None))
 }
+
+/// `si_code` of a signal the kernel sends on its own account (not an instruction's fault).
+const SI_KERNEL: i32 = 0x80;
 
 /// A fault at data address `addr` with the instruction pointer `rip` the kernel saved,
 /// unverified until the caller says otherwise.
@@ -1280,7 +1296,8 @@ fn trapped_syscall(
 ) -> Option<ViolatingSyscall> {
     const SYS_SECCOMP: i32 = 1;
     let nr = stop.syscall as u32;
-    if stop.code != SYS_SECCOMP || stop.regs.orig_rax != u64::from(nr) {
+    // The kernel takes the number from the low 32 bits of `orig_rax`.
+    if stop.code != SYS_SECCOMP || stop.regs.orig_rax as u32 != nr {
         return None;
     }
     let abi = abi_of(stop.arch, nr);

@@ -261,6 +261,9 @@ impl SameCode {
 
         let pid = live.pid;
         let start = Instant::now();
+        if let Some(trace) = &live.trace {
+            trace.take(); // what an earlier input did is not this input's
+        }
         // The pipe holds at most this byte, and has a reader while the host holds `_go_r`.
         if !matches!(sys::write(live.go_w.as_raw_fd(), &[1]), Ok(1)) {
             live.end();
@@ -268,9 +271,6 @@ impl SameCode {
                 "waking the same-code worker",
                 std::io::Error::other("the go byte was not written"),
             ));
-        }
-        if let Some(trace) = &live.trace {
-            trace.take(); // what an earlier input did is not this input's
         }
         let confirm = || arena.record().state == STATE_RETURNED;
         let control = Control {

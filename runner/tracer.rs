@@ -505,7 +505,9 @@ unsafe fn follow_all(table: usize) {
                 if let (Some(stop), Some(slot)) = (&mut delivered, slot) {
                     // SAFETY: a slot of the table, this worker's.
                     let init = unsafe { std::ptr::addr_of!((*slot).init).read_volatile() };
-                    end = init != 0 && !caught(pid, signo);
+                    // Only the kernel's own signals (a positive `si_code`): a signal init sends
+                    // itself with the default action is dropped, traced or not.
+                    end = init != 0 && stop.code > 0 && !caught(pid, signo);
                     stop.ended_by_tracer = end;
                     // SAFETY: as above.
                     unsafe {

@@ -25,14 +25,23 @@
 //!   signal such as a forged SIGSEGV, pending when a real fault comes, would be delivered at
 //!   the fault with the guest's `si_addr`, and the report would show it as the kernel's. Plain
 //!   `kill`, `tgkill` and `pidfd_send_signal` without a siginfo stay: the kernel marks what
-//!   they send as sent by a process.
+//!   they send as sent by a process;
+//! - a seccomp filter of the guest's own (`seccomp(SECCOMP_SET_MODE_FILTER)`,
+//!   `prctl(PR_SET_SECCOMP)`: `EPERM`): its trap or kill of a call the job allows would be
+//!   reported as the job's violation of that call;
+//! - where the job may have processes (`Limits::max_procs` above 1): `clone` with an exit
+//!   signal other than SIGCHLD (`EINVAL`), whose arrival the worker cannot tell from a fault or
+//!   a trap of its own, and `clone3` (`ENOSYS`, as Docker's profile answers it: glibc then
+//!   uses `clone`), whose exit signal is in memory no filter reads.
 
-use crate::policy::bpf::{Assembler, Dest, Insn, BPF_JEQ_K};
+use crate::policy::bpf::{Assembler, Dest, Insn, Label, BPF_JEQ_K};
 use crate::policy::{AUDIT_ARCH_I386, AUDIT_ARCH_X86_64, X32_SYSCALL_BIT};
 
 const ALLOW: u32 = libc::SECCOMP_RET_ALLOW;
 /// `fcntl`'s command that picks the signal I/O readiness raises (not in every libc).
 const F_SETSIG: u32 = 10;
+/// `seccomp(2)`'s operation that installs a filter.
+const SECCOMP_SET_MODE_FILTER: u32 = 1;
 const fn errno(e: i32) -> u32 {
     libc::SECCOMP_RET_ERRNO | e as u32
 }
@@ -56,8 +65,11 @@ struct Numbers {
     socketcall: Option<u32>,
     setrlimit: u32,
     prlimit64: u32,
-    /// `rt_sigqueueinfo`, `rt_tgsigqueueinfo`.
-    queue_signal: [u32; 2],
+    /// `rt_sigqueueinfo`, `rt_tgsigqueueinfo` (x86_64 numbers, then x32's own).
+    queue_signal: &'static [u32],
+    seccomp: u32,
+    clone: u32,
+    clone3: u32,
     pidfd_send_signal: u32,
     fcntl: &'static [u32],
 }
@@ -71,9 +83,12 @@ const X86_64: Numbers = Numbers {
     socketcall: None,
     setrlimit: 160,
     prlimit64: 302,
-    queue_signal: [129, 297],
+    queue_signal: &[129, 297, 524, 536],
     pidfd_send_signal: 424,
     fcntl: &[72],
+    seccomp: 317,
+    clone: 56,
+    clone3: 435,
 };
 
 const I386: Numbers = Numbers {
@@ -85,9 +100,12 @@ const I386: Numbers = Numbers {
     socketcall: Some(102),
     setrlimit: 75,
     prlimit64: 340,
-    queue_signal: [178, 335],
+    queue_signal: &[178, 335],
     pidfd_send_signal: 424,
     fcntl: &[55, 221], // fcntl, fcntl64
+    seccomp: 354,
+    clone: 120,
+    clone3: 435,
 };
 
 /// The socket families a profile guest may create.
@@ -103,92 +121,111 @@ pub(crate) fn program(deny_new_tasks: bool) -> Vec<Insn> {
     let allow = a.label();
     let eagain = a.label();
     let eperm = a.label();
-    let prctl = a.label();
-    let socket = a.label();
-    let setrlimit = a.label();
-    let prlimit_x86 = a.label();
-    let prlimit_i386 = a.label();
-    let arg2_x86 = a.label();
-    let arg2_i386 = a.label();
-    let fcntl = a.label();
     let i386 = a.label();
-    let jumps = |prlimit, arg2| {
-        [
-            eagain, eperm, prctl, socket, setrlimit, prlimit, arg2, fcntl,
-        ]
+    let shared = |a: &mut Assembler| Labels {
+        eagain,
+        eperm,
+        enosys: a.label(),
+        prctl: a.label(),
+        socket: a.label(),
+        setrlimit: a.label(),
+        prlimit: a.label(),
+        arg2: a.label(),
+        fcntl: a.label(),
+        seccomp: a.label(),
+        clone: a.label(),
     };
+    let x86 = shared(&mut a);
+    let ia32 = shared(&mut a);
 
     a.load(ARCH);
     a.jump(BPF_JEQ_K, AUDIT_ARCH_X86_64, Dest::Next, Dest::To(i386));
     a.load(NR);
     // x32 numbers are the x86_64 ones with a high bit: decided alike.
     a.stmt(crate::policy::bpf::BPF_ALU_AND_K, !X32_SYSCALL_BIT);
-    abi_rules(
-        &mut a,
-        &X86_64,
-        deny_new_tasks,
-        jumps(prlimit_x86, arg2_x86),
-    );
+    abi_rules(&mut a, &X86_64, deny_new_tasks, &x86);
     a.ret(ALLOW);
 
     a.bind(i386);
     a.jump(BPF_JEQ_K, AUDIT_ARCH_I386, Dest::Next, Dest::To(allow));
     a.load(NR);
-    abi_rules(
-        &mut a,
-        &I386,
-        deny_new_tasks,
-        jumps(prlimit_i386, arg2_i386),
-    );
+    abi_rules(&mut a, &I386, deny_new_tasks, &ia32);
     a.ret(ALLOW);
 
-    a.bind(prctl);
-    a.load(ARG0_LOW);
-    a.jump(
-        BPF_JEQ_K,
-        libc::PR_SET_DUMPABLE as u32,
-        Dest::To(eperm),
-        Dest::To(allow),
-    );
+    for (l, pointer_high) in [(&x86, true), (&ia32, false)] {
+        // prctl: PR_SET_DUMPABLE, and PR_SET_SECCOMP (a filter of the guest's own could trap
+        // or kill a call of its choosing, and the report would name it).
+        a.bind(l.prctl);
+        a.load(ARG0_LOW);
+        a.jump(
+            BPF_JEQ_K,
+            libc::PR_SET_DUMPABLE as u32,
+            Dest::To(eperm),
+            Dest::Next,
+        );
+        a.jump(
+            BPF_JEQ_K,
+            libc::PR_SET_SECCOMP as u32,
+            Dest::To(eperm),
+            Dest::To(allow),
+        );
 
-    a.bind(setrlimit);
-    a.load(ARG0_LOW);
-    a.jump(
-        BPF_JEQ_K,
-        libc::RLIMIT_CPU,
-        Dest::To(eperm),
-        Dest::To(allow),
-    );
+        // seccomp(SECCOMP_SET_MODE_FILTER, ..), for the same reason.
+        a.bind(l.seccomp);
+        a.load(ARG0_LOW);
+        a.jump(
+            BPF_JEQ_K,
+            SECCOMP_SET_MODE_FILTER,
+            Dest::To(eperm),
+            Dest::To(allow),
+        );
 
-    // prlimit64(pid, resource, new, old): RLIMIT_CPU with a new value. An i386 pointer is the
-    // low half of its register only.
-    // `pidfd_send_signal(pidfd, sig, info, flags)` goes straight to the third argument.
-    a.bind(prlimit_x86);
-    a.load(ARG1_LOW);
-    a.jump(BPF_JEQ_K, libc::RLIMIT_CPU, Dest::Next, Dest::To(allow));
-    a.bind(arg2_x86);
-    a.load(ARG2_HIGH);
-    a.jump(BPF_JEQ_K, 0, Dest::Next, Dest::To(eperm));
-    a.load(ARG2_LOW);
-    a.jump(BPF_JEQ_K, 0, Dest::To(allow), Dest::To(eperm));
-    a.bind(prlimit_i386);
-    a.load(ARG1_LOW);
-    a.jump(BPF_JEQ_K, libc::RLIMIT_CPU, Dest::Next, Dest::To(allow));
-    a.bind(arg2_i386);
-    a.load(ARG2_LOW);
-    a.jump(BPF_JEQ_K, 0, Dest::To(allow), Dest::To(eperm));
+        // clone(flags, ..) with an exit signal other than SIGCHLD: the worker would get that
+        // signal (SIGSYS, say) with a `si_code` and fields the child chose by its exit.
+        a.bind(l.clone);
+        a.load(ARG0_LOW);
+        a.stmt(crate::policy::bpf::BPF_ALU_AND_K, 0xff);
+        a.jump(BPF_JEQ_K, 0, Dest::To(allow), Dest::Next);
+        a.jump(BPF_JEQ_K, libc::SIGCHLD as u32, Dest::To(allow), Dest::Next);
+        a.ret(errno(libc::EINVAL));
+        a.bind(l.enosys);
+        a.ret(errno(libc::ENOSYS));
 
-    // fcntl(fd, cmd, ..): the command is an int.
-    a.bind(fcntl);
-    a.load(ARG1_LOW);
-    a.jump(BPF_JEQ_K, F_SETSIG, Dest::To(eperm), Dest::To(allow));
+        a.bind(l.setrlimit);
+        a.load(ARG0_LOW);
+        a.jump(
+            BPF_JEQ_K,
+            libc::RLIMIT_CPU,
+            Dest::To(eperm),
+            Dest::To(allow),
+        );
 
-    a.bind(socket);
-    a.load(ARG0_LOW);
-    for family in FAMILIES {
-        a.jump(BPF_JEQ_K, family, Dest::To(allow), Dest::Next);
+        // prlimit64(pid, resource, new, old): RLIMIT_CPU with a new value. An i386 pointer is
+        // the low half of its register only. `pidfd_send_signal(pidfd, sig, info, flags)`
+        // goes straight to the third argument.
+        a.bind(l.prlimit);
+        a.load(ARG1_LOW);
+        a.jump(BPF_JEQ_K, libc::RLIMIT_CPU, Dest::Next, Dest::To(allow));
+        a.bind(l.arg2);
+        if pointer_high {
+            a.load(ARG2_HIGH);
+            a.jump(BPF_JEQ_K, 0, Dest::Next, Dest::To(eperm));
+        }
+        a.load(ARG2_LOW);
+        a.jump(BPF_JEQ_K, 0, Dest::To(allow), Dest::To(eperm));
+
+        // fcntl(fd, cmd, ..): the command is an int.
+        a.bind(l.fcntl);
+        a.load(ARG1_LOW);
+        a.jump(BPF_JEQ_K, F_SETSIG, Dest::To(eperm), Dest::To(allow));
+
+        a.bind(l.socket);
+        a.load(ARG0_LOW);
+        for family in FAMILIES {
+            a.jump(BPF_JEQ_K, family, Dest::To(allow), Dest::Next);
+        }
+        a.ret(errno(libc::EAFNOSUPPORT));
     }
-    a.ret(errno(libc::EAFNOSUPPORT));
 
     a.bind(allow);
     a.ret(ALLOW);
@@ -200,34 +237,49 @@ pub(crate) fn program(deny_new_tasks: bool) -> Vec<Insn> {
     a.finish().expect("the walls filter assembles")
 }
 
+/// Where one ABI's rules jump to.
+struct Labels {
+    eagain: Label,
+    eperm: Label,
+    enosys: Label,
+    prctl: Label,
+    socket: Label,
+    setrlimit: Label,
+    prlimit: Label,
+    arg2: Label,
+    fcntl: Label,
+    seccomp: Label,
+    clone: Label,
+}
+
 /// One ABI's checks on the syscall number in A; falls through when none matches.
-fn abi_rules(
-    a: &mut Assembler,
-    n: &Numbers,
-    deny_new_tasks: bool,
-    [eagain, eperm, prctl, socket, setrlimit, prlimit, arg2, fcntl]: [crate::policy::bpf::Label; 8],
-) {
+fn abi_rules(a: &mut Assembler, n: &Numbers, deny_new_tasks: bool, l: &Labels) {
     if deny_new_tasks {
         for nr in n.new_tasks {
-            a.jump(BPF_JEQ_K, nr, Dest::To(eagain), Dest::Next);
+            a.jump(BPF_JEQ_K, nr, Dest::To(l.eagain), Dest::Next);
         }
+    } else {
+        // clone3's exit signal is in memory, where no filter looks: glibc falls back to clone.
+        a.jump(BPF_JEQ_K, n.clone3, Dest::To(l.enosys), Dest::Next);
+        a.jump(BPF_JEQ_K, n.clone, Dest::To(l.clone), Dest::Next);
     }
     for nr in n
         .keys
         .into_iter()
         .chain([n.io_uring_setup])
         .chain(n.socketcall)
-        .chain(n.queue_signal)
+        .chain(n.queue_signal.iter().copied())
     {
-        a.jump(BPF_JEQ_K, nr, Dest::To(eperm), Dest::Next);
+        a.jump(BPF_JEQ_K, nr, Dest::To(l.eperm), Dest::Next);
     }
-    a.jump(BPF_JEQ_K, n.prctl, Dest::To(prctl), Dest::Next);
-    a.jump(BPF_JEQ_K, n.socket, Dest::To(socket), Dest::Next);
-    a.jump(BPF_JEQ_K, n.setrlimit, Dest::To(setrlimit), Dest::Next);
-    a.jump(BPF_JEQ_K, n.prlimit64, Dest::To(prlimit), Dest::Next);
-    a.jump(BPF_JEQ_K, n.pidfd_send_signal, Dest::To(arg2), Dest::Next);
+    a.jump(BPF_JEQ_K, n.prctl, Dest::To(l.prctl), Dest::Next);
+    a.jump(BPF_JEQ_K, n.socket, Dest::To(l.socket), Dest::Next);
+    a.jump(BPF_JEQ_K, n.setrlimit, Dest::To(l.setrlimit), Dest::Next);
+    a.jump(BPF_JEQ_K, n.prlimit64, Dest::To(l.prlimit), Dest::Next);
+    a.jump(BPF_JEQ_K, n.pidfd_send_signal, Dest::To(l.arg2), Dest::Next);
+    a.jump(BPF_JEQ_K, n.seccomp, Dest::To(l.seccomp), Dest::Next);
     for &nr in n.fcntl {
-        a.jump(BPF_JEQ_K, nr, Dest::To(fcntl), Dest::Next);
+        a.jump(BPF_JEQ_K, nr, Dest::To(l.fcntl), Dest::Next);
     }
 }
 
@@ -256,11 +308,44 @@ mod tests {
         const X32: u32 = X32_SYSCALL_BIT;
         for deny in [false, true] {
             let tasks = if deny { errno(libc::EAGAIN) } else { ALLOW };
-            for nr in [56, 57, 58, 435, 56 | X32, 435 | X32] {
+            for nr in [56, 57, 58, 56 | X32] {
                 assert_eq!(decide(deny, X64, nr, 0), tasks, "x86_64 {nr:#x}");
             }
-            for nr in [120, 2, 190, 435] {
+            for nr in [120, 2, 190] {
                 assert_eq!(decide(deny, AUDIT_ARCH_I386, nr, 0), tasks, "i386 {nr}");
+            }
+            // clone3 keeps its exit signal in memory: ENOSYS (glibc falls back to clone).
+            let clone3 = if deny {
+                errno(libc::EAGAIN)
+            } else {
+                errno(libc::ENOSYS)
+            };
+            for (arch, nr) in [(X64, 435), (X64, 435 | X32), (AUDIT_ARCH_I386, 435)] {
+                assert_eq!(decide(deny, arch, nr, 0), clone3, "clone3 {nr:#x}");
+            }
+            // clone: SIGCHLD or no exit signal, whatever the other flags.
+            for (arch, nr) in [(X64, 56), (AUDIT_ARCH_I386, 120)] {
+                for (flags, expect) in [
+                    (17, tasks),
+                    (0x0001_0f00, tasks),
+                    (0x0100_0011, tasks),
+                    (31, if deny { tasks } else { errno(libc::EINVAL) }),
+                    (0x0100_001f, if deny { tasks } else { errno(libc::EINVAL) }),
+                ] {
+                    assert_eq!(decide(deny, arch, nr, flags), expect, "clone {flags:#x}");
+                }
+            }
+            // A seccomp filter of the guest's own.
+            let eperm = errno(libc::EPERM);
+            assert_eq!(decide(deny, X64, 317, 1), eperm);
+            assert_eq!(decide(deny, X64, 317, 0), ALLOW);
+            assert_eq!(decide(deny, X64, 317, 2), ALLOW); // SECCOMP_GET_ACTION_AVAIL
+            assert_eq!(decide(deny, AUDIT_ARCH_I386, 354, 1), eperm);
+            assert_eq!(decide(deny, X64, 157, 22), eperm); // PR_SET_SECCOMP
+            assert_eq!(decide(deny, AUDIT_ARCH_I386, 172, 22), eperm);
+            // x32's own numbers for queueing a signal.
+            for nr in [524 | X32, 536 | X32] {
+                assert_eq!(decide(deny, X64, nr, 1), eperm, "{nr:#x}");
             }
             for (arch, nr) in [
                 (X64, 248),

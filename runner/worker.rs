@@ -118,9 +118,13 @@ pub(crate) mod layout {
     const _: () = assert!(CTX_AS_LIMIT >= CTX_TOUCH + 32 && CTX_WALLS_FPROG >= CTX_AS_LIMIT + 8);
     const _: () = assert!(CTX_WALLS_PROG + WALLS_PROG_MAX * 8 <= 0x800);
     /// A traced worker's gate (a u32): 0 until the host's tracer has seized the worker, then
-    /// non-zero. The worker waits on it with `FUTEX_WAIT` (a shared futex: the data page is a
-    /// shared mapping of the arena's file) right after it has mapped the region.
+    /// [`GATE_TRACED`], or [`GATE_UNTRACED`] when the tracer could not (the worker then
+    /// installs its own recording handlers, whose details the report marks unverified). The
+    /// worker waits on it with `FUTEX_WAIT` (a shared futex: the data page is a shared mapping
+    /// of the arena's file) right after it has mapped the region.
     pub const CTX_TRACE_GATE: usize = 0x640;
+    pub const GATE_TRACED: u32 = 1;
+    pub const GATE_UNTRACED: u32 = 2;
     const _: () = assert!(CTX_TRACE_GATE >= CTX_WALLS_PROG + WALLS_PROG_MAX * 8);
     const _: () = assert!(CTX_TRACE_GATE + 8 <= 0x800);
 
@@ -1057,12 +1061,14 @@ unsafe fn worker_main(plan: &WorkerPlan) -> ! {
 
         // A traced worker waits here until its tracer has seized it (or the host has given
         // up on tracing it): before it makes itself undumpable, and before the guest runs.
+        let mut traced = false;
         if plan.traced {
             let gate = plan.region + DATA + CTX_TRACE_GATE;
             while (gate as *const u32).read_volatile() == 0 {
                 let wait = libc::FUTEX_WAIT as usize;
                 raw::syscall6(libc::SYS_futex, gate, wait, 0, 0, 0, 0);
             }
+            traced = (gate as *const u32).read_volatile() == GATE_TRACED;
         }
 
         if plan.walls.clone_flags & libc::CLONE_NEWNS as usize != 0 {
@@ -1219,9 +1225,9 @@ unsafe fn worker_main(plan: &WorkerPlan) -> ! {
             restorer: 0,
             mask: 0,
         };
-        let action = if plan.traced { &default } else { &action };
+        let action = if traced { &default } else { &action };
         // Only a filter sends SIGSYS (strict mode kills, and no guest can call kill).
-        let handled = if plan.filter_mode || plan.traced {
+        let handled = if plan.filter_mode || traced {
             &FAULT_SIGNALS[..]
         } else {
             &FAULT_SIGNALS[..FAULT_SIGNALS.len() - 1]

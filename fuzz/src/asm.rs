@@ -209,22 +209,22 @@ mod tests {
         let code = asm.finish();
         let text = bytejail::disasm::listing(&code);
         for want in [
-            "mov rax,1122334455667788h",
-            "mov r10,0FFFFFFFFFFFFFFFFh",
-            "lea rdi,[rsp-10h]",
-            "lea r9,[rsp+100h]",
+            "mov rax,0x1122334455667788",
+            "mov r10,0xffffffffffffffff",
+            "lea rdi,[rsp-0x10]",
+            "lea r9,[rsp+0x100]",
             "lea rsi,[",
             "lea r8,[",
             "lea rax,[",
-            "mov [rsp+128h],rax",
-            "mov rax,[rsp+200h]",
-            "sub rsp,200h",
-            "add rax,0FFFFFFFFFFFFFFF8h",
+            "mov [rsp+0x128],rax",
+            "mov rax,[rsp+0x200]",
+            "sub rsp,0x200",
+            "add rax,0xfffffffffffffff8",
             "mov r13,rdi",
             "mov rsi,r12",
             "mov r12,[rsp]",
-            "add r15,0FFFFFFFFFFFFE000h",
-            "and rbx,0FFFFFFFFFFFFF000h",
+            "add r15,0xffffffffffffe000",
+            "and rbx,0xfffffffffffff000",
             "syscall",
         ] {
             assert!(text.contains(want), "{want} not in\n{text}");

@@ -676,7 +676,15 @@ impl Descendants {
             false
         };
         let mut found = Descendants::default();
-        for p in procs.values().filter(|p| p.pid != me && descends(p.pid)) {
+        // bytejail's tracer process: the host's own child, in the host's PID namespace (a
+        // guest that names itself so is nested below its worker's namespace, and still counts).
+        let tracer = |p: &Proc| {
+            p.ppid == me && p.nspid.len() == my_depth && p.line.contains("(bytejail-tracer)")
+        };
+        for p in procs
+            .values()
+            .filter(|p| p.pid != me && descends(p.pid) && !tracer(p))
+        {
             found.all.push(p.line.clone());
             let nested = p.nspid.len().saturating_sub(my_depth);
             let worker = nested == 1 && p.nspid.last() == Some(&1);
@@ -1023,16 +1031,16 @@ mod tests {
         let text = bytejail::disasm::listing(&case.attacker());
         for want in [
             "mov r12,[rsp]",
-            "and r12,0FFFFFFFFFFFFF000h",
+            "and r12,0xfffffffffffff000",
             "mov r13,rdi",
             "mov r14,rdx",
             "mov r15,rsp",
             "lea rbx,[",
             "mov rdi,r12",
-            "add rdi,0FFFFFFFFFFFFE000h",
-            "mov rsi,1000h",
+            "add rdi,0xffffffffffffe000",
+            "mov rsi,0x1000",
             "mov rdx,rbp",
-            "mov rax,0Ah",
+            "mov rax,0xa",
             "syscall",
             "mov rbp,rax",
             "mov rsp,r15",
@@ -1046,11 +1054,11 @@ mod tests {
     fn the_canary_is_the_code_its_comments_say() {
         let text = bytejail::disasm::listing(CANARY);
         for want in [
-            "jae short 1Ch",
+            "jae short 0x1c",
             "movzx eax,byte ptr [r12+rcx]",
-            "jmp short 0Ah",
+            "jmp short 0xa",
             "syscall",
-            "shl rbx,10h",
+            "shl rbx,0x10",
             "ret",
         ] {
             assert!(text.contains(want), "{want} not in\n{text}");

@@ -416,6 +416,24 @@ impl Filter {
     }
 
     /// The program's bytes, as `seccomp(SECCOMP_SET_MODE_FILTER)` reads them.
+    /// [`Filter::to_bytes`], with every violation's trap made a kill of the process: for a
+    /// traced worker, which needs no handler to learn the call (see `crate::tracer`), and
+    /// whose guest must not be able to catch its own violation with a SIGSYS handler.
+    pub(crate) fn to_bytes_killing_violations(&self) -> Vec<u8> {
+        const BPF_RET_K: u16 = 0x06;
+        self.program
+            .iter()
+            .map(|insn| {
+                let mut insn = *insn;
+                if insn.code == BPF_RET_K && insn.k & 0xffff_0000 == SECCOMP_RET_TRAP {
+                    insn.k = SECCOMP_RET_KILL_PROCESS;
+                }
+                insn
+            })
+            .flat_map(|insn| insn.to_bytes())
+            .collect()
+    }
+
     pub fn to_bytes(&self) -> Vec<u8> {
         self.program
             .iter()
