@@ -321,6 +321,47 @@ fn a_failed_signal_frame_does_not_blame_an_innocent_instruction() {
     );
 }
 
+/// Hole, in strict mode (the default) with one process: the guest calls `rt_sigreturn` with a
+/// forged frame whose registers are fine (`rip` a `nop` of its choosing) but whose `fpstate`
+/// points to unmapped memory. The kernel loads the registers, sets `orig_rax` -1, fails to
+/// restore the FPU state, and forces SIGSEGV (SI_KERNEL, `si_addr` slot 0): the report says
+/// "SIGSEGV at the nop, address 0x0 (verified)". Same fix: SI_KERNEL is no fault address, and
+/// (for the instruction) a `rt_sigreturn` that failed is not an instruction's fault.
+#[test]
+#[ignore = "hole: strict guest: a bad rt_sigreturn fpstate makes a verified fault at its chosen nop"]
+fn a_bad_sigreturn_frame_does_not_blame_an_innocent_instruction() {
+    let code = gas("
+        sub rsp, 512
+        mov rdi, rsp
+        mov ecx, 512 / 8
+        xor eax, eax
+        rep stosq
+        lea rax, [rsp + 512]
+        mov [rsp + 160], rax                    # rsp
+        lea rax, [rip + innocent]
+        mov [rsp + 168], rax                    # rip
+        mov qword ptr [rsp + 176], 0x202
+        mov word ptr [rsp + 184], 0x33
+        mov word ptr [rsp + 190], 0x2b
+        mov qword ptr [rsp + 224], 0x1000       # fpstate: unmapped
+        mov eax, 15                             # rt_sigreturn
+        syscall
+    innocent:
+        nop
+        mov eax, 42
+        ret");
+    let report = bytejail::run(&code, b"", &RunOptions::default()).unwrap();
+    let Outcome::Crashed { signal, fault } = &report.outcome else {
+        panic!("expected a crash: {}", report.summary());
+    };
+    assert_eq!(*signal, libc::SIGSEGV);
+    assert!(
+        !fault.as_ref().is_some_and(|f| f.verified),
+        "{}",
+        report.summary()
+    );
+}
+
 /// Hole (needs `max_procs` 2): the guest forks a child whose exit signal is SIGSYS and which
 /// exits with status 61 while the worker waits in `wait4` (61). The kernel's notification of
 /// the child's exit is a SIGSYS with `si_code` CLD_EXITED (1, the value of SYS_SECCOMP) and
