@@ -619,17 +619,10 @@ fn a_single_stepping_strict_guest_is_a_crash() {
     assert!(report.syscall.is_none());
 }
 
-/// Reads one input byte: `s` spins, anything else returns 42.
+/// Looks at the input's first byte: `s` spins, anything else returns 42.
 fn spin_on_s() -> Vec<u8> {
     gas("
-        sub rsp, 8
-        xor edi, edi
-        mov rsi, rsp
-        mov edx, 1
-        xor eax, eax
-        syscall
-        mov al, [rsp]
-        add rsp, 8
+        mov al, byte ptr [rdi]                  # the input (rdi, rsi)
         cmp al, 's'
         je 1f
         mov eax, 42
@@ -637,10 +630,19 @@ fn spin_on_s() -> Vec<u8> {
     1:  jmp 1b")
 }
 
-/// A strict-mode worker killed by someone else (here the test, as an administrator or the OOM
-/// killer would) while it spins: the traced classification says "a SIGKILL sent from outside
-/// skips the exit stop", so this must be `killed`, never a violation.
+/// Hole (not the guest's doing): a strict-mode worker killed by someone else (here the test,
+/// as an administrator, a service manager or the OOM killer would) while it spins. The traced
+/// classification assumes "a SIGKILL sent from outside is a pending signal, which skips the
+/// exit stop"; on this kernel (6.18) it does not skip it: the tracer records an exit stop with
+/// status SIGKILL and `orig_rax` -1, `classify` calls it a violation (no call named), and the
+/// diagnosis then re-runs the job for nothing. The report says "syscall_violation".
+///
+/// Fix: in the traced strict path, a violation only when the exit stop is in a call strict mode
+/// refuses (`strict_violation` is `Some`, with `orig_rax` compared on its low 32 bits as the
+/// kernel does) or the kernel says seccomp killed it (`Seccomp:` 3, SECCOMP_MODE_DEAD, in
+/// `/proc/PID/status` at the exit stop); otherwise `killed`.
 #[test]
+#[ignore = "hole: an outside SIGKILL of a traced strict worker is reported as a violation"]
 fn an_outside_sigkill_of_a_strict_worker_is_not_a_violation() {
     let mut same = bytejail::SameCode::new(&spin_on_s(), &RunOptions::default()).unwrap();
     assert_eq!(common::returned_rax(&same.run(b"r").unwrap()), 42);
@@ -761,4 +763,152 @@ fn tracer_threads_are_reused() {
         .count();
     // Other tests of this binary run beside this one, each with a few workers at a time.
     assert!(tracers <= 16, "{tracers} tracer threads after 60 jobs");
+}
+
+/// Hole (latent on this kernel, which has no x32 ABI): the walls filter refuses queueing a
+/// signal with details (`rt_sigqueueinfo` 129, `rt_tgsigqueueinfo` 297) and masks the x32 bit
+/// before it compares, but x32's own numbers for those calls are 524 and 536 (0x4000020c,
+/// 0x40000218), which it lets through. Docker's default profile has an x32 section and allows
+/// both: on a kernel with `CONFIG_X86_X32_ABI`, a guest queues itself the forged SIGSEGV the
+/// walls exist to stop. Here the call reaches the kernel and fails with ENOSYS instead of the
+/// walls' EPERM.
+///
+/// Fix: add x32's 524 and 536 (after masking: compare the masked number too) to the walls'
+/// x86_64 list, or refuse every x32 number in the walls filter (bytejail's guests are x86-64).
+#[test]
+#[ignore = "hole: the walls let x32 rt_sigqueueinfo/rt_tgsigqueueinfo (524/536) through"]
+fn x32_signal_queueing_is_refused_by_the_walls() {
+    if no_profiles() {
+        return;
+    }
+    for nr in [0x4000_020c_u32, 0x4000_0218] {
+        let code = gas(&format!(
+            "
+            sub rsp, 128
+            mov rdi, rsp
+            mov ecx, 16
+            xor eax, eax
+            rep stosq
+            mov dword ptr [rsp], 11             # si_signo
+            mov dword ptr [rsp + 8], 1          # si_code: SEGV_MAPERR
+            mov rax, 0xdeadbeef
+            mov [rsp + 16], rax                 # si_addr
+            mov eax, 39
+            syscall
+            mov rdi, rax
+            mov rsi, rax
+            mov edx, 11
+            mov r10, rsp
+            cmp dword ptr [rip + which], 0x4000020c
+            jne 1f
+            mov esi, 11                         # rt_sigqueueinfo(pid, sig, info)
+            mov rdx, rsp
+        1:  mov eax, dword ptr [rip + which]
+            syscall
+            add rsp, 128
+            ret
+        which:
+            .long {nr:#x}"
+        ));
+        let report = bytejail::run(&code, b"", &docker_default()).unwrap();
+        assert_eq!(
+            common::returned_rax(&report),
+            -(libc::EPERM as i64),
+            "{nr:#x}: {}",
+            report.summary()
+        );
+    }
+}
+
+/// Looks at the input's first byte: `v` makes a forbidden call with rdi 0x5151, `c` stores to 0x4000,
+/// anything else returns 42.
+fn by_input() -> Vec<u8> {
+    gas("
+        mov al, byte ptr [rdi]                  # the input (rdi, rsi)
+        cmp al, 'v'
+        jne 1f
+        mov rdi, 0x5151
+        mov eax, 59
+        syscall
+    1:  cmp al, 'c'
+        jne 2f
+        mov eax, 0x4000
+        mov dword ptr [rax], 1
+    2:  mov eax, 42
+        ret")
+}
+
+/// One same-code submission, inputs in turn: each report's facts are that input's own, and an
+/// input that returns after one that crashed or violated shows none.
+#[test]
+fn same_code_inputs_do_not_inherit_facts() {
+    let mut templates = vec![RunOptions::default()];
+    if namespaces() {
+        templates.push(profile_options());
+    }
+    for template in templates {
+        let strict = template.policy == bytejail::Policy::Strict;
+        let mut same = bytejail::SameCode::new(&by_input(), &template).unwrap();
+        for (i, input) in [b"r", b"v", b"r", b"c", b"r", b"c", b"v", b"r"]
+            .iter()
+            .enumerate()
+        {
+            let report = same.run(*input).unwrap();
+            match *input {
+                b"r" => {
+                    assert_eq!(common::returned_rax(&report), 42);
+                    assert!(report.syscall.is_none());
+                }
+                b"v" if strict => {
+                    let sc = report
+                        .syscall
+                        .clone()
+                        .unwrap_or_else(|| panic!("input {i}: {}", report.summary()));
+                    assert_eq!((sc.nr, sc.verified), (59, true), "{}", report.summary());
+                    assert_eq!(sc.args.map(|a| a[0]), Some(0x5151));
+                }
+                b"v" => {
+                    // allow-all: execve(0x5151, ..) fails with EFAULT, and the guest returns.
+                    assert_eq!(common::returned_rax(&report), 42, "{}", report.summary());
+                }
+                _ => match &report.outcome {
+                    Outcome::Crashed { fault: Some(f), .. } => {
+                        assert_eq!(
+                            (f.address, f.verified),
+                            (0x4000, true),
+                            "{}",
+                            report.summary()
+                        )
+                    }
+                    other => panic!("expected a fault, got {other:?}: {}", report.summary()),
+                },
+            }
+        }
+    }
+}
+
+/// Strict mode, the other entries: `int 0x80` with high halves in its registers (the i386 call
+/// uses the low 32 bits: the report shows those), and an x32 number (always killed).
+#[test]
+fn strict_i386_and_x32_calls_are_named_as_the_kernel_saw_them() {
+    let code = gas("
+        mov rbx, 0xffffffff00000077
+        mov rcx, 0x1234567800000088
+        mov eax, 20                             # i386 getpid
+        int 0x80
+        ret");
+    let report = bytejail::run(&code, b"", &RunOptions::default()).unwrap();
+    let sc = report.syscall.clone().expect("named");
+    assert_eq!(sc.abi, bytejail::syscalls::Abi::I386);
+    assert_eq!((sc.nr, sc.verified), (20, true));
+    assert_eq!(sc.args.map(|a| (a[0], a[1])), Some((0x77, 0x88)));
+
+    let code = gas("mov eax, 0x40000027\nsyscall\nret");
+    let report = bytejail::run(&code, b"", &RunOptions::default()).unwrap();
+    let sc = report.syscall.clone().expect("named");
+    assert_eq!(sc.abi, bytejail::syscalls::Abi::X32);
+    assert_eq!(
+        (sc.nr, sc.name, sc.verified),
+        (0x4000_0027, Some("getpid"), true)
+    );
 }
