@@ -912,3 +912,103 @@ fn strict_i386_and_x32_calls_are_named_as_the_kernel_saw_them() {
         (0x4000_0027, Some("getpid"), true)
     );
 }
+
+/// Children of this process stuck in a ptrace stop (`t`) or never reaped (`Z`) that were not
+/// there `before`, seen twice 300 ms apart (a worker on its way out is not stuck).
+fn stuck_children(before: &[(u32, char)]) -> Vec<(u32, char)> {
+    let me = std::process::id();
+    let stuck = |seen: &[(u32, char)]| -> Vec<(u32, char)> {
+        common::children_of(me)
+            .into_iter()
+            .filter(|(pid, s)| matches!(s, 't' | 'Z') && !before.iter().any(|(b, _)| b == pid))
+            .filter(|c| seen.is_empty() || seen.contains(c))
+            .collect()
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let first = stuck(&[]);
+    if first.is_empty() {
+        return first;
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stuck(&first)
+}
+
+/// Runs `input` `n` times through one same-code submission: what each run gave, and the
+/// workers left stuck.
+fn same_code_runs(options: &RunOptions, input: &[u8], n: usize) -> (Vec<String>, Vec<(u32, char)>) {
+    let before = common::children_of(std::process::id());
+    let mut same = bytejail::SameCode::new(&spin_on_s(), options).unwrap();
+    let got = (0..n)
+        .map(|_| match same.run(input) {
+            Ok(report) => format!("{:?}", report.outcome),
+            Err(e) => format!("Err: {e}"),
+        })
+        .collect();
+    drop(same);
+    (got, stuck_children(&before))
+}
+
+/// Hole (high: any guest that spins until its timeout): the host kills a worker at its deadline
+/// with SIGKILL, then reaps it with a blocking `wait4(pid, __WALL)`. A traced worker killed by
+/// SIGKILL still stops at `PTRACE_EVENT_EXIT` (see the hole above), and `wait4` from any thread
+/// of the tracer's thread group reports (and consumes) the ptrace stops of that group's tracees.
+/// When the host thread wins the race, `run` returns `Err("reaping the worker: unexpected wait
+/// status 0x6057f")` (stopped, PTRACE_EVENT_EXIT), the tracer never sees the stop, and the worker
+/// stays in its ptrace stop for as long as the host lives (its tracer thread blocked in
+/// `waitid` with it). Measured: about half of 200 timeouts, strict and profile alike, each
+/// leaving a stopped worker (and under a profile its whole PID namespace) behind.
+///
+/// Fix: never `wait4` a traced worker that may still stop: after the kill, wait for its pidfd
+/// to become readable (it does only after `exit_notify`, once the tracer let it go past its
+/// exit stop), then reap; or let the tracer thread reap it (it alone sees its stops), and
+/// treat a stopped status as "not yet" rather than an error. The same holds for
+/// `sys::end_child` (the done path of a profile job), the pool's ready wait and `SameCode`.
+#[test]
+#[ignore = "hole: a traced worker killed at its timeout is often an Err and stays stopped forever"]
+fn timeouts_of_traced_workers_are_timeouts() {
+    let mut options = RunOptions::default();
+    options.limits.timeout = std::time::Duration::from_millis(20);
+    let mut templates = vec![options.clone()];
+    if namespaces() {
+        templates.push(RunOptions {
+            policy: common::allow_all(),
+            ..options
+        });
+    }
+    for options in templates {
+        let (got, left) = same_code_runs(&options, b"s", 60);
+        let errs = got.iter().filter(|g| g.as_str() != "Timeout").count();
+        assert_eq!(
+            errs,
+            0,
+            "{errs} of 60: {:?}; left {left:?}",
+            got.iter().find(|g| g.as_str() != "Timeout")
+        );
+        assert_eq!(left, [], "workers left behind");
+    }
+}
+
+/// Hole, the same race on the paths of jobs that return: a pool's worker that said "done"
+/// lingers and is ended with `sys::end_child` (SIGKILL, then `wait4`, whose result it
+/// ignores), as are a parked same-code worker when its submission is dropped and a profile
+/// job's worker. When `wait4` takes the exit stop, the worker is never reaped and stays in its
+/// ptrace stop (with its tracer thread) for as long as the host lives. Strict mode, the
+/// default, through a `Pool`. Same fix.
+#[test]
+#[ignore = "hole: end_child's wait4 can take a traced worker's exit stop and leave it stopped"]
+fn returning_jobs_leave_no_worker_behind() {
+    let before = common::children_of(std::process::id());
+    let pool = bytejail::Pool::new(RunOptions::default(), 2).unwrap();
+    let code = gas("mov eax, 42\nret");
+    for _ in 0..300 {
+        let report = pool.run(&code, b"", &RunOptions::default()).unwrap();
+        assert_eq!(common::returned_rax(&report), 42);
+    }
+    let left = stuck_children(&before);
+    drop(pool);
+    assert!(
+        left.is_empty(),
+        "{} of 300 workers left behind: {left:?}",
+        left.len()
+    );
+}
