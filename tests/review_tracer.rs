@@ -1097,3 +1097,23 @@ fn high_bits_in_rax_do_not_hide_a_violation() {
     }
     assert!(wrong.is_empty(), "{wrong:#?}");
 }
+
+/// Under a profile, an `int 0x80` call the filter traps is named as the i386 call, with the
+/// i386 argument registers (low halves).
+#[test]
+fn a_trapped_i386_call_is_named_as_i386() {
+    if no_profiles() {
+        return;
+    }
+    let code = gas("
+        mov rbx, 0xffffffff00000011
+        mov rcx, 0x22
+        mov eax, 24                             # i386 getuid
+        int 0x80
+        ret");
+    let report = bytejail::run(&code, b"", &policy(TRAP_AND_KILL)).unwrap();
+    let sc = report.syscall.clone().expect("named");
+    assert_eq!(sc.abi, bytejail::syscalls::Abi::I386, "{}", report.summary());
+    assert_eq!((sc.nr, sc.name, sc.verified), (24, Some("getuid"), true));
+    assert_eq!(sc.args.map(|a| (a[0], a[1])), Some((0x11, 0x22)));
+}
