@@ -1113,7 +1113,39 @@ fn a_trapped_i386_call_is_named_as_i386() {
         ret");
     let report = bytejail::run(&code, b"", &policy(TRAP_AND_KILL)).unwrap();
     let sc = report.syscall.clone().expect("named");
-    assert_eq!(sc.abi, bytejail::syscalls::Abi::I386, "{}", report.summary());
+    assert_eq!(
+        sc.abi,
+        bytejail::syscalls::Abi::I386,
+        "{}",
+        report.summary()
+    );
     assert_eq!((sc.nr, sc.name, sc.verified), (24, Some("getuid"), true));
     assert_eq!(sc.args.map(|a| (a[0], a[1])), Some((0x11, 0x22)));
+}
+
+/// A `vfork` child (untraced) makes a call the profile traps while the worker waits in
+/// `vfork`: the child dies of it, the worker goes on and returns. Neither hangs nor turns into a
+/// runner failure, and no verified fact is made of the child's call.
+#[test]
+fn a_vfork_child_violation_neither_hangs_nor_is_a_verified_fact() {
+    if no_profiles() {
+        return;
+    }
+    let code = gas("
+        mov eax, 58                             # vfork
+        syscall
+        test rax, rax
+        jnz 1f
+        mov eax, 102                            # the child: getuid, trapped
+        syscall
+        mov edi, 3
+        mov eax, 60
+        syscall
+    1:  mov eax, 42
+        ret");
+    let mut options = with_procs(policy(TRAP_AND_KILL), 2);
+    options.limits.timeout = std::time::Duration::from_secs(5);
+    let report = bytejail::run(&code, b"", &options).unwrap();
+    assert_eq!(verified_violation(&report), None, "{}", report.summary());
+    assert_ne!(report.outcome, Outcome::Timeout, "{}", report.summary());
 }
