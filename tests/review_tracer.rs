@@ -1161,3 +1161,46 @@ fn a_vfork_child_violation_neither_hangs_nor_is_a_verified_fact() {
     assert_eq!(verified_violation(&report), None, "{}", report.summary());
     assert_ne!(report.outcome, Outcome::Timeout, "{}", report.summary());
 }
+
+/// With `max_procs` 2, a child of the guest tries to take the worker over with `PTRACE_SEIZE`
+/// (and would then see and change its stops): the worker already has its tracer, EPERM.
+#[test]
+fn a_guest_child_cannot_trace_the_worker() {
+    if no_profiles() {
+        return;
+    }
+    let code = gas("
+        mov eax, 57                             # fork
+        syscall
+        test rax, rax
+        jnz 1f
+        mov edi, 0x4206                         # the child: PTRACE_SEIZE the worker (pid 1)
+        mov esi, 1
+        xor edx, edx
+        xor r10d, r10d
+        mov eax, 101
+        syscall
+        neg eax
+        mov edi, eax                            # exit with the errno
+        mov eax, 60
+        syscall
+    1:  sub rsp, 8
+        mov rdi, rax
+        mov rsi, rsp
+        xor edx, edx
+        xor r10d, r10d
+        mov eax, 61                             # wait4(child, &status, 0, 0)
+        syscall
+        mov eax, dword ptr [rsp]
+        add rsp, 8
+        shr eax, 8
+        and eax, 0xff                           # the child's exit status
+        ret");
+    let report = bytejail::run(&code, b"", &with_procs(profile_options(), 2)).unwrap();
+    assert_eq!(
+        common::returned_rax(&report),
+        i64::from(libc::EPERM),
+        "{}",
+        report.summary()
+    );
+}
