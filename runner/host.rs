@@ -565,7 +565,16 @@ pub(crate) fn drive(
     let mut watch = watch?;
     watch.oom_killed = oom_killed;
     watch.facts = facts;
-    let report = report_reaped(&reaped, watch, arena, code, cpu_limit, wall, cpu_before)?;
+    let report = report_reaped(
+        &reaped,
+        watch,
+        arena,
+        code,
+        cpu_limit,
+        wall,
+        cpu_before,
+        &options.policy,
+    )?;
     Ok(Driven {
         report,
         lingering: None,
@@ -614,6 +623,7 @@ pub(crate) fn report_reaped(
     cpu_limit_secs: u64,
     wall: Duration,
     cpu_before: Option<Duration>,
+    policy: &Policy,
 ) -> Result<Report, Error> {
     let (outcome, syscall) = classify(
         reaped,
@@ -622,6 +632,7 @@ pub(crate) fn report_reaped(
         arena.code_addr() as u64,
         code,
         cpu_limit_secs,
+        policy,
     )?;
     let (utime, stime) = (
         timeval(reaped.rusage.ru_utime),
@@ -1048,6 +1059,7 @@ fn classify(
     code_addr: u64,
     code: &[u8],
     cpu_limit_secs: u64,
+    policy: &Policy,
 ) -> Result<(Outcome, Option<ViolatingSyscall>), Error> {
     let status = reaped.status;
     if watch.truncated || watch.killed == Some(Kill::OutputLimit) {
@@ -1130,12 +1142,15 @@ fn classify(
         if signal == libc::SIGSYS {
             match stop {
                 // A filter's trap (strict mode never sends SIGSYS), delivered in the call.
-                Some(stop) => match trapped_syscall(&stop, code_addr, code.len()) {
+                Some(stop) => match trapped_syscall(&stop, code_addr, code.len())
+                    .filter(|sc| job_denies(policy, sc))
+                {
                     Some(mut syscall) => {
                         syscall.verified &= !watch.many_procs;
                         return Ok((Outcome::SyscallViolation, Some(syscall)));
                     }
-                    // Not the kernel's trap: a process of the job sent it.
+                    // Not the kernel's trap of a call the job's filters deny: a process of
+                    // the job sent it, or a filter of the guest's own trapped the call.
                     None => {
                         return Ok((
                             Outcome::Crashed {
@@ -1158,6 +1173,21 @@ fn classify(
                             sc.verified &= !watch.many_procs;
                             sc
                         });
+                    if syscall.as_ref().is_some_and(|sc| !job_denies(policy, sc)) {
+                        if watch.many_procs {
+                            // Another thread's violation took this one down in a call the
+                            // job allows: a violation, of a call no stop showed.
+                            return Ok((Outcome::SyscallViolation, None));
+                        }
+                        // A filter of the guest's own killed it, not the job's.
+                        return Ok((
+                            Outcome::Crashed {
+                                signal,
+                                fault: None,
+                            },
+                            None,
+                        ));
+                    }
                     return Ok((Outcome::SyscallViolation, syscall));
                 }
             }
@@ -1186,6 +1216,26 @@ fn classify(
     let fault =
         recorded.then(|| fault_at(signal, record.fault_addr, record.fault_rip, code_addr, code));
     Ok((Outcome::Crashed { signal, fault }, None))
+}
+
+/// Whether the job's own filter traps or kills `syscall` (as the kernel saw its arguments): a
+/// guest may install a filter of its own on top, whose trap or kill of a call the job allows
+/// is no violation of the job's policy. Decided by bytejail's interpreter of the program, which
+/// `tests/policy_libseccomp.rs` checks against the kernel.
+fn job_denies(policy: &Policy, syscall: &ViolatingSyscall) -> bool {
+    let Some(filter) = policy.filter() else {
+        return true; // strict mode: no filter, and no call to install one
+    };
+    let arch = match syscall.abi {
+        Abi::I386 => crate::policy::AUDIT_ARCH_I386,
+        Abi::X86_64 | Abi::X32 => crate::policy::AUDIT_ARCH_X86_64,
+    };
+    let args = syscall.args.unwrap_or_default();
+    match filter.evaluate(arch, syscall.nr, args) {
+        // SECCOMP_RET_KILL_THREAD (0), SECCOMP_RET_TRAP, SECCOMP_RET_KILL_PROCESS.
+        Some(action) => matches!(action & 0xffff_0000, 0 | 0x0003_0000 | 0x8000_0000),
+        None => true,
+    }
 }
 
 /// `si_code` of a signal the kernel sends on its own account (not an instruction's fault).

@@ -327,6 +327,7 @@ impl SameCode {
             limit,
             wall,
             Some(cpu_before),
+            &options.policy,
         )?;
         Ok(Some(report))
     }

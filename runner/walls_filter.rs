@@ -26,9 +26,6 @@
 //!   the fault with the guest's `si_addr`, and the report would show it as the kernel's. Plain
 //!   `kill`, `tgkill` and `pidfd_send_signal` without a siginfo stay: the kernel marks what
 //!   they send as sent by a process;
-//! - a seccomp filter of the guest's own (`seccomp(SECCOMP_SET_MODE_FILTER)`,
-//!   `prctl(PR_SET_SECCOMP)`: `EPERM`): its trap or kill of a call the job allows would be
-//!   reported as the job's violation of that call;
 //! - where the job may have processes (`Limits::max_procs` above 1): `clone` with an exit
 //!   signal other than SIGCHLD (`EINVAL`), whose arrival the worker cannot tell from a fault or
 //!   a trap of its own, and `clone3` (`ENOSYS`, as Docker's profile answers it: glibc then
@@ -40,8 +37,7 @@ use crate::policy::{AUDIT_ARCH_I386, AUDIT_ARCH_X86_64, X32_SYSCALL_BIT};
 const ALLOW: u32 = libc::SECCOMP_RET_ALLOW;
 /// `fcntl`'s command that picks the signal I/O readiness raises (not in every libc).
 const F_SETSIG: u32 = 10;
-/// `seccomp(2)`'s operation that installs a filter.
-const SECCOMP_SET_MODE_FILTER: u32 = 1;
+
 const fn errno(e: i32) -> u32 {
     libc::SECCOMP_RET_ERRNO | e as u32
 }
@@ -67,7 +63,6 @@ struct Numbers {
     prlimit64: u32,
     /// `rt_sigqueueinfo`, `rt_tgsigqueueinfo` (x86_64 numbers, then x32's own).
     queue_signal: &'static [u32],
-    seccomp: u32,
     clone: u32,
     clone3: u32,
     pidfd_send_signal: u32,
@@ -86,7 +81,6 @@ const X86_64: Numbers = Numbers {
     queue_signal: &[129, 297, 524, 536],
     pidfd_send_signal: 424,
     fcntl: &[72],
-    seccomp: 317,
     clone: 56,
     clone3: 435,
 };
@@ -103,7 +97,6 @@ const I386: Numbers = Numbers {
     queue_signal: &[178, 335],
     pidfd_send_signal: 424,
     fcntl: &[55, 221], // fcntl, fcntl64
-    seccomp: 354,
     clone: 120,
     clone3: 435,
 };
@@ -122,7 +115,8 @@ pub(crate) fn program(deny_new_tasks: bool) -> Vec<Insn> {
     let eagain = a.label();
     let eperm = a.label();
     let i386 = a.label();
-    let shared = |a: &mut Assembler| Labels {
+    // Shared by both ABIs but for the pointer checks (an i386 pointer is 32 bits).
+    let common = Labels {
         eagain,
         eperm,
         enosys: a.label(),
@@ -132,11 +126,14 @@ pub(crate) fn program(deny_new_tasks: bool) -> Vec<Insn> {
         prlimit: a.label(),
         arg2: a.label(),
         fcntl: a.label(),
-        seccomp: a.label(),
         clone: a.label(),
     };
-    let x86 = shared(&mut a);
-    let ia32 = shared(&mut a);
+    let ia32 = Labels {
+        prlimit: a.label(),
+        arg2: a.label(),
+        ..common
+    };
+    let x86 = common;
 
     a.load(ARCH);
     a.jump(BPF_JEQ_K, AUDIT_ARCH_X86_64, Dest::Next, Dest::To(i386));
@@ -152,80 +149,64 @@ pub(crate) fn program(deny_new_tasks: bool) -> Vec<Insn> {
     abi_rules(&mut a, &I386, deny_new_tasks, &ia32);
     a.ret(ALLOW);
 
-    for (l, pointer_high) in [(&x86, true), (&ia32, false)] {
-        // prctl: PR_SET_DUMPABLE, and PR_SET_SECCOMP (a filter of the guest's own could trap
-        // or kill a call of its choosing, and the report would name it).
-        a.bind(l.prctl);
-        a.load(ARG0_LOW);
-        a.jump(
-            BPF_JEQ_K,
-            libc::PR_SET_DUMPABLE as u32,
-            Dest::To(eperm),
-            Dest::Next,
-        );
-        a.jump(
-            BPF_JEQ_K,
-            libc::PR_SET_SECCOMP as u32,
-            Dest::To(eperm),
-            Dest::To(allow),
-        );
+    a.bind(x86.prctl);
+    a.load(ARG0_LOW);
+    a.jump(
+        BPF_JEQ_K,
+        libc::PR_SET_DUMPABLE as u32,
+        Dest::To(eperm),
+        Dest::To(allow),
+    );
 
-        // seccomp(SECCOMP_SET_MODE_FILTER, ..), for the same reason.
-        a.bind(l.seccomp);
-        a.load(ARG0_LOW);
-        a.jump(
-            BPF_JEQ_K,
-            SECCOMP_SET_MODE_FILTER,
-            Dest::To(eperm),
-            Dest::To(allow),
-        );
+    // clone(flags, ..) with an exit signal other than SIGCHLD: the worker would get that
+    // signal (SIGSYS, say) with a `si_code` and fields the child chose by its exit.
+    a.bind(x86.clone);
+    a.load(ARG0_LOW);
+    a.stmt(crate::policy::bpf::BPF_ALU_AND_K, 0xff);
+    a.jump(BPF_JEQ_K, 0, Dest::To(allow), Dest::Next);
+    a.jump(BPF_JEQ_K, libc::SIGCHLD as u32, Dest::To(allow), Dest::Next);
+    a.ret(errno(libc::EINVAL));
+    a.bind(x86.enosys);
+    a.ret(errno(libc::ENOSYS));
 
-        // clone(flags, ..) with an exit signal other than SIGCHLD: the worker would get that
-        // signal (SIGSYS, say) with a `si_code` and fields the child chose by its exit.
-        a.bind(l.clone);
-        a.load(ARG0_LOW);
-        a.stmt(crate::policy::bpf::BPF_ALU_AND_K, 0xff);
-        a.jump(BPF_JEQ_K, 0, Dest::To(allow), Dest::Next);
-        a.jump(BPF_JEQ_K, libc::SIGCHLD as u32, Dest::To(allow), Dest::Next);
-        a.ret(errno(libc::EINVAL));
-        a.bind(l.enosys);
-        a.ret(errno(libc::ENOSYS));
+    a.bind(x86.setrlimit);
+    a.load(ARG0_LOW);
+    a.jump(
+        BPF_JEQ_K,
+        libc::RLIMIT_CPU,
+        Dest::To(eperm),
+        Dest::To(allow),
+    );
 
-        a.bind(l.setrlimit);
-        a.load(ARG0_LOW);
-        a.jump(
-            BPF_JEQ_K,
-            libc::RLIMIT_CPU,
-            Dest::To(eperm),
-            Dest::To(allow),
-        );
+    // prlimit64(pid, resource, new, old): RLIMIT_CPU with a new value. An i386 pointer is the
+    // low half of its register only. `pidfd_send_signal(pidfd, sig, info, flags)` goes
+    // straight to the third argument.
+    a.bind(x86.prlimit);
+    a.load(ARG1_LOW);
+    a.jump(BPF_JEQ_K, libc::RLIMIT_CPU, Dest::Next, Dest::To(allow));
+    a.bind(x86.arg2);
+    a.load(ARG2_HIGH);
+    a.jump(BPF_JEQ_K, 0, Dest::Next, Dest::To(eperm));
+    a.load(ARG2_LOW);
+    a.jump(BPF_JEQ_K, 0, Dest::To(allow), Dest::To(eperm));
+    a.bind(ia32.prlimit);
+    a.load(ARG1_LOW);
+    a.jump(BPF_JEQ_K, libc::RLIMIT_CPU, Dest::Next, Dest::To(allow));
+    a.bind(ia32.arg2);
+    a.load(ARG2_LOW);
+    a.jump(BPF_JEQ_K, 0, Dest::To(allow), Dest::To(eperm));
 
-        // prlimit64(pid, resource, new, old): RLIMIT_CPU with a new value. An i386 pointer is
-        // the low half of its register only. `pidfd_send_signal(pidfd, sig, info, flags)`
-        // goes straight to the third argument.
-        a.bind(l.prlimit);
-        a.load(ARG1_LOW);
-        a.jump(BPF_JEQ_K, libc::RLIMIT_CPU, Dest::Next, Dest::To(allow));
-        a.bind(l.arg2);
-        if pointer_high {
-            a.load(ARG2_HIGH);
-            a.jump(BPF_JEQ_K, 0, Dest::Next, Dest::To(eperm));
-        }
-        a.load(ARG2_LOW);
-        a.jump(BPF_JEQ_K, 0, Dest::To(allow), Dest::To(eperm));
+    // fcntl(fd, cmd, ..): the command is an int.
+    a.bind(x86.fcntl);
+    a.load(ARG1_LOW);
+    a.jump(BPF_JEQ_K, F_SETSIG, Dest::To(eperm), Dest::To(allow));
 
-        // fcntl(fd, cmd, ..): the command is an int.
-        a.bind(l.fcntl);
-        a.load(ARG1_LOW);
-        a.jump(BPF_JEQ_K, F_SETSIG, Dest::To(eperm), Dest::To(allow));
-
-        a.bind(l.socket);
-        a.load(ARG0_LOW);
-        for family in FAMILIES {
-            a.jump(BPF_JEQ_K, family, Dest::To(allow), Dest::Next);
-        }
-        a.ret(errno(libc::EAFNOSUPPORT));
+    a.bind(x86.socket);
+    a.load(ARG0_LOW);
+    for family in FAMILIES {
+        a.jump(BPF_JEQ_K, family, Dest::To(allow), Dest::Next);
     }
+    a.ret(errno(libc::EAFNOSUPPORT));
 
     a.bind(allow);
     a.ret(ALLOW);
@@ -238,6 +219,7 @@ pub(crate) fn program(deny_new_tasks: bool) -> Vec<Insn> {
 }
 
 /// Where one ABI's rules jump to.
+#[derive(Clone, Copy)]
 struct Labels {
     eagain: Label,
     eperm: Label,
@@ -248,7 +230,6 @@ struct Labels {
     prlimit: Label,
     arg2: Label,
     fcntl: Label,
-    seccomp: Label,
     clone: Label,
 }
 
@@ -277,7 +258,6 @@ fn abi_rules(a: &mut Assembler, n: &Numbers, deny_new_tasks: bool, l: &Labels) {
     a.jump(BPF_JEQ_K, n.setrlimit, Dest::To(l.setrlimit), Dest::Next);
     a.jump(BPF_JEQ_K, n.prlimit64, Dest::To(l.prlimit), Dest::Next);
     a.jump(BPF_JEQ_K, n.pidfd_send_signal, Dest::To(l.arg2), Dest::Next);
-    a.jump(BPF_JEQ_K, n.seccomp, Dest::To(l.seccomp), Dest::Next);
     for &nr in n.fcntl {
         a.jump(BPF_JEQ_K, nr, Dest::To(l.fcntl), Dest::Next);
     }
@@ -335,14 +315,7 @@ mod tests {
                     assert_eq!(decide(deny, arch, nr, flags), expect, "clone {flags:#x}");
                 }
             }
-            // A seccomp filter of the guest's own.
             let eperm = errno(libc::EPERM);
-            assert_eq!(decide(deny, X64, 317, 1), eperm);
-            assert_eq!(decide(deny, X64, 317, 0), ALLOW);
-            assert_eq!(decide(deny, X64, 317, 2), ALLOW); // SECCOMP_GET_ACTION_AVAIL
-            assert_eq!(decide(deny, AUDIT_ARCH_I386, 354, 1), eperm);
-            assert_eq!(decide(deny, X64, 157, 22), eperm); // PR_SET_SECCOMP
-            assert_eq!(decide(deny, AUDIT_ARCH_I386, 172, 22), eperm);
             // x32's own numbers for queueing a signal.
             for nr in [524 | X32, 536 | X32] {
                 assert_eq!(decide(deny, X64, nr, 1), eperm, "{nr:#x}");

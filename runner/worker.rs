@@ -114,7 +114,7 @@ pub(crate) mod layout {
     pub const CTX_WALLS_FPROG: usize = 0x330;
     /// That filter's instructions.
     pub const CTX_WALLS_PROG: usize = 0x340;
-    pub const WALLS_PROG_MAX: usize = 96;
+    pub const WALLS_PROG_MAX: usize = 140;
     const _: () = assert!(CTX_AS_LIMIT >= CTX_TOUCH + 32 && CTX_WALLS_FPROG >= CTX_AS_LIMIT + 8);
     const _: () = assert!(CTX_WALLS_PROG + WALLS_PROG_MAX * 8 <= 0x800);
     /// A traced worker's gate (a u32): 0 until the host's tracer has seized the worker, then
@@ -122,7 +122,7 @@ pub(crate) mod layout {
     /// installs its own recording handlers, whose details the report marks unverified). The
     /// worker waits on it with `FUTEX_WAIT` (a shared futex: the data page is a shared mapping
     /// of the arena's file) right after it has mapped the region.
-    pub const CTX_TRACE_GATE: usize = 0x640;
+    pub const CTX_TRACE_GATE: usize = 0x7f8;
     pub const GATE_TRACED: u32 = 1;
     pub const GATE_UNTRACED: u32 = 2;
     const _: () = assert!(CTX_TRACE_GATE >= CTX_WALLS_PROG + WALLS_PROG_MAX * 8);
