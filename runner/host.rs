@@ -615,6 +615,7 @@ pub(crate) fn cpu_clock(pid: libc::pid_t) -> Duration {
 /// worker's CPU time is all of it, split as the kernel splits it; with `cpu_before` (a parked
 /// worker: its set-up and earlier inputs), it is what the worker used after that, user and
 /// system together, as [`report_returned`] counts it.
+#[allow(clippy::too_many_arguments)] // what the kernel said, what the host saw, and the job's
 pub(crate) fn report_reaped(
     reaped: &sys::Reaped,
     watch: Watch,
@@ -1195,13 +1196,15 @@ fn classify(
         // The kernel's own signals have a positive `si_code`. No guest can queue one with
         // details of its choosing: strict mode has no call for it, and the walls filter refuses
         // them to profile guests; only another process of the job could send one.
-        // `SI_KERNEL` (0x80) is the kernel's too, but not an instruction's fault: a general
-        // protection fault, or a signal frame the kernel could not read or write (a forged
-        // `rt_sigreturn` frame with a bad FPU state pointer, say), after which the registers
-        // are partly the guest's. Shown, unverified.
+        // A SIGSEGV with `SI_KERNEL` (0x80) is the kernel's too, but may be no instruction's
+        // fault: a general protection fault, or a signal frame the kernel could not read or
+        // write (a forged `rt_sigreturn` frame with a bad FPU state pointer, say), after which
+        // the registers are partly the guest's. Shown, unverified. (`int3`'s SIGTRAP has
+        // `SI_KERNEL` too, and is its instruction's.)
         let fault = stop.filter(|stop| stop.code > 0).map(|stop| {
             let mut fault = fault_at(signal, stop.addr, stop.regs.rip, code_addr, code);
-            fault.verified = stop.code < SI_KERNEL && !watch.many_procs;
+            let frame_or_gp = signal == libc::SIGSEGV && stop.code == SI_KERNEL;
+            fault.verified = !frame_or_gp && !watch.many_procs;
             fault
         });
         return Ok((Outcome::Crashed { signal, fault }, None));

@@ -292,8 +292,10 @@ pub enum Expected {
 pub enum Record {
     /// The runner's handler ran: the fault is at this code offset.
     At(u64),
-    /// The signal was blocked, or could not be delivered: no handler ran, no details.
-    Absent,
+    /// The signal was blocked, or could not be delivered: no handler ran, no details in the
+    /// record. A traced run's tracer sees the kernel deliver it all the same: the fault is then
+    /// at this code offset.
+    Absent(u64),
     /// Not predicted.
     Any,
 }
@@ -314,7 +316,9 @@ impl Expectation {
                 signal == got
                     && match record {
                         Record::Any => true,
-                        Record::Absent => fault.is_none(),
+                        Record::Absent(offset) => fault
+                            .as_ref()
+                            .is_none_or(|f| f.code_offset == Some(*offset)),
                         Record::At(offset) => {
                             fault.as_ref().and_then(|f| f.code_offset) == Some(*offset)
                         }
@@ -434,7 +438,7 @@ impl Prediction {
         let record = if !blocked && deliverable {
             Record::At(offset)
         } else {
-            Record::Absent
+            Record::Absent(offset)
         };
         self.end(vec![Expected::Crashed { signal, record }])
     }
