@@ -54,7 +54,8 @@ pub struct BatchConfig {
 }
 
 /// Worker reuse across the jobs of a batch (`--reuse`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Reuse {
     /// A fresh single-use worker per job.
     #[default]

@@ -12,6 +12,7 @@
 pub mod abi;
 mod arena;
 pub mod batch;
+#[cfg(feature = "cli")]
 pub mod bench;
 pub mod bounds;
 mod cgroup;
