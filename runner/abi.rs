@@ -12,7 +12,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Default wall-clock limit of one run.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -237,7 +237,8 @@ impl Default for RunOptions {
 }
 
 /// The general registers and rflags as the guest left them when it returned.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Registers {
     pub rax: u64,
     pub rbx: u64,
