@@ -297,25 +297,23 @@ impl WorkerArgs {
                 if skipped.len() == 1 { "it" } else { "them" }
             );
         }
-        RunOptions {
-            limits: Limits {
-                timeout: self.timeout,
-                max_output: self.max_output,
-                stack: self.stack,
-                scratch: self.scratch,
-                max_code: self.max_code,
-                max_input: self.max_input,
-                memory: self.memory,
-                max_procs: self.max_procs,
-                max_file_size: self.max_file_size as u64,
-                max_open_files: self.max_open_files,
-                cpu_time: self.cpu_time,
-            },
-            scrub: !self.no_scrub,
-            policy: self.policy.clone(),
-            diagnose: !self.no_diagnose,
-            ..RunOptions::default()
-        }
+        let limits = Limits::default()
+            .with_timeout(self.timeout)
+            .with_max_output(self.max_output)
+            .with_stack(self.stack)
+            .with_scratch(self.scratch)
+            .with_max_code(self.max_code)
+            .with_max_input(self.max_input)
+            .with_memory(self.memory)
+            .with_max_procs(self.max_procs)
+            .with_max_file_size(self.max_file_size as u64)
+            .with_max_open_files(self.max_open_files)
+            .with_cpu_time(self.cpu_time);
+        RunOptions::default()
+            .with_limits(limits)
+            .with_scrub(!self.no_scrub)
+            .with_policy(self.policy.clone())
+            .with_diagnose(!self.no_diagnose)
     }
 }
 
@@ -391,13 +389,13 @@ fn run(args: RunArgs) -> Result<Completion, Error> {
     let mut registers = InitialRegisters::default();
     for setting in &args.registers {
         // Already checked by the value parser; kept fallible rather than trusted.
-        registers.set_from_arg(setting).map_err(invalid)?;
+        registers.set_from_arg(setting).map_err(InputError::from)?;
     }
-    let options = RunOptions {
-        entry: args.entry,
-        registers,
-        ..args.worker.options()
-    };
+    let options = args
+        .worker
+        .options()
+        .with_entry(args.entry)
+        .with_registers(registers);
 
     let code = args.code.load(options.limits.max_code)?;
     let input = match (&args.input, &args.input_hex) {
@@ -750,7 +748,9 @@ fn offset(arg: &str) -> Result<usize, String> {
 
 /// `--reg`: checks a `NAME=VALUE` setting; [`run`] applies it.
 fn register(arg: &str) -> Result<String, String> {
-    InitialRegisters::default().set_from_arg(arg)?;
+    InitialRegisters::default()
+        .set_from_arg(arg)
+        .map_err(|e| e.to_string())?;
     Ok(arg.to_string())
 }
 

@@ -33,7 +33,7 @@ mod walls_filter;
 mod worker;
 pub mod zygote;
 
-pub use abi::{Gpr, InitialRegisters, Limits, Registers, RunOptions};
+pub use abi::{Gpr, InitialRegisters, Limits, RegisterError, Registers, RunOptions};
 pub use error::{Error, InputError};
 pub use host::run;
 pub use policy::Policy;

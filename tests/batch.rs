@@ -53,10 +53,7 @@ fn a_later_batch_job_cannot_find_an_earlier_jobs_input() {
     }
 
     // The twin: the same hunt in an unscrubbed worker forked from the host finds it.
-    let mut options = RunOptions {
-        scrub: false,
-        ..RunOptions::default()
-    };
+    let mut options = RunOptions::default().with_scrub(false);
     options.registers.set(Gpr::RBX, start).unwrap();
     options.registers.set("r12".parse().unwrap(), len).unwrap();
     let twin = bytejail::run(&hunt, b"", &options).unwrap();

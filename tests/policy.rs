@@ -19,10 +19,7 @@ const LIBSECCOMP_EXAMPLE: &str = include_str!("../guest-samples/policies/libsecc
 
 fn run_gas(source: &str, policy: &Policy) -> Report {
     let code = assemble(&format!(".intel_syntax noprefix\n{source}\n"), Format::Gas).unwrap();
-    let options = RunOptions {
-        policy: policy.clone(),
-        ..RunOptions::default()
-    };
+    let options = RunOptions::default().with_policy(policy.clone());
     bytejail::run(&code, b"", &options).unwrap()
 }
 
@@ -177,10 +174,7 @@ fn strict_mode_violations_are_diagnosed_by_a_rerun_unless_switched_off() {
     );
 
     let code = assemble(&format!(".intel_syntax noprefix\n{getpid}\n"), Format::Gas).unwrap();
-    let options = RunOptions {
-        diagnose: false,
-        ..RunOptions::default()
-    };
+    let options = RunOptions::default().with_diagnose(false);
     let r = bytejail::run(&code, b"", &options).unwrap();
     assert_eq!((r.outcome, r.syscall), (Outcome::SyscallViolation, None));
 }

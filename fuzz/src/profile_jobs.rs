@@ -487,10 +487,7 @@ fn small_limits(options: &mut RunOptions) {
 
 /// The canary's deadline and the small limits, under the allow-all profile.
 pub fn profile_options() -> RunOptions {
-    let mut options = RunOptions {
-        policy: allow_all(),
-        ..RunOptions::default()
-    };
+    let mut options = RunOptions::default().with_policy(allow_all());
     small_limits(&mut options);
     options
 }
@@ -624,7 +621,7 @@ fn read_proc(pid: u32) -> Option<Proc> {
     let state = fields.next()?.chars().next()?;
     let ppid = fields.next()?.parse().ok()?;
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let nspid = status
+    let nspid: Vec<u32> = status
         .lines()
         .find_map(|line| line.strip_prefix("NSpid:"))
         .map(|ids| {
