@@ -539,14 +539,23 @@ pub fn json_schema() -> Value {
     let generator = schemars::generate::SchemaSettings::draft2020_12()
         .for_serialize()
         .into_generator();
-    let mut schema = generator.into_root_schema_for::<Report>().to_value();
-    if let Value::Object(fields) = &mut schema {
-        fields.insert(
-            "description".into(),
-            "One run of untrusted code by bytejail: the object `bytejail run --json` prints and \
-             each `bytejail batch` result line embeds (beside its `id`)."
-                .into(),
-        );
+    let Value::Object(mut generated) = generator.into_root_schema_for::<Report>().to_value() else {
+        unreachable!("a root schema is an object");
+    };
+    // `$schema`, the title and what it describes first, for a reader of the file.
+    let mut schema = serde_json::Map::new();
+    for key in ["$schema", "title"] {
+        if let Some(value) = generated.remove(key) {
+            schema.insert(key.into(), value);
+        }
     }
-    schema
+    schema.insert(
+        "description".into(),
+        "One run of untrusted code by bytejail: the object `bytejail run --json` prints and \
+         each `bytejail batch` result line embeds (beside its `id`)."
+            .into(),
+    );
+    generated.remove("description");
+    schema.extend(generated);
+    Value::Object(schema)
 }
