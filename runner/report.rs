@@ -559,3 +559,165 @@ pub fn json_schema() -> Value {
     schema.extend(generated);
     Value::Object(schema)
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::syscalls::{self, Abi};
+
+    fn registers() -> impl Strategy<Value = Registers> {
+        (any::<[u64; 16]>(), any::<u64>())
+            .prop_map(|(gpr, rflags)| Registers::from_array(gpr, rflags))
+    }
+
+    fn fault() -> impl Strategy<Value = Fault> {
+        (
+            any::<u64>(),
+            any::<Option<u64>>(),
+            proptest::option::of(".{0,40}"),
+        )
+            .prop_map(|(address, code_offset, instruction)| Fault {
+                address,
+                code_offset,
+                instruction,
+            })
+    }
+
+    fn syscall() -> impl Strategy<Value = ViolatingSyscall> {
+        (
+            prop::sample::select(Abi::ALL.to_vec()),
+            any::<u32>(),
+            any::<bool>(),
+            any::<Option<u64>>(),
+        )
+            .prop_map(|(abi, nr, known, code_offset)| {
+                // Half the time a number the table has, so the name is there to read back.
+                let table = syscalls::table(abi);
+                let nr = if known {
+                    table[nr as usize % table.len()].0
+                } else {
+                    nr
+                };
+                ViolatingSyscall {
+                    nr,
+                    name: syscalls::name(abi, nr),
+                    abi,
+                    code_offset,
+                }
+            })
+    }
+
+    /// Every outcome, with the syscall only where a report can hold one.
+    fn outcome_and_syscall() -> impl Strategy<Value = (Outcome, Option<ViolatingSyscall>)> {
+        prop_oneof![
+            registers().prop_map(|r| (Outcome::Returned(r), None)),
+            any::<i32>().prop_map(|c| (Outcome::Exited(c), None)),
+            (any::<i32>(), proptest::option::of(fault()))
+                .prop_map(|(signal, fault)| (Outcome::Crashed { signal, fault }, None)),
+            proptest::option::of(syscall()).prop_map(|s| (Outcome::SyscallViolation, s)),
+            Just((Outcome::Timeout, None)),
+            Just((Outcome::OutputLimit, None)),
+            Just((Outcome::CpuTimeLimit, None)),
+            Just((Outcome::MemoryLimit, None)),
+            Just((Outcome::Killed, None)),
+        ]
+    }
+
+    fn report() -> impl Strategy<Value = Report> {
+        (
+            outcome_and_syscall(),
+            prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..64),
+                ".{0,20}".prop_map(String::into_bytes),
+            ],
+            any::<bool>(),
+            any::<[u64; 3]>(),
+            any::<u64>(),
+        )
+            .prop_map(
+                |((outcome, syscall), output, output_truncated, [wall, user, sys], max_rss_kib)| {
+                    Report {
+                        outcome,
+                        output,
+                        output_truncated,
+                        wall: Duration::from_nanos(wall),
+                        user: Duration::from_nanos(user),
+                        sys: Duration::from_nanos(sys),
+                        max_rss_kib,
+                        syscall,
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn every_report_round_trips_through_json(report in report()) {
+            let text = serde_json::to_string(&report).unwrap();
+            let back: Report = serde_json::from_str(&text).unwrap();
+            prop_assert_eq!(&back, &report, "{}", text);
+            prop_assert_eq!(serde_json::to_string(&back).unwrap(), text);
+        }
+
+        #[test]
+        fn output_text_is_there_exactly_for_utf8(report in report()) {
+            let json = report.to_json();
+            let text = std::str::from_utf8(&report.output).ok();
+            prop_assert_eq!(json.get("output_text").and_then(Value::as_str), text);
+            prop_assert_eq!(parse_hex(json["output_hex"].as_str().unwrap()), Some(report.output));
+        }
+    }
+
+    #[test]
+    fn every_outcome_kind_is_its_json_tag() {
+        let outcomes = [
+            Outcome::Returned(Registers::default()),
+            Outcome::Exited(0),
+            Outcome::Crashed {
+                signal: libc::SIGSEGV,
+                fault: None,
+            },
+            Outcome::SyscallViolation,
+            Outcome::Timeout,
+            Outcome::OutputLimit,
+            Outcome::CpuTimeLimit,
+            Outcome::MemoryLimit,
+            Outcome::Killed,
+        ];
+        for outcome in outcomes {
+            let json = serde_json::to_value(&outcome).unwrap();
+            assert_eq!(json["outcome"], outcome.kind());
+            assert_eq!(serde_json::from_value::<Outcome>(json).unwrap(), outcome);
+        }
+    }
+
+    #[test]
+    fn a_syscall_outside_a_violation_is_not_written() {
+        let report = Report {
+            outcome: Outcome::Timeout,
+            output: Vec::new(),
+            output_truncated: false,
+            wall: Duration::ZERO,
+            user: Duration::ZERO,
+            sys: Duration::ZERO,
+            max_rss_kib: 0,
+            syscall: Some(ViolatingSyscall {
+                nr: 39,
+                name: Some("getpid"),
+                abi: Abi::X86_64,
+                code_offset: None,
+            }),
+        };
+        assert!(report.to_json().get("syscall").is_none());
+    }
+
+    #[test]
+    fn hex_reads_back() {
+        assert_eq!(parse_hex("00ff7A"), Some(vec![0, 0xff, 0x7a]));
+        assert_eq!(parse_hex("abc"), None);
+        assert_eq!(parse_hex("zz"), None);
+        assert_eq!(parse_hex("+1"), None);
+    }
+}
