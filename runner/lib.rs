@@ -41,3 +41,8 @@ pub use pool::{Pool, PoolStats};
 pub use report::{Fault, Outcome, Report, ViolatingSyscall};
 pub use same_code::SameCode;
 pub use zygote::Zygote;
+
+/// Compiles and runs every `rust` example in the README as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
