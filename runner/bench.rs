@@ -613,6 +613,7 @@ fn zygote_returns_42(zygote: &Zygote) -> io::Result<()> {
 }
 
 /// `run_batch_input`: one input at a time through a same-code worker (the first starts it).
+#[derive(Debug)]
 pub struct SameCodeLatency {
     same: std::cell::RefCell<SameCode>,
 }
@@ -672,6 +673,7 @@ const REFILL_WAIT: Duration = Duration::from_secs(1);
 /// counts as parked only once it said ready, so no worker's set-up competes with a job either.
 /// (A pause after the pool is full, tried before workers said ready, only let the CPU go idle:
 /// 48-53 us medians with 200 us of it, 35-40 us without.)
+#[derive(Debug)]
 pub struct PoolLatency {
     pool: Pool,
     jobs: std::cell::Cell<u64>,
@@ -1514,6 +1516,7 @@ pub fn clone3_pidfd_exit_wait() -> io::Result<()> {
 
 /// A tiny static executable that only calls `exit_group(0)`: 129 bytes of ELF written by hand,
 /// so no toolchain is needed. Deleted when dropped.
+#[derive(Debug)]
 pub struct TinyProgram {
     path: tempfile::TempPath,
     c_path: CString,
@@ -1605,6 +1608,7 @@ impl TinyProgram {
 }
 
 /// A function in an executable mapping, called by the floor's child.
+#[derive(Debug)]
 pub struct GuestFunction {
     map: memmap2::Mmap,
 }
@@ -1664,6 +1668,7 @@ pub fn floor_fork_pipe_strict(guest: &GuestFunction) -> io::Result<u64> {
 
 /// A child parked in strict mode that echoes each byte from fd 0 to fd 1: the floor of any
 /// pool of pre-forked workers. Dropping it closes its input, and it exits.
+#[derive(Debug)]
 pub struct ParkedWorker {
     pid: libc::pid_t,
     to_worker: Option<OwnedFd>,
@@ -1728,6 +1733,7 @@ impl Drop for ParkedWorker {
 }
 
 /// How a `syscall_*` child confines itself before it starts counting.
+#[derive(Debug)]
 pub enum Confinement {
     /// No seccomp.
     None,

@@ -427,12 +427,11 @@ fn batch(args: BatchArgs) -> Result<Completion, Error> {
         .jobs
         .map(usize::from)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let config = bytejail::batch::BatchConfig {
-        defaults: args.worker.options(),
-        jobs,
-        ordered: args.ordered,
-        reuse: args.reuse,
-    };
+    let config = bytejail::batch::BatchConfig::default()
+        .with_defaults(args.worker.options())
+        .with_jobs(jobs)
+        .with_ordered(args.ordered)
+        .with_reuse(args.reuse);
     let bar = io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new_spinner();
         bar.set_style(

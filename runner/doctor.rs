@@ -35,6 +35,7 @@ use crate::sys::{self, raw, Forked};
 /// How one line of the doctor's report came out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Status {
     /// Present and working.
     Ok,
@@ -139,6 +140,7 @@ impl User {
 /// How the doctor's own strict-mode job went.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum JobProbe {
     /// It returned 42, taking this long from fork to reap.
     Returned { wall_ns: u64 },
@@ -252,6 +254,7 @@ pub fn probe() -> Doctor {
 /// What a probe of one seccomp mode found.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum SeccompProbe {
     /// The mode was entered, an allowed call returned, and a forbidden one was stopped.
     Works,
@@ -444,6 +447,7 @@ pub struct PassthroughProbe {
 /// What happened to a call made in a probe child.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum CallFate {
     /// The call returned this value (`-errno` on error): seccomp let it through.
     Returned { value: i64 },
@@ -533,6 +537,7 @@ pub fn passthrough() -> Passthrough {
 /// Whether this process can have a namespace of one kind.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum NamespaceProbe {
     /// `unshare` works as this process is (as root, or for a user namespace).
     Available,
@@ -698,6 +703,7 @@ impl Containment {
 /// What `landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION)` said.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum LandlockProbe {
     /// Landlock is on, with this ABI version.
     Abi { version: u32 },
@@ -771,6 +777,7 @@ pub const LANDLOCK_ABI_WANTED: u32 = 6;
 /// Which cgroup hierarchies this process sees.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum CgroupMode {
     /// Only the v2 hierarchy (usually at /sys/fs/cgroup).
     Unified,

@@ -101,6 +101,17 @@ impl Live {
     }
 }
 
+impl std::fmt::Debug for SameCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SameCode")
+            .field("code_len", &self.code.len())
+            .field("template", &self.template)
+            .field("workers_started", &self.workers)
+            .field("zygote", &self.zygote)
+            .finish_non_exhaustive()
+    }
+}
+
 impl SameCode {
     /// Prepares to run `code` under `options` (policy, scrubbing, stack and scratch sizes are
     /// fixed for every input; see [`SameCode::run_with`]). The first worker starts with the

@@ -101,7 +101,7 @@ enum Item {
 
 /// Builds a program front to back; labels may be bound after the jumps that use them (BPF only
 /// jumps forward).
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Assembler {
     items: Vec<Item>,
     labels: Vec<Option<usize>>,

@@ -48,6 +48,7 @@ const DATA_ARGS: u32 = 16;
 
 /// What a matching rule (or the default) does with the syscall.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Action {
     Allow,
     /// Fail the syscall with this errno (at most 4095).
@@ -126,6 +127,7 @@ impl ArgCheck {
 
 /// `SCMP_CMP_*`: unsigned comparisons of an argument with `value`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum CmpOp {
     Eq,
     Ne,
@@ -154,6 +156,7 @@ impl CmpOp {
 
 /// How many bits of each argument an ABI's rules compare.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Width {
     W32,
     W64,

@@ -63,6 +63,7 @@ pub enum CompileError {
 
 /// Which seccomp mode a run uses.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Policy {
     /// Strict mode (mode 1): `read`, `write`, `exit`, `rt_sigreturn`. The default.
     #[default]

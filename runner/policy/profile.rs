@@ -106,6 +106,7 @@ pub struct Conditions {
 
 /// Where in a profile a problem is.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Place {
     Profile,
     DefaultAction,
@@ -124,6 +125,7 @@ impl std::fmt::Display for Place {
 
 /// Why a profile does not load.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProfileError {
     #[error("not a seccomp profile: {0}")]
     Json(#[from] serde_json::Error),
@@ -170,6 +172,7 @@ pub struct Converted {
 
 /// Why an entry of a profile makes no rule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Unused {
     /// Its `includes` / `excludes` leave it out on this host for this worker.
     NotApplicable,

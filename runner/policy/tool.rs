@@ -12,6 +12,7 @@ use super::{
 use crate::syscalls::{self, Abi};
 
 /// A profile, loaded and converted, with both programs.
+#[derive(Debug)]
 pub struct Loaded {
     pub profile: ProfileFile,
     pub converted: Converted,
