@@ -45,7 +45,9 @@ const SYSCALLS_PER_SAMPLE: u64 = 10_000;
 /// Everything `bytejail bench` found: where it ran and one row per measurement.
 #[derive(Clone, Debug, Serialize)]
 pub struct BenchReport {
+    /// Where it ran.
     pub machine: Machine,
+    /// One row per measurement.
     pub results: Vec<Row>,
     /// Rows left out and why (a tool not installed, a probe that failed). Not part of the JSON.
     #[serde(skip)]
@@ -77,6 +79,7 @@ pub struct Machine {
     pub quick: bool,
     /// Wall-clock seconds the measurement took.
     pub seconds: f64,
+    /// The bytejail version that measured.
     pub bytejail_version: &'static str,
 }
 
@@ -90,6 +93,7 @@ pub struct Row {
     /// 99th percentile of the samples. For `syscall_*` rows a sample is the mean of
     /// `SYSCALLS_PER_SAMPLE` (10 000) calls, so this is the p99 of those means.
     pub p99_ns: u64,
+    /// How many samples the median and p99 are of.
     pub samples: usize,
     /// The row this one should be compared with, measured in the same run.
     pub floor: Option<&'static str>,
@@ -619,6 +623,7 @@ pub struct SameCodeLatency {
 }
 
 impl SameCodeLatency {
+    /// Starts the worker and runs one input, so the first sample does not pay the start-up.
     pub fn start() -> io::Result<SameCodeLatency> {
         let same = SameCode::new(&RETURN_42, &RunOptions::default()).map_err(io::Error::other)?;
         let probe = SameCodeLatency {
@@ -1575,6 +1580,7 @@ impl TinyProgram {
         Ok(program)
     }
 
+    /// Where the program is written.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -2108,7 +2114,9 @@ pub fn install_in_child(filter: &Filter) -> io::Result<Duration> {
 /// Where the measured `write` rule sits in an allow list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RulePosition {
+    /// The first rule of the list.
     First,
+    /// The last rule of the list: every other rule is checked before it.
     Last,
 }
 

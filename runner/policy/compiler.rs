@@ -50,6 +50,7 @@ const DATA_ARGS: u32 = 16;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Action {
+    /// Let the syscall run.
     Allow,
     /// Fail the syscall with this errno (at most 4095).
     Errno(u16),
@@ -110,7 +111,9 @@ fn reject(extras: &FilterExtras) -> u32 {
 pub struct ArgCheck {
     /// 0..=5.
     pub index: u8,
+    /// How the argument is compared.
     pub op: CmpOp,
+    /// What it is compared with (the mask, for `MaskedEq`).
     pub value: u64,
     /// Only for `MaskedEq`: `(arg & value) == (value_two & value)`.
     pub value_two: u64,
@@ -129,12 +132,19 @@ impl ArgCheck {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum CmpOp {
+    /// `SCMP_CMP_EQ`: equal.
     Eq,
+    /// `SCMP_CMP_NE`: not equal.
     Ne,
+    /// `SCMP_CMP_LT`: less than.
     Lt,
+    /// `SCMP_CMP_LE`: less than or equal.
     Le,
+    /// `SCMP_CMP_GT`: greater than.
     Gt,
+    /// `SCMP_CMP_GE`: greater than or equal.
     Ge,
+    /// `SCMP_CMP_MASKED_EQ`: equal under a mask.
     MaskedEq,
 }
 
@@ -158,7 +168,9 @@ impl CmpOp {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Width {
+    /// The low 32 bits.
     W32,
+    /// All 64 bits.
     W64,
 }
 
@@ -184,19 +196,24 @@ impl Width {
 /// A rule: a syscall number, the AND of its argument checks, and its action.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Rule {
+    /// The syscall number in its ABI.
     pub nr: u32,
+    /// Checks that must all hold (none: the number alone decides).
     pub args: Vec<ArgCheck>,
+    /// What happens when the rule matches.
     pub action: Action,
 }
 
 /// The rules of a filter, per ABI, and its default.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuleSet {
+    /// Rules for `syscall` with an x86_64 number.
     pub x86_64: Vec<Rule>,
     /// `None`: every `int 0x80` call is rejected.
     pub i386: Option<Vec<Rule>>,
     /// `None`: every x32 call is rejected.
     pub x32: Option<Vec<Rule>>,
+    /// What a call no rule matches gets.
     pub default: Action,
 }
 
