@@ -7,7 +7,7 @@
 //! assert_eq!(report.outcome.kind(), "returned");
 //! ```
 #![deny(unsafe_code)]
-#![warn(missing_debug_implementations)]
+#![warn(missing_debug_implementations, missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod abi;
