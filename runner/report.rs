@@ -96,10 +96,15 @@ pub struct Fault {
     pub code_offset: Option<u64>,
     /// The faulting instruction in Intel syntax, when it lies in the guest code.
     pub instruction: Option<String>,
+    /// True when the kernel itself showed this fault, through the tracer: the signal came
+    /// from an instruction (not from a process that queued it) in this very run. False when
+    /// it comes from the worker's own record, which the guest can write (an untraced run).
+    pub verified: bool,
 }
 
-/// Which syscall a violation was, when it can be known: from a filter's SIGSYS trap, or from
-/// the diagnostic re-run under `strict-bpf` after a strict-mode kill.
+/// Which syscall a violation was, when it can be known: from the tracer (the kernel's own
+/// view of the call), or, untraced, from a filter's SIGSYS trap or a traced diagnostic re-run
+/// after a strict-mode kill.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[non_exhaustive]
@@ -115,6 +120,13 @@ pub struct ViolatingSyscall {
     pub abi: crate::syscalls::Abi,
     /// Offset of the syscall instruction in the guest code, when it lies there.
     pub code_offset: Option<u64>,
+    /// The six argument registers as the kernel saw them at the call (`rdi, rsi, rdx, r10,
+    /// r8, r9`; for `int 0x80`: `ebx, ecx, edx, esi, edi, ebp`), when known.
+    pub args: Option<[u64; 6]>,
+    /// True when the kernel itself showed this call in this very run (the tracer). False
+    /// when it comes from a diagnostic re-run that ended the same way, or from the worker's
+    /// own record, which the guest can write.
+    pub verified: bool,
 }
 
 /// Everything the host knows about one run.
@@ -173,6 +185,9 @@ impl Report {
                         _ => {}
                     }
                     s += &format!(", address 0x{:x}", fault.address);
+                    if !fault.verified {
+                        s += " (unverified)";
+                    }
                 }
                 s
             }
@@ -184,8 +199,15 @@ impl Report {
                         sc.abi.name(),
                         sc.nr
                     );
+                    if let Some(args) = sc.args {
+                        let args: Vec<String> = args.iter().map(|a| format!("{a:#x}")).collect();
+                        s += &format!(" args ({})", args.join(", "));
+                    }
                     if let Some(off) = sc.code_offset {
                         s += &format!(" at code+0x{off:x}");
+                    }
+                    if !sc.verified {
+                        s += " (unverified)";
                     }
                     s + ", stopped by seccomp"
                 }
@@ -271,6 +293,9 @@ impl fmt::Display for Outcome {
                         }
                     }
                     write!(f, ", address 0x{:x}", fault.address)?;
+                    if !fault.verified {
+                        f.write_str(" (unverified)")?;
+                    }
                 }
                 Ok(())
             }
@@ -577,11 +602,13 @@ mod tests {
             any::<u64>(),
             any::<Option<u64>>(),
             proptest::option::of(".{0,40}"),
+            any::<bool>(),
         )
-            .prop_map(|(address, code_offset, instruction)| Fault {
+            .prop_map(|(address, code_offset, instruction, verified)| Fault {
                 address,
                 code_offset,
                 instruction,
+                verified,
             })
     }
 
@@ -591,8 +618,10 @@ mod tests {
             any::<u32>(),
             any::<bool>(),
             any::<Option<u64>>(),
+            any::<Option<[u64; 6]>>(),
+            any::<bool>(),
         )
-            .prop_map(|(abi, nr, known, code_offset)| {
+            .prop_map(|(abi, nr, known, code_offset, args, verified)| {
                 // Half the time a number the table has, so the name is there to read back.
                 let table = syscalls::table(abi);
                 let nr = if known {
@@ -605,6 +634,8 @@ mod tests {
                     name: syscalls::name(abi, nr),
                     abi,
                     code_offset,
+                    args,
+                    verified,
                 }
             })
     }
@@ -708,6 +739,8 @@ mod tests {
                 name: Some("getpid"),
                 abi: Abi::X86_64,
                 code_offset: None,
+                args: None,
+                verified: true,
             }),
         };
         assert!(report.to_json().get("syscall").is_none());

@@ -287,6 +287,31 @@ impl SharedFile {
         };
     }
 
+    /// Stores `value` in the u32 at a 4-aligned `offset` and wakes every process waiting on
+    /// it with `FUTEX_WAIT` (a shared futex: workers map the same file).
+    pub fn store_u32_and_wake(&self, offset: usize, value: u32) {
+        assert!(offset % 4 == 0 && offset + 4 <= self.len());
+        // SAFETY: in range and aligned (checked above); the mapping is shared memory that
+        // others write only atomically or not at all, so an atomic view of it is sound.
+        unsafe {
+            let word = &*self
+                .map
+                .as_mut_ptr()
+                .add(offset)
+                .cast::<std::sync::atomic::AtomicU32>();
+            word.store(value, std::sync::atomic::Ordering::SeqCst);
+            libc::syscall(
+                libc::SYS_futex,
+                word.as_ptr(),
+                libc::FUTEX_WAKE,
+                i32::MAX,
+                0usize,
+                0usize,
+                0u32,
+            );
+        }
+    }
+
     /// Reads a u64 at an 8-aligned `offset`. Volatile: a worker wrote it.
     pub fn read_u64(&self, offset: usize) -> u64 {
         assert!(offset % 8 == 0 && offset + 8 <= self.len());

@@ -89,8 +89,10 @@ fn real_reports() -> Vec<(&'static str, Value)> {
                 .unwrap();
             let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
                 panic!(
-                    "run {args:?}: {e}: {}",
-                    String::from_utf8_lossy(&out.stdout)
+                    "run {args:?}: {e}: {}\nstatus {}, stderr: {}",
+                    String::from_utf8_lossy(&out.stdout),
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
                 )
             });
             assert_eq!(report["outcome"], *outcome, "run {args:?}: {report}");
