@@ -548,7 +548,7 @@ pub(crate) fn drive(
     // Under a profile the guest may exit 127 or signal itself: a setup failure is believed
     // only when the kernel says the worker never entered seccomp.
     let setup_failed = guest_may_signal(options) && setup_failed_unreaped(arena, pid);
-    let reaped = sys::wait4(pid).map_err(|e| Error::io("reaping the worker", e))?;
+    let reaped = sys::reap(pid, &pidfd).map_err(|e| Error::io("reaping the worker", e))?;
     let wall = start.elapsed();
     // Complete: the tracer recorded every stop before it let the worker go on to its end.
     let facts = trace.as_ref().map(crate::tracer::Trace::take);
@@ -1095,11 +1095,14 @@ fn classify(
                 return Ok((Outcome::SyscallViolation, None));
             };
             // Traced: strict mode's kill comes from the syscall entry itself, so the tracer
-            // saw the worker's exit in that call. A SIGKILL sent from outside is a pending
-            // signal, which skips the exit stop.
-            if let Some(exit) = facts.exit.filter(|e| e.status == libc::SIGKILL) {
-                let syscall = strict_violation(&exit, code_addr, code.len());
-                return Ok((Outcome::SyscallViolation, syscall));
+            // saw the worker's exit in that call, a call strict mode forbids. A SIGKILL sent
+            // from outside ends it outside any call, or in one strict mode allows.
+            let violation = facts
+                .exit
+                .filter(|e| e.status == libc::SIGKILL)
+                .and_then(|e| strict_violation(&e, code_addr, code.len()));
+            if let Some(syscall) = violation {
+                return Ok((Outcome::SyscallViolation, Some(syscall)));
             }
             if watch.oom_killed {
                 return Ok((Outcome::MemoryLimit, None));
@@ -1337,7 +1340,8 @@ pub(crate) fn await_ready(arena: &Arena, worker: &Spawned, limit: Duration) -> R
     // No guest has run in a worker that never said ready.
     let setup_failed = setup_failed_unreaped(arena, worker.pid);
     let _ = sys::pidfd_kill(worker.pidfd.as_raw_fd());
-    let reaped = sys::wait4(worker.pid).map_err(|e| Error::io("reaping a pooled worker", e))?;
+    let reaped = sys::reap(worker.pid, &worker.pidfd)
+        .map_err(|e| Error::io("reaping a pooled worker", e))?;
     let record = arena.record();
     if setup_failed {
         return Err(setup_error(&record));

@@ -330,7 +330,7 @@ impl SameCode {
         }
 
         // The worker ended (or the host ended it): reap and classify as a fresh run would.
-        let reaped = sys::wait4(pid).map_err(|e| Error::io("reaping the worker", e))?;
+        let reaped = sys::reap(pid, &live.pidfd).map_err(|e| Error::io("reaping the worker", e))?;
         let wall = start.elapsed();
         let limit = live.cpu_limit_secs;
         let mut watch = watch;

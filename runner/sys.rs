@@ -582,7 +582,28 @@ pub struct Reaped {
 /// reap it. Best effort: a child already gone is simply reaped, or was.
 pub fn end_child(pid: libc::pid_t, pidfd: &OwnedFd) {
     let _ = pidfd_kill(pidfd.as_raw_fd());
-    let _ = wait4(pid);
+    let _ = reap(pid, pidfd);
+}
+
+/// Reaps a child once it has exited, which its pidfd says: a traced worker stops on its way
+/// out (even when killed), and a `wait4` from any thread of its tracer's process would take
+/// that stop as its status (and leave the worker stopped for good), so nothing here waits
+/// before the worker is a zombie. Its tracer lets it go on from every stop at once.
+pub fn reap(pid: libc::pid_t, pidfd: &OwnedFd) -> io::Result<Reaped> {
+    let mut fds = [libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    loop {
+        match poll(&mut fds, std::time::Duration::from_secs(3600)) {
+            Ok(_) if fds[0].revents != 0 => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    wait4(pid)
 }
 
 /// `wait4(pid, &status, __WALL, &rusage)`; see wait4(2). Retries on EINTR. `__WALL` because
