@@ -397,7 +397,7 @@ const SLOT: Duration = Duration::from_micros(1500);
 
 /// The `run_*` rows of fresh workers: one `mov al,42; ret` job end to end through
 /// [`crate::run`] with each set of options, by row name. The traced ones (the default) are
-/// measured in [`Phase::Traced`], the untraced ones in the main table. Shared by `bytejail bench` and
+/// measured in `Phase::Traced`, the untraced ones in the main table. Shared by `bytejail bench` and
 /// `benches/run.rs`. Modes that keep something alive between jobs (`run_pool`, and to come
 /// `run_batch_input`, `run_zygote`) are measured in a phase of their own (`Phase`).
 pub fn run_modes() -> Vec<(&'static str, RunOptions)> {
