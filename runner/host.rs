@@ -277,7 +277,7 @@ pub(crate) fn spawn(
         // Untraced if the tracer cannot attach (another tracer holds the worker, or this
         // host may not trace it): the report then marks its details unverified.
         let init = plan.walls.pid_namespace();
-        let trace = crate::tracer::seize(pid, &pidfd, init).ok();
+        let trace = crate::tracer::seize(pid, init).ok();
         arena.set_trace_gate(true);
         trace
     } else {
@@ -1100,7 +1100,7 @@ fn classify(
             let violation = facts
                 .exit
                 .filter(|e| e.status == libc::SIGKILL)
-                .and_then(|e| strict_violation(&e, code_addr, code.len()));
+                .and_then(|e| strict_violation(&e, code_addr, code));
             if let Some(syscall) = violation {
                 return Ok((Outcome::SyscallViolation, Some(syscall)));
             }
@@ -1153,16 +1153,14 @@ fn classify(
                 }
             }
         }
-        // An instruction's fault is delivered outside any syscall (`orig_rax` -1) with a
-        // kernel `si_code`; a signal the guest queued itself is delivered as its syscall
-        // returns. Only another process of the job could queue one mid-instruction.
-        let fault = stop
-            .filter(|stop| stop.regs.orig_rax == u64::MAX && stop.code > 0)
-            .map(|stop| {
-                let mut fault = fault_at(signal, stop.addr, stop.regs.rip, code_addr, code);
-                fault.verified = !watch.many_procs;
-                fault
-            });
+        // The kernel's own signals have a positive `si_code`. No guest can queue one with
+        // details of its choosing: strict mode has no call for it, and the walls filter refuses
+        // them to profile guests; only another process of the job could send one.
+        let fault = stop.filter(|stop| stop.code > 0).map(|stop| {
+            let mut fault = fault_at(signal, stop.addr, stop.regs.rip, code_addr, code);
+            fault.verified = !watch.many_procs;
+            fault
+        });
         return Ok((Outcome::Crashed { signal, fault }, None));
     }
     let recorded = record.state == STATE_FAULT && record.fault_signo == signal as u64;
@@ -1217,9 +1215,15 @@ fn syscall_args(abi: Abi, regs: &crate::tracer::Regs) -> [u64; 6] {
 fn strict_violation(
     exit: &crate::tracer::ExitStop,
     code_addr: u64,
-    code_len: usize,
+    code: &[u8],
 ) -> Option<ViolatingSyscall> {
-    let nr = u32::try_from(exit.regs.orig_rax).ok()?;
+    // The kernel takes the number from the low 32 bits of `orig_rax`; -1 is also what a
+    // worker outside any call shows, so that one counts only just after a syscall instruction.
+    let nr = exit.regs.orig_rax as u32;
+    if exit.regs.orig_rax == u64::MAX && !after_syscall_instruction(exit.regs.rip, code_addr, code)
+    {
+        return None;
+    }
     let allowed: &[u32] = match abi_of(exit.arch, nr) {
         Abi::I386 => &[1, 3, 4, 119],
         Abi::X32 => &[],
@@ -1228,7 +1232,15 @@ fn strict_violation(
     if allowed.contains(&nr) {
         return None;
     }
-    killed_in_syscall(exit, code_addr, code_len)
+    killed_in_syscall(exit, code_addr, code.len())
+}
+
+/// Whether the two bytes before `rip` are `syscall` (0f 05) or `int 0x80` (cd 80) in the code.
+fn after_syscall_instruction(rip: u64, code_addr: u64, code: &[u8]) -> bool {
+    rip.checked_sub(code_addr + 2)
+        .and_then(|at| usize::try_from(at).ok())
+        .and_then(|at| code.get(at..at + 2))
+        .is_some_and(|insn| insn == [0x0f, 0x05] || insn == [0xcd, 0x80])
 }
 
 /// The call a worker was killed in by seccomp itself (strict mode's kill, a filter's kill
@@ -1238,7 +1250,7 @@ fn killed_in_syscall(
     code_addr: u64,
     code_len: usize,
 ) -> Option<ViolatingSyscall> {
-    let nr = u32::try_from(exit.regs.orig_rax).ok()?;
+    let nr = exit.regs.orig_rax as u32;
     let abi = abi_of(exit.arch, nr);
     // `syscall` and `int 0x80` are 2 bytes.
     let code_offset = exit

@@ -297,16 +297,31 @@ fn json_syscall_violation() {
     let report = run.json();
     assert_fields(&report, &["syscall", "output_text"]);
     assert_eq!(report["outcome"], "syscall_violation");
-    // Strict mode kills without saying why; the diagnostic re-run under strict-bpf does.
+    // Strict mode kills without saying why; the tracer sees the call it killed in.
     // getpid is x86_64 syscall 39, and its `syscall` instruction sits after the 5-byte mov.
     let syscall = &report["syscall"];
     assert_eq!(syscall["nr"], 39);
     assert_eq!(syscall["name"], "getpid");
     assert_eq!(syscall["abi"], "x86_64");
     assert_eq!(syscall["code_offset"], 5);
+    assert_eq!(syscall["verified"], true);
 
-    // Without the re-run nothing says which syscall it was.
-    let run = bytejail(&["run", "--json", "--no-diagnose", "--hex", GETPID]);
+    // Untraced, the diagnostic re-run finds it, unverified.
+    let run = bytejail(&["run", "--json", "--no-trace", "--hex", GETPID]);
+    assert_eq!(run.status, 159, "{run:?}");
+    let report = run.json();
+    assert_eq!(report["syscall"]["nr"], 39);
+    assert_eq!(report["syscall"]["verified"], false);
+
+    // Untraced and without the re-run nothing says which syscall it was.
+    let run = bytejail(&[
+        "run",
+        "--json",
+        "--no-trace",
+        "--no-diagnose",
+        "--hex",
+        GETPID,
+    ]);
     assert_eq!(run.status, 159, "{run:?}");
     let report = run.json();
     assert_fields(&report, &["output_text"]);
