@@ -111,12 +111,10 @@ fn jobs(c: &mut Criterion) {
     const BATCH_JOBS: usize = 200;
     let lines = "{\"code_hex\": \"b0 2a c3\"}\n".repeat(BATCH_JOBS);
     for threads in [1, 2] {
-        let config = bytejail::batch::BatchConfig {
-            defaults: RunOptions::default(),
-            jobs: threads,
-            ordered: false,
-            reuse: bytejail::batch::Reuse::None,
-        };
+        let config = bytejail::batch::BatchConfig::default()
+            .with_jobs(threads)
+            .with_ordered(false)
+            .with_reuse(bytejail::batch::Reuse::None);
         group.bench_with_input(
             BenchmarkId::new("batch_fresh_200", threads),
             &threads,

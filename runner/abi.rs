@@ -12,7 +12,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Default wall-clock limit of one run.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -53,14 +53,58 @@ pub const GPR_NAMES: [&str; 16] = [
 pub struct Gpr(u8);
 
 impl Gpr {
+    /// `rax`.
     pub const RAX: Gpr = Gpr(0);
+    /// `rbx`.
     pub const RBX: Gpr = Gpr(1);
+    /// `rcx`.
     pub const RCX: Gpr = Gpr(2);
+    /// `rdx`.
     pub const RDX: Gpr = Gpr(3);
+    /// `rsi`.
     pub const RSI: Gpr = Gpr(4);
+    /// `rdi`.
     pub const RDI: Gpr = Gpr(5);
+    /// `rbp`.
     pub const RBP: Gpr = Gpr(6);
+    /// `rsp`.
     pub const RSP: Gpr = Gpr(7);
+    /// `r8`.
+    pub const R8: Gpr = Gpr(8);
+    /// `r9`.
+    pub const R9: Gpr = Gpr(9);
+    /// `r10`.
+    pub const R10: Gpr = Gpr(10);
+    /// `r11`.
+    pub const R11: Gpr = Gpr(11);
+    /// `r12`.
+    pub const R12: Gpr = Gpr(12);
+    /// `r13`.
+    pub const R13: Gpr = Gpr(13);
+    /// `r14`.
+    pub const R14: Gpr = Gpr(14);
+    /// `r15`.
+    pub const R15: Gpr = Gpr(15);
+
+    /// Every general register, in [`GPR_NAMES`] order.
+    pub const ALL: [Gpr; 16] = [
+        Gpr::RAX,
+        Gpr::RBX,
+        Gpr::RCX,
+        Gpr::RDX,
+        Gpr::RSI,
+        Gpr::RDI,
+        Gpr::RBP,
+        Gpr::RSP,
+        Gpr::R8,
+        Gpr::R9,
+        Gpr::R10,
+        Gpr::R11,
+        Gpr::R12,
+        Gpr::R13,
+        Gpr::R14,
+        Gpr::R15,
+    ];
 
     /// The register's position in [`GPR_NAMES`].
     pub fn index(self) -> usize {
@@ -74,20 +118,40 @@ impl Gpr {
 }
 
 impl FromStr for Gpr {
-    type Err = String;
+    type Err = RegisterError;
 
-    fn from_str(s: &str) -> Result<Self, String> {
+    /// Parses a register name, in any case (`rax`, `R12`).
+    fn from_str(s: &str) -> Result<Self, RegisterError> {
         let lower = s.trim().to_ascii_lowercase();
         GPR_NAMES
             .iter()
             .position(|name| *name == lower)
             .map(|i| Gpr(i as u8))
-            .ok_or_else(|| {
-                format!(
-                    "unknown register `{s}`; expected one of rax rbx rcx rdx rsi rdi rbp r8..r15"
-                )
-            })
+            .ok_or_else(|| RegisterError::UnknownName(s.to_string()))
     }
+}
+
+/// Why a register setting was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegisterError {
+    /// Not the name of a general register.
+    #[error("unknown register `{0}`; expected one of rax rbx rcx rdx rsi rdi rbp r8..r15")]
+    UnknownName(String),
+    /// `rsp` belongs to the runner.
+    #[error("rsp cannot be set: the runner owns the guest stack")]
+    StackPointer,
+    /// A setting without `=`.
+    #[error("register setting `{0}` is not NAME=VALUE")]
+    NotAssignment(String),
+    /// A value that is not a u64.
+    #[error("value `{value}` for {register} is not a decimal or 0x-hex u64")]
+    BadValue {
+        /// The register being set.
+        register: Gpr,
+        /// The text given as its value.
+        value: String,
+    },
 }
 
 impl fmt::Display for Gpr {
@@ -106,9 +170,9 @@ pub struct InitialRegisters {
 
 impl InitialRegisters {
     /// Sets `reg` to `value` at entry. Fails for `rsp`.
-    pub fn set(&mut self, reg: Gpr, value: u64) -> Result<(), String> {
+    pub fn set(&mut self, reg: Gpr, value: u64) -> Result<(), RegisterError> {
         if reg == Gpr::RSP {
-            return Err("rsp cannot be set: the runner owns the guest stack".to_string());
+            return Err(RegisterError::StackPointer);
         }
         self.overrides[reg.index()] = Some(value);
         Ok(())
@@ -129,14 +193,22 @@ impl InitialRegisters {
     }
 
     /// Parses `NAME=VALUE` (decimal or 0x-hex) and applies it.
-    pub fn set_from_arg(&mut self, arg: &str) -> Result<(), String> {
+    pub fn set_from_arg(&mut self, arg: &str) -> Result<(), RegisterError> {
         let (name, value) = arg
             .split_once('=')
-            .ok_or_else(|| format!("register setting `{arg}` is not NAME=VALUE"))?;
+            .ok_or_else(|| RegisterError::NotAssignment(arg.to_string()))?;
         let reg: Gpr = name.parse()?;
-        let value = parse_u64(value.trim())
-            .ok_or_else(|| format!("value `{value}` for {reg} is not a decimal or 0x-hex u64"))?;
+        let value = parse_u64(value.trim()).ok_or_else(|| RegisterError::BadValue {
+            register: reg,
+            value: value.to_string(),
+        })?;
         self.set(reg, value)
+    }
+
+    /// As [`InitialRegisters::set`], by value: `InitialRegisters::default().with(Gpr::RBX, 5)?`.
+    pub fn with(mut self, reg: Gpr, value: u64) -> Result<Self, RegisterError> {
+        self.set(reg, value)?;
+        Ok(self)
     }
 }
 
@@ -151,7 +223,11 @@ pub fn parse_u64(s: &str) -> Option<u64> {
 }
 
 /// The limits of one run.
+///
+/// Built from [`Limits::default`] and the `with_*` methods (or by setting its public fields):
+/// `Limits::default().with_timeout(Duration::from_millis(300))`.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Limits {
     /// Wall-clock limit, measured by the host from before the fork to the reap.
     pub timeout: Duration,
@@ -203,7 +279,11 @@ impl Default for Limits {
 }
 
 /// Everything about a run except the code and the input.
+///
+/// Built from [`RunOptions::default`] and the `with_*` methods (or by setting its public
+/// fields): `RunOptions::default().with_policy(policy).with_limits(limits)`.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RunOptions {
     /// Offset into the code where the guest is entered.
     pub entry: usize,
@@ -247,25 +327,101 @@ impl Default for RunOptions {
     }
 }
 
+/// One `with_*` builder method per field.
+macro_rules! builders {
+    ($ty:ident { $($(#[$doc:meta])* $method:ident => $field:ident: $value:ty,)* }) => {
+        impl $ty {
+            $(
+                $(#[$doc])*
+                #[must_use]
+                pub fn $method(mut self, $field: $value) -> Self {
+                    self.$field = $field;
+                    self
+                }
+            )*
+        }
+    };
+}
+
+builders!(Limits {
+    /// Sets [`Limits::timeout`].
+    with_timeout => timeout: Duration,
+    /// Sets [`Limits::max_output`].
+    with_max_output => max_output: usize,
+    /// Sets [`Limits::stack`].
+    with_stack => stack: usize,
+    /// Sets [`Limits::scratch`].
+    with_scratch => scratch: usize,
+    /// Sets [`Limits::max_code`].
+    with_max_code => max_code: usize,
+    /// Sets [`Limits::max_input`].
+    with_max_input => max_input: usize,
+    /// Sets [`Limits::memory`].
+    with_memory => memory: usize,
+    /// Sets [`Limits::max_procs`].
+    with_max_procs => max_procs: u32,
+    /// Sets [`Limits::max_file_size`].
+    with_max_file_size => max_file_size: u64,
+    /// Sets [`Limits::max_open_files`].
+    with_max_open_files => max_open_files: u64,
+    /// Sets [`Limits::cpu_time`].
+    with_cpu_time => cpu_time: Option<Duration>,
+});
+
+builders!(RunOptions {
+    /// Sets [`RunOptions::entry`].
+    with_entry => entry: usize,
+    /// Sets [`RunOptions::registers`].
+    with_registers => registers: InitialRegisters,
+    /// Sets [`RunOptions::limits`].
+    with_limits => limits: Limits,
+    /// Sets [`RunOptions::scrub`].
+    with_scrub => scrub: bool,
+    /// Sets [`RunOptions::policy`].
+    with_policy => policy: crate::policy::Policy,
+    /// Sets [`RunOptions::diagnose`].
+    with_diagnose => diagnose: bool,
+    /// Sets [`RunOptions::trace`].
+    with_trace => trace: bool,
+});
+
 /// The general registers and rflags as the guest left them when it returned.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Registers {
+    /// `rax`.
     pub rax: u64,
+    /// `rbx`.
     pub rbx: u64,
+    /// `rcx`.
     pub rcx: u64,
+    /// `rdx`.
     pub rdx: u64,
+    /// `rsi`.
     pub rsi: u64,
+    /// `rdi`.
     pub rdi: u64,
+    /// `rbp`.
     pub rbp: u64,
+    /// `rsp`.
     pub rsp: u64,
+    /// `r8`.
     pub r8: u64,
+    /// `r9`.
     pub r9: u64,
+    /// `r10`.
     pub r10: u64,
+    /// `r11`.
     pub r11: u64,
+    /// `r12`.
     pub r12: u64,
+    /// `r13`.
     pub r13: u64,
+    /// `r14`.
     pub r14: u64,
+    /// `r15`.
     pub r15: u64,
+    /// `rflags`.
     pub rflags: u64,
 }
 

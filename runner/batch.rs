@@ -39,8 +39,9 @@ use crate::report::Report;
 use crate::same_code::SameCode;
 use crate::zygote::Zygote;
 
-/// How a batch runs.
+/// How a batch runs. Built from [`BatchConfig::default`] and the `with_*` methods.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct BatchConfig {
     /// Defaults for every job (a job's own fields override timeout, output limit, registers
     /// and entry).
@@ -53,8 +54,52 @@ pub struct BatchConfig {
     pub reuse: Reuse,
 }
 
+impl Default for BatchConfig {
+    /// Default run options, as many jobs at once as there are CPUs, completion order, no reuse.
+    fn default() -> Self {
+        BatchConfig {
+            defaults: RunOptions::default(),
+            jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            ordered: false,
+            reuse: Reuse::None,
+        }
+    }
+}
+
+impl BatchConfig {
+    /// Sets [`BatchConfig::defaults`].
+    #[must_use]
+    pub fn with_defaults(mut self, defaults: RunOptions) -> Self {
+        self.defaults = defaults;
+        self
+    }
+
+    /// Sets [`BatchConfig::jobs`].
+    #[must_use]
+    pub fn with_jobs(mut self, jobs: usize) -> Self {
+        self.jobs = jobs;
+        self
+    }
+
+    /// Sets [`BatchConfig::ordered`].
+    #[must_use]
+    pub fn with_ordered(mut self, ordered: bool) -> Self {
+        self.ordered = ordered;
+        self
+    }
+
+    /// Sets [`BatchConfig::reuse`].
+    #[must_use]
+    pub fn with_reuse(mut self, reuse: Reuse) -> Self {
+        self.reuse = reuse;
+        self
+    }
+}
+
 /// Worker reuse across the jobs of a batch (`--reuse`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[non_exhaustive]
 pub enum Reuse {
     /// A fresh single-use worker per job.
     #[default]

@@ -45,7 +45,9 @@ const SYSCALLS_PER_SAMPLE: u64 = 10_000;
 /// Everything `bytejail bench` found: where it ran and one row per measurement.
 #[derive(Clone, Debug, Serialize)]
 pub struct BenchReport {
+    /// Where it ran.
     pub machine: Machine,
+    /// One row per measurement.
     pub results: Vec<Row>,
     /// Rows left out and why (a tool not installed, a probe that failed). Not part of the JSON.
     #[serde(skip)]
@@ -77,6 +79,7 @@ pub struct Machine {
     pub quick: bool,
     /// Wall-clock seconds the measurement took.
     pub seconds: f64,
+    /// The bytejail version that measured.
     pub bytejail_version: &'static str,
 }
 
@@ -90,6 +93,7 @@ pub struct Row {
     /// 99th percentile of the samples. For `syscall_*` rows a sample is the mean of
     /// `SYSCALLS_PER_SAMPLE` (10 000) calls, so this is the p99 of those means.
     pub p99_ns: u64,
+    /// How many samples the median and p99 are of.
     pub samples: usize,
     /// The row this one should be compared with, measured in the same run.
     pub floor: Option<&'static str>,
@@ -393,7 +397,7 @@ const SLOT: Duration = Duration::from_micros(1500);
 
 /// The `run_*` rows of fresh workers: one `mov al,42; ret` job end to end through
 /// [`crate::run`] with each set of options, by row name. The traced ones (the default) are
-/// measured in [`Phase::Traced`], the untraced ones in the main table. Shared by `bytejail bench` and
+/// measured in `Phase::Traced`, the untraced ones in the main table. Shared by `bytejail bench` and
 /// `benches/run.rs`. Modes that keep something alive between jobs (`run_pool`, and to come
 /// `run_batch_input`, `run_zygote`) are measured in a phase of their own (`Phase`).
 pub fn run_modes() -> Vec<(&'static str, RunOptions)> {
@@ -646,11 +650,13 @@ fn zygote_returns_42(zygote: &Zygote) -> io::Result<()> {
 }
 
 /// `run_batch_input`: one input at a time through a same-code worker (the first starts it).
+#[derive(Debug)]
 pub struct SameCodeLatency {
     same: std::cell::RefCell<SameCode>,
 }
 
 impl SameCodeLatency {
+    /// Starts the worker and runs one input, so the first sample does not pay the start-up.
     pub fn start() -> io::Result<SameCodeLatency> {
         // Untraced: the main table measures it, where no tracer thread may start (see
         // `phases_in_child`); a same-code worker's tracer costs nothing per input anyway.
@@ -711,6 +717,7 @@ const REFILL_WAIT: Duration = Duration::from_secs(1);
 /// counts as parked only once it said ready, so no worker's set-up competes with a job either.
 /// (A pause after the pool is full, tried before workers said ready, only let the CPU go idle:
 /// 48-53 us medians with 200 us of it, 35-40 us without.)
+#[derive(Debug)]
 pub struct PoolLatency {
     pool: Pool,
     jobs: std::cell::Cell<u64>,
@@ -1554,6 +1561,7 @@ pub fn clone3_pidfd_exit_wait() -> io::Result<()> {
 
 /// A tiny static executable that only calls `exit_group(0)`: 129 bytes of ELF written by hand,
 /// so no toolchain is needed. Deleted when dropped.
+#[derive(Debug)]
 pub struct TinyProgram {
     path: tempfile::TempPath,
     c_path: CString,
@@ -1612,6 +1620,7 @@ impl TinyProgram {
         Ok(program)
     }
 
+    /// Where the program is written.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -1645,6 +1654,7 @@ impl TinyProgram {
 }
 
 /// A function in an executable mapping, called by the floor's child.
+#[derive(Debug)]
 pub struct GuestFunction {
     map: memmap2::Mmap,
 }
@@ -1704,6 +1714,7 @@ pub fn floor_fork_pipe_strict(guest: &GuestFunction) -> io::Result<u64> {
 
 /// A child parked in strict mode that echoes each byte from fd 0 to fd 1: the floor of any
 /// pool of pre-forked workers. Dropping it closes its input, and it exits.
+#[derive(Debug)]
 pub struct ParkedWorker {
     pid: libc::pid_t,
     to_worker: Option<OwnedFd>,
@@ -1768,6 +1779,7 @@ impl Drop for ParkedWorker {
 }
 
 /// How a `syscall_*` child confines itself before it starts counting.
+#[derive(Debug)]
 pub enum Confinement {
     /// No seccomp.
     None,
@@ -2142,7 +2154,9 @@ pub fn install_in_child(filter: &Filter) -> io::Result<Duration> {
 /// Where the measured `write` rule sits in an allow list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RulePosition {
+    /// The first rule of the list.
     First,
+    /// The last rule of the list: every other rule is checked before it.
     Last,
 }
 

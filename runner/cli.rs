@@ -342,26 +342,24 @@ impl WorkerArgs {
                 if skipped.len() == 1 { "it" } else { "them" }
             );
         }
-        RunOptions {
-            limits: Limits {
-                timeout: self.timeout,
-                max_output: self.max_output,
-                stack: self.stack,
-                scratch: self.scratch,
-                max_code: self.max_code,
-                max_input: self.max_input,
-                memory: self.memory,
-                max_procs: self.max_procs,
-                max_file_size: self.max_file_size as u64,
-                max_open_files: self.max_open_files,
-                cpu_time: self.cpu_time,
-            },
-            scrub: !self.no_scrub,
-            policy: self.policy.clone(),
-            diagnose: !self.no_diagnose,
-            trace: !self.no_trace,
-            ..RunOptions::default()
-        }
+        let limits = Limits::default()
+            .with_timeout(self.timeout)
+            .with_max_output(self.max_output)
+            .with_stack(self.stack)
+            .with_scratch(self.scratch)
+            .with_max_code(self.max_code)
+            .with_max_input(self.max_input)
+            .with_memory(self.memory)
+            .with_max_procs(self.max_procs)
+            .with_max_file_size(self.max_file_size as u64)
+            .with_max_open_files(self.max_open_files)
+            .with_cpu_time(self.cpu_time);
+        RunOptions::default()
+            .with_limits(limits)
+            .with_scrub(!self.no_scrub)
+            .with_policy(self.policy.clone())
+            .with_diagnose(!self.no_diagnose)
+            .with_trace(!self.no_trace)
     }
 }
 
@@ -439,13 +437,13 @@ fn run(args: RunArgs) -> Result<Completion, Error> {
     let mut registers = InitialRegisters::default();
     for setting in &args.registers {
         // Already checked by the value parser; kept fallible rather than trusted.
-        registers.set_from_arg(setting).map_err(invalid)?;
+        registers.set_from_arg(setting).map_err(InputError::from)?;
     }
-    let options = RunOptions {
-        entry: args.entry,
-        registers,
-        ..args.worker.options()
-    };
+    let options = args
+        .worker
+        .options()
+        .with_entry(args.entry)
+        .with_registers(registers);
 
     let code = args.code.load(options.limits.max_code)?;
     let input = match (&args.input, &args.input_hex) {
@@ -528,12 +526,11 @@ fn batch(args: BatchArgs) -> Result<Completion, Error> {
         .jobs
         .map(usize::from)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let config = bytejail::batch::BatchConfig {
-        defaults: args.worker.options(),
-        jobs,
-        ordered: args.ordered,
-        reuse: args.reuse,
-    };
+    let config = bytejail::batch::BatchConfig::default()
+        .with_defaults(args.worker.options())
+        .with_jobs(jobs)
+        .with_ordered(args.ordered)
+        .with_reuse(args.reuse);
     let bar = io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new_spinner();
         bar.set_style(
@@ -912,7 +909,8 @@ fn offset(arg: &str) -> Result<usize, String> {
 fn register(arg: &str) -> Result<String, String> {
     InitialRegisters::default()
         .set_from_arg(arg)
-        .map_err(|message| {
+        .map_err(|e| {
+            let message = e.to_string();
             let name = arg.split('=').next().unwrap_or_default().trim();
             let lower = name.to_ascii_lowercase();
             // rsp is a register, only not one the ABI lets be set: no suggestion for it.

@@ -35,6 +35,7 @@ use crate::sys::{self, raw, Forked};
 /// How one line of the doctor's report came out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Status {
     /// Present and working.
     Ok,
@@ -59,7 +60,9 @@ impl Status {
 /// One line of the report: a status and a one-line explanation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Check {
+    /// Whether it is fine, a warning or missing.
     pub status: Status,
+    /// The one-line explanation.
     pub detail: String,
 }
 
@@ -95,14 +98,19 @@ pub const CHECK_NAMES: [&str; 23] = [
 #[derive(Clone, Debug, Serialize)]
 #[non_exhaustive]
 pub struct Doctor {
+    /// The kernel's name for itself.
     pub kernel: Kernel,
     /// `model name` in /proc/cpuinfo.
     pub cpu_model: String,
+    /// Who the process runs as.
     pub user: User,
     /// Whether a strict-mode job (`mov al, 42; ret`) ran through [`crate::run`] and returned 42.
     pub strict_job: JobProbe,
+    /// The kernel facts that decide which walls a worker can get.
     pub walls: Walls,
+    /// The sysctls that bear on jobs.
     pub sysctls: Sysctls,
+    /// The assemblers `run` can use for `.s` and `.asm` files.
     pub assemblers: Vec<Assembler>,
 }
 
@@ -123,7 +131,9 @@ pub struct Kernel {
 /// Who the process runs as.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct User {
+    /// The real user id.
     pub uid: u32,
+    /// The effective user id.
     pub euid: u32,
     /// `CapEff` of /proc/self/status: the effective capabilities, as a bit mask.
     pub effective_capabilities: u64,
@@ -139,13 +149,23 @@ impl User {
 /// How the doctor's own strict-mode job went.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum JobProbe {
     /// It returned 42, taking this long from fork to reap.
-    Returned { wall_ns: u64 },
+    Returned {
+        /// Fork to reap, in nanoseconds.
+        wall_ns: u64,
+    },
     /// It ran and ended otherwise (the outcome's summary).
-    Ended { summary: String },
+    Ended {
+        /// The report's summary line.
+        summary: String,
+    },
     /// The runner failed.
-    Failed { error: String },
+    Failed {
+        /// The runner's error.
+        error: String,
+    },
 }
 
 /// The kernel facts that decide which walls a worker can get.
@@ -160,12 +180,19 @@ pub struct Walls {
     pub seccomp_actions: Option<Vec<String>>,
     /// What `uretprobe` (335) and `uprobe` (336) do in a seccomp-confined process.
     pub passthrough: Passthrough,
+    /// Whether this process can have a user namespace.
     pub user_namespace: NamespaceProbe,
+    /// Whether this process can have a PID namespace.
     pub pid_namespace: NamespaceProbe,
+    /// Whether this process can have a IPC namespace.
     pub ipc_namespace: NamespaceProbe,
+    /// Whether this process can have a mount namespace.
     pub mount_namespace: NamespaceProbe,
+    /// Whether this process can have a network namespace.
     pub network_namespace: NamespaceProbe,
+    /// Whether Landlock is there, and its ABI version.
     pub landlock: LandlockProbe,
+    /// The cgroups this process is in.
     pub cgroups: Cgroups,
     /// How a profile worker's processes are contained, decided from the probes above.
     pub containment: Containment,
@@ -252,18 +279,29 @@ pub fn probe() -> Doctor {
 /// What a probe of one seccomp mode found.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum SeccompProbe {
     /// The mode was entered, an allowed call returned, and a forbidden one was stopped.
     Works,
     /// Entering the mode failed with this errno.
-    Refused { errno: i32 },
+    Refused {
+        /// The errno.
+        errno: i32,
+    },
     /// The mode was entered but did not act as it should.
-    Broken { what: String },
+    Broken {
+        /// What it did wrong.
+        what: String,
+    },
     /// The probe's child could not be run or did not report.
-    ProbeFailed { error: String },
+    ProbeFailed {
+        /// Why.
+        error: String,
+    },
 }
 
 impl SeccompProbe {
+    /// Whether the mode was entered and acted as it should.
     pub fn works(&self) -> bool {
         *self == SeccompProbe::Works
     }
@@ -437,21 +475,33 @@ impl Passthrough {
 /// `exit`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PassthroughProbe {
+    /// The call under strict mode.
     pub strict: CallFate,
+    /// The call under the filter.
     pub filter: CallFate,
 }
 
 /// What happened to a call made in a probe child.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum CallFate {
     /// The call returned this value (`-errno` on error): seccomp let it through.
-    Returned { value: i64 },
+    Returned {
+        /// The return value.
+        value: i64,
+    },
     /// The child died of this signal: SIGKILL (strict) or SIGSYS (filter) is seccomp stopping
     /// it; another one (SIGILL from `uretprobe` outside a probe) means the kernel ran the call.
-    Signal { signal: i32 },
+    Signal {
+        /// The signal number.
+        signal: i32,
+    },
     /// The probe could not tell.
-    ProbeFailed { error: String },
+    ProbeFailed {
+        /// Why.
+        error: String,
+    },
 }
 
 impl CallFate {
@@ -533,6 +583,7 @@ pub fn passthrough() -> Passthrough {
 /// Whether this process can have a namespace of one kind.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum NamespaceProbe {
     /// `unshare` works as this process is (as root, or for a user namespace).
     Available,
@@ -541,11 +592,16 @@ pub enum NamespaceProbe {
     InUserNamespace,
     /// Neither: the errno alone, and together with a new user namespace.
     Unavailable {
+        /// `unshare`'s errno.
         errno: i32,
+        /// `unshare`'s errno together with a new user namespace (`None`: that worked).
         errno_in_user_namespace: Option<i32>,
     },
     /// The probe's child could not be run or did not report.
-    ProbeFailed { error: String },
+    ProbeFailed {
+        /// Why.
+        error: String,
+    },
 }
 
 impl NamespaceProbe {
@@ -698,15 +754,22 @@ impl Containment {
 /// What `landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION)` said.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum LandlockProbe {
     /// Landlock is on, with this ABI version.
-    Abi { version: u32 },
+    Abi {
+        /// The ABI version.
+        version: u32,
+    },
     /// Built in but not enabled at boot (EOPNOTSUPP: `lsm=` lacks `landlock`).
     Disabled,
     /// Not in this kernel (ENOSYS).
     NotBuilt,
     /// Another error.
-    Failed { errno: i32 },
+    Failed {
+        /// The errno.
+        errno: i32,
+    },
 }
 
 impl LandlockProbe {
@@ -771,6 +834,7 @@ pub const LANDLOCK_ABI_WANTED: u32 = 6;
 /// Which cgroup hierarchies this process sees.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum CgroupMode {
     /// Only the v2 hierarchy (usually at /sys/fs/cgroup).
     Unified,
@@ -785,6 +849,7 @@ pub enum CgroupMode {
 /// The cgroups this process is in, and what a worker could use of them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Cgroups {
+    /// Which cgroup versions are mounted.
     pub mode: CgroupMode,
     /// The v2 hierarchy, if mounted.
     pub v2: Option<CgroupV2>,
@@ -814,8 +879,11 @@ pub struct CgroupV2 {
 /// This process's place in one v1 hierarchy.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct CgroupV1 {
+    /// The controllers of the hierarchy (`pids`, `memory`, ..., `name=systemd`).
     pub controllers: Vec<String>,
+    /// Where the hierarchy is mounted.
     pub mount: PathBuf,
+    /// This process's cgroup directory in it.
     pub dir: PathBuf,
 }
 

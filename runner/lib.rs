@@ -7,11 +7,13 @@
 //! assert_eq!(report.outcome.kind(), "returned");
 //! ```
 #![deny(unsafe_code)]
+#![warn(missing_debug_implementations, missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod abi;
 mod arena;
 pub mod batch;
+#[cfg(feature = "cli")]
 pub mod bench;
 pub mod bounds;
 mod cgroup;
@@ -33,7 +35,7 @@ mod walls_filter;
 mod worker;
 pub mod zygote;
 
-pub use abi::{Gpr, InitialRegisters, Limits, Registers, RunOptions};
+pub use abi::{Gpr, InitialRegisters, Limits, RegisterError, Registers, RunOptions};
 pub use error::{Error, InputError};
 pub use host::run;
 pub use policy::Policy;
@@ -41,3 +43,8 @@ pub use pool::{Pool, PoolStats};
 pub use report::{Fault, Outcome, Report, ViolatingSyscall};
 pub use same_code::SameCode;
 pub use zygote::Zygote;
+
+/// Compiles and runs every `rust` example in the README as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -45,6 +45,7 @@ const RELOCATION_HINT: &str = "bytejail runs a single position-independent code 
 
 /// A format guest code can come in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Format {
     /// Raw machine code.
     Bin,

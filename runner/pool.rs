@@ -125,6 +125,16 @@ pub struct PoolStats {
     pub fallbacks: u64,
 }
 
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("size", &self.shared.size)
+            .field("template", &self.shared.template)
+            .field("zygote", &self.shared.zygote)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Pool {
     /// Starts a pool that keeps up to `size` workers parked, set up for `template` (policy,
     /// scrubbing, stack, scratch, CPU backstop), with a zygote of its own to fork them. Returns

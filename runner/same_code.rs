@@ -51,8 +51,13 @@ const READY_WAIT: Duration = Duration::from_secs(10);
 
 /// One code, many inputs, one worker at a time (see the module docs).
 ///
-/// Not `Send`: the worker dies with the thread that forked it (`PR_SET_PDEATHSIG`), so a
-/// `SameCode` stays on the thread that made it. Dropping it ends the worker.
+/// # Threads
+///
+/// Tied to the thread that made it: neither `Send` nor `Sync`. Its worker is forked by that
+/// thread, and `PR_SET_PDEATHSIG` kills a worker when the *thread* that forked it exits, not
+/// when the process does; handing the worker to another thread would cost a cross-thread
+/// handoff per input. Make one `SameCode` per thread (each thread may share one [`Zygote`]).
+/// Dropping it ends the worker.
 pub struct SameCode {
     code: Vec<u8>,
     template: RunOptions,
@@ -95,6 +100,17 @@ struct Live {
 impl Live {
     fn end(self) {
         sys::end_child(self.pid, &self.pidfd);
+    }
+}
+
+impl std::fmt::Debug for SameCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SameCode")
+            .field("code_len", &self.code.len())
+            .field("template", &self.template)
+            .field("workers_started", &self.workers)
+            .field("zygote", &self.zygote)
+            .finish_non_exhaustive()
     }
 }
 

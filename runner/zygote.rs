@@ -53,6 +53,14 @@ use crate::worker::{self, WorkerPlan};
 /// A started zygote: a cheap handle ([`Clone`]) to one zygote process, shared by every thread
 /// that runs jobs through it. The zygote ends when the last handle is dropped.
 ///
+/// # Threads
+///
+/// `PR_SET_PDEATHSIG` kills a process when the *thread* that forked it exits, so the zygote
+/// (and every worker it forks) is tied to one thread: not the caller's, but an owner thread
+/// that [`Zygote::start`] spawns for it and that lives until the last handle is dropped. The
+/// handle itself is `Send + Sync`; the zygote serves one fork at a time, so threads that start
+/// many workers at once do better with a zygote each.
+///
 /// ```no_run
 /// // Early, before the host grows:
 /// let zygote = bytejail::Zygote::start().unwrap();

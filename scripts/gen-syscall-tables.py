@@ -171,10 +171,11 @@ TEMPLATE = '''\
 //! (`--check` compares instead of writing; `--check-headers /usr/include/x86_64-linux-gnu/asm`
 //! also checks the tables against the installed uapi headers.)
 
-use serde::Serialize;
+use serde::{{Deserialize, Serialize}};
 
 /// An x86 syscall ABI: the table a syscall number belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Abi {{
     /// The native 64-bit ABI: `syscall` with the number in `rax`.

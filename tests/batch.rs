@@ -27,12 +27,10 @@ fn a_later_batch_job_cannot_find_an_earlier_jobs_input() {
         hex(&hunt)
     );
     for reuse in [Reuse::None, Reuse::SameCode] {
-        let config = BatchConfig {
-            defaults: RunOptions::default(),
-            jobs: 1,
-            ordered: true,
-            reuse,
-        };
+        let config = BatchConfig::default()
+            .with_jobs(1)
+            .with_ordered(true)
+            .with_reuse(reuse);
         let mut out = Vec::new();
         run_batch(lines.as_bytes(), &mut out, &config, &mut |_| {}).unwrap();
         let text = String::from_utf8(out).unwrap();
@@ -53,10 +51,7 @@ fn a_later_batch_job_cannot_find_an_earlier_jobs_input() {
     }
 
     // The twin: the same hunt in an unscrubbed worker forked from the host finds it.
-    let mut options = RunOptions {
-        scrub: false,
-        ..RunOptions::default()
-    };
+    let mut options = RunOptions::default().with_scrub(false);
     options.registers.set(Gpr::RBX, start).unwrap();
     options.registers.set("r12".parse().unwrap(), len).unwrap();
     let twin = bytejail::run(&hunt, b"", &options).unwrap();
@@ -73,12 +68,10 @@ fn a_later_batch_job_cannot_find_an_earlier_jobs_input() {
 /// Runs `lines` through `run_batch` on one job thread, in input order; the result lines and
 /// the summary.
 fn run_lines(lines: &str, reuse: Reuse) -> (Vec<serde_json::Value>, bytejail::batch::Summary) {
-    let config = BatchConfig {
-        defaults: RunOptions::default(),
-        jobs: 1,
-        ordered: true,
-        reuse,
-    };
+    let config = BatchConfig::default()
+        .with_jobs(1)
+        .with_ordered(true)
+        .with_reuse(reuse);
     let mut out = Vec::new();
     let summary = run_batch(lines.as_bytes(), &mut out, &config, &mut |_| {}).unwrap();
     let results = String::from_utf8(out)

@@ -49,7 +49,8 @@ const GAS_RETURN_42: &str = "\t.text\n\tmov $42, %eax\n\tret\n";
 const NASM_RETURN_42: &str = "bits 64\nsection .text\n\tmov eax, 42\n\tret\n";
 
 /// Fields every `--json` report has, whatever the outcome.
-const COMMON_FIELDS: [&str; 7] = [
+const COMMON_FIELDS: [&str; 8] = [
+    "schema_version",
     "outcome",
     "output_hex",
     "output_truncated",
@@ -206,6 +207,7 @@ fn assert_fields(report: &Map<String, Value>, extra: &[&str]) {
     }
     assert!(report["output_truncated"].is_boolean(), "{report:?}");
     assert!(report["output_hex"].is_string(), "{report:?}");
+    assert_eq!(report["schema_version"], 1, "{report:?}");
 }
 
 // ---------------------------------------------------------------------------------------------

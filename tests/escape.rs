@@ -835,10 +835,7 @@ fn a_forged_frame_that_blocks_every_signal_still_ends_at_the_deadline() {
 #[test]
 fn a_forged_mask_that_blocks_sigsegv_is_not_survivable() {
     let code = load("forged_sigreturn_fault.s");
-    let untraced = RunOptions {
-        trace: false,
-        ..RunOptions::default()
-    };
+    let untraced = RunOptions::default().with_trace(false);
     let report = run(&code, b"", &untraced);
     let (signal, fault) = crash_of(&report);
     assert_eq!(signal, libc::SIGSEGV);

@@ -85,10 +85,7 @@ fn hunt_heap(scrub: bool) -> (String, bytejail::Report) {
     let held: Box<[u8]> = secret.as_bytes().into();
     let page = held.as_ptr() as u64 & !0xfff;
     let code = bytejail::load::load_path(&sample("hunt_range.s"), None, 1 << 20).unwrap();
-    let mut options = RunOptions {
-        scrub,
-        ..RunOptions::default()
-    };
+    let mut options = RunOptions::default().with_scrub(scrub);
     options.registers.set(Gpr::RBX, page - 16 * 4096).unwrap();
     options
         .registers

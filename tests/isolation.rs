@@ -255,15 +255,14 @@ fn a_job_creates_no_process_unless_its_limit_allows() {
     let clone3 = gas("xor edi, edi\nxor esi, esi\nmov eax, 435\nsyscall\nret");
     let report = bytejail::run(&clone3, b"", &profile_options()).unwrap();
     assert_eq!(returned_rax(&report), -(libc::EAGAIN as i64));
-    let with_i386 = RunOptions {
-        policy: Policy::from_profile_json(
+    let with_i386 = RunOptions::default().with_policy(
+        Policy::from_profile_json(
             r#"{"defaultAction": "SCMP_ACT_ALLOW",
                 "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"]}"#,
             "allow-all-i386.json",
         )
         .unwrap(),
-        ..RunOptions::default()
-    };
+    );
     let i386_fork = gas("mov eax, 2\nint 0x80\nmovsxd rax, eax\nret");
     let report = bytejail::run(&i386_fork, b"", &with_i386).unwrap();
     assert_eq!(returned_rax(&report), -(libc::EAGAIN as i64));

@@ -19,10 +19,7 @@ const LIBSECCOMP_EXAMPLE: &str = include_str!("../guest-samples/policies/libsecc
 
 fn run_gas(source: &str, policy: &Policy) -> Report {
     let code = assemble(&format!(".intel_syntax noprefix\n{source}\n"), Format::Gas).unwrap();
-    let options = RunOptions {
-        policy: policy.clone(),
-        ..RunOptions::default()
-    };
+    let options = RunOptions::default().with_policy(policy.clone());
     bytejail::run(&code, b"", &options).unwrap()
 }
 
@@ -179,17 +176,11 @@ fn strict_mode_violations_are_diagnosed_by_a_rerun_unless_switched_off() {
     );
 
     let code = assemble(&format!(".intel_syntax noprefix\n{getpid}\n"), Format::Gas).unwrap();
-    let untraced = RunOptions {
-        trace: false,
-        ..RunOptions::default()
-    };
+    let untraced = RunOptions::default().with_trace(false);
     let r = bytejail::run(&code, b"", &untraced).unwrap();
     let syscall = r.syscall.expect("diagnosed by the re-run");
     assert_eq!((syscall.nr, syscall.verified), (39, false));
-    let options = RunOptions {
-        diagnose: false,
-        ..untraced
-    };
+    let options = untraced.with_diagnose(false);
     let r = bytejail::run(&code, b"", &options).unwrap();
     assert_eq!((r.outcome, r.syscall), (Outcome::SyscallViolation, None));
 }

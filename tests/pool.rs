@@ -9,14 +9,11 @@ mod common;
 use common::{essence, gas};
 
 fn jobs() -> Vec<(&'static str, Vec<u8>, Vec<u8>, RunOptions)> {
-    let short = RunOptions {
-        limits: bytejail::Limits {
-            timeout: Duration::from_millis(300),
-            max_output: 4096,
-            ..Default::default()
-        },
-        ..RunOptions::default()
-    };
+    let short = RunOptions::default().with_limits(
+        bytejail::Limits::default()
+            .with_timeout(Duration::from_millis(300))
+            .with_max_output(4096),
+    );
     let mut regs = RunOptions::default();
     regs.registers.set(Gpr::RBX, 0x1234_5678_9abc).unwrap();
     vec![
@@ -119,10 +116,7 @@ fn a_later_job_cannot_find_an_earlier_jobs_input() {
     let held: Vec<u8> = secret.as_bytes().to_vec();
     let page = held.as_ptr() as u64 & !0xfff;
     let hunt_options = |scrub: bool| {
-        let mut options = RunOptions {
-            scrub,
-            ..RunOptions::default()
-        };
+        let mut options = RunOptions::default().with_scrub(scrub);
         options.registers.set(Gpr::RBX, page - 8 * 4096).unwrap();
         options
             .registers
@@ -160,13 +154,8 @@ fn a_later_job_cannot_find_an_earlier_jobs_input() {
 #[test]
 fn jobs_that_do_not_fit_the_template_run_fresh_with_the_same_report() {
     let pool = Pool::new(RunOptions::default(), 1).unwrap();
-    let small_stack = RunOptions {
-        limits: bytejail::Limits {
-            stack: 64 << 10,
-            ..Default::default()
-        },
-        ..RunOptions::default()
-    };
+    let small_stack =
+        RunOptions::default().with_limits(bytejail::Limits::default().with_stack(64 << 10));
     // Recursion until the guard page: where it faults depends on the stack size.
     let recurse = gas("1: call 1b");
     let pooled = pool.run(&recurse, b"", &small_stack).unwrap();

@@ -1457,10 +1457,7 @@ fn a_forged_setup_failure_is_the_guests_exit() {
 /// fail with EAGAIN (the stacked filter answers before the kernel looks at the arguments).
 #[test]
 fn no_task_is_made_through_any_entry_under_max_procs_1() {
-    let options = RunOptions {
-        policy: allow_all_arches(),
-        ..RunOptions::default()
-    };
+    let options = RunOptions::default().with_policy(allow_all_arches());
     let eagain = -(libc::EAGAIN as i64);
     // clone(CLONE_VM|CLONE_FS|CLONE_FILES|CLONE_SIGHAND|CLONE_THREAD|CLONE_SYSVSEM, stack)
     let flags = libc::CLONE_VM

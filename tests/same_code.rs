@@ -59,10 +59,7 @@ fn per_input_registers_entry_and_limits() {
         assert_eq!(returned(&report).rax, i * 1000 + i % 2, "input {i}");
     }
     assert_eq!(same.workers_started(), 1);
-    let other = RunOptions {
-        scrub: false,
-        ..RunOptions::default()
-    };
+    let other = RunOptions::default().with_scrub(false);
     let refused = same.run_with(b"", &other).unwrap_err();
     assert!(refused.to_string().contains("same-code"), "{refused}");
 }
@@ -131,14 +128,11 @@ fn ends_a_worker(zygote: Option<&bytejail::Zygote>) {
          12: mov eax, 39\n syscall\n ret\n\
          13: mov eax, 60\n mov edi, 3\n syscall\n\
          14: mov r12, rdx\n 15: mov eax, 1\n mov edi, 1\n mov rsi, r12\n mov edx, 512\n syscall\n jmp 15b");
-    let options = RunOptions {
-        limits: Limits {
-            timeout: Duration::from_millis(300),
-            max_output: 4096,
-            ..Limits::default()
-        },
-        ..RunOptions::default()
-    };
+    let options = RunOptions::default().with_limits(
+        Limits::default()
+            .with_timeout(Duration::from_millis(300))
+            .with_max_output(4096),
+    );
     let mut same = match zygote {
         Some(zygote) => SameCode::with_zygote(&code, &options, zygote).unwrap(),
         None => SameCode::new(&code, &options).unwrap(),

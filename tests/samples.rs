@@ -364,7 +364,9 @@ fn library_options(args: &[String]) -> Result<(RunOptions, Vec<u8>), String> {
             "--scratch" => {
                 options.limits.scratch = bytejail::units::parse_size(value).map_err(bad)?
             }
-            "--reg" => registers.set_from_arg(value).map_err(bad)?,
+            "--reg" => registers
+                .set_from_arg(value)
+                .map_err(|e| bad(e.to_string()))?,
             "--input-hex" => {
                 input = bytejail::load::parse_hex(value, "--input-hex")
                     .map_err(|e| bad(e.to_string()))?

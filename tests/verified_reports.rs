@@ -289,10 +289,7 @@ fn a_profile_violation_is_named_with_its_arguments() {
         "kill-getppid.json",
     )
     .unwrap();
-    let options = RunOptions {
-        policy,
-        ..RunOptions::default()
-    };
+    let options = RunOptions::default().with_policy(policy);
     for (nr, name) in [(110, "getppid"), (102, "getuid")] {
         let code = gas(&format!("mov rdi, 0xabc\nmov eax, {nr}\nsyscall\nret"));
         let report = bytejail::run(&code, b"", &options).unwrap();

@@ -234,10 +234,7 @@ fn hunt_heap_unscrubbed(via: Option<&Zygote>) -> (String, Report) {
     let held: Box<[u8]> = secret.as_bytes().into();
     let page = held.as_ptr() as u64 & !0xfff;
     let code = common::escape_sample("hunt_range.s");
-    let mut options = RunOptions {
-        scrub: false,
-        ..RunOptions::default()
-    };
+    let mut options = RunOptions::default().with_scrub(false);
     options.registers.set(Gpr::RBX, page - 16 * 4096).unwrap();
     options
         .registers

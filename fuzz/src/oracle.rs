@@ -115,6 +115,11 @@ pub fn check_report(report: &Report, code: &[u8], options: &RunOptions) {
             "killed from outside bytejail, which nothing here does\n{}",
             context()
         ),
+        // `Outcome` is non-exhaustive: an outcome added later needs its own check here.
+        other => panic!(
+            "an outcome the oracle has no check for: {other:?}\n{}",
+            context()
+        ),
     }
 }
 

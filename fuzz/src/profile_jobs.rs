@@ -487,10 +487,7 @@ fn small_limits(options: &mut RunOptions) {
 
 /// The canary's deadline and the small limits, under the allow-all profile.
 pub fn profile_options() -> RunOptions {
-    let mut options = RunOptions {
-        policy: allow_all(),
-        ..RunOptions::default()
-    };
+    let mut options = RunOptions::default().with_policy(allow_all());
     small_limits(&mut options);
     options
 }
@@ -842,12 +839,11 @@ fn run_batch_case(case: &Case, code: &[u8], attack: &RunOptions) -> String {
         hex(CANARY),
         hex(CANARY_INPUT),
     );
-    let config = BatchConfig {
-        defaults,
-        jobs: 1,
-        ordered: true,
-        reuse,
-    };
+    let config = BatchConfig::default()
+        .with_defaults(defaults)
+        .with_jobs(1)
+        .with_ordered(true)
+        .with_reuse(reuse);
     let mut out = Vec::new();
     let mut results = 0;
     batch::run_batch(Cursor::new(lines), &mut out, &config, &mut |_| {

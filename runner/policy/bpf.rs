@@ -12,9 +12,13 @@ use super::CompileError;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Insn {
+    /// The opcode: class, size, mode and source bits.
     pub code: u16,
+    /// Instructions to skip when a jump's condition holds.
     pub jt: u8,
+    /// Instructions to skip when it does not.
     pub jf: u8,
+    /// The constant operand.
     pub k: u32,
 }
 
@@ -41,21 +45,37 @@ impl Insn {
 }
 
 // Classic BPF opcodes (`linux/filter.h`, `linux/bpf_common.h`).
+/// Class: load into the accumulator.
 pub const BPF_LD: u16 = 0x00;
+/// Class: load into the index register.
 pub const BPF_LDX: u16 = 0x01;
+/// Class: store the accumulator in scratch memory.
 pub const BPF_ST: u16 = 0x02;
+/// Class: store the index register in scratch memory.
 pub const BPF_STX: u16 = 0x03;
+/// Class: arithmetic on the accumulator.
 pub const BPF_ALU: u16 = 0x04;
+/// Class: jump.
 pub const BPF_JMP: u16 = 0x05;
+/// Class: return a value.
 pub const BPF_RET: u16 = 0x06;
+/// Class: move between the accumulator and the index register.
 pub const BPF_MISC: u16 = 0x07;
+/// Size: a 32-bit word.
 pub const BPF_W: u16 = 0x00;
+/// Mode: at an absolute offset in `seccomp_data`.
 pub const BPF_ABS: u16 = 0x20;
+/// Mode: the constant `k`.
 pub const BPF_IMM: u16 = 0x00;
+/// Mode: scratch memory slot `k`.
 pub const BPF_MEM: u16 = 0x60;
+/// Mode: the length of the data.
 pub const BPF_LEN: u16 = 0x80;
+/// Source: the constant `k`.
 pub const BPF_K: u16 = 0x00;
+/// Source: the index register.
 pub const BPF_X: u16 = 0x08;
+/// Return source: the accumulator.
 pub const BPF_A: u16 = 0x10;
 
 /// `A = seccomp_data[k]` (a 32-bit word).
@@ -84,6 +104,7 @@ pub struct Label(usize);
 pub enum Dest {
     /// The next instruction emitted.
     Next,
+    /// A label, bound before or after the jump.
     To(Label),
 }
 
@@ -101,13 +122,14 @@ enum Item {
 
 /// Builds a program front to back; labels may be bound after the jumps that use them (BPF only
 /// jumps forward).
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Assembler {
     items: Vec<Item>,
     labels: Vec<Option<usize>>,
 }
 
 impl Assembler {
+    /// A new label, bound later with [`Assembler::bind`].
     pub fn label(&mut self) -> Label {
         self.labels.push(None);
         Label(self.labels.len() - 1)
@@ -124,6 +146,7 @@ impl Assembler {
         self.labels[label.0].is_some()
     }
 
+    /// Emits a statement (load, store, return, ...) with constant `k`.
     pub fn stmt(&mut self, code: u16, k: u32) {
         self.items.push(Item::Stmt(Insn::stmt(code, k)));
     }

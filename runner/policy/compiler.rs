@@ -48,7 +48,9 @@ const DATA_ARGS: u32 = 16;
 
 /// What a matching rule (or the default) does with the syscall.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Action {
+    /// Let the syscall run.
     Allow,
     /// Fail the syscall with this errno (at most 4095).
     Errno(u16),
@@ -109,7 +111,9 @@ fn reject(extras: &FilterExtras) -> u32 {
 pub struct ArgCheck {
     /// 0..=5.
     pub index: u8,
+    /// How the argument is compared.
     pub op: CmpOp,
+    /// What it is compared with (the mask, for `MaskedEq`).
     pub value: u64,
     /// Only for `MaskedEq`: `(arg & value) == (value_two & value)`.
     pub value_two: u64,
@@ -126,13 +130,21 @@ impl ArgCheck {
 
 /// `SCMP_CMP_*`: unsigned comparisons of an argument with `value`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum CmpOp {
+    /// `SCMP_CMP_EQ`: equal.
     Eq,
+    /// `SCMP_CMP_NE`: not equal.
     Ne,
+    /// `SCMP_CMP_LT`: less than.
     Lt,
+    /// `SCMP_CMP_LE`: less than or equal.
     Le,
+    /// `SCMP_CMP_GT`: greater than.
     Gt,
+    /// `SCMP_CMP_GE`: greater than or equal.
     Ge,
+    /// `SCMP_CMP_MASKED_EQ`: equal under a mask.
     MaskedEq,
 }
 
@@ -154,8 +166,11 @@ impl CmpOp {
 
 /// How many bits of each argument an ABI's rules compare.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Width {
+    /// The low 32 bits.
     W32,
+    /// All 64 bits.
     W64,
 }
 
@@ -181,19 +196,24 @@ impl Width {
 /// A rule: a syscall number, the AND of its argument checks, and its action.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Rule {
+    /// The syscall number in its ABI.
     pub nr: u32,
+    /// Checks that must all hold (none: the number alone decides).
     pub args: Vec<ArgCheck>,
+    /// What happens when the rule matches.
     pub action: Action,
 }
 
 /// The rules of a filter, per ABI, and its default.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuleSet {
+    /// Rules for `syscall` with an x86_64 number.
     pub x86_64: Vec<Rule>,
     /// `None`: every `int 0x80` call is rejected.
     pub i386: Option<Vec<Rule>>,
     /// `None`: every x32 call is rejected.
     pub x32: Option<Vec<Rule>>,
+    /// What a call no rule matches gets.
     pub default: Action,
 }
 
@@ -415,7 +435,6 @@ impl Filter {
         &self.rules
     }
 
-    /// The program's bytes, as `seccomp(SECCOMP_SET_MODE_FILTER)` reads them.
     /// [`Filter::to_bytes`], with every violation's trap made a kill of the process: for a
     /// traced worker, which needs no handler to learn the call (see `crate::tracer`), and
     /// whose guest must not be able to catch its own violation with a SIGSYS handler.
@@ -434,6 +453,7 @@ impl Filter {
             .collect()
     }
 
+    /// The program's bytes, as `seccomp(SECCOMP_SET_MODE_FILTER)` reads them.
     pub fn to_bytes(&self) -> Vec<u8> {
         self.program
             .iter()

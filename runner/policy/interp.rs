@@ -8,13 +8,18 @@ use super::bpf::*;
 /// `struct seccomp_data`: what a seccomp program reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SeccompData {
+    /// The syscall number.
     pub nr: u32,
+    /// `AUDIT_ARCH_*` of the calling ABI.
     pub arch: u32,
+    /// The address after the syscall instruction.
     pub instruction_pointer: u64,
+    /// The six arguments, as registers hold them.
     pub args: [u64; 6],
 }
 
 impl SeccompData {
+    /// A call at instruction pointer 0.
     pub fn new(arch: u32, nr: u32, args: [u64; 6]) -> SeccompData {
         SeccompData {
             nr,

@@ -50,12 +50,26 @@ pub const MAX_INSNS: usize = 4096;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CompileError {
+    /// A program longer than the kernel's `BPF_MAXINSNS`.
     #[error("the filter has {insns} instructions; the kernel takes at most {max}")]
-    TooLong { insns: usize, max: usize },
+    TooLong {
+        /// Its length.
+        insns: usize,
+        /// The kernel's limit.
+        max: usize,
+    },
+    /// An argument check on an argument a syscall does not have.
     #[error("argument index {index} is out of range (0..=5)")]
-    ArgIndex { index: u32 },
+    ArgIndex {
+        /// The index given.
+        index: u32,
+    },
+    /// An errno seccomp cannot return.
     #[error("errno {errno} is out of range (0..=4095)")]
-    Errno { errno: u32 },
+    Errno {
+        /// The errno given.
+        errno: u32,
+    },
     /// A bug in the compiler, never the input's fault.
     #[error("internal compiler error: {0}")]
     Internal(&'static str),
@@ -63,6 +77,7 @@ pub enum CompileError {
 
 /// Which seccomp mode a run uses.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Policy {
     /// Strict mode (mode 1): `read`, `write`, `exit`, `rt_sigreturn`. The default.
     #[default]
@@ -71,7 +86,12 @@ pub enum Policy {
     /// which syscall a violation was.
     StrictBpf,
     /// A filter compiled from a seccomp profile.
-    Profile { name: String, filter: Filter },
+    Profile {
+        /// The profile's name (its file name), for messages.
+        name: String,
+        /// The compiled program.
+        filter: Filter,
+    },
 }
 
 impl Policy {

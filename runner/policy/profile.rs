@@ -29,66 +29,89 @@ use crate::syscalls::{self, Abi};
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProfileFile {
+    /// `defaultAction`: what a call no entry names gets (`SCMP_ACT_*`).
     pub default_action: String,
+    /// `defaultErrnoRet`: the errno of an `SCMP_ACT_ERRNO` default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_errno_ret: Option<u32>,
     /// Podman: the default errno by name, beside `defaultErrnoRet` (which decides).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_errno: Option<String>,
+    /// `architectures`: the `SCMP_ARCH_*` the filter admits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub architectures: Option<Vec<String>>,
+    /// `archMap`: Docker's architectures with their sub-architectures.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arch_map: Option<Vec<ArchMapEntry>>,
+    /// `flags`: filter flags (bytejail sets none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flags: Option<Vec<String>>,
+    /// `listenerPath`: a user notification socket (not supported).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listener_path: Option<String>,
+    /// `listenerMetadata`: data for that listener.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listener_metadata: Option<String>,
+    /// `syscalls`: the entries, in order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub syscalls: Option<Vec<SyscallEntry>>,
 }
 
+/// One `archMap` entry.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ArchMapEntry {
+    /// `architecture`: the main `SCMP_ARCH_*`.
     pub architecture: String,
+    /// `subArchitectures`: the others it brings.
     #[serde(default)]
     pub sub_architectures: Option<Vec<String>>,
 }
 
+/// One `syscalls[]` entry: names, an action and optional argument checks.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SyscallEntry {
+    /// `names`: the syscalls it applies to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub names: Option<Vec<String>>,
     /// The older single-name form.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// `action`: what they get (`SCMP_ACT_*`).
     pub action: String,
+    /// `errnoRet`: the errno of an `SCMP_ACT_ERRNO` action.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub errno_ret: Option<u32>,
     /// Podman: the errno by name, beside `errnoRet` (which decides).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub errno: Option<String>,
+    /// `args`: argument checks, all of which must hold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub args: Option<Vec<ArgEntry>>,
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// `includes`: the entry applies only when these hold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub includes: Option<Conditions>,
+    /// `excludes`: the entry applies only when these do not hold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub excludes: Option<Conditions>,
 }
 
+/// One argument check of an entry.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ArgEntry {
+    /// `index`: the argument, 0..=5.
     pub index: u32,
+    /// `value`: what it is compared with.
     pub value: u64,
+    /// `valueTwo`: the second value of `SCMP_CMP_MASKED_EQ`.
     #[serde(default)]
     pub value_two: u64,
+    /// `op`: `SCMP_CMP_*`.
     pub op: String,
 }
 
@@ -96,19 +119,26 @@ pub struct ArgEntry {
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Conditions {
+    /// `arches`: architectures.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arches: Option<Vec<String>>,
+    /// `caps`: capabilities.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub caps: Option<Vec<String>>,
+    /// `minKernel`: the least kernel version, e.g. `4.8`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_kernel: Option<String>,
 }
 
 /// Where in a profile a problem is.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Place {
+    /// The profile as a whole.
     Profile,
+    /// Its `defaultAction`.
     DefaultAction,
+    /// Entry `syscalls[i]`.
     Entry(usize),
 }
 
@@ -124,33 +154,84 @@ impl std::fmt::Display for Place {
 
 /// Why a profile does not load.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProfileError {
+    /// Not JSON, or not a profile's fields.
     #[error("not a seccomp profile: {0}")]
     Json(#[from] serde_json::Error),
+    /// An action that is no `SCMP_ACT_*`.
     #[error("{at}: unknown action `{name}`; expected SCMP_ACT_ALLOW, SCMP_ACT_ERRNO, SCMP_ACT_KILL, SCMP_ACT_KILL_PROCESS, SCMP_ACT_KILL_THREAD, SCMP_ACT_TRAP or SCMP_ACT_LOG")]
-    UnknownAction { at: Place, name: String },
+    UnknownAction {
+        /// Where.
+        at: Place,
+        /// The action given.
+        name: String,
+    },
+    /// An action a bytejail worker cannot carry out.
     #[error("{at}: action `{name}` is not supported: a bytejail worker has no tracer or listener")]
-    UnsupportedAction { at: Place, name: String },
+    UnsupportedAction {
+        /// Where.
+        at: Place,
+        /// The action given.
+        name: String,
+    },
+    /// An op that is no `SCMP_CMP_*`.
     #[error("{at}: unknown op `{op}`; expected SCMP_CMP_EQ, NE, LT, LE, GT, GE or MASKED_EQ")]
-    UnknownOp { at: Place, op: String },
+    UnknownOp {
+        /// Where.
+        at: Place,
+        /// The op given.
+        op: String,
+    },
+    /// An argument index past 5.
     #[error("{at}: argument index {index} is out of range (0..=5)")]
-    ArgIndex { at: Place, index: u32 },
+    ArgIndex {
+        /// Where.
+        at: Place,
+        /// The index given.
+        index: u32,
+    },
+    /// An errno libseccomp would not take.
     #[error("{at}: errno {errno} is out of range (0..=4094, as libseccomp takes it)")]
-    Errno { at: Place, errno: u32 },
+    Errno {
+        /// Where.
+        at: Place,
+        /// The errno given.
+        errno: u32,
+    },
+    /// An entry without names.
     #[error("{at}: no `names`")]
-    NoNames { at: Place },
+    NoNames {
+        /// Where.
+        at: Place,
+    },
+    /// An entry with both `name` and `names`.
     #[error("{at}: both `name` and `names`; use one")]
-    NameAndNames { at: Place },
+    NameAndNames {
+        /// Where.
+        at: Place,
+    },
+    /// Both `architectures` and `archMap`.
     #[error("both `architectures` and `archMap`; use one")]
     ArchitecturesAndArchMap,
+    /// An architecture that is no `SCMP_ARCH_*`.
     #[error("unknown architecture `{0}`")]
     UnknownArch(String),
+    /// A `minKernel` that is not a kernel version.
     #[error("{at}: minKernel `{text}` is not a kernel version (<kernel>.<major>, e.g. 4.8)")]
-    MinKernel { at: Place, text: String },
+    MinKernel {
+        /// Where.
+        at: Place,
+        /// The text given.
+        text: String,
+    },
+    /// A filter flag (bytejail sets none).
     #[error("flag `{0}` is not supported; bytejail sets no filter flags")]
     Flag(String),
+    /// A `listenerPath` (user notification).
     #[error("listenerPath: user notification (SCMP_ACT_NOTIFY) is not supported")]
     Listener,
+    /// The rules did not compile.
     #[error(transparent)]
     Compile(#[from] CompileError),
 }
@@ -158,6 +239,7 @@ pub enum ProfileError {
 /// A profile turned into rules, and what was left out.
 #[derive(Clone, Debug)]
 pub struct Converted {
+    /// The rules, per ABI, and the default.
     pub rules: RuleSet,
     /// For each rule of `rules.x86_64`, `rules.i386` and `rules.x32`: the index of the
     /// `syscalls[]` entry it came from.
@@ -170,6 +252,7 @@ pub struct Converted {
 
 /// Why an entry of a profile makes no rule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Unused {
     /// Its `includes` / `excludes` leave it out on this host for this worker.
     NotApplicable,

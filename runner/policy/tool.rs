@@ -12,8 +12,11 @@ use super::{
 use crate::syscalls::{self, Abi};
 
 /// A profile, loaded and converted, with both programs.
+#[derive(Debug)]
 pub struct Loaded {
+    /// The profile as read.
     pub profile: ProfileFile,
+    /// The profile as rules.
     pub converted: Converted,
     /// The program a bytejail worker installs.
     pub worker: Filter,
@@ -22,6 +25,7 @@ pub struct Loaded {
 }
 
 impl Loaded {
+    /// Parses and converts a profile and compiles both programs.
     pub fn parse(text: &str) -> Result<Loaded, ProfileError> {
         let profile = ProfileFile::parse(text)?;
         let converted = profile.convert()?;
@@ -236,12 +240,19 @@ fn errno_name(e: u16) -> Option<&'static str> {
 /// `policy check`'s findings.
 #[derive(Debug, Serialize)]
 pub struct CheckReport {
+    /// Instructions in the worker's program.
     pub instructions: usize,
+    /// The most instructions any one call runs through.
     pub longest_path: usize,
+    /// Whether `int 0x80` calls have rules (else all are rejected).
     pub i386: bool,
+    /// Whether x32 calls have rules (else all are rejected).
     pub x32: bool,
+    /// Names no x86 ABI has.
     pub skipped: Vec<String>,
+    /// Entries that make no rule.
     pub unused: Vec<EntryNote>,
+    /// Entries that an earlier entry hides.
     pub shadowed: Vec<EntryNote>,
     /// Conditional entries for socket or IPC calls that `socketcall` / `ipc` reach unchecked.
     pub multiplexed: Vec<EntryNote>,
@@ -250,17 +261,24 @@ pub struct CheckReport {
 /// One entry of `syscalls[]` and a finding about it.
 #[derive(Debug, Serialize)]
 pub struct EntryNote {
+    /// The index in `syscalls[]`.
     pub entry: usize,
+    /// Its names.
     pub names: Vec<String>,
+    /// The finding.
     pub why: String,
 }
 
 /// `policy explain`'s answer.
 #[derive(Debug, Serialize)]
 pub struct Explanation {
+    /// The ABI: `x86_64`, `i386` or `x32`.
     pub abi: &'static str,
+    /// The syscall number.
     pub nr: u32,
+    /// Its name, when the table knows it.
     pub name: Option<&'static str>,
+    /// The arguments asked about.
     pub args: [u64; 6],
     /// The profile's action: `allow`, `errno 1 (EPERM)`, `kill_process`, ...
     pub action: String,
@@ -268,6 +286,7 @@ pub struct Explanation {
     pub violation: bool,
     /// What decided it: an entry, the default, bytejail's own calls, a missing section.
     pub because: String,
+    /// The `syscalls[]` entry that decided, if one did.
     pub entry: Option<usize>,
     /// The worker program's return value for the call (the interpreter's), as a check.
     pub program_says: Option<u32>,

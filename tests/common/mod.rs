@@ -166,10 +166,7 @@ pub fn allow_all() -> bytejail::Policy {
 
 /// Default options under [`allow_all`].
 pub fn profile_options() -> bytejail::RunOptions {
-    bytejail::RunOptions {
-        policy: allow_all(),
-        ..bytejail::RunOptions::default()
-    }
+    bytejail::RunOptions::default().with_policy(allow_all())
 }
 
 /// The `rax` a guest returned with; panics, with the summary, on any other outcome.
