@@ -907,20 +907,18 @@ fn offset(arg: &str) -> Result<usize, String> {
 
 /// `--reg`: checks a `NAME=VALUE` setting; [`run`] applies it.
 fn register(arg: &str) -> Result<String, String> {
-    InitialRegisters::default()
-        .set_from_arg(arg)
-        .map_err(|e| {
-            let message = e.to_string();
-            let name = arg.split('=').next().unwrap_or_default().trim();
-            let lower = name.to_ascii_lowercase();
-            // rsp is a register, only not one the ABI lets be set: no suggestion for it.
-            let known = REGISTER_NAMES.contains(&lower.as_str()) || lower == "rsp";
-            if known || name.is_empty() {
-                message
-            } else {
-                message + &crate::suggest::did_you_mean(name, &REGISTER_NAMES)
-            }
-        })?;
+    InitialRegisters::default().set_from_arg(arg).map_err(|e| {
+        let message = e.to_string();
+        let name = arg.split('=').next().unwrap_or_default().trim();
+        let lower = name.to_ascii_lowercase();
+        // rsp is a register, only not one the ABI lets be set: no suggestion for it.
+        let known = REGISTER_NAMES.contains(&lower.as_str()) || lower == "rsp";
+        if known || name.is_empty() {
+            message
+        } else {
+            message + &crate::suggest::did_you_mean(name, &REGISTER_NAMES)
+        }
+    })?;
     Ok(arg.to_string())
 }
 

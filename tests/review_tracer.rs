@@ -22,10 +22,8 @@ fn with_procs(mut options: RunOptions, max_procs: u32) -> RunOptions {
 }
 
 fn policy(json: &str) -> RunOptions {
-    RunOptions {
-        policy: bytejail::Policy::from_profile_json(json, "review.json").unwrap(),
-        ..RunOptions::default()
-    }
+    RunOptions::default()
+        .with_policy(bytejail::Policy::from_profile_json(json, "review.json").unwrap())
 }
 
 fn docker_default() -> RunOptions {
@@ -34,10 +32,8 @@ fn docker_default() -> RunOptions {
         "/guest-samples/policies/docker-default.json"
     );
     let text = std::fs::read_to_string(path).unwrap();
-    RunOptions {
-        policy: bytejail::Policy::from_profile_json(&text, "docker-default.json").unwrap(),
-        ..RunOptions::default()
-    }
+    RunOptions::default()
+        .with_policy(bytejail::Policy::from_profile_json(&text, "docker-default.json").unwrap())
 }
 
 /// Profile workers need a PID namespace (root here and in CI).
@@ -953,10 +949,7 @@ fn timeouts_of_traced_workers_are_timeouts() {
     options.limits.timeout = std::time::Duration::from_millis(20);
     let mut templates = vec![options.clone()];
     if namespaces() {
-        templates.push(RunOptions {
-            policy: common::allow_all(),
-            ..options
-        });
+        templates.push(options.with_policy(common::allow_all()));
     }
     for options in templates {
         let (got, left) = same_code_runs(&options, b"s", 60);

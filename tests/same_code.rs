@@ -239,10 +239,7 @@ fn wait_state(pid: u32, state: char) {
 fn an_input_the_parked_worker_never_took_runs_in_a_fresh_worker() {
     let code = gas("lea rax, [rbx + 1]\n ret");
     // Untraced: a traced worker's tracer lets it go on from a SIGSTOP at once.
-    let untraced = RunOptions {
-        trace: false,
-        ..RunOptions::default()
-    };
+    let untraced = RunOptions::default().with_trace(false);
     let mut same = SameCode::new(&code, &untraced).unwrap();
     let mut options = untraced.clone();
     options.limits.timeout = Duration::from_millis(300);
