@@ -311,6 +311,9 @@ pub struct RunOptions {
     /// unverified. Where the tracer cannot attach (another tracer, no permission), the run
     /// goes on untraced and says so the same way.
     pub trace: bool,
+    /// A handle that ends the job from another thread ([`crate::Cancel`]): the job is then
+    /// reported as [`crate::Outcome::Cancelled`]. `None` (the default): only its limits end it.
+    pub cancel: Option<crate::Cancel>,
 }
 
 impl Default for RunOptions {
@@ -323,6 +326,7 @@ impl Default for RunOptions {
             policy: crate::policy::Policy::Strict,
             diagnose: true,
             trace: true,
+            cancel: None,
         }
     }
 }
@@ -383,6 +387,8 @@ builders!(RunOptions {
     with_diagnose => diagnose: bool,
     /// Sets [`RunOptions::trace`].
     with_trace => trace: bool,
+    /// Sets [`RunOptions::cancel`].
+    with_cancel => cancel: Option<crate::Cancel>,
 });
 
 /// The general registers and rflags as the guest left them when it returned.

@@ -891,6 +891,7 @@ pub(crate) enum Kill {
     Deadline,
     OutputLimit,
     CpuTime,
+    Cancelled,
 }
 
 /// The poll loop: feed input, collect output, kill at the deadline or past the output limit,
@@ -953,6 +954,10 @@ pub(crate) fn watch_worker(
                 feeder.fd.as_ref().map_or(-1, |fd| fd.as_raw_fd()),
                 libc::POLLOUT,
             ),
+            pollfd(
+                options.cancel.as_ref().map_or(-1, crate::Cancel::raw_fd),
+                libc::POLLIN,
+            ),
         ];
         match sys::poll(&mut fds, wake) {
             Ok(_) => {}
@@ -971,6 +976,10 @@ pub(crate) fn watch_worker(
             feeder
                 .pump()
                 .map_err(|e| Error::io("writing the input", e))?;
+        }
+        if fds[4].revents != 0 {
+            killed = kill(Kill::Cancelled)?;
+            break;
         }
         if fds[0].revents != 0 {
             break;
@@ -1095,6 +1104,7 @@ fn classify(
         match watch.killed {
             Some(Kill::Deadline) => return Ok((Outcome::Timeout, None)),
             Some(Kill::CpuTime) => return Ok((Outcome::CpuTimeLimit, None)),
+            Some(Kill::Cancelled) => return Ok((Outcome::Cancelled, None)),
             _ => {}
         }
         let cpu = timeval(reaped.rusage.ru_utime) + timeval(reaped.rusage.ru_stime);

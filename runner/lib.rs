@@ -16,6 +16,7 @@ pub mod batch;
 #[cfg(feature = "cli")]
 pub mod bench;
 pub mod bounds;
+pub mod cancel;
 mod cgroup;
 pub mod disasm;
 pub mod doctor;
@@ -36,6 +37,7 @@ mod worker;
 pub mod zygote;
 
 pub use abi::{Gpr, InitialRegisters, Limits, RegisterError, Registers, RunOptions};
+pub use cancel::Cancel;
 pub use error::{Error, InputError};
 pub use host::run;
 pub use policy::Policy;

@@ -51,6 +51,8 @@ pub enum Outcome {
     /// A SIGKILL that no part of bytejail sent or caused, under a filter (which traps every
     /// violation instead of killing): another process, or the kernel's OOM killer.
     Killed,
+    /// The host killed the worker because the job's [`crate::Cancel`] handle was cancelled.
+    Cancelled,
 }
 
 impl Outcome {
@@ -66,6 +68,7 @@ impl Outcome {
             Outcome::CpuTimeLimit => "cpu_time_limit",
             Outcome::MemoryLimit => "memory_limit",
             Outcome::Killed => "killed",
+            Outcome::Cancelled => "cancelled",
         }
     }
 
@@ -81,6 +84,7 @@ impl Outcome {
             | Outcome::CpuTimeLimit
             | Outcome::MemoryLimit => 124,
             Outcome::Killed => 128 + libc::SIGKILL,
+            Outcome::Cancelled => 124,
         }
     }
 }
@@ -230,6 +234,7 @@ impl Report {
             Outcome::Killed => {
                 "SIGKILL from outside bytejail (another process or the OOM killer)".to_string()
             }
+            Outcome::Cancelled => format!("cancelled after {:.3}s", self.wall.as_secs_f64()),
         };
         let truncated = if self.output_truncated && self.outcome != Outcome::OutputLimit {
             ", output truncated"
@@ -323,7 +328,8 @@ impl fmt::Display for Outcome {
             | Outcome::OutputLimit
             | Outcome::CpuTimeLimit
             | Outcome::MemoryLimit
-            | Outcome::Killed => Ok(()),
+            | Outcome::Killed
+            | Outcome::Cancelled => Ok(()),
         }
     }
 }
@@ -492,6 +498,8 @@ enum OutcomeJson {
     MemoryLimit,
     /// A SIGKILL from outside bytejail.
     Killed,
+    /// Killed because its cancel handle was cancelled.
+    Cancelled,
 }
 
 impl From<Outcome> for OutcomeJson {
@@ -513,6 +521,7 @@ impl From<Outcome> for OutcomeJson {
             Outcome::CpuTimeLimit => OutcomeJson::CpuTimeLimit,
             Outcome::MemoryLimit => OutcomeJson::MemoryLimit,
             Outcome::Killed => OutcomeJson::Killed,
+            Outcome::Cancelled => OutcomeJson::Cancelled,
         }
     }
 }
@@ -547,6 +556,7 @@ impl TryFrom<OutcomeJson> for Outcome {
             OutcomeJson::CpuTimeLimit => Outcome::CpuTimeLimit,
             OutcomeJson::MemoryLimit => Outcome::MemoryLimit,
             OutcomeJson::Killed => Outcome::Killed,
+            OutcomeJson::Cancelled => Outcome::Cancelled,
         })
     }
 }
@@ -672,6 +682,7 @@ mod tests {
             Just((Outcome::CpuTimeLimit, None)),
             Just((Outcome::MemoryLimit, None)),
             Just((Outcome::Killed, None)),
+            Just((Outcome::Cancelled, None)),
         ]
     }
 
@@ -735,6 +746,7 @@ mod tests {
             Outcome::CpuTimeLimit,
             Outcome::MemoryLimit,
             Outcome::Killed,
+            Outcome::Cancelled,
         ];
         for outcome in outcomes {
             let json = serde_json::to_value(&outcome).unwrap();

@@ -23,6 +23,7 @@ fn shared_types_are_send_and_sync() {
     assert_send_sync::<Limits>();
     assert_send_sync::<Pool>();
     assert_send_sync::<bytejail::Zygote>();
+    assert_send_sync::<bytejail::Cancel>();
 }
 
 /// One guest per outcome a default run can reach quickly (raw machine code).
