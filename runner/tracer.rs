@@ -338,6 +338,8 @@ fn tracer_main(socket: i32, table: usize) -> ! {
         {
             raw::exit(1);
         }
+        // Workers seized and not yet released to their parent.
+        let mut traced = 0usize;
         loop {
             let mut fds = [
                 libc::pollfd {
@@ -351,25 +353,49 @@ fn tracer_main(socket: i32, table: usize) -> ! {
                     revents: 0,
                 },
             ];
-            let ready = raw::syscall6(libc::SYS_ppoll, fds.as_mut_ptr() as usize, 2, 0, 0, 0, 0);
+            // A worker whose threads outlive its first one becomes waitable only when the
+            // last of them is released, and that sends its tracer no signal (the worker's exit
+            // signal is 0): while workers are traced, look every few milliseconds as well.
+            let tick = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 5_000_000,
+            };
+            let timeout = if traced > 0 {
+                &tick as *const libc::timespec as usize
+            } else {
+                0
+            };
+            let ready = raw::syscall6(
+                libc::SYS_ppoll,
+                fds.as_mut_ptr() as usize,
+                2,
+                timeout,
+                0,
+                0,
+                0,
+            );
             if ready < 0 {
                 continue; // EINTR
             }
-            if fds[1].revents != 0 {
-                follow_all(table);
+            if fds[1].revents != 0 || (ready == 0 && traced > 0) {
+                traced -= follow_all(table).min(traced);
             }
-            if fds[0].revents != 0 && !serve(table) {
-                raw::exit(0); // the host is gone
+            if fds[0].revents != 0 {
+                match serve(table) {
+                    None => raw::exit(0), // the host is gone
+                    Some(seized) => traced += usize::from(seized),
+                }
             }
         }
     }
 }
 
-/// Takes one request from the socket and answers it; false when the host's end is closed.
+/// Takes one request from the socket and answers it: whether it seized a worker; `None` when
+/// the host's end is closed.
 ///
 /// # Safety
 /// In the tracer process.
-unsafe fn serve(table: usize) -> bool {
+unsafe fn serve(table: usize) -> Option<bool> {
     let mut request = Request {
         pid: 0,
         slot: 0,
@@ -389,10 +415,11 @@ unsafe fn serve(table: usize) -> bool {
         )
     };
     if got == 0 {
-        return false;
+        return None;
     }
     if got != size as isize || request.slot as usize >= SLOTS {
-        return got > 0 || got == -(libc::EINTR as isize) || got == -(libc::EAGAIN as isize);
+        let alive = got > 0 || got == -(libc::EINTR as isize) || got == -(libc::EAGAIN as isize);
+        return alive.then_some(false);
     }
     let options = (libc::PTRACE_O_TRACEEXIT | libc::PTRACE_O_EXITKILL) as usize;
     // SAFETY: PTRACE_SEIZE takes no pointers; `data` is the options word.
@@ -429,7 +456,7 @@ unsafe fn serve(table: usize) -> bool {
             0,
         )
     };
-    true
+    Some(seized == 0)
 }
 
 fn slot_at(table: usize, index: usize) -> *mut Slot {
@@ -448,11 +475,13 @@ unsafe fn slot_of(table: usize, pid: libc::pid_t) -> Option<*mut Slot> {
 }
 
 /// Handles every stop and exit of the traced workers that is waiting, recording what tells
-/// something and letting each worker go on at once.
+/// something and letting each worker go on at once. Returns how many workers it released to
+/// their parents (they exited).
 ///
 /// # Safety
 /// In the tracer process.
-unsafe fn follow_all(table: usize) {
+unsafe fn follow_all(table: usize) -> usize {
+    let mut released = 0;
     let mut drained = [0u8; 128];
     // SAFETY: reads into a local buffer until the signalfd is empty (non-blocking).
     while unsafe {
@@ -483,15 +512,18 @@ unsafe fn follow_all(table: usize) {
         // SAFETY: for a child that changed state the kernel filled si_pid and si_status.
         let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
         if ret < 0 || pid == 0 {
-            return;
+            return released;
         }
         // SAFETY: in the tracer process.
         let slot = unsafe { slot_of(table, pid) };
         if info.si_code != libc::CLD_TRAPPED {
             if info.si_code == libc::CLD_STOPPED {
                 resume(pid, 0);
-            } else if let Some(slot) = slot {
-                // Exited: released to its parent now. The slot is no longer its.
+                continue;
+            }
+            // Exited: released to its parent now. The slot is no longer its.
+            released += 1;
+            if let Some(slot) = slot {
                 // SAFETY: a slot of the table.
                 unsafe { std::ptr::addr_of_mut!((*slot).pid).write_volatile(0) };
             }

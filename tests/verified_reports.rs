@@ -299,3 +299,50 @@ fn a_profile_violation_is_named_with_its_arguments() {
         assert!(syscall.verified, "{}", report.summary());
     }
 }
+
+/// A traced worker whose first thread exits before its other thread: the kernel makes it
+/// waitable only when the last thread is released, and tells its tracer nothing then (the
+/// worker's exit signal is 0). The report must still come, as soon as the last thread ends.
+#[test]
+fn a_worker_whose_first_thread_exits_first_is_still_reported() {
+    if !namespaces() {
+        eprintln!("not root: no profile workers here; skipping");
+        return;
+    }
+    let code = gas("
+        mov edi, 0x10f00                        # CLONE_VM|FS|FILES|SIGHAND|THREAD
+        xor esi, esi
+        xor edx, edx
+        xor r10d, r10d
+        xor r8d, r8d
+        mov eax, 56
+        syscall
+        test rax, rax
+        jnz 2f
+        mov ecx, 100000000                      # the thread: outlive the first one
+    1:  dec ecx
+        jnz 1b
+        mov edi, 3
+        mov eax, 60                             # exit: this thread only
+        syscall
+    2:  mov edi, 5
+        mov eax, 60                             # exit: the first thread only
+        syscall");
+    let options = profile_options().with_limits(
+        bytejail::Limits::default()
+            .with_max_procs(2)
+            .with_timeout(std::time::Duration::from_secs(20)),
+    );
+    let start = std::time::Instant::now();
+    let report = bytejail::run(&code, b"", &options).unwrap();
+    assert!(
+        matches!(report.outcome, Outcome::Exited(_)),
+        "{}",
+        report.summary()
+    );
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(10),
+        "reported after {:?}",
+        start.elapsed()
+    );
+}
