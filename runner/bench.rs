@@ -7,7 +7,7 @@
 //! the warm-up rounds away and reports medians. The probes it uses are public so that the
 //! criterion benches in `benches/` time the very same code.
 //!
-//! Row names are stable identifiers (documented in the README); rows for modes bytejail does not
+//! Row names are stable identifiers (documented in `docs/costs.md`); rows for modes bytejail does not
 //! have are absent, never faked. To add a row, add one entry to `Fixtures::table`; a row that
 //! needs something alive in this process while it is measured (a pool, a zygote) gets a phase of
 //! its own instead: see `Phase`.

@@ -50,3 +50,9 @@ pub use zygote::Zygote;
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+/// Compiles and runs every `rust` example in `docs/many-jobs.md` (pool, zygote, same code) as a
+/// doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/many-jobs.md")]
+struct ManyJobsDoctests;

@@ -21,7 +21,7 @@
 //! report for an input is its own claim, exactly as good as the registers it returns. Crashes,
 //! violations, timeouts and output overflows still come from the kernel and the host's clock.
 //!
-//! Differences from a fresh run, all documented in the README:
+//! Differences from a fresh run, all documented in `docs/many-jobs.md` ("Same-code batches"):
 //! - the input is only in memory (`rdi`, `rsi`); fd 0 is an empty pipe (reads give EOF) and
 //!   fds 3 and 4 are the worker's go and done pipes;
 //! - `user` is the worker's CPU time from the kernel's scheduler clock (user and system

@@ -7,7 +7,7 @@ use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_bytejail");
 
-/// The row names the README documents as stable identifiers, each with the floor it is
+/// The row names `docs/costs.md` documents as stable identifiers, each with the floor it is
 /// compared with (`None`: a floor itself).
 const ROWS: [(&str, Option<&str>); 20] = [
     ("floor_fork_pipe_strict", None),

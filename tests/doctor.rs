@@ -12,7 +12,7 @@ use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_bytejail");
 
-/// The check names the README documents, in its order.
+/// The check names `docs/doctor.md` documents, in its order.
 const DOCUMENTED_CHECKS: [&str; 23] = [
     "kernel",
     "close_range",
@@ -39,7 +39,7 @@ const DOCUMENTED_CHECKS: [&str; 23] = [
     "nasm",
 ];
 
-/// The keys of `probes` and of `probes.walls` the README documents.
+/// The keys of `probes` and of `probes.walls` `docs/doctor.md` documents.
 const DOCUMENTED_PROBES: [&str; 7] = [
     "kernel",
     "cpu_model",

@@ -8,7 +8,7 @@
 //! every action and errno edge, i386 and x32 sections, socket and IPC calls that libseccomp also
 //! routes through `socketcall` and `ipc` on x86).
 //!
-//! Deliberate differences, left out of the comparison (README, "Policies"): `exit` and
+//! Deliberate differences, left out of the comparison (`docs/policies.md`): `exit` and
 //! `rt_sigreturn` (and the re-raise number) are always allowed natively; kills and traps are
 //! all one violation; names this libseccomp does not know (newer syscalls) are decided by the
 //! profile in bytejail and by the default in libseccomp 2.5.4; and numbers with two or more

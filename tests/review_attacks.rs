@@ -520,7 +520,7 @@ fn memory_held_outside_mappings_counts_against_the_limit() {
     }
 }
 
-/// HOLE (medium; the README admits it, issue 10 asks for it): `--cpu-time` is for the whole
+/// HOLE (medium; `docs/security.md` admits it, issue 10 asks for it): `--cpu-time` is for the whole
 /// process tree, but the host's watch reads the worker's own CPU clock and RLIMIT_CPU is per
 /// process. With `--max-procs` above 1, a worker that forks spinners and sleeps uses no CPU of
 /// its own: the job runs to the wall-clock timeout on every core and is reported `timeout`,
