@@ -223,7 +223,7 @@ pub(crate) fn spawn(
         Some(cgroup) => cgroup
             .procs_paths()
             .map_err(|e| Error::io("making the job's cgroups", e))?,
-        None => [[0; crate::cgroup::PROCS_PATH_MAX]; 2],
+        None => [[0; crate::cgroup::PROCS_PATH_MAX]; crate::cgroup::PROCS_SLOTS],
     };
     let plan = WorkerPlan {
         host_pid: arena.owner_pid(),
@@ -305,10 +305,12 @@ fn job_cgroup(
     let memory = available(Controller::Memory)
         .is_ok()
         .then(|| (options.limits.memory as u64).saturating_add(KERNEL_ROOM));
-    if pids.is_none() && memory.is_none() {
+    // The CPU limit is for the job's whole process tree: its cgroup counts every process.
+    let cpu = options.limits.cpu_time.is_some() && available(Controller::Cpu).is_ok();
+    if pids.is_none() && memory.is_none() && !cpu {
         return Ok(None);
     }
-    JobCgroup::new(pids, memory)
+    JobCgroup::new(pids, memory, cpu)
         .map(Some)
         .map_err(|e| Error::io("making the job's cgroups", e))
 }
@@ -471,7 +473,8 @@ pub(crate) fn drive(
         confirm: &confirm,
     });
     let cpu_before = done.as_ref().map(|done| done.cpu_before);
-    let cpu_watch = CpuWatch::new(pid, options, cpu_before.unwrap_or_default());
+    let cpu_watch = CpuWatch::new(pid, options, cpu_before.unwrap_or_default())
+        .map(|watch| watch.whole_tree(cgroup.as_ref()));
     let watch = watch_worker(
         &pidfd,
         &output_r,
@@ -644,29 +647,52 @@ pub(crate) fn cpu_limit_secs(options: &RunOptions) -> u64 {
     }
 }
 
-/// The host's watch on a worker's CPU time, when the job has a CPU limit: the worker's CPU
-/// clock (all its threads) is read whenever the poll loop wakes, and the loop wakes at least
-/// as often as the rest of the budget could run out.
+/// The host's watch on a job's CPU time, when the job has a CPU limit: the job's CPU time is
+/// read whenever the poll loop wakes, and the loop wakes at least as often as the rest of the
+/// budget could run out. The job's CPU time is its cgroup's (every process of the job) where
+/// it has one for CPU accounting (see [`crate::cgroup`]), else the worker's CPU clock (all its
+/// threads; processes it starts are not counted then, as `bytejail doctor` says).
 #[derive(Clone, Copy)]
-pub(crate) struct CpuWatch {
+pub(crate) struct CpuWatch<'a> {
     pid: libc::pid_t,
     budget: Duration,
     /// What the worker had used before the job (a parked worker's set-up, earlier inputs).
     before: Duration,
+    /// The job's CPU accounting cgroup, with its usage and the worker's clock when the watch
+    /// began: the job's CPU is the cgroup's since then plus the worker's own up to then.
+    tree: Option<(&'a crate::cgroup::JobCgroup, Duration, Duration)>,
 }
 
-impl CpuWatch {
+impl<'a> CpuWatch<'a> {
     pub(crate) fn new(pid: libc::pid_t, options: &RunOptions, before: Duration) -> Option<Self> {
         options.limits.cpu_time.map(|budget| CpuWatch {
             pid,
             budget,
             before,
+            tree: None,
         })
+    }
+
+    /// Watches the CPU time of the job's whole process tree through `cgroup`, when it has a
+    /// CPU accounting cgroup.
+    pub(crate) fn whole_tree(self, cgroup: Option<&'a crate::cgroup::JobCgroup>) -> Self {
+        let tree = cgroup.and_then(|cgroup| {
+            let usage = cgroup.cpu_usage()?;
+            Some((cgroup, usage, cpu_clock(self.pid)))
+        });
+        CpuWatch { tree, ..self }
     }
 
     /// The CPU time left, zero once the budget is spent.
     fn left(&self) -> Duration {
-        let used = cpu_clock(self.pid).saturating_sub(self.before);
+        let own = |now: Duration| now.saturating_sub(self.before);
+        let used = match self.tree {
+            Some((cgroup, usage_then, clock_then)) => match cgroup.cpu_usage() {
+                Some(usage) => usage.saturating_sub(usage_then) + own(clock_then),
+                None => own(cpu_clock(self.pid)),
+            },
+            None => own(cpu_clock(self.pid)),
+        };
         self.budget.saturating_sub(used)
     }
 }
@@ -848,7 +874,7 @@ pub(crate) fn watch_worker(
     control: Option<&Control<'_>>,
     options: &RunOptions,
     start: Instant,
-    cpu: Option<CpuWatch>,
+    cpu: Option<CpuWatch<'_>>,
 ) -> Result<Watch, Error> {
     let deadline = start + options.limits.timeout;
     let max_output = options.limits.max_output;

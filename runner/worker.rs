@@ -675,7 +675,7 @@ pub(crate) struct WorkerPlan {
     pub rlimits: [(u32, u64); 2],
     /// The NUL-terminated paths of the job's cgroups' `cgroup.procs` files, which the worker
     /// writes itself into first (see [`crate::cgroup`]); empty (a leading NUL) for none.
-    pub cgroup_procs: [[u8; crate::cgroup::PROCS_PATH_MAX]; 2],
+    pub cgroup_procs: [[u8; crate::cgroup::PROCS_PATH_MAX]; crate::cgroup::PROCS_SLOTS],
 }
 
 /// The walls a profile worker gets besides seccomp, decided by the host before the fork.
