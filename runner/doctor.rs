@@ -793,6 +793,10 @@ pub struct Cgroups {
     pub v1: Vec<CgroupV1>,
     /// Where a process limit could come from, if anywhere.
     pub pids: Option<PidsController>,
+    /// Where the CPU time of a job's whole process tree could be counted (for `--cpu-time`),
+    /// if anywhere: v1's `cpuacct` controller, else any v2 hierarchy (`cpu.stat` needs no
+    /// controller).
+    pub cpu_accounting: Option<PidsController>,
 }
 
 /// This process's place in the v2 hierarchy.
@@ -819,7 +823,8 @@ pub struct CgroupV1 {
     pub dir: PathBuf,
 }
 
-/// A pids controller this process could limit a job's processes with.
+/// A cgroup controller this process could use for jobs (pids: limit a job's processes; CPU
+/// accounting: count a job's CPU time).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PidsController {
     /// 1 or 2.
@@ -1009,11 +1014,28 @@ pub fn cgroups() -> Cgroups {
                 usable: h.dir.is_dir() && writable(&h.dir),
             }),
     };
+    let cpu_accounting = layout
+        .v1
+        .iter()
+        .find(|h| h.controllers.iter().any(|c| c == "cpuacct"))
+        .map(|h| PidsController {
+            version: 1,
+            dir: h.dir.clone(),
+            usable: h.dir.is_dir() && writable(&h.dir),
+        })
+        .or_else(|| {
+            v2.as_ref().map(|v2| PidsController {
+                version: 2,
+                dir: v2.dir.clone(),
+                usable: v2.writable,
+            })
+        });
     Cgroups {
         mode,
         v2,
         v1: layout.v1,
         pids,
+        cpu_accounting,
     }
 }
 
@@ -1710,7 +1732,7 @@ fn cgroups_check(c: &Cgroups) -> Check {
                 .join(",")
         ),
         CgroupMode::None => {
-            return warning("no cgroup file system mounted: no cgroup.kill, no pids limit")
+            return warning("no cgroup file system mounted: no cgroup.kill, no pids limit, and --cpu-time counts only the worker's own CPU")
         }
     };
     let kill = match &c.v2 {
@@ -1735,10 +1757,25 @@ fn cgroups_check(c: &Cgroups) -> Check {
         ),
         None => "no pids controller".to_string(),
     };
+    let cpu = match &c.cpu_accounting {
+        Some(p) if p.usable => format!(
+            "--cpu-time counts a job's whole process tree ({} in {})",
+            if p.version == 1 {
+                "cpuacct, v1"
+            } else {
+                "cpu.stat, v2"
+            },
+            p.dir.display()
+        ),
+        _ => "no writable CPU accounting cgroup: --cpu-time counts only the worker's own CPU, \
+              not the processes it starts"
+            .to_string(),
+    };
     let usable_kill = c.v2.as_ref().is_some_and(|v2| v2.kill && v2.writable);
     let usable_pids = c.pids.as_ref().is_some_and(|p| p.usable);
-    let detail = format!("{mode}; {kill}; {pids}");
-    if usable_kill && usable_pids {
+    let usable_cpu = c.cpu_accounting.as_ref().is_some_and(|p| p.usable);
+    let detail = format!("{mode}; {kill}; {pids}; {cpu}");
+    if usable_kill && usable_pids && usable_cpu {
         ok(detail)
     } else {
         warning(detail)
@@ -1747,7 +1784,9 @@ fn cgroups_check(c: &Cgroups) -> Check {
 
 fn containment_check(containment: Containment, cgroups: &Cgroups) -> Check {
     let second = match &cgroups.v2 {
-        Some(v2) if v2.kill && v2.writable => "; cgroup.kill is there (bytejail does not use it)",
+        Some(v2) if v2.kill && v2.writable => {
+            "; cgroup.kill is there (the janitor of a dead host uses it on v2 job cgroups)"
+        }
         _ => "",
     };
     match containment {
