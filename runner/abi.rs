@@ -221,7 +221,21 @@ pub struct RunOptions {
     /// After a violation under strict mode, which kills without saying why, run the same code
     /// and input once more under `strict-bpf` to learn which syscall it was (default).
     pub diagnose: bool,
+    /// Under a profile, files and directories the guest may read (a directory with everything
+    /// below it): each appears at the same path in the worker's empty root, mounted read-only,
+    /// and Landlock allows reading it. Absolute paths of existing files or directories, at
+    /// most [`MAX_GRANTS`] with `allow_write`; refused under strict mode (nothing to grant).
+    pub allow_read: Vec<std::path::PathBuf>,
+    /// As `allow_read`, for reading and writing (and, in a directory, creating and removing
+    /// files and directories); mounted writable.
+    pub allow_write: Vec<std::path::PathBuf>,
 }
+
+/// Most paths `RunOptions::allow_read` and `allow_write` may grant together.
+pub const MAX_GRANTS: usize = 8;
+
+/// Longest path a grant may name, in bytes.
+pub const MAX_GRANT_PATH: usize = 240;
 
 impl Default for RunOptions {
     fn default() -> Self {
@@ -232,6 +246,8 @@ impl Default for RunOptions {
             scrub: true,
             policy: crate::policy::Policy::Strict,
             diagnose: true,
+            allow_read: Vec::new(),
+            allow_write: Vec::new(),
         }
     }
 }

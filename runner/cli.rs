@@ -279,6 +279,17 @@ pub struct WorkerArgs {
     /// watches the worker's CPU clock; RLIMIT_CPU is its backstop); more than 0, at most 24h.
     #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
     pub cpu_time: Option<Duration>,
+
+    /// Under a profile, let the guest read PATH (a file, or a directory and everything below
+    /// it), mounted read-only at the same path in its otherwise empty root. Repeatable; an
+    /// absolute path that exists; at most 8 grants with --allow-write, none inside another.
+    #[arg(long, value_name = "PATH", value_parser = grant)]
+    pub allow_read: Vec<PathBuf>,
+
+    /// As --allow-read, for reading and writing (in a directory: creating and removing files
+    /// and directories too).
+    #[arg(long, value_name = "PATH", value_parser = grant)]
+    pub allow_write: Vec<PathBuf>,
     /// Do not warn about profile entries skipped because no x86 ABI has their syscall.
     #[arg(long)]
     pub quiet: bool,
@@ -314,9 +325,16 @@ impl WorkerArgs {
             scrub: !self.no_scrub,
             policy: self.policy.clone(),
             diagnose: !self.no_diagnose,
+            allow_read: self.allow_read.clone(),
+            allow_write: self.allow_write.clone(),
             ..RunOptions::default()
         }
     }
+}
+
+/// A path granted with --allow-read or --allow-write (see [`bounds::check_grant`]).
+fn grant(text: &str) -> Result<PathBuf, String> {
+    bounds::check_grant(std::path::Path::new(text))
 }
 
 /// `bytejail batch`.

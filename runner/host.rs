@@ -276,6 +276,8 @@ pub(crate) fn worker_limits_match(options: &RunOptions, template: &RunOptions) -
         && a.max_file_size == b.max_file_size
         && a.max_open_files == b.max_open_files
         && a.cpu_time == b.cpu_time
+        && options.allow_read == template.allow_read
+        && options.allow_write == template.allow_write
 }
 
 /// The job's cgroups (see [`crate::cgroup`]): a pids cgroup when a profile job may have more
@@ -339,6 +341,13 @@ pub(crate) fn walls(options: &RunOptions) -> Result<Walls, Error> {
         ..Walls::default()
     };
     if arena_reusable(&options.policy) {
+        if !options.allow_read.is_empty() || !options.allow_write.is_empty() {
+            return Err(Error::Input(InputError::Invalid(
+                "--allow-read and --allow-write grant paths to a guest under a profile \
+                 (--policy FILE.json); under strict mode it can open no file: nothing to grant"
+                    .into(),
+            )));
+        }
         return Ok(walls);
     }
     if namespaces_available() {
@@ -354,7 +363,55 @@ pub(crate) fn walls(options: &RunOptions) -> Result<Walls, Error> {
         ))));
     }
     walls.landlock = landlock_masks(sys::landlock_abi());
+    walls.grants = grants(options, walls.landlock[0])?;
     Ok(walls)
+}
+
+/// The paths `options` grants the guest, checked (see [`crate::bounds::check_grants`]), with
+/// the Landlock rights each rule gives out of `handled` (the file rights the ruleset handles).
+fn grants(
+    options: &RunOptions,
+    handled: u64,
+) -> Result<[worker::Grant; crate::abi::MAX_GRANTS], Error> {
+    // Never EXECUTE (bit 0): a granted file is data, not a program.
+    const WRITE_FILE: u64 = 1 << 1;
+    const READ_FILE: u64 = 1 << 2;
+    const READ_DIR: u64 = 1 << 3;
+    const REMOVE_DIR: u64 = 1 << 4;
+    const REMOVE_FILE: u64 = 1 << 5;
+    const MAKE_DIR: u64 = 1 << 7;
+    const MAKE_REG: u64 = 1 << 8;
+    const TRUNCATE: u64 = 1 << 14;
+    let invalid = |e: String| Error::Input(InputError::Invalid(e));
+    crate::bounds::check_grants(&options.allow_read, &options.allow_write).map_err(invalid)?;
+    let mut grants = [worker::Grant::default(); crate::abi::MAX_GRANTS];
+    let asked = (options.allow_read.iter().map(|p| (p, false)))
+        .chain(options.allow_write.iter().map(|p| (p, true)));
+    for (grant, (path, write)) in grants.iter_mut().zip(asked) {
+        let path = crate::bounds::check_grant(path).map_err(invalid)?;
+        let dir = path.is_dir();
+        let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
+        grant.path[..bytes.len()].copy_from_slice(bytes);
+        grant.dir = dir;
+        grant.write = write;
+        let access = match (dir, write) {
+            (false, false) => READ_FILE,
+            (false, true) => READ_FILE | WRITE_FILE | TRUNCATE,
+            (true, false) => READ_FILE | READ_DIR,
+            (true, true) => {
+                READ_FILE
+                    | READ_DIR
+                    | WRITE_FILE
+                    | TRUNCATE
+                    | REMOVE_DIR
+                    | REMOVE_FILE
+                    | MAKE_DIR
+                    | MAKE_REG
+            }
+        };
+        grant.access = access & handled;
+    }
+    Ok(grants)
 }
 
 /// Landlock's handled rights for ABI `abi` (files, TCP, scopes): everything it knows.

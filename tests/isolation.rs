@@ -414,3 +414,180 @@ fn a_profile_guest_opens_no_file_connects_nowhere_and_keeps_no_ipc() {
         );
     }
 }
+
+/// Docker's default profile, which allows `open`, `read` and `write` (and `mkdir`, `unlink`).
+fn docker_options() -> RunOptions {
+    RunOptions {
+        policy: Policy::from_profile_json(
+            include_str!("../guest-samples/policies/docker-default.json"),
+            "docker-default.json",
+        )
+        .unwrap(),
+        ..RunOptions::default()
+    }
+}
+
+/// A guest that opens `path` with `flags` (mode 0644), then reads up to 256 bytes of it and
+/// writes them to its output, or (with O_WRONLY) writes "hi" to it; it returns what the last
+/// call returned (a negative errno if one failed).
+fn file_guest(path: &std::path::Path, flags: i32) -> Vec<u8> {
+    let access = if flags & libc::O_ACCMODE == libc::O_WRONLY {
+        "    mov edi, eax
+             lea rsi, [rip + hi]
+             mov edx, 2
+             mov eax, 1
+             syscall"
+    } else {
+        "    mov edi, eax
+             sub rsp, 256
+             mov rsi, rsp
+             mov edx, 256
+             xor eax, eax
+             syscall
+             test rax, rax
+             js 2f
+             mov rdx, rax
+             mov edi, 1
+             mov rsi, rsp
+             mov eax, 1
+             syscall
+         2:  add rsp, 256"
+    };
+    gas(&format!(
+        "    lea rdi, [rip + path]
+             mov esi, {flags}
+             mov edx, 0x1a4
+             mov eax, 2
+             syscall
+             test rax, rax
+             js 1f
+         {access}
+         1:  ret
+         hi: .ascii \"hi\"
+         path: .asciz \"{}\"",
+        path.display()
+    ))
+}
+
+/// A directory of this test's own below the temporary directory, made afresh.
+fn scratch_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("bytejail-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Under Docker's profile a guest reads a file granted with `allow_read` (its content compared
+/// with what the host reads), cannot write it, and cannot read its sibling in the same
+/// directory. The twin: without the grant the same file cannot be read either.
+#[test]
+fn a_guest_reads_a_granted_file_and_nothing_beside_it() {
+    let dir = scratch_dir("grant-read");
+    let granted = dir.join("granted.txt");
+    let sibling = dir.join("sibling.txt");
+    std::fs::write(&granted, "the test case\n").unwrap();
+    std::fs::write(&sibling, "the expected answer\n").unwrap();
+    let expected = std::fs::read(&granted).unwrap();
+    // The refusal: ENOENT in an empty root (namespaces), else Landlock's EACCES.
+    let refused = -(if namespaces() {
+        libc::ENOENT
+    } else {
+        libc::EACCES
+    } as i64);
+
+    let mut options = docker_options();
+    options.allow_read = vec![granted.clone()];
+    let read = bytejail::run(&file_guest(&granted, libc::O_RDONLY), b"", &options).unwrap();
+    assert_eq!(read.output, expected, "{}", read.summary());
+    assert_eq!(returned_rax(&read), expected.len() as i64);
+    let write = bytejail::run(&file_guest(&granted, libc::O_WRONLY), b"", &options).unwrap();
+    assert!(returned_rax(&write) < 0, "{}", write.summary());
+    assert_eq!(std::fs::read(&granted).unwrap(), expected);
+    let beside = bytejail::run(&file_guest(&sibling, libc::O_RDONLY), b"", &options).unwrap();
+    assert_eq!(returned_rax(&beside), refused, "{}", beside.summary());
+    assert!(beside.output.is_empty());
+
+    // The twin: no grant, no file.
+    let ungranted = bytejail::run(
+        &file_guest(&granted, libc::O_RDONLY),
+        b"",
+        &docker_options(),
+    )
+    .unwrap();
+    assert_eq!(returned_rax(&ungranted), refused, "{}", ungranted.summary());
+    assert!(ungranted.output.is_empty());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A directory granted with `allow_write`: the guest creates a file in it, which the host then
+/// finds with the guest's content; the same directory granted with `allow_read` only refuses it.
+#[test]
+fn a_guest_writes_only_in_a_directory_granted_for_writing() {
+    let dir = scratch_dir("grant-write");
+    let out = dir.join("out.txt");
+    let guest = file_guest(&out, libc::O_WRONLY | libc::O_CREAT);
+
+    let mut options = docker_options();
+    options.allow_read = vec![dir.clone()];
+    let report = bytejail::run(&guest, b"", &options).unwrap();
+    assert!(returned_rax(&report) < 0, "{}", report.summary());
+    assert!(
+        !out.exists(),
+        "a read-only grant let the guest create a file"
+    );
+
+    options.allow_read = Vec::new();
+    options.allow_write = vec![dir.clone()];
+    let report = bytejail::run(&guest, b"", &options).unwrap();
+    assert_eq!(returned_rax(&report), 2, "{}", report.summary());
+    assert_eq!(std::fs::read(&out).unwrap(), b"hi");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Grants are refused, with an input error naming the reason, under strict mode (which can
+/// open nothing), for relative paths, for paths that do not exist, and when one lies inside
+/// another. The CLI says the same in one line and exits 2.
+#[test]
+fn bad_grants_are_refused() {
+    let dir = scratch_dir("grant-bad");
+    let file = dir.join("f.txt");
+    std::fs::write(&file, "x").unwrap();
+    let code = [0xc3u8];
+    let refused = |options: &RunOptions, want: &str| match bytejail::run(&code, b"", options) {
+        Err(bytejail::Error::Input(e)) => assert!(e.to_string().contains(want), "{e}"),
+        other => panic!("not refused ({want}): {other:?}"),
+    };
+    let strict = RunOptions {
+        allow_read: vec![file.clone()],
+        ..RunOptions::default()
+    };
+    refused(&strict, "strict mode");
+    let mut options = docker_options();
+    options.allow_read = vec!["relative/path".into()];
+    refused(&options, "relative");
+    options.allow_read = vec![dir.join("missing")];
+    refused(&options, "missing");
+    options.allow_read = vec![dir.clone()];
+    options.allow_write = vec![file.clone()];
+    refused(&options, "overlap");
+
+    let bytejail = env!("CARGO_BIN_EXE_bytejail");
+    for args in [
+        vec!["--allow-read", "relative/path"],
+        vec!["--allow-read", "/no/such/path/for/bytejail"],
+        vec!["--allow-read", file.to_str().unwrap()],
+    ] {
+        let out = std::process::Command::new(bytejail)
+            .args(["run", "--hex", "c3"])
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("allow-read") || stderr.contains("strict"),
+            "{stderr}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
