@@ -1794,10 +1794,11 @@ fn containment_check(containment: Containment, cgroups: &Cgroups) -> Check {
             "profile workers can be init of their own PID namespace: every process a guest \
              creates dies with its worker, also when the host dies{second}"
         )),
-        Containment::PidNamespaceInUserNamespace => warning(format!(
-            "a PID namespace is possible here only inside a user namespace, which bytejail's \
-             workers do not use yet: profile workers get no PID namespace, so a job may create \
-             no process (--max-procs above 1 is refused){second}"
+        Containment::PidNamespaceInUserNamespace => ok(format!(
+            "profile workers get a user namespace of their own (this process is not root), \
+             and inside it PID, IPC, mount and network namespaces: every process a guest \
+             creates dies with its worker, also when the host dies; --max-procs above 1 also \
+             needs a pids cgroup this user may make{second}"
         )),
         Containment::NoPidNamespace => warning(format!(
             "no PID namespace for profile workers: a job may create no process (a filter \

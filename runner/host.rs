@@ -317,17 +317,57 @@ fn job_cgroup(
         .map_err(|e| Error::io("making the job's cgroups", e))
 }
 
-/// Whether this process can give workers namespaces of their own (PID, IPC, mount), asked
-/// once with a child that is forked into them and exits at once.
-pub(crate) fn namespaces_available() -> bool {
-    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *AVAILABLE.get_or_init(|| sys::can_clone_with(NAMESPACE_FLAGS))
+/// The namespaces this process can give workers, asked once with a child that is forked into
+/// them and exits at once: [`NAMESPACE_FLAGS`] (root, or CAP_SYS_ADMIN), else the same inside
+/// a user namespace of the worker's own, with a network namespace of its own too (a host that
+/// is not root, where unprivileged user namespaces are allowed); `None` without either.
+pub(crate) fn namespace_flags() -> Option<usize> {
+    static FLAGS: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    *FLAGS.get_or_init(|| {
+        [NAMESPACE_FLAGS, USER_NAMESPACE_FLAGS]
+            .into_iter()
+            .find(|&flags| sys::can_clone_with(flags))
+    })
+}
+
+/// `/proc/self/uid_map` and `gid_map` for a worker in a user namespace of its own: the host's
+/// effective uid and gid (which an unprivileged process may map, and only those) mapped to
+/// themselves, read once from `/proc/self/status`.
+fn id_maps() -> [[u8; 32]; 2] {
+    static MAPS: std::sync::OnceLock<[[u8; 32]; 2]> = std::sync::OnceLock::new();
+    *MAPS.get_or_init(|| {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        // `Uid:` and `Gid:` list the real, effective, saved and file-system ids.
+        let effective = |key: &str| -> u32 {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(key))
+                .and_then(|ids| ids.split_whitespace().nth(1))
+                .and_then(|id| id.parse().ok())
+                .unwrap_or(u32::MAX) // no map: the worker's set-up fails and says so
+        };
+        let mut maps = [[0u8; 32]; 2];
+        for (map, key) in maps.iter_mut().zip(["Uid:", "Gid:"]) {
+            let id = effective(key);
+            if id != u32::MAX {
+                let text = format!("{id} {id} 1\n");
+                map[..text.len()].copy_from_slice(text.as_bytes());
+            }
+        }
+        maps
+    })
 }
 
 /// A profile worker's namespaces: it is init of its own PID namespace (its whole process tree
 /// dies with it, also when the host dies), with IPC objects and mounts of its own.
 const NAMESPACE_FLAGS: usize =
     (libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWNS) as usize;
+
+/// The same for a host that is not root: a user namespace first, in which the worker may make
+/// the others, and a network namespace per worker (it could not join the shared one, which
+/// belongs to another user namespace).
+const USER_NAMESPACE_FLAGS: usize =
+    NAMESPACE_FLAGS | (libc::CLONE_NEWUSER | libc::CLONE_NEWNET) as usize;
 
 /// The walls a worker under `options.policy` gets besides seccomp. Strict mode and strict-bpf
 /// need none (the guest can call nothing that would reach past them); a profile worker gets
@@ -350,11 +390,16 @@ pub(crate) fn walls(options: &RunOptions) -> Result<Walls, Error> {
         }
         return Ok(walls);
     }
-    if namespaces_available() {
-        walls.clone_flags = NAMESPACE_FLAGS;
+    if let Some(flags) = namespace_flags() {
+        walls.clone_flags = flags;
         walls.host_pidfd =
             sys::own_pidfd().map_err(|e| Error::io("opening a pidfd of the host", e))?;
-        walls.netns_fd = sys::empty_netns().unwrap_or(-1);
+        if flags & libc::CLONE_NEWNET as usize == 0 {
+            walls.netns_fd = sys::empty_netns().unwrap_or(-1);
+        }
+        if flags & libc::CLONE_NEWUSER as usize != 0 {
+            walls.id_maps = id_maps();
+        }
     } else if options.limits.max_procs > 1 {
         return Err(Error::Input(InputError::Invalid(format!(
             "--max-procs {} needs a PID namespace for the worker, which this process cannot \

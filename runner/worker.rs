@@ -581,7 +581,7 @@ pub(crate) const FAULT_SIGNALS: [i32; 6] = [
 pub(crate) const SETUP_FAILED_SIGNAL: i32 = libc::SIGUSR2;
 
 /// Setup steps, recorded in `REC_STAGE` when one fails.
-pub(crate) const STAGES: [&str; 16] = [
+pub(crate) const STAGES: [&str; 17] = [
     "worker setup: PR_SET_PDEATHSIG",
     "worker setup: rt_sigprocmask",
     "worker setup: mapping the arena",
@@ -598,6 +598,7 @@ pub(crate) const STAGES: [&str; 16] = [
     "worker setup: Landlock",
     "worker setup: joining the job's cgroups",
     "worker setup: an empty root file system",
+    "worker setup: mapping the user namespace's ids",
 ];
 
 /// One mapping the worker makes at a fixed address inside the arena's window.
@@ -692,6 +693,9 @@ pub(crate) struct Walls {
     /// Landlock: the access rights handled (and so denied: the ruleset has no rule) for files
     /// and TCP, and the scopes (signals, abstract sockets); all 0 without Landlock.
     pub landlock: [u64; 3],
+    /// With `CLONE_NEWUSER` (a host that is not root): the contents of `/proc/self/uid_map`
+    /// and `gid_map`, NUL-terminated, which map the host's own uid and gid to themselves.
+    pub id_maps: [[u8; 32]; 2],
     /// Paths the user grants the guest (`--allow-read`, `--allow-write`), in use from the
     /// first with an empty path on.
     pub grants: [Grant; crate::abi::MAX_GRANTS],
@@ -805,6 +809,7 @@ const STAGE_NETNS: usize = 12;
 const STAGE_LANDLOCK: usize = 13;
 const STAGE_CGROUP: usize = 14;
 const STAGE_ROOT: usize = 15;
+const STAGE_USERNS: usize = 16;
 
 /// Ends a worker whose setup failed: records the stage and errno (once the region is mapped)
 /// and dies of [`SETUP_FAILED_SIGNAL`], which no guest can raise.
@@ -1114,6 +1119,27 @@ unsafe fn worker_main(plan: &WorkerPlan) -> ! {
             }
         } else if raw::syscall3(libc::SYS_getppid, 0, 0, 0) != plan.host_pid as isize {
             raw::exit(0);
+        }
+
+        // In a user namespace of its own (a host that is not root), the worker holds every
+        // capability there but no id yet: it maps the host's uid and gid to themselves (after
+        // giving up setgroups, as an unprivileged map requires). Files it makes (the empty
+        // root's mount points) then have an owner.
+        if plan.walls.clone_flags & libc::CLONE_NEWUSER as usize != 0 {
+            for (file, text) in [
+                (c"/proc/self/setgroups", b"deny\0".as_slice()),
+                (c"/proc/self/uid_map", plan.walls.id_maps[0].as_slice()),
+                (c"/proc/self/gid_map", plan.walls.id_maps[1].as_slice()),
+            ] {
+                let flags = (libc::O_WRONLY | libc::O_CLOEXEC) as usize;
+                let fd = raw::syscall3(libc::SYS_open, file.as_ptr() as usize, flags, 0);
+                check(data, STAGE_USERNS, fd);
+                let len = text.iter().position(|&b| b == 0).unwrap_or(text.len());
+                let written =
+                    raw::syscall3(libc::SYS_write, fd as usize, text.as_ptr() as usize, len);
+                check(data, STAGE_USERNS, written);
+                raw::syscall3(libc::SYS_close, fd as usize, 0, 0);
+            }
         }
 
         let mut mask = !0u64;

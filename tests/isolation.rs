@@ -591,3 +591,93 @@ fn bad_grants_are_refused() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Run as nobody by `a_non_root_hosts_profile_worker_gets_namespaces_of_its_own`: prints the
+/// containment the doctor found, then one `name: rax` line per guest.
+#[test]
+#[ignore = "a host for a_non_root_hosts_profile_worker_gets_namespaces_of_its_own, run as nobody"]
+fn non_root_host_reporting_its_guests() {
+    let Ok(granted) = std::env::var("BJ_GRANTED") else {
+        return; // run by hand with --ignored: nothing to host
+    };
+    let granted = std::path::PathBuf::from(granted);
+    println!("containment: {:?}", bytejail::doctor::walls().containment);
+    let getpid = gas("mov eax, 39
+                      syscall
+                      ret");
+    let mut options = docker_options();
+    let guests = [
+        ("getpid", getpid),
+        (
+            "open_passwd",
+            file_guest(std::path::Path::new("/etc/passwd"), 0),
+        ),
+        ("read_granted", file_guest(&granted, 0)),
+    ];
+    for (name, code) in guests {
+        options.allow_read = vec![granted.clone()];
+        match bytejail::run(&code, b"", &options) {
+            Ok(report) => println!(
+                "{name}: {} {}",
+                returned_rax(&report),
+                String::from_utf8_lossy(&report.output).trim()
+            ),
+            Err(e) => println!("{name}: error {e}"),
+        }
+    }
+}
+
+/// A host that is not root, where unprivileged user namespaces are allowed: its profile
+/// workers get a user namespace first and then PID, IPC, mount and network namespaces inside
+/// it, like a root host's. The guest is init of its PID namespace (`getpid` is 1), finds an
+/// empty root (`/etc/passwd` is ENOENT, not Landlock's EACCES), and still reads what it was
+/// granted. The host runs as nobody (the test binary re-executed, like `setpriv --reuid
+/// nobody --regid nogroup --clear-groups`).
+#[test]
+fn a_non_root_hosts_profile_worker_gets_namespaces_of_its_own() {
+    if !namespaces() {
+        eprintln!("not root: cannot run the host as another user; skipping");
+        return;
+    }
+    let dir = scratch_dir("grant-nobody");
+    let granted = dir.join("granted.txt");
+    std::fs::write(&granted, "for nobody\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    use std::os::unix::process::CommandExt;
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "non_root_host_reporting_its_guests",
+            "--nocapture",
+        ])
+        .env("BJ_GRANTED", &granted)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = |key: &str| -> String {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}: ")).map(str::trim))
+            .unwrap_or_else(|| panic!("no `{key}` from the host as nobody: {stdout}"))
+            .to_string()
+    };
+    if line("containment") != "PidNamespaceInUserNamespace" {
+        eprintln!(
+            "no unprivileged user namespace here ({}); skipping",
+            line("containment")
+        );
+        return;
+    }
+    assert_eq!(line("getpid"), "1", "{stdout}");
+    assert_eq!(
+        line("open_passwd"),
+        format!("{}", -libc::ENOENT),
+        "{stdout}"
+    );
+    assert_eq!(line("read_granted"), "11 for nobody", "{stdout}");
+}

@@ -691,8 +691,10 @@ fn host_running_self_sigusr2() {
     }
 }
 
-/// HOLE (medium): where workers get no PID namespace (a host that is not root: `bytejail
-/// doctor` warns, profiles still run with `--max-procs 1`), a guest makes the host report a
+/// HOLE (medium): where workers get no PID namespace (a host that is not root where
+/// unprivileged user namespaces are not allowed: `bytejail doctor` warns, profiles still run
+/// with `--max-procs 1`; where they are allowed, as here, the host as nobody now gives its
+/// workers a PID namespace inside a user namespace, and this test shows that case), a guest makes the host report a
 /// runner failure (`Err`, "worker setup ... died before it could say why"; exit status of a
 /// runner error in the CLI, an error line in batch) for what is its own doing: it unblocks
 /// SIGUSR2 and sends it to itself, and `classify` takes any death by
