@@ -1126,6 +1126,16 @@ unsafe fn worker_main(plan: &WorkerPlan) -> ! {
         // giving up setgroups, as an unprivileged map requires). Files it makes (the empty
         // root's mount points) then have an owner.
         if plan.walls.clone_flags & libc::CLONE_NEWUSER as usize != 0 {
+            // The map files of a process that is not dumpable (a worker forked by the zygote,
+            // which is not) belong to root, and not even the process itself may write them.
+            // Dumpable for the three writes only (nothing of a job is mapped yet), and not
+            // dumpable again right after (the limits stage below says so once more).
+            let dumpable = libc::PR_SET_DUMPABLE as usize;
+            check(
+                data,
+                STAGE_USERNS,
+                raw::syscall3(libc::SYS_prctl, dumpable, 1, 0),
+            );
             for (file, text) in [
                 (c"/proc/self/setgroups", b"deny\0".as_slice()),
                 (c"/proc/self/uid_map", plan.walls.id_maps[0].as_slice()),
@@ -1140,6 +1150,11 @@ unsafe fn worker_main(plan: &WorkerPlan) -> ! {
                 check(data, STAGE_USERNS, written);
                 raw::syscall3(libc::SYS_close, fd as usize, 0, 0);
             }
+            check(
+                data,
+                STAGE_USERNS,
+                raw::syscall3(libc::SYS_prctl, dumpable, 0, 0),
+            );
         }
 
         let mut mask = !0u64;

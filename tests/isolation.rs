@@ -614,15 +614,22 @@ fn non_root_host_reporting_its_guests() {
         ),
         ("read_granted", file_guest(&granted, 0)),
     ];
+    options.allow_read = vec![granted.clone()];
+    // Each through a fresh worker, then through a zygote's (which is not dumpable).
+    let zygote = bytejail::Zygote::start().unwrap();
     for (name, code) in guests {
-        options.allow_read = vec![granted.clone()];
-        match bytejail::run(&code, b"", &options) {
-            Ok(report) => println!(
-                "{name}: {} {}",
-                returned_rax(&report),
-                String::from_utf8_lossy(&report.output).trim()
-            ),
-            Err(e) => println!("{name}: error {e}"),
+        for (how, result) in [
+            ("", bytejail::run(&code, b"", &options)),
+            ("zygote_", zygote.run(&code, b"", &options)),
+        ] {
+            match result {
+                Ok(report) => println!(
+                    "{how}{name}: {} {}",
+                    returned_rax(&report),
+                    String::from_utf8_lossy(&report.output).trim()
+                ),
+                Err(e) => println!("{how}{name}: error {e}"),
+            }
         }
     }
 }
@@ -631,7 +638,7 @@ fn non_root_host_reporting_its_guests() {
 /// workers get a user namespace first and then PID, IPC, mount and network namespaces inside
 /// it, like a root host's. The guest is init of its PID namespace (`getpid` is 1), finds an
 /// empty root (`/etc/passwd` is ENOENT, not Landlock's EACCES), and still reads what it was
-/// granted. The host runs as nobody (the test binary re-executed, like `setpriv --reuid
+/// granted; through a fresh worker and through a zygote's. The host runs as nobody (the test binary re-executed, like `setpriv --reuid
 /// nobody --regid nogroup --clear-groups`).
 #[test]
 fn a_non_root_hosts_profile_worker_gets_namespaces_of_its_own() {
@@ -673,11 +680,11 @@ fn a_non_root_hosts_profile_worker_gets_namespaces_of_its_own() {
         );
         return;
     }
-    assert_eq!(line("getpid"), "1", "{stdout}");
-    assert_eq!(
-        line("open_passwd"),
-        format!("{}", -libc::ENOENT),
-        "{stdout}"
-    );
-    assert_eq!(line("read_granted"), "11 for nobody", "{stdout}");
+    for how in ["", "zygote_"] {
+        assert_eq!(line(&format!("{how}getpid")), "1", "{stdout}");
+        let passwd = line(&format!("{how}open_passwd"));
+        assert_eq!(passwd, format!("{}", -libc::ENOENT), "{stdout}");
+        let granted = line(&format!("{how}read_granted"));
+        assert_eq!(granted, "11 for nobody", "{stdout}");
+    }
 }
