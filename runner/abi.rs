@@ -229,6 +229,11 @@ pub struct RunOptions {
     /// As `allow_read`, for reading and writing (and, in a directory, creating and removing
     /// files and directories); mounted writable.
     pub allow_write: Vec<std::path::PathBuf>,
+    /// Where workers get no PID namespace (a host that is not root, without unprivileged user
+    /// namespaces; see `bytejail doctor`), run jobs with `Limits::max_procs` above 1 anyway:
+    /// processes a guest starts may then outlive its job and the host. Off (the default),
+    /// such jobs are refused. The process limit still needs a pids cgroup.
+    pub allow_uncontained: bool,
 }
 
 /// Most paths `RunOptions::allow_read` and `allow_write` may grant together.
@@ -248,6 +253,7 @@ impl Default for RunOptions {
             diagnose: true,
             allow_read: Vec::new(),
             allow_write: Vec::new(),
+            allow_uncontained: false,
         }
     }
 }

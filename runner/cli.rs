@@ -290,6 +290,12 @@ pub struct WorkerArgs {
     /// and directories too).
     #[arg(long, value_name = "PATH", value_parser = grant)]
     pub allow_write: Vec<PathBuf>,
+
+    /// Where workers cannot get a PID namespace (see bytejail doctor), run profile jobs with
+    /// --max-procs above 1 anyway: processes the guest starts may then outlive the job and
+    /// bytejail. Refused without this flag.
+    #[arg(long)]
+    pub allow_uncontained: bool,
     /// Do not warn about profile entries skipped because no x86 ABI has their syscall.
     #[arg(long)]
     pub quiet: bool,
@@ -327,6 +333,7 @@ impl WorkerArgs {
             diagnose: !self.no_diagnose,
             allow_read: self.allow_read.clone(),
             allow_write: self.allow_write.clone(),
+            allow_uncontained: self.allow_uncontained,
             ..RunOptions::default()
         }
     }

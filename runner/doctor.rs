@@ -1802,7 +1802,8 @@ fn containment_check(containment: Containment, cgroups: &Cgroups) -> Check {
         )),
         Containment::NoPidNamespace => warning(format!(
             "no PID namespace for profile workers: a job may create no process (a filter \
-             refuses clone, fork, vfork and clone3; --max-procs above 1 is refused){second}"
+             refuses clone, fork, vfork and clone3; --max-procs above 1 is refused unless \
+             --allow-uncontained, and then its processes may outlive it){second}"
         )),
     }
 }

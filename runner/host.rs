@@ -218,7 +218,7 @@ pub(crate) fn spawn(
     let control = [fds.go, fds.done];
     debug_assert!(arena.mapped_here(), "spawning into another process's arena");
     let walls = walls(options)?;
-    let cgroup = job_cgroup(options, &walls)?;
+    let cgroup = job_cgroup(options)?;
     let cgroup_procs = match &cgroup {
         Some(cgroup) => cgroup
             .procs_paths()
@@ -278,6 +278,7 @@ pub(crate) fn worker_limits_match(options: &RunOptions, template: &RunOptions) -
         && a.cpu_time == b.cpu_time
         && options.allow_read == template.allow_read
         && options.allow_write == template.allow_write
+        && options.allow_uncontained == template.allow_uncontained
 }
 
 /// The job's cgroups (see [`crate::cgroup`]): a pids cgroup when a profile job may have more
@@ -285,16 +286,15 @@ pub(crate) fn worker_limits_match(options: &RunOptions, template: &RunOptions) -
 /// job where the memory controller can be had (its limit: the job's memory, plus room for
 /// what the kernel keeps for the worker: page tables, its stack, socket buffers). Strict
 /// workers need neither: they can neither fork nor hold memory outside their mappings.
-fn job_cgroup(
-    options: &RunOptions,
-    walls: &Walls,
-) -> Result<Option<crate::cgroup::JobCgroup>, Error> {
+fn job_cgroup(options: &RunOptions) -> Result<Option<crate::cgroup::JobCgroup>, Error> {
     use crate::cgroup::{available, Controller, JobCgroup};
     if arena_reusable(&options.policy) {
         return Ok(None);
     }
     let max_procs = options.limits.max_procs;
-    let pids = (walls.pid_namespace() && max_procs > 1).then_some(max_procs);
+    // (Without a PID namespace, `walls` let more than one process through only with
+    // `allow_uncontained`; the process limit then still comes from this cgroup.)
+    let pids = (max_procs > 1).then_some(max_procs);
     if pids.is_some() {
         available(Controller::Pids).map_err(|why| {
             Error::Input(InputError::Invalid(format!(
@@ -400,10 +400,14 @@ pub(crate) fn walls(options: &RunOptions) -> Result<Walls, Error> {
         if flags & libc::CLONE_NEWUSER as usize != 0 {
             walls.id_maps = id_maps();
         }
-    } else if options.limits.max_procs > 1 {
+    } else if options.limits.max_procs > 1 && !options.allow_uncontained {
+        // Without a PID namespace, processes a guest starts are not killed with its worker:
+        // they could outlive the job and bytejail itself.
         return Err(Error::Input(InputError::Invalid(format!(
             "--max-procs {} needs a PID namespace for the worker, which this process cannot \
-             create (run as root; see bytejail doctor)",
+             create, so processes the guest starts could outlive the job and bytejail (run as \
+             root or allow unprivileged user namespaces; --allow-uncontained to run it anyway; \
+             see bytejail doctor)",
             options.limits.max_procs
         ))));
     }

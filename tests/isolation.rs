@@ -688,3 +688,110 @@ fn a_non_root_hosts_profile_worker_gets_namespaces_of_its_own() {
         assert_eq!(granted, "11 for nobody", "{stdout}");
     }
 }
+
+/// A guest that forks once: the child exits 0, the parent returns fork's result.
+fn forking_once() -> Vec<u8> {
+    gas("    mov eax, 57
+             syscall
+             test rax, rax
+             jnz 1f
+             xor edi, edi
+             mov eax, 60
+             syscall
+         1:  ret")
+}
+
+/// Run by `without_a_pid_namespace_more_processes_need_allow_uncontained` where no PID
+/// namespace can be had: prints the containment the doctor found, then one line per case.
+#[test]
+#[ignore = "a host for without_a_pid_namespace_more_processes_need_allow_uncontained"]
+fn host_without_pid_namespaces() {
+    if std::env::var("BJ_NO_PIDNS").is_err() {
+        return; // run by hand with --ignored: nothing to host
+    }
+    println!("containment: {:?}", bytejail::doctor::walls().containment);
+    let code = forking_once();
+    for (case, max_procs, uncontained) in [
+        ("one", 1, false),
+        ("four", 4, false),
+        ("four_uncontained", 4, true),
+    ] {
+        let mut options = docker_options();
+        options.limits.max_procs = max_procs;
+        options.allow_uncontained = uncontained;
+        match bytejail::run(&code, b"", &options) {
+            Ok(report) => println!("{case}: {}", returned_rax(&report)),
+            Err(e) => println!("{case}: error {e}"),
+        }
+    }
+}
+
+/// Where workers can get no PID namespace (here: a user namespace whose root holds no
+/// capability and may make no further user namespace, made with util-linux's `unshare` and
+/// `setpriv`), a profile job may create processes only with `--allow-uncontained`: with
+/// `--max-procs 1` the guest's fork fails (EAGAIN), with `--max-procs 4` the job is refused
+/// naming the flag, and with the flag the fork succeeds (the twin: the limit is what stopped
+/// it). Where a PID namespace can be had, the same job runs without the flag (root, above).
+#[test]
+fn without_a_pid_namespace_more_processes_need_allow_uncontained() {
+    if common::skip_without("unshare", 2) || common::skip_without("setpriv", 2) {
+        return;
+    }
+    if !namespaces() {
+        eprintln!("not root: cannot make the user namespace this test needs; skipping");
+        return;
+    }
+    let me = std::env::current_exe().unwrap();
+    let out = std::process::Command::new("unshare")
+        .args([
+            "-U",
+            "-r",
+            "sh",
+            "-c",
+            "echo 0 > /proc/sys/user/max_user_namespaces && exec setpriv \
+             --securebits +noroot,+noroot_locked,+no_setuid_fixup,+no_setuid_fixup_locked \
+             --inh-caps=-all --bounding-set=-all --ambient-caps=-all -- \"$@\"",
+            "sh",
+        ])
+        .arg(&me)
+        .args([
+            "--ignored",
+            "--exact",
+            "host_without_pid_namespaces",
+            "--nocapture",
+        ])
+        .env("BJ_NO_PIDNS", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = |key: &str| -> String {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}: ")).map(str::trim))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no `{key}` from the host: {stdout}{}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            })
+            .to_string()
+    };
+    if line("containment") != "NoPidNamespace" {
+        eprintln!(
+            "a PID namespace was still possible ({}); skipping",
+            line("containment")
+        );
+        return;
+    }
+    assert_eq!(line("one"), format!("{}", -libc::EAGAIN), "{stdout}");
+    let four = line("four");
+    assert!(
+        four.starts_with("error") && four.contains("--allow-uncontained"),
+        "{stdout}"
+    );
+    let uncontained = line("four_uncontained");
+    assert!(
+        uncontained.parse::<i64>().is_ok_and(|pid| pid > 0),
+        "{stdout}"
+    );
+}
