@@ -742,18 +742,7 @@ fn without_a_pid_namespace_more_processes_need_allow_uncontained() {
         return;
     }
     let me = std::env::current_exe().unwrap();
-    let out = std::process::Command::new("unshare")
-        .args([
-            "-U",
-            "-r",
-            "sh",
-            "-c",
-            "echo 0 > /proc/sys/user/max_user_namespaces && exec setpriv \
-             --securebits +noroot,+noroot_locked,+no_setuid_fixup,+no_setuid_fixup_locked \
-             --inh-caps=-all --bounding-set=-all --ambient-caps=-all -- \"$@\"",
-            "sh",
-        ])
-        .arg(&me)
+    let out = common::without_pid_namespaces(&me)
         .args([
             "--ignored",
             "--exact",

@@ -692,9 +692,8 @@ fn host_running_self_sigusr2() {
 }
 
 /// HOLE (medium): where workers get no PID namespace (a host that is not root where
-/// unprivileged user namespaces are not allowed: `bytejail doctor` warns, profiles still run
-/// with `--max-procs 1`; where they are allowed, as here, the host as nobody now gives its
-/// workers a PID namespace inside a user namespace, and this test shows that case), a guest makes the host report a
+/// unprivileged user namespaces are not allowed, made here with `unshare` and `setpriv`:
+/// `bytejail doctor` warns, profiles still run with `--max-procs 1`), a guest makes the host report a
 /// runner failure (`Err`, "worker setup ... died before it could say why"; exit status of a
 /// runner error in the CLI, an error line in batch) for what is its own doing: it unblocks
 /// SIGUSR2 and sends it to itself, and `classify` takes any death by
@@ -715,8 +714,19 @@ fn a_guest_cannot_fake_a_setup_failure_without_a_pid_namespace() {
     let report = bytejail::run(&code, b"", &profile_options()).unwrap();
     assert_eq!(returned_rax(&report), 0, "{}", report.summary());
     let hex: String = code.iter().map(|b| format!("{b:02x}")).collect();
-    use std::os::unix::process::CommandExt;
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
+    // The host where workers get no PID namespace (a user namespace without capabilities
+    // that may make no other); as nobody, where util-linux's tools are missing (workers may
+    // then get a PID namespace inside a user namespace, if unprivileged ones are allowed).
+    let me = std::env::current_exe().unwrap();
+    let mut host = if common::have_tool("unshare") && common::have_tool("setpriv") {
+        common::without_pid_namespaces(&me)
+    } else {
+        use std::os::unix::process::CommandExt;
+        let mut host = std::process::Command::new(&me);
+        host.uid(65534).gid(65534);
+        host
+    };
+    let out = host
         .args([
             "--ignored",
             "--exact",
@@ -724,8 +734,6 @@ fn a_guest_cannot_fake_a_setup_failure_without_a_pid_namespace() {
             "--nocapture",
         ])
         .env("BJ_CODE", hex)
-        .uid(65534)
-        .gid(65534)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
