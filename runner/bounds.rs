@@ -189,16 +189,19 @@ pub fn check_grants(
             abi::MAX_GRANTS
         ));
     }
-    let all: Vec<(&std::path::PathBuf, &str)> = read
+    let all = read
         .iter()
         .map(|p| (p, "--allow-read"))
         .chain(write.iter().map(|p| (p, "--allow-write")))
-        .collect();
+        .map(|(path, flag)| {
+            check_grant(path)
+                .map(|path| (path, flag))
+                .map_err(|e| format!("{flag} {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     for (i, (a, flag_a)) in all.iter().enumerate() {
-        let a = check_grant(a).map_err(|e| format!("{flag_a} {e}"))?;
         for (b, flag_b) in &all[i + 1..] {
-            let b = check_grant(b).map_err(|e| format!("{flag_b} {e}"))?;
-            if a.starts_with(&b) || b.starts_with(&a) {
+            if a.starts_with(b) || b.starts_with(a) {
                 return Err(format!(
                     "{flag_a} {} and {flag_b} {} overlap; grant each path once, none inside \
                      another",

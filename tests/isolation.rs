@@ -724,6 +724,22 @@ fn host_without_pid_namespaces() {
             Err(e) => println!("{case}: error {e}"),
         }
     }
+    // Without a mount namespace a grant is Landlock's rule alone: the granted file is read,
+    // its sibling refused (EACCES: the host's tree is there, but not allowed).
+    let granted = std::path::PathBuf::from(std::env::var("BJ_GRANTED").unwrap());
+    let sibling = granted.with_file_name("sibling.txt");
+    let mut options = docker_options();
+    options.allow_read = vec![granted.clone()];
+    for (case, path) in [("granted", &granted), ("sibling", &sibling)] {
+        match bytejail::run(&file_guest(path, 0), b"", &options) {
+            Ok(report) => println!(
+                "{case}: {} {}",
+                returned_rax(&report),
+                String::from_utf8_lossy(&report.output).trim()
+            ),
+            Err(e) => println!("{case}: error {e}"),
+        }
+    }
 }
 
 /// Where workers can get no PID namespace (here: a user namespace whose root holds no
@@ -732,6 +748,7 @@ fn host_without_pid_namespaces() {
 /// `--max-procs 1` the guest's fork fails (EAGAIN), with `--max-procs 4` the job is refused
 /// naming the flag, and with the flag the fork succeeds (the twin: the limit is what stopped
 /// it). Where a PID namespace can be had, the same job runs without the flag (root, above).
+/// There is no mount namespace there either: a granted file is then Landlock's rule alone.
 #[test]
 fn without_a_pid_namespace_more_processes_need_allow_uncontained() {
     if common::skip_without("unshare", 2) || common::skip_without("setpriv", 2) {
@@ -741,6 +758,10 @@ fn without_a_pid_namespace_more_processes_need_allow_uncontained() {
         eprintln!("not root: cannot make the user namespace this test needs; skipping");
         return;
     }
+    let dir = scratch_dir("grant-no-pidns");
+    let granted = dir.join("granted.txt");
+    std::fs::write(&granted, "landlock alone\n").unwrap();
+    std::fs::write(dir.join("sibling.txt"), "not granted\n").unwrap();
     let me = std::env::current_exe().unwrap();
     let out = common::without_pid_namespaces(&me)
         .args([
@@ -750,8 +771,10 @@ fn without_a_pid_namespace_more_processes_need_allow_uncontained() {
             "--nocapture",
         ])
         .env("BJ_NO_PIDNS", "1")
+        .env("BJ_GRANTED", &granted)
         .output()
         .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = |key: &str| -> String {
         stdout
@@ -783,4 +806,6 @@ fn without_a_pid_namespace_more_processes_need_allow_uncontained() {
         uncontained.parse::<i64>().is_ok_and(|pid| pid > 0),
         "{stdout}"
     );
+    assert_eq!(line("granted"), "15 landlock alone", "{stdout}");
+    assert_eq!(line("sibling"), format!("{}", -libc::EACCES), "{stdout}");
 }
