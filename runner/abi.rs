@@ -218,9 +218,19 @@ pub struct RunOptions {
     pub scrub: bool,
     /// Which seccomp mode the worker enters: strict (the default), or a filter.
     pub policy: crate::policy::Policy,
-    /// After a violation under strict mode, which kills without saying why, run the same code
-    /// and input once more under `strict-bpf` to learn which syscall it was (default).
+    /// After a violation under strict mode in an untraced run (or one the tracer could not
+    /// attach to), which kills without saying why, run the same code and input once more,
+    /// traced, to learn which syscall it was (default). The re-run is the same strict-mode
+    /// job; its syscall is believed only if it ends the same way with the same output, and is
+    /// reported unverified. Its time counts against the job's timeout.
     pub diagnose: bool,
+    /// Trace the worker (default): the details of a fault or a violation then come from the
+    /// kernel, through `ptrace`, and are reported as verified (see [`crate::Fault::verified`]).
+    /// Off, a run saves the tracer's hand-offs (a few microseconds per fresh worker) and those
+    /// details come from the worker's record, which the guest can write: they are reported
+    /// unverified. Where the tracer cannot attach (another tracer, no permission), the run
+    /// goes on untraced and says so the same way.
+    pub trace: bool,
     /// Under a profile, files and directories the guest may read (a directory with everything
     /// below it): each appears at the same path in the worker's empty root, mounted read-only,
     /// and Landlock allows reading it. Absolute paths of existing files or directories, at
@@ -251,6 +261,7 @@ impl Default for RunOptions {
             scrub: true,
             policy: crate::policy::Policy::Strict,
             diagnose: true,
+            trace: true,
             allow_read: Vec::new(),
             allow_write: Vec::new(),
             allow_uncontained: false,

@@ -478,6 +478,13 @@ impl Arena {
     }
 
     /// Reads back what the worker recorded.
+    /// Closes (`false`, before a traced worker's fork) or opens the gate a traced worker waits
+    /// at until its tracer has seized it (see [`CTX_TRACE_GATE`]).
+    pub(crate) fn set_trace_gate(&self, open: bool) {
+        self.file
+            .store_u32_and_wake(DATA + CTX_TRACE_GATE, u32::from(open));
+    }
+
     pub(crate) fn record(&self) -> Record {
         let word = |off: usize| self.file.read_u64(DATA + off);
         let mut gpr = [0u64; 16];

@@ -370,9 +370,13 @@ impl PhaseResults {
 }
 
 /// The rows the phases measure, with their floors.
-const PHASE_ROWS: [(&str, Option<&str>); 2] = [
+const PHASE_ROWS: [(&str, Option<&str>); 6] = [
     ("run_pool", Some("floor_pipe_rtt")),
     ("run_zygote", Some("floor_fork_pipe_strict")),
+    ("run_fresh", Some("floor_fork_pipe_strict")),
+    ("run_strict_bpf", Some("floor_fork_pipe_strict")),
+    ("run_profile_256", Some("floor_fork_pipe_strict")),
+    ("run_profile_docker", Some("floor_fork_pipe_strict")),
 ];
 
 /// Cycles of a full run: the main table's rounds, then each [`Phase`], this many times over,
@@ -388,16 +392,27 @@ const CYCLES: u32 = 3;
 const SLOT: Duration = Duration::from_micros(1500);
 
 /// The `run_*` rows of fresh workers: one `mov al,42; ret` job end to end through
-/// [`crate::run`] with each set of options, by row name. Shared by `bytejail bench` and
+/// [`crate::run`] with each set of options, by row name. The traced ones (the default) are
+/// measured in [`Phase::Traced`], the untraced ones in the main table. Shared by `bytejail bench` and
 /// `benches/run.rs`. Modes that keep something alive between jobs (`run_pool`, and to come
 /// `run_batch_input`, `run_zygote`) are measured in a phase of their own (`Phase`).
 pub fn run_modes() -> Vec<(&'static str, RunOptions)> {
     vec![
         ("run_fresh", RunOptions::default()),
         (
+            // What the tracer costs: `run_fresh` without it (unverified fault details).
+            "run_fresh_untraced",
+            RunOptions {
+                trace: false,
+                ..RunOptions::default()
+            },
+        ),
+        (
+            // Against `run_fresh_untraced`: what scrubbing costs.
             "run_fresh_noscrub",
             RunOptions {
                 scrub: false,
+                trace: false,
                 ..RunOptions::default()
             },
         ),
@@ -563,10 +578,13 @@ enum Phase {
     Pool,
     /// `run_zygote`: fresh workers forked by a [`Zygote`], one per job.
     Zygote,
+    /// The traced `run_*` rows of [`run_modes`]: a traced run starts the tracer's thread,
+    /// which must not exist where the floors are measured (see [`phases_in_child`]).
+    Traced,
 }
 
 impl Phase {
-    const ALL: [Phase; 2] = [Phase::Pool, Phase::Zygote];
+    const ALL: [Phase; 3] = [Phase::Pool, Phase::Zygote, Phase::Traced];
 
     /// Starts the phase's fixture, measures its rows for `budget` into `tallies`, stops it.
     fn measure(
@@ -601,6 +619,21 @@ impl Phase {
                 let table = measure_phase(table, "zygote", budget, pinned_cpu, notes, progress);
                 tallies.add(table);
             }
+            Phase::Traced => {
+                let runs: Vec<_> = run_modes().into_iter().filter(|(_, o)| o.trace).collect();
+                let table = runs
+                    .iter()
+                    .map(|(name, options)| {
+                        let floor = PHASE_ROWS
+                            .iter()
+                            .find(|(row, _)| row == name)
+                            .and_then(|(_, floor)| *floor);
+                        Measurement::new(name, floor, move || time(|| run_returns_42(options)))
+                    })
+                    .collect();
+                let table = measure_phase(table, "traced", budget, pinned_cpu, notes, progress);
+                tallies.add(table);
+            }
         }
     }
 }
@@ -619,7 +652,13 @@ pub struct SameCodeLatency {
 
 impl SameCodeLatency {
     pub fn start() -> io::Result<SameCodeLatency> {
-        let same = SameCode::new(&RETURN_42, &RunOptions::default()).map_err(io::Error::other)?;
+        // Untraced: the main table measures it, where no tracer thread may start (see
+        // `phases_in_child`); a same-code worker's tracer costs nothing per input anyway.
+        let options = RunOptions {
+            trace: false,
+            ..RunOptions::default()
+        };
+        let same = SameCode::new(&RETURN_42, &options).map_err(io::Error::other)?;
         let probe = SameCodeLatency {
             same: std::cell::RefCell::new(same),
         };
@@ -810,7 +849,8 @@ impl Fixtures {
         );
         let parked = kept("floor_pipe_rtt", ParkedWorker::start(), notes, progress);
         let same_code = kept("run_batch_input", SameCodeLatency::start(), notes, progress);
-        let runs = run_modes();
+        // The traced rows run in a phase of their own (`Phase::Traced`).
+        let runs = run_modes().into_iter().filter(|(_, o)| !o.trace).collect();
         let mut syscalls = vec![
             ("syscall_none", None, Confinement::None),
             ("syscall_strict", Some("syscall_none"), Confinement::Strict),

@@ -28,10 +28,12 @@ Guest ABI (v1):
   allows only read, write, exit and rt_sigreturn (Linux 6.14+ also lets uretprobe, 6.18+ uprobe through).
 
 Values:
-  SIZE      bytes, or a number with a binary unit: 4096, 64KiB, 1MiB, 1.5MiB
-            (K/KiB, M/MiB, G/GiB, T/TiB all mean powers of 1024)
+  SIZE      bytes, or a number with a unit: 4096, 64KiB, 1MiB, 1.5MiB, 1GB
+            (K/KiB, M/MiB, G/GiB, T/TiB mean powers of 1024: 1G = 1GiB = 2^30;
+            kB, MB, GB, TB mean powers of 1000: 1GB = 10^9)
   DURATION  a number with a unit: 300ms, 2s, 1.5s (ns, us, ms, s, m, h)
-  HEX       bytes in hex; whitespace and 0x / \\x prefixes are tolerated: \"b0 2a c3\", \"0xb0 0x2a 0xc3\"
+  HEX       bytes in hex; whitespace and 0x / \\x prefixes are tolerated: \"b0 2a c3\", \"0xb0 0x2a 0xc3\";
+            C strings stand for their bytes: '\"\\x6a\\x3b\" \"\\x58\"'
 
 Outcomes and exit status (the same with and without --json):
   returned            the guest returned to the runner       rax & 0xff
@@ -105,7 +107,7 @@ pub enum Command {
     /// Run many jobs given as JSON lines, answering each as soon as it ends.
     #[command(after_long_help = BATCH_AFTER_LONG_HELP)]
     Batch(BatchArgs),
-    /// Print code in Intel syntax with offsets.
+    /// Print code in Intel syntax with offsets, 0x numbers and the syscalls it makes.
     Disasm(DisasmArgs),
     /// Measure what each isolation step costs on this machine (about 20 s; --quick about 5 s).
     Bench(crate::bench_cli::BenchArgs),
@@ -115,6 +117,11 @@ pub enum Command {
     /// assemblers. Exits 1 when something strict-mode jobs need is missing.
     #[command(after_long_help = DOCTOR_AFTER_LONG_HELP)]
     Doctor(DoctorArgs),
+    /// Print a shell completion script, e.g. `bytejail completions bash >
+    /// /etc/bash_completion.d/bytejail`.
+    Completions(crate::manual::CompletionsArgs),
+    /// Print a man page in roff, e.g. `bytejail man run | man -l -`.
+    Man(crate::manual::ManArgs),
 }
 
 /// What `bytejail doctor --help` prints after the options.
@@ -146,16 +153,22 @@ pub struct CodeArgs {
         long,
         value_name = "FORMAT",
         ignore_case = true,
-        conflicts_with = "hex",
+        conflicts_with_all = ["hex", "asm"],
         value_parser = PossibleValuesParser::new(["bin", "hex", "gas", "nasm", "elf"])
             .try_map(|name| Format::from_name(&name).ok_or("unknown format")),
     )]
     pub format: Option<Format>,
 
+    /// The syntax of GNU as source (.s, .S, --format gas): `att` (GNU as's own, `mov $42,
+    /// %eax`) or `intel` (`mov eax, 42`, registers without `%`). [default: att for files,
+    /// intel for --asm]
+    #[arg(long, value_name = "SYNTAX", ignore_case = true)]
+    pub syntax: Option<SyntaxArg>,
+
     /// A directory the assembler may read includes from (`.include`, `#include`, `%include`,
     /// `.incbin`); repeatable. Without it the assembler reads only the source and the system's
     /// toolchain and headers (`<sys/syscall.h>`), not even the source's own directory.
-    #[arg(long = "include-dir", value_name = "DIR")]
+    #[arg(long = "include-dir", value_name = "DIR", value_hint = clap::ValueHint::DirPath)]
     pub include_dirs: Vec<PathBuf>,
 }
 
@@ -166,12 +179,37 @@ pub struct CodeSource {
     /// Code file, or `-` for raw bytes on stdin. The format follows the extension: .bin raw bytes,
     /// .hex hex text, .s/.S GNU as source, .asm NASM source, .o or any ELF object or executable
     /// (its .text).
-    #[arg(value_name = "FILE")]
+    #[arg(value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
     pub file: Option<PathBuf>,
 
-    /// Inline code as hex, e.g. "b0 2a c3". Whitespace and 0x / \x prefixes are tolerated.
+    /// Inline code as hex, e.g. "b0 2a c3". Whitespace and 0x / \x prefixes are tolerated, and
+    /// C strings stand for their bytes: '"\x6a\x3b" "\x58"'.
     #[arg(long, value_name = "HEX")]
     pub hex: Option<String>,
+
+    /// Inline assembly, Intel syntax unless --syntax att, instructions separated by `;` or
+    /// newlines, e.g. 'mov eax, 42; ret'. Assembled with GNU as (binutils), in the same
+    /// sandbox as a .s file.
+    #[arg(long, value_name = "ASM")]
+    pub asm: Option<String>,
+}
+
+/// `--syntax`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SyntaxArg {
+    /// AT&T: `mov $42, %eax`.
+    Att,
+    /// Intel, registers without `%`: `mov eax, 42`.
+    Intel,
+}
+
+impl From<SyntaxArg> for load::Syntax {
+    fn from(syntax: SyntaxArg) -> load::Syntax {
+        match syntax {
+            SyntaxArg::Att => load::Syntax::Att,
+            SyntaxArg::Intel => load::Syntax::Intel,
+        }
+    }
 }
 
 /// `bytejail run`.
@@ -182,7 +220,7 @@ pub struct RunArgs {
 
     /// Input file, or `-` for stdin: mapped read-only at rdi/rsi and streamed on fd 0.
     /// [default: no input]
-    #[arg(long, value_name = "FILE", conflicts_with = "input_hex")]
+    #[arg(long, value_name = "FILE", conflicts_with = "input_hex", value_hint = clap::ValueHint::FilePath)]
     pub input: Option<PathBuf>,
 
     /// Inline input as hex (same forms as --hex).
@@ -251,9 +289,15 @@ pub struct WorkerArgs {
     #[arg(long, value_name = "POLICY", default_value = "strict", value_parser = policy)]
     pub policy: Policy,
 
-    /// Do not re-run a strict-mode violation under strict-bpf to learn which syscall it was.
+    /// Do not re-run an untraced strict-mode violation (traced) to learn which syscall it was.
     #[arg(long)]
     pub no_diagnose: bool,
+
+    /// Do not trace the worker: a few microseconds less per fresh worker, but the fault and
+    /// syscall details then come from the worker's own record, which the guest can write, and
+    /// are reported unverified.
+    #[arg(long)]
+    pub no_trace: bool,
 
     /// The guest's own memory: scratch, stack and whatever it maps itself (RLIMIT_AS on top of
     /// the runner's mappings of the code and input), e.g. 256MiB or 2GiB; --scratch and --stack
@@ -296,8 +340,10 @@ pub struct WorkerArgs {
     /// bytejail. Refused without this flag.
     #[arg(long)]
     pub allow_uncontained: bool,
-    /// Do not warn about profile entries skipped because no x86 ABI has their syscall.
-    #[arg(long)]
+
+    /// Print nothing on stderr but errors: no summary line, no hints, no warning about
+    /// profile entries skipped because no x86 ABI has their syscall.
+    #[arg(long, short = 'q')]
     pub quiet: bool,
 }
 
@@ -331,6 +377,7 @@ impl WorkerArgs {
             scrub: !self.no_scrub,
             policy: self.policy.clone(),
             diagnose: !self.no_diagnose,
+            trace: !self.no_trace,
             allow_read: self.allow_read.clone(),
             allow_write: self.allow_write.clone(),
             allow_uncontained: self.allow_uncontained,
@@ -348,7 +395,7 @@ fn grant(text: &str) -> Result<PathBuf, String> {
 #[derive(Debug, Args)]
 pub struct BatchArgs {
     /// JSON lines, one job each, or `-` for stdin.
-    #[arg(value_name = "FILE", default_value = "-")]
+    #[arg(value_name = "FILE", default_value = "-", value_hint = clap::ValueHint::FilePath)]
     pub file: PathBuf,
 
     /// Most jobs run at once; job threads start as lines arrive [default: the number of CPUs].
@@ -400,6 +447,8 @@ impl Cli {
             Command::Bench(args) => crate::bench_cli::bench(args).map(|()| Completion::Done),
             Command::Doctor(args) => doctor(args),
             Command::Policy(args) => crate::policy_cli::policy(args),
+            Command::Completions(args) => crate::manual::completions(args),
+            Command::Man(args) => crate::manual::man(args),
         }
     }
 }
@@ -442,9 +491,60 @@ fn run(args: RunArgs) -> Result<Completion, Error> {
         write_stdout(line.as_bytes())?;
     } else {
         write_stdout(&report.output)?;
-        print_diagnostic(report.summary());
+        if !args.worker.quiet {
+            // On a shared terminal the summary would otherwise start on the output's last line.
+            if report.output.last().is_some_and(|&byte| byte != b'\n') && same_terminal() {
+                let _ = io::stderr().write_all(b"\n");
+            }
+            print_diagnostic(report.summary());
+            if ran_off_the_end(&report.outcome, &code) {
+                print_diagnostic("hint: the guest ran off the end of its code (no ret or exit?)");
+            }
+        }
     }
     Ok(Completion::Ran(report.outcome))
+}
+
+/// Whether a crash looks like the guest running past its last instruction: it crashed outside
+/// its code (past the end, a fault there has no code offset) and its code ends in an
+/// instruction that goes on to the next (no `ret`, `jmp`, exit...). The report does not hold
+/// the faulting `rip`, so this is a guess for a hint, never part of a report.
+fn ran_off_the_end(outcome: &Outcome, code: &[u8]) -> bool {
+    match outcome {
+        Outcome::Crashed {
+            signal,
+            fault: Some(fault),
+        } => {
+            [libc::SIGSEGV, libc::SIGILL, libc::SIGBUS].contains(signal)
+                && fault.code_offset.is_none()
+                && disasm::can_fall_off_end(code)
+        }
+        _ => false,
+    }
+}
+
+/// Whether stdout and stderr are the same terminal (same device and inode), where the guest's
+/// output and the summary share the screen.
+fn same_terminal() -> bool {
+    use std::io::IsTerminal;
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let (stdout, stderr) = (io::stdout(), io::stderr());
+    if !(stdout.is_terminal() && stderr.is_terminal()) {
+        return false;
+    }
+    let metadata = |fd: std::os::fd::BorrowedFd<'_>| {
+        fd.try_clone_to_owned()
+            .map(std::fs::File::from)
+            .and_then(|file| file.metadata())
+            .ok()
+    };
+    match (metadata(stdout.as_fd()), metadata(stderr.as_fd())) {
+        (Some(out), Some(err)) => {
+            (out.dev(), out.ino(), out.rdev()) == (err.dev(), err.ino(), err.rdev())
+        }
+        _ => false,
+    }
 }
 
 /// `bytejail batch`: run every job line, print a result line each, summarize on stderr.
@@ -501,11 +601,13 @@ fn batch(args: BatchArgs) -> Result<Completion, Error> {
         }
         other => other?,
     };
-    print_diagnostic(format_args!(
-        "{} in {:.3} s",
-        summary.line(),
-        started.elapsed().as_secs_f64()
-    ));
+    if !args.worker.quiet {
+        print_diagnostic(format_args!(
+            "{} in {:.3} s",
+            summary.line(),
+            started.elapsed().as_secs_f64()
+        ));
+    }
     Ok(Completion::Batch {
         errors: summary.errors,
     })
@@ -662,23 +764,59 @@ fn disasm(args: DisasmArgs) -> Result<Completion, Error> {
 impl CodeArgs {
     /// Reads the code from FILE (or stdin) or `--hex`.
     fn load(&self, max_code: usize) -> Result<Vec<u8>, InputError> {
-        match (&self.source.file, &self.source.hex) {
-            (Some(path), _) => {
-                let mut options = load::LoadOptions::new(max_code);
-                options.include_dirs.clone_from(&self.include_dirs);
+        let mut options = load::LoadOptions::new(max_code);
+        options.include_dirs.clone_from(&self.include_dirs);
+        let source = &self.source;
+        match (&source.file, &source.hex, &source.asm) {
+            (Some(path), _, _) => {
+                if let Some(syntax) = self.syntax {
+                    let format = self.format.or_else(|| Format::from_path(path));
+                    if format.is_some_and(|format| format != Format::Gas) {
+                        return Err(invalid(format!(
+                            "--syntax {}: only GNU as sources (.s, .S, --format gas) have a \
+                             choice of syntax",
+                            syntax.name()
+                        )));
+                    }
+                    options.syntax = syntax.into();
+                }
                 load::load_path_with(path, self.format, &options)
             }
-            (None, Some(hex)) => load::load_bytes(hex.as_bytes(), Format::Hex, "--hex", max_code),
+            (None, Some(hex), _) => {
+                if let Some(syntax) = self.syntax {
+                    return Err(invalid(format!(
+                        "--syntax {}: --hex is machine code, not assembly",
+                        syntax.name()
+                    )));
+                }
+                load::load_bytes(hex.as_bytes(), Format::Hex, "--hex", max_code)
+            }
+            (None, None, Some(asm)) => {
+                options.syntax = self.syntax.unwrap_or(SyntaxArg::Intel).into();
+                // GNU as separates statements with `;` as well as newlines on x86.
+                let mut text = asm.clone();
+                text.push('\n');
+                load::load_bytes_with(text.as_bytes(), Format::Gas, "--asm", &options)
+            }
             // clap requires one of them; say so plainly should that ever change.
-            (None, None) => Err(InputError::Invalid(
-                "no code given: pass FILE, `-` or --hex".to_string(),
+            (None, None, None) => Err(InputError::Invalid(
+                "no code given: pass FILE, `-`, --hex or --asm".to_string(),
             )),
         }
     }
 }
 
+impl SyntaxArg {
+    fn name(self) -> &'static str {
+        match self {
+            SyntaxArg::Att => "att",
+            SyntaxArg::Intel => "intel",
+        }
+    }
+}
+
 /// An [`InputError::Invalid`] from a message.
-fn invalid(message: impl Into<String>) -> InputError {
+pub fn invalid(message: impl Into<String>) -> InputError {
     InputError::Invalid(message.into())
 }
 
@@ -687,7 +825,7 @@ fn invalid(message: impl Into<String>) -> InputError {
 /// A reader that went away (EPIPE, as in `bytejail run x | head -c1`) is not a failure: Rust
 /// ignores SIGPIPE, the run happened, and the exit status still says how it ended. Any other
 /// write error is the runner failing to deliver the result.
-fn write_stdout(bytes: &[u8]) -> Result<(), Error> {
+pub fn write_stdout(bytes: &[u8]) -> Result<(), Error> {
     let mut stdout = io::stdout().lock();
     match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
         Err(source) if source.kind() != io::ErrorKind::BrokenPipe => Err(Error::Runner {
@@ -765,8 +903,31 @@ fn file_size(arg: &str) -> Result<usize, String> {
 /// `--policy`: `strict`, `strict-bpf` or a profile file, compiled here so that a bad profile
 /// is a usage error naming the problem.
 fn policy(arg: &str) -> Result<Policy, String> {
-    Policy::from_arg(arg).map_err(|e| e.to_string())
+    Policy::from_arg(arg).map_err(|error| {
+        // A name that is no file and looks like no path is a mistyped policy name.
+        let typo = matches!(&error, InputError::Unreadable { source, .. }
+            if source.kind() == io::ErrorKind::NotFound)
+            && !arg.contains(['/', '.']);
+        if typo {
+            format!(
+                "no policy named `{arg}` and no profile file of that name{} (the names are \
+                 strict and strict-bpf; a profile is a path to a JSON file)",
+                crate::suggest::did_you_mean(arg, &POLICY_NAMES)
+            )
+        } else {
+            error.to_string()
+        }
+    })
 }
+
+/// The policies `--policy` takes by name.
+const POLICY_NAMES: [&str; 2] = ["strict", "strict-bpf"];
+
+/// The registers `--reg` may set, for suggestions (the library decides what it accepts).
+const REGISTER_NAMES: [&str; 15] = [
+    "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "r8", "r9", "r10", "r11", "r12", "r13", "r14",
+    "r15",
+];
 
 /// `--entry`: a decimal or 0x-hex offset.
 fn offset(arg: &str) -> Result<usize, String> {
@@ -775,7 +936,19 @@ fn offset(arg: &str) -> Result<usize, String> {
 
 /// `--reg`: checks a `NAME=VALUE` setting; [`run`] applies it.
 fn register(arg: &str) -> Result<String, String> {
-    InitialRegisters::default().set_from_arg(arg)?;
+    InitialRegisters::default()
+        .set_from_arg(arg)
+        .map_err(|message| {
+            let name = arg.split('=').next().unwrap_or_default().trim();
+            let lower = name.to_ascii_lowercase();
+            // rsp is a register, only not one the ABI lets be set: no suggestion for it.
+            let known = REGISTER_NAMES.contains(&lower.as_str()) || lower == "rsp";
+            if known || name.is_empty() {
+                message
+            } else {
+                message + &crate::suggest::did_you_mean(name, &REGISTER_NAMES)
+            }
+        })?;
     Ok(arg.to_string())
 }
 

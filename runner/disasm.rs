@@ -3,11 +3,22 @@
 //! Code is decoded in 64-bit mode with the instruction pointer equal to the offset in the code, so
 //! branch targets read as code offsets (`jmp short 5`, `call 15h`). Text uses iced's Intel
 //! formatter with its default options (`mov qword ptr [rax],1`, `mov al,2Ah`) but one: branch
-//! targets are printed without leading zeros, since they are small offsets, not addresses.
+//! targets are printed without leading zeros, since they are small offsets, not addresses. The
+//! `bytejail disasm` listing writes numbers as people type them (`mov al,0x2a`) and names the
+//! syscalls it can (`syscall ; rax=60 exit`); [`instruction_at`], which fault reports quote,
+//! keeps iced's spelling.
 
 use std::fmt::Write as _;
 
-use iced_x86::{Decoder, DecoderOptions, Formatter, Instruction, IntelFormatter};
+use iced_x86::{
+    Decoder, DecoderOptions, FlowControl, Formatter, Instruction, InstructionInfoFactory,
+    IntelFormatter, Mnemonic, OpAccess, OpKind, Register,
+};
+
+use crate::syscalls::Abi;
+
+/// The bit that marks an x32 syscall number (`__X32_SYSCALL_BIT` in the kernel's headers).
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 
 /// How an undecodable byte is shown in a [`listing`] (the spelling objdump and iced use).
 const BAD: &str = "(bad)";
@@ -40,36 +51,67 @@ pub fn instruction_at(code: &[u8], offset: usize) -> Option<String> {
 ///
 /// ```text
 /// 0x0000:  48 c7 00 01 00 00 00        mov qword ptr [rax],1
-/// 0x0007:  06                          (bad)
-/// 0x0008:  eb f6                       jmp short 0
+/// 0x0007:  6a 3b                       push 0x3b
+/// 0x0009:  58                          pop rax
+/// 0x000a:  0f 05                       syscall ; rax=59 execve
+/// 0x000c:  06                          (bad)
+/// 0x000d:  eb f1                       jmp short 0
 /// ```
 ///
 /// Offsets are hexadecimal, at least four digits and as many as the largest offset needs, so the
-/// columns line up. A byte that does not start a valid instruction is shown alone as `(bad)` and
-/// decoding resumes at the next byte, so one stray byte does not hide the rest of the code.
-/// Empty code gives an empty string.
+/// columns line up; numbers in instructions are `0x` hex (0 to 9 in decimal). A byte that does
+/// not start a valid instruction is shown alone as `(bad)` and decoding resumes at the next
+/// byte, so one stray byte does not hide the rest of the code. A `syscall` (or `int 0x80`)
+/// whose number an earlier instruction of the same straight-line block sets (`mov rax/eax,
+/// imm`, `xor eax, eax`, `push imm; pop rax`, with nothing writing rax in between) is annotated
+/// with the number and the syscall's name. Empty code gives an empty string.
 pub fn listing(code: &[u8]) -> String {
     let offset_digits = hex_digits(code.len().saturating_sub(1)).max(4);
+    let decoded = decode_all(code);
+    // Offsets a branch can reach start a new block: rax may hold anything there.
+    let targets: std::collections::HashSet<u64> = decoded
+        .iter()
+        .filter_map(|(_, instruction)| instruction.as_ref())
+        .filter(|instruction| instruction.flow_control() != FlowControl::Next)
+        .filter(|instruction| {
+            (0..instruction.op_count()).any(|op| {
+                matches!(
+                    instruction.op_kind(op),
+                    OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64
+                )
+            })
+        })
+        .map(Instruction::near_branch_target)
+        .collect();
     let mut out = String::new();
     let mut formatter = formatter();
-    let mut instruction = Instruction::default();
+    formatter.options_mut().set_hex_prefix("0x");
+    formatter.options_mut().set_hex_suffix("");
+    formatter.options_mut().set_uppercase_hex(false);
     let mut text = String::new();
-    let mut decoder = Decoder::new(64, code, DecoderOptions::NONE);
-    let mut offset = 0;
-    while offset < code.len() {
-        // `offset` < code.len(), so both calls succeed; if not, stop rather than loop forever.
-        if decoder.set_position(offset).is_err() {
-            break;
-        }
-        decoder.set_ip(offset as u64);
-        decoder.decode_out(&mut instruction);
+    let mut number = SyscallNumber::default();
+    let mut info = InstructionInfoFactory::new();
+    for (offset, instruction) in &decoded {
+        let offset = *offset;
         text.clear();
-        let len = if instruction.is_invalid() || instruction.len() == 0 {
-            text.push_str(BAD);
-            1
-        } else {
-            formatter.format(&instruction, &mut text);
-            instruction.len()
+        if targets.contains(&(offset as u64)) {
+            number = SyscallNumber::default();
+        }
+        let len = match instruction {
+            Some(instruction) => {
+                formatter.format(instruction, &mut text);
+                if let Some(note) = number.annotate(instruction) {
+                    text.push_str(" ; ");
+                    text.push_str(&note);
+                }
+                number.update(instruction, &mut info);
+                instruction.len()
+            }
+            None => {
+                text.push_str(BAD);
+                number = SyscallNumber::default();
+                1
+            }
         };
         let end = offset.saturating_add(len).min(code.len());
         let bytes = code[offset..end]
@@ -82,9 +124,152 @@ pub fn listing(code: &[u8]) -> String {
             out,
             "0x{offset:0offset_digits$x}:  {bytes:<BYTES_COLUMN$}  {text}"
         );
-        offset = end;
     }
     out
+}
+
+/// Whether a guest can run past the end of `code`: the last instruction a linear sweep finds
+/// may go on to the next one (anything but an unconditional jump, a return or `ud2`), or the
+/// code ends in bytes that are no whole instruction. Empty code does too.
+pub fn can_fall_off_end(code: &[u8]) -> bool {
+    match decode_all(code).last() {
+        Some((_, Some(last))) => !matches!(
+            last.flow_control(),
+            FlowControl::UnconditionalBranch
+                | FlowControl::IndirectBranch
+                | FlowControl::Return
+                | FlowControl::Exception
+        ),
+        Some((_, None)) | None => true,
+    }
+}
+
+/// Every instruction of `code` in order, by offset: None for a byte that does not start a
+/// valid instruction (decoding resumes at the next byte).
+fn decode_all(code: &[u8]) -> Vec<(usize, Option<Instruction>)> {
+    let mut decoded = Vec::new();
+    let mut decoder = Decoder::new(64, code, DecoderOptions::NONE);
+    let mut offset = 0;
+    while offset < code.len() {
+        // `offset` < code.len(), so both calls succeed; if not, stop rather than loop forever.
+        if decoder.set_position(offset).is_err() {
+            break;
+        }
+        decoder.set_ip(offset as u64);
+        let instruction = decoder.decode();
+        if instruction.is_invalid() || instruction.len() == 0 {
+            decoded.push((offset, None));
+            offset += 1;
+        } else {
+            decoded.push((offset, Some(instruction)));
+            offset = offset.saturating_add(instruction.len());
+        }
+    }
+    decoded
+}
+
+/// What a straight run of instructions has put in rax, as far as a listing can tell: the
+/// value of a `mov rax/eax, imm`, `xor eax, eax` or `push imm; pop rax`, until anything else
+/// writes rax (as iced's instruction info says, implicit writes included) or the block ends.
+#[derive(Clone, Copy, Debug, Default)]
+struct SyscallNumber {
+    rax: Option<u64>,
+    /// The value the previous instruction pushed, if it was `push imm`.
+    pushed: Option<u64>,
+}
+
+impl SyscallNumber {
+    /// The note for a syscall instruction whose number is known, e.g. `rax=59 execve`.
+    fn annotate(&self, instruction: &Instruction) -> Option<String> {
+        let rax = self.rax?;
+        let (abi, register, nr) = match instruction.mnemonic() {
+            Mnemonic::Syscall => {
+                let nr = u32::try_from(rax).ok()?;
+                let abi = if nr & X32_SYSCALL_BIT != 0 {
+                    Abi::X32
+                } else {
+                    Abi::X86_64
+                };
+                (abi, "rax", nr)
+            }
+            // The i386 entry reads eax.
+            Mnemonic::Int if instruction.immediate8() == 0x80 => (Abi::I386, "eax", rax as u32),
+            _ => return None,
+        };
+        let shown = if nr >= 0x1000 {
+            format!("{nr:#x}")
+        } else {
+            nr.to_string()
+        };
+        Some(match (crate::syscalls::name(abi, nr), abi) {
+            (Some(name), Abi::X86_64) => format!("{register}={shown} {name}"),
+            (Some(name), abi) => format!("{register}={shown} {name} ({})", abi.name()),
+            (None, Abi::X86_64) => format!("{register}={shown} (no such syscall)"),
+            (None, abi) => format!("{register}={shown} (no such {} syscall)", abi.name()),
+        })
+    }
+
+    /// Follows rax through `instruction`.
+    fn update(&mut self, instruction: &Instruction, info: &mut InstructionInfoFactory) {
+        let pushed = self.pushed.take();
+        if instruction.flow_control() != FlowControl::Next {
+            // A branch, call, return or syscall: what follows is another block, or rax holds
+            // a result.
+            self.rax = None;
+            return;
+        }
+        let op0 = (instruction.op_count() > 0 && instruction.op0_kind() == OpKind::Register)
+            .then(|| instruction.op0_register());
+        match instruction.mnemonic() {
+            Mnemonic::Mov if matches!(op0, Some(Register::RAX | Register::EAX)) => {
+                self.rax = immediate(instruction, 1);
+                // `mov eax, imm32` zero-extends into rax.
+                if op0 == Some(Register::EAX) {
+                    self.rax = self.rax.map(|value| value & 0xffff_ffff);
+                }
+                return;
+            }
+            Mnemonic::Xor | Mnemonic::Sub
+                if matches!(op0, Some(Register::RAX | Register::EAX))
+                    && instruction.op1_kind() == OpKind::Register
+                    && instruction.op1_register() == instruction.op0_register() =>
+            {
+                self.rax = Some(0);
+                return;
+            }
+            Mnemonic::Push => {
+                self.pushed = immediate(instruction, 0);
+            }
+            Mnemonic::Pop if op0 == Some(Register::RAX) => {
+                self.rax = pushed;
+                return;
+            }
+            _ => {}
+        }
+        let writes_rax = info.info(instruction).used_registers().iter().any(|used| {
+            used.register().full_register() == Register::RAX
+                && !matches!(used.access(), OpAccess::Read | OpAccess::CondRead)
+        });
+        if writes_rax {
+            self.rax = None;
+        }
+    }
+}
+
+/// Operand `op` of `instruction` as a 64-bit value (sign-extended as the CPU extends it), when it
+/// is an immediate.
+fn immediate(instruction: &Instruction, op: u32) -> Option<u64> {
+    match instruction.op_kind(op) {
+        OpKind::Immediate8
+        | OpKind::Immediate16
+        | OpKind::Immediate32
+        | OpKind::Immediate64
+        | OpKind::Immediate8to16
+        | OpKind::Immediate8to32
+        | OpKind::Immediate8to64
+        | OpKind::Immediate32to64 => Some(instruction.immediate(op)),
+        _ => None,
+    }
 }
 
 /// The Intel-syntax formatter used for all output.
@@ -197,7 +382,7 @@ mod tests {
         assert_eq!(
             listing(&code),
             "0x0000:  48 c7 00 01 00 00 00        mov qword ptr [rax],1\n\
-             0x0007:  b0 2a                       mov al,2Ah\n\
+             0x0007:  b0 2a                       mov al,0x2a\n\
              0x0009:  c3                          ret\n"
         );
     }
@@ -209,7 +394,7 @@ mod tests {
         ];
         assert_eq!(
             listing(&code),
-            "0x0000:  48 b8 01 02 03 04 05 06 07 08  mov rax,807060504030201h\n\
+            "0x0000:  48 b8 01 02 03 04 05 06 07 08  mov rax,0x807060504030201\n\
              0x000a:  c3                          ret\n"
         );
     }
@@ -236,6 +421,97 @@ mod tests {
         assert_eq!(text.lines().count(), 0x10001);
         assert!(text.starts_with("0x00000:  90  "), "{}", &text[..40]);
         assert!(text.ends_with("0x10000:  90                          nop\n"));
+    }
+
+    /// The text column of each line of a listing.
+    fn texts(code: &[u8]) -> Vec<String> {
+        listing(code)
+            .lines()
+            .map(|line| line.get(37..).unwrap_or_default().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn listing_numbers_are_0x_hex() {
+        // EB 10: jmp to 2 + 0x10; 48 83 EC 28: sub rsp, 0x28; 6A FF: push -1.
+        assert_eq!(
+            texts(&[0xeb, 0x10, 0x48, 0x83, 0xec, 0x28, 0x6a, 0xff]),
+            ["jmp short 0x12", "sub rsp,0x28", "push 0xffffffffffffffff"]
+        );
+    }
+
+    #[test]
+    fn syscalls_are_named_when_rax_is_known() {
+        // The numbers are the kernel's (arch/x86/entry/syscalls/syscall_64.tbl: 59 execve,
+        // 60 exit, 1 write, 0 read; syscall_32.tbl: 1 exit, 4 write).
+        let syscall = [0x0f, 0x05];
+        let mut code = vec![0x6a, 0x3b, 0x58]; // push 0x3b; pop rax
+        code.extend(syscall);
+        code.extend([0xb8, 0x3c, 0, 0, 0]); // mov eax, 60
+        code.extend([0x31, 0xff]); // xor edi, edi: rax untouched
+        code.extend(syscall);
+        code.extend([0x48, 0xc7, 0xc0, 1, 0, 0, 0]); // mov rax, 1
+        code.extend(syscall);
+        code.extend(syscall); // rax is the first call's result now
+        code.extend([0x31, 0xc0]); // xor eax, eax
+        code.extend(syscall);
+        code.extend([0xb8, 4, 0, 0, 0, 0xcd, 0x80]); // mov eax, 4; int 0x80
+        code.extend([0xb8, 1, 0, 0, 0, 0x0f, 0xa2]); // mov eax, 1; cpuid (writes eax)
+        code.extend(syscall);
+        code.extend([0xb8, 1, 0, 0, 0x40]); // mov eax, 0x40000001: x32 write
+        code.extend(syscall);
+        let texts = texts(&code);
+        let notes: Vec<&str> = texts
+            .iter()
+            .filter(|text| text.starts_with("syscall") || text.starts_with("int"))
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            notes,
+            [
+                "syscall ; rax=59 execve",
+                "syscall ; rax=60 exit",
+                "syscall ; rax=1 write",
+                "syscall",
+                "syscall ; rax=0 read",
+                "int 0x80 ; eax=4 write (i386)",
+                "syscall",
+                "syscall ; rax=0x40000001 write (x32)",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_branch_target_starts_a_new_block() {
+        // 0: mov eax, 60; 5: syscall <- the jne at 7 lands here, with any rax; 7: jne 5.
+        let code = [0xb8, 0x3c, 0, 0, 0, 0x0f, 0x05, 0x75, 0xfc];
+        assert_eq!(texts(&code)[1], "syscall");
+        // Without the branch, the same syscall is named.
+        assert_eq!(texts(&code[..7])[1], "syscall ; rax=60 exit");
+    }
+
+    #[test]
+    fn code_that_can_fall_off_its_end() {
+        // mov al, 42 (B0 2A); nop (90); a cut-short mov (48 C7); syscall (0F 05); call (E8).
+        for code in [
+            &[0xb0, 0x2a][..],
+            &[0xc3, 0x90][..],
+            &[0xc3, 0x48, 0xc7][..],
+            &[0x0f, 0x05][..],
+            &[0xe8, 0, 0, 0, 0][..],
+            &[][..],
+        ] {
+            assert!(can_fall_off_end(code), "{code:02x?}");
+        }
+        // ret (C3), jmp $ (EB FE), jmp rax (FF E0), ud2 (0F 0B).
+        for code in [
+            &[0xb0, 0x2a, 0xc3][..],
+            &[0xeb, 0xfe][..],
+            &[0xff, 0xe0][..],
+            &[0x0f, 0x0b][..],
+        ] {
+            assert!(!can_fall_off_end(code), "{code:02x?}");
+        }
     }
 
     #[test]

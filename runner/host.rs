@@ -44,8 +44,12 @@ pub(crate) fn run_via(
     Ok(diagnose(report, code, input, options, via))
 }
 
-/// After a strict-mode violation, runs the job once more in a fresh worker under
-/// `strict-bpf` to learn which syscall it was (unless `options.diagnose` is off).
+/// After a strict-mode violation whose call the run could not see (an untraced run, or one
+/// the tracer could not attach to), runs the job once more, traced, to learn which syscall it
+/// was (unless `options.diagnose` is off). The re-run is the same strict-mode job in the same
+/// kind of worker, within what is left of the job's timeout; its call is believed only if it
+/// too ends in a violation with the same output, and is reported unverified: a guest that
+/// behaves differently from run to run may have made another call the first time.
 pub(crate) fn diagnose(
     mut report: Report,
     code: &[u8],
@@ -53,20 +57,29 @@ pub(crate) fn diagnose(
     options: &RunOptions,
     via: Option<&Zygote>,
 ) -> Report {
-    if report.outcome == Outcome::SyscallViolation
-        && options.policy == Policy::Strict
-        && options.diagnose
+    let seen = report.syscall.as_ref().is_some_and(|sc| sc.verified);
+    if report.outcome != Outcome::SyscallViolation
+        || options.policy != Policy::Strict
+        || !options.diagnose
+        || seen
     {
-        let diagnostic = RunOptions {
-            policy: Policy::StrictBpf,
-            diagnose: false,
-            ..options.clone()
-        };
-        // Best effort: a diagnosis that fails or ends differently tells nothing.
-        if let Ok(rerun) = run_once(code, input, &diagnostic, via) {
-            if rerun.outcome == Outcome::SyscallViolation {
-                report.syscall = rerun.syscall;
-            }
+        return report;
+    }
+    let Some(left) = options.limits.timeout.checked_sub(report.wall) else {
+        return report;
+    };
+    let mut diagnostic = options.clone();
+    diagnostic.diagnose = false;
+    diagnostic.trace = true;
+    diagnostic.limits.timeout = left;
+    // Best effort: a diagnosis that fails or ends differently tells nothing.
+    if let Ok(rerun) = run_once(code, input, &diagnostic, via) {
+        let same = rerun.outcome == Outcome::SyscallViolation
+            && rerun.output == report.output
+            && rerun.output_truncated == report.output_truncated;
+        if let Some(mut syscall) = rerun.syscall.filter(|sc| same && sc.verified) {
+            syscall.verified = false;
+            report.syscall = Some(syscall);
         }
     }
     report
@@ -180,6 +193,8 @@ pub(crate) struct Spawned {
     pub output_w: OwnedFd,
     /// The job's cgroups, removed once the worker is reaped.
     pub cgroup: Option<crate::cgroup::JobCgroup>,
+    /// The worker's tracer, when it is traced (see [`crate::tracer`]).
+    pub trace: Option<crate::tracer::Trace>,
 }
 
 /// Creates the pipes and forks a worker into `arena` (see [`Arena::prepare_worker`]) with
@@ -244,7 +259,10 @@ pub(crate) fn spawn(
             (libc::RLIMIT_NOFILE, options.limits.max_open_files),
         ],
         cgroup_procs,
+        traced: options.trace,
     };
+    // A traced worker waits at its gate until its tracer holds it.
+    arena.set_trace_gate(!options.trace);
     let (pid, pidfd) = match via {
         None => worker::spawn(&plan).map_err(|e| Error::io("forking the worker", e))?,
         Some(zygote) => {
@@ -255,6 +273,16 @@ pub(crate) fn spawn(
                 .map_err(|e| Error::io("forking the worker through the zygote", e))?
         }
     };
+    let trace = if options.trace {
+        // Untraced if the tracer cannot attach (another tracer holds the worker, or this
+        // host may not trace it): the report then marks its details unverified.
+        let init = plan.walls.pid_namespace();
+        let trace = crate::tracer::seize(pid, init).ok();
+        arena.set_trace_gate(true);
+        trace
+    } else {
+        None
+    };
     Ok(Spawned {
         pid,
         pidfd,
@@ -263,6 +291,7 @@ pub(crate) fn spawn(
         output_r,
         output_w,
         cgroup,
+        trace,
     })
 }
 
@@ -276,6 +305,7 @@ pub(crate) fn worker_limits_match(options: &RunOptions, template: &RunOptions) -
         && a.max_file_size == b.max_file_size
         && a.max_open_files == b.max_open_files
         && a.cpu_time == b.cpu_time
+        && options.trace == template.trace
         && options.allow_read == template.allow_read
         && options.allow_write == template.allow_write
         && options.allow_uncontained == template.allow_uncontained
@@ -552,6 +582,7 @@ pub(crate) fn drive(
         output_r,
         output_w,
         cgroup,
+        trace,
     } = worker;
     // No input: fd 0 is at EOF at once (the shared empty pipe, or this pipe's only writer
     // closes here). Else the input is written without ever blocking.
@@ -626,8 +657,10 @@ pub(crate) fn drive(
     // Under a profile the guest may exit 127 or signal itself: a setup failure is believed
     // only when the kernel says the worker never entered seccomp.
     let setup_failed = guest_may_signal(options) && setup_failed_unreaped(arena, pid);
-    let reaped = sys::wait4(pid).map_err(|e| Error::io("reaping the worker", e))?;
+    let reaped = sys::reap(pid, &pidfd).map_err(|e| Error::io("reaping the worker", e))?;
     let wall = start.elapsed();
+    // Complete: the tracer recorded every stop before it let the worker go on to its end.
+    let facts = trace.as_ref().map(crate::tracer::Trace::take);
     let oom_killed = cgroup.as_ref().is_some_and(|c| c.oom_killed());
     drop((pidfd, input_r, output_w, cgroup));
     if setup_failed {
@@ -636,6 +669,7 @@ pub(crate) fn drive(
     let cpu_limit = cpu_limit_secs(options);
     let mut watch = watch?;
     watch.oom_killed = oom_killed;
+    watch.facts = facts;
     let report = report_reaped(&reaped, watch, arena, code, cpu_limit, wall, cpu_before)?;
     Ok(Driven {
         report,
@@ -925,6 +959,11 @@ pub(crate) struct Watch {
     pub guest_may_signal: bool,
     /// The kernel's OOM killer ended a process of the job for its memory cgroup's limit.
     pub oom_killed: bool,
+    /// What the tracer saw, for a traced worker (set once it is reaped).
+    pub facts: Option<crate::tracer::Facts>,
+    /// The job may have more than one process (`Limits::max_procs` above 1): another of its
+    /// processes could have queued the worker a signal with any details.
+    pub many_procs: bool,
 }
 
 /// A same-code worker's done pipe, watched for the "done" message of input `seq`: the input
@@ -1075,6 +1114,8 @@ pub(crate) fn watch_worker(
         cpu_time: options.limits.cpu_time,
         guest_may_signal: guest_may_signal(options),
         oom_killed: false,
+        facts: None,
+        many_procs: options.limits.max_procs > 1,
     })
 }
 
@@ -1156,7 +1197,15 @@ fn classify(
             std::io::Error::other(format!("unexpected wait status 0x{status:x}")),
         ));
     }
-    let signal = libc::WTERMSIG(status);
+    let mut signal = libc::WTERMSIG(status);
+    if signal == libc::SIGKILL && watch.killed.is_none() {
+        // The tracer's kill for a signal the worker, init of its PID namespace, would have
+        // survived (see `tracer::seize`): it died of that signal.
+        let ended = watch.facts.as_ref().and_then(|f| f.signal);
+        if let Some(stop) = ended.filter(|stop| stop.ended_by_tracer) {
+            signal = stop.signo;
+        }
+    }
     if signal == libc::SIGKILL {
         match watch.killed {
             Some(Kill::Deadline) => return Ok((Outcome::Timeout, None)),
@@ -1172,7 +1221,25 @@ fn classify(
             return Ok((Outcome::Timeout, None)); // the RLIMIT_CPU backstop
         }
         if watch.strict {
-            return Ok((Outcome::SyscallViolation, None));
+            let Some(facts) = &watch.facts else {
+                // Untraced: strict mode kills a violation with SIGKILL, and no guest can
+                // send one; which call it was is for the diagnosis to find.
+                return Ok((Outcome::SyscallViolation, None));
+            };
+            // Traced: strict mode's kill comes from the syscall entry itself, so the tracer
+            // saw the worker's exit in that call, a call strict mode forbids. A SIGKILL sent
+            // from outside ends it outside any call, or in one strict mode allows.
+            let violation = facts
+                .exit
+                .filter(|e| e.status == libc::SIGKILL)
+                .and_then(|e| strict_violation(&e, code_addr, code));
+            if let Some(syscall) = violation {
+                return Ok((Outcome::SyscallViolation, Some(syscall)));
+            }
+            if watch.oom_killed {
+                return Ok((Outcome::MemoryLimit, None));
+            }
+            return Ok((Outcome::Killed, None));
         }
         if watch.oom_killed {
             return Ok((Outcome::MemoryLimit, None));
@@ -1184,6 +1251,50 @@ fn classify(
         // No guest can raise it: the worker's setup failed before the guest ran.
         return Err(setup_error(record));
     }
+    if let Some(facts) = &watch.facts {
+        // Traced: the details are the kernel's, from the signal's delivery to the worker
+        // (the worker installs no handler of its own then, so that was the last one).
+        let stop = facts.signal.filter(|stop| stop.signo == signal);
+        if signal == libc::SIGSYS {
+            match stop {
+                // A filter's trap (strict mode never sends SIGSYS), delivered in the call.
+                Some(stop) => match trapped_syscall(&stop, code_addr, code.len()) {
+                    Some(mut syscall) => {
+                        syscall.verified &= !watch.many_procs;
+                        return Ok((Outcome::SyscallViolation, Some(syscall)));
+                    }
+                    // Not the kernel's trap: a process of the job sent it.
+                    None => {
+                        return Ok((
+                            Outcome::Crashed {
+                                signal,
+                                fault: None,
+                            },
+                            None,
+                        ))
+                    }
+                },
+                None => {
+                    // A filter's kill action ends the worker with SIGSYS without a signal
+                    // stop (the kernel makes that signal immutable), in the call itself.
+                    let syscall = facts
+                        .exit
+                        .filter(|e| e.status & 0x7f == libc::SIGSYS)
+                        .and_then(|e| killed_in_syscall(&e, code_addr, code.len()));
+                    return Ok((Outcome::SyscallViolation, syscall));
+                }
+            }
+        }
+        // The kernel's own signals have a positive `si_code`. No guest can queue one with
+        // details of its choosing: strict mode has no call for it, and the walls filter refuses
+        // them to profile guests; only another process of the job could send one.
+        let fault = stop.filter(|stop| stop.code > 0).map(|stop| {
+            let mut fault = fault_at(signal, stop.addr, stop.regs.rip, code_addr, code);
+            fault.verified = !watch.many_procs;
+            fault
+        });
+        return Ok((Outcome::Crashed { signal, fault }, None));
+    }
     let recorded = record.state == STATE_FAULT && record.fault_signo == signal as u64;
     if signal == libc::SIGSYS {
         // A filter's trap: the worker re-raised it with the default action. Strict mode never
@@ -1191,20 +1302,138 @@ fn classify(
         let syscall = recorded.then(|| violating_syscall(record, code_addr, code.len()));
         return Ok((Outcome::SyscallViolation, syscall));
     }
-    let fault = recorded.then(|| {
-        let code_offset = record
-            .fault_rip
-            .checked_sub(code_addr)
-            .map(|off| faulting_offset(signal, code, off))
-            .filter(|off| *off < code.len() as u64);
-        Fault {
-            address: record.fault_addr,
-            code_offset,
-            instruction: code_offset
-                .and_then(|off| crate::disasm::instruction_at(code, off as usize)),
-        }
-    });
+    let fault =
+        recorded.then(|| fault_at(signal, record.fault_addr, record.fault_rip, code_addr, code));
     Ok((Outcome::Crashed { signal, fault }, None))
+}
+
+/// A fault at data address `addr` with the instruction pointer `rip` the kernel saved,
+/// unverified until the caller says otherwise.
+fn fault_at(signal: i32, addr: u64, rip: u64, code_addr: u64, code: &[u8]) -> Fault {
+    let code_offset = rip
+        .checked_sub(code_addr)
+        .map(|off| faulting_offset(signal, code, off))
+        .filter(|off| *off < code.len() as u64);
+    Fault {
+        address: addr,
+        code_offset,
+        instruction: code_offset.and_then(|off| crate::disasm::instruction_at(code, off as usize)),
+        verified: false,
+    }
+}
+
+/// The ABI of a call, from the kernel's `AUDIT_ARCH_*` and the number's x32 bit.
+fn abi_of(arch: u32, nr: u32) -> Abi {
+    match arch {
+        crate::policy::AUDIT_ARCH_I386 => Abi::I386,
+        _ if nr & crate::policy::X32_SYSCALL_BIT != 0 => Abi::X32,
+        _ => Abi::X86_64,
+    }
+}
+
+/// The six argument registers of a call through `abi`, as the kernel reads them.
+fn syscall_args(abi: Abi, regs: &crate::tracer::Regs) -> [u64; 6] {
+    match abi {
+        Abi::I386 => {
+            [regs.rbx, regs.rcx, regs.rdx, regs.rsi, regs.rdi, regs.rbp].map(|r| r & 0xffff_ffff)
+        }
+        _ => [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9],
+    }
+}
+
+/// The call a strict-mode worker was killed in, from its exit stop: `orig_rax` holds the
+/// number, the argument registers are as the call left them, `rip` is just past the
+/// instruction. `None` for the calls strict mode allows (no violation could be in them).
+fn strict_violation(
+    exit: &crate::tracer::ExitStop,
+    code_addr: u64,
+    code: &[u8],
+) -> Option<ViolatingSyscall> {
+    // The kernel takes the number from the low 32 bits of `orig_rax`; -1 is also what a
+    // worker outside any call shows, so that one counts only just after a syscall instruction.
+    let nr = exit.regs.orig_rax as u32;
+    if exit.regs.orig_rax == u64::MAX && !after_syscall_instruction(exit.regs.rip, code_addr, code)
+    {
+        return None;
+    }
+    let allowed: &[u32] = match abi_of(exit.arch, nr) {
+        Abi::I386 => &[1, 3, 4, 119],
+        Abi::X32 => &[],
+        Abi::X86_64 => &[0, 1, 15, 60],
+    };
+    if allowed.contains(&nr) {
+        return None;
+    }
+    killed_in_syscall(exit, code_addr, code.len())
+}
+
+/// Whether the two bytes before `rip` are `syscall` (0f 05) or `int 0x80` (cd 80) in the code.
+fn after_syscall_instruction(rip: u64, code_addr: u64, code: &[u8]) -> bool {
+    rip.checked_sub(code_addr + 2)
+        .and_then(|at| usize::try_from(at).ok())
+        .and_then(|at| code.get(at..at + 2))
+        .is_some_and(|insn| insn == [0x0f, 0x05] || insn == [0xcd, 0x80])
+}
+
+/// The call a worker was killed in by seccomp itself (strict mode's kill, a filter's kill
+/// action), from its exit stop.
+fn killed_in_syscall(
+    exit: &crate::tracer::ExitStop,
+    code_addr: u64,
+    code_len: usize,
+) -> Option<ViolatingSyscall> {
+    let nr = exit.regs.orig_rax as u32;
+    let abi = abi_of(exit.arch, nr);
+    // `syscall` and `int 0x80` are 2 bytes.
+    let code_offset = exit
+        .regs
+        .rip
+        .checked_sub(code_addr + 2)
+        .filter(|off| *off < code_len as u64);
+    Some(ViolatingSyscall {
+        nr,
+        name: crate::syscalls::name(abi, nr),
+        abi,
+        code_offset,
+        args: Some(syscall_args(abi, &exit.regs)),
+        verified: true,
+    })
+}
+
+/// The call a filter trapped, from the SIGSYS at its delivery: the kernel's trap of that very
+/// call has `si_code` SYS_SECCOMP and the worker in the call `si_syscall` names (`orig_rax`);
+/// anything else is a signal a process sent (`None`). A guest that queued itself a SIGSYS
+/// was in the queueing call then, so it can only name that call: a trap of a signal-sending
+/// call is reported unverified.
+fn trapped_syscall(
+    stop: &crate::tracer::SignalStop,
+    code_addr: u64,
+    code_len: usize,
+) -> Option<ViolatingSyscall> {
+    const SYS_SECCOMP: i32 = 1;
+    let nr = stop.syscall as u32;
+    if stop.code != SYS_SECCOMP || stop.regs.orig_rax != u64::from(nr) {
+        return None;
+    }
+    let abi = abi_of(stop.arch, nr);
+    let sends_signals: &[u32] = match abi {
+        Abi::I386 => &[37, 178, 238, 270, 335, 424],
+        _ => &[62, 129, 200, 234, 297, 424],
+    };
+    let plain = nr & !crate::policy::X32_SYSCALL_BIT;
+    let verified = !sends_signals.contains(&plain);
+    let code_offset = stop
+        .addr
+        .checked_sub(code_addr + 2)
+        .filter(|off| *off < code_len as u64);
+    Some(ViolatingSyscall {
+        nr,
+        name: crate::syscalls::name(abi, nr),
+        abi,
+        code_offset,
+        args: Some(syscall_args(abi, &stop.regs)),
+        verified,
+    })
 }
 
 /// Why a worker's setup failed, from the stage and errno it recorded (if it got that far).
@@ -1255,7 +1484,8 @@ pub(crate) fn await_ready(arena: &Arena, worker: &Spawned, limit: Duration) -> R
     // No guest has run in a worker that never said ready.
     let setup_failed = setup_failed_unreaped(arena, worker.pid);
     let _ = sys::pidfd_kill(worker.pidfd.as_raw_fd());
-    let reaped = sys::wait4(worker.pid).map_err(|e| Error::io("reaping a pooled worker", e))?;
+    let reaped = sys::reap(worker.pid, &worker.pidfd)
+        .map_err(|e| Error::io("reaping a pooled worker", e))?;
     let record = arena.record();
     if setup_failed {
         return Err(setup_error(&record));
@@ -1294,6 +1524,8 @@ fn violating_syscall(record: &Record, code_addr: u64, code_len: usize) -> Violat
         name: crate::syscalls::name(abi, nr),
         abi,
         code_offset,
+        args: None,
+        verified: false,
     }
 }
 

@@ -27,6 +27,7 @@ pub mod same_code;
 mod sys;
 pub mod syscalls;
 pub mod toolchain;
+mod tracer;
 pub mod units;
 mod walls_filter;
 mod worker;

@@ -144,6 +144,21 @@ pub struct LoadOptions {
     /// default; off only to show what the sandbox stops (a twin test): without it a source reads
     /// any file bytejail can, and its processes may outlive bytejail.
     pub toolchain_sandbox: bool,
+    /// The syntax GNU as reads a source in (`--syntax`); NASM has only its own.
+    pub syntax: Syntax,
+}
+
+/// The syntax of a GNU as source.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Syntax {
+    /// AT&T, GNU as's own default: `mov $42, %eax`.
+    #[default]
+    Att,
+    /// Intel without register prefixes, as `.intel_syntax noprefix` reads it: `mov eax, 42`.
+    /// Given to `as` as `-msyntax=intel -mnaked-reg`, so the source's lines keep their
+    /// numbers; a `.att_syntax` in the source still switches back.
+    Intel,
 }
 
 impl LoadOptions {
@@ -153,6 +168,7 @@ impl LoadOptions {
             max_code,
             include_dirs: Vec::new(),
             toolchain_sandbox: true,
+            syntax: Syntax::Att,
         }
     }
 }
@@ -267,8 +283,10 @@ pub fn load_bytes_with(
 /// commas between runs; a `0x`/`0X` prefix at the start of a run and a `\x` prefix anywhere
 /// between pairs (`0xb0,0x2a`, `\xb0\x2a\xc3`, `0xb02ac3`); comments from `#`, `;` or `//` to
 /// the end of the line. Every run must have an even number of digits (`b 0` is an error, not
-/// `b0`), except that a single digit after a prefix is one byte, as in C (`0x0`, `\x7`). Errors
-/// give the line and column (counted in characters from 1). The result may be empty.
+/// `b0`), except that a single digit after a prefix is one byte, as in C (`0x0`, `\x7`). C
+/// string literals, as shellcode is often pasted, stand for their bytes and may be
+/// concatenated: `"\x6a\x3b" "\x58"` (the escapes are C's). Errors give the line and column
+/// (counted in characters from 1). The result may be empty.
 pub fn parse_hex(text: &str, what: &str) -> Result<Vec<u8>, InputError> {
     let mut bytes = Vec::with_capacity(text.len() / 2);
     for (line_index, line) in text.split('\n').enumerate() {
@@ -559,6 +577,11 @@ fn parse_hex_line(
         if c == b'#' || c == b';' || (c == b'/' && next == Some(b'/')) {
             break;
         }
+        if c == b'"' {
+            i = parse_c_string(line, i, line_no, what, out)?;
+            run_start = true;
+            continue;
+        }
         if !c.is_ascii() {
             // Unicode whitespace separates like ASCII whitespace; anything else is an error.
             let ch = char_at(line, i);
@@ -620,12 +643,138 @@ fn parse_hex_line(
     Ok(())
 }
 
+/// Parses the C string literal that starts with the `"` at byte `start` of `line` onto `out`,
+/// and returns the byte index after its closing quote.
+///
+/// The escapes are C's: `\xHH` (one or two hex digits), octal `\0` to `\377`, `\n`, `\t`,
+/// `\r`, `\a`, `\b`, `\f`, `\v`, `\\`, `\"`, `\'`, `\?`; any other character stands for
+/// its own UTF-8 bytes, as shellcode strings such as `"\x68//sh"` use it. C reads every hex
+/// digit after `\x` as one number, so `\x6a3b` is refused rather than read as two bytes, and
+/// a string ends on its own line.
+fn parse_c_string(
+    line: &str,
+    start: usize,
+    line_no: usize,
+    what: &str,
+    out: &mut Vec<u8>,
+) -> Result<usize, InputError> {
+    let column = |i: usize| line.get(..i).map_or(i, |before| before.chars().count()) + 1;
+    let error = |message: String, at: usize| {
+        InputError::Invalid(format!(
+            "`{what}`: {message} at line {line_no}, column {}",
+            column(at)
+        ))
+    };
+    let bytes = line.as_bytes();
+    let mut i = start + 1;
+    loop {
+        let Some(&c) = bytes.get(i) else {
+            return Err(error("string without its closing `\"`".into(), start));
+        };
+        match c {
+            b'"' => return Ok(i + 1),
+            b'\\' => {
+                let escape_at = i;
+                let Some(&kind) = bytes.get(i + 1) else {
+                    return Err(error("string without its closing `\"`".into(), start));
+                };
+                i += 2;
+                let simple = match kind {
+                    b'n' => Some(b'\n'),
+                    b't' => Some(b'\t'),
+                    b'r' => Some(b'\r'),
+                    b'a' => Some(0x07),
+                    b'b' => Some(0x08),
+                    b'f' => Some(0x0c),
+                    b'v' => Some(0x0b),
+                    b'\\' | b'"' | b'\'' | b'?' => Some(kind),
+                    _ => None,
+                };
+                if let Some(byte) = simple {
+                    out.push(byte);
+                    continue;
+                }
+                match kind {
+                    b'x' | b'X' => {
+                        let digits = bytes[i..]
+                            .iter()
+                            .take_while(|b| b.is_ascii_hexdigit())
+                            .count();
+                        match digits {
+                            0 => {
+                                return Err(error(
+                                    "`\\x` is not followed by hex digits".into(),
+                                    escape_at,
+                                ))
+                            }
+                            1 | 2 => {
+                                out.push(
+                                    bytes[i..i + digits]
+                                        .iter()
+                                        .fold(0, |value, &d| (value << 4) | hex_value(d)),
+                                );
+                                i += digits;
+                            }
+                            _ => {
+                                return Err(error(
+                                    format!(
+                                        "`{}` in a string is one number in C (write `\\x` \
+                                         before each byte)",
+                                        line.get(escape_at..i + digits).unwrap_or_default(),
+                                    ),
+                                    escape_at,
+                                ))
+                            }
+                        }
+                    }
+                    b'0'..=b'7' => {
+                        let digits = 1 + bytes[i..]
+                            .iter()
+                            .take(2)
+                            .take_while(|b| matches!(b, b'0'..=b'7'))
+                            .count();
+                        let value = bytes[i - 1..i - 1 + digits]
+                            .iter()
+                            .fold(0u32, |value, &d| (value << 3) | u32::from(d - b'0'));
+                        let byte = u8::try_from(value).map_err(|_| {
+                            error(
+                                format!(
+                                    "octal escape `{}` is more than a byte",
+                                    line.get(escape_at..i - 1 + digits).unwrap_or_default()
+                                ),
+                                escape_at,
+                            )
+                        })?;
+                        out.push(byte);
+                        i += digits - 1;
+                    }
+                    _ => {
+                        return Err(error(
+                            format!(
+                                "unknown escape `\\{}` in a string",
+                                char_at(line, escape_at + 1).escape_debug()
+                            ),
+                            escape_at,
+                        ))
+                    }
+                }
+            }
+            _ => {
+                let ch = char_at(line, i);
+                let mut utf8 = [0; 4];
+                out.extend_from_slice(ch.encode_utf8(&mut utf8).as_bytes());
+                i += ch.len_utf8();
+            }
+        }
+    }
+}
+
 /// Whether a run of hex digits may end at byte `i` of `line`.
 fn ends_run(line: &str, i: usize) -> bool {
     let rest = &line.as_bytes()[i.min(line.len())..];
     match rest {
         [] => true,
-        [c, ..] if c.is_ascii_whitespace() || matches!(c, b',' | b'#' | b';') => true,
+        [c, ..] if c.is_ascii_whitespace() || matches!(c, b',' | b'#' | b';' | b'"') => true,
         [b'/', b'/', ..] | [b'\\', b'x' | b'X', ..] => true,
         _ => char_at(line, i).is_whitespace(),
     }
@@ -951,9 +1100,10 @@ fn assemble_source(
         assembler_input = preprocessed;
         aliases.push((preprocessed, name));
     }
-    let (tool, head): (Tool, &[&str]) = match format {
-        Format::Nasm => (NASM, &["-f", "elf64"]),
-        _ => (AS, &["--64"]),
+    let (tool, head): (Tool, &[&str]) = match (format, options.syntax) {
+        (Format::Nasm, _) => (NASM, &["-f", "elf64"]),
+        (_, Syntax::Att) => (AS, &["--64"]),
+        (_, Syntax::Intel) => (AS, &["--64", "-msyntax=intel", "-mnaked-reg"]),
     };
     let args: Vec<&OsStr> = head
         .iter()
@@ -969,8 +1119,59 @@ fn assemble_source(
         max_output: object_limit,
         aliases: &aliases,
     };
-    run_tool(&run, name, options)?;
+    run_tool(&run, name, options).map_err(|err| match err {
+        InputError::Invalid(message)
+            if tool.program == AS.program
+                && options.syntax == Syntax::Att
+                && looks_like_intel(&String::from_utf8_lossy(source)) =>
+        {
+            InputError::Invalid(format!(
+                "{message}; hint: this looks like Intel syntax: try --syntax intel"
+            ))
+        }
+        other => other,
+    })?;
     elf_file_text(open_file(&dir.path().join(object))?, name, options.max_code)
+}
+
+/// Register names an Intel-syntax operand spells without a `%`.
+const REGISTER_NAMES: [&str; 70] = [
+    "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "eax", "ebx", "ecx", "edx", "esi",
+    "edi", "ebp", "esp", "ax", "bx", "cx", "dx", "si", "di", "bp", "sp", "al", "bl", "cl", "dl",
+    "ah", "bh", "ch", "dh", "sil", "dil", "bpl", "spl", "r8", "r9", "r10", "r11", "r12", "r13",
+    "r14", "r15", "r8d", "r9d", "r10d", "r11d", "r12d", "r13d", "r14d", "r15d", "r8w", "r9w",
+    "r10w", "r11w", "r12w", "r13w", "r14w", "r15w", "r8b", "r9b", "r10b", "r11b", "r12b", "r13b",
+    "r14b", "r15b", "rip", "ptr",
+];
+
+/// Whether a GNU as source that failed as AT&T reads like Intel syntax: more of its
+/// instructions name a register without `%` (or say `ptr`) than name one with it, and it does
+/// not switch to Intel syntax itself. A guess for a hint, never a decision.
+fn looks_like_intel(source: &str) -> bool {
+    if source.contains(".intel_syntax") {
+        return false;
+    }
+    let (mut intel, mut att) = (0, 0);
+    for statement in source.lines().flat_map(|line| line.split(';')) {
+        let statement = statement.split('#').next().unwrap_or_default();
+        // After any labels: `loop: dec ecx`.
+        let statement = statement.rsplit(':').next().unwrap_or_default().trim();
+        if statement.is_empty() || statement.starts_with('.') {
+            continue;
+        }
+        let Some((_, operands)) = statement.split_once(char::is_whitespace) else {
+            continue;
+        };
+        if operands.contains('%') || operands.contains('$') {
+            att += 1;
+        } else if operands
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .any(|word| REGISTER_NAMES.contains(&word.to_ascii_lowercase().as_str()))
+        {
+            intel += 1;
+        }
+    }
+    intel > att
 }
 
 fn not_assembly(format: Format, name: &str) -> InputError {
@@ -1232,6 +1433,79 @@ mod tests {
             hex(&long).unwrap_err(),
             "`t.hex`: odd number of hex digits in `aaaaaaaaaaaaaaaa...` at line 1, column 1"
         );
+    }
+
+    #[test]
+    fn hex_as_c_strings() {
+        // As the C compiler reads them (bytes checked by hand against the escapes of C11
+        // 6.4.4.4): concatenated literals, hex and octal escapes, plain characters.
+        assert_eq!(hex(r#""\x6a\x3b" "\x58""#), Ok(vec![0x6a, 0x3b, 0x58]));
+        assert_eq!(hex(r#""\x6a\x3b""\x58""#), Ok(vec![0x6a, 0x3b, 0x58]));
+        assert_eq!(
+            hex("\"\\x31\\xc0\"\n  \"\\x50\"; // push rax\n"),
+            Ok(vec![0x31, 0xc0, 0x50])
+        );
+        assert_eq!(
+            hex(r#""\x68//sh\x68/bin""#),
+            Ok(b"\x68//sh\x68/bin".to_vec())
+        );
+        assert_eq!(hex(r#""\0\1\12\377\x7""#), Ok(vec![0, 1, 0o12, 0o377, 7]));
+        assert_eq!(
+            hex(r#""\n\t\r\a\b\f\v\\\"\'\?""#),
+            Ok(vec![10, 9, 13, 7, 8, 12, 11, b'\\', b'"', b'\'', b'?'])
+        );
+        assert_eq!(hex(r##""#;x" b0"##), Ok(vec![b'#', b';', b'x', 0xb0]));
+        assert_eq!(hex(r#"b0 "\x2a" c3"#), Ok(vec![0xb0, 0x2a, 0xc3]));
+        assert_eq!(hex(r#""""#), Ok(vec![]));
+        assert_eq!(hex("\"é\""), Ok("é".as_bytes().to_vec()));
+    }
+
+    #[test]
+    fn c_string_errors_say_where() {
+        assert_eq!(
+            hex(r#"b0 "\x2a"#).unwrap_err(),
+            "`t.hex`: string without its closing `\"` at line 1, column 4"
+        );
+        assert_eq!(
+            hex(r#""\x6a3b""#).unwrap_err(),
+            "`t.hex`: `\\x6a3b` in a string is one number in C (write `\\x` before each byte) \
+             at line 1, column 2"
+        );
+        assert_eq!(
+            hex(r#""ab\q""#).unwrap_err(),
+            "`t.hex`: unknown escape `\\q` in a string at line 1, column 4"
+        );
+        assert_eq!(
+            hex(r#""\xg""#).unwrap_err(),
+            "`t.hex`: `\\x` is not followed by hex digits at line 1, column 2"
+        );
+        assert_eq!(
+            hex(r#""\400""#).unwrap_err(),
+            "`t.hex`: octal escape `\\400` is more than a byte at line 1, column 2"
+        );
+        assert!(hex("\"abc\ndef\"").is_err());
+    }
+
+    #[test]
+    fn intel_looking_sources() {
+        for intel in [
+            "mov eax, 42\nret\n",
+            "start:\n  mov qword ptr [rdi], 1 # store\n  ret",
+            "xor edi, edi; mov eax, 60; syscall",
+            ".text\n.globl f\nf: lea rsi, [rip + msg]\n",
+        ] {
+            assert!(looks_like_intel(intel), "{intel:?}");
+        }
+        for not_intel in [
+            "mov $42, %eax\nret\n",
+            "movq $1, (%rdi)\nret",
+            ".intel_syntax noprefix\nmov eax, 42\nbogus\n",
+            "ret\nsyscall\n",
+            "nop\n.byte 0x90\n",
+            "mov %eax, %ebx; add ecx, 1; mov $1, %eax",
+        ] {
+            assert!(!looks_like_intel(not_intel), "{not_intel:?}");
+        }
     }
 
     #[test]

@@ -6,7 +6,9 @@
 
 mod bench_cli;
 mod cli;
+mod manual;
 mod policy_cli;
+mod suggest;
 
 use std::process::ExitCode;
 

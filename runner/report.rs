@@ -80,10 +80,15 @@ pub struct Fault {
     pub code_offset: Option<u64>,
     /// The faulting instruction in Intel syntax, when it lies in the guest code.
     pub instruction: Option<String>,
+    /// True when the kernel itself showed this fault, through the tracer: the signal came
+    /// from an instruction (not from a process that queued it) in this very run. False when
+    /// it comes from the worker's own record, which the guest can write (an untraced run).
+    pub verified: bool,
 }
 
-/// Which syscall a violation was, when it can be known: from a filter's SIGSYS trap, or from
-/// the diagnostic re-run under `strict-bpf` after a strict-mode kill.
+/// Which syscall a violation was, when it can be known: from the tracer (the kernel's own
+/// view of the call), or, untraced, from a filter's SIGSYS trap or a traced diagnostic re-run
+/// after a strict-mode kill.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ViolatingSyscall {
     /// The number as the guest passed it (x32: with the 0x40000000 bit).
@@ -94,6 +99,13 @@ pub struct ViolatingSyscall {
     pub abi: crate::syscalls::Abi,
     /// Offset of the syscall instruction in the guest code, when it lies there.
     pub code_offset: Option<u64>,
+    /// The six argument registers as the kernel saw them at the call (`rdi, rsi, rdx, r10,
+    /// r8, r9`; for `int 0x80`: `ebx, ecx, edx, esi, edi, ebp`), when known.
+    pub args: Option<[u64; 6]>,
+    /// True when the kernel itself showed this call in this very run (the tracer). False
+    /// when it comes from a diagnostic re-run that ended the same way, or from the worker's
+    /// own record, which the guest can write.
+    pub verified: bool,
 }
 
 /// Everything the host knows about one run.
@@ -171,7 +183,7 @@ impl Report {
     /// `crashed: SIGSEGV at code+0x3 (mov qword ptr [rax],1), address 0x0`.
     pub fn summary(&self) -> String {
         let tail = match &self.outcome {
-            Outcome::Returned(regs) => format!("rax={} (0x{:x})", regs.rax as i64, regs.rax),
+            Outcome::Returned(regs) => format!("rax={}", hex_and_decimal(regs.rax)),
             Outcome::Exited(code) => format!("code {code}"),
             Outcome::Crashed { signal, fault } => {
                 let mut s = signal_name(*signal);
@@ -182,26 +194,43 @@ impl Report {
                         _ => {}
                     }
                     s += &format!(", address 0x{:x}", fault.address);
+                    if !fault.verified {
+                        s += " (unverified)";
+                    }
                 }
                 s
             }
             Outcome::SyscallViolation => match &self.syscall {
                 Some(sc) => {
+                    // Syscall tables count in decimal; an x32 number (bit 30 set) reads in hex.
+                    let nr = if sc.nr < 0x1000 {
+                        sc.nr.to_string()
+                    } else {
+                        format!("{:#x}", sc.nr)
+                    };
                     let mut s = format!(
-                        "{} ({} {:#x})",
+                        "{} ({} {nr})",
                         sc.name.unwrap_or("unknown syscall"),
                         sc.abi.name(),
-                        sc.nr
                     );
+                    if let Some(args) = sc.args {
+                        let args: Vec<String> = args.iter().map(|a| format!("{a:#x}")).collect();
+                        s += &format!(" args ({})", args.join(", "));
+                    }
                     if let Some(off) = sc.code_offset {
                         s += &format!(" at code+0x{off:x}");
+                    }
+                    if !sc.verified {
+                        s += " (unverified)";
                     }
                     s + ", stopped by seccomp"
                 }
                 None => "forbidden syscall, killed by seccomp".to_string(),
             },
             Outcome::Timeout => format!("killed after {:.3}s", self.wall.as_secs_f64()),
-            Outcome::OutputLimit => format!("killed after {} bytes of output", self.output.len()),
+            Outcome::OutputLimit => {
+                format!("killed after {} of output", bytes(self.output.len()))
+            }
             Outcome::CpuTimeLimit => format!(
                 "killed after {:.3}s of CPU time",
                 (self.user + self.sys).as_secs_f64()
@@ -216,11 +245,23 @@ impl Report {
         } else {
             ""
         };
+        // Plain numbers for people: registers in hex with the decimal beside it (what a
+        // guest computes is often a count), and "1 byte", "2 bytes".
+        fn hex_and_decimal(value: u64) -> String {
+            match value as i64 {
+                0..=9 => format!("{value:#x}"),
+                signed @ (i64::MIN..=-1) => format!("{value:#x} ({signed})"),
+                _ => format!("{value:#x} ({value})"),
+            }
+        }
+        fn bytes(n: usize) -> String {
+            format!("{n} byte{}", if n == 1 { "" } else { "s" })
+        }
         format!(
-            "{}: {}; {} bytes of output{}, {:.3} ms",
+            "{}: {}; {} of output{}, {:.3} ms",
             self.outcome.kind(),
             tail,
-            self.output.len(),
+            bytes(self.output.len()),
             truncated,
             self.wall.as_secs_f64() * 1e3
         )

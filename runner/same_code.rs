@@ -88,6 +88,8 @@ struct Live {
     /// Its CPU clock when it last parked (set up, or said "done"): the next input's CPU time
     /// is what it uses after this.
     cpu_parked: Duration,
+    /// Its tracer, when traced: cleared before each input, read when the worker ends.
+    trace: Option<crate::tracer::Trace>,
 }
 
 impl Live {
@@ -267,6 +269,9 @@ impl SameCode {
                 std::io::Error::other("the go byte was not written"),
             ));
         }
+        if let Some(trace) = &live.trace {
+            trace.take(); // what an earlier input did is not this input's
+        }
         let confirm = || arena.record().state == STATE_RETURNED;
         let control = Control {
             fd: &live.done_r,
@@ -309,9 +314,11 @@ impl SameCode {
         }
 
         // The worker ended (or the host ended it): reap and classify as a fresh run would.
-        let reaped = sys::wait4(pid).map_err(|e| Error::io("reaping the worker", e))?;
+        let reaped = sys::reap(pid, &live.pidfd).map_err(|e| Error::io("reaping the worker", e))?;
         let wall = start.elapsed();
         let limit = live.cpu_limit_secs;
+        let mut watch = watch;
+        watch.facts = live.trace.as_ref().map(crate::tracer::Trace::take);
         let report = host::report_reaped(
             &reaped,
             watch,
@@ -352,6 +359,7 @@ impl SameCode {
             pidfd,
             output_r,
             output_w,
+            trace,
             ..
         } = spawned;
         Ok(Live {
@@ -365,6 +373,7 @@ impl SameCode {
             _go_r: go_r,
             cpu_limit_secs,
             cpu_parked: host::cpu_clock(pid),
+            trace,
         })
     }
 

@@ -287,6 +287,31 @@ impl SharedFile {
         };
     }
 
+    /// Stores `value` in the u32 at a 4-aligned `offset` and wakes every process waiting on
+    /// it with `FUTEX_WAIT` (a shared futex: workers map the same file).
+    pub fn store_u32_and_wake(&self, offset: usize, value: u32) {
+        assert!(offset % 4 == 0 && offset + 4 <= self.len());
+        // SAFETY: in range and aligned (checked above); the mapping is shared memory that
+        // others write only atomically or not at all, so an atomic view of it is sound.
+        unsafe {
+            let word = &*self
+                .map
+                .as_mut_ptr()
+                .add(offset)
+                .cast::<std::sync::atomic::AtomicU32>();
+            word.store(value, std::sync::atomic::Ordering::SeqCst);
+            libc::syscall(
+                libc::SYS_futex,
+                word.as_ptr(),
+                libc::FUTEX_WAKE,
+                i32::MAX,
+                0usize,
+                0usize,
+                0u32,
+            );
+        }
+    }
+
     /// Reads a u64 at an 8-aligned `offset`. Volatile: a worker wrote it.
     pub fn read_u64(&self, offset: usize) -> u64 {
         assert!(offset % 8 == 0 && offset + 8 <= self.len());
@@ -557,7 +582,28 @@ pub struct Reaped {
 /// reap it. Best effort: a child already gone is simply reaped, or was.
 pub fn end_child(pid: libc::pid_t, pidfd: &OwnedFd) {
     let _ = pidfd_kill(pidfd.as_raw_fd());
-    let _ = wait4(pid);
+    let _ = reap(pid, pidfd);
+}
+
+/// Reaps a child once it has exited, which its pidfd says: a traced worker stops on its way
+/// out (even when killed), and a `wait4` from any thread of its tracer's process would take
+/// that stop as its status (and leave the worker stopped for good), so nothing here waits
+/// before the worker is a zombie. Its tracer lets it go on from every stop at once.
+pub fn reap(pid: libc::pid_t, pidfd: &OwnedFd) -> io::Result<Reaped> {
+    let mut fds = [libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    loop {
+        match poll(&mut fds, std::time::Duration::from_secs(3600)) {
+            Ok(_) if fds[0].revents != 0 => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    wait4(pid)
 }
 
 /// `wait4(pid, &status, __WALL, &rusage)`; see wait4(2). Retries on EINTR. `__WALL` because

@@ -14,7 +14,8 @@ pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 const MAX_FRACTION_DIGITS: usize = 20;
 
 const DURATION_EXAMPLES: &str = "use e.g. 300ms, 2s, 1.5s (units: ns, us, ms, s, m, h)";
-const SIZE_EXAMPLES: &str = "use e.g. 4096, 64KiB, 1MiB, 2GiB";
+const SIZE_EXAMPLES: &str =
+    "use e.g. 4096, 64KiB, 1MiB, 2GiB, 1GB (K/KiB, M/MiB, G/GiB, T/TiB: powers of 1024; kB, MB, GB, TB: powers of 1000)";
 
 /// Parses a duration: a decimal number followed by a unit, e.g. `300ms`, `2s`, `1.5s`, `250us`,
 /// `100ns`, `1m`.
@@ -64,14 +65,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_nanos(nanos))
 }
 
-/// Parses a size in bytes: a plain number of bytes (`4096`) or a number with a binary unit
-/// (`64KiB`, `1MiB`, `2GiB`, `1TiB`).
+/// Parses a size in bytes: a plain number of bytes (`4096`) or a number with a unit (`64KiB`,
+/// `1MiB`, `2GiB`, `1TiB`, `1GB`).
 ///
-/// Units are case-insensitive, and `K`/`KB`, `M`/`MB`, `G`/`GB`, `T`/`TB` mean the same binary
-/// multiples as `KiB`, `MiB`, `GiB`, `TiB` (1024, not 1000): for memory limits nobody means
-/// powers of ten. `B` means bytes. Fractions are allowed when they come to a whole number of
-/// bytes (`1.5MiB`, `0.5KiB`), not otherwise (`1.3KiB`, `1.5`). Zero is accepted: whether an
-/// empty limit makes sense is the caller's decision.
+/// Units are case-insensitive. The IEC units `KiB`, `MiB`, `GiB`, `TiB` and the bare letters
+/// `K`, `M`, `G`, `T` are binary multiples (1024, as bytejail has always read them: for
+/// memory limits that is what people mean); the SI units `kB`, `MB`, `GB`, `TB` are decimal
+/// (1000), as the standard and `parse-size` say. `B` means bytes. Fractions are allowed when
+/// they come to a whole number of bytes (`1.5MiB`, `0.5KiB`), not otherwise (`1.3KiB`,
+/// `1.5`). Zero is accepted: whether an empty limit makes sense is the caller's decision.
 pub fn parse_size(s: &str) -> Result<usize, String> {
     let trimmed = s.trim();
     if trimmed.is_empty() {
@@ -84,10 +86,14 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
     let number = Decimal::split(trimmed).ok_or_else(not_understood)?;
     let multiple: u128 = match number.unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
         _ => return Err(not_understood()),
     };
     let too_large = || {
@@ -324,21 +330,40 @@ mod tests {
         for (text, value) in [
             ("1K", 1024),
             ("1k", 1024),
-            ("1KB", 1024),
-            ("1kb", 1024),
             ("1kib", 1024),
             ("1KIB", 1024),
             ("1M", 1 << 20),
-            ("1MB", 1 << 20),
             ("1mib", 1 << 20),
             ("1G", 1 << 30),
-            ("1gb", 1 << 30),
+            ("1g", 1 << 30),
             ("1 MiB", 1 << 20),
             (" 8 k ", 8192),
             ("100b", 100),
         ] {
             assert_eq!(parse_size(text), Ok(value), "{text}");
         }
+    }
+
+    #[test]
+    fn si_units_are_decimal() {
+        for (text, value) in [
+            ("1kB", 1_000),
+            ("1KB", 1_000),
+            ("64kb", 64_000),
+            ("1MB", 1_000_000),
+            ("1.5MB", 1_500_000),
+            ("1GB", 1_000_000_000),
+            ("1gb", 1_000_000_000),
+            ("2 TB", 2_000_000_000_000),
+        ] {
+            assert_eq!(parse_size(text), Ok(value), "{text}");
+        }
+        // The same number with the IEC unit is the binary multiple.
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(
+            parse_size("1.0005kB"),
+            Err("size `1.0005kB` is not a whole number of bytes".into())
+        );
     }
 
     #[test]
@@ -374,7 +399,8 @@ mod tests {
     fn bad_sizes() {
         assert_eq!(
             parse_size("12 parsecs").unwrap_err(),
-            "size `12 parsecs` is not understood; use e.g. 4096, 64KiB, 1MiB, 2GiB"
+            "size `12 parsecs` is not understood; use e.g. 4096, 64KiB, 1MiB, 2GiB, 1GB \
+             (K/KiB, M/MiB, G/GiB, T/TiB: powers of 1024; kB, MB, GB, TB: powers of 1000)"
         );
         for bad in [
             "KiB", "1XiB", "1Ki", "0x100", "1e6", "1,000", "1.2.3K", "+4", ".",
@@ -405,6 +431,15 @@ mod tests {
         fn whole_sizes_round_trip(n in 0u64..(1 << 40)) {
             proptest::prop_assert_eq!(parse_size(&n.to_string()), Ok(n as usize));
             proptest::prop_assert_eq!(parse_size(&format!("{n}KiB")), Ok((n as usize) << 10));
+        }
+
+        /// Against `parse-size`, a parser that is not ours, for the units whose meaning the
+        /// standards fix (bare letters are binary here and decimal there, so they are left out).
+        #[test]
+        fn agrees_with_parse_size(n in 0u64..(1 << 20), unit in "(|B|kB|KB|MB|GB|KiB|MiB|GiB|TiB)") {
+            let text = format!("{n}{unit}");
+            let reference = parse_size::parse_size(&text);
+            proptest::prop_assert_eq!(parse_size(&text).ok().map(|v| v as u64), reference.ok(), "{}", text);
         }
 
         #[test]

@@ -18,12 +18,21 @@
 //! - sockets of any family but `AF_UNIX`, `AF_INET` and `AF_INET6` (`EAFNOSUPPORT`): netlink,
 //!   packet, vsock (the hypervisor) and the rest are not scoped by the network namespace or
 //!   Landlock; the i386 `socketcall` multiplexer, whose arguments are in memory no filter reads,
-//!   is refused whole (`EPERM`; the direct i386 `socket` is checked).
+//!   is refused whole (`EPERM`; the direct i386 `socket` is checked);
+//! - queueing a signal with details of the guest's choosing (`rt_sigqueueinfo`,
+//!   `rt_tgsigqueueinfo`, `pidfd_send_signal` with a siginfo: `EPERM`), and `fcntl(F_SETSIG)`
+//!   (`EPERM`), which makes I/O readiness raise any signal with a positive `si_code`: a
+//!   signal such as a forged SIGSEGV, pending when a real fault comes, would be delivered at
+//!   the fault with the guest's `si_addr`, and the report would show it as the kernel's. Plain
+//!   `kill`, `tgkill` and `pidfd_send_signal` without a siginfo stay: the kernel marks what
+//!   they send as sent by a process.
 
 use crate::policy::bpf::{Assembler, Dest, Insn, BPF_JEQ_K};
 use crate::policy::{AUDIT_ARCH_I386, AUDIT_ARCH_X86_64, X32_SYSCALL_BIT};
 
 const ALLOW: u32 = libc::SECCOMP_RET_ALLOW;
+/// `fcntl`'s command that picks the signal I/O readiness raises (not in every libc).
+const F_SETSIG: u32 = 10;
 const fn errno(e: i32) -> u32 {
     libc::SECCOMP_RET_ERRNO | e as u32
 }
@@ -47,6 +56,10 @@ struct Numbers {
     socketcall: Option<u32>,
     setrlimit: u32,
     prlimit64: u32,
+    /// `rt_sigqueueinfo`, `rt_tgsigqueueinfo`.
+    queue_signal: [u32; 2],
+    pidfd_send_signal: u32,
+    fcntl: &'static [u32],
 }
 
 const X86_64: Numbers = Numbers {
@@ -58,6 +71,9 @@ const X86_64: Numbers = Numbers {
     socketcall: None,
     setrlimit: 160,
     prlimit64: 302,
+    queue_signal: [129, 297],
+    pidfd_send_signal: 424,
+    fcntl: &[72],
 };
 
 const I386: Numbers = Numbers {
@@ -69,6 +85,9 @@ const I386: Numbers = Numbers {
     socketcall: Some(102),
     setrlimit: 75,
     prlimit64: 340,
+    queue_signal: [178, 335],
+    pidfd_send_signal: 424,
+    fcntl: &[55, 221], // fcntl, fcntl64
 };
 
 /// The socket families a profile guest may create.
@@ -89,21 +108,38 @@ pub(crate) fn program(deny_new_tasks: bool) -> Vec<Insn> {
     let setrlimit = a.label();
     let prlimit_x86 = a.label();
     let prlimit_i386 = a.label();
+    let arg2_x86 = a.label();
+    let arg2_i386 = a.label();
+    let fcntl = a.label();
     let i386 = a.label();
-    let jumps = |prlimit| [eagain, eperm, prctl, socket, setrlimit, prlimit];
+    let jumps = |prlimit, arg2| {
+        [
+            eagain, eperm, prctl, socket, setrlimit, prlimit, arg2, fcntl,
+        ]
+    };
 
     a.load(ARCH);
     a.jump(BPF_JEQ_K, AUDIT_ARCH_X86_64, Dest::Next, Dest::To(i386));
     a.load(NR);
     // x32 numbers are the x86_64 ones with a high bit: decided alike.
     a.stmt(crate::policy::bpf::BPF_ALU_AND_K, !X32_SYSCALL_BIT);
-    abi_rules(&mut a, &X86_64, deny_new_tasks, jumps(prlimit_x86));
+    abi_rules(
+        &mut a,
+        &X86_64,
+        deny_new_tasks,
+        jumps(prlimit_x86, arg2_x86),
+    );
     a.ret(ALLOW);
 
     a.bind(i386);
     a.jump(BPF_JEQ_K, AUDIT_ARCH_I386, Dest::Next, Dest::To(allow));
     a.load(NR);
-    abi_rules(&mut a, &I386, deny_new_tasks, jumps(prlimit_i386));
+    abi_rules(
+        &mut a,
+        &I386,
+        deny_new_tasks,
+        jumps(prlimit_i386, arg2_i386),
+    );
     a.ret(ALLOW);
 
     a.bind(prctl);
@@ -126,9 +162,11 @@ pub(crate) fn program(deny_new_tasks: bool) -> Vec<Insn> {
 
     // prlimit64(pid, resource, new, old): RLIMIT_CPU with a new value. An i386 pointer is the
     // low half of its register only.
+    // `pidfd_send_signal(pidfd, sig, info, flags)` goes straight to the third argument.
     a.bind(prlimit_x86);
     a.load(ARG1_LOW);
     a.jump(BPF_JEQ_K, libc::RLIMIT_CPU, Dest::Next, Dest::To(allow));
+    a.bind(arg2_x86);
     a.load(ARG2_HIGH);
     a.jump(BPF_JEQ_K, 0, Dest::Next, Dest::To(eperm));
     a.load(ARG2_LOW);
@@ -136,8 +174,14 @@ pub(crate) fn program(deny_new_tasks: bool) -> Vec<Insn> {
     a.bind(prlimit_i386);
     a.load(ARG1_LOW);
     a.jump(BPF_JEQ_K, libc::RLIMIT_CPU, Dest::Next, Dest::To(allow));
+    a.bind(arg2_i386);
     a.load(ARG2_LOW);
     a.jump(BPF_JEQ_K, 0, Dest::To(allow), Dest::To(eperm));
+
+    // fcntl(fd, cmd, ..): the command is an int.
+    a.bind(fcntl);
+    a.load(ARG1_LOW);
+    a.jump(BPF_JEQ_K, F_SETSIG, Dest::To(eperm), Dest::To(allow));
 
     a.bind(socket);
     a.load(ARG0_LOW);
@@ -161,7 +205,7 @@ fn abi_rules(
     a: &mut Assembler,
     n: &Numbers,
     deny_new_tasks: bool,
-    [eagain, eperm, prctl, socket, setrlimit, prlimit]: [crate::policy::bpf::Label; 6],
+    [eagain, eperm, prctl, socket, setrlimit, prlimit, arg2, fcntl]: [crate::policy::bpf::Label; 8],
 ) {
     if deny_new_tasks {
         for nr in n.new_tasks {
@@ -173,6 +217,7 @@ fn abi_rules(
         .into_iter()
         .chain([n.io_uring_setup])
         .chain(n.socketcall)
+        .chain(n.queue_signal)
     {
         a.jump(BPF_JEQ_K, nr, Dest::To(eperm), Dest::Next);
     }
@@ -180,6 +225,10 @@ fn abi_rules(
     a.jump(BPF_JEQ_K, n.socket, Dest::To(socket), Dest::Next);
     a.jump(BPF_JEQ_K, n.setrlimit, Dest::To(setrlimit), Dest::Next);
     a.jump(BPF_JEQ_K, n.prlimit64, Dest::To(prlimit), Dest::Next);
+    a.jump(BPF_JEQ_K, n.pidfd_send_signal, Dest::To(arg2), Dest::Next);
+    for &nr in n.fcntl {
+        a.jump(BPF_JEQ_K, nr, Dest::To(fcntl), Dest::Next);
+    }
 }
 
 /// The two programs, assembled once.
@@ -238,6 +287,33 @@ mod tests {
             }
             for family in [16, 17, 38, 40] {
                 assert_eq!(decide(deny, X64, 41, family), errno(libc::EAFNOSUPPORT));
+            }
+            // Signals with details of the guest's choosing.
+            for (arch, nr) in [
+                (X64, 129),
+                (X64, 297),
+                (X64, 297 | X32),
+                (AUDIT_ARCH_I386, 178),
+                (AUDIT_ARCH_I386, 335),
+            ] {
+                assert_eq!(decide(deny, arch, nr, 1), errno(libc::EPERM), "{nr}");
+            }
+            for arch in [X64, AUDIT_ARCH_I386] {
+                let send = |info| decide_args(deny, arch, 424, [3, 11, info, 0, 0, 0]);
+                assert_eq!(send(0), ALLOW);
+                assert_eq!(send(0x1000), errno(libc::EPERM));
+            }
+            assert_eq!(
+                decide_args(deny, X64, 424, [3, 11, 1 << 32, 0, 0, 0]),
+                errno(libc::EPERM)
+            );
+            for (arch, nr) in [(X64, 72), (AUDIT_ARCH_I386, 55), (AUDIT_ARCH_I386, 221)] {
+                let fcntl = |cmd| decide_args(deny, arch, nr, [1, cmd, 11, 0, 0, 0]);
+                assert_eq!(fcntl(10), errno(libc::EPERM), "F_SETSIG {nr}");
+                assert_eq!(fcntl(4), ALLOW, "F_SETFL {nr}");
+            }
+            for nr in [62, 200, 234] {
+                assert_eq!(decide(deny, X64, nr, 1), ALLOW, "kill {nr}");
             }
             // Everything else, and other architectures, is the profile's to decide.
             for nr in [0, 1, 39, 60, 231, 9, 10] {

@@ -117,6 +117,12 @@ pub(crate) mod layout {
     pub const WALLS_PROG_MAX: usize = 96;
     const _: () = assert!(CTX_AS_LIMIT >= CTX_TOUCH + 32 && CTX_WALLS_FPROG >= CTX_AS_LIMIT + 8);
     const _: () = assert!(CTX_WALLS_PROG + WALLS_PROG_MAX * 8 <= 0x800);
+    /// A traced worker's gate (a u32): 0 until the host's tracer has seized the worker, then
+    /// non-zero. The worker waits on it with `FUTEX_WAIT` (a shared futex: the data page is a
+    /// shared mapping of the arena's file) right after it has mapped the region.
+    pub const CTX_TRACE_GATE: usize = 0x640;
+    const _: () = assert!(CTX_TRACE_GATE >= CTX_WALLS_PROG + WALLS_PROG_MAX * 8);
+    const _: () = assert!(CTX_TRACE_GATE + 8 <= 0x800);
 
     /// Values of `REC_STATE` (0: nothing recorded).
     pub const STATE_RETURNED: u64 = 1;
@@ -677,6 +683,10 @@ pub(crate) struct WorkerPlan {
     /// The NUL-terminated paths of the job's cgroups' `cgroup.procs` files, which the worker
     /// writes itself into first (see [`crate::cgroup`]); empty (a leading NUL) for none.
     pub cgroup_procs: [[u8; crate::cgroup::PROCS_PATH_MAX]; crate::cgroup::PROCS_SLOTS],
+    /// The host seizes the worker with its tracer (see [`crate::tracer`]): the worker waits at
+    /// the gate in its data page ([`layout::CTX_TRACE_GATE`]) once the region is mapped, so
+    /// that nothing of its setup past that point, and nothing of the guest, runs untraced.
+    pub traced: bool,
 }
 
 /// The walls a profile worker gets besides seccomp, decided by the host before the fork.
@@ -1230,6 +1240,16 @@ unsafe fn worker_main(plan: &WorkerPlan) -> ! {
             );
         }
 
+        // A traced worker waits here until its tracer has seized it (or the host has given
+        // up on tracing it): before it makes itself undumpable, and before the guest runs.
+        if plan.traced {
+            let gate = plan.region + DATA + CTX_TRACE_GATE;
+            while (gate as *const u32).read_volatile() == 0 {
+                let wait = libc::FUTEX_WAIT as usize;
+                raw::syscall6(libc::SYS_futex, gate, wait, 0, 0, 0, 0);
+            }
+        }
+
         if plan.walls.clone_flags & libc::CLONE_NEWNS as usize != 0 {
             empty_root(&plan.walls.grants, data, &check);
         }
@@ -1375,14 +1395,24 @@ unsafe fn worker_main(plan: &WorkerPlan) -> ! {
             // Block everything while the handler runs.
             mask: !0u64,
         };
+        // A traced worker has no handler of its own: its tracer sees each signal's delivery
+        // from the kernel, and the default action ends the worker with it (the host's own
+        // handlers, inherited with the fork, would run in unmapped memory).
+        let default = KernelSigaction {
+            handler: libc::SIG_DFL,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
+        let action = if plan.traced { &default } else { &action };
         // Only a filter sends SIGSYS (strict mode kills, and no guest can call kill).
-        let handled = if plan.filter_mode {
+        let handled = if plan.filter_mode || plan.traced {
             &FAULT_SIGNALS[..]
         } else {
             &FAULT_SIGNALS[..FAULT_SIGNALS.len() - 1]
         };
         for &sig in handled {
-            let act = &action as *const _ as usize;
+            let act = action as *const KernelSigaction as usize;
             check(
                 data,
                 STAGE_SIGACTION,

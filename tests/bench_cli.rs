@@ -9,12 +9,13 @@ const BIN: &str = env!("CARGO_BIN_EXE_bytejail");
 
 /// The row names the README documents as stable identifiers, each with the floor it is
 /// compared with (`None`: a floor itself).
-const ROWS: [(&str, Option<&str>); 19] = [
+const ROWS: [(&str, Option<&str>); 20] = [
     ("floor_fork_pipe_strict", None),
     ("floor_pipe_rtt", None),
     ("fork_exit_wait", None),
     ("vfork_exit_wait", Some("fork_exit_wait")),
     ("run_fresh", Some("floor_fork_pipe_strict")),
+    ("run_fresh_untraced", Some("floor_fork_pipe_strict")),
     ("run_fresh_noscrub", Some("floor_fork_pipe_strict")),
     ("run_pool", Some("floor_pipe_rtt")),
     ("run_batch_input", Some("floor_pipe_rtt")),

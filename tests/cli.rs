@@ -295,16 +295,31 @@ fn json_syscall_violation() {
     let report = run.json();
     assert_fields(&report, &["syscall", "output_text"]);
     assert_eq!(report["outcome"], "syscall_violation");
-    // Strict mode kills without saying why; the diagnostic re-run under strict-bpf does.
+    // Strict mode kills without saying why; the tracer sees the call it killed in.
     // getpid is x86_64 syscall 39, and its `syscall` instruction sits after the 5-byte mov.
     let syscall = &report["syscall"];
     assert_eq!(syscall["nr"], 39);
     assert_eq!(syscall["name"], "getpid");
     assert_eq!(syscall["abi"], "x86_64");
     assert_eq!(syscall["code_offset"], 5);
+    assert_eq!(syscall["verified"], true);
 
-    // Without the re-run nothing says which syscall it was.
-    let run = bytejail(&["run", "--json", "--no-diagnose", "--hex", GETPID]);
+    // Untraced, the diagnostic re-run finds it, unverified.
+    let run = bytejail(&["run", "--json", "--no-trace", "--hex", GETPID]);
+    assert_eq!(run.status, 159, "{run:?}");
+    let report = run.json();
+    assert_eq!(report["syscall"]["nr"], 39);
+    assert_eq!(report["syscall"]["verified"], false);
+
+    // Untraced and without the re-run nothing says which syscall it was.
+    let run = bytejail(&[
+        "run",
+        "--json",
+        "--no-trace",
+        "--no-diagnose",
+        "--hex",
+        GETPID,
+    ]);
     assert_eq!(run.status, 159, "{run:?}");
     let report = run.json();
     assert_fields(&report, &["output_text"]);
@@ -408,7 +423,7 @@ fn plain_mode_prints_raw_output_and_a_summary_line() {
     run.assert_one_line_on_stderr();
     assert!(
         run.stderr
-            .starts_with("bytejail: returned: rax=0 (0x0); 4 bytes of output, "),
+            .starts_with("bytejail: returned: rax=0x0; 4 bytes of output, "),
         "{:?}",
         run.stderr
     );
@@ -895,7 +910,7 @@ fn disasm_prints_intel_syntax_with_offsets() {
         String::from_utf8(run.stdout).unwrap(),
         "0x0000:  b0 01                       mov al,1\n\
          0x0002:  c3                          ret\n\
-         0x0003:  b0 2a                       mov al,2Ah\n\
+         0x0003:  b0 2a                       mov al,0x2a\n\
          0x0005:  c3                          ret\n"
     );
 
@@ -911,7 +926,7 @@ fn disasm_prints_intel_syntax_with_offsets() {
     assert_eq!(run.status, 0, "{run:?}");
     assert_eq!(
         String::from_utf8(run.stdout).unwrap(),
-        "0x0000:  b8 2a 00 00 00              mov eax,2Ah\n\
+        "0x0000:  b8 2a 00 00 00              mov eax,0x2a\n\
          0x0005:  c3                          ret\n"
     );
 

@@ -833,13 +833,24 @@ fn a_forged_frame_that_blocks_every_signal_still_ends_at_the_deadline() {
 }
 
 #[test]
-fn a_forged_mask_that_blocks_sigsegv_makes_the_fault_anonymous_not_survivable() {
+fn a_forged_mask_that_blocks_sigsegv_is_not_survivable() {
     let code = load("forged_sigreturn_fault.s");
+    let untraced = RunOptions {
+        trace: false,
+        ..RunOptions::default()
+    };
+    let report = run(&code, b"", &untraced);
+    let (signal, fault) = crash_of(&report);
+    assert_eq!(signal, libc::SIGSEGV);
+    // Untraced, the worker's handler never ran: nothing recorded the fault.
+    assert_eq!(fault, None, "{}", report.summary());
+    // Traced, the kernel's delivery of the fault shows where it was, mask or not.
     let report = run(&code, b"", &RunOptions::default());
     let (signal, fault) = crash_of(&report);
     assert_eq!(signal, libc::SIGSEGV);
-    // The worker's handler never ran: nothing recorded the fault.
-    assert_eq!(fault, None, "{}", report.summary());
+    let fault = fault.expect("the kernel's fault");
+    assert_eq!(fault.address, 0, "{}", report.summary());
+    assert!(fault.verified && fault.code_offset.is_some());
 
     // Control: the same store without the forged mask is reported where it happened.
     let store = [0x31, 0xc0, 0x48, 0xc7, 0x00, 0x01, 0x00, 0x00, 0x00, RET]; // xor eax,eax; mov qword ptr [rax],1

@@ -43,4 +43,12 @@ fn ten_thousand_runs_leak_no_fd_child_or_zombie() {
         Vec::new(),
         "children or zombies left behind"
     );
+    // One tracer process for the whole host, however many traced workers it had.
+    let me = std::process::id();
+    let tracers: Vec<u32> = common::all_children_of(me)
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .filter(|&pid| common::comm(pid) == "bytejail-tracer")
+        .collect();
+    assert_eq!(tracers.len(), 1, "{tracers:?}");
 }

@@ -165,6 +165,8 @@ fn filter_mode_disables_rdtsc_like_strict_mode() {
     }
 }
 
+/// Strict mode kills without saying which call: a traced run (the default) sees it; an
+/// untraced one re-runs the job traced, unless that is switched off too.
 #[test]
 fn strict_mode_violations_are_diagnosed_by_a_rerun_unless_switched_off() {
     let getpid = "mov eax, 39\n syscall\n ret";
@@ -177,9 +179,16 @@ fn strict_mode_violations_are_diagnosed_by_a_rerun_unless_switched_off() {
     );
 
     let code = assemble(&format!(".intel_syntax noprefix\n{getpid}\n"), Format::Gas).unwrap();
+    let untraced = RunOptions {
+        trace: false,
+        ..RunOptions::default()
+    };
+    let r = bytejail::run(&code, b"", &untraced).unwrap();
+    let syscall = r.syscall.expect("diagnosed by the re-run");
+    assert_eq!((syscall.nr, syscall.verified), (39, false));
     let options = RunOptions {
         diagnose: false,
-        ..RunOptions::default()
+        ..untraced
     };
     let r = bytejail::run(&code, b"", &options).unwrap();
     assert_eq!((r.outcome, r.syscall), (Outcome::SyscallViolation, None));

@@ -244,8 +244,13 @@ fn wait_state(pid: u32, state: char) {
 #[test]
 fn an_input_the_parked_worker_never_took_runs_in_a_fresh_worker() {
     let code = gas("lea rax, [rbx + 1]\n ret");
-    let mut same = SameCode::new(&code, &RunOptions::default()).unwrap();
-    let mut options = RunOptions::default();
+    // Untraced: a traced worker's tracer lets it go on from a SIGSTOP at once.
+    let untraced = RunOptions {
+        trace: false,
+        ..RunOptions::default()
+    };
+    let mut same = SameCode::new(&code, &untraced).unwrap();
+    let mut options = untraced.clone();
     options.limits.timeout = Duration::from_millis(300);
     let mut input = |rbx: u64| {
         options.registers.set(Gpr::RBX, rbx).unwrap();

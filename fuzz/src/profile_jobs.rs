@@ -624,7 +624,7 @@ fn read_proc(pid: u32) -> Option<Proc> {
     let state = fields.next()?.chars().next()?;
     let ppid = fields.next()?.parse().ok()?;
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let nspid = status
+    let nspid: Vec<u32> = status
         .lines()
         .find_map(|line| line.strip_prefix("NSpid:"))
         .map(|ids| {

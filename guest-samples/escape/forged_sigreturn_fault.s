@@ -1,11 +1,12 @@
 # The forged frame's signal mask really takes effect: with SIGSEGV blocked, a fault kills the
-# worker with SIGSEGV without running its fault handler, so the report has no fault details.
+# worker with SIGSEGV without running its fault handler, so an untraced report has no fault
+# details (a traced one has the kernel's, from the signal's delivery).
 # expect: crashed SIGSEGV
 # The same frame as forged_sigreturn.s (uc_sigmask = all ones), but it resumes at a store to
 # address 0. A synchronous SIGSEGV cannot stay blocked: the kernel unblocks it, resets its
 # action to the default and the worker dies of it. The worker's own handler, which records the
-# fault's address and instruction, never runs: the host still reports the crash (from the wait
-# status), with no `fault`. The same store without the forged mask (tests/escape.rs runs it as
+# fault's address and instruction, never runs: untraced, the host still reports the crash (from
+# the wait status), with no `fault`; traced, the tracer sees the fault delivered. The same store without the forged mask (tests/escape.rs runs it as
 # a control) is reported with its code offset. Used by tests/escape.rs.
 .intel_syntax noprefix
 .text

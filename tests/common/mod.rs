@@ -63,8 +63,26 @@ pub fn start_host(name: &str) -> (Child, BufReader<ChildStdout>) {
     (host, out)
 }
 
-/// (pid, state letter) of every process whose parent is `parent`, zombies included.
+/// (pid, state letter) of every process whose parent is `parent`, zombies included, but for
+/// bytejail's tracer process, which a host keeps for as long as it lives once it has traced a
+/// worker (see `runner/tracer.rs`; `tracer_of` finds it).
 pub fn children_of(parent: u32) -> Vec<(u32, char)> {
+    all_children_of(parent)
+        .into_iter()
+        .filter(|&(pid, _)| comm(pid) != "bytejail-tracer")
+        .collect()
+}
+
+/// The tracer process of the host `parent`, if it has started one.
+pub fn tracer_of(parent: u32) -> Option<u32> {
+    all_children_of(parent)
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .find(|&pid| comm(pid) == "bytejail-tracer")
+}
+
+/// (pid, state letter) of every process whose parent is `parent`, zombies included.
+pub fn all_children_of(parent: u32) -> Vec<(u32, char)> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {

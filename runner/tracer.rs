@@ -1,0 +1,742 @@
+//! The tracer: what the kernel itself says about how a worker ended, for the details of a
+//! report that a guest must not be able to forge.
+//!
+//! A worker's record page is the guest's to write, so a fault address or a trapped syscall
+//! read from it is only a claim. A traced worker is `PTRACE_SEIZE`d before its setup goes on
+//! (the worker waits at a gate in its data page, see [`crate::worker::layout::CTX_TRACE_GATE`]),
+//! with `PTRACE_O_TRACEEXIT` and `PTRACE_O_EXITKILL`. The tracer then sees, from the kernel:
+//! - every signal at its delivery (`PTRACE_GETSIGINFO` and the registers): a fault's address
+//!   and instruction, a filter's trapped syscall and its arguments;
+//! - the worker's exit, before its memory goes (`PTRACE_EVENT_EXIT`): the exit status, and for
+//!   a strict-mode violation (the kernel's `do_exit(SIGKILL)` from the syscall entry) the
+//!   syscall number in `orig_rax`, its six arguments and its ABI.
+//!
+//! The tracer is a process of its own, not a thread of the host: a ptrace stop is reported to
+//! every thread of the tracer's process that waits for children, and a host whose other
+//! threads reap any child (`waitpid(-1)`, as some servers do) would take the stop and leave the
+//! worker stopped for good. The tracer process is forked once, the first time a traced worker
+//! is needed, and is single-threaded, so it can wait for requests and for stops at once
+//! (`ppoll` on its request socket and a `signalfd` for SIGCHLD). It runs nothing but raw
+//! syscalls (it is a fork of a host that may have other threads). It writes what it sees into
+//! a table of slots shared with the host (anonymous shared memory mapped before its fork and
+//! kept out of every later fork): one slot per traced worker, written only while the slot is
+//! that worker's. It exits when the host's end of its socket closes, and `PTRACE_O_EXITKILL`
+//! then ends any worker it still traced.
+//!
+//! A signal the guest sent itself (`kill`, `tgkill`) carries a `si_code` of zero or below;
+//! queueing one with details of the guest's choosing is refused by the walls filter. That, and
+//! which processes could have sent a signal (see [`crate::host`]'s classification), decide
+//! what the report may call verified.
+#![allow(unsafe_code)] // ptrace, waitid, and the tracer process's raw syscalls
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Mutex;
+
+use crate::sys::raw;
+
+/// `PTRACE_EVENT_EXIT` and `PTRACE_EVENT_STOP` (group-stop and interrupt stops of a seized
+/// tracee).
+const PTRACE_EVENT_EXIT: i32 = 6;
+const PTRACE_EVENT_STOP: i32 = 128;
+
+/// The registers at a stop, as `PTRACE_GETREGS` gives them.
+pub(crate) type Regs = libc::user_regs_struct;
+
+/// A signal at its delivery to the worker.
+#[derive(Clone, Copy)]
+pub(crate) struct SignalStop {
+    pub signo: i32,
+    pub code: i32,
+    /// `si_addr` (faults), or `si_call_addr` (SIGSYS).
+    pub addr: u64,
+    /// SIGSYS only: `si_syscall` and `si_arch`.
+    pub syscall: i32,
+    pub arch: u32,
+    pub regs: Regs,
+    /// The tracer ended the worker for this signal with SIGKILL (see [`seize`]'s `init`): the
+    /// worker's wait status says SIGKILL, and this signal is what it died of.
+    pub ended_by_tracer: bool,
+}
+
+/// The worker's exit, seen before its memory and descriptors go.
+#[derive(Clone, Copy)]
+pub(crate) struct ExitStop {
+    /// The wait status it is about to report (`PTRACE_GETEVENTMSG`).
+    pub status: i32,
+    pub regs: Regs,
+    /// The syscall entry it was in (`AUDIT_ARCH_X86_64` or `AUDIT_ARCH_I386`), from
+    /// `PTRACE_GET_SYSCALL_INFO`; 0 when the kernel did not say.
+    pub arch: u32,
+}
+
+/// What the tracer saw of one worker since the last [`Trace::take`].
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Facts {
+    /// The last fault-like signal (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGSYS) delivered.
+    pub signal: Option<SignalStop>,
+    pub exit: Option<ExitStop>,
+}
+
+/// One worker's place in the shared table. `pid` and `init` are the tracer's to write (when
+/// it seizes a worker into the slot); `facts` the tracer's while the worker lives, the host's
+/// (to read and clear) while it is parked or gone.
+#[repr(C)]
+struct Slot {
+    pid: i32,
+    init: u32,
+    facts: Facts,
+}
+
+/// Slots in the table: traced workers alive at once (beyond that, workers run untraced and
+/// their reports say so).
+const SLOTS: usize = 4096;
+
+/// A request to the tracer process: seize `pid` into `slot`.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Request {
+    pid: i32,
+    slot: u32,
+    init: u32,
+}
+
+/// A traced worker's slot, given back when the worker is gone.
+pub(crate) struct Trace {
+    slot: u32,
+}
+
+impl Trace {
+    /// What the tracer saw so far, leaving nothing behind (a same-code worker's next input
+    /// starts with no facts). Complete once the worker has been reaped: the tracer records each
+    /// stop before it lets the worker go on, and releases an exited worker to its parent only
+    /// after that.
+    pub(crate) fn take(&self) -> Facts {
+        let Some(tracer) = tracer() else {
+            return Facts::default();
+        };
+        let slot = tracer.slot(self.slot);
+        // SAFETY: a slot of the shared table; the tracer process does not write it now (the
+        // worker is reaped, or parked between inputs).
+        unsafe {
+            let facts = std::ptr::addr_of_mut!((*slot).facts);
+            let seen = facts.read_volatile();
+            facts.write_volatile(Facts::default());
+            seen
+        }
+    }
+}
+
+impl Drop for Trace {
+    fn drop(&mut self) {
+        if let Some(tracer) = tracer() {
+            lock(&tracer.free).push(self.slot);
+        }
+    }
+}
+
+impl std::fmt::Debug for Trace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Trace(slot {})", self.slot)
+    }
+}
+
+/// The host's side of the tracer process.
+struct Tracer {
+    #[cfg_attr(not(test), allow(dead_code))]
+    pid: libc::pid_t,
+    _pidfd: OwnedFd,
+    socket: OwnedFd,
+    /// The shared table ([`SLOTS`] slots), mapped shared before the tracer's fork and kept out
+    /// of every later fork (`MADV_DONTFORK`).
+    table: usize,
+    free: Mutex<Vec<u32>>,
+    /// One request and its reply at a time.
+    io: Mutex<()>,
+}
+
+impl Tracer {
+    fn slot(&self, index: u32) -> *mut Slot {
+        (self.table + index as usize * std::mem::size_of::<Slot>()) as *mut Slot
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// This process's tracer process, started the first time it is asked for; `None` when it
+/// cannot be. A process forked from a host (a pre-forking server, say) has the host's tracer
+/// only as stale data: its table is not mapped here (`MADV_DONTFORK`) and its socket is the
+/// host's; it gets a tracer of its own, and closes its copy of the host's socket.
+fn tracer() -> Option<&'static Tracer> {
+    /// The process that started the tracer, and the tracer (leaked: it lives as long as the
+    /// process).
+    static TRACER: Mutex<Option<(libc::pid_t, Option<&'static Tracer>)>> = Mutex::new(None);
+    let me = crate::sys::getpid();
+    let mut current = lock(&TRACER);
+    match *current {
+        Some((owner, tracer)) if owner == me => return tracer,
+        Some((_, Some(inherited))) => {
+            // SAFETY: this process's copy of the host's socket, which nothing here uses again
+            // (the tracer it belongs to is leaked, so its OwnedFd never closes it twice).
+            unsafe { libc::close(inherited.socket.as_raw_fd()) };
+        }
+        _ => {}
+    }
+    let tracer = start().ok().map(|t| &*Box::leak(Box::new(t)));
+    *current = Some((me, tracer));
+    tracer
+}
+
+/// The tracer process's pid, starting it if need be.
+#[cfg(test)]
+fn tracer_pid() -> Option<libc::pid_t> {
+    tracer().map(|t| t.pid)
+}
+
+/// Seizes the worker `pid` in the tracer process. The worker must be held at its gate until
+/// this returns.
+///
+/// `init`: the worker is init of its own PID namespace. The kernel then lets a traced worker
+/// survive a fault or a filter's trap whose action is the default (it clears init's
+/// protection against signals only for untraced processes), so the tracer ends it with
+/// SIGKILL at that signal's delivery instead, and says so ([`SignalStop::ended_by_tracer`]).
+pub(crate) fn seize(pid: libc::pid_t, init: bool) -> io::Result<Trace> {
+    let tracer = tracer().ok_or_else(|| io::Error::other("no tracer process"))?;
+    let slot = lock(&tracer.free)
+        .pop()
+        .ok_or_else(|| io::Error::other("every tracer slot is taken"))?;
+    let trace = Trace { slot };
+    let request = Request {
+        pid,
+        slot,
+        init: u32::from(init),
+    };
+    let mut reply = 0i32;
+    {
+        let _one = lock(&tracer.io);
+        let fd = tracer.socket.as_raw_fd();
+        // SAFETY: plain data to and from the socket, through pointers to locals.
+        let sent = unsafe {
+            libc::send(
+                fd,
+                (&request as *const Request).cast(),
+                std::mem::size_of::<Request>(),
+                libc::MSG_NOSIGNAL,
+            )
+        };
+        if sent != std::mem::size_of::<Request>() as isize {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: as above.
+        let got = unsafe { libc::recv(fd, (&mut reply as *mut i32).cast(), 4, 0) };
+        if got != 4 {
+            return Err(io::Error::other("the tracer process is gone"));
+        }
+    }
+    if reply < 0 {
+        return Err(io::Error::from_raw_os_error(-reply));
+    }
+    Ok(trace)
+}
+
+fn start() -> io::Result<Tracer> {
+    let len = SLOTS * std::mem::size_of::<Slot>();
+    // SAFETY: a fresh anonymous shared mapping; nothing else refers to it.
+    let table = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if table == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    let (host_end, tracer_end) = crate::sys::seqpacket_pair()?;
+    // SAFETY: the child runs only `tracer_main`, raw syscalls on the table and its socket, and
+    // never returns.
+    let forked = unsafe { crate::sys::clone_with_pidfd(0) }?;
+    let (pid, pidfd) = match forked {
+        crate::sys::Forked::Child => tracer_main(tracer_end.as_raw_fd(), table as usize),
+        crate::sys::Forked::Parent { pid, pidfd } => (pid, pidfd),
+    };
+    drop(tracer_end);
+    // Workers and zygotes forked from here on do not get the table.
+    // SAFETY: the mapping made above.
+    unsafe { libc::madvise(table, len, libc::MADV_DONTFORK) };
+    Ok(Tracer {
+        pid,
+        _pidfd: pidfd,
+        socket: host_end,
+        table: table as usize,
+        free: Mutex::new((0..SLOTS as u32).rev().collect()),
+        io: Mutex::new(()),
+    })
+}
+
+/// Descriptors in the tracer process.
+const SOCKET_FD: usize = 3;
+const SIGNALFD_FD: usize = 4;
+
+/// The tracer process: serves seize requests and follows its workers until the host's end of
+/// the socket closes. Raw syscalls only.
+fn tracer_main(socket: i32, table: usize) -> ! {
+    // SAFETY: raw syscalls with pointers to locals and to the shared table, in a fresh child.
+    unsafe {
+        let name = c"bytejail-tracer".as_ptr() as usize;
+        raw::syscall3(libc::SYS_prctl, libc::PR_SET_NAME as usize, name, 0);
+        // Only the socket stays: another job's pipe end kept here would keep its reader
+        // from ever seeing EOF.
+        if raw::syscall3(libc::SYS_dup2, socket as usize, SOCKET_FD, 0) < 0
+            || raw::syscall3(libc::SYS_close_range, 0, SOCKET_FD - 1, 0) < 0
+            || raw::syscall3(libc::SYS_close_range, SOCKET_FD + 1, u32::MAX as usize, 0) < 0
+        {
+            raw::exit(1);
+        }
+        // Every signal blocked; SIGCHLD at its default action (a host may ignore it, and then
+        // the kernel would not even send it), read from a signalfd.
+        let all = !0u64;
+        raw::syscall6(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK as usize,
+            &all as *const u64 as usize,
+            0,
+            8,
+            0,
+            0,
+        );
+        let default = [libc::SIG_DFL, 0, 0, 0];
+        raw::syscall6(
+            libc::SYS_rt_sigaction,
+            libc::SIGCHLD as usize,
+            default.as_ptr() as usize,
+            0,
+            8,
+            0,
+            0,
+        );
+        let chld = 1u64 << (libc::SIGCHLD - 1);
+        let flags = (libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) as usize;
+        let sfd = raw::syscall6(
+            libc::SYS_signalfd4,
+            usize::MAX, // -1: a new one
+            &chld as *const u64 as usize,
+            8,
+            flags,
+            0,
+            0,
+        );
+        if sfd < 0
+            || (sfd != SIGNALFD_FD as isize
+                && (raw::syscall3(libc::SYS_dup2, sfd as usize, SIGNALFD_FD, 0) < 0
+                    || raw::syscall3(libc::SYS_close, sfd as usize, 0, 0) < 0))
+        {
+            raw::exit(1);
+        }
+        loop {
+            let mut fds = [
+                libc::pollfd {
+                    fd: SOCKET_FD as i32,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: SIGNALFD_FD as i32,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            let ready = raw::syscall6(libc::SYS_ppoll, fds.as_mut_ptr() as usize, 2, 0, 0, 0, 0);
+            if ready < 0 {
+                continue; // EINTR
+            }
+            if fds[1].revents != 0 {
+                follow_all(table);
+            }
+            if fds[0].revents != 0 && !serve(table) {
+                raw::exit(0); // the host is gone
+            }
+        }
+    }
+}
+
+/// Takes one request from the socket and answers it; false when the host's end is closed.
+///
+/// # Safety
+/// In the tracer process.
+unsafe fn serve(table: usize) -> bool {
+    let mut request = Request {
+        pid: 0,
+        slot: 0,
+        init: 0,
+    };
+    let size = std::mem::size_of::<Request>();
+    // SAFETY: a pointer to a local of `size` bytes.
+    let got = unsafe {
+        raw::syscall6(
+            libc::SYS_recvfrom,
+            SOCKET_FD,
+            &mut request as *mut Request as usize,
+            size,
+            0,
+            0,
+            0,
+        )
+    };
+    if got == 0 {
+        return false;
+    }
+    if got != size as isize || request.slot as usize >= SLOTS {
+        return got > 0 || got == -(libc::EINTR as isize) || got == -(libc::EAGAIN as isize);
+    }
+    let options = (libc::PTRACE_O_TRACEEXIT | libc::PTRACE_O_EXITKILL) as usize;
+    // SAFETY: PTRACE_SEIZE takes no pointers; `data` is the options word.
+    let seized = unsafe {
+        raw::syscall6(
+            libc::SYS_ptrace,
+            libc::PTRACE_SEIZE as usize,
+            request.pid as usize,
+            0,
+            options,
+            0,
+            0,
+        )
+    };
+    if seized == 0 {
+        let slot = slot_at(table, request.slot as usize);
+        // SAFETY: the slot is in the table; the host does not touch it until the reply.
+        unsafe {
+            std::ptr::addr_of_mut!((*slot).facts).write_volatile(Facts::default());
+            std::ptr::addr_of_mut!((*slot).init).write_volatile(request.init);
+            std::ptr::addr_of_mut!((*slot).pid).write_volatile(request.pid);
+        }
+    }
+    let reply = seized as i32;
+    // SAFETY: a pointer to a local of 4 bytes.
+    unsafe {
+        raw::syscall6(
+            libc::SYS_sendto,
+            SOCKET_FD,
+            &reply as *const i32 as usize,
+            4,
+            libc::MSG_NOSIGNAL as usize,
+            0,
+            0,
+        )
+    };
+    true
+}
+
+fn slot_at(table: usize, index: usize) -> *mut Slot {
+    (table + index * std::mem::size_of::<Slot>()) as *mut Slot
+}
+
+/// The slot that is `pid`'s now, if any.
+///
+/// # Safety
+/// In the tracer process (the only writer of the slots' pids).
+unsafe fn slot_of(table: usize, pid: libc::pid_t) -> Option<*mut Slot> {
+    (0..SLOTS).map(|i| slot_at(table, i)).find(|&slot| {
+        // SAFETY: a slot of the table.
+        unsafe { std::ptr::addr_of!((*slot).pid).read_volatile() == pid }
+    })
+}
+
+/// Handles every stop and exit of the traced workers that is waiting, recording what tells
+/// something and letting each worker go on at once.
+///
+/// # Safety
+/// In the tracer process.
+unsafe fn follow_all(table: usize) {
+    let mut drained = [0u8; 128];
+    // SAFETY: reads into a local buffer until the signalfd is empty (non-blocking).
+    while unsafe {
+        raw::syscall3(
+            libc::SYS_read,
+            SIGNALFD_FD,
+            drained.as_mut_ptr() as usize,
+            drained.len(),
+        )
+    } > 0
+    {}
+    loop {
+        // SAFETY: siginfo_t is plain old data; zeroed is a valid value.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let flags = (libc::WEXITED | libc::WSTOPPED | libc::WNOHANG | libc::__WALL) as usize;
+        // SAFETY: a pointer to a local siginfo_t.
+        let ret = unsafe {
+            raw::syscall6(
+                libc::SYS_waitid,
+                libc::P_ALL as usize,
+                0,
+                &mut info as *mut libc::siginfo_t as usize,
+                flags,
+                0,
+                0,
+            )
+        };
+        // SAFETY: for a child that changed state the kernel filled si_pid and si_status.
+        let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+        if ret < 0 || pid == 0 {
+            return;
+        }
+        // SAFETY: in the tracer process.
+        let slot = unsafe { slot_of(table, pid) };
+        if info.si_code != libc::CLD_TRAPPED {
+            if info.si_code == libc::CLD_STOPPED {
+                resume(pid, 0);
+            } else if let Some(slot) = slot {
+                // Exited: released to its parent now. The slot is no longer its.
+                // SAFETY: a slot of the table.
+                unsafe { std::ptr::addr_of_mut!((*slot).pid).write_volatile(0) };
+            }
+            continue;
+        }
+        let (signo, event) = (status & 0xff, (status >> 8) & 0xff);
+        match event {
+            0 => {
+                let mut delivered = signal_stop(pid, signo);
+                let mut end = false;
+                if let (Some(stop), Some(slot)) = (&mut delivered, slot) {
+                    // SAFETY: a slot of the table, this worker's.
+                    let init = unsafe { std::ptr::addr_of!((*slot).init).read_volatile() };
+                    end = init != 0 && !caught(pid, signo);
+                    stop.ended_by_tracer = end;
+                    // SAFETY: as above.
+                    unsafe {
+                        std::ptr::addr_of_mut!((*slot).facts.signal).write_volatile(Some(*stop))
+                    };
+                }
+                if end {
+                    // SAFETY: kill takes no pointers; the worker is our tracee, not reaped.
+                    unsafe {
+                        raw::syscall3(libc::SYS_kill, pid as usize, libc::SIGKILL as usize, 0)
+                    };
+                }
+                // Deliver the signal as the guest (or the kernel) raised it.
+                resume(pid, signo);
+            }
+            PTRACE_EVENT_EXIT => {
+                if let (Some(stop), Some(slot)) = (exit_stop(pid), slot) {
+                    // SAFETY: a slot of the table, this worker's.
+                    unsafe {
+                        std::ptr::addr_of_mut!((*slot).facts.exit).write_volatile(Some(stop))
+                    };
+                }
+                resume(pid, 0);
+            }
+            PTRACE_EVENT_STOP => resume(pid, 0),
+            _ => resume(pid, 0),
+        }
+    }
+}
+
+fn ptrace(request: u32, pid: libc::pid_t, addr: usize, data: usize) -> isize {
+    // SAFETY: callers pass pointers to locals of the size `request` writes, or none.
+    unsafe {
+        raw::syscall6(
+            libc::SYS_ptrace,
+            request as usize,
+            pid as usize,
+            addr,
+            data,
+            0,
+            0,
+        )
+    }
+}
+
+fn resume(pid: libc::pid_t, signo: i32) {
+    // A worker killed meanwhile gives ESRCH: harmless.
+    ptrace(libc::PTRACE_CONT, pid, 0, signo as usize);
+}
+
+/// Whether the worker has a handler of its own for `signo` (`SigCgt` in its status): then
+/// the signal is the guest's business, not its end. Parsed by hand: no allocation here.
+fn caught(pid: libc::pid_t, signo: i32) -> bool {
+    let mut path = [0u8; 32];
+    let mut at = 0;
+    for &b in b"/proc/" {
+        path[at] = b;
+        at += 1;
+    }
+    let mut digits = [0u8; 12];
+    let (mut n, mut len) = (pid as u32, 0);
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for i in (0..len).rev() {
+        path[at] = digits[i];
+        at += 1;
+    }
+    for &b in b"/status" {
+        path[at] = b;
+        at += 1;
+    }
+    let mut buf = [0u8; 4096];
+    // SAFETY: a NUL-terminated path and a local buffer.
+    let got = unsafe {
+        let fd = raw::syscall3(
+            libc::SYS_open,
+            path.as_ptr() as usize,
+            (libc::O_RDONLY | libc::O_CLOEXEC) as usize,
+            0,
+        );
+        if fd < 0 {
+            return false;
+        }
+        let got = raw::syscall3(
+            libc::SYS_read,
+            fd as usize,
+            buf.as_mut_ptr() as usize,
+            buf.len(),
+        );
+        raw::syscall3(libc::SYS_close, fd as usize, 0, 0);
+        got
+    };
+    let Ok(got) = usize::try_from(got) else {
+        return false;
+    };
+    let text = &buf[..got];
+    let key = b"SigCgt:";
+    let Some(start) = text.windows(key.len()).position(|w| w == key) else {
+        return false;
+    };
+    let mut mask = 0u64;
+    for &b in text[start + key.len()..]
+        .iter()
+        .skip_while(|b| **b == b'\t' || **b == b' ')
+    {
+        let digit = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            _ => break,
+        };
+        mask = mask << 4 | u64::from(digit);
+    }
+    mask & (1u64 << (signo - 1)) != 0
+}
+
+fn regs(pid: libc::pid_t) -> Option<Regs> {
+    // SAFETY: user_regs_struct is plain old data; the kernel fills it.
+    let mut regs: Regs = unsafe { std::mem::zeroed() };
+    let got = ptrace(
+        libc::PTRACE_GETREGS,
+        pid,
+        0,
+        &mut regs as *mut Regs as usize,
+    );
+    (got == 0).then_some(regs)
+}
+
+const FAULT_LIKE: [i32; 6] = [
+    libc::SIGSEGV,
+    libc::SIGBUS,
+    libc::SIGILL,
+    libc::SIGFPE,
+    libc::SIGTRAP,
+    libc::SIGSYS,
+];
+
+fn signal_stop(pid: libc::pid_t, signo: i32) -> Option<SignalStop> {
+    if !FAULT_LIKE.contains(&signo) {
+        return None;
+    }
+    let mut raw_info = [0u8; 128];
+    if ptrace(
+        libc::PTRACE_GETSIGINFO,
+        pid,
+        0,
+        raw_info.as_mut_ptr() as usize,
+    ) != 0
+    {
+        return None;
+    }
+    // si_signo, si_errno, si_code, then (after padding) the union at byte 16: si_addr or
+    // si_call_addr, then for SIGSYS si_syscall (int) and si_arch (unsigned int).
+    let i32_at = |at: usize| {
+        i32::from_ne_bytes([
+            raw_info[at],
+            raw_info[at + 1],
+            raw_info[at + 2],
+            raw_info[at + 3],
+        ])
+    };
+    let mut addr = [0u8; 8];
+    addr.copy_from_slice(&raw_info[16..24]);
+    Some(SignalStop {
+        signo: i32_at(0),
+        code: i32_at(8),
+        addr: u64::from_ne_bytes(addr),
+        syscall: i32_at(24),
+        arch: i32_at(28) as u32,
+        regs: regs(pid)?,
+        ended_by_tracer: false,
+    })
+}
+
+fn exit_stop(pid: libc::pid_t) -> Option<ExitStop> {
+    let mut msg: libc::c_ulong = 0;
+    if ptrace(
+        libc::PTRACE_GETEVENTMSG,
+        pid,
+        0,
+        &mut msg as *mut libc::c_ulong as usize,
+    ) != 0
+    {
+        return None;
+    }
+    // struct ptrace_syscall_info: op (u8), pad, arch (u32) at byte 4, ...
+    let mut info = [0u8; 128];
+    let got = ptrace(
+        libc::PTRACE_GET_SYSCALL_INFO,
+        pid,
+        info.len(),
+        info.as_mut_ptr() as usize,
+    );
+    let arch = if got >= 8 {
+        u32::from_ne_bytes([info[4], info[5], info[6], info[7]])
+    } else {
+        0
+    };
+    Some(ExitStop {
+        status: msg as i32,
+        regs: regs(pid)?,
+        arch,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caught_reads_the_handled_mask_of_this_process() {
+        // Rust's runtime handles SIGSEGV (stack overflow detection) and leaves SIGFPE alone.
+        let me = std::process::id() as libc::pid_t;
+        assert!(caught(me, libc::SIGSEGV));
+        assert!(!caught(me, libc::SIGFPE));
+    }
+
+    #[test]
+    fn the_request_socket_is_the_tracers_only_descriptor() {
+        // The tracer starts; a pid no process has cannot be seized.
+        assert!(tracer_pid().is_some());
+        let err = seize(0x3fff_fff0, false).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ESRCH), "{err}");
+        let fds = std::fs::read_dir(format!("/proc/{}/fd", tracer_pid().unwrap()))
+            .unwrap()
+            .count();
+        assert_eq!(fds, 2, "the socket and the signalfd");
+    }
+}
