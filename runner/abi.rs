@@ -178,9 +178,11 @@ pub struct Limits {
     pub max_file_size: u64,
     /// Most descriptors a guest may hold at once (`RLIMIT_NOFILE`), at least [`MIN_OPEN_FILES`].
     pub max_open_files: u64,
-    /// CPU time the job may use (`RLIMIT_CPU` of the worker, whose threads share it; with
-    /// `max_procs` 1 that is the whole job), next to the wall-clock `timeout`. `None`: only the
-    /// backstop the runner sets from the timeout.
+    /// CPU time the job may use, next to the wall-clock `timeout`: the host watches the CPU of
+    /// the job's whole process tree (a profile job's CPU accounting cgroup, where one can be
+    /// had; see `bytejail doctor`), else the worker's own clock (all its threads; with
+    /// `max_procs` 1 that is the whole job), with `RLIMIT_CPU` as the backstop. `None`: only
+    /// the backstop the runner sets from the timeout.
     pub cpu_time: Option<Duration>,
 }
 

@@ -320,7 +320,8 @@ pub struct WorkerArgs {
     pub max_open_files: u64,
 
     /// CPU time the job may use, next to the wall-clock --timeout, e.g. 500ms or 2s (the host
-    /// watches the worker's CPU clock; RLIMIT_CPU is its backstop); more than 0, at most 24h.
+    /// watches the CPU of the job's whole process tree where a cgroup counts it, else the
+    /// worker's CPU clock; RLIMIT_CPU is its backstop); more than 0, at most 24h.
     #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
     pub cpu_time: Option<Duration>,
 
