@@ -1138,8 +1138,10 @@ unsafe fn worker_main(plan: &WorkerPlan) -> ! {
         if plan.walls.clone_flags & libc::CLONE_NEWUSER as usize != 0 {
             // The map files of a process that is not dumpable (a worker forked by the zygote,
             // which is not) belong to root, and not even the process itself may write them.
-            // Dumpable for the three writes only (nothing of a job is mapped yet), and not
-            // dumpable again right after (the limits stage below says so once more).
+            // Dumpable for the three writes only (nothing of a job is mapped yet), then as it
+            // was (the host's tracer may need it so until it has seized the worker; the
+            // limits stage below clears it for good).
+            let was = raw::syscall3(libc::SYS_prctl, libc::PR_GET_DUMPABLE as usize, 0, 0);
             let dumpable = libc::PR_SET_DUMPABLE as usize;
             check(
                 data,
@@ -1163,7 +1165,7 @@ unsafe fn worker_main(plan: &WorkerPlan) -> ! {
             check(
                 data,
                 STAGE_USERNS,
-                raw::syscall3(libc::SYS_prctl, dumpable, 0, 0),
+                raw::syscall3(libc::SYS_prctl, dumpable, was.clamp(0, 1) as usize, 0),
             );
         }
 

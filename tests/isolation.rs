@@ -632,13 +632,24 @@ fn non_root_host_reporting_its_guests() {
             }
         }
     }
+    // A store to address 0, through a fresh worker: the host's tracer still seizes a worker in
+    // a user namespace, so the fault's details are the kernel's.
+    let store = gas("xor eax, eax
+                     mov [rax], al");
+    match bytejail::run(&store, b"", &options).map(|r| r.outcome) {
+        Ok(Outcome::Crashed {
+            fault: Some(fault), ..
+        }) => println!("fault: {:#x} verified={}", fault.address, fault.verified),
+        other => println!("fault: {other:?}"),
+    }
 }
 
 /// A host that is not root, where unprivileged user namespaces are allowed: its profile
 /// workers get a user namespace first and then PID, IPC, mount and network namespaces inside
 /// it, like a root host's. The guest is init of its PID namespace (`getpid` is 1), finds an
 /// empty root (`/etc/passwd` is ENOENT, not Landlock's EACCES), and still reads what it was
-/// granted; through a fresh worker and through a zygote's. The host runs as nobody (the test binary re-executed, like `setpriv --reuid
+/// granted; through a fresh worker and through a zygote's; and a fault it makes is reported
+/// with the kernel's (verified) details, the tracer still attaching. The host runs as nobody (the test binary re-executed, like `setpriv --reuid
 /// nobody --regid nogroup --clear-groups`).
 #[test]
 fn a_non_root_hosts_profile_worker_gets_namespaces_of_its_own() {
@@ -680,6 +691,7 @@ fn a_non_root_hosts_profile_worker_gets_namespaces_of_its_own() {
         );
         return;
     }
+    assert_eq!(line("fault"), "0x0 verified=true", "{stdout}");
     for how in ["", "zygote_"] {
         assert_eq!(line(&format!("{how}getpid")), "1", "{stdout}");
         let passwd = line(&format!("{how}open_passwd"));
