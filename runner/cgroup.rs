@@ -311,8 +311,9 @@ impl Drop for JobCgroup {
 ///
 /// It is not a process any guest can reach: guests run in PID namespaces of their own and
 /// in their job's cgroups, the janitor in neither. It is not the host's child either (it is
-/// started through a short-lived middle process, so it belongs to init), so it never shows
-/// among the host's children and never becomes a zombie the host has to reap. It blocks
+/// started through a short-lived middle process, so it belongs to init, or to the nearest
+/// child subreaper: a host that made itself one adopts it), so it does not show among the
+/// host's children and never becomes a zombie the host has to reap. It blocks
 /// every signal it may and leaves the host's session, so a terminal's Ctrl-C for the host
 /// does not end it before its work. `PR_SET_PDEATHSIG` would kill it before it cleaned up:
 /// the pipe's EOF is its signal instead.
