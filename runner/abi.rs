@@ -254,9 +254,11 @@ pub struct Limits {
     pub max_file_size: u64,
     /// Most descriptors a guest may hold at once (`RLIMIT_NOFILE`), at least [`MIN_OPEN_FILES`].
     pub max_open_files: u64,
-    /// CPU time the job may use (`RLIMIT_CPU` of the worker, whose threads share it; with
-    /// `max_procs` 1 that is the whole job), next to the wall-clock `timeout`. `None`: only the
-    /// backstop the runner sets from the timeout.
+    /// CPU time the job may use, next to the wall-clock `timeout`: the host watches the CPU of
+    /// the job's whole process tree (a profile job's CPU accounting cgroup, where one can be
+    /// had; see `bytejail doctor`), else the worker's own clock (all its threads; with
+    /// `max_procs` 1 that is the whole job), with `RLIMIT_CPU` as the backstop. `None`: only
+    /// the backstop the runner sets from the timeout.
     pub cpu_time: Option<Duration>,
 }
 
@@ -314,7 +316,26 @@ pub struct RunOptions {
     /// A handle that ends the job from another thread ([`crate::Cancel`]): the job is then
     /// reported as [`crate::Outcome::Cancelled`]. `None` (the default): only its limits end it.
     pub cancel: Option<crate::Cancel>,
+    /// Under a profile, files and directories the guest may read (a directory with everything
+    /// below it): each appears at the same path in the worker's empty root, mounted read-only,
+    /// and Landlock allows reading it. Absolute paths of existing files or directories, at
+    /// most [`MAX_GRANTS`] with `allow_write`; refused under strict mode (nothing to grant).
+    pub allow_read: Vec<std::path::PathBuf>,
+    /// As `allow_read`, for reading and writing (and, in a directory, creating and removing
+    /// files and directories); mounted writable.
+    pub allow_write: Vec<std::path::PathBuf>,
+    /// Where workers get no PID namespace (a host that is not root, without unprivileged user
+    /// namespaces; see `bytejail doctor`), run jobs with `Limits::max_procs` above 1 anyway:
+    /// processes a guest starts may then outlive its job and the host. Off (the default),
+    /// such jobs are refused. The process limit still needs a pids cgroup.
+    pub allow_uncontained: bool,
 }
+
+/// Most paths `RunOptions::allow_read` and `allow_write` may grant together.
+pub const MAX_GRANTS: usize = 8;
+
+/// Longest path a grant may name, in bytes.
+pub const MAX_GRANT_PATH: usize = 240;
 
 impl Default for RunOptions {
     fn default() -> Self {
@@ -327,6 +348,9 @@ impl Default for RunOptions {
             diagnose: true,
             trace: true,
             cancel: None,
+            allow_read: Vec::new(),
+            allow_write: Vec::new(),
+            allow_uncontained: false,
         }
     }
 }
@@ -389,6 +413,12 @@ builders!(RunOptions {
     with_trace => trace: bool,
     /// Sets [`RunOptions::cancel`].
     with_cancel => cancel: Option<crate::Cancel>,
+    /// Sets [`RunOptions::allow_read`].
+    with_allow_read => allow_read: Vec<std::path::PathBuf>,
+    /// Sets [`RunOptions::allow_write`].
+    with_allow_write => allow_write: Vec<std::path::PathBuf>,
+    /// Sets [`RunOptions::allow_uncontained`].
+    with_allow_uncontained => allow_uncontained: bool,
 });
 
 /// The general registers and rflags as the guest left them when it returned.

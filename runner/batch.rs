@@ -152,7 +152,7 @@ impl Summary {
 }
 
 /// The fields a job line may have.
-const FIELDS: [&str; 12] = [
+const FIELDS: [&str; 14] = [
     "id",
     "code_hex",
     "code_path",
@@ -165,6 +165,8 @@ const FIELDS: [&str; 12] = [
     "memory",
     "max_procs",
     "cpu_time_ms",
+    "allow_read",
+    "allow_write",
 ];
 
 /// A size field (`max_output`, `memory`): a whole number of bytes or a size such as "64KiB",
@@ -369,6 +371,31 @@ fn parse_fields(
             .map_err(|e| format!("cpu_time_ms: {e}, as for --cpu-time"))?;
         options.limits.cpu_time = Some(cpu);
     }
+    for (field, flag) in [
+        ("allow_read", "--allow-read"),
+        ("allow_write", "--allow-write"),
+    ] {
+        let Some(value) = fields.get(field).filter(|v| !v.is_null()) else {
+            continue;
+        };
+        let paths = value
+            .as_array()
+            .filter(|paths| paths.iter().all(Value::is_string))
+            .ok_or_else(|| format!("{field}: {value} is not an array of paths, as for {flag}"))?;
+        let paths = paths
+            .iter()
+            .map(|path| {
+                let path = std::path::Path::new(path.as_str().unwrap_or_default());
+                bounds::check_grant(path).map_err(|e| format!("{field}: {e}, as for {flag}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if field == "allow_read" {
+            options.allow_read = paths;
+        } else {
+            options.allow_write = paths;
+        }
+    }
+    bounds::check_grants(&options.allow_read, &options.allow_write)?;
     match fields.get("regs") {
         None | Some(Value::Null) => {}
         Some(Value::Object(regs)) => {

@@ -133,6 +133,87 @@ pub fn check_entry(entry: usize, code_len: usize) -> Result<usize, String> {
     }
 }
 
+/// Checks a path a user grants a profile guest (`--allow-read`, `--allow-write`, the batch
+/// fields `allow_read`, `allow_write`): absolute, without `..`, not `/` itself, at most
+/// [`abi::MAX_GRANT_PATH`] bytes, and an existing file or directory. Returns it normalised
+/// (no `.` components, no repeated or trailing `/`): the path the guest sees it at.
+pub fn check_grant(path: &std::path::Path) -> Result<std::path::PathBuf, String> {
+    use std::path::{Component, PathBuf};
+    let shown = path.display();
+    if !path.is_absolute() {
+        return Err(format!("{shown} is a relative path; grant an absolute one"));
+    }
+    let mut normal = PathBuf::from("/");
+    for component in path.components() {
+        match component {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(name) => normal.push(name),
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(format!(
+                    "{shown} has a `..` component; name the path itself"
+                ));
+            }
+        }
+    }
+    if normal.as_os_str() == "/" {
+        return Err("/ is the whole file system; grant directories below it".into());
+    }
+    let len = normal.as_os_str().len();
+    if len > abi::MAX_GRANT_PATH {
+        return Err(format!(
+            "{shown} is {len} bytes long; the limit is {} bytes",
+            abi::MAX_GRANT_PATH
+        ));
+    }
+    if std::os::unix::ffi::OsStrExt::as_bytes(normal.as_os_str()).contains(&0) {
+        return Err(format!("{shown} holds a NUL byte"));
+    }
+    match std::fs::metadata(&normal) {
+        Ok(meta) if meta.is_file() || meta.is_dir() => Ok(normal),
+        Ok(_) => Err(format!("{shown} is neither a file nor a directory")),
+        Err(e) => Err(format!("{shown}: {e}")),
+    }
+}
+
+/// Checks a whole set of grants (each as [`check_grant`]): at most [`abi::MAX_GRANTS`]
+/// together, and none inside another or named twice (a mount point made inside a granted
+/// directory would be made in the host's file system).
+pub fn check_grants(
+    read: &[std::path::PathBuf],
+    write: &[std::path::PathBuf],
+) -> Result<(), String> {
+    let total = read.len() + write.len();
+    if total > abi::MAX_GRANTS {
+        return Err(format!(
+            "{total} paths granted; the limit is {} (--allow-read and --allow-write together)",
+            abi::MAX_GRANTS
+        ));
+    }
+    let all = read
+        .iter()
+        .map(|p| (p, "--allow-read"))
+        .chain(write.iter().map(|p| (p, "--allow-write")))
+        .map(|(path, flag)| {
+            check_grant(path)
+                .map(|path| (path, flag))
+                .map_err(|e| format!("{flag} {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    for (i, (a, flag_a)) in all.iter().enumerate() {
+        for (b, flag_b) in &all[i + 1..] {
+            if a.starts_with(b) || b.starts_with(a) {
+                return Err(format!(
+                    "{flag_a} {} and {flag_b} {} overlap; grant each path once, none inside \
+                     another",
+                    a.display(),
+                    b.display()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,5 +250,35 @@ mod tests {
         assert!(parse_offset("-1").is_err());
         assert_eq!(check_entry(2, 3), Ok(2));
         assert!(check_entry(3, 3).unwrap_err().contains("3 bytes"));
+    }
+
+    #[test]
+    fn grants() {
+        use std::path::{Path, PathBuf};
+        assert_eq!(
+            check_grant(Path::new("/etc//./hostname")),
+            Ok("/etc/hostname".into())
+        );
+        assert!(check_grant(Path::new("etc/hostname"))
+            .unwrap_err()
+            .contains("relative"));
+        assert!(check_grant(Path::new("/etc/../etc"))
+            .unwrap_err()
+            .contains(".."));
+        assert!(check_grant(Path::new("/")).is_err());
+        assert!(check_grant(Path::new("/no/such/path/here")).is_err());
+        assert!(check_grant(Path::new("/dev/null"))
+            .unwrap_err()
+            .contains("neither"));
+        let long = format!("/{}", "a".repeat(abi::MAX_GRANT_PATH));
+        assert!(check_grant(Path::new(&long)).unwrap_err().contains("limit"));
+        let etc = PathBuf::from("/etc");
+        let hostname = PathBuf::from("/etc/hostname");
+        let one = std::slice::from_ref(&etc);
+        assert!(check_grants(one, &[hostname]).is_err());
+        assert!(check_grants(one, one).is_err());
+        assert!(check_grants(one, &[PathBuf::from("/tmp")]).is_ok());
+        let many = vec![etc; abi::MAX_GRANTS + 1];
+        assert!(check_grants(&many, &[]).unwrap_err().contains("limit"));
     }
 }

@@ -320,9 +320,28 @@ pub struct WorkerArgs {
     pub max_open_files: u64,
 
     /// CPU time the job may use, next to the wall-clock --timeout, e.g. 500ms or 2s (the host
-    /// watches the worker's CPU clock; RLIMIT_CPU is its backstop); more than 0, at most 24h.
+    /// watches the CPU of the job's whole process tree where a cgroup counts it, else the
+    /// worker's CPU clock; RLIMIT_CPU is its backstop); more than 0, at most 24h.
     #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
     pub cpu_time: Option<Duration>,
+
+    /// Under a profile, let the guest read PATH (a file, or a directory and everything below
+    /// it), mounted read-only at the same path in its otherwise empty root. Repeatable; an
+    /// absolute path that exists; at most 8 grants with --allow-write, none inside another.
+    #[arg(long, value_name = "PATH", value_parser = grant)]
+    pub allow_read: Vec<PathBuf>,
+
+    /// As --allow-read, for reading and writing (in a directory: creating and removing files
+    /// and directories too).
+    #[arg(long, value_name = "PATH", value_parser = grant)]
+    pub allow_write: Vec<PathBuf>,
+
+    /// Where workers cannot get a PID namespace (see bytejail doctor), run profile jobs with
+    /// --max-procs above 1 anyway: processes the guest starts may then outlive the job and
+    /// bytejail. Refused without this flag.
+    #[arg(long)]
+    pub allow_uncontained: bool,
+
     /// Print nothing on stderr but errors: no summary line, no hints, no warning about
     /// profile entries skipped because no x86 ABI has their syscall.
     #[arg(long, short = 'q')]
@@ -360,7 +379,15 @@ impl WorkerArgs {
             .with_policy(self.policy.clone())
             .with_diagnose(!self.no_diagnose)
             .with_trace(!self.no_trace)
+            .with_allow_read(self.allow_read.clone())
+            .with_allow_write(self.allow_write.clone())
+            .with_allow_uncontained(self.allow_uncontained)
     }
+}
+
+/// A path granted with --allow-read or --allow-write (see [`bounds::check_grant`]).
+fn grant(text: &str) -> Result<PathBuf, String> {
+    bounds::check_grant(std::path::Path::new(text))
 }
 
 /// `bytejail batch`.

@@ -858,6 +858,10 @@ pub struct Cgroups {
     pub v1: Vec<CgroupV1>,
     /// Where a process limit could come from, if anywhere.
     pub pids: Option<PidsController>,
+    /// Where the CPU time of a job's whole process tree could be counted (for `--cpu-time`),
+    /// if anywhere: v1's `cpuacct` controller, else any v2 hierarchy (`cpu.stat` needs no
+    /// controller).
+    pub cpu_accounting: Option<PidsController>,
 }
 
 /// This process's place in the v2 hierarchy.
@@ -887,7 +891,8 @@ pub struct CgroupV1 {
     pub dir: PathBuf,
 }
 
-/// A pids controller this process could limit a job's processes with.
+/// A cgroup controller this process could use for jobs (pids: limit a job's processes; CPU
+/// accounting: count a job's CPU time).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PidsController {
     /// 1 or 2.
@@ -1077,11 +1082,28 @@ pub fn cgroups() -> Cgroups {
                 usable: h.dir.is_dir() && writable(&h.dir),
             }),
     };
+    let cpu_accounting = layout
+        .v1
+        .iter()
+        .find(|h| h.controllers.iter().any(|c| c == "cpuacct"))
+        .map(|h| PidsController {
+            version: 1,
+            dir: h.dir.clone(),
+            usable: h.dir.is_dir() && writable(&h.dir),
+        })
+        .or_else(|| {
+            v2.as_ref().map(|v2| PidsController {
+                version: 2,
+                dir: v2.dir.clone(),
+                usable: v2.writable,
+            })
+        });
     Cgroups {
         mode,
         v2,
         v1: layout.v1,
         pids,
+        cpu_accounting,
     }
 }
 
@@ -1778,7 +1800,7 @@ fn cgroups_check(c: &Cgroups) -> Check {
                 .join(",")
         ),
         CgroupMode::None => {
-            return warning("no cgroup file system mounted: no cgroup.kill, no pids limit")
+            return warning("no cgroup file system mounted: no cgroup.kill, no pids limit, and --cpu-time counts only the worker's own CPU")
         }
     };
     let kill = match &c.v2 {
@@ -1803,10 +1825,25 @@ fn cgroups_check(c: &Cgroups) -> Check {
         ),
         None => "no pids controller".to_string(),
     };
+    let cpu = match &c.cpu_accounting {
+        Some(p) if p.usable => format!(
+            "--cpu-time counts a job's whole process tree ({} in {})",
+            if p.version == 1 {
+                "cpuacct, v1"
+            } else {
+                "cpu.stat, v2"
+            },
+            p.dir.display()
+        ),
+        _ => "no writable CPU accounting cgroup: --cpu-time counts only the worker's own CPU, \
+              not the processes it starts"
+            .to_string(),
+    };
     let usable_kill = c.v2.as_ref().is_some_and(|v2| v2.kill && v2.writable);
     let usable_pids = c.pids.as_ref().is_some_and(|p| p.usable);
-    let detail = format!("{mode}; {kill}; {pids}");
-    if usable_kill && usable_pids {
+    let usable_cpu = c.cpu_accounting.as_ref().is_some_and(|p| p.usable);
+    let detail = format!("{mode}; {kill}; {pids}; {cpu}");
+    if usable_kill && usable_pids && usable_cpu {
         ok(detail)
     } else {
         warning(detail)
@@ -1815,7 +1852,9 @@ fn cgroups_check(c: &Cgroups) -> Check {
 
 fn containment_check(containment: Containment, cgroups: &Cgroups) -> Check {
     let second = match &cgroups.v2 {
-        Some(v2) if v2.kill && v2.writable => "; cgroup.kill is there (bytejail does not use it)",
+        Some(v2) if v2.kill && v2.writable => {
+            "; cgroup.kill is there (the janitor of a dead host uses it on v2 job cgroups)"
+        }
         _ => "",
     };
     match containment {
@@ -1823,14 +1862,16 @@ fn containment_check(containment: Containment, cgroups: &Cgroups) -> Check {
             "profile workers can be init of their own PID namespace: every process a guest \
              creates dies with its worker, also when the host dies{second}"
         )),
-        Containment::PidNamespaceInUserNamespace => warning(format!(
-            "a PID namespace is possible here only inside a user namespace, which bytejail's \
-             workers do not use yet: profile workers get no PID namespace, so a job may create \
-             no process (--max-procs above 1 is refused){second}"
+        Containment::PidNamespaceInUserNamespace => ok(format!(
+            "profile workers get a user namespace of their own (this process is not root), \
+             and inside it PID, IPC, mount and network namespaces: every process a guest \
+             creates dies with its worker, also when the host dies; --max-procs above 1 also \
+             needs a pids cgroup this user may make{second}"
         )),
         Containment::NoPidNamespace => warning(format!(
             "no PID namespace for profile workers: a job may create no process (a filter \
-             refuses clone, fork, vfork and clone3; --max-procs above 1 is refused){second}"
+             refuses clone, fork, vfork and clone3; --max-procs above 1 is refused unless \
+             --allow-uncontained, and then its processes may outlive it){second}"
         )),
     }
 }

@@ -233,12 +233,12 @@ pub(crate) fn spawn(
     let control = [fds.go, fds.done];
     debug_assert!(arena.mapped_here(), "spawning into another process's arena");
     let walls = walls(options)?;
-    let cgroup = job_cgroup(options, &walls)?;
+    let cgroup = job_cgroup(options)?;
     let cgroup_procs = match &cgroup {
         Some(cgroup) => cgroup
             .procs_paths()
             .map_err(|e| Error::io("making the job's cgroups", e))?,
-        None => [[0; crate::cgroup::PROCS_PATH_MAX]; 2],
+        None => [[0; crate::cgroup::PROCS_PATH_MAX]; crate::cgroup::PROCS_SLOTS],
     };
     let plan = WorkerPlan {
         host_pid: arena.owner_pid(),
@@ -310,6 +310,9 @@ pub(crate) fn worker_limits_match(options: &RunOptions, template: &RunOptions) -
         && a.max_open_files == b.max_open_files
         && a.cpu_time == b.cpu_time
         && options.trace == template.trace
+        && options.allow_read == template.allow_read
+        && options.allow_write == template.allow_write
+        && options.allow_uncontained == template.allow_uncontained
 }
 
 /// The job's cgroups (see [`crate::cgroup`]): a pids cgroup when a profile job may have more
@@ -317,16 +320,15 @@ pub(crate) fn worker_limits_match(options: &RunOptions, template: &RunOptions) -
 /// job where the memory controller can be had (its limit: the job's memory, plus room for
 /// what the kernel keeps for the worker: page tables, its stack, socket buffers). Strict
 /// workers need neither: they can neither fork nor hold memory outside their mappings.
-fn job_cgroup(
-    options: &RunOptions,
-    walls: &Walls,
-) -> Result<Option<crate::cgroup::JobCgroup>, Error> {
+fn job_cgroup(options: &RunOptions) -> Result<Option<crate::cgroup::JobCgroup>, Error> {
     use crate::cgroup::{available, Controller, JobCgroup};
     if arena_reusable(&options.policy) {
         return Ok(None);
     }
     let max_procs = options.limits.max_procs;
-    let pids = (walls.pid_namespace() && max_procs > 1).then_some(max_procs);
+    // (Without a PID namespace, `walls` let more than one process through only with
+    // `allow_uncontained`; the process limit then still comes from this cgroup.)
+    let pids = (max_procs > 1).then_some(max_procs);
     if pids.is_some() {
         available(Controller::Pids).map_err(|why| {
             Error::Input(InputError::Invalid(format!(
@@ -339,25 +341,67 @@ fn job_cgroup(
     let memory = available(Controller::Memory)
         .is_ok()
         .then(|| (options.limits.memory as u64).saturating_add(KERNEL_ROOM));
-    if pids.is_none() && memory.is_none() {
+    // The CPU limit is for the job's whole process tree: its cgroup counts every process.
+    let cpu = options.limits.cpu_time.is_some() && available(Controller::Cpu).is_ok();
+    if pids.is_none() && memory.is_none() && !cpu {
         return Ok(None);
     }
-    JobCgroup::new(pids, memory)
+    JobCgroup::new(pids, memory, cpu)
         .map(Some)
         .map_err(|e| Error::io("making the job's cgroups", e))
 }
 
-/// Whether this process can give workers namespaces of their own (PID, IPC, mount), asked
-/// once with a child that is forked into them and exits at once.
-pub(crate) fn namespaces_available() -> bool {
-    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *AVAILABLE.get_or_init(|| sys::can_clone_with(NAMESPACE_FLAGS))
+/// The namespaces this process can give workers, asked once with a child that is forked into
+/// them and exits at once: [`NAMESPACE_FLAGS`] (root, or CAP_SYS_ADMIN), else the same inside
+/// a user namespace of the worker's own, with a network namespace of its own too (a host that
+/// is not root, where unprivileged user namespaces are allowed); `None` without either.
+pub(crate) fn namespace_flags() -> Option<usize> {
+    static FLAGS: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    *FLAGS.get_or_init(|| {
+        [NAMESPACE_FLAGS, USER_NAMESPACE_FLAGS]
+            .into_iter()
+            .find(|&flags| sys::can_clone_with(flags))
+    })
+}
+
+/// `/proc/self/uid_map` and `gid_map` for a worker in a user namespace of its own: the host's
+/// effective uid and gid (which an unprivileged process may map, and only those) mapped to
+/// themselves, read once from `/proc/self/status`.
+fn id_maps() -> [[u8; 32]; 2] {
+    static MAPS: std::sync::OnceLock<[[u8; 32]; 2]> = std::sync::OnceLock::new();
+    *MAPS.get_or_init(|| {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        // `Uid:` and `Gid:` list the real, effective, saved and file-system ids.
+        let effective = |key: &str| -> u32 {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(key))
+                .and_then(|ids| ids.split_whitespace().nth(1))
+                .and_then(|id| id.parse().ok())
+                .unwrap_or(u32::MAX) // no map: the worker's set-up fails and says so
+        };
+        let mut maps = [[0u8; 32]; 2];
+        for (map, key) in maps.iter_mut().zip(["Uid:", "Gid:"]) {
+            let id = effective(key);
+            if id != u32::MAX {
+                let text = format!("{id} {id} 1\n");
+                map[..text.len()].copy_from_slice(text.as_bytes());
+            }
+        }
+        maps
+    })
 }
 
 /// A profile worker's namespaces: it is init of its own PID namespace (its whole process tree
 /// dies with it, also when the host dies), with IPC objects and mounts of its own.
 const NAMESPACE_FLAGS: usize =
     (libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWNS) as usize;
+
+/// The same for a host that is not root: a user namespace first, in which the worker may make
+/// the others, and a network namespace per worker (it could not join the shared one, which
+/// belongs to another user namespace).
+const USER_NAMESPACE_FLAGS: usize =
+    NAMESPACE_FLAGS | (libc::CLONE_NEWUSER | libc::CLONE_NEWNET) as usize;
 
 /// The walls a worker under `options.policy` gets besides seccomp. Strict mode and strict-bpf
 /// need none (the guest can call nothing that would reach past them); a profile worker gets
@@ -371,22 +415,86 @@ pub(crate) fn walls(options: &RunOptions) -> Result<Walls, Error> {
         ..Walls::default()
     };
     if arena_reusable(&options.policy) {
+        if !options.allow_read.is_empty() || !options.allow_write.is_empty() {
+            return Err(Error::Input(InputError::Invalid(
+                "--allow-read and --allow-write grant paths to a guest under a profile \
+                 (--policy FILE.json); under strict mode it can open no file: nothing to grant"
+                    .into(),
+            )));
+        }
         return Ok(walls);
     }
-    if namespaces_available() {
-        walls.clone_flags = NAMESPACE_FLAGS;
+    if let Some(flags) = namespace_flags() {
+        walls.clone_flags = flags;
         walls.host_pidfd =
             sys::own_pidfd().map_err(|e| Error::io("opening a pidfd of the host", e))?;
-        walls.netns_fd = sys::empty_netns().unwrap_or(-1);
-    } else if options.limits.max_procs > 1 {
+        if flags & libc::CLONE_NEWNET as usize == 0 {
+            walls.netns_fd = sys::empty_netns().unwrap_or(-1);
+        }
+        if flags & libc::CLONE_NEWUSER as usize != 0 {
+            walls.id_maps = id_maps();
+        }
+    } else if options.limits.max_procs > 1 && !options.allow_uncontained {
+        // Without a PID namespace, processes a guest starts are not killed with its worker:
+        // they could outlive the job and bytejail itself.
         return Err(Error::Input(InputError::Invalid(format!(
             "--max-procs {} needs a PID namespace for the worker, which this process cannot \
-             create (run as root; see bytejail doctor)",
+             create, so processes the guest starts could outlive the job and bytejail (run as \
+             root or allow unprivileged user namespaces; --allow-uncontained to run it anyway; \
+             see bytejail doctor)",
             options.limits.max_procs
         ))));
     }
     walls.landlock = landlock_masks(sys::landlock_abi());
+    walls.grants = grants(options, walls.landlock[0])?;
     Ok(walls)
+}
+
+/// The paths `options` grants the guest, checked (see [`crate::bounds::check_grants`]), with
+/// the Landlock rights each rule gives out of `handled` (the file rights the ruleset handles).
+fn grants(
+    options: &RunOptions,
+    handled: u64,
+) -> Result<[worker::Grant; crate::abi::MAX_GRANTS], Error> {
+    // Never EXECUTE (bit 0): a granted file is data, not a program.
+    const WRITE_FILE: u64 = 1 << 1;
+    const READ_FILE: u64 = 1 << 2;
+    const READ_DIR: u64 = 1 << 3;
+    const REMOVE_DIR: u64 = 1 << 4;
+    const REMOVE_FILE: u64 = 1 << 5;
+    const MAKE_DIR: u64 = 1 << 7;
+    const MAKE_REG: u64 = 1 << 8;
+    const TRUNCATE: u64 = 1 << 14;
+    let invalid = |e: String| Error::Input(InputError::Invalid(e));
+    crate::bounds::check_grants(&options.allow_read, &options.allow_write).map_err(invalid)?;
+    let mut grants = [worker::Grant::default(); crate::abi::MAX_GRANTS];
+    let asked = (options.allow_read.iter().map(|p| (p, false)))
+        .chain(options.allow_write.iter().map(|p| (p, true)));
+    for (grant, (path, write)) in grants.iter_mut().zip(asked) {
+        let path = crate::bounds::check_grant(path).map_err(invalid)?;
+        let dir = path.is_dir();
+        let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
+        grant.path[..bytes.len()].copy_from_slice(bytes);
+        grant.dir = dir;
+        grant.write = write;
+        let access = match (dir, write) {
+            (false, false) => READ_FILE,
+            (false, true) => READ_FILE | WRITE_FILE | TRUNCATE,
+            (true, false) => READ_FILE | READ_DIR,
+            (true, true) => {
+                READ_FILE
+                    | READ_DIR
+                    | WRITE_FILE
+                    | TRUNCATE
+                    | REMOVE_DIR
+                    | REMOVE_FILE
+                    | MAKE_DIR
+                    | MAKE_REG
+            }
+        };
+        grant.access = access & handled;
+    }
+    Ok(grants)
 }
 
 /// Landlock's handled rights for ABI `abi` (files, TCP, scopes): everything it knows.
@@ -506,7 +614,8 @@ pub(crate) fn drive(
         confirm: &confirm,
     });
     let cpu_before = done.as_ref().map(|done| done.cpu_before);
-    let cpu_watch = CpuWatch::new(pid, options, cpu_before.unwrap_or_default());
+    let cpu_watch = CpuWatch::new(pid, options, cpu_before.unwrap_or_default())
+        .map(|watch| watch.whole_tree(cgroup.as_ref()));
     let watch = watch_worker(
         &pidfd,
         &output_r,
@@ -694,29 +803,52 @@ pub(crate) fn cpu_limit_secs(options: &RunOptions) -> u64 {
     }
 }
 
-/// The host's watch on a worker's CPU time, when the job has a CPU limit: the worker's CPU
-/// clock (all its threads) is read whenever the poll loop wakes, and the loop wakes at least
-/// as often as the rest of the budget could run out.
+/// The host's watch on a job's CPU time, when the job has a CPU limit: the job's CPU time is
+/// read whenever the poll loop wakes, and the loop wakes at least as often as the rest of the
+/// budget could run out. The job's CPU time is its cgroup's (every process of the job) where
+/// it has one for CPU accounting (see [`crate::cgroup`]), else the worker's CPU clock (all its
+/// threads; processes it starts are not counted then, as `bytejail doctor` says).
 #[derive(Clone, Copy)]
-pub(crate) struct CpuWatch {
+pub(crate) struct CpuWatch<'a> {
     pid: libc::pid_t,
     budget: Duration,
     /// What the worker had used before the job (a parked worker's set-up, earlier inputs).
     before: Duration,
+    /// The job's CPU accounting cgroup, with its usage and the worker's clock when the watch
+    /// began: the job's CPU is the cgroup's since then plus the worker's own up to then.
+    tree: Option<(&'a crate::cgroup::JobCgroup, Duration, Duration)>,
 }
 
-impl CpuWatch {
+impl<'a> CpuWatch<'a> {
     pub(crate) fn new(pid: libc::pid_t, options: &RunOptions, before: Duration) -> Option<Self> {
         options.limits.cpu_time.map(|budget| CpuWatch {
             pid,
             budget,
             before,
+            tree: None,
         })
+    }
+
+    /// Watches the CPU time of the job's whole process tree through `cgroup`, when it has a
+    /// CPU accounting cgroup.
+    pub(crate) fn whole_tree(self, cgroup: Option<&'a crate::cgroup::JobCgroup>) -> Self {
+        let tree = cgroup.and_then(|cgroup| {
+            let usage = cgroup.cpu_usage()?;
+            Some((cgroup, usage, cpu_clock(self.pid)))
+        });
+        CpuWatch { tree, ..self }
     }
 
     /// The CPU time left, zero once the budget is spent.
     fn left(&self) -> Duration {
-        let used = cpu_clock(self.pid).saturating_sub(self.before);
+        let own = |now: Duration| now.saturating_sub(self.before);
+        let used = match self.tree {
+            Some((cgroup, usage_then, clock_then)) => match cgroup.cpu_usage() {
+                Some(usage) => usage.saturating_sub(usage_then) + own(clock_then),
+                None => own(cpu_clock(self.pid)),
+            },
+            None => own(cpu_clock(self.pid)),
+        };
         self.budget.saturating_sub(used)
     }
 }
@@ -904,7 +1036,7 @@ pub(crate) fn watch_worker(
     control: Option<&Control<'_>>,
     options: &RunOptions,
     start: Instant,
-    cpu: Option<CpuWatch>,
+    cpu: Option<CpuWatch<'_>>,
 ) -> Result<Watch, Error> {
     let deadline = start + options.limits.timeout;
     let max_output = options.limits.max_output;

@@ -95,6 +95,8 @@ struct Live {
     cpu_parked: Duration,
     /// Its tracer, when traced: cleared before each input, read when the worker ends.
     trace: Option<crate::tracer::Trace>,
+    /// The worker's cgroups, removed once it is reaped (fields drop after `end`'s body).
+    _cgroup: Option<crate::cgroup::JobCgroup>,
 }
 
 impl Live {
@@ -377,6 +379,7 @@ impl SameCode {
             output_r,
             output_w,
             trace,
+            cgroup,
             ..
         } = spawned;
         Ok(Live {
@@ -391,6 +394,7 @@ impl SameCode {
             cpu_limit_secs,
             cpu_parked: host::cpu_clock(pid),
             trace,
+            _cgroup: cgroup,
         })
     }
 

@@ -591,7 +591,7 @@ pub(crate) const FAULT_SIGNALS: [i32; 6] = [
 pub(crate) const SETUP_FAILED_SIGNAL: i32 = libc::SIGUSR2;
 
 /// Setup steps, recorded in `REC_STAGE` when one fails.
-pub(crate) const STAGES: [&str; 16] = [
+pub(crate) const STAGES: [&str; 17] = [
     "worker setup: PR_SET_PDEATHSIG",
     "worker setup: rt_sigprocmask",
     "worker setup: mapping the arena",
@@ -608,6 +608,7 @@ pub(crate) const STAGES: [&str; 16] = [
     "worker setup: Landlock",
     "worker setup: joining the job's cgroups",
     "worker setup: an empty root file system",
+    "worker setup: mapping the user namespace's ids",
 ];
 
 /// One mapping the worker makes at a fixed address inside the arena's window.
@@ -685,7 +686,7 @@ pub(crate) struct WorkerPlan {
     pub rlimits: [(u32, u64); 2],
     /// The NUL-terminated paths of the job's cgroups' `cgroup.procs` files, which the worker
     /// writes itself into first (see [`crate::cgroup`]); empty (a leading NUL) for none.
-    pub cgroup_procs: [[u8; crate::cgroup::PROCS_PATH_MAX]; 2],
+    pub cgroup_procs: [[u8; crate::cgroup::PROCS_PATH_MAX]; crate::cgroup::PROCS_SLOTS],
     /// The host seizes the worker with its tracer (see [`crate::tracer`]): the worker waits at
     /// the gate in its data page ([`layout::CTX_TRACE_GATE`]) once the region is mapped, so
     /// that nothing of its setup past that point, and nothing of the guest, runs untraced.
@@ -706,6 +707,40 @@ pub(crate) struct Walls {
     /// Landlock: the access rights handled (and so denied: the ruleset has no rule) for files
     /// and TCP, and the scopes (signals, abstract sockets); all 0 without Landlock.
     pub landlock: [u64; 3],
+    /// With `CLONE_NEWUSER` (a host that is not root): the contents of `/proc/self/uid_map`
+    /// and `gid_map`, NUL-terminated, which map the host's own uid and gid to themselves.
+    pub id_maps: [[u8; 32]; 2],
+    /// Paths the user grants the guest (`--allow-read`, `--allow-write`), in use from the
+    /// first with an empty path on.
+    pub grants: [Grant; crate::abi::MAX_GRANTS],
+}
+
+/// Room for a grant's NUL-terminated path.
+pub(crate) const GRANT_PATH: usize = crate::abi::MAX_GRANT_PATH + 1;
+
+/// One path the user grants a profile guest: mounted at the same path in the worker's empty
+/// root (read-only unless `write`), and allowed by a Landlock rule.
+#[derive(Clone, Copy)]
+pub(crate) struct Grant {
+    /// The absolute, normalised path, NUL-terminated; empty (a leading NUL) for no grant.
+    pub path: [u8; GRANT_PATH],
+    /// A directory (else a regular file): what its mount point in the empty root is made as.
+    pub dir: bool,
+    pub write: bool,
+    /// The Landlock file rights the rule grants (a subset of those the ruleset handles;
+    /// 0 without Landlock).
+    pub access: u64,
+}
+
+impl Default for Grant {
+    fn default() -> Self {
+        Grant {
+            path: [0; GRANT_PATH],
+            dir: false,
+            write: false,
+            access: 0,
+        }
+    }
 }
 
 impl Walls {
@@ -788,6 +823,7 @@ const STAGE_NETNS: usize = 12;
 const STAGE_LANDLOCK: usize = 13;
 const STAGE_CGROUP: usize = 14;
 const STAGE_ROOT: usize = 15;
+const STAGE_USERNS: usize = 16;
 
 /// Ends a worker whose setup failed: records the stage and errno (once the region is mapped)
 /// and dies of [`SETUP_FAILED_SIGNAL`], which no guest can raise.
@@ -887,20 +923,37 @@ unsafe fn drop_privileges(
 
 /// Gives a worker in its own mount namespace an empty, read-only root: nothing of the host's
 /// file system is left to reach by path (unix sockets, files' metadata, directories to watch),
-/// whatever Landlock does not cover. Mounts stop propagating, a read-only tmpfs goes over
-/// `/proc` (a directory every Linux host has), becomes the root (`pivot_root(".", ".")`), and
-/// the old root is detached.
+/// whatever Landlock does not cover. Mounts stop propagating, a tmpfs goes over `/proc` (a
+/// directory every Linux host has), becomes the root (`pivot_root(".", ".")`), and the old
+/// root is detached. The paths in `grants` are cloned from the host's tree first
+/// (`open_tree`, read-only unless granted for writing, never setuid, devices or exec), and
+/// mounted at the same paths in the tmpfs (on mount points made for them) before it is made
+/// read-only.
 ///
 /// # Safety
 /// As for [`worker_main`], in a mount namespace of the worker's own, before capabilities drop.
-unsafe fn empty_root(data: Option<usize>, check: &dyn Fn(Option<usize>, usize, isize)) {
+unsafe fn empty_root(
+    grants: &[Grant; crate::abi::MAX_GRANTS],
+    data: Option<usize>,
+    check: &dyn Fn(Option<usize>, usize, isize),
+) {
+    const OPEN_TREE_CLONE: usize = 1;
+    const MOVE_MOUNT_F_EMPTY_PATH: usize = 4;
+    const MOUNT_ATTR_RDONLY: u64 = 1;
+    const MOUNT_ATTR_NOSUID: u64 = 2;
+    const MOUNT_ATTR_NODEV: u64 = 4;
+    const MOUNT_ATTR_NOEXEC: u64 = 8;
     let root = c"/".as_ptr() as usize;
     let dot = c".".as_ptr() as usize;
+    let empty = c"".as_ptr() as usize;
     let mountpoint = c"/proc".as_ptr() as usize;
     let tmpfs = c"tmpfs".as_ptr() as usize;
     let options = c"size=4k,mode=0555".as_ptr() as usize;
     let ro = (libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC) as usize;
-    // SAFETY: raw syscalls on NUL-terminated string literals of this binary.
+    let cwd = libc::AT_FDCWD as usize;
+    let exists = -(libc::EEXIST as isize);
+    // SAFETY: raw syscalls on NUL-terminated string literals of this binary, on the plan's
+    // NUL-terminated paths, and on locals.
     unsafe {
         let private = (libc::MS_REC | libc::MS_PRIVATE) as usize;
         check(
@@ -908,11 +961,107 @@ unsafe fn empty_root(data: Option<usize>, check: &dyn Fn(Option<usize>, usize, i
             STAGE_ROOT,
             raw::syscall6(libc::SYS_mount, 0, root, 0, private, 0, 0),
         );
+        // The granted paths, cloned while the host's tree is still in reach.
+        let mut trees = [-1isize; crate::abi::MAX_GRANTS];
+        for (tree, grant) in trees.iter_mut().zip(grants) {
+            if grant.path[0] == 0 {
+                break;
+            }
+            let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as usize;
+            let path = grant.path.as_ptr() as usize;
+            let fd = raw::syscall3(libc::SYS_open_tree, cwd, path, flags);
+            check(data, STAGE_ROOT, fd);
+            let mut set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+            if !grant.write {
+                set |= MOUNT_ATTR_RDONLY;
+            }
+            // struct mount_attr: attr_set, attr_clr, propagation, userns_fd.
+            let attr = [set, 0u64, 0, 0];
+            let at_empty = libc::AT_EMPTY_PATH as usize;
+            let size = std::mem::size_of_val(&attr);
+            let attr = attr.as_ptr() as usize;
+            check(
+                data,
+                STAGE_ROOT,
+                raw::syscall6(
+                    libc::SYS_mount_setattr,
+                    fd as usize,
+                    empty,
+                    at_empty,
+                    attr,
+                    size,
+                    0,
+                ),
+            );
+            *tree = fd;
+        }
+        let granting = trees[0] >= 0;
+        // Writable only while the grants' mount points are made in it.
+        let flags = if granting {
+            ro & !(libc::MS_RDONLY as usize)
+        } else {
+            ro
+        };
         check(
             data,
             STAGE_ROOT,
-            raw::syscall6(libc::SYS_mount, tmpfs, mountpoint, tmpfs, ro, options, 0),
+            raw::syscall6(libc::SYS_mount, tmpfs, mountpoint, tmpfs, flags, options, 0),
         );
+        for (&tree, grant) in trees.iter().zip(grants).filter(|(&tree, _)| tree >= 0) {
+            // "/proc" + the path: where the path will be once the tmpfs is the root.
+            let mut target = [0u8; 5 + GRANT_PATH];
+            target[..5].copy_from_slice(b"/proc");
+            let len = grant.path.iter().position(|&b| b == 0).unwrap_or(0);
+            target[5..5 + len].copy_from_slice(&grant.path[..len]);
+            // Its parent directories, in the tmpfs (no grant lies inside another).
+            // (Cut at each '/' in turn: the buffer is the path the kernel reads.)
+            let mut slash = 6;
+            while slash < 5 + len {
+                if target[slash] == b'/' {
+                    target[slash] = 0;
+                    let at = target.as_ptr() as usize;
+                    let made = raw::syscall3(libc::SYS_mkdir, at, 0o555, 0);
+                    target[slash] = b'/';
+                    if made != exists {
+                        check(data, STAGE_ROOT, made);
+                    }
+                }
+                slash += 1;
+            }
+            let at = target.as_ptr() as usize;
+            let made = if grant.dir {
+                raw::syscall3(libc::SYS_mkdir, at, 0o555, 0)
+            } else {
+                let file = (libc::S_IFREG | 0o444) as usize;
+                raw::syscall6(libc::SYS_mknodat, cwd, at, file, 0, 0, 0)
+            };
+            if made != exists {
+                check(data, STAGE_ROOT, made);
+            }
+            let from_empty = MOVE_MOUNT_F_EMPTY_PATH;
+            check(
+                data,
+                STAGE_ROOT,
+                raw::syscall6(
+                    libc::SYS_move_mount,
+                    tree as usize,
+                    empty,
+                    cwd,
+                    at,
+                    from_empty,
+                    0,
+                ),
+            );
+            raw::syscall3(libc::SYS_close, tree as usize, 0, 0);
+        }
+        if granting {
+            let remount = ro | libc::MS_REMOUNT as usize;
+            check(
+                data,
+                STAGE_ROOT,
+                raw::syscall6(libc::SYS_mount, 0, mountpoint, 0, remount, options, 0),
+            );
+        }
         check(
             data,
             STAGE_ROOT,
@@ -984,6 +1133,44 @@ unsafe fn worker_main(plan: &WorkerPlan) -> ! {
             }
         } else if raw::syscall3(libc::SYS_getppid, 0, 0, 0) != plan.host_pid as isize {
             raw::exit(0);
+        }
+
+        // In a user namespace of its own (a host that is not root), the worker holds every
+        // capability there but no id yet: it maps the host's uid and gid to themselves (after
+        // giving up setgroups, as an unprivileged map requires). Files it makes (the empty
+        // root's mount points) then have an owner.
+        if plan.walls.clone_flags & libc::CLONE_NEWUSER as usize != 0 {
+            // The map files of a process that is not dumpable (a worker forked by the zygote,
+            // which is not) belong to root, and not even the process itself may write them.
+            // Dumpable for the three writes only (nothing of a job is mapped yet), then as it
+            // was (the host's tracer may need it so until it has seized the worker; the
+            // limits stage below clears it for good).
+            let was = raw::syscall3(libc::SYS_prctl, libc::PR_GET_DUMPABLE as usize, 0, 0);
+            let dumpable = libc::PR_SET_DUMPABLE as usize;
+            check(
+                data,
+                STAGE_USERNS,
+                raw::syscall3(libc::SYS_prctl, dumpable, 1, 0),
+            );
+            for (file, text) in [
+                (c"/proc/self/setgroups", b"deny\0".as_slice()),
+                (c"/proc/self/uid_map", plan.walls.id_maps[0].as_slice()),
+                (c"/proc/self/gid_map", plan.walls.id_maps[1].as_slice()),
+            ] {
+                let flags = (libc::O_WRONLY | libc::O_CLOEXEC) as usize;
+                let fd = raw::syscall3(libc::SYS_open, file.as_ptr() as usize, flags, 0);
+                check(data, STAGE_USERNS, fd);
+                let len = text.iter().position(|&b| b == 0).unwrap_or(text.len());
+                let written =
+                    raw::syscall3(libc::SYS_write, fd as usize, text.as_ptr() as usize, len);
+                check(data, STAGE_USERNS, written);
+                raw::syscall3(libc::SYS_close, fd as usize, 0, 0);
+            }
+            check(
+                data,
+                STAGE_USERNS,
+                raw::syscall3(libc::SYS_prctl, dumpable, was.clamp(0, 1) as usize, 0),
+            );
         }
 
         let mut mask = !0u64;
@@ -1072,7 +1259,7 @@ unsafe fn worker_main(plan: &WorkerPlan) -> ! {
         }
 
         if plan.walls.clone_flags & libc::CLONE_NEWNS as usize != 0 {
-            empty_root(data, &check);
+            empty_root(&plan.walls.grants, data, &check);
         }
 
         if plan.walls.netns_fd >= 0 {
@@ -1270,6 +1457,29 @@ unsafe fn worker_main(plan: &WorkerPlan) -> ! {
                 0,
             );
             check(data, STAGE_LANDLOCK, ruleset);
+            // A rule for each granted path (at the same path in the empty root, if any).
+            for grant in plan.walls.grants.iter().take_while(|g| g.path[0] != 0) {
+                let path = grant.path.as_ptr() as usize;
+                let flags = (libc::O_PATH | libc::O_CLOEXEC) as usize;
+                let fd = raw::syscall3(libc::SYS_open, path, flags, 0);
+                check(data, STAGE_LANDLOCK, fd);
+                // struct landlock_path_beneath_attr (packed): allowed_access, parent_fd.
+                let mut rule = [0u8; 12];
+                rule[..8].copy_from_slice(&grant.access.to_ne_bytes());
+                rule[8..].copy_from_slice(&(fd as i32).to_ne_bytes());
+                const LANDLOCK_RULE_PATH_BENEATH: usize = 1;
+                let added = raw::syscall6(
+                    libc::SYS_landlock_add_rule,
+                    ruleset as usize,
+                    LANDLOCK_RULE_PATH_BENEATH,
+                    rule.as_ptr() as usize,
+                    0,
+                    0,
+                    0,
+                );
+                check(data, STAGE_LANDLOCK, added);
+                raw::syscall3(libc::SYS_close, fd as usize, 0, 0);
+            }
             let restricted =
                 raw::syscall3(libc::SYS_landlock_restrict_self, ruleset as usize, 0, 0);
             check(data, STAGE_LANDLOCK, restricted);

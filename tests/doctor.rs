@@ -401,6 +401,19 @@ fn cgroup_mounts_are_what_findmnt_finds() {
         (true, true) => CgroupMode::None,
     };
     assert_eq!(cgroups.mode, want);
+    // CPU accounting for --cpu-time: a v1 hierarchy with cpuacct first, else any v2 one.
+    let cpuacct = Command::new("findmnt")
+        .args(["-n", "-l", "-o", "TARGET", "-t", "cgroup", "-O", "cpuacct"])
+        .output()
+        .unwrap();
+    let cpuacct = !String::from_utf8(cpuacct.stdout).unwrap().trim().is_empty();
+    let version = cgroups.cpu_accounting.as_ref().map(|c| c.version);
+    let want = match (cpuacct, v2.is_empty()) {
+        (true, _) => Some(1),
+        (false, false) => Some(2),
+        (false, true) => None,
+    };
+    assert_eq!(version, want, "{:?}", cgroups.cpu_accounting);
     // The cgroup this process is in has a directory in each hierarchy.
     for dir in cgroups
         .v1

@@ -413,3 +413,406 @@ fn a_profile_guest_opens_no_file_connects_nowhere_and_keeps_no_ipc() {
         );
     }
 }
+
+/// Docker's default profile, which allows `open`, `read` and `write` (and `mkdir`, `unlink`).
+fn docker_options() -> RunOptions {
+    RunOptions::default().with_policy(
+        Policy::from_profile_json(
+            include_str!("../guest-samples/policies/docker-default.json"),
+            "docker-default.json",
+        )
+        .unwrap(),
+    )
+}
+
+/// A guest that opens `path` with `flags` (mode 0644), then reads up to 256 bytes of it and
+/// writes them to its output, or (with O_WRONLY) writes "hi" to it; it returns what the last
+/// call returned (a negative errno if one failed).
+fn file_guest(path: &std::path::Path, flags: i32) -> Vec<u8> {
+    let access = if flags & libc::O_ACCMODE == libc::O_WRONLY {
+        "    mov edi, eax
+             lea rsi, [rip + hi]
+             mov edx, 2
+             mov eax, 1
+             syscall"
+    } else {
+        "    mov edi, eax
+             sub rsp, 256
+             mov rsi, rsp
+             mov edx, 256
+             xor eax, eax
+             syscall
+             test rax, rax
+             js 2f
+             mov rdx, rax
+             mov edi, 1
+             mov rsi, rsp
+             mov eax, 1
+             syscall
+         2:  add rsp, 256"
+    };
+    gas(&format!(
+        "    lea rdi, [rip + path]
+             mov esi, {flags}
+             mov edx, 0x1a4
+             mov eax, 2
+             syscall
+             test rax, rax
+             js 1f
+         {access}
+         1:  ret
+         hi: .ascii \"hi\"
+         path: .asciz \"{}\"",
+        path.display()
+    ))
+}
+
+/// A directory of this test's own below the temporary directory, made afresh.
+fn scratch_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("bytejail-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Under Docker's profile a guest reads a file granted with `allow_read` (its content compared
+/// with what the host reads), cannot write it, and cannot read its sibling in the same
+/// directory. The twin: without the grant the same file cannot be read either.
+#[test]
+fn a_guest_reads_a_granted_file_and_nothing_beside_it() {
+    let dir = scratch_dir("grant-read");
+    let granted = dir.join("granted.txt");
+    let sibling = dir.join("sibling.txt");
+    std::fs::write(&granted, "the test case\n").unwrap();
+    std::fs::write(&sibling, "the expected answer\n").unwrap();
+    let expected = std::fs::read(&granted).unwrap();
+    // The refusal: ENOENT in an empty root (namespaces), else Landlock's EACCES.
+    let refused = -(if namespaces() {
+        libc::ENOENT
+    } else {
+        libc::EACCES
+    } as i64);
+
+    let mut options = docker_options();
+    options.allow_read = vec![granted.clone()];
+    let read = bytejail::run(&file_guest(&granted, libc::O_RDONLY), b"", &options).unwrap();
+    assert_eq!(read.output, expected, "{}", read.summary());
+    assert_eq!(returned_rax(&read), expected.len() as i64);
+    let write = bytejail::run(&file_guest(&granted, libc::O_WRONLY), b"", &options).unwrap();
+    assert!(returned_rax(&write) < 0, "{}", write.summary());
+    assert_eq!(std::fs::read(&granted).unwrap(), expected);
+    let beside = bytejail::run(&file_guest(&sibling, libc::O_RDONLY), b"", &options).unwrap();
+    assert_eq!(returned_rax(&beside), refused, "{}", beside.summary());
+    assert!(beside.output.is_empty());
+
+    // The twin: no grant, no file.
+    let ungranted = bytejail::run(
+        &file_guest(&granted, libc::O_RDONLY),
+        b"",
+        &docker_options(),
+    )
+    .unwrap();
+    assert_eq!(returned_rax(&ungranted), refused, "{}", ungranted.summary());
+    assert!(ungranted.output.is_empty());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A directory granted with `allow_write`: the guest creates a file in it, which the host then
+/// finds with the guest's content; the same directory granted with `allow_read` only refuses it.
+#[test]
+fn a_guest_writes_only_in_a_directory_granted_for_writing() {
+    let dir = scratch_dir("grant-write");
+    let out = dir.join("out.txt");
+    let guest = file_guest(&out, libc::O_WRONLY | libc::O_CREAT);
+
+    let mut options = docker_options();
+    options.allow_read = vec![dir.clone()];
+    let report = bytejail::run(&guest, b"", &options).unwrap();
+    assert!(returned_rax(&report) < 0, "{}", report.summary());
+    assert!(
+        !out.exists(),
+        "a read-only grant let the guest create a file"
+    );
+
+    options.allow_read = Vec::new();
+    options.allow_write = vec![dir.clone()];
+    let report = bytejail::run(&guest, b"", &options).unwrap();
+    assert_eq!(returned_rax(&report), 2, "{}", report.summary());
+    assert_eq!(std::fs::read(&out).unwrap(), b"hi");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Grants are refused, with an input error naming the reason, under strict mode (which can
+/// open nothing), for relative paths, for paths that do not exist, and when one lies inside
+/// another. The CLI says the same in one line and exits 2.
+#[test]
+fn bad_grants_are_refused() {
+    let dir = scratch_dir("grant-bad");
+    let file = dir.join("f.txt");
+    std::fs::write(&file, "x").unwrap();
+    let code = [0xc3u8];
+    let refused = |options: &RunOptions, want: &str| match bytejail::run(&code, b"", options) {
+        Err(bytejail::Error::Input(e)) => assert!(e.to_string().contains(want), "{e}"),
+        other => panic!("not refused ({want}): {other:?}"),
+    };
+    let strict = RunOptions::default().with_allow_read(vec![file.clone()]);
+    refused(&strict, "strict mode");
+    let mut options = docker_options();
+    options.allow_read = vec!["relative/path".into()];
+    refused(&options, "relative");
+    options.allow_read = vec![dir.join("missing")];
+    refused(&options, "missing");
+    options.allow_read = vec![dir.clone()];
+    options.allow_write = vec![file.clone()];
+    refused(&options, "overlap");
+
+    let bytejail = env!("CARGO_BIN_EXE_bytejail");
+    for args in [
+        vec!["--allow-read", "relative/path"],
+        vec!["--allow-read", "/no/such/path/for/bytejail"],
+        vec!["--allow-read", file.to_str().unwrap()],
+    ] {
+        let out = std::process::Command::new(bytejail)
+            .args(["run", "--hex", "c3"])
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("allow-read") || stderr.contains("strict"),
+            "{stderr}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Run as nobody by `a_non_root_hosts_profile_worker_gets_namespaces_of_its_own`: prints the
+/// containment the doctor found, then one `name: rax` line per guest.
+#[test]
+#[ignore = "a host for a_non_root_hosts_profile_worker_gets_namespaces_of_its_own, run as nobody"]
+fn non_root_host_reporting_its_guests() {
+    let Ok(granted) = std::env::var("BJ_GRANTED") else {
+        return; // run by hand with --ignored: nothing to host
+    };
+    let granted = std::path::PathBuf::from(granted);
+    println!("containment: {:?}", bytejail::doctor::walls().containment);
+    let getpid = gas("mov eax, 39
+                      syscall
+                      ret");
+    let mut options = docker_options();
+    let guests = [
+        ("getpid", getpid),
+        (
+            "open_passwd",
+            file_guest(std::path::Path::new("/etc/passwd"), 0),
+        ),
+        ("read_granted", file_guest(&granted, 0)),
+    ];
+    options.allow_read = vec![granted.clone()];
+    // Each through a fresh worker, then through a zygote's (which is not dumpable).
+    let zygote = bytejail::Zygote::start().unwrap();
+    for (name, code) in guests {
+        for (how, result) in [
+            ("", bytejail::run(&code, b"", &options)),
+            ("zygote_", zygote.run(&code, b"", &options)),
+        ] {
+            match result {
+                Ok(report) => println!(
+                    "{how}{name}: {} {}",
+                    returned_rax(&report),
+                    String::from_utf8_lossy(&report.output).trim()
+                ),
+                Err(e) => println!("{how}{name}: error {e}"),
+            }
+        }
+    }
+    // A store to address 0, through a fresh worker: the host's tracer still seizes a worker in
+    // a user namespace, so the fault's details are the kernel's.
+    let store = gas("xor eax, eax
+                     mov [rax], al");
+    match bytejail::run(&store, b"", &options).map(|r| r.outcome) {
+        Ok(Outcome::Crashed {
+            fault: Some(fault), ..
+        }) => println!("fault: {:#x} verified={}", fault.address, fault.verified),
+        other => println!("fault: {other:?}"),
+    }
+}
+
+/// A host that is not root, where unprivileged user namespaces are allowed: its profile
+/// workers get a user namespace first and then PID, IPC, mount and network namespaces inside
+/// it, like a root host's. The guest is init of its PID namespace (`getpid` is 1), finds an
+/// empty root (`/etc/passwd` is ENOENT, not Landlock's EACCES), and still reads what it was
+/// granted; through a fresh worker and through a zygote's; and a fault it makes is reported
+/// with the kernel's (verified) details, the tracer still attaching. The host runs as nobody (the test binary re-executed, like `setpriv --reuid
+/// nobody --regid nogroup --clear-groups`).
+#[test]
+fn a_non_root_hosts_profile_worker_gets_namespaces_of_its_own() {
+    if !namespaces() {
+        eprintln!("not root: cannot run the host as another user; skipping");
+        return;
+    }
+    let dir = scratch_dir("grant-nobody");
+    let granted = dir.join("granted.txt");
+    std::fs::write(&granted, "for nobody\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    use std::os::unix::process::CommandExt;
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "non_root_host_reporting_its_guests",
+            "--nocapture",
+        ])
+        .env("BJ_GRANTED", &granted)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = |key: &str| -> String {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}: ")).map(str::trim))
+            .unwrap_or_else(|| panic!("no `{key}` from the host as nobody: {stdout}"))
+            .to_string()
+    };
+    if line("containment") != "PidNamespaceInUserNamespace" {
+        eprintln!(
+            "no unprivileged user namespace here ({}); skipping",
+            line("containment")
+        );
+        return;
+    }
+    assert_eq!(line("fault"), "0x0 verified=true", "{stdout}");
+    for how in ["", "zygote_"] {
+        assert_eq!(line(&format!("{how}getpid")), "1", "{stdout}");
+        let passwd = line(&format!("{how}open_passwd"));
+        assert_eq!(passwd, format!("{}", -libc::ENOENT), "{stdout}");
+        let granted = line(&format!("{how}read_granted"));
+        assert_eq!(granted, "11 for nobody", "{stdout}");
+    }
+}
+
+/// A guest that forks once: the child exits 0, the parent returns fork's result.
+fn forking_once() -> Vec<u8> {
+    gas("    mov eax, 57
+             syscall
+             test rax, rax
+             jnz 1f
+             xor edi, edi
+             mov eax, 60
+             syscall
+         1:  ret")
+}
+
+/// Run by `without_a_pid_namespace_more_processes_need_allow_uncontained` where no PID
+/// namespace can be had: prints the containment the doctor found, then one line per case.
+#[test]
+#[ignore = "a host for without_a_pid_namespace_more_processes_need_allow_uncontained"]
+fn host_without_pid_namespaces() {
+    if std::env::var("BJ_NO_PIDNS").is_err() {
+        return; // run by hand with --ignored: nothing to host
+    }
+    println!("containment: {:?}", bytejail::doctor::walls().containment);
+    let code = forking_once();
+    for (case, max_procs, uncontained) in [
+        ("one", 1, false),
+        ("four", 4, false),
+        ("four_uncontained", 4, true),
+    ] {
+        let mut options = docker_options();
+        options.limits.max_procs = max_procs;
+        options.allow_uncontained = uncontained;
+        match bytejail::run(&code, b"", &options) {
+            Ok(report) => println!("{case}: {}", returned_rax(&report)),
+            Err(e) => println!("{case}: error {e}"),
+        }
+    }
+    // Without a mount namespace a grant is Landlock's rule alone: the granted file is read,
+    // its sibling refused (EACCES: the host's tree is there, but not allowed).
+    let granted = std::path::PathBuf::from(std::env::var("BJ_GRANTED").unwrap());
+    let sibling = granted.with_file_name("sibling.txt");
+    let mut options = docker_options();
+    options.allow_read = vec![granted.clone()];
+    for (case, path) in [("granted", &granted), ("sibling", &sibling)] {
+        match bytejail::run(&file_guest(path, 0), b"", &options) {
+            Ok(report) => println!(
+                "{case}: {} {}",
+                returned_rax(&report),
+                String::from_utf8_lossy(&report.output).trim()
+            ),
+            Err(e) => println!("{case}: error {e}"),
+        }
+    }
+}
+
+/// Where workers can get no PID namespace (here: a user namespace whose root holds no
+/// capability and may make no further user namespace, made with util-linux's `unshare` and
+/// `setpriv`), a profile job may create processes only with `--allow-uncontained`: with
+/// `--max-procs 1` the guest's fork fails (EAGAIN), with `--max-procs 4` the job is refused
+/// naming the flag, and with the flag the fork succeeds (the twin: the limit is what stopped
+/// it). Where a PID namespace can be had, the same job runs without the flag (root, above).
+/// There is no mount namespace there either: a granted file is then Landlock's rule alone.
+#[test]
+fn without_a_pid_namespace_more_processes_need_allow_uncontained() {
+    if common::skip_without("unshare", 2) || common::skip_without("setpriv", 2) {
+        return;
+    }
+    if !namespaces() {
+        eprintln!("not root: cannot make the user namespace this test needs; skipping");
+        return;
+    }
+    let dir = scratch_dir("grant-no-pidns");
+    let granted = dir.join("granted.txt");
+    std::fs::write(&granted, "landlock alone\n").unwrap();
+    std::fs::write(dir.join("sibling.txt"), "not granted\n").unwrap();
+    let me = std::env::current_exe().unwrap();
+    let out = common::without_pid_namespaces(&me)
+        .args([
+            "--ignored",
+            "--exact",
+            "host_without_pid_namespaces",
+            "--nocapture",
+        ])
+        .env("BJ_NO_PIDNS", "1")
+        .env("BJ_GRANTED", &granted)
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = |key: &str| -> String {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}: ")).map(str::trim))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no `{key}` from the host: {stdout}{}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            })
+            .to_string()
+    };
+    if line("containment") != "NoPidNamespace" {
+        eprintln!(
+            "a PID namespace was still possible ({}); skipping",
+            line("containment")
+        );
+        return;
+    }
+    assert_eq!(line("one"), format!("{}", -libc::EAGAIN), "{stdout}");
+    let four = line("four");
+    assert!(
+        four.starts_with("error") && four.contains("--allow-uncontained"),
+        "{stdout}"
+    );
+    let uncontained = line("four_uncontained");
+    assert!(
+        uncontained.parse::<i64>().is_ok_and(|pid| pid > 0),
+        "{stdout}"
+    );
+    assert_eq!(line("granted"), "15 landlock alone", "{stdout}");
+    assert_eq!(line("sibling"), format!("{}", -libc::EACCES), "{stdout}");
+}

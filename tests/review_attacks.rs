@@ -520,39 +520,19 @@ fn memory_held_outside_mappings_counts_against_the_limit() {
     }
 }
 
-/// HOLE (medium; `docs/security.md` admits it, issue 10 asks for it): `--cpu-time` is for the whole
-/// process tree, but the host's watch reads the worker's own CPU clock and RLIMIT_CPU is per
-/// process. With `--max-procs` above 1, a worker that forks spinners and sleeps uses no CPU of
-/// its own: the job runs to the wall-clock timeout on every core and is reported `timeout`,
-/// not `cpu_time_limit`, and the report's user and system times (the worker's rusage: the
-/// kernel reaps the namespace's other processes without adding them) show a few ms for seconds
-/// of CPU.
-/// Fix: read the job's CPU from its cgroup (v2 `cpu.stat` usage_usec, v1 `cpuacct.usage`) in
-/// `CpuWatch` (the job already has a pids cgroup when `max_procs` > 1; put it in the cpuacct
-/// hierarchy too), and classify a kill at that budget as `cpu_time_limit`.
+/// Was a HOLE (medium), fixed: `--cpu-time` is for the whole process tree, but the host's
+/// watch read the worker's own CPU clock and RLIMIT_CPU is per process. With `--max-procs`
+/// above 1, a worker that forks spinners and sleeps used no CPU of its own: the job ran to the
+/// wall-clock timeout on every core and was reported `timeout`. Now a profile job with a CPU
+/// limit is charged in a CPU accounting cgroup (v1 `cpuacct`, v2 `cpu.stat`), which the host
+/// watches. The twin below: a tree that stays under its budget is not killed for it.
 #[test]
-#[ignore = "hole: CPU time of the guest's children is not watched; --cpu-time ends in a timeout"]
 fn cpu_time_of_the_whole_tree_is_limited() {
     if !namespaces() {
         eprintln!("not root: no PID namespace for workers; skipping");
         return;
     }
-    let code = gas("    mov r12d, 2
-                    1:  mov eax, 57
-                        syscall
-                        test rax, rax
-                        jz 3f
-                        dec r12d
-                        jnz 1b
-                    2:  mov eax, 34
-                        syscall
-                        jmp 2b
-                    3:  jmp 3b");
-    let mut options = profile_options();
-    options.limits.max_procs = 4;
-    options.limits.cpu_time = Some(Duration::from_millis(200));
-    options.limits.timeout = Duration::from_secs(3);
-    let report = bytejail::run(&code, b"", &options).unwrap();
+    let report = bytejail::run(&spinning_children(), b"", &spinner_options(200)).unwrap();
     assert_eq!(
         report.outcome,
         Outcome::CpuTimeLimit,
@@ -561,6 +541,45 @@ fn cpu_time_of_the_whole_tree_is_limited() {
         report.user,
         report.sys
     );
+}
+
+/// The twin: the same tree with a budget far above what it can use before the wall clock
+/// ends it is reported `timeout`, so the CPU limit above is what ended that one.
+#[test]
+fn a_tree_under_its_cpu_budget_is_not_killed_for_it() {
+    if !namespaces() {
+        eprintln!("not root: no PID namespace for workers; skipping");
+        return;
+    }
+    // Two spinners for at most 0.4 s of wall clock use at most 0.8 s of CPU (2 cores).
+    let mut options = spinner_options(60_000);
+    options.limits.timeout = Duration::from_millis(400);
+    let report = bytejail::run(&spinning_children(), b"", &options).unwrap();
+    assert_eq!(report.outcome, Outcome::Timeout, "{}", report.summary());
+}
+
+/// A guest that forks two children which spin, and sleeps itself (pause in a loop).
+fn spinning_children() -> Vec<u8> {
+    gas("    mov r12d, 2
+        1:  mov eax, 57
+            syscall
+            test rax, rax
+            jz 3f
+            dec r12d
+            jnz 1b
+        2:  mov eax, 34
+            syscall
+            jmp 2b
+        3:  jmp 3b")
+}
+
+/// A profile with room for the spinners, a CPU budget of `cpu_ms` and a 3 s timeout.
+fn spinner_options(cpu_ms: u64) -> RunOptions {
+    let mut options = profile_options();
+    options.limits.max_procs = 4;
+    options.limits.cpu_time = Some(Duration::from_millis(cpu_ms));
+    options.limits.timeout = Duration::from_secs(3);
+    options
 }
 
 /// HOLE (high for library users): `Pool::run` hands a job to a worker parked with the pool's
@@ -672,8 +691,9 @@ fn host_running_self_sigusr2() {
     }
 }
 
-/// HOLE (medium): where workers get no PID namespace (a host that is not root: `bytejail
-/// doctor` warns, profiles still run with `--max-procs 1`), a guest makes the host report a
+/// HOLE (medium): where workers get no PID namespace (a host that is not root where
+/// unprivileged user namespaces are not allowed, made here with `unshare` and `setpriv`:
+/// `bytejail doctor` warns, profiles still run with `--max-procs 1`), a guest makes the host report a
 /// runner failure (`Err`, "worker setup ... died before it could say why"; exit status of a
 /// runner error in the CLI, an error line in batch) for what is its own doing: it unblocks
 /// SIGUSR2 and sends it to itself, and `classify` takes any death by
@@ -694,8 +714,19 @@ fn a_guest_cannot_fake_a_setup_failure_without_a_pid_namespace() {
     let report = bytejail::run(&code, b"", &profile_options()).unwrap();
     assert_eq!(returned_rax(&report), 0, "{}", report.summary());
     let hex: String = code.iter().map(|b| format!("{b:02x}")).collect();
-    use std::os::unix::process::CommandExt;
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
+    // The host where workers get no PID namespace (a user namespace without capabilities
+    // that may make no other); as nobody, where util-linux's tools are missing (workers may
+    // then get a PID namespace inside a user namespace, if unprivileged ones are allowed).
+    let me = std::env::current_exe().unwrap();
+    let mut host = if common::have_tool("unshare") && common::have_tool("setpriv") {
+        common::without_pid_namespaces(&me)
+    } else {
+        use std::os::unix::process::CommandExt;
+        let mut host = std::process::Command::new(&me);
+        host.uid(65534).gid(65534);
+        host
+    };
+    let out = host
         .args([
             "--ignored",
             "--exact",
@@ -703,8 +734,6 @@ fn a_guest_cannot_fake_a_setup_failure_without_a_pid_namespace() {
             "--nocapture",
         ])
         .env("BJ_CODE", hex)
-        .uid(65534)
-        .gid(65534)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -754,9 +783,18 @@ fn a_pooled_job_is_not_reported_while_its_guest_runs() {
     options.limits.timeout = Duration::from_secs(3);
     let pool = Pool::new(options.clone(), 1).unwrap();
     let mut seen = Vec::new();
+    let mut pooled = 0;
     for _ in 0..10 {
+        let fallbacks = pool.stats().fallbacks;
         let report = pool.run(&code, b"", &options).unwrap();
         let running = marked(&name);
+        if pool.stats().fallbacks != fallbacks {
+            // No worker was parked in time (a loaded machine): the job ran in a fresh worker,
+            // which has no done pipe, so this guest spun to its timeout. Not a pooled job.
+            assert_eq!(report.outcome, Outcome::Timeout, "{}", report.summary());
+            continue;
+        }
+        pooled += 1;
         assert!(
             matches!(report.outcome, Outcome::Returned(_)),
             "{}",
@@ -767,6 +805,7 @@ fn a_pooled_job_is_not_reported_while_its_guest_runs() {
         }
     }
     drop(pool);
+    assert!(pooled > 0, "no job ran in a pooled worker");
     assert!(
         seen.is_empty(),
         "reported `returned` while the guest still ran (wall, pids): {seen:?}"
@@ -782,25 +821,23 @@ fn host_with_a_max_procs_job() {
     let mut options = profile_options();
     options.limits.max_procs = 4;
     options.limits.timeout = Duration::from_secs(30);
+    options.limits.cpu_time = Some(Duration::from_secs(30)); // a CPU accounting cgroup too
     let code = gas(&format!("{}\n1: jmp 1b", name_self(&name)));
     println!("ready");
     let _ = bytejail::run(&code, b"", &options);
 }
 
-/// HOLE (low): a host that dies (SIGKILL, OOM kill, a crash) while a `--max-procs` job runs
-/// leaves that job's pids cgroup behind: `JobCgroup`'s Drop never runs and nothing else ever
-/// removes `bytejail/<pid>-<n>`. The job's processes die (PID namespace), but the empty
+/// Was a HOLE (low), fixed: a host that dies (SIGKILL, OOM kill, a crash) while a
+/// `--max-procs` job runs left that job's pids cgroup behind: `JobCgroup`'s Drop never runs
+/// and, before the sweep, nothing else ever removed `bytejail/<pid>-<n>`. The job's processes die (PID namespace), but the empty
 /// directories pile up (this machine had 148 of them from 10 hosts after an hour of tests);
 /// every one holds a kernel cgroup (memory, an id), and a v1 hierarchy runs out of ids
 /// eventually, after which every `--max-procs` job fails to start.
-/// Fix: when `cgroup::parent()` is first set up, and before each `JobCgroup::new`, rmdir the
-/// parent's `<pid>-*` entries whose pid is not a running bytejail (rmdir of an empty cgroup
-/// is atomic and fails with EBUSY on a populated one, so a sweep is safe); on v1 also set the
-/// job cgroup's `notify_on_release` only if a release agent is configured. On cgroup v2 a
-/// per-host parent made with the host's own cgroup (and removed by the next bytejail) works
-/// the same way.
+/// Fixed by the next host's sweep, and, without waiting for one, by the host's janitor: a
+/// process started with the first job cgroup that waits for the host's end (EOF on a pipe
+/// only the host writes to), then kills what is left in the host's cgroups and removes them.
+/// The twin is inside: while the job runs, its cgroup is there.
 #[test]
-#[ignore = "hole: a killed host leaves its running jobs' pids cgroups behind for good"]
 fn a_killed_host_leaves_no_job_cgroup() {
     if !namespaces() {
         eprintln!("not root: no PID namespace for workers; skipping");
@@ -823,24 +860,34 @@ fn a_killed_host_leaves_no_job_cgroup() {
     let found = wait_marked(&name);
     let prefix = format!("{host_pid}-");
     let job_cgroups = || -> Vec<String> {
-        ["/sys/fs/cgroup/pids/bytejail", "/sys/fs/cgroup/bytejail"]
-            .iter()
-            .flat_map(|parent| {
-                std::fs::read_dir(parent)
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .map(|e| e.path().to_string_lossy().to_string())
-            })
-            .filter(|path| path.rsplit('/').next().unwrap().starts_with(&prefix))
-            .collect()
+        [
+            "/sys/fs/cgroup/pids/bytejail",
+            "/sys/fs/cgroup/memory/bytejail",
+            "/sys/fs/cgroup/cpuacct/bytejail",
+            "/sys/fs/cgroup/unified/bytejail",
+            "/sys/fs/cgroup/bytejail",
+        ]
+        .iter()
+        .flat_map(|parent| {
+            std::fs::read_dir(parent)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path().to_string_lossy().to_string())
+        })
+        .filter(|path| path.rsplit('/').next().unwrap().starts_with(&prefix))
+        .collect()
     };
     // The twin: while the job runs, its cgroup is there.
     let during = job_cgroups();
     host.kill().unwrap();
     host.wait().unwrap();
     assert!(found.is_some(), "the job never started");
-    assert_eq!(during.len(), 1, "the running job's cgroup: {during:?}");
+    // (A pids cgroup, and a memory one where that controller is there.)
+    assert!(
+        during.iter().any(|dir| dir.contains("pids")),
+        "the running job's cgroups: {during:?}"
+    );
     let killed = Instant::now();
     while !marked(&name).is_empty() {
         assert!(

@@ -673,10 +673,12 @@ impl Descendants {
             false
         };
         let mut found = Descendants::default();
-        // bytejail's tracer process: the host's own child, in the host's PID namespace (a
-        // guest that names itself so is nested below its worker's namespace, and still counts).
+        // bytejail's tracer process and cgroup janitor: the host's helpers, in the host's PID
+        // namespace (a guest that names itself so is nested below its worker's namespace, and
+        // still counts). The janitor is adopted by this process, a subreaper.
         let tracer = |p: &Proc| {
-            p.ppid == me && p.nspid.len() == my_depth && p.line.contains("(bytejail-tracer)")
+            p.nspid.len() == my_depth
+                && (p.line.contains("(bytejail-tracer)") || p.line.contains("(bytejail-janitr)"))
         };
         for p in procs
             .values()

@@ -196,3 +196,24 @@ pub fn marked(marker: &str) -> Vec<u32> {
     }
     found
 }
+
+/// A command that runs `program` where workers can get no PID namespace: in a user namespace
+/// (util-linux `unshare -U -r`) that may make no further user namespace, whose root holds no
+/// capability and cannot regain one (`setpriv`), like a host that is not root on a machine
+/// without unprivileged user namespaces. Needs root, `unshare` and `setpriv`.
+pub fn without_pid_namespaces(program: &std::path::Path) -> Command {
+    let mut command = Command::new("unshare");
+    command
+        .args([
+            "-U",
+            "-r",
+            "sh",
+            "-c",
+            "echo 0 > /proc/sys/user/max_user_namespaces && exec setpriv \
+             --securebits +noroot,+noroot_locked,+no_setuid_fixup,+no_setuid_fixup_locked \
+             --inh-caps=-all --bounding-set=-all --ambient-caps=-all -- \"$@\"",
+            "sh",
+        ])
+        .arg(program);
+    command
+}
