@@ -68,12 +68,13 @@ pub struct Check {
 
 /// The names of the checks, in the order the report gives them (the keys of `checks` in
 /// `bytejail doctor --json`).
-pub const CHECK_NAMES: [&str; 23] = [
+pub const CHECK_NAMES: [&str; 24] = [
     "kernel",
     "close_range",
     "cpu",
     "user",
     "strict_job",
+    "tracer",
     "seccomp_strict",
     "seccomp_filter",
     "seccomp_actions",
@@ -106,6 +107,8 @@ pub struct Doctor {
     pub user: User,
     /// Whether a strict-mode job (`mov al, 42; ret`) ran through [`crate::run`] and returned 42.
     pub strict_job: JobProbe,
+    /// Whether the tracer named a strict-mode violation (`getpid`) from the kernel, verified.
+    pub tracer: JobProbe,
     /// The kernel facts that decide which walls a worker can get.
     pub walls: Walls,
     /// The sysctls that bear on jobs.
@@ -267,6 +270,7 @@ pub fn probe() -> Doctor {
         cpu_model: cpu_model(),
         user: user(),
         strict_job: strict_job(),
+        tracer: tracer_job(),
         walls: walls().clone(),
         sysctls: sysctls(),
         assemblers: assemblers(),
@@ -1229,6 +1233,29 @@ pub fn strict_job() -> JobProbe {
     }
 }
 
+/// Runs `mov eax, 39; syscall` (getpid, a strict-mode violation) through [`crate::run`],
+/// traced and without a diagnosis re-run: `Returned` when the report names `getpid`, verified
+/// (the tracer attached), `Ended` with the summary otherwise.
+pub fn tracer_job() -> JobProbe {
+    let code = [0xb8, 39, 0, 0, 0, 0x0f, 0x05, 0xc3];
+    let options = crate::RunOptions::default()
+        .with_trace(true)
+        .with_diagnose(false);
+    match crate::run(&code, b"", &options) {
+        Err(e) => JobProbe::Failed {
+            error: e.to_string(),
+        },
+        Ok(report) => match &report.syscall {
+            Some(sc) if sc.nr == 39 && sc.verified => JobProbe::Returned {
+                wall_ns: u64::try_from(report.wall.as_nanos()).unwrap_or(u64::MAX),
+            },
+            _ => JobProbe::Ended {
+                summary: report.summary().to_string(),
+            },
+        },
+    }
+}
+
 /// The sysctls in [`Sysctls`], where this kernel has them.
 pub fn sysctls() -> Sysctls {
     let read = |path: &str| fs::read_to_string(path).ok().map(|s| s.trim().to_string());
@@ -1311,6 +1338,7 @@ impl Doctor {
             ("cpu", ok(self.cpu_model.clone())),
             ("user", self.user_check()),
             ("strict_job", self.strict_job_check()),
+            ("tracer", self.tracer_check()),
             ("seccomp_strict", strict_check(&w.seccomp_strict)),
             ("seccomp_filter", filter_check(&w.seccomp_filter)),
             (
@@ -1486,6 +1514,23 @@ impl Doctor {
             )),
             JobProbe::Failed { error } => missing(format!(
                 "a strict-mode job (mov al, 42; ret) could not run: {error}"
+            )),
+        }
+    }
+
+    fn tracer_check(&self) -> Check {
+        match &self.tracer {
+            JobProbe::Returned { .. } => ok(
+                "a traced job's forbidden getpid was named by the kernel, through the tracer: \
+                 fault and syscall details of reports are verified",
+            ),
+            JobProbe::Ended { summary } => warning(format!(
+                "the tracer could not name a strict-mode violation ({summary}): fault and \
+                 syscall details of reports are the worker's claim, marked unverified"
+            )),
+            JobProbe::Failed { error } => warning(format!(
+                "a traced strict-mode job could not run ({error}): fault and syscall details \
+                 of reports are the worker's claim, marked unverified"
             )),
         }
     }

@@ -13,12 +13,13 @@ use serde_json::Value;
 const BIN: &str = env!("CARGO_BIN_EXE_bytejail");
 
 /// The check names `docs/doctor.md` documents, in its order.
-const DOCUMENTED_CHECKS: [&str; 23] = [
+const DOCUMENTED_CHECKS: [&str; 24] = [
     "kernel",
     "close_range",
     "cpu",
     "user",
     "strict_job",
+    "tracer",
     "seccomp_strict",
     "seccomp_filter",
     "seccomp_actions",
@@ -40,11 +41,12 @@ const DOCUMENTED_CHECKS: [&str; 23] = [
 ];
 
 /// The keys of `probes` and of `probes.walls` `docs/doctor.md` documents.
-const DOCUMENTED_PROBES: [&str; 7] = [
+const DOCUMENTED_PROBES: [&str; 8] = [
     "kernel",
     "cpu_model",
     "user",
     "strict_job",
+    "tracer",
     "walls",
     "sysctls",
     "assemblers",
