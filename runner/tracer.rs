@@ -340,6 +340,10 @@ fn tracer_main(socket: i32, table: usize) -> ! {
         }
         // Workers seized and not yet released to their parent.
         let mut traced = 0usize;
+        let mut owners = Owners {
+            pids: [0; SLOTS],
+            high: 0,
+        };
         loop {
             let mut fds = [
                 libc::pollfd {
@@ -378,10 +382,10 @@ fn tracer_main(socket: i32, table: usize) -> ! {
                 continue; // EINTR
             }
             if fds[1].revents != 0 || (ready == 0 && traced > 0) {
-                traced -= follow_all(table).min(traced);
+                traced -= follow_all(table, &mut owners).min(traced);
             }
             if fds[0].revents != 0 {
-                match serve(table) {
+                match serve(table, &mut owners) {
                     None => raw::exit(0), // the host is gone
                     Some(seized) => traced += usize::from(seized),
                 }
@@ -395,7 +399,7 @@ fn tracer_main(socket: i32, table: usize) -> ! {
 ///
 /// # Safety
 /// In the tracer process.
-unsafe fn serve(table: usize) -> Option<bool> {
+unsafe fn serve(table: usize, owners: &mut Owners) -> Option<bool> {
     let mut request = Request {
         pid: 0,
         slot: 0,
@@ -442,6 +446,8 @@ unsafe fn serve(table: usize) -> Option<bool> {
             std::ptr::addr_of_mut!((*slot).init).write_volatile(request.init);
             std::ptr::addr_of_mut!((*slot).pid).write_volatile(request.pid);
         }
+        owners.pids[request.slot as usize] = request.pid;
+        owners.high = owners.high.max(request.slot as usize + 1);
     }
     let reply = seized as i32;
     // SAFETY: a pointer to a local of 4 bytes.
@@ -463,15 +469,18 @@ fn slot_at(table: usize, index: usize) -> *mut Slot {
     (table + index * std::mem::size_of::<Slot>()) as *mut Slot
 }
 
-/// The slot that is `pid`'s now, if any.
-///
-/// # Safety
-/// In the tracer process (the only writer of the slots' pids).
-unsafe fn slot_of(table: usize, pid: libc::pid_t) -> Option<*mut Slot> {
-    (0..SLOTS).map(|i| slot_at(table, i)).find(|&slot| {
-        // SAFETY: a slot of the table.
-        unsafe { std::ptr::addr_of!((*slot).pid).read_volatile() == pid }
-    })
+/// Which worker each slot is for, as the tracer process keeps it: the host hands out the
+/// lowest free slots, so a scan up to the highest slot ever used is short.
+struct Owners {
+    pids: [libc::pid_t; SLOTS],
+    high: usize,
+}
+
+impl Owners {
+    /// The slot that is `pid`'s now, if any.
+    fn slot_of(&self, pid: libc::pid_t) -> Option<usize> {
+        self.pids[..self.high].iter().position(|&p| p == pid)
+    }
 }
 
 /// Handles every stop and exit of the traced workers that is waiting, recording what tells
@@ -480,7 +489,7 @@ unsafe fn slot_of(table: usize, pid: libc::pid_t) -> Option<*mut Slot> {
 ///
 /// # Safety
 /// In the tracer process.
-unsafe fn follow_all(table: usize) -> usize {
+unsafe fn follow_all(table: usize, owners: &mut Owners) -> usize {
     let mut released = 0;
     let mut drained = [0u8; 128];
     // SAFETY: reads into a local buffer until the signalfd is empty (non-blocking).
@@ -514,8 +523,8 @@ unsafe fn follow_all(table: usize) -> usize {
         if ret < 0 || pid == 0 {
             return released;
         }
-        // SAFETY: in the tracer process.
-        let slot = unsafe { slot_of(table, pid) };
+        let index = owners.slot_of(pid);
+        let slot = index.map(|i| slot_at(table, i));
         if info.si_code != libc::CLD_TRAPPED {
             if info.si_code == libc::CLD_STOPPED {
                 resume(pid, 0);
@@ -523,7 +532,8 @@ unsafe fn follow_all(table: usize) -> usize {
             }
             // Exited: released to its parent now. The slot is no longer its.
             released += 1;
-            if let Some(slot) = slot {
+            if let (Some(slot), Some(index)) = (slot, index) {
+                owners.pids[index] = 0;
                 // SAFETY: a slot of the table.
                 unsafe { std::ptr::addr_of_mut!((*slot).pid).write_volatile(0) };
             }
