@@ -1,0 +1,248 @@
+//! An attacker's review of the walls for profile guests: `--allow-read` / `--allow-write`
+//! grants, the empty root and the mount namespace. Each attack that works is a test kept
+//! `#[ignore]`d with the hole and its proposed fix; each one that is stopped is a regression
+//! test with the kernel's answer.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use common::{gas, namespaces, profile_options, returned_rax};
+
+/// A directory of this test's own below the temporary directory, made afresh.
+fn scratch_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("bytejail-rw-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A guest that makes one call `nr` with `path` as its first argument and `rsi`, `rdx` as the
+/// next two, and returns what it returned.
+fn path_call(nr: i64, path: &Path, rsi: i64, rdx: i64) -> Vec<u8> {
+    gas(&format!(
+        "    lea rdi, [rip + path]
+             mov rsi, {rsi}
+             mov rdx, {rdx}
+             mov eax, {nr}
+             syscall
+             ret
+         path: .asciz \"{}\"",
+        path.display()
+    ))
+}
+
+/// A guest that opens `path` read-only, reads up to 4096 bytes to its output and returns the
+/// read's result (or the open's errno).
+fn read_guest(path: &Path) -> Vec<u8> {
+    gas(&format!(
+        "    lea rdi, [rip + path]
+             xor esi, esi
+             mov eax, 2
+             syscall
+             test rax, rax
+             js 1f
+             mov edi, eax
+             sub rsp, 4096
+             mov rsi, rsp
+             mov edx, 4096
+             xor eax, eax
+             syscall
+             test rax, rax
+             js 2f
+             mov rdx, rax
+             mov edi, 1
+             mov rsi, rsp
+             mov eax, 1
+             syscall
+         2:  add rsp, 4096
+         1:  ret
+         path: .asciz \"{}\"",
+        path.display()
+    ))
+}
+
+/// HOLE. A guest granted a directory for writing creates a file there, makes it setuid with
+/// `fchmod` (Landlock does not cover mode changes, and the owner needs no capability to set
+/// `S_ISUID`), and leaves a setuid file owned by the host's user (root on most hosts) in the
+/// host's file system: `MOUNT_ATTR_NOSUID` applies only to the worker's mount of the grant.
+/// Anyone who can run it on the host (it is mode 4755) runs the guest's bytes as the host's
+/// user. Proposed fix: refuse `chmod`/`fchmod`/`fchmodat(2)` with `S_ISUID`/`S_ISGID` in the
+/// walls filter (mode argument), or better, drop the ability at the kernel: make the worker's
+/// files through a user namespace whose uid is not the host's, or have the host strip
+/// set-id bits (and refuse to run) on everything in a writable grant after each job.
+#[test]
+#[ignore = "hole: a writable grant lets a guest leave a setuid file of the host's user"]
+fn a_writable_grant_lets_a_guest_leave_a_setuid_file_for_the_host() {
+    let dir = scratch_dir("suid");
+    let planted = dir.join("planted");
+    let guest = gas(&format!(
+        "    lea rdi, [rip + path]
+             mov esi, {flags}
+             mov edx, 0x1ed
+             mov eax, 2
+             syscall
+             test rax, rax
+             js 1f
+             mov edi, eax
+             mov esi, 0x9ed
+             mov eax, 91
+             syscall
+         1:  ret
+         path: .asciz \"{}\"",
+        planted.display(),
+        flags = libc::O_WRONLY | libc::O_CREAT,
+    ));
+    let mut options = profile_options();
+    options.allow_write = vec![dir.clone()];
+    let report = bytejail::run(&guest, b"", &options).unwrap();
+    returned_rax(&report);
+    let mode = std::fs::metadata(&planted).map(|m| m.permissions().mode());
+    std::fs::remove_dir_all(&dir).unwrap();
+    let mode = mode.expect("the guest made no file at all");
+    assert_eq!(
+        mode & libc::S_ISUID,
+        0,
+        "the guest left a setuid file (mode {mode:o}) in the host's file system"
+    );
+}
+
+/// A writable grant cannot be used to plant a symlink or a FIFO for the host to follow or
+/// block on later: Landlock's `MAKE_SYM` and `MAKE_FIFO` are handled and not granted. The
+/// reference: the host itself can make both in the same directory.
+#[test]
+fn a_guest_plants_no_symlink_or_fifo_in_a_writable_grant() {
+    let dir = scratch_dir("plant");
+    let link = dir.join("link");
+    let fifo = dir.join("fifo");
+    let mut options = profile_options();
+    options.allow_write = vec![dir.clone()];
+    // symlink(path, path): the target does not matter; mknod(fifo, S_IFIFO | 0644, 0).
+    let symlink = gas(&format!(
+        "    lea rdi, [rip + target]
+             lea rsi, [rip + path]
+             mov eax, 88
+             syscall
+             ret
+         target: .asciz \"/etc/shadow\"
+         path: .asciz \"{}\"",
+        link.display()
+    ));
+    let made = returned_rax(&bytejail::run(&symlink, b"", &options).unwrap());
+    assert!(made < 0, "the guest made a symlink: {made}");
+    let mknod = path_call(133, &fifo, (libc::S_IFIFO | 0o644) as i64, 0);
+    let made = returned_rax(&bytejail::run(&mknod, b"", &options).unwrap());
+    assert!(made < 0, "the guest made a FIFO: {made}");
+    assert!(std::fs::symlink_metadata(&link).is_err());
+    assert!(std::fs::symlink_metadata(&fifo).is_err());
+
+    std::os::unix::fs::symlink("/etc/shadow", &link).unwrap();
+    let fifo_c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo_c.as_ptr(), 0o644) }, 0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A guest cannot unmount or remount its grant to reach what lies under it, or to make a
+/// read-only grant writable: the worker holds no capability (`EPERM`), and a read-only grant
+/// stays read-only (`EROFS` or Landlock's `EACCES`). The reference: the same file is writable
+/// through a writable grant.
+#[test]
+fn a_guest_cannot_unmount_or_remount_its_grant() {
+    let dir = scratch_dir("remount");
+    let file = dir.join("f");
+    std::fs::write(&file, "x").unwrap();
+    let mut options = profile_options();
+    options.allow_read = vec![dir.clone()];
+    let umount = path_call(166, &dir, libc::MNT_DETACH as i64, 0);
+    let got = returned_rax(&bytejail::run(&umount, b"", &options).unwrap());
+    assert!(got < 0, "the guest unmounted its grant: {got}");
+    // mount(NULL, dir, NULL, MS_REMOUNT | MS_BIND, NULL): rdi = 0, so built by hand.
+    let remount = gas(&format!(
+        "    xor edi, edi
+             lea rsi, [rip + path]
+             xor edx, edx
+             mov r10, {flags}
+             xor r8d, r8d
+             mov eax, 165
+             syscall
+             ret
+         path: .asciz \"{}\"",
+        dir.display(),
+        flags = libc::MS_REMOUNT | libc::MS_BIND,
+    ));
+    let got = returned_rax(&bytejail::run(&remount, b"", &options).unwrap());
+    assert!(got < 0, "the guest remounted its grant: {got}");
+    let write = path_call(2, &file, libc::O_WRONLY as i64, 0);
+    let got = returned_rax(&bytejail::run(&write, b"", &options).unwrap());
+    assert!(got < 0, "a read-only grant opened for writing: {got}");
+    options.allow_read = Vec::new();
+    options.allow_write = vec![dir.clone()];
+    let got = returned_rax(&bytejail::run(&write, b"", &options).unwrap());
+    assert!(got >= 0, "the reference write failed: {got}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A guest cannot link a granted file's content to a path outside the grant, nor rename it
+/// there: the grant is its own mount (`EXDEV`), and nothing else exists in the empty root.
+#[test]
+fn a_guest_cannot_link_or_rename_out_of_its_grant() {
+    let dir = scratch_dir("link");
+    let file = dir.join("f");
+    std::fs::write(&file, "x").unwrap();
+    let mut options = profile_options();
+    options.allow_write = vec![dir.clone()];
+    for nr in [86i64, 82] {
+        // link(file, "/out") / rename(file, "/out").
+        let guest = gas(&format!(
+            "    lea rdi, [rip + path]
+                 lea rsi, [rip + out]
+                 mov eax, {nr}
+                 syscall
+                 ret
+             out: .asciz \"/out\"
+             path: .asciz \"{}\"",
+            file.display()
+        ));
+        let got = returned_rax(&bytejail::run(&guest, b"", &options).unwrap());
+        assert!(
+            got < 0,
+            "syscall {nr} moved the file out of its grant: {got}"
+        );
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), b"x");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// HOLE (user side). A grant of `/proc` (or a file below it) is accepted, and the host's
+/// `/proc` is of the host's PID namespace: the guest reads the command lines, and for
+/// processes of the host's user their environments and maps, of every process on the host,
+/// the host itself included, from inside its own PID namespace. The test reads the host's
+/// command line, compared with what the host reads of itself. Proposed fix: refuse grants on
+/// `proc`, `sysfs`, `cgroup`, `debugfs` and similar pseudo file systems (by `statfs` magic of
+/// the resolved path, so a symlink to them is refused too), with one line and exit code 2.
+#[test]
+#[ignore = "hole: --allow-read /proc is accepted and shows the host's processes"]
+fn a_grant_of_proc_shows_the_hosts_processes() {
+    if !namespaces() {
+        return;
+    }
+    let host = std::process::id();
+    let expected = std::fs::read("/proc/self/cmdline").unwrap();
+    let mut options = profile_options();
+    options.allow_read = vec!["/proc".into()];
+    let guest = read_guest(Path::new(&format!("/proc/{host}/cmdline")));
+    match bytejail::run(&guest, b"", &options) {
+        Err(bytejail::Error::Input(_)) => {} // refused: what the fix does
+        Ok(report) => {
+            let n = expected.len().min(4096);
+            assert_ne!(
+                report.output,
+                expected[..n],
+                "the guest read the host's command line through --allow-read /proc"
+            );
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
