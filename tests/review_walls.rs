@@ -317,3 +317,127 @@ fn a_writable_grant_carries_files_from_one_job_to_the_next() {
     assert!(!report.output.is_empty());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A guest cannot open a file outside its grant by handle: the host takes the handle of a file
+/// on the same file system as the grant (`name_to_handle_at`), the guest opens its grant as the
+/// mount descriptor and calls `open_by_handle_at`, which needs `CAP_DAC_READ_SEARCH` the worker
+/// does not hold. The reference: the host opens the same handle and reads the file.
+#[test]
+fn a_guest_opens_nothing_by_handle_outside_its_grant() {
+    let dir = scratch_dir("handle");
+    let outside = dir.with_file_name(format!("bytejail-rw-outside-{}", std::process::id()));
+    std::fs::write(&outside, "outside the grant\n").unwrap();
+    // struct file_handle: handle_bytes, handle_type, then the bytes.
+    let mut handle = [0u8; 8 + 128];
+    handle[..4].copy_from_slice(&128u32.to_ne_bytes());
+    let mut mount_id = 0i32;
+    let path = std::ffi::CString::new(outside.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path, a buffer of the size it claims, an int.
+    let got = unsafe {
+        libc::syscall(
+            libc::SYS_name_to_handle_at,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            handle.as_mut_ptr(),
+            &mut mount_id,
+            0,
+        )
+    };
+    assert_eq!(got, 0, "{}", std::io::Error::last_os_error());
+    let used = 8 + u32::from_ne_bytes(handle[..4].try_into().unwrap()) as usize;
+    let bytes = handle[..used]
+        .iter()
+        .map(|b| b.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let guest = gas(&format!(
+        "    lea rdi, [rip + path]
+             mov esi, {flags}
+             mov eax, 2
+             syscall
+             test rax, rax
+             js 1f
+             mov edi, eax
+             lea rsi, [rip + handle]
+             xor edx, edx
+             mov eax, 304
+             syscall
+             test rax, rax
+             js 1f
+             mov edi, eax
+             sub rsp, 256
+             mov rsi, rsp
+             mov edx, 256
+             xor eax, eax
+             syscall
+             mov rdx, rax
+             mov edi, 1
+             mov rsi, rsp
+             mov eax, 1
+             syscall
+             add rsp, 256
+         1:  ret
+         handle: .byte {bytes}
+         path: .asciz \"{}\"",
+        dir.display(),
+        flags = libc::O_RDONLY | libc::O_DIRECTORY,
+    ));
+    let mut options = profile_options();
+    options.allow_write = vec![dir.clone()];
+    let report = bytejail::run(&guest, b"", &options).unwrap();
+    let got = returned_rax(&report);
+    // The reference: the host, which holds the capability, opens the same handle.
+    let mount = std::fs::File::open(&dir).unwrap();
+    // SAFETY: a descriptor of this test and the handle the kernel filled in.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_by_handle_at,
+            std::os::fd::AsRawFd::as_raw_fd(&mount),
+            handle.as_ptr(),
+            libc::O_RDONLY,
+        )
+    };
+    let host_could = fd >= 0;
+    if host_could {
+        // SAFETY: the descriptor just opened, closed once.
+        unsafe { libc::close(fd as i32) };
+    }
+    std::fs::remove_file(&outside).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        report.output.is_empty(),
+        "read by handle: {:?}",
+        report.output
+    );
+    assert_eq!(got, -(libc::EPERM as i64), "{}", report.summary());
+    assert!(host_could || !namespaces(), "the reference open failed");
+}
+
+/// A guest cannot mount a cgroup file system (to move itself out of its job's cgroup and so
+/// out of `--cpu-time` and `--max-procs` accounting) or a new proc on its writable grant: the
+/// worker holds no capability.
+#[test]
+fn a_guest_mounts_no_cgroup_or_proc_on_its_grant() {
+    let dir = scratch_dir("mount");
+    let mut options = profile_options();
+    options.allow_write = vec![dir.clone()];
+    for fstype in ["cgroup2", "cgroup", "proc"] {
+        let guest = gas(&format!(
+            "    lea rdi, [rip + fstype]
+                 lea rsi, [rip + path]
+                 lea rdx, [rip + fstype]
+                 xor r10d, r10d
+                 xor r8d, r8d
+                 mov eax, 165
+                 syscall
+                 ret
+             fstype: .asciz \"{fstype}\"
+             path: .asciz \"{}\"",
+            dir.display()
+        ));
+        let got = returned_rax(&bytejail::run(&guest, b"", &options).unwrap());
+        assert!(got < 0, "the guest mounted {fstype}: {got}");
+    }
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
