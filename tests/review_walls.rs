@@ -441,3 +441,69 @@ fn a_guest_mounts_no_cgroup_or_proc_on_its_grant() {
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A guest with processes to spare (`--max-procs 4`) cannot signal or ptrace its host's janitor
+/// or tracer, though it is told their pids: both are outside its PID namespace (`ESRCH`), and
+/// `kill(-1, SIGKILL)` reaches only its own namespace. Both are alive after the job, and the
+/// next job is still traced and cleaned up (it returns).
+#[test]
+fn a_guest_reaches_neither_the_janitor_nor_the_tracer() {
+    if !namespaces() {
+        println!("skipped: needs a PID namespace for the worker (run as root)");
+        return;
+    }
+    let mut options = profile_options();
+    options.limits.max_procs = 4;
+    // A first job starts the janitor (with the first job cgroup) and the tracer. The janitor
+    // is init's child: it is the one that appears with this first job.
+    let before = common::marked("bytejail-janitr");
+    returned_rax(&bytejail::run(&gas("xor eax, eax\nret"), b"", &options).unwrap());
+    let me = std::process::id();
+    let children = common::all_children_of(me);
+    let named = |name: &str| {
+        children
+            .iter()
+            .map(|&(pid, _)| pid)
+            .find(|&pid| common::comm(pid) == name)
+    };
+    let janitor = common::marked("bytejail-janitr")
+        .into_iter()
+        .find(|pid| !before.contains(pid));
+    let (Some(janitor), Some(tracer)) = (janitor, named("bytejail-tracer")) else {
+        println!("skipped: no janitor or tracer here (no cgroups, or tracing off): {children:?}");
+        return;
+    };
+    // kill(janitor, 9), kill(tracer, 9), ptrace(PTRACE_ATTACH, janitor), kill(-1, 9): the
+    // first three results are summed into rbx, as negative errnos.
+    let guest = gas(&format!(
+        "    push rbx
+             xor ebx, ebx
+             mov edi, {janitor}
+             mov esi, 9
+             mov eax, 62
+             syscall
+             add rbx, rax
+             mov edi, {tracer}
+             mov esi, 9
+             mov eax, 62
+             syscall
+             add rbx, rax
+             mov edi, 16
+             mov esi, {janitor}
+             xor edx, edx
+             xor r10d, r10d
+             mov eax, 101
+             syscall
+             add rbx, rax
+             mov rax, rbx
+             pop rbx
+             ret"
+    ));
+    let got = returned_rax(&bytejail::run(&guest, b"", &options).unwrap());
+    assert_eq!(got, -3 * libc::ESRCH as i64, "the guest reached them");
+    let kill_all = gas("mov edi, -1\nmov esi, 9\nmov eax, 62\nsyscall\nret");
+    let _ = bytejail::run(&kill_all, b"", &options).unwrap();
+    assert!(common::alive(janitor), "the janitor is gone");
+    assert!(common::alive(tracer), "the tracer is gone");
+    returned_rax(&bytejail::run(&gas("xor eax, eax\nret"), b"", &options).unwrap());
+}
