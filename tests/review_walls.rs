@@ -507,3 +507,72 @@ fn a_guest_reaches_neither_the_janitor_nor_the_tracer() {
     assert!(common::alive(tracer), "the tracer is gone");
     returned_rax(&bytejail::run(&gas("xor eax, eax\nret"), b"", &options).unwrap());
 }
+
+/// A guest cannot starve `--cpu-time` accounting with many short-lived children (each spins a
+/// little, exits and is reaped, so none lives long enough to be seen by a per-process clock):
+/// the job's CPU accounting cgroup keeps what its dead tasks used, and the job ends as
+/// `cpu_time_limit` well before its wall-clock timeout.
+#[test]
+fn short_lived_children_do_not_escape_cpu_time() {
+    if !namespaces() {
+        println!("skipped: needs a PID namespace for the worker (run as root)");
+        return;
+    }
+    let report = bytejail::run(&short_lived_children(), b"", &forking_options(300, 20)).unwrap();
+    assert_eq!(
+        report.outcome,
+        bytejail::Outcome::CpuTimeLimit,
+        "{}",
+        report.summary()
+    );
+}
+
+/// The twin: the same guest with a CPU budget far above what it can use before a short wall
+/// clock ends it is reported `timeout`, so the CPU limit is what ended the one above.
+#[test]
+fn short_lived_children_under_their_cpu_budget_run_to_the_timeout() {
+    if !namespaces() {
+        println!("skipped: needs a PID namespace for the worker (run as root)");
+        return;
+    }
+    let mut options = forking_options(60_000, 1);
+    options.limits.timeout = std::time::Duration::from_millis(400);
+    let report = bytejail::run(&short_lived_children(), b"", &options).unwrap();
+    assert_eq!(
+        report.outcome,
+        bytejail::Outcome::Timeout,
+        "{}",
+        report.summary()
+    );
+}
+
+/// A profile with room for one child at a time, a CPU budget and a wall-clock timeout.
+fn forking_options(cpu_ms: u64, timeout_s: u64) -> bytejail::RunOptions {
+    let mut options = profile_options();
+    options.limits.max_procs = 2;
+    options.limits.cpu_time = Some(std::time::Duration::from_millis(cpu_ms));
+    options.limits.timeout = std::time::Duration::from_secs(timeout_s);
+    options
+}
+
+/// Loop: fork; the child spins 2^22 times and exits; the parent waits for it.
+fn short_lived_children() -> Vec<u8> {
+    gas("1:  mov eax, 57
+            syscall
+            test rax, rax
+            jz 3f
+            js 1b
+            mov rdi, rax
+            xor esi, esi
+            xor edx, edx
+            xor r10d, r10d
+            mov eax, 61
+            syscall
+            jmp 1b
+        3:  mov ecx, 0x400000
+        4:  dec ecx
+            jnz 4b
+            xor edi, edi
+            mov eax, 60
+            syscall")
+}
