@@ -18,6 +18,17 @@ fn scratch_dir(tag: &str) -> PathBuf {
     dir
 }
 
+/// Docker's default profile.
+fn docker_options() -> bytejail::RunOptions {
+    bytejail::RunOptions::default().with_policy(
+        bytejail::Policy::from_profile_json(
+            include_str!("../guest-samples/policies/docker-default.json"),
+            "docker-default.json",
+        )
+        .unwrap(),
+    )
+}
+
 /// A guest that makes one call `nr` with `path` as its first argument and `rsi`, `rdx` as the
 /// next two, and returns what it returned.
 fn path_call(nr: i64, path: &Path, rsi: i64, rdx: i64) -> Vec<u8> {
@@ -68,7 +79,9 @@ fn read_guest(path: &Path) -> Vec<u8> {
 /// `S_ISUID`), and leaves a setuid file owned by the host's user (root on most hosts) in the
 /// host's file system: `MOUNT_ATTR_NOSUID` applies only to the worker's mount of the grant.
 /// Anyone who can run it on the host (it is mode 4755) runs the guest's bytes as the host's
-/// user. Proposed fix: refuse `chmod`/`fchmod`/`fchmodat(2)` with `S_ISUID`/`S_ISGID` in the
+/// user. Under the allow-all profile and Docker's default profile alike (`fchmod` is in it);
+/// the same call on a granted file, or `chmod 0777` on the granted directory itself, changes
+/// the host's file modes too. Proposed fix: refuse `chmod`/`fchmod`/`fchmodat(2)` with `S_ISUID`/`S_ISGID` in the
 /// walls filter (mode argument), or better, drop the ability at the kernel: make the worker's
 /// files through a user namespace whose uid is not the host's, or have the host strip
 /// set-id bits (and refuse to run) on everything in a writable grant after each job.
@@ -94,18 +107,27 @@ fn a_writable_grant_lets_a_guest_leave_a_setuid_file_for_the_host() {
         planted.display(),
         flags = libc::O_WRONLY | libc::O_CREAT,
     ));
-    let mut options = profile_options();
-    options.allow_write = vec![dir.clone()];
-    let report = bytejail::run(&guest, b"", &options).unwrap();
-    returned_rax(&report);
-    let mode = std::fs::metadata(&planted).map(|m| m.permissions().mode());
+    let mut modes = Vec::new();
+    for (name, mut options) in [
+        ("docker", docker_options()),
+        ("allow-all", profile_options()),
+    ] {
+        let _ = std::fs::remove_file(&planted);
+        options.allow_write = vec![dir.clone()];
+        let report = bytejail::run(&guest, b"", &options).unwrap();
+        returned_rax(&report);
+        let mode = std::fs::metadata(&planted).map(|m| m.permissions().mode());
+        modes.push((name, mode.expect("the guest made no file at all")));
+    }
+    // Removed before any assertion: no setuid file stays behind.
     std::fs::remove_dir_all(&dir).unwrap();
-    let mode = mode.expect("the guest made no file at all");
-    assert_eq!(
-        mode & libc::S_ISUID,
-        0,
-        "the guest left a setuid file (mode {mode:o}) in the host's file system"
-    );
+    for (name, mode) in modes {
+        assert_eq!(
+            mode & libc::S_ISUID,
+            0,
+            "{name}: the guest left a setuid file (mode {mode:o}) in the host's file system"
+        );
+    }
 }
 
 /// A writable grant cannot be used to plant a symlink or a FIFO for the host to follow or
