@@ -598,3 +598,36 @@ fn short_lived_children() -> Vec<u8> {
             mov eax, 60
             syscall")
 }
+
+/// A guest climbs out of its grant neither with `..` (the grant's parent is the worker's empty
+/// root) nor through `/proc/self/root` (no proc is mounted there): a host file the host reads
+/// itself stays out of reach under both.
+#[test]
+fn a_guest_climbs_out_of_its_grant_neither_by_dotdot_nor_proc_self_root() {
+    let host_file = Path::new("/etc/hostname");
+    let Ok(expected) = std::fs::read(host_file) else {
+        println!("skipped: no /etc/hostname to hunt for");
+        return;
+    };
+    assert!(!expected.is_empty());
+    let dir = scratch_dir("climb");
+    let depth = dir.components().count() - 1;
+    let climb = format!("{}/{}etc/hostname", dir.display(), "../".repeat(depth));
+    assert_eq!(
+        std::fs::read(&climb).unwrap(),
+        expected,
+        "the host's own climb"
+    );
+    let mut options = profile_options();
+    options.allow_write = vec![dir.clone()];
+    for path in [
+        climb.as_str(),
+        "/proc/self/root/etc/hostname",
+        "/etc/hostname",
+    ] {
+        let report = bytejail::run(&read_guest(Path::new(path)), b"", &options).unwrap();
+        assert!(returned_rax(&report) < 0, "{path}: {}", report.summary());
+        assert!(report.output.is_empty(), "{path} read");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
