@@ -709,3 +709,48 @@ fn a_writable_grant_holds_more_than_max_file_size() {
         report.summary()
     );
 }
+
+/// The walls filter decides `setrlimit` and `prlimit64` on the low 32 bits of the resource, as
+/// the kernel reads it (an `unsigned int`): a guest that sets a high bit to slip a new
+/// `RLIMIT_CPU` past the filter gets `EPERM`. The twin: the same high bit on another resource
+/// (`RLIMIT_NOFILE`, lowered) is accepted by the kernel, so the truncation is real.
+#[test]
+fn a_new_cpu_limit_cannot_hide_behind_high_bits() {
+    // setrlimit(resource | 1 << 32, {4, 4}) or prlimit64(0, resource | 1 << 32, .., 0): a
+    // limit below the job's, which needs no privilege.
+    let guest = |prlimit: bool, resource: u32| {
+        let call = if prlimit {
+            "xor edi, edi
+             mov rsi, rax
+             mov rdx, rsp
+             xor r10d, r10d
+             mov eax, 302"
+        } else {
+            "mov rdi, rax
+             mov rsi, rsp
+             mov eax, 160"
+        };
+        gas(&format!(
+            "    sub rsp, 16
+                 mov qword ptr [rsp], 4
+                 mov qword ptr [rsp + 8], 4
+                 mov rax, 0x100000000 + {resource}
+                 {call}
+                 syscall
+                 add rsp, 16
+                 ret"
+        ))
+    };
+    let options = profile_options();
+    for prlimit in [false, true] {
+        let cpu =
+            returned_rax(&bytejail::run(&guest(prlimit, libc::RLIMIT_CPU), b"", &options).unwrap());
+        assert_eq!(cpu, -(libc::EPERM as i64), "prlimit64: {prlimit}");
+        let nofile = guest(prlimit, libc::RLIMIT_NOFILE);
+        let got = returned_rax(&bytejail::run(&nofile, b"", &options).unwrap());
+        assert_eq!(
+            got, 0,
+            "the kernel refused a lower RLIMIT_NOFILE (prlimit64: {prlimit})"
+        );
+    }
+}
