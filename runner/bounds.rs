@@ -168,11 +168,62 @@ pub fn check_grant(path: &std::path::Path) -> Result<std::path::PathBuf, String>
     if std::os::unix::ffi::OsStrExt::as_bytes(normal.as_os_str()).contains(&0) {
         return Err(format!("{shown} holds a NUL byte"));
     }
+    // The worker mounts the path by name: a symbolic link on the way would let whoever can
+    // change it choose what a later job sees.
+    match std::fs::canonicalize(&normal) {
+        Ok(real) if real != normal => {
+            return Err(format!(
+                "{shown} is or passes through a symbolic link; grant the real path, {}",
+                real.display()
+            ));
+        }
+        Ok(_) => {}
+        Err(e) => return Err(format!("{shown}: {e}")),
+    }
+    if let Some(kind) = kernel_file_system(&normal) {
+        return Err(format!(
+            "{shown} is on {kind}, the kernel's view of the host; grant files of a real file \
+             system"
+        ));
+    }
     match std::fs::metadata(&normal) {
         Ok(meta) if meta.is_file() || meta.is_dir() => Ok(normal),
         Ok(_) => Err(format!("{shown} is neither a file nor a directory")),
         Err(e) => Err(format!("{shown}: {e}")),
     }
+}
+
+/// The name of the kernel file system `path` is on (proc, sysfs, cgroup, debugfs, ...), if it
+/// is on one: such a grant would show the host's processes and settings, not files.
+#[allow(unsafe_code)] // statfs
+fn kernel_file_system(path: &std::path::Path) -> Option<&'static str> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut c_path = path.as_os_str().as_bytes().to_vec();
+    c_path.push(0);
+    // SAFETY: statfs is plain old data; zeroed is a valid value.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a pointer to a local statfs.
+    if unsafe { libc::statfs(c_path.as_ptr().cast(), &mut fs) } != 0 {
+        return None;
+    }
+    const KINDS: [(i64, &str); 12] = [
+        (0x9fa0, "proc"),
+        (0x6265_6572, "sysfs"),
+        (0x0027_e0eb, "cgroup"),
+        (0x6367_7270, "cgroup2"),
+        (0x6462_6720, "debugfs"),
+        (0x7472_6163, "tracefs"),
+        (0x7363_6673, "securityfs"),
+        (0xcafe_4a11, "bpf"),
+        (0x1cd1, "devpts"),
+        (0x6165_676c, "pstore"),
+        (0x4249_4e4d, "binfmt_misc"),
+        (0x6e73_6673, "nsfs"),
+    ];
+    KINDS
+        .iter()
+        .find(|(magic, _)| fs.f_type as i64 == *magic)
+        .map(|(_, name)| *name)
 }
 
 /// Checks a whole set of grants (each as [`check_grant`]): at most [`abi::MAX_GRANTS`]

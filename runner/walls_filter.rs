@@ -29,12 +29,18 @@
 //! - where the job may have processes (`Limits::max_procs` above 1): `clone` with an exit
 //!   signal other than SIGCHLD (`EINVAL`), whose arrival the worker cannot tell from a fault or
 //!   a trap of its own, and `clone3` (`ENOSYS`, as Docker's profile answers it: glibc then
-//!   uses `clone`), whose exit signal is in memory no filter reads.
+//!   uses `clone`), whose exit signal is in memory no filter reads;
+//! - a file mode with the set-user-ID or set-group-ID bit (`chmod`, `fchmod`, `fchmodat`,
+//!   `fchmodat2`, `open`, `openat`, `creat`, `mknod`, `mknodat`: `EPERM`; `openat2`, whose mode
+//!   is in memory: `ENOSYS`): a file a guest leaves in a writable grant must not be a set-id
+//!   program of the host's user on the host's disk.
 
 use crate::policy::bpf::{Assembler, Dest, Insn, Label, BPF_JEQ_K};
 use crate::policy::{AUDIT_ARCH_I386, AUDIT_ARCH_X86_64, X32_SYSCALL_BIT};
 
 const ALLOW: u32 = libc::SECCOMP_RET_ALLOW;
+/// `S_ISUID | S_ISGID`.
+const SET_ID_BITS: u32 = 0o6000;
 /// `fcntl`'s command that picks the signal I/O readiness raises (not in every libc).
 const F_SETSIG: u32 = 10;
 
@@ -50,6 +56,7 @@ const ARG0_LOW: u32 = 16;
 const ARG1_LOW: u32 = 24;
 const ARG2_LOW: u32 = 32;
 const ARG2_HIGH: u32 = 36;
+const ARG3_LOW: u32 = 40;
 
 /// Syscall numbers of one ABI that the filter looks at.
 struct Numbers {
@@ -67,6 +74,11 @@ struct Numbers {
     clone3: u32,
     pidfd_send_signal: u32,
     fcntl: &'static [u32],
+    /// Calls whose mode argument (at index 1, 2, 3) could set a file's set-user-ID or
+    /// set-group-ID bit: `chmod`, `fchmod`, `creat`, `mknod`; `fchmodat`, `fchmodat2`,
+    /// `mknodat`, `open`; `openat`.
+    mode_at: [&'static [u32]; 3],
+    openat2: u32,
 }
 
 const X86_64: Numbers = Numbers {
@@ -81,6 +93,8 @@ const X86_64: Numbers = Numbers {
     queue_signal: &[129, 297, 524, 536],
     pidfd_send_signal: 424,
     fcntl: &[72],
+    mode_at: [&[90, 91, 85, 133], &[268, 452, 259, 2], &[257]],
+    openat2: 437,
     clone: 56,
     clone3: 435,
 };
@@ -97,6 +111,8 @@ const I386: Numbers = Numbers {
     queue_signal: &[178, 335],
     pidfd_send_signal: 424,
     fcntl: &[55, 221], // fcntl, fcntl64
+    mode_at: [&[15, 94, 8, 14], &[306, 452, 297, 5], &[295]],
+    openat2: 437,
     clone: 120,
     clone3: 435,
 };
@@ -127,6 +143,7 @@ pub(crate) fn program(deny_new_tasks: bool) -> Vec<Insn> {
         arg2: a.label(),
         fcntl: a.label(),
         clone: a.label(),
+        mode: [a.label(), a.label(), a.label()],
     };
     let ia32 = Labels {
         prlimit: a.label(),
@@ -196,6 +213,16 @@ pub(crate) fn program(deny_new_tasks: bool) -> Vec<Insn> {
     a.load(ARG2_LOW);
     a.jump(BPF_JEQ_K, 0, Dest::To(allow), Dest::To(eperm));
 
+    // A mode with the set-user-ID or set-group-ID bit: a file a guest leaves in a writable
+    // grant would be a set-id program of the host's user on the host's disk. The mode is a
+    // `umode_t`: the low half of its register.
+    for (check, at) in x86.mode.into_iter().zip([ARG1_LOW, ARG2_LOW, ARG3_LOW]) {
+        a.bind(check);
+        a.load(at);
+        a.stmt(crate::policy::bpf::BPF_ALU_AND_K, SET_ID_BITS);
+        a.jump(BPF_JEQ_K, 0, Dest::To(allow), Dest::To(eperm));
+    }
+
     // fcntl(fd, cmd, ..): the command is an int.
     a.bind(x86.fcntl);
     a.load(ARG1_LOW);
@@ -231,6 +258,8 @@ struct Labels {
     arg2: Label,
     fcntl: Label,
     clone: Label,
+    /// Checks of the mode argument at index 1, 2, 3.
+    mode: [Label; 3],
 }
 
 /// One ABI's checks on the syscall number in A; falls through when none matches.
@@ -258,6 +287,13 @@ fn abi_rules(a: &mut Assembler, n: &Numbers, deny_new_tasks: bool, l: &Labels) {
     a.jump(BPF_JEQ_K, n.setrlimit, Dest::To(l.setrlimit), Dest::Next);
     a.jump(BPF_JEQ_K, n.prlimit64, Dest::To(l.prlimit), Dest::Next);
     a.jump(BPF_JEQ_K, n.pidfd_send_signal, Dest::To(l.arg2), Dest::Next);
+    for (numbers, check) in n.mode_at.iter().zip(l.mode) {
+        for &nr in *numbers {
+            a.jump(BPF_JEQ_K, nr, Dest::To(check), Dest::Next);
+        }
+    }
+    // openat2's mode is in memory, where no filter looks: glibc's open does not use it.
+    a.jump(BPF_JEQ_K, n.openat2, Dest::To(l.enosys), Dest::Next);
     for &nr in n.fcntl {
         a.jump(BPF_JEQ_K, nr, Dest::To(l.fcntl), Dest::Next);
     }
@@ -373,6 +409,34 @@ mod tests {
             for nr in [62, 200, 234] {
                 assert_eq!(decide(deny, X64, nr, 1), ALLOW, "kill {nr}");
             }
+            // Set-id modes: refused wherever the mode argument is, plain modes allowed.
+            for (arch, nr, at) in [
+                (X64, 90, 1),
+                (X64, 91, 1),
+                (X64, 85, 1),
+                (X64, 133, 1),
+                (X64, 268, 2),
+                (X64, 452, 2),
+                (X64, 259, 2),
+                (X64, 2, 2),
+                (X64, 257, 3),
+                (X64, 257 | X32, 3),
+                (AUDIT_ARCH_I386, 15, 1),
+                (AUDIT_ARCH_I386, 5, 2),
+                (AUDIT_ARCH_I386, 295, 3),
+            ] {
+                for (mode, expect) in [
+                    (0o755, ALLOW),
+                    (0o4755, errno(libc::EPERM)),
+                    (0o2755, errno(libc::EPERM)),
+                    (0o100644, ALLOW),
+                ] {
+                    let mut args = [0u64; 6];
+                    args[at] = mode;
+                    assert_eq!(decide_args(deny, arch, nr, args), expect, "{nr} {mode:o}");
+                }
+            }
+            assert_eq!(decide(deny, X64, 437, 0), errno(libc::ENOSYS));
             // Everything else, and other architectures, is the profile's to decide.
             for nr in [0, 1, 39, 60, 231, 9, 10] {
                 assert_eq!(decide(deny, X64, nr, 0), ALLOW, "{nr}");
