@@ -178,9 +178,9 @@ fn size_field(
     flag: &str,
 ) -> Result<usize, String> {
     let checked = match value {
-        Value::String(size) => limit.parse(size),
+        Value::String(size) => limit.parse(size).map_err(String::from),
         other => match other.as_u64() {
-            Some(bytes) => limit.check(bytes),
+            Some(bytes) => limit.check(bytes).map_err(String::from),
             None => Err(format!(
                 "{other} is not a whole number of bytes from {} to {} ({}) nor a size such as \
                  \"64KiB\"",
@@ -450,14 +450,14 @@ fn parse_fields(
     };
     if let Some(value) = fields.get("entry").filter(|v| !v.is_null()) {
         let entry = match value {
-            Value::String(text) => bounds::parse_offset(text),
+            Value::String(text) => bounds::parse_offset(text).map_err(String::from),
             other => other
                 .as_u64()
                 .and_then(|n| usize::try_from(n).ok())
                 .ok_or_else(|| format!("{other} is not a whole number")),
         };
         options.entry = entry
-            .and_then(|entry| bounds::check_entry(entry, code.len()))
+            .and_then(|entry| bounds::check_entry(entry, code.len()).map_err(String::from))
             .map_err(|e| format!("entry: {e}"))?;
     }
     let input = match string_field(fields, "input_hex")? {

@@ -2,13 +2,160 @@
 //! of a `bytejail batch` line are checked by the same functions, so that a value refused on the
 //! command line is refused in a job line too, with the same limit in the message.
 //!
-//! Every check returns the value in the type the run options use, or one line saying what is
-//! wrong and the limit; callers prefix it with the flag or field it came from.
+//! Every check returns the value in the type the run options use, or a [`BoundError`] whose
+//! message is one line saying what is wrong and the limit; callers prefix it with the flag or
+//! field it came from.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::abi;
-use crate::units;
+use crate::units::{self, UnitError};
+
+/// Why a value was refused. Its `Display` is the one-line message the CLI shows after the flag's
+/// name (and `bytejail batch` after the field's); paths are shown as given.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BoundError {
+    /// A duration or size that does not parse.
+    #[error(transparent)]
+    Unit(#[from] UnitError),
+    /// A size under its bound's minimum.
+    #[error("{bytes} bytes is under the minimum of {min} bytes")]
+    UnderMinimum {
+        /// The size given.
+        bytes: u64,
+        /// The smallest accepted.
+        min: usize,
+    },
+    /// A size over its bound's maximum.
+    #[error("{bytes} bytes is over the limit of {max_text} ({max} bytes)")]
+    OverLimit {
+        /// The size given.
+        bytes: u64,
+        /// The largest accepted.
+        max: usize,
+        /// `max` as people write it.
+        max_text: &'static str,
+    },
+    /// A timeout of 0 ms.
+    #[error("the timeout must be greater than 0 ms")]
+    ZeroTimeout,
+    /// A timeout over [`MAX_TIMEOUT`].
+    #[error("{ms} ms is over the limit of 24h ({max_ms} ms)")]
+    TimeoutOverLimit {
+        /// The timeout given.
+        ms: u64,
+        /// [`MAX_TIMEOUT`] in milliseconds.
+        max_ms: u128,
+    },
+    /// An offset that is neither decimal nor `0x`-hex, or does not fit an address.
+    #[error("expected a decimal or 0x-hex offset, e.g. 16 or 0x10")]
+    BadOffset,
+    /// An entry offset at or past the end of the code.
+    #[error("offset 0x{entry:x} is outside the code ({code_len} byte{})", if *.code_len == 1 { "" } else { "s" })]
+    EntryOutsideCode {
+        /// The offset given.
+        entry: usize,
+        /// The code's length in bytes.
+        code_len: usize,
+    },
+    /// A granted path that is not absolute.
+    #[error("{} is a relative path; grant an absolute one", .path.display())]
+    RelativeGrant {
+        /// The path as given.
+        path: PathBuf,
+    },
+    /// A granted path with a `..` component.
+    #[error("{} has a `..` component; name the path itself", .path.display())]
+    ParentInGrant {
+        /// The path as given.
+        path: PathBuf,
+    },
+    /// A grant of `/`.
+    #[error("/ is the whole file system; grant directories below it")]
+    RootGrant,
+    /// A granted path longer than [`abi::MAX_GRANT_PATH`].
+    #[error("{} is {len} bytes long; the limit is {max} bytes", .path.display())]
+    GrantTooLong {
+        /// The path as given.
+        path: PathBuf,
+        /// Its normalised length.
+        len: usize,
+        /// [`abi::MAX_GRANT_PATH`].
+        max: usize,
+    },
+    /// A granted path with a NUL byte.
+    #[error("{} holds a NUL byte", .path.display())]
+    NulInGrant {
+        /// The path as given.
+        path: PathBuf,
+    },
+    /// A granted path that is or passes through a symbolic link.
+    #[error("{} is or passes through a symbolic link; grant the real path, {}", .path.display(), .real.display())]
+    SymlinkGrant {
+        /// The path as given.
+        path: PathBuf,
+        /// What it resolves to.
+        real: PathBuf,
+    },
+    /// A granted path on a kernel file system (proc, sysfs, cgroup, ...).
+    #[error("{} is on {kind}, the kernel's view of the host; grant files of a real file system", .path.display())]
+    KernelFileSystem {
+        /// The path as given.
+        path: PathBuf,
+        /// The file system's name.
+        kind: &'static str,
+    },
+    /// A granted path that is a device, FIFO or socket.
+    #[error("{} is neither a file nor a directory", .path.display())]
+    NotFileOrDirectory {
+        /// The path as given.
+        path: PathBuf,
+    },
+    /// A granted path that could not be looked at (missing, no permission).
+    #[error("{}: {message}", .path.display())]
+    GrantUnreadable {
+        /// The path as given.
+        path: PathBuf,
+        /// The system's error message.
+        message: String,
+    },
+    /// More paths granted than [`abi::MAX_GRANTS`].
+    #[error("{total} paths granted; the limit is {max} (--allow-read and --allow-write together)")]
+    TooManyGrants {
+        /// Paths granted.
+        total: usize,
+        /// [`abi::MAX_GRANTS`].
+        max: usize,
+    },
+    /// One grant of a set refused, with the flag that granted it.
+    #[error("{flag} {refused}")]
+    InGrant {
+        /// `--allow-read` or `--allow-write`.
+        flag: &'static str,
+        /// Why it was refused.
+        refused: Box<BoundError>,
+    },
+    /// Two grants of which one lies inside the other (or the same path twice).
+    #[error("{flag_a} {} and {flag_b} {} overlap; grant each path once, none inside another", .a.display(), .b.display())]
+    OverlappingGrants {
+        /// The flag of the first.
+        flag_a: &'static str,
+        /// The first path.
+        a: PathBuf,
+        /// The flag of the second.
+        flag_b: &'static str,
+        /// The second path.
+        b: PathBuf,
+    },
+}
+
+impl From<BoundError> for String {
+    fn from(error: BoundError) -> String {
+        error.to_string()
+    }
+}
 
 /// Longest timeout (`--timeout`, `timeout_ms`): a limit beyond a day is a mistake, not a plan.
 pub const MAX_TIMEOUT: Duration = units::MAX_DURATION;
@@ -70,17 +217,18 @@ pub struct SizeBound {
 impl SizeBound {
     /// Checks a number of bytes, given as any unsigned integer a caller may hold (a JSON
     /// number is a `u64`): nothing is truncated before the comparison.
-    pub fn check(&self, bytes: u64) -> Result<usize, String> {
+    pub fn check(&self, bytes: u64) -> Result<usize, BoundError> {
         if bytes < self.min as u64 {
-            Err(format!(
-                "{bytes} bytes is under the minimum of {} bytes",
-                self.min
-            ))
+            Err(BoundError::UnderMinimum {
+                bytes,
+                min: self.min,
+            })
         } else if bytes > self.max as u64 {
-            Err(format!(
-                "{bytes} bytes is over the limit of {} ({} bytes)",
-                self.max_text, self.max
-            ))
+            Err(BoundError::OverLimit {
+                bytes,
+                max: self.max,
+                max_text: self.max_text,
+            })
         } else {
             // At most `max`, which is a usize.
             Ok(bytes as usize)
@@ -88,7 +236,7 @@ impl SizeBound {
     }
 
     /// Parses a size as the CLI's flags take it (`4096`, `64KiB`, `1.5MiB`) and checks it.
-    pub fn parse(&self, text: &str) -> Result<usize, String> {
+    pub fn parse(&self, text: &str) -> Result<usize, BoundError> {
         let bytes = units::parse_size(text)?;
         self.check(bytes as u64)
     }
@@ -96,40 +244,37 @@ impl SizeBound {
 
 /// Parses a timeout as `--timeout` takes it (`300ms`, `2s`): more than 0, at most
 /// [`MAX_TIMEOUT`].
-pub fn parse_timeout(text: &str) -> Result<Duration, String> {
+pub fn parse_timeout(text: &str) -> Result<Duration, BoundError> {
     // `parse_duration` refuses zero and anything over `units::MAX_DURATION`, which is
     // `MAX_TIMEOUT`.
-    units::parse_duration(text)
+    Ok(units::parse_duration(text)?)
 }
 
 /// A timeout given in whole milliseconds (`timeout_ms`): more than 0, at most [`MAX_TIMEOUT`].
-pub fn timeout_from_ms(ms: u64) -> Result<Duration, String> {
+pub fn timeout_from_ms(ms: u64) -> Result<Duration, BoundError> {
     let max_ms = MAX_TIMEOUT.as_millis();
     if ms == 0 {
-        Err("the timeout must be greater than 0 ms".into())
+        Err(BoundError::ZeroTimeout)
     } else if u128::from(ms) > max_ms {
-        Err(format!("{ms} ms is over the limit of 24h ({max_ms} ms)"))
+        Err(BoundError::TimeoutOverLimit { ms, max_ms })
     } else {
         Ok(Duration::from_millis(ms))
     }
 }
 
 /// Parses a code offset as `--entry` takes it: decimal or `0x`-hex.
-pub fn parse_offset(text: &str) -> Result<usize, String> {
+pub fn parse_offset(text: &str) -> Result<usize, BoundError> {
     abi::parse_u64(text.trim())
         .and_then(|offset| usize::try_from(offset).ok())
-        .ok_or_else(|| "expected a decimal or 0x-hex offset, e.g. 16 or 0x10".to_string())
+        .ok_or(BoundError::BadOffset)
 }
 
 /// Checks that `entry` lies inside `code_len` bytes of code.
-pub fn check_entry(entry: usize, code_len: usize) -> Result<usize, String> {
+pub fn check_entry(entry: usize, code_len: usize) -> Result<usize, BoundError> {
     if entry < code_len {
         Ok(entry)
     } else {
-        Err(format!(
-            "offset 0x{entry:x} is outside the code ({code_len} byte{})",
-            if code_len == 1 { "" } else { "s" }
-        ))
+        Err(BoundError::EntryOutsideCode { entry, code_len })
     }
 }
 
@@ -137,11 +282,11 @@ pub fn check_entry(entry: usize, code_len: usize) -> Result<usize, String> {
 /// fields `allow_read`, `allow_write`): absolute, without `..`, not `/` itself, at most
 /// [`abi::MAX_GRANT_PATH`] bytes, and an existing file or directory. Returns it normalised
 /// (no `.` components, no repeated or trailing `/`): the path the guest sees it at.
-pub fn check_grant(path: &std::path::Path) -> Result<std::path::PathBuf, String> {
-    use std::path::{Component, PathBuf};
-    let shown = path.display();
+pub fn check_grant(path: &std::path::Path) -> Result<PathBuf, BoundError> {
+    use std::path::Component;
+    let given = || path.to_path_buf();
     if !path.is_absolute() {
-        return Err(format!("{shown} is a relative path; grant an absolute one"));
+        return Err(BoundError::RelativeGrant { path: given() });
     }
     let mut normal = PathBuf::from("/");
     for component in path.components() {
@@ -149,47 +294,54 @@ pub fn check_grant(path: &std::path::Path) -> Result<std::path::PathBuf, String>
             Component::RootDir | Component::CurDir => {}
             Component::Normal(name) => normal.push(name),
             Component::ParentDir | Component::Prefix(_) => {
-                return Err(format!(
-                    "{shown} has a `..` component; name the path itself"
-                ));
+                return Err(BoundError::ParentInGrant { path: given() });
             }
         }
     }
     if normal.as_os_str() == "/" {
-        return Err("/ is the whole file system; grant directories below it".into());
+        return Err(BoundError::RootGrant);
     }
     let len = normal.as_os_str().len();
     if len > abi::MAX_GRANT_PATH {
-        return Err(format!(
-            "{shown} is {len} bytes long; the limit is {} bytes",
-            abi::MAX_GRANT_PATH
-        ));
+        return Err(BoundError::GrantTooLong {
+            path: given(),
+            len,
+            max: abi::MAX_GRANT_PATH,
+        });
     }
     if std::os::unix::ffi::OsStrExt::as_bytes(normal.as_os_str()).contains(&0) {
-        return Err(format!("{shown} holds a NUL byte"));
+        return Err(BoundError::NulInGrant { path: given() });
     }
     // The worker mounts the path by name: a symbolic link on the way would let whoever can
     // change it choose what a later job sees.
     match std::fs::canonicalize(&normal) {
         Ok(real) if real != normal => {
-            return Err(format!(
-                "{shown} is or passes through a symbolic link; grant the real path, {}",
-                real.display()
-            ));
+            return Err(BoundError::SymlinkGrant {
+                path: given(),
+                real,
+            });
         }
         Ok(_) => {}
-        Err(e) => return Err(format!("{shown}: {e}")),
+        Err(e) => {
+            return Err(BoundError::GrantUnreadable {
+                path: given(),
+                message: e.to_string(),
+            })
+        }
     }
     if let Some(kind) = kernel_file_system(&normal) {
-        return Err(format!(
-            "{shown} is on {kind}, the kernel's view of the host; grant files of a real file \
-             system"
-        ));
+        return Err(BoundError::KernelFileSystem {
+            path: given(),
+            kind,
+        });
     }
     match std::fs::metadata(&normal) {
         Ok(meta) if meta.is_file() || meta.is_dir() => Ok(normal),
-        Ok(_) => Err(format!("{shown} is neither a file nor a directory")),
-        Err(e) => Err(format!("{shown}: {e}")),
+        Ok(_) => Err(BoundError::NotFileOrDirectory { path: given() }),
+        Err(e) => Err(BoundError::GrantUnreadable {
+            path: given(),
+            message: e.to_string(),
+        }),
     }
 }
 
@@ -232,13 +384,13 @@ fn kernel_file_system(path: &std::path::Path) -> Option<&'static str> {
 pub fn check_grants(
     read: &[std::path::PathBuf],
     write: &[std::path::PathBuf],
-) -> Result<(), String> {
+) -> Result<(), BoundError> {
     let total = read.len() + write.len();
     if total > abi::MAX_GRANTS {
-        return Err(format!(
-            "{total} paths granted; the limit is {} (--allow-read and --allow-write together)",
-            abi::MAX_GRANTS
-        ));
+        return Err(BoundError::TooManyGrants {
+            total,
+            max: abi::MAX_GRANTS,
+        });
     }
     let all = read
         .iter()
@@ -247,18 +399,21 @@ pub fn check_grants(
         .map(|(path, flag)| {
             check_grant(path)
                 .map(|path| (path, flag))
-                .map_err(|e| format!("{flag} {e}"))
+                .map_err(|e| BoundError::InGrant {
+                    flag,
+                    refused: Box::new(e),
+                })
         })
         .collect::<Result<Vec<_>, _>>()?;
     for (i, (a, flag_a)) in all.iter().enumerate() {
         for (b, flag_b) in &all[i + 1..] {
             if a.starts_with(b) || b.starts_with(a) {
-                return Err(format!(
-                    "{flag_a} {} and {flag_b} {} overlap; grant each path once, none inside \
-                     another",
-                    a.display(),
-                    b.display()
-                ));
+                return Err(BoundError::OverlappingGrants {
+                    flag_a,
+                    a: a.clone(),
+                    flag_b,
+                    b: b.clone(),
+                });
             }
         }
     }
@@ -273,7 +428,7 @@ mod tests {
     fn sizes_at_and_over_their_bounds() {
         assert_eq!(MAX_OUTPUT.check(1 << 30), Ok(1 << 30));
         assert!(MAX_OUTPUT.check((1 << 30) + 1).is_err());
-        let far = MAX_OUTPUT.check(u64::MAX).unwrap_err();
+        let far = MAX_OUTPUT.check(u64::MAX).unwrap_err().to_string();
         assert!(far.contains(&u64::MAX.to_string()), "{far}");
         assert!(far.contains("1GiB"), "{far}");
         assert_eq!(MAX_OUTPUT.parse("1GiB"), Ok(1 << 30));
@@ -281,6 +436,34 @@ mod tests {
         assert_eq!(STACK.check(64), Ok(64));
         assert!(STACK.check(63).is_err());
         assert!(SCRATCH.check(0).is_err());
+    }
+
+    #[test]
+    fn errors_are_typed_and_name_their_limit() {
+        assert_eq!(
+            MAX_OUTPUT.check(u64::MAX),
+            Err(BoundError::OverLimit {
+                bytes: u64::MAX,
+                max: 1 << 30,
+                max_text: "1GiB"
+            })
+        );
+        assert!(matches!(
+            STACK.parse("lots"),
+            Err(BoundError::Unit(UnitError::NotUnderstood { .. }))
+        ));
+        let nested = check_grants(&[std::path::PathBuf::from("relative")], &[]).unwrap_err();
+        assert!(
+            matches!(&nested, BoundError::InGrant { flag: "--allow-read", refused }
+                if matches!(**refused, BoundError::RelativeGrant { .. })),
+            "{nested:?}"
+        );
+        assert_eq!(
+            nested.to_string(),
+            "--allow-read relative is a relative path; grant an absolute one"
+        );
+        // Only the outermost message is shown: no error source repeats it.
+        assert!(std::error::Error::source(&nested).is_none());
     }
 
     #[test]
@@ -300,7 +483,10 @@ mod tests {
         assert_eq!(parse_offset("16"), Ok(16));
         assert!(parse_offset("-1").is_err());
         assert_eq!(check_entry(2, 3), Ok(2));
-        assert!(check_entry(3, 3).unwrap_err().contains("3 bytes"));
+        assert!(check_entry(3, 3)
+            .unwrap_err()
+            .to_string()
+            .contains("3 bytes"));
     }
 
     #[test]
@@ -312,17 +498,23 @@ mod tests {
         );
         assert!(check_grant(Path::new("etc/hostname"))
             .unwrap_err()
+            .to_string()
             .contains("relative"));
         assert!(check_grant(Path::new("/etc/../etc"))
             .unwrap_err()
+            .to_string()
             .contains(".."));
         assert!(check_grant(Path::new("/")).is_err());
         assert!(check_grant(Path::new("/no/such/path/here")).is_err());
         assert!(check_grant(Path::new("/dev/null"))
             .unwrap_err()
+            .to_string()
             .contains("neither"));
         let long = format!("/{}", "a".repeat(abi::MAX_GRANT_PATH));
-        assert!(check_grant(Path::new(&long)).unwrap_err().contains("limit"));
+        assert!(check_grant(Path::new(&long))
+            .unwrap_err()
+            .to_string()
+            .contains("limit"));
         let etc = PathBuf::from("/etc");
         let hostname = PathBuf::from("/etc/hostname");
         let one = std::slice::from_ref(&etc);
@@ -330,6 +522,9 @@ mod tests {
         assert!(check_grants(one, one).is_err());
         assert!(check_grants(one, &[PathBuf::from("/tmp")]).is_ok());
         let many = vec![etc; abi::MAX_GRANTS + 1];
-        assert!(check_grants(&many, &[]).unwrap_err().contains("limit"));
+        assert!(check_grants(&many, &[])
+            .unwrap_err()
+            .to_string()
+            .contains("limit"));
     }
 }

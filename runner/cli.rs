@@ -386,7 +386,7 @@ impl WorkerArgs {
 }
 
 /// A path granted with --allow-read or --allow-write (see [`bounds::check_grant`]).
-fn grant(text: &str) -> Result<PathBuf, String> {
+fn grant(text: &str) -> Result<PathBuf, bounds::BoundError> {
     bounds::check_grant(std::path::Path::new(text))
 }
 
@@ -874,27 +874,27 @@ pub fn usage_error_message(error: &clap::Error) -> String {
 // The bounds themselves live in `bytejail::bounds`, shared with `bytejail batch`'s job lines.
 
 /// `--max-output`: 0 to 1GiB.
-fn max_output(arg: &str) -> Result<usize, String> {
+fn max_output(arg: &str) -> Result<usize, bounds::BoundError> {
     bounds::MAX_OUTPUT.parse(arg)
 }
 
 /// `--stack`: 64 bytes to 1GiB.
-fn stack(arg: &str) -> Result<usize, String> {
+fn stack(arg: &str) -> Result<usize, bounds::BoundError> {
     bounds::STACK.parse(arg)
 }
 
 /// `--scratch`: 1 byte to 16GiB.
-fn scratch(arg: &str) -> Result<usize, String> {
+fn scratch(arg: &str) -> Result<usize, bounds::BoundError> {
     bounds::SCRATCH.parse(arg)
 }
 
 /// `--memory`: 64 KiB to 64 GiB.
-fn memory(arg: &str) -> Result<usize, String> {
+fn memory(arg: &str) -> Result<usize, bounds::BoundError> {
     bounds::MEMORY.parse(arg)
 }
 
 /// `--max-file-size`: 0 to 64 GiB.
-fn file_size(arg: &str) -> Result<usize, String> {
+fn file_size(arg: &str) -> Result<usize, bounds::BoundError> {
     bounds::FILE_SIZE.parse(arg)
 }
 
@@ -928,7 +928,7 @@ const REGISTER_NAMES: [&str; 15] = [
 ];
 
 /// `--entry`: a decimal or 0x-hex offset.
-fn offset(arg: &str) -> Result<usize, String> {
+fn offset(arg: &str) -> Result<usize, bounds::BoundError> {
     bounds::parse_offset(arg)
 }
 

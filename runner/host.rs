@@ -465,7 +465,7 @@ fn grants(
     const MAKE_DIR: u64 = 1 << 7;
     const MAKE_REG: u64 = 1 << 8;
     const TRUNCATE: u64 = 1 << 14;
-    let invalid = |e: String| Error::Input(InputError::Invalid(e));
+    let invalid = |e: crate::bounds::BoundError| Error::Input(InputError::Invalid(e.to_string()));
     crate::bounds::check_grants(&options.allow_read, &options.allow_write).map_err(invalid)?;
     let mut grants = [worker::Grant::default(); crate::abi::MAX_GRANTS];
     let asked = (options.allow_read.iter().map(|p| (p, false)))

@@ -1,8 +1,8 @@
 //! Parsing of durations and sizes given on the command line (`--timeout 300ms`, `--max-output 64KiB`).
 //!
 //! Numbers are parsed exactly, in integer arithmetic: `1.5s` is 1,500,000,000 ns and `1.5MiB` is
-//! 1,572,864 bytes, with no floating-point rounding in between. Errors are one line naming the
-//! value and what is accepted.
+//! 1,572,864 bytes, with no floating-point rounding in between. Errors are a [`UnitError`] whose
+//! message is one line naming the value and what is accepted.
 
 use std::time::Duration;
 
@@ -11,11 +11,113 @@ pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// At most this many significant digits after the decimal point. Enough for any real value, and it
 /// keeps the arithmetic exact in `u128`.
-const MAX_FRACTION_DIGITS: usize = 20;
+pub const MAX_FRACTION_DIGITS: usize = 20;
 
 const DURATION_EXAMPLES: &str = "use e.g. 300ms, 2s, 1.5s (units: ns, us, ms, s, m, h)";
 const SIZE_EXAMPLES: &str =
     "use e.g. 4096, 64KiB, 1MiB, 2GiB, 1GB (K/KiB, M/MiB, G/GiB, T/TiB: powers of 1024; kB, MB, GB, TB: powers of 1000)";
+
+/// Which kind of value a [`UnitError`] is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Quantity {
+    /// A duration (`--timeout 300ms`).
+    Duration,
+    /// A size in bytes (`--max-output 64KiB`).
+    Size,
+}
+
+impl std::fmt::Display for Quantity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Quantity::Duration => "duration",
+            Quantity::Size => "size",
+        })
+    }
+}
+
+/// Why a duration or size was refused. Its `Display` is the one-line message the CLI shows
+/// after the flag's name; `text` is the value as the user wrote it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UnitError {
+    /// Nothing but white space.
+    #[error("{quantity} is empty; {}", examples(*.quantity))]
+    Empty {
+        /// What was being parsed.
+        quantity: Quantity,
+    },
+    /// A leading minus sign.
+    #[error("{quantity} `{text}` {}", if *.quantity == Quantity::Size { "must not be negative" } else { "must be positive" })]
+    Negative {
+        /// What was being parsed.
+        quantity: Quantity,
+        /// The value as written.
+        text: String,
+    },
+    /// No number, or a unit this parser does not know.
+    #[error("{quantity} `{text}` is not understood; {}", examples(*.quantity))]
+    NotUnderstood {
+        /// What was being parsed.
+        quantity: Quantity,
+        /// The value as written.
+        text: String,
+    },
+    /// A duration given as a bare number (is `2` seconds or milliseconds?).
+    #[error("duration `{text}` has no unit; add one, e.g. {number}s or {number}ms (units: ns, us, ms, s, m, h)")]
+    NoUnit {
+        /// The value as written.
+        text: String,
+        /// The number in it.
+        number: String,
+    },
+    /// A duration of zero.
+    #[error("duration `{text}` must be positive")]
+    Zero {
+        /// The value as written.
+        text: String,
+    },
+    /// A duration over [`MAX_DURATION`].
+    #[error("duration `{text}` is longer than the maximum of 24h")]
+    TooLong {
+        /// The value as written.
+        text: String,
+    },
+    /// A size over `usize::MAX` bytes.
+    #[error("size `{text}` is too large (the maximum is {} bytes)", usize::MAX)]
+    TooLarge {
+        /// The value as written.
+        text: String,
+    },
+    /// A size with a fraction of a byte (`1.3KiB`).
+    #[error("size `{text}` is not a whole number of bytes")]
+    NotWhole {
+        /// The value as written.
+        text: String,
+    },
+    /// More than [`MAX_FRACTION_DIGITS`] digits after the point.
+    #[error(
+        "{quantity} `{text}` has more than {MAX_FRACTION_DIGITS} digits after the decimal point"
+    )]
+    TooManyFractionDigits {
+        /// What was being parsed.
+        quantity: Quantity,
+        /// The value as written.
+        text: String,
+    },
+}
+
+impl From<UnitError> for String {
+    fn from(error: UnitError) -> String {
+        error.to_string()
+    }
+}
+
+fn examples(quantity: Quantity) -> &'static str {
+    match quantity {
+        Quantity::Duration => DURATION_EXAMPLES,
+        Quantity::Size => SIZE_EXAMPLES,
+    }
+}
 
 /// Parses a duration: a decimal number followed by a unit, e.g. `300ms`, `2s`, `1.5s`, `250us`,
 /// `100ns`, `1m`.
@@ -24,22 +126,30 @@ const SIZE_EXAMPLES: &str =
 /// the number and the unit is allowed. A plain number is an error (is `2` seconds or
 /// milliseconds?), as are zero, negative values and anything over [`MAX_DURATION`] (24 hours).
 /// Fractions finer than a nanosecond are rounded down.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, UnitError> {
+    let quantity = Quantity::Duration;
+    let text = || s.to_string();
     let trimmed = s.trim();
     if trimmed.is_empty() {
-        return Err(format!("duration is empty; {DURATION_EXAMPLES}"));
+        return Err(UnitError::Empty { quantity });
     }
     if trimmed.starts_with('-') {
-        return Err(format!("duration `{s}` must be positive"));
+        return Err(UnitError::Negative {
+            quantity,
+            text: text(),
+        });
     }
-    let not_understood = || format!("duration `{s}` is not understood; {DURATION_EXAMPLES}");
+    let not_understood = || UnitError::NotUnderstood {
+        quantity,
+        text: text(),
+    };
     let number = Decimal::split(trimmed).ok_or_else(not_understood)?;
     let nanos_per_unit: u128 = match number.unit.to_ascii_lowercase().as_str() {
         "" => {
-            return Err(format!(
-            "duration `{s}` has no unit; add one, e.g. {n}s or {n}ms (units: ns, us, ms, s, m, h)",
-            n = number.text
-        ))
+            return Err(UnitError::NoUnit {
+                text: text(),
+                number: number.text.to_string(),
+            })
         }
         "ns" => 1,
         "us" | "µs" | "μs" => 1_000,
@@ -49,13 +159,18 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => 3_600 * 1_000_000_000,
         _ => return Err(not_understood()),
     };
-    let too_long = || format!("duration `{s}` is longer than the maximum of 24h");
+    let too_long = || UnitError::TooLong { text: text() };
     let scaled = number
         .scale(nanos_per_unit)
-        .map_err(|e| e.describe("duration", s))?
+        .map_err(
+            |ScaleError::TooManyFractionDigits| UnitError::TooManyFractionDigits {
+                quantity,
+                text: text(),
+            },
+        )?
         .ok_or_else(too_long)?;
     if scaled.whole == 0 {
-        return Err(format!("duration `{s}` must be positive"));
+        return Err(UnitError::Zero { text: text() });
     }
     if scaled.whole > MAX_DURATION.as_nanos() {
         return Err(too_long());
@@ -74,15 +189,23 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// (1000), as the standard and `parse-size` say. `B` means bytes. Fractions are allowed when
 /// they come to a whole number of bytes (`1.5MiB`, `0.5KiB`), not otherwise (`1.3KiB`,
 /// `1.5`). Zero is accepted: whether an empty limit makes sense is the caller's decision.
-pub fn parse_size(s: &str) -> Result<usize, String> {
+pub fn parse_size(s: &str) -> Result<usize, UnitError> {
+    let quantity = Quantity::Size;
+    let text = || s.to_string();
     let trimmed = s.trim();
     if trimmed.is_empty() {
-        return Err(format!("size is empty; {SIZE_EXAMPLES}"));
+        return Err(UnitError::Empty { quantity });
     }
     if trimmed.starts_with('-') {
-        return Err(format!("size `{s}` must not be negative"));
+        return Err(UnitError::Negative {
+            quantity,
+            text: text(),
+        });
     }
-    let not_understood = || format!("size `{s}` is not understood; {SIZE_EXAMPLES}");
+    let not_understood = || UnitError::NotUnderstood {
+        quantity,
+        text: text(),
+    };
     let number = Decimal::split(trimmed).ok_or_else(not_understood)?;
     let multiple: u128 = match number.unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1,
@@ -96,18 +219,18 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         "tb" => 1_000_000_000_000,
         _ => return Err(not_understood()),
     };
-    let too_large = || {
-        format!(
-            "size `{s}` is too large (the maximum is {} bytes)",
-            usize::MAX
-        )
-    };
+    let too_large = || UnitError::TooLarge { text: text() };
     let scaled = number
         .scale(multiple)
-        .map_err(|e| e.describe("size", s))?
+        .map_err(
+            |ScaleError::TooManyFractionDigits| UnitError::TooManyFractionDigits {
+                quantity,
+                text: text(),
+            },
+        )?
         .ok_or_else(too_large)?;
     if !scaled.exact {
-        return Err(format!("size `{s}` is not a whole number of bytes"));
+        return Err(UnitError::NotWhole { text: text() });
     }
     usize::try_from(scaled.whole).map_err(|_| too_large())
 }
@@ -135,16 +258,6 @@ struct Scaled {
 /// Why a [`Decimal`] could not be scaled.
 enum ScaleError {
     TooManyFractionDigits,
-}
-
-impl ScaleError {
-    fn describe(&self, what: &str, s: &str) -> String {
-        match self {
-            ScaleError::TooManyFractionDigits => format!(
-                "{what} `{s}` has more than {MAX_FRACTION_DIGITS} digits after the decimal point"
-            ),
-        }
-    }
 }
 
 impl<'a> Decimal<'a> {
@@ -253,16 +366,16 @@ mod tests {
 
     #[test]
     fn plain_number_asks_for_a_unit() {
-        let err = parse_duration("2").unwrap_err();
+        let err = parse_duration("2").unwrap_err().to_string();
         assert!(err.contains("`2` has no unit"), "{err}");
         assert!(err.contains("2s") && err.contains("2ms"), "{err}");
-        let err = parse_duration("1.5").unwrap_err();
+        let err = parse_duration("1.5").unwrap_err().to_string();
         assert!(err.contains("1.5s"), "{err}");
     }
 
     #[test]
     fn bad_durations() {
-        let err = parse_duration("3x").unwrap_err();
+        let err = parse_duration("3x").unwrap_err().to_string();
         assert_eq!(
             err,
             "duration `3x` is not understood; use e.g. 300ms, 2s, 1.5s (units: ns, us, ms, s, m, h)"
@@ -278,18 +391,24 @@ mod tests {
             "+2s",
             "2s5",
         ] {
-            let err = parse_duration(bad).unwrap_err();
+            let err = parse_duration(bad).unwrap_err().to_string();
             assert!(err.contains("is not understood"), "{bad}: {err}");
             assert!(err.contains(&format!("`{bad}`")), "{bad}: {err}");
         }
-        assert!(parse_duration("").unwrap_err().contains("empty"));
-        assert!(parse_duration("   ").unwrap_err().contains("empty"));
+        assert!(parse_duration("")
+            .unwrap_err()
+            .to_string()
+            .contains("empty"));
+        assert!(parse_duration("   ")
+            .unwrap_err()
+            .to_string()
+            .contains("empty"));
     }
 
     #[test]
     fn duration_must_be_positive() {
         for bad in ["0s", "0ms", "0.0s", "-1s", "-0.5ms", "0.1ns"] {
-            let err = parse_duration(bad).unwrap_err();
+            let err = parse_duration(bad).unwrap_err().to_string();
             assert!(err.contains("must be positive"), "{bad}: {err}");
         }
     }
@@ -304,13 +423,15 @@ mod tests {
             "99999999999999999999999999999999h",
             "999999999999999999999999999999999999999999999999s",
         ] {
-            let err = parse_duration(bad).unwrap_err();
+            let err = parse_duration(bad).unwrap_err().to_string();
             assert!(
                 err.contains("longer than the maximum of 24h"),
                 "{bad}: {err}"
             );
         }
-        let err = parse_duration("1.000000000000000000001s").unwrap_err();
+        let err = parse_duration("1.000000000000000000001s")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("more than 20 digits"), "{err}");
     }
 
@@ -361,8 +482,8 @@ mod tests {
         // The same number with the IEC unit is the binary multiple.
         assert_eq!(parse_size("1GiB"), Ok(1 << 30));
         assert_eq!(
-            parse_size("1.0005kB"),
-            Err("size `1.0005kB` is not a whole number of bytes".into())
+            parse_size("1.0005kB").unwrap_err().to_string(),
+            "size `1.0005kB` is not a whole number of bytes"
         );
     }
 
@@ -374,7 +495,7 @@ mod tests {
         assert_eq!(parse_size("1.0"), Ok(1));
         assert_eq!(parse_size("0.0009765625MiB"), Ok(1024));
         for bad in ["1.3KiB", "1.5", "0.1B", "0.0001KiB"] {
-            let err = parse_size(bad).unwrap_err();
+            let err = parse_size(bad).unwrap_err().to_string();
             assert_eq!(err, format!("size `{bad}` is not a whole number of bytes"));
         }
     }
@@ -389,7 +510,7 @@ mod tests {
             "17179869184GiB",
             "9999999999999999999999999999999999999999999999",
         ] {
-            let err = parse_size(bad).unwrap_err();
+            let err = parse_size(bad).unwrap_err().to_string();
             assert!(err.contains("is too large"), "{bad}: {err}");
             assert!(err.contains(&max), "{bad}: {err}");
         }
@@ -398,20 +519,21 @@ mod tests {
     #[test]
     fn bad_sizes() {
         assert_eq!(
-            parse_size("12 parsecs").unwrap_err(),
+            parse_size("12 parsecs").unwrap_err().to_string(),
             "size `12 parsecs` is not understood; use e.g. 4096, 64KiB, 1MiB, 2GiB, 1GB \
              (K/KiB, M/MiB, G/GiB, T/TiB: powers of 1024; kB, MB, GB, TB: powers of 1000)"
         );
         for bad in [
             "KiB", "1XiB", "1Ki", "0x100", "1e6", "1,000", "1.2.3K", "+4", ".",
         ] {
-            let err = parse_size(bad).unwrap_err();
+            let err = parse_size(bad).unwrap_err().to_string();
             assert!(err.contains("is not understood"), "{bad}: {err}");
         }
         assert!(parse_size("-1")
             .unwrap_err()
+            .to_string()
             .contains("must not be negative"));
-        assert!(parse_size("").unwrap_err().contains("empty"));
+        assert!(parse_size("").unwrap_err().to_string().contains("empty"));
     }
 
     proptest::proptest! {

@@ -355,14 +355,20 @@ fn library_options(args: &[String]) -> Result<(RunOptions, Vec<u8>), String> {
         let bad = |e: String| format!("{flag} {value}: {e}");
         match flag {
             "--timeout" => {
-                options.limits.timeout = bytejail::units::parse_duration(value).map_err(bad)?
+                options.limits.timeout =
+                    bytejail::units::parse_duration(value).map_err(|e| bad(e.to_string()))?
             }
             "--max-output" => {
-                options.limits.max_output = bytejail::units::parse_size(value).map_err(bad)?
+                options.limits.max_output =
+                    bytejail::units::parse_size(value).map_err(|e| bad(e.to_string()))?
             }
-            "--stack" => options.limits.stack = bytejail::units::parse_size(value).map_err(bad)?,
+            "--stack" => {
+                options.limits.stack =
+                    bytejail::units::parse_size(value).map_err(|e| bad(e.to_string()))?
+            }
             "--scratch" => {
-                options.limits.scratch = bytejail::units::parse_size(value).map_err(bad)?
+                options.limits.scratch =
+                    bytejail::units::parse_size(value).map_err(|e| bad(e.to_string()))?
             }
             "--reg" => registers
                 .set_from_arg(value)
