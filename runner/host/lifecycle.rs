@@ -32,9 +32,8 @@ use crate::worker::{self, layout::*, FixedMap, Protect, WorkerPlan};
 use crate::zygote::Zygote;
 
 use super::classify::{classify, job_denies, setup_error, Evidence, WaitStatus};
-use super::walls::{cap_last, job_cgroup, walls};
-use super::watch::{pollfd, watch_worker, Control, CpuWatch, InputFeeder, Watch};
-use super::{cpu_limit_secs, guest_may_signal};
+use super::walls::{cap_last, cpu_limit_secs, guest_may_signal, job_cgroup, walls};
+use super::watch::{cpu_clock, pollfd, watch_worker, Control, CpuWatch, InputFeeder, Watch};
 
 /// What a worker's fd 0 is.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -597,12 +596,6 @@ fn report_returned(arena: &Arena, output: Vec<u8>, start: Instant, cpu: Duration
         max_rss_kib: 0,
         syscall: None,
     }
-}
-
-/// The CPU time a live (or not yet reaped) worker has used so far, user and system together,
-/// from the scheduler's clock; zero if the clock cannot be read.
-pub(super) fn cpu_clock(pid: libc::pid_t) -> Duration {
-    sys::process_cpu_time(pid).unwrap_or_default()
 }
 
 /// The report of a reaped worker, classified from its wait status (see [`classify`]). A fresh

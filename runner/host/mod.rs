@@ -1,5 +1,31 @@
 //! The host side of a run: prepare the worker's memory and pipes, fork, feed the input, collect
 //! the output, enforce the limits, reap, and classify from what the kernel says.
+//!
+//! One module per idea:
+//! - this one: [`run`], [`Zygote::run`], the diagnosis re-run of a strict-mode violation
+//!   ([`diagnose`]), the checks on a job ([`validate`]), and this thread's arena;
+//! - [`lifecycle`]: a worker's states as the host sees them (spawned, parked, running,
+//!   lingering, reaped) and the [`Forker`] that forks it, directly or through a zygote;
+//! - [`watch`]: the poll loop on a running worker (input, output, deadline, CPU time, cancel);
+//! - [`classify`]: the pure decision of what happened, from the wait status, the host's kills,
+//!   the tracer's stops and the worker's record;
+//! - [`walls`]: namespaces, Landlock, granted paths and the job's cgroups.
+//!
+//! The dependencies go one way, top to bottom; nothing imports in a circle:
+//!
+//! ```text
+//! batch            --> same_code, pool, Zygote::run
+//! pool, same_code  --> host (run's checks and diagnosis, the lifecycle types), zygote (a handle)
+//! host             --> host::lifecycle, host::walls
+//! host::lifecycle  --> host::watch, host::classify, host::walls, zygote (Forker::Zygote)
+//! host::watch      --> host::classify (Kill), host::walls
+//! host::walls      --> cgroup, bounds
+//! host::classify   --> plain data only: the record, the tracer's facts, the report types
+//! zygote           --> worker, sys (it forks; it knows nothing of runs)
+//! ```
+//!
+//! `zygote` knows nothing of runs: `Zygote::run` is defined here, on top of it, and `Pool`,
+//! `SameCode` and `batch` reach the zygote only to start one or to hand it to a [`Forker`].
 
 mod classify;
 mod lifecycle;
@@ -17,6 +43,7 @@ use crate::report::{Outcome, Report};
 use crate::zygote::Zygote;
 
 pub(crate) use lifecycle::{Forker, Lingering, Parked, Spawned, Stdin, WorkerFds};
+pub(crate) use walls::{arena_reusable, cpu_limit_secs, worker_limits_match};
 
 thread_local! {
     /// Each host thread keeps one arena between runs (see [`crate::arena`]).
@@ -46,7 +73,7 @@ impl Zygote {
 }
 
 /// [`run`], with the worker (and the diagnosis's) forked by `via`.
-pub(crate) fn run_via(
+fn run_via(
     code: &[u8],
     input: &[u8],
     options: &RunOptions,
@@ -134,15 +161,6 @@ fn run_once(
         .unwrap_or_else(|_| run_in(&mut None))
 }
 
-/// Whether an arena may serve another job after a worker under `policy` used it: only where
-/// the guest can call nothing but `read`, `write`, `exit` and `rt_sigreturn`, so that it can
-/// change nothing it maps (its code and the blob stay read+execute, the file keeps its pages
-/// and size) and leaves no process behind; the host rewrites the rest before the next job.
-/// Under a profile every worker gets a fresh arena, whatever the profile allows.
-pub(crate) fn arena_reusable(policy: &Policy) -> bool {
-    matches!(policy, Policy::Strict | Policy::StrictBpf)
-}
-
 fn run_in_arena(
     arena: &mut Arena,
     code: &[u8],
@@ -167,39 +185,6 @@ fn run_in_arena(
     };
     let worker = Spawned::spawn(arena, maps, protects, options, cpu, fds, via)?;
     worker.run(arena, code, input, options, start)
-}
-
-/// Whether a worker set up for `template` applies exactly the limits `options` asks for: those
-/// the worker sets on itself before the guest runs (memory, processes, file size, open files,
-/// the CPU backstop), so that a parked or reused worker never runs a job under another job's.
-pub(crate) fn worker_limits_match(options: &RunOptions, template: &RunOptions) -> bool {
-    let (a, b) = (&options.limits, &template.limits);
-    a.memory == b.memory
-        && a.max_procs == b.max_procs
-        && a.max_file_size == b.max_file_size
-        && a.max_open_files == b.max_open_files
-        && a.cpu_time == b.cpu_time
-        && options.trace == template.trace
-        && options.allow_read == template.allow_read
-        && options.allow_write == template.allow_write
-        && options.allow_uncontained == template.allow_uncontained
-}
-
-/// Whether the guest can raise [`worker::SETUP_FAILED_SIGNAL`] or exit 127 on its own: under a
-/// profile, which may allow `kill` and `exit_group`.
-pub(crate) fn guest_may_signal(options: &RunOptions) -> bool {
-    !arena_reusable(&options.policy)
-}
-
-/// `RLIMIT_CPU` for the worker: the timeout rounded up, plus a margin, so that it only fires
-/// when the host failed to kill at the deadline.
-pub(crate) fn cpu_limit_secs(options: &RunOptions) -> u64 {
-    let backstop = options.limits.timeout.as_secs() + 2;
-    match options.limits.cpu_time {
-        // The host kills at the CPU limit itself (see [`CpuWatch`]); this is its backstop.
-        Some(cpu) => backstop.min(cpu.as_secs() + 2),
-        None => backstop,
-    }
 }
 
 pub(crate) fn validate(code: &[u8], input: &[u8], options: &RunOptions) -> Result<(), InputError> {

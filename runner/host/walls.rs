@@ -1,13 +1,14 @@
-//! The walls a worker gets besides seccomp: namespaces, the shared empty network namespace,
-//! Landlock, granted paths, the job's cgroups, and the facts about this host they depend on
-//! (which namespaces it may make, its ids, the kernel's last capability).
+//! The walls and limits a worker gets besides seccomp: namespaces, the shared empty network
+//! namespace, Landlock, granted paths, the job's cgroups, and the facts about this host they
+//! depend on (which namespaces it may make, its ids, the kernel's last capability); what a
+//! policy lets a guest do to its worker (change its arena, signal itself), its CPU backstop,
+//! and which limits a parked worker was made with.
 
 use crate::abi::RunOptions;
 use crate::error::{Error, InputError};
+use crate::policy::Policy;
 use crate::sys;
 use crate::worker::{self, Walls};
-
-use super::arena_reusable;
 
 /// The job's cgroups (see [`crate::cgroup`]): a pids cgroup when a profile job may have more
 /// than one process (required: refused without one), and a memory cgroup for every profile
@@ -219,4 +220,46 @@ pub(super) fn cap_last() -> u32 {
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(63)
     })
+}
+
+/// Whether an arena may serve another job after a worker under `policy` used it: only where
+/// the guest can call nothing but `read`, `write`, `exit` and `rt_sigreturn`, so that it can
+/// change nothing it maps (its code and the blob stay read+execute, the file keeps its pages
+/// and size) and leaves no process behind; the host rewrites the rest before the next job.
+/// Under a profile every worker gets a fresh arena, whatever the profile allows.
+pub(crate) fn arena_reusable(policy: &Policy) -> bool {
+    matches!(policy, Policy::Strict | Policy::StrictBpf)
+}
+
+/// Whether a worker set up for `template` applies exactly the limits `options` asks for: those
+/// the worker sets on itself before the guest runs (memory, processes, file size, open files,
+/// the CPU backstop), so that a parked or reused worker never runs a job under another job's.
+pub(crate) fn worker_limits_match(options: &RunOptions, template: &RunOptions) -> bool {
+    let (a, b) = (&options.limits, &template.limits);
+    a.memory == b.memory
+        && a.max_procs == b.max_procs
+        && a.max_file_size == b.max_file_size
+        && a.max_open_files == b.max_open_files
+        && a.cpu_time == b.cpu_time
+        && options.trace == template.trace
+        && options.allow_read == template.allow_read
+        && options.allow_write == template.allow_write
+        && options.allow_uncontained == template.allow_uncontained
+}
+
+/// Whether the guest can raise [`worker::SETUP_FAILED_SIGNAL`] or exit 127 on its own: under a
+/// profile, which may allow `kill` and `exit_group`.
+pub(crate) fn guest_may_signal(options: &RunOptions) -> bool {
+    !arena_reusable(&options.policy)
+}
+
+/// `RLIMIT_CPU` for the worker: the timeout rounded up, plus a margin, so that it only fires
+/// when the host failed to kill at the deadline.
+pub(crate) fn cpu_limit_secs(options: &RunOptions) -> u64 {
+    let backstop = options.limits.timeout.as_secs() + 2;
+    match options.limits.cpu_time {
+        // The host kills at the CPU limit itself (see [`CpuWatch`]); this is its backstop.
+        Some(cpu) => backstop.min(cpu.as_secs() + 2),
+        None => backstop,
+    }
 }

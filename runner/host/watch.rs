@@ -10,8 +10,8 @@ use crate::error::Error;
 use crate::policy::Policy;
 use crate::sys;
 
-use super::guest_may_signal;
-use super::lifecycle::cpu_clock;
+use super::classify::Kill;
+use super::walls::guest_may_signal;
 
 /// The host's watch on a job's CPU time, when the job has a CPU limit: the job's CPU time is
 /// read whenever the poll loop wakes, and the loop wakes at least as often as the rest of the
@@ -147,14 +147,6 @@ impl Control<'_> {
         }
         Ok(*tail == self.seq.to_le_bytes() && (self.confirm)())
     }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kill {
-    Deadline,
-    OutputLimit,
-    CpuTime,
-    Cancelled,
 }
 
 /// The poll loop: feed input, collect output, kill at the deadline or past the output limit,
@@ -321,4 +313,10 @@ impl OutputCollector {
         }
         Ok(self.output.len() > self.max)
     }
+}
+
+/// The CPU time a live (or not yet reaped) worker has used so far, user and system together,
+/// from the scheduler's clock; zero if the clock cannot be read.
+pub(super) fn cpu_clock(pid: libc::pid_t) -> Duration {
+    sys::process_cpu_time(pid).unwrap_or_default()
 }
