@@ -1,17 +1,20 @@
-//! A worker's life as the host sees it, one type per state:
+//! A worker's life as the host sees it, one type per state (youki's process states, for
+//! bytejail's workers):
 //!
 //! ```text
-//!            Spawned::spawn (a Forker: this thread, or a zygote)
-//!                  |
-//!               Spawned --------------------- run (a fresh job) ----------------+
-//!                  | park ("ready" read)                                        |
-//!               Parked <---- park_again ("done", same code) --+                 |
-//!                  | wake (go byte on fd 0) / go (go pipe)       |                 |
-//!               Running ----- watch_input (same code) --------+                 |
-//!                  | drive (one job)     | reap_input (same code ended)         |
-//!                  v                     v                                      v
-//!    Lingering (said "done", ended   reaped: a Report, classified from what the kernel
-//!    off the job's clock) --end-->   said (see super::classify)
+//!  Spawned::spawn, through a Forker (this thread, or a zygote)
+//!     v
+//!  Spawned --- run: a fresh job, fed, watched, reaped, classified ---------------> Report
+//!     | park: "ready" read
+//!     v
+//!  Parked <--- returned: a same-code input said "done" --------------+--------> Report
+//!     | wake: go byte on fd 0 (pool)  /  go: go pipe (same code)       |
+//!     v                                                                |
+//!  Running --- watch_input (same code) ---------------------------------+
+//!     |                                 \--- reap_input: the input ended it ---> Report
+//!     | drive (pool): one job ----------------------------------------------> Report
+//!     v                                     (and, if the guest returned:)
+//!  Lingering: said "done", killed and reaped off the job's clock (end)
 //! ```
 //!
 //! [`crate::run`] and [`crate::Zygote::run`] take a fresh worker from spawned to reaped;
