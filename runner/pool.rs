@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use crate::abi::RunOptions;
 use crate::arena::{round_up, Arena, Mode, Need, SINGLE_JOB_SEQ};
 use crate::error::Error;
-use crate::host::{self, DoneWatch, Lingering, Spawned, Stdin, WorkerFds};
+use crate::host::{self, Forker, Lingering, Spawned, Stdin, WorkerFds};
 use crate::report::Report;
 use crate::sys;
 use crate::zygote::Zygote;
@@ -64,7 +64,7 @@ struct Shared {
 
 #[derive(Default)]
 struct State {
-    parked: VecDeque<Parked>,
+    parked: VecDeque<Standby>,
     shutdown: bool,
     /// The last error the refill thread met, kept for `Pool::new` to report.
     last_error: Option<String>,
@@ -75,25 +75,23 @@ struct State {
     retired: Vec<Retired>,
 }
 
-/// A worker waiting in `read(0)` for its go byte, its arena, and the done pipe (both ends
+/// A worker parked in `read(0)` for its go byte, its arena, and the done pipe (both ends
 /// kept: the read end never reports EOF, so the worker's end is seen once, on its pidfd).
-struct Parked {
+struct Standby {
     arena: Arena,
-    worker: Spawned,
+    worker: host::Parked,
     done_r: OwnedFd,
     _done_w: OwnedFd,
     /// The write end of the pipe the worker holds still on after its job (never written:
     /// closing it lets the worker exit).
     _hold_w: OwnedFd,
-    /// The worker's CPU time once parked: its set-up, which a job's time leaves out.
-    parked_cpu: Duration,
 }
 
-impl Parked {
+impl Standby {
     /// Ends a worker that will not be used: kill (closing its fd 0 would also let it exit by
     /// itself) and reap.
     fn discard(self) {
-        sys::end_child(self.worker.pid, &self.worker.pidfd);
+        self.worker.end();
     }
 }
 
@@ -210,13 +208,12 @@ impl Pool {
         } else {
             None
         };
-        let Some(Parked {
+        let Some(Standby {
             mut arena,
             worker,
             done_r,
             _done_w: done_w,
             _hold_w: hold_w,
-            parked_cpu,
         }) = parked
         else {
             self.shared.lock().fallbacks += 1;
@@ -225,7 +222,7 @@ impl Pool {
         let pipes = (done_r, done_w, hold_w);
         arena.load_job_unused(code, input, options);
         let start = Instant::now();
-        if !host::wake(&worker) {
+        let Some(worker) = worker.wake() else {
             // It died while parked (killed from outside): its guest never ran.
             self.retire(Retired {
                 _arena: arena,
@@ -234,13 +231,9 @@ impl Pool {
             });
             self.shared.lock().fallbacks += 1;
             return self.shared.zygote.run(code, input, options);
-        }
-        let done = Some(DoneWatch {
-            fd: &pipes.0,
-            seq: SINGLE_JOB_SEQ,
-            cpu_before: parked_cpu,
-        });
-        let driven = host::drive(&arena, worker, code, input, options, start, done);
+        };
+        let done = &pipes.0;
+        let driven = worker.drive(&arena, code, input, options, start, done, SINGLE_JOB_SEQ);
         let (report, lingering) = match driven {
             Ok(driven) => (Ok(driven.report), driven.lingering),
             Err(e) => (Err(e), None),
@@ -250,7 +243,7 @@ impl Pool {
             lingering,
             _pipes: pipes,
         });
-        let zygote = Some(&self.shared.zygote);
+        let zygote = Forker::Zygote(&self.shared.zygote);
         Ok(host::diagnose(report?, code, input, options, zygote))
     }
 
@@ -288,7 +281,7 @@ impl Pool {
     /// A parked worker; if none is, waits (up to [`REFILL_WAIT`]) for the one the refill thread
     /// prepares, unless its last attempt failed: a fresh worker would cost another fork on top
     /// of the one under way.
-    fn take(&self) -> Option<Parked> {
+    fn take(&self) -> Option<Standby> {
         let deadline = Instant::now() + REFILL_WAIT;
         let mut state = self.shared.lock();
         loop {
@@ -322,7 +315,7 @@ impl Drop for Pool {
         if let Some(refill) = self.refill.take() {
             let _ = refill.join();
         }
-        let (parked, retired): (Vec<Parked>, Vec<Retired>) = {
+        let (parked, retired): (Vec<Standby>, Vec<Retired>) = {
             let mut state = self.shared.lock();
             (
                 state.parked.drain(..).collect(),
@@ -390,7 +383,7 @@ fn refill(shared: &Shared) {
     }
 }
 
-fn park_one(shared: &Shared) -> Result<Parked, Error> {
+fn park_one(shared: &Shared) -> Result<Standby, Error> {
     let mut arena =
         Arena::new(shared.capacity).map_err(|e| Error::io("creating a pool arena", e))?;
     // Fault in the pages every job writes, here rather than on a job's clock; then the worker's
@@ -400,7 +393,7 @@ fn park_one(shared: &Shared) -> Result<Parked, Error> {
         .map_err(|e| Error::io("preparing a pool arena", e))?;
     let (maps, protects) = arena.prepare_worker(shared.capacity, &shared.template, Mode::Pool);
     let cpu = host::cpu_limit_secs(&shared.template);
-    let zygote = Some(&shared.zygote);
+    let zygote = Forker::Zygote(&shared.zygote);
     let (done_r, done_w) = sys::pipe().map_err(|e| Error::io("creating the done pipe", e))?;
     let (hold_r, hold_w) = sys::pipe().map_err(|e| Error::io("creating the hold pipe", e))?;
     sys::set_nonblocking(done_r.as_raw_fd()).map_err(|e| Error::io("fcntl on the done pipe", e))?;
@@ -410,16 +403,14 @@ fn park_one(shared: &Shared) -> Result<Parked, Error> {
         go: Some(&hold_r),
         done: Some(&done_w),
     };
-    let worker = host::spawn(&arena, maps, protects, &shared.template, cpu, fds, zygote)?;
+    let worker = Spawned::spawn(&arena, maps, protects, &shared.template, cpu, fds, zygote)?;
     // Handed out only once set up: a job never waits for (or competes with) a worker's setup.
-    host::await_ready(&arena, &worker, Duration::from_secs(10))?;
-    let parked_cpu = host::cpu_clock(worker.pid);
-    Ok(Parked {
+    let worker = worker.park(&arena, Duration::from_secs(10))?;
+    Ok(Standby {
         arena,
         worker,
         done_r,
         _done_w: done_w,
         _hold_w: hold_w,
-        parked_cpu,
     })
 }

@@ -36,10 +36,9 @@ use std::time::{Duration, Instant};
 use crate::abi::RunOptions;
 use crate::arena::{Arena, Mode, Need};
 use crate::error::{Error, InputError};
-use crate::host::{self, Control, InputFeeder, Spawned, Stdin, WorkerFds};
+use crate::host::{self, Forker, Parked, Spawned, Stdin, WorkerFds};
 use crate::report::Report;
 use crate::sys;
-use crate::worker::layout::STATE_RETURNED;
 use crate::zygote::Zygote;
 
 /// CPU time a same-code worker may use across its inputs before it is replaced. Its
@@ -72,15 +71,18 @@ pub struct SameCode {
     _thread_bound: PhantomData<*const ()>,
 }
 
-/// The current worker, parked between inputs. Its fd 0 is the process's pipe without a writer
-/// (`sys::eof_pipe`): reads give EOF.
+/// The current worker, parked between inputs (its CPU clock when it last parked, set up or
+/// said "done", is where the next input's CPU time starts), and its control pipes. Its fd 0
+/// is a pipe without a writer: reads give EOF.
 struct Live {
-    pid: libc::pid_t,
-    pidfd: OwnedFd,
-    output_r: OwnedFd,
-    /// Kept open: the output never reports EOF (see [`Spawned::output_w`]).
-    _output_w: OwnedFd,
-    /// The host's ends of the go pipe (written) and the done pipe (read, non-blocking).
+    worker: Parked,
+    pipes: ControlPipes,
+    cpu_limit_secs: u64,
+}
+
+/// The host's ends of a same-code worker's go and done pipes.
+struct ControlPipes {
+    /// The go pipe (written) and the done pipe (read, non-blocking).
     go_w: OwnedFd,
     done_r: OwnedFd,
     /// Kept open, like the output's: the done pipe never reports EOF.
@@ -89,19 +91,12 @@ struct Live {
     /// SIGPIPE, and a go byte still in the pipe after the worker ended tells that it never
     /// started the input.
     _go_r: OwnedFd,
-    cpu_limit_secs: u64,
-    /// Its CPU clock when it last parked (set up, or said "done"): the next input's CPU time
-    /// is what it uses after this.
-    cpu_parked: Duration,
-    /// Its tracer, when traced: cleared before each input, read when the worker ends.
-    trace: Option<crate::tracer::Trace>,
-    /// The worker's cgroups, removed once it is reaped (fields drop after `end`'s body).
-    _cgroup: Option<crate::cgroup::JobCgroup>,
 }
 
 impl Live {
+    /// Kills and reaps the worker; its pipes close after that.
     fn end(self) {
-        sys::end_child(self.pid, &self.pidfd);
+        self.worker.end();
     }
 }
 
@@ -159,7 +154,7 @@ impl SameCode {
 
     /// The current worker's process id, while one is parked.
     pub fn worker_pid(&self) -> Option<u32> {
-        self.live.as_ref().map(|live| live.pid as u32)
+        self.live.as_ref().map(|live| live.worker.pid() as u32)
     }
 
     /// Runs one input with the options given at [`SameCode::new`].
@@ -199,7 +194,7 @@ impl SameCode {
         // One retry: a worker that died while parked (killed from outside) never ran the input.
         for _ in 0..2 {
             if let Some(report) = self.try_input(input, options)? {
-                let zygote = self.zygote.as_ref();
+                let zygote = Forker::of(self.zygote.as_ref());
                 return Ok(host::diagnose(report, &self.code, input, options, zygote));
             }
         }
@@ -265,7 +260,6 @@ impl SameCode {
             live.end();
             live = self.start_worker(arena, options)?;
         }
-        let cpu_before = live.cpu_parked;
         self.seq += 1;
         let seq = self.seq;
         if let Err(e) = arena.reset_memory() {
@@ -277,74 +271,43 @@ impl SameCode {
             return Err(Error::io("loading the input", e));
         }
 
-        let pid = live.pid;
+        let Live {
+            worker,
+            pipes,
+            cpu_limit_secs,
+        } = live;
         let start = Instant::now();
-        if let Some(trace) = &live.trace {
-            trace.take(); // what an earlier input did is not this input's
-        }
-        // The pipe holds at most this byte, and has a reader while the host holds `_go_r`.
-        if !matches!(sys::write(live.go_w.as_raw_fd(), &[1]), Ok(1)) {
-            live.end();
-            return Err(Error::io(
-                "waking the same-code worker",
-                std::io::Error::other("the go byte was not written"),
-            ));
-        }
-        let confirm = || arena.record().state == STATE_RETURNED;
-        let control = Control {
-            fd: &live.done_r,
-            seq,
-            confirm: &confirm,
-        };
-        let mut no_input = InputFeeder {
-            fd: None,
-            input: b"",
-            written: 0,
-        };
-        let watch = host::watch_worker(
-            &live.pidfd,
-            &live.output_r,
-            &mut no_input,
-            Some(&control),
-            options,
-            start,
-            host::CpuWatch::new(pid, options, cpu_before),
-        );
-        let watch = match watch {
+        let worker = worker.go(&pipes.go_w)?;
+        let watch = match worker.watch_input(arena, &pipes.done_r, seq, options, start) {
             Ok(watch) => watch,
             Err(e) => {
-                live.end();
+                worker.end();
                 return Err(e);
             }
         };
         if watch.done && watch.killed.is_none() {
-            live.cpu_parked = host::cpu_clock(pid);
-            let cpu = live.cpu_parked.saturating_sub(cpu_before);
-            let report = host::report_returned(arena, watch.output, start, cpu);
-            self.live = Some(live);
+            let (worker, report) = worker.returned(arena, watch.output, start);
+            self.live = Some(Live {
+                worker,
+                pipes,
+                cpu_limit_secs,
+            });
             return Ok(Some(report));
         }
-        if sys::pipe_pending(live.go_w.as_raw_fd()).is_ok_and(|n| n > 0) {
+        if sys::pipe_pending(pipes.go_w.as_raw_fd()).is_ok_and(|n| n > 0) {
             // The worker never took its go byte: it died while parked (killed from outside,
             // say) or stopped before it could, and the input never ran.
-            live.end();
+            worker.end();
             return Ok(None);
         }
 
         // The worker ended (or the host ended it): reap and classify as a fresh run would.
-        let reaped = sys::reap(pid, &live.pidfd).map_err(|e| Error::io("reaping the worker", e))?;
-        let wall = start.elapsed();
-        let limit = live.cpu_limit_secs;
-        let mut watch = watch;
-        watch.facts = live.trace.as_ref().map(crate::tracer::Trace::take);
-        let report = host::report_reaped(
-            &reaped,
+        let report = worker.reap_input(
             watch,
             arena,
             &self.code,
-            limit,
-            wall,
-            Some(cpu_before),
+            cpu_limit_secs,
+            start,
             &options.policy,
         )?;
         Ok(Some(report))
@@ -357,7 +320,7 @@ impl SameCode {
         let (done_r, done_w) = sys::pipe().map_err(|e| Error::io("creating the done pipe", e))?;
         sys::set_nonblocking(done_r.as_raw_fd())
             .map_err(|e| Error::io("fcntl on the done pipe", e))?;
-        let spawned = host::spawn(
+        let spawned = Spawned::spawn(
             arena,
             maps,
             protects,
@@ -368,33 +331,20 @@ impl SameCode {
                 go: Some(&go_r),
                 done: Some(&done_w),
             },
-            self.zygote.as_ref(),
+            Forker::of(self.zygote.as_ref()),
         )?;
         self.workers += 1;
         // Its first input rewrites the region, which the worker reads until it parks.
-        host::await_ready(arena, &spawned, READY_WAIT)?;
-        let Spawned {
-            pid,
-            pidfd,
-            output_r,
-            output_w,
-            trace,
-            cgroup,
-            ..
-        } = spawned;
+        let worker = spawned.park(arena, READY_WAIT)?;
         Ok(Live {
-            pid,
-            pidfd,
-            output_r,
-            _output_w: output_w,
-            go_w,
-            done_r,
-            _done_w: done_w,
-            _go_r: go_r,
+            worker,
+            pipes: ControlPipes {
+                go_w,
+                done_r,
+                _done_w: done_w,
+                _go_r: go_r,
+            },
             cpu_limit_secs,
-            cpu_parked: host::cpu_clock(pid),
-            trace,
-            _cgroup: cgroup,
         })
     }
 
@@ -410,7 +360,7 @@ impl Live {
     /// for one more input to reach its own timeout.
     fn near_budget(&self, options: &RunOptions) -> bool {
         let budget = Duration::from_secs(self.cpu_limit_secs);
-        self.cpu_parked + options.limits.timeout + Duration::from_secs(1) >= budget
+        self.worker.cpu_parked() + options.limits.timeout + Duration::from_secs(1) >= budget
     }
 }
 

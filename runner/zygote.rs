@@ -44,9 +44,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
-use crate::abi::RunOptions;
 use crate::error::Error;
-use crate::report::Report;
 use crate::sys::{self, raw, Forked, RseqRegistration, SharedFile};
 use crate::worker::{self, WorkerPlan};
 
@@ -228,13 +226,6 @@ impl Zygote {
             Ok(_) => Err(fail(io::Error::other("the zygote ended during its set-up"))),
             Err(e) => Err(fail(e)),
         }
-    }
-
-    /// Runs `code` on `input` in a fresh worker forked by the zygote. Same contract and same
-    /// report as [`crate::run`] (the diagnosis re-run of a strict-mode violation is forked by
-    /// the zygote too); `Err` also when the zygote is gone (killed from outside).
-    pub fn run(&self, code: &[u8], input: &[u8], options: &RunOptions) -> Result<Report, Error> {
-        crate::host::run_via(code, input, options, Some(self))
     }
 
     /// The zygote's process id (a child of this process).

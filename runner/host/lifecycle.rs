@@ -1,0 +1,721 @@
+//! A worker's life as the host sees it, one type per state (youki's process states, for
+//! bytejail's workers):
+//!
+//! ```text
+//!  Spawned::spawn, through a Forker (this thread, or a zygote)
+//!     v
+//!  Spawned --- run: a fresh job, fed, watched, reaped, classified ---------------> Report
+//!     | park: "ready" read
+//!     v
+//!  Parked <--- returned: a same-code input said "done" --------------+--------> Report
+//!     | wake: go byte on fd 0 (pool)  /  go: go pipe (same code)       |
+//!     v                                                                |
+//!  Running --- watch_input (same code) ---------------------------------+
+//!     |                                 \--- reap_input: the input ended it ---> Report
+//!     | drive (pool): one job ----------------------------------------------> Report
+//!     v                                     (and, if the guest returned:)
+//!  Lingering: said "done", killed and reaped off the job's clock (end)
+//! ```
+//!
+//! [`crate::run`] and [`crate::Zygote::run`] take a fresh worker from spawned to reaped;
+//! [`crate::Pool`] parks workers ahead of time and wakes each for one job, after which it may
+//! linger; [`crate::SameCode`] parks its worker again after every input that returns; `batch`
+//! runs its jobs through those. Every state ends its worker with `end` when it is of no more use.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use crate::abi::{Registers, RunOptions};
+use crate::arena::Arena;
+use crate::error::Error;
+use crate::policy::Policy;
+use crate::report::{Outcome, Report};
+use crate::sys;
+use crate::worker::{self, layout::*, FixedMap, Protect, WorkerPlan};
+use crate::zygote::Zygote;
+
+use super::classify::{classify, job_denies, setup_error, Evidence, WaitStatus};
+use super::walls::{cap_last, cpu_limit_secs, guest_may_signal, job_cgroup, walls};
+use super::watch::{cpu_clock, pollfd, watch_worker, Control, CpuWatch, InputFeeder, Watch};
+
+/// What a worker's fd 0 is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stdin {
+    /// A pipe of its own, for input written after the fork (and a pool worker's go byte).
+    Pipe,
+    /// A pipe without a writer: reads give EOF at once. Under `strict` and `strict-bpf` the
+    /// process's shared one ([`sys::eof_pipe`]); under a profile a pipe of its own.
+    Eof,
+}
+
+/// The worker's descriptors besides its output: what fd 0 is, and the control pipes it has
+/// (the go pipe's read end for same-code workers, the done pipe's write end for same-code and
+/// pool workers).
+pub(crate) struct WorkerFds<'a> {
+    pub stdin: Stdin,
+    pub go: Option<&'a OwnedFd>,
+    pub done: Option<&'a OwnedFd>,
+}
+
+/// What forks a worker: this thread, or a zygote (see [`crate::zygote`]), which forks it from
+/// its own small address space and hands it to this process (`CLONE_PARENT`). Either way the
+/// worker is this process's child, waited for and killed the same way.
+#[derive(Clone, Copy)]
+pub(crate) enum Forker<'a> {
+    Direct,
+    Zygote(&'a Zygote),
+}
+
+impl<'a> Forker<'a> {
+    /// Through `zygote` when there is one, else directly.
+    pub(crate) fn of(zygote: Option<&'a Zygote>) -> Forker<'a> {
+        zygote.map_or(Forker::Direct, Forker::Zygote)
+    }
+
+    /// Forks a worker for `plan`; a zygote also gets the descriptors the plan numbers in
+    /// this process: the arena's memfd, the input's read end, the output's write end, then
+    /// the control pipes present (go, done).
+    fn fork(
+        self,
+        plan: &WorkerPlan,
+        arena_fd: i32,
+        control: [Option<&OwnedFd>; 2],
+    ) -> Result<(libc::pid_t, OwnedFd), Error> {
+        match self {
+            Forker::Direct => worker::spawn(plan).map_err(|e| Error::io("forking the worker", e)),
+            Forker::Zygote(zygote) => {
+                let mut fds = vec![arena_fd, plan.input_fd, plan.output_fd];
+                fds.extend(control.into_iter().flatten().map(|fd| fd.as_raw_fd()));
+                zygote
+                    .spawn_worker(plan, &fds)
+                    .map_err(|e| Error::io("forking the worker through the zygote", e))
+            }
+        }
+    }
+}
+
+/// A forked worker: its pid and pidfd, and the host's ends of its pipes (the output's read
+/// end non-blocking; the input's write end, with [`Stdin::Pipe`], made so once there is input
+/// to feed).
+pub(crate) struct Spawned {
+    pid: libc::pid_t,
+    pidfd: OwnedFd,
+    input_w: Option<OwnedFd>,
+    /// The host's own copy of the input's read end, kept open so that the input pipe always
+    /// has a reader: no write to it (the go byte, the input) can raise SIGPIPE or fail with
+    /// EPIPE. Input a worker never reads stays in the pipe, and the run ends on its pidfd.
+    input_r: Option<OwnedFd>,
+    output_r: OwnedFd,
+    /// The host's own copy of the output's write end, kept open so that the read end never
+    /// reports EOF: the worker's end is seen once, on its pidfd, and the host wakes only then
+    /// (and for output), not also when the dying worker's descriptors close.
+    output_w: OwnedFd,
+    /// The job's cgroups, removed once the worker is reaped.
+    cgroup: Option<crate::cgroup::JobCgroup>,
+    /// The worker's tracer, when it is traced (see [`crate::tracer`]).
+    trace: Option<crate::tracer::Trace>,
+}
+
+impl Spawned {
+    /// Creates the pipes and forks a worker into `arena` (see [`Arena::prepare_worker`]) with
+    /// `fds`, by `via`.
+    pub(crate) fn spawn(
+        arena: &Arena,
+        maps: [FixedMap; 5],
+        protects: [Protect; 1],
+        options: &RunOptions,
+        cpu_limit_secs: u64,
+        fds: WorkerFds<'_>,
+        via: Forker<'_>,
+    ) -> Result<Spawned, Error> {
+        // The shared empty pipe only where the guest can do nothing with it but read and fail to
+        // write: a profile may allow fcntl or flock, which would reach every other worker's fd 0.
+        let shared_eof = matches!(options.policy, Policy::Strict | Policy::StrictBpf);
+        let (input_r, input_w) = match fds.stdin {
+            Stdin::Eof if shared_eof => (None, None),
+            Stdin::Eof => {
+                let (r, w) = sys::pipe().map_err(|e| Error::io("creating the input pipe", e))?;
+                drop(w); // no writer: EOF at once
+                (Some(r), None)
+            }
+            Stdin::Pipe => {
+                let (r, w) = sys::pipe().map_err(|e| Error::io("creating the input pipe", e))?;
+                (Some(r), Some(w))
+            }
+        };
+        let input_fd = match &input_r {
+            Some(r) => r.as_raw_fd(),
+            None => sys::eof_pipe().map_err(|e| Error::io("creating the empty input pipe", e))?,
+        };
+        let (output_r, output_w) =
+            sys::pipe().map_err(|e| Error::io("creating the output pipe", e))?;
+        sys::set_nonblocking(output_r.as_raw_fd())
+            .map_err(|e| Error::io("fcntl on the output pipe", e))?;
+        let control = [fds.go, fds.done];
+        debug_assert!(arena.mapped_here(), "spawning into another process's arena");
+        let walls = walls(options)?;
+        let cgroup = job_cgroup(options)?;
+        let cgroup_procs = match &cgroup {
+            Some(cgroup) => cgroup
+                .procs_paths()
+                .map_err(|e| Error::io("making the job's cgroups", e))?,
+            None => [[0; crate::cgroup::PROCS_PATH_MAX]; crate::cgroup::PROCS_SLOTS],
+        };
+        let plan = WorkerPlan {
+            host_pid: arena.owner_pid(),
+            input_fd,
+            output_fd: output_w.as_raw_fd(),
+            control_fds: control.map(|fd| fd.map_or(-1, |fd| fd.as_raw_fd())),
+            region: arena.region_addr(),
+            maps,
+            protects,
+            cpu_limit_secs,
+            rseq: sys::rseq_registration(),
+            scrub: options.scrub,
+            filter_mode: options.policy != Policy::Strict,
+            cap_last: cap_last(),
+            walls,
+            rlimits: [
+                (libc::RLIMIT_FSIZE, options.limits.max_file_size),
+                (libc::RLIMIT_NOFILE, options.limits.max_open_files),
+            ],
+            cgroup_procs,
+            traced: options.trace,
+        };
+        // A traced worker waits at its gate until its tracer holds it.
+        arena.set_trace_gate(if options.trace { 0 } else { GATE_UNTRACED });
+        let (pid, pidfd) = via.fork(&plan, arena.fd(), control)?;
+        let trace = if options.trace {
+            // Untraced if the tracer cannot attach (another tracer holds the worker, or this
+            // host may not trace it): the report then marks its details unverified.
+            let init = plan.walls.pid_namespace();
+            let trace = crate::tracer::seize(pid, init).ok();
+            arena.set_trace_gate(if trace.is_some() {
+                GATE_TRACED
+            } else {
+                GATE_UNTRACED
+            });
+            trace
+        } else {
+            None
+        };
+        Ok(Spawned {
+            pid,
+            pidfd,
+            input_w,
+            input_r,
+            output_r,
+            output_w,
+            cgroup,
+            trace,
+        })
+    }
+
+    /// Waits (at most `limit`) until the worker is set up and parked: it said "ready" (see
+    /// [`await_ready`]). A worker that does not park is killed and reaped here, and its setup
+    /// failure becomes the error.
+    pub(crate) fn park(self, arena: &Arena, limit: Duration) -> Result<Parked, Error> {
+        await_ready(arena, &self, limit)?;
+        let cpu = cpu_clock(self.pid);
+        Ok(Parked { worker: self, cpu })
+    }
+
+    /// Runs one job in this fresh worker, which runs its guest as soon as it is set up:
+    /// writes the input, watches it from `start`, reaps it and classifies how it ended.
+    pub(crate) fn run(
+        self,
+        arena: &Arena,
+        code: &[u8],
+        input: &[u8],
+        options: &RunOptions,
+        start: Instant,
+    ) -> Result<Report, Error> {
+        Ok(drive(arena, self, code, input, options, start, None)?.report)
+    }
+
+    /// Kills and reaps the worker; its pipes close and its cgroups go after that.
+    fn end(self) {
+        sys::end_child(self.pid, &self.pidfd);
+    }
+}
+
+/// A worker set up and waiting for its go byte (on fd 0 for a pool worker, on its go pipe for
+/// a same-code worker), with its CPU clock when it parked.
+pub(crate) struct Parked {
+    worker: Spawned,
+    /// The worker's CPU time when it parked: its set-up (and earlier inputs), which the next
+    /// job's time leaves out.
+    cpu: Duration,
+}
+
+impl Parked {
+    /// The worker's process id.
+    pub(crate) fn pid(&self) -> libc::pid_t {
+        self.worker.pid
+    }
+
+    /// The worker's CPU time when it parked.
+    pub(crate) fn cpu_parked(&self) -> Duration {
+        self.cpu
+    }
+
+    /// Wakes a pool worker with its go byte on fd 0. `None` when the worker is gone (killed
+    /// from outside while parked, say): it is then reaped here, its guest never ran, and the
+    /// job must run elsewhere.
+    pub(crate) fn wake(self) -> Option<Running> {
+        let worker = self.worker;
+        let mut fds = [pollfd(worker.pidfd.as_raw_fd(), libc::POLLIN)];
+        let exited = sys::poll(&mut fds, Duration::ZERO).map_or(true, |_| fds[0].revents != 0);
+        // The pipe is empty and the worker waits for exactly this byte: it always fits, and
+        // the pipe has a reader (`Spawned::input_r`).
+        let woken = !exited
+            && worker
+                .input_w
+                .as_ref()
+                .is_some_and(|w| matches!(sys::write(w.as_raw_fd(), &[1]), Ok(1)));
+        if !woken {
+            worker.end();
+            return None;
+        }
+        Some(Running {
+            worker,
+            cpu_before: self.cpu,
+        })
+    }
+
+    /// Starts a same-code worker's next input with its go byte on `go` (the host's end of its
+    /// go pipe, which holds at most this byte and has a reader while the host holds one). What
+    /// its tracer saw of earlier inputs is dropped first: it is not this input's. A worker
+    /// the byte cannot be written to is ended, and that is the error.
+    pub(crate) fn go(self, go: &OwnedFd) -> Result<Running, Error> {
+        if let Some(trace) = &self.worker.trace {
+            trace.take();
+        }
+        if !matches!(sys::write(go.as_raw_fd(), &[1]), Ok(1)) {
+            self.end();
+            return Err(Error::io(
+                "waking the same-code worker",
+                std::io::Error::other("the go byte was not written"),
+            ));
+        }
+        Ok(Running {
+            worker: self.worker,
+            cpu_before: self.cpu,
+        })
+    }
+
+    /// Ends a worker that will not be used: kill and reap.
+    pub(crate) fn end(self) {
+        self.worker.end();
+    }
+}
+
+/// A woken worker running a job (a pool worker) or an input (a same-code worker), with its CPU
+/// clock before it (when it parked).
+pub(crate) struct Running {
+    worker: Spawned,
+    cpu_before: Duration,
+}
+
+impl Running {
+    /// Runs a pool worker's job (see [`drive`]): a guest that returns is reported as soon as
+    /// the worker says "done" with `seq` on `done`, and the worker is handed back to be ended
+    /// and reaped later.
+    #[allow(clippy::too_many_arguments)] // the job, and the done pipe to watch
+    pub(crate) fn drive(
+        self,
+        arena: &Arena,
+        code: &[u8],
+        input: &[u8],
+        options: &RunOptions,
+        start: Instant,
+        done: &OwnedFd,
+        seq: u64,
+    ) -> Result<Driven, Error> {
+        let done = DoneWatch {
+            fd: done,
+            seq,
+            cpu_before: self.cpu_before,
+        };
+        drive(arena, self.worker, code, input, options, start, Some(done))
+    }
+
+    /// Watches a same-code worker's input (the input is in memory: nothing to feed) from
+    /// `start` until the worker says "done" with `seq` on `done` and the record agrees, ends,
+    /// or is killed.
+    pub(crate) fn watch_input(
+        &self,
+        arena: &Arena,
+        done: &OwnedFd,
+        seq: u64,
+        options: &RunOptions,
+        start: Instant,
+    ) -> Result<Watch, Error> {
+        let confirm = || arena.record().state == STATE_RETURNED;
+        let control = Control {
+            fd: done,
+            seq,
+            confirm: &confirm,
+        };
+        let mut no_input = InputFeeder {
+            fd: None,
+            input: b"",
+            written: 0,
+        };
+        let worker = &self.worker;
+        watch_worker(
+            &worker.pidfd,
+            &worker.output_r,
+            &mut no_input,
+            Some(&control),
+            options,
+            start,
+            CpuWatch::new(worker.pid, options, self.cpu_before),
+        )
+    }
+
+    /// A same-code worker that said "done": parked again, and the input's report (see
+    /// [`report_returned`]), its CPU time the worker's since it last parked.
+    pub(crate) fn returned(
+        self,
+        arena: &Arena,
+        output: Vec<u8>,
+        start: Instant,
+    ) -> (Parked, Report) {
+        let cpu_now = cpu_clock(self.worker.pid);
+        let cpu = cpu_now.saturating_sub(self.cpu_before);
+        let report = report_returned(arena, output, start, cpu);
+        let parked = Parked {
+            worker: self.worker,
+            cpu: cpu_now,
+        };
+        (parked, report)
+    }
+
+    /// Reaps a same-code worker that ended (or that the host ended) during its input, and
+    /// classifies as a fresh run would (see [`report_reaped`]).
+    pub(crate) fn reap_input(
+        self,
+        mut watch: Watch,
+        arena: &Arena,
+        code: &[u8],
+        cpu_limit_secs: u64,
+        start: Instant,
+        policy: &Policy,
+    ) -> Result<Report, Error> {
+        let worker = self.worker;
+        let reaped =
+            sys::reap(worker.pid, &worker.pidfd).map_err(|e| Error::io("reaping the worker", e))?;
+        let wall = start.elapsed();
+        watch.facts = worker.trace.as_ref().map(crate::tracer::Trace::take);
+        report_reaped(
+            &reaped,
+            watch,
+            arena,
+            code,
+            cpu_limit_secs,
+            wall,
+            Some(self.cpu_before),
+            policy,
+        )
+    }
+
+    /// Ends the worker: kill and reap.
+    pub(crate) fn end(self) {
+        self.worker.end();
+    }
+}
+
+/// A pool worker's done pipe, watched while it runs its job: the sequence number its "done"
+/// carries, and its CPU clock before the job (once it had parked).
+struct DoneWatch<'a> {
+    fd: &'a OwnedFd,
+    seq: u64,
+    cpu_before: Duration,
+}
+
+/// A worker that said "done" and was left to end: the caller kills and reaps it, off the job's
+/// clock, and closes the host's ends of its pipes then (the input's read end, the output's
+/// ends).
+pub(crate) struct Lingering {
+    pid: libc::pid_t,
+    pidfd: OwnedFd,
+    _pipes: (Option<OwnedFd>, OwnedFd, OwnedFd),
+    /// Dropped after the worker is ended and reaped (fields drop after `end`'s body).
+    _cgroup: Option<crate::cgroup::JobCgroup>,
+}
+
+impl Lingering {
+    pub(crate) fn end(self) {
+        sys::end_child(self.pid, &self.pidfd);
+    }
+}
+
+/// What [`drive`] gives back: the report, and the worker if it still lives.
+pub(crate) struct Driven {
+    pub report: Report,
+    pub lingering: Option<Lingering>,
+}
+
+/// Runs one job in a spawned worker (woken already, if it was parked): writes the input,
+/// collects the output, enforces the limits from `start`, reaps, classifies. With `done`, a
+/// guest that returns is reported as soon as the worker says so, and the worker is handed back
+/// to be ended and reaped later (see [`crate::pool`]).
+fn drive(
+    arena: &Arena,
+    worker: Spawned,
+    code: &[u8],
+    input: &[u8],
+    options: &RunOptions,
+    start: Instant,
+    done: Option<DoneWatch<'_>>,
+) -> Result<Driven, Error> {
+    let Spawned {
+        pid,
+        pidfd,
+        input_w,
+        input_r,
+        output_r,
+        output_w,
+        cgroup,
+        trace,
+    } = worker;
+    // No input: fd 0 is at EOF at once (the shared empty pipe, or this pipe's only writer
+    // closes here). Else the input is written without ever blocking.
+    let input_w = match input_w {
+        Some(input_w) if !input.is_empty() => {
+            // A larger pipe saves wake-ups for large inputs.
+            if input.len() > 64 << 10 {
+                sys::grow_pipe(input_w.as_raw_fd(), input.len());
+            }
+            sys::set_nonblocking(input_w.as_raw_fd())
+                .map_err(|e| Error::io("fcntl on the input pipe", e))?;
+            Some(input_w)
+        }
+        _ => None,
+    };
+    let mut feeder = InputFeeder {
+        fd: input_w,
+        input,
+        written: 0,
+    };
+    let confirm = || arena.record().state == STATE_RETURNED;
+    let control = done.as_ref().map(|done| Control {
+        fd: done.fd,
+        seq: done.seq,
+        confirm: &confirm,
+    });
+    let cpu_before = done.as_ref().map(|done| done.cpu_before);
+    let cpu_watch = CpuWatch::new(pid, options, cpu_before.unwrap_or_default())
+        .map(|watch| watch.whole_tree(cgroup.as_ref()));
+    let watch = watch_worker(
+        &pidfd,
+        &output_r,
+        &mut feeder,
+        control.as_ref(),
+        options,
+        start,
+        cpu_watch,
+    );
+    let watch = match (watch, cpu_before) {
+        (Ok(watch), Some(cpu_before)) if watch.done && watch.killed.is_none() => {
+            // The guest returned: its report needs nothing more from the worker.
+            let cpu = cpu_clock(pid).saturating_sub(cpu_before);
+            let report = report_returned(arena, watch.output, start, cpu);
+            if guest_may_signal(options) {
+                // Under a profile the guest may have started processes (or claimed "done" and
+                // run on): the job is reported only once its worker, and with it (init of its
+                // PID namespace) every process of the job, is dead and reaped.
+                sys::end_child(pid, &pidfd);
+                drop((input_r, output_r, output_w, cgroup));
+                return Ok(Driven {
+                    report,
+                    lingering: None,
+                });
+            }
+            let lingering = Lingering {
+                pid,
+                pidfd,
+                _pipes: (input_r, output_r, output_w),
+                _cgroup: cgroup,
+            };
+            return Ok(Driven {
+                report,
+                lingering: Some(lingering),
+            });
+        }
+        (watch, _) => watch,
+    };
+    if watch.is_err() {
+        // The runner failed mid-run: the worker must not outlive the call.
+        let _ = sys::pidfd_kill(pidfd.as_raw_fd());
+    }
+    // Under a profile the guest may exit 127 or signal itself: a setup failure is believed
+    // only when the kernel says the worker never entered seccomp.
+    let setup_failed = guest_may_signal(options) && setup_failed_unreaped(arena, pid);
+    let reaped = sys::reap(pid, &pidfd).map_err(|e| Error::io("reaping the worker", e))?;
+    let wall = start.elapsed();
+    // Complete: the tracer recorded every stop before it let the worker go on to its end.
+    let facts = trace.as_ref().map(crate::tracer::Trace::take);
+    let oom_killed = cgroup.as_ref().is_some_and(|c| c.oom_killed());
+    drop((pidfd, input_r, output_w, cgroup));
+    if setup_failed {
+        return Err(setup_error(&arena.record()));
+    }
+    let cpu_limit = cpu_limit_secs(options);
+    let mut watch = watch?;
+    watch.oom_killed = oom_killed;
+    watch.facts = facts;
+    let report = report_reaped(
+        &reaped,
+        watch,
+        arena,
+        code,
+        cpu_limit,
+        wall,
+        cpu_before,
+        &options.policy,
+    )?;
+    Ok(Driven {
+        report,
+        lingering: None,
+    })
+}
+
+/// The report of a job whose worker said "done" and still lives (a pool or same-code worker):
+/// the registers the trampoline recorded, the output read so far, the wall time from `start`,
+/// and as `user` the CPU time the worker used for the job, `cpu` (user and system together:
+/// see [`cpu_clock`]).
+fn report_returned(arena: &Arena, output: Vec<u8>, start: Instant, cpu: Duration) -> Report {
+    let wall = start.elapsed();
+    let record = arena.record();
+    Report {
+        outcome: Outcome::Returned(Registers::from_array(record.gpr, record.rflags)),
+        output,
+        output_truncated: false,
+        wall,
+        user: cpu,
+        sys: Duration::ZERO,
+        max_rss_kib: 0,
+        syscall: None,
+    }
+}
+
+/// The report of a reaped worker, classified from its wait status (see [`classify`]). A fresh
+/// worker's CPU time is all of it, split as the kernel splits it; with `cpu_before` (a parked
+/// worker: its set-up and earlier inputs), it is what the worker used after that, user and
+/// system together, as [`report_returned`] counts it.
+#[allow(clippy::too_many_arguments)] // what the kernel said, what the host saw, and the job's
+fn report_reaped(
+    reaped: &sys::Reaped,
+    watch: Watch,
+    arena: &Arena,
+    code: &[u8],
+    cpu_limit_secs: u64,
+    wall: Duration,
+    cpu_before: Option<Duration>,
+    policy: &Policy,
+) -> Result<Report, Error> {
+    let (utime, stime) = (
+        timeval(reaped.rusage.ru_utime),
+        timeval(reaped.rusage.ru_stime),
+    );
+    let record = arena.record();
+    let (outcome, syscall) = classify(&Evidence {
+        status: WaitStatus::from_raw(reaped.status),
+        cpu: utime + stime,
+        killed: watch.killed,
+        truncated: watch.truncated,
+        strict: watch.strict,
+        cpu_time: watch.cpu_time,
+        cpu_limit_secs,
+        guest_may_signal: watch.guest_may_signal,
+        oom_killed: watch.oom_killed,
+        many_procs: watch.many_procs,
+        facts: watch.facts.as_ref(),
+        record: &record,
+        code_addr: arena.code_addr() as u64,
+        code,
+        job_denies: &|syscall| job_denies(policy, syscall),
+    })?;
+    let (user, sys) = match cpu_before {
+        Some(before) => ((utime + stime).saturating_sub(before), Duration::ZERO),
+        None => (utime, stime),
+    };
+    Ok(Report {
+        outcome,
+        output: watch.output,
+        output_truncated: watch.truncated,
+        wall,
+        user,
+        sys,
+        max_rss_kib: reaped.rusage.ru_maxrss.max(0) as u64,
+        syscall,
+    })
+}
+
+/// Whether a worker that has ended (but is not reaped yet) ended because its setup failed: it
+/// recorded the failure, and the kernel says it never entered seccomp (`Seccomp: 0` in its
+/// status), so no guest ran that could have written the record or raised the signal. A
+/// profile worker needs this: as init of its PID namespace it cannot kill itself with
+/// [`worker::SETUP_FAILED_SIGNAL`] (it exits 127 instead), and without a PID namespace its guest
+/// may be allowed to raise that signal or exit 127 itself.
+fn setup_failed_unreaped(arena: &Arena, pid: libc::pid_t) -> bool {
+    arena.record().state == STATE_SETUP_FAILED && sys::seccomp_mode(pid) == Some(0)
+}
+
+/// Waits (at most `limit`) for a pooled or same-code worker's "ready" byte on its output pipe: then it is set
+/// up and parked, and a job handed to it waits for nothing but itself. A worker that dies or
+/// stays silent instead is killed and reaped, and its setup failure becomes the error.
+fn await_ready(arena: &Arena, worker: &Spawned, limit: Duration) -> Result<(), Error> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let now = Instant::now();
+        let mut fds = [
+            pollfd(worker.output_r.as_raw_fd(), libc::POLLIN),
+            pollfd(worker.pidfd.as_raw_fd(), libc::POLLIN),
+        ];
+        if now >= deadline {
+            break;
+        }
+        match sys::poll(&mut fds, deadline - now) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("waiting for a pooled worker", e)),
+            Ok(_) if fds[0].revents != 0 => {
+                let mut byte = [1u8];
+                let got = sys::read(worker.output_r.as_raw_fd(), &mut byte);
+                if matches!(got, Ok(1)) && byte[0] == 0 {
+                    return Ok(());
+                }
+                break;
+            }
+            Ok(_) if fds[1].revents != 0 => break,
+            Ok(_) => {}
+        }
+    }
+    // No guest has run in a worker that never said ready.
+    let setup_failed = setup_failed_unreaped(arena, worker.pid);
+    let _ = sys::pidfd_kill(worker.pidfd.as_raw_fd());
+    let reaped = sys::reap(worker.pid, &worker.pidfd)
+        .map_err(|e| Error::io("reaping a pooled worker", e))?;
+    let record = arena.record();
+    if setup_failed {
+        return Err(setup_error(&record));
+    }
+    if libc::WIFSIGNALED(reaped.status)
+        && libc::WTERMSIG(reaped.status) == worker::SETUP_FAILED_SIGNAL
+    {
+        return Err(setup_error(&record));
+    }
+    Err(Error::io(
+        "starting a pooled worker",
+        std::io::Error::other(format!(
+            "it never said ready (wait status 0x{:x})",
+            reaped.status
+        )),
+    ))
+}
+
+fn timeval(tv: libc::timeval) -> Duration {
+    Duration::from_secs(tv.tv_sec.max(0) as u64) + Duration::from_micros(tv.tv_usec.max(0) as u64)
+}

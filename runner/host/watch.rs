@@ -1,0 +1,322 @@
+//! Watching a running worker: the poll loop that feeds its input, collects its output, and
+//! kills it at the deadline, past the output limit or its CPU time, or when the job is
+//! cancelled; and what the host saw while it ran ([`Watch`]).
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use crate::abi::RunOptions;
+use crate::error::Error;
+use crate::policy::Policy;
+use crate::sys;
+
+use super::classify::Kill;
+use super::walls::guest_may_signal;
+
+/// The host's watch on a job's CPU time, when the job has a CPU limit: the job's CPU time is
+/// read whenever the poll loop wakes, and the loop wakes at least as often as the rest of the
+/// budget could run out. The job's CPU time is its cgroup's (every process of the job) where
+/// it has one for CPU accounting (see [`crate::cgroup`]), else the worker's CPU clock (all its
+/// threads; processes it starts are not counted then, as `bytejail doctor` says).
+#[derive(Clone, Copy)]
+pub(crate) struct CpuWatch<'a> {
+    pid: libc::pid_t,
+    budget: Duration,
+    /// What the worker had used before the job (a parked worker's set-up, earlier inputs).
+    before: Duration,
+    /// The job's CPU accounting cgroup, with its usage and the worker's clock when the watch
+    /// began: the job's CPU is the cgroup's since then plus the worker's own up to then.
+    tree: Option<(&'a crate::cgroup::JobCgroup, Duration, Duration)>,
+}
+
+impl<'a> CpuWatch<'a> {
+    pub(crate) fn new(pid: libc::pid_t, options: &RunOptions, before: Duration) -> Option<Self> {
+        options.limits.cpu_time.map(|budget| CpuWatch {
+            pid,
+            budget,
+            before,
+            tree: None,
+        })
+    }
+
+    /// Watches the CPU time of the job's whole process tree through `cgroup`, when it has a
+    /// CPU accounting cgroup.
+    pub(crate) fn whole_tree(self, cgroup: Option<&'a crate::cgroup::JobCgroup>) -> Self {
+        let tree = cgroup.and_then(|cgroup| {
+            let usage = cgroup.cpu_usage()?;
+            Some((cgroup, usage, cpu_clock(self.pid)))
+        });
+        CpuWatch { tree, ..self }
+    }
+
+    /// The CPU time left, zero once the budget is spent.
+    fn left(&self) -> Duration {
+        let own = |now: Duration| now.saturating_sub(self.before);
+        let used = match self.tree {
+            Some((cgroup, usage_then, clock_then)) => match cgroup.cpu_usage() {
+                Some(usage) => usage.saturating_sub(usage_then) + own(clock_then),
+                None => own(cpu_clock(self.pid)),
+            },
+            None => own(cpu_clock(self.pid)),
+        };
+        self.budget.saturating_sub(used)
+    }
+}
+
+/// Writes the input to the worker's fd 0 without ever blocking; closes it when done.
+pub(crate) struct InputFeeder<'a> {
+    pub fd: Option<OwnedFd>,
+    pub input: &'a [u8],
+    pub written: usize,
+}
+
+impl InputFeeder<'_> {
+    /// Writes as much as the pipe takes. A guest that stops reading (or ends) leaves the rest
+    /// in the pipe, which the host's own read end (`Spawned::input_r`) keeps open: never EPIPE.
+    fn pump(&mut self) -> std::io::Result<()> {
+        while let Some(fd) = &self.fd {
+            if self.written == self.input.len() {
+                self.fd = None; // EOF for the guest
+                break;
+            }
+            match sys::write(fd.as_raw_fd(), &self.input[self.written..]) {
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the host saw while the worker ran.
+pub(crate) struct Watch {
+    pub output: Vec<u8>,
+    pub truncated: bool,
+    /// Why the host killed the worker, if it did.
+    pub killed: Option<Kill>,
+    /// A same-code worker said the input is done (and still lives, parked for the next one).
+    pub done: bool,
+    /// The worker was under strict mode, which kills a violation with SIGKILL (filters trap).
+    pub strict: bool,
+    /// The job's CPU limit, if it has one.
+    pub cpu_time: Option<Duration>,
+    /// The guest may raise any signal itself (see [`guest_may_signal`]).
+    pub guest_may_signal: bool,
+    /// The kernel's OOM killer ended a process of the job for its memory cgroup's limit.
+    pub oom_killed: bool,
+    /// What the tracer saw, for a traced worker (set once it is reaped).
+    pub facts: Option<crate::tracer::Facts>,
+    /// The job may have more than one process (`Limits::max_procs` above 1): another of its
+    /// processes could have queued the worker a signal with any details.
+    pub many_procs: bool,
+}
+
+/// A same-code worker's done pipe, watched for the "done" message of input `seq`: the input
+/// is done when the last 8 bytes read from the pipe are `seq` and `confirm` agrees (the record
+/// says returned). A guest can write to the pipe too; what it writes only ever delays its own
+/// "done" (to its timeout) or claims a return it could have made anyway.
+pub(crate) struct Control<'a> {
+    pub fd: &'a OwnedFd,
+    pub seq: u64,
+    pub confirm: &'a dyn Fn() -> bool,
+}
+
+impl Control<'_> {
+    /// Reads what is waiting (a bounded amount: a guest may keep writing); true once the
+    /// bytes read so far end with the done message.
+    fn done(&self, tail: &mut [u8; 8]) -> std::io::Result<bool> {
+        let mut chunk = [0u8; 512];
+        for _ in 0..64 {
+            match sys::read(self.fd.as_raw_fd(), &mut chunk) {
+                Ok(0) => return Ok(false), // the worker is gone; its pidfd says how
+                Ok(n) => {
+                    let mut joined = [0u8; 8 + 512];
+                    joined[..8].copy_from_slice(tail);
+                    joined[8..8 + n].copy_from_slice(&chunk[..n]);
+                    tail.copy_from_slice(&joined[n..n + 8]);
+                    if n < chunk.len() {
+                        break; // the pipe had no more
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(*tail == self.seq.to_le_bytes() && (self.confirm)())
+    }
+}
+
+/// The poll loop: feed input, collect output, kill at the deadline or past the output limit,
+/// return once the worker has exited (its pidfd is readable), been killed, or (a same-code
+/// worker) said on `control` that the input is done.
+pub(crate) fn watch_worker(
+    pidfd: &OwnedFd,
+    output_r: &OwnedFd,
+    feeder: &mut InputFeeder<'_>,
+    control: Option<&Control<'_>>,
+    options: &RunOptions,
+    start: Instant,
+    cpu: Option<CpuWatch<'_>>,
+) -> Result<Watch, Error> {
+    let deadline = start + options.limits.timeout;
+    let max_output = options.limits.max_output;
+    let mut collector = OutputCollector {
+        fd: Some(output_r.as_raw_fd()),
+        output: Vec::new(),
+        max: max_output,
+    };
+    let mut done = false;
+    let mut tail = [0u8; 8];
+    feeder
+        .pump()
+        .map_err(|e| Error::io("writing the input", e))?;
+    let mut killed = None;
+    let kill = |why| -> Result<Option<Kill>, Error> {
+        sys::pidfd_kill(pidfd.as_raw_fd()).map_err(|e| Error::io("killing the worker", e))?;
+        Ok(Some(why))
+    };
+
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            killed = kill(Kill::Deadline)?;
+            break;
+        }
+        // One CPU-clock read per wake-up, only for jobs with a CPU limit. The CPU time cannot
+        // run faster than the wall clock times the CPUs, so waking after half the rest of the
+        // budget (at least 1 ms) is in time to within that.
+        let mut wake = deadline - now;
+        if let Some(cpu) = &cpu {
+            let left = cpu.left();
+            if left.is_zero() {
+                killed = kill(Kill::CpuTime)?;
+                break;
+            }
+            wake = wake.min((left / 2).max(Duration::from_millis(1)));
+        }
+        // The kernel looks at these in order, so the output comes after the two that end the
+        // loop: a poll that sees the worker's end or its "done" also sees everything it wrote
+        // before, and the loop drains it below before it stops. No read after the loop, then,
+        // and none at all for a worker that wrote nothing.
+        let mut fds = [
+            pollfd(pidfd.as_raw_fd(), libc::POLLIN),
+            pollfd(control.map_or(-1, |c| c.fd.as_raw_fd()), libc::POLLIN),
+            pollfd(collector.raw_fd(), libc::POLLIN),
+            pollfd(
+                feeder.fd.as_ref().map_or(-1, |fd| fd.as_raw_fd()),
+                libc::POLLOUT,
+            ),
+            pollfd(
+                options.cancel.as_ref().map_or(-1, crate::Cancel::raw_fd),
+                libc::POLLIN,
+            ),
+        ];
+        match sys::poll(&mut fds, wake) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("polling the worker", e)),
+        }
+        if fds[2].revents != 0
+            && collector
+                .drain()
+                .map_err(|e| Error::io("reading the output", e))?
+        {
+            killed = kill(Kill::OutputLimit)?;
+            break;
+        }
+        if fds[3].revents != 0 {
+            feeder
+                .pump()
+                .map_err(|e| Error::io("writing the input", e))?;
+        }
+        if fds[4].revents != 0 {
+            killed = kill(Kill::Cancelled)?;
+            break;
+        }
+        if fds[0].revents != 0 {
+            break;
+        }
+        if let Some(control) = control.filter(|_| fds[1].revents != 0) {
+            if control
+                .done(&mut tail)
+                .map_err(|e| Error::io("reading the done pipe", e))?
+            {
+                done = true;
+                break;
+            }
+        }
+    }
+    feeder.fd = None;
+    let truncated = collector.output.len() > max_output;
+    let mut output = collector.output;
+    output.truncate(max_output);
+    Ok(Watch {
+        output,
+        truncated,
+        killed,
+        done,
+        strict: options.policy == Policy::Strict,
+        cpu_time: options.limits.cpu_time,
+        guest_may_signal: guest_may_signal(options),
+        oom_killed: false,
+        facts: None,
+        many_procs: options.limits.max_procs > 1,
+    })
+}
+
+pub(super) fn pollfd(fd: i32, events: libc::c_short) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    }
+}
+
+/// Reads the worker's fd 1, keeping at most `max + 1` bytes (one past the limit proves it
+/// was passed).
+struct OutputCollector {
+    fd: Option<i32>,
+    output: Vec<u8>,
+    max: usize,
+}
+
+impl OutputCollector {
+    fn raw_fd(&self) -> i32 {
+        self.fd.unwrap_or(-1)
+    }
+
+    /// Reads until the pipe is empty; true when the output passed the limit.
+    ///
+    /// The reads grow from `FIRST_READ` bytes to `CHUNK` as the output does, straight into the
+    /// vector's spare room: every page the host writes after a fork costs it a page fault, so a
+    /// few bytes of output must not cost a zeroed 64 KiB buffer.
+    fn drain(&mut self) -> std::io::Result<bool> {
+        const FIRST_READ: usize = 4 << 10;
+        const CHUNK: usize = 64 << 10;
+        while let Some(fd) = self.fd {
+            let room = (self.max + 1).saturating_sub(self.output.len());
+            if room == 0 {
+                return Ok(true);
+            }
+            let want = room.min(CHUNK).min(self.output.len().max(FIRST_READ));
+            match sys::read_append(fd, &mut self.output, want) {
+                Ok(0) => self.fd = None,    // EOF: no writer is left
+                Ok(n) if n < want => break, // the pipe had no more
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(self.output.len() > self.max)
+    }
+}
+
+/// The CPU time a live (or not yet reaped) worker has used so far, user and system together,
+/// from the scheduler's clock; zero if the clock cannot be read.
+pub(super) fn cpu_clock(pid: libc::pid_t) -> Duration {
+    sys::process_cpu_time(pid).unwrap_or_default()
+}
