@@ -101,6 +101,15 @@ struct Request {
     init: u32,
 }
 
+/// The tracer's answer to a [`Request`]: the worker it is about, and 0 or `-errno` from
+/// `PTRACE_SEIZE`. The pid lets the host tell its answer from a stale one.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Reply {
+    pid: i32,
+    result: i32,
+}
+
 /// A traced worker's slot, given back when the worker is gone.
 pub(crate) struct Trace {
     slot: u32,
@@ -213,30 +222,57 @@ pub(crate) fn seize(pid: libc::pid_t, init: bool) -> io::Result<Trace> {
         slot,
         init: u32::from(init),
     };
-    let mut reply = 0i32;
+    let mut reply = Reply { pid: 0, result: 0 };
     {
         let _one = lock(&tracer.io);
         let fd = tracer.socket.as_raw_fd();
-        // SAFETY: plain data to and from the socket, through pointers to locals.
-        let sent = unsafe {
-            libc::send(
-                fd,
-                (&request as *const Request).cast(),
-                std::mem::size_of::<Request>(),
-                libc::MSG_NOSIGNAL,
-            )
-        };
-        if sent != std::mem::size_of::<Request>() as isize {
-            return Err(io::Error::last_os_error());
+        // A signal handler of the host's installed without SA_RESTART (a fuzzer's periodic
+        // SIGALRM, say) interrupts these calls: each is retried, for a reply left unread
+        // would answer the next worker's request, whose worker would then run before it is
+        // held, its end unseen.
+        loop {
+            // SAFETY: plain data to the socket, through a pointer to a local.
+            let sent = unsafe {
+                libc::send(
+                    fd,
+                    (&request as *const Request).cast(),
+                    std::mem::size_of::<Request>(),
+                    libc::MSG_NOSIGNAL,
+                )
+            };
+            if sent == std::mem::size_of::<Request>() as isize {
+                break;
+            }
+            let error = io::Error::last_os_error();
+            if sent >= 0 || error.kind() != io::ErrorKind::Interrupted {
+                return Err(error);
+            }
         }
-        // SAFETY: as above.
-        let got = unsafe { libc::recv(fd, (&mut reply as *mut i32).cast(), 4, 0) };
-        if got != 4 {
-            return Err(io::Error::other("the tracer process is gone"));
+        loop {
+            // SAFETY: plain data from the socket, into a local of the size given.
+            let got = unsafe {
+                libc::recv(
+                    fd,
+                    (&mut reply as *mut Reply).cast(),
+                    std::mem::size_of::<Reply>(),
+                    0,
+                )
+            };
+            if got == std::mem::size_of::<Reply>() as isize && reply.pid == pid {
+                break;
+            }
+            let interrupted =
+                got < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted;
+            // Another worker's reply (there can be none: one request at a time, each read
+            // to its end) is skipped rather than taken for this one's.
+            let stale = got == std::mem::size_of::<Reply>() as isize;
+            if !interrupted && !stale {
+                return Err(io::Error::other("the tracer process is gone"));
+            }
         }
     }
-    if reply < 0 {
-        return Err(io::Error::from_raw_os_error(-reply));
+    if reply.result < 0 {
+        return Err(io::Error::from_raw_os_error(-reply.result));
     }
     Ok(trace)
 }
@@ -449,14 +485,17 @@ unsafe fn serve(table: usize, owners: &mut Owners) -> Option<bool> {
         owners.pids[request.slot as usize] = request.pid;
         owners.high = owners.high.max(request.slot as usize + 1);
     }
-    let reply = seized as i32;
-    // SAFETY: a pointer to a local of 4 bytes.
+    let reply = Reply {
+        pid: request.pid,
+        result: seized as i32,
+    };
+    // SAFETY: a pointer to a local of the size given.
     unsafe {
         raw::syscall6(
             libc::SYS_sendto,
             SOCKET_FD,
-            &reply as *const i32 as usize,
-            4,
+            &reply as *const Reply as usize,
+            std::mem::size_of::<Reply>(),
             libc::MSG_NOSIGNAL as usize,
             0,
             0,
