@@ -692,3 +692,104 @@ pub(crate) fn send_reply(socket: RawFd, value: Reply) -> bool {
     };
     sent == size_of::<Reply>() as isize
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+
+    use super::*;
+
+    #[test]
+    fn stage_names_follow_the_enum_and_unknown_numbers_have_none() {
+        for (i, stage) in Stage::ALL.iter().enumerate() {
+            assert_eq!(*stage as usize, i);
+            assert_eq!(STAGES[i], stage.name());
+        }
+        assert_eq!(
+            STAGES[Stage::Pdeathsig as usize],
+            "worker setup: PR_SET_PDEATHSIG"
+        );
+        // A guest can write any number into the record.
+        for number in [Stage::ALL.len() as u64, u32::MAX as u64, u64::MAX] {
+            assert!(STAGES.get(number as usize).is_none());
+        }
+    }
+
+    #[test]
+    fn a_fork_request_decodes_as_it_was_encoded() {
+        let (host, zygote) = crate::sys::seqpacket_pair().unwrap();
+        let (pipe_r, pipe_w) = crate::sys::pipe().unwrap();
+        let mut plan = WorkerPlan {
+            host_pid: 1234,
+            input_fd: 5,
+            output_fd: 6,
+            control_fds: [-1, 7],
+            region: 0x1000_0000,
+            maps: [FixedMap::private(0x2000_0000, 4096); 5],
+            protects: [Protect {
+                addr: 0,
+                len: 0,
+                prot: 0,
+            }],
+            cpu_limit_secs: 3,
+            rseq: None,
+            scrub: true,
+            filter_mode: false,
+            cap_last: 40,
+            walls: Walls::default(),
+            rlimits: [(0, 0); 2],
+            cgroup_procs: [[0; PROCS_PATH_MAX]; crate::cgroup::PROCS_SLOTS],
+            traced: false,
+        };
+        plan.walls.grants[0].path[..5].copy_from_slice(b"/tmp\0");
+        assert_eq!(plan.fds_wanted(), 4);
+        let sent = [
+            pipe_r.as_raw_fd(),
+            pipe_w.as_raw_fd(),
+            pipe_r.as_raw_fd(),
+            pipe_w.as_raw_fd(),
+        ];
+        send_fork_request(host.as_raw_fd(), &plan, &sent).unwrap();
+        let mut got = MaybeUninit::<WorkerPlan>::uninit();
+        // SAFETY: the request was sent by `send_fork_request` above.
+        let received = unsafe { recv_fork_request(zygote.as_raw_fd(), &mut got) };
+        let Received::Request { fds, count, whole } = received else {
+            panic!("no request arrived");
+        };
+        assert!(whole);
+        assert_eq!(count, 4);
+        // SAFETY: the whole plan arrived.
+        let got = unsafe { got.assume_init_ref() };
+        assert_eq!(got.host_pid, 1234);
+        assert_eq!(got.control_fds, [-1, 7]);
+        assert_eq!(got.maps[4].addr, 0x2000_0000);
+        assert_eq!(&got.walls.grants[0].path[..5], b"/tmp\0");
+        for fd in &fds[..count] {
+            // SAFETY: descriptors the request installed here.
+            unsafe { libc::close(*fd) };
+        }
+        // Too few descriptors: the request is not whole.
+        send_fork_request(host.as_raw_fd(), &plan, &sent[..3]).unwrap();
+        // SAFETY: as above.
+        let received = unsafe { recv_fork_request(zygote.as_raw_fd(), &mut got_again()) };
+        let Received::Request { fds, count, whole } = received else {
+            panic!("no request arrived");
+        };
+        assert!(!whole && count == 3);
+        for fd in &fds[..count] {
+            // SAFETY: descriptors the request installed here.
+            unsafe { libc::close(*fd) };
+        }
+
+        assert!(send_reply(zygote.as_raw_fd(), -22));
+        assert_eq!(recv_reply(host.as_raw_fd()).unwrap(), Some(-22));
+        drop(host);
+        // SAFETY: as above.
+        let received = unsafe { recv_fork_request(zygote.as_raw_fd(), &mut got_again()) };
+        assert!(matches!(received, Received::Closed));
+    }
+
+    fn got_again() -> MaybeUninit<WorkerPlan> {
+        MaybeUninit::uninit()
+    }
+}

@@ -492,7 +492,7 @@ pub(crate) unsafe fn no_core_dump() -> StageResult {
 /// # Safety
 /// As for [`pdeathsig`].
 pub(crate) unsafe fn limits(cpu_secs: u64, rlimits: &[(u32, u64)]) -> StageResult {
-    let cpu = (libc::RLIMIT_CPU as u32, cpu_secs);
+    let cpu = (libc::RLIMIT_CPU, cpu_secs);
     for &(resource, value) in core::iter::once(&cpu).chain(rlimits) {
         let limit = libc::rlimit {
             rlim_cur: value,
