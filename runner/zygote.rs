@@ -12,7 +12,7 @@
 //! the arena's memfd and the worker's two pipe ends over a `SOCK_SEQPACKET` socket; the zygote
 //! unmaps its own stale copy of the arena's window (the host reserved it after the zygote was
 //! forked), forks with `CLONE_PARENT`, and the child runs the same worker setup as a worker
-//! forked by the host (`runner/worker.rs`). `CLONE_PARENT` makes the worker the host's child,
+//! forked by the host (`runner/worker/`). `CLONE_PARENT` makes the worker the host's child,
 //! not the zygote's: the host waits for it, polls its pidfd and kills it exactly as before,
 //! and its exit signal (copied from the zygote's) is 0, so the host's SIGCHLD handling never
 //! sees it.

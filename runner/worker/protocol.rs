@@ -35,8 +35,10 @@ use crate::sys::raw;
 pub(crate) struct DataPage {
     pub context: Context,
     pub record: Record,
+    /// Free: from the record's end to a round offset.
     _gap0: [u64; 3],
     pub late: LateContext,
+    /// Free: the gate keeps its place at the top, below the private stack.
     _gap1: [u64; 11],
     /// A traced worker's gate (see [`layout::CTX_TRACE_GATE`]).
     pub trace_gate: u32,
@@ -154,7 +156,7 @@ pub(crate) struct LateContext {
 /// An XSAVE area, 64-byte aligned as `xrstor` requires.
 #[repr(C, align(64))]
 #[allow(dead_code, reason = "a layout: read and written through its offsets")]
-pub(crate) struct XsaveArea([u8; 0x4000]);
+pub(crate) struct XsaveArea([u8; layout::XSAVE_LEN]);
 
 /// The shared region of one run, as the host writes it into the arena's memfd and the worker
 /// maps it.
@@ -169,9 +171,9 @@ pub(crate) struct Region {
     /// register of the host reaches the guest. Large enough for AVX-512.
     pub xsave: XsaveArea,
     /// The alternate signal stack for the fault handler (a stack overflow must still report).
-    pub altstack: [u8; 0xa000],
+    pub altstack: [u8; layout::ALTSTACK_LEN],
     /// The seccomp-bpf program to install, in filter mode (at most 4096 instructions).
-    pub filter: [u8; 0x8000],
+    pub filter: [u8; layout::FILTER_LEN],
 }
 
 /// The region's layout as offsets, under the names the host side uses. Region offsets are from
@@ -184,10 +186,13 @@ pub(crate) mod layout {
     pub const CODE: usize = offset_of!(Region, code);
     pub const DATA: usize = offset_of!(Region, data);
     pub const XSAVE: usize = offset_of!(Region, xsave);
-    pub const XSAVE_LEN: usize = size_of::<super::XsaveArea>();
+    /// The XSAVE area's size: room for every component up to AVX-512.
+    pub const XSAVE_LEN: usize = 0x4000;
     pub const ALTSTACK: usize = offset_of!(Region, altstack);
+    /// The alternate signal stack's size (the handler's frame holds the XSAVE state).
     pub const ALTSTACK_LEN: usize = 0xa000;
     pub const FILTER: usize = offset_of!(Region, filter);
+    /// Room for a filter of 4096 instructions, the kernel's limit.
     pub const FILTER_LEN: usize = 0x8000;
     pub const LEN: usize = size_of::<Region>();
     /// The end of the data page: the top of the blob's private stack, relative to `DATA`.
@@ -256,8 +261,8 @@ pub(crate) mod layout {
     const _: () = assert!(FAULT_SIGNO == 0x200 && FAULT_ADDR == 0x210 && FAULT_RIP == 0x218);
     const _: () = assert!(CTX_TRACE_GATE == 0x7f8 && DATA_END == 0x1000);
     // What the kernel and the blob need of the layout.
-    const _: () = assert!(XSAVE % 64 == 0 && XSAVE_LEN == 0x4000);
-    const _: () = assert!(ALTSTACK_LEN == size_of::<[u8; 0xa000]>());
+    const _: () = assert!(XSAVE % 64 == 0 && size_of::<super::XsaveArea>() == XSAVE_LEN);
+    const _: () = assert!(ALTSTACK + ALTSTACK_LEN == FILTER);
     const _: () = assert!(FILTER + FILTER_LEN == LEN && FILTER_LEN >= 4096 * 8);
     const _: () = assert!(REC_END <= 0x800, "record overlaps the private stack");
     const _: () = assert!(CTX_TOUCH >= REC_END && CTX_TRACE_GATE + 8 <= 0x800);
