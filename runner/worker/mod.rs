@@ -2,7 +2,7 @@
 //!
 //! - [`protocol`]: what the host, the zygote, the setup and the blob agree on (the region's
 //!   layout, descriptor numbers, messages, stages, the plan / fork request);
-//! - [`blob`]: the position-independent assembly the host copies into each region
+//! - [`blob`](mod@blob): the position-independent assembly the host copies into each region
 //!   (trampoline, fault handler, the setup's last steps);
 //! - [`stages`]: the post-fork setup, one function per stage, on raw syscalls only;
 //! - here: [`spawn`] / [`enter`] and [`worker_main`], which runs the stages in order.
