@@ -314,7 +314,7 @@ impl Arena {
             // Filter mode: the program, where the blob installs it from.
             (CTX_MODE, filter.is_some() as u64),
             (CTX_FPROG, program_len),
-            (CTX_FPROG + 8, program_addr),
+            (CTX_FPROG + FPROG_FILTER, program_addr),
             (CTX_TOUCH, self.code_addr() as u64),
             (CTX_TOUCH + 8, self.input_addr() as u64),
             (CTX_TOUCH + 16, self.scratch_addr() as u64),
@@ -322,7 +322,7 @@ impl Arena {
             (CTX_AS_LIMIT, as_limit as u64),
             (CTX_WALLS_FPROG, walls_len as u64),
             (
-                CTX_WALLS_FPROG + 8,
+                CTX_WALLS_FPROG + FPROG_FILTER,
                 (self.region_addr() + DATA + CTX_WALLS_PROG) as u64,
             ),
         ]);
@@ -458,7 +458,7 @@ impl Arena {
         self.file.write_u64(DATA + CTX_SEQ, seq);
 
         // XSAVE image in its initial state: legacy area zero but MXCSR, header zero.
-        self.file.write_u64(XSAVE + 24, 0x1f80);
+        self.file.write_u64(XSAVE + XSAVE_MXCSR, 0x1f80);
 
         let mut gpr = [0u64; 16];
         gpr[Gpr::RDI.index()] = self.input_addr() as u64;

@@ -12,7 +12,7 @@
 //! the arena's memfd and the worker's two pipe ends over a `SOCK_SEQPACKET` socket; the zygote
 //! unmaps its own stale copy of the arena's window (the host reserved it after the zygote was
 //! forked), forks with `CLONE_PARENT`, and the child runs the same worker setup as a worker
-//! forked by the host (`runner/worker.rs`). `CLONE_PARENT` makes the worker the host's child,
+//! forked by the host (`runner/worker/`). `CLONE_PARENT` makes the worker the host's child,
 //! not the zygote's: the host waits for it, polls its pidfd and kills it exactly as before,
 //! and its exit signal (copied from the zygote's) is 0, so the host's SIGCHLD handling never
 //! sees it.
@@ -46,7 +46,8 @@ use std::thread::JoinHandle;
 
 use crate::error::Error;
 use crate::sys::{self, raw, Forked, RseqRegistration, SharedFile};
-use crate::worker::{self, WorkerPlan};
+use crate::worker::protocol::{self, Received, Reply};
+use crate::worker::{self, stages, WorkerPlan};
 
 /// A started zygote: a cheap handle ([`Clone`]) to one zygote process, shared by every thread
 /// that runs jobs through it. The zygote ends when the last handle is dropped.
@@ -166,9 +167,6 @@ impl KeepList {
     }
 }
 
-/// Bytes of one reply: the worker's pid, or `-errno`. The zygote also sends one 0 when ready.
-type Reply = i64;
-
 impl Zygote {
     /// Forks the zygote from a new owner thread (`bytejail-zygote`) and waits until it is
     /// ready. Call it early: the zygote holds a copy of the host as it is now.
@@ -248,10 +246,9 @@ impl Zygote {
         channel.forked.write_u64(0, 0);
         let socket = channel.socket.as_raw_fd();
         // A failed send delivered nothing: no worker was forked.
-        sys::send_with_fds(socket, plan, fds).map_err(gone)?;
-        let mut reply = [0u8; size_of::<Reply>()];
-        let pid = match sys::recv(socket, &mut reply) {
-            Ok(n) if n == reply.len() => Reply::from_ne_bytes(reply),
+        protocol::send_fork_request(socket, plan, fds).map_err(gone)?;
+        let pid = match protocol::recv_reply(socket) {
+            Ok(Some(pid)) => pid,
             got => {
                 // The zygote died mid-request. If it had forked the worker, the kernel wrote
                 // its pid before the worker ran: kill and reap it, or it stays a zombie.
@@ -359,48 +356,24 @@ extern "C" fn zygote_entry(boot: &Boot) -> ! {
     unsafe { zygote_main(boot) }
 }
 
-/// `cmsghdr` followed by room for five descriptors: `CMSG_SPACE(5 * 4)` bytes.
-#[repr(C, align(8))]
-struct FdsControl {
-    len: usize,
-    level: i32,
-    kind: i32,
-    fds: [i32; 5],
-    _pad: i32,
-}
-
-const CMSG_HEADER: usize = 16;
-
 /// Sets the zygote up, says it is ready, then serves requests until the host's end closes.
+/// Its first steps are the worker's own stages (see [`stages`]).
 ///
 /// # Safety
 /// Only in the freshly forked zygote, with `boot` built by the owner thread.
 unsafe fn zygote_main(boot: &Boot) -> ! {
-    // SAFETY: raw syscalls with integer arguments or pointers to locals that outlive them.
+    // SAFETY: the stages' contract (a fresh fork); raw syscalls with integer arguments or
+    // pointers to locals that outlive them.
     unsafe {
-        let prctl = |op: i32, arg: usize| raw::syscall3(libc::SYS_prctl, op as usize, arg, 0);
-        if prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as usize) < 0 {
+        if stages::pdeathsig().is_err() {
             raw::exit(1);
         }
         // The owner thread may have exited before PDEATHSIG was armed.
-        if raw::syscall3(libc::SYS_getppid, 0, 0, 0) != boot.host_pid as isize {
-            raw::exit(0);
-        }
+        stages::exit_if_orphaned(boot.host_pid, None);
         // No handler of the host's ever runs here; SIGKILL still ends the zygote.
-        let all = !0u64;
-        let set = &all as *const u64 as usize;
-        let how = libc::SIG_SETMASK as usize;
-        raw::syscall6(libc::SYS_rt_sigprocmask, how, set, 0, 8, 0, 0);
+        let _ = stages::block_signals(!0);
         // A core would hold the early host's memory.
-        let no_core = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        let core = libc::RLIMIT_CORE as usize;
-        let limit = &no_core as *const libc::rlimit as usize;
-        if raw::syscall3(libc::SYS_setrlimit, core, limit, 0) < 0
-            || prctl(libc::PR_SET_DUMPABLE, 0) < 0
-        {
+        if stages::no_core_dump().is_err() {
             raw::exit(1);
         }
         // Every worker forked here lives in a network namespace without interfaces: a profile
@@ -432,8 +405,8 @@ unsafe fn zygote_main(boot: &Boot) -> ! {
         }
         // Every descriptor but the socket: the zygote holds nothing a worker could inherit.
         let socket = boot.socket as usize;
-        if (socket > 0 && raw::syscall3(libc::SYS_close_range, 0, socket - 1, 0) < 0)
-            || raw::syscall3(libc::SYS_close_range, socket + 1, u32::MAX as usize, 0) < 0
+        if (socket > 0 && stages::close_range(0, socket - 1).is_err())
+            || stages::close_range(socket + 1, u32::MAX as usize).is_err()
         {
             raw::exit(1);
         }
@@ -461,88 +434,27 @@ unsafe fn zygote_main(boot: &Boot) -> ! {
 }
 
 /// Sends one reply; a zygote that cannot answer has lost its host and exits.
-///
-/// # Safety
-/// As for [`zygote_main`].
-unsafe fn reply(socket: RawFd, value: Reply) {
-    // SAFETY: sendto with a pointer to a local of the given length and no address.
-    let sent = unsafe {
-        raw::syscall6(
-            libc::SYS_sendto,
-            socket as usize,
-            &value as *const Reply as usize,
-            size_of::<Reply>(),
-            libc::MSG_NOSIGNAL as usize,
-            0,
-            0,
-        )
-    };
-    if sent != size_of::<Reply>() as isize {
+fn reply(socket: RawFd, value: Reply) {
+    if !protocol::send_reply(socket, value) {
         raw::exit(0);
     }
 }
 
 /// Receives one request (a plan and exactly its descriptors: three, plus one per control pipe
-/// the plan has), forks its worker, closes the descriptors and replies with the pid or `-errno`. Exits on EOF: the host's end is closed.
+/// the plan has), forks its worker, closes the descriptors and replies with the pid or
+/// `-errno`. Exits on EOF: the host's end is closed.
 ///
 /// # Safety
 /// As for [`zygote_main`].
 unsafe fn serve_one(boot: &Boot) {
     let mut plan = MaybeUninit::<WorkerPlan>::uninit();
-    let mut control = FdsControl {
-        len: 0,
-        level: 0,
-        kind: 0,
-        fds: [-1; 5],
-        _pad: 0,
+    // SAFETY: raw recvmsg into `plan`, read below only when whole.
+    let (fds, count, whole) = match unsafe { protocol::recv_fork_request(boot.socket, &mut plan) } {
+        Received::Interrupted => return,
+        Received::Closed => raw::exit(0),
+        Received::Request { fds, count, whole } => (fds, count, whole),
     };
-    let mut iov = libc::iovec {
-        iov_base: plan.as_mut_ptr().cast(),
-        iov_len: size_of::<WorkerPlan>(),
-    };
-    // SAFETY: msghdr is plain data; zeroed is a valid value.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = (&mut control as *mut FdsControl).cast();
-    msg.msg_controllen = size_of::<FdsControl>();
-    // SAFETY: recvmsg into locals that outlive the call, with their sizes.
-    let got = unsafe {
-        raw::syscall3(
-            libc::SYS_recvmsg,
-            boot.socket as usize,
-            &mut msg as *mut libc::msghdr as usize,
-            libc::MSG_CMSG_CLOEXEC as usize,
-        )
-    };
-    if got == -(libc::EINTR as isize) {
-        return;
-    }
-    if got <= 0 {
-        raw::exit(0);
-    }
     // Whatever else is wrong with the request, the descriptors that came are closed below.
-    let fds_came = if msg.msg_controllen >= CMSG_HEADER
-        && control.level == libc::SOL_SOCKET
-        && control.kind == libc::SCM_RIGHTS
-        && control.len >= CMSG_HEADER
-    {
-        ((control.len - CMSG_HEADER) / size_of::<i32>()).min(5)
-    } else {
-        0
-    };
-    // SAFETY: read only when the whole plan arrived (checked first).
-    let fds_wanted = |plan: &MaybeUninit<WorkerPlan>| unsafe {
-        3 + plan
-            .assume_init_ref()
-            .control_fds
-            .iter()
-            .filter(|&&fd| fd >= 0)
-            .count()
-    };
-    let whole = got as usize == size_of::<WorkerPlan>()
-        && msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) == 0
-        && fds_came == fds_wanted(&plan);
     let answer = if whole {
         // SAFETY: exactly the bytes of a `WorkerPlan` arrived, and the only sender is the
         // host's `spawn_worker`, which sends a valid one of this same binary. Patched in
@@ -550,16 +462,15 @@ unsafe fn serve_one(boot: &Boot) {
         // reads libc's `.bss`, which this process has unmapped.
         let plan = unsafe { plan.assume_init_mut() };
         // SAFETY: in the zygote, with the request's descriptors open.
-        unsafe { fork_worker(boot, plan, control.fds) }
+        unsafe { fork_worker(boot, plan, fds) }
     } else {
         -(libc::EINVAL as Reply)
     };
-    for fd in &control.fds[..fds_came] {
+    for fd in &fds[..count] {
         // SAFETY: a descriptor this request installed here.
         unsafe { raw::syscall3(libc::SYS_close, *fd as usize, 0, 0) };
     }
-    // SAFETY: as for this function.
-    unsafe { reply(boot.socket, answer) };
+    reply(boot.socket, answer);
 }
 
 /// Forks the worker for `plan` with `CLONE_PARENT`, returning its pid or `-errno`.
@@ -568,7 +479,11 @@ unsafe fn serve_one(boot: &Boot) {
 /// In the zygote, with `fds` (memfd, input read end, output write end, then the plan's control
 /// pipe ends) open.
 #[inline(never)]
-unsafe fn fork_worker(boot: &Boot, plan: &mut WorkerPlan, fds: [i32; 5]) -> Reply {
+unsafe fn fork_worker(
+    boot: &Boot,
+    plan: &mut WorkerPlan,
+    fds: [i32; protocol::FORK_REQUEST_FDS],
+) -> Reply {
     // The host reserved the window after this process was forked: whatever this process
     // still holds there is a stale copy of the host's memory, none of it used here (the
     // zygote's code and stack are mapped in the host too, so never inside a reservation).

@@ -537,8 +537,8 @@ fn each_kind_of_state_is_read_before_it_is_written() {
 
 // Leaks the same-code target's author found; the host now resets what they used between jobs.
 
-/// The code's address minus this is the worker region (`runner/worker.rs`, `layout::LEN` plus
-/// the guard page); its alternate signal stack starts 0x6000 into the region.
+/// The code's address minus this is the worker region (`runner/worker/protocol.rs`,
+/// `layout::LEN` plus the guard page); its alternate signal stack starts 0x6000 into the region.
 const ALTSTACK_FROM_CODE: i32 = 0x19000 - 0x6000;
 
 /// `lea rcx, [rip + disp]` aimed at the alternate signal stack + 0x100, from offset 0 of the code.

@@ -1,8 +1,11 @@
 //! The unsafe layer: raw syscalls and the few libc calls the host makes around a run.
 //!
-//! Everything here is a thin, documented wrapper. The worker side uses only [`raw`] functions:
-//! they are plain `syscall` instructions, touch no errno, take no lock and never allocate, so
-//! they are safe to call between `fork` and the guest.
+//! Two parts, split by where they may run:
+//! - [`raw`] (`runner/sys/raw.rs`): async-signal-safe. Plain `syscall` instructions and the
+//!   kernel's own structures; no errno, no lock, no allocation. The only layer the post-fork
+//!   code (the worker's stages, the zygote's loop) may call.
+//! - this module: host conveniences that may allocate, lock or touch errno (`pipe`, `poll`,
+//!   `read_append`, the shared memfd, the seqpacket socket ...). Never called after `fork`.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -10,57 +13,9 @@ use std::mem::ManuallyDrop;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 
-/// Raw syscalls for the post-fork worker path. Return values are the kernel's: `-errno` on error.
-pub mod raw {
-    use std::arch::asm;
+pub mod raw;
 
-    /// `syscall(nr, a0..a5)` - issue a system call with the `syscall` instruction.
-    ///
-    /// # Safety
-    /// The caller upholds the contract of syscall `nr` for the given arguments (valid pointers,
-    /// no memory the Rust abstract machine owns is invalidated behind its back).
-    #[inline(always)]
-    pub unsafe fn syscall6(
-        nr: i64,
-        a0: usize,
-        a1: usize,
-        a2: usize,
-        a3: usize,
-        a4: usize,
-        a5: usize,
-    ) -> isize {
-        let ret: isize;
-        // SAFETY: the caller upholds the syscall's contract; `syscall` clobbers rcx and r11 only.
-        unsafe {
-            asm!(
-                "syscall",
-                inlateout("rax") nr as isize => ret,
-                in("rdi") a0, in("rsi") a1, in("rdx") a2, in("r10") a3, in("r8") a4, in("r9") a5,
-                lateout("rcx") _, lateout("r11") _,
-                options(nostack),
-            );
-        }
-        ret
-    }
-
-    /// Three-argument form of [`syscall6`].
-    ///
-    /// # Safety
-    /// As for [`syscall6`].
-    #[inline(always)]
-    pub unsafe fn syscall3(nr: i64, a0: usize, a1: usize, a2: usize) -> isize {
-        // SAFETY: forwarded contract.
-        unsafe { syscall6(nr, a0, a1, a2, 0, 0, 0) }
-    }
-
-    /// `_exit` via raw `SYS_exit` (never `exit_group`, which strict mode kills).
-    pub fn exit(code: i32) -> ! {
-        loop {
-            // SAFETY: SYS_exit takes a plain integer and does not return.
-            unsafe { syscall3(libc::SYS_exit, code as usize, 0, 0) };
-        }
-    }
-}
+pub use raw::RseqRegistration;
 
 /// Result of [`clone_with_pidfd`].
 pub enum Forked {
@@ -660,16 +615,6 @@ pub fn rseq_registration() -> Option<RseqRegistration> {
         lengths: [32, size],
     })
 }
-
-/// See [`rseq_registration`].
-#[derive(Clone, Copy)]
-pub struct RseqRegistration {
-    pub addr: usize,
-    pub lengths: [u32; 2],
-}
-
-/// The rseq signature glibc registers with on x86.
-pub const RSEQ_SIG: u32 = 0x5305_3053;
 
 /// `getpid()`; see getpid(2).
 pub fn getpid() -> libc::pid_t {
