@@ -520,6 +520,67 @@ fn memory_held_outside_mappings_counts_against_the_limit() {
     }
 }
 
+/// Was a HOLE (low), fixed: a same-code worker ended by the OOM killer during an input was
+/// reported `killed` (from outside bytejail) where a fresh job is reported `memory_limit`: the
+/// host read its memory cgroup's OOM count only for fresh and pooled jobs. The guest fills
+/// 8 x 32 MiB of SysV shared memory under a 64 MiB limit.
+#[test]
+fn a_same_code_job_past_its_memory_limit_is_reported_memory_limit() {
+    const LIMIT: usize = 64 << 20;
+    let shm = gas("    xor r12d, r12d
+                       mov r13d, 8
+                   1:  xor edi, edi
+                       mov esi, 0x2000000
+                       mov edx, 0x380
+                       mov eax, 29
+                       syscall
+                       test rax, rax
+                       js 9f
+                       mov rdi, rax
+                       xor esi, esi
+                       xor edx, edx
+                       mov eax, 30
+                       syscall
+                       cmp rax, -4096
+                       ja 9f
+                       mov rbx, rax
+                       mov rdi, rax
+                       mov ecx, 0x2000000
+                       mov al, 1
+                       rep stosb
+                       mov rdi, rbx
+                       mov eax, 67
+                       syscall
+                       inc r12d
+                       dec r13d
+                       jnz 1b
+                   9:  mov eax, r12d
+                       ret");
+    let mut options = profile_options();
+    options.limits.memory = LIMIT;
+    options.limits.timeout = Duration::from_secs(10);
+    let fresh = bytejail::run(&shm, b"", &options).unwrap();
+    let mut same = bytejail::SameCode::new(&shm, &options).unwrap();
+    let report = same.run(b"").unwrap();
+    // Whatever a fresh job of this guest is reported, a same-code input of it is too.
+    assert_eq!(
+        report.outcome.kind(),
+        fresh.outcome.kind(),
+        "fresh: {}; same code: {}",
+        fresh.summary(),
+        report.summary()
+    );
+    if report.outcome != Outcome::MemoryLimit {
+        let held = returned_rax(&report) as usize * (32 << 20);
+        assert!(
+            held <= LIMIT,
+            "held {} MiB: {}",
+            held >> 20,
+            report.summary()
+        );
+    }
+}
+
 /// Was a HOLE (medium), fixed: `--cpu-time` is for the whole process tree, but the host's
 /// watch read the worker's own CPU clock and RLIMIT_CPU is per process. With `--max-procs`
 /// above 1, a worker that forks spinners and sleeps used no CPU of its own: the job ran to the

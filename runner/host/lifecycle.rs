@@ -31,7 +31,7 @@ use crate::error::Error;
 use crate::policy::Policy;
 use crate::report::{Outcome, Report};
 use crate::sys;
-use crate::worker::{self, layout::*, FixedMap, Protect, WorkerPlan};
+use crate::worker::{self, layout::*, protocol, FixedMap, Protect, WorkerPlan};
 use crate::zygote::Zygote;
 
 use super::classify::{classify, job_denies, setup_error, Evidence, WaitStatus};
@@ -272,7 +272,7 @@ impl Parked {
             && worker
                 .input_w
                 .as_ref()
-                .is_some_and(|w| matches!(sys::write(w.as_raw_fd(), &[1]), Ok(1)));
+                .is_some_and(|w| matches!(sys::write(w.as_raw_fd(), &protocol::GO), Ok(1)));
         if !woken {
             worker.end();
             return None;
@@ -291,7 +291,7 @@ impl Parked {
         if let Some(trace) = &self.worker.trace {
             trace.take();
         }
-        if !matches!(sys::write(go.as_raw_fd(), &[1]), Ok(1)) {
+        if !matches!(sys::write(go.as_raw_fd(), &protocol::GO), Ok(1)) {
             self.end();
             return Err(Error::io(
                 "waking the same-code worker",
@@ -370,7 +370,8 @@ impl Running {
             Some(&control),
             options,
             start,
-            CpuWatch::new(worker.pid, options, self.cpu_before),
+            CpuWatch::new(worker.pid, options, self.cpu_before)
+                .map(|watch| watch.whole_tree(worker.cgroup.as_ref())),
         )
     }
 
@@ -408,6 +409,9 @@ impl Running {
             sys::reap(worker.pid, &worker.pidfd).map_err(|e| Error::io("reaping the worker", e))?;
         let wall = start.elapsed();
         watch.facts = worker.trace.as_ref().map(crate::tracer::Trace::take);
+        // As for a fresh job: the kernel's OOM killer ended a process of the job for its
+        // memory cgroup's limit (a profile worker's only).
+        watch.oom_killed = worker.cgroup.as_ref().is_some_and(|c| c.oom_killed());
         report_reaped(
             &reaped,
             watch,
@@ -684,7 +688,7 @@ fn await_ready(arena: &Arena, worker: &Spawned, limit: Duration) -> Result<(), E
             Ok(_) if fds[0].revents != 0 => {
                 let mut byte = [1u8];
                 let got = sys::read(worker.output_r.as_raw_fd(), &mut byte);
-                if matches!(got, Ok(1)) && byte[0] == 0 {
+                if matches!(got, Ok(1)) && protocol::is_ready(byte[0]) {
                     return Ok(());
                 }
                 break;

@@ -9,6 +9,7 @@ use crate::abi::RunOptions;
 use crate::error::Error;
 use crate::policy::Policy;
 use crate::sys;
+use crate::worker::protocol;
 
 use super::classify::Kill;
 use super::walls::guest_may_signal;
@@ -126,16 +127,17 @@ pub(crate) struct Control<'a> {
 impl Control<'_> {
     /// Reads what is waiting (a bounded amount: a guest may keep writing); true once the
     /// bytes read so far end with the done message.
-    fn done(&self, tail: &mut [u8; 8]) -> std::io::Result<bool> {
+    fn done(&self, tail: &mut [u8; protocol::DONE_LEN]) -> std::io::Result<bool> {
         let mut chunk = [0u8; 512];
         for _ in 0..64 {
             match sys::read(self.fd.as_raw_fd(), &mut chunk) {
                 Ok(0) => return Ok(false), // the worker is gone; its pidfd says how
                 Ok(n) => {
-                    let mut joined = [0u8; 8 + 512];
-                    joined[..8].copy_from_slice(tail);
-                    joined[8..8 + n].copy_from_slice(&chunk[..n]);
-                    tail.copy_from_slice(&joined[n..n + 8]);
+                    const LEN: usize = protocol::DONE_LEN;
+                    let mut joined = [0u8; LEN + 512];
+                    joined[..LEN].copy_from_slice(tail);
+                    joined[LEN..LEN + n].copy_from_slice(&chunk[..n]);
+                    tail.copy_from_slice(&joined[n..n + LEN]);
                     if n < chunk.len() {
                         break; // the pipe had no more
                     }
@@ -145,7 +147,7 @@ impl Control<'_> {
                 Err(e) => return Err(e),
             }
         }
-        Ok(*tail == self.seq.to_le_bytes() && (self.confirm)())
+        Ok(protocol::is_done(tail, self.seq) && (self.confirm)())
     }
 }
 
@@ -169,7 +171,7 @@ pub(crate) fn watch_worker(
         max: max_output,
     };
     let mut done = false;
-    let mut tail = [0u8; 8];
+    let mut tail = [0u8; protocol::DONE_LEN];
     feeder
         .pump()
         .map_err(|e| Error::io("writing the input", e))?;

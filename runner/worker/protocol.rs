@@ -291,6 +291,20 @@ pub(crate) const DONE_LEN: usize = size_of::<u64>();
 pub(crate) const READY_BYTE_AT: usize = layout::CTX_READY + 7;
 const _: () = assert!(1u64.to_le_bytes()[READY_BYTE_AT - layout::CTX_READY] == READY_BYTE);
 
+/// The "go" message as the host writes it.
+pub(crate) const GO: [u8; GO_LEN] = [1];
+
+/// Whether `byte`, the first the host read from a pool worker's output pipe, is "ready".
+pub(crate) fn is_ready(byte: u8) -> bool {
+    byte == READY_BYTE
+}
+
+/// Whether the last [`DONE_LEN`] bytes read from a done pipe are the "done" message of input
+/// `seq`. A claim only: the guest can write the pipe too (see `host::watch::Control`).
+pub(crate) fn is_done(tail: &[u8; DONE_LEN], seq: u64) -> bool {
+    *tail == seq.to_ne_bytes()
+}
+
 /// Values of `REC_STATE` (0: nothing recorded).
 pub(crate) const STATE_RETURNED: u64 = 1;
 pub(crate) const STATE_FAULT: u64 = 2;
