@@ -498,3 +498,102 @@ fn host_death_kills_a_zygote_strict_worker_and_the_zygote() {
             .find(|&pid| comm(pid) == "bytejail-worker")
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// A failing stage ends the worker before any guest code runs, and the host says which stage.
+// ---------------------------------------------------------------------------------------------
+
+/// Options whose open-file limit the kernel refuses (`RLIMIT_NOFILE` above `fs.nr_open`, which
+/// even root may not pass): the worker's limits stage fails.
+fn failing_limits(mut options: RunOptions) -> RunOptions {
+    let nr_open: u64 = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1 << 20);
+    options.limits.max_open_files = nr_open + 1;
+    options
+}
+
+/// Guest: writes "ran" and returns. If any of it shows, the guest ran after a failed stage.
+fn says_it_ran() -> Vec<u8> {
+    gas("    mov edi, 1
+             lea rsi, [rip + bj_ran]
+             mov edx, 3
+             mov eax, 1
+             syscall
+             ret
+         bj_ran: .ascii \"ran\"")
+}
+
+/// Checks that `result` is the limits stage's failure, not a report (the guest never ran).
+fn assert_limits_stage_failed(how: &str, result: Result<Report, bytejail::Error>) {
+    match result {
+        Ok(report) => panic!("{how}: the guest ran after a failed stage: {report:?}"),
+        Err(e) => assert!(
+            e.to_string().contains("setrlimit"),
+            "{how}: expected the limits stage's failure, got: {e}"
+        ),
+    }
+}
+
+/// A worker whose limits stage fails dies of the setup-failed signal (or, as a PID-namespace
+/// init under a profile, exits 127 with the kernel saying it never entered seccomp) before
+/// the guest: the host reports the stage as a runner error, and no output of the guest's
+/// appears. In fresh and zygote-forked workers, under strict mode and under a profile, and
+/// for same-code workers.
+#[test]
+fn a_failing_stage_ends_the_worker_before_the_guest_with_the_stage_named() {
+    let code = says_it_ran();
+    let zygote = Zygote::start().unwrap();
+    for (policy, options) in [
+        ("strict", failing_limits(RunOptions::default())),
+        ("profile", failing_limits(profile_options())),
+    ] {
+        assert_limits_stage_failed(
+            &format!("{policy} run"),
+            bytejail::run(&code, b"", &options),
+        );
+        assert_limits_stage_failed(
+            &format!("{policy} zygote"),
+            zygote.run(&code, b"", &options),
+        );
+        let mut same = SameCode::new(&code, &options).unwrap();
+        assert_limits_stage_failed(&format!("{policy} same-code"), same.run(b""));
+        assert_eq!(same.worker_pid(), None, "{policy}: a failed worker is kept");
+    }
+}
+
+/// The twin: with the host's own hard limit on open files (which a worker may keep without
+/// `CAP_SYS_RESOURCE`) the same jobs run.
+#[test]
+fn the_same_jobs_run_with_a_limit_the_kernel_takes() {
+    let code = says_it_ran();
+    let mut host = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut host) }, 0);
+    for options in [RunOptions::default(), profile_options()] {
+        let mut options = options;
+        options.limits.max_open_files = host.rlim_max.min(1 << 20);
+        let report = bytejail::run(&code, b"", &options).unwrap();
+        assert_eq!(report.output, b"ran");
+    }
+}
+
+/// A pool whose template's limits stage fails starts no worker: its first one's failure is
+/// the error, and nothing of the guest's runs.
+#[test]
+fn a_pool_whose_workers_cannot_set_up_says_why() {
+    for options in [RunOptions::default(), profile_options()] {
+        let options = failing_limits(options);
+        match Pool::new(options.clone(), 1) {
+            Err(e) => assert!(e.to_string().contains("setrlimit"), "{e}"),
+            Ok(pool) => {
+                // A pool may start and fall back to fresh workers: the job must still fail.
+                assert_limits_stage_failed("pool", pool.run(&says_it_ran(), b"", &options));
+            }
+        }
+    }
+}
