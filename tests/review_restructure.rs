@@ -100,6 +100,76 @@ fn the_descriptor_probe_sees_a_descriptor_the_guest_opens() {
     assert_eq!(returned_rax(&report) as u64, 0b111);
 }
 
+/// Guest: `read(0, .., 1)` in the low byte of rax and `write(0, .., 1)` in the next.
+const FD_0_PROBE: &str = "    sub rsp, 16
+             xor edi, edi
+             mov rsi, rsp
+             mov edx, 1
+             xor eax, eax
+             syscall
+             movzx r12, al
+             xor edi, edi
+             mov rsi, rsp
+             mov edx, 1
+             mov eax, 1
+             syscall
+             movzx rax, al
+             shl rax, 8
+             or rax, r12
+             add rsp, 16
+             ret";
+
+/// A profile guest's fd 0 is at EOF and cannot be written, in every kind of worker, on every
+/// input: the host holds no write end of it (a same-code worker's read end now stays open in
+/// the host until the worker ends, which gives the guest nothing: readers do not matter to a
+/// read at EOF).
+///
+/// HOLE (before and after the restructure, found here): a pooled worker's fd 0 is the pipe its
+/// go byte came on, and with no input `drive` kept the host's write end open until the worker
+/// was reaped (a `match` on the `input_w` place that binds nothing in its `_` arm neither
+/// moves nor drops it; the `let` only shadows it). The guest's `read(0)` then blocked until the
+/// job's timeout: a pooled job reported `Timeout` where a fresh worker (and `Zygote::run`)
+/// reports a return, against the pool's promise of the same report.
+/// Fix: drop the write end when there is no input to feed (`runner/host/lifecycle.rs`, `drive`).
+#[test]
+fn a_profile_guests_fd_0_is_at_eof_and_read_only() {
+    let code = gas(FD_0_PROBE);
+    let ebadf = (-libc::EBADF) as u8 as u64;
+    for (how, report) in in_every_worker(&code, &profile_options()) {
+        assert!(
+            matches!(report.outcome, Outcome::Returned(_)),
+            "{how}: {}",
+            report.summary()
+        );
+        assert_eq!(returned_rax(&report) as u64, ebadf << 8, "{how}");
+    }
+}
+
+/// The same hole under strict mode: a pooled job with no input that reads fd 0 gets the report
+/// a fresh worker gives (EOF at once, then a return), not a timeout.
+#[test]
+fn a_pooled_job_without_input_reads_eof_as_a_fresh_worker_does() {
+    let code = gas("    sub rsp, 16
+             xor edi, edi
+             mov rsi, rsp
+             mov edx, 1
+             xor eax, eax
+             syscall
+             add rsp, 16
+             ret");
+    let options = RunOptions::default();
+    let fresh = bytejail::run(&code, b"", &options).unwrap();
+    assert_eq!(returned_rax(&fresh), 0);
+    let pool = Pool::new(options.clone(), 1).unwrap();
+    let pooled = pool.run(&code, b"", &options).unwrap();
+    assert_eq!(
+        common::essence(&pooled),
+        common::essence(&fresh),
+        "pooled: {}",
+        pooled.summary()
+    );
+}
+
 /// Guest: tries to raise the hard limits the worker set on itself (open files, core size,
 /// CPU time) by one with `prlimit64`; returns the three results' low bytes (`0xff` each:
 /// `-EPERM`).
