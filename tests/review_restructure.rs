@@ -130,7 +130,7 @@ const FD_0_PROBE: &str = "    sub rsp, 16
 /// moves nor drops it; the `let` only shadows it). The guest's `read(0)` then blocked until the
 /// job's timeout: a pooled job reported `Timeout` where a fresh worker (and `Zygote::run`)
 /// reports a return, against the pool's promise of the same report.
-/// Fix: drop the write end when there is no input to feed (`runner/host/lifecycle.rs`, `drive`).
+/// Fixed: `drive` (`runner/host/lifecycle.rs`) drops the write end when there is no input.
 #[test]
 fn a_profile_guests_fd_0_is_at_eof_and_read_only() {
     let code = gas(FD_0_PROBE);
@@ -643,7 +643,10 @@ fn the_same_jobs_run_with_a_limit_the_kernel_takes() {
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes the struct it is given.
-    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut host) }, 0);
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut host) },
+        0
+    );
     for options in [RunOptions::default(), profile_options()] {
         let mut options = options;
         options.limits.max_open_files = host.rlim_max.min(1 << 20);
