@@ -228,12 +228,15 @@ fn a_profile_guest_cannot_raise_its_limits() {
 }
 
 /// Slots the state probe writes, in order.
-const STATE_SLOTS: usize = 12;
+const STATE_SLOTS: usize = 16;
 
-/// Guest: writes 12 u64s to fd 1 and returns: `PR_GET_DUMPABLE`, `PR_GET_NO_NEW_PRIVS`,
+/// Guest: writes 16 u64s to fd 1 and returns: `PR_GET_DUMPABLE`, `PR_GET_NO_NEW_PRIVS`,
 /// `PR_GET_PDEATHSIG`, `PR_GET_TSC`, `PR_GET_SECCOMP`, the blocked signal mask,
 /// `getpgid(0) - getpid()`, then `capget`'s header, its three data words (effective,
-/// permitted, inheritable, both halves: six u32s) and its result.
+/// permitted, inheritable, both halves: six u32s) and its result, then SIGSEGV's action:
+/// 1 if its handler is in the blob's page (where the guest's return address points), its
+/// flags, 0 (in place of the restorer's address) and its mask. (prctl's unused arguments are
+/// zero: `PR_GET_NO_NEW_PRIVS` refuses anything else.)
 fn state_probe() -> Vec<u8> {
     gas("    mov r15, rsp
              sub rsp, 128
@@ -288,9 +291,24 @@ fn state_probe() -> Vec<u8> {
              mov eax, 125
              syscall
              mov [rbx + 88], rax
+             mov edi, 11
+             xor esi, esi
+             lea rdx, [rbx + 96]
+             mov r10d, 8
+             mov eax, 13
+             syscall
+             mov rax, [rbx + 96]
+             and rax, -4096
+             mov rcx, [r15]
+             and rcx, -4096
+             cmp rax, rcx
+             sete al
+             movzx eax, al
+             mov [rbx + 96], rax
+             mov qword ptr [rbx + 112], 0
              mov edi, 1
              mov rsi, rbx
-             mov edx, 96
+             mov edx, 128
              mov eax, 1
              syscall
              xor eax, eax
@@ -307,9 +325,9 @@ fn sigbit(sig: i32) -> u64 {
 /// of worker: not dumpable (no core, no ptrace by others), `no_new_privs`, death with the host
 /// armed, the TSC off as in strict mode, under a seccomp filter, every signal blocked but the
 /// faults (the kernel never reports SIGKILL or SIGSTOP as blocked), a process group of its own,
-/// and no capability left.
-#[test]
-fn a_profile_guest_runs_with_the_state_the_setup_stages_leave() {
+/// no capability left, and the fault handlers of the blob installed (untraced) or the default
+/// action (traced: the tracer sees each signal's delivery).
+fn check_state(traced: bool) {
     let code = state_probe();
     let faults = [
         libc::SIGSEGV,
@@ -319,13 +337,23 @@ fn a_profile_guest_runs_with_the_state_the_setup_stages_leave() {
         libc::SIGTRAP,
         libc::SIGSYS,
     ];
-    let mut mask = !0u64;
-    for sig in faults.into_iter().chain([libc::SIGKILL, libc::SIGSTOP]) {
+    let unstoppable = sigbit(libc::SIGKILL) | sigbit(libc::SIGSTOP);
+    let mut mask = !unstoppable;
+    for sig in faults {
         mask &= !sigbit(sig);
     }
     let header = 0x2008_0522u64; // _LINUX_CAPABILITY_VERSION_3, pid 0
-    let expected: [u64; STATE_SLOTS] = [0, 1, 9, 2, 2, mask, 0, header, 0, 0, 0, 0];
-    for (how, report) in in_every_worker(&code, &profile_options()) {
+    let segv = if traced {
+        [0, 0, 0, 0]
+    } else {
+        let flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESETHAND | 0x0400_0000;
+        [1, flags as u32 as u64, 0, !unstoppable]
+    };
+    let mut expected = vec![0, 1, 9, 2, 2, mask, 0, header, 0, 0, 0, 0];
+    expected.extend(segv);
+    let mut options = profile_options();
+    options.trace = traced;
+    for (how, report) in in_every_worker(&code, &options) {
         assert_eq!(returned_rax(&report), 0, "{how}");
         assert_eq!(report.output.len(), STATE_SLOTS * 8, "{how}: {report:?}");
         let got: Vec<u64> = report
@@ -346,11 +374,28 @@ fn a_profile_guest_runs_with_the_state_the_setup_stages_leave() {
             "caps 1",
             "caps 2",
             "capget",
+            "SIGSEGV handler in the blob",
+            "SIGSEGV flags",
+            "(restorer)",
+            "SIGSEGV mask",
         ];
-        for ((name, got), want) in names.iter().zip(&got).zip(expected) {
-            assert_eq!(*got, want, "{how}: {name} is {got:#x}, expected {want:#x}");
+        for ((name, got), want) in names.iter().zip(&got).zip(expected.iter()) {
+            assert_eq!(
+                got, want,
+                "{how} (traced: {traced}): {name} is {got:#x}, expected {want:#x}"
+            );
         }
     }
+}
+
+#[test]
+fn a_profile_guest_runs_with_the_state_the_setup_stages_leave() {
+    check_state(false);
+}
+
+#[test]
+fn a_traced_profile_guest_runs_with_the_same_state_and_default_fault_actions() {
+    check_state(true);
 }
 
 /// Guest: forges the record of a setup failure (state `STATE_SETUP_FAILED` at data + 0x100,
