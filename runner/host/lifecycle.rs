@@ -486,8 +486,10 @@ fn drive(
     } = worker;
     // No input: fd 0 is at EOF at once (the shared empty pipe, or this pipe's only writer
     // closes here). Else the input is written without ever blocking.
-    let input_w = match input_w {
-        Some(input_w) if !input.is_empty() => {
+    // (`filter` takes the write end: without input it is dropped here, not when this function
+    // returns. A pool worker's fd 0 is the pipe its go byte came on, still in the pipe.)
+    let input_w = match input_w.filter(|_| !input.is_empty()) {
+        Some(input_w) => {
             // A larger pipe saves wake-ups for large inputs.
             if input.len() > 64 << 10 {
                 sys::grow_pipe(input_w.as_raw_fd(), input.len());
@@ -496,7 +498,7 @@ fn drive(
                 .map_err(|e| Error::io("fcntl on the input pipe", e))?;
             Some(input_w)
         }
-        _ => None,
+        None => None,
     };
     let mut feeder = InputFeeder {
         fd: input_w,
