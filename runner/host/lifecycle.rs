@@ -686,7 +686,11 @@ fn await_ready(arena: &Arena, worker: &Spawned, limit: Duration) -> Result<(), E
         }
         match sys::poll(&mut fds, deadline - now) {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::io("waiting for a pooled worker", e)),
+            Err(e) => {
+                // The runner failed: the worker must not outlive the call.
+                sys::end_child(worker.pid, &worker.pidfd);
+                return Err(Error::io("waiting for a pooled worker", e));
+            }
             Ok(_) if fds[0].revents != 0 => {
                 let mut byte = [1u8];
                 let got = sys::read(worker.output_r.as_raw_fd(), &mut byte);
