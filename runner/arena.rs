@@ -178,7 +178,7 @@ impl Arena {
     }
 
     /// The process that made the arena: the only one that forks workers into it (every path
-    /// to [`crate::host::spawn`] checks that first), so their parent.
+    /// to [`crate::host::Spawned::spawn`] checks that first), so their parent.
     pub(crate) fn owner_pid(&self) -> libc::pid_t {
         self.owner.pid()
     }
@@ -288,7 +288,7 @@ impl Arena {
         });
         // A profile worker's walls filter (see `crate::walls_filter`), installed before the
         // profile's; none for strict-bpf, whose own allow list is narrower.
-        let walls = (!crate::host::arena_reusable(&options.policy))
+        let walls = (!arena_reusable(&options.policy))
             .then(|| crate::walls_filter::cached(no_new_tasks(options)));
         assert!(walls.is_none_or(|p| p.len() <= WALLS_PROG_MAX));
         let walls_len = walls.map_or(0, <[_]>::len);
@@ -519,4 +519,14 @@ pub(crate) fn no_new_tasks(options: &RunOptions) -> bool {
 
 fn xsave_supported() -> bool {
     std::arch::is_x86_feature_detected!("xsave")
+}
+
+/// Whether an arena may serve another job after a worker under `policy` used it: only where
+/// the guest can call nothing but `read`, `write`, `exit` and `rt_sigreturn`, so that it can
+/// change nothing it maps (its code and the blob stay read+execute, the file keeps its pages
+/// and size) and leaves no process behind; the host rewrites the rest before the next job.
+/// Under a profile every worker gets a fresh arena, whatever the profile allows.
+pub(crate) fn arena_reusable(policy: &crate::policy::Policy) -> bool {
+    use crate::policy::Policy;
+    matches!(policy, Policy::Strict | Policy::StrictBpf)
 }

@@ -6,7 +6,6 @@
 
 use crate::abi::RunOptions;
 use crate::error::{Error, InputError};
-use crate::policy::Policy;
 use crate::sys;
 use crate::worker::{self, Walls};
 
@@ -222,14 +221,7 @@ pub(super) fn cap_last() -> u32 {
     })
 }
 
-/// Whether an arena may serve another job after a worker under `policy` used it: only where
-/// the guest can call nothing but `read`, `write`, `exit` and `rt_sigreturn`, so that it can
-/// change nothing it maps (its code and the blob stay read+execute, the file keeps its pages
-/// and size) and leaves no process behind; the host rewrites the rest before the next job.
-/// Under a profile every worker gets a fresh arena, whatever the profile allows.
-pub(crate) fn arena_reusable(policy: &Policy) -> bool {
-    matches!(policy, Policy::Strict | Policy::StrictBpf)
-}
+pub(crate) use crate::arena::arena_reusable;
 
 /// Whether a worker set up for `template` applies exactly the limits `options` asks for: those
 /// the worker sets on itself before the guest runs (memory, processes, file size, open files,
