@@ -23,7 +23,7 @@
 //! host::classify   --> plain data only: the record, the tracer's facts, the report types
 //! zygote           --> worker, sys (it forks; it knows nothing of runs)
 //! arena            --> worker (the region's layout), sys (it knows nothing of runs either)
-//! worker           --> sys::raw (after the fork, nothing else)
+//! worker::stages   --> sys::raw, worker::protocol (after the fork, nothing else)
 //! ```
 //!
 //! `zygote` knows nothing of runs: `Zygote::run` is defined here, on top of it, and `Pool`,
