@@ -52,6 +52,9 @@ pub struct BatchConfig {
     pub ordered: bool,
     /// Whether consecutive jobs of one submission (same code, same `group`) share a worker.
     pub reuse: Reuse,
+    /// The report fields a result line keeps (`--fields`), after its `id`; `None` for all of
+    /// them. Error lines are whole whatever this says.
+    pub fields: Option<ReportFields>,
 }
 
 impl Default for BatchConfig {
@@ -62,6 +65,7 @@ impl Default for BatchConfig {
             jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
             ordered: false,
             reuse: Reuse::None,
+            fields: None,
         }
     }
 }
@@ -93,6 +97,68 @@ impl BatchConfig {
     pub fn with_reuse(mut self, reuse: Reuse) -> Self {
         self.reuse = reuse;
         self
+    }
+
+    /// Sets [`BatchConfig::fields`].
+    #[must_use]
+    pub fn with_fields(mut self, fields: Option<ReportFields>) -> Self {
+        self.fields = fields;
+        self
+    }
+}
+
+/// The fields of a `run --json` report, in the order it writes them (those of an outcome only
+/// where it has them).
+pub const REPORT_FIELDS: [&str; 16] = [
+    "schema_version",
+    "outcome",
+    "rax",
+    "registers",
+    "exit_code",
+    "signal",
+    "signal_number",
+    "fault",
+    "syscall",
+    "output_hex",
+    "output_text",
+    "output_truncated",
+    "wall_ns",
+    "user_ns",
+    "sys_ns",
+    "max_rss_kib",
+];
+
+/// Which report fields a batch's result lines keep (`--fields outcome,output_hex`): a field
+/// a report does not have (`rax` of a crash) is simply absent from its line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReportFields {
+    keep: Vec<&'static str>,
+}
+
+impl ReportFields {
+    /// The fields named in a comma-separated list; an error names a field that no report has.
+    pub fn parse(list: &str) -> Result<ReportFields, String> {
+        let mut keep = Vec::new();
+        for name in list.split(',').map(str::trim).filter(|name| !name.is_empty()) {
+            let field = REPORT_FIELDS
+                .iter()
+                .find(|field| **field == name)
+                .ok_or_else(|| {
+                    format!(
+                        "`{name}` is not a report field; expected some of {}",
+                        REPORT_FIELDS.join(", ")
+                    )
+                })?;
+            if !keep.contains(field) {
+                keep.push(*field);
+            }
+        }
+        Ok(ReportFields { keep })
+    }
+
+    /// Whether a report field is kept.
+    pub fn keeps(&self, field: &str) -> bool {
+        self.keep.contains(&field)
     }
 }
 
@@ -527,12 +593,33 @@ fn run_job(
 
 /// `{"id": ..., <report>}` on one line.
 pub fn result_line(id: &Value, report: &Report) -> String {
-    let mut obj = Map::new();
-    obj.insert("id".into(), id.clone());
-    if let Value::Object(fields) = report.to_json() {
-        obj.extend(fields);
+    result_text(id, report, None)
+}
+
+/// `{"id": ..., <report>}` on one line, with only the report fields `fields` keeps.
+///
+/// The whole report is serialised straight after the id into one buffer: the same bytes as
+/// going through a `serde_json::Value` (the report has no `id` field and no duplicate keys),
+/// without building a tree whose strings (the output, twice) are each copied again.
+fn result_text(id: &Value, report: &Report, fields: Option<&ReportFields>) -> String {
+    if let Some(fields) = fields {
+        let mut obj = Map::new();
+        obj.insert("id".into(), id.clone());
+        if let Value::Object(all) = report.to_json() {
+            obj.extend(all.into_iter().filter(|(name, _)| fields.keeps(name)));
+        }
+        return Value::Object(obj).to_string();
     }
-    Value::Object(obj).to_string()
+    // Room for the output twice over (hex, and maybe text) and the rest.
+    let mut line = Vec::with_capacity(report.output.len() * 3 + 512);
+    line.extend_from_slice(b"{\"id\":");
+    serde_json::to_writer(&mut line, id).expect("a JSON value always serialises");
+    let report_at = line.len();
+    serde_json::to_writer(&mut line, report).expect("a report always serialises to JSON");
+    // The report's own `{` becomes the comma after the id.
+    debug_assert_eq!(line.get(report_at), Some(&b'{'));
+    line[report_at] = b',';
+    String::from_utf8(line).expect("serde_json writes UTF-8")
 }
 
 /// `{"id": ..., "line": n, "error": "..."}` on one line.
@@ -662,7 +749,7 @@ impl Crew<'_> {
                     match report {
                         Ok(report) => Done {
                             seq,
-                            text: result_line(&id, &report),
+                            text: result_text(&id, &report, self.config.fields.as_ref()),
                             outcome: Some(report.outcome.kind()),
                             workers,
                         },
@@ -824,6 +911,7 @@ mod tests {
             jobs: 3,
             ordered,
             reuse,
+            fields: None,
         };
         let mut out = Vec::new();
         let summary = run_batch(lines.as_bytes(), &mut out, &config, &mut |_| {}).unwrap();
@@ -893,6 +981,91 @@ mod tests {
         assert_eq!(summary.errors, 3);
         assert_eq!(summary.outcomes.get("returned"), Some(&3));
         assert_eq!(summary.line(), "7 jobs: 3 returned, 1 timeout, 3 errors");
+    }
+
+    /// The result line as it was built before it was written straight from the report.
+    fn result_line_through_value(id: &Value, report: &Report) -> String {
+        let mut obj = Map::new();
+        obj.insert("id".into(), id.clone());
+        if let Value::Object(fields) = report.to_json() {
+            obj.extend(fields);
+        }
+        Value::Object(obj).to_string()
+    }
+
+    /// Reports of every common shape: registers, output as text (with characters JSON
+    /// escapes) and as bytes only, a crash with its fault, a violation, an exit.
+    fn sample_reports() -> Vec<Report> {
+        // write(1, input, 4); ret
+        let write_input = "b8 01 00 00 00 48 89 fe ba 04 00 00 00 bf 01 00 00 00 0f 05 c3";
+        let jobs: [(&str, &str); 6] = [
+            ("b0 2a c3", ""),
+            (write_input, "68 22 5c 0a"),
+            (write_input, "ff fe 41 0a"),
+            ("0f 0b", ""),
+            ("b8 27 00 00 00 0f 05", ""),
+            ("b8 3c 00 00 00 bf 07 00 00 00 0f 05", ""),
+        ];
+        jobs.iter()
+            .map(|(code, input)| {
+                let code = load::parse_hex(code, "code").unwrap();
+                let input = load::parse_hex(input, "input").unwrap();
+                crate::run(&code, &input, &RunOptions::default()).unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn result_lines_are_the_bytes_of_the_value_they_replace() {
+        let reports = sample_reports();
+        let kinds: Vec<&str> = reports.iter().map(|r| r.outcome.kind()).collect();
+        assert_eq!(
+            kinds,
+            ["returned", "returned", "returned", "crashed", "syscall_violation", "exited"]
+        );
+        let ids = [
+            Value::from(7),
+            Value::from("a \"quoted\" id\n"),
+            serde_json::json!([1, {"k": null}]),
+            Value::Null,
+        ];
+        for report in &reports {
+            for id in &ids {
+                assert_eq!(
+                    result_line(id, report),
+                    result_line_through_value(id, report)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn fields_keep_only_what_is_asked() {
+        let fields = ReportFields::parse("outcome, output_hex,outcome,rax").unwrap();
+        for report in sample_reports() {
+            let line: Value =
+                serde_json::from_str(&result_text(&Value::from(1), &report, Some(&fields)))
+                    .unwrap();
+            let all = report.to_json();
+            let names: Vec<&str> = line.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+            let mut expected = vec!["id", "outcome"];
+            if all.get("rax").is_some() {
+                expected.push("rax");
+            }
+            expected.push("output_hex");
+            assert_eq!(names, expected, "{line}");
+            for name in &names[1..] {
+                assert_eq!(line[name], all[name]);
+            }
+        }
+        let err = ReportFields::parse("outcome,colour").unwrap_err();
+        assert!(err.contains("`colour` is not a report field"), "{err}");
+        // Every field a report has is one that can be asked for.
+        for report in sample_reports() {
+            for name in report.to_json().as_object().unwrap().keys() {
+                assert!(REPORT_FIELDS.contains(&name.as_str()), "{name}");
+            }
+        }
     }
 
     #[test]
