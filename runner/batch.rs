@@ -22,12 +22,12 @@
 //! with the same code, worker options and `group`. A job without a `group` never shares a
 //! worker: reuse is only ever within one submission, and the `group` says what one is.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{self, BufRead, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 use std::sync::mpsc::{self, TryRecvError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use serde_json::{Map, Value};
 
@@ -139,7 +139,11 @@ impl ReportFields {
     /// The fields named in a comma-separated list; an error names a field that no report has.
     pub fn parse(list: &str) -> Result<ReportFields, String> {
         let mut keep = Vec::new();
-        for name in list.split(',').map(str::trim).filter(|name| !name.is_empty()) {
+        for name in list
+            .split(',')
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+        {
             let field = REPORT_FIELDS
                 .iter()
                 .find(|field| **field == name)
@@ -721,6 +725,42 @@ struct Crew<'a> {
     stop: AtomicBool,
 }
 
+/// Runs one line `(seq, line_no, text)` in a worker forked by `zygote` (started here when it is
+/// `None`), or in the same-code worker `same`: its result line, or its error line.
+fn run_line(
+    config: &BatchConfig,
+    cache: &CodeCache,
+    (seq, line_no, text): (u64, u64, &str),
+    zygote: &mut Option<Zygote>,
+    same: &mut Option<Reused>,
+) -> Done {
+    match parse_job(text, &config.defaults, cache) {
+        Err((id, e)) => Done::error(seq, &id, line_no, &e),
+        Ok((id, job)) => {
+            let zygote = match zygote {
+                Some(zygote) => Ok(&*zygote),
+                None => Zygote::start().map(|z| &*zygote.insert(z)),
+            };
+            let (report, workers) = match zygote {
+                Ok(zygote) => run_job(&job, zygote, config.reuse, same),
+                Err(e) => (Err(e), 0),
+            };
+            match report {
+                Ok(report) => Done {
+                    seq,
+                    text: result_text(&id, &report, config.fields.as_ref()),
+                    outcome: Some(report.outcome.kind()),
+                    workers,
+                },
+                Err(e) => Done {
+                    workers,
+                    ..Done::error(seq, &id, line_no, &e.to_string())
+                },
+            }
+        }
+    }
+}
+
 impl Crew<'_> {
     /// A job thread: takes lines, runs them in workers forked by its own zygote, which starts
     /// with its first job.
@@ -735,31 +775,13 @@ impl Crew<'_> {
             if self.stop.load(Ordering::Relaxed) {
                 continue; // drain, so that the reader is never stuck sending
             }
-            let result = match parse_job(&text, &self.config.defaults, &self.cache) {
-                Err((id, e)) => Done::error(seq, &id, line_no, &e),
-                Ok((id, job)) => {
-                    let zygote = match &zygote {
-                        Some(zygote) => Ok(zygote),
-                        None => Zygote::start().map(|z| &*zygote.insert(z)),
-                    };
-                    let (report, workers) = match zygote {
-                        Ok(zygote) => run_job(&job, zygote, self.config.reuse, &mut same),
-                        Err(e) => (Err(e), 0),
-                    };
-                    match report {
-                        Ok(report) => Done {
-                            seq,
-                            text: result_text(&id, &report, self.config.fields.as_ref()),
-                            outcome: Some(report.outcome.kind()),
-                            workers,
-                        },
-                        Err(e) => Done {
-                            workers,
-                            ..Done::error(seq, &id, line_no, &e.to_string())
-                        },
-                    }
-                }
-            };
+            let result = run_line(
+                self.config,
+                &self.cache,
+                (seq, line_no, &text),
+                &mut zygote,
+                &mut same,
+            );
             // Free again before the result is out: a client that answers it with a new line
             // finds this thread free.
             self.free.fetch_add(1, Ordering::SeqCst);
@@ -782,6 +804,9 @@ pub fn run_batch(
     progress: &mut dyn FnMut(&Summary),
 ) -> Result<Summary, Error> {
     let jobs = config.jobs.max(1);
+    if jobs == 1 {
+        return run_batch_inline(input, out, config, progress);
+    }
     let (work_tx, work_rx) = mpsc::sync_channel::<Work>(jobs * 4);
     let (done_tx, done_rx) = mpsc::channel::<Done>();
     let crew = Crew {
@@ -851,6 +876,241 @@ pub fn run_batch(
     Ok(summary)
 }
 
+impl Summary {
+    /// Counts one line's result.
+    fn count(&mut self, done: &Done) {
+        match done.outcome {
+            Some(kind) => {
+                self.jobs += 1;
+                *self.outcomes.entry(kind).or_default() += 1;
+            }
+            None => self.errors += 1,
+        }
+        self.workers += done.workers;
+    }
+}
+
+/// A line handed from the reader to the thread that runs it with `--jobs 1`.
+enum Queued {
+    /// (sequence number among non-blank lines, line number, text).
+    Line(u64, u64, String),
+    /// A line that cannot be a job: (sequence number, line number, why).
+    Refused(u64, u64, String),
+}
+
+/// Lines from the reader to the one thread that runs them (`--jobs 1`), at most `capacity`
+/// at a time. Unlike a channel it wakes the reader only when half the queue is free again,
+/// not after every line taken, and wakes either side only when it waits: a batch read from a
+/// file then costs a wake-up every `capacity / 2` jobs instead of a few per job (a wake-up on
+/// the same CPU is a futex call and two context switches, a large part of a job that runs
+/// in a same-code worker).
+struct LineQueue {
+    state: Mutex<QueueState>,
+    /// The runner waits here for a line (or the reader's end).
+    queued: Condvar,
+    /// The reader waits here for room.
+    room: Condvar,
+    capacity: usize,
+}
+
+#[derive(Default)]
+struct QueueState {
+    lines: VecDeque<Queued>,
+    /// The reader read its last line.
+    closed: bool,
+    /// The runner stopped (results can no longer be written): the reader should too.
+    abandoned: bool,
+    reader_waiting: bool,
+    runner_waiting: bool,
+}
+
+/// What [`LineQueue::try_take`] found.
+enum Take {
+    Line(Queued),
+    /// Nothing queued yet.
+    Empty,
+    /// Nothing queued, ever again.
+    Ended,
+}
+
+impl LineQueue {
+    fn new(capacity: usize) -> LineQueue {
+        LineQueue {
+            state: Mutex::default(),
+            queued: Condvar::new(),
+            room: Condvar::new(),
+            capacity: capacity.max(2),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a line, waiting for room; `false` when the runner has stopped.
+    fn put(&self, line: Queued) -> bool {
+        let mut state = self.lock();
+        while state.lines.len() >= self.capacity && !state.abandoned {
+            state.reader_waiting = true;
+            state = self.room.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        if state.abandoned {
+            return false;
+        }
+        state.lines.push_back(line);
+        if std::mem::take(&mut state.runner_waiting) {
+            self.queued.notify_one();
+        }
+        true
+    }
+
+    /// The reader is done (at the end of its input, or failing).
+    fn close(&self) {
+        let mut state = self.lock();
+        state.closed = true;
+        if std::mem::take(&mut state.runner_waiting) {
+            self.queued.notify_one();
+        }
+    }
+
+    /// The runner is done: a reader waiting for room stops.
+    fn abandon(&self) {
+        let mut state = self.lock();
+        state.abandoned = true;
+        state.lines.clear();
+        if std::mem::take(&mut state.reader_waiting) {
+            self.room.notify_one();
+        }
+    }
+
+    /// The next line if one is queued, without waiting.
+    fn try_take(&self) -> Take {
+        let mut state = self.lock();
+        self.take_from(&mut state)
+    }
+
+    /// The next line, waiting for one; `None` once the reader is done and all are taken.
+    fn take(&self) -> Option<Queued> {
+        let mut state = self.lock();
+        loop {
+            match self.take_from(&mut state) {
+                Take::Line(line) => return Some(line),
+                Take::Ended => return None,
+                Take::Empty => {
+                    state.runner_waiting = true;
+                    state = self.queued.wait(state).unwrap_or_else(|e| e.into_inner());
+                }
+            }
+        }
+    }
+
+    fn take_from(&self, state: &mut QueueState) -> Take {
+        match state.lines.pop_front() {
+            Some(line) => {
+                if state.reader_waiting && state.lines.len() <= self.capacity / 2 {
+                    state.reader_waiting = false;
+                    self.room.notify_one();
+                }
+                Take::Line(line)
+            }
+            None if state.closed => Take::Ended,
+            None => Take::Empty,
+        }
+    }
+}
+
+/// Lines the reader may hold ahead of the runner with `--jobs 1`.
+const INLINE_QUEUE_LINES: usize = 64;
+
+/// [`run_batch`] with one job at a time: the jobs run on the calling thread, which writes
+/// their results itself, and a reader thread keeps it fed through a [`LineQueue`]. Results
+/// come as with more jobs (in input order, which is completion order here), flushed whenever
+/// no further line is queued, before waiting for one.
+fn run_batch_inline(
+    mut input: impl BufRead + Send,
+    out: &mut dyn Write,
+    config: &BatchConfig,
+    progress: &mut dyn FnMut(&Summary),
+) -> Result<Summary, Error> {
+    let queue = LineQueue::new(INLINE_QUEUE_LINES);
+    let queue = &queue;
+    let cache = CodeCache::default();
+    let max = max_line(&config.defaults);
+    let mut summary = Summary::default();
+    std::thread::scope(|scope| -> Result<(), Error> {
+        let reader = scope.spawn(move || -> Result<(), Error> {
+            let read = (|| {
+                let (mut seq, mut line_no) = (0u64, 0u64);
+                let mut buf = Vec::new();
+                while let Some(line) = read_line(&mut input, max, &mut buf)
+                    .map_err(|e| Error::io("reading the batch", e))?
+                {
+                    line_no += 1;
+                    let queued = match line {
+                        Line::Text(text) if text.trim().is_empty() => continue,
+                        Line::Text(text) => Queued::Line(seq, line_no, text),
+                        Line::Refused(why) => Queued::Refused(seq, line_no, why),
+                    };
+                    if !queue.put(queued) {
+                        break;
+                    }
+                    seq += 1;
+                }
+                Ok(())
+            })();
+            queue.close();
+            read
+        });
+
+        let fail = |e| Error::io("writing results", e);
+        let ran = (|| -> Result<(), Error> {
+            let (mut zygote, mut same) = (None, None);
+            loop {
+                let queued = match queue.try_take() {
+                    Take::Line(line) => line,
+                    Take::Ended => break,
+                    Take::Empty => {
+                        // Nothing more to answer now: what is written goes out before the
+                        // wait, so that a client waiting for its answer gets it.
+                        out.flush().map_err(fail)?;
+                        match queue.take() {
+                            Some(line) => line,
+                            None => break,
+                        }
+                    }
+                };
+                let done = match queued {
+                    Queued::Line(seq, line_no, text) => run_line(
+                        config,
+                        &cache,
+                        (seq, line_no, &text),
+                        &mut zygote,
+                        &mut same,
+                    ),
+                    Queued::Refused(seq, line_no, why) => {
+                        Done::error(seq, &Value::Null, line_no, &why)
+                    }
+                };
+                summary.count(&done);
+                writeln!(out, "{}", done.text).map_err(fail)?;
+                progress(&summary);
+            }
+            out.flush().map_err(fail)
+        })();
+        if ran.is_err() {
+            queue.abandon();
+        }
+        let read = reader.join().unwrap_or_else(|_| {
+            Err(Error::io(
+                "reading the batch",
+                io::Error::other("the reader panicked"),
+            ))
+        });
+        ran.and(read)
+    })?;
+    Ok(summary)
+}
+
 /// Writes each result as it comes (in input order when `ordered`), flushing whenever no
 /// further result is ready, until every sender is gone.
 fn write_results(
@@ -875,14 +1135,7 @@ fn write_results(
             }
             Err(TryRecvError::Disconnected) => break,
         };
-        match done.outcome {
-            Some(kind) => {
-                summary.jobs += 1;
-                *summary.outcomes.entry(kind).or_default() += 1;
-            }
-            None => summary.errors += 1,
-        }
-        summary.workers += done.workers;
+        summary.count(&done);
         if ordered {
             pending.insert(done.seq, done.text);
             while let Some(text) = pending.remove(&next) {
@@ -906,9 +1159,13 @@ mod tests {
     }
 
     fn run_reusing(lines: &str, ordered: bool, reuse: Reuse) -> (Vec<Value>, Summary) {
+        run_on(lines, ordered, reuse, 3)
+    }
+
+    fn run_on(lines: &str, ordered: bool, reuse: Reuse, jobs: usize) -> (Vec<Value>, Summary) {
         let config = BatchConfig {
             defaults: RunOptions::default(),
-            jobs: 3,
+            jobs,
             ordered,
             reuse,
             fields: None,
@@ -1021,7 +1278,14 @@ mod tests {
         let kinds: Vec<&str> = reports.iter().map(|r| r.outcome.kind()).collect();
         assert_eq!(
             kinds,
-            ["returned", "returned", "returned", "crashed", "syscall_violation", "exited"]
+            [
+                "returned",
+                "returned",
+                "returned",
+                "crashed",
+                "syscall_violation",
+                "exited"
+            ]
         );
         let ids = [
             Value::from(7),
@@ -1047,7 +1311,12 @@ mod tests {
                 serde_json::from_str(&result_text(&Value::from(1), &report, Some(&fields)))
                     .unwrap();
             let all = report.to_json();
-            let names: Vec<&str> = line.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+            let names: Vec<&str> = line
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(|k| k.as_str())
+                .collect();
             let mut expected = vec!["id", "outcome"];
             if all.get("rax").is_some() {
                 expected.push("rax");
@@ -1066,6 +1335,107 @@ mod tests {
                 assert!(REPORT_FIELDS.contains(&name.as_str()), "{name}");
             }
         }
+    }
+
+    #[test]
+    fn one_job_at_a_time_gives_what_several_give() {
+        let sum = "31 c0 31 c9 48 39 f1 73 0c 0f b6 14 0f 48 01 d0 48 ff c1 eb ef \
+                   80 3f ff 75 03 0f 0b 90 c3";
+        let mut lines = vec![
+            "not json".to_string(),
+            String::new(),
+            r#"{"id": "bad", "code_hex": "zz"}"#.to_string(),
+        ];
+        for i in 0..150u32 {
+            let input = if i % 50 == 7 {
+                "ff".to_string()
+            } else {
+                format!("{:02x} 01", i % 256)
+            };
+            let group = if i % 3 == 0 { "" } else { r#", "group": "g""# };
+            lines.push(format!(
+                r#"{{"id": {i}, "code_hex": "{sum}", "input_hex": "{input}"{group}}}"#
+            ));
+        }
+        let lines = lines.join("\n");
+        let essence = |v: &Value| {
+            (
+                v["id"].clone(),
+                v["outcome"].clone(),
+                v["rax"].clone(),
+                v["line"].clone(),
+                v["error"].is_string(),
+            )
+        };
+        for reuse in [Reuse::None, Reuse::SameCode] {
+            let (one, one_summary) = run_on(&lines, true, reuse, 1);
+            let (three, three_summary) = run_on(&lines, true, reuse, 3);
+            assert_eq!(one.len(), 152);
+            assert_eq!(
+                one.iter().map(essence).collect::<Vec<_>>(),
+                three.iter().map(essence).collect::<Vec<_>>()
+            );
+            assert_eq!(one_summary.outcomes, three_summary.outcomes);
+            assert_eq!(one_summary.errors, 2);
+            if reuse == Reuse::SameCode {
+                assert!(one_summary.workers < 150, "{one_summary:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn one_job_at_a_time_answers_each_line_before_the_next_comes() {
+        // A client that writes a line and waits for its answer before writing the next.
+        let (line_tx, line_rx) = mpsc::channel::<String>();
+        let (answer_tx, answer_rx) = mpsc::channel::<String>();
+        struct Client(mpsc::Receiver<String>, Vec<u8>, usize);
+        impl io::Read for Client {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.2 == self.1.len() {
+                    match self.0.recv() {
+                        Ok(line) => (self.1, self.2) = (line.into_bytes(), 0),
+                        Err(_) => return Ok(0),
+                    }
+                }
+                let n = buf.len().min(self.1.len() - self.2);
+                buf[..n].copy_from_slice(&self.1[self.2..self.2 + n]);
+                self.2 += n;
+                Ok(n)
+            }
+        }
+        struct Answers(mpsc::Sender<String>, Vec<u8>);
+        impl Write for Answers {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                self.1.extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                if !self.1.is_empty() {
+                    let text = String::from_utf8(std::mem::take(&mut self.1)).unwrap();
+                    let _ = self.0.send(text);
+                }
+                Ok(())
+            }
+        }
+        let batch = std::thread::spawn(move || {
+            let config = BatchConfig::default().with_jobs(1);
+            let mut out = Answers(answer_tx, Vec::new());
+            let input = io::BufReader::new(Client(line_rx, Vec::new(), 0));
+            run_batch(input, &mut out, &config, &mut |_| {}).unwrap()
+        });
+        for i in 0..3 {
+            line_tx
+                .send(format!("{{\"id\": {i}, \"code_hex\": \"b0 2a c3\"}}\n"))
+                .unwrap();
+            let answer = answer_rx
+                .recv_timeout(std::time::Duration::from_secs(20))
+                .expect("an answer before the next line");
+            let answer: Value = serde_json::from_str(answer.trim_end()).unwrap();
+            assert_eq!(answer["id"], i);
+            assert_eq!(answer["rax"], 42);
+        }
+        drop(line_tx);
+        assert_eq!(batch.join().unwrap().jobs, 3);
     }
 
     #[test]

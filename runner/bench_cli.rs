@@ -112,14 +112,18 @@ fn cli_rows(report: &mut BenchReport, quick: bool, progress: &mut dyn FnMut(&str
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(e) => {
-            report.notes.push(format!("cli_* rows left out: no path to bytejail ({e})"));
+            report
+                .notes
+                .push(format!("cli_* rows left out: no path to bytejail ({e})"));
             return;
         }
     };
     let dir = match tempfile::tempdir() {
         Ok(dir) => dir,
         Err(e) => {
-            report.notes.push(format!("cli_* rows left out: no temporary directory ({e})"));
+            report
+                .notes
+                .push(format!("cli_* rows left out: no temporary directory ({e})"));
             return;
         }
     };
@@ -127,13 +131,17 @@ fn cli_rows(report: &mut BenchReport, quick: bool, progress: &mut dyn FnMut(&str
     let files = match files {
         Ok(files) => files,
         Err(e) => {
-            report.notes.push(format!("cli_* rows left out: cannot write their files ({e})"));
+            report.notes.push(format!(
+                "cli_* rows left out: cannot write their files ({e})"
+            ));
             return;
         }
     };
     let floor_c = build_run_floor(dir.path());
     if let Err(why) = &floor_c {
-        report.notes.push(format!("floor_c_run, cli_run_vs_c, floor_c_version and cli_version_vs_c left out: {why}"));
+        report.notes.push(format!(
+            "floor_c_run, cli_run_vs_c, floor_c_version and cli_version_vs_c left out: {why}"
+        ));
     }
     let _ = bench::pin_to_quiet_cpu();
     progress("the CLI as whole processes");
@@ -161,7 +169,12 @@ fn cli_rows(report: &mut BenchReport, quick: bool, progress: &mut dyn FnMut(&str
         }
     };
     let batch = |file: &Path, same_code: bool| {
-        let mut args: Vec<&OsStr> = vec![OsStr::new("batch"), OsStr::new("--jobs"), OsStr::new("1"), OsStr::new("-q")];
+        let mut args: Vec<&OsStr> = vec![
+            OsStr::new("batch"),
+            OsStr::new("--jobs"),
+            OsStr::new("1"),
+            OsStr::new("-q"),
+        ];
         if same_code {
             args.extend([OsStr::new("--reuse"), OsStr::new("same-code")]);
         }
@@ -170,20 +183,41 @@ fn cli_rows(report: &mut BenchReport, quick: bool, progress: &mut dyn FnMut(&str
     };
     let mut rows: Vec<CliRow> = Vec::new();
     if let Ok(floor) = &floor_c {
-        rows.push(CliRow::new("floor_c_run", None, move || spawn(floor, &[code], None, 42)));
+        rows.push(CliRow::new("floor_c_run", None, move || {
+            spawn(floor, &[code], None, 42)
+        }));
         rows.push(CliRow::new("cli_run_vs_c", Some("floor_c_run"), || {
-            spawn(&exe, &[OsStr::new("run"), OsStr::new("--json"), code], None, 42)
+            spawn(
+                &exe,
+                &[OsStr::new("run"), OsStr::new("--json"), code],
+                None,
+                42,
+            )
         }));
         rows.push(CliRow::new("floor_c_version", None, move || {
             spawn(floor, &[OsStr::new("--version")], None, 0)
         }));
-        rows.push(CliRow::new("cli_version_vs_c", Some("floor_c_version"), || {
-            spawn(&exe, &[OsStr::new("--version")], None, 0)
-        }));
+        rows.push(CliRow::new(
+            "cli_version_vs_c",
+            Some("floor_c_version"),
+            || spawn(&exe, &[OsStr::new("--version")], None, 0),
+        ));
     }
     for (name, floor, same_code, many, jobs) in [
-        ("cli_batch_same_code", "run_batch_input", true, &files.same_code, SAME_CODE_JOBS),
-        ("cli_batch_fresh", "run_zygote", false, &files.fresh, FRESH_JOBS),
+        (
+            "cli_batch_same_code",
+            "run_batch_input",
+            true,
+            &files.same_code,
+            SAME_CODE_JOBS,
+        ),
+        (
+            "cli_batch_fresh",
+            "run_zygote",
+            false,
+            &files.fresh,
+            FRESH_JOBS,
+        ),
     ] {
         let (one, batch) = (&files.one, &batch);
         rows.push(CliRow::new(name, Some(floor), move || {
@@ -193,11 +227,25 @@ fn cli_rows(report: &mut BenchReport, quick: bool, progress: &mut dyn FnMut(&str
         }));
     }
     rows.push(CliRow::new("cli_run_1mib_input", None, || {
-        spawn(&exe, &[OsStr::new("run"), OsStr::new("--json"), OsStr::new("-q"), OsStr::new("--input"), files.input.as_os_str(), code], None, 42)
+        spawn(
+            &exe,
+            &[
+                OsStr::new("run"),
+                OsStr::new("--json"),
+                OsStr::new("-q"),
+                OsStr::new("--input"),
+                files.input.as_os_str(),
+                code,
+            ],
+            None,
+            42,
+        )
     }));
-    rows.push(CliRow::new("cli_batch_1mib_input", Some("cli_run_1mib_input"), || {
-        batch(&files.big_line, false)
-    }));
+    rows.push(CliRow::new(
+        "cli_batch_1mib_input",
+        Some("cli_run_1mib_input"),
+        || batch(&files.big_line, false),
+    ));
 
     let budget = std::time::Duration::from_secs(if quick { 4 } else { 12 });
     let started = std::time::Instant::now();
