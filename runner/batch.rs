@@ -710,14 +710,11 @@ impl Done {
     }
 }
 
-/// A line for a job thread: (sequence number among non-blank lines, line number, text).
-type Work = (u64, u64, String);
-
 /// Shared by the reader, the job threads and the writer.
 struct Crew<'a> {
     config: &'a BatchConfig,
     cache: CodeCache,
-    work: Mutex<mpsc::Receiver<Work>>,
+    work: LineQueue,
     /// Idle job threads minus lines queued for them: at or below 0, a new line finds no
     /// thread free and, below `jobs` threads, the reader starts one.
     free: AtomicIsize,
@@ -768,26 +765,29 @@ impl Crew<'_> {
         let mut zygote: Option<Zygote> = None;
         let mut same: Option<Reused> = None;
         loop {
-            let next = self.work.lock().unwrap_or_else(|e| e.into_inner()).recv();
-            let Ok((seq, line_no, text)) = next else {
+            let Some(queued) = self.work.take() else {
                 return;
             };
             if self.stop.load(Ordering::Relaxed) {
-                continue; // drain, so that the reader is never stuck sending
+                continue; // drain until the reader closes the queue
             }
-            let result = run_line(
-                self.config,
-                &self.cache,
-                (seq, line_no, &text),
-                &mut zygote,
-                &mut same,
-            );
+            let result = match queued {
+                Queued::Line(seq, line_no, text) => run_line(
+                    self.config,
+                    &self.cache,
+                    (seq, line_no, &text),
+                    &mut zygote,
+                    &mut same,
+                ),
+                Queued::Refused(seq, line_no, why) => Done::error(seq, &Value::Null, line_no, &why),
+            };
             // Free again before the result is out: a client that answers it with a new line
             // finds this thread free.
             self.free.fetch_add(1, Ordering::SeqCst);
             if done.send(result).is_err() {
-                // The writer is gone (and has set `stop`): drain the rest.
+                // The writer is gone (and has set `stop`): the reader stops too.
                 self.stop.store(true, Ordering::SeqCst);
+                self.work.abandon();
             }
         }
     }
@@ -807,12 +807,11 @@ pub fn run_batch(
     if jobs == 1 {
         return run_batch_inline(input, out, config, progress);
     }
-    let (work_tx, work_rx) = mpsc::sync_channel::<Work>(jobs * 4);
     let (done_tx, done_rx) = mpsc::channel::<Done>();
     let crew = Crew {
         config,
         cache: CodeCache::default(),
-        work: Mutex::new(work_rx),
+        work: LineQueue::new((jobs * 4).max(QUEUE_LINES)),
         free: AtomicIsize::new(0),
         stop: AtomicBool::new(false),
     };
@@ -823,47 +822,53 @@ pub fn run_batch(
     std::thread::scope(|scope| -> Result<(), Error> {
         // Reader: hands lines to job threads, starting one when none is free.
         let reader = scope.spawn(move || -> Result<(), Error> {
-            let mut seq = 0;
-            let mut buf = Vec::new();
-            let mut line_no = 0u64;
-            let mut started = 0;
-            while let Some(line) = read_line(&mut input, max, &mut buf)
-                .map_err(|e| Error::io("reading the batch", e))?
-            {
-                line_no += 1;
-                if crew.stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let text = match line {
-                    Line::Text(text) if text.trim().is_empty() => continue,
-                    Line::Text(text) => text,
-                    Line::Refused(why) => {
-                        let _ = done_tx.send(Done::error(seq, &Value::Null, line_no, &why));
-                        seq += 1;
-                        continue;
+            let read = (|| {
+                let mut seq = 0;
+                let mut buf = Vec::new();
+                let mut line_no = 0u64;
+                let mut started = 0;
+                while let Some(line) = read_line(&mut input, max, &mut buf)
+                    .map_err(|e| Error::io("reading the batch", e))?
+                {
+                    line_no += 1;
+                    if crew.stop.load(Ordering::Relaxed) {
+                        break;
                     }
-                };
-                if crew.free.fetch_sub(1, Ordering::SeqCst) <= 0 && started < jobs {
-                    started += 1;
-                    crew.free.fetch_add(1, Ordering::SeqCst);
-                    let done = done_tx.clone();
-                    std::thread::Builder::new()
-                        .name("bytejail-batch".into())
-                        .spawn_scoped(scope, move || crew.job_thread(done))
-                        .map_err(|e| Error::io("starting a batch thread", e))?;
+                    let text = match line {
+                        Line::Text(text) if text.trim().is_empty() => continue,
+                        Line::Text(text) => text,
+                        Line::Refused(why) => {
+                            let _ = done_tx.send(Done::error(seq, &Value::Null, line_no, &why));
+                            seq += 1;
+                            continue;
+                        }
+                    };
+                    if crew.free.fetch_sub(1, Ordering::SeqCst) <= 0 && started < jobs {
+                        started += 1;
+                        crew.free.fetch_add(1, Ordering::SeqCst);
+                        let done = done_tx.clone();
+                        std::thread::Builder::new()
+                            .name("bytejail-batch".into())
+                            .spawn_scoped(scope, move || crew.job_thread(done))
+                            .map_err(|e| Error::io("starting a batch thread", e))?;
+                    }
+                    if !crew.work.put(Queued::Line(seq, line_no, text)) {
+                        break;
+                    }
+                    seq += 1;
                 }
-                if work_tx.send((seq, line_no, text)).is_err() {
-                    break;
-                }
-                seq += 1;
-            }
-            Ok(())
+                Ok(())
+            })();
+            // Job threads end once they have taken every line.
+            crew.work.close();
+            read
         });
 
         // Writer: this thread.
         let written = write_results(done_rx, out, config.ordered, &mut summary, progress);
         if written.is_err() {
             crew.stop.store(true, Ordering::SeqCst);
+            crew.work.abandon();
         }
         let read = reader.join().unwrap_or_else(|_| {
             Err(Error::io(
@@ -890,7 +895,7 @@ impl Summary {
     }
 }
 
-/// A line handed from the reader to the thread that runs it with `--jobs 1`.
+/// A line handed from the reader to the thread that runs it.
 enum Queued {
     /// (sequence number among non-blank lines, line number, text).
     Line(u64, u64, String),
@@ -898,15 +903,23 @@ enum Queued {
     Refused(u64, u64, String),
 }
 
-/// Lines from the reader to the one thread that runs them (`--jobs 1`), at most `capacity`
-/// at a time. Unlike a channel it wakes the reader only when half the queue is free again,
-/// not after every line taken, and wakes either side only when it waits: a batch read from a
-/// file then costs a wake-up every `capacity / 2` jobs instead of a few per job (a wake-up on
-/// the same CPU is a futex call and two context switches, a large part of a job that runs
-/// in a same-code worker).
+impl Queued {
+    fn bytes(&self) -> usize {
+        match self {
+            Queued::Line(_, _, text) | Queued::Refused(_, _, text) => text.len(),
+        }
+    }
+}
+
+/// Lines from the reader to the threads that run them, at most `capacity` lines and (past the
+/// first) [`QUEUE_BYTES`] at a time. Unlike a channel it wakes the reader only when half the
+/// queue is free again, not after every line taken, and wakes either side only when it waits:
+/// a batch read from a file then costs a wake-up every `capacity / 2` jobs instead of a few
+/// per job (a wake-up on the same CPU is a futex call and two context switches, a large part
+/// of a job that runs in a same-code worker).
 struct LineQueue {
     state: Mutex<QueueState>,
-    /// The runner waits here for a line (or the reader's end).
+    /// Runners wait here for a line (or the reader's end).
     queued: Condvar,
     /// The reader waits here for room.
     room: Condvar,
@@ -916,13 +929,19 @@ struct LineQueue {
 #[derive(Default)]
 struct QueueState {
     lines: VecDeque<Queued>,
+    /// Bytes of text queued.
+    bytes: usize,
     /// The reader read its last line.
     closed: bool,
-    /// The runner stopped (results can no longer be written): the reader should too.
+    /// The runners stopped (results can no longer be written): the reader should too.
     abandoned: bool,
     reader_waiting: bool,
-    runner_waiting: bool,
+    runners_waiting: usize,
 }
+
+/// Bytes of lines the queue holds ahead of the runners (one longer line is still let in when
+/// the queue is empty).
+const QUEUE_BYTES: usize = 8 << 20;
 
 /// What [`LineQueue::try_take`] found.
 enum Take {
@@ -947,18 +966,23 @@ impl LineQueue {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues a line, waiting for room; `false` when the runner has stopped.
+    /// Queues a line, waiting for room; `false` when the runners have stopped.
     fn put(&self, line: Queued) -> bool {
         let mut state = self.lock();
-        while state.lines.len() >= self.capacity && !state.abandoned {
+        let full = |state: &QueueState| {
+            !state.lines.is_empty()
+                && (state.lines.len() >= self.capacity || state.bytes + line.bytes() > QUEUE_BYTES)
+        };
+        while full(&state) && !state.abandoned {
             state.reader_waiting = true;
             state = self.room.wait(state).unwrap_or_else(|e| e.into_inner());
         }
         if state.abandoned {
             return false;
         }
+        state.bytes += line.bytes();
         state.lines.push_back(line);
-        if std::mem::take(&mut state.runner_waiting) {
+        if state.runners_waiting > 0 {
             self.queued.notify_one();
         }
         true
@@ -968,16 +992,17 @@ impl LineQueue {
     fn close(&self) {
         let mut state = self.lock();
         state.closed = true;
-        if std::mem::take(&mut state.runner_waiting) {
-            self.queued.notify_one();
+        if state.runners_waiting > 0 {
+            self.queued.notify_all();
         }
     }
 
-    /// The runner is done: a reader waiting for room stops.
+    /// The runners are done: a reader waiting for room stops.
     fn abandon(&self) {
         let mut state = self.lock();
         state.abandoned = true;
         state.lines.clear();
+        state.bytes = 0;
         if std::mem::take(&mut state.reader_waiting) {
             self.room.notify_one();
         }
@@ -997,8 +1022,9 @@ impl LineQueue {
                 Take::Line(line) => return Some(line),
                 Take::Ended => return None,
                 Take::Empty => {
-                    state.runner_waiting = true;
+                    state.runners_waiting += 1;
                     state = self.queued.wait(state).unwrap_or_else(|e| e.into_inner());
+                    state.runners_waiting -= 1;
                 }
             }
         }
@@ -1007,7 +1033,11 @@ impl LineQueue {
     fn take_from(&self, state: &mut QueueState) -> Take {
         match state.lines.pop_front() {
             Some(line) => {
-                if state.reader_waiting && state.lines.len() <= self.capacity / 2 {
+                state.bytes -= line.bytes();
+                if state.reader_waiting
+                    && state.lines.len() <= self.capacity / 2
+                    && state.bytes <= QUEUE_BYTES / 2
+                {
                     state.reader_waiting = false;
                     self.room.notify_one();
                 }
@@ -1019,8 +1049,8 @@ impl LineQueue {
     }
 }
 
-/// Lines the reader may hold ahead of the runner with `--jobs 1`.
-const INLINE_QUEUE_LINES: usize = 64;
+/// Lines the reader may hold ahead of the runners (at least; `4 x --jobs` with more jobs).
+const QUEUE_LINES: usize = 64;
 
 /// [`run_batch`] with one job at a time: the jobs run on the calling thread, which writes
 /// their results itself, and a reader thread keeps it fed through a [`LineQueue`]. Results
@@ -1032,7 +1062,7 @@ fn run_batch_inline(
     config: &BatchConfig,
     progress: &mut dyn FnMut(&Summary),
 ) -> Result<Summary, Error> {
-    let queue = LineQueue::new(INLINE_QUEUE_LINES);
+    let queue = LineQueue::new(QUEUE_LINES);
     let queue = &queue;
     let cache = CodeCache::default();
     let max = max_line(&config.defaults);
