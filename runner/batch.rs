@@ -16,7 +16,9 @@
 //! as it is next in input order), and the output is flushed whenever no further result is
 //! ready, so a client that writes one line to a long-lived `bytejail batch -` and waits gets its
 //! answer at once. Job threads, each with its own [`Zygote`], start as work arrives: one while
-//! lines come one at a time, up to `jobs` while lines wait for a free thread.
+//! lines come one at a time, up to `jobs` while lines wait for a free thread. With `jobs` 1
+//! the one job runs on the calling thread, which also writes the results: no handoff between
+//! threads per job. A reader thread feeds the jobs through a queue in every case.
 //!
 //! With [`Reuse::SameCode`] each thread keeps a [`SameCode`] worker and runs in it the next job
 //! with the same code, worker options and `group`. A job without a `group` never shares a
