@@ -16,18 +16,20 @@
 //! as it is next in input order), and the output is flushed whenever no further result is
 //! ready, so a client that writes one line to a long-lived `bytejail batch -` and waits gets its
 //! answer at once. Job threads, each with its own [`Zygote`], start as work arrives: one while
-//! lines come one at a time, up to `jobs` while lines wait for a free thread.
+//! lines come one at a time, up to `jobs` while lines wait for a free thread. With `jobs` 1
+//! the one job runs on the calling thread, which also writes the results: no handoff between
+//! threads per job. A reader thread feeds the jobs through a queue in every case.
 //!
 //! With [`Reuse::SameCode`] each thread keeps a [`SameCode`] worker and runs in it the next job
 //! with the same code, worker options and `group`. A job without a `group` never shares a
 //! worker: reuse is only ever within one submission, and the `group` says what one is.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{self, BufRead, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 use std::sync::mpsc::{self, TryRecvError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use serde_json::{Map, Value};
 
@@ -52,6 +54,9 @@ pub struct BatchConfig {
     pub ordered: bool,
     /// Whether consecutive jobs of one submission (same code, same `group`) share a worker.
     pub reuse: Reuse,
+    /// The report fields a result line keeps (`--fields`), after its `id`; `None` for all of
+    /// them. Error lines are whole whatever this says.
+    pub fields: Option<ReportFields>,
 }
 
 impl Default for BatchConfig {
@@ -62,6 +67,7 @@ impl Default for BatchConfig {
             jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
             ordered: false,
             reuse: Reuse::None,
+            fields: None,
         }
     }
 }
@@ -93,6 +99,72 @@ impl BatchConfig {
     pub fn with_reuse(mut self, reuse: Reuse) -> Self {
         self.reuse = reuse;
         self
+    }
+
+    /// Sets [`BatchConfig::fields`].
+    #[must_use]
+    pub fn with_fields(mut self, fields: Option<ReportFields>) -> Self {
+        self.fields = fields;
+        self
+    }
+}
+
+/// The fields of a `run --json` report, in the order it writes them (those of an outcome only
+/// where it has them).
+pub const REPORT_FIELDS: [&str; 16] = [
+    "schema_version",
+    "outcome",
+    "rax",
+    "registers",
+    "exit_code",
+    "signal",
+    "signal_number",
+    "fault",
+    "syscall",
+    "output_hex",
+    "output_text",
+    "output_truncated",
+    "wall_ns",
+    "user_ns",
+    "sys_ns",
+    "max_rss_kib",
+];
+
+/// Which report fields a batch's result lines keep (`--fields outcome,output_hex`): a field
+/// a report does not have (`rax` of a crash) is simply absent from its line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReportFields {
+    keep: Vec<&'static str>,
+}
+
+impl ReportFields {
+    /// The fields named in a comma-separated list; an error names a field that no report has.
+    pub fn parse(list: &str) -> Result<ReportFields, String> {
+        let mut keep = Vec::new();
+        for name in list
+            .split(',')
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+        {
+            let field = REPORT_FIELDS
+                .iter()
+                .find(|field| **field == name)
+                .ok_or_else(|| {
+                    format!(
+                        "`{name}` is not a report field; expected some of {}",
+                        REPORT_FIELDS.join(", ")
+                    )
+                })?;
+            if !keep.contains(field) {
+                keep.push(*field);
+            }
+        }
+        Ok(ReportFields { keep })
+    }
+
+    /// Whether a report field is kept.
+    pub fn keeps(&self, field: &str) -> bool {
+        self.keep.contains(&field)
     }
 }
 
@@ -527,12 +599,33 @@ fn run_job(
 
 /// `{"id": ..., <report>}` on one line.
 pub fn result_line(id: &Value, report: &Report) -> String {
-    let mut obj = Map::new();
-    obj.insert("id".into(), id.clone());
-    if let Value::Object(fields) = report.to_json() {
-        obj.extend(fields);
+    result_text(id, report, None)
+}
+
+/// `{"id": ..., <report>}` on one line, with only the report fields `fields` keeps.
+///
+/// The whole report is serialised straight after the id into one buffer: the same bytes as
+/// going through a `serde_json::Value` (the report has no `id` field and no duplicate keys),
+/// without building a tree whose strings (the output, twice) are each copied again.
+fn result_text(id: &Value, report: &Report, fields: Option<&ReportFields>) -> String {
+    if let Some(fields) = fields {
+        let mut obj = Map::new();
+        obj.insert("id".into(), id.clone());
+        if let Value::Object(all) = report.to_json() {
+            obj.extend(all.into_iter().filter(|(name, _)| fields.keeps(name)));
+        }
+        return Value::Object(obj).to_string();
     }
-    Value::Object(obj).to_string()
+    // Room for the output twice over (hex, and maybe text) and the rest.
+    let mut line = Vec::with_capacity(report.output.len() * 3 + 512);
+    line.extend_from_slice(b"{\"id\":");
+    serde_json::to_writer(&mut line, id).expect("a JSON value always serialises");
+    let report_at = line.len();
+    serde_json::to_writer(&mut line, report).expect("a report always serialises to JSON");
+    // The report's own `{` becomes the comma after the id.
+    debug_assert_eq!(line.get(report_at), Some(&b'{'));
+    line[report_at] = b',';
+    String::from_utf8(line).expect("serde_json writes UTF-8")
 }
 
 /// `{"id": ..., "line": n, "error": "..."}` on one line.
@@ -619,19 +712,52 @@ impl Done {
     }
 }
 
-/// A line for a job thread: (sequence number among non-blank lines, line number, text).
-type Work = (u64, u64, String);
-
 /// Shared by the reader, the job threads and the writer.
 struct Crew<'a> {
     config: &'a BatchConfig,
     cache: CodeCache,
-    work: Mutex<mpsc::Receiver<Work>>,
+    work: LineQueue,
     /// Idle job threads minus lines queued for them: at or below 0, a new line finds no
     /// thread free and, below `jobs` threads, the reader starts one.
     free: AtomicIsize,
     /// Set when results can no longer be written: everyone stops.
     stop: AtomicBool,
+}
+
+/// Runs one line `(seq, line_no, text)` in a worker forked by `zygote` (started here when it is
+/// `None`), or in the same-code worker `same`: its result line, or its error line.
+fn run_line(
+    config: &BatchConfig,
+    cache: &CodeCache,
+    (seq, line_no, text): (u64, u64, &str),
+    zygote: &mut Option<Zygote>,
+    same: &mut Option<Reused>,
+) -> Done {
+    match parse_job(text, &config.defaults, cache) {
+        Err((id, e)) => Done::error(seq, &id, line_no, &e),
+        Ok((id, job)) => {
+            let zygote = match zygote {
+                Some(zygote) => Ok(&*zygote),
+                None => Zygote::start().map(|z| &*zygote.insert(z)),
+            };
+            let (report, workers) = match zygote {
+                Ok(zygote) => run_job(&job, zygote, config.reuse, same),
+                Err(e) => (Err(e), 0),
+            };
+            match report {
+                Ok(report) => Done {
+                    seq,
+                    text: result_text(&id, &report, config.fields.as_ref()),
+                    outcome: Some(report.outcome.kind()),
+                    workers,
+                },
+                Err(e) => Done {
+                    workers,
+                    ..Done::error(seq, &id, line_no, &e.to_string())
+                },
+            }
+        }
+    }
 }
 
 impl Crew<'_> {
@@ -641,44 +767,29 @@ impl Crew<'_> {
         let mut zygote: Option<Zygote> = None;
         let mut same: Option<Reused> = None;
         loop {
-            let next = self.work.lock().unwrap_or_else(|e| e.into_inner()).recv();
-            let Ok((seq, line_no, text)) = next else {
+            let Some(queued) = self.work.take() else {
                 return;
             };
             if self.stop.load(Ordering::Relaxed) {
-                continue; // drain, so that the reader is never stuck sending
+                continue; // drain until the reader closes the queue
             }
-            let result = match parse_job(&text, &self.config.defaults, &self.cache) {
-                Err((id, e)) => Done::error(seq, &id, line_no, &e),
-                Ok((id, job)) => {
-                    let zygote = match &zygote {
-                        Some(zygote) => Ok(zygote),
-                        None => Zygote::start().map(|z| &*zygote.insert(z)),
-                    };
-                    let (report, workers) = match zygote {
-                        Ok(zygote) => run_job(&job, zygote, self.config.reuse, &mut same),
-                        Err(e) => (Err(e), 0),
-                    };
-                    match report {
-                        Ok(report) => Done {
-                            seq,
-                            text: result_line(&id, &report),
-                            outcome: Some(report.outcome.kind()),
-                            workers,
-                        },
-                        Err(e) => Done {
-                            workers,
-                            ..Done::error(seq, &id, line_no, &e.to_string())
-                        },
-                    }
-                }
+            let result = match queued {
+                Queued::Line(seq, line_no, text) => run_line(
+                    self.config,
+                    &self.cache,
+                    (seq, line_no, &text),
+                    &mut zygote,
+                    &mut same,
+                ),
+                Queued::Refused(seq, line_no, why) => Done::error(seq, &Value::Null, line_no, &why),
             };
             // Free again before the result is out: a client that answers it with a new line
             // finds this thread free.
             self.free.fetch_add(1, Ordering::SeqCst);
             if done.send(result).is_err() {
-                // The writer is gone (and has set `stop`): drain the rest.
+                // The writer is gone (and has set `stop`): the reader stops too.
                 self.stop.store(true, Ordering::SeqCst);
+                self.work.abandon();
             }
         }
     }
@@ -695,12 +806,14 @@ pub fn run_batch(
     progress: &mut dyn FnMut(&Summary),
 ) -> Result<Summary, Error> {
     let jobs = config.jobs.max(1);
-    let (work_tx, work_rx) = mpsc::sync_channel::<Work>(jobs * 4);
+    if jobs == 1 {
+        return run_batch_inline(input, out, config, progress);
+    }
     let (done_tx, done_rx) = mpsc::channel::<Done>();
     let crew = Crew {
         config,
         cache: CodeCache::default(),
-        work: Mutex::new(work_rx),
+        work: LineQueue::new((jobs * 4).max(QUEUE_LINES)),
         free: AtomicIsize::new(0),
         stop: AtomicBool::new(false),
     };
@@ -711,47 +824,53 @@ pub fn run_batch(
     std::thread::scope(|scope| -> Result<(), Error> {
         // Reader: hands lines to job threads, starting one when none is free.
         let reader = scope.spawn(move || -> Result<(), Error> {
-            let mut seq = 0;
-            let mut buf = Vec::new();
-            let mut line_no = 0u64;
-            let mut started = 0;
-            while let Some(line) = read_line(&mut input, max, &mut buf)
-                .map_err(|e| Error::io("reading the batch", e))?
-            {
-                line_no += 1;
-                if crew.stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let text = match line {
-                    Line::Text(text) if text.trim().is_empty() => continue,
-                    Line::Text(text) => text,
-                    Line::Refused(why) => {
-                        let _ = done_tx.send(Done::error(seq, &Value::Null, line_no, &why));
-                        seq += 1;
-                        continue;
+            let read = (|| {
+                let mut seq = 0;
+                let mut buf = Vec::new();
+                let mut line_no = 0u64;
+                let mut started = 0;
+                while let Some(line) = read_line(&mut input, max, &mut buf)
+                    .map_err(|e| Error::io("reading the batch", e))?
+                {
+                    line_no += 1;
+                    if crew.stop.load(Ordering::Relaxed) {
+                        break;
                     }
-                };
-                if crew.free.fetch_sub(1, Ordering::SeqCst) <= 0 && started < jobs {
-                    started += 1;
-                    crew.free.fetch_add(1, Ordering::SeqCst);
-                    let done = done_tx.clone();
-                    std::thread::Builder::new()
-                        .name("bytejail-batch".into())
-                        .spawn_scoped(scope, move || crew.job_thread(done))
-                        .map_err(|e| Error::io("starting a batch thread", e))?;
+                    let text = match line {
+                        Line::Text(text) if text.trim().is_empty() => continue,
+                        Line::Text(text) => text,
+                        Line::Refused(why) => {
+                            let _ = done_tx.send(Done::error(seq, &Value::Null, line_no, &why));
+                            seq += 1;
+                            continue;
+                        }
+                    };
+                    if crew.free.fetch_sub(1, Ordering::SeqCst) <= 0 && started < jobs {
+                        started += 1;
+                        crew.free.fetch_add(1, Ordering::SeqCst);
+                        let done = done_tx.clone();
+                        std::thread::Builder::new()
+                            .name("bytejail-batch".into())
+                            .spawn_scoped(scope, move || crew.job_thread(done))
+                            .map_err(|e| Error::io("starting a batch thread", e))?;
+                    }
+                    if !crew.work.put(Queued::Line(seq, line_no, text)) {
+                        break;
+                    }
+                    seq += 1;
                 }
-                if work_tx.send((seq, line_no, text)).is_err() {
-                    break;
-                }
-                seq += 1;
-            }
-            Ok(())
+                Ok(())
+            })();
+            // Job threads end once they have taken every line.
+            crew.work.close();
+            read
         });
 
         // Writer: this thread.
         let written = write_results(done_rx, out, config.ordered, &mut summary, progress);
         if written.is_err() {
             crew.stop.store(true, Ordering::SeqCst);
+            crew.work.abandon();
         }
         let read = reader.join().unwrap_or_else(|_| {
             Err(Error::io(
@@ -760,6 +879,266 @@ pub fn run_batch(
             ))
         });
         written.and(read)
+    })?;
+    Ok(summary)
+}
+
+impl Summary {
+    /// Counts one line's result.
+    fn count(&mut self, done: &Done) {
+        match done.outcome {
+            Some(kind) => {
+                self.jobs += 1;
+                *self.outcomes.entry(kind).or_default() += 1;
+            }
+            None => self.errors += 1,
+        }
+        self.workers += done.workers;
+    }
+}
+
+/// A line handed from the reader to the thread that runs it.
+enum Queued {
+    /// (sequence number among non-blank lines, line number, text).
+    Line(u64, u64, String),
+    /// A line that cannot be a job: (sequence number, line number, why).
+    Refused(u64, u64, String),
+}
+
+impl Queued {
+    fn bytes(&self) -> usize {
+        match self {
+            Queued::Line(_, _, text) | Queued::Refused(_, _, text) => text.len(),
+        }
+    }
+}
+
+/// Lines from the reader to the threads that run them, at most `capacity` lines and (past the
+/// first) [`QUEUE_BYTES`] at a time. Unlike a channel it wakes the reader only when half the
+/// queue is free again, not after every line taken, and wakes either side only when it waits:
+/// a batch read from a file then costs a wake-up every `capacity / 2` jobs instead of a few
+/// per job (a wake-up on the same CPU is a futex call and two context switches, a large part
+/// of a job that runs in a same-code worker).
+struct LineQueue {
+    state: Mutex<QueueState>,
+    /// Runners wait here for a line (or the reader's end).
+    queued: Condvar,
+    /// The reader waits here for room.
+    room: Condvar,
+    capacity: usize,
+}
+
+#[derive(Default)]
+struct QueueState {
+    lines: VecDeque<Queued>,
+    /// Bytes of text queued.
+    bytes: usize,
+    /// The reader read its last line.
+    closed: bool,
+    /// The runners stopped (results can no longer be written): the reader should too.
+    abandoned: bool,
+    reader_waiting: bool,
+    runners_waiting: usize,
+}
+
+/// Bytes of lines the queue holds ahead of the runners (one longer line is still let in when
+/// the queue is empty).
+const QUEUE_BYTES: usize = 8 << 20;
+
+/// What [`LineQueue::try_take`] found.
+enum Take {
+    Line(Queued),
+    /// Nothing queued yet.
+    Empty,
+    /// Nothing queued, ever again.
+    Ended,
+}
+
+impl LineQueue {
+    fn new(capacity: usize) -> LineQueue {
+        LineQueue {
+            state: Mutex::default(),
+            queued: Condvar::new(),
+            room: Condvar::new(),
+            capacity: capacity.max(2),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a line, waiting for room; `false` when the runners have stopped.
+    fn put(&self, line: Queued) -> bool {
+        let mut state = self.lock();
+        let full = |state: &QueueState| {
+            !state.lines.is_empty()
+                && (state.lines.len() >= self.capacity || state.bytes + line.bytes() > QUEUE_BYTES)
+        };
+        while full(&state) && !state.abandoned {
+            state.reader_waiting = true;
+            state = self.room.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        if state.abandoned {
+            return false;
+        }
+        state.bytes += line.bytes();
+        state.lines.push_back(line);
+        if state.runners_waiting > 0 {
+            self.queued.notify_one();
+        }
+        true
+    }
+
+    /// The reader is done (at the end of its input, or failing).
+    fn close(&self) {
+        let mut state = self.lock();
+        state.closed = true;
+        if state.runners_waiting > 0 {
+            self.queued.notify_all();
+        }
+    }
+
+    /// The runners are done: a reader waiting for room stops.
+    fn abandon(&self) {
+        let mut state = self.lock();
+        state.abandoned = true;
+        state.lines.clear();
+        state.bytes = 0;
+        if std::mem::take(&mut state.reader_waiting) {
+            self.room.notify_one();
+        }
+    }
+
+    /// The next line if one is queued, without waiting.
+    fn try_take(&self) -> Take {
+        let mut state = self.lock();
+        self.take_from(&mut state)
+    }
+
+    /// The next line, waiting for one; `None` once the reader is done and all are taken.
+    fn take(&self) -> Option<Queued> {
+        let mut state = self.lock();
+        loop {
+            match self.take_from(&mut state) {
+                Take::Line(line) => return Some(line),
+                Take::Ended => return None,
+                Take::Empty => {
+                    state.runners_waiting += 1;
+                    state = self.queued.wait(state).unwrap_or_else(|e| e.into_inner());
+                    state.runners_waiting -= 1;
+                }
+            }
+        }
+    }
+
+    fn take_from(&self, state: &mut QueueState) -> Take {
+        match state.lines.pop_front() {
+            Some(line) => {
+                state.bytes -= line.bytes();
+                if state.reader_waiting
+                    && state.lines.len() <= self.capacity / 2
+                    && state.bytes <= QUEUE_BYTES / 2
+                {
+                    state.reader_waiting = false;
+                    self.room.notify_one();
+                }
+                Take::Line(line)
+            }
+            None if state.closed => Take::Ended,
+            None => Take::Empty,
+        }
+    }
+}
+
+/// Lines the reader may hold ahead of the runners (at least; `4 x --jobs` with more jobs).
+const QUEUE_LINES: usize = 64;
+
+/// [`run_batch`] with one job at a time: the jobs run on the calling thread, which writes
+/// their results itself, and a reader thread keeps it fed through a [`LineQueue`]. Results
+/// come as with more jobs (in input order, which is completion order here), flushed whenever
+/// no further line is queued, before waiting for one.
+fn run_batch_inline(
+    mut input: impl BufRead + Send,
+    out: &mut dyn Write,
+    config: &BatchConfig,
+    progress: &mut dyn FnMut(&Summary),
+) -> Result<Summary, Error> {
+    let queue = LineQueue::new(QUEUE_LINES);
+    let queue = &queue;
+    let cache = CodeCache::default();
+    let max = max_line(&config.defaults);
+    let mut summary = Summary::default();
+    std::thread::scope(|scope| -> Result<(), Error> {
+        let reader = scope.spawn(move || -> Result<(), Error> {
+            let read = (|| {
+                let (mut seq, mut line_no) = (0u64, 0u64);
+                let mut buf = Vec::new();
+                while let Some(line) = read_line(&mut input, max, &mut buf)
+                    .map_err(|e| Error::io("reading the batch", e))?
+                {
+                    line_no += 1;
+                    let queued = match line {
+                        Line::Text(text) if text.trim().is_empty() => continue,
+                        Line::Text(text) => Queued::Line(seq, line_no, text),
+                        Line::Refused(why) => Queued::Refused(seq, line_no, why),
+                    };
+                    if !queue.put(queued) {
+                        break;
+                    }
+                    seq += 1;
+                }
+                Ok(())
+            })();
+            queue.close();
+            read
+        });
+
+        let fail = |e| Error::io("writing results", e);
+        let ran = (|| -> Result<(), Error> {
+            let (mut zygote, mut same) = (None, None);
+            loop {
+                let queued = match queue.try_take() {
+                    Take::Line(line) => line,
+                    Take::Ended => break,
+                    Take::Empty => {
+                        // Nothing more to answer now: what is written goes out before the
+                        // wait, so that a client waiting for its answer gets it.
+                        out.flush().map_err(fail)?;
+                        match queue.take() {
+                            Some(line) => line,
+                            None => break,
+                        }
+                    }
+                };
+                let done = match queued {
+                    Queued::Line(seq, line_no, text) => run_line(
+                        config,
+                        &cache,
+                        (seq, line_no, &text),
+                        &mut zygote,
+                        &mut same,
+                    ),
+                    Queued::Refused(seq, line_no, why) => {
+                        Done::error(seq, &Value::Null, line_no, &why)
+                    }
+                };
+                summary.count(&done);
+                writeln!(out, "{}", done.text).map_err(fail)?;
+                progress(&summary);
+            }
+            out.flush().map_err(fail)
+        })();
+        if ran.is_err() {
+            queue.abandon();
+        }
+        let read = reader.join().unwrap_or_else(|_| {
+            Err(Error::io(
+                "reading the batch",
+                io::Error::other("the reader panicked"),
+            ))
+        });
+        ran.and(read)
     })?;
     Ok(summary)
 }
@@ -788,14 +1167,7 @@ fn write_results(
             }
             Err(TryRecvError::Disconnected) => break,
         };
-        match done.outcome {
-            Some(kind) => {
-                summary.jobs += 1;
-                *summary.outcomes.entry(kind).or_default() += 1;
-            }
-            None => summary.errors += 1,
-        }
-        summary.workers += done.workers;
+        summary.count(&done);
         if ordered {
             pending.insert(done.seq, done.text);
             while let Some(text) = pending.remove(&next) {
@@ -819,11 +1191,16 @@ mod tests {
     }
 
     fn run_reusing(lines: &str, ordered: bool, reuse: Reuse) -> (Vec<Value>, Summary) {
+        run_on(lines, ordered, reuse, 3)
+    }
+
+    fn run_on(lines: &str, ordered: bool, reuse: Reuse, jobs: usize) -> (Vec<Value>, Summary) {
         let config = BatchConfig {
             defaults: RunOptions::default(),
-            jobs: 3,
+            jobs,
             ordered,
             reuse,
+            fields: None,
         };
         let mut out = Vec::new();
         let summary = run_batch(lines.as_bytes(), &mut out, &config, &mut |_| {}).unwrap();
@@ -893,6 +1270,204 @@ mod tests {
         assert_eq!(summary.errors, 3);
         assert_eq!(summary.outcomes.get("returned"), Some(&3));
         assert_eq!(summary.line(), "7 jobs: 3 returned, 1 timeout, 3 errors");
+    }
+
+    /// The result line as it was built before it was written straight from the report.
+    fn result_line_through_value(id: &Value, report: &Report) -> String {
+        let mut obj = Map::new();
+        obj.insert("id".into(), id.clone());
+        if let Value::Object(fields) = report.to_json() {
+            obj.extend(fields);
+        }
+        Value::Object(obj).to_string()
+    }
+
+    /// Reports of every common shape: registers, output as text (with characters JSON
+    /// escapes) and as bytes only, a crash with its fault, a violation, an exit.
+    fn sample_reports() -> Vec<Report> {
+        // write(1, input, 4); ret
+        let write_input = "b8 01 00 00 00 48 89 fe ba 04 00 00 00 bf 01 00 00 00 0f 05 c3";
+        let jobs: [(&str, &str); 6] = [
+            ("b0 2a c3", ""),
+            (write_input, "68 22 5c 0a"),
+            (write_input, "ff fe 41 0a"),
+            ("0f 0b", ""),
+            ("b8 27 00 00 00 0f 05", ""),
+            ("b8 3c 00 00 00 bf 07 00 00 00 0f 05", ""),
+        ];
+        jobs.iter()
+            .map(|(code, input)| {
+                let code = load::parse_hex(code, "code").unwrap();
+                let input = load::parse_hex(input, "input").unwrap();
+                crate::run(&code, &input, &RunOptions::default()).unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn result_lines_are_the_bytes_of_the_value_they_replace() {
+        let reports = sample_reports();
+        let kinds: Vec<&str> = reports.iter().map(|r| r.outcome.kind()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "returned",
+                "returned",
+                "returned",
+                "crashed",
+                "syscall_violation",
+                "exited"
+            ]
+        );
+        let ids = [
+            Value::from(7),
+            Value::from("a \"quoted\" id\n"),
+            serde_json::json!([1, {"k": null}]),
+            Value::Null,
+        ];
+        for report in &reports {
+            for id in &ids {
+                assert_eq!(
+                    result_line(id, report),
+                    result_line_through_value(id, report)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn fields_keep_only_what_is_asked() {
+        let fields = ReportFields::parse("outcome, output_hex,outcome,rax").unwrap();
+        for report in sample_reports() {
+            let line: Value =
+                serde_json::from_str(&result_text(&Value::from(1), &report, Some(&fields)))
+                    .unwrap();
+            let all = report.to_json();
+            let names: Vec<&str> = line
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(|k| k.as_str())
+                .collect();
+            let mut expected = vec!["id", "outcome"];
+            if all.get("rax").is_some() {
+                expected.push("rax");
+            }
+            expected.push("output_hex");
+            assert_eq!(names, expected, "{line}");
+            for name in &names[1..] {
+                assert_eq!(line[name], all[name]);
+            }
+        }
+        let err = ReportFields::parse("outcome,colour").unwrap_err();
+        assert!(err.contains("`colour` is not a report field"), "{err}");
+        // Every field a report has is one that can be asked for.
+        for report in sample_reports() {
+            for name in report.to_json().as_object().unwrap().keys() {
+                assert!(REPORT_FIELDS.contains(&name.as_str()), "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn one_job_at_a_time_gives_what_several_give() {
+        let sum = "31 c0 31 c9 48 39 f1 73 0c 0f b6 14 0f 48 01 d0 48 ff c1 eb ef \
+                   80 3f ff 75 03 0f 0b 90 c3";
+        let mut lines = vec![
+            "not json".to_string(),
+            String::new(),
+            r#"{"id": "bad", "code_hex": "zz"}"#.to_string(),
+        ];
+        for i in 0..150u32 {
+            let input = if i % 50 == 7 {
+                "ff".to_string()
+            } else {
+                format!("{:02x} 01", i % 256)
+            };
+            let group = if i % 3 == 0 { "" } else { r#", "group": "g""# };
+            lines.push(format!(
+                r#"{{"id": {i}, "code_hex": "{sum}", "input_hex": "{input}"{group}}}"#
+            ));
+        }
+        let lines = lines.join("\n");
+        let essence = |v: &Value| {
+            (
+                v["id"].clone(),
+                v["outcome"].clone(),
+                v["rax"].clone(),
+                v["line"].clone(),
+                v["error"].is_string(),
+            )
+        };
+        for reuse in [Reuse::None, Reuse::SameCode] {
+            let (one, one_summary) = run_on(&lines, true, reuse, 1);
+            let (three, three_summary) = run_on(&lines, true, reuse, 3);
+            assert_eq!(one.len(), 152);
+            assert_eq!(
+                one.iter().map(essence).collect::<Vec<_>>(),
+                three.iter().map(essence).collect::<Vec<_>>()
+            );
+            assert_eq!(one_summary.outcomes, three_summary.outcomes);
+            assert_eq!(one_summary.errors, 2);
+            if reuse == Reuse::SameCode {
+                assert!(one_summary.workers < 150, "{one_summary:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn one_job_at_a_time_answers_each_line_before_the_next_comes() {
+        // A client that writes a line and waits for its answer before writing the next.
+        let (line_tx, line_rx) = mpsc::channel::<String>();
+        let (answer_tx, answer_rx) = mpsc::channel::<String>();
+        struct Client(mpsc::Receiver<String>, Vec<u8>, usize);
+        impl io::Read for Client {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.2 == self.1.len() {
+                    match self.0.recv() {
+                        Ok(line) => (self.1, self.2) = (line.into_bytes(), 0),
+                        Err(_) => return Ok(0),
+                    }
+                }
+                let n = buf.len().min(self.1.len() - self.2);
+                buf[..n].copy_from_slice(&self.1[self.2..self.2 + n]);
+                self.2 += n;
+                Ok(n)
+            }
+        }
+        struct Answers(mpsc::Sender<String>, Vec<u8>);
+        impl Write for Answers {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                self.1.extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                if !self.1.is_empty() {
+                    let text = String::from_utf8(std::mem::take(&mut self.1)).unwrap();
+                    let _ = self.0.send(text);
+                }
+                Ok(())
+            }
+        }
+        let batch = std::thread::spawn(move || {
+            let config = BatchConfig::default().with_jobs(1);
+            let mut out = Answers(answer_tx, Vec::new());
+            let input = io::BufReader::new(Client(line_rx, Vec::new(), 0));
+            run_batch(input, &mut out, &config, &mut |_| {}).unwrap()
+        });
+        for i in 0..3 {
+            line_tx
+                .send(format!("{{\"id\": {i}, \"code_hex\": \"b0 2a c3\"}}\n"))
+                .unwrap();
+            let answer = answer_rx
+                .recv_timeout(std::time::Duration::from_secs(20))
+                .expect("an answer before the next line");
+            let answer: Value = serde_json::from_str(answer.trim_end()).unwrap();
+            assert_eq!(answer["id"], i);
+            assert_eq!(answer["rax"], 42);
+        }
+        drop(line_tx);
+        assert_eq!(batch.join().unwrap().jobs, 3);
     }
 
     #[test]

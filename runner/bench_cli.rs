@@ -1,10 +1,11 @@
 //! `bytejail bench`: what isolation costs on this machine, as a table, a JSON object or an SVG
 //! bar chart. The measuring is `bytejail::bench`; this module parses the flags and prints.
 
+use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use bytejail::bench::{self, BenchReport, Machine, Row};
 use bytejail::{Error, InputError};
@@ -41,7 +42,8 @@ pub fn bench(args: BenchArgs) -> Result<(), Error> {
     let mut progress = |line: &str| {
         let _ = writeln!(io::stderr().lock(), "bytejail bench: {line}");
     };
-    let report = bench::measure(args.quick, &mut progress);
+    let mut report = bench::measure(args.quick, &mut progress);
+    cli_rows(&mut report, args.quick, &mut progress);
 
     if let Some(mut file) = svg_file {
         file.write_all(svg(&report).as_bytes())
@@ -72,6 +74,310 @@ pub fn bench(args: BenchArgs) -> Result<(), Error> {
         }),
         _ => Ok(()),
     }
+}
+
+/// The C program that is the floor of `cli_run_vs_c` and `cli_version_vs_c`.
+const RUN_FLOOR_C: &str = include_str!("../benches/run_floor.c");
+
+/// `mov al, 42; ret`.
+const RETURN_42: [u8; 3] = [0xb0, 0x2a, 0xc3];
+
+/// Jobs per sample of the `cli_batch_*` rows, past the one that pays the start-up.
+const SAME_CODE_JOBS: usize = 1000;
+const FRESH_JOBS: usize = 200;
+
+/// One row of [`cli_rows`]: how to take a sample, and the samples (nanoseconds) taken.
+struct CliRow<'a> {
+    name: &'static str,
+    floor: Option<&'static str>,
+    sample: Box<dyn FnMut() -> io::Result<f64> + 'a>,
+    samples: Vec<f64>,
+}
+
+/// What the CLI costs as a user runs it, as whole processes spawned (`posix_spawn` + wait, by
+/// `std::process::Command`) from this one, rows and their floors alternating sample by sample,
+/// medians:
+///
+/// - `floor_c_run` / `cli_run_vs_c`: `benches/run_floor.c` (built with `cc -O2`, dynamically
+///   linked) and `bytejail run --json` on the same code file; `floor_c_version` /
+///   `cli_version_vs_c`: the same two with `--version`. Left out without a C compiler.
+/// - `cli_batch_same_code` (floor `run_batch_input`) and `cli_batch_fresh` (floor
+///   `run_zygote`): one job of `bytejail batch --jobs 1` (`--reuse same-code` and one group
+///   for the first), as (batch of N+1 jobs - batch of 1 job) / N: the start-up taken out.
+/// - `cli_run_1mib_input` / `cli_batch_1mib_input`: one job with 1 MiB of input, through
+///   `run --input FILE` and as a batch line (2 MiB of `input_hex`).
+///
+/// Pinned to one CPU, as the library rows are (children inherit it).
+fn cli_rows(report: &mut BenchReport, quick: bool, progress: &mut dyn FnMut(&str)) {
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            report
+                .notes
+                .push(format!("cli_* rows left out: no path to bytejail ({e})"));
+            return;
+        }
+    };
+    let dir = match tempfile::tempdir() {
+        Ok(dir) => dir,
+        Err(e) => {
+            report
+                .notes
+                .push(format!("cli_* rows left out: no temporary directory ({e})"));
+            return;
+        }
+    };
+    let files = CliFiles::write(dir.path());
+    let files = match files {
+        Ok(files) => files,
+        Err(e) => {
+            report.notes.push(format!(
+                "cli_* rows left out: cannot write their files ({e})"
+            ));
+            return;
+        }
+    };
+    let floor_c = build_run_floor(dir.path());
+    if let Err(why) = &floor_c {
+        report.notes.push(format!(
+            "floor_c_run, cli_run_vs_c, floor_c_version and cli_version_vs_c left out: {why}"
+        ));
+    }
+    let _ = bench::pin_to_quiet_cpu();
+    progress("the CLI as whole processes");
+
+    let code = files.code.as_os_str();
+    let spawn = |program: &Path, args: &[&OsStr], stdin: Option<&Path>, expect: i32| {
+        let stdin = match stdin {
+            Some(path) => std::process::Stdio::from(File::open(path)?),
+            None => std::process::Stdio::null(),
+        };
+        let started = std::time::Instant::now();
+        let status = std::process::Command::new(program)
+            .args(args)
+            .stdin(stdin)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()?;
+        let elapsed = started.elapsed().as_nanos() as f64;
+        match status.code() {
+            Some(code) if code == expect => Ok(elapsed),
+            _ => Err(io::Error::other(format!(
+                "{} {args:?} ended with {status}, not {expect}",
+                program.display()
+            ))),
+        }
+    };
+    let batch = |file: &Path, same_code: bool| {
+        let mut args: Vec<&OsStr> = vec![
+            OsStr::new("batch"),
+            OsStr::new("--jobs"),
+            OsStr::new("1"),
+            OsStr::new("-q"),
+        ];
+        if same_code {
+            args.extend([OsStr::new("--reuse"), OsStr::new("same-code")]);
+        }
+        args.push(file.as_os_str());
+        spawn(&exe, &args, None, 0)
+    };
+    let mut rows: Vec<CliRow> = Vec::new();
+    if let Ok(floor) = &floor_c {
+        rows.push(CliRow::new("floor_c_run", None, move || {
+            spawn(floor, &[code], None, 42)
+        }));
+        rows.push(CliRow::new("cli_run_vs_c", Some("floor_c_run"), || {
+            spawn(
+                &exe,
+                &[OsStr::new("run"), OsStr::new("--json"), code],
+                None,
+                42,
+            )
+        }));
+        rows.push(CliRow::new("floor_c_version", None, move || {
+            spawn(floor, &[OsStr::new("--version")], None, 0)
+        }));
+        rows.push(CliRow::new(
+            "cli_version_vs_c",
+            Some("floor_c_version"),
+            || spawn(&exe, &[OsStr::new("--version")], None, 0),
+        ));
+    }
+    for (name, floor, same_code, many, jobs) in [
+        (
+            "cli_batch_same_code",
+            "run_batch_input",
+            true,
+            &files.same_code,
+            SAME_CODE_JOBS,
+        ),
+        (
+            "cli_batch_fresh",
+            "run_zygote",
+            false,
+            &files.fresh,
+            FRESH_JOBS,
+        ),
+    ] {
+        let (one, batch) = (&files.one, &batch);
+        rows.push(CliRow::new(name, Some(floor), move || {
+            let one = batch(one, same_code)?;
+            let many = batch(many, same_code)?;
+            Ok((many - one).max(0.0) / jobs as f64)
+        }));
+    }
+    rows.push(CliRow::new("cli_run_1mib_input", None, || {
+        spawn(
+            &exe,
+            &[
+                OsStr::new("run"),
+                OsStr::new("--json"),
+                OsStr::new("-q"),
+                OsStr::new("--input"),
+                files.input.as_os_str(),
+                code,
+            ],
+            None,
+            42,
+        )
+    }));
+    rows.push(CliRow::new(
+        "cli_batch_1mib_input",
+        Some("cli_run_1mib_input"),
+        || batch(&files.big_line, false),
+    ));
+
+    let budget = std::time::Duration::from_secs(if quick { 4 } else { 12 });
+    let started = std::time::Instant::now();
+    let mut round = 0;
+    // At least three rounds (the first is a warm-up, dropped), then until the budget is spent.
+    while round < 3 || started.elapsed() < budget {
+        let count = rows.len();
+        for i in 0..count {
+            // Every other round backwards: no row always follows the same neighbour.
+            let row = &mut rows[if round % 2 == 0 { i } else { count - 1 - i }];
+            match (row.sample)() {
+                Ok(ns) if round > 0 => row.samples.push(ns),
+                Ok(_) => {}
+                Err(e) => {
+                    report.notes.push(format!("{} left out: {e}", row.name));
+                    row.samples.clear();
+                    row.sample = Box::new(|| Err(io::Error::other("failed before")));
+                }
+            }
+        }
+        rows.retain(|row| round == 0 || !row.samples.is_empty());
+        round += 1;
+        if rows.is_empty() {
+            break;
+        }
+    }
+    for row in rows {
+        if let Some(row) = row.tally() {
+            report.results.push(row);
+        }
+    }
+    drop(dir);
+}
+
+impl<'a> CliRow<'a> {
+    fn new(
+        name: &'static str,
+        floor: Option<&'static str>,
+        sample: impl FnMut() -> io::Result<f64> + 'a,
+    ) -> CliRow<'a> {
+        CliRow {
+            name,
+            floor,
+            sample: Box::new(sample),
+            samples: Vec::new(),
+        }
+    }
+
+    fn tally(mut self) -> Option<Row> {
+        if self.samples.is_empty() {
+            return None;
+        }
+        self.samples.sort_by(f64::total_cmp);
+        let at = |q: f64| self.samples[((self.samples.len() - 1) as f64 * q).round() as usize];
+        Some(Row {
+            name: self.name,
+            median_ns: at(0.5) as u64,
+            p99_ns: at(0.99) as u64,
+            samples: self.samples.len(),
+            floor: self.floor,
+        })
+    }
+}
+
+/// The files the `cli_*` rows run.
+struct CliFiles {
+    /// `mov al, 42; ret`, raw.
+    code: PathBuf,
+    /// 1 MiB of input, raw.
+    input: PathBuf,
+    /// One trivial job line.
+    one: PathBuf,
+    /// 1 + [`SAME_CODE_JOBS`] trivial job lines of one group.
+    same_code: PathBuf,
+    /// 1 + [`FRESH_JOBS`] trivial job lines.
+    fresh: PathBuf,
+    /// One job line with 1 MiB of `input_hex`.
+    big_line: PathBuf,
+}
+
+impl CliFiles {
+    fn write(dir: &Path) -> io::Result<CliFiles> {
+        let path = |name: &str| dir.join(name);
+        let files = CliFiles {
+            code: path("code.bin"),
+            input: path("input.bin"),
+            one: path("one.jsonl"),
+            same_code: path("same_code.jsonl"),
+            fresh: path("fresh.jsonl"),
+            big_line: path("big_line.jsonl"),
+        };
+        std::fs::write(&files.code, RETURN_42)?;
+        let input: Vec<u8> = (0..1usize << 20).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(&files.input, &input)?;
+        let line = |group: bool| {
+            format!(
+                "{{\"id\":1,\"code_hex\":\"b02ac3\"{}}}\n",
+                if group { ",\"group\":\"g\"" } else { "" }
+            )
+        };
+        std::fs::write(&files.one, line(true))?;
+        std::fs::write(&files.same_code, line(true).repeat(SAME_CODE_JOBS + 1))?;
+        std::fs::write(&files.fresh, line(false).repeat(FRESH_JOBS + 1))?;
+        let mut big = String::with_capacity(input.len() * 2 + 64);
+        big.push_str("{\"id\":1,\"code_hex\":\"b02ac3\",\"input_hex\":\"");
+        for byte in &input {
+            let _ = write!(big, "{byte:02x}");
+        }
+        big.push_str("\"}\n");
+        std::fs::write(&files.big_line, big)?;
+        Ok(files)
+    }
+}
+
+/// Builds `benches/run_floor.c` in `dir` with `cc -O2`; the program, or why not.
+fn build_run_floor(dir: &Path) -> Result<PathBuf, String> {
+    let source = dir.join("run_floor.c");
+    let program = dir.join("run_floor");
+    std::fs::write(&source, RUN_FLOOR_C).map_err(|e| format!("cannot write run_floor.c: {e}"))?;
+    let out = std::process::Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(&program)
+        .arg(&source)
+        .output()
+        .map_err(|e| format!("no C compiler (`cc`: {e})"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`cc` could not build run_floor.c: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(program)
 }
 
 /// The machine block and the table, as printed without `--json`.

@@ -412,8 +412,22 @@ pub struct BatchArgs {
     #[arg(long, value_name = "MODE", default_value = "none")]
     pub reuse: bytejail::batch::Reuse,
 
+    /// Keep only these report fields in result lines (after the `id`), e.g.
+    /// `--fields outcome,rax,output_hex`: leaves out what is not wanted (output_text repeats
+    /// the output, registers are 18 numbers). Fields: schema_version, outcome, rax, registers,
+    /// exit_code, signal, signal_number, fault, syscall, output_hex, output_text,
+    /// output_truncated, wall_ns, user_ns, sys_ns, max_rss_kib; one a report does not have
+    /// is absent from its line. Error lines are unchanged.
+    #[arg(long, value_name = "LIST", value_parser = parse_fields)]
+    pub fields: Option<bytejail::batch::ReportFields>,
+
     #[command(flatten)]
     pub worker: WorkerArgs,
+}
+
+/// `--fields`: a comma-separated list of report fields.
+fn parse_fields(list: &str) -> Result<bytejail::batch::ReportFields, String> {
+    bytejail::batch::ReportFields::parse(list)
 }
 
 /// `bytejail disasm`.
@@ -557,7 +571,8 @@ fn batch(args: BatchArgs) -> Result<Completion, Error> {
         .with_defaults(args.worker.options())
         .with_jobs(jobs)
         .with_ordered(args.ordered)
-        .with_reuse(args.reuse);
+        .with_reuse(args.reuse)
+        .with_fields(args.fields);
     let bar = io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new_spinner();
         bar.set_style(

@@ -28,6 +28,9 @@ const EXIT_NOT_READY: u8 = 1;
 const EXIT_RUNNER_FAILED: u8 = 125;
 
 fn main() -> ExitCode {
+    if let Some(exit) = version_alone() {
+        return exit;
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => return usage_exit(&error),
@@ -49,6 +52,25 @@ fn main() -> ExitCode {
             EXIT_RUNNER_FAILED
         }
     })
+}
+
+/// `bytejail --version` (or `-V`) and nothing else: printed as clap prints it, without first
+/// building clap's whole command (every subcommand and its arguments), which is most of what
+/// this invocation costs after the process has started. `None` for anything else.
+fn version_alone() -> Option<ExitCode> {
+    use std::io::Write;
+    let mut args = std::env::args_os().skip(1);
+    let (Some(flag), None) = (args.next(), args.next()) else {
+        return None;
+    };
+    if flag != "--version" && flag != "-V" {
+        return None;
+    }
+    let mut stdout = std::io::stdout().lock();
+    // As clap does: a failed write (a closed pipe) is not an error of the command.
+    let _ = writeln!(stdout, "bytejail {}", env!("CARGO_PKG_VERSION"));
+    let _ = stdout.flush();
+    Some(ExitCode::SUCCESS)
 }
 
 /// Reports what clap could not parse (or the help and version it was asked for).

@@ -539,3 +539,68 @@ fn a_batch_whose_reader_went_away_ends_without_waiting_for_stdin() {
     assert!(status.code().is_some(), "{status:?}");
     drop(stdin);
 }
+
+#[test]
+fn fields_keep_only_the_named_report_fields() {
+    // write(1, rdi, 2) with rdi the input's address: outputs the input; then ret.
+    let write_input = "b8 01 00 00 00 48 89 fe ba 02 00 00 00 bf 01 00 00 00 0f 05 c3";
+    let lines = format!(
+        "{{\"id\": 1, \"code_hex\": \"{write_input}\", \"input_hex\": \"6869\"}}\n\
+         {{\"id\": 2, \"code_hex\": \"0f 0b\"}}\n\
+         {{\"id\": 3, \"code_hex\": \"zz\"}}\n"
+    );
+    let (status, all, _) = batch_of(&["--ordered"], &lines);
+    assert_eq!(status, 1);
+    let (status, kept, stderr) =
+        batch_of(&["--ordered", "--fields", "outcome,rax,output_hex"], &lines);
+    assert_eq!(status, 1, "{stderr}");
+    let names = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(names(&kept[0]), ["id", "outcome", "rax", "output_hex"]);
+    assert_eq!(kept[0]["output_hex"], "6869");
+    assert_eq!(kept[0]["rax"], all[0]["rax"]);
+    // A crash has no rax: the line simply lacks it.
+    assert_eq!(names(&kept[1]), ["id", "outcome", "output_hex"]);
+    assert_eq!(kept[1]["outcome"], "crashed");
+    // Error lines are whole.
+    assert_eq!(kept[2], all[2]);
+
+    let (status, results, stderr) = batch_of(&["--fields", "outcome,colour"], &lines);
+    assert_eq!(status, 2, "{stderr}");
+    assert!(results.is_empty());
+    assert!(
+        stderr.contains("`colour` is not a report field"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn one_job_at_a_time_writes_the_lines_several_write() {
+    let mut lines = String::new();
+    for i in 0..40u8 {
+        let group = if i % 4 == 0 { "" } else { ", \"group\": \"g\"" };
+        lines += &format!("{{\"id\": {i}, \"code_hex\": \"{}\"{group}}}\n", returns(i));
+        if i == 20 {
+            lines += "not json\n\n";
+        }
+    }
+    let essence = |results: &[Value]| {
+        results
+            .iter()
+            .map(|v| {
+                let mut v = v.clone();
+                for timing in ["wall_ns", "user_ns", "sys_ns", "max_rss_kib", "registers"] {
+                    v.as_object_mut().unwrap().remove(timing);
+                }
+                v
+            })
+            .collect::<Vec<_>>()
+    };
+    for reuse in ["none", "same-code"] {
+        let (one_status, one, _) = batch_of(&["--jobs", "1", "--reuse", reuse], &lines);
+        let (two_status, two, _) =
+            batch_of(&["--jobs", "2", "--ordered", "--reuse", reuse], &lines);
+        assert_eq!((one_status, two_status), (1, 1));
+        assert_eq!(one.len(), 41);
+        assert_eq!(essence(&one), essence(&two), "--reuse {reuse}");
+    }
+}

@@ -79,6 +79,34 @@ fn quick_json_has_the_machine_and_every_documented_row() {
         }
     }
 
+    // The CLI as whole processes: the batch rows always, the C floors when `cc` is there.
+    let mut cli_rows = vec![
+        ("cli_batch_same_code", Some("run_batch_input")),
+        ("cli_batch_fresh", Some("run_zygote")),
+        ("cli_run_1mib_input", None),
+        ("cli_batch_1mib_input", Some("cli_run_1mib_input")),
+    ];
+    let has_cc = Command::new("cc").arg("--version").output().is_ok();
+    if has_cc {
+        cli_rows.extend([
+            ("floor_c_run", None),
+            ("cli_run_vs_c", Some("floor_c_run")),
+            ("floor_c_version", None),
+            ("cli_version_vs_c", Some("floor_c_version")),
+        ]);
+    } else {
+        assert!(
+            json["notes"].to_string().contains("cli_run_vs_c"),
+            "no note says why cli_run_vs_c is left out: {}",
+            json["notes"]
+        );
+    }
+    for (name, floor) in cli_rows {
+        let r = row(name).unwrap_or_else(|| panic!("no row {name}\n{stderr}"));
+        assert!(r["median_ns"].as_u64().unwrap() > 0, "{r}");
+        assert_eq!(r["floor"].as_str(), floor, "{r}");
+    }
+
     let chart = std::fs::read_to_string(&svg).unwrap();
     assert!(
         chart.starts_with("<svg"),

@@ -1023,3 +1023,16 @@ fn batch_runs_json_lines_and_summarizes() {
     bytejail(&["batch", "--reuse", "always", "-"]).assert_rejected(&["--reuse"]);
     bytejail(&["batch", "/nonexistent/jobs.jsonl"]).assert_rejected(&["/nonexistent/jobs.jsonl"]);
 }
+
+#[test]
+fn version_alone_is_answered_as_clap_answers_it() {
+    for flag in ["--version", "-V"] {
+        let out = bytejail(&[flag]);
+        assert_eq!(out.status, 0);
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            format!("bytejail {}\n", env!("CARGO_PKG_VERSION"))
+        );
+        assert!(out.stderr.is_empty(), "{}", out.stderr);
+    }
+}
