@@ -223,7 +223,7 @@ impl Pool {
         arena.load_job_unused(code, input, options);
         let start = Instant::now();
         let Some(worker) = worker.wake() else {
-            // It died while parked (killed from outside): its guest never ran.
+            // Its go byte could not be written: its guest never ran.
             self.retire(Retired {
                 _arena: arena,
                 lingering: None,
