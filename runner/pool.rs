@@ -222,7 +222,7 @@ impl Pool {
         let pipes = (done_r, done_w, hold_w);
         arena.load_job_unused(code, input, options);
         let start = Instant::now();
-        let Some(worker) = worker.wake() else {
+        let Some(worker) = worker.wake(&options.policy) else {
             // Its go byte could not be written: its guest never ran.
             self.retire(Retired {
                 _arena: arena,

@@ -261,21 +261,30 @@ impl Parked {
         self.cpu
     }
 
-    /// Wakes a pool worker with its go byte on fd 0. `None` when the byte cannot be written:
-    /// the worker is then reaped here, its guest never ran, and the job must run elsewhere.
+    /// Wakes a pool worker with its go byte on fd 0. `None` when the worker is gone or the
+    /// byte cannot be written: the worker is then reaped here, its guest never ran, and the
+    /// job must run elsewhere.
     ///
-    /// Whether the worker still lives is not asked first (a `ppoll` of its pidfd, about
-    /// 0.25 us of every job): the byte goes into a pipe the host holds a reader of, so it is
-    /// written even to a worker that died while parked, and [`Running::drive`] tells that case
-    /// apart afterwards by the byte still waiting in the pipe (the job then has no report).
-    pub(crate) fn wake(self) -> Option<Running> {
+    /// Under `strict` and `strict-bpf` whether the worker still lives is not asked first (a
+    /// `ppoll` of its pidfd, about 0.25 us of every job): the byte goes into a pipe the host
+    /// holds a reader of, so it is written even to a worker that died while parked, and
+    /// [`Running::drive`] tells that case apart afterwards by the byte still waiting in the
+    /// pipe (the job then has no report). A guest there can only take bytes out of that pipe,
+    /// never put one in. Under a profile it might (opening `/proc/self/fd/0` for writing,
+    /// say) and so have its job run again: the pidfd is asked first, as before.
+    pub(crate) fn wake(self, policy: &Policy) -> Option<Running> {
         let worker = self.worker;
+        let gone = !unread_go_tells(policy) && {
+            let mut fds = [pollfd(worker.pidfd.as_raw_fd(), libc::POLLIN)];
+            sys::poll(&mut fds, Duration::ZERO).map_or(true, |_| fds[0].revents != 0)
+        };
         // The pipe is empty and the worker waits for exactly this byte: it always fits, and
         // the pipe has a reader (`Spawned::input_r`).
-        let woken = worker
-            .input_w
-            .as_ref()
-            .is_some_and(|w| matches!(sys::write(w.as_raw_fd(), &protocol::GO), Ok(1)));
+        let woken = !gone
+            && worker
+                .input_w
+                .as_ref()
+                .is_some_and(|w| matches!(sys::write(w.as_raw_fd(), &protocol::GO), Ok(1)));
         if !woken {
             worker.end();
             return None;
@@ -459,6 +468,14 @@ impl Lingering {
     }
 }
 
+/// Whether a pool worker's go byte still in its fd 0 pipe after it ended proves that its guest
+/// never ran: where the guest can call nothing but `read`, `write`, `exit` and `rt_sigreturn`
+/// on the descriptors it has, it can take bytes out of that pipe (its read end) but never put
+/// one in (see [`Parked::wake`]).
+fn unread_go_tells(policy: &Policy) -> bool {
+    super::walls::arena_reusable(policy)
+}
+
 /// What [`drive`] gives back: the report, and the worker if it still lives.
 pub(crate) struct Driven {
     /// `None` only for a woken pool worker that ended without reading its go byte: its guest
@@ -568,6 +585,7 @@ fn drive(
     // A woken pool worker that never read its go byte (the feeder's input, if any, went into
     // the pipe after it) died while parked: no guest ran, and there is nothing to report.
     let go_unread = done.is_some()
+        && unread_go_tells(&options.policy)
         && watch.as_ref().is_ok_and(|w| !w.done)
         && input_r
             .as_ref()
