@@ -66,6 +66,10 @@ impl Need {
 /// The sequence number of a single-use worker's one job (what a pool worker's "done" carries).
 pub(crate) const SINGLE_JOB_SEQ: u64 = 1;
 
+/// The code a parked pool worker's arena is prepared with (`ret`), before its job's code
+/// replaces it (see [`Arena::load_job_unused`]).
+pub(crate) const UNUSED_CODE: &[u8] = &[0xc3];
+
 /// How a worker waits for its job and ends.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Mode {
@@ -396,10 +400,16 @@ impl Arena {
     }
 
     /// [`Arena::load_job`] into an arena no guest has run in yet (a parked pool worker's, which
-    /// [`Arena::load_job`] prepared before the fork): its region holds nothing to reset.
+    /// [`Arena::load_job`] prepared before the fork with [`UNUSED_CODE`] and no input): its
+    /// region holds nothing to reset, and its code and input areas hold nothing but that one
+    /// byte, which the job's code (never empty) overwrites. So nothing is zeroed here: the
+    /// rest of both areas is still the zeros of a new memfd (about 8 KiB of `memset` less on
+    /// a pooled job's clock).
     pub(crate) fn load_job_unused(&mut self, code: &[u8], input: &[u8], options: &RunOptions) {
-        // Without the reset nothing can fail.
-        let _ = self.load(code, input, options, false);
+        debug_assert!(!code.is_empty() && UNUSED_CODE.len() == 1);
+        debug_assert_eq!(self.input_dirty, 0, "an arena a job ran in");
+        self.file.write_bytes(self.code_file_offset(), code);
+        self.write_input(input, options, SINGLE_JOB_SEQ);
     }
 
     fn load(

@@ -28,9 +28,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::abi::RunOptions;
-use crate::arena::{round_up, Arena, Mode, Need, SINGLE_JOB_SEQ};
+use crate::arena::{round_up, Arena, Mode, Need, SINGLE_JOB_SEQ, UNUSED_CODE};
 use crate::error::Error;
-use crate::host::{self, Forker, Lingering, Spawned, Stdin, WorkerFds};
+use crate::host::{self, Driven, Forker, Lingering, Spawned, Stdin, WorkerFds};
 use crate::report::Report;
 use crate::sys;
 use crate::zygote::Zygote;
@@ -222,8 +222,8 @@ impl Pool {
         let pipes = (done_r, done_w, hold_w);
         arena.load_job_unused(code, input, options);
         let start = Instant::now();
-        let Some(worker) = worker.wake() else {
-            // It died while parked (killed from outside): its guest never ran.
+        let Some(worker) = worker.wake(&options.policy) else {
+            // Its go byte could not be written: its guest never ran.
             self.retire(Retired {
                 _arena: arena,
                 lingering: None,
@@ -235,7 +235,21 @@ impl Pool {
         let done = &pipes.0;
         let driven = worker.drive(&arena, code, input, options, start, done, SINGLE_JOB_SEQ);
         let (report, lingering) = match driven {
-            Ok(driven) => (Ok(driven.report), driven.lingering),
+            Ok(Driven {
+                report: Some(report),
+                lingering,
+            }) => (Ok(report), lingering),
+            Ok(Driven { report: None, .. }) => {
+                // It died while parked (killed from outside) and never took its go byte: its
+                // guest never ran.
+                self.retire(Retired {
+                    _arena: arena,
+                    lingering: None,
+                    _pipes: pipes,
+                });
+                self.shared.lock().fallbacks += 1;
+                return self.shared.zygote.run(code, input, options);
+            }
             Err(e) => (Err(e), None),
         };
         self.retire(Retired {
@@ -281,11 +295,17 @@ impl Pool {
     /// A parked worker; if none is, waits (up to [`REFILL_WAIT`]) for the one the refill thread
     /// prepares, unless its last attempt failed: a fresh worker would cost another fork on top
     /// of the one under way.
+    ///
+    /// The most recently parked worker goes first (last in, first out): its page tables, task
+    /// and pages were touched last, so more of them are still in the CPU's caches and TLB
+    /// than an older worker's, and its first run after the go byte is cheaper (about 1-1.5 us
+    /// of a 13 us job here). Every parked worker is as fresh as any other for the job: none
+    /// has run a guest.
     fn take(&self) -> Option<Standby> {
         let deadline = Instant::now() + REFILL_WAIT;
         let mut state = self.shared.lock();
         loop {
-            if let Some(parked) = state.parked.pop_front() {
+            if let Some(parked) = state.parked.pop_back() {
                 return Some(parked);
             }
             let now = Instant::now();
@@ -389,7 +409,7 @@ fn park_one(shared: &Shared) -> Result<Standby, Error> {
     // Fault in the pages every job writes, here rather than on a job's clock; then the worker's
     // part (and the filter program, which a job's reset of the region would wipe).
     arena
-        .load_job(&[0xc3], b"", &shared.template)
+        .load_job(UNUSED_CODE, b"", &shared.template)
         .map_err(|e| Error::io("preparing a pool arena", e))?;
     let (maps, protects) = arena.prepare_worker(shared.capacity, &shared.template, Mode::Pool);
     let cpu = host::cpu_limit_secs(&shared.template);

@@ -230,7 +230,9 @@ impl Spawned {
         options: &RunOptions,
         start: Instant,
     ) -> Result<Report, Error> {
-        Ok(drive(arena, self, code, input, options, start, None)?.report)
+        drive(arena, self, code, input, options, start, None)?
+            .report
+            .ok_or_else(|| Error::io("running a fresh worker", std::io::Error::other("no report")))
     }
 
     /// Kills and reaps the worker; its pipes close and its cgroups go after that.
@@ -259,16 +261,26 @@ impl Parked {
         self.cpu
     }
 
-    /// Wakes a pool worker with its go byte on fd 0. `None` when the worker is gone (killed
-    /// from outside while parked, say): it is then reaped here, its guest never ran, and the
+    /// Wakes a pool worker with its go byte on fd 0. `None` when the worker is gone or the
+    /// byte cannot be written: the worker is then reaped here, its guest never ran, and the
     /// job must run elsewhere.
-    pub(crate) fn wake(self) -> Option<Running> {
+    ///
+    /// Under `strict` and `strict-bpf` whether the worker still lives is not asked first (a
+    /// `ppoll` of its pidfd, about 0.25 us of every job): the byte goes into a pipe the host
+    /// holds a reader of, so it is written even to a worker that died while parked, and
+    /// [`Running::drive`] tells that case apart afterwards by the byte still waiting in the
+    /// pipe (the job then has no report). A guest there can only take bytes out of that pipe,
+    /// never put one in. Under a profile it might (opening `/proc/self/fd/0` for writing,
+    /// say) and so have its job run again: the pidfd is asked first, as before.
+    pub(crate) fn wake(self, policy: &Policy) -> Option<Running> {
         let worker = self.worker;
-        let mut fds = [pollfd(worker.pidfd.as_raw_fd(), libc::POLLIN)];
-        let exited = sys::poll(&mut fds, Duration::ZERO).map_or(true, |_| fds[0].revents != 0);
+        let gone = !unread_go_tells(policy) && {
+            let mut fds = [pollfd(worker.pidfd.as_raw_fd(), libc::POLLIN)];
+            sys::poll(&mut fds, Duration::ZERO).map_or(true, |_| fds[0].revents != 0)
+        };
         // The pipe is empty and the worker waits for exactly this byte: it always fits, and
         // the pipe has a reader (`Spawned::input_r`).
-        let woken = !exited
+        let woken = !gone
             && worker
                 .input_w
                 .as_ref()
@@ -320,7 +332,8 @@ pub(crate) struct Running {
 impl Running {
     /// Runs a pool worker's job (see [`drive`]): a guest that returns is reported as soon as
     /// the worker says "done" with `seq` on `done`, and the worker is handed back to be ended
-    /// and reaped later.
+    /// and reaped later. No report ([`Driven::report`] is `None`) when the worker ended
+    /// without taking its go byte: it was gone before the job started (see [`Parked::wake`]).
     #[allow(clippy::too_many_arguments)] // the job, and the done pipe to watch
     pub(crate) fn drive(
         self,
@@ -455,9 +468,19 @@ impl Lingering {
     }
 }
 
+/// Whether a pool worker's go byte still in its fd 0 pipe after it ended proves that its guest
+/// never ran: where the guest can call nothing but `read`, `write`, `exit` and `rt_sigreturn`
+/// on the descriptors it has, it can take bytes out of that pipe (its read end) but never put
+/// one in (see [`Parked::wake`]).
+fn unread_go_tells(policy: &Policy) -> bool {
+    super::walls::arena_reusable(policy)
+}
+
 /// What [`drive`] gives back: the report, and the worker if it still lives.
 pub(crate) struct Driven {
-    pub report: Report,
+    /// `None` only for a woken pool worker that ended without reading its go byte: its guest
+    /// never ran, and the job must run elsewhere.
+    pub report: Option<Report>,
     pub lingering: Option<Lingering>,
 }
 
@@ -535,7 +558,7 @@ fn drive(
                 sys::end_child(pid, &pidfd);
                 drop((input_r, output_r, output_w, cgroup));
                 return Ok(Driven {
-                    report,
+                    report: Some(report),
                     lingering: None,
                 });
             }
@@ -546,7 +569,7 @@ fn drive(
                 _cgroup: cgroup,
             };
             return Ok(Driven {
-                report,
+                report: Some(report),
                 lingering: Some(lingering),
             });
         }
@@ -561,6 +584,21 @@ fn drive(
     let setup_failed = guest_may_signal(options) && setup_failed_unreaped(arena, pid);
     let reaped = sys::reap(pid, &pidfd).map_err(|e| Error::io("reaping the worker", e))?;
     let wall = start.elapsed();
+    // A woken pool worker that never read its go byte (the feeder's input, if any, went into
+    // the pipe after it) died while parked: no guest ran, and there is nothing to report.
+    let go_unread = done.is_some()
+        && unread_go_tells(&options.policy)
+        && watch.as_ref().is_ok_and(|w| !w.done)
+        && input_r
+            .as_ref()
+            .and_then(|r| sys::pipe_pending(r.as_raw_fd()).ok())
+            .is_some_and(|pending| pending > feeder.written);
+    if go_unread {
+        return Ok(Driven {
+            report: None,
+            lingering: None,
+        });
+    }
     // Complete: the tracer recorded every stop before it let the worker go on to its end.
     let facts = trace.as_ref().map(crate::tracer::Trace::take);
     let oom_killed = cgroup.as_ref().is_some_and(|c| c.oom_killed());
@@ -583,7 +621,7 @@ fn drive(
         &options.policy,
     )?;
     Ok(Driven {
-        report,
+        report: Some(report),
         lingering: None,
     })
 }

@@ -44,7 +44,7 @@ use crate::policy::Policy;
 use crate::report::{Outcome, Report};
 use crate::zygote::Zygote;
 
-pub(crate) use lifecycle::{Forker, Lingering, Parked, Spawned, Stdin, WorkerFds};
+pub(crate) use lifecycle::{Driven, Forker, Lingering, Parked, Spawned, Stdin, WorkerFds};
 pub(crate) use walls::{arena_reusable, cpu_limit_secs, worker_limits_match};
 
 thread_local! {
