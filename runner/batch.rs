@@ -138,7 +138,8 @@ pub struct ReportFields {
 }
 
 impl ReportFields {
-    /// The fields named in a comma-separated list; an error names a field that no report has.
+    /// The fields named in a comma-separated list; an error names a field that no report has,
+    /// or says the list names none.
     pub fn parse(list: &str) -> Result<ReportFields, String> {
         let mut keep = Vec::new();
         for name in list
@@ -158,6 +159,14 @@ impl ReportFields {
             if !keep.contains(field) {
                 keep.push(*field);
             }
+        }
+        if keep.is_empty() {
+            // Lines of nothing but the id (an unset variable in `--fields "$F"`, say) would
+            // drop every outcome without a word.
+            return Err(format!(
+                "the list names no report field; expected some of {}",
+                REPORT_FIELDS.join(", ")
+            ));
         }
         Ok(ReportFields { keep })
     }
