@@ -64,6 +64,8 @@ pub struct SameCode {
     live: Option<Live>,
     seq: u64,
     workers: u64,
+    /// Inputs given to a worker that was gone before it took them, and run again in a new one.
+    rerun: u64,
     /// Forks the workers, when given; else this thread does.
     zygote: Option<Zygote>,
     /// The process whose workers these are (see [`sys::Owner`]).
@@ -106,6 +108,7 @@ impl std::fmt::Debug for SameCode {
             .field("code_len", &self.code.len())
             .field("template", &self.template)
             .field("workers_started", &self.workers)
+            .field("inputs_rerun", &self.rerun)
             .field("zygote", &self.zygote)
             .finish_non_exhaustive()
     }
@@ -124,6 +127,7 @@ impl SameCode {
             live: None,
             seq: 0,
             workers: 0,
+            rerun: 0,
             zygote: None,
             host: sys::Owner::here(),
             _thread_bound: PhantomData,
@@ -147,9 +151,16 @@ impl SameCode {
     }
 
     /// Workers started so far: 1 while every input returned, one more after each input that
-    /// ended its worker.
+    /// ended its worker, and one more for each input [rerun](Self::inputs_rerun).
     pub fn workers_started(&self) -> u64 {
         self.workers
+    }
+
+    /// Inputs whose worker was gone before it took them (killed from outside while parked, or
+    /// never scheduled before the input's deadline), each run once more in a new worker: the
+    /// guest never started in the first. 0 on a healthy machine.
+    pub fn inputs_rerun(&self) -> u64 {
+        self.rerun
     }
 
     /// The current worker's process id, while one is parked.
@@ -298,6 +309,7 @@ impl SameCode {
             // The worker never took its go byte: it died while parked (killed from outside,
             // say) or stopped before it could, and the input never ran.
             worker.end();
+            self.rerun += 1;
             return Ok(None);
         }
 

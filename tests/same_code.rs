@@ -250,10 +250,11 @@ fn an_input_the_parked_worker_never_took_runs_in_a_fresh_worker() {
             returned(&report).rax,
             same.workers_started(),
             same.worker_pid(),
+            same.inputs_rerun(),
         )
     };
-    let (rax, workers, pid) = input(1);
-    assert_eq!((rax, workers), (2, 1));
+    let (rax, workers, pid, rerun) = input(1);
+    assert_eq!((rax, workers, rerun), (2, 1, 0));
     let first = pid.unwrap();
     wait_state(first, 'S'); // parked in read()
 
@@ -262,10 +263,10 @@ fn an_input_the_parked_worker_never_took_runs_in_a_fresh_worker() {
     // first, and the input is then lost with the worker.)
     assert_eq!(unsafe { libc::kill(first as i32, libc::SIGKILL) }, 0);
     wait_state(first, 'Z');
-    let (rax, workers, pid) = input(10);
+    let (rax, workers, pid, rerun) = input(10);
     assert_eq!(
-        (rax, workers),
-        (11, 2),
+        (rax, workers, rerun),
+        (11, 2, 1),
         "the input ran once, in a new worker"
     );
     let second = pid.unwrap();
@@ -275,10 +276,10 @@ fn an_input_the_parked_worker_never_took_runs_in_a_fresh_worker() {
     // SIGSTOP while parked: the input's deadline passes with the go byte still in the pipe.
     assert_eq!(unsafe { libc::kill(second as i32, libc::SIGSTOP) }, 0);
     wait_state(second, 'T');
-    let (rax, workers, pid) = input(100);
+    let (rax, workers, pid, rerun) = input(100);
     assert_eq!(
-        (rax, workers),
-        (101, 3),
+        (rax, workers, rerun),
+        (101, 3, 2),
         "the input ran once, in a new worker"
     );
     assert_ne!(pid.unwrap(), second);
