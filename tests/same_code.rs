@@ -288,3 +288,29 @@ fn an_input_the_parked_worker_never_took_runs_in_a_fresh_worker() {
         "the stopped worker was killed and reaped"
     );
 }
+
+/// After "done" (and "ready") the host rewrites the data page for the next input, zeroing it
+/// first, while the worker may still be on its way to its read of the next go byte: the worker
+/// reads what it needs of the context before it says "done". It once read a zeroed context
+/// there and left its loop: an input reported `exited: code 0` where a fresh run returns, or
+/// one run again in a new worker (both found by the `same_code` fuzz target in CI). Many
+/// inputs in a row, with the host and worker on one CPU or two: every input returns, in one
+/// worker.
+#[test]
+fn inputs_in_a_row_all_return_in_one_worker() {
+    let code = gas("lea rax, [rbx + 1]\n ret");
+    let options = RunOptions::default();
+    let mut same = SameCode::new(&code, &options).unwrap();
+    for i in 0..20_000u64 {
+        let mut options = options.clone();
+        options.registers.set(Gpr::RBX, i).unwrap();
+        let report = same.run_with(b"", &options).unwrap();
+        assert_eq!(
+            returned(&report).rax,
+            i + 1,
+            "input {i}: {}",
+            report.summary()
+        );
+    }
+    assert_eq!((same.workers_started(), same.inputs_rerun()), (1, 0));
+}

@@ -96,6 +96,11 @@ global_asm!(
     "pop rax",
     "mov [rip + .Lbj_base + {data} + {rec_rflags}], rax",
     "mov qword ptr [rip + .Lbj_base + {data} + {rec_state}], {state_returned}",
+    // What the rest needs of the context, read before "done": once the host has read it, it
+    // rewrites the data page for the next input (zeroed first), while this worker may still be
+    // on its way to its read.
+    "mov r12, [rip + .Lbj_base + {data} + {ctx_loop}]",
+    "mov r13, [rip + .Lbj_base + {data} + {ctx_control_fd}]",
     "cmp qword ptr [rip + .Lbj_base + {data} + {ctx_done}], 0",
     "je .Lbj_exit",
     // Say "done" on the done pipe; a same-code worker then waits for its next input.
@@ -106,8 +111,8 @@ global_asm!(
     "syscall",
     "cmp rax, {done_len}",
     "jne .Lbj_exit",
-    "cmp qword ptr [rip + .Lbj_base + {data} + {ctx_loop}], 0",
-    "jne .Lbj_park",
+    "test r12, r12",
+    "jnz .Lbj_park",
     // A pool worker holds still in read(GO_FD) until the host closes that pipe (or kills it):
     // its exit is then not on the job's clock. Without a hold pipe the read fails at once.
     "xor eax, eax",
@@ -243,6 +248,8 @@ global_asm!(
     "jnz .Lbj_seccomp_failed",
     // Only read, write, exit and rt_sigreturn from here on.
     ".Lbj_confined:",
+    // The control descriptor, read before "ready": see .Lbj_returned.
+    "mov r13, [rip + .Lbj_base + {data} + {ctx_control_fd}]",
     "cmp qword ptr [rip + .Lbj_base + {data} + {ctx_park}], 0",
     "je .Lbj_base",
     "cmp qword ptr [rip + .Lbj_base + {data} + {ctx_ready}], 0",
@@ -267,7 +274,7 @@ global_asm!(
     ".Lbj_park:",
     "lea rsp, [rip + .Lbj_base + {data} + {data_end}]",
     "xor eax, eax",
-    "mov rdi, [rip + .Lbj_base + {data} + {ctx_control_fd}]",
+    "mov rdi, r13",
     "lea rsi, [rsp - 8]",
     "mov edx, {go_len}",
     "syscall",
