@@ -407,23 +407,11 @@ fn io_uring_makes_no_thread_beyond_max_procs_1() {
     );
 }
 
-/// HOLE (high): memory a guest keeps outside its mappings is not counted by `--memory`
-/// (RLIMIT_AS counts only mapped address space). A SysV segment that is filled and detached
-/// keeps its pages until the job's IPC namespace dies; a memfd that is filled, unmapped and
-/// kept open keeps its pages until the fd closes. Under a 64 MiB limit a guest holds 256 MiB
-/// of SysV segments (8 x 32 MiB, shmmax/shmall of a new IPC namespace are unbounded) and
-/// 128 MiB of memfds (8 x 16 MiB under the default 16 MiB `--max-file-size`; up to
-/// `--max-open-files` of them): with a longer loop, all of the machine's memory (no swap here:
-/// the OOM killer then picks a victim, likely not the guest). Pipe buffers and io_uring rings
-/// add more the same way.
-/// Fixed: a memory cgroup per profile job (`memory.max`, or v1's `memory.limit_in_bytes`, at
-/// `--memory` plus room for the kernel's part), which counts shmem and tmpfs pages; a guest
-/// past it is ended by the OOM killer inside its cgroup and reported `memory_limit`.
-#[test]
-fn memory_held_outside_mappings_counts_against_the_limit() {
-    const LIMIT: usize = 64 << 20;
-    // shmget(IPC_PRIVATE, 32 MiB, IPC_CREAT|0600), shmat, fill, shmdt: 8 times; rax = count.
-    let shm = gas("    xor r12d, r12d
+/// A guest that fills 8 x 32 MiB of SysV shared memory, each segment made
+/// (shmget(IPC_PRIVATE, 32 MiB, IPC_CREAT|0600)), attached, filled and detached, so its pages
+/// stay outside every mapping; rax = how many it filled.
+fn sysv_shm_filler() -> Vec<u8> {
+    gas("    xor r12d, r12d
                        mov r13d, 8
                    1:  xor edi, edi
                        mov esi, 0x2000000
@@ -451,7 +439,25 @@ fn memory_held_outside_mappings_counts_against_the_limit() {
                        dec r13d
                        jnz 1b
                    9:  mov eax, r12d
-                       ret");
+                       ret")
+}
+
+/// HOLE (high): memory a guest keeps outside its mappings is not counted by `--memory`
+/// (RLIMIT_AS counts only mapped address space). A SysV segment that is filled and detached
+/// keeps its pages until the job's IPC namespace dies; a memfd that is filled, unmapped and
+/// kept open keeps its pages until the fd closes. Under a 64 MiB limit a guest holds 256 MiB
+/// of SysV segments (8 x 32 MiB, shmmax/shmall of a new IPC namespace are unbounded) and
+/// 128 MiB of memfds (8 x 16 MiB under the default 16 MiB `--max-file-size`; up to
+/// `--max-open-files` of them): with a longer loop, all of the machine's memory (no swap here:
+/// the OOM killer then picks a victim, likely not the guest). Pipe buffers and io_uring rings
+/// add more the same way.
+/// Fixed: a memory cgroup per profile job (`memory.max`, or v1's `memory.limit_in_bytes`, at
+/// `--memory` plus room for the kernel's part), which counts shmem and tmpfs pages; a guest
+/// past it is ended by the OOM killer inside its cgroup and reported `memory_limit`.
+#[test]
+fn memory_held_outside_mappings_counts_against_the_limit() {
+    const LIMIT: usize = 64 << 20;
+    let shm = sysv_shm_filler();
     // memfd_create, ftruncate 16 MiB, mmap shared, fill, munmap, keep the fd: 8 times.
     let memfd = gas("    xor r12d, r12d
                          mov r13d, 8
@@ -527,35 +533,7 @@ fn memory_held_outside_mappings_counts_against_the_limit() {
 #[test]
 fn a_same_code_job_past_its_memory_limit_is_reported_memory_limit() {
     const LIMIT: usize = 64 << 20;
-    let shm = gas("    xor r12d, r12d
-                       mov r13d, 8
-                   1:  xor edi, edi
-                       mov esi, 0x2000000
-                       mov edx, 0x380
-                       mov eax, 29
-                       syscall
-                       test rax, rax
-                       js 9f
-                       mov rdi, rax
-                       xor esi, esi
-                       xor edx, edx
-                       mov eax, 30
-                       syscall
-                       cmp rax, -4096
-                       ja 9f
-                       mov rbx, rax
-                       mov rdi, rax
-                       mov ecx, 0x2000000
-                       mov al, 1
-                       rep stosb
-                       mov rdi, rbx
-                       mov eax, 67
-                       syscall
-                       inc r12d
-                       dec r13d
-                       jnz 1b
-                   9:  mov eax, r12d
-                       ret");
+    let shm = sysv_shm_filler();
     let mut options = profile_options();
     options.limits.memory = LIMIT;
     options.limits.timeout = Duration::from_secs(10);
