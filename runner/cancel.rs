@@ -51,6 +51,22 @@ impl Cancel {
         unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) == 1 }
     }
 
+    /// The report of a job started with a handle already cancelled: it never ran (nothing
+    /// forked, nothing woken), so no output, no time and no CPU.
+    pub(crate) fn before_start(options: &crate::RunOptions) -> Option<crate::Report> {
+        let cancelled = options.cancel.as_ref().is_some_and(Cancel::is_cancelled);
+        cancelled.then(|| crate::Report {
+            outcome: crate::Outcome::Cancelled,
+            output: Vec::new(),
+            output_truncated: false,
+            wall: std::time::Duration::ZERO,
+            user: std::time::Duration::ZERO,
+            sys: std::time::Duration::ZERO,
+            max_rss_kib: 0,
+            syscall: None,
+        })
+    }
+
     /// The descriptor the host polls: readable once cancelled.
     pub(crate) fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()

@@ -200,6 +200,9 @@ impl Pool {
     /// clock starts when the parked worker is woken.
     pub fn run(&self, code: &[u8], input: &[u8], options: &RunOptions) -> Result<Report, Error> {
         host::validate(code, input, options)?;
+        if let Some(report) = crate::Cancel::before_start(options) {
+            return Ok(report);
+        }
         self.host
             .check("the pool")
             .map_err(|e| Error::io("running a pooled job", e))?;

@@ -51,7 +51,8 @@ pub enum Outcome {
     /// A SIGKILL that no part of bytejail sent or caused, under a filter (which traps every
     /// violation instead of killing): another process, or the kernel's OOM killer.
     Killed,
-    /// The host killed the worker because the job's [`crate::Cancel`] handle was cancelled.
+    /// The host killed the worker because the job's [`crate::Cancel`] handle was cancelled;
+    /// or the handle was cancelled before the job started, and it never ran (zero wall time).
     Cancelled,
 }
 

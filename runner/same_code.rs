@@ -202,6 +202,9 @@ impl SameCode {
             )
             .into());
         }
+        if let Some(report) = crate::Cancel::before_start(options) {
+            return Ok(report);
+        }
         // One retry: a worker that died while parked (killed from outside) never ran the input.
         for _ in 0..2 {
             if let Some(report) = self.try_input(input, options)? {

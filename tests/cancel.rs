@@ -46,6 +46,46 @@ fn a_cancelled_job_ends_at_once_as_cancelled() {
     assert_eq!(report.outcome, Outcome::Cancelled, "{}", report.summary());
 }
 
+/// A job started with a handle already cancelled never runs, however quickly it would end:
+/// a returning guest raced the host's first look at the handle and was reported `returned`
+/// (seen in CI). Fresh, zygote, pooled and same-code jobs; the twin runs the same jobs with a
+/// handle nobody cancelled and sees them return.
+#[test]
+fn a_job_started_with_a_cancelled_handle_never_runs() {
+    const RETURN_42: [u8; 3] = [0xb0, 42, 0xc3];
+    let zygote = bytejail::Zygote::start().unwrap();
+    let pool = bytejail::Pool::new(RunOptions::default(), 2).unwrap();
+    let mut same = bytejail::SameCode::new(&RETURN_42, &RunOptions::default()).unwrap();
+    for (cancelled, expect) in [(true, None), (false, Some(42))] {
+        let cancel = Cancel::new().unwrap();
+        if cancelled {
+            cancel.cancel();
+        }
+        let options = spinning(&cancel);
+        for round in 0..100 {
+            let reports = [
+                bytejail::run(&RETURN_42, b"", &options).unwrap(),
+                zygote.run(&RETURN_42, b"", &options).unwrap(),
+                pool.run(&RETURN_42, b"", &options).unwrap(),
+                same.run_with(b"", &options).unwrap(),
+            ];
+            for (kind, report) in ["fresh", "zygote", "pool", "same-code"].iter().zip(reports) {
+                let seen = match &report.outcome {
+                    Outcome::Returned(regs) => Some(regs.rax),
+                    Outcome::Cancelled => None,
+                    other => panic!("{kind} job, round {round}: {other:?}"),
+                };
+                assert_eq!(
+                    seen,
+                    expect,
+                    "{kind} job, round {round}: {}",
+                    report.summary()
+                );
+            }
+        }
+    }
+}
+
 /// The twin: the same job with a handle nobody cancels (and with another, cancelled, handle's
 /// clone elsewhere) runs to its own deadline.
 #[test]

@@ -82,6 +82,9 @@ fn run_via(
     via: Forker<'_>,
 ) -> Result<Report, Error> {
     validate(code, input, options)?;
+    if let Some(report) = crate::Cancel::before_start(options) {
+        return Ok(report);
+    }
     let report = run_once(code, input, options, via)?;
     Ok(diagnose(report, code, input, options, via))
 }
