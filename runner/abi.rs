@@ -329,6 +329,16 @@ pub struct RunOptions {
     /// processes a guest starts may then outlive its job and the host. Off (the default),
     /// such jobs are refused. The process limit still needs a pids cgroup.
     pub allow_uncontained: bool,
+    /// Let a same-code worker and its host hand inputs over through a shared cache line that
+    /// each side spins on for a while (default), instead of only through pipes: a few hundred
+    /// nanoseconds per input instead of microseconds, at the price of a core kept busy for at
+    /// most tens of microseconds after each input. Only where it pays and does not hurt:
+    /// under strict mode and `strict-bpf`, without a CPU-time limit, when the host's thread
+    /// may run on at least two CPUs per worker spinning in this process, and only while
+    /// inputs keep coming (see `docs/many-jobs.md`). Off, every hand-off blocks in the
+    /// kernel. Spinning never counts against a job's CPU time, its reported `user` time or its
+    /// worker's `RLIMIT_CPU` budget. Fresh and pooled jobs never spin.
+    pub spin: bool,
 }
 
 /// Most paths `RunOptions::allow_read` and `allow_write` may grant together.
@@ -351,6 +361,7 @@ impl Default for RunOptions {
             allow_read: Vec::new(),
             allow_write: Vec::new(),
             allow_uncontained: false,
+            spin: true,
         }
     }
 }
@@ -419,6 +430,8 @@ builders!(RunOptions {
     with_allow_write => allow_write: Vec<std::path::PathBuf>,
     /// Sets [`RunOptions::allow_uncontained`].
     with_allow_uncontained => allow_uncontained: bool,
+    /// Sets [`RunOptions::spin`].
+    with_spin => spin: bool,
 });
 
 /// The general registers and rflags as the guest left them when it returned.
