@@ -19,7 +19,7 @@ use std::io;
 
 use crate::abi::{Gpr, RunOptions};
 use crate::sys::{Owner, Reservation, SharedFile};
-use crate::worker::{self, layout::*, FixedMap, Protect};
+use crate::worker::{self, layout::*, FixedMap, Protect, PROTECTS};
 
 pub(crate) const PAGE: usize = 4096;
 
@@ -108,6 +108,9 @@ pub(crate) struct Arena {
     reusable: bool,
     /// Bytes at the start of the input area an earlier input may have left non-zero.
     input_dirty: usize,
+    /// What the last scan of a strict same-code worker's writable pages found (see
+    /// [`Arena::reset_memory`]).
+    known: Option<Known>,
     /// The worker's part of the context (offset in the data page, value), as
     /// [`Arena::prepare_worker`] last wrote it: written again with every job or input.
     worker_ctx: Option<[(usize, u64); WORKER_CTX_WORDS]>,
@@ -115,6 +118,14 @@ pub(crate) struct Arena {
     walls: Option<&'static [crate::policy::Insn]>,
     /// The process the mappings belong to (see [`Arena::mapped_here`]).
     owner: Owner,
+}
+
+/// The file's size in blocks after a scan, and the data runs (start, end) the scan found in
+/// the ranges it zeroed: while the size stays the same, those are the only pages there.
+#[derive(Debug)]
+struct Known {
+    blocks: u64,
+    runs: Vec<(usize, usize)>,
 }
 
 /// Words in the worker's part of the context (see [`Arena::prepare_worker`]).
@@ -156,7 +167,10 @@ impl Arena {
             LEN + PAGE + code_cap + PAGE + input_cap + PAGE + scratch_cap + PAGE + PAGE + stack_cap;
         let window = Reservation::new(window_len)?;
         let blob = worker::blob();
-        assert!(blob.code.len() <= PAGE, "the worker blob outgrew its page");
+        assert!(
+            blob.code.len() <= SPIN_AT,
+            "the worker blob outgrew its page"
+        );
         file.write_bytes(CODE, blob.code);
         Ok(Arena {
             file,
@@ -167,6 +181,7 @@ impl Arena {
             stack_cap,
             reusable,
             input_dirty: 0,
+            known: None,
             worker_ctx: None,
             walls: None,
             owner: Owner::here(),
@@ -230,11 +245,39 @@ impl Arena {
         self.scratch_file_offset() + self.scratch_cap
     }
 
-    /// Returns a reusable arena's scratch and stack to zeros (see [`SharedFile::zero_range`]).
-    pub(crate) fn reset_memory(&mut self) -> io::Result<()> {
+    /// Returns a reusable arena's scratch and stack to zeros (see [`SharedFile::zero_range`]),
+    /// and with `strict` (a worker under strict mode or `strict-bpf`) its alternate signal
+    /// stack too, the region's only other page that worker can write but the data page.
+    ///
+    /// Under `strict` the scan for the pages to zero is skipped when the file has exactly the
+    /// pages it had after the last one ([`SharedFile::blocks`], one `fstat` where the scan
+    /// takes several `lseek`s): then no page came to be since, and the pages found then are
+    /// the ones to look at; only their lines that are not zero are written. Nothing but the
+    /// host removes pages (the worker cannot punch holes under strict mode), and the host
+    /// scans again after any change.
+    pub(crate) fn reset_memory(&mut self, strict: bool) -> io::Result<()> {
         debug_assert!(self.reusable);
+        let scratch = self.scratch_file_offset();
         let len = self.scratch_cap + PAGE + self.stack_cap;
-        self.file.zero_range(self.scratch_file_offset(), len)
+        if !strict {
+            self.known = None;
+            return self.file.zero_range(scratch, len);
+        }
+        let blocks = self.file.blocks()?;
+        if let Some(known) = self.known.take_if(|known| known.blocks == blocks) {
+            for &(at, end) in &known.runs {
+                self.file.zero_dirty(at, end - at);
+            }
+            self.known = Some(known);
+            return Ok(());
+        }
+        let mut runs = Vec::new();
+        self.file
+            .zero_range_found(ALTSTACK, ALTSTACK_LEN, &mut runs)?;
+        self.file.zero_range_found(scratch, len, &mut runs)?;
+        let blocks = self.file.blocks()?;
+        self.known = Some(Known { blocks, runs });
+        Ok(())
     }
 
     /// Window addresses: region, code, input, scratch, and the top of the stack (its end).
@@ -265,7 +308,7 @@ impl Arena {
         code: &[u8],
         input: &[u8],
         options: &RunOptions,
-    ) -> io::Result<([FixedMap; 5], [Protect; 1])> {
+    ) -> io::Result<([FixedMap; 5], [Protect; PROTECTS])> {
         let need = Need::new(code, input, options);
         debug_assert!(self.fits(need));
         self.load_job(code, input, options)?;
@@ -280,7 +323,7 @@ impl Arena {
         sizes: Need,
         options: &RunOptions,
         mode: Mode,
-    ) -> ([FixedMap; 5], [Protect; 1]) {
+    ) -> ([FixedMap; 5], [Protect; PROTECTS]) {
         debug_assert!(self.fits(sizes));
         debug_assert_eq!(self.reusable, mode == Mode::SameCode);
         let user_end = crate::sys::user_address_space_end() as u64;
@@ -379,11 +422,26 @@ impl Arena {
                 FixedMap::private(stack_base, sizes.stack)
             },
         ];
-        let protects = [Protect {
-            addr: self.region_addr() + CODE,
-            len: PAGE,
-            prot: rx,
-        }];
+        // Read-only to the guest: the blob (and the spin budget at its page's end), and what
+        // the blob only reads, the XSAVE image it restores and the filter it installs. The
+        // host then never has to put them back between jobs or inputs.
+        let protects = [
+            Protect {
+                addr: self.region_addr() + CODE,
+                len: PAGE,
+                prot: rx,
+            },
+            Protect {
+                addr: self.region_addr() + XSAVE,
+                len: XSAVE_LEN,
+                prot: libc::PROT_READ,
+            },
+            Protect {
+                addr: self.region_addr() + FILTER,
+                len: FILTER_LEN,
+                prot: libc::PROT_READ,
+            },
+        ];
         (maps, protects)
     }
 
@@ -444,7 +502,7 @@ impl Arena {
         options: &RunOptions,
         seq: u64,
     ) -> io::Result<()> {
-        self.reset_region()?;
+        self.reset_region_but_handoff(arena_reusable(&options.policy))?;
         self.write_input(input, options, seq);
         Ok(())
     }
@@ -456,6 +514,56 @@ impl Arena {
         self.file.zero_range(DATA, LEN - DATA)?;
         self.write_worker_ctx();
         Ok(())
+    }
+
+    /// [`Arena::reset_region`] for a same-code worker's next input, but for the hand-off's
+    /// cache line ([`HANDOFF_LINE`]), which a spinning worker reads meanwhile. The data page
+    /// (always there: each input's context is written to it) is zeroed in place, line by line
+    /// where not zero already; the rest of the hand-off's line is the worker's own trace gate
+    /// (read once, when it starts) and free words, zeroed only when not zero already, so the
+    /// line stays in the worker's cache.
+    ///
+    /// With `keep_image` (strict mode, see [`Arena::reset_memory`]) the rest of the region is
+    /// left alone: the XSAVE image and the filter are read-only to the worker (see
+    /// `prepare_worker`) and to its guest, which under strict mode cannot change that, and
+    /// [`Arena::reset_memory`] has reset the alternate signal stack.
+    fn reset_region_but_handoff(&mut self, keep_image: bool) -> io::Result<()> {
+        let line = DATA + HANDOFF_LINE.start..DATA + HANDOFF_LINE.end;
+        self.file.zero_dirty(DATA, line.start - DATA);
+        self.file.zero_dirty(line.end, DATA + PAGE - line.end);
+        let free = DATA + HANDOFF_TAKEN + 8..DATA + CTX_TRACE_GATE;
+        if free
+            .clone()
+            .step_by(8)
+            .any(|at| self.file.read_u64(at) != 0)
+        {
+            self.file.zero(free.start, free.len());
+        }
+        if !keep_image {
+            self.file.zero_range(DATA + PAGE, LEN - DATA - PAGE)?;
+        }
+        self.write_worker_ctx();
+        Ok(())
+    }
+
+    /// A new same-code worker's hand-off: every word zero (no input taken or done, the first
+    /// go comes on the pipe) and no spin budget. Before the worker is forked.
+    pub(crate) fn reset_handoff(&mut self) {
+        let line = DATA + HANDOFF_LINE.start;
+        self.file.zero(line, HANDOFF_LINE.len());
+        self.file.write_u64(SPIN_AT, 0);
+    }
+
+    /// How many `pause`s the worker spins after the next input before it sleeps (see
+    /// [`SPIN_AT`]); 0: it sleeps on its go pipe at once.
+    pub(crate) fn set_spin(&mut self, pauses: u64) {
+        self.file.write_u64(SPIN_AT, pauses);
+    }
+
+    /// The hand-off's words, shared with a running worker (see [`crate::worker::protocol::Handoff`]).
+    pub(crate) fn handoff_word(&self, word: usize) -> &std::sync::atomic::AtomicU64 {
+        debug_assert!(HANDOFF_LINE.contains(&word));
+        self.file.atomic_u64(DATA + word)
     }
 
     fn write_input(&mut self, input: &[u8], options: &RunOptions, seq: u64) {

@@ -27,6 +27,7 @@ pub mod policy;
 pub mod pool;
 pub mod report;
 pub mod same_code;
+mod spin;
 mod sys;
 pub mod syscalls;
 pub mod toolchain;

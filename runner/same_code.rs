@@ -31,6 +31,7 @@
 
 use std::marker::PhantomData;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::abi::RunOptions;
@@ -38,7 +39,9 @@ use crate::arena::{Arena, Mode, Need};
 use crate::error::{Error, InputError};
 use crate::host::{self, Forker, Parked, Spawned, Stdin, WorkerFds};
 use crate::report::Report;
+use crate::spin::{self, Spinner};
 use crate::sys;
+use crate::worker::layout::{HANDOFF_GO, HANDOFF_TAKEN};
 use crate::zygote::Zygote;
 
 /// CPU time a same-code worker may use across its inputs before it is replaced. Its
@@ -66,6 +69,8 @@ pub struct SameCode {
     workers: u64,
     /// Inputs given to a worker that was gone before it took them, and run again in a new one.
     rerun: u64,
+    /// Inputs whose "done" came through the spinning hand-off.
+    spun: u64,
     /// Forks the workers, when given; else this thread does.
     zygote: Option<Zygote>,
     /// The process whose workers these are (see [`sys::Owner`]).
@@ -80,6 +85,9 @@ struct Live {
     worker: Parked,
     pipes: ControlPipes,
     cpu_limit_secs: u64,
+    /// Its spinning hand-off (see [`crate::spin`]), and when its CPU clock was last read.
+    spinner: Spinner,
+    clock_at: Instant,
 }
 
 /// The host's ends of a same-code worker's go and done pipes.
@@ -109,6 +117,7 @@ impl std::fmt::Debug for SameCode {
             .field("template", &self.template)
             .field("workers_started", &self.workers)
             .field("inputs_rerun", &self.rerun)
+            .field("inputs_spun", &self.spun)
             .field("zygote", &self.zygote)
             .finish_non_exhaustive()
     }
@@ -128,6 +137,7 @@ impl SameCode {
             seq: 0,
             workers: 0,
             rerun: 0,
+            spun: 0,
             zygote: None,
             host: sys::Owner::here(),
             _thread_bound: PhantomData,
@@ -161,6 +171,12 @@ impl SameCode {
     /// guest never started in the first. 0 on a healthy machine.
     pub fn inputs_rerun(&self) -> u64 {
         self.rerun
+    }
+
+    /// Inputs so far whose end the host saw through the spinning hand-off rather than the done
+    /// pipe (see [`RunOptions::spin`]): 0 where spinning is off or does not pay.
+    pub fn inputs_spun(&self) -> u64 {
+        self.spun
     }
 
     /// The current worker's process id, while one is parked.
@@ -276,7 +292,7 @@ impl SameCode {
         }
         self.seq += 1;
         let seq = self.seq;
-        if let Err(e) = arena.reset_memory() {
+        if let Err(e) = arena.reset_memory(host::arena_reusable(&options.policy)) {
             live.end();
             return Err(Error::io("resetting the worker's scratch and stack", e));
         }
@@ -285,39 +301,92 @@ impl SameCode {
             return Err(Error::io("loading the input", e));
         }
 
+        // The worker spins after this input if `plan` says so; it spun after the last one if
+        // the go goes through the go word.
+        let plan = live.spinner.plan(options);
+        arena.set_spin(plan.pauses);
+        let by_word = live.spinner.go_by_word();
+        // Whether the worker's clock, read last when it parked, says what it used before this
+        // input. Not once it spun since: then even a read now can be a scheduler tick behind
+        // (the kernel adds a running task's time to its process clock at ticks and switches).
+        let clock_fresh = !by_word;
+        if by_word && (plan.pauses == 0 || live.clock_at.elapsed() >= spin::CLOCK_EVERY) {
+            // Its clock counts its spins since it was last read: read it again for its budget
+            // (when it stops spinning, and now and then while it keeps spinning).
+            live.worker.refresh_cpu();
+            live.clock_at = Instant::now();
+        }
         let Live {
             worker,
             pipes,
             cpu_limit_secs,
+            mut spinner,
+            clock_at,
         } = live;
         let start = Instant::now();
-        let worker = worker.go(&pipes.go_w)?;
-        let watch = match worker.watch_input(arena, &pipes.done_r, seq, options, start) {
-            Ok(watch) => watch,
-            Err(e) => {
-                worker.end();
-                return Err(e);
+        let word = arena.handoff_word(HANDOFF_GO);
+        let (worker, by_pipe) = worker.go(&pipes.go_w, word, seq, by_word)?;
+        spinner.started(plan);
+        let spun = if plan.pauses == 0 {
+            None
+        } else {
+            match worker.spin_for_done(arena, seq, spinner.host_spin(), options) {
+                Ok(watch) => watch,
+                Err(e) => {
+                    worker.end();
+                    return Err(e);
+                }
             }
         };
+        let spun_done = spun.is_some();
+        let watch = match spun {
+            Some(watch) => watch,
+            None => match worker.watch_input(arena, &pipes.done_r, seq, options, start) {
+                Ok(watch) => watch,
+                Err(e) => {
+                    worker.end();
+                    return Err(e);
+                }
+            },
+        };
         if watch.done && watch.killed.is_none() {
-            let (worker, report) = worker.returned(arena, watch.output, start);
+            let (worker, mut report) = if spun_done {
+                worker.returned_spun(arena, watch.output, start)
+            } else {
+                worker.returned(arena, watch.output, start)
+            };
+            if !clock_fresh {
+                // The clock's difference includes spins: the worker ran one thread, so the
+                // input's own CPU time is at most its wall time.
+                report.user = report.user.min(report.wall);
+            }
+            spinner.returned(report.wall);
+            self.spun += u64::from(spun_done);
             self.live = Some(Live {
                 worker,
                 pipes,
                 cpu_limit_secs,
+                spinner,
+                clock_at: if spun_done { clock_at } else { Instant::now() },
             });
             return Ok(Some(report));
         }
-        if sys::pipe_pending(pipes.go_w.as_raw_fd()).is_ok_and(|n| n > 0) {
-            // The worker never took its go byte: it died while parked (killed from outside,
-            // say) or stopped before it could, and the input never ran.
+        let never_ran = if by_pipe {
+            // The go byte still in the pipe: the worker died while parked (killed from
+            // outside, say) or stopped before it could take it.
+            sys::pipe_pending(pipes.go_w.as_raw_fd()).is_ok_and(|n| n > 0)
+        } else {
+            // Posted in the go word to a spinning worker, which says which input it took.
+            arena.handoff_word(HANDOFF_TAKEN).load(Ordering::Acquire) != seq
+        };
+        if never_ran {
             worker.end();
             self.rerun += 1;
             return Ok(None);
         }
 
         // The worker ended (or the host ended it): reap and classify as a fresh run would.
-        let report = worker.reap_input(
+        let mut report = worker.reap_input(
             watch,
             arena,
             &self.code,
@@ -325,10 +394,15 @@ impl SameCode {
             start,
             &options.policy,
         )?;
+        if !clock_fresh {
+            report.user = report.user.min(report.wall); // as for a return, above
+        }
         Ok(Some(report))
     }
 
     fn start_worker(&mut self, arena: &mut Arena, options: &RunOptions) -> Result<Live, Error> {
+        // A new worker starts with a clean hand-off: its first go comes on the pipe.
+        arena.reset_handoff();
         let (maps, protects) = arena.prepare_worker(arena.capacity(), options, Mode::SameCode);
         let cpu_limit_secs = WORKER_CPU_BUDGET.as_secs() + options.limits.timeout.as_secs() + 2;
         let (go_r, go_w) = sys::pipe().map_err(|e| Error::io("creating the go pipe", e))?;
@@ -360,6 +434,8 @@ impl SameCode {
                 _go_r: go_r,
             },
             cpu_limit_secs,
+            spinner: Spinner::new(),
+            clock_at: Instant::now(),
         })
     }
 

@@ -23,6 +23,7 @@
 //! runs its jobs through those. Every state ends its worker with `end` when it is of no more use.
 
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use crate::abi::{Registers, RunOptions};
@@ -31,12 +32,14 @@ use crate::error::Error;
 use crate::policy::Policy;
 use crate::report::{Outcome, Report};
 use crate::sys;
-use crate::worker::{self, layout::*, protocol, FixedMap, Protect, WorkerPlan};
+use crate::worker::{self, layout::*, protocol, FixedMap, Protect, WorkerPlan, PROTECTS};
 use crate::zygote::Zygote;
 
 use super::classify::{classify, job_denies, setup_error, Evidence, WaitStatus};
 use super::walls::{cap_last, cpu_limit_secs, guest_may_signal, job_cgroup, walls};
-use super::watch::{cpu_clock, pollfd, watch_worker, Control, CpuWatch, InputFeeder, Watch};
+use super::watch::{
+    after_spun_done, cpu_clock, pollfd, watch_worker, Control, CpuWatch, InputFeeder, Watch,
+};
 
 /// What a worker's fd 0 is.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -122,7 +125,7 @@ impl Spawned {
     pub(crate) fn spawn(
         arena: &Arena,
         maps: [FixedMap; 5],
-        protects: [Protect; 1],
+        protects: [Protect; PROTECTS],
         options: &RunOptions,
         cpu_limit_secs: u64,
         fds: WorkerFds<'_>,
@@ -299,21 +302,42 @@ impl Parked {
     /// go pipe, which holds at most this byte and has a reader while the host holds one). What
     /// its tracer saw of earlier inputs is dropped first: it is not this input's. A worker
     /// the byte cannot be written to is ended, and that is the error.
-    pub(crate) fn go(self, go: &OwnedFd) -> Result<Running, Error> {
+    ///
+    ///
+    /// The input's number `seq` goes into the hand-off's go `word` first (see
+    /// [`crate::spin`]), where a worker that spins after this input compares it. With
+    /// `by_word` (the worker was left spinning after its last input) that is the go, and the
+    /// byte is written only if the worker stopped spinning and sleeps on the pipe. The second
+    /// value says whether the byte was written.
+    pub(crate) fn go(
+        self,
+        go: &OwnedFd,
+        word: &AtomicU64,
+        seq: u64,
+        by_word: bool,
+    ) -> Result<(Running, bool), Error> {
         if let Some(trace) = &self.worker.trace {
             trace.take();
         }
-        if !matches!(sys::write(go.as_raw_fd(), &protocol::GO), Ok(1)) {
+        let asleep = crate::spin::post_go(word, seq);
+        let by_pipe = !by_word || asleep;
+        if by_pipe && !matches!(sys::write(go.as_raw_fd(), &protocol::GO), Ok(1)) {
             self.end();
             return Err(Error::io(
                 "waking the same-code worker",
                 std::io::Error::other("the go byte was not written"),
             ));
         }
-        Ok(Running {
+        let running = Running {
             worker: self.worker,
             cpu_before: self.cpu,
-        })
+        };
+        Ok((running, by_pipe))
+    }
+
+    /// Reads the worker's CPU clock again (a spinning session's inputs do not).
+    pub(crate) fn refresh_cpu(&mut self) {
+        self.cpu = cpu_clock(self.worker.pid);
     }
 
     /// Ends a worker that will not be used: kill and reap.
@@ -388,6 +412,25 @@ impl Running {
         )
     }
 
+    /// Spins up to `limit` for a same-code input's "done" in the hand-off's done word (see
+    /// [`crate::spin::spin_for_done`]). `None`: no "done" there in time, and the worker now
+    /// says it on the done pipe: watch it with [`Running::watch_input`].
+    pub(crate) fn spin_for_done(
+        &self,
+        arena: &Arena,
+        seq: u64,
+        limit: Duration,
+        options: &RunOptions,
+    ) -> Result<Option<Watch>, Error> {
+        let word = arena.handoff_word(HANDOFF_DONE);
+        let confirm = || arena.record().state == STATE_RETURNED;
+        if !crate::spin::spin_for_done(word, seq, limit, confirm) {
+            return Ok(None);
+        }
+        let worker = &self.worker;
+        after_spun_done(&worker.pidfd, &worker.output_r, options).map(Some)
+    }
+
     /// A same-code worker that said "done": parked again, and the input's report (see
     /// [`report_returned`]), its CPU time the worker's since it last parked.
     pub(crate) fn returned(
@@ -402,6 +445,26 @@ impl Running {
         let parked = Parked {
             worker: self.worker,
             cpu: cpu_now,
+        };
+        (parked, report)
+    }
+
+    /// A same-code worker whose "done" came through the spinning hand-off: parked again, and
+    /// the input's report (see [`report_returned`]) with its wall time as its CPU time. The
+    /// worker's CPU clock is not read (a syscall; it would count the worker's spin before
+    /// the input too): the worker spun until the go and ran the guest at once, holding its CPU
+    /// throughout, so the input's CPU time is at most its wall time.
+    pub(crate) fn returned_spun(
+        self,
+        arena: &Arena,
+        output: Vec<u8>,
+        start: Instant,
+    ) -> (Parked, Report) {
+        let mut report = report_returned(arena, output, start, Duration::ZERO);
+        report.user = report.wall;
+        let parked = Parked {
+            worker: self.worker,
+            cpu: self.cpu_before,
         };
         (parked, report)
     }

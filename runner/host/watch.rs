@@ -269,6 +269,46 @@ pub(crate) fn watch_worker(
     })
 }
 
+/// What the host saw of a same-code input whose "done" came through the spinning hand-off:
+/// the output (written before the guest returned, so all in the pipe now; one read when there
+/// is none), and an output-limit kill when it is too much.
+pub(crate) fn after_spun_done(
+    pidfd: &OwnedFd,
+    output_r: &OwnedFd,
+    options: &RunOptions,
+) -> Result<Watch, Error> {
+    let max_output = options.limits.max_output;
+    let mut collector = OutputCollector {
+        fd: Some(output_r.as_raw_fd()),
+        output: Vec::new(),
+        max: max_output,
+    };
+    let over = collector
+        .drain()
+        .map_err(|e| Error::io("reading the output", e))?;
+    let killed = if over {
+        sys::pidfd_kill(pidfd.as_raw_fd()).map_err(|e| Error::io("killing the worker", e))?;
+        Some(Kill::OutputLimit)
+    } else {
+        None
+    };
+    let truncated = collector.output.len() > max_output;
+    let mut output = collector.output;
+    output.truncate(max_output);
+    Ok(Watch {
+        output,
+        truncated,
+        killed,
+        done: !over,
+        strict: options.policy == Policy::Strict,
+        cpu_time: options.limits.cpu_time,
+        guest_may_signal: guest_may_signal(options),
+        oom_killed: false,
+        facts: None,
+        many_procs: options.limits.max_procs > 1,
+    })
+}
+
 pub(super) fn pollfd(fd: i32, events: libc::c_short) -> libc::pollfd {
     libc::pollfd {
         fd,

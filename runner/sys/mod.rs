@@ -195,6 +195,17 @@ impl SharedFile {
     /// with `SEEK_DATA` as before. Each call is about 0.2 us; a same-code input makes 7 instead
     /// of 9.
     pub fn zero_range(&mut self, offset: usize, len: usize) -> io::Result<()> {
+        self.zero_range_found(offset, len, &mut Vec::new())
+    }
+
+    /// [`SharedFile::zero_range`], adding the data runs it zeroed in place (start, end) to
+    /// `found`: the pages of the range the file still has afterwards (none when it punched).
+    pub fn zero_range_found(
+        &mut self,
+        offset: usize,
+        len: usize,
+        found: &mut Vec<(usize, usize)>,
+    ) -> io::Result<()> {
         const ZERO_IN_PLACE_MAX: usize = 256 << 10;
         assert!(offset <= self.len() && len <= self.len() - offset);
         let end = offset + len;
@@ -234,9 +245,24 @@ impl SharedFile {
             data = next;
         }
         for &(data, hole) in &runs[..count] {
-            self.zero(data, hole - data);
+            self.zero_dirty(data, hole - data);
         }
+        found.extend_from_slice(&runs[..count]);
         Ok(())
+    }
+
+    /// The file's size in 512-byte blocks of memory (`fstat`'s `st_blocks`): it grows when a
+    /// page of the file comes to be (a first write or read of a hole, through any mapping)
+    /// and shrinks only when one is punched out. Swapped-out pages still count.
+    pub fn blocks(&self) -> io::Result<u64> {
+        // SAFETY: fstat writes one `struct stat` to a local.
+        unsafe {
+            let mut stat: libc::stat = std::mem::zeroed();
+            if libc::fstat(self.fd(), &mut stat) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(stat.st_blocks as u64)
+        }
     }
 
     /// Sets `len` bytes at `offset` to zero.
@@ -246,17 +272,46 @@ impl SharedFile {
         unsafe { std::ptr::write_bytes(self.map.as_mut_ptr().add(offset), 0, len) };
     }
 
-    /// Writes a u64 at an 8-aligned `offset`.
+    /// Writes a u64 at an 8-aligned `offset`, unless it holds `value` already: a store, even of
+    /// the same value, takes the cache line from a worker on another CPU that reads it (a
+    /// same-code worker reads its context after every go), which must then fetch it back.
     pub fn write_u64(&mut self, offset: usize, value: u64) {
         assert!(offset % 8 == 0 && offset + 8 <= self.len());
         // SAFETY: in range and aligned (checked above); we hold `&mut self`.
         unsafe {
-            self.map
-                .as_mut_ptr()
-                .add(offset)
-                .cast::<u64>()
-                .write_volatile(value)
-        };
+            let word = self.map.as_mut_ptr().add(offset).cast::<u64>();
+            if word.read_volatile() != value {
+                word.write_volatile(value);
+            }
+        }
+    }
+
+    /// Sets `len` bytes at `offset` to zero, writing only the 64-byte lines that are not zero
+    /// already (see [`SharedFile::write_u64`] for why). Only for pages the file has: reading a
+    /// hole of a shared mapping would put a page there.
+    pub fn zero_dirty(&mut self, offset: usize, len: usize) {
+        const LINE: usize = 64;
+        assert!(offset <= self.len() && len <= self.len() - offset);
+        let end = offset + len;
+        let mut at = offset;
+        while at < end {
+            let n = (LINE - at % LINE).min(end - at);
+            // SAFETY: `at..at + n` is in range (checked above); we hold `&mut self`. A whole
+            // line is 64-aligned, so it is eight aligned u64s.
+            unsafe {
+                let line = self.map.as_mut_ptr().add(at);
+                let dirty = if n == LINE {
+                    let words = std::slice::from_raw_parts(line.cast::<u64>(), LINE / 8);
+                    words.iter().fold(0, |acc, &w| acc | w) != 0
+                } else {
+                    std::slice::from_raw_parts(line, n).iter().any(|&b| b != 0)
+                };
+                if dirty {
+                    std::ptr::write_bytes(line, 0, n);
+                }
+            }
+            at += n;
+        }
     }
 
     /// Stores `value` in the u32 at a 4-aligned `offset` and wakes every process waiting on
@@ -289,6 +344,16 @@ impl SharedFile {
         assert!(offset % 8 == 0 && offset + 8 <= self.len());
         // SAFETY: in range and aligned (checked above).
         unsafe { self.map.as_ptr().add(offset).cast::<u64>().read_volatile() }
+    }
+
+    /// The u64 at an 8-aligned `offset` as an atomic, for a word another process (a worker
+    /// mapping the same file) reads and writes at the same time.
+    pub fn atomic_u64(&self, offset: usize) -> &std::sync::atomic::AtomicU64 {
+        assert!(offset % 8 == 0 && offset + 8 <= self.len());
+        // SAFETY: in range and aligned (checked above); the mapping lives as long as `self`.
+        // Every access to the word from this process goes through atomics (the worker's side
+        // uses `xchg`, `lock cmpxchg` and aligned loads and stores, atomic on x86-64).
+        unsafe { std::sync::atomic::AtomicU64::from_ptr(self.map.as_mut_ptr().add(offset).cast()) }
     }
 }
 
@@ -631,6 +696,18 @@ pub fn rseq_registration() -> Option<RseqRegistration> {
         // glibc up to 2.39 registers 32 bytes (its __rseq_size says 32, or 20 in later ones).
         lengths: [32, size],
     })
+}
+
+/// How many CPUs the calling thread may run on (`sched_getaffinity`); 1 if it cannot be read.
+pub fn thread_cpus() -> usize {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; the kernel writes at most its size.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) != 0 {
+            return 1;
+        }
+        (libc::CPU_COUNT(&set) as usize).max(1)
+    }
 }
 
 /// The calling process's pid, from a page of this process's own that every fork wipes: a

@@ -99,20 +99,60 @@ global_asm!(
     // What the rest needs of the context, read before "done": once the host has read it, it
     // rewrites the data page for the next input (zeroed first), while this worker may still be
     // on its way to its read.
+    // r14: this input's sequence number; r15: the spin budget after it (read-only to the
+    // guest, see SPIN_AT), 0 for every pool and fresh worker.
     "mov r12, [rip + .Lbj_base + {data} + {ctx_loop}]",
     "mov r13, [rip + .Lbj_base + {data} + {ctx_control_fd}]",
+    "mov r14, [rip + .Lbj_base + {data} + {ctx_seq}]",
+    "mov r15, [rip + .Lbj_base + {spin_at}]",
     "cmp qword ptr [rip + .Lbj_base + {data} + {ctx_done}], 0",
     "je .Lbj_exit",
-    // Say "done" on the done pipe; a same-code worker then waits for its next input.
+    "test r15, r15",
+    "jz .Lbj_done_pipe",
+    // Spinning hand-off: "done" is the sequence number in the done word. A host that stopped
+    // spinning left `seq | ASLEEP` there and polls the done pipe: then say it there too.
+    "mov rax, r14",
+    "xchg [rip + .Lbj_base + {data} + {handoff_done}], rax",
+    "mov rcx, r14",
+    "bts rcx, 63",
+    "cmp rax, rcx",
+    "jne .Lbj_after_done",
+    // Say "done" on the done pipe, from a copy on the private stack.
+    ".Lbj_done_pipe:",
+    "push r14",
     "mov eax, {sys_write}",
     "mov edi, {done_fd}",
-    "lea rsi, [rip + .Lbj_base + {data} + {ctx_seq}]",
+    "mov rsi, rsp",
     "mov edx, {done_len}",
     "syscall",
+    "pop rcx",
     "cmp rax, {done_len}",
     "jne .Lbj_exit",
+    ".Lbj_after_done:",
     "test r12, r12",
-    "jnz .Lbj_park",
+    "jz .Lbj_hold",
+    "test r15, r15",
+    "jz .Lbj_park",
+    // A same-code worker with a budget spins until the go word leaves this input's number,
+    // touching no memory but that word (the host rewrites the rest of the data page now).
+    "mov rcx, r15",
+    ".Lbj_spin:",
+    "cmp [rip + .Lbj_base + {data} + {handoff_go}], r14",
+    "jne .Lbj_spun",
+    "pause",
+    "dec rcx",
+    "jnz .Lbj_spin",
+    // Budget spent: swap in `seq | ASLEEP` and sleep on the go pipe, unless the go came first.
+    "mov rax, r14",
+    "mov rdx, r14",
+    "bts rdx, 63",
+    "lock cmpxchg [rip + .Lbj_base + {data} + {handoff_go}], rdx",
+    "je .Lbj_park",
+    ".Lbj_spun:",
+    "mov rax, [rip + .Lbj_base + {data} + {handoff_go}]",
+    "mov [rip + .Lbj_base + {data} + {handoff_taken}], rax",
+    "jmp .Lbj_base",
+    ".Lbj_hold:",
     // A pool worker holds still in read(GO_FD) until the host closes that pipe (or kills it):
     // its exit is then not on the job's clock. Without a hold pipe the read fails at once.
     "xor eax, eax",
@@ -415,6 +455,10 @@ global_asm!(
     ctx_control_fd = const CTX_CONTROL_FD,
     ctx_loop = const CTX_LOOP,
     ctx_seq = const CTX_SEQ,
+    spin_at = const SPIN_AT,
+    handoff_go = const HANDOFF_GO,
+    handoff_done = const HANDOFF_DONE,
+    handoff_taken = const HANDOFF_TAKEN,
     ctx_ready = const CTX_READY,
     ctx_done = const CTX_DONE,
     ctx_fsgsbase = const CTX_FSGSBASE,

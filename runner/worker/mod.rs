@@ -20,7 +20,7 @@ pub(crate) mod stages;
 
 pub(crate) use blob::blob;
 pub(crate) use protocol::{
-    layout, FixedMap, Grant, Protect, Walls, WorkerPlan, SETUP_FAILED_SIGNAL, STAGES,
+    layout, FixedMap, Grant, Protect, Walls, WorkerPlan, PROTECTS, SETUP_FAILED_SIGNAL, STAGES,
 };
 
 use protocol::layout::{ALTSTACK, ALTSTACK_LEN, CODE, DATA};

@@ -38,14 +38,48 @@ pub(crate) struct DataPage {
     /// Free: from the record's end to a round offset.
     _gap0: [u64; 3],
     pub late: LateContext,
+    /// Free.
+    _gap1: [u64; 4],
+    /// A same-code worker's spinning hand-off, on a cache line of its own with the gate (see
+    /// [`Handoff`]): the host does not zero it between inputs.
+    pub handoff: Handoff,
     /// Free: the gate keeps its place at the top, below the private stack.
-    _gap1: [u64; 11],
+    _gap2: [u64; 4],
     /// A traced worker's gate (see [`layout::CTX_TRACE_GATE`]).
     pub trace_gate: u32,
     _gate_pad: u32,
     /// The blob's private stack, up to the end of the page.
     pub stack: [u8; 0x800],
 }
+
+/// The spinning hand-off between a same-code worker and its host: three words of one cache
+/// line that both sides spin on, so that an input can start and end without a syscall. The
+/// worker spins only when the host wrote a budget at [`layout::SPIN_AT`] before the input;
+/// else it uses the go and done pipes as before. Each side's spin is bounded: a side that
+/// gives up marks the word it waits on [`ASLEEP`] (atomically, so that no hand-off is lost)
+/// and blocks on its pipe, and the other side then writes the pipe too.
+///
+/// The guest can write these words (the data page is writable): the host believes nothing
+/// here but "done", as it believes the done pipe (a claim, checked against the record), and
+/// never waits on them without a bound.
+#[repr(C)]
+#[allow(dead_code, reason = "a layout: read and written through its offsets")]
+pub(crate) struct Handoff {
+    /// The sequence number of the input to run, written by the host: a spinning worker that
+    /// ran input `n` waits for this word to leave `n`; one that stops spinning swaps `n` for
+    /// `n | ASLEEP` and reads the go pipe, and a host that finds `ASLEEP` writes the go byte.
+    pub go: u64,
+    /// The sequence number of the input that returned, written by the worker: a host that
+    /// stops spinning swaps in `seq | ASLEEP` and polls the done pipe, and a worker that finds
+    /// `ASLEEP` writes "done" there too.
+    pub done: u64,
+    /// The go word as a spinning worker saw it when it left its spin: the input it took. A
+    /// worker that died before (killed from outside) never ran the input the host posted.
+    pub taken: u64,
+}
+
+/// The mark of a side that stopped spinning and sleeps on its pipe (see [`Handoff`]).
+pub(crate) const ASLEEP: u64 = 1 << 63;
 
 /// A `struct sock_fprog` in two u64 slots: the length (a u16 for the kernel), then the
 /// program's address.
@@ -240,6 +274,19 @@ pub(crate) mod layout {
     pub const CTX_WALLS_PROG: usize = offset_of!(DataPage, late.walls_prog);
     /// The most instructions the walls filter may have.
     pub const WALLS_PROG_MAX: usize = 140;
+    /// The spinning hand-off (see [`super::Handoff`]), and its words.
+    pub const HANDOFF: usize = offset_of!(DataPage, handoff);
+    pub const HANDOFF_GO: usize = offset_of!(DataPage, handoff.go);
+    pub const HANDOFF_DONE: usize = offset_of!(DataPage, handoff.done);
+    pub const HANDOFF_TAKEN: usize = offset_of!(DataPage, handoff.taken);
+    /// The cache line the host leaves alone between same-code inputs: the hand-off, and the
+    /// gate (read only when the worker starts).
+    pub const HANDOFF_LINE: std::ops::Range<usize> = HANDOFF..HANDOFF + 64;
+    /// Region offset of the spin budget: how many `pause`s a same-code worker spins on the go
+    /// word after the current input before it sleeps on its go pipe (0: it does not spin). In
+    /// the last word of the blob's page, which the worker maps read-only: the guest cannot
+    /// change how its worker waits.
+    pub const SPIN_AT: usize = CODE + 0x1000 - 8;
     /// A traced worker's gate (a u32): 0 until the host's tracer has seized the worker, then
     /// [`GATE_TRACED`], or [`GATE_UNTRACED`] when the tracer could not (the worker then
     /// installs its own recording handlers, whose details the report marks unverified). The
@@ -260,6 +307,7 @@ pub(crate) mod layout {
     const _: () = assert!(REC_STAGE == 0x190 && REC_ERRNO == 0x198);
     const _: () = assert!(FAULT_SIGNO == 0x200 && FAULT_ADDR == 0x210 && FAULT_RIP == 0x218);
     const _: () = assert!(CTX_TRACE_GATE == 0x7f8 && DATA_END == 0x1000);
+    const _: () = assert!(HANDOFF == 0x7c0 && HANDOFF_LINE.end == CTX_TRACE_GATE + 8);
     // What the kernel and the blob need of the layout.
     const _: () = assert!(XSAVE % 64 == 0 && size_of::<super::XsaveArea>() == XSAVE_LEN);
     const _: () = assert!(ALTSTACK + ALTSTACK_LEN == FILTER);
@@ -467,6 +515,10 @@ impl FixedMap {
     }
 }
 
+/// How many `mprotect`s a worker applies after mapping: the blob page, the XSAVE image and
+/// the filter area (see `Arena::prepare_worker`).
+pub(crate) const PROTECTS: usize = 3;
+
 /// One `mprotect` the worker applies after mapping.
 #[derive(Clone, Copy)]
 pub(crate) struct Protect {
@@ -490,8 +542,8 @@ pub(crate) struct WorkerPlan {
     pub region: usize,
     /// Region, code, input, scratch, stack: mapped in this order (see [`crate::arena`]).
     pub maps: [FixedMap; 5],
-    /// The blob page made read+execute.
-    pub protects: [Protect; 1],
+    /// The blob page made read+execute, the XSAVE image and the filter read-only.
+    pub protects: [Protect; PROTECTS],
     /// `RLIMIT_CPU` in seconds: a backstop behind the host's own SIGKILL at the deadline.
     pub cpu_limit_secs: u64,
     /// The forking thread's rseq registration, to undo before scrubbing.
@@ -749,7 +801,7 @@ mod tests {
                 addr: 0,
                 len: 0,
                 prot: 0,
-            }],
+            }; PROTECTS],
             cpu_limit_secs: 3,
             rseq: None,
             scrub: true,

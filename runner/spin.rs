@@ -1,0 +1,224 @@
+//! The spinning hand-off of same-code inputs, host side: whether an input spins, for how long,
+//! and the host's wait for "done". The worker's side is in the blob (`worker::blob`), the
+//! words both sides share in `worker::protocol::Handoff`.
+//!
+//! A hand-off through a pipe costs a few microseconds: a write, a wake-up of the other side
+//! and, when both sides share a CPU, two context switches. Through a cache line that the other
+//! side spins on it costs a few hundred nanoseconds, but only while that side has a CPU of its
+//! own to spin on, and it keeps that CPU busy. So an input spins only:
+//! - under strict mode or `strict-bpf` (the guest can neither start a process that would share
+//!   the worker's memory nor change how its worker waits), with [`RunOptions::spin`] on and no
+//!   CPU-time limit (whose watch reads the worker's CPU clock around each input);
+//! - when the host thread may run on at least two CPUs for each same-code session of this
+//!   process that spins ([`SPINNING`]): a host and its worker are two spinners;
+//! - while inputs keep coming: when the caller took longer than the worker would spin
+//!   ([`WORKER_SPIN`]) between the last input's end and this one, the worker would have gone
+//!   to sleep anyway, and the next input uses the pipes (adaptive: one input later it spins
+//!   again if the caller sped up).
+//!
+//! Both spins are bounded ([`WORKER_SPIN`], [`HOST_SPIN`]); a side that gives up sleeps on its
+//! pipe, and the other side, which sees that in the shared word, writes the pipe too. Spin time
+//! is never an input's: a spun input's `user` time is its wall time from the go to the host's
+//! sight of "done" (the worker held its CPU throughout), not the scheduler's clock, which would
+//! count the worker's spin before the input; the worker's `RLIMIT_CPU` budget is checked
+//! against its scheduler clock read at most every [`CLOCK_EVERY`], with a margin of seconds.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::abi::RunOptions;
+use crate::worker::protocol::ASLEEP;
+
+/// How long a worker spins on the go word after an input before it sleeps on its go pipe.
+pub(crate) const WORKER_SPIN: Duration = Duration::from_micros(50);
+
+/// How long the host spins on the done word after a go before it polls the done pipe (and the
+/// worker's end, the deadline, the output, a cancel).
+const HOST_SPIN: Duration = Duration::from_micros(50);
+
+/// After an input that took longer than this the host does not spin for the next one's
+/// "done": the code is slow, not the hand-off. Well above what an input that missed the spin
+/// and ended through the pipes takes (tens of microseconds when the sides sit on two CPUs),
+/// so that one miss does not turn the host's spin off for good.
+const SLOW_INPUT: Duration = Duration::from_micros(500);
+
+/// How often a spinning session reads its worker's CPU clock (a syscall) for the budget
+/// check: the worker spins at most `WORKER_SPIN` per input, so in this time it cannot use more
+/// CPU than this, well inside the budget's margin of a second.
+pub(crate) const CLOCK_EVERY: Duration = Duration::from_millis(50);
+
+/// Same-code sessions of this process whose worker may spin now.
+static SPINNING: AtomicUsize = AtomicUsize::new(0);
+
+/// The length of one `pause`, measured once: the worker counts `pause`s, having no clock in
+/// strict mode (no `rdtsc` either: the trampoline cannot know the time, only count).
+fn pause_ns() -> f64 {
+    static PAUSE_NS: OnceLock<f64> = OnceLock::new();
+    *PAUSE_NS.get_or_init(|| {
+        const PAUSES: u32 = 2000;
+        // The fastest of a few rounds: a round the host was preempted in says nothing.
+        let fastest = (0..5)
+            .map(|_| {
+                let start = Instant::now();
+                for _ in 0..PAUSES {
+                    std::hint::spin_loop();
+                }
+                start.elapsed()
+            })
+            .min()
+            .unwrap_or_default();
+        (fastest.as_nanos() as f64 / f64::from(PAUSES)).max(1.0)
+    })
+}
+
+/// How many `pause`s take about `time`.
+fn pauses_for(time: Duration) -> u64 {
+    ((time.as_nanos() as f64 / pause_ns()) as u64).max(1)
+}
+
+/// One same-code session's spinning state.
+#[derive(Debug)]
+pub(crate) struct Spinner {
+    /// Whether this session counts in [`SPINNING`].
+    armed: bool,
+    /// The CPUs the host thread could run on when the worker was forked (the worker inherited
+    /// them).
+    cpus: usize,
+    /// The budget the worker got with the input it ran last (see [`Spinner::go_by_word`]).
+    pauses: u64,
+    /// When the host saw the last input end, and how long the caller took from there to the
+    /// next input.
+    ended_at: Option<Instant>,
+    gap: Duration,
+    /// How long the last input took, from its go to its "done".
+    last_input: Duration,
+}
+
+impl Spinner {
+    /// The state of a new worker: parked on its go pipe, no budget.
+    pub(crate) fn new() -> Spinner {
+        Spinner {
+            armed: false,
+            cpus: crate::sys::thread_cpus(),
+            pauses: 0,
+            ended_at: None,
+            gap: Duration::ZERO,
+            last_input: Duration::ZERO,
+        }
+    }
+
+    /// Whether the next go goes through the go word (the worker was left spinning, or
+    /// sleeping with `ASLEEP` in the word) rather than the go pipe alone.
+    pub(crate) fn go_by_word(&self) -> bool {
+        self.pauses != 0
+    }
+
+    /// Decides the spin budget of the input about to start (the worker spins that many
+    /// `pause`s after it; 0: not at all) and whether the host spins for its "done".
+    pub(crate) fn plan(&mut self, options: &RunOptions) -> Plan {
+        if let Some(ended) = self.ended_at.take() {
+            self.gap = ended.elapsed();
+        }
+        let eligible = options.spin
+            && crate::host::arena_reusable(&options.policy)
+            && options.limits.cpu_time.is_none()
+            && self.gap <= WORKER_SPIN
+            && self.cpus >= 2;
+        if !eligible || !self.arm() {
+            self.disarm();
+            return Plan { pauses: 0 };
+        }
+        Plan {
+            pauses: pauses_for(WORKER_SPIN),
+        }
+    }
+
+    /// Counts this session in [`SPINNING`] if two CPUs per spinning session remain.
+    fn arm(&mut self) -> bool {
+        if self.armed {
+            return true;
+        }
+        let sessions = SPINNING.fetch_add(1, Ordering::Relaxed) + 1;
+        if sessions * 2 > self.cpus {
+            SPINNING.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        self.armed = true;
+        true
+    }
+
+    fn disarm(&mut self) {
+        if std::mem::take(&mut self.armed) {
+            SPINNING.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Records the budget the input now starting got.
+    pub(crate) fn started(&mut self, plan: Plan) {
+        self.pauses = plan.pauses;
+    }
+
+    /// Records the end of an input that returned, `took` after its go.
+    pub(crate) fn returned(&mut self, took: Duration) {
+        self.ended_at = Some(Instant::now());
+        self.last_input = took;
+    }
+
+    /// How long the host spins for this input's "done": not at all after a slow input.
+    pub(crate) fn host_spin(&self) -> Duration {
+        if self.last_input > SLOW_INPUT {
+            Duration::ZERO
+        } else {
+            HOST_SPIN
+        }
+    }
+}
+
+impl Drop for Spinner {
+    fn drop(&mut self) {
+        self.disarm();
+    }
+}
+
+/// The budget of one input (see [`Spinner::plan`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Plan {
+    /// `pause`s the worker spins after the input (0: it sleeps on its go pipe at once).
+    pub pauses: u64,
+}
+
+/// Posts input `seq` in the go word. True when the worker had stopped spinning and sleeps on
+/// its go pipe: the caller must then write the go byte too.
+pub(crate) fn post_go(word: &AtomicU64, seq: u64) -> bool {
+    word.swap(seq, Ordering::SeqCst) & ASLEEP != 0
+}
+
+/// Spins up to `limit` for input `seq`'s "done" in the done word, confirmed by `confirm` (the
+/// record says the guest returned). True: done. False: the host gave up and marked the word
+/// `seq | ASLEEP`, so that the worker writes "done" on the done pipe. A "done" in the
+/// word that the record does not confirm is the guest's (it can write both): not believed,
+/// the host spins on and then sleeps on the pipe, where the worker's own "done" will come.
+pub(crate) fn spin_for_done(
+    word: &AtomicU64,
+    seq: u64,
+    limit: Duration,
+    confirm: impl Fn() -> bool,
+) -> bool {
+    let start = Instant::now();
+    let mut seen = word.load(Ordering::Acquire);
+    let mut turns = 0u32;
+    loop {
+        if seen == seq && confirm() {
+            return true;
+        }
+        turns = turns.wrapping_add(1);
+        if turns % 64 == 0 && start.elapsed() >= limit {
+            // A swap, not a compare-and-swap: a guest flipping the word cannot keep it failing.
+            let last = word.swap(seq | ASLEEP, Ordering::SeqCst);
+            return last == seq && confirm();
+        }
+        std::hint::spin_loop();
+        seen = word.load(Ordering::Acquire);
+    }
+}

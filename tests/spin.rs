@@ -1,0 +1,268 @@
+//! The spinning hand-off of same-code inputs (`RunOptions::spin`): inputs spun through the
+//! shared cache line report exactly what inputs through the pipes report; it turns itself off
+//! where it cannot pay (one CPU, a CPU-time limit, a profile, inputs that come slowly); spin
+//! time is never an input's CPU time; a worker killed while it spins never loses an input; and
+//! a guest that writes the hand-off's words only ever confuses its own inputs, never the host.
+
+use std::time::{Duration, Instant};
+
+mod common;
+use common::{essence, gas};
+
+use bytejail::{Gpr, Limits, Outcome, RunOptions, SameCode};
+
+/// Spinning sessions of one process share its CPUs (two per session): these tests run one
+/// at a time.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Pins the calling thread (and so the workers it forks from now on) to `cpus`.
+fn pin(cpus: &[usize]) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET stays inside it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &cpu in cpus {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set),
+            0
+        );
+    }
+}
+
+fn two_cpus() -> bool {
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if n < 2 {
+        eprintln!("one CPU: nothing spins here; skipping");
+    }
+    n >= 2
+}
+
+fn plus_one() -> Vec<u8> {
+    gas("lea rax, [rbx + 1]\n ret")
+}
+
+/// `count` inputs of `lea rax, [rbx + 1]` with rbx = 0, 1, ...; every one must return rbx + 1.
+fn inputs(same: &mut SameCode, options: &RunOptions, count: u64) {
+    for i in 0..count {
+        let mut options = options.clone();
+        options.registers.set(Gpr::RBX, i).unwrap();
+        let report = same.run_with(b"", &options).unwrap();
+        match report.outcome {
+            Outcome::Returned(regs) => assert_eq!(regs.rax, i + 1, "input {i}"),
+            other => panic!("input {i}: {other:?}"),
+        }
+    }
+}
+
+/// With two CPUs inputs in a row spin, and report what the pipes report; with spinning off,
+/// or one CPU, none does (the twin: the counter counts).
+#[test]
+fn inputs_in_a_row_spin_on_two_cpus_and_not_otherwise() {
+    if !two_cpus() {
+        return;
+    }
+    let _one = one_at_a_time();
+    pin(&[0, 1]);
+    let code = plus_one();
+    let options = RunOptions::default();
+    let mut same = SameCode::new(&code, &options).unwrap();
+    inputs(&mut same, &options, 5_000);
+    // Most spin on a quiet machine; a busy one preempts either side now and then, and each
+    // such input falls back to the pipes.
+    assert!(
+        same.inputs_spun() > 500,
+        "{} of 5000 inputs spun",
+        same.inputs_spun()
+    );
+    assert_eq!((same.workers_started(), same.inputs_rerun()), (1, 0));
+
+    let off = options.clone().with_spin(false);
+    let mut same = SameCode::new(&code, &off).unwrap();
+    inputs(&mut same, &off, 2_000);
+    assert_eq!(same.inputs_spun(), 0, "spin off");
+
+    pin(&[1]);
+    let mut same = SameCode::new(&code, &options).unwrap();
+    inputs(&mut same, &options, 2_000);
+    assert_eq!(same.inputs_spun(), 0, "one CPU");
+}
+
+/// A CPU-time limit, or a profile, never spins; a guest's output, faults and violations are
+/// reported the same whichever way its input came.
+#[test]
+fn spun_inputs_report_what_the_pipes_report() {
+    if !two_cpus() {
+        return;
+    }
+    let _one = one_at_a_time();
+    pin(&[0, 1]);
+    // Writes its input, then returns, crashes or makes a forbidden call by rbx.
+    let code = gas("push rdi\n push rsi\n mov rdx, rsi\n mov rsi, rdi\n mov edi, 1\n mov eax, 1\n\
+         syscall\n pop rsi\n pop rdi\n cmp rbx, 1\n je 1f\n cmp rbx, 2\n je 2f\n mov rax, rsi\n ret\n\
+         1: mov qword ptr [0], 0\n 2: mov eax, 39\n syscall\n ret");
+    let spin = RunOptions::default();
+    let pipes = spin.clone().with_spin(false);
+    let mut spun = SameCode::new(&code, &spin).unwrap();
+    let mut piped = SameCode::new(&code, &pipes).unwrap();
+    for i in 0..300u64 {
+        let input: Vec<u8> = (0..(i * 13 % 200)).map(|j| (j + i) as u8).collect();
+        let kind = if i % 50 == 49 { i / 50 % 3 } else { 0 };
+        let a = spun
+            .run_with(&input, &spin.clone().with_registers(regs(kind)))
+            .unwrap();
+        let b = piped
+            .run_with(&input, &pipes.clone().with_registers(regs(kind)))
+            .unwrap();
+        assert_eq!(essence(&a), essence(&b), "input {i}");
+        assert_eq!(a.output, input, "input {i}");
+        assert!(
+            a.user <= a.wall,
+            "input {i}: user {:?} > wall {:?}",
+            a.user,
+            a.wall
+        );
+    }
+    assert!(spun.inputs_spun() > 30, "{} spun", spun.inputs_spun());
+    assert_eq!(piped.inputs_spun(), 0);
+
+    let limited = spin
+        .clone()
+        .with_limits(Limits::default().with_cpu_time(Some(Duration::from_secs(1))));
+    let mut same = SameCode::new(&plus_one(), &limited).unwrap();
+    inputs(&mut same, &limited, 1_000);
+    assert_eq!(same.inputs_spun(), 0, "a CPU-time limit");
+}
+
+fn regs(kind: u64) -> bytejail::InitialRegisters {
+    let mut regs = bytejail::InitialRegisters::default();
+    regs.set(Gpr::RBX, kind).unwrap();
+    regs
+}
+
+/// The worker spins between inputs; that time is not the inputs'. The caller takes 30 us
+/// between inputs, which the worker spins through: a spun input's reported CPU time is its
+/// wall time from the go (about a microsecond), not the clock's difference, which would add
+/// the spin before it.
+#[test]
+fn spin_time_is_not_an_inputs_cpu_time() {
+    if !two_cpus() {
+        return;
+    }
+    let _one = one_at_a_time();
+    pin(&[0, 1]);
+    let options = RunOptions::default();
+    let mut same = SameCode::new(&plus_one(), &options).unwrap();
+    inputs(&mut same, &options, 100);
+    let (mut spun, mut spun_user) = (0u32, Duration::ZERO);
+    for _ in 0..2_000 {
+        let before = same.inputs_spun();
+        let report = same.run(b"").unwrap();
+        assert!(report.user <= report.wall, "{report:?}");
+        if same.inputs_spun() > before {
+            spun += 1;
+            spun_user += report.user;
+        }
+        let pause = Instant::now();
+        while pause.elapsed() < Duration::from_micros(30) {
+            std::hint::spin_loop();
+        }
+    }
+    assert!(spun > 200, "{spun} spun");
+    let mean = spun_user / spun;
+    assert!(
+        mean < Duration::from_micros(15),
+        "{spun} spun inputs, {mean:?} each"
+    );
+}
+
+/// A worker killed from outside while it spins (between inputs) never ran the next input:
+/// the input runs in a new worker.
+#[test]
+fn a_worker_killed_while_it_spins_loses_no_input() {
+    if !two_cpus() {
+        return;
+    }
+    let _one = one_at_a_time();
+    pin(&[0, 1]);
+    let code = plus_one();
+    let options = RunOptions::default().with_trace(false);
+    let mut same = SameCode::new(&code, &options).unwrap();
+    let mut killed = 0;
+    for round in 0..20u64 {
+        inputs(&mut same, &options, 20);
+        let pid = same.worker_pid().unwrap();
+        // Right after an input: the worker spins for about 50 us. The next input comes once
+        // it is dead (a go it could still see while the kill is on its way would be lost with
+        // it, as for a parked worker).
+        // SAFETY: kill takes no pointers.
+        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !common::children_of(std::process::id()).contains(&(pid, 'Z')) {
+            assert!(Instant::now() < deadline, "worker {pid} did not die");
+            std::hint::spin_loop();
+        }
+        killed += 1;
+        let mut o = options.clone();
+        o.registers.set(Gpr::RBX, 1000 + round).unwrap();
+        let report = same.run_with(b"", &o).unwrap();
+        match report.outcome {
+            Outcome::Returned(regs) => assert_eq!(regs.rax, 1001 + round, "round {round}"),
+            other => panic!("round {round}: {other:?}"),
+        }
+    }
+    assert_eq!(same.workers_started(), 1 + killed);
+    assert_eq!(same.inputs_rerun(), killed);
+}
+
+/// The hand-off's words sit in the data page the guest can write. A guest that forges "done",
+/// posts its own go, marks either side asleep or scribbles the whole line confuses its own
+/// inputs at worst (each still ends within its timeout); the host never hangs or fails, and
+/// the next submission is unaffected.
+#[test]
+fn a_guest_writing_the_handoff_only_confuses_itself() {
+    if !two_cpus() {
+        return;
+    }
+    let _one = one_at_a_time();
+    pin(&[0, 1]);
+    // The region starts at the page of the return address (the blob's); its data page is the
+    // next, the hand-off at 0x7c0 there: go, done, taken. rbx picks the attack.
+    let attacks = [
+        // Forge "done" for this input (seq at data + 0xe0), then spin forever.
+        "mov rax, [rsp]\n and rax, -4096\n mov rcx, [rax + 0x10e0]\n mov [rax + 0x17c8], rcx\n 1: jmp 1b",
+        // Forge "done" and return.
+        "mov rax, [rsp]\n and rax, -4096\n mov rcx, [rax + 0x10e0]\n mov [rax + 0x17c8], rcx\n mov eax, 7\n ret",
+        // Post a go for the next input (seq + 1) and return: the worker runs again at once.
+        "mov rax, [rsp]\n and rax, -4096\n mov rcx, [rax + 0x10e0]\n inc rcx\n mov [rax + 0x17c0], rcx\n mov eax, 7\n ret",
+        // Mark both words asleep and return.
+        "mov rax, [rsp]\n and rax, -4096\n mov rcx, [rax + 0x10e0]\n bts rcx, 63\n mov [rax + 0x17c0], rcx\n mov [rax + 0x17c8], rcx\n mov eax, 7\n ret",
+        // Scribble the whole line (and the taken word) with ones, and return.
+        "mov rax, [rsp]\n and rax, -4096\n mov rcx, -1\n mov [rax + 0x17c0], rcx\n mov [rax + 0x17c8], rcx\n mov [rax + 0x17d0], rcx\n mov [rax + 0x17d8], rcx\n mov eax, 7\n ret",
+    ];
+    let mut options = RunOptions::default();
+    options.limits.timeout = Duration::from_millis(300);
+    for (n, attack) in attacks.iter().enumerate() {
+        let code = gas(attack);
+        let mut same = SameCode::new(&code, &options).unwrap();
+        for i in 0..40 {
+            let start = Instant::now();
+            let report = same.run(b"").unwrap();
+            assert!(
+                start.elapsed() < Duration::from_secs(3),
+                "attack {n}, input {i}: {:?}",
+                start.elapsed()
+            );
+            // Whatever it did to itself: a guest re-entered early finds its stack rewritten
+            // under it and may crash, say. Its own inputs only.
+            let _ = report.outcome;
+        }
+        drop(same);
+        // Another submission, fresh, as if nothing happened.
+        let mut clean = SameCode::new(&plus_one(), &options).unwrap();
+        inputs(&mut clean, &options, 200);
+    }
+}
