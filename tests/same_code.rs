@@ -314,3 +314,51 @@ fn inputs_in_a_row_all_return_in_one_worker() {
     }
     assert_eq!((same.workers_started(), same.inputs_rerun()), (1, 0));
 }
+
+/// Each input finds zeros wherever the last ones wrote, the pages they wrote first and those
+/// they wrote again alike (the host's reset skips its scan of the file while no page came to
+/// be since the last, and must still zero a page written again): the scratch, and the
+/// alternate signal stack in the region. Sixteen places of each, one written per input, all
+/// read by the next.
+#[test]
+fn every_input_finds_zeros_where_earlier_ones_wrote() {
+    let code = gas(
+        "mov rax, [rsp]\n and rax, -4096\n xor r8, r8\n xor r9, r9\n\
+         1: mov r10, r9\n shl r10, 12\n add r8, [rdx + r10]\n\
+         mov r11, r9\n shl r11, 9\n add r8, [rax + r11 + 0x6000]\n\
+         inc r9\n cmp r9, 16\n jb 1b\n\
+         mov r10, rbx\n shl r10, 12\n mov qword ptr [rdx + r10], 1\n\
+         mov r11, rbx\n shl r11, 9\n mov qword ptr [rax + r11 + 0x6000], 1\n\
+         mov rax, r8\n ret",
+    );
+    for spin in [true, false] {
+        let options = RunOptions::default().with_spin(spin);
+        let mut same = SameCode::new(&code, &options).unwrap();
+        for i in 0..200u64 {
+            let mut options = options.clone();
+            options.registers.set(Gpr::RBX, i % 16).unwrap();
+            let report = same.run_with(b"", &options).unwrap();
+            assert_eq!(returned(&report).rax, 0, "spin {spin}, input {i}");
+        }
+        assert_eq!(same.workers_started(), 1);
+    }
+}
+
+/// The XSAVE image the trampoline restores and the filter area are read-only to the guest
+/// (so the host never has to put them back): a write there is a crash.
+#[test]
+fn the_xsave_image_and_the_filter_area_are_read_only() {
+    for offset in [0x2000 + 0x300, 0x2018, 0x10000, 0x17ff8] {
+        let code = gas(&format!(
+            "mov rax, [rsp]\n and rax, -4096\n mov qword ptr [rax + {offset}], 1\n ret"
+        ));
+        let mut same = SameCode::new(&code, &RunOptions::default()).unwrap();
+        let report = same.run(b"").unwrap();
+        assert!(
+            matches!(report.outcome, Outcome::Crashed { signal: 11, .. }),
+            "offset {offset:#x}: {report:?}"
+        );
+        let fresh = bytejail::run(&code, b"", &RunOptions::default()).unwrap();
+        assert_eq!(essence(&fresh), essence(&report), "offset {offset:#x}");
+    }
+}
