@@ -1184,14 +1184,15 @@ impl Fixtures {
             );
         }
         if let Some(same_code) = &self.same_code {
+            let row = Measurement::new("run_batch_input", Some("floor_pipe_rtt"), || {
+                time(|| same_code.input())
+            });
             // On one CPU a same-code worker does not spin (`RunOptions::spin`): read against
-            // the blocking hand-off too.
-            table.push(
-                Measurement::new("run_batch_input", Some("floor_pipe_rtt"), || {
-                    time(|| same_code.input())
-                })
-                .also("run_batch_input_2cpu_nospin"),
-            );
+            // the blocking hand-off too, where it is measured.
+            table.push(match &self.same_code_2cpu_nospin {
+                Some(_) => row.also("run_batch_input_2cpu_nospin"),
+                None => row,
+            });
         }
         if let Some(pair) = &self.pair {
             for (name, floor, also, probe) in [
