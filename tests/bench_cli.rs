@@ -195,3 +195,24 @@ fn quick_json_has_the_machine_and_every_documented_row() {
         assert!(chart.contains(name), "the chart has no bar for {name}");
     }
 }
+
+/// `docs/costs.md` has a table line for every row the bench always measures and every 2-CPU row,
+/// each saying where it runs. Cheap: reads one file, runs nothing beside the bench test.
+#[test]
+fn costs_md_documents_every_row_and_where_it_runs() {
+    let costs =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/costs.md")).unwrap();
+    let names = ROWS
+        .iter()
+        .map(|r| (r.0, r.2))
+        .chain(TWO_CPU_ROWS.iter().map(|r| (r.0, TWO)));
+    for (name, placement) in names {
+        let start = format!("| `{name}` |");
+        let line = costs
+            .lines()
+            .find(|line| line.starts_with(&start))
+            .unwrap_or_else(|| panic!("docs/costs.md has no table line for {name}"));
+        let placement = if placement == WATCHED { TWO } else { placement };
+        assert!(line.contains(&format!(" | {placement} | ")), "{line}");
+    }
+}
