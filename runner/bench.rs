@@ -1,6 +1,7 @@
 //! What isolation costs, measured in-process for `bytejail bench`: fork and its cousins, one job
-//! through `bytejail::run`, one syscall under each seccomp mode, and installing a filter, each
-//! next to the raw floor it should be compared with.
+//! through `bytejail::run`, one same-code input on one CPU and across two, one syscall under
+//! each seccomp mode, and installing a filter, each next to the raw floor it should be compared
+//! with.
 //!
 //! [`measure`] takes every row in interleaved rounds, in a new order each round (drift on a
 //! shared machine, and whatever one row leaves behind for the next, hit all rows alike), throws
