@@ -1,6 +1,7 @@
 //! What isolation costs, measured in-process for `bytejail bench`: fork and its cousins, one job
-//! through `bytejail::run`, one syscall under each seccomp mode, and installing a filter, each
-//! next to the raw floor it should be compared with.
+//! through `bytejail::run`, one same-code input on one CPU and across two, one syscall under
+//! each seccomp mode, and installing a filter, each next to the raw floor it should be compared
+//! with.
 //!
 //! [`measure`] takes every row in interleaved rounds, in a new order each round (drift on a
 //! shared machine, and whatever one row leaves behind for the next, hit all rows alike), throws
@@ -22,7 +23,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -73,6 +74,9 @@ pub struct Machine {
     pub transparent_hugepages: String,
     /// The CPU the measuring thread (and so every child it forks) was pinned to, if any.
     pub pinned_cpu: Option<usize>,
+    /// The other CPU of the rows measured on two CPUs (`placement` "2 CPUs"), if any; the
+    /// `syscall_*` rows' host watches from any CPU but the pinned one.
+    pub second_cpu: Option<usize>,
     /// /proc/loadavg at the start: a loaded machine gives slower, noisier rows.
     pub load_average: [f64; 3],
     /// `bytejail bench --quick`.
@@ -97,6 +101,37 @@ pub struct Row {
     pub samples: usize,
     /// The row this one should be compared with, measured in the same run.
     pub floor: Option<&'static str>,
+    /// A second row this one is read against, measured in the same run: the other side of a
+    /// target (`run_batch_input_2cpu` against both `floor_shm_handoff` and `floor_pipe_rtt`).
+    pub second_floor: Option<&'static str>,
+    /// Where the row's host (the measuring thread) and its worker or child ran.
+    pub placement: Placement,
+}
+
+/// Where a row's host and worker ran: a hand-off between two processes costs something else on
+/// one CPU (a context switch) than across two (a wake-up on another CPU, or a cache line).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Placement {
+    /// Both on the one CPU `bytejail bench` pinned itself to, or the only one it may use.
+    #[serde(rename = "1 CPU")]
+    OneCpu,
+    /// The pinned CPU and one other: host and worker each allowed on both, or one on each.
+    #[serde(rename = "2 CPUs")]
+    TwoCpus,
+    /// Wherever the scheduler put them: pinning to one CPU failed.
+    #[serde(rename = "unpinned")]
+    Unpinned,
+}
+
+impl Placement {
+    /// As in the JSON: `1 CPU`, `2 CPUs`, `unpinned`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Placement::OneCpu => "1 CPU",
+            Placement::TwoCpus => "2 CPUs",
+            Placement::Unpinned => "unpinned",
+        }
+    }
 }
 
 impl BenchReport {
@@ -107,8 +142,18 @@ impl BenchReport {
 
     /// `row`'s median over its floor's median, when it has a floor that was measured.
     pub fn ratio_to_floor(&self, row: &Row) -> Option<f64> {
-        let floor = self.row(row.floor?)?;
-        (floor.median_ns > 0).then(|| row.median_ns as f64 / floor.median_ns as f64)
+        self.ratio_to(row, row.floor?)
+    }
+
+    /// `row`'s median over its second floor's median, when it has one that was measured.
+    pub fn ratio_to_second_floor(&self, row: &Row) -> Option<f64> {
+        self.ratio_to(row, row.second_floor?)
+    }
+
+    /// `row`'s median over the median of the row called `other`, when that was measured.
+    pub fn ratio_to(&self, row: &Row, other: &str) -> Option<f64> {
+        let other = self.row(other)?;
+        (other.median_ns > 0).then(|| row.median_ns as f64 / other.median_ns as f64)
     }
 }
 
@@ -119,11 +164,19 @@ impl BenchReport {
 struct Measurement<'a> {
     name: &'static str,
     floor: Option<&'static str>,
+    second_floor: Option<&'static str>,
+    placement: Placement,
+    /// The CPUs the measuring thread may use while it takes this row's samples, when not only
+    /// the one `measure` pinned it to (see [`Measurement::on`]).
+    cpus: Option<CpuSet>,
     /// Takes one sample: nanoseconds per operation.
     take: Box<dyn FnMut() -> io::Result<f64> + 'a>,
     /// Wall time each warm-up sample cost (including what is not timed, such as a child's
     /// fork): decides how many samples a round takes.
     costs: Vec<Duration>,
+    /// Samples per warm-up round, of which only the last one's cost counts (see
+    /// [`Measurement::waking`]).
+    warm_up_batch: usize,
     /// Samples per round, or with `every > 1` one sample every `every` rounds.
     per_round: usize,
     every: usize,
@@ -140,12 +193,83 @@ impl<'a> Measurement<'a> {
         Measurement {
             name,
             floor,
+            second_floor: None,
+            placement: Placement::OneCpu,
+            cpus: None,
             take: Box::new(take),
             costs: Vec::new(),
+            warm_up_batch: 1,
             per_round: 1,
             every: 1,
             samples: Vec::new(),
             failed: false,
+        }
+    }
+
+    /// Also read against `row` (see [`Row::second_floor`]).
+    fn also(mut self, row: &'static str) -> Self {
+        self.second_floor = Some(row);
+        self
+    }
+
+    /// Where host and worker or child run, when not both on the pinned CPU.
+    fn placed(mut self, placement: Placement) -> Self {
+        self.placement = placement;
+        self
+    }
+
+    /// For a row whose peer (a spinning child or worker) goes to sleep while other rows run:
+    /// its first sample after them pays a wake-up on another CPU (untimed, but its cost would
+    /// plan the row as if every sample paid it; in the measuring rounds only the first of a
+    /// row's samples in a round does). Warm-up takes two samples a round and counts the
+    /// second's cost.
+    fn waking(mut self) -> Self {
+        self.warm_up_batch = 2;
+        self
+    }
+
+    /// Measured with the thread allowed on `pair`'s two CPUs (and back on the pinned CPU for
+    /// the other rows).
+    fn on(mut self, pair: &CpuPair) -> Self {
+        self.cpus = Some(pair.both);
+        self.placement = Placement::TwoCpus;
+        self
+    }
+
+    /// Takes `count` samples in a row, with the thread on the row's CPUs meanwhile; then back
+    /// on `home`.
+    fn samples(
+        &mut self,
+        count: usize,
+        warming_up: bool,
+        home: Option<&CpuSet>,
+        notes: &mut Vec<String>,
+    ) {
+        if self.failed {
+            return;
+        }
+        if let Some(cpus) = &self.cpus {
+            if let Err(error) = cpus.apply() {
+                self.failed = true;
+                notes.push(format!(
+                    "{} left out: cannot move to its CPUs: {error}",
+                    self.name
+                ));
+                return;
+            }
+        }
+        let costs_before = self.costs.len();
+        for _ in 0..count {
+            self.sample(warming_up, notes);
+        }
+        if warming_up && self.costs.len() > costs_before + 1 {
+            // Only the batch's last cost: see `Measurement::waking`.
+            let last = self.costs.len() - 1;
+            self.costs.drain(costs_before..last);
+        }
+        if let (Some(_), Some(home)) = (&self.cpus, home) {
+            // Failing leaves the thread on two CPUs for the next rows, which is harmless.
+            let _ = home.apply();
         }
     }
 
@@ -185,6 +309,8 @@ impl<'a> Measurement<'a> {
         Tally {
             name: self.name,
             floor: self.floor,
+            second_floor: self.second_floor,
+            placement: self.placement,
             samples: self.samples,
             failed: self.failed,
         }
@@ -195,6 +321,8 @@ impl<'a> Measurement<'a> {
 struct Tally {
     name: &'static str,
     floor: Option<&'static str>,
+    second_floor: Option<&'static str>,
+    placement: Placement,
     samples: Vec<f64>,
     failed: bool,
 }
@@ -214,6 +342,8 @@ impl Tally {
             p99_ns: at(0.99).round() as u64,
             samples: sorted.len(),
             floor: self.floor,
+            second_floor: self.second_floor,
+            placement: self.placement,
         })
     }
 }
@@ -362,6 +492,8 @@ impl PhaseResults {
             Some(Tally {
                 name,
                 floor,
+                second_floor: None,
+                placement: Placement::OneCpu,
                 samples: row.samples,
                 failed: row.failed,
             })
@@ -479,7 +611,10 @@ pub fn docker_default_libseccomp() -> Filter {
 /// The measuring thread is pinned to one CPU for the duration, so every child it forks (and the
 /// parked worker) runs there too: the rows then do not depend on where the scheduler happens
 /// to put a child, which on a small VM halves the run-to-run spread. It is unpinned afterwards;
-/// see `Machine::pinned_cpu`.
+/// see `Machine::pinned_cpu`. The rows of a hand-off across two CPUs (`floor_shm_handoff`,
+/// `run_batch_input_2cpu*`) use a second CPU (`Machine::second_cpu`) as well, and are left
+/// out with a note when the process may run on one CPU only; every row says where it ran
+/// (`Row::placement`).
 ///
 /// In each of three cycles (`CYCLES`; one with `quick`) the main table comes first, then each
 /// `Phase` in turn, each with its own slice of the budget; every row's samples from all cycles
@@ -492,15 +627,24 @@ pub fn measure(quick: bool, progress: &mut dyn FnMut(&str)) -> BenchReport {
     let started = Instant::now();
     let budget = Duration::from_secs(if quick { 5 } else { 20 });
     let load_average = load_average();
+    let allowed = CpuSet::current().map_or(0, |set| set.cpus().len());
     let pinned = pin_to_one_cpu();
     let pinned_cpu = pinned.as_ref().map(|p| p.0);
+    let pair = match &pinned {
+        Some((cpu, previous)) => CpuPair::choose(*cpu, previous),
+        None if allowed < 2 => Err("this process may run on one CPU only, and a spinning \
+                                    hand-off needs two"
+            .to_string()),
+        None => Err("pinning the measuring thread to one CPU failed".to_string()),
+    };
+    let second_cpu = pair.as_ref().ok().map(|pair| pair.other);
     let mut notes = Vec::new();
     let phases = Phase::ALL;
     let cycles = if quick { 1 } else { CYCLES };
     let phase_budget = budget * PHASE_PERCENT / 100;
     let main_budget = budget.saturating_sub(phase_budget * phases.len() as u32);
 
-    let fixtures = Fixtures::prepare(&mut notes, progress);
+    let fixtures = Fixtures::prepare(pair, &mut notes, progress);
     let mut tallies = Tallies::default();
     for cycle in 1..=cycles {
         if cycles > 1 {
@@ -537,7 +681,15 @@ pub fn measure(quick: bool, progress: &mut dyn FnMut(&str)) -> BenchReport {
             ),
         );
     }
-    let results = tallies.rows();
+    let mut results = tallies.rows();
+    if pinned.is_none() && allowed > 1 {
+        // Rows meant to run on the pinned CPU ran wherever the scheduler put them.
+        for row in &mut results {
+            if row.placement == Placement::OneCpu {
+                row.placement = Placement::Unpinned;
+            }
+        }
+    }
 
     if let Some((_, previous)) = &pinned {
         unpin(previous);
@@ -545,6 +697,7 @@ pub fn measure(quick: bool, progress: &mut dyn FnMut(&str)) -> BenchReport {
     BenchReport {
         machine: Machine {
             pinned_cpu: pinned.map(|(cpu, _)| cpu),
+            second_cpu,
             load_average,
             quick,
             seconds: started.elapsed().as_secs_f64(),
@@ -658,10 +811,18 @@ pub struct SameCodeLatency {
 impl SameCodeLatency {
     /// Starts the worker and runs one input, so the first sample does not pay the start-up.
     pub fn start() -> io::Result<SameCodeLatency> {
+        SameCodeLatency::start_with_spin(true)
+    }
+
+    /// As [`SameCodeLatency::start`], with [`RunOptions::spin`] as given. The worker is forked
+    /// here and inherits the calling thread's CPU affinity: call it on the CPUs the inputs
+    /// will be handed over on.
+    pub fn start_with_spin(spin: bool) -> io::Result<SameCodeLatency> {
         // Untraced: the main table measures it, where no tracer thread may start (see
         // `phases_in_child`); a same-code worker's tracer costs nothing per input anyway.
         let options = RunOptions {
             trace: false,
+            spin,
             ..RunOptions::default()
         };
         let same = SameCode::new(&RETURN_42, &options).map_err(io::Error::other)?;
@@ -830,6 +991,12 @@ struct Fixtures {
     guest: Option<GuestFunction>,
     parked: Option<ParkedWorker>,
     same_code: Option<SameCodeLatency>,
+    /// The two CPUs of the rows measured on two, when there are two.
+    pair: Option<CpuPair>,
+    shm: Option<ShmHandoff>,
+    /// `run_batch_input_2cpu` and `_nospin`: workers forked on `pair`'s two CPUs.
+    same_code_2cpu: Option<SameCodeLatency>,
+    same_code_2cpu_nospin: Option<SameCodeLatency>,
     /// `run_*` rows: name and options.
     runs: Vec<(&'static str, RunOptions)>,
     /// `syscall_*` rows: name, floor and confinement.
@@ -841,7 +1008,11 @@ struct Fixtures {
 }
 
 impl Fixtures {
-    fn prepare(notes: &mut Vec<String>, progress: &mut dyn FnMut(&str)) -> Fixtures {
+    fn prepare(
+        pair: Result<CpuPair, String>,
+        notes: &mut Vec<String>,
+        progress: &mut dyn FnMut(&str),
+    ) -> Fixtures {
         let tiny = kept(
             "posix_spawn_static_wait and the external rows",
             TinyProgram::create_in(&std::env::temp_dir()),
@@ -856,6 +1027,37 @@ impl Fixtures {
         );
         let parked = kept("floor_pipe_rtt", ParkedWorker::start(), notes, progress);
         let same_code = kept("run_batch_input", SameCodeLatency::start(), notes, progress);
+        let (mut shm, mut same_code_2cpu, mut same_code_2cpu_nospin) = (None, None, None);
+        let pair = match pair {
+            Ok(pair) => {
+                let started = ShmHandoff::start(pair.other);
+                shm = kept("floor_shm_handoff", started, notes, progress);
+                for (name, spin, probe) in [
+                    ("run_batch_input_2cpu", true, &mut same_code_2cpu),
+                    (
+                        "run_batch_input_2cpu_nospin",
+                        false,
+                        &mut same_code_2cpu_nospin,
+                    ),
+                ] {
+                    // Forked on both CPUs, as a host thread allowed on two forks its worker.
+                    let started = pair.with_both(|| SameCodeLatency::start_with_spin(spin));
+                    *probe = kept(name, started, notes, progress);
+                }
+                Some(pair)
+            }
+            Err(why) => {
+                note(
+                    notes,
+                    progress,
+                    format!(
+                        "floor_shm_handoff, run_batch_input_2cpu and run_batch_input_2cpu_nospin \
+                         left out: {why}"
+                    ),
+                );
+                None
+            }
+        };
         // The traced rows run in a phase of their own (`Phase::Traced`).
         let runs = run_modes().into_iter().filter(|(_, o)| !o.trace).collect();
         let mut syscalls = vec![
@@ -917,6 +1119,10 @@ impl Fixtures {
             guest,
             parked,
             same_code,
+            pair,
+            shm,
+            same_code_2cpu,
+            same_code_2cpu_nospin,
             runs,
             syscalls,
             installs,
@@ -967,18 +1173,73 @@ impl Fixtures {
                 move || time(|| run_returns_42(options)),
             ));
         }
-        if let Some(same_code) = &self.same_code {
-            table.push(Measurement::new(
-                "run_batch_input",
-                Some("floor_pipe_rtt"),
-                || time(|| same_code.input()),
-            ));
+        if let Some(shm) = &self.shm {
+            table.push(
+                Measurement::new("floor_shm_handoff", None, || {
+                    // Untimed: wakes the child if it went to sleep since the last sample.
+                    shm.round_trip()?;
+                    time(|| shm.round_trip())
+                })
+                .placed(Placement::TwoCpus)
+                .waking(),
+            );
         }
+        if let Some(same_code) = &self.same_code {
+            let row = Measurement::new("run_batch_input", Some("floor_pipe_rtt"), || {
+                time(|| same_code.input())
+            });
+            // On one CPU a same-code worker does not spin (`RunOptions::spin`): read against
+            // the blocking hand-off too, where it is measured.
+            table.push(match &self.same_code_2cpu_nospin {
+                Some(_) => row.also("run_batch_input_2cpu_nospin"),
+                None => row,
+            });
+        }
+        if let Some(pair) = &self.pair {
+            for (name, floor, also, probe) in [
+                (
+                    "run_batch_input_2cpu",
+                    "floor_shm_handoff",
+                    Some("floor_pipe_rtt"),
+                    &self.same_code_2cpu,
+                ),
+                (
+                    "run_batch_input_2cpu_nospin",
+                    "floor_pipe_rtt",
+                    None,
+                    &self.same_code_2cpu_nospin,
+                ),
+            ] {
+                let Some(same_code) = probe else { continue };
+                let row = Measurement::new(name, Some(floor), move || {
+                    // Untimed: the input before it, so that the timed one follows another
+                    // as in a stream of inputs (a worker that spins goes back to blocking
+                    // between this row's turns).
+                    same_code.input()?;
+                    time(|| same_code.input())
+                })
+                .on(pair)
+                .waking();
+                table.push(match also {
+                    Some(also) => row.also(also),
+                    None => row,
+                });
+            }
+        }
+        // The child alone on the pinned CPU, the host watching from another; on one CPU
+        // the CPU-time fallback (`syscalls_in_child`).
+        let watched = match WatchCpus::choose() {
+            Some(_) => Placement::TwoCpus,
+            None => Placement::OneCpu,
+        };
         for (name, floor, confinement) in &self.syscalls {
-            table.push(Measurement::new(name, *floor, move || {
-                let elapsed = syscalls_in_child(confinement, SYSCALLS_PER_SAMPLE)?;
-                Ok(elapsed.as_nanos() as f64 / SYSCALLS_PER_SAMPLE as f64)
-            }));
+            table.push(
+                Measurement::new(name, *floor, move || {
+                    let elapsed = syscalls_in_child(confinement, SYSCALLS_PER_SAMPLE)?;
+                    Ok(elapsed.as_nanos() as f64 / SYSCALLS_PER_SAMPLE as f64)
+                })
+                .placed(watched),
+            );
         }
         for (name, floor, filter) in &self.installs {
             table.push(Measurement::new(name, *floor, move || {
@@ -1022,10 +1283,13 @@ fn run_rounds(
         warm_up.as_secs_f64(),
     ));
     let noted = notes.len();
+    // Where a row measured on two CPUs puts the thread back.
+    let home = pinned_cpu.map(|cpu| CpuSet::of([cpu]));
     let mut rounds = 0usize;
     while rounds < 2 || started.elapsed() < warm_up {
         for m in table.iter_mut() {
-            m.sample(true, notes);
+            let batch = m.warm_up_batch;
+            m.samples(batch, true, home.as_ref(), notes);
         }
         rounds += 1;
     }
@@ -1056,9 +1320,8 @@ fn run_rounds(
             let m = &mut table[i];
             // Offset by the row so that the rows sampled every few rounds take turns.
             if (round + i) % m.every == 0 {
-                for _ in 0..m.per_round {
-                    m.sample(false, notes);
-                }
+                let count = m.per_round;
+                m.samples(count, false, home.as_ref(), notes);
             }
         }
         round += 1;
@@ -1168,6 +1431,7 @@ impl Machine {
             hypervisor,
             transparent_hugepages: transparent_hugepages(),
             pinned_cpu: None,
+            second_cpu: None,
             load_average: load_average(),
             quick: false,
             seconds: 0.0,
@@ -1292,6 +1556,62 @@ fn pin_to_one_cpu() -> Option<(usize, CpuSet)> {
 /// How long [`pin_to_one_cpu`] watches the CPUs' idle time.
 const QUIET_WINDOW: Duration = Duration::from_millis(200);
 
+/// The CPU `measure` pinned the thread to and a second one, for the rows measured on two
+/// CPUs (`floor_shm_handoff`, `run_batch_input_2cpu*`).
+#[derive(Clone, Copy)]
+struct CpuPair {
+    /// The pinned CPU, where the other rows run.
+    home: CpuSet,
+    /// The second CPU.
+    other: usize,
+    /// Both.
+    both: CpuSet,
+}
+
+impl CpuPair {
+    /// `pinned` and the next CPU after it in `allowed` (wrapping around), skipping `pinned`'s
+    /// SMT siblings while another CPU is left: two hardware threads of one core share its
+    /// caches, and a cache line handed between them is not what two CPUs usually cost. Or
+    /// why there is none.
+    fn choose(pinned: usize, allowed: &CpuSet) -> Result<CpuPair, String> {
+        let siblings = fs::read_to_string(format!(
+            "/sys/devices/system/cpu/cpu{pinned}/topology/thread_siblings_list"
+        ))
+        .map(|text| parse_cpu_list(&text))
+        .unwrap_or_default();
+        let cpus = allowed.cpus();
+        let after = cpus.iter().filter(|&&cpu| cpu > pinned);
+        let before = cpus.iter().filter(|&&cpu| cpu < pinned);
+        let others: Vec<usize> = after.chain(before).copied().collect();
+        let other = others
+            .iter()
+            .find(|cpu| !siblings.contains(cpu))
+            .or(others.first())
+            .copied()
+            .ok_or_else(|| {
+                format!(
+                    "this process may run on CPU {pinned} only, and a spinning hand-off needs \
+                     two CPUs"
+                )
+            })?;
+        Ok(CpuPair {
+            home: CpuSet::of([pinned]),
+            other,
+            both: CpuSet::of([pinned, other]),
+        })
+    }
+
+    /// Runs `f` with the thread allowed on both CPUs (a process it forks inherits that), then
+    /// puts it back on the pinned one.
+    fn with_both<T>(&self, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+        self.both.apply()?;
+        let result = f();
+        // Failing leaves the thread on two CPUs for the next rows, which is harmless.
+        let _ = self.home.apply();
+        result
+    }
+}
+
 /// Idle plus iowait ticks of each CPU, from /proc/stat (empty if unreadable).
 fn idle_ticks() -> std::collections::HashMap<usize, u64> {
     let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
@@ -1326,14 +1646,14 @@ fn parse_cpu_list(text: &str) -> Vec<usize> {
 /// Where a `syscall_*` child runs (alone) and where the host watches it from: the calling
 /// thread's last CPU for the child, and any other online CPU that is not its SMT sibling for
 /// the host. `None` on a machine with one usable CPU.
-struct Placement {
+struct WatchCpus {
     child: CpuSet,
     observer: CpuSet,
     previous: CpuSet,
 }
 
-impl Placement {
-    fn choose() -> Option<Placement> {
+impl WatchCpus {
+    fn choose() -> Option<WatchCpus> {
         let previous = CpuSet::current().ok()?;
         let child_cpu = *previous.cpus().last()?;
         let read_list = |path: String| {
@@ -1356,7 +1676,7 @@ impl Placement {
             .filter(|cpu| !siblings.contains(cpu))
             .collect();
         let observer = if apart.is_empty() { candidates } else { apart };
-        (!observer.is_empty()).then(|| Placement {
+        (!observer.is_empty()).then(|| WatchCpus {
             child: CpuSet::of([child_cpu]),
             observer: CpuSet::of(observer),
             previous,
@@ -1778,6 +2098,167 @@ impl Drop for ParkedWorker {
     }
 }
 
+/// The floor of a spinning hand-off between two processes (`floor_shm_handoff`): a child on
+/// another CPU than the measuring thread's, sharing one 64-byte cache line of `MAP_SHARED`
+/// anonymous memory with it. The host writes a sequence number into the line's first word;
+/// the child, spinning on it with `pause`, writes it back into the second; the host spins
+/// until it sees it there. No syscall on either side: what is left is the line crossing
+/// between the two CPUs' caches, there and back. On one CPU it cannot work at all (each side
+/// would spin away the time slice the other needs), so it is never measured there.
+///
+/// Neither side spins unbounded. The child, after [`SHM_LOOKS`] looks without a new number,
+/// marks itself asleep (the line's third word) and blocks reading a doorbell pipe, which the
+/// host rings when it finds it asleep: between this row's samples it leaves its CPU to the
+/// rows measured meanwhile (the `syscall_*` rows' host watches from that CPU). The host
+/// gives up after [`SHM_ANSWER_WAIT`]. The child dies with the host (`PR_SET_PDEATHSIG`),
+/// and is killed when this is dropped.
+#[derive(Debug)]
+pub struct ShmHandoff {
+    shared: SharedPage,
+    doorbell: Option<OwnedFd>,
+    pid: libc::pid_t,
+    sequence: std::cell::Cell<u64>,
+}
+
+/// Words of the shared line: the host's number, the child's echo of it, the child's state.
+const SHM_NUMBER: usize = 0;
+const SHM_ECHO: usize = 1;
+const SHM_STATE: usize = 2;
+/// `SHM_STATE`: the child is about to block, or blocked, on the doorbell.
+const SHM_ASLEEP: u64 = 1;
+const SHM_AWAKE: u64 = 0;
+
+/// Looks at the line (each followed by a `pause`) after which the child without a new number
+/// goes to sleep on the doorbell: about 20 µs on the Intel Xeon VM of docs/costs.md (2,048
+/// `pause`s took 22 µs there), far longer than the gap between two samples of the row, far
+/// shorter than the other rows measured before its next turn.
+pub const SHM_LOOKS: u32 = 2048;
+
+/// How long the host spins for the child's answer before it gives up on the row.
+pub const SHM_ANSWER_WAIT: Duration = Duration::from_secs(1);
+
+impl ShmHandoff {
+    /// Forks the child, moves it to `child_cpu` (the host stays where it is: call this from
+    /// another CPU), and takes one round trip.
+    pub fn start(child_cpu: usize) -> io::Result<ShmHandoff> {
+        let shared = SharedPage::new()?;
+        let (bell_in, doorbell) = pipe()?;
+        // The host never waits on the doorbell: a full pipe (it cannot fill: a byte is only
+        // written to wake a child, which reads one before it sleeps again) must not block it.
+        // SAFETY: fcntl on a descriptor this function owns.
+        if unsafe { libc::fcntl(doorbell.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) } != 0 {
+            return Err(last_error());
+        }
+        let line = shared.line();
+        let host = std::process::id() as isize;
+        let child_cpus = CpuSet::of([child_cpu]).0;
+        let bell_in_fd = bell_in.as_raw_fd() as usize;
+        let mut byte = 0u8;
+        let at = &mut byte as *mut u8 as usize;
+        // SAFETY: the child makes raw syscalls on integers and data built before the fork (its
+        // CPU set, a stack byte), atomic loads and stores on the shared line, and `pause`.
+        let pid = unsafe {
+            fork_then(|| {
+                // The doorbell's read end as fd 0 and nothing else: no end of another pipe
+                // of the host's (a parked worker's input, say) stays open here, and the host
+                // closing the doorbell (or dying) is end of file.
+                raw::syscall3(libc::SYS_dup2, bell_in_fd, 0, 0);
+                raw::syscall3(libc::SYS_close_range, 1, u32::MAX as usize, 0);
+                raw::syscall3(
+                    libc::SYS_prctl,
+                    libc::PR_SET_PDEATHSIG as usize,
+                    libc::SIGKILL as usize,
+                    0,
+                );
+                // The host may have died before the line above: then nobody would kill us.
+                if raw::syscall3(libc::SYS_getppid, 0, 0, 0) != host
+                    || raw::syscall3(
+                        libc::SYS_sched_setaffinity,
+                        0,
+                        std::mem::size_of::<libc::cpu_set_t>(),
+                        &child_cpus as *const libc::cpu_set_t as usize,
+                    ) != 0
+                {
+                    raw::exit(3);
+                }
+                let mut seen = 0u64;
+                loop {
+                    let mut looks = 0u32;
+                    while looks < SHM_LOOKS {
+                        let number = line[SHM_NUMBER].load(Ordering::Acquire);
+                        if number != seen {
+                            seen = number;
+                            line[SHM_ECHO].store(number, Ordering::Release);
+                            looks = 0;
+                        } else {
+                            looks += 1;
+                            std::hint::spin_loop();
+                        }
+                    }
+                    // Say "asleep" before the last look: the host stores its number before
+                    // it looks at the state (both sequentially consistent), so either this
+                    // look sees the number or the host sees "asleep" and rings.
+                    line[SHM_STATE].store(SHM_ASLEEP, Ordering::SeqCst);
+                    if line[SHM_NUMBER].load(Ordering::SeqCst) == seen
+                        && raw::syscall3(libc::SYS_read, 0, at, 1) != 1
+                    {
+                        // End of file: the host dropped the doorbell.
+                        raw::exit(0);
+                    }
+                    line[SHM_STATE].store(SHM_AWAKE, Ordering::SeqCst);
+                }
+            })
+        }?;
+        drop(bell_in);
+        let handoff = ShmHandoff {
+            shared,
+            doorbell: Some(doorbell),
+            pid,
+            sequence: std::cell::Cell::new(0),
+        };
+        handoff.round_trip()?;
+        Ok(handoff)
+    }
+
+    /// One number there and back. A child that went to sleep since the last one is rung
+    /// awake first, which costs a wake-up on its CPU: time a round trip that follows another.
+    pub fn round_trip(&self) -> io::Result<()> {
+        let line = self.shared.line();
+        let number = self.sequence.get() + 1;
+        self.sequence.set(number);
+        line[SHM_NUMBER].store(number, Ordering::SeqCst);
+        if line[SHM_STATE].load(Ordering::SeqCst) == SHM_ASLEEP {
+            let bell = self.doorbell.as_ref().map_or(-1, |fd| fd.as_raw_fd());
+            // SAFETY: writes one byte from a valid buffer. EAGAIN would mean bytes are
+            // already waiting for the child: it wakes without this one.
+            unsafe { libc::write(bell, [1u8].as_ptr().cast(), 1) };
+        }
+        let started = Instant::now();
+        let mut looks = 0u32;
+        while line[SHM_ECHO].load(Ordering::Acquire) != number {
+            std::hint::spin_loop();
+            looks = looks.wrapping_add(1);
+            if looks % 1024 == 0 && started.elapsed() > SHM_ANSWER_WAIT {
+                let why = match exited(self.pid) {
+                    Ok(true) => "it is gone".to_string(),
+                    _ => format!("it did not answer within {SHM_ANSWER_WAIT:?}"),
+                };
+                return Err(io::Error::other(format!("the spinning child: {why}")));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ShmHandoff {
+    fn drop(&mut self) {
+        // SAFETY: our own child, not reaped yet, so the pid is still its.
+        unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        drop(self.doorbell.take());
+        let _ = reap(self.pid);
+    }
+}
+
 /// How a `syscall_*` child confines itself before it starts counting.
 #[derive(Debug)]
 pub enum Confinement {
@@ -1878,11 +2359,11 @@ fn fprog(confinement: &Confinement) -> libc::sock_fprog {
 /// A sample in which the host was not watching when the flag changed (it was preempted, say:
 /// its checks were more than `PUNCTUAL` apart) is taken again, up to `ATTEMPTS` times.
 pub fn syscalls_in_child(confinement: &Confinement, count: u64) -> io::Result<Duration> {
-    let Some(placement) = Placement::choose() else {
+    let Some(cpus) = WatchCpus::choose() else {
         return syscalls_cpu_time(confinement, count);
     };
     for _ in 0..ATTEMPTS {
-        if let Some(elapsed) = syscalls_watched(confinement, count, &placement)? {
+        if let Some(elapsed) = syscalls_watched(confinement, count, &cpus)? {
             return Ok(elapsed);
         }
     }
@@ -1905,7 +2386,7 @@ const LOOP_DONE: u32 = 2;
 fn syscalls_watched(
     confinement: &Confinement,
     count: u64,
-    placement: &Placement,
+    cpus: &WatchCpus,
 ) -> io::Result<Option<Duration>> {
     let shared = SharedPage::new()?;
     let flag = shared.flag();
@@ -1913,7 +2394,7 @@ fn syscalls_watched(
     let (go_in, go) = pipe()?;
     let program = fprog(confinement);
     let (null_fd, go_fd) = (devnull.as_raw_fd() as usize, go_in.as_raw_fd() as usize);
-    let child_cpus = placement.child.0;
+    let child_cpus = cpus.child.0;
     let mut byte = 0u8;
     let at = &mut byte as *mut u8 as usize;
     // SAFETY: before confining itself the child makes raw syscalls on data built before the
@@ -1943,7 +2424,7 @@ fn syscalls_watched(
             raw::exit(0)
         })
     }?;
-    let watched = placement.observer.apply().and_then(|()| {
+    let watched = cpus.observer.apply().and_then(|()| {
         // SAFETY: writes one byte from a valid buffer.
         if unsafe { libc::write(go.as_raw_fd(), [1u8].as_ptr().cast(), 1) } != 1 {
             return Err(last_error());
@@ -1951,7 +2432,7 @@ fn syscalls_watched(
         watch(flag, pid)
     });
     // Back where `measure` pinned us (a failure leaves the thread watching from elsewhere).
-    let _ = placement.previous.apply();
+    let _ = cpus.previous.apply();
     drop(go);
     reap_clean(pid, "syscall child")?;
     watched
@@ -1998,6 +2479,7 @@ fn exited(pid: libc::pid_t) -> io::Result<bool> {
 }
 
 /// One page of memory shared with forked children (`MAP_SHARED | MAP_ANONYMOUS`).
+#[derive(Debug)]
 struct SharedPage {
     addr: std::ptr::NonNull<libc::c_void>,
 }
@@ -2019,6 +2501,13 @@ impl SharedPage {
             Some(addr) => Ok(SharedPage { addr }),
             None => Err(last_error()),
         }
+    }
+
+    /// The page's first 64 bytes, one cache line, as eight words (zero-filled at first).
+    fn line(&self) -> &[AtomicU64; 8] {
+        // SAFETY: the page is mapped read+write, page-aligned and zeroed for as long as `self`
+        // lives; atomics may alias memory another process writes atomically.
+        unsafe { &*self.addr.as_ptr().cast::<[AtomicU64; 8]>() }
     }
 
     /// The flag at the start of the page (zero-filled, so initially 0).

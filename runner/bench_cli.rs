@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use bytejail::bench::{self, BenchReport, Machine, Row};
+use bytejail::bench::{self, BenchReport, Machine, Placement, Row};
 use bytejail::{Error, InputError};
 use clap::Args;
 
@@ -18,8 +18,9 @@ pub struct BenchArgs {
     #[arg(long)]
     pub quick: bool,
 
-    /// Print one JSON object on stdout instead of the table:
-    /// {"machine": {...}, "results": [{"name", "median_ns", "p99_ns", "samples", "floor"}]}.
+    /// Print one JSON object on stdout instead of the table: {"machine": {...}, "results":
+    /// [{"name", "median_ns", "p99_ns", "samples", "floor", "second_floor", "placement"}]};
+    /// "placement" is where host and worker ran: "1 CPU", "2 CPUs" or "unpinned".
     #[arg(long)]
     pub json: bool,
 
@@ -143,7 +144,11 @@ fn cli_rows(report: &mut BenchReport, quick: bool, progress: &mut dyn FnMut(&str
             "floor_c_run, cli_run_vs_c, floor_c_version and cli_version_vs_c left out: {why}"
         ));
     }
-    let _ = bench::pin_to_quiet_cpu();
+    let placement = match bench::pin_to_quiet_cpu() {
+        Some(_) => Placement::OneCpu,
+        None if report.machine.cores <= 1 => Placement::OneCpu,
+        None => Placement::Unpinned,
+    };
     progress("the CLI as whole processes");
 
     let code = files.code.as_os_str();
@@ -273,7 +278,7 @@ fn cli_rows(report: &mut BenchReport, quick: bool, progress: &mut dyn FnMut(&str
         }
     }
     for row in rows {
-        if let Some(row) = row.tally() {
+        if let Some(row) = row.tally(placement) {
             report.results.push(row);
         }
     }
@@ -294,7 +299,7 @@ impl<'a> CliRow<'a> {
         }
     }
 
-    fn tally(mut self) -> Option<Row> {
+    fn tally(mut self, placement: Placement) -> Option<Row> {
         if self.samples.is_empty() {
             return None;
         }
@@ -306,6 +311,8 @@ impl<'a> CliRow<'a> {
             p99_ns: at(0.99) as u64,
             samples: self.samples.len(),
             floor: self.floor,
+            second_floor: None,
+            placement,
         })
     }
 }
@@ -394,22 +401,32 @@ pub fn table(report: &BenchReport) -> String {
         .max(4);
     let _ = writeln!(
         out,
-        "{:<width$}  {:>10}  {:>10}  {:>7}  vs floor",
-        "row", "median", "p99", "samples"
+        "{:<width$}  {:>10}  {:>10}  {:>7}  {:<8}  vs floor",
+        "row", "median", "p99", "samples", "where"
     );
     for row in &report.results {
-        let ratio = match (row.floor, report.ratio_to_floor(row)) {
-            (Some(floor), Some(ratio)) => format!("{ratio:.2}x {floor}"),
-            (Some(floor), None) => format!("({floor} not measured)"),
-            (None, _) => "floor".to_string(),
+        let versus = |floor: &str, ratio: Option<f64>| match ratio {
+            Some(ratio) => format!("{ratio:.2}x {floor}"),
+            None => format!("({floor} not measured)"),
         };
+        let mut ratio = match row.floor {
+            Some(floor) => versus(floor, report.ratio_to_floor(row)),
+            None => "floor".to_string(),
+        };
+        if let Some(second) = row.second_floor {
+            ratio = format!(
+                "{ratio}; {}",
+                versus(second, report.ratio_to_second_floor(row))
+            );
+        }
         let _ = writeln!(
             out,
-            "{:<width$}  {:>10}  {:>10}  {:>7}  {ratio}",
+            "{:<width$}  {:>10}  {:>10}  {:>7}  {:<8}  {ratio}",
             row.name,
             duration(row.median_ns),
             duration(row.p99_ns),
             row.samples,
+            row.placement.label(),
         );
     }
     if !report.notes.is_empty() {
@@ -434,9 +451,10 @@ fn machine_parts(m: &Machine) -> [String; 2] {
         (None, true) => "VM".to_string(),
         (None, false) => "bare metal".to_string(),
     };
-    let pinned = match m.pinned_cpu {
-        Some(cpu) => format!("pinned to CPU {cpu}"),
-        None => "not pinned".to_string(),
+    let pinned = match (m.pinned_cpu, m.second_cpu) {
+        (Some(cpu), Some(other)) => format!("pinned to CPU {cpu} (2-CPU rows: and {other})"),
+        (Some(cpu), None) => format!("pinned to CPU {cpu}"),
+        (None, _) => "not pinned".to_string(),
     };
     let [one, five, fifteen] = m.load_average;
     [
@@ -550,10 +568,16 @@ pub fn svg(report: &BenchReport) -> String {
     for (i, row) in rows.iter().enumerate() {
         let y = TOP + ROW * i as f64;
         let (bar_end, whisker) = (x(positive(row.median_ns)), x(positive(row.p99_ns)));
-        let ratio = report
-            .ratio_to_floor(row)
-            .map(|r| format!(" ({r:.2}x)"))
-            .unwrap_or_default();
+        // Rows not on the pinned CPU alone say where they ran.
+        let place = match row.placement {
+            Placement::OneCpu => None,
+            other => Some(other.label().to_string()),
+        };
+        let ratio = report.ratio_to_floor(row).map(|r| format!("{r:.2}x"));
+        let ratio = match [ratio, place].into_iter().flatten().collect::<Vec<_>>() {
+            parts if parts.is_empty() => String::new(),
+            parts => format!(" ({})", parts.join(", ")),
+        };
         let _ = writeln!(
             out,
             "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",

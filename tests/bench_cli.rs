@@ -8,29 +8,51 @@ use std::process::Command;
 const BIN: &str = env!("CARGO_BIN_EXE_bytejail");
 
 /// The row names `docs/costs.md` documents as stable identifiers, each with the floor it is
-/// compared with (`None`: a floor itself).
-const ROWS: [(&str, Option<&str>); 20] = [
-    ("floor_fork_pipe_strict", None),
-    ("floor_pipe_rtt", None),
-    ("fork_exit_wait", None),
-    ("vfork_exit_wait", Some("fork_exit_wait")),
-    ("run_fresh", Some("floor_fork_pipe_strict")),
-    ("run_fresh_untraced", Some("floor_fork_pipe_strict")),
-    ("run_fresh_noscrub", Some("floor_fork_pipe_strict")),
-    ("run_pool", Some("floor_pipe_rtt")),
-    ("run_batch_input", Some("floor_pipe_rtt")),
-    ("run_zygote", Some("floor_fork_pipe_strict")),
-    ("syscall_none", None),
-    ("syscall_strict", Some("syscall_none")),
-    ("syscall_bpf_strict", Some("syscall_none")),
-    ("syscall_bpf_256_last", Some("syscall_none")),
-    ("syscall_bpf_256_args", Some("syscall_none")),
-    ("syscall_bpf_docker", Some("syscall_none")),
-    ("filter_install_1", None),
-    ("filter_install_256", Some("filter_install_1")),
-    ("filter_install_docker", Some("filter_install_1")),
-    ("filter_install_docker_libseccomp", Some("filter_install_1")),
+/// compared with (`None`: a floor itself) and where host and worker run: the pinned CPU, or
+/// (`WATCHED`) the child on it and the host watching from another online CPU.
+const ROWS: [(&str, Option<&str>, &str); 20] = [
+    ("floor_fork_pipe_strict", None, ONE),
+    ("floor_pipe_rtt", None, ONE),
+    ("fork_exit_wait", None, ONE),
+    ("vfork_exit_wait", Some("fork_exit_wait"), ONE),
+    ("run_fresh", Some("floor_fork_pipe_strict"), ONE),
+    ("run_fresh_untraced", Some("floor_fork_pipe_strict"), ONE),
+    ("run_fresh_noscrub", Some("floor_fork_pipe_strict"), ONE),
+    ("run_pool", Some("floor_pipe_rtt"), ONE),
+    ("run_batch_input", Some("floor_pipe_rtt"), ONE),
+    ("run_zygote", Some("floor_fork_pipe_strict"), ONE),
+    ("syscall_none", None, WATCHED),
+    ("syscall_strict", Some("syscall_none"), WATCHED),
+    ("syscall_bpf_strict", Some("syscall_none"), WATCHED),
+    ("syscall_bpf_256_last", Some("syscall_none"), WATCHED),
+    ("syscall_bpf_256_args", Some("syscall_none"), WATCHED),
+    ("syscall_bpf_docker", Some("syscall_none"), WATCHED),
+    ("filter_install_1", None, ONE),
+    ("filter_install_256", Some("filter_install_1"), ONE),
+    ("filter_install_docker", Some("filter_install_1"), ONE),
+    (
+        "filter_install_docker_libseccomp",
+        Some("filter_install_1"),
+        ONE,
+    ),
 ];
+
+/// The rows of a hand-off across two CPUs, measured when the process may run on two: name,
+/// floor, second floor.
+const TWO_CPU_ROWS: [(&str, Option<&str>, Option<&str>); 3] = [
+    ("floor_shm_handoff", None, None),
+    (
+        "run_batch_input_2cpu",
+        Some("floor_shm_handoff"),
+        Some("floor_pipe_rtt"),
+    ),
+    ("run_batch_input_2cpu_nospin", Some("floor_pipe_rtt"), None),
+];
+
+const ONE: &str = "1 CPU";
+const TWO: &str = "2 CPUs";
+/// `syscall_*`: "2 CPUs" where the machine has two online, else "1 CPU".
+const WATCHED: &str = "watched";
 
 #[test]
 fn quick_json_has_the_machine_and_every_documented_row() {
@@ -59,7 +81,30 @@ fn quick_json_has_the_machine_and_every_documented_row() {
 
     let results = json["results"].as_array().expect("results is an array");
     let row = |name: &str| results.iter().find(|r| r["name"] == name);
-    for (name, floor) in ROWS {
+    let online = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap();
+    let watched = if online.trim().contains(['-', ',']) {
+        TWO
+    } else {
+        ONE
+    };
+    let allowed = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let two_cpu_rows = if allowed >= 2 { &TWO_CPU_ROWS[..] } else { &[] };
+    let expected = ROWS
+        .iter()
+        .map(|&(name, floor, place)| {
+            (
+                name,
+                floor,
+                None,
+                if place == WATCHED { watched } else { place },
+            )
+        })
+        .chain(
+            two_cpu_rows
+                .iter()
+                .map(|&(name, floor, second)| (name, floor, second, TWO)),
+        );
+    for (name, floor, second, placement) in expected {
         // The phases' rows come back from a child process: missing means it failed.
         let r = row(name).unwrap_or_else(|| panic!("no row {name}\n{stderr}"));
         let median = r["median_ns"].as_u64().unwrap();
@@ -67,16 +112,44 @@ fn quick_json_has_the_machine_and_every_documented_row() {
         assert!(median > 0 && p99 >= median, "{r}");
         assert!(r["samples"].as_u64().unwrap() > 0, "{r}");
         assert_eq!(r["floor"].as_str(), floor, "{r}");
+        let second = match name {
+            // On one CPU, read against the blocking hand-off on two too.
+            "run_batch_input" if allowed >= 2 => Some("run_batch_input_2cpu_nospin"),
+            _ => second,
+        };
+        assert_eq!(r["second_floor"].as_str(), second, "{r}");
+        assert_eq!(r["placement"], placement, "{r}");
     }
-    // Every floor a row names was measured in the same run.
+    if allowed >= 2 {
+        let second_cpu = machine["second_cpu"].as_u64().expect("machine.second_cpu");
+        assert_ne!(
+            machine["pinned_cpu"].as_u64(),
+            Some(second_cpu),
+            "{machine}"
+        );
+    } else {
+        assert!(
+            stderr.contains(
+                "floor_shm_handoff, run_batch_input_2cpu and run_batch_input_2cpu_nospin left out"
+            ),
+            "{stderr}"
+        );
+    }
+    // Every floor a row names was measured in the same run, and every row says where it ran.
     for r in results {
-        if let Some(floor) = r["floor"].as_str() {
-            assert!(
-                row(floor).is_some(),
-                "{} names floor {floor}, not in the results",
-                r["name"]
-            );
+        for key in ["floor", "second_floor"] {
+            if let Some(floor) = r[key].as_str() {
+                assert!(
+                    row(floor).is_some(),
+                    "{} names {key} {floor}, not in the results",
+                    r["name"]
+                );
+            }
         }
+        assert!(
+            [ONE, TWO].contains(&r["placement"].as_str().unwrap_or("")),
+            "pinned rows run on 1 CPU or 2: {r}"
+        );
     }
 
     // The CLI as whole processes: the batch rows always, the C floors when `cc` is there.
@@ -105,6 +178,7 @@ fn quick_json_has_the_machine_and_every_documented_row() {
         let r = row(name).unwrap_or_else(|| panic!("no row {name}\n{stderr}"));
         assert!(r["median_ns"].as_u64().unwrap() > 0, "{r}");
         assert_eq!(r["floor"].as_str(), floor, "{r}");
+        assert_eq!(r["placement"], ONE, "{r}");
     }
 
     let chart = std::fs::read_to_string(&svg).unwrap();
@@ -113,7 +187,32 @@ fn quick_json_has_the_machine_and_every_documented_row() {
         "{}",
         &chart[..chart.len().min(80)]
     );
-    for (name, _) in ROWS {
+    for name in ROWS
+        .iter()
+        .map(|r| r.0)
+        .chain(two_cpu_rows.iter().map(|r| r.0))
+    {
         assert!(chart.contains(name), "the chart has no bar for {name}");
+    }
+}
+
+/// `docs/costs.md` has a table line for every row the bench always measures and every 2-CPU row,
+/// each saying where it runs. Cheap: reads one file, runs nothing beside the bench test.
+#[test]
+fn costs_md_documents_every_row_and_where_it_runs() {
+    let costs =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/costs.md")).unwrap();
+    let names = ROWS
+        .iter()
+        .map(|r| (r.0, r.2))
+        .chain(TWO_CPU_ROWS.iter().map(|r| (r.0, TWO)));
+    for (name, placement) in names {
+        let start = format!("| `{name}` |");
+        let line = costs
+            .lines()
+            .find(|line| line.starts_with(&start))
+            .unwrap_or_else(|| panic!("docs/costs.md has no table line for {name}"));
+        let placement = if placement == WATCHED { TWO } else { placement };
+        assert!(line.contains(&format!(" | {placement} | ")), "{line}");
     }
 }
