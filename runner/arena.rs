@@ -531,7 +531,7 @@ impl Arena {
         let line = DATA + HANDOFF_LINE.start..DATA + HANDOFF_LINE.end;
         self.file.zero_dirty(DATA, line.start - DATA);
         self.file.zero_dirty(line.end, DATA + PAGE - line.end);
-        let free = DATA + HANDOFF_TAKEN + 8..DATA + CTX_TRACE_GATE;
+        let free = DATA + HANDOFF_DONE + 8..DATA + CTX_TRACE_GATE;
         if free
             .clone()
             .step_by(8)
@@ -558,6 +558,12 @@ impl Arena {
     /// [`SPIN_AT`]); 0: it sleeps on its go pipe at once.
     pub(crate) fn set_spin(&mut self, pauses: u64) {
         self.file.write_u64(SPIN_AT, pauses);
+    }
+
+    /// The input a same-code worker last took from the spinning hand-off (see
+    /// [`crate::worker::protocol::Record::taken`]); read once it is dead.
+    pub(crate) fn taken(&self) -> u64 {
+        self.file.read_u64(DATA + REC_TAKEN)
     }
 
     /// The hand-off's words, shared with a running worker (see [`crate::worker::protocol::Handoff`]).

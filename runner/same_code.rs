@@ -3,7 +3,8 @@
 //! A grader's test cases or a superoptimizer's test vectors all run the same code. A
 //! [`SameCode`] keeps one worker for them: it runs an input, and when the guest returns the
 //! trampoline records the registers, says "done" on its done pipe (fd 4) and parks again on its
-//! go pipe (fd 3) instead of exiting. Before each input the host puts everything back as it was
+//! go pipe (fd 3) instead of exiting; or, where it pays, hands over through a cache line that
+//! both sides spin on for a while ([`RunOptions::spin`]; `docs/many-jobs.md`). Before each input the host puts everything back as it was
 //! for the first one: the scratch and the stack return to zeros (they live in the arena's
 //! memfd; the host zeroes the pages holding data, or punches them out of the file, which the
 //! worker in strict mode could not even ask for), the whole region the guest can write returns
@@ -25,13 +26,13 @@
 //! - the input is only in memory (`rdi`, `rsi`); fd 0 is an empty pipe (reads give EOF) and
 //!   fds 3 and 4 are the worker's go and done pipes;
 //! - `user` is the worker's CPU time from the kernel's scheduler clock (user and system
-//!   together) from its last "done" to this one (the input, and parking and waking), `sys` is
+//!   together) from its last "done" to this one (the input, and parking and waking), or, for an
+//!   input whose worker spun before it, at most its wall time (see [`RunOptions::spin`]), `sys` is
 //!   zero, and `max_rss_kib` is zero for inputs that return (measured for
 //!   the input that ends the worker).
 
 use std::marker::PhantomData;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::abi::RunOptions;
@@ -41,7 +42,7 @@ use crate::host::{self, Forker, Parked, Spawned, Stdin, WorkerFds};
 use crate::report::Report;
 use crate::spin::{self, Spinner};
 use crate::sys;
-use crate::worker::layout::{HANDOFF_GO, HANDOFF_TAKEN};
+use crate::worker::layout::HANDOFF_GO;
 use crate::zygote::Zygote;
 
 /// CPU time a same-code worker may use across its inputs before it is replaced. Its
@@ -377,7 +378,7 @@ impl SameCode {
             sys::pipe_pending(pipes.go_w.as_raw_fd()).is_ok_and(|n| n > 0)
         } else {
             // Posted in the go word to a spinning worker, which says which input it took.
-            arena.handoff_word(HANDOFF_TAKEN).load(Ordering::Acquire) != seq
+            arena.taken() != seq
         };
         if never_ran {
             worker.end();

@@ -150,7 +150,7 @@ global_asm!(
     "je .Lbj_park",
     ".Lbj_spun:",
     "mov rax, [rip + .Lbj_base + {data} + {handoff_go}]",
-    "mov [rip + .Lbj_base + {data} + {handoff_taken}], rax",
+    "mov [rip + .Lbj_base + {data} + {rec_taken}], rax",
     "jmp .Lbj_base",
     ".Lbj_hold:",
     // A pool worker holds still in read(GO_FD) until the host closes that pipe (or kills it):
@@ -458,7 +458,7 @@ global_asm!(
     spin_at = const SPIN_AT,
     handoff_go = const HANDOFF_GO,
     handoff_done = const HANDOFF_DONE,
-    handoff_taken = const HANDOFF_TAKEN,
+    rec_taken = const REC_TAKEN,
     ctx_ready = const CTX_READY,
     ctx_done = const CTX_DONE,
     ctx_fsgsbase = const CTX_FSGSBASE,

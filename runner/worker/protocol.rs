@@ -44,7 +44,7 @@ pub(crate) struct DataPage {
     /// [`Handoff`]): the host does not zero it between inputs.
     pub handoff: Handoff,
     /// Free: the gate keeps its place at the top, below the private stack.
-    _gap2: [u64; 4],
+    _gap2: [u64; 5],
     /// A traced worker's gate (see [`layout::CTX_TRACE_GATE`]).
     pub trace_gate: u32,
     _gate_pad: u32,
@@ -52,7 +52,7 @@ pub(crate) struct DataPage {
     pub stack: [u8; 0x800],
 }
 
-/// The spinning hand-off between a same-code worker and its host: three words of one cache
+/// The spinning hand-off between a same-code worker and its host: two words of one cache
 /// line that both sides spin on, so that an input can start and end without a syscall. The
 /// worker spins only when the host wrote a budget at [`layout::SPIN_AT`] before the input;
 /// else it uses the go and done pipes as before. Each side's spin is bounded: a side that
@@ -73,9 +73,6 @@ pub(crate) struct Handoff {
     /// stops spinning swaps in `seq | ASLEEP` and polls the done pipe, and a worker that finds
     /// `ASLEEP` writes "done" there too.
     pub done: u64,
-    /// The go word as a spinning worker saw it when it left its spin: the input it took. A
-    /// worker that died before (killed from outside) never ran the input the host posted.
-    pub taken: u64,
 }
 
 /// The mark of a side that stopped spinning and sleeps on its pipe (see [`Handoff`]).
@@ -146,7 +143,12 @@ pub(crate) struct Record {
     /// With [`STATE_SETUP_FAILED`]: the [`Stage`] that failed (as its number) and its errno.
     pub stage: u64,
     pub errno: u64,
-    _gap: [u64; 12],
+    /// The input a same-code worker took from the spinning hand-off's go word (see
+    /// [`Handoff`]): a worker that died before (killed from outside while it spun) never ran
+    /// the input the host posted. Here, on a line the worker writes anyway when the guest
+    /// returns, rather than on the hand-off's line, which the host spins on meanwhile.
+    pub taken: u64,
+    _gap: [u64; 11],
     pub fault: FaultRecord,
 }
 
@@ -258,6 +260,7 @@ pub(crate) mod layout {
     pub const REC_RFLAGS: usize = offset_of!(DataPage, record.rflags);
     pub const REC_STAGE: usize = offset_of!(DataPage, record.stage);
     pub const REC_ERRNO: usize = offset_of!(DataPage, record.errno);
+    pub const REC_TAKEN: usize = offset_of!(DataPage, record.taken);
     pub const FAULT_SIGNO: usize = offset_of!(DataPage, record.fault.signo);
     pub const FAULT_CODE: usize = offset_of!(DataPage, record.fault.code);
     pub const FAULT_ADDR: usize = offset_of!(DataPage, record.fault.addr);
@@ -278,7 +281,7 @@ pub(crate) mod layout {
     pub const HANDOFF: usize = offset_of!(DataPage, handoff);
     pub const HANDOFF_GO: usize = offset_of!(DataPage, handoff.go);
     pub const HANDOFF_DONE: usize = offset_of!(DataPage, handoff.done);
-    pub const HANDOFF_TAKEN: usize = offset_of!(DataPage, handoff.taken);
+
     /// The cache line the host leaves alone between same-code inputs: the hand-off, and the
     /// gate (read only when the worker starts).
     pub const HANDOFF_LINE: std::ops::Range<usize> = HANDOFF..HANDOFF + 64;
