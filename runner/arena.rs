@@ -529,7 +529,20 @@ impl Arena {
     /// [`Arena::reset_memory`] has reset the alternate signal stack.
     fn reset_region_but_handoff(&mut self, keep_image: bool) -> io::Result<()> {
         let line = DATA + HANDOFF_LINE.start..DATA + HANDOFF_LINE.end;
-        self.file.zero_dirty(DATA, line.start - DATA);
+        if keep_image {
+            // The context's words are all written again below, each only where it changed:
+            // zeroing them first would take every context line from the worker's cache.
+            let ranges = [
+                DATA + REC_STATE..DATA + CTX_TOUCH,
+                DATA + CTX_AS_LIMIT + 8..DATA + CTX_WALLS_FPROG,
+                DATA + CTX_WALLS_PROG..line.start,
+            ];
+            for range in ranges {
+                self.file.zero_dirty(range.start, range.len());
+            }
+        } else {
+            self.file.zero_dirty(DATA, line.start - DATA);
+        }
         self.file.zero_dirty(line.end, DATA + PAGE - line.end);
         let free = DATA + HANDOFF_DONE + 8..DATA + CTX_TRACE_GATE;
         if free
