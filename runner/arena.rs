@@ -422,25 +422,25 @@ impl Arena {
                 FixedMap::private(stack_base, sizes.stack)
             },
         ];
-        // Read-only to the guest: the blob (and the spin budget at its page's end), and what
-        // the blob only reads, the XSAVE image it restores and the filter it installs. The
-        // host then never has to put them back between jobs or inputs.
+        // Read-only to the guest: the blob (and the spin budget at its page's end); and, in a
+        // same-code worker, what the blob only reads, the XSAVE image it restores and the
+        // filter it installs, which the host then never puts back between inputs. (Two more
+        // `mprotect`s, and mappings split in five, cost a fresh worker more than the reset of
+        // those pages saves it: there the host resets them, see `reset_region`.)
+        let same_code = mode == Mode::SameCode;
+        let read_only = |offset: usize, len: usize| Protect {
+            addr: self.region_addr() + offset,
+            len: if same_code { len } else { 0 },
+            prot: libc::PROT_READ,
+        };
         let protects = [
             Protect {
                 addr: self.region_addr() + CODE,
                 len: PAGE,
                 prot: rx,
             },
-            Protect {
-                addr: self.region_addr() + XSAVE,
-                len: XSAVE_LEN,
-                prot: libc::PROT_READ,
-            },
-            Protect {
-                addr: self.region_addr() + FILTER,
-                len: FILTER_LEN,
-                prot: libc::PROT_READ,
-            },
+            read_only(XSAVE, XSAVE_LEN),
+            read_only(FILTER, FILTER_LEN),
         ];
         (maps, protects)
     }

@@ -344,8 +344,9 @@ fn every_input_finds_zeros_where_earlier_ones_wrote() {
     }
 }
 
-/// The XSAVE image the trampoline restores and the filter area are read-only to the guest
-/// (so the host never has to put them back): a write there is a crash.
+/// In a same-code worker the XSAVE image the trampoline restores and the filter area are
+/// read-only to the guest (so the host never has to put them back between inputs): a write
+/// there is a crash. (A fresh worker's region is the host's to reset after its one job.)
 #[test]
 fn the_xsave_image_and_the_filter_area_are_read_only() {
     for offset in [0x2000 + 0x300, 0x2018, 0x10000, 0x17ff8] {
@@ -358,8 +359,6 @@ fn the_xsave_image_and_the_filter_area_are_read_only() {
             matches!(report.outcome, Outcome::Crashed { signal: 11, .. }),
             "offset {offset:#x}: {report:?}"
         );
-        let fresh = bytejail::run(&code, b"", &RunOptions::default()).unwrap();
-        assert_eq!(essence(&fresh), essence(&report), "offset {offset:#x}");
     }
 }
 
