@@ -532,8 +532,12 @@ impl Arena {
         if keep_image {
             // The context's words are all written again below, each only where it changed:
             // zeroing them first would take every context line from the worker's cache.
+            // Nor the record's state, registers and flags, which the worker sets itself (the
+            // state to 0 as each input starts, all of them when the guest returns), nor the
+            // word saying which input it took (compared with the input's number only).
             let ranges = [
-                DATA + REC_STATE..DATA + CTX_TOUCH,
+                DATA + REC_TAKEN + 8..DATA + CTX_TOUCH,
+                DATA + REC_STAGE..DATA + REC_TAKEN,
                 DATA + CTX_AS_LIMIT + 8..DATA + CTX_WALLS_FPROG,
                 DATA + CTX_WALLS_PROG..line.start,
             ];

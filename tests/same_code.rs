@@ -392,3 +392,29 @@ fn scribbling_on_the_context_changes_nothing_for_the_next_input() {
         assert_eq!(same.workers_started(), 1, "spin {spin}");
     }
 }
+
+/// An input that ends with `exit(0)` after inputs that returned is an exit, not a return with
+/// the registers an earlier input left in the record: the record's state is cleared as each
+/// input starts (by the worker, which the same-code host leaves it to). Spinning and not.
+#[test]
+fn an_exit_after_returns_is_an_exit() {
+    let code =
+        gas("cmp rbx, 1\n jne 1f\n mov eax, 60\n xor edi, edi\n syscall\n 1: mov eax, 7\n ret");
+    for spin in [true, false] {
+        let options = RunOptions::default().with_spin(spin);
+        let mut same = SameCode::new(&code, &options).unwrap();
+        for i in 0..30u64 {
+            let mut options = options.clone();
+            options
+                .registers
+                .set(Gpr::RBX, u64::from(i % 3 == 2))
+                .unwrap();
+            let report = same.run_with(b"", &options).unwrap();
+            if i % 3 == 2 {
+                assert_eq!(report.outcome, Outcome::Exited(0), "spin {spin}, input {i}");
+            } else {
+                assert_eq!(returned(&report).rax, 7, "spin {spin}, input {i}");
+            }
+        }
+    }
+}

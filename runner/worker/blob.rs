@@ -51,6 +51,9 @@ global_asm!(
     "wrfsbase rax",
     "wrgsbase rax",
     ".Lbj_regs:",
+    // Nothing recorded yet for this input: a same-code host leaves the record's state (and
+    // registers) to the worker, which rewrites them when the guest returns.
+    "mov qword ptr [rip + .Lbj_base + {data} + {rec_state}], 0",
     // Known flags: IF and the reserved bit only (DF, AC, TF clear).
     "push 0x202",
     "popfq",
