@@ -310,7 +310,11 @@ impl SameCode {
         // Whether the worker's clock, read last when it parked, says what it used before this
         // input. Not once it spun since: then even a read now can be a scheduler tick behind
         // (the kernel adds a running task's time to its process clock at ticks and switches).
-        let clock_fresh = !by_word;
+        // And under strict mode and strict-bpf, where the worker runs one thread, its CPU time
+        // for the input is at most the input's wall time whatever the clock says: read as a
+        // worker goes to sleep (after "ready" or "done"), it can still miss the last moments
+        // it ran, which the next input's difference then counts.
+        let clock_fresh = !by_word && !host::arena_reusable(&options.policy);
         if by_word && (plan.pauses == 0 || live.clock_at.elapsed() >= spin::CLOCK_EVERY) {
             // Its clock counts its spins since it was last read: read it again for its budget
             // (when it stops spinning, and now and then while it keeps spinning).
@@ -357,8 +361,7 @@ impl SameCode {
                 worker.returned(arena, watch.output, start)
             };
             if !clock_fresh {
-                // The clock's difference includes spins: the worker ran one thread, so the
-                // input's own CPU time is at most its wall time.
+                // The worker ran one thread: the input's own CPU time is at most its wall time.
                 report.user = report.user.min(report.wall);
             }
             spinner.returned(report.wall, spun_done, by_word && by_pipe, by_word);

