@@ -462,3 +462,88 @@ fn the_read_only_areas_hold_in_every_kind_of_worker() {
     }
     eprintln!("{checked} kinds of options checked");
 }
+
+/// What does bound a guest that runs on between inputs (see
+/// `no_guest_code_runs_between_inputs`): its next input's timeout, and the end of its
+/// session, which ends the worker whether it spins, sleeps or runs guest code.
+#[test]
+fn a_guest_running_on_between_inputs_ends_with_its_next_input_or_its_session() {
+    if !two_cpus() {
+        return;
+    }
+    let _one = one_at_a_time();
+    let mut options = RunOptions::default();
+    options.limits.timeout = Duration::from_millis(200);
+    for (name, source, spin) in [
+        ("phantom go", PHANTOM, true),
+        ("forged pipe done", FORGED_PIPE_DONE, false),
+    ] {
+        options.spin = spin;
+        let mut same = SameCode::new(&gas(source), &options).unwrap();
+        same.run(b"").unwrap();
+        let pid = same.worker_pid().unwrap();
+        // The next input ends within its timeout (here: the worker running on is ended and
+        // the input runs in a new one, or it is reported as the timeout it caused).
+        let start = Instant::now();
+        same.run(b"").unwrap();
+        assert!(start.elapsed() < Duration::from_secs(2), "{name}: {:?}", start.elapsed());
+        assert!(!common::alive(pid), "{name}: the worker that ran on still lives");
+        same.run(b"").unwrap();
+        let pid = same.worker_pid().unwrap();
+        let start = Instant::now();
+        drop(same);
+        assert!(start.elapsed() < Duration::from_secs(2), "{name}: {:?}", start.elapsed());
+        assert!(!common::alive(pid), "{name}: the worker outlived its session");
+    }
+}
+
+/// Spinning sessions count against the process's CPUs (two per session) only while they
+/// live: a session dropped (after spinning, or with its worker running on) leaves the CPUs
+/// to the next; sessions on two threads at once both get every input right.
+#[test]
+fn a_dropped_session_leaves_its_cpus_to_the_next() {
+    if !two_cpus() || std::thread::available_parallelism().unwrap().get() > 2 {
+        return; // the count matters on exactly two CPUs
+    }
+    let _one = one_at_a_time();
+    let options = RunOptions::default();
+    for _ in 0..3 {
+        let mut first = SameCode::new(&plus_one(), &options).unwrap();
+        inputs(&mut first, &options, 200);
+        let phantom = {
+            let mut same = SameCode::new(&gas(PHANTOM), &options).unwrap();
+            same.run(b"").unwrap();
+            same
+        };
+        drop(first);
+        drop(phantom);
+        let mut next = SameCode::new(&plus_one(), &options).unwrap();
+        inputs(&mut next, &options, 200);
+        assert!(next.inputs_spun() > 0, "the dropped sessions still count as spinning");
+    }
+    // An idle session that spun still counts (it spins again when its inputs come quickly):
+    // a session beside it uses the pipes meanwhile.
+    let mut idle = SameCode::new(&plus_one(), &options).unwrap();
+    inputs(&mut idle, &options, 200);
+    let mut beside = SameCode::new(&plus_one(), &options).unwrap();
+    inputs(&mut beside, &options, 200);
+    eprintln!(
+        "idle session spun {}, the one beside it {}",
+        idle.inputs_spun(),
+        beside.inputs_spun()
+    );
+    drop((idle, beside));
+    // Two threads, each its own session, inputs in a row: all right, whoever spins.
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            std::thread::spawn(|| {
+                let options = RunOptions::default();
+                let mut same = SameCode::new(&plus_one(), &options).unwrap();
+                inputs(&mut same, &options, 2000);
+                same.inputs_spun()
+            })
+        })
+        .collect();
+    let spun: Vec<u64> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    eprintln!("two threads spun {spun:?}");
+}
