@@ -88,7 +88,10 @@ fn no_guest_code_runs_between_inputs() {
         burns.push((name, burnt));
     }
     for (name, burnt) in burns {
-        assert!(burnt < 20, "{name}: {burnt} ticks of CPU in 1 s between inputs");
+        assert!(
+            burnt < 20,
+            "{name}: {burnt} ticks of CPU in 1 s between inputs"
+        );
     }
 }
 
@@ -100,10 +103,10 @@ type Pages = Vec<(&'static str, usize)>;
 /// writes two words into each page whose bit in rbx is set, then does what r12 says: 0 return
 /// rax, 1 `ud2`, 2 spin (timeout), 3 `getpid` (violation), 4 `exit`.
 fn zero_probe(pages: &Pages, stack_len: usize) -> Vec<u8> {
-    let mut s = String::from(
-        "mov r9, rdx\n lea r13, [rsp + 8]\n",
+    let mut s = String::from("mov r9, rdx\n lea r13, [rsp + 8]\n");
+    s += &format!(
+        "sub r13, {stack_len}\n mov r14, [rsp]\n and r14, -4096\n add r14, 0x6000\n xor eax, eax\n"
     );
-    s += &format!("sub r13, {stack_len}\n mov r14, [rsp]\n and r14, -4096\n add r14, 0x6000\n xor eax, eax\n");
     for (i, (base, off)) in pages.iter().enumerate() {
         s += &format!(
             "lea rsi, [{base} + {off}]\n mov ecx, 512\n 1{i}: or rax, [rsi]\n add rsi, 8\n dec ecx\n jnz 1{i}b\n"
@@ -136,14 +139,20 @@ fn probe_zeros(policy: Policy, pages: &Pages, spin_every: u64, count: u64, seed:
     let mut same = SameCode::new(&code, &options).unwrap();
     let mut x = seed;
     let mut next = || {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         x >> 33
     };
     let mut returned = 0;
     for i in 0..count {
         let mut options = options.clone();
         let writes = next() | next() << 31 | next() << 62;
-        let writes = if pages.len() >= 64 { writes } else { writes & ((1 << pages.len()) - 1) };
+        let writes = if pages.len() >= 64 {
+            writes
+        } else {
+            writes & ((1 << pages.len()) - 1)
+        };
         let ending = match next() % 16 {
             0 => 1,
             1 => 2,
@@ -234,9 +243,15 @@ fn attacks() -> Vec<(&'static str, String)> {
             with("add qword ptr [rax + 0x10e0], 5\n mov eax, 7\n ret"),
         ),
         // The loop flag cleared: the worker holds instead of parking.
-        ("no loop", with("mov qword ptr [rax + 0x10d8], 0\n mov eax, 7\n ret")),
+        (
+            "no loop",
+            with("mov qword ptr [rax + 0x10d8], 0\n mov eax, 7\n ret"),
+        ),
         // The "done" flag cleared: the worker exits after the input.
-        ("no done", with("mov qword ptr [rax + 0x10f0], 0\n mov eax, 7\n ret")),
+        (
+            "no done",
+            with("mov qword ptr [rax + 0x10f0], 0\n mov eax, 7\n ret"),
+        ),
         // A wrong "taken", then a crash.
         (
             "taken forged, crash",
@@ -255,8 +270,14 @@ fn attacks() -> Vec<(&'static str, String)> {
                 .to_string(),
         ),
         // Writes the XSAVE image and the filter area (read-only: a crash).
-        ("xsave write", "mov rax, [rsp]\n and rax, -4096\n mov byte ptr [rax + 0x2000], 1\n ret".into()),
-        ("filter write", "mov rax, [rsp]\n and rax, -4096\n mov byte ptr [rax + 0x10000], 1\n ret".into()),
+        (
+            "xsave write",
+            "mov rax, [rsp]\n and rax, -4096\n mov byte ptr [rax + 0x2000], 1\n ret".into(),
+        ),
+        (
+            "filter write",
+            "mov rax, [rsp]\n and rax, -4096\n mov byte ptr [rax + 0x10000], 1\n ret".into(),
+        ),
     ]
 }
 
@@ -284,13 +305,21 @@ fn attack_all(policy: Policy, trace: bool, zygote: Option<&bytejail::Zygote>) {
                 start.elapsed()
             );
             if name.ends_with("write") {
-                assert_eq!(report.outcome.kind(), "crashed", "{name}: {:?}", report.outcome);
+                assert_eq!(
+                    report.outcome.kind(),
+                    "crashed",
+                    "{name}: {:?}",
+                    report.outcome
+                );
             }
         }
         drop(same);
         let mut clean = new(&plus_one(), &options);
         inputs(&mut clean, &options, 100);
-        assert!(clean.inputs_rerun() == 0, "{name}: a clean session reran inputs");
+        assert!(
+            clean.inputs_rerun() == 0,
+            "{name}: a clean session reran inputs"
+        );
     }
 }
 
@@ -377,13 +406,22 @@ fn a_batch_of_attackers_answers_every_line_and_the_clean_group_right() {
     let writer = std::thread::spawn(move || stdin.write_all(lines.as_bytes()));
     let output = child.wait_with_output().unwrap();
     writer.join().unwrap().unwrap();
-    assert!(start.elapsed() < Duration::from_secs(60), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        start.elapsed()
+    );
     let results: Vec<serde_json::Value> = String::from_utf8(output.stdout)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(results.len(), attacks().len() * 8, "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        results.len(),
+        attacks().len() * 8,
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let mut clean_ok = 0;
     for r in &results {
         let id = r["id"].as_str().unwrap();
@@ -447,7 +485,12 @@ fn the_read_only_areas_hold_in_every_kind_of_worker() {
                     ("same code", &first),
                     ("same code again", &second),
                 ] {
-                    assert_eq!(report.outcome.kind(), *kind, "{what}, {how}: {}", report.summary());
+                    assert_eq!(
+                        report.outcome.kind(),
+                        *kind,
+                        "{what}, {how}: {}",
+                        report.summary()
+                    );
                     if *kind == "returned" {
                         assert_eq!(common::returned_rax(report), 42, "{what}, {how}");
                     }
@@ -486,14 +529,28 @@ fn a_guest_running_on_between_inputs_ends_with_its_next_input_or_its_session() {
         // the input runs in a new one, or it is reported as the timeout it caused).
         let start = Instant::now();
         same.run(b"").unwrap();
-        assert!(start.elapsed() < Duration::from_secs(2), "{name}: {:?}", start.elapsed());
-        assert!(!common::alive(pid), "{name}: the worker that ran on still lives");
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{name}: {:?}",
+            start.elapsed()
+        );
+        assert!(
+            !common::alive(pid),
+            "{name}: the worker that ran on still lives"
+        );
         same.run(b"").unwrap();
         let pid = same.worker_pid().unwrap();
         let start = Instant::now();
         drop(same);
-        assert!(start.elapsed() < Duration::from_secs(2), "{name}: {:?}", start.elapsed());
-        assert!(!common::alive(pid), "{name}: the worker outlived its session");
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{name}: {:?}",
+            start.elapsed()
+        );
+        assert!(
+            !common::alive(pid),
+            "{name}: the worker outlived its session"
+        );
     }
 }
 
@@ -519,7 +576,10 @@ fn a_dropped_session_leaves_its_cpus_to_the_next() {
         drop(phantom);
         let mut next = SameCode::new(&plus_one(), &options).unwrap();
         inputs(&mut next, &options, 200);
-        assert!(next.inputs_spun() > 0, "the dropped sessions still count as spinning");
+        assert!(
+            next.inputs_spun() > 0,
+            "the dropped sessions still count as spinning"
+        );
     }
     // An idle session that spun still counts (it spins again when its inputs come quickly):
     // a session beside it uses the pipes meanwhile.
