@@ -575,7 +575,7 @@ fn a_dropped_session_leaves_its_cpus_to_the_next() {
         drop(first);
         drop(phantom);
         let mut next = SameCode::new(&plus_one(), &options).unwrap();
-        inputs(&mut next, &options, 200);
+        inputs(&mut next, &options, 2000);
         assert!(
             next.inputs_spun() > 0,
             "the dropped sessions still count as spinning"
