@@ -422,25 +422,25 @@ impl Arena {
                 FixedMap::private(stack_base, sizes.stack)
             },
         ];
-        // Read-only to the guest: the blob (and the spin budget at its page's end), and what
-        // the blob only reads, the XSAVE image it restores and the filter it installs. The
-        // host then never has to put them back between jobs or inputs.
+        // Read-only to the guest: the blob (and the spin budget at its page's end); and, in a
+        // same-code worker, what the blob only reads, the XSAVE image it restores and the
+        // filter it installs, which the host then never puts back between inputs. (Two more
+        // `mprotect`s, and mappings split in five, cost a fresh worker more than the reset of
+        // those pages saves it: there the host resets them, see `reset_region`.)
+        let same_code = mode == Mode::SameCode;
+        let read_only = |offset: usize, len: usize| Protect {
+            addr: self.region_addr() + offset,
+            len: if same_code { len } else { 0 },
+            prot: libc::PROT_READ,
+        };
         let protects = [
             Protect {
                 addr: self.region_addr() + CODE,
                 len: PAGE,
                 prot: rx,
             },
-            Protect {
-                addr: self.region_addr() + XSAVE,
-                len: XSAVE_LEN,
-                prot: libc::PROT_READ,
-            },
-            Protect {
-                addr: self.region_addr() + FILTER,
-                len: FILTER_LEN,
-                prot: libc::PROT_READ,
-            },
+            read_only(XSAVE, XSAVE_LEN),
+            read_only(FILTER, FILTER_LEN),
         ];
         (maps, protects)
     }
@@ -529,7 +529,20 @@ impl Arena {
     /// [`Arena::reset_memory`] has reset the alternate signal stack.
     fn reset_region_but_handoff(&mut self, keep_image: bool) -> io::Result<()> {
         let line = DATA + HANDOFF_LINE.start..DATA + HANDOFF_LINE.end;
-        self.file.zero_dirty(DATA, line.start - DATA);
+        if keep_image {
+            // The context's words are all written again below, each only where it changed:
+            // zeroing them first would take every context line from the worker's cache.
+            let ranges = [
+                DATA + REC_STATE..DATA + CTX_TOUCH,
+                DATA + CTX_AS_LIMIT + 8..DATA + CTX_WALLS_FPROG,
+                DATA + CTX_WALLS_PROG..line.start,
+            ];
+            for range in ranges {
+                self.file.zero_dirty(range.start, range.len());
+            }
+        } else {
+            self.file.zero_dirty(DATA, line.start - DATA);
+        }
         self.file.zero_dirty(line.end, DATA + PAGE - line.end);
         let free = DATA + HANDOFF_DONE + 8..DATA + CTX_TRACE_GATE;
         if free

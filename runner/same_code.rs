@@ -361,7 +361,7 @@ impl SameCode {
                 // input's own CPU time is at most its wall time.
                 report.user = report.user.min(report.wall);
             }
-            spinner.returned(report.wall);
+            spinner.returned(report.wall, spun_done, by_word && by_pipe);
             self.spun += u64::from(spun_done);
             self.live = Some(Live {
                 worker,

@@ -14,7 +14,10 @@
 //! - while inputs keep coming: when the caller took longer than the worker would spin
 //!   ([`WORKER_SPIN`]) between the last input's end and this one, the worker would have gone
 //!   to sleep anyway, and the next input uses the pipes (adaptive: one input later it spins
-//!   again if the caller sped up).
+//!   again if the caller sped up);
+//! - while it works: a hand-off that fell back to the pipes although input and caller were
+//!   quick (a side lost its CPU) turns spinning off for twice as many inputs as the last miss
+//!   did (see [`Spinner::returned`]).
 //!
 //! Both spins are bounded ([`WORKER_SPIN`], [`HOST_SPIN`]); a side that gives up sleeps on its
 //! pipe, and the other side, which sees that in the shared word, writes the pipe too. Spin time
@@ -42,6 +45,10 @@ const HOST_SPIN: Duration = Duration::from_micros(50);
 /// and ended through the pipes takes (tens of microseconds when the sides sit on two CPUs),
 /// so that one miss does not turn the host's spin off for good.
 const SLOW_INPUT: Duration = Duration::from_micros(500);
+
+/// The most inputs a session goes without spinning after hand-offs that missed (see
+/// [`Spinner::returned`]).
+const MAX_COOLDOWN: u32 = 4096;
 
 /// How often a spinning session reads its worker's CPU clock (a syscall) for the budget
 /// check: the worker spins at most `WORKER_SPIN` per input, so in this time it cannot use more
@@ -93,6 +100,10 @@ pub(crate) struct Spinner {
     gap: Duration,
     /// How long the last input took, from its go to its "done".
     last_input: Duration,
+    /// Hand-offs in a row that fell back to the pipes although inputs kept coming, and how
+    /// many inputs from now on do not spin because of them (see [`Spinner::returned`]).
+    misses: u32,
+    cooldown: u32,
 }
 
 impl Spinner {
@@ -105,6 +116,8 @@ impl Spinner {
             ended_at: None,
             gap: Duration::ZERO,
             last_input: Duration::ZERO,
+            misses: 0,
+            cooldown: 0,
         }
     }
 
@@ -120,11 +133,14 @@ impl Spinner {
         if let Some(ended) = self.ended_at.take() {
             self.gap = ended.elapsed();
         }
+        let cooling = self.cooldown > 0;
+        self.cooldown = self.cooldown.saturating_sub(1);
         let eligible = options.spin
             && crate::host::arena_reusable(&options.policy)
             && options.limits.cpu_time.is_none()
             && self.gap <= WORKER_SPIN
-            && self.cpus >= 2;
+            && self.cpus >= 2
+            && !cooling;
         if !eligible || !self.arm() {
             self.disarm();
             return Plan { pauses: 0 };
@@ -159,10 +175,28 @@ impl Spinner {
         self.pauses = plan.pauses;
     }
 
-    /// Records the end of an input that returned, `took` after its go.
-    pub(crate) fn returned(&mut self, took: Duration) {
+    /// Records the end of an input that returned, `took` after its go: whether its "done"
+    /// came through the done word (`spun`), and whether its go found the worker asleep on its
+    /// pipe (`woke`).
+    ///
+    /// A hand-off that fell back to the pipes although the input was quick and came quickly
+    /// is a miss: a side was not on its CPU when the other looked (other threads or processes
+    /// want the CPUs). Each miss in a row doubles the number of inputs that then use the
+    /// pipes only (up to [`MAX_COOLDOWN`]), so a busy machine pays for few failed spins,
+    /// and a spin that works again starts over.
+    pub(crate) fn returned(&mut self, took: Duration, spun: bool, woke: bool) {
         self.ended_at = Some(Instant::now());
         self.last_input = took;
+        if self.pauses == 0 {
+            return; // this input did not spin
+        }
+        let quick = took <= SLOW_INPUT && self.gap <= WORKER_SPIN;
+        if spun && !woke {
+            self.misses = 0;
+        } else if quick {
+            self.misses = (self.misses + 1).min(MAX_COOLDOWN.ilog2());
+            self.cooldown = 1 << self.misses;
+        }
     }
 
     /// How long the host spins for this input's "done": not at all after a slow input.
@@ -220,5 +254,85 @@ pub(crate) fn spin_for_done(
         }
         std::hint::spin_loop();
         seen = word.load(Ordering::Acquire);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spinner() -> Spinner {
+        Spinner {
+            cpus: 64,
+            ..Spinner::new()
+        }
+    }
+
+    /// One input: planned, started, returned quickly (`spun`: through the done word; `woke`:
+    /// its go found the worker asleep). Its budget.
+    fn input(s: &mut Spinner, spun: bool, woke: bool) -> u64 {
+        let plan = s.plan(&RunOptions::default());
+        s.started(plan);
+        s.returned(Duration::from_micros(2), spun, woke);
+        plan.pauses
+    }
+
+    #[test]
+    fn misses_back_off_twice_as_long_each_time_and_a_spin_that_works_starts_over() {
+        let mut s = spinner();
+        assert!(input(&mut s, true, false) > 0, "spins while hand-offs work");
+        assert!(input(&mut s, true, false) > 0);
+        // A miss: the next 2 inputs use the pipes, then it tries again.
+        assert!(input(&mut s, false, false) > 0);
+        assert_eq!(
+            (input(&mut s, false, false), input(&mut s, false, false)),
+            (0, 0)
+        );
+        // A second miss in a row: 4 inputs without, and so on.
+        assert!(
+            input(&mut s, true, true) > 0,
+            "a go that found the worker asleep misses"
+        );
+        for _ in 0..4 {
+            assert_eq!(input(&mut s, false, false), 0);
+        }
+        assert!(input(&mut s, true, false) > 0);
+        // That one worked: the next miss backs off for 2 again.
+        assert!(input(&mut s, false, false) > 0);
+        assert_eq!(input(&mut s, false, false), 0);
+        assert_eq!(input(&mut s, false, false), 0);
+        assert!(input(&mut s, true, false) > 0);
+        // Never more than MAX_COOLDOWN.
+        for _ in 0..40 {
+            s.misses = (s.misses + 1).min(MAX_COOLDOWN.ilog2());
+        }
+        s.returned(Duration::from_micros(2), false, false);
+        assert!(s.cooldown <= MAX_COOLDOWN, "{}", s.cooldown);
+    }
+
+    #[test]
+    fn a_slow_input_or_a_slow_caller_is_no_miss_and_no_spin() {
+        let mut s = spinner();
+        assert!(input(&mut s, true, false) > 0);
+        // A slow input that the host gave up spinning for is no miss.
+        let plan = s.plan(&RunOptions::default());
+        s.started(plan);
+        s.returned(Duration::from_millis(2), false, false);
+        assert!(input(&mut s, true, false) > 0);
+        // A caller that takes longer than the worker spins: that input's worker sleeps at once.
+        std::thread::sleep(WORKER_SPIN * 2);
+        assert_eq!(input(&mut s, false, true), 0);
+        assert!(input(&mut s, true, false) > 0, "it sped up again");
+        // Spinning off, a CPU-time limit, a profile-like policy, one CPU: never.
+        let off = RunOptions::default().with_spin(false);
+        assert_eq!(s.plan(&off).pauses, 0);
+        let limited = RunOptions::default()
+            .with_limits(crate::Limits::default().with_cpu_time(Some(Duration::from_secs(1))));
+        assert_eq!(s.plan(&limited).pauses, 0);
+        let mut one = Spinner {
+            cpus: 1,
+            ..Spinner::new()
+        };
+        assert_eq!(input(&mut one, true, false), 0);
     }
 }

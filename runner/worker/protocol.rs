@@ -518,8 +518,9 @@ impl FixedMap {
     }
 }
 
-/// How many `mprotect`s a worker applies after mapping: the blob page, the XSAVE image and
-/// the filter area (see `Arena::prepare_worker`).
+/// How many `mprotect`s a worker applies after mapping: the blob page, and for a same-code
+/// worker the XSAVE image and the filter area (length 0 otherwise; see
+/// `Arena::prepare_worker`).
 pub(crate) const PROTECTS: usize = 3;
 
 /// One `mprotect` the worker applies after mapping.
@@ -545,7 +546,7 @@ pub(crate) struct WorkerPlan {
     pub region: usize,
     /// Region, code, input, scratch, stack: mapped in this order (see [`crate::arena`]).
     pub maps: [FixedMap; 5],
-    /// The blob page made read+execute, the XSAVE image and the filter read-only.
+    /// The blob page made read+execute; the XSAVE image and the filter read-only (same-code).
     pub protects: [Protect; PROTECTS],
     /// `RLIMIT_CPU` in seconds: a backstop behind the host's own SIGKILL at the deadline.
     pub cpu_limit_secs: u64,

@@ -202,12 +202,13 @@ pub(crate) unsafe fn map(maps: &[FixedMap]) -> StageResult {
     Ok(())
 }
 
-/// Applies `protects` (the blob page made read+execute).
+/// Applies `protects` (the blob page made read+execute, and for a same-code worker the XSAVE
+/// image and the filter area read-only); one of length 0 is none.
 ///
 /// # Safety
 /// As for [`map`]; the ranges are the worker's own mappings.
 pub(crate) unsafe fn protect(protects: &[Protect]) -> StageResult {
-    for p in protects {
+    for p in protects.iter().filter(|p| p.len != 0) {
         // SAFETY: changes the protection of a range this stage's caller mapped.
         let ret = unsafe { raw::syscall3(libc::SYS_mprotect, p.addr, p.len, p.prot as usize) };
         check(Stage::Map, ret)?;
