@@ -26,8 +26,9 @@
 //! - the input is only in memory (`rdi`, `rsi`); fd 0 is an empty pipe (reads give EOF) and
 //!   fds 3 and 4 are the worker's go and done pipes;
 //! - `user` is the worker's CPU time from the kernel's scheduler clock (user and system
-//!   together) from its last "done" to this one (the input, and parking and waking), or, for an
-//!   input whose worker spun before it, at most its wall time (see [`RunOptions::spin`]), `sys` is
+//!   together) from its last "done" to this one (the input, and parking and waking), at most
+//!   the input's wall time, or, for an input whose "done" came through the spinning hand-off,
+//!   its wall time (see [`RunOptions::spin`]), `sys` is
 //!   zero, and `max_rss_kib` is zero for inputs that return (measured for
 //!   the input that ends the worker).
 
@@ -356,11 +357,11 @@ impl SameCode {
             } else {
                 worker.returned(arena, watch.output, start)
             };
-            if !clock_fresh {
-                // The clock's difference includes spins: the worker ran one thread, so the
-                // input's own CPU time is at most its wall time.
-                report.user = report.user.min(report.wall);
-            }
+            // The clock's difference includes what the worker did outside the input: spins
+            // (when it spun), and its way into the go pipe's read after the last "done" (the
+            // clock was read at that "done"). The worker runs one thread, so the input's own
+            // CPU time is at most its wall time: a report never claims more.
+            report.user = report.user.min(report.wall);
             spinner.returned(report.wall, spun_done, by_word && by_pipe);
             self.spun += u64::from(spun_done);
             self.live = Some(Live {
