@@ -26,8 +26,9 @@
 //! - the input is only in memory (`rdi`, `rsi`); fd 0 is an empty pipe (reads give EOF) and
 //!   fds 3 and 4 are the worker's go and done pipes;
 //! - `user` is the worker's CPU time from the kernel's scheduler clock (user and system
-//!   together) from its last "done" to this one (the input, and parking and waking), or, for an
-//!   input whose worker spun before it, at most its wall time (see [`RunOptions::spin`]), `sys` is
+//!   together) from its last "done" to this one (the input, and parking and waking), under
+//!   strict mode and `strict-bpf` at most the input's wall time, or, for an input whose "done"
+//!   came through the spinning hand-off, its wall time (see [`RunOptions::spin`]), `sys` is
 //!   zero, and `max_rss_kib` is zero for inputs that return (measured for
 //!   the input that ends the worker).
 
