@@ -549,13 +549,7 @@ impl Arena {
         }
         self.file.zero_dirty(line.end, DATA + PAGE - line.end);
         let free = DATA + HANDOFF_DONE + 8..DATA + CTX_TRACE_GATE;
-        if free
-            .clone()
-            .step_by(8)
-            .any(|at| self.file.read_u64(at) != 0)
-        {
-            self.file.zero(free.start, free.len());
-        }
+        self.file.zero_dirty(free.start, free.len());
         if !keep_image {
             self.file.zero_range(DATA + PAGE, LEN - DATA - PAGE)?;
         }
@@ -630,6 +624,12 @@ impl Arena {
     /// until its tracer has seized it, saying whether it did (see [`CTX_TRACE_GATE`]).
     pub(crate) fn set_trace_gate(&self, value: u32) {
         self.file.store_u32_and_wake(DATA + CTX_TRACE_GATE, value);
+    }
+
+    /// Whether the record says the guest returned (its state alone: the claim a "done" is
+    /// checked against, one word where [`Arena::record`] reads them all).
+    pub(crate) fn record_says_returned(&self) -> bool {
+        self.file.read_u64(DATA + REC_STATE) == STATE_RETURNED
     }
 
     pub(crate) fn record(&self) -> Record {

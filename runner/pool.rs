@@ -227,13 +227,7 @@ impl Pool {
         let start = Instant::now();
         let Some(worker) = worker.wake(&options.policy) else {
             // Its go byte could not be written: its guest never ran.
-            self.retire(Retired {
-                _arena: arena,
-                lingering: None,
-                _pipes: pipes,
-            });
-            self.shared.lock().fallbacks += 1;
-            return self.shared.zygote.run(code, input, options);
+            return self.run_elsewhere(arena, pipes, code, input, options);
         };
         let done = &pipes.0;
         let driven = worker.drive(&arena, code, input, options, start, done, SINGLE_JOB_SEQ);
@@ -245,13 +239,7 @@ impl Pool {
             Ok(Driven { report: None, .. }) => {
                 // It died while parked (killed from outside) and never took its go byte: its
                 // guest never ran.
-                self.retire(Retired {
-                    _arena: arena,
-                    lingering: None,
-                    _pipes: pipes,
-                });
-                self.shared.lock().fallbacks += 1;
-                return self.shared.zygote.run(code, input, options);
+                return self.run_elsewhere(arena, pipes, code, input, options);
             }
             Err(e) => (Err(e), None),
         };
@@ -290,6 +278,25 @@ impl Pool {
     /// Hands a finished job's worker and arena to the refill thread, and only now wakes it:
     /// its refill (unmapping retired arenas, mapping a new one) would otherwise take this
     /// process's mmap lock while the job runs, and page faults of the job's thread would wait.
+    /// The job of a parked worker that was gone before it took its go byte (its guest never
+    /// ran): the worker's arena and pipes go to the refill thread, the job to a fresh worker.
+    fn run_elsewhere(
+        &self,
+        arena: Arena,
+        pipes: (OwnedFd, OwnedFd, OwnedFd),
+        code: &[u8],
+        input: &[u8],
+        options: &RunOptions,
+    ) -> Result<Report, Error> {
+        self.retire(Retired {
+            _arena: arena,
+            lingering: None,
+            _pipes: pipes,
+        });
+        self.shared.lock().fallbacks += 1;
+        self.shared.zygote.run(code, input, options)
+    }
+
     fn retire(&self, retired: Retired) {
         self.shared.lock().retired.push(retired);
         self.shared.changed.notify_all();

@@ -388,7 +388,7 @@ impl Running {
         options: &RunOptions,
         start: Instant,
     ) -> Result<Watch, Error> {
-        let confirm = || arena.record().state == STATE_RETURNED;
+        let confirm = || arena.record_says_returned();
         let control = Control {
             fd: done,
             seq,
@@ -423,7 +423,7 @@ impl Running {
         options: &RunOptions,
     ) -> Result<Option<Watch>, Error> {
         let word = arena.handoff_word(HANDOFF_DONE);
-        let confirm = || arena.record().state == STATE_RETURNED;
+        let confirm = || arena.record_says_returned();
         if !crate::spin::spin_for_done(word, seq, limit, confirm) {
             return Ok(None);
         }
@@ -591,7 +591,7 @@ fn drive(
         input,
         written: 0,
     };
-    let confirm = || arena.record().state == STATE_RETURNED;
+    let confirm = || arena.record_says_returned();
     let control = done.as_ref().map(|done| Control {
         fd: done.fd,
         seq: done.seq,

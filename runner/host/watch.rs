@@ -164,11 +164,10 @@ pub(crate) fn watch_worker(
     cpu: Option<CpuWatch<'_>>,
 ) -> Result<Watch, Error> {
     let deadline = start + options.limits.timeout;
-    let max_output = options.limits.max_output;
     let mut collector = OutputCollector {
         fd: Some(output_r.as_raw_fd()),
         output: Vec::new(),
-        max: max_output,
+        max: options.limits.max_output,
     };
     let mut done = false;
     let mut tail = [0u8; protocol::DONE_LEN];
@@ -176,10 +175,7 @@ pub(crate) fn watch_worker(
         .pump()
         .map_err(|e| Error::io("writing the input", e))?;
     let mut killed = None;
-    let kill = |why| -> Result<Option<Kill>, Error> {
-        sys::pidfd_kill(pidfd.as_raw_fd()).map_err(|e| Error::io("killing the worker", e))?;
-        Ok(Some(why))
-    };
+    let kill = |why| kill_worker(pidfd, why);
 
     loop {
         let now = Instant::now();
@@ -252,21 +248,7 @@ pub(crate) fn watch_worker(
         }
     }
     feeder.fd = None;
-    let truncated = collector.output.len() > max_output;
-    let mut output = collector.output;
-    output.truncate(max_output);
-    Ok(Watch {
-        output,
-        truncated,
-        killed,
-        done,
-        strict: options.policy == Policy::Strict,
-        cpu_time: options.limits.cpu_time,
-        guest_may_signal: guest_may_signal(options),
-        oom_killed: false,
-        facts: None,
-        many_procs: options.limits.max_procs > 1,
-    })
+    Ok(collector.into_watch(killed, done, options))
 }
 
 /// What the host saw of a same-code input whose "done" came through the spinning hand-off:
@@ -277,36 +259,26 @@ pub(crate) fn after_spun_done(
     output_r: &OwnedFd,
     options: &RunOptions,
 ) -> Result<Watch, Error> {
-    let max_output = options.limits.max_output;
     let mut collector = OutputCollector {
         fd: Some(output_r.as_raw_fd()),
         output: Vec::new(),
-        max: max_output,
+        max: options.limits.max_output,
     };
     let over = collector
         .drain()
         .map_err(|e| Error::io("reading the output", e))?;
     let killed = if over {
-        sys::pidfd_kill(pidfd.as_raw_fd()).map_err(|e| Error::io("killing the worker", e))?;
-        Some(Kill::OutputLimit)
+        kill_worker(pidfd, Kill::OutputLimit)?
     } else {
         None
     };
-    let truncated = collector.output.len() > max_output;
-    let mut output = collector.output;
-    output.truncate(max_output);
-    Ok(Watch {
-        output,
-        truncated,
-        killed,
-        done: !over,
-        strict: options.policy == Policy::Strict,
-        cpu_time: options.limits.cpu_time,
-        guest_may_signal: guest_may_signal(options),
-        oom_killed: false,
-        facts: None,
-        many_procs: options.limits.max_procs > 1,
-    })
+    Ok(collector.into_watch(killed, !over, options))
+}
+
+/// Kills the worker through its pidfd, saying why.
+fn kill_worker(pidfd: &OwnedFd, why: Kill) -> Result<Option<Kill>, Error> {
+    sys::pidfd_kill(pidfd.as_raw_fd()).map_err(|e| Error::io("killing the worker", e))?;
+    Ok(Some(why))
 }
 
 pub(super) fn pollfd(fd: i32, events: libc::c_short) -> libc::pollfd {
@@ -326,6 +298,28 @@ struct OutputCollector {
 }
 
 impl OutputCollector {
+    /// What the host saw: the output kept (at most the limit, and whether there was more),
+    /// why it killed the worker, whether a same-code worker said "done", and the job's facts
+    /// the classification needs from `options`.
+    fn into_watch(self, killed: Option<Kill>, done: bool, options: &RunOptions) -> Watch {
+        let max_output = options.limits.max_output;
+        let truncated = self.output.len() > max_output;
+        let mut output = self.output;
+        output.truncate(max_output);
+        Watch {
+            output,
+            truncated,
+            killed,
+            done,
+            strict: options.policy == Policy::Strict,
+            cpu_time: options.limits.cpu_time,
+            guest_may_signal: guest_may_signal(options),
+            oom_killed: false,
+            facts: None,
+            many_procs: options.limits.max_procs > 1,
+        }
+    }
+
     fn raw_fd(&self) -> i32 {
         self.fd.unwrap_or(-1)
     }
