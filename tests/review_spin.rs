@@ -6,41 +6,9 @@
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{cpu_ticks, gas};
+use common::{cpu_ticks, gas, inputs, one_at_a_time, plus_one, two_cpus};
 
 use bytejail::{Gpr, Outcome, Policy, RunOptions, SameCode};
-
-/// Spinning sessions of one process share its CPUs (two per session): these tests run one
-/// at a time.
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn two_cpus() -> bool {
-    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if n < 2 {
-        eprintln!("one CPU: nothing spins here; skipping");
-    }
-    n >= 2
-}
-
-fn plus_one() -> Vec<u8> {
-    gas("lea rax, [rbx + 1]\n ret")
-}
-
-/// `count` inputs of `plus_one` with rbx = 0, 1, ...; every one must return rbx + 1.
-fn inputs(same: &mut SameCode, options: &RunOptions, count: u64) {
-    for i in 0..count {
-        let mut options = options.clone();
-        options.registers.set(Gpr::RBX, i).unwrap();
-        let report = same.run_with(b"", &options).unwrap();
-        match report.outcome {
-            Outcome::Returned(regs) => assert_eq!(regs.rax, i + 1, "input {i}"),
-            other => panic!("input {i}: {other:?}"),
-        }
-    }
-}
 
 /// A guest whose first entry posts its own go (the next input's number, in the hand-off's go
 /// word at data + 0x7c0) and returns: its spinning worker re-enters it at once, and that

@@ -7,56 +7,9 @@
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{essence, gas};
+use common::{essence, gas, inputs, one_at_a_time, pin, plus_one, two_cpus};
 
 use bytejail::{Gpr, Limits, Outcome, RunOptions, SameCode};
-
-/// Spinning sessions of one process share its CPUs (two per session): these tests run one
-/// at a time.
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Pins the calling thread (and so the workers it forks from now on) to `cpus`.
-fn pin(cpus: &[usize]) {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET stays inside it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        for &cpu in cpus {
-            libc::CPU_SET(cpu, &mut set);
-        }
-        assert_eq!(
-            libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set),
-            0
-        );
-    }
-}
-
-fn two_cpus() -> bool {
-    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if n < 2 {
-        eprintln!("one CPU: nothing spins here; skipping");
-    }
-    n >= 2
-}
-
-fn plus_one() -> Vec<u8> {
-    gas("lea rax, [rbx + 1]\n ret")
-}
-
-/// `count` inputs of `lea rax, [rbx + 1]` with rbx = 0, 1, ...; every one must return rbx + 1.
-fn inputs(same: &mut SameCode, options: &RunOptions, count: u64) {
-    for i in 0..count {
-        let mut options = options.clone();
-        options.registers.set(Gpr::RBX, i).unwrap();
-        let report = same.run_with(b"", &options).unwrap();
-        match report.outcome {
-            Outcome::Returned(regs) => assert_eq!(regs.rax, i + 1, "input {i}"),
-            other => panic!("input {i}: {other:?}"),
-        }
-    }
-}
 
 /// With two CPUs inputs in a row spin, and report what the pipes report; with spinning off,
 /// or one CPU, none does (the twin: the counter counts).

@@ -225,3 +225,52 @@ pub fn cpu_ticks(pid: u32) -> u64 {
     let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
+
+/// The spinning hand-off's tests (`tests/spin.rs`, `tests/review_spin.rs`): spinning sessions
+/// of one process share its CPUs (two per session), so these tests run one at a time.
+pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Pins the calling thread (and so the workers it forks from now on) to `cpus`.
+pub fn pin(cpus: &[usize]) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET stays inside it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &cpu in cpus {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set),
+            0
+        );
+    }
+}
+
+/// Whether this machine has two CPUs to spin on (saying so when it has not).
+pub fn two_cpus() -> bool {
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if n < 2 {
+        eprintln!("one CPU: nothing spins here; skipping");
+    }
+    n >= 2
+}
+
+/// `lea rax, [rbx + 1]; ret`.
+pub fn plus_one() -> Vec<u8> {
+    gas("lea rax, [rbx + 1]\n ret")
+}
+
+/// `count` inputs of [`plus_one`] with rbx = 0, 1, ...; every one must return rbx + 1.
+pub fn inputs(same: &mut bytejail::SameCode, options: &bytejail::RunOptions, count: u64) {
+    for i in 0..count {
+        let mut options = options.clone();
+        options.registers.set(bytejail::Gpr::RBX, i).unwrap();
+        let report = same.run_with(b"", &options).unwrap();
+        match report.outcome {
+            Outcome::Returned(regs) => assert_eq!(regs.rax, i + 1, "input {i}"),
+            other => panic!("input {i}: {other:?}"),
+        }
+    }
+}
