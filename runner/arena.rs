@@ -111,6 +111,15 @@ pub(crate) struct Arena {
     /// What the last scan of a strict same-code worker's writable pages found (see
     /// [`Arena::reset_memory`]).
     known: Option<Known>,
+    /// A strict same-code worker's shared mappings (address, length, file offset), where the
+    /// pages it zeroes itself are translated to its addresses (see [`RESET_AT`]).
+    worker_maps: Option<[(usize, usize, usize); 3]>,
+    /// The last input's guest returned to a strict same-code worker's trampoline, which
+    /// zeroed its pages then (see [`Arena::reset_memory`]); taken by the next input.
+    cleaned: bool,
+    /// The worker zeroed its private stack after the last input (the table it used listed
+    /// it): [`Arena::load_input`] does not look at it. Set by [`Arena::reset_memory`].
+    private_stack_clean: bool,
     /// The worker's part of the context (offset in the data page, value), as
     /// [`Arena::prepare_worker`] last wrote it: written again with every job or input.
     worker_ctx: Option<[(usize, u64); WORKER_CTX_WORDS]>,
@@ -126,6 +135,9 @@ pub(crate) struct Arena {
 struct Known {
     blocks: u64,
     runs: Vec<(usize, usize)>,
+    /// Whether the worker's table at [`RESET_AT`] lists these runs: a worker whose guest
+    /// returned has then zeroed them itself.
+    by_worker: bool,
 }
 
 /// Words in the worker's part of the context (see [`Arena::prepare_worker`]).
@@ -168,7 +180,7 @@ impl Arena {
         let window = Reservation::new(window_len)?;
         let blob = worker::blob();
         assert!(
-            blob.code.len() <= SPIN_AT,
+            blob.code.len() <= RESET_AT,
             "the worker blob outgrew its page"
         );
         file.write_bytes(CODE, blob.code);
@@ -182,6 +194,9 @@ impl Arena {
             reusable,
             input_dirty: 0,
             known: None,
+            worker_maps: None,
+            cleaned: false,
+            private_stack_clean: false,
             worker_ctx: None,
             walls: None,
             owner: Owner::here(),
@@ -255,8 +270,18 @@ impl Arena {
     /// the ones to look at; only their lines that are not zero are written. Nothing but the
     /// host removes pages (the worker cannot punch holes under strict mode), and the host
     /// scans again after any change.
+    ///
+    /// After an input whose guest returned to the worker's trampoline ([`Arena::note_cleaned`]),
+    /// which zeroed the pages of the last scan itself (see [`RESET_AT`]) before it said
+    /// "done", the host, seeing no new page, looks at none of them (each line it read would come from the
+    /// worker's cache). A guest that says "done" without returning (it can write the words
+    /// and the record) skips that, and only its own next inputs see what it left: inputs of
+    /// one same-code session are one submission.
     pub(crate) fn reset_memory(&mut self, strict: bool) -> io::Result<()> {
         debug_assert!(self.reusable);
+        let cleaned = std::mem::take(&mut self.cleaned)
+            && self.known.as_ref().is_some_and(|known| known.by_worker);
+        self.private_stack_clean = cleaned;
         let scratch = self.scratch_file_offset();
         let len = self.scratch_cap + PAGE + self.stack_cap;
         if !strict {
@@ -265,8 +290,10 @@ impl Arena {
         }
         let blocks = self.file.blocks()?;
         if let Some(known) = self.known.take_if(|known| known.blocks == blocks) {
-            for &(at, end) in &known.runs {
-                self.file.zero_dirty(at, end - at);
+            if !cleaned {
+                for &(at, end) in &known.runs {
+                    self.file.zero_dirty(at, end - at);
+                }
             }
             self.known = Some(known);
             return Ok(());
@@ -276,8 +303,56 @@ impl Arena {
             .zero_range_found(ALTSTACK, ALTSTACK_LEN, &mut runs)?;
         self.file.zero_range_found(scratch, len, &mut runs)?;
         let blocks = self.file.blocks()?;
-        self.known = Some(Known { blocks, runs });
+        let by_worker = self.write_reset_table(&runs);
+        self.known = Some(Known {
+            blocks,
+            runs,
+            by_worker,
+        });
         Ok(())
+    }
+
+    /// Writes the worker's table of memory to zero (see [`RESET_AT`]): its private stack and
+    /// `runs`, translated to its addresses; an empty table (the host zeroes them) when one
+    /// lies outside the worker's shared mappings. Says whether the table lists them.
+    fn write_reset_table(&mut self, runs: &[(usize, usize)]) -> bool {
+        let translate = |&(start, end): &(usize, usize)| {
+            self.worker_maps
+                .iter()
+                .flatten()
+                .find_map(|&(addr, len, offset)| {
+                    (start >= offset && end <= offset + len && start % 64 == 0 && end % 64 == 0)
+                        .then(|| (addr + (start - offset), addr + (end - offset)))
+                })
+        };
+        let private_stack = (
+            self.region_addr() + DATA + HANDOFF_LINE.end,
+            self.region_addr() + DATA + PAGE,
+        );
+        let table: Option<Vec<(usize, usize)>> = (self.worker_maps.is_some()
+            && runs.len() < RESET_RUNS_MAX)
+            .then(|| {
+                let runs = runs.iter().map(translate);
+                std::iter::once(Some(private_stack)).chain(runs).collect()
+            })
+            .flatten();
+        let Some(table) = table else {
+            self.file.write_u64(RESET_AT, 0);
+            return false;
+        };
+        for (i, &(start, end)) in table.iter().enumerate() {
+            self.file.write_u64(RESET_AT + 8 + i * 16, start as u64);
+            self.file.write_u64(RESET_AT + 16 + i * 16, end as u64);
+        }
+        self.file.write_u64(RESET_AT, table.len() as u64);
+        true
+    }
+
+    /// The input that just ended returned through a strict same-code worker's trampoline
+    /// (its "done" was read), which zeroed the pages of its table (see [`RESET_AT`]) and its
+    /// private stack's words before it said so.
+    pub(crate) fn note_cleaned(&mut self) {
+        self.cleaned = self.worker_maps.is_some();
     }
 
     /// Window addresses: region, code, input, scratch, and the top of the stack (its end).
@@ -428,6 +503,17 @@ impl Arena {
         // `mprotect`s, and mappings split in five, cost a fresh worker more than the reset of
         // those pages saves it: there the host resets them, see `reset_region`.)
         let same_code = mode == Mode::SameCode;
+        // A strict same-code worker zeroes the pages its guest wrote itself (see RESET_AT):
+        // where, in its addresses. The next scan writes its table.
+        self.worker_maps = (same_code && arena_reusable(&options.policy)).then(|| {
+            let shared = |m: &FixedMap| (m.addr, m.len, m.offset);
+            let altstack = (self.region_addr() + ALTSTACK, ALTSTACK_LEN, ALTSTACK);
+            [altstack, shared(&maps[3]), shared(&maps[4])]
+        });
+        self.known = None;
+        self.cleaned = false;
+        self.private_stack_clean = false;
+        self.file.write_u64(RESET_AT, 0);
         let read_only = |offset: usize, len: usize| Protect {
             addr: self.region_addr() + offset,
             len: if same_code { len } else { 0 },
@@ -467,7 +553,7 @@ impl Arena {
         debug_assert!(!code.is_empty() && UNUSED_CODE.len() == 1);
         debug_assert_eq!(self.input_dirty, 0, "an arena a job ran in");
         self.file.write_bytes(self.code_file_offset(), code);
-        self.write_input(input, options, SINGLE_JOB_SEQ);
+        self.write_input(input, options, Some(SINGLE_JOB_SEQ));
     }
 
     fn load(
@@ -487,23 +573,22 @@ impl Arena {
         if reset {
             self.reset_region()?;
         }
-        self.write_input(input, options, SINGLE_JOB_SEQ);
+        self.write_input(input, options, Some(SINGLE_JOB_SEQ));
         Ok(())
     }
 
     /// Writes one input and everything a run starts from except the code: the input (and
     /// zeros over whatever an earlier input left after it), the initial registers and entry,
-    /// an XSAVE image in its initial state, a clean record and the input's sequence number.
-    /// A same-code worker gets exactly this before each input, so a guest that scribbled on
+    /// an XSAVE image in its initial state and a clean record (the input's number goes with its
+    /// go, see `Parked::go`). A same-code worker gets exactly this before each input, so a guest that scribbled on
     /// the shared region starts its next input from the same state all the same.
-    pub(crate) fn load_input(
-        &mut self,
-        input: &[u8],
-        options: &RunOptions,
-        seq: u64,
-    ) -> io::Result<()> {
-        self.reset_region_but_handoff(arena_reusable(&options.policy))?;
-        self.write_input(input, options, seq);
+    ///
+    /// After [`Arena::reset_memory`] found that the worker zeroed its memory itself, its
+    /// private stack (the end of the data page) is not looked at either.
+    pub(crate) fn load_input(&mut self, input: &[u8], options: &RunOptions) -> io::Result<()> {
+        let cleaned = std::mem::take(&mut self.private_stack_clean);
+        self.reset_region_but_handoff(arena_reusable(&options.policy), cleaned)?;
+        self.write_input(input, options, None);
         Ok(())
     }
 
@@ -527,7 +612,7 @@ impl Arena {
     /// left alone: the XSAVE image and the filter are read-only to the worker (see
     /// `prepare_worker`) and to its guest, which under strict mode cannot change that, and
     /// [`Arena::reset_memory`] has reset the alternate signal stack.
-    fn reset_region_but_handoff(&mut self, keep_image: bool) -> io::Result<()> {
+    fn reset_region_but_handoff(&mut self, keep_image: bool, cleaned: bool) -> io::Result<()> {
         let line = DATA + HANDOFF_LINE.start..DATA + HANDOFF_LINE.end;
         if keep_image {
             // The context's words are all written again below, each only where it changed:
@@ -547,7 +632,10 @@ impl Arena {
         } else {
             self.file.zero_dirty(DATA, line.start - DATA);
         }
-        self.file.zero_dirty(line.end, DATA + PAGE - line.end);
+        if !(keep_image && cleaned) {
+            // The worker's private stack, up to the end of the page.
+            self.file.zero_dirty(line.end, DATA + PAGE - line.end);
+        }
         let free = DATA + HANDOFF_DONE + 8..DATA + CTX_TRACE_GATE;
         self.file.zero_dirty(free.start, free.len());
         if !keep_image {
@@ -583,14 +671,26 @@ impl Arena {
         self.file.atomic_u64(DATA + word)
     }
 
-    fn write_input(&mut self, input: &[u8], options: &RunOptions, seq: u64) {
+    /// The context's input number, for a same-code input's go (see `Parked::go`): written
+    /// only when the go byte is, since a worker that spun takes the number from the go word
+    /// and then never reads this line of the context, which stays in its cache unchanged.
+    pub(crate) fn ctx_seq_word(&self) -> &std::sync::atomic::AtomicU64 {
+        self.file.atomic_u64(DATA + CTX_SEQ)
+    }
+
+    /// `seq`: the input's number for the context, where a worker woken by its go pipe reads
+    /// it; `None` for a same-code input, whose number goes there only if its go byte is
+    /// written (see [`Arena::ctx_seq_word`]).
+    fn write_input(&mut self, input: &[u8], options: &RunOptions, seq: Option<u64>) {
         debug_assert!(input.len() <= self.input_cap);
         let input_off = self.input_file_offset();
         self.file.write_bytes(input_off, input);
         let dirty = self.input_dirty.max(input.len());
         self.file.zero(input_off + input.len(), dirty - input.len());
         self.input_dirty = input.len();
-        self.file.write_u64(DATA + CTX_SEQ, seq);
+        if let Some(seq) = seq {
+            self.file.write_u64(DATA + CTX_SEQ, seq);
+        }
 
         // XSAVE image in its initial state: legacy area zero but MXCSR, header zero.
         self.file.write_u64(XSAVE + XSAVE_MXCSR, 0x1f80);

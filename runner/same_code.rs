@@ -298,7 +298,7 @@ impl SameCode {
             live.end();
             return Err(Error::io("resetting the worker's scratch and stack", e));
         }
-        if let Err(e) = arena.load_input(input, options, seq) {
+        if let Err(e) = arena.load_input(input, options) {
             live.end();
             return Err(Error::io("loading the input", e));
         }
@@ -331,7 +331,7 @@ impl SameCode {
         } = live;
         let start = Instant::now();
         let word = arena.handoff_word(HANDOFF_GO);
-        let (worker, by_pipe) = worker.go(&pipes.go_w, word, seq, by_word)?;
+        let (worker, by_pipe) = worker.go(&pipes.go_w, word, arena.ctx_seq_word(), seq, by_word)?;
         spinner.started(plan);
         let spun = if plan.pauses == 0 {
             None
@@ -365,6 +365,7 @@ impl SameCode {
                 // The worker ran one thread: the input's own CPU time is at most its wall time.
                 report.user = report.user.min(report.wall);
             }
+            arena.note_cleaned();
             spinner.returned(report.wall, spun_done, by_word && by_pipe, by_word);
             self.spun += u64::from(spun_done);
             self.live = Some(Live {

@@ -393,6 +393,42 @@ fn scribbling_on_the_context_changes_nothing_for_the_next_input() {
     }
 }
 
+/// The worker's private stack at the end of the data page (0x1800..0x2000 of the region,
+/// which a strict same-code worker zeroes itself when its guest returns, so that its host
+/// need not fetch those lines) reads the same at the start of every input, whatever an
+/// earlier one wrote there. Spinning and not.
+#[test]
+fn scribbling_on_the_private_stack_changes_nothing_for_the_next_input() {
+    // rbx == 0: fill 0x1800..0x2000 with ones and return 5. Else return a weighted sum of
+    // its 256 words as this input found them.
+    let code = gas(
+        "mov rax, [rsp]\n and rax, -4096\n lea rsi, [rax + 0x1800]\n test rbx, rbx\n jnz 2f\n\
+         mov rcx, -1\n xor r8, r8\n 1: mov [rsi + r8*8], rcx\n inc r8\n cmp r8, 256\n jb 1b\n\
+         mov eax, 5\n ret\n\
+         2: xor eax, eax\n xor r8, r8\n 3: mov r9, [rsi + r8*8]\n lea r10, [r8 + 1]\n\
+         imul r9, r10\n add rax, r9\n inc r8\n cmp r8, 256\n jb 3b\n ret",
+    );
+    for spin in [true, false] {
+        let options = RunOptions::default().with_spin(spin);
+        let mut same = SameCode::new(&code, &options).unwrap();
+        let mut first = None;
+        // The first input reads before any wrote.
+        for i in 0..200u64 {
+            let rbx = (i + 1) % 3;
+            let mut options = options.clone();
+            options.registers.set(Gpr::RBX, rbx).unwrap();
+            let report = same.run_with(b"", &options).unwrap();
+            let rax = returned(&report).rax;
+            if rbx == 0 {
+                assert_eq!(rax, 5, "spin {spin}, input {i}");
+            } else {
+                assert_eq!(*first.get_or_insert(rax), rax, "spin {spin}, input {i}");
+            }
+        }
+        assert_eq!(same.workers_started(), 1, "spin {spin}");
+    }
+}
+
 /// An input that ends with `exit(0)` after inputs that returned is an exit, not a return with
 /// the registers an earlier input left in the record: the record's state is cleared as each
 /// input starts (by the worker, which the same-code host leaves it to). Spinning and not.

@@ -307,12 +307,15 @@ impl Parked {
     /// The input's number `seq` goes into the hand-off's go `word` first (see
     /// [`crate::spin`]), where a worker that spins after this input compares it. With
     /// `by_word` (the worker was left spinning after its last input) that is the go, and the
-    /// byte is written only if the worker stopped spinning and sleeps on the pipe. The second
-    /// value says whether the byte was written.
+    /// byte is written only if the worker stopped spinning and sleeps on the pipe, and
+    /// `seq` goes into the context's `ctx_seq` word first, where a worker woken by the pipe
+    /// reads it (one that spun takes it from the go word). The second value says whether
+    /// the byte was written.
     pub(crate) fn go(
         self,
         go: &OwnedFd,
         word: &AtomicU64,
+        ctx_seq: &AtomicU64,
         seq: u64,
         by_word: bool,
     ) -> Result<(Running, bool), Error> {
@@ -321,6 +324,10 @@ impl Parked {
         }
         let asleep = crate::spin::post_go(word, seq);
         let by_pipe = !by_word || asleep;
+        if by_pipe {
+            // Before the byte: the worker reads it once the byte is in.
+            ctx_seq.store(seq, std::sync::atomic::Ordering::Release);
+        }
         if by_pipe && !matches!(sys::write(go.as_raw_fd(), &protocol::GO), Ok(1)) {
             self.end();
             return Err(Error::io(

@@ -143,10 +143,13 @@ pub(crate) struct Record {
     /// With [`STATE_SETUP_FAILED`]: the [`Stage`] that failed (as its number) and its errno.
     pub stage: u64,
     pub errno: u64,
-    /// The input a same-code worker took from the spinning hand-off's go word (see
-    /// [`Handoff`]): a worker that died before (killed from outside while it spun) never ran
-    /// the input the host posted. Here, on a line the worker writes anyway when the guest
-    /// returns, rather than on the hand-off's line, which the host spins on meanwhile.
+    /// The input a parked worker took: from the spinning hand-off's go word (see
+    /// [`Handoff`]), or from the context's `seq` after a go byte. Its "done" names this
+    /// input (so a worker that spun never reads the context's line with `seq`, which then
+    /// stays in its cache), and a worker that died before it took the input the host posted
+    /// (killed from outside while it spun) never ran it. Here, on a line the worker writes
+    /// anyway when the guest returns, rather than on the hand-off's line, which the host
+    /// spins on meanwhile.
     pub taken: u64,
     _gap: [u64; 11],
     pub fault: FaultRecord,
@@ -290,6 +293,18 @@ pub(crate) mod layout {
     /// the last word of the blob's page, which the worker maps read-only: the guest cannot
     /// change how its worker waits.
     pub const SPIN_AT: usize = CODE + 0x1000 - 8;
+    /// The most runs of memory a same-code worker zeroes itself (see [`RESET_AT`]): its
+    /// private stack, and the runs of two scans of up to eight each.
+    pub const RESET_RUNS_MAX: usize = 17;
+    /// Region offset of the memory a strict same-code worker returns to zeros itself when its
+    /// guest returns, before it says "done": a count (0: none, the host zeroes it all), then
+    /// that many (start, end) pairs of the worker's addresses, 64-byte aligned: its private
+    /// stack (the end of the data page), then the pages of its scratch, stack and alternate
+    /// stack that the host's last scan found (see `Arena::reset_memory`). Below the spin
+    /// budget, in the blob's page, read-only to the worker: the guest cannot point its
+    /// worker's writes anywhere else. Those lines are in the worker's cache, where the host
+    /// would have to fetch each one it checks.
+    pub const RESET_AT: usize = SPIN_AT - 8 - RESET_RUNS_MAX * 16;
     /// A traced worker's gate (a u32): 0 until the host's tracer has seized the worker, then
     /// [`GATE_TRACED`], or [`GATE_UNTRACED`] when the tracer could not (the worker then
     /// installs its own recording handlers, whose details the report marks unverified). The
