@@ -305,7 +305,8 @@ impl SameCode {
 
         // The worker spins after this input if `plan` says so; it spun after the last one if
         // the go goes through the go word.
-        let plan = live.spinner.plan(options);
+        let now = Instant::now();
+        let plan = live.spinner.plan(options, now);
         arena.set_spin(plan.pauses);
         let by_word = live.spinner.go_by_word();
         // Whether the worker's clock, read last when it parked, says what it used before this
@@ -316,11 +317,16 @@ impl SameCode {
         // worker goes to sleep (after "ready" or "done"), it can still miss the last moments
         // it ran, which the next input's difference then counts.
         let clock_fresh = !by_word && !host::arena_reusable(&options.policy);
-        if by_word && (plan.pauses == 0 || live.clock_at.elapsed() >= spin::CLOCK_EVERY) {
+        let mut start = now;
+        if by_word
+            && (plan.pauses == 0
+                || now.saturating_duration_since(live.clock_at) >= spin::CLOCK_EVERY)
+        {
             // Its clock counts its spins since it was last read: read it again for its budget
             // (when it stops spinning, and now and then while it keeps spinning).
             live.worker.refresh_cpu();
-            live.clock_at = Instant::now();
+            start = Instant::now();
+            live.clock_at = start;
         }
         let Live {
             worker,
@@ -329,14 +335,13 @@ impl SameCode {
             mut spinner,
             clock_at,
         } = live;
-        let start = Instant::now();
         let word = arena.handoff_word(HANDOFF_GO);
         let (worker, by_pipe) = worker.go(&pipes.go_w, word, arena.ctx_seq_word(), seq, by_word)?;
         spinner.started(plan);
         let spun = if plan.pauses == 0 {
             None
         } else {
-            match worker.spin_for_done(arena, seq, spinner.host_spin(), options) {
+            match worker.spin_for_done(arena, seq, spinner.host_spin(), start, options) {
                 Ok(watch) => watch,
                 Err(e) => {
                     worker.end();
@@ -366,14 +371,15 @@ impl SameCode {
                 report.user = report.user.min(report.wall);
             }
             arena.note_cleaned();
-            spinner.returned(report.wall, spun_done, by_word && by_pipe, by_word);
+            let ended = start + report.wall;
+            spinner.returned(report.wall, ended, spun_done, by_word && by_pipe, by_word);
             self.spun += u64::from(spun_done);
             self.live = Some(Live {
                 worker,
                 pipes,
                 cpu_limit_secs,
                 spinner,
-                clock_at: if spun_done { clock_at } else { Instant::now() },
+                clock_at: if spun_done { clock_at } else { ended },
             });
             return Ok(Some(report));
         }

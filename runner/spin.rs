@@ -129,9 +129,10 @@ impl Spinner {
 
     /// Decides the spin budget of the input about to start (the worker spins that many
     /// `pause`s after it; 0: not at all) and whether the host spins for its "done".
-    pub(crate) fn plan(&mut self, options: &RunOptions) -> Plan {
+    /// `now`: the time the input comes (one clock read serves the caller's several uses).
+    pub(crate) fn plan(&mut self, options: &RunOptions, now: Instant) -> Plan {
         if let Some(ended) = self.ended_at.take() {
-            self.gap = ended.elapsed();
+            self.gap = now.saturating_duration_since(ended);
         }
         let cooling = self.cooldown > 0;
         self.cooldown = self.cooldown.saturating_sub(1);
@@ -175,7 +176,7 @@ impl Spinner {
         self.pauses = plan.pauses;
     }
 
-    /// Records the end of an input that returned, `took` after its go: whether its "done"
+    /// Records the end of an input that returned, `took` after its go, at `ended`: whether its "done"
     /// came through the done word (`spun`), whether its go went through the go word
     /// (`by_word`: the worker was left spinning) and found the worker asleep on its pipe
     /// (`woke`).
@@ -185,8 +186,15 @@ impl Spinner {
     /// want the CPUs). Each miss in a row doubles the number of inputs that then use the
     /// pipes only (up to [`MAX_COOLDOWN`]), so a busy machine pays for few failed spins,
     /// and a spin that works again starts over.
-    pub(crate) fn returned(&mut self, took: Duration, spun: bool, woke: bool, by_word: bool) {
-        self.ended_at = Some(Instant::now());
+    pub(crate) fn returned(
+        &mut self,
+        took: Duration,
+        ended: Instant,
+        spun: bool,
+        woke: bool,
+        by_word: bool,
+    ) {
+        self.ended_at = Some(ended);
         self.last_input = took;
         if self.pauses == 0 || !by_word {
             // This input did not spin, or its go woke a worker that slept by design (the
@@ -242,9 +250,9 @@ pub(crate) fn spin_for_done(
     word: &AtomicU64,
     seq: u64,
     limit: Duration,
+    start: Instant,
     confirm: impl Fn() -> bool,
 ) -> bool {
-    let start = Instant::now();
     let mut seen = word.load(Ordering::Acquire);
     let mut turns = 0u32;
     loop {
@@ -277,9 +285,15 @@ mod tests {
     /// its go found the worker asleep). Its budget.
     fn input(s: &mut Spinner, spun: bool, woke: bool) -> u64 {
         let by_word = s.go_by_word();
-        let plan = s.plan(&RunOptions::default());
+        let plan = s.plan(&RunOptions::default(), Instant::now());
         s.started(plan);
-        s.returned(Duration::from_micros(2), spun, woke, by_word);
+        s.returned(
+            Duration::from_micros(2),
+            Instant::now(),
+            spun,
+            woke,
+            by_word,
+        );
         plan.pauses
     }
 
@@ -316,7 +330,7 @@ mod tests {
         for _ in 0..40 {
             s.misses = (s.misses + 1).min(MAX_COOLDOWN.ilog2());
         }
-        s.returned(Duration::from_micros(2), false, false, true);
+        s.returned(Duration::from_micros(2), Instant::now(), false, false, true);
         assert!(s.cooldown <= MAX_COOLDOWN, "{}", s.cooldown);
     }
 
@@ -325,9 +339,9 @@ mod tests {
         let mut s = spinner();
         assert!(input(&mut s, true, false) > 0);
         // A slow input that the host gave up spinning for is no miss.
-        let plan = s.plan(&RunOptions::default());
+        let plan = s.plan(&RunOptions::default(), Instant::now());
         s.started(plan);
-        s.returned(Duration::from_millis(2), false, false, true);
+        s.returned(Duration::from_millis(2), Instant::now(), false, false, true);
         assert!(input(&mut s, true, false) > 0);
         // A caller that takes longer than the worker spins: that input's worker sleeps at once.
         std::thread::sleep(WORKER_SPIN * 2);
@@ -335,10 +349,10 @@ mod tests {
         assert!(input(&mut s, true, false) > 0, "it sped up again");
         // Spinning off, a CPU-time limit, a profile-like policy, one CPU: never.
         let off = RunOptions::default().with_spin(false);
-        assert_eq!(s.plan(&off).pauses, 0);
+        assert_eq!(s.plan(&off, Instant::now()).pauses, 0);
         let limited = RunOptions::default()
             .with_limits(crate::Limits::default().with_cpu_time(Some(Duration::from_secs(1))));
-        assert_eq!(s.plan(&limited).pauses, 0);
+        assert_eq!(s.plan(&limited, Instant::now()).pauses, 0);
         let mut one = Spinner {
             cpus: 1,
             ..Spinner::new()

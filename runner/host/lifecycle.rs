@@ -420,18 +420,25 @@ impl Running {
     }
 
     /// Spins up to `limit` for a same-code input's "done" in the hand-off's done word (see
-    /// [`crate::spin::spin_for_done`]). `None`: no "done" there in time, and the worker now
-    /// says it on the done pipe: watch it with [`Running::watch_input`].
+    /// [`crate::spin::spin_for_done`]), `limit` from `start` (the go). `None`: no "done" there
+    /// in time, and the worker now says it on the done pipe: watch it with
+    /// [`Running::watch_input`].
     pub(crate) fn spin_for_done(
         &self,
         arena: &Arena,
         seq: u64,
         limit: Duration,
+        start: Instant,
         options: &RunOptions,
     ) -> Result<Option<Watch>, Error> {
         let word = arena.handoff_word(HANDOFF_DONE);
-        let confirm = || arena.record_says_returned();
-        if !crate::spin::spin_for_done(word, seq, limit, confirm) {
+        let confirm = || {
+            // The report reads the whole record next: its lines come from the worker's CPU
+            // together rather than one after the other.
+            arena.prefetch_record();
+            arena.record_says_returned()
+        };
+        if !crate::spin::spin_for_done(word, seq, limit, start, confirm) {
             return Ok(None);
         }
         let worker = &self.worker;
