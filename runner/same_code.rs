@@ -64,7 +64,7 @@ const READY_WAIT: Duration = Duration::from_secs(10);
 /// Dropping it ends the worker.
 pub struct SameCode {
     code: Vec<u8>,
-    template: RunOptions,
+    template: std::sync::Arc<RunOptions>,
     arena: Option<Arena>,
     live: Option<Live>,
     seq: u64,
@@ -133,7 +133,7 @@ impl SameCode {
         host::validate(code, b"", options)?;
         Ok(SameCode {
             code: code.to_vec(),
-            template: options.clone(),
+            template: std::sync::Arc::new(options.clone()),
             arena: None,
             live: None,
             seq: 0,
@@ -188,7 +188,8 @@ impl SameCode {
 
     /// Runs one input with the options given at [`SameCode::new`].
     pub fn run(&mut self, input: &[u8]) -> Result<Report, Error> {
-        let options = self.template.clone();
+        // Shared, not copied: the options are half a KiB, and this is once per input.
+        let options = std::sync::Arc::clone(&self.template);
         self.run_with(input, &options)
     }
 
