@@ -47,8 +47,10 @@ use crate::worker::layout::HANDOFF_GO;
 use crate::zygote::Zygote;
 
 /// CPU time a same-code worker may use across its inputs before it is replaced. Its
-/// `RLIMIT_CPU` backstop is this plus the per-input margin.
-const WORKER_CPU_BUDGET: Duration = Duration::from_secs(60);
+/// `RLIMIT_CPU` backstop is this plus the per-input margin. Short, because it also bounds what
+/// a guest that forged "done" can burn between inputs, unwatched (see docs/many-jobs.md); a
+/// new worker every 10 s of CPU costs a fork and a set-up, well under 0.01% of that.
+const WORKER_CPU_BUDGET: Duration = Duration::from_secs(10);
 
 /// How long a new worker may take to set itself up and park.
 const READY_WAIT: Duration = Duration::from_secs(10);

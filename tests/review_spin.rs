@@ -549,6 +549,46 @@ fn a_guest_running_on_between_inputs_ends_with_its_next_input_or_its_session() {
     }
 }
 
+/// And while the caller keeps its session idle: a guest that forged "done" and runs on is
+/// ended by its worker's `RLIMIT_CPU` backstop (10 s of CPU, plus the input's timeout rounded
+/// down and 2 s: 12 s here), the most it can burn unwatched. The worker is not reaped until
+/// the session ends, so the test watches its CPU clock stop.
+#[test]
+fn a_guest_running_on_in_an_idle_session_is_ended_by_its_cpu_backstop() {
+    // Its 12 s of burnt CPU would disturb the spinning tests of this file.
+    let _one = one_at_a_time();
+    let mut options = RunOptions::default();
+    options.limits.timeout = Duration::from_millis(200);
+    options.spin = false;
+    let mut same = SameCode::new(&gas(FORGED_PIPE_DONE), &options).unwrap();
+    let report = same.run(b"").unwrap();
+    assert_eq!(report.outcome.kind(), "returned", "{}", report.summary());
+    let pid = same.worker_pid().expect("a parked worker");
+    let start = Instant::now();
+    let mut last = (cpu_ticks(pid), Instant::now());
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = cpu_ticks(pid);
+        if now == last.0 && last.1.elapsed() >= Duration::from_millis(400) {
+            break; // its CPU clock stopped: ended (a zombie until the session reaps it)
+        }
+        last = (now, Instant::now());
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the worker still runs after {:?}, {} ticks of CPU",
+            start.elapsed(),
+            now
+        );
+    }
+    let burnt = last.0;
+    assert!(
+        (900..=1500).contains(&burnt),
+        "the worker burnt {burnt} ticks (1/100 s) before its backstop"
+    );
+    drop(same);
+    assert!(!common::alive(pid), "the worker outlived its session");
+}
+
 /// Spinning sessions count against the process's CPUs (two per session) only while they
 /// live: a session dropped (after spinning, or with its worker running on) leaves the CPUs
 /// to the next; sessions on two threads at once both get every input right.
