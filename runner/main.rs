@@ -42,9 +42,12 @@ fn main() -> ExitCode {
     if let Some(exit) = version_alone() {
         return exit;
     }
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(error) => return usage_exit(&error),
+    let cli = match Cli::try_parse_run_alone(std::env::args_os()) {
+        Some(cli) => cli,
+        None => match Cli::try_parse() {
+            Ok(cli) => cli,
+            Err(error) => return usage_exit(&error),
+        },
     };
     ExitCode::from(match cli.execute() {
         Ok(Completion::Done | Completion::Examined { ready: true }) => 0,
