@@ -874,6 +874,60 @@ impl SyntaxArg {
     }
 }
 
+/// Opens `/dev/null` on each of descriptors 0, 1 and 2 that is closed, as the standard
+/// library's runtime does before a Rust `main` (see `main.rs` for why this binary does it
+/// itself), and the same way: one `poll`, or `fcntl(F_GETFD)` on each where `poll` is
+/// refused. A closed stdout would otherwise be taken by the first file the run opens.
+/// Aborts if one cannot be reopened, as std does.
+#[allow(
+    unsafe_code,
+    reason = "poll, fcntl and open on descriptors 0-2, before any thread"
+)]
+pub fn sanitize_standard_fds() {
+    let mut fds = [0, 1, 2].map(|fd| libc::pollfd {
+        fd,
+        events: 0,
+        revents: 0,
+    });
+    let closed: [bool; 3] = loop {
+        // SAFETY: a valid array of three pollfd; a zero timeout.
+        if unsafe { libc::poll(fds.as_mut_ptr(), 3, 0) } != -1 {
+            break fds.map(|fd| fd.revents & libc::POLLNVAL != 0);
+        }
+        match io::Error::last_os_error().raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EINVAL | libc::EAGAIN | libc::ENOMEM) => {
+                // SAFETY: F_GETFD only reads a descriptor's flags.
+                break [0, 1, 2].map(|fd| unsafe {
+                    libc::fcntl(fd, libc::F_GETFD) == -1
+                        && io::Error::last_os_error().raw_os_error() == Some(libc::EBADF)
+                });
+            }
+            _ => std::process::abort(),
+        }
+    };
+    for (fd, closed) in (0..).zip(closed) {
+        if closed {
+            // SAFETY: a NUL-terminated path; the lowest free descriptor is the closed one.
+            let opened = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR, 0) };
+            if opened != fd {
+                std::process::abort();
+            }
+        }
+    }
+}
+
+/// SIGPIPE ignored, as the standard library's runtime sets it before a Rust `main`: a write to
+/// a closed pipe is then EPIPE, which [`write_stdout`] takes as the reader going away.
+pub fn ignore_sigpipe() {
+    // SAFETY: an async-signal-safe disposition change of this process's own signal, before
+    // any other thread exists.
+    #[allow(unsafe_code, reason = "signal(2) has no safe wrapper here")]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
 /// An [`InputError::Invalid`] from a message.
 pub fn invalid(message: impl Into<String>) -> InputError {
     InputError::Invalid(message.into())
@@ -1044,10 +1098,35 @@ mod tests {
     fn run_alone_parses_as_the_full_parser_does() {
         let parsed = [
             &["bytejail", "run", "--json", "r.bin"][..],
-            &["bytejail", "run", "--hex", "b0 2a c3", "--timeout", "250ms", "-q"],
-            &["bytejail", "run", "x.s", "--syntax", "att", "--set", "rdi=7", "--entry", "1"],
-            &["bytejail", "run", "--asm", "mov al, 1; ret", "--policy", "strict-bpf"],
-            &["bytejail", "run", "--no-trace", "--no-scrub", "--input-hex", "00ff", "-"],
+            &[
+                "bytejail",
+                "run",
+                "--hex",
+                "b0 2a c3",
+                "--timeout",
+                "250ms",
+                "-q",
+            ],
+            &[
+                "bytejail", "run", "x.s", "--syntax", "att", "--set", "rdi=7", "--entry", "1",
+            ],
+            &[
+                "bytejail",
+                "run",
+                "--asm",
+                "mov al, 1; ret",
+                "--policy",
+                "strict-bpf",
+            ],
+            &[
+                "bytejail",
+                "run",
+                "--no-trace",
+                "--no-scrub",
+                "--input-hex",
+                "00ff",
+                "-",
+            ],
             &["bytejail", "run", "--", "-odd-name.bin"],
         ];
         for line in parsed {

@@ -895,7 +895,10 @@ mod tests {
         };
         assert!(shared, "the tracer process has an address space of its own");
         // The twin: a process made by fork (what the tracer was before) has its own.
-        let mut child = std::process::Command::new("sleep").arg("10").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("10")
+            .spawn()
+            .unwrap();
         let forked = same_memory(me, child.id() as libc::pid_t);
         let _ = child.kill();
         let _ = child.wait();
