@@ -883,6 +883,7 @@ impl SyntaxArg {
     unsafe_code,
     reason = "poll, fcntl and open on descriptors 0-2, before any thread"
 )]
+#[cfg_attr(test, allow(dead_code))] // the test harness has std's main
 pub fn sanitize_standard_fds() {
     let mut fds = [0, 1, 2].map(|fd| libc::pollfd {
         fd,
@@ -919,6 +920,7 @@ pub fn sanitize_standard_fds() {
 
 /// SIGPIPE ignored, as the standard library's runtime sets it before a Rust `main`: a write to
 /// a closed pipe is then EPIPE, which [`write_stdout`] takes as the reader going away.
+#[cfg_attr(test, allow(dead_code))] // the test harness has std's main
 pub fn ignore_sigpipe() {
     // SAFETY: an async-signal-safe disposition change of this process's own signal, before
     // any other thread exists.
@@ -1108,7 +1110,7 @@ mod tests {
                 "-q",
             ],
             &[
-                "bytejail", "run", "x.s", "--syntax", "att", "--set", "rdi=7", "--entry", "1",
+                "bytejail", "run", "x.s", "--syntax", "att", "--reg", "rdi=7", "--entry", "1",
             ],
             &[
                 "bytejail",

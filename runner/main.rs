@@ -3,8 +3,9 @@
 //!
 //! This file is the one place where results become exit statuses.
 #![deny(unsafe_code)]
-// The process's entry is `main` below, a C `main`: see there for why.
-#![no_main]
+// The process's entry is `main` below, a C `main`: see there for why. (A test build keeps
+// the test harness's own.)
+#![cfg_attr(not(test), no_main)]
 
 mod bench_cli;
 mod cli;
@@ -50,6 +51,7 @@ const EXIT_RUNNER_FAILED: u8 = 125;
 /// spawns get it back at its default, as std's `Command` resets it), a panic exits with
 /// status 101 after its message, and stdout is flushed at the end. What it does not: a stack
 /// overflow of the CLI's own ends in a plain SIGSEGV, without std's one-line report.
+#[cfg(not(test))]
 #[allow(unsafe_code, reason = "the C entry point must not be mangled")]
 #[no_mangle]
 extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
@@ -63,6 +65,7 @@ extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> lib
 }
 
 /// Carries out the command line and says the process's exit status.
+#[cfg_attr(test, allow(dead_code))]
 fn status_of_command_line() -> u8 {
     if let Some(exit) = version_alone() {
         return exit;
