@@ -61,7 +61,16 @@ extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> lib
     cli::ignore_sigpipe();
     let status = std::panic::catch_unwind(status_of_command_line).unwrap_or(101);
     let _ = std::io::stdout().lock().flush();
-    libc::c_int::from(status)
+    let _ = std::io::stderr().lock().flush();
+    // Straight out: nothing is left to do that the kernel does not do anyway at the exit
+    // (thread-locals' destructors would unmap the worker arena and close its descriptor).
+    // SAFETY: `_exit` ends the process; stdout and stderr are flushed, and no other thread
+    // of this process has anything left to say (each one the CLI starts is joined or
+    // abandoned by design).
+    #[allow(unsafe_code, reason = "_exit(2) has no safe wrapper here")]
+    unsafe {
+        libc::_exit(libc::c_int::from(status))
+    }
 }
 
 /// Carries out the command line and says the process's exit status.
