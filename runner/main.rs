@@ -28,8 +28,12 @@ use cli::{Cli, Completion};
 // Named here, in the binary, so that it comes on the link line before the standard library's
 // `-lgcc_s`; the binary's own code calls `_Unwind_Resume`, which pulls the unwinder in from
 // the archive, and `--as-needed` then drops libgcc_s. The library is not linked this way: a
-// program embedding bytejail keeps its own choice.
-#[link(name = "gcc_eh", kind = "static")]
+// program embedding bytejail keeps its own choice. (A static glibc build links libgcc_eh
+// already, and other targets have unwinders of their own.)
+#[cfg_attr(
+    all(target_env = "gnu", not(target_feature = "crt-static")),
+    link(name = "gcc_eh", kind = "static")
+)]
 extern "C" {}
 
 /// Exit status of `bytejail batch` when some lines could not run (each has an error line).
