@@ -701,3 +701,20 @@ pub(crate) fn arena_reusable(policy: &crate::policy::Policy) -> bool {
     use crate::policy::Policy;
     matches!(policy, Policy::Strict | Policy::StrictBpf)
 }
+
+#[cfg(test)]
+mod tests {
+    /// The one-`cpuid` answer is the standard library's.
+    #[test]
+    fn xsave_supported_agrees_with_std() {
+        assert_eq!(
+            super::xsave_supported(),
+            std::arch::is_x86_feature_detected!("xsave")
+        );
+        // Asked again: the remembered answer.
+        assert_eq!(
+            super::xsave_supported(),
+            std::arch::is_x86_feature_detected!("xsave")
+        );
+    }
+}
