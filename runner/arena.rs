@@ -764,8 +764,38 @@ pub(crate) fn no_new_tasks(options: &RunOptions) -> bool {
     options.limits.max_procs <= 1
 }
 
+/// Whether the CPU and the kernel enable `xsave`, as `is_x86_feature_detected!("xsave")`
+/// decides it (CPUID.1:ECX.XSAVE and .OSXSAVE, and XCR0 saving the SSE and AVX state), but
+/// with one `cpuid` instead of the standard library's full feature detection (about ten):
+/// under a hypervisor every `cpuid` is a VM exit, 7.5 us each on this project's KVM machines,
+/// and a `bytejail run` asks this once per process. Asked once, then remembered.
+#[allow(unsafe_code)] // cpuid and xgetbv, guarded by the bits that say they exist
 fn xsave_supported() -> bool {
-    std::arch::is_x86_feature_detected!("xsave")
+    use std::sync::atomic::{AtomicU8, Ordering};
+    /// 0: not asked yet; 1: no; 2: yes.
+    static XSAVE: AtomicU8 = AtomicU8::new(0);
+    match XSAVE.load(Ordering::Relaxed) {
+        1 => return false,
+        2 => return true,
+        _ => {}
+    }
+    // SAFETY: cpuid leaf 1 exists on every x86-64 CPU. (`__cpuid` is a safe function from
+    // Rust 1.89 on; the block keeps older compilers in `rust-version` building.)
+    #[allow(unused_unsafe)]
+    let ecx = unsafe { std::arch::x86_64::__cpuid(1) }.ecx;
+    let (xsave, osxsave) = (ecx & (1 << 26) != 0, ecx & (1 << 27) != 0);
+    let supported = xsave && osxsave && {
+        let (eax, _edx): (u32, u32);
+        // SAFETY: xgetbv exists when the CPU has xsave and the kernel set CR4.OSXSAVE
+        // (the OSXSAVE bit); it reads XCR0 into eax:edx and touches nothing else.
+        unsafe {
+            std::arch::asm!("xgetbv", in("ecx") 0u32, out("eax") eax, out("edx") _edx,
+                options(nomem, nostack, preserves_flags));
+        }
+        eax & 0b110 == 0b110
+    };
+    XSAVE.store(if supported { 2 } else { 1 }, Ordering::Relaxed);
+    supported
 }
 
 /// Whether an arena may serve another job after a worker under `policy` used it: only where
@@ -776,4 +806,21 @@ fn xsave_supported() -> bool {
 pub(crate) fn arena_reusable(policy: &crate::policy::Policy) -> bool {
     use crate::policy::Policy;
     matches!(policy, Policy::Strict | Policy::StrictBpf)
+}
+
+#[cfg(test)]
+mod tests {
+    /// The one-`cpuid` answer is the standard library's.
+    #[test]
+    fn xsave_supported_agrees_with_std() {
+        assert_eq!(
+            super::xsave_supported(),
+            std::arch::is_x86_feature_detected!("xsave")
+        );
+        // Asked again: the remembered answer.
+        assert_eq!(
+            super::xsave_supported(),
+            std::arch::is_x86_feature_detected!("xsave")
+        );
+    }
 }

@@ -468,6 +468,35 @@ pub enum Completion {
 }
 
 impl Cli {
+    /// Parses `bytejail run ...` (`args` starts with the program's name) with the `run`
+    /// subcommand's own definition, without first building clap's whole command (every other
+    /// subcommand and its arguments: about 0.1 ms of a `bytejail run` here). `None` for any
+    /// other command line, and for any that does not parse cleanly (help, errors): the full
+    /// parser then reads it again and answers as it always did. A line that parses here
+    /// parses to the same [`RunArgs`] there: both come from the one derived definition, and
+    /// the top-level command adds nothing to its subcommands' parsing but their names.
+    pub fn try_parse_run_alone<I, T>(args: I) -> Option<Cli>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::FromArgMatches;
+        let mut args = args.into_iter().map(Into::into);
+        let _program = args.next()?;
+        let subcommand = args.next()?;
+        if subcommand != "run" {
+            return None;
+        }
+        let command = RunArgs::augment_args(clap::Command::new("run"));
+        let matches = command
+            .try_get_matches_from(std::iter::once(subcommand).chain(args))
+            .ok()?;
+        let run = RunArgs::from_arg_matches(&matches).ok()?;
+        Some(Cli {
+            command: Command::Run(run),
+        })
+    }
+
     /// Carries out the command.
     pub fn execute(self) -> Result<Completion, Error> {
         match self.command {
@@ -845,6 +874,62 @@ impl SyntaxArg {
     }
 }
 
+/// Opens `/dev/null` on each of descriptors 0, 1 and 2 that is closed, as the standard
+/// library's runtime does before a Rust `main` (see `main.rs` for why this binary does it
+/// itself), and the same way: one `poll`, or `fcntl(F_GETFD)` on each where `poll` is
+/// refused. A closed stdout would otherwise be taken by the first file the run opens.
+/// Aborts if one cannot be reopened, as std does.
+#[allow(
+    unsafe_code,
+    reason = "poll, fcntl and open on descriptors 0-2, before any thread"
+)]
+#[cfg_attr(test, allow(dead_code))] // the test harness has std's main
+pub fn sanitize_standard_fds() {
+    let mut fds = [0, 1, 2].map(|fd| libc::pollfd {
+        fd,
+        events: 0,
+        revents: 0,
+    });
+    let closed: [bool; 3] = loop {
+        // SAFETY: a valid array of three pollfd; a zero timeout.
+        if unsafe { libc::poll(fds.as_mut_ptr(), 3, 0) } != -1 {
+            break fds.map(|fd| fd.revents & libc::POLLNVAL != 0);
+        }
+        match io::Error::last_os_error().raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EINVAL | libc::EAGAIN | libc::ENOMEM) => {
+                // SAFETY: F_GETFD only reads a descriptor's flags.
+                break [0, 1, 2].map(|fd| unsafe {
+                    libc::fcntl(fd, libc::F_GETFD) == -1
+                        && io::Error::last_os_error().raw_os_error() == Some(libc::EBADF)
+                });
+            }
+            _ => std::process::abort(),
+        }
+    };
+    for (fd, closed) in (0..).zip(closed) {
+        if closed {
+            // SAFETY: a NUL-terminated path; the lowest free descriptor is the closed one.
+            let opened = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR, 0) };
+            if opened != fd {
+                std::process::abort();
+            }
+        }
+    }
+}
+
+/// SIGPIPE ignored, as the standard library's runtime sets it before a Rust `main`: a write to
+/// a closed pipe is then EPIPE, which [`write_stdout`] takes as the reader going away.
+#[cfg_attr(test, allow(dead_code))] // the test harness has std's main
+pub fn ignore_sigpipe() {
+    // SAFETY: an async-signal-safe disposition change of this process's own signal, before
+    // any other thread exists.
+    #[allow(unsafe_code, reason = "signal(2) has no safe wrapper here")]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
 /// An [`InputError::Invalid`] from a message.
 pub fn invalid(message: impl Into<String>) -> InputError {
     InputError::Invalid(message.into())
@@ -1007,6 +1092,67 @@ mod tests {
         assert_eq!(args.worker.max_input, defaults.max_input);
         assert_eq!(args.entry, RunOptions::default().entry);
         assert!(args.registers.is_empty());
+    }
+
+    /// The `run` fast path parses what the full parser parses, to the same arguments, and
+    /// leaves everything else (help, errors, other commands) to it.
+    #[test]
+    fn run_alone_parses_as_the_full_parser_does() {
+        let parsed = [
+            &["bytejail", "run", "--json", "r.bin"][..],
+            &[
+                "bytejail",
+                "run",
+                "--hex",
+                "b0 2a c3",
+                "--timeout",
+                "250ms",
+                "-q",
+            ],
+            &[
+                "bytejail", "run", "x.s", "--syntax", "att", "--reg", "rdi=7", "--entry", "1",
+            ],
+            &[
+                "bytejail",
+                "run",
+                "--asm",
+                "mov al, 1; ret",
+                "--policy",
+                "strict-bpf",
+            ],
+            &[
+                "bytejail",
+                "run",
+                "--no-trace",
+                "--no-scrub",
+                "--input-hex",
+                "00ff",
+                "-",
+            ],
+            &["bytejail", "run", "--", "-odd-name.bin"],
+        ];
+        for line in parsed {
+            let full = Cli::try_parse_from(line).unwrap();
+            let alone = Cli::try_parse_run_alone(line).unwrap_or_else(|| panic!("{line:?}"));
+            assert_eq!(format!("{alone:?}"), format!("{full:?}"), "{line:?}");
+        }
+        let left_to_the_full_parser = [
+            &["bytejail", "run", "--help"][..],
+            &["bytejail", "run", "-h"],
+            &["bytejail", "run", "--version"],
+            &["bytejail", "run"],
+            &["bytejail", "run", "--frmat", "bin", "x.bin"],
+            &["bytejail", "run", "--hex", "c3", "x.bin"],
+            &["bytejail", "disasm", "x.bin"],
+            &["bytejail", "--version"],
+            &["bytejail"],
+        ];
+        for line in left_to_the_full_parser {
+            assert!(Cli::try_parse_run_alone(line).is_none(), "{line:?}");
+        }
+        // The twin: the full parser does parse one of them, so `None` is the fast path's
+        // choice, not a line nothing parses.
+        assert!(Cli::try_parse_from(["bytejail", "disasm", "x.bin"]).is_ok());
     }
 
     #[test]

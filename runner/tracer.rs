@@ -14,13 +14,15 @@
 //! The tracer is a process of its own, not a thread of the host: a ptrace stop is reported to
 //! every thread of the tracer's process that waits for children, and a host whose other
 //! threads reap any child (`waitpid(-1)`, as some servers do) would take the stop and leave the
-//! worker stopped for good. The tracer process is forked once, the first time a traced worker
+//! worker stopped for good. The tracer process is started once, the first time a traced worker
 //! is needed, and is single-threaded, so it can wait for requests and for stops at once
-//! (`ppoll` on its request socket and a `signalfd` for SIGCHLD). It runs nothing but raw
-//! syscalls (it is a fork of a host that may have other threads). It writes what it sees into
-//! a table of slots shared with the host (anonymous shared memory mapped before its fork and
-//! kept out of every later fork): one slot per traced worker, written only while the slot is
-//! that worker's. It exits when the host's end of its socket closes, and `PTRACE_O_EXITKILL`
+//! (`ppoll` on its request socket and a `signalfd` for SIGCHLD). It is a `CLONE_VM` clone of
+//! the host, on a stack of its own: a process with its own descriptors and signal state that
+//! shares the host's memory, so starting it copies no page tables and its end tears none down
+//! (see [`crate::sys::clone_vm_with_pidfd`]). It runs nothing but raw syscalls (it shares the
+//! memory of a host that may have other threads). It writes what it sees into a table of slots
+//! shared with the host (kept out of every later fork): one slot per traced worker, written
+//! only while the slot is that worker's. It exits when the host's end of its socket closes, and `PTRACE_O_EXITKILL`
 //! then ends any worker it still traced.
 //!
 //! A signal the guest sent itself (`kill`, `tgkill`) carries a `si_code` of zero or below;
@@ -293,16 +295,54 @@ fn start() -> io::Result<Tracer> {
     if table == libc::MAP_FAILED {
         return Err(io::Error::last_os_error());
     }
-    let (host_end, tracer_end) = crate::sys::seqpacket_pair()?;
-    // SAFETY: the child runs only `tracer_main`, raw syscalls on the table and its socket, and
-    // never returns.
-    let forked = unsafe { crate::sys::clone_with_pidfd(0) }?;
-    let (pid, pidfd) = match forked {
-        crate::sys::Forked::Child => tracer_main(tracer_end.as_raw_fd(), table as usize),
-        crate::sys::Forked::Parent { pid, pidfd } => (pid, pidfd),
+    // The tracer's own stack (leaked with the tracer: it runs on it until this process is
+    // gone), above a guard page.
+    // SAFETY: a fresh anonymous private mapping; nothing else refers to it.
+    let stack = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            TRACER_STACK + GUARD,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
     };
+    if stack == libc::MAP_FAILED {
+        let error = io::Error::last_os_error();
+        // SAFETY: the table mapped above, referred to by nothing yet.
+        unsafe { libc::munmap(table, len) };
+        return Err(error);
+    }
+    // SAFETY: the lowest page of the mapping just made; workers and zygotes forked from here
+    // on get neither the table nor the tracer's stack.
+    unsafe {
+        libc::mprotect(stack, GUARD, libc::PROT_NONE);
+        libc::madvise(stack, TRACER_STACK + GUARD, libc::MADV_DONTFORK);
+    }
+    let (host_end, tracer_end) = crate::sys::seqpacket_pair()?;
+    // The tracer shares this process's memory (`CLONE_VM`): no page tables copied at its
+    // start nor torn down at its end, about 0.1 ms of a one-job `bytejail run` here. It is
+    // still a process of its own, with its own descriptors and signal state, for the reason
+    // given at the top of this module.
+    // SAFETY: `tracer_entry` runs only raw syscalls on its stack, the table and its socket,
+    // and never returns; the stack stays mapped for good.
+    let (pid, pidfd) = unsafe {
+        crate::sys::clone_vm_with_pidfd(
+            stack as usize + GUARD + TRACER_STACK,
+            tracer_entry,
+            tracer_end.as_raw_fd() as usize,
+            table as usize,
+        )
+    }
+    .inspect_err(|_| {
+        // SAFETY: the two mappings made above, referred to by nothing.
+        unsafe {
+            libc::munmap(stack, TRACER_STACK + GUARD);
+            libc::munmap(table, len);
+        }
+    })?;
     drop(tracer_end);
-    // Workers and zygotes forked from here on do not get the table.
     // SAFETY: the mapping made above.
     unsafe { libc::madvise(table, len, libc::MADV_DONTFORK) };
     Ok(Tracer {
@@ -313,6 +353,19 @@ fn start() -> io::Result<Tracer> {
         free: Mutex::new((0..SLOTS as u32).rev().collect()),
         io: Mutex::new(()),
     })
+}
+
+/// The tracer process's stack: its loop keeps the [`Owners`] table (16 KiB) and a few
+/// kernel structures; the rest is margin. Pages it never touches cost nothing.
+const TRACER_STACK: usize = 256 * 1024;
+const GUARD: usize = 4096;
+
+/// The tracer process's first frame, on its own stack (see [`start`]).
+///
+/// # Safety
+/// In the tracer process, as [`crate::sys::clone_vm_with_pidfd`]'s `entry`.
+unsafe extern "C" fn tracer_entry(socket: usize, table: usize) -> ! {
+    tracer_main(socket as i32, table)
 }
 
 /// Descriptors in the tracer process.
@@ -821,5 +874,34 @@ mod tests {
             .unwrap()
             .count();
         assert_eq!(fds, 2, "the socket and the signalfd");
+    }
+
+    /// `kcmp(a, b, KCMP_VM, 0, 0)`: whether two processes share one address space; see
+    /// kcmp(2). `None` when the kernel cannot say.
+    fn same_memory(a: libc::pid_t, b: libc::pid_t) -> Option<bool> {
+        const KCMP_VM: libc::c_long = 1;
+        // SAFETY: kcmp takes no pointers for KCMP_VM.
+        let ret = unsafe { libc::syscall(libc::SYS_kcmp, a, b, KCMP_VM, 0, 0) };
+        (ret >= 0).then_some(ret == 0)
+    }
+
+    #[test]
+    fn the_tracer_shares_the_hosts_memory_and_a_fork_does_not() {
+        let me = std::process::id() as libc::pid_t;
+        let tracer = tracer_pid().expect("a tracer");
+        let Some(shared) = same_memory(me, tracer) else {
+            eprintln!("kcmp is not available here: skipped");
+            return;
+        };
+        assert!(shared, "the tracer process has an address space of its own");
+        // The twin: a process made by fork (what the tracer was before) has its own.
+        let mut child = std::process::Command::new("sleep")
+            .arg("10")
+            .spawn()
+            .unwrap();
+        let forked = same_memory(me, child.id() as libc::pid_t);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(forked, Some(false));
     }
 }

@@ -504,6 +504,53 @@ fn a_reader_that_goes_away_does_not_break_bytejail() {
     assert!(output.stderr.is_empty(), "{output:?}");
 }
 
+/// The binary links its unwinder in (see `runner/main.rs`): a running `bytejail` has no
+/// libgcc_s mapped, whose constructor runs its CPU probing at every start. The twin: this test
+/// process, linked the standard way, has it.
+#[test]
+fn bytejail_runs_without_libgcc_s() {
+    let maps = |pid: u32| fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    assert!(
+        maps(std::process::id()).contains("libgcc_s"),
+        "this test process has no libgcc_s mapped: the check below could not fail"
+    );
+    // `batch` waits for its first line: its mappings can be read meanwhile.
+    let mut child = command(&["batch"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The loader has mapped every library once libc is there and a little time has passed
+    // (the batch then waits for stdin for as long as it stays open).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !maps(child.id()).contains("libc.so") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let seen = maps(child.id());
+    drop(child.stdin.take());
+    let _ = child.wait();
+    assert!(seen.contains("libc.so"), "{seen}");
+    assert!(!seen.contains("libgcc_s"), "{seen}");
+}
+
+/// With stdout closed, `bytejail run` still runs and reports through its exit status: fd 1
+/// is opened on /dev/null before anything else is opened (as std's runtime does), so no file
+/// of the run's own becomes its stdout.
+#[test]
+fn a_closed_stdout_is_reopened_on_dev_null() {
+    let script = format!("exec {BIN} run --json --hex '{RETURN_42}' >&-");
+    let output = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(42), "{output:?}");
+    assert!(output.stderr.is_empty(), "{output:?}");
+}
+
 #[test]
 fn a_failing_stdout_is_a_runner_failure() {
     // /dev/full fails every write with ENOSPC: the result cannot be delivered.

@@ -68,6 +68,67 @@ pub unsafe fn clone_with_pidfd(extra: usize) -> io::Result<Forked> {
     })
 }
 
+/// `clone(CLONE_VM | CLONE_PIDFD, stack_top, &pidfd, 0, 0)` - start a process that shares
+/// this one's memory and runs `entry(a0, a1)` on the stack that ends at `stack_top`, getting
+/// its pid and a pidfd; see clone(2).
+///
+/// A process of its own (its own thread group, descriptor table, signal handlers and mask),
+/// but no copy of the address space: the clone copies no page tables, and its exit tears
+/// none down while this process lives. For a helper process that runs raw syscalls only
+/// (the tracer), that is most of what a fork from a large host costs, at its start and at
+/// its end. As with [`clone_with_pidfd`], the exit signal is 0.
+///
+/// # Safety
+/// `entry` must run only raw syscalls on its own stack and locals (no allocation, no lock,
+/// no thread-local, no errno: it shares the caller's memory and the calling thread's TLS
+/// pointer), and end in [`raw::exit`]. `stack_top` is the 16-byte aligned end of a mapping
+/// that stays mapped, read+write, for as long as the new process lives.
+pub unsafe fn clone_vm_with_pidfd(
+    stack_top: usize,
+    entry: unsafe extern "C" fn(usize, usize) -> !,
+    a0: usize,
+    a1: usize,
+) -> io::Result<(libc::pid_t, OwnedFd)> {
+    debug_assert_eq!(stack_top % 16, 0);
+    let mut pidfd: libc::c_int = -1;
+    let flags = (libc::CLONE_VM | libc::CLONE_PIDFD) as usize;
+    let ret: isize;
+    // SAFETY: the child starts on `stack_top` with a copy of these registers: it moves its
+    // arguments out of r12 and r14 and calls `entry`, which never returns (ud2 if it did).
+    // The parent goes on past label 2 with rax = the pid or -errno. The kernel writes the
+    // pidfd through a valid pointer to a local, before either side runs on.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "xor ebp, ebp",
+            "mov rdi, r12",
+            "mov rsi, r14",
+            "call r13",
+            "ud2",
+            "2:",
+            inlateout("rax") libc::SYS_clone as isize => ret,
+            in("rdi") flags,
+            in("rsi") stack_top,
+            in("rdx") &mut pidfd as *mut libc::c_int as usize,
+            in("r10") 0usize,
+            in("r8") 0usize,
+            in("r12") a0,
+            in("r13") entry as usize,
+            in("r14") a1,
+            lateout("rcx") _,
+            lateout("r11") _,
+        );
+    }
+    if ret < 0 {
+        return Err(io::Error::from_raw_os_error(-ret as i32));
+    }
+    // SAFETY: on success the kernel stored a fresh descriptor that nothing else owns.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    Ok((ret as libc::pid_t, pidfd))
+}
+
 /// A memfd mapped shared and read+write in the host, never inherited by a fork
 /// (`MADV_DONTFORK`): workers map the parts they need from the descriptor themselves, so no
 /// other worker ever sees this memory.
@@ -748,8 +809,8 @@ pub fn thread_cpus() -> usize {
 /// handler) the kernel gives it back as zeros, so a child finds no pid there and asks the
 /// kernel for its own. A process made with `CLONE_VM` but not `CLONE_THREAD` shares the
 /// memory, this page and every arena mapping with its parent, and would see the parent's pid;
-/// bytejail makes no such process that runs host code, and a host that does must not use
-/// bytejail from it. Without `MADV_WIPEONFORK` every call is a `getpid`.
+/// bytejail's one such process, the tracer, runs raw syscalls only and never asks; a host
+/// that makes one that runs host code must not use bytejail from it. Without `MADV_WIPEONFORK` every call is a `getpid`.
 pub fn current_pid() -> libc::pid_t {
     use std::sync::atomic::{AtomicI32, AtomicPtr, Ordering};
     /// The page, once mapped; a non-null dangling marker when it cannot be.
