@@ -24,6 +24,7 @@
 //! with the same code, worker options and `group`. A job without a `group` never shares a
 //! worker: reuse is only ever within one submission, and the `group` says what one is.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{self, BufRead, Write};
 use std::path::PathBuf;
@@ -31,6 +32,8 @@ use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 use std::sync::mpsc::{self, TryRecvError};
 use std::sync::{Arc, Condvar, Mutex};
 
+use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::abi::RunOptions;
@@ -377,6 +380,156 @@ fn string_field<'a>(fields: &'a Map<String, Value>, name: &str) -> Result<Option
     }
 }
 
+/// A job line's fields: the hex fields apart, each borrowed from the line when its JSON string
+/// has no escapes, so that a line with megabytes of `input_hex` is not copied into a tree of
+/// values before its hex is decoded; every other field as a [`Value`].
+#[derive(Default)]
+struct JobLine<'a> {
+    /// Every field but `code_hex` and `input_hex`, in the line's order.
+    fields: Map<String, Value>,
+    code_hex: Option<HexField<'a>>,
+    input_hex: Option<HexField<'a>>,
+}
+
+/// The value of `code_hex` or `input_hex` as the line has it.
+enum HexField<'a> {
+    /// A string: borrowed from the line, or unescaped into a copy.
+    Text(Cow<'a, str>),
+    /// Anything else (an error unless `null`).
+    Other(Value),
+}
+
+impl<'a> JobLine<'a> {
+    /// Parses one line. Anything but a JSON object (or a line serde_json cannot read) is parsed
+    /// again as a tree of values, for exactly the message that gives.
+    fn parse(text: &'a str) -> Result<JobLine<'a>, String> {
+        if let Ok(line) = serde_json::from_str::<JobLine>(text) {
+            return Ok(line);
+        }
+        match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(fields)) => Ok(JobLine::from_fields(fields)),
+            Ok(_) => Err("not a job: expected a JSON object".into()),
+            Err(e) => Err(format!("not a job: {e}")),
+        }
+    }
+
+    /// The same line from its fields as a tree (the hex fields owned).
+    fn from_fields(mut fields: Map<String, Value>) -> JobLine<'a> {
+        let mut hex = |name: &str| {
+            fields.shift_remove(name).map(|value| match value {
+                Value::String(text) => HexField::Text(Cow::Owned(text)),
+                other => HexField::Other(other),
+            })
+        };
+        let (code_hex, input_hex) = (hex("code_hex"), hex("input_hex"));
+        JobLine {
+            fields,
+            code_hex,
+            input_hex,
+        }
+    }
+
+    /// A hex field, `None` when absent or null; as [`string_field`].
+    fn hex_field(&self, name: &str) -> Result<Option<&str>, String> {
+        let field = match name {
+            "code_hex" => &self.code_hex,
+            _ => &self.input_hex,
+        };
+        match field {
+            None | Some(HexField::Other(Value::Null)) => Ok(None),
+            Some(HexField::Text(text)) => Ok(Some(text)),
+            Some(HexField::Other(other)) => {
+                Err(format!("{name}: expected a string, found {other}"))
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for JobLine<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> Visitor<'de> for Fields {
+            type Value = JobLine<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a job object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JobLine<'de>, A::Error> {
+                let mut line = JobLine::default();
+                while let Some(name) = map.next_key::<String>()? {
+                    // A repeated field keeps its last value, in its first place, as a `Map`
+                    // parsed by serde_json does.
+                    match name.as_str() {
+                        "code_hex" => line.code_hex = Some(map.next_value()?),
+                        "input_hex" => line.input_hex = Some(map.next_value()?),
+                        _ => {
+                            let value = map.next_value::<Value>()?;
+                            line.fields.insert(name, value);
+                        }
+                    }
+                }
+                Ok(line)
+            }
+        }
+        deserializer.deserialize_map(Fields)
+    }
+}
+
+impl<'de> Deserialize<'de> for HexField<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Field;
+        impl<'de> Visitor<'de> for Field {
+            type Value = HexField<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+
+            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<HexField<'de>, E> {
+                Ok(HexField::Text(Cow::Borrowed(text)))
+            }
+
+            fn visit_str<E>(self, text: &str) -> Result<HexField<'de>, E> {
+                Ok(HexField::Text(Cow::Owned(text.to_owned())))
+            }
+
+            fn visit_string<E>(self, text: String) -> Result<HexField<'de>, E> {
+                Ok(HexField::Text(Cow::Owned(text)))
+            }
+
+            fn visit_bool<E>(self, value: bool) -> Result<HexField<'de>, E> {
+                Ok(HexField::Other(value.into()))
+            }
+
+            fn visit_i64<E>(self, value: i64) -> Result<HexField<'de>, E> {
+                Ok(HexField::Other(value.into()))
+            }
+
+            fn visit_u64<E>(self, value: u64) -> Result<HexField<'de>, E> {
+                Ok(HexField::Other(value.into()))
+            }
+
+            fn visit_f64<E>(self, value: f64) -> Result<HexField<'de>, E> {
+                Ok(HexField::Other(value.into()))
+            }
+
+            fn visit_unit<E>(self) -> Result<HexField<'de>, E> {
+                Ok(HexField::Other(Value::Null))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<HexField<'de>, A::Error> {
+                Value::deserialize(SeqAccessDeserializer::new(seq)).map(HexField::Other)
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<HexField<'de>, A::Error> {
+                Value::deserialize(MapAccessDeserializer::new(map)).map(HexField::Other)
+            }
+        }
+        deserializer.deserialize_any(Field)
+    }
+}
+
 /// Parses one line into a job, or says why not (with the id when the line had one). Every
 /// message names the field it is about.
 fn parse_job(
@@ -384,23 +537,16 @@ fn parse_job(
     defaults: &RunOptions,
     cache: &CodeCache,
 ) -> Result<(Value, Job), (Value, String)> {
-    let fields = match serde_json::from_str::<Value>(text) {
-        Ok(Value::Object(fields)) => fields,
-        Ok(_) => return Err((Value::Null, "not a job: expected a JSON object".into())),
-        Err(e) => return Err((Value::Null, format!("not a job: {e}"))),
-    };
-    let id = fields.get("id").cloned().unwrap_or(Value::Null);
-    parse_fields(&fields, defaults, cache)
+    let line = JobLine::parse(text).map_err(|e| (Value::Null, e))?;
+    let id = line.fields.get("id").cloned().unwrap_or(Value::Null);
+    parse_fields(&line, defaults, cache)
         .map(|job| (id.clone(), job))
         .map_err(|e| (id, e))
 }
 
 /// The job a line's fields describe (see the module docs for the bounds).
-fn parse_fields(
-    fields: &Map<String, Value>,
-    defaults: &RunOptions,
-    cache: &CodeCache,
-) -> Result<Job, String> {
+fn parse_fields(line: &JobLine, defaults: &RunOptions, cache: &CodeCache) -> Result<Job, String> {
+    let fields = &line.fields;
     if let Some(name) = fields.keys().find(|k| !FIELDS.contains(&k.as_str())) {
         return Err(format!(
             "not a job: unknown field `{name}`; expected one of {}",
@@ -516,7 +662,7 @@ fn parse_fields(
 
     let max_code = options.limits.max_code;
     let code = match (
-        string_field(fields, "code_hex")?,
+        line.hex_field("code_hex")?,
         string_field(fields, "code_path")?,
     ) {
         (Some(hex), None) => Arc::new(
@@ -541,7 +687,7 @@ fn parse_fields(
             .and_then(|entry| bounds::check_entry(entry, code.len()).map_err(String::from))
             .map_err(|e| format!("entry: {e}"))?;
     }
-    let input = match string_field(fields, "input_hex")? {
+    let input = match line.hex_field("input_hex")? {
         Some(hex) => load::parse_hex(hex, "input_hex").map_err(|e| e.to_string())?,
         None => Vec::new(),
     };
@@ -568,13 +714,46 @@ struct Reused {
     worker: SameCode,
 }
 
+/// How a job thread forks its workers: its first fresh worker straight from the host, as
+/// `run` does, and every later one (and every same-code worker) through a zygote of its own,
+/// started when first needed. A batch of one job (one large input, say) then never pays for
+/// starting a zygote it would use once; a longer batch starts it with its second job, from a
+/// host however large it has grown (the zygote unmaps its copy of the host's heap, so only its
+/// own fork pays for that). The reports are the same either way ([`Zygote::run`] has
+/// [`crate::run`]'s contract).
+#[derive(Default)]
+struct Forks {
+    zygote: Option<Zygote>,
+    /// A fresh worker was forked straight from the host.
+    forked_directly: bool,
+}
+
+impl Forks {
+    /// The thread's zygote, started now if it has none yet.
+    fn zygote(&mut self) -> Result<&Zygote, Error> {
+        match &mut self.zygote {
+            Some(zygote) => Ok(zygote),
+            empty => Ok(empty.insert(Zygote::start()?)),
+        }
+    }
+
+    /// Runs `job` in a fresh worker.
+    fn run_fresh(&mut self, job: &Job) -> Result<Report, Error> {
+        if self.zygote.is_none() && !self.forked_directly {
+            self.forked_directly = true;
+            return crate::run(&job.code, &job.input, &job.options);
+        }
+        self.zygote()?.run(&job.code, &job.input, &job.options)
+    }
+}
+
 /// Runs one job. With [`Reuse::SameCode`] and a group: in the thread's same-code worker when
 /// the job has its code, worker options and group, else in a new one, which replaces it.
 /// Otherwise in a fresh worker (and a same-code worker the thread held is ended first: it
 /// belongs to another submission). Returns the report and the workers started for it.
 fn run_job(
     job: &Job,
-    zygote: &Zygote,
+    forks: &mut Forks,
     reuse: Reuse,
     same: &mut Option<Reused>,
 ) -> (Result<Report, Error>, u64) {
@@ -582,7 +761,7 @@ fn run_job(
         (Reuse::SameCode, Some(group)) => group,
         _ => {
             *same = None;
-            return (zygote.run(&job.code, &job.input, &job.options), 1);
+            return (forks.run_fresh(job), 1);
         }
     };
     let fits = |r: &Reused| {
@@ -590,7 +769,10 @@ fn run_job(
     };
     if !same.as_ref().is_some_and(fits) {
         *same = None; // ends the old worker first
-        match SameCode::with_zygote(&job.code, &job.options, zygote) {
+        let worker = forks
+            .zygote()
+            .and_then(|zygote| SameCode::with_zygote(&job.code, &job.options, zygote));
+        match worker {
             Ok(worker) => {
                 *same = Some(Reused {
                     group: group.clone(),
@@ -666,7 +848,7 @@ fn read_line(input: &mut impl BufRead, max: usize, buf: &mut Vec<u8>) -> io::Res
             }
             break;
         }
-        let (take, end) = match chunk.iter().position(|&b| b == b'\n') {
+        let (take, end) = match memchr::memchr(b'\n', chunk) {
             Some(i) => (i + 1, true),
             None => (chunk.len(), false),
         };
@@ -733,26 +915,23 @@ struct Crew<'a> {
     stop: AtomicBool,
 }
 
-/// Runs one line `(seq, line_no, text)` in a worker forked by `zygote` (started here when it is
-/// `None`), or in the same-code worker `same`: its result line, or its error line.
+/// Runs one line `(seq, line_no, text)` in a fresh worker (see [`Forks`]) or in the same-code
+/// worker `same`: its result line, or its error line.
 fn run_line(
     config: &BatchConfig,
     cache: &CodeCache,
-    (seq, line_no, text): (u64, u64, &str),
-    zygote: &mut Option<Zygote>,
+    (seq, line_no, text): (u64, u64, String),
+    forks: &mut Forks,
     same: &mut Option<Reused>,
 ) -> Done {
-    match parse_job(text, &config.defaults, cache) {
+    let parsed = parse_job(&text, &config.defaults, cache);
+    // The job holds its own code and input: the line (twice the input, as hex) is freed before
+    // a worker is forked from this host.
+    drop(text);
+    match parsed {
         Err((id, e)) => Done::error(seq, &id, line_no, &e),
         Ok((id, job)) => {
-            let zygote = match zygote {
-                Some(zygote) => Ok(&*zygote),
-                None => Zygote::start().map(|z| &*zygote.insert(z)),
-            };
-            let (report, workers) = match zygote {
-                Ok(zygote) => run_job(&job, zygote, config.reuse, same),
-                Err(e) => (Err(e), 0),
-            };
+            let (report, workers) = run_job(&job, forks, config.reuse, same);
             match report {
                 Ok(report) => Done {
                     seq,
@@ -770,10 +949,9 @@ fn run_line(
 }
 
 impl Crew<'_> {
-    /// A job thread: takes lines, runs them in workers forked by its own zygote, which starts
-    /// with its first job.
+    /// A job thread: takes lines, runs them in workers it forks (see [`Forks`]).
     fn job_thread(&self, done: mpsc::Sender<Done>) {
-        let mut zygote: Option<Zygote> = None;
+        let mut forks = Forks::default();
         let mut same: Option<Reused> = None;
         loop {
             let Some(queued) = self.work.take() else {
@@ -786,8 +964,8 @@ impl Crew<'_> {
                 Queued::Line(seq, line_no, text) => run_line(
                     self.config,
                     &self.cache,
-                    (seq, line_no, &text),
-                    &mut zygote,
+                    (seq, line_no, text),
+                    &mut forks,
                     &mut same,
                 ),
                 Queued::Refused(seq, line_no, why) => Done::error(seq, &Value::Null, line_no, &why),
@@ -1105,7 +1283,7 @@ fn run_batch_inline(
 
         let fail = |e| Error::io("writing results", e);
         let ran = (|| -> Result<(), Error> {
-            let (mut zygote, mut same) = (None, None);
+            let (mut forks, mut same) = (Forks::default(), None);
             loop {
                 let queued = match queue.try_take() {
                     Take::Line(line) => line,
@@ -1121,13 +1299,9 @@ fn run_batch_inline(
                     }
                 };
                 let done = match queued {
-                    Queued::Line(seq, line_no, text) => run_line(
-                        config,
-                        &cache,
-                        (seq, line_no, &text),
-                        &mut zygote,
-                        &mut same,
-                    ),
+                    Queued::Line(seq, line_no, text) => {
+                        run_line(config, &cache, (seq, line_no, text), &mut forks, &mut same)
+                    }
                     Queued::Refused(seq, line_no, why) => {
                         Done::error(seq, &Value::Null, line_no, &why)
                     }
