@@ -32,8 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 use std::sync::mpsc::{self, TryRecvError};
 use std::sync::{Arc, Condvar, Mutex};
 
-use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
-use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::abi::RunOptions;
@@ -393,19 +392,43 @@ struct JobLine<'a> {
 
 /// The value of `code_hex` or `input_hex` as the line has it.
 enum HexField<'a> {
-    /// A string: borrowed from the line, or unescaped into a copy.
+    /// An even run of hex digits and nothing else, as the line has it (checked, so ASCII).
+    Digits(&'a [u8]),
+    /// Any other string.
     Text(Cow<'a, str>),
-    /// Anything else (an error unless `null`).
+    /// Anything but a string (an error unless `null`).
     Other(Value),
 }
 
-impl<'a> JobLine<'a> {
-    /// Parses one line. Anything but a JSON object (or a line serde_json cannot read) is parsed
-    /// again as a tree of values, for exactly the message that gives.
-    fn parse(text: &'a str) -> Result<JobLine<'a>, String> {
-        if let Ok(line) = serde_json::from_str::<JobLine>(text) {
-            return Ok(line);
+/// A hex field's text, as [`JobLine::hex_field`] gives it.
+enum HexText<'a> {
+    /// Checked: an even run of hex digits.
+    Digits(&'a [u8]),
+    Text(&'a str),
+}
+
+impl HexText<'_> {
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            HexText::Digits(digits) => digits,
+            HexText::Text(text) => text.as_bytes(),
         }
+    }
+}
+
+impl<'a> JobLine<'a> {
+    /// Parses one line, reading it once: the hex fields' strings are taken as bytes (their
+    /// end found with `memchr`; neither copied nor checked for UTF-8 and control characters a
+    /// byte at a time) and checked here, every other string by serde_json; so a line read
+    /// this way is UTF-8. Any other line (not UTF-8, not an object, not JSON, hex fields with
+    /// escapes or that are not strings) is parsed again as text into a tree of values, as
+    /// every line once was, for exactly the job or the message that gives.
+    fn parse(line: &'a [u8]) -> Result<JobLine<'a>, String> {
+        if let Ok(job) = serde_json::from_slice::<JobLine>(line) {
+            return Ok(job);
+        }
+        let text = std::str::from_utf8(line)
+            .map_err(|_| "not a job: the line is not UTF-8".to_string())?;
         match serde_json::from_str::<Value>(text) {
             Ok(Value::Object(fields)) => Ok(JobLine::from_fields(fields)),
             Ok(_) => Err("not a job: expected a JSON object".into()),
@@ -430,14 +453,15 @@ impl<'a> JobLine<'a> {
     }
 
     /// A hex field, `None` when absent or null; as [`string_field`].
-    fn hex_field(&self, name: &str) -> Result<Option<&str>, String> {
+    fn hex_field(&self, name: &str) -> Result<Option<HexText<'_>>, String> {
         let field = match name {
             "code_hex" => &self.code_hex,
             _ => &self.input_hex,
         };
         match field {
             None | Some(HexField::Other(Value::Null)) => Ok(None),
-            Some(HexField::Text(text)) => Ok(Some(text)),
+            Some(HexField::Digits(digits)) => Ok(Some(HexText::Digits(digits))),
+            Some(HexField::Text(text)) => Ok(Some(HexText::Text(text))),
             Some(HexField::Other(other)) => {
                 Err(format!("{name}: expected a string, found {other}"))
             }
@@ -477,67 +501,47 @@ impl<'de> Deserialize<'de> for JobLine<'de> {
 }
 
 impl<'de> Deserialize<'de> for HexField<'de> {
+    /// Only a string without escapes: its bytes as the line has them, which must be hex
+    /// digits or UTF-8 without control characters (what serde_json checks of a string).
+    /// Anything else is an error here, and [`JobLine::parse`] then reads the line as a tree
+    /// of values.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Field;
         impl<'de> Visitor<'de> for Field {
             type Value = HexField<'de>;
 
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("any JSON value")
+                f.write_str("a string without escapes")
             }
 
-            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<HexField<'de>, E> {
-                Ok(HexField::Text(Cow::Borrowed(text)))
-            }
-
-            fn visit_str<E>(self, text: &str) -> Result<HexField<'de>, E> {
-                Ok(HexField::Text(Cow::Owned(text.to_owned())))
-            }
-
-            fn visit_string<E>(self, text: String) -> Result<HexField<'de>, E> {
-                Ok(HexField::Text(Cow::Owned(text)))
-            }
-
-            fn visit_bool<E>(self, value: bool) -> Result<HexField<'de>, E> {
-                Ok(HexField::Other(value.into()))
-            }
-
-            fn visit_i64<E>(self, value: i64) -> Result<HexField<'de>, E> {
-                Ok(HexField::Other(value.into()))
-            }
-
-            fn visit_u64<E>(self, value: u64) -> Result<HexField<'de>, E> {
-                Ok(HexField::Other(value.into()))
-            }
-
-            fn visit_f64<E>(self, value: f64) -> Result<HexField<'de>, E> {
-                Ok(HexField::Other(value.into()))
-            }
-
-            fn visit_unit<E>(self) -> Result<HexField<'de>, E> {
-                Ok(HexField::Other(Value::Null))
-            }
-
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<HexField<'de>, A::Error> {
-                Value::deserialize(SeqAccessDeserializer::new(seq)).map(HexField::Other)
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<HexField<'de>, A::Error> {
-                Value::deserialize(MapAccessDeserializer::new(map)).map(HexField::Other)
+            fn visit_borrowed_bytes<E: serde::de::Error>(
+                self,
+                bytes: &'de [u8],
+            ) -> Result<HexField<'de>, E> {
+                if bytes.len() % 2 == 0 && faster_hex::hex_check(bytes) {
+                    return Ok(HexField::Digits(bytes));
+                }
+                match std::str::from_utf8(bytes) {
+                    Ok(text) if !bytes.iter().any(|&b| b < 0x20) => {
+                        Ok(HexField::Text(Cow::Borrowed(text)))
+                    }
+                    _ => Err(E::custom("not UTF-8 text without control characters")),
+                }
             }
         }
-        deserializer.deserialize_any(Field)
+        // As bytes: serde_json hands over the string as the line has it (escapes aside).
+        deserializer.deserialize_bytes(Field)
     }
 }
 
 /// Parses one line into a job, or says why not (with the id when the line had one). Every
 /// message names the field it is about.
 fn parse_job(
-    text: &str,
+    line: &[u8],
     defaults: &RunOptions,
     cache: &CodeCache,
 ) -> Result<(Value, Job), (Value, String)> {
-    let line = JobLine::parse(text).map_err(|e| (Value::Null, e))?;
+    let line = JobLine::parse(line).map_err(|e| (Value::Null, e))?;
     let id = line.fields.get("id").cloned().unwrap_or(Value::Null);
     parse_fields(&line, defaults, cache)
         .map(|job| (id.clone(), job))
@@ -688,7 +692,10 @@ fn parse_fields(line: &JobLine, defaults: &RunOptions, cache: &CodeCache) -> Res
             .map_err(|e| format!("entry: {e}"))?;
     }
     let input = match line.hex_field("input_hex")? {
-        Some(hex) => load::parse_hex(hex, "input_hex").map_err(|e| e.to_string())?,
+        Some(HexText::Digits(digits)) => load::decode_hex_digits(digits),
+        Some(HexText::Text(text)) => {
+            load::parse_hex(text, "input_hex").map_err(|e| e.to_string())?
+        }
         None => Vec::new(),
     };
     if input.len() > options.limits.max_input {
@@ -824,10 +831,23 @@ pub fn error_line(id: &Value, line: u64, error: &str) -> String {
     serde_json::json!({"id": id, "line": line, "error": error}).to_string()
 }
 
-/// One line read from the batch: its text, or why it cannot be a job.
+/// One line read from the batch: its bytes (not yet known to be UTF-8: see [`JobLine::parse`]),
+/// or why it cannot be a job.
 enum Line {
-    Text(String),
+    Text(Vec<u8>),
     Refused(String),
+}
+
+/// Whether a line is blank (nothing but whitespace, as `str::trim` sees it): looks no further
+/// than the first byte that is not ASCII whitespace, unless that byte starts a non-ASCII
+/// character.
+fn is_blank(line: &[u8]) -> bool {
+    // `char::is_whitespace` in ASCII: tab, line feed, vertical tab, form feed, return, space.
+    match line.iter().find(|&&b| !matches!(b, b'\t'..=b'\r' | b' ')) {
+        None => true,
+        Some(b) if b.is_ascii() => false,
+        Some(_) => std::str::from_utf8(line).is_ok_and(|text| text.trim().is_empty()),
+    }
 }
 
 /// Reads the next line (without its `\n` or `\r\n`), holding at most `max` bytes of it: a
@@ -878,10 +898,7 @@ fn read_line(input: &mut impl BufRead, max: usize, buf: &mut Vec<u8>) -> io::Res
              it is {len} bytes"
         ))));
     }
-    Ok(Some(match String::from_utf8(std::mem::take(buf)) {
-        Ok(text) => Line::Text(text),
-        Err(_) => Line::Refused("not a job: the line is not UTF-8".into()),
-    }))
+    Ok(Some(Line::Text(std::mem::take(buf))))
 }
 
 /// What a job thread (or the reader, for a refused line) hands the writer for one line.
@@ -920,7 +937,7 @@ struct Crew<'a> {
 fn run_line(
     config: &BatchConfig,
     cache: &CodeCache,
-    (seq, line_no, text): (u64, u64, String),
+    (seq, line_no, text): (u64, u64, Vec<u8>),
     forks: &mut Forks,
     same: &mut Option<Reused>,
 ) -> Done {
@@ -1024,7 +1041,7 @@ pub fn run_batch(
                         break;
                     }
                     let text = match line {
-                        Line::Text(text) if text.trim().is_empty() => continue,
+                        Line::Text(text) if is_blank(&text) => continue,
                         Line::Text(text) => text,
                         Line::Refused(why) => {
                             let _ = done_tx.send(Done::error(seq, &Value::Null, line_no, &why));
@@ -1087,7 +1104,7 @@ impl Summary {
 /// A line handed from the reader to the thread that runs it.
 enum Queued {
     /// (sequence number among non-blank lines, line number, text).
-    Line(u64, u64, String),
+    Line(u64, u64, Vec<u8>),
     /// A line that cannot be a job: (sequence number, line number, why).
     Refused(u64, u64, String),
 }
@@ -1095,7 +1112,8 @@ enum Queued {
 impl Queued {
     fn bytes(&self) -> usize {
         match self {
-            Queued::Line(_, _, text) | Queued::Refused(_, _, text) => text.len(),
+            Queued::Line(_, _, text) => text.len(),
+            Queued::Refused(_, _, why) => why.len(),
         }
     }
 }
@@ -1266,7 +1284,7 @@ fn run_batch_inline(
                 {
                     line_no += 1;
                     let queued = match line {
-                        Line::Text(text) if text.trim().is_empty() => continue,
+                        Line::Text(text) if is_blank(&text) => continue,
                         Line::Text(text) => Queued::Line(seq, line_no, text),
                         Line::Refused(why) => Queued::Refused(seq, line_no, why),
                     };
