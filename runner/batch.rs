@@ -856,6 +856,8 @@ fn read_line(input: &mut impl BufRead, max: usize, buf: &mut Vec<u8>) -> io::Res
     buf.clear();
     let mut len: u64 = 0;
     let mut too_long = false;
+    // How much of `buf` is faulted in ahead.
+    let mut populated = 0;
     loop {
         let chunk = match input.fill_buf() {
             Ok(chunk) => chunk,
@@ -879,6 +881,15 @@ fn read_line(input: &mut impl BufRead, max: usize, buf: &mut Vec<u8>) -> io::Res
                 too_long = true;
                 *buf = Vec::new();
             } else {
+                if buf.len() + take > populated && buf.len() + take >= load::POPULATE_FROM {
+                    // A long line: its buffer faulted in ahead, a step at a time, with one
+                    // call each (see `sys::populate`) rather than a page fault per 4 KiB.
+                    buf.reserve(take);
+                    let spare = buf.spare_capacity_mut();
+                    let ahead = spare.len().min(take + POPULATE_STEP);
+                    crate::sys::populate(&mut spare[..ahead]);
+                    populated = buf.len() + ahead;
+                }
                 buf.extend_from_slice(&chunk[..take]);
             }
         }
@@ -1145,6 +1156,9 @@ struct QueueState {
     reader_waiting: bool,
     runners_waiting: usize,
 }
+
+/// How far ahead [`read_line`] faults in a long line's buffer.
+const POPULATE_STEP: usize = 256 << 10;
 
 /// Bytes of lines the queue holds ahead of the runners (one longer line is still let in when
 /// the queue is empty).
