@@ -370,8 +370,45 @@ impl CodeCache {
     }
 }
 
+/// Where a job thread gets its jobs' code: `code_path` through the batch's [`CodeCache`],
+/// `code_hex` decoded, or the previous job's code when its `code_hex` is the same text (one
+/// submission's lines: no decoding, and the same-code worker's code is the same allocation).
+struct Codes<'a> {
+    shared: &'a CodeCache,
+    /// The last `code_hex` text decoded, and its code.
+    last_hex: Option<(Vec<u8>, Arc<Vec<u8>>)>,
+}
+
+impl<'a> Codes<'a> {
+    fn new(shared: &'a CodeCache) -> Codes<'a> {
+        Codes {
+            shared,
+            last_hex: None,
+        }
+    }
+
+    fn from_hex(&mut self, hex: &[u8], max_code: usize) -> Result<Arc<Vec<u8>>, String> {
+        if let Some((text, code)) = &self.last_hex {
+            if text.as_slice() == hex {
+                return Ok(code.clone());
+            }
+        }
+        let code = Arc::new(
+            load::load_bytes(hex, load::Format::Hex, "code_hex", max_code)
+                .map_err(|e| e.to_string())?,
+        );
+        // Only short texts are kept: a copy of megabytes of hex per line would cost more
+        // than decoding it again.
+        self.last_hex = (hex.len() <= MAX_REMEMBERED_HEX).then(|| (hex.to_vec(), code.clone()));
+        Ok(code)
+    }
+}
+
+/// The longest `code_hex` text [`Codes`] remembers.
+const MAX_REMEMBERED_HEX: usize = 64 << 10;
+
 /// A string field, `None` when absent or null.
-fn string_field<'a>(fields: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, String> {
+fn string_field<'a>(fields: &'a Fields, name: &str) -> Result<Option<&'a str>, String> {
     match fields.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -385,9 +422,36 @@ fn string_field<'a>(fields: &'a Map<String, Value>, name: &str) -> Result<Option
 #[derive(Default)]
 struct JobLine<'a> {
     /// Every field but `code_hex` and `input_hex`, in the line's order.
-    fields: Map<String, Value>,
+    fields: Fields,
     code_hex: Option<HexField<'a>>,
     input_hex: Option<HexField<'a>>,
+}
+
+/// A job line's other fields in the line's order, each name once. A line has a few of them: a
+/// list looked through is quicker to build and to ask than a hash map.
+#[derive(Default)]
+struct Fields(Vec<(String, Value)>);
+
+impl Fields {
+    fn get(&self, name: &str) -> Option<&Value> {
+        self.0
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value)
+    }
+
+    fn names(&self) -> impl Iterator<Item = &String> {
+        self.0.iter().map(|(key, _)| key)
+    }
+
+    /// A repeated field keeps its last value, in its first place, as a `Map` parsed by
+    /// serde_json does.
+    fn insert(&mut self, name: String, value: Value) {
+        match self.0.iter_mut().find(|(key, _)| *key == name) {
+            Some((_, old)) => *old = value,
+            None => self.0.push((name, value)),
+        }
+    }
 }
 
 /// The value of `code_hex` or `input_hex` as the line has it.
@@ -446,7 +510,7 @@ impl<'a> JobLine<'a> {
         };
         let (code_hex, input_hex) = (hex("code_hex"), hex("input_hex"));
         JobLine {
-            fields,
+            fields: Fields(fields.into_iter().collect()),
             code_hex,
             input_hex,
         }
@@ -482,8 +546,7 @@ impl<'de> Deserialize<'de> for JobLine<'de> {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JobLine<'de>, A::Error> {
                 let mut line = JobLine::default();
                 while let Some(name) = map.next_key::<String>()? {
-                    // A repeated field keeps its last value, in its first place, as a `Map`
-                    // parsed by serde_json does.
+                    // A repeated hex field keeps its last value, as other fields do.
                     match name.as_str() {
                         "code_hex" => line.code_hex = Some(map.next_value()?),
                         "input_hex" => line.input_hex = Some(map.next_value()?),
@@ -539,19 +602,19 @@ impl<'de> Deserialize<'de> for HexField<'de> {
 fn parse_job(
     line: &[u8],
     defaults: &RunOptions,
-    cache: &CodeCache,
+    codes: &mut Codes,
 ) -> Result<(Value, Job), (Value, String)> {
     let line = JobLine::parse(line).map_err(|e| (Value::Null, e))?;
     let id = line.fields.get("id").cloned().unwrap_or(Value::Null);
-    parse_fields(&line, defaults, cache)
+    parse_fields(&line, defaults, codes)
         .map(|job| (id.clone(), job))
         .map_err(|e| (id, e))
 }
 
 /// The job a line's fields describe (see the module docs for the bounds).
-fn parse_fields(line: &JobLine, defaults: &RunOptions, cache: &CodeCache) -> Result<Job, String> {
+fn parse_fields(line: &JobLine, defaults: &RunOptions, codes: &mut Codes) -> Result<Job, String> {
     let fields = &line.fields;
-    if let Some(name) = fields.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+    if let Some(name) = fields.names().find(|k| !FIELDS.contains(&k.as_str())) {
         return Err(format!(
             "not a job: unknown field `{name}`; expected one of {}",
             FIELDS.join(", ")
@@ -669,11 +732,9 @@ fn parse_fields(line: &JobLine, defaults: &RunOptions, cache: &CodeCache) -> Res
         line.hex_field("code_hex")?,
         string_field(fields, "code_path")?,
     ) {
-        (Some(hex), None) => Arc::new(
-            load::load_bytes(hex.as_bytes(), load::Format::Hex, "code_hex", max_code)
-                .map_err(|e| e.to_string())?,
-        ),
-        (None, Some(path)) => cache
+        (Some(hex), None) => codes.from_hex(hex.as_bytes(), max_code)?,
+        (None, Some(path)) => codes
+            .shared
             .load(&PathBuf::from(path), max_code)
             .map_err(|e| e.to_string())?,
         (Some(_), Some(_)) => return Err("give code_hex or code_path, not both".into()),
@@ -947,12 +1008,12 @@ struct Crew<'a> {
 /// worker `same`: its result line, or its error line.
 fn run_line(
     config: &BatchConfig,
-    cache: &CodeCache,
+    codes: &mut Codes,
     (seq, line_no, text): (u64, u64, Vec<u8>),
     forks: &mut Forks,
     same: &mut Option<Reused>,
 ) -> Done {
-    let parsed = parse_job(&text, &config.defaults, cache);
+    let parsed = parse_job(&text, &config.defaults, codes);
     // The job holds its own code and input: the line (twice the input, as hex) is freed before
     // a worker is forked from this host.
     drop(text);
@@ -980,6 +1041,7 @@ impl Crew<'_> {
     /// A job thread: takes lines, runs them in workers it forks (see [`Forks`]).
     fn job_thread(&self, done: mpsc::Sender<Done>) {
         let mut forks = Forks::default();
+        let mut codes = Codes::new(&self.cache);
         let mut same: Option<Reused> = None;
         loop {
             let Some(queued) = self.work.take() else {
@@ -991,7 +1053,7 @@ impl Crew<'_> {
             let result = match queued {
                 Queued::Line(seq, line_no, text) => run_line(
                     self.config,
-                    &self.cache,
+                    &mut codes,
                     (seq, line_no, text),
                     &mut forks,
                     &mut same,
@@ -1315,7 +1377,7 @@ fn run_batch_inline(
 
         let fail = |e| Error::io("writing results", e);
         let ran = (|| -> Result<(), Error> {
-            let (mut forks, mut same) = (Forks::default(), None);
+            let (mut forks, mut codes, mut same) = (Forks::default(), Codes::new(&cache), None);
             loop {
                 let queued = match queue.try_take() {
                     Take::Line(line) => line,
@@ -1331,15 +1393,19 @@ fn run_batch_inline(
                     }
                 };
                 let done = match queued {
-                    Queued::Line(seq, line_no, text) => {
-                        run_line(config, &cache, (seq, line_no, text), &mut forks, &mut same)
-                    }
+                    Queued::Line(seq, line_no, text) => run_line(
+                        config,
+                        &mut codes,
+                        (seq, line_no, text),
+                        &mut forks,
+                        &mut same,
+                    ),
                     Queued::Refused(seq, line_no, why) => {
                         Done::error(seq, &Value::Null, line_no, &why)
                     }
                 };
                 summary.count(&done);
-                writeln!(out, "{}", done.text).map_err(fail)?;
+                write_line(out, &done.text).map_err(fail)?;
                 progress(&summary);
             }
             out.flush().map_err(fail)
@@ -1356,6 +1422,13 @@ fn run_batch_inline(
         ran.and(read)
     })?;
     Ok(summary)
+}
+
+/// Writes one result line and its end (without `write!`'s formatting machinery: a same-code
+/// job is a few microseconds).
+fn write_line(out: &mut dyn Write, text: &str) -> io::Result<()> {
+    out.write_all(text.as_bytes())?;
+    out.write_all(b"\n")
 }
 
 /// Writes each result as it comes (in input order when `ordered`), flushing whenever no
@@ -1386,11 +1459,11 @@ fn write_results(
         if ordered {
             pending.insert(done.seq, done.text);
             while let Some(text) = pending.remove(&next) {
-                writeln!(out, "{text}").map_err(fail)?;
+                write_line(out, &text).map_err(fail)?;
                 next += 1;
             }
         } else {
-            writeln!(out, "{}", done.text).map_err(fail)?;
+            write_line(out, &done.text).map_err(fail)?;
         }
         progress(summary);
     }
