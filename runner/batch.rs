@@ -976,6 +976,8 @@ fn read_line(input: &mut impl BufRead, max: usize, buf: &mut Vec<u8>) -> io::Res
 /// What a job thread (or the reader, for a refused line) hands the writer for one line.
 struct Done {
     seq: u64,
+    /// The result line with its `\n`: written with one call, so that a line-buffered output
+    /// finds the line's end at once instead of searching a long line for one.
     text: String,
     outcome: Option<&'static str>,
     workers: u64,
@@ -985,7 +987,7 @@ impl Done {
     fn error(seq: u64, id: &Value, line: u64, error: &str) -> Done {
         Done {
             seq,
-            text: error_line(id, line, error),
+            text: with_end(error_line(id, line, error)),
             outcome: None,
             workers: 0,
         }
@@ -1024,7 +1026,7 @@ fn run_line(
             match report {
                 Ok(report) => Done {
                     seq,
-                    text: result_text(&id, &report, config.fields.as_ref()),
+                    text: with_end(result_text(&id, &report, config.fields.as_ref())),
                     outcome: Some(report.outcome.kind()),
                     workers,
                 },
@@ -1424,11 +1426,16 @@ fn run_batch_inline(
     Ok(summary)
 }
 
-/// Writes one result line and its end (without `write!`'s formatting machinery: a same-code
-/// job is a few microseconds).
-fn write_line(out: &mut dyn Write, text: &str) -> io::Result<()> {
-    out.write_all(text.as_bytes())?;
-    out.write_all(b"\n")
+/// A line and its end.
+fn with_end(mut line: String) -> String {
+    line.push('\n');
+    line
+}
+
+/// Writes one result line, which ends in its `\n` ([`Done::text`]), with one call (no
+/// `write!` formatting machinery: a same-code job is a few microseconds).
+fn write_line(out: &mut dyn Write, line: &str) -> io::Result<()> {
+    out.write_all(line.as_bytes())
 }
 
 /// Writes each result as it comes (in input order when `ordered`), flushing whenever no
