@@ -488,9 +488,14 @@ impl<'a> JobLine<'a> {
     /// escapes or that are not strings) is parsed again as text into a tree of values, as
     /// every line once was, for exactly the job or the message that gives.
     fn parse(line: &'a [u8]) -> Result<JobLine<'a>, String> {
-        if let Ok(job) = serde_json::from_slice::<JobLine>(line) {
-            return Ok(job);
+        match serde_json::from_slice::<JobLine>(line) {
+            Ok(job) => Ok(job),
+            Err(_) => JobLine::parse_as_tree(line),
         }
+    }
+
+    /// The line as text and a tree of values, as every line once was parsed.
+    fn parse_as_tree(line: &[u8]) -> Result<JobLine<'a>, String> {
         let text = std::str::from_utf8(line)
             .map_err(|_| "not a job: the line is not UTF-8".to_string())?;
         match serde_json::from_str::<Value>(text) {
@@ -1505,6 +1510,174 @@ mod tests {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
         (values, summary)
+    }
+
+    /// What a line parses to, comparable: the id and the job's code, input, group, entry and
+    /// timeout, or the error.
+    fn parsed(
+        line: &[u8],
+        tree: bool,
+    ) -> (
+        Value,
+        Result<(Vec<u8>, Vec<u8>, Option<String>, usize, u128), String>,
+    ) {
+        let cache = CodeCache::default();
+        let mut codes = Codes::new(&cache);
+        let defaults = RunOptions::default();
+        let job_line = if tree {
+            JobLine::parse_as_tree(line)
+        } else {
+            JobLine::parse(line)
+        };
+        let job_line = match job_line {
+            Ok(job_line) => job_line,
+            Err(e) => return (Value::Null, Err(e)),
+        };
+        let id = job_line.fields.get("id").cloned().unwrap_or(Value::Null);
+        let job = parse_fields(&job_line, &defaults, &mut codes).map(|job| {
+            (
+                job.code.to_vec(),
+                job.input,
+                job.group,
+                job.options.entry,
+                job.options.limits.timeout.as_millis(),
+            )
+        });
+        (id, job)
+    }
+
+    #[test]
+    fn lines_parse_as_a_tree_of_values_parses_them() {
+        let mut lines: Vec<Vec<u8>> = [
+            r#"{"id":1,"code_hex":"b02ac3","input_hex":"0A0b"}"#,
+            r#"{"id":2,"code_hex":"b0 2a c3","input_hex":"0a 0b"}"#,
+            // Escapes: the string is copied and unescaped, then decoded the same.
+            r#"{"id":3,"code_hex":"b0 2a c3","input_hex":"0A0b"}"#,
+            r#"{"id":4,"code_hex":"b02ac3","input_hex":"0A0"}"#,
+            r#"{"id":5,"code_hex":"b02ac3","input_hex":5}"#,
+            r#"{"id":6,"code_hex":"b02ac3","input_hex":null}"#,
+            r#"{"id":7,"code_hex":"b02ac3","input_hex":"0x41 0x42 # comment"}"#,
+            r#"{"id":8,"code_hex":"b02ac3","input_hex":"aa","input_hex":"bb","id":9}"#,
+            r#"{"id":10,"code_hex":[1,{"a":null}]}"#,
+            r#"{"id":11,"code_hex":"b02ac3","code_hex":"c3","entry":0,"timeout_ms":7}"#,
+            r#"{"id":12,"code_hex":"b02ac3","colour":1,"group":"g"}"#,
+            r#"{"id":13,"code_hex":"b02ac3","group":14}"#,
+            r#"[1,2]"#,
+            r#"{"id":15,"code_hex":"b02ac3""#,
+            r#"{"id":16,"code_hex":"b02ac3"} x"#,
+            r#"{"id":17,"code_hex":"b02ac3","input_hex":"ab	cd"}"#,
+            r#"{"id":18,"code_hex":"b02ac3","input_hex":"é"}"#,
+            r#"{"id":19,"input_hex":"ff"}"#,
+        ]
+        .iter()
+        .map(|line| line.as_bytes().to_vec())
+        .collect();
+        lines.push(b"{\"id\":20,\"code_hex\":\"b02ac3\",\"input_hex\":\"ab\xffcd\"}".to_vec());
+        lines.push(b"{\"id\":21,\"code_hex\":\"b0\xff\"}".to_vec());
+        lines.push(b"{\"id\":22,\"code_hex\":\"b02ac3\",\"group\":\"\xff\"}".to_vec());
+        for line in &lines {
+            let shown = String::from_utf8_lossy(line);
+            assert_eq!(parsed(line, false), parsed(line, true), "{shown}");
+        }
+        // The borrowed digits and the unescaped copy give the same job.
+        assert_eq!(parsed(&lines[0], false).1, parsed(&lines[2], false).1);
+        assert_eq!(
+            parsed(&lines[0], false).1.unwrap().1,
+            vec![0x0a, 0x0b],
+            "upper and lower case"
+        );
+        // A non-UTF-8 line is refused as before, whichever string holds the byte.
+        for line in &lines[lines.len() - 3..] {
+            assert_eq!(
+                parsed(line, false),
+                (Value::Null, Err("not a job: the line is not UTF-8".into()))
+            );
+        }
+    }
+
+    #[test]
+    fn blank_lines_are_those_str_trim_empties() {
+        for (line, blank) in [
+            ("", true),
+            (" \t\r\x0b\x0c", true),
+            ("\u{3000}\u{a0} ", true),
+            (" {", false),
+            ("\u{3000}x", false),
+            ("é", false),
+        ] {
+            assert_eq!(is_blank(line.as_bytes()), blank, "{line:?}");
+            assert_eq!(line.trim().is_empty(), blank, "{line:?}");
+        }
+        assert!(!is_blank(b" \xff"));
+    }
+
+    #[test]
+    fn a_long_line_is_read_whole() {
+        // Past `POPULATE_FROM`, read through a small buffer: faulted in ahead, step by step.
+        let long: Vec<u8> = (0..(3usize << 20) / 2)
+            .map(|i| b'a' + (i % 26) as u8)
+            .collect();
+        let mut text = long.clone();
+        text.extend_from_slice(b"\r\nnext\n");
+        let mut input = io::BufReader::with_capacity(8 << 10, io::Cursor::new(text));
+        let mut buf = Vec::new();
+        let mut lines = Vec::new();
+        while let Some(line) = read_line(&mut input, 4 << 20, &mut buf).unwrap() {
+            match line {
+                Line::Text(text) => lines.push(text),
+                Line::Refused(why) => panic!("{why}"),
+            }
+        }
+        assert_eq!(lines, [long, b"next".to_vec()]);
+    }
+
+    #[test]
+    fn a_zygote_started_with_the_second_job_gives_the_reports_of_the_first() {
+        // A thread's first fresh job forks from the host, the others through its zygote:
+        // each job twice in a row, the same report either way.
+        let write_input = "b8 01 00 00 00 48 89 fe ba 04 00 00 00 bf 01 00 00 00 0f 05 c3";
+        let jobs = [
+            (write_input, "68 22 5c 0a"),
+            ("b0 2a c3", ""),
+            ("0f 0b", ""),
+            ("b8 27 00 00 00 0f 05", ""),
+            ("b8 3c 00 00 00 bf 07 00 00 00 0f 05", ""),
+        ];
+        let essence = |v: &Value| {
+            let mut v = v.clone();
+            let v = v.as_object_mut().unwrap();
+            for field in [
+                "id",
+                "wall_ns",
+                "user_ns",
+                "sys_ns",
+                "max_rss_kib",
+                "registers",
+            ] {
+                v.remove(field);
+            }
+            Value::Object(v.clone())
+        };
+        for (first, second) in [(0, 1), (1, 0)] {
+            let mut lines = Vec::new();
+            for (i, (code, input)) in jobs.iter().enumerate() {
+                let order = if i == 0 { [first, second] } else { [0, 1] };
+                for k in order {
+                    lines.push(format!(
+                        r#"{{"id": {}, "code_hex": "{code}", "input_hex": "{input}"}}"#,
+                        i * 2 + k
+                    ));
+                }
+            }
+            let (values, summary) = run_on(&lines.join("\n"), true, Reuse::None, 1);
+            assert_eq!(values.len(), jobs.len() * 2);
+            assert_eq!(summary.workers, (jobs.len() * 2) as u64);
+            for pair in values.chunks(2) {
+                assert_eq!(essence(&pair[0]), essence(&pair[1]), "{pair:?}");
+            }
+            assert_eq!(values[0]["output_hex"], "68225c0a");
+            assert_eq!(values[0]["registers"]["rsi"], values[1]["registers"]["rsi"]);
+        }
     }
 
     #[test]

@@ -1786,6 +1786,24 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_large_run_of_digits_decodes_whole() {
+        // Past `POPULATE_FROM`: the buffer is faulted in ahead, every byte still written.
+        let bytes: Vec<u8> = (0..(1usize << 20) + 3)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        let text: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(decode_hex_digits(text.as_bytes()), bytes);
+        assert_eq!(parse_hex(&text, "t").unwrap(), bytes);
+        let mut bad = text.into_bytes();
+        bad[1 << 20] = b'g';
+        let bad = String::from_utf8(bad).unwrap();
+        assert_eq!(
+            parse_hex(&bad, "t").unwrap_err().to_string(),
+            "`t`: bad hex digit `g` at line 1, column 1048577"
+        );
+    }
+
     proptest::proptest! {
         #[test]
         fn plain_hex_reads_as_the_general_parser_does(text in "[0-9a-fA-FxX ,\t\n\r#;/\\\"g]{0,40}") {
@@ -1796,6 +1814,21 @@ mod tests {
                 }
                 proptest::prop_assert_eq!(fast, general);
             }
+        }
+
+        #[test]
+        fn checked_digits_decode_as_the_general_parser_does(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+            upper in proptest::bool::ANY,
+        ) {
+            // Long enough for the SIMD paths (32 digits a step) and their scalar tails.
+            let text: String = bytes
+                .iter()
+                .map(|b| if upper { format!("{b:02X}") } else { format!("{b:02x}") })
+                .collect();
+            proptest::prop_assert!(faster_hex::hex_check(text.as_bytes()));
+            proptest::prop_assert_eq!(decode_hex_digits(text.as_bytes()), bytes.clone());
+            proptest::prop_assert_eq!(parse_hex(&text, "t").ok(), Some(bytes));
         }
 
         #[test]
