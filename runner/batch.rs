@@ -793,7 +793,9 @@ struct Reused {
 /// starting a zygote it would use once; a longer batch starts it with its second job, from a
 /// host however large it has grown (the zygote unmaps its copy of the host's heap, so only its
 /// own fork pays for that). The reports are the same either way ([`Zygote::run`] has
-/// [`crate::run`]'s contract).
+/// [`crate::run`]'s contract). A job that keeps the host's memory (`scrub: false`) is always
+/// forked by the zygote: forked from this host it could read the lines queued behind it, other
+/// jobs' code and input.
 #[derive(Default)]
 struct Forks {
     zygote: Option<Zygote>,
@@ -812,7 +814,7 @@ impl Forks {
 
     /// Runs `job` in a fresh worker.
     fn run_fresh(&mut self, job: &Job) -> Result<Report, Error> {
-        if self.zygote.is_none() && !self.forked_directly {
+        if self.zygote.is_none() && !self.forked_directly && job.options.scrub {
             self.forked_directly = true;
             return crate::run(&job.code, &job.input, &job.options);
         }
@@ -1629,6 +1631,31 @@ mod tests {
             }
         }
         assert_eq!(lines, [long, b"next".to_vec()]);
+    }
+
+    #[test]
+    fn only_a_scrubbed_first_job_forks_from_the_host() {
+        let job = |scrub: bool| Job {
+            code: Arc::new(vec![0xb0, 0x2a, 0xc3]),
+            input: Vec::new(),
+            options: RunOptions {
+                scrub,
+                ..RunOptions::default()
+            },
+            group: None,
+        };
+        let mut forks = Forks::default();
+        assert_eq!(
+            forks.run_fresh(&job(true)).unwrap().outcome.kind(),
+            "returned"
+        );
+        assert!(forks.zygote.is_none(), "the first job forked from the host");
+        forks.run_fresh(&job(true)).unwrap();
+        assert!(forks.zygote.is_some(), "the second started the zygote");
+        // Unscrubbed, a worker forked from the host could read the lines queued behind it.
+        let mut forks = Forks::default();
+        forks.run_fresh(&job(false)).unwrap();
+        assert!(forks.zygote.is_some());
     }
 
     #[test]
