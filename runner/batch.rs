@@ -387,7 +387,7 @@ impl<'a> Codes<'a> {
         }
     }
 
-    fn from_hex(&mut self, hex: &[u8], max_code: usize) -> Result<Arc<Vec<u8>>, String> {
+    fn decode_hex(&mut self, hex: &[u8], max_code: usize) -> Result<Arc<Vec<u8>>, String> {
         if let Some((text, code)) = &self.last_hex {
             if text.as_slice() == hex {
                 return Ok(code.clone());
@@ -737,7 +737,7 @@ fn parse_fields(line: &JobLine, defaults: &RunOptions, codes: &mut Codes) -> Res
         line.hex_field("code_hex")?,
         string_field(fields, "code_path")?,
     ) {
-        (Some(hex), None) => codes.from_hex(hex.as_bytes(), max_code)?,
+        (Some(hex), None) => codes.decode_hex(hex.as_bytes(), max_code)?,
         (None, Some(path)) => codes
             .shared
             .load(&PathBuf::from(path), max_code)
@@ -1514,15 +1514,11 @@ mod tests {
         (values, summary)
     }
 
-    /// What a line parses to, comparable: the id and the job's code, input, group, entry and
-    /// timeout, or the error.
-    fn parsed(
-        line: &[u8],
-        tree: bool,
-    ) -> (
-        Value,
-        Result<(Vec<u8>, Vec<u8>, Option<String>, usize, u128), String>,
-    ) {
+    /// A job's code, input, group, entry and timeout.
+    type ParsedJob = (Vec<u8>, Vec<u8>, Option<String>, usize, u128);
+
+    /// What a line parses to, comparable: the id and the job, or the error.
+    fn parsed(line: &[u8], tree: bool) -> (Value, Result<ParsedJob, String>) {
         let cache = CodeCache::default();
         let mut codes = Codes::new(&cache);
         let defaults = RunOptions::default();
