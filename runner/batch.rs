@@ -24,6 +24,7 @@
 //! with the same code, worker options and `group`. A job without a `group` never shares a
 //! worker: reuse is only ever within one submission, and the `group` says what one is.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{self, BufRead, Write};
 use std::path::PathBuf;
@@ -31,6 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 use std::sync::mpsc::{self, TryRecvError};
 use std::sync::{Arc, Condvar, Mutex};
 
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::abi::RunOptions;
@@ -368,8 +370,45 @@ impl CodeCache {
     }
 }
 
+/// Where a job thread gets its jobs' code: `code_path` through the batch's [`CodeCache`],
+/// `code_hex` decoded, or the previous job's code when its `code_hex` is the same text (one
+/// submission's lines: no decoding, and the same-code worker's code is the same allocation).
+struct Codes<'a> {
+    shared: &'a CodeCache,
+    /// The last `code_hex` text decoded, and its code.
+    last_hex: Option<(Vec<u8>, Arc<Vec<u8>>)>,
+}
+
+impl<'a> Codes<'a> {
+    fn new(shared: &'a CodeCache) -> Codes<'a> {
+        Codes {
+            shared,
+            last_hex: None,
+        }
+    }
+
+    fn decode_hex(&mut self, hex: &[u8], max_code: usize) -> Result<Arc<Vec<u8>>, String> {
+        if let Some((text, code)) = &self.last_hex {
+            if text.as_slice() == hex {
+                return Ok(code.clone());
+            }
+        }
+        let code = Arc::new(
+            load::load_bytes(hex, load::Format::Hex, "code_hex", max_code)
+                .map_err(|e| e.to_string())?,
+        );
+        // Only short texts are kept: a copy of megabytes of hex per line would cost more
+        // than decoding it again.
+        self.last_hex = (hex.len() <= MAX_REMEMBERED_HEX).then(|| (hex.to_vec(), code.clone()));
+        Ok(code)
+    }
+}
+
+/// The longest `code_hex` text [`Codes`] remembers.
+const MAX_REMEMBERED_HEX: usize = 64 << 10;
+
 /// A string field, `None` when absent or null.
-fn string_field<'a>(fields: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, String> {
+fn string_field<'a>(fields: &'a Fields, name: &str) -> Result<Option<&'a str>, String> {
     match fields.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -377,31 +416,210 @@ fn string_field<'a>(fields: &'a Map<String, Value>, name: &str) -> Result<Option
     }
 }
 
+/// A job line's fields: the hex fields apart, each borrowed from the line when its JSON string
+/// has no escapes, so that a line with megabytes of `input_hex` is not copied into a tree of
+/// values before its hex is decoded; every other field as a [`Value`].
+#[derive(Default)]
+struct JobLine<'a> {
+    /// Every field but `code_hex` and `input_hex`, in the line's order.
+    fields: Fields,
+    code_hex: Option<HexField<'a>>,
+    input_hex: Option<HexField<'a>>,
+}
+
+/// A job line's other fields in the line's order, each name once. A line has a few of them: a
+/// list looked through is quicker to build and to ask than a hash map.
+#[derive(Default)]
+struct Fields(Vec<(String, Value)>);
+
+impl Fields {
+    fn get(&self, name: &str) -> Option<&Value> {
+        self.0
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value)
+    }
+
+    fn names(&self) -> impl Iterator<Item = &String> {
+        self.0.iter().map(|(key, _)| key)
+    }
+
+    /// A repeated field keeps its last value, in its first place, as a `Map` parsed by
+    /// serde_json does.
+    fn insert(&mut self, name: String, value: Value) {
+        match self.0.iter_mut().find(|(key, _)| *key == name) {
+            Some((_, old)) => *old = value,
+            None => self.0.push((name, value)),
+        }
+    }
+}
+
+/// The value of `code_hex` or `input_hex` as the line has it.
+enum HexField<'a> {
+    /// An even run of hex digits and nothing else, as the line has it (checked, so ASCII).
+    Digits(&'a [u8]),
+    /// Any other string.
+    Text(Cow<'a, str>),
+    /// Anything but a string (an error unless `null`).
+    Other(Value),
+}
+
+/// A hex field's text, as [`JobLine::hex_field`] gives it.
+enum HexText<'a> {
+    /// Checked: an even run of hex digits.
+    Digits(&'a [u8]),
+    Text(&'a str),
+}
+
+impl HexText<'_> {
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            HexText::Digits(digits) => digits,
+            HexText::Text(text) => text.as_bytes(),
+        }
+    }
+}
+
+impl<'a> JobLine<'a> {
+    /// Parses one line, reading it once: the hex fields' strings are taken as bytes (their
+    /// end found with `memchr`; neither copied nor checked for UTF-8 and control characters a
+    /// byte at a time) and checked here, every other string by serde_json; so a line read
+    /// this way is UTF-8. Any other line (not UTF-8, not an object, not JSON, hex fields with
+    /// escapes or that are not strings) is parsed again as text into a tree of values, as
+    /// every line once was, for exactly the job or the message that gives.
+    fn parse(line: &'a [u8]) -> Result<JobLine<'a>, String> {
+        match serde_json::from_slice::<JobLine>(line) {
+            Ok(job) => Ok(job),
+            Err(_) => JobLine::parse_as_tree(line),
+        }
+    }
+
+    /// The line as text and a tree of values, as every line once was parsed.
+    fn parse_as_tree(line: &[u8]) -> Result<JobLine<'a>, String> {
+        let text = std::str::from_utf8(line)
+            .map_err(|_| "not a job: the line is not UTF-8".to_string())?;
+        match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(fields)) => Ok(JobLine::from_fields(fields)),
+            Ok(_) => Err("not a job: expected a JSON object".into()),
+            Err(e) => Err(format!("not a job: {e}")),
+        }
+    }
+
+    /// The same line from its fields as a tree (the hex fields owned).
+    fn from_fields(mut fields: Map<String, Value>) -> JobLine<'a> {
+        let mut hex = |name: &str| {
+            fields.shift_remove(name).map(|value| match value {
+                Value::String(text) => HexField::Text(Cow::Owned(text)),
+                other => HexField::Other(other),
+            })
+        };
+        let (code_hex, input_hex) = (hex("code_hex"), hex("input_hex"));
+        JobLine {
+            fields: Fields(fields.into_iter().collect()),
+            code_hex,
+            input_hex,
+        }
+    }
+
+    /// A hex field, `None` when absent or null; as [`string_field`].
+    fn hex_field(&self, name: &str) -> Result<Option<HexText<'_>>, String> {
+        let field = match name {
+            "code_hex" => &self.code_hex,
+            _ => &self.input_hex,
+        };
+        match field {
+            None | Some(HexField::Other(Value::Null)) => Ok(None),
+            Some(HexField::Digits(digits)) => Ok(Some(HexText::Digits(digits))),
+            Some(HexField::Text(text)) => Ok(Some(HexText::Text(text))),
+            Some(HexField::Other(other)) => {
+                Err(format!("{name}: expected a string, found {other}"))
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for JobLine<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> Visitor<'de> for Fields {
+            type Value = JobLine<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a job object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JobLine<'de>, A::Error> {
+                let mut line = JobLine::default();
+                while let Some(name) = map.next_key::<String>()? {
+                    // A repeated hex field keeps its last value, as other fields do.
+                    match name.as_str() {
+                        "code_hex" => line.code_hex = Some(map.next_value()?),
+                        "input_hex" => line.input_hex = Some(map.next_value()?),
+                        _ => {
+                            let value = map.next_value::<Value>()?;
+                            line.fields.insert(name, value);
+                        }
+                    }
+                }
+                Ok(line)
+            }
+        }
+        deserializer.deserialize_map(Fields)
+    }
+}
+
+impl<'de> Deserialize<'de> for HexField<'de> {
+    /// Only a string without escapes: its bytes as the line has them, which must be hex
+    /// digits or UTF-8 without control characters (what serde_json checks of a string).
+    /// Anything else is an error here, and [`JobLine::parse`] then reads the line as a tree
+    /// of values.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Field;
+        impl<'de> Visitor<'de> for Field {
+            type Value = HexField<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string without escapes")
+            }
+
+            fn visit_borrowed_bytes<E: serde::de::Error>(
+                self,
+                bytes: &'de [u8],
+            ) -> Result<HexField<'de>, E> {
+                if bytes.len() % 2 == 0 && faster_hex::hex_check(bytes) {
+                    return Ok(HexField::Digits(bytes));
+                }
+                match std::str::from_utf8(bytes) {
+                    Ok(text) if !bytes.iter().any(|&b| b < 0x20) => {
+                        Ok(HexField::Text(Cow::Borrowed(text)))
+                    }
+                    _ => Err(E::custom("not UTF-8 text without control characters")),
+                }
+            }
+        }
+        // As bytes: serde_json hands over the string as the line has it (escapes aside).
+        deserializer.deserialize_bytes(Field)
+    }
+}
+
 /// Parses one line into a job, or says why not (with the id when the line had one). Every
 /// message names the field it is about.
 fn parse_job(
-    text: &str,
+    line: &[u8],
     defaults: &RunOptions,
-    cache: &CodeCache,
+    codes: &mut Codes,
 ) -> Result<(Value, Job), (Value, String)> {
-    let fields = match serde_json::from_str::<Value>(text) {
-        Ok(Value::Object(fields)) => fields,
-        Ok(_) => return Err((Value::Null, "not a job: expected a JSON object".into())),
-        Err(e) => return Err((Value::Null, format!("not a job: {e}"))),
-    };
-    let id = fields.get("id").cloned().unwrap_or(Value::Null);
-    parse_fields(&fields, defaults, cache)
+    let line = JobLine::parse(line).map_err(|e| (Value::Null, e))?;
+    let id = line.fields.get("id").cloned().unwrap_or(Value::Null);
+    parse_fields(&line, defaults, codes)
         .map(|job| (id.clone(), job))
         .map_err(|e| (id, e))
 }
 
 /// The job a line's fields describe (see the module docs for the bounds).
-fn parse_fields(
-    fields: &Map<String, Value>,
-    defaults: &RunOptions,
-    cache: &CodeCache,
-) -> Result<Job, String> {
-    if let Some(name) = fields.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+fn parse_fields(line: &JobLine, defaults: &RunOptions, codes: &mut Codes) -> Result<Job, String> {
+    let fields = &line.fields;
+    if let Some(name) = fields.names().find(|k| !FIELDS.contains(&k.as_str())) {
         return Err(format!(
             "not a job: unknown field `{name}`; expected one of {}",
             FIELDS.join(", ")
@@ -516,14 +734,12 @@ fn parse_fields(
 
     let max_code = options.limits.max_code;
     let code = match (
-        string_field(fields, "code_hex")?,
+        line.hex_field("code_hex")?,
         string_field(fields, "code_path")?,
     ) {
-        (Some(hex), None) => Arc::new(
-            load::load_bytes(hex.as_bytes(), load::Format::Hex, "code_hex", max_code)
-                .map_err(|e| e.to_string())?,
-        ),
-        (None, Some(path)) => cache
+        (Some(hex), None) => codes.decode_hex(hex.as_bytes(), max_code)?,
+        (None, Some(path)) => codes
+            .shared
             .load(&PathBuf::from(path), max_code)
             .map_err(|e| e.to_string())?,
         (Some(_), Some(_)) => return Err("give code_hex or code_path, not both".into()),
@@ -541,8 +757,11 @@ fn parse_fields(
             .and_then(|entry| bounds::check_entry(entry, code.len()).map_err(String::from))
             .map_err(|e| format!("entry: {e}"))?;
     }
-    let input = match string_field(fields, "input_hex")? {
-        Some(hex) => load::parse_hex(hex, "input_hex").map_err(|e| e.to_string())?,
+    let input = match line.hex_field("input_hex")? {
+        Some(HexText::Digits(digits)) => load::decode_hex_digits(digits),
+        Some(HexText::Text(text)) => {
+            load::parse_hex(text, "input_hex").map_err(|e| e.to_string())?
+        }
         None => Vec::new(),
     };
     if input.len() > options.limits.max_input {
@@ -568,13 +787,48 @@ struct Reused {
     worker: SameCode,
 }
 
+/// How a job thread forks its workers: its first fresh worker straight from the host, as
+/// `run` does, and every later one (and every same-code worker) through a zygote of its own,
+/// started when first needed. A batch of one job (one large input, say) then never pays for
+/// starting a zygote it would use once; a longer batch starts it with its second job, from a
+/// host however large it has grown (the zygote unmaps its copy of the host's heap, so only its
+/// own fork pays for that). The reports are the same either way ([`Zygote::run`] has
+/// [`crate::run`]'s contract). A job that keeps the host's memory (`scrub: false`) is always
+/// forked by the zygote: forked from this host it could read the lines queued behind it, other
+/// jobs' code and input.
+#[derive(Default)]
+struct Forks {
+    zygote: Option<Zygote>,
+    /// A fresh worker was forked straight from the host.
+    forked_directly: bool,
+}
+
+impl Forks {
+    /// The thread's zygote, started now if it has none yet.
+    fn zygote(&mut self) -> Result<&Zygote, Error> {
+        match &mut self.zygote {
+            Some(zygote) => Ok(zygote),
+            empty => Ok(empty.insert(Zygote::start()?)),
+        }
+    }
+
+    /// Runs `job` in a fresh worker.
+    fn run_fresh(&mut self, job: &Job) -> Result<Report, Error> {
+        if self.zygote.is_none() && !self.forked_directly && job.options.scrub {
+            self.forked_directly = true;
+            return crate::run(&job.code, &job.input, &job.options);
+        }
+        self.zygote()?.run(&job.code, &job.input, &job.options)
+    }
+}
+
 /// Runs one job. With [`Reuse::SameCode`] and a group: in the thread's same-code worker when
 /// the job has its code, worker options and group, else in a new one, which replaces it.
 /// Otherwise in a fresh worker (and a same-code worker the thread held is ended first: it
 /// belongs to another submission). Returns the report and the workers started for it.
 fn run_job(
     job: &Job,
-    zygote: &Zygote,
+    forks: &mut Forks,
     reuse: Reuse,
     same: &mut Option<Reused>,
 ) -> (Result<Report, Error>, u64) {
@@ -582,7 +836,7 @@ fn run_job(
         (Reuse::SameCode, Some(group)) => group,
         _ => {
             *same = None;
-            return (zygote.run(&job.code, &job.input, &job.options), 1);
+            return (forks.run_fresh(job), 1);
         }
     };
     let fits = |r: &Reused| {
@@ -590,7 +844,10 @@ fn run_job(
     };
     if !same.as_ref().is_some_and(fits) {
         *same = None; // ends the old worker first
-        match SameCode::with_zygote(&job.code, &job.options, zygote) {
+        let worker = forks
+            .zygote()
+            .and_then(|zygote| SameCode::with_zygote(&job.code, &job.options, zygote));
+        match worker {
             Ok(worker) => {
                 *same = Some(Reused {
                     group: group.clone(),
@@ -642,10 +899,23 @@ pub fn error_line(id: &Value, line: u64, error: &str) -> String {
     serde_json::json!({"id": id, "line": line, "error": error}).to_string()
 }
 
-/// One line read from the batch: its text, or why it cannot be a job.
+/// One line read from the batch: its bytes (not yet known to be UTF-8: see [`JobLine::parse`]),
+/// or why it cannot be a job.
 enum Line {
-    Text(String),
+    Text(Vec<u8>),
     Refused(String),
+}
+
+/// Whether a line is blank (nothing but whitespace, as `str::trim` sees it): looks no further
+/// than the first byte that is not ASCII whitespace, unless that byte starts a non-ASCII
+/// character.
+fn is_blank(line: &[u8]) -> bool {
+    // `char::is_whitespace` in ASCII: tab, line feed, vertical tab, form feed, return, space.
+    match line.iter().find(|&&b| !matches!(b, b'\t'..=b'\r' | b' ')) {
+        None => true,
+        Some(b) if b.is_ascii() => false,
+        Some(_) => std::str::from_utf8(line).is_ok_and(|text| text.trim().is_empty()),
+    }
 }
 
 /// Reads the next line (without its `\n` or `\r\n`), holding at most `max` bytes of it: a
@@ -654,6 +924,8 @@ fn read_line(input: &mut impl BufRead, max: usize, buf: &mut Vec<u8>) -> io::Res
     buf.clear();
     let mut len: u64 = 0;
     let mut too_long = false;
+    // How much of `buf` is faulted in ahead.
+    let mut populated = 0;
     loop {
         let chunk = match input.fill_buf() {
             Ok(chunk) => chunk,
@@ -666,7 +938,7 @@ fn read_line(input: &mut impl BufRead, max: usize, buf: &mut Vec<u8>) -> io::Res
             }
             break;
         }
-        let (take, end) = match chunk.iter().position(|&b| b == b'\n') {
+        let (take, end) = match memchr::memchr(b'\n', chunk) {
             Some(i) => (i + 1, true),
             None => (chunk.len(), false),
         };
@@ -677,6 +949,15 @@ fn read_line(input: &mut impl BufRead, max: usize, buf: &mut Vec<u8>) -> io::Res
                 too_long = true;
                 *buf = Vec::new();
             } else {
+                if buf.len() + take > populated && buf.len() + take >= load::POPULATE_FROM {
+                    // A long line: its buffer faulted in ahead, a step at a time, with one
+                    // call each (see `sys::populate`) rather than a page fault per 4 KiB.
+                    buf.reserve(take);
+                    let spare = buf.spare_capacity_mut();
+                    let ahead = spare.len().min(take + POPULATE_STEP);
+                    crate::sys::populate(&mut spare[..ahead]);
+                    populated = buf.len() + ahead;
+                }
                 buf.extend_from_slice(&chunk[..take]);
             }
         }
@@ -696,15 +977,14 @@ fn read_line(input: &mut impl BufRead, max: usize, buf: &mut Vec<u8>) -> io::Res
              it is {len} bytes"
         ))));
     }
-    Ok(Some(match String::from_utf8(std::mem::take(buf)) {
-        Ok(text) => Line::Text(text),
-        Err(_) => Line::Refused("not a job: the line is not UTF-8".into()),
-    }))
+    Ok(Some(Line::Text(std::mem::take(buf))))
 }
 
 /// What a job thread (or the reader, for a refused line) hands the writer for one line.
 struct Done {
     seq: u64,
+    /// The result line with its `\n`: written with one call, so that a line-buffered output
+    /// finds the line's end at once instead of searching a long line for one.
     text: String,
     outcome: Option<&'static str>,
     workers: u64,
@@ -714,7 +994,7 @@ impl Done {
     fn error(seq: u64, id: &Value, line: u64, error: &str) -> Done {
         Done {
             seq,
-            text: error_line(id, line, error),
+            text: with_end(error_line(id, line, error)),
             outcome: None,
             workers: 0,
         }
@@ -733,30 +1013,27 @@ struct Crew<'a> {
     stop: AtomicBool,
 }
 
-/// Runs one line `(seq, line_no, text)` in a worker forked by `zygote` (started here when it is
-/// `None`), or in the same-code worker `same`: its result line, or its error line.
+/// Runs one line `(seq, line_no, text)` in a fresh worker (see [`Forks`]) or in the same-code
+/// worker `same`: its result line, or its error line.
 fn run_line(
     config: &BatchConfig,
-    cache: &CodeCache,
-    (seq, line_no, text): (u64, u64, &str),
-    zygote: &mut Option<Zygote>,
+    codes: &mut Codes,
+    (seq, line_no, text): (u64, u64, Vec<u8>),
+    forks: &mut Forks,
     same: &mut Option<Reused>,
 ) -> Done {
-    match parse_job(text, &config.defaults, cache) {
+    let parsed = parse_job(&text, &config.defaults, codes);
+    // The job holds its own code and input: the line (twice the input, as hex) is freed before
+    // a worker is forked from this host.
+    drop(text);
+    match parsed {
         Err((id, e)) => Done::error(seq, &id, line_no, &e),
         Ok((id, job)) => {
-            let zygote = match zygote {
-                Some(zygote) => Ok(&*zygote),
-                None => Zygote::start().map(|z| &*zygote.insert(z)),
-            };
-            let (report, workers) = match zygote {
-                Ok(zygote) => run_job(&job, zygote, config.reuse, same),
-                Err(e) => (Err(e), 0),
-            };
+            let (report, workers) = run_job(&job, forks, config.reuse, same);
             match report {
                 Ok(report) => Done {
                     seq,
-                    text: result_text(&id, &report, config.fields.as_ref()),
+                    text: with_end(result_text(&id, &report, config.fields.as_ref())),
                     outcome: Some(report.outcome.kind()),
                     workers,
                 },
@@ -770,10 +1047,10 @@ fn run_line(
 }
 
 impl Crew<'_> {
-    /// A job thread: takes lines, runs them in workers forked by its own zygote, which starts
-    /// with its first job.
+    /// A job thread: takes lines, runs them in workers it forks (see [`Forks`]).
     fn job_thread(&self, done: mpsc::Sender<Done>) {
-        let mut zygote: Option<Zygote> = None;
+        let mut forks = Forks::default();
+        let mut codes = Codes::new(&self.cache);
         let mut same: Option<Reused> = None;
         loop {
             let Some(queued) = self.work.take() else {
@@ -785,9 +1062,9 @@ impl Crew<'_> {
             let result = match queued {
                 Queued::Line(seq, line_no, text) => run_line(
                     self.config,
-                    &self.cache,
-                    (seq, line_no, &text),
-                    &mut zygote,
+                    &mut codes,
+                    (seq, line_no, text),
+                    &mut forks,
                     &mut same,
                 ),
                 Queued::Refused(seq, line_no, why) => Done::error(seq, &Value::Null, line_no, &why),
@@ -846,7 +1123,7 @@ pub fn run_batch(
                         break;
                     }
                     let text = match line {
-                        Line::Text(text) if text.trim().is_empty() => continue,
+                        Line::Text(text) if is_blank(&text) => continue,
                         Line::Text(text) => text,
                         Line::Refused(why) => {
                             let _ = done_tx.send(Done::error(seq, &Value::Null, line_no, &why));
@@ -909,7 +1186,7 @@ impl Summary {
 /// A line handed from the reader to the thread that runs it.
 enum Queued {
     /// (sequence number among non-blank lines, line number, text).
-    Line(u64, u64, String),
+    Line(u64, u64, Vec<u8>),
     /// A line that cannot be a job: (sequence number, line number, why).
     Refused(u64, u64, String),
 }
@@ -917,7 +1194,8 @@ enum Queued {
 impl Queued {
     fn bytes(&self) -> usize {
         match self {
-            Queued::Line(_, _, text) | Queued::Refused(_, _, text) => text.len(),
+            Queued::Line(_, _, text) => text.len(),
+            Queued::Refused(_, _, why) => why.len(),
         }
     }
 }
@@ -949,6 +1227,9 @@ struct QueueState {
     reader_waiting: bool,
     runners_waiting: usize,
 }
+
+/// How far ahead [`read_line`] faults in a long line's buffer.
+const POPULATE_STEP: usize = 256 << 10;
 
 /// Bytes of lines the queue holds ahead of the runners (one longer line is still let in when
 /// the queue is empty).
@@ -1088,7 +1369,7 @@ fn run_batch_inline(
                 {
                     line_no += 1;
                     let queued = match line {
-                        Line::Text(text) if text.trim().is_empty() => continue,
+                        Line::Text(text) if is_blank(&text) => continue,
                         Line::Text(text) => Queued::Line(seq, line_no, text),
                         Line::Refused(why) => Queued::Refused(seq, line_no, why),
                     };
@@ -1105,7 +1386,7 @@ fn run_batch_inline(
 
         let fail = |e| Error::io("writing results", e);
         let ran = (|| -> Result<(), Error> {
-            let (mut zygote, mut same) = (None, None);
+            let (mut forks, mut codes, mut same) = (Forks::default(), Codes::new(&cache), None);
             loop {
                 let queued = match queue.try_take() {
                     Take::Line(line) => line,
@@ -1123,9 +1404,9 @@ fn run_batch_inline(
                 let done = match queued {
                     Queued::Line(seq, line_no, text) => run_line(
                         config,
-                        &cache,
-                        (seq, line_no, &text),
-                        &mut zygote,
+                        &mut codes,
+                        (seq, line_no, text),
+                        &mut forks,
                         &mut same,
                     ),
                     Queued::Refused(seq, line_no, why) => {
@@ -1133,7 +1414,7 @@ fn run_batch_inline(
                     }
                 };
                 summary.count(&done);
-                writeln!(out, "{}", done.text).map_err(fail)?;
+                write_line(out, &done.text).map_err(fail)?;
                 progress(&summary);
             }
             out.flush().map_err(fail)
@@ -1150,6 +1431,18 @@ fn run_batch_inline(
         ran.and(read)
     })?;
     Ok(summary)
+}
+
+/// A line and its end.
+fn with_end(mut line: String) -> String {
+    line.push('\n');
+    line
+}
+
+/// Writes one result line, which ends in its `\n` ([`Done::text`]), with one call (no
+/// `write!` formatting machinery: a same-code job is a few microseconds).
+fn write_line(out: &mut dyn Write, line: &str) -> io::Result<()> {
+    out.write_all(line.as_bytes())
 }
 
 /// Writes each result as it comes (in input order when `ordered`), flushing whenever no
@@ -1180,11 +1473,11 @@ fn write_results(
         if ordered {
             pending.insert(done.seq, done.text);
             while let Some(text) = pending.remove(&next) {
-                writeln!(out, "{text}").map_err(fail)?;
+                write_line(out, &text).map_err(fail)?;
                 next += 1;
             }
         } else {
-            writeln!(out, "{}", done.text).map_err(fail)?;
+            write_line(out, &done.text).map_err(fail)?;
         }
         progress(summary);
     }
@@ -1219,6 +1512,195 @@ mod tests {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
         (values, summary)
+    }
+
+    /// A job's code, input, group, entry and timeout.
+    type ParsedJob = (Vec<u8>, Vec<u8>, Option<String>, usize, u128);
+
+    /// What a line parses to, comparable: the id and the job, or the error.
+    fn parsed(line: &[u8], tree: bool) -> (Value, Result<ParsedJob, String>) {
+        let cache = CodeCache::default();
+        let mut codes = Codes::new(&cache);
+        let defaults = RunOptions::default();
+        let job_line = if tree {
+            JobLine::parse_as_tree(line)
+        } else {
+            JobLine::parse(line)
+        };
+        let job_line = match job_line {
+            Ok(job_line) => job_line,
+            Err(e) => return (Value::Null, Err(e)),
+        };
+        let id = job_line.fields.get("id").cloned().unwrap_or(Value::Null);
+        let job = parse_fields(&job_line, &defaults, &mut codes).map(|job| {
+            (
+                job.code.to_vec(),
+                job.input,
+                job.group,
+                job.options.entry,
+                job.options.limits.timeout.as_millis(),
+            )
+        });
+        (id, job)
+    }
+
+    #[test]
+    fn lines_parse_as_a_tree_of_values_parses_them() {
+        let mut lines: Vec<Vec<u8>> = [
+            r#"{"id":1,"code_hex":"b02ac3","input_hex":"0A0b"}"#,
+            r#"{"id":2,"code_hex":"b0 2a c3","input_hex":"0a 0b"}"#,
+            // Escapes: the string is copied and unescaped, then decoded the same.
+            r#"{"id":3,"code_hex":"b0 2a c3","input_hex":"0A0b"}"#,
+            r#"{"id":4,"code_hex":"b02ac3","input_hex":"0A0"}"#,
+            r#"{"id":5,"code_hex":"b02ac3","input_hex":5}"#,
+            r#"{"id":6,"code_hex":"b02ac3","input_hex":null}"#,
+            r#"{"id":7,"code_hex":"b02ac3","input_hex":"0x41 0x42 # comment"}"#,
+            r#"{"id":8,"code_hex":"b02ac3","input_hex":"aa","input_hex":"bb","id":9}"#,
+            r#"{"id":10,"code_hex":[1,{"a":null}]}"#,
+            r#"{"id":11,"code_hex":"b02ac3","code_hex":"c3","entry":0,"timeout_ms":7}"#,
+            r#"{"id":12,"code_hex":"b02ac3","colour":1,"group":"g"}"#,
+            r#"{"id":13,"code_hex":"b02ac3","group":14}"#,
+            r#"[1,2]"#,
+            r#"{"id":15,"code_hex":"b02ac3""#,
+            r#"{"id":16,"code_hex":"b02ac3"} x"#,
+            r#"{"id":17,"code_hex":"b02ac3","input_hex":"ab	cd"}"#,
+            r#"{"id":18,"code_hex":"b02ac3","input_hex":"é"}"#,
+            r#"{"id":19,"input_hex":"ff"}"#,
+        ]
+        .iter()
+        .map(|line| line.as_bytes().to_vec())
+        .collect();
+        lines.push(b"{\"id\":20,\"code_hex\":\"b02ac3\",\"input_hex\":\"ab\xffcd\"}".to_vec());
+        lines.push(b"{\"id\":21,\"code_hex\":\"b0\xff\"}".to_vec());
+        lines.push(b"{\"id\":22,\"code_hex\":\"b02ac3\",\"group\":\"\xff\"}".to_vec());
+        for line in &lines {
+            let shown = String::from_utf8_lossy(line);
+            assert_eq!(parsed(line, false), parsed(line, true), "{shown}");
+        }
+        // The borrowed digits and the unescaped copy give the same job.
+        assert_eq!(parsed(&lines[0], false).1, parsed(&lines[2], false).1);
+        assert_eq!(
+            parsed(&lines[0], false).1.unwrap().1,
+            vec![0x0a, 0x0b],
+            "upper and lower case"
+        );
+        // A non-UTF-8 line is refused as before, whichever string holds the byte.
+        for line in &lines[lines.len() - 3..] {
+            assert_eq!(
+                parsed(line, false),
+                (Value::Null, Err("not a job: the line is not UTF-8".into()))
+            );
+        }
+    }
+
+    #[test]
+    fn blank_lines_are_those_str_trim_empties() {
+        for (line, blank) in [
+            ("", true),
+            (" \t\r\x0b\x0c", true),
+            ("\u{3000}\u{a0} ", true),
+            (" {", false),
+            ("\u{3000}x", false),
+            ("é", false),
+        ] {
+            assert_eq!(is_blank(line.as_bytes()), blank, "{line:?}");
+            assert_eq!(line.trim().is_empty(), blank, "{line:?}");
+        }
+        assert!(!is_blank(b" \xff"));
+    }
+
+    #[test]
+    fn a_long_line_is_read_whole() {
+        // Past `POPULATE_FROM`, read through a small buffer: faulted in ahead, step by step.
+        let long: Vec<u8> = (0..(3usize << 20) / 2)
+            .map(|i| b'a' + (i % 26) as u8)
+            .collect();
+        let mut text = long.clone();
+        text.extend_from_slice(b"\r\nnext\n");
+        let mut input = io::BufReader::with_capacity(8 << 10, io::Cursor::new(text));
+        let mut buf = Vec::new();
+        let mut lines = Vec::new();
+        while let Some(line) = read_line(&mut input, 4 << 20, &mut buf).unwrap() {
+            match line {
+                Line::Text(text) => lines.push(text),
+                Line::Refused(why) => panic!("{why}"),
+            }
+        }
+        assert_eq!(lines, [long, b"next".to_vec()]);
+    }
+
+    #[test]
+    fn only_a_scrubbed_first_job_forks_from_the_host() {
+        let job = |scrub: bool| Job {
+            code: Arc::new(vec![0xb0, 0x2a, 0xc3]),
+            input: Vec::new(),
+            options: RunOptions {
+                scrub,
+                ..RunOptions::default()
+            },
+            group: None,
+        };
+        let mut forks = Forks::default();
+        assert_eq!(
+            forks.run_fresh(&job(true)).unwrap().outcome.kind(),
+            "returned"
+        );
+        assert!(forks.zygote.is_none(), "the first job forked from the host");
+        forks.run_fresh(&job(true)).unwrap();
+        assert!(forks.zygote.is_some(), "the second started the zygote");
+        // Unscrubbed, a worker forked from the host could read the lines queued behind it.
+        let mut forks = Forks::default();
+        forks.run_fresh(&job(false)).unwrap();
+        assert!(forks.zygote.is_some());
+    }
+
+    #[test]
+    fn a_zygote_started_with_the_second_job_gives_the_reports_of_the_first() {
+        // A thread's first fresh job forks from the host, the others through its zygote:
+        // each job twice in a row, the same report either way.
+        let write_input = "b8 01 00 00 00 48 89 fe ba 04 00 00 00 bf 01 00 00 00 0f 05 c3";
+        let jobs = [
+            (write_input, "68 22 5c 0a"),
+            ("b0 2a c3", ""),
+            ("0f 0b", ""),
+            ("b8 27 00 00 00 0f 05", ""),
+            ("b8 3c 00 00 00 bf 07 00 00 00 0f 05", ""),
+        ];
+        let essence = |v: &Value| {
+            let mut v = v.clone();
+            let v = v.as_object_mut().unwrap();
+            for field in [
+                "id",
+                "wall_ns",
+                "user_ns",
+                "sys_ns",
+                "max_rss_kib",
+                "registers",
+            ] {
+                v.remove(field);
+            }
+            Value::Object(v.clone())
+        };
+        for (first, second) in [(0, 1), (1, 0)] {
+            let mut lines = Vec::new();
+            for (i, (code, input)) in jobs.iter().enumerate() {
+                let order = if i == 0 { [first, second] } else { [0, 1] };
+                for k in order {
+                    lines.push(format!(
+                        r#"{{"id": {}, "code_hex": "{code}", "input_hex": "{input}"}}"#,
+                        i * 2 + k
+                    ));
+                }
+            }
+            let (values, summary) = run_on(&lines.join("\n"), true, Reuse::None, 1);
+            assert_eq!(values.len(), jobs.len() * 2);
+            assert_eq!(summary.workers, (jobs.len() * 2) as u64);
+            for pair in values.chunks(2) {
+                assert_eq!(essence(&pair[0]), essence(&pair[1]), "{pair:?}");
+            }
+            assert_eq!(values[0]["output_hex"], "68225c0a");
+            assert_eq!(values[0]["registers"]["rsi"], values[1]["registers"]["rsi"]);
+        }
     }
 
     #[test]

@@ -86,6 +86,13 @@ const RETURN_42: [u8; 3] = [0xb0, 0x2a, 0xc3];
 /// Jobs per sample of the `cli_batch_*` rows, past the one that pays the start-up.
 const SAME_CODE_JOBS: usize = 1000;
 const FRESH_JOBS: usize = 200;
+const OUTPUT_JOBS: usize = 100;
+
+/// Fills 64 KiB of scratch with `a` and writes it to fd 1, then returns:
+/// `mov r8, rdx; mov rdi, rdx; mov ecx, 0x10000; mov al, 'a'; rep stosb; mov rsi, r8;
+/// mov edx, 0x10000; mov edi, 1; mov eax, 1; syscall; ret`.
+const WRITE_64KIB_HEX: &str =
+    "4989d04889d7b900000100b061f3aa4c89c6ba00000100bf01000000b8010000000f05c3";
 
 /// One row of [`cli_rows`]: how to take a sample, and the samples (nanoseconds) taken.
 struct CliRow<'a> {
@@ -93,6 +100,8 @@ struct CliRow<'a> {
     floor: Option<&'static str>,
     sample: Box<dyn FnMut() -> io::Result<f64> + 'a>,
     samples: Vec<f64>,
+    /// Where the row's processes ran, when not where this process is pinned.
+    placement: Option<Placement>,
 }
 
 /// What the CLI costs as a user runs it, as whole processes spawned (`posix_spawn` + wait, by
@@ -107,8 +116,15 @@ struct CliRow<'a> {
 ///   for the first), as (batch of N+1 jobs - batch of 1 job) / N: the start-up taken out.
 /// - `cli_run_1mib_input` / `cli_batch_1mib_input`: one job with 1 MiB of input, through
 ///   `run --input FILE` and as a batch line (2 MiB of `input_hex`).
+/// - `cli_batch_jobs1` / `cli_batch_jobs2` (floor `cli_batch_jobs1`): one fresh trivial job of
+///   `bytejail batch --jobs 1` and `--jobs 2`, as for `cli_batch_fresh`; the ratio is per-job
+///   time on two threads over one (a speed-up of 1.8x is a ratio of 0.56).
+///   `cli_batch_output_jobs1` / `cli_batch_output_jobs2`: the same with jobs that each write
+///   64 KiB (`output_hex` and `output_text` in every result line). Unpinned: `batch` started
+///   free to run on every online CPU, as a user runs it; left out on one CPU.
 ///
-/// Pinned to one CPU, as the library rows are (children inherit it).
+/// Pinned to one CPU, as the library rows are (children inherit it), but for the `--jobs`
+/// rows.
 fn cli_rows(report: &mut BenchReport, quick: bool, progress: &mut dyn FnMut(&str)) {
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
@@ -173,11 +189,11 @@ fn cli_rows(report: &mut BenchReport, quick: bool, progress: &mut dyn FnMut(&str
             ))),
         }
     };
-    let batch = |file: &Path, same_code: bool| {
+    let batch_on = |file: &Path, same_code: bool, jobs: &str| {
         let mut args: Vec<&OsStr> = vec![
             OsStr::new("batch"),
             OsStr::new("--jobs"),
-            OsStr::new("1"),
+            OsStr::new(jobs),
             OsStr::new("-q"),
         ];
         if same_code {
@@ -186,6 +202,7 @@ fn cli_rows(report: &mut BenchReport, quick: bool, progress: &mut dyn FnMut(&str
         args.push(file.as_os_str());
         spawn(&exe, &args, None, 0)
     };
+    let batch = |file: &Path, same_code: bool| batch_on(file, same_code, "1");
     let mut rows: Vec<CliRow> = Vec::new();
     if let Ok(floor) = &floor_c {
         rows.push(CliRow::new("floor_c_run", None, move || {
@@ -251,6 +268,58 @@ fn cli_rows(report: &mut BenchReport, quick: bool, progress: &mut dyn FnMut(&str
         Some("cli_run_1mib_input"),
         || batch(&files.big_line, false),
     ));
+    if report.machine.cores >= 2 {
+        for (name, floor, jobs, one, many, count) in [
+            (
+                "cli_batch_jobs1",
+                None,
+                "1",
+                &files.one,
+                &files.fresh,
+                FRESH_JOBS,
+            ),
+            (
+                "cli_batch_jobs2",
+                Some("cli_batch_jobs1"),
+                "2",
+                &files.one,
+                &files.fresh,
+                FRESH_JOBS,
+            ),
+            (
+                "cli_batch_output_jobs1",
+                None,
+                "1",
+                &files.output_one,
+                &files.output_many,
+                OUTPUT_JOBS,
+            ),
+            (
+                "cli_batch_output_jobs2",
+                Some("cli_batch_output_jobs1"),
+                "2",
+                &files.output_one,
+                &files.output_many,
+                OUTPUT_JOBS,
+            ),
+        ] {
+            let batch_on = &batch_on;
+            let mut row = CliRow::new(name, floor, move || {
+                let (one, many) = bench::unpinned(|| {
+                    Ok::<_, io::Error>((batch_on(one, false, jobs)?, batch_on(many, false, jobs)?))
+                })??;
+                Ok((many - one).max(0.0) / count as f64)
+            });
+            row.placement = Some(Placement::Unpinned);
+            rows.push(row);
+        }
+    } else {
+        report.notes.push(
+            "cli_batch_jobs1, cli_batch_jobs2, cli_batch_output_jobs1 and \
+             cli_batch_output_jobs2 left out: they need two CPUs"
+                .into(),
+        );
+    }
 
     let budget = std::time::Duration::from_secs(if quick { 4 } else { 12 });
     let started = std::time::Instant::now();
@@ -296,6 +365,7 @@ impl<'a> CliRow<'a> {
             floor,
             sample: Box::new(sample),
             samples: Vec::new(),
+            placement: None,
         }
     }
 
@@ -312,7 +382,7 @@ impl<'a> CliRow<'a> {
             samples: self.samples.len(),
             floor: self.floor,
             second_floor: None,
-            placement,
+            placement: self.placement.unwrap_or(placement),
         })
     }
 }
@@ -331,6 +401,10 @@ struct CliFiles {
     fresh: PathBuf,
     /// One job line with 1 MiB of `input_hex`.
     big_line: PathBuf,
+    /// One job line writing 64 KiB.
+    output_one: PathBuf,
+    /// 1 + [`OUTPUT_JOBS`] job lines writing 64 KiB each.
+    output_many: PathBuf,
 }
 
 impl CliFiles {
@@ -343,6 +417,8 @@ impl CliFiles {
             same_code: path("same_code.jsonl"),
             fresh: path("fresh.jsonl"),
             big_line: path("big_line.jsonl"),
+            output_one: path("output_one.jsonl"),
+            output_many: path("output_many.jsonl"),
         };
         std::fs::write(&files.code, RETURN_42)?;
         let input: Vec<u8> = (0..1usize << 20).map(|i| (i * 7 % 251) as u8).collect();
@@ -363,6 +439,9 @@ impl CliFiles {
         }
         big.push_str("\"}\n");
         std::fs::write(&files.big_line, big)?;
+        let output = format!("{{\"id\":1,\"code_hex\":\"{WRITE_64KIB_HEX}\"}}\n");
+        std::fs::write(&files.output_one, &output)?;
+        std::fs::write(&files.output_many, output.repeat(OUTPUT_JOBS + 1))?;
         Ok(files)
     }
 }

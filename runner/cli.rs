@@ -81,8 +81,9 @@ Exit status:
   2    bad usage or an unreadable FILE: nothing ran
   125  bytejail itself failed
 
-Each job runs in its own fresh worker, forked by a zygote (a small helper process); job
-threads and their zygotes start as lines arrive, up to --jobs. With --reuse same-code,
+Each job runs in its own fresh worker: a job thread's first forked by bytejail itself, as
+`run` does, the others by the thread's zygote (a small helper process, started with its second
+job); job threads start as lines arrive, up to --jobs. With --reuse same-code,
 consecutive jobs with the same code and the same \"group\" (a string or number naming one
 submission) share one worker, each input from the same initial state; one input of a group
 can pass anything to the next, so a group must be one submission. A job without a group never

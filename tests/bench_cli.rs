@@ -49,7 +49,17 @@ const TWO_CPU_ROWS: [(&str, Option<&str>, Option<&str>); 3] = [
     ("run_batch_input_2cpu_nospin", Some("floor_pipe_rtt"), None),
 ];
 
+/// `bytejail batch --jobs 2` against `--jobs 1`, started unpinned where two CPUs are allowed:
+/// name, floor.
+const JOBS_ROWS: [(&str, Option<&str>); 4] = [
+    ("cli_batch_jobs1", None),
+    ("cli_batch_jobs2", Some("cli_batch_jobs1")),
+    ("cli_batch_output_jobs1", None),
+    ("cli_batch_output_jobs2", Some("cli_batch_output_jobs1")),
+];
+
 const ONE: &str = "1 CPU";
+const UNPINNED: &str = "unpinned";
 const TWO: &str = "2 CPUs";
 /// `syscall_*`: "2 CPUs" where the machine has two online, else "1 CPU".
 const WATCHED: &str = "watched";
@@ -146,9 +156,29 @@ fn quick_json_has_the_machine_and_every_documented_row() {
                 );
             }
         }
+        let name = r["name"].as_str().unwrap_or("");
+        let placements: &[&str] = if JOBS_ROWS.iter().any(|(row, _)| *row == name) {
+            &[UNPINNED]
+        } else {
+            &[ONE, TWO]
+        };
         assert!(
-            [ONE, TWO].contains(&r["placement"].as_str().unwrap_or("")),
-            "pinned rows run on 1 CPU or 2: {r}"
+            placements.contains(&r["placement"].as_str().unwrap_or("")),
+            "pinned rows run on 1 CPU or 2, the --jobs rows unpinned: {r}"
+        );
+    }
+    // `--jobs 2` against `--jobs 1`: where there are two CPUs to run on.
+    if allowed >= 2 {
+        for (name, floor) in JOBS_ROWS {
+            let r = row(name).unwrap_or_else(|| panic!("no row {name}\n{stderr}"));
+            assert!(r["median_ns"].as_u64().unwrap() > 0, "{r}");
+            assert_eq!(r["floor"].as_str(), floor, "{r}");
+        }
+    } else {
+        assert!(
+            json["notes"].to_string().contains("cli_batch_jobs2"),
+            "no note says why the --jobs rows are left out: {}",
+            json["notes"]
         );
     }
 
@@ -205,7 +235,8 @@ fn costs_md_documents_every_row_and_where_it_runs() {
     let names = ROWS
         .iter()
         .map(|r| (r.0, r.2))
-        .chain(TWO_CPU_ROWS.iter().map(|r| (r.0, TWO)));
+        .chain(TWO_CPU_ROWS.iter().map(|r| (r.0, TWO)))
+        .chain(JOBS_ROWS.iter().map(|r| (r.0, UNPINNED)));
     for (name, placement) in names {
         let start = format!("| `{name}` |");
         let line = costs

