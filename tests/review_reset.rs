@@ -413,3 +413,270 @@ fn corruptions_hurt_only_their_own_session() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The CLONE_VM tracer.
+
+/// The stack pointer of the tracer process of this process (it waits in a syscall), from
+/// `/proc/<tracer>/syscall`; `None` where there is no tracer.
+fn tracer_stack_pointer() -> Option<u64> {
+    let tracer = common::tracer_of(std::process::id())?;
+    for _ in 0..100 {
+        let text = std::fs::read_to_string(format!("/proc/{tracer}/syscall")).ok()?;
+        let fields: Vec<&str> = text.split_whitespace().collect();
+        if fields.len() == 9 {
+            return u64::from_str_radix(fields[7].trim_start_matches("0x"), 16).ok();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+/// `write(1, rbx, 1)` (rbx 0: the guest's own stack): rax 1 where rbx is mapped, -EFAULT not.
+fn mapped_probe() -> Vec<u8> {
+    gas(
+        "test rbx, rbx\n jnz 1f\n mov rbx, rsp\n 1: mov edi, 1\n mov rsi, rbx\n mov edx, 1\n\
+         mov eax, 1\n syscall\n ret",
+    )
+}
+
+/// The tracer's stack (a `CLONE_VM` child of the host runs on it) is in no worker, not even
+/// one that keeps the host's memory (`scrub` off), where a heap page of the host is there to
+/// read (the twin: the probe does see host memory there, and the guest's own stack).
+#[test]
+fn the_tracers_stack_is_in_no_worker() {
+    let options = common::profile_options().with_scrub(false);
+    // A first traced job starts the tracer.
+    common::returned_rax(&bytejail::run(&gas("xor eax, eax\n ret"), b"", &options).unwrap());
+    let Some(sp) = tracer_stack_pointer() else {
+        println!("skipped: no tracer process here");
+        return;
+    };
+    let heap = Box::new([7u8; 64]);
+    let code = mapped_probe();
+    let probe = |address: u64, options: &RunOptions| {
+        let mut options = options.clone();
+        options.registers.set(bytejail::Gpr::RBX, address).unwrap();
+        common::returned_rax(&bytejail::run(&code, b"", &options).unwrap())
+    };
+    assert_eq!(probe(0, &options), 1, "the guest's own stack");
+    assert_eq!(
+        probe(heap.as_ptr() as u64, &options),
+        1,
+        "the host's heap, unscrubbed"
+    );
+    for page in [sp & !0xfff, (sp & !0xfff) - 0x1000, (sp & !0xfff) + 0x1000] {
+        assert_eq!(
+            probe(page, &options),
+            -14,
+            "tracer stack page {page:#x}, unscrubbed"
+        );
+        assert_eq!(
+            probe(page, &common::profile_options()),
+            -14,
+            "tracer stack page {page:#x}"
+        );
+    }
+}
+
+const EXECVE_WITH_ARGS: &str = "mov rdi, 0x1111\n mov rsi, 0x2222\n mov rdx, 0x3333\n\
+     mov r10, 0x4444\n mov r8, 0x5555\n mov r9, 0x6666\n mov eax, 59\n syscall\n ret";
+
+/// Traced reports stay verified (the kernel's word, from the tracer) while the host has many
+/// threads, forks all the time, and runs traced jobs from several threads at once: a strict
+/// violation named with its arguments, a crash with its fault, under strict mode and a
+/// profile.
+#[test]
+fn traced_reports_stay_verified_with_threads_forks_and_parallel_jobs() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let _one = one_at_a_time();
+    let stop = Arc::new(AtomicBool::new(false));
+    let idle: Vec<_> = (0..24)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+        })
+        .collect();
+    let forker = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut forks = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                // SAFETY: the child only calls _exit.
+                let pid = unsafe { libc::fork() };
+                if pid == 0 {
+                    // SAFETY: async-signal-safe; the child ends here.
+                    unsafe { libc::_exit(0) };
+                }
+                assert!(pid > 0);
+                // SAFETY: waits for the child just forked.
+                unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+                forks += 1;
+            }
+            forks
+        })
+    };
+    let violation = gas(EXECVE_WITH_ARGS);
+    let crash = gas("xor eax, eax\n mov qword ptr [rax + 0x10], 1\n ret");
+    let jobs: Vec<_> = (0..4)
+        .map(|t| {
+            let (violation, crash) = (violation.clone(), crash.clone());
+            std::thread::spawn(move || {
+                for i in 0..25 {
+                    let options = if (i + t) % 2 == 0 {
+                        RunOptions::default()
+                    } else {
+                        common::profile_options()
+                    };
+                    let report = bytejail::run(&crash, b"", &options).unwrap();
+                    match &report.outcome {
+                        Outcome::Crashed {
+                            signal: 11,
+                            fault: Some(fault),
+                        } => {
+                            assert!(fault.verified, "thread {t} job {i}: {}", report.summary());
+                            assert_eq!(fault.address, 0x10, "thread {t} job {i}");
+                        }
+                        other => panic!("thread {t} job {i}: {other:?}"),
+                    }
+                    let report = bytejail::run(&violation, b"", &RunOptions::default()).unwrap();
+                    let syscall = report.syscall.clone().expect("a violation names its call");
+                    assert!(syscall.verified, "thread {t} job {i}: {}", report.summary());
+                    assert_eq!(
+                        syscall.args,
+                        Some([0x1111, 0x2222, 0x3333, 0x4444, 0x5555, 0x6666])
+                    );
+                }
+            })
+        })
+        .collect();
+    let results: Vec<_> = jobs.into_iter().map(|j| j.join()).collect();
+    stop.store(true, Ordering::Relaxed);
+    let forks = forker.join().unwrap();
+    for thread in idle {
+        thread.join().unwrap();
+    }
+    for result in results {
+        result.unwrap();
+    }
+    assert!(forks > 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The CLI's own `main`.
+
+const BIN: &str = env!("CARGO_BIN_EXE_bytejail");
+
+fn hex(code: &[u8]) -> String {
+    code.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Writes 64 KiB of its stack to stdout, then returns 42.
+fn loud_42() -> String {
+    hex(&gas(
+        "mov edi, 1\n lea rsi, [rsp - 0x10000]\n mov edx, 0x10000\n mov eax, 1\n syscall\n\
+              mov eax, 42\n ret",
+    ))
+}
+
+/// With stdin, stdout and stderr all closed, `bytejail run` runs and says how through its
+/// exit status.
+#[test]
+fn all_three_standard_descriptors_closed() {
+    for args in ["", "--json"] {
+        let script = format!("exec {BIN} run {args} --hex '{}' <&- >&- 2>&-", loud_42());
+        let status = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(42), "{args}");
+    }
+}
+
+/// A stdout whose reader is gone (EPIPE; SIGPIPE at its default in the parent, as a shell
+/// leaves it) is no failure: the run happened, the exit status says how, the summary is on
+/// stderr. The twin: a program that does not ignore SIGPIPE dies of it on the same pipe.
+#[test]
+fn a_gone_reader_of_stdout_is_not_a_failure() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::process::{Command, Stdio};
+    let closed_pipe = || {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 fills two descriptors, which become owned here.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: both just made, owned by nothing else.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        drop(read);
+        Stdio::from(write)
+    };
+    for args in [&["run", "--hex"][..], &["run", "--json", "--hex"][..]] {
+        let output = Command::new(BIN)
+            .args(args)
+            .arg(loud_42())
+            .stdin(Stdio::null())
+            .stdout(closed_pipe())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(42), "{args:?}: {stderr}");
+        if !args.contains(&"--json") {
+            assert!(stderr.contains("returned"), "{stderr}");
+        }
+    }
+    use std::os::unix::process::ExitStatusExt;
+    let twin = Command::new("sh")
+        .args(["-c", "while :; do echo x; done"])
+        .stdout(closed_pipe())
+        .status()
+        .unwrap();
+    assert_eq!(twin.signal(), Some(libc::SIGPIPE), "{twin:?}");
+}
+
+/// A profile naming syscalls no x86 ABI has: the warning about them is best-effort like
+/// every other line bytejail writes on stderr. A failing stderr (/dev/full) does not keep
+/// the job from running and reporting through its exit status (it used to panic: exit 101,
+/// nothing run). The twin: with stderr working, the warning is there.
+#[test]
+fn a_failing_stderr_does_not_stop_a_run_that_warns() {
+    use std::process::{Command, Stdio};
+    let dir = std::env::temp_dir().join(format!("bytejail-review-reset-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let profile = dir.join("other-arches.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+            {"names": ["s390_runtime_instr", "spu_run"], "action": "SCMP_ACT_ERRNO"}]}"#,
+    )
+    .unwrap();
+    let run = |stderr: Stdio| {
+        Command::new(BIN)
+            .args(["run", "--policy"])
+            .arg(&profile)
+            .args(["--hex", "b0 2a c3"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .output()
+            .unwrap()
+    };
+    let twin = run(Stdio::piped());
+    let said = String::from_utf8_lossy(&twin.stderr);
+    assert_eq!(twin.status.code(), Some(42), "{said}");
+    assert!(said.contains("skipped s390_runtime_instr"), "{said}");
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let output = run(Stdio::from(full));
+    assert_eq!(output.status.code(), Some(42), "{output:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
