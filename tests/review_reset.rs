@@ -135,7 +135,7 @@ fn probe_session(
     };
     let all = (1u64 << PAGES.len()) - 1;
     let mut returned = 0;
-    let mut grown = 0;
+    let mut grown = 0usize;
     for i in 0..count {
         let ending = match next() % 24 {
             0 | 1 => 1,
@@ -155,10 +155,12 @@ fn probe_session(
         if i % 5 == 0 {
             read = all; // every page, whatever was written before
         }
-        let len = if next() % 40 == 0 && grown < 3 {
+        // A new arena (and worker) for inputs 40, 80 and 120, each too large for the last.
+        let len = if i % 40 == 39 {
             grown += 1;
             (64 << 10) + grown * (80 << 10)
         } else {
+            next();
             (next() % 200) as usize
         };
         let input = probe_input(ending, read, write, next() as u8, (next() % 256) as u8, len);
@@ -383,7 +385,10 @@ fn corruptions_hurt_only_their_own_session() {
                             "{what}: input {k} took {:?}",
                             started.elapsed()
                         );
-                        if k >= 2 {
+                        // Forgers of the hand-off's words break their next two inputs at
+                        // most; everything else, none.
+                        let broken = if matches!(attack, "d" | "g") { 2 } else { 0 };
+                        if k >= broken {
                             assert_eq!(essence(&report.unwrap()), fresh, "{what}: after, {k}");
                         }
                     }
