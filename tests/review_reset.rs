@@ -445,9 +445,10 @@ fn mapped_probe() -> Vec<u8> {
     )
 }
 
-/// The tracer's stack (a `CLONE_VM` child of the host runs on it) is in no worker, not even
-/// one that keeps the host's memory (`scrub` off), where a heap page of the host is there to
-/// read (the twin: the probe does see host memory there, and the guest's own stack).
+/// The tracer's stack (a `CLONE_VM` child of the host runs on it) and its shared table are in
+/// no worker, not even one that keeps the host's memory (`scrub` off), where a heap page of
+/// the host is there to read (the twin: the probe does see host memory there, and the
+/// guest's own stack).
 #[test]
 fn the_tracers_stack_is_in_no_worker() {
     let options = common::profile_options().with_scrub(false);
@@ -470,6 +471,22 @@ fn the_tracers_stack_is_in_no_worker() {
         1,
         "the host's heap, unscrubbed"
     );
+    // The host's shared anonymous mappings (the tracer's table among them, mapped before
+    // the tracer started and kept out of later forks).
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let shared: Vec<u64> = maps
+        .lines()
+        .filter(|line| line.contains(" rw-s ") && line.contains("/dev/zero"))
+        .filter_map(|line| u64::from_str_radix(line.split('-').next()?, 16).ok())
+        .collect();
+    assert!(!shared.is_empty(), "no shared anonymous mapping: {maps}");
+    for &start in &shared {
+        assert_eq!(
+            probe(start, &options),
+            -14,
+            "shared mapping {start:#x}, unscrubbed"
+        );
+    }
     for page in [sp & !0xfff, (sp & !0xfff) - 0x1000, (sp & !0xfff) + 0x1000] {
         assert_eq!(
             probe(page, &options),
