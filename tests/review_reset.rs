@@ -702,3 +702,57 @@ fn a_failing_stderr_does_not_stop_a_run_that_warns() {
     assert_eq!(output.status.code(), Some(42), "{output:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A host for [`the_tracer_ends_with_its_host`]: starts its tracer (a traced job and a traced
+/// same-code session that spins), says "ready", and sleeps until it is killed.
+#[test]
+#[ignore = "a host to kill, started by the_tracer_ends_with_its_host"]
+fn tracer_host_killed() {
+    tracer_host(Duration::from_secs(60));
+}
+
+/// The same host, which exits normally soon after "ready".
+#[test]
+#[ignore = "a host that exits, started by the_tracer_ends_with_its_host"]
+fn tracer_host_exits() {
+    tracer_host(Duration::from_millis(500));
+}
+
+fn tracer_host(wait: Duration) {
+    let options = common::profile_options();
+    common::returned_rax(&bytejail::run(&gas("xor eax, eax\n ret"), b"", &options).unwrap());
+    let mut same = SameCode::new(&common::plus_one(), &RunOptions::default()).unwrap();
+    common::inputs(&mut same, &RunOptions::default(), 20);
+    println!("ready");
+    std::thread::sleep(wait);
+    drop(same);
+}
+
+/// The `CLONE_VM` tracer (it shares the host's memory, not its life) ends when its host is
+/// killed and when it exits.
+#[test]
+fn the_tracer_ends_with_its_host() {
+    for (name, kill) in [("tracer_host_killed", true), ("tracer_host_exits", false)] {
+        let (mut host, _out) = common::start_host(name);
+        let tracer = common::tracer_of(host.id());
+        let Some(tracer) = tracer else {
+            println!("skipped: {name} has no tracer");
+            let _ = host.kill();
+            let _ = host.wait();
+            continue;
+        };
+        if kill {
+            host.kill().unwrap();
+        }
+        let status = host.wait().unwrap();
+        assert!(kill || status.success(), "{name}: {status:?}");
+        let start = Instant::now();
+        while common::alive(tracer) {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{name}: tracer {tracer} outlived its host"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
