@@ -355,7 +355,10 @@ impl WorkerArgs {
     fn options(&self) -> RunOptions {
         let skipped = self.policy.skipped_names();
         if !self.quiet && !skipped.is_empty() {
-            eprintln!(
+            // Best-effort, as every line bytejail writes on stderr: `eprintln!` would panic on
+            // a failing stderr (exit 101, the job never run).
+            let _ = writeln!(
+                io::stderr().lock(),
                 "bytejail: `{}`: skipped {} (no x86 ABI has {}; --quiet to silence)",
                 self.policy.name(),
                 skipped.join(", "),
