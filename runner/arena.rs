@@ -678,6 +678,12 @@ impl Arena {
         self.file.atomic_u64(DATA + CTX_SEQ)
     }
 
+    /// The record's state word, which a same-code host clears before a go byte (see
+    /// `Parked::go`).
+    pub(crate) fn record_state_word(&self) -> &std::sync::atomic::AtomicU64 {
+        self.file.atomic_u64(DATA + REC_STATE)
+    }
+
     /// `seq`: the input's number for the context, where a worker woken by its go pipe reads
     /// it; `None` for a same-code input, whose number goes there only if its go byte is
     /// written (see [`Arena::ctx_seq_word`]).

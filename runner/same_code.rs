@@ -43,7 +43,6 @@ use crate::host::{self, Forker, Parked, Spawned, Stdin, WorkerFds};
 use crate::report::Report;
 use crate::spin::{self, Spinner};
 use crate::sys;
-use crate::worker::layout::HANDOFF_GO;
 use crate::zygote::Zygote;
 
 /// CPU time a same-code worker may use across its inputs before it is replaced. Its
@@ -338,8 +337,7 @@ impl SameCode {
             mut spinner,
             clock_at,
         } = live;
-        let word = arena.handoff_word(HANDOFF_GO);
-        let (worker, by_pipe) = worker.go(&pipes.go_w, word, arena.ctx_seq_word(), seq, by_word)?;
+        let (worker, by_pipe) = worker.go(&pipes.go_w, arena, seq, by_word)?;
         spinner.started(plan);
         let spun = if plan.pauses == 0 {
             None

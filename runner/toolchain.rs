@@ -168,14 +168,20 @@ fn warn_missing_walls(walls: Walls) {
     if WARNED.swap(true, Ordering::Relaxed) {
         return;
     }
+    // Best-effort, as every line bytejail writes on stderr (`eprintln!` panics when the
+    // write fails: a closed or full stderr would end the job).
+    use std::io::Write;
+    let mut stderr = io::stderr().lock();
     if walls.landlock_abi == 0 {
-        eprintln!(
+        let _ = writeln!(
+            stderr,
             "bytejail: warning: no Landlock in this kernel: the assembler runs unconfined and a \
              source can read any file bytejail can (.incbin, .include, #include, %include)"
         );
     }
     if walls.containment == Containment::ProcessGroup {
-        eprintln!(
+        let _ = writeln!(
+            stderr,
             "bytejail: warning: no PID namespace for the assembler: if bytejail is killed, a \
              running assembler may outlive it"
         );

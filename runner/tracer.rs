@@ -295,6 +295,10 @@ fn start() -> io::Result<Tracer> {
     if table == libc::MAP_FAILED {
         return Err(io::Error::last_os_error());
     }
+    // Kept out of every fork at once, before the clone (which shares it whatever the advice:
+    // `CLONE_VM`), so that no worker another thread forks meanwhile ever gets it.
+    // SAFETY: the mapping just made.
+    unsafe { libc::madvise(table, len, libc::MADV_DONTFORK) };
     // The tracer's own stack (leaked with the tracer: it runs on it until this process is
     // gone), above a guard page.
     // SAFETY: a fresh anonymous private mapping; nothing else refers to it.
@@ -343,8 +347,6 @@ fn start() -> io::Result<Tracer> {
         }
     })?;
     drop(tracer_end);
-    // SAFETY: the mapping made above.
-    unsafe { libc::madvise(table, len, libc::MADV_DONTFORK) };
     Ok(Tracer {
         pid,
         _pidfd: pidfd,

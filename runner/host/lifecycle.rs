@@ -23,7 +23,6 @@
 //! runs its jobs through those. Every state ends its worker with `end` when it is of no more use.
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use crate::abi::{Registers, RunOptions};
@@ -311,22 +310,36 @@ impl Parked {
     /// `seq` goes into the context's `ctx_seq` word first, where a worker woken by the pipe
     /// reads it (one that spun takes it from the go word). The second value says whether
     /// the byte was written.
+    ///
+    /// A "done" for this input can be there before the input starts only if the guest put it
+    /// there (an earlier input of its own wrote the done word, or a message on the done pipe,
+    /// one ahead), and with it a record that still says "returned": that "done" would be
+    /// believed at once, and the input reported from a record its guest has not written yet.
+    /// So a done word that names this input is cleared before the go, and before a go byte
+    /// (whose pipe may hold such a message) the record's state is too. (The worker clears the
+    /// state itself as the input starts; the host does not write it on the spinning path,
+    /// where that line stays in the worker's cache.)
     pub(crate) fn go(
         self,
         go: &OwnedFd,
-        word: &AtomicU64,
-        ctx_seq: &AtomicU64,
+        arena: &Arena,
         seq: u64,
         by_word: bool,
     ) -> Result<(Running, bool), Error> {
+        use std::sync::atomic::Ordering;
         if let Some(trace) = &self.worker.trace {
             trace.take();
         }
-        let asleep = crate::spin::post_go(word, seq);
+        let done = arena.handoff_word(HANDOFF_DONE);
+        if done.load(Ordering::Relaxed) == seq {
+            done.store(0, Ordering::Relaxed);
+        }
+        let asleep = crate::spin::post_go(arena.handoff_word(HANDOFF_GO), seq);
         let by_pipe = !by_word || asleep;
         if by_pipe {
-            // Before the byte: the worker reads it once the byte is in.
-            ctx_seq.store(seq, std::sync::atomic::Ordering::Release);
+            // Before the byte: the worker reads them once the byte is in.
+            arena.ctx_seq_word().store(seq, Ordering::Release);
+            arena.record_state_word().store(0, Ordering::Release);
         }
         if by_pipe && !matches!(sys::write(go.as_raw_fd(), &protocol::GO), Ok(1)) {
             self.end();
