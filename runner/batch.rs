@@ -59,6 +59,8 @@ pub struct BatchConfig {
     /// The report fields a result line keeps (`--fields`), after its `id`; `None` for all of
     /// them. Error lines are whole whatever this says.
     pub fields: Option<ReportFields>,
+    /// Whether each job thread keeps to a CPU of its own (`--pin`).
+    pub pin: Pin,
 }
 
 impl Default for BatchConfig {
@@ -70,6 +72,7 @@ impl Default for BatchConfig {
             ordered: false,
             reuse: Reuse::None,
             fields: None,
+            pin: Pin::Auto,
         }
     }
 }
@@ -100,6 +103,13 @@ impl BatchConfig {
     #[must_use]
     pub fn with_reuse(mut self, reuse: Reuse) -> Self {
         self.reuse = reuse;
+        self
+    }
+
+    /// Sets [`BatchConfig::pin`].
+    #[must_use]
+    pub fn with_pin(mut self, pin: Pin) -> Self {
+        self.pin = pin;
         self
     }
 
@@ -190,6 +200,37 @@ pub enum Reuse {
     /// Consecutive jobs with the same code and the same `group` share a worker, each input
     /// from the same state; jobs without a `group` get a fresh worker each.
     SameCode,
+}
+
+/// Where a batch's job threads run (`--pin`).
+///
+/// A job hands its work back and forth between the thread that runs it and the worker it
+/// forks (a pipe each way, then the reap). Left to the scheduler, the two often sit on
+/// different CPUs, and every handoff wakes the other CPU, which on a virtual machine costs tens
+/// of microseconds, more than a trivial job itself. A job thread kept to one CPU forks its
+/// zygote and its workers there too (they inherit the thread's CPU set), so a job's handoffs
+/// stay on one CPU and two job threads on two CPUs do not trade places.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[non_exhaustive]
+pub enum Pin {
+    /// Each job thread keeps to a CPU of its own, the first to the first CPU the process may
+    /// use and so on, when there are at least as many such CPUs as `jobs`; else none is
+    /// pinned. With one job the calling thread, which runs the jobs, keeps to the CPU it is
+    /// on for the batch (and gets its own CPU set back afterwards).
+    #[default]
+    Auto,
+    /// The scheduler places every thread.
+    Off,
+}
+
+/// The CPUs job thread `k` keeps to the `k`-th of, when `pin` says so and there are enough.
+fn pinned_cpus(pin: Pin, jobs: usize) -> Option<Vec<usize>> {
+    if pin == Pin::Off {
+        return None;
+    }
+    let allowed = crate::sys::allowed_cpus();
+    (allowed.len() >= jobs.max(1)).then_some(allowed)
 }
 
 /// What a batch did: outcome counts, error lines, jobs in all.
@@ -1048,7 +1089,12 @@ fn run_line(
 
 impl Crew<'_> {
     /// A job thread: takes lines, runs them in workers it forks (see [`Forks`]).
-    fn job_thread(&self, done: mpsc::Sender<Done>) {
+    fn job_thread(&self, done: mpsc::Sender<Done>, cpu: Option<usize>) {
+        if let Some(cpu) = cpu {
+            // Before it forks anything: its zygote and workers inherit the CPU. A failure
+            // leaves the thread where the scheduler puts it, which runs the same jobs.
+            let _ = crate::sys::set_thread_cpus(&[cpu]);
+        }
         let mut forks = Forks::default();
         let mut codes = Codes::new(&self.cache);
         let mut same: Option<Reused> = None;
@@ -1106,6 +1152,8 @@ pub fn run_batch(
     let crew = &crew;
     let mut summary = Summary::default();
     let max = max_line(&config.defaults);
+    let cpus = pinned_cpus(config.pin, jobs);
+    let cpus = &cpus;
 
     std::thread::scope(|scope| -> Result<(), Error> {
         // Reader: hands lines to job threads, starting one when none is free.
@@ -1132,12 +1180,13 @@ pub fn run_batch(
                         }
                     };
                     if crew.free.fetch_sub(1, Ordering::SeqCst) <= 0 && started < jobs {
+                        let cpu = cpus.as_ref().map(|cpus| cpus[started]);
                         started += 1;
                         crew.free.fetch_add(1, Ordering::SeqCst);
                         let done = done_tx.clone();
                         std::thread::Builder::new()
                             .name("bytejail-batch".into())
-                            .spawn_scoped(scope, move || crew.job_thread(done))
+                            .spawn_scoped(scope, move || crew.job_thread(done, cpu))
                             .map_err(|e| Error::io("starting a batch thread", e))?;
                     }
                     if !crew.work.put(Queued::Line(seq, line_no, text)) {
@@ -1384,6 +1433,14 @@ fn run_batch_inline(
             read
         });
 
+        // Pinned after the reader started (it inherits the CPU set of the thread that starts
+        // it, and stays free); the caller's own set comes back at the end.
+        let pinned = pinned_cpus(config.pin, 1).filter(|allowed| {
+            let cpu = crate::sys::current_cpu()
+                .filter(|cpu| allowed.contains(cpu))
+                .unwrap_or(allowed[0]);
+            crate::sys::set_thread_cpus(&[cpu]).is_ok()
+        });
         let fail = |e| Error::io("writing results", e);
         let ran = (|| -> Result<(), Error> {
             let (mut forks, mut codes, mut same) = (Forks::default(), Codes::new(&cache), None);
@@ -1419,6 +1476,9 @@ fn run_batch_inline(
             }
             out.flush().map_err(fail)
         })();
+        if let Some(allowed) = pinned {
+            let _ = crate::sys::set_thread_cpus(&allowed);
+        }
         if ran.is_err() {
             queue.abandon();
         }
@@ -1503,6 +1563,7 @@ mod tests {
             ordered,
             reuse,
             fields: None,
+            pin: Pin::Auto,
         };
         let mut out = Vec::new();
         let summary = run_batch(lines.as_bytes(), &mut out, &config, &mut |_| {}).unwrap();

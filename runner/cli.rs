@@ -430,6 +430,13 @@ pub struct BatchArgs {
     #[arg(long, value_name = "MODE", default_value = "auto")]
     pub spin: Spin,
 
+    /// `auto`: each job thread (with --jobs 1, the thread that runs the jobs) keeps to a CPU of
+    /// its own, and so do the workers it forks, when the process may use at least --jobs CPUs;
+    /// a job's handoffs between host and worker then stay on one CPU instead of waking another
+    /// (slow on virtual machines). `off`: the scheduler places every thread.
+    #[arg(long, value_name = "MODE", default_value = "auto")]
+    pub pin: bytejail::batch::Pin,
+
     #[command(flatten)]
     pub worker: WorkerArgs,
 }
@@ -619,7 +626,8 @@ fn batch(args: BatchArgs) -> Result<Completion, Error> {
         .with_jobs(jobs)
         .with_ordered(args.ordered)
         .with_reuse(args.reuse)
-        .with_fields(args.fields);
+        .with_fields(args.fields)
+        .with_pin(args.pin);
     let bar = io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new_spinner();
         bar.set_style(
