@@ -915,24 +915,32 @@ pub fn result_line(id: &Value, report: &Report) -> String {
 /// going through a `serde_json::Value` (the report has no `id` field and no duplicate keys),
 /// without building a tree whose strings (the output, twice) are each copied again.
 fn result_text(id: &Value, report: &Report, fields: Option<&ReportFields>) -> String {
+    let mut line = Vec::new();
+    write_result(&mut line, id, report, fields);
+    String::from_utf8(line).expect("serde_json writes UTF-8")
+}
+
+/// Appends [`result_text`]'s line to `line` (a buffer a job thread reuses: a result line with
+/// 64 KiB of output is about 200 KiB, which fresh each job costs a mapping and its page faults).
+fn write_result(line: &mut Vec<u8>, id: &Value, report: &Report, fields: Option<&ReportFields>) {
     if let Some(fields) = fields {
         let mut obj = Map::new();
         obj.insert("id".into(), id.clone());
         if let Value::Object(all) = report.to_json() {
             obj.extend(all.into_iter().filter(|(name, _)| fields.keeps(name)));
         }
-        return Value::Object(obj).to_string();
+        serde_json::to_writer(&mut *line, &Value::Object(obj)).expect("a value serialises");
+        return;
     }
     // Room for the output twice over (hex, and maybe text) and the rest.
-    let mut line = Vec::with_capacity(report.output.len() * 3 + 512);
+    line.reserve(report.output.len() * 3 + 512);
     line.extend_from_slice(b"{\"id\":");
-    serde_json::to_writer(&mut line, id).expect("a JSON value always serialises");
+    serde_json::to_writer(&mut *line, id).expect("a JSON value always serialises");
     let report_at = line.len();
-    serde_json::to_writer(&mut line, report).expect("a report always serialises to JSON");
+    report.write_json(line);
     // The report's own `{` becomes the comma after the id.
     debug_assert_eq!(line.get(report_at), Some(&b'{'));
     line[report_at] = b',';
-    String::from_utf8(line).expect("serde_json writes UTF-8")
 }
 
 /// `{"id": ..., "line": n, "error": "..."}` on one line.
@@ -1025,8 +1033,8 @@ fn read_line(input: &mut impl BufRead, max: usize, buf: &mut Vec<u8>) -> io::Res
 struct Done {
     seq: u64,
     /// The result line with its `\n`: written with one call, so that a line-buffered output
-    /// finds the line's end at once instead of searching a long line for one.
-    text: String,
+    /// finds the line's end at once instead of searching a long line for one. Always UTF-8.
+    text: Vec<u8>,
     outcome: Option<&'static str>,
     workers: u64,
 }
@@ -1035,7 +1043,7 @@ impl Done {
     fn error(seq: u64, id: &Value, line: u64, error: &str) -> Done {
         Done {
             seq,
-            text: with_end(error_line(id, line, error)),
+            text: with_end(error_line(id, line, error)).into_bytes(),
             outcome: None,
             workers: 0,
         }
@@ -1052,6 +1060,39 @@ struct Crew<'a> {
     free: AtomicIsize,
     /// Set when results can no longer be written: everyone stops.
     stop: AtomicBool,
+    /// Result buffers the writer has written, for the job threads to fill again.
+    spare: SpareBuffers,
+}
+
+/// Result-line buffers handed back by the writer: a job thread takes one for its next result
+/// instead of allocating (and faulting in) a new one per job.
+#[derive(Default)]
+struct SpareBuffers(Mutex<Vec<Vec<u8>>>);
+
+/// Buffers [`SpareBuffers`] holds at most, and the largest it keeps: a long-lived batch does not
+/// hold on to one huge result's memory.
+const SPARE_BUFFERS: usize = 8;
+const MAX_SPARE_BUFFER: usize = 4 << 20;
+
+impl SpareBuffers {
+    fn take(&self) -> Vec<u8> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default()
+    }
+
+    fn give(&self, mut buf: Vec<u8>) {
+        if buf.capacity() > MAX_SPARE_BUFFER {
+            return;
+        }
+        buf.clear();
+        let mut spare = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if spare.len() < SPARE_BUFFERS {
+            spare.push(buf);
+        }
+    }
 }
 
 /// Runs one line `(seq, line_no, text)` in a fresh worker (see [`Forks`]) or in the same-code
@@ -1062,6 +1103,7 @@ fn run_line(
     (seq, line_no, text): (u64, u64, Vec<u8>),
     forks: &mut Forks,
     same: &mut Option<Reused>,
+    mut buf: Vec<u8>,
 ) -> Done {
     let parsed = parse_job(&text, &config.defaults, codes);
     // The job holds its own code and input: the line (twice the input, as hex) is freed before
@@ -1074,7 +1116,12 @@ fn run_line(
             match report {
                 Ok(report) => Done {
                     seq,
-                    text: with_end(result_text(&id, &report, config.fields.as_ref())),
+                    text: {
+                        buf.clear();
+                        write_result(&mut buf, &id, &report, config.fields.as_ref());
+                        buf.push(b'\n');
+                        buf
+                    },
                     outcome: Some(report.outcome.kind()),
                     workers,
                 },
@@ -1112,6 +1159,7 @@ impl Crew<'_> {
                     (seq, line_no, text),
                     &mut forks,
                     &mut same,
+                    self.spare.take(),
                 ),
                 Queued::Refused(seq, line_no, why) => Done::error(seq, &Value::Null, line_no, &why),
             };
@@ -1148,6 +1196,7 @@ pub fn run_batch(
         work: LineQueue::new((jobs * 4).max(QUEUE_LINES)),
         free: AtomicIsize::new(0),
         stop: AtomicBool::new(false),
+        spare: SpareBuffers::default(),
     };
     let crew = &crew;
     let mut summary = Summary::default();
@@ -1202,7 +1251,14 @@ pub fn run_batch(
         });
 
         // Writer: this thread.
-        let written = write_results(done_rx, out, config.ordered, &mut summary, progress);
+        let written = write_results(
+            done_rx,
+            out,
+            config.ordered,
+            &mut summary,
+            progress,
+            &crew.spare,
+        );
         if written.is_err() {
             crew.stop.store(true, Ordering::SeqCst);
             crew.work.abandon();
@@ -1444,6 +1500,8 @@ fn run_batch_inline(
         let fail = |e| Error::io("writing results", e);
         let ran = (|| -> Result<(), Error> {
             let (mut forks, mut codes, mut same) = (Forks::default(), Codes::new(&cache), None);
+            // The result buffer, written and reused job after job.
+            let mut buf = Vec::new();
             loop {
                 let queued = match queue.try_take() {
                     Take::Line(line) => line,
@@ -1465,6 +1523,7 @@ fn run_batch_inline(
                         (seq, line_no, text),
                         &mut forks,
                         &mut same,
+                        std::mem::take(&mut buf),
                     ),
                     Queued::Refused(seq, line_no, why) => {
                         Done::error(seq, &Value::Null, line_no, &why)
@@ -1472,6 +1531,9 @@ fn run_batch_inline(
                 };
                 summary.count(&done);
                 write_line(out, &done.text).map_err(fail)?;
+                if done.text.capacity() <= MAX_SPARE_BUFFER {
+                    buf = done.text;
+                }
                 progress(&summary);
             }
             out.flush().map_err(fail)
@@ -1501,8 +1563,8 @@ fn with_end(mut line: String) -> String {
 
 /// Writes one result line, which ends in its `\n` ([`Done::text`]), with one call (no
 /// `write!` formatting machinery: a same-code job is a few microseconds).
-fn write_line(out: &mut dyn Write, line: &str) -> io::Result<()> {
-    out.write_all(line.as_bytes())
+fn write_line(out: &mut dyn Write, line: &[u8]) -> io::Result<()> {
+    out.write_all(line)
 }
 
 /// Writes each result as it comes (in input order when `ordered`), flushing whenever no
@@ -1513,9 +1575,10 @@ fn write_results(
     ordered: bool,
     summary: &mut Summary,
     progress: &mut dyn FnMut(&Summary),
+    spare: &SpareBuffers,
 ) -> Result<(), Error> {
     let fail = |e| Error::io("writing results", e);
-    let mut pending: BTreeMap<u64, String> = BTreeMap::new();
+    let mut pending: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
     let mut next = 0u64;
     loop {
         let done = match done_rx.try_recv() {
@@ -1534,10 +1597,12 @@ fn write_results(
             pending.insert(done.seq, done.text);
             while let Some(text) = pending.remove(&next) {
                 write_line(out, &text).map_err(fail)?;
+                spare.give(text);
                 next += 1;
             }
         } else {
             write_line(out, &done.text).map_err(fail)?;
+            spare.give(done.text);
         }
         progress(summary);
     }
