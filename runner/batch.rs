@@ -503,6 +503,29 @@ enum HexField<'a> {
     Text(Cow<'a, str>),
     /// Anything but a string (an error unless `null`).
     Other(Value),
+    /// A string of at least [`LONG_HEX`] bytes, as the line has it, not yet looked at:
+    /// [`JobLine::parse`] makes it one of the others, or (`input_hex`) [`HexField::Decoded`].
+    Long(&'a [u8]),
+    /// `input_hex` that was an even run of hex digits, decoded as it was checked.
+    Decoded(Vec<u8>),
+}
+
+/// From this length on a hex field's string is checked after the line is parsed: `input_hex`
+/// then checked and decoded in one pass ([`load::decode_hex_run`]) rather than checked while
+/// parsing and decoded later.
+const LONG_HEX: usize = 4 << 10;
+
+/// A hex field's string without escapes as a [`HexField`]: `Digits` for an even run of hex
+/// digits, `Text` for other UTF-8 without control characters (what serde_json checks of a
+/// string); `None` for anything else, which the line then is not read as.
+fn hex_field_of(bytes: &[u8]) -> Option<HexField<'_>> {
+    if bytes.len() % 2 == 0 && faster_hex::hex_check(bytes) {
+        return Some(HexField::Digits(bytes));
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(text) if !bytes.iter().any(|&b| b < 0x20) => Some(HexField::Text(Cow::Borrowed(text))),
+        _ => None,
+    }
 }
 
 /// A hex field's text, as [`JobLine::hex_field`] gives it.
@@ -510,12 +533,15 @@ enum HexText<'a> {
     /// Checked: an even run of hex digits.
     Digits(&'a [u8]),
     Text(&'a str),
+    /// Already decoded (see [`HexField::Decoded`]).
+    Decoded(&'a [u8]),
 }
 
 impl HexText<'_> {
+    /// The text (`Decoded` never reaches here: only `input_hex` is decoded early).
     fn as_bytes(&self) -> &[u8] {
         match self {
-            HexText::Digits(digits) => digits,
+            HexText::Digits(digits) | HexText::Decoded(digits) => digits,
             HexText::Text(text) => text.as_bytes(),
         }
     }
@@ -528,11 +554,29 @@ impl<'a> JobLine<'a> {
     /// this way is UTF-8. Any other line (not UTF-8, not an object, not JSON, hex fields with
     /// escapes or that are not strings) is parsed again as text into a tree of values, as
     /// every line once was, for exactly the job or the message that gives.
+    ///
+    /// A long hex field is looked at after the line is parsed, not while: `input_hex` checked
+    /// and decoded in one pass when it is an even run of hex digits (a 1 MiB input is 2 MiB of
+    /// digits), anything else checked as a shorter one is.
     fn parse(line: &'a [u8]) -> Result<JobLine<'a>, String> {
-        match serde_json::from_slice::<JobLine>(line) {
-            Ok(job) => Ok(job),
-            Err(_) => JobLine::parse_as_tree(line),
+        let mut job = match serde_json::from_slice::<JobLine>(line) {
+            Ok(job) => job,
+            Err(_) => return JobLine::parse_as_tree(line),
+        };
+        for (decode, field) in [(false, &mut job.code_hex), (true, &mut job.input_hex)] {
+            let Some(HexField::Long(bytes)) = field else {
+                continue;
+            };
+            let bytes: &'a [u8] = bytes;
+            match decode.then(|| load::decode_hex_run(bytes)).flatten() {
+                Some(decoded) => *field = Some(HexField::Decoded(decoded)),
+                None => match hex_field_of(bytes) {
+                    Some(checked) => *field = Some(checked),
+                    None => return JobLine::parse_as_tree(line),
+                },
+            }
         }
+        Ok(job)
     }
 
     /// The line as text and a tree of values, as every line once was parsed.
@@ -572,6 +616,13 @@ impl<'a> JobLine<'a> {
             None | Some(HexField::Other(Value::Null)) => Ok(None),
             Some(HexField::Digits(digits)) => Ok(Some(HexText::Digits(digits))),
             Some(HexField::Text(text)) => Ok(Some(HexText::Text(text))),
+            Some(HexField::Decoded(bytes)) => Ok(Some(HexText::Decoded(bytes))),
+            // Not after `parse`; as the field it stands for.
+            Some(HexField::Long(bytes)) => match hex_field_of(bytes) {
+                Some(HexField::Digits(digits)) => Ok(Some(HexText::Digits(digits))),
+                Some(HexField::Text(Cow::Borrowed(text))) => Ok(Some(HexText::Text(text))),
+                _ => Err(format!("{name}: not UTF-8 text without control characters")),
+            },
             Some(HexField::Other(other)) => {
                 Err(format!("{name}: expected a string, found {other}"))
             }
@@ -627,15 +678,11 @@ impl<'de> Deserialize<'de> for HexField<'de> {
                 self,
                 bytes: &'de [u8],
             ) -> Result<HexField<'de>, E> {
-                if bytes.len() % 2 == 0 && faster_hex::hex_check(bytes) {
-                    return Ok(HexField::Digits(bytes));
+                if bytes.len() >= LONG_HEX {
+                    return Ok(HexField::Long(bytes));
                 }
-                match std::str::from_utf8(bytes) {
-                    Ok(text) if !bytes.iter().any(|&b| b < 0x20) => {
-                        Ok(HexField::Text(Cow::Borrowed(text)))
-                    }
-                    _ => Err(E::custom("not UTF-8 text without control characters")),
-                }
+                hex_field_of(bytes)
+                    .ok_or_else(|| E::custom("not UTF-8 text without control characters"))
             }
         }
         // As bytes: serde_json hands over the string as the line has it (escapes aside).
@@ -650,15 +697,19 @@ fn parse_job(
     defaults: &RunOptions,
     codes: &mut Codes,
 ) -> Result<(Value, Job), (Value, String)> {
-    let line = JobLine::parse(line).map_err(|e| (Value::Null, e))?;
+    let mut line = JobLine::parse(line).map_err(|e| (Value::Null, e))?;
     let id = line.fields.get("id").cloned().unwrap_or(Value::Null);
-    parse_fields(&line, defaults, codes)
+    parse_fields(&mut line, defaults, codes)
         .map(|job| (id.clone(), job))
         .map_err(|e| (id, e))
 }
 
 /// The job a line's fields describe (see the module docs for the bounds).
-fn parse_fields(line: &JobLine, defaults: &RunOptions, codes: &mut Codes) -> Result<Job, String> {
+fn parse_fields(
+    line: &mut JobLine,
+    defaults: &RunOptions,
+    codes: &mut Codes,
+) -> Result<Job, String> {
     let fields = &line.fields;
     if let Some(name) = fields.names().find(|k| !FIELDS.contains(&k.as_str())) {
         return Err(format!(
@@ -798,13 +849,29 @@ fn parse_fields(line: &JobLine, defaults: &RunOptions, codes: &mut Codes) -> Res
             .and_then(|entry| bounds::check_entry(entry, code.len()).map_err(String::from))
             .map_err(|e| format!("entry: {e}"))?;
     }
+    if let Some(HexField::Decoded(input)) = &mut line.input_hex {
+        // Decoded as it was checked: taken, not copied.
+        let input = std::mem::take(input);
+        return finish_job(code, input, options, group);
+    }
     let input = match line.hex_field("input_hex")? {
+        Some(HexText::Decoded(bytes)) => bytes.to_vec(),
         Some(HexText::Digits(digits)) => load::decode_hex_digits(digits),
         Some(HexText::Text(text)) => {
             load::parse_hex(text, "input_hex").map_err(|e| e.to_string())?
         }
         None => Vec::new(),
     };
+    finish_job(code, input, options, group)
+}
+
+/// The job, its input checked against `--max-input`.
+fn finish_job(
+    code: Arc<Vec<u8>>,
+    input: Vec<u8>,
+    options: RunOptions,
+    group: Option<String>,
+) -> Result<Job, String> {
     if input.len() > options.limits.max_input {
         return Err(InputError::TooLarge {
             what: "input_hex".into(),
@@ -1658,7 +1725,8 @@ mod tests {
             Err(e) => return (Value::Null, Err(e)),
         };
         let id = job_line.fields.get("id").cloned().unwrap_or(Value::Null);
-        let job = parse_fields(&job_line, &defaults, &mut codes).map(|job| {
+        let mut job_line = job_line;
+        let job = parse_fields(&mut job_line, &defaults, &mut codes).map(|job| {
             (
                 job.code.to_vec(),
                 job.input,
@@ -1699,6 +1767,29 @@ mod tests {
         lines.push(b"{\"id\":20,\"code_hex\":\"b02ac3\",\"input_hex\":\"ab\xffcd\"}".to_vec());
         lines.push(b"{\"id\":21,\"code_hex\":\"b0\xff\"}".to_vec());
         lines.push(b"{\"id\":22,\"code_hex\":\"b02ac3\",\"group\":\"\xff\"}".to_vec());
+        // Hex fields of `LONG_HEX` bytes and more, looked at after the line is parsed.
+        let short = lines.len();
+        let long = "0aFb".repeat(LONG_HEX);
+        for (id, code, input) in [
+            (30, "b02ac3".to_string(), long.clone()),
+            (31, "b02ac3".to_string(), format!("{long}0")),
+            (32, "b02ac3".to_string(), format!("{long} 0a")),
+            (33, "b02ac3".to_string(), format!("{long}\t0a")),
+            (34, "b02ac3".to_string(), format!("{long}g0")),
+            (35, "b02ac3".to_string(), format!("{long}\u{e9}")),
+            (36, format!("{}b02ac3", "90".repeat(LONG_HEX)), long.clone()),
+            (37, format!("{}b02ac3 ", "90".repeat(LONG_HEX)), "ab".into()),
+            (38, format!("{}\tc3", "90".repeat(LONG_HEX)), "ab".into()),
+        ] {
+            lines.push(
+                format!(r#"{{"id":{id},"code_hex":"{code}","input_hex":"{input}"}}"#).into_bytes(),
+            );
+        }
+        let mut bad =
+            format!(r#"{{"id":39,"code_hex":"b02ac3","input_hex":"{long}"}}"#).into_bytes();
+        let at = bad.len() - 10;
+        bad[at] = 0xff;
+        lines.push(bad);
         for line in &lines {
             let shown = String::from_utf8_lossy(line);
             assert_eq!(parsed(line, false), parsed(line, true), "{shown}");
@@ -1710,8 +1801,12 @@ mod tests {
             vec![0x0a, 0x0b],
             "upper and lower case"
         );
+        assert_eq!(
+            parsed(&lines[short], false).1.unwrap().1.len(),
+            2 * LONG_HEX
+        );
         // A non-UTF-8 line is refused as before, whichever string holds the byte.
-        for line in &lines[lines.len() - 3..] {
+        for line in lines[short - 3..short].iter().chain(lines.last()) {
             assert_eq!(
                 parsed(line, false),
                 (Value::Null, Err("not a job: the line is not UTF-8".into()))
