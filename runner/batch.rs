@@ -2183,6 +2183,19 @@ mod tests {
     }
 
     #[test]
+    fn one_pinned_job_thread_gives_the_caller_its_cpus_back() {
+        let before = crate::sys::allowed_cpus();
+        for jobs in [1, 2] {
+            let config = BatchConfig::default().with_jobs(jobs).with_pin(Pin::Auto);
+            let mut out = Vec::new();
+            let lines = "{\"id\":1,\"code_hex\":\"b02ac3\"}\n".repeat(3);
+            let summary = run_batch(lines.as_bytes(), &mut out, &config, &mut |_| {}).unwrap();
+            assert_eq!(summary.outcomes.get("returned"), Some(&3));
+            assert_eq!(crate::sys::allowed_cpus(), before, "--jobs {jobs}");
+        }
+    }
+
+    #[test]
     fn completion_order_still_gives_every_result() {
         let lines: String = (0..40)
             .map(|i| format!("{{\"id\": {i}, \"code_hex\": \"b0 {i:02x} c3\"}}\n"))
