@@ -20,6 +20,10 @@
 //! the one job runs on the calling thread, which also writes the results: no handoff between
 //! threads per job. A reader thread feeds the jobs through a queue in every case.
 //!
+//! With [`Pin::Auto`] each job thread keeps to a CPU of its own (and so do the zygote and
+//! workers it forks) when the process may use enough CPUs; the reader and the writer are left
+//! to the scheduler.
+//!
 //! With [`Reuse::SameCode`] each thread keeps a [`SameCode`] worker and runs in it the next job
 //! with the same code, worker options and `group`. A job without a `group` never shares a
 //! worker: reuse is only ever within one submission, and the `group` says what one is.

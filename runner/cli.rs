@@ -87,7 +87,10 @@ job); job threads start as lines arrive, up to --jobs. With --reuse same-code,
 consecutive jobs with the same code and the same \"group\" (a string or number naming one
 submission) share one worker, each input from the same initial state; one input of a group
 can pass anything to the next, so a group must be one submission. A job without a group never
-shares a worker. To scale past one machine, split the JSON lines across machines with the job
+shares a worker. With --pin auto (the default) each job thread, with its zygote and
+workers, keeps to a CPU of its own when the process may use at least --jobs CPUs (with
+--jobs 1, the CPU it is on), so that a job's handoffs between host and worker do not wake
+another CPU; --pin off leaves every thread to the scheduler. To scale past one machine, split the JSON lines across machines with the job
 runner you already have: results carry their ids.";
 
 /// Run untrusted x86-64 machine code in a fresh strict-seccomp worker and report exactly what it
