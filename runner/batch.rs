@@ -221,16 +221,20 @@ pub enum Pin {
     /// Each job thread keeps to a CPU of its own, the first to the first CPU the process may
     /// use and so on, when there are at least as many such CPUs as `jobs`; else none is
     /// pinned. With one job the calling thread, which runs the jobs, keeps to the CPU it is
-    /// on for the batch (and gets its own CPU set back afterwards).
+    /// on for the batch (and gets its own CPU set back afterwards). Not with
+    /// [`Reuse::SameCode`] and [`RunOptions::spin`]: a spinning hand-off needs the worker on
+    /// another CPU than its host.
     #[default]
     Auto,
     /// The scheduler places every thread.
     Off,
 }
 
-/// The CPUs job thread `k` keeps to the `k`-th of, when `pin` says so and there are enough.
-fn pinned_cpus(pin: Pin, jobs: usize) -> Option<Vec<usize>> {
-    if pin == Pin::Off {
+/// The CPUs job thread `k` keeps to the `k`-th of, when the config's `pin` says so and there
+/// are enough. Never for same-code workers that may spin ([`RunOptions::spin`]): their hand-off
+/// wants host and worker on two CPUs, which a pinned thread's worker would not get.
+fn pinned_cpus(config: &BatchConfig, jobs: usize) -> Option<Vec<usize>> {
+    if config.pin == Pin::Off || (config.reuse == Reuse::SameCode && config.defaults.spin) {
         return None;
     }
     let allowed = crate::sys::allowed_cpus();
@@ -1272,7 +1276,7 @@ pub fn run_batch(
     let crew = &crew;
     let mut summary = Summary::default();
     let max = max_line(&config.defaults);
-    let cpus = pinned_cpus(config.pin, jobs);
+    let cpus = pinned_cpus(config, jobs);
     let cpus = &cpus;
 
     std::thread::scope(|scope| -> Result<(), Error> {
@@ -1562,7 +1566,7 @@ fn run_batch_inline(
 
         // Pinned after the reader started (it inherits the CPU set of the thread that starts
         // it, and stays free); the caller's own set comes back at the end.
-        let pinned = pinned_cpus(config.pin, 1).filter(|allowed| {
+        let pinned = pinned_cpus(config, 1).filter(|allowed| {
             let cpu = crate::sys::current_cpu()
                 .filter(|cpu| allowed.contains(cpu))
                 .unwrap_or(allowed[0]);
@@ -2184,6 +2188,21 @@ mod tests {
         }
         drop(line_tx);
         assert_eq!(batch.join().unwrap().jobs, 3);
+    }
+
+    #[test]
+    fn spinning_same_code_workers_are_never_pinned() {
+        let allowed = crate::sys::allowed_cpus();
+        let config = BatchConfig::default().with_pin(Pin::Auto);
+        assert_eq!(pinned_cpus(&config, 1), Some(allowed.clone()));
+        assert_eq!(pinned_cpus(&config, allowed.len() + 1), None);
+        assert_eq!(pinned_cpus(&config.clone().with_pin(Pin::Off), 1), None);
+        let same = config.with_reuse(Reuse::SameCode);
+        assert_eq!(pinned_cpus(&same, 1), None);
+        let no_spin = same
+            .clone()
+            .with_defaults(RunOptions::default().with_spin(false));
+        assert_eq!(pinned_cpus(&no_spin, 1), Some(allowed));
     }
 
     #[test]

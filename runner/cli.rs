@@ -87,11 +87,15 @@ job); job threads start as lines arrive, up to --jobs. With --reuse same-code,
 consecutive jobs with the same code and the same \"group\" (a string or number naming one
 submission) share one worker, each input from the same initial state; one input of a group
 can pass anything to the next, so a group must be one submission. A job without a group never
-shares a worker. With --pin auto (the default) each job thread, with its zygote and
-workers, keeps to a CPU of its own when the process may use at least --jobs CPUs (with
---jobs 1, the CPU it is on), so that a job's handoffs between host and worker do not wake
-another CPU; --pin off leaves every thread to the scheduler. To scale past one machine, split the JSON lines across machines with the job
-runner you already have: results carry their ids.";
+shares a worker.
+
+With --pin auto (the default) each job thread, with its zygote and workers, keeps to a CPU
+of its own when the process may use at least --jobs CPUs (with --jobs 1, the CPU it is on;
+not with --reuse same-code and --spin auto), so that a job's handoffs between host and worker
+do not wake another CPU; --pin off leaves every thread to the scheduler.
+
+To scale past one machine, split the JSON lines across machines with the job runner you
+already have: results carry their ids.";
 
 /// Run untrusted x86-64 machine code in a fresh strict-seccomp worker and report exactly what it
 /// did.
@@ -436,7 +440,8 @@ pub struct BatchArgs {
     /// `auto`: each job thread (with --jobs 1, the thread that runs the jobs) keeps to a CPU of
     /// its own, and so do the workers it forks, when the process may use at least --jobs CPUs;
     /// a job's handoffs between host and worker then stay on one CPU instead of waking another
-    /// (slow on virtual machines). `off`: the scheduler places every thread.
+    /// (slow on virtual machines). Not with --reuse same-code and --spin auto, whose hand-off
+    /// wants host and worker on two CPUs. `off`: the scheduler places every thread.
     #[arg(long, value_name = "MODE", default_value = "auto")]
     pub pin: bytejail::batch::Pin,
 
