@@ -20,6 +20,10 @@
 //! the one job runs on the calling thread, which also writes the results: no handoff between
 //! threads per job. A reader thread feeds the jobs through a queue in every case.
 //!
+//! With [`Pin::Auto`] each job thread keeps to a CPU of its own (and so do the zygote and
+//! workers it forks) when the process may use enough CPUs; the reader and the writer are left
+//! to the scheduler.
+//!
 //! With [`Reuse::SameCode`] each thread keeps a [`SameCode`] worker and runs in it the next job
 //! with the same code, worker options and `group`. A job without a `group` never shares a
 //! worker: reuse is only ever within one submission, and the `group` says what one is.
@@ -59,6 +63,8 @@ pub struct BatchConfig {
     /// The report fields a result line keeps (`--fields`), after its `id`; `None` for all of
     /// them. Error lines are whole whatever this says.
     pub fields: Option<ReportFields>,
+    /// Whether each job thread keeps to a CPU of its own (`--pin`).
+    pub pin: Pin,
 }
 
 impl Default for BatchConfig {
@@ -70,6 +76,7 @@ impl Default for BatchConfig {
             ordered: false,
             reuse: Reuse::None,
             fields: None,
+            pin: Pin::Auto,
         }
     }
 }
@@ -100,6 +107,13 @@ impl BatchConfig {
     #[must_use]
     pub fn with_reuse(mut self, reuse: Reuse) -> Self {
         self.reuse = reuse;
+        self
+    }
+
+    /// Sets [`BatchConfig::pin`].
+    #[must_use]
+    pub fn with_pin(mut self, pin: Pin) -> Self {
+        self.pin = pin;
         self
     }
 
@@ -190,6 +204,41 @@ pub enum Reuse {
     /// Consecutive jobs with the same code and the same `group` share a worker, each input
     /// from the same state; jobs without a `group` get a fresh worker each.
     SameCode,
+}
+
+/// Where a batch's job threads run (`--pin`).
+///
+/// A job hands its work back and forth between the thread that runs it and the worker it
+/// forks (a pipe each way, then the reap). Left to the scheduler, the two often sit on
+/// different CPUs, and every handoff wakes the other CPU, which on a virtual machine costs tens
+/// of microseconds, more than a trivial job itself. A job thread kept to one CPU forks its
+/// zygote and its workers there too (they inherit the thread's CPU set), so a job's handoffs
+/// stay on one CPU and two job threads on two CPUs do not trade places.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[non_exhaustive]
+pub enum Pin {
+    /// Each job thread keeps to a CPU of its own, the first to the first CPU the process may
+    /// use and so on, when there are at least as many such CPUs as `jobs`; else none is
+    /// pinned. With one job the calling thread, which runs the jobs, keeps to the CPU it is
+    /// on for the batch (and gets its own CPU set back afterwards). Not with
+    /// [`Reuse::SameCode`] and [`RunOptions::spin`]: a spinning hand-off needs the worker on
+    /// another CPU than its host.
+    #[default]
+    Auto,
+    /// The scheduler places every thread.
+    Off,
+}
+
+/// The CPUs job thread `k` keeps to the `k`-th of, when the config's `pin` says so and there
+/// are enough. Never for same-code workers that may spin ([`RunOptions::spin`]): their hand-off
+/// wants host and worker on two CPUs, which a pinned thread's worker would not get.
+fn pinned_cpus(config: &BatchConfig, jobs: usize) -> Option<Vec<usize>> {
+    if config.pin == Pin::Off || (config.reuse == Reuse::SameCode && config.defaults.spin) {
+        return None;
+    }
+    let allowed = crate::sys::allowed_cpus();
+    (allowed.len() >= jobs.max(1)).then_some(allowed)
 }
 
 /// What a batch did: outcome counts, error lines, jobs in all.
@@ -462,6 +511,29 @@ enum HexField<'a> {
     Text(Cow<'a, str>),
     /// Anything but a string (an error unless `null`).
     Other(Value),
+    /// A string of at least [`LONG_HEX`] bytes, as the line has it, not yet looked at:
+    /// [`JobLine::parse`] makes it one of the others, or (`input_hex`) [`HexField::Decoded`].
+    Long(&'a [u8]),
+    /// `input_hex` that was an even run of hex digits, decoded as it was checked.
+    Decoded(Vec<u8>),
+}
+
+/// From this length on a hex field's string is checked after the line is parsed: `input_hex`
+/// then checked and decoded in one pass ([`load::decode_hex_run`]) rather than checked while
+/// parsing and decoded later.
+const LONG_HEX: usize = 4 << 10;
+
+/// A hex field's string without escapes as a [`HexField`]: `Digits` for an even run of hex
+/// digits, `Text` for other UTF-8 without control characters (what serde_json checks of a
+/// string); `None` for anything else, which the line then is not read as.
+fn hex_field_of(bytes: &[u8]) -> Option<HexField<'_>> {
+    if bytes.len() % 2 == 0 && faster_hex::hex_check(bytes) {
+        return Some(HexField::Digits(bytes));
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(text) if !bytes.iter().any(|&b| b < 0x20) => Some(HexField::Text(Cow::Borrowed(text))),
+        _ => None,
+    }
 }
 
 /// A hex field's text, as [`JobLine::hex_field`] gives it.
@@ -469,12 +541,15 @@ enum HexText<'a> {
     /// Checked: an even run of hex digits.
     Digits(&'a [u8]),
     Text(&'a str),
+    /// Already decoded (see [`HexField::Decoded`]).
+    Decoded(&'a [u8]),
 }
 
 impl HexText<'_> {
+    /// The text (`Decoded` never reaches here: only `input_hex` is decoded early).
     fn as_bytes(&self) -> &[u8] {
         match self {
-            HexText::Digits(digits) => digits,
+            HexText::Digits(digits) | HexText::Decoded(digits) => digits,
             HexText::Text(text) => text.as_bytes(),
         }
     }
@@ -487,11 +562,29 @@ impl<'a> JobLine<'a> {
     /// this way is UTF-8. Any other line (not UTF-8, not an object, not JSON, hex fields with
     /// escapes or that are not strings) is parsed again as text into a tree of values, as
     /// every line once was, for exactly the job or the message that gives.
+    ///
+    /// A long hex field is looked at after the line is parsed, not while: `input_hex` checked
+    /// and decoded in one pass when it is an even run of hex digits (a 1 MiB input is 2 MiB of
+    /// digits), anything else checked as a shorter one is.
     fn parse(line: &'a [u8]) -> Result<JobLine<'a>, String> {
-        match serde_json::from_slice::<JobLine>(line) {
-            Ok(job) => Ok(job),
-            Err(_) => JobLine::parse_as_tree(line),
+        let mut job = match serde_json::from_slice::<JobLine>(line) {
+            Ok(job) => job,
+            Err(_) => return JobLine::parse_as_tree(line),
+        };
+        for (decode, field) in [(false, &mut job.code_hex), (true, &mut job.input_hex)] {
+            let Some(HexField::Long(bytes)) = field else {
+                continue;
+            };
+            let bytes: &'a [u8] = bytes;
+            match decode.then(|| load::decode_hex_run(bytes)).flatten() {
+                Some(decoded) => *field = Some(HexField::Decoded(decoded)),
+                None => match hex_field_of(bytes) {
+                    Some(checked) => *field = Some(checked),
+                    None => return JobLine::parse_as_tree(line),
+                },
+            }
         }
+        Ok(job)
     }
 
     /// The line as text and a tree of values, as every line once was parsed.
@@ -531,6 +624,13 @@ impl<'a> JobLine<'a> {
             None | Some(HexField::Other(Value::Null)) => Ok(None),
             Some(HexField::Digits(digits)) => Ok(Some(HexText::Digits(digits))),
             Some(HexField::Text(text)) => Ok(Some(HexText::Text(text))),
+            Some(HexField::Decoded(bytes)) => Ok(Some(HexText::Decoded(bytes))),
+            // Not after `parse`; as the field it stands for.
+            Some(HexField::Long(bytes)) => match hex_field_of(bytes) {
+                Some(HexField::Digits(digits)) => Ok(Some(HexText::Digits(digits))),
+                Some(HexField::Text(Cow::Borrowed(text))) => Ok(Some(HexText::Text(text))),
+                _ => Err(format!("{name}: not UTF-8 text without control characters")),
+            },
             Some(HexField::Other(other)) => {
                 Err(format!("{name}: expected a string, found {other}"))
             }
@@ -586,15 +686,11 @@ impl<'de> Deserialize<'de> for HexField<'de> {
                 self,
                 bytes: &'de [u8],
             ) -> Result<HexField<'de>, E> {
-                if bytes.len() % 2 == 0 && faster_hex::hex_check(bytes) {
-                    return Ok(HexField::Digits(bytes));
+                if bytes.len() >= LONG_HEX {
+                    return Ok(HexField::Long(bytes));
                 }
-                match std::str::from_utf8(bytes) {
-                    Ok(text) if !bytes.iter().any(|&b| b < 0x20) => {
-                        Ok(HexField::Text(Cow::Borrowed(text)))
-                    }
-                    _ => Err(E::custom("not UTF-8 text without control characters")),
-                }
+                hex_field_of(bytes)
+                    .ok_or_else(|| E::custom("not UTF-8 text without control characters"))
             }
         }
         // As bytes: serde_json hands over the string as the line has it (escapes aside).
@@ -609,15 +705,19 @@ fn parse_job(
     defaults: &RunOptions,
     codes: &mut Codes,
 ) -> Result<(Value, Job), (Value, String)> {
-    let line = JobLine::parse(line).map_err(|e| (Value::Null, e))?;
+    let mut line = JobLine::parse(line).map_err(|e| (Value::Null, e))?;
     let id = line.fields.get("id").cloned().unwrap_or(Value::Null);
-    parse_fields(&line, defaults, codes)
+    parse_fields(&mut line, defaults, codes)
         .map(|job| (id.clone(), job))
         .map_err(|e| (id, e))
 }
 
 /// The job a line's fields describe (see the module docs for the bounds).
-fn parse_fields(line: &JobLine, defaults: &RunOptions, codes: &mut Codes) -> Result<Job, String> {
+fn parse_fields(
+    line: &mut JobLine,
+    defaults: &RunOptions,
+    codes: &mut Codes,
+) -> Result<Job, String> {
     let fields = &line.fields;
     if let Some(name) = fields.names().find(|k| !FIELDS.contains(&k.as_str())) {
         return Err(format!(
@@ -757,13 +857,29 @@ fn parse_fields(line: &JobLine, defaults: &RunOptions, codes: &mut Codes) -> Res
             .and_then(|entry| bounds::check_entry(entry, code.len()).map_err(String::from))
             .map_err(|e| format!("entry: {e}"))?;
     }
+    if let Some(HexField::Decoded(input)) = &mut line.input_hex {
+        // Decoded as it was checked: taken, not copied.
+        let input = std::mem::take(input);
+        return finish_job(code, input, options, group);
+    }
     let input = match line.hex_field("input_hex")? {
+        Some(HexText::Decoded(bytes)) => bytes.to_vec(),
         Some(HexText::Digits(digits)) => load::decode_hex_digits(digits),
         Some(HexText::Text(text)) => {
             load::parse_hex(text, "input_hex").map_err(|e| e.to_string())?
         }
         None => Vec::new(),
     };
+    finish_job(code, input, options, group)
+}
+
+/// The job, its input checked against `--max-input`.
+fn finish_job(
+    code: Arc<Vec<u8>>,
+    input: Vec<u8>,
+    options: RunOptions,
+    group: Option<String>,
+) -> Result<Job, String> {
     if input.len() > options.limits.max_input {
         return Err(InputError::TooLarge {
             what: "input_hex".into(),
@@ -874,24 +990,32 @@ pub fn result_line(id: &Value, report: &Report) -> String {
 /// going through a `serde_json::Value` (the report has no `id` field and no duplicate keys),
 /// without building a tree whose strings (the output, twice) are each copied again.
 fn result_text(id: &Value, report: &Report, fields: Option<&ReportFields>) -> String {
+    let mut line = Vec::new();
+    write_result(&mut line, id, report, fields);
+    String::from_utf8(line).expect("serde_json writes UTF-8")
+}
+
+/// Appends [`result_text`]'s line to `line` (a buffer a job thread reuses: a result line with
+/// 64 KiB of output is about 200 KiB, which fresh each job costs a mapping and its page faults).
+fn write_result(line: &mut Vec<u8>, id: &Value, report: &Report, fields: Option<&ReportFields>) {
     if let Some(fields) = fields {
         let mut obj = Map::new();
         obj.insert("id".into(), id.clone());
         if let Value::Object(all) = report.to_json() {
             obj.extend(all.into_iter().filter(|(name, _)| fields.keeps(name)));
         }
-        return Value::Object(obj).to_string();
+        serde_json::to_writer(&mut *line, &Value::Object(obj)).expect("a value serialises");
+        return;
     }
     // Room for the output twice over (hex, and maybe text) and the rest.
-    let mut line = Vec::with_capacity(report.output.len() * 3 + 512);
+    line.reserve(report.output.len() * 3 + 512);
     line.extend_from_slice(b"{\"id\":");
-    serde_json::to_writer(&mut line, id).expect("a JSON value always serialises");
+    serde_json::to_writer(&mut *line, id).expect("a JSON value always serialises");
     let report_at = line.len();
-    serde_json::to_writer(&mut line, report).expect("a report always serialises to JSON");
+    report.write_json(line);
     // The report's own `{` becomes the comma after the id.
     debug_assert_eq!(line.get(report_at), Some(&b'{'));
     line[report_at] = b',';
-    String::from_utf8(line).expect("serde_json writes UTF-8")
 }
 
 /// `{"id": ..., "line": n, "error": "..."}` on one line.
@@ -984,8 +1108,8 @@ fn read_line(input: &mut impl BufRead, max: usize, buf: &mut Vec<u8>) -> io::Res
 struct Done {
     seq: u64,
     /// The result line with its `\n`: written with one call, so that a line-buffered output
-    /// finds the line's end at once instead of searching a long line for one.
-    text: String,
+    /// finds the line's end at once instead of searching a long line for one. Always UTF-8.
+    text: Vec<u8>,
     outcome: Option<&'static str>,
     workers: u64,
 }
@@ -994,7 +1118,7 @@ impl Done {
     fn error(seq: u64, id: &Value, line: u64, error: &str) -> Done {
         Done {
             seq,
-            text: with_end(error_line(id, line, error)),
+            text: with_end(error_line(id, line, error)).into_bytes(),
             outcome: None,
             workers: 0,
         }
@@ -1011,6 +1135,39 @@ struct Crew<'a> {
     free: AtomicIsize,
     /// Set when results can no longer be written: everyone stops.
     stop: AtomicBool,
+    /// Result buffers the writer has written, for the job threads to fill again.
+    spare: SpareBuffers,
+}
+
+/// Result-line buffers handed back by the writer: a job thread takes one for its next result
+/// instead of allocating (and faulting in) a new one per job.
+#[derive(Default)]
+struct SpareBuffers(Mutex<Vec<Vec<u8>>>);
+
+/// Buffers [`SpareBuffers`] holds at most, and the largest it keeps: a long-lived batch does not
+/// hold on to one huge result's memory.
+const SPARE_BUFFERS: usize = 8;
+const MAX_SPARE_BUFFER: usize = 4 << 20;
+
+impl SpareBuffers {
+    fn take(&self) -> Vec<u8> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default()
+    }
+
+    fn give(&self, mut buf: Vec<u8>) {
+        if buf.capacity() > MAX_SPARE_BUFFER {
+            return;
+        }
+        buf.clear();
+        let mut spare = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if spare.len() < SPARE_BUFFERS {
+            spare.push(buf);
+        }
+    }
 }
 
 /// Runs one line `(seq, line_no, text)` in a fresh worker (see [`Forks`]) or in the same-code
@@ -1021,6 +1178,7 @@ fn run_line(
     (seq, line_no, text): (u64, u64, Vec<u8>),
     forks: &mut Forks,
     same: &mut Option<Reused>,
+    mut buf: Vec<u8>,
 ) -> Done {
     let parsed = parse_job(&text, &config.defaults, codes);
     // The job holds its own code and input: the line (twice the input, as hex) is freed before
@@ -1033,7 +1191,12 @@ fn run_line(
             match report {
                 Ok(report) => Done {
                     seq,
-                    text: with_end(result_text(&id, &report, config.fields.as_ref())),
+                    text: {
+                        buf.clear();
+                        write_result(&mut buf, &id, &report, config.fields.as_ref());
+                        buf.push(b'\n');
+                        buf
+                    },
                     outcome: Some(report.outcome.kind()),
                     workers,
                 },
@@ -1048,7 +1211,12 @@ fn run_line(
 
 impl Crew<'_> {
     /// A job thread: takes lines, runs them in workers it forks (see [`Forks`]).
-    fn job_thread(&self, done: mpsc::Sender<Done>) {
+    fn job_thread(&self, done: mpsc::Sender<Done>, cpu: Option<usize>) {
+        if let Some(cpu) = cpu {
+            // Before it forks anything: its zygote and workers inherit the CPU. A failure
+            // leaves the thread where the scheduler puts it, which runs the same jobs.
+            let _ = crate::sys::set_thread_cpus(&[cpu]);
+        }
         let mut forks = Forks::default();
         let mut codes = Codes::new(&self.cache);
         let mut same: Option<Reused> = None;
@@ -1066,6 +1234,7 @@ impl Crew<'_> {
                     (seq, line_no, text),
                     &mut forks,
                     &mut same,
+                    self.spare.take(),
                 ),
                 Queued::Refused(seq, line_no, why) => Done::error(seq, &Value::Null, line_no, &why),
             };
@@ -1102,10 +1271,13 @@ pub fn run_batch(
         work: LineQueue::new((jobs * 4).max(QUEUE_LINES)),
         free: AtomicIsize::new(0),
         stop: AtomicBool::new(false),
+        spare: SpareBuffers::default(),
     };
     let crew = &crew;
     let mut summary = Summary::default();
     let max = max_line(&config.defaults);
+    let cpus = pinned_cpus(config, jobs);
+    let cpus = &cpus;
 
     std::thread::scope(|scope| -> Result<(), Error> {
         // Reader: hands lines to job threads, starting one when none is free.
@@ -1132,12 +1304,13 @@ pub fn run_batch(
                         }
                     };
                     if crew.free.fetch_sub(1, Ordering::SeqCst) <= 0 && started < jobs {
+                        let cpu = cpus.as_ref().map(|cpus| cpus[started]);
                         started += 1;
                         crew.free.fetch_add(1, Ordering::SeqCst);
                         let done = done_tx.clone();
                         std::thread::Builder::new()
                             .name("bytejail-batch".into())
-                            .spawn_scoped(scope, move || crew.job_thread(done))
+                            .spawn_scoped(scope, move || crew.job_thread(done, cpu))
                             .map_err(|e| Error::io("starting a batch thread", e))?;
                     }
                     if !crew.work.put(Queued::Line(seq, line_no, text)) {
@@ -1153,7 +1326,14 @@ pub fn run_batch(
         });
 
         // Writer: this thread.
-        let written = write_results(done_rx, out, config.ordered, &mut summary, progress);
+        let written = write_results(
+            done_rx,
+            out,
+            config.ordered,
+            &mut summary,
+            progress,
+            &crew.spare,
+        );
         if written.is_err() {
             crew.stop.store(true, Ordering::SeqCst);
             crew.work.abandon();
@@ -1384,9 +1564,19 @@ fn run_batch_inline(
             read
         });
 
+        // Pinned after the reader started (it inherits the CPU set of the thread that starts
+        // it, and stays free); the caller's own set comes back at the end.
+        let pinned = pinned_cpus(config, 1).filter(|allowed| {
+            let cpu = crate::sys::current_cpu()
+                .filter(|cpu| allowed.contains(cpu))
+                .unwrap_or(allowed[0]);
+            crate::sys::set_thread_cpus(&[cpu]).is_ok()
+        });
         let fail = |e| Error::io("writing results", e);
         let ran = (|| -> Result<(), Error> {
             let (mut forks, mut codes, mut same) = (Forks::default(), Codes::new(&cache), None);
+            // The result buffer, written and reused job after job.
+            let mut buf = Vec::new();
             loop {
                 let queued = match queue.try_take() {
                     Take::Line(line) => line,
@@ -1408,6 +1598,7 @@ fn run_batch_inline(
                         (seq, line_no, text),
                         &mut forks,
                         &mut same,
+                        std::mem::take(&mut buf),
                     ),
                     Queued::Refused(seq, line_no, why) => {
                         Done::error(seq, &Value::Null, line_no, &why)
@@ -1415,10 +1606,16 @@ fn run_batch_inline(
                 };
                 summary.count(&done);
                 write_line(out, &done.text).map_err(fail)?;
+                if done.text.capacity() <= MAX_SPARE_BUFFER {
+                    buf = done.text;
+                }
                 progress(&summary);
             }
             out.flush().map_err(fail)
         })();
+        if let Some(allowed) = pinned {
+            let _ = crate::sys::set_thread_cpus(&allowed);
+        }
         if ran.is_err() {
             queue.abandon();
         }
@@ -1441,8 +1638,8 @@ fn with_end(mut line: String) -> String {
 
 /// Writes one result line, which ends in its `\n` ([`Done::text`]), with one call (no
 /// `write!` formatting machinery: a same-code job is a few microseconds).
-fn write_line(out: &mut dyn Write, line: &str) -> io::Result<()> {
-    out.write_all(line.as_bytes())
+fn write_line(out: &mut dyn Write, line: &[u8]) -> io::Result<()> {
+    out.write_all(line)
 }
 
 /// Writes each result as it comes (in input order when `ordered`), flushing whenever no
@@ -1453,9 +1650,10 @@ fn write_results(
     ordered: bool,
     summary: &mut Summary,
     progress: &mut dyn FnMut(&Summary),
+    spare: &SpareBuffers,
 ) -> Result<(), Error> {
     let fail = |e| Error::io("writing results", e);
-    let mut pending: BTreeMap<u64, String> = BTreeMap::new();
+    let mut pending: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
     let mut next = 0u64;
     loop {
         let done = match done_rx.try_recv() {
@@ -1474,10 +1672,12 @@ fn write_results(
             pending.insert(done.seq, done.text);
             while let Some(text) = pending.remove(&next) {
                 write_line(out, &text).map_err(fail)?;
+                spare.give(text);
                 next += 1;
             }
         } else {
             write_line(out, &done.text).map_err(fail)?;
+            spare.give(done.text);
         }
         progress(summary);
     }
@@ -1503,6 +1703,7 @@ mod tests {
             ordered,
             reuse,
             fields: None,
+            pin: Pin::Auto,
         };
         let mut out = Vec::new();
         let summary = run_batch(lines.as_bytes(), &mut out, &config, &mut |_| {}).unwrap();
@@ -1532,7 +1733,8 @@ mod tests {
             Err(e) => return (Value::Null, Err(e)),
         };
         let id = job_line.fields.get("id").cloned().unwrap_or(Value::Null);
-        let job = parse_fields(&job_line, &defaults, &mut codes).map(|job| {
+        let mut job_line = job_line;
+        let job = parse_fields(&mut job_line, &defaults, &mut codes).map(|job| {
             (
                 job.code.to_vec(),
                 job.input,
@@ -1573,6 +1775,29 @@ mod tests {
         lines.push(b"{\"id\":20,\"code_hex\":\"b02ac3\",\"input_hex\":\"ab\xffcd\"}".to_vec());
         lines.push(b"{\"id\":21,\"code_hex\":\"b0\xff\"}".to_vec());
         lines.push(b"{\"id\":22,\"code_hex\":\"b02ac3\",\"group\":\"\xff\"}".to_vec());
+        // Hex fields of `LONG_HEX` bytes and more, looked at after the line is parsed.
+        let short = lines.len();
+        let long = "0aFb".repeat(LONG_HEX);
+        for (id, code, input) in [
+            (30, "b02ac3".to_string(), long.clone()),
+            (31, "b02ac3".to_string(), format!("{long}0")),
+            (32, "b02ac3".to_string(), format!("{long} 0a")),
+            (33, "b02ac3".to_string(), format!("{long}\t0a")),
+            (34, "b02ac3".to_string(), format!("{long}g0")),
+            (35, "b02ac3".to_string(), format!("{long}\u{e9}")),
+            (36, format!("{}b02ac3", "90".repeat(LONG_HEX)), long.clone()),
+            (37, format!("{}b02ac3 ", "90".repeat(LONG_HEX)), "ab".into()),
+            (38, format!("{}\tc3", "90".repeat(LONG_HEX)), "ab".into()),
+        ] {
+            lines.push(
+                format!(r#"{{"id":{id},"code_hex":"{code}","input_hex":"{input}"}}"#).into_bytes(),
+            );
+        }
+        let mut bad =
+            format!(r#"{{"id":39,"code_hex":"b02ac3","input_hex":"{long}"}}"#).into_bytes();
+        let at = bad.len() - 10;
+        bad[at] = 0xff;
+        lines.push(bad);
         for line in &lines {
             let shown = String::from_utf8_lossy(line);
             assert_eq!(parsed(line, false), parsed(line, true), "{shown}");
@@ -1584,8 +1809,12 @@ mod tests {
             vec![0x0a, 0x0b],
             "upper and lower case"
         );
+        assert_eq!(
+            parsed(&lines[short], false).1.unwrap().1.len(),
+            2 * LONG_HEX
+        );
         // A non-UTF-8 line is refused as before, whichever string holds the byte.
-        for line in &lines[lines.len() - 3..] {
+        for line in lines[short - 3..short].iter().chain(lines.last()) {
             assert_eq!(
                 parsed(line, false),
                 (Value::Null, Err("not a job: the line is not UTF-8".into()))
@@ -1959,6 +2188,34 @@ mod tests {
         }
         drop(line_tx);
         assert_eq!(batch.join().unwrap().jobs, 3);
+    }
+
+    #[test]
+    fn spinning_same_code_workers_are_never_pinned() {
+        let allowed = crate::sys::allowed_cpus();
+        let config = BatchConfig::default().with_pin(Pin::Auto);
+        assert_eq!(pinned_cpus(&config, 1), Some(allowed.clone()));
+        assert_eq!(pinned_cpus(&config, allowed.len() + 1), None);
+        assert_eq!(pinned_cpus(&config.clone().with_pin(Pin::Off), 1), None);
+        let same = config.with_reuse(Reuse::SameCode);
+        assert_eq!(pinned_cpus(&same, 1), None);
+        let no_spin = same
+            .clone()
+            .with_defaults(RunOptions::default().with_spin(false));
+        assert_eq!(pinned_cpus(&no_spin, 1), Some(allowed));
+    }
+
+    #[test]
+    fn one_pinned_job_thread_gives_the_caller_its_cpus_back() {
+        let before = crate::sys::allowed_cpus();
+        for jobs in [1, 2] {
+            let config = BatchConfig::default().with_jobs(jobs).with_pin(Pin::Auto);
+            let mut out = Vec::new();
+            let lines = "{\"id\":1,\"code_hex\":\"b02ac3\"}\n".repeat(3);
+            let summary = run_batch(lines.as_bytes(), &mut out, &config, &mut |_| {}).unwrap();
+            assert_eq!(summary.outcomes.get("returned"), Some(&3));
+            assert_eq!(crate::sys::allowed_cpus(), before, "--jobs {jobs}");
+        }
     }
 
     #[test]

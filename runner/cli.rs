@@ -87,8 +87,15 @@ job); job threads start as lines arrive, up to --jobs. With --reuse same-code,
 consecutive jobs with the same code and the same \"group\" (a string or number naming one
 submission) share one worker, each input from the same initial state; one input of a group
 can pass anything to the next, so a group must be one submission. A job without a group never
-shares a worker. To scale past one machine, split the JSON lines across machines with the job
-runner you already have: results carry their ids.";
+shares a worker.
+
+With --pin auto (the default) each job thread, with its zygote and workers, keeps to a CPU
+of its own when the process may use at least --jobs CPUs (with --jobs 1, the CPU it is on;
+not with --reuse same-code and --spin auto), so that a job's handoffs between host and worker
+do not wake another CPU; --pin off leaves every thread to the scheduler.
+
+To scale past one machine, split the JSON lines across machines with the job runner you
+already have: results carry their ids.";
 
 /// Run untrusted x86-64 machine code in a fresh strict-seccomp worker and report exactly what it
 /// did.
@@ -433,6 +440,14 @@ pub struct BatchArgs {
     #[arg(long, value_name = "MODE", default_value = "auto")]
     pub spin: Spin,
 
+    /// `auto`: each job thread (with --jobs 1, the thread that runs the jobs) keeps to a CPU of
+    /// its own, and so do the workers it forks, when the process may use at least --jobs CPUs;
+    /// a job's handoffs between host and worker then stay on one CPU instead of waking another
+    /// (slow on virtual machines). Not with --reuse same-code and --spin auto, whose hand-off
+    /// wants host and worker on two CPUs. `off`: the scheduler places every thread.
+    #[arg(long, value_name = "MODE", default_value = "auto")]
+    pub pin: bytejail::batch::Pin,
+
     #[command(flatten)]
     pub worker: WorkerArgs,
 }
@@ -610,6 +625,11 @@ fn same_terminal() -> bool {
     }
 }
 
+/// Bytes `bytejail batch` reads at a time: a line with a 1 MiB input is 2 MiB of hex, 256
+/// reads of the default 8 KiB. A read returns what is there, so short lines on a pipe are not
+/// held back.
+const BATCH_READ: usize = 128 << 10;
+
 /// `bytejail batch`: run every job line, print a result line each, summarize on stderr.
 fn batch(args: BatchArgs) -> Result<Completion, Error> {
     use std::io::IsTerminal;
@@ -622,7 +642,8 @@ fn batch(args: BatchArgs) -> Result<Completion, Error> {
         .with_jobs(jobs)
         .with_ordered(args.ordered)
         .with_reuse(args.reuse)
-        .with_fields(args.fields);
+        .with_fields(args.fields)
+        .with_pin(args.pin);
     let bar = io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new_spinner();
         bar.set_style(
@@ -647,13 +668,23 @@ fn batch(args: BatchArgs) -> Result<Completion, Error> {
         abandon: stdin.as_ref().map(StdinFeed::abandon_handle),
     });
     let summary = if let Some(stdin) = stdin {
-        bytejail::batch::run_batch(io::BufReader::new(stdin), &mut out, &config, &mut progress)
+        bytejail::batch::run_batch(
+            io::BufReader::with_capacity(BATCH_READ, stdin),
+            &mut out,
+            &config,
+            &mut progress,
+        )
     } else {
         let file = std::fs::File::open(&args.file).map_err(|source| InputError::Unreadable {
             path: args.file.clone(),
             source,
         })?;
-        bytejail::batch::run_batch(io::BufReader::new(file), &mut out, &config, &mut progress)
+        bytejail::batch::run_batch(
+            io::BufReader::with_capacity(BATCH_READ, file),
+            &mut out,
+            &config,
+            &mut progress,
+        )
     };
     if let Some(bar) = &bar {
         bar.finish_and_clear();

@@ -850,6 +850,31 @@ pub(crate) fn decode_hex_digits(digits: &[u8]) -> Vec<u8> {
     bytes
 }
 
+/// The bytes an even run of hex digits (either case) spells, as [`parse_hex`] gives them;
+/// `None` when `digits` is of odd length or holds anything but hex digits. Checks and decodes
+/// a slice at a time, the check's slice still in the cache when it is decoded: one pass over
+/// megabytes of hex instead of a check over all of it, then a decode over all of it.
+pub(crate) fn decode_hex_run(digits: &[u8]) -> Option<Vec<u8>> {
+    /// Digits checked, then decoded, at a time: well inside a core's L1 data cache.
+    const SLICE: usize = 16 << 10;
+    if digits.len() % 2 != 0 {
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(digits.len() / 2);
+    if bytes.capacity() >= POPULATE_FROM {
+        // One call instead of a page fault per 4 KiB (a 1 MiB input: 256).
+        crate::sys::populate(bytes.spare_capacity_mut());
+    }
+    bytes.resize(digits.len() / 2, 0);
+    for (digits, bytes) in digits.chunks(SLICE).zip(bytes.chunks_mut(SLICE / 2)) {
+        if !faster_hex::hex_check(digits) {
+            return None;
+        }
+        faster_hex::hex_decode_unchecked(digits, bytes);
+    }
+    Some(bytes)
+}
+
 /// Buffers from this size on are faulted in with one call ([`crate::sys::populate`]) before
 /// they are filled.
 pub(crate) const POPULATE_FROM: usize = 64 << 10;
@@ -1794,7 +1819,15 @@ mod tests {
             .collect();
         let text: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(decode_hex_digits(text.as_bytes()), bytes);
+        assert_eq!(decode_hex_run(text.as_bytes()), Some(bytes.clone()));
         assert_eq!(parse_hex(&text, "t").unwrap(), bytes);
+        // A bad digit in any slice, or an odd length, is no run.
+        for at in [0, 1, 16 << 10, (16 << 10) + 1, text.len() - 1] {
+            let mut bad = text.clone().into_bytes();
+            bad[at] = b'g';
+            assert_eq!(decode_hex_run(&bad), None, "{at}");
+        }
+        assert_eq!(decode_hex_run(&text.as_bytes()[1..]), None);
         let mut bad = text.into_bytes();
         bad[1 << 20] = b'g';
         let bad = String::from_utf8(bad).unwrap();
@@ -1828,6 +1861,7 @@ mod tests {
                 .collect();
             proptest::prop_assert!(faster_hex::hex_check(text.as_bytes()));
             proptest::prop_assert_eq!(decode_hex_digits(text.as_bytes()), bytes.clone());
+            proptest::prop_assert_eq!(decode_hex_run(text.as_bytes()), Some(bytes.clone()));
             proptest::prop_assert_eq!(parse_hex(&text, "t").ok(), Some(bytes));
         }
 

@@ -604,3 +604,130 @@ fn one_job_at_a_time_writes_the_lines_several_write() {
         assert_eq!(essence(&one), essence(&two), "--reuse {reuse}");
     }
 }
+
+/// `write(1, input, len); ret` with `len` in edx, as hex.
+fn writes_input(len: u32) -> String {
+    let len: String = len
+        .to_le_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("b80100000048 89fe ba{len} bf01000000 0f05 c3").replace(' ', "")
+}
+
+/// Lines whose results hold every byte value in `output_hex`, every ASCII character (the
+/// control characters escaped) in `output_text`, and trivial returns.
+fn pin_lines() -> String {
+    let every: String = (0..=255u8).map(|b| format!("{b:02x}")).collect();
+    let ascii: String = (0..=127u8).map(|b| format!("{b:02x}")).collect();
+    let mut lines = String::new();
+    for i in 0..24u8 {
+        let (code, input) = match i % 3 {
+            0 => (writes_input(256), every.as_str()),
+            1 => (writes_input(128), ascii.as_str()),
+            _ => (returns(i), ""),
+        };
+        lines +=
+            &format!("{{\"id\": {i}, \"code_hex\": \"{code}\", \"input_hex\": \"{input}\"}}\n");
+    }
+    lines
+}
+
+/// A result without what differs run to run.
+fn essence(results: &[Value]) -> Vec<Value> {
+    results
+        .iter()
+        .map(|v| {
+            let mut v = v.clone();
+            for timing in ["wall_ns", "user_ns", "sys_ns", "max_rss_kib", "registers"] {
+                v.as_object_mut().unwrap().remove(timing);
+            }
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn pin_auto_and_off_give_the_same_reports() {
+    let lines = pin_lines();
+    let mut seen = None;
+    for jobs in ["1", "2", "3"] {
+        for pin in ["auto", "off"] {
+            let (status, results, stderr) =
+                batch_of(&["--jobs", jobs, "--ordered", "--pin", pin], &lines);
+            assert_eq!(status, 0, "--jobs {jobs} --pin {pin}: {stderr}");
+            assert_eq!(results.len(), 24);
+            let results = essence(&results);
+            match &seen {
+                None => seen = Some(results),
+                Some(seen) => assert_eq!(seen, &results, "--jobs {jobs} --pin {pin}"),
+            }
+        }
+    }
+    let results = seen.unwrap();
+    let every: Vec<u8> = (0..=255).collect();
+    let every_hex: String = every.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(results[0]["output_hex"], every_hex.as_str());
+    assert!(results[0].get("output_text").is_none(), "not UTF-8");
+    let ascii: String = (0..=127u8).map(char::from).collect();
+    assert_eq!(results[1]["output_text"], ascii.as_str());
+    assert_eq!(results[2]["rax"], 2);
+}
+
+#[test]
+fn pin_on_a_process_allowed_one_cpu_does_nothing_and_still_works() {
+    // The first CPU this test may use, named to taskset.
+    let cpus = std::fs::read_to_string("/proc/self/status").unwrap();
+    let allowed = cpus
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let first = allowed.split([',', '-']).next().unwrap().to_string();
+    if Command::new("taskset").arg("--version").output().is_err() {
+        eprintln!("skipped: no taskset");
+        return;
+    }
+    let lines = pin_lines();
+    for jobs in ["1", "2"] {
+        let output = {
+            let mut child = Command::new("taskset")
+                .args([
+                    "-c",
+                    &first,
+                    BIN,
+                    "batch",
+                    "--jobs",
+                    jobs,
+                    "--ordered",
+                    "--pin",
+                    "auto",
+                ])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(lines.as_bytes())
+                .unwrap();
+            child.wait_with_output().unwrap()
+        };
+        assert!(output.status.success(), "--jobs {jobs}: {output:?}");
+        let results: Vec<Value> = String::from_utf8(output.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let (_, off, _) = batch_of(&["--jobs", jobs, "--ordered", "--pin", "off"], &lines);
+        assert_eq!(
+            essence(&results),
+            essence(&off),
+            "--jobs {jobs} on CPU {first}"
+        );
+    }
+}

@@ -800,6 +800,49 @@ pub fn thread_cpus() -> usize {
     }
 }
 
+/// `sched_getaffinity(0, ...)` - the CPUs the calling thread may run on, in increasing order;
+/// see sched_getaffinity(2). Empty if the set cannot be read.
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; the kernel writes at most its size,
+    // and CPU_ISSET reads within it for every index below CPU_SETSIZE.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&cpu| libc::CPU_ISSET(cpu, &set))
+            .collect()
+    }
+}
+
+/// `sched_setaffinity(0, ...)` - lets the calling thread (only it: pid 0 names the calling
+/// thread, not the process) run on `cpus` alone; see sched_setaffinity(2). Threads and
+/// processes it starts afterwards inherit the set.
+pub fn set_thread_cpus(cpus: &[usize]) -> io::Result<()> {
+    // SAFETY: as in `allowed_cpus`; CPU_SET is given only indices below CPU_SETSIZE.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &cpu in cpus.iter().filter(|&&cpu| cpu < libc::CPU_SETSIZE as usize) {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set)
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `sched_getcpu()` - the CPU the calling thread runs on now (it may move at once); see
+/// sched_getcpu(3). `None` if the kernel does not say.
+pub fn current_cpu() -> Option<usize> {
+    // SAFETY: sched_getcpu takes no arguments and touches no memory of ours.
+    let cpu = unsafe { libc::sched_getcpu() };
+    usize::try_from(cpu).ok()
+}
+
 /// The calling process's pid, from a page of this process's own that every fork wipes: a
 /// pool's job or a same-code input asks whether it runs in the process that owns its workers
 /// and arenas, and the answer needs no `getpid` but the first in each process.
