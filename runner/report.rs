@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
-use crate::abi::Registers;
+use crate::abi::{Gpr, Registers};
 
 /// The version of the report's JSON shape, its `schema_version` field. It changes only when a
 /// field is removed or changes meaning; new fields keep it.
@@ -446,18 +446,40 @@ impl Report {
     /// time) instead of through a hex string of its own and serde_json's byte-at-a-time
     /// escaping. A batch writes every result line this way into a buffer it keeps.
     pub(crate) fn write_json(&self, out: &mut Vec<u8>) {
-        let head = ReportHead {
-            schema_version: SchemaVersion,
-            outcome: &self.outcome,
-            syscall: match self.outcome {
-                Outcome::SyscallViolation => self.syscall.as_ref(),
-                _ => None,
-            },
-        };
-        serde_json::to_writer(&mut *out, &head).expect("a report always serialises to JSON");
-        // The head's `}`: the output's fields go on from there.
-        debug_assert_eq!(out.last(), Some(&b'}'));
-        out.pop();
+        if let Outcome::Returned(registers) = &self.outcome {
+            // The commonest head, without serde's flattened map (each key escaped, each
+            // entry through the map serializer): the same bytes.
+            out.extend_from_slice(b"{\"schema_version\":");
+            push_u64(out, u64::from(SCHEMA_VERSION));
+            out.extend_from_slice(b",\"outcome\":\"returned\",\"rax\":");
+            push_u64(out, registers.rax);
+            out.extend_from_slice(b",\"registers\":{");
+            for (i, (name, gpr)) in crate::abi::GPR_NAMES.iter().zip(Gpr::ALL).enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.push(b'"');
+                out.extend_from_slice(name.as_bytes());
+                out.extend_from_slice(b"\":");
+                push_u64(out, registers.get(gpr));
+            }
+            out.extend_from_slice(b",\"rflags\":");
+            push_u64(out, registers.rflags);
+            out.push(b'}');
+        } else {
+            let head = ReportHead {
+                schema_version: SchemaVersion,
+                outcome: &self.outcome,
+                syscall: match self.outcome {
+                    Outcome::SyscallViolation => self.syscall.as_ref(),
+                    _ => None,
+                },
+            };
+            serde_json::to_writer(&mut *out, &head).expect("a report always serialises to JSON");
+            // The head's `}`: the output's fields go on from there.
+            debug_assert_eq!(out.last(), Some(&b'}'));
+            out.pop();
+        }
         out.extend_from_slice(b",\"output_hex\":\"");
         let at = out.len();
         out.resize(at + 2 * self.output.len(), 0);
@@ -480,6 +502,21 @@ impl Report {
         // The tail's own `{` becomes the comma after the output.
         out[tail_at] = b',';
     }
+}
+
+/// Appends `value` in decimal, as serde_json writes a `u64`.
+fn push_u64(out: &mut Vec<u8>, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// Appends `text` escaped as the inside of a JSON string, exactly as serde_json escapes it:
@@ -764,6 +801,29 @@ mod tests {
                 String::from_utf8(ours).unwrap(),
                 theirs[1..theirs.len() - 1],
                 "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn push_u64_writes_what_serde_json_writes() {
+        for value in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            1 << 32,
+            u64::MAX / 10,
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
+            let mut out = b"x".to_vec();
+            push_u64(&mut out, value);
+            assert_eq!(
+                out,
+                format!("x{}", serde_json::to_string(&value).unwrap()).as_bytes()
             );
         }
     }
