@@ -275,9 +275,6 @@ impl Pool {
             && round_up(input.len().max(1)) <= cap.input()
     }
 
-    /// Hands a finished job's worker and arena to the refill thread, and only now wakes it:
-    /// its refill (unmapping retired arenas, mapping a new one) would otherwise take this
-    /// process's mmap lock while the job runs, and page faults of the job's thread would wait.
     /// The job of a parked worker that was gone before it took its go byte (its guest never
     /// ran): the worker's arena and pipes go to the refill thread, the job to a fresh worker.
     fn run_elsewhere(
@@ -297,6 +294,9 @@ impl Pool {
         self.shared.zygote.run(code, input, options)
     }
 
+    /// Hands a finished job's worker and arena to the refill thread, and only now wakes it:
+    /// its refill (unmapping retired arenas, mapping a new one) would otherwise take this
+    /// process's mmap lock while the job runs, and page faults of the job's thread would wait.
     fn retire(&self, retired: Retired) {
         self.shared.lock().retired.push(retired);
         self.shared.changed.notify_all();
