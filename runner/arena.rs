@@ -117,9 +117,6 @@ pub(crate) struct Arena {
     /// The last input's guest returned to a strict same-code worker's trampoline, which
     /// zeroed its pages then (see [`Arena::reset_memory`]); taken by the next input.
     cleaned: bool,
-    /// The worker zeroed its private stack after the last input (the table it used listed
-    /// it): [`Arena::load_input`] does not look at it. Set by [`Arena::reset_memory`].
-    private_stack_clean: bool,
     /// The worker's part of the context (offset in the data page, value), as
     /// [`Arena::prepare_worker`] last wrote it: written again with every job or input.
     worker_ctx: Option<[(usize, u64); WORKER_CTX_WORDS]>,
@@ -196,7 +193,6 @@ impl Arena {
             known: None,
             worker_maps: None,
             cleaned: false,
-            private_stack_clean: false,
             worker_ctx: None,
             walls: None,
             owner: Owner::here(),
@@ -277,16 +273,18 @@ impl Arena {
     /// worker's cache). A guest that says "done" without returning (it can write the words
     /// and the record) skips that, and only its own next inputs see what it left: inputs of
     /// one same-code session are one submission.
-    pub(crate) fn reset_memory(&mut self, strict: bool) -> io::Result<()> {
+    ///
+    /// Says whether the worker did its part (its table listed its private stack too, which
+    /// [`Arena::load_input`] then need not look at either).
+    pub(crate) fn reset_memory(&mut self, strict: bool) -> io::Result<bool> {
         debug_assert!(self.reusable);
         let cleaned = std::mem::take(&mut self.cleaned)
             && self.known.as_ref().is_some_and(|known| known.by_worker);
-        self.private_stack_clean = cleaned;
         let scratch = self.scratch_file_offset();
         let len = self.scratch_cap + PAGE + self.stack_cap;
         if !strict {
             self.known = None;
-            return self.file.zero_range(scratch, len);
+            return self.file.zero_range(scratch, len).map(|()| false);
         }
         let blocks = self.file.blocks()?;
         if let Some(known) = self.known.take_if(|known| known.blocks == blocks) {
@@ -296,7 +294,7 @@ impl Arena {
                 }
             }
             self.known = Some(known);
-            return Ok(());
+            return Ok(cleaned);
         }
         let mut runs = Vec::new();
         self.file
@@ -309,7 +307,7 @@ impl Arena {
             runs,
             by_worker,
         });
-        Ok(())
+        Ok(cleaned)
     }
 
     /// Writes the worker's table of memory to zero (see [`RESET_AT`]): its private stack and
@@ -512,7 +510,6 @@ impl Arena {
         });
         self.known = None;
         self.cleaned = false;
-        self.private_stack_clean = false;
         self.file.write_u64(RESET_AT, 0);
         let read_only = |offset: usize, len: usize| Protect {
             addr: self.region_addr() + offset,
@@ -583,10 +580,14 @@ impl Arena {
     /// go, see `Parked::go`). A same-code worker gets exactly this before each input, so a guest that scribbled on
     /// the shared region starts its next input from the same state all the same.
     ///
-    /// After [`Arena::reset_memory`] found that the worker zeroed its memory itself, its
-    /// private stack (the end of the data page) is not looked at either.
-    pub(crate) fn load_input(&mut self, input: &[u8], options: &RunOptions) -> io::Result<()> {
-        let cleaned = std::mem::take(&mut self.private_stack_clean);
+    /// `cleaned`: [`Arena::reset_memory`] found that the worker zeroed its memory itself; its
+    /// private stack (the end of the data page) is then not looked at either.
+    pub(crate) fn load_input(
+        &mut self,
+        input: &[u8],
+        options: &RunOptions,
+        cleaned: bool,
+    ) -> io::Result<()> {
         self.reset_region_but_handoff(arena_reusable(&options.policy), cleaned)?;
         self.write_input(input, options, None);
         Ok(())

@@ -838,12 +838,7 @@ fn parse_plain_hex(text: &[u8]) -> Option<Vec<u8>> {
 /// its line is parsed), which is then not checked again.
 pub(crate) fn decode_hex_digits(digits: &[u8]) -> Vec<u8> {
     debug_assert!(digits.len() % 2 == 0 && faster_hex::hex_check(digits));
-    let mut bytes = Vec::with_capacity(digits.len() / 2);
-    if bytes.capacity() >= POPULATE_FROM {
-        // One call instead of a page fault per 4 KiB (a 1 MiB input: 256).
-        crate::sys::populate(bytes.spare_capacity_mut());
-    }
-    bytes.resize(digits.len() / 2, 0);
+    let mut bytes = decoded_buffer(digits.len() / 2);
     // Safe whatever `digits` holds (other bytes decode to unspecified values, never read
     // outside either slice); checked by the caller.
     faster_hex::hex_decode_unchecked(digits, &mut bytes);
@@ -860,12 +855,7 @@ pub(crate) fn decode_hex_run(digits: &[u8]) -> Option<Vec<u8>> {
     if digits.len() % 2 != 0 {
         return None;
     }
-    let mut bytes = Vec::with_capacity(digits.len() / 2);
-    if bytes.capacity() >= POPULATE_FROM {
-        // One call instead of a page fault per 4 KiB (a 1 MiB input: 256).
-        crate::sys::populate(bytes.spare_capacity_mut());
-    }
-    bytes.resize(digits.len() / 2, 0);
+    let mut bytes = decoded_buffer(digits.len() / 2);
     for (digits, bytes) in digits.chunks(SLICE).zip(bytes.chunks_mut(SLICE / 2)) {
         if !faster_hex::hex_check(digits) {
             return None;
@@ -873,6 +863,17 @@ pub(crate) fn decode_hex_run(digits: &[u8]) -> Option<Vec<u8>> {
         faster_hex::hex_decode_unchecked(digits, bytes);
     }
     Some(bytes)
+}
+
+/// `len` zero bytes to decode into, faulted in with one call when large (see
+/// [`POPULATE_FROM`]) instead of a page fault per 4 KiB (a 1 MiB input: 256).
+fn decoded_buffer(len: usize) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(len);
+    if bytes.capacity() >= POPULATE_FROM {
+        crate::sys::populate(bytes.spare_capacity_mut());
+    }
+    bytes.resize(len, 0);
+    bytes
 }
 
 /// Buffers from this size on are faulted in with one call ([`crate::sys::populate`]) before

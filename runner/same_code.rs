@@ -296,11 +296,14 @@ impl SameCode {
         }
         self.seq += 1;
         let seq = self.seq;
-        if let Err(e) = arena.reset_memory(host::arena_reusable(&options.policy)) {
-            live.end();
-            return Err(Error::io("resetting the worker's scratch and stack", e));
-        }
-        if let Err(e) = arena.load_input(input, options) {
+        let cleaned = match arena.reset_memory(host::arena_reusable(&options.policy)) {
+            Ok(cleaned) => cleaned,
+            Err(e) => {
+                live.end();
+                return Err(Error::io("resetting the worker's scratch and stack", e));
+            }
+        };
+        if let Err(e) = arena.load_input(input, options, cleaned) {
             live.end();
             return Err(Error::io("loading the input", e));
         }
