@@ -126,13 +126,7 @@ fn probe_session(
         Some(zygote) => SameCode::with_zygote(&code, &options, zygote).unwrap(),
         None => SameCode::new(&code, &options).unwrap(),
     };
-    let mut x = seed;
-    let mut next = || {
-        x = x
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        x >> 33
-    };
+    let mut next = common::pseudo_random(seed);
     let all = (1u64 << PAGES.len()) - 1;
     let mut returned = 0;
     let mut grown = 0usize;

@@ -109,13 +109,7 @@ fn probe_zeros(policy: Policy, pages: &Pages, spin_every: u64, count: u64, seed:
     options.limits.timeout = Duration::from_millis(200);
     let code = zero_probe(pages, stack_len);
     let mut same = SameCode::new(&code, &options).unwrap();
-    let mut x = seed;
-    let mut next = || {
-        x = x
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        x >> 33
-    };
+    let mut next = common::pseudo_random(seed);
     let mut returned = 0;
     for i in 0..count {
         let mut options = options.clone();

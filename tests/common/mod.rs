@@ -257,6 +257,18 @@ pub fn two_cpus() -> bool {
     n >= 2
 }
 
+/// A reproducible stream of pseudo-random 31-bit numbers from `seed` (a linear congruential
+/// generator's high bits), for tests that mix inputs.
+pub fn pseudo_random(seed: u64) -> impl FnMut() -> u64 {
+    let mut x = seed;
+    move || {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        x >> 33
+    }
+}
+
 /// `lea rax, [rbx + 1]; ret`.
 pub fn plus_one() -> Vec<u8> {
     gas("lea rax, [rbx + 1]\n ret")
