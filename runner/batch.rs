@@ -16,13 +16,15 @@
 //! as it is next in input order), and the output is flushed whenever no further result is
 //! ready, so a client that writes one line to a long-lived `bytejail batch -` and waits gets its
 //! answer at once. Job threads, each with its own [`Zygote`], start as work arrives: one while
-//! lines come one at a time, up to `jobs` while lines wait for a free thread. With `jobs` 1
-//! the one job runs on the calling thread, which also writes the results: no handoff between
-//! threads per job. A reader thread feeds the jobs through a queue in every case.
+//! lines come one at a time, up to `jobs` while lines wait for a free thread. Each writes its
+//! own results (see [`Results`]); with `jobs` 1 the one job runs on the calling thread, which
+//! writes the results as well. No thread is woken to hand a job's result on: the lines come
+//! through a queue that wakes a side only when it waits. With several jobs the calling thread
+//! reads the lines; with one, a reader thread does.
 //!
 //! With [`Pin::Auto`] each job thread keeps to a CPU of its own (and so do the zygote and
-//! workers it forks) when the process may use enough CPUs; the reader and the writer are left
-//! to the scheduler.
+//! workers it forks, and its tracer process, see [`crate::tracer`]) when the process may use
+//! enough CPUs; the reader is left to the scheduler.
 //!
 //! With [`Reuse::SameCode`] each thread keeps a [`SameCode`] worker and runs in it the next job
 //! with the same code, worker options and `group`. A job without a `group` never shares a
@@ -32,8 +34,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{self, BufRead, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
-use std::sync::mpsc::{self, TryRecvError};
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
@@ -1125,8 +1126,8 @@ impl Done {
     }
 }
 
-/// Shared by the reader, the job threads and the writer.
-struct Crew<'a> {
+/// Shared by the reader and the job threads.
+struct Crew<'a, 'o> {
     config: &'a BatchConfig,
     cache: CodeCache,
     work: LineQueue,
@@ -1135,8 +1136,9 @@ struct Crew<'a> {
     free: AtomicIsize,
     /// Set when results can no longer be written: everyone stops.
     stop: AtomicBool,
-    /// Result buffers the writer has written, for the job threads to fill again.
+    /// Result buffers written, for the job threads to fill again.
     spare: SpareBuffers,
+    results: Results<'o>,
 }
 
 /// Result-line buffers handed back by the writer: a job thread takes one for its next result
@@ -1209,9 +1211,10 @@ fn run_line(
     }
 }
 
-impl Crew<'_> {
-    /// A job thread: takes lines, runs them in workers it forks (see [`Forks`]).
-    fn job_thread(&self, done: mpsc::Sender<Done>, cpu: Option<usize>) {
+impl Crew<'_, '_> {
+    /// A job thread: takes lines, runs them in workers it forks (see [`Forks`]), and writes
+    /// their results itself (see [`Results`]).
+    fn job_thread(&self, cpu: Option<usize>) {
         if let Some(cpu) = cpu {
             // Before it forks anything: its zygote and workers inherit the CPU. A failure
             // leaves the thread where the scheduler puts it, which runs the same jobs.
@@ -1241,12 +1244,119 @@ impl Crew<'_> {
             // Free again before the result is out: a client that answers it with a new line
             // finds this thread free.
             self.free.fetch_add(1, Ordering::SeqCst);
-            if done.send(result).is_err() {
-                // The writer is gone (and has set `stop`): the reader stops too.
-                self.stop.store(true, Ordering::SeqCst);
-                self.work.abandon();
+            self.give(result);
+        }
+    }
+
+    /// Writes a line's result (see [`Results::give`]); once results can no longer be
+    /// written, everyone stops: the job threads drain the queue, the reader stops reading.
+    fn give(&self, done: Done) {
+        if !self.results.give(done, &self.spare) {
+            self.stop.store(true, Ordering::SeqCst);
+            self.work.abandon();
+        }
+    }
+}
+
+/// The results of a batch with several job threads. The thread that ends a job writes its
+/// result itself, under a lock (with `ordered`, it holds a result until it is next in input
+/// order, and writes every result that its own makes next): no thread is woken to write a
+/// result, which on two CPUs is a wake-up on the other CPU per job. The output is flushed by
+/// the last writer of a run of results: one that writes while another thread waits to write
+/// leaves the flush to it.
+struct Results<'o> {
+    state: Mutex<ResultsState<'o>>,
+    /// Threads waiting for the lock to write a result.
+    waiting: AtomicUsize,
+}
+
+struct ResultsState<'o> {
+    out: &'o mut (dyn Write + Send),
+    progress: &'o mut (dyn FnMut(&Summary) + Send),
+    ordered: bool,
+    /// Results ended before an earlier line's (with `ordered`), by sequence number.
+    pending: BTreeMap<u64, Vec<u8>>,
+    /// The sequence number to write next (with `ordered`).
+    next: u64,
+    summary: Summary,
+    /// The first failure to write: nothing more is written after it.
+    failed: Option<io::Error>,
+}
+
+impl<'o> Results<'o> {
+    fn new(
+        out: &'o mut (dyn Write + Send),
+        progress: &'o mut (dyn FnMut(&Summary) + Send),
+        ordered: bool,
+    ) -> Results<'o> {
+        Results {
+            state: Mutex::new(ResultsState {
+                out,
+                progress,
+                ordered,
+                pending: BTreeMap::new(),
+                next: 0,
+                summary: Summary::default(),
+                failed: None,
+            }),
+            waiting: AtomicUsize::new(0),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ResultsState<'o>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts and writes one line's result (or holds it for its turn), giving written buffers
+    /// back to `spare`; `false` once results can no longer be written.
+    fn give(&self, done: Done, spare: &SpareBuffers) -> bool {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let mut state = self.lock();
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        if state.failed.is_some() {
+            return false;
+        }
+        state.summary.count(&done);
+        let state = &mut *state;
+        let written = (|| -> io::Result<()> {
+            if state.ordered {
+                state.pending.insert(done.seq, done.text);
+                while let Some(text) = state.pending.remove(&state.next) {
+                    write_line(state.out, &text)?;
+                    spare.give(text);
+                    state.next += 1;
+                }
+            } else {
+                write_line(state.out, &done.text)?;
+                spare.give(done.text);
+            }
+            if self.waiting.load(Ordering::SeqCst) == 0 {
+                state.out.flush()?;
+            }
+            Ok(())
+        })();
+        match written {
+            Ok(()) => {
+                (state.progress)(&state.summary);
+                true
+            }
+            Err(e) => {
+                state.failed = Some(e);
+                false
             }
         }
+    }
+
+    /// The summary, after a last flush; `Err` if results could not all be written.
+    fn finish(self) -> Result<Summary, Error> {
+        let state = self.state.into_inner().unwrap_or_else(|e| e.into_inner());
+        let flushed = match state.failed {
+            Some(e) => Err(e),
+            None => state.out.flush(),
+        };
+        flushed
+            .map(|()| state.summary)
+            .map_err(|e| Error::io("writing results", e))
     }
 }
 
@@ -1254,17 +1364,19 @@ impl Crew<'_> {
 /// come (see the module docs) and flushing `out` whenever no further result is ready.
 /// `progress` is called after each result with the summary so far. Blank lines are skipped.
 /// `Err` only for the runner itself: unreadable input, an unwritable `out`.
+///
+/// With more than one job, the job threads write to `out` and call `progress` themselves
+/// (one at a time): both must be `Send`.
 pub fn run_batch(
     mut input: impl BufRead + Send,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
     config: &BatchConfig,
-    progress: &mut dyn FnMut(&Summary),
+    progress: &mut (dyn FnMut(&Summary) + Send),
 ) -> Result<Summary, Error> {
     let jobs = config.jobs.max(1);
     if jobs == 1 {
         return run_batch_inline(input, out, config, progress);
     }
-    let (done_tx, done_rx) = mpsc::channel::<Done>();
     let crew = Crew {
         config,
         cache: CodeCache::default(),
@@ -1272,81 +1384,59 @@ pub fn run_batch(
         free: AtomicIsize::new(0),
         stop: AtomicBool::new(false),
         spare: SpareBuffers::default(),
+        results: Results::new(out, progress, config.ordered),
     };
-    let crew = &crew;
-    let mut summary = Summary::default();
     let max = max_line(&config.defaults);
     let cpus = pinned_cpus(config, jobs);
-    let cpus = &cpus;
 
-    std::thread::scope(|scope| -> Result<(), Error> {
-        // Reader: hands lines to job threads, starting one when none is free.
-        let reader = scope.spawn(move || -> Result<(), Error> {
-            let read = (|| {
-                let mut seq = 0;
-                let mut buf = Vec::new();
-                let mut line_no = 0u64;
-                let mut started = 0;
-                while let Some(line) = read_line(&mut input, max, &mut buf)
-                    .map_err(|e| Error::io("reading the batch", e))?
-                {
-                    line_no += 1;
-                    if crew.stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let text = match line {
-                        Line::Text(text) if is_blank(&text) => continue,
-                        Line::Text(text) => text,
-                        Line::Refused(why) => {
-                            let _ = done_tx.send(Done::error(seq, &Value::Null, line_no, &why));
-                            seq += 1;
-                            continue;
-                        }
-                    };
-                    if crew.free.fetch_sub(1, Ordering::SeqCst) <= 0 && started < jobs {
-                        let cpu = cpus.as_ref().map(|cpus| cpus[started]);
-                        started += 1;
-                        crew.free.fetch_add(1, Ordering::SeqCst);
-                        let done = done_tx.clone();
-                        std::thread::Builder::new()
-                            .name("bytejail-batch".into())
-                            .spawn_scoped(scope, move || crew.job_thread(done, cpu))
-                            .map_err(|e| Error::io("starting a batch thread", e))?;
-                    }
-                    if !crew.work.put(Queued::Line(seq, line_no, text)) {
-                        break;
-                    }
-                    seq += 1;
+    let read = std::thread::scope(|scope| -> Result<(), Error> {
+        let crew = &crew;
+        // The reader: this thread. It hands lines to job threads, starting one when none is
+        // free.
+        let read = (|| {
+            let mut seq = 0;
+            let mut buf = Vec::new();
+            let mut line_no = 0u64;
+            let mut started = 0;
+            while let Some(line) = read_line(&mut input, max, &mut buf)
+                .map_err(|e| Error::io("reading the batch", e))?
+            {
+                line_no += 1;
+                if crew.stop.load(Ordering::Relaxed) {
+                    break;
                 }
-                Ok(())
-            })();
-            // Job threads end once they have taken every line.
-            crew.work.close();
-            read
-        });
-
-        // Writer: this thread.
-        let written = write_results(
-            done_rx,
-            out,
-            config.ordered,
-            &mut summary,
-            progress,
-            &crew.spare,
-        );
-        if written.is_err() {
-            crew.stop.store(true, Ordering::SeqCst);
-            crew.work.abandon();
-        }
-        let read = reader.join().unwrap_or_else(|_| {
-            Err(Error::io(
-                "reading the batch",
-                io::Error::other("the reader panicked"),
-            ))
-        });
-        written.and(read)
-    })?;
-    Ok(summary)
+                let text = match line {
+                    Line::Text(text) if is_blank(&text) => continue,
+                    Line::Text(text) => text,
+                    Line::Refused(why) => {
+                        crew.give(Done::error(seq, &Value::Null, line_no, &why));
+                        seq += 1;
+                        continue;
+                    }
+                };
+                if crew.free.fetch_sub(1, Ordering::SeqCst) <= 0 && started < jobs {
+                    let cpu = cpus.as_ref().map(|cpus| cpus[started]);
+                    started += 1;
+                    crew.free.fetch_add(1, Ordering::SeqCst);
+                    std::thread::Builder::new()
+                        .name("bytejail-batch".into())
+                        .spawn_scoped(scope, move || crew.job_thread(cpu))
+                        .map_err(|e| Error::io("starting a batch thread", e))?;
+                }
+                if !crew.work.put(Queued::Line(seq, line_no, text)) {
+                    break;
+                }
+                seq += 1;
+            }
+            Ok(())
+        })();
+        // Job threads end once they have taken every line (the scope waits for them).
+        crew.work.close();
+        read
+    });
+    // A failure to write comes first: reading stopped because of it.
+    let summary = crew.results.finish()?;
+    read.map(|()| summary)
 }
 
 impl Summary {
@@ -1642,51 +1732,10 @@ fn write_line(out: &mut dyn Write, line: &[u8]) -> io::Result<()> {
     out.write_all(line)
 }
 
-/// Writes each result as it comes (in input order when `ordered`), flushing whenever no
-/// further result is ready, until every sender is gone.
-fn write_results(
-    done_rx: mpsc::Receiver<Done>,
-    out: &mut dyn Write,
-    ordered: bool,
-    summary: &mut Summary,
-    progress: &mut dyn FnMut(&Summary),
-    spare: &SpareBuffers,
-) -> Result<(), Error> {
-    let fail = |e| Error::io("writing results", e);
-    let mut pending: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
-    let mut next = 0u64;
-    loop {
-        let done = match done_rx.try_recv() {
-            Ok(done) => done,
-            Err(TryRecvError::Empty) => {
-                out.flush().map_err(fail)?;
-                match done_rx.recv() {
-                    Ok(done) => done,
-                    Err(_) => break,
-                }
-            }
-            Err(TryRecvError::Disconnected) => break,
-        };
-        summary.count(&done);
-        if ordered {
-            pending.insert(done.seq, done.text);
-            while let Some(text) = pending.remove(&next) {
-                write_line(out, &text).map_err(fail)?;
-                spare.give(text);
-                next += 1;
-            }
-        } else {
-            write_line(out, &done.text).map_err(fail)?;
-            spare.give(done.text);
-        }
-        progress(summary);
-    }
-    out.flush().map_err(fail)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::mpsc;
 
     fn run(lines: &str, ordered: bool) -> (Vec<Value>, Summary) {
         run_reusing(lines, ordered, Reuse::None)
@@ -2137,6 +2186,13 @@ mod tests {
 
     #[test]
     fn one_job_at_a_time_answers_each_line_before_the_next_comes() {
+        // Written by the calling thread with one job, by the job threads with several.
+        for jobs in [1, 3] {
+            answers_each_line_before_the_next_comes(jobs);
+        }
+    }
+
+    fn answers_each_line_before_the_next_comes(jobs: usize) {
         // A client that writes a line and waits for its answer before writing the next.
         let (line_tx, line_rx) = mpsc::channel::<String>();
         let (answer_tx, answer_rx) = mpsc::channel::<String>();
@@ -2170,7 +2226,7 @@ mod tests {
             }
         }
         let batch = std::thread::spawn(move || {
-            let config = BatchConfig::default().with_jobs(1);
+            let config = BatchConfig::default().with_jobs(jobs);
             let mut out = Answers(answer_tx, Vec::new());
             let input = io::BufReader::new(Client(line_rx, Vec::new(), 0));
             run_batch(input, &mut out, &config, &mut |_| {}).unwrap()

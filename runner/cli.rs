@@ -662,9 +662,9 @@ fn batch(args: BatchArgs) -> Result<Completion, Error> {
     };
     let started = std::time::Instant::now();
     let stdin = (args.file.as_os_str() == "-").then(StdinFeed::start);
-    let stdout = io::stdout();
+    // Not locked for the batch: with several jobs, the job threads write their results.
     let mut out = io::BufWriter::new(ResultsOut {
-        stdout: stdout.lock(),
+        stdout: io::stdout(),
         abandon: stdin.as_ref().map(StdinFeed::abandon_handle),
     });
     let summary = if let Some(stdin) = stdin {

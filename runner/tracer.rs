@@ -14,8 +14,9 @@
 //! The tracer is a process of its own, not a thread of the host: a ptrace stop is reported to
 //! every thread of the tracer's process that waits for children, and a host whose other
 //! threads reap any child (`waitpid(-1)`, as some servers do) would take the stop and leave the
-//! worker stopped for good. The tracer process is started once, the first time a traced worker
-//! is needed, and is single-threaded, so it can wait for requests and for stops at once
+//! worker stopped for good. A tracer process is started the first time a traced worker is
+//! needed (one per CPU for threads that keep to one CPU, one for all other threads, see
+//! [`tracer`]), and is single-threaded, so it can wait for requests and for stops at once
 //! (`ppoll` on its request socket and a `signalfd` for SIGCHLD). It is a `CLONE_VM` clone of
 //! the host, on a stack of its own: a process with its own descriptors and signal state that
 //! shares the host's memory, so starting it copies no page tables and its end tears none down
@@ -114,6 +115,7 @@ struct Reply {
 
 /// A traced worker's slot, given back when the worker is gone.
 pub(crate) struct Trace {
+    tracer: &'static Tracer,
     slot: u32,
 }
 
@@ -123,10 +125,7 @@ impl Trace {
     /// stop before it lets the worker go on, and releases an exited worker to its parent only
     /// after that.
     pub(crate) fn take(&self) -> Facts {
-        let Some(tracer) = tracer() else {
-            return Facts::default();
-        };
-        let slot = tracer.slot(self.slot);
+        let slot = self.tracer.slot(self.slot);
         // SAFETY: a slot of the shared table; the tracer process does not write it now (the
         // worker is reaped, or parked between inputs).
         unsafe {
@@ -140,9 +139,7 @@ impl Trace {
 
 impl Drop for Trace {
     fn drop(&mut self) {
-        if let Some(tracer) = tracer() {
-            lock(&tracer.free).push(self.slot);
-        }
+        lock(&self.tracer.free).push(self.slot);
     }
 }
 
@@ -176,29 +173,50 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// This process's tracer process, started the first time it is asked for; `None` when it
-/// cannot be. A process forked from a host (a pre-forking server, say) has the host's tracer
-/// only as stale data: its table is not mapped here (`MADV_DONTFORK`) and its socket is the
-/// host's; it gets a tracer of its own, and closes its copy of the host's socket.
+/// The calling thread's tracer process, started the first time it is asked for; `None` when it
+/// cannot be. A thread that keeps to one CPU (see [`crate::sys::set_thread_cpus`]: a batch's
+/// job threads) has a tracer of its own per CPU, started from such a thread and so keeping to
+/// that CPU too: its requests, and the stops of the workers it forks, which keep to the CPU as
+/// well, then wake nothing on another CPU (a cross-CPU wake-up is an interrupt to another
+/// virtual CPU, several microseconds on a VM). Every other thread shares one tracer.
+///
+/// A process forked from a host (a pre-forking server, say) has the host's tracers only as
+/// stale data: their tables are not mapped here (`MADV_DONTFORK`) and their sockets are the
+/// host's; it gets tracers of its own, and closes its copies of the host's sockets.
 fn tracer() -> Option<&'static Tracer> {
-    /// The process that started the tracer, and the tracer (leaked: it lives as long as the
-    /// process).
-    static TRACER: Mutex<Option<(libc::pid_t, Option<&'static Tracer>)>> = Mutex::new(None);
-    let me = crate::sys::getpid();
-    let mut current = lock(&TRACER);
-    match *current {
-        Some((owner, tracer)) if owner == me => return tracer,
-        Some((_, Some(inherited))) => {
-            // SAFETY: this process's copy of the host's socket, which nothing here uses again
-            // (the tracer it belongs to is leaked, so its OwnedFd never closes it twice).
-            unsafe { libc::close(inherited.socket.as_raw_fd()) };
+    /// The process that started the tracers, and its tracers by the CPU their threads keep
+    /// to (leaked: they live as long as the process).
+    type Tracers = (libc::pid_t, Vec<(Option<usize>, Option<&'static Tracer>)>);
+    static TRACERS: Mutex<Option<Tracers>> = Mutex::new(None);
+    let me = crate::sys::current_pid();
+    let cpu = crate::sys::thread_cpu().filter(|&cpu| cpu < MAX_PER_CPU);
+    let mut current = lock(&TRACERS);
+    if let Some((owner, tracers)) = current.as_ref() {
+        if *owner == me {
+            if let Some((_, tracer)) = tracers.iter().find(|(key, _)| *key == cpu) {
+                return *tracer;
+            }
+        } else {
+            for inherited in tracers.iter().filter_map(|(_, tracer)| *tracer) {
+                // SAFETY: this process's copy of the host's socket, which nothing here uses
+                // again (the tracer it belongs to is leaked, so its OwnedFd never closes it
+                // twice).
+                unsafe { libc::close(inherited.socket.as_raw_fd()) };
+            }
+            *current = None;
         }
-        _ => {}
     }
     let tracer = start().ok().map(|t| &*Box::leak(Box::new(t)));
-    *current = Some((me, tracer));
+    current
+        .get_or_insert_with(|| (me, Vec::new()))
+        .1
+        .push((cpu, tracer));
     tracer
 }
+
+/// CPUs below this one get a tracer of their own (see [`tracer`]); threads on others share
+/// one.
+const MAX_PER_CPU: usize = 64;
 
 /// The tracer process's pid, starting it if need be.
 #[cfg(test)]
@@ -218,7 +236,7 @@ pub(crate) fn seize(pid: libc::pid_t, init: bool) -> io::Result<Trace> {
     let slot = lock(&tracer.free)
         .pop()
         .ok_or_else(|| io::Error::other("every tracer slot is taken"))?;
-    let trace = Trace { slot };
+    let trace = Trace { tracer, slot };
     let request = Request {
         pid,
         slot,
@@ -876,6 +894,63 @@ mod tests {
             .unwrap()
             .count();
         assert_eq!(fds, 2, "the socket and the signalfd");
+    }
+
+    /// The CPUs `pid` may run on.
+    fn cpus_of(pid: libc::pid_t) -> Vec<usize> {
+        // SAFETY: a zeroed cpu_set_t is a valid empty set, written by the kernel within its size.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            assert_eq!(
+                libc::sched_getaffinity(pid, std::mem::size_of_val(&set), &mut set),
+                0
+            );
+            (0..libc::CPU_SETSIZE as usize)
+                .filter(|&cpu| libc::CPU_ISSET(cpu, &set))
+                .collect()
+        }
+    }
+
+    #[test]
+    fn a_thread_kept_to_one_cpu_has_a_tracer_on_that_cpu() {
+        let allowed = crate::sys::allowed_cpus();
+        let shared = std::thread::spawn(tracer_pid)
+            .join()
+            .unwrap()
+            .expect("a tracer");
+        let last = *allowed.last().unwrap();
+        let (pinned, report) = std::thread::spawn(move || {
+            crate::sys::set_thread_cpus(&[last]).unwrap();
+            // A fault's details from the tracer on this CPU: verified.
+            let store = [0x31, 0xc0, 0x48, 0xc7, 0x00, 0x01, 0x00, 0x00, 0x00, 0xc3];
+            let report = crate::run(&store, b"", &crate::RunOptions::default()).unwrap();
+            (tracer_pid().expect("a tracer"), report)
+        })
+        .join()
+        .unwrap();
+        assert_ne!(
+            pinned, shared,
+            "a pinned thread shares the tracer of the others"
+        );
+        assert_eq!(cpus_of(pinned), vec![last]);
+        let crate::Outcome::Crashed { fault, .. } = &report.outcome else {
+            panic!("{}", report.summary());
+        };
+        assert!(
+            fault.as_ref().is_some_and(|f| f.verified),
+            "{}",
+            report.summary()
+        );
+        // Another thread kept to that CPU finds the same tracer; one free again, the shared one.
+        let again = std::thread::spawn(move || {
+            crate::sys::set_thread_cpus(&[last]).unwrap();
+            let again = tracer_pid();
+            crate::sys::set_thread_cpus(&allowed).unwrap();
+            (again, tracer_pid())
+        })
+        .join()
+        .unwrap();
+        assert_eq!(again, (Some(pinned), Some(shared)));
     }
 
     /// `kcmp(a, b, KCMP_VM, 0, 0)`: whether two processes share one address space; see
