@@ -1224,8 +1224,18 @@ impl Crew<'_, '_> {
         let mut codes = Codes::new(&self.cache);
         let mut same: Option<Reused> = None;
         loop {
-            let Some(queued) = self.work.take() else {
-                return;
+            let queued = match self.work.try_take() {
+                Take::Line(line) => line,
+                Take::Ended => break,
+                Take::Empty => {
+                    // Nothing more to run now: what is written goes out before the wait, so
+                    // that a client waiting for its answer gets it.
+                    self.flush();
+                    match self.work.take() {
+                        Some(line) => line,
+                        None => break,
+                    }
+                }
             };
             if self.stop.load(Ordering::Relaxed) {
                 continue; // drain until the reader closes the queue
@@ -1251,19 +1261,32 @@ impl Crew<'_, '_> {
     /// Writes a line's result (see [`Results::give`]); once results can no longer be
     /// written, everyone stops: the job threads drain the queue, the reader stops reading.
     fn give(&self, done: Done) {
-        if !self.results.give(done, &self.spare) {
-            self.stop.store(true, Ordering::SeqCst);
-            self.work.abandon();
+        let more = self.work.has_lines();
+        if !self.results.give(done, more, &self.spare) {
+            self.stopped();
         }
+    }
+
+    /// Flushes what is written (see [`Results::flush`]).
+    fn flush(&self) {
+        if !self.results.flush() {
+            self.stopped();
+        }
+    }
+
+    fn stopped(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.work.abandon();
     }
 }
 
 /// The results of a batch with several job threads. The thread that ends a job writes its
 /// result itself, under a lock (with `ordered`, it holds a result until it is next in input
 /// order, and writes every result that its own makes next): no thread is woken to write a
-/// result, which on two CPUs is a wake-up on the other CPU per job. The output is flushed by
-/// the last writer of a run of results: one that writes while another thread waits to write
-/// leaves the flush to it.
+/// result, which on two CPUs is a wake-up on the other CPU per job. The output is flushed as
+/// with one job, whenever no further result is ready: by a writer that sees no line queued
+/// and no other thread waiting to write, and by every job thread before it waits for a line.
+/// While lines keep coming (a file), results go out a buffer at a time.
 struct Results<'o> {
     state: Mutex<ResultsState<'o>>,
     /// Threads waiting for the lock to write a result.
@@ -1308,8 +1331,9 @@ impl<'o> Results<'o> {
     }
 
     /// Counts and writes one line's result (or holds it for its turn), giving written buffers
-    /// back to `spare`; `false` once results can no longer be written.
-    fn give(&self, done: Done, spare: &SpareBuffers) -> bool {
+    /// back to `spare`, and flushes unless `more` lines are queued or another thread waits to
+    /// write; `false` once results can no longer be written.
+    fn give(&self, done: Done, more: bool, spare: &SpareBuffers) -> bool {
         self.waiting.fetch_add(1, Ordering::SeqCst);
         let mut state = self.lock();
         self.waiting.fetch_sub(1, Ordering::SeqCst);
@@ -1330,7 +1354,7 @@ impl<'o> Results<'o> {
                 write_line(state.out, &done.text)?;
                 spare.give(done.text);
             }
-            if self.waiting.load(Ordering::SeqCst) == 0 {
+            if !more && self.waiting.load(Ordering::SeqCst) == 0 {
                 state.out.flush()?;
             }
             Ok(())
@@ -1340,6 +1364,21 @@ impl<'o> Results<'o> {
                 (state.progress)(&state.summary);
                 true
             }
+            Err(e) => {
+                state.failed = Some(e);
+                false
+            }
+        }
+    }
+
+    /// Flushes what is written; `false` once results can no longer be written.
+    fn flush(&self) -> bool {
+        let mut state = self.lock();
+        if state.failed.is_some() {
+            return false;
+        }
+        match state.out.flush() {
+            Ok(()) => true,
             Err(e) => {
                 state.failed = Some(e);
                 false
@@ -1568,6 +1607,11 @@ impl LineQueue {
         if std::mem::take(&mut state.reader_waiting) {
             self.room.notify_one();
         }
+    }
+
+    /// Whether a line is queued now.
+    fn has_lines(&self) -> bool {
+        !self.lock().lines.is_empty()
     }
 
     /// The next line if one is queued, without waiting.
