@@ -122,8 +122,8 @@ pub(crate) struct Trace {
 impl Trace {
     /// What the tracer saw so far, leaving nothing behind (a same-code worker's next input
     /// starts with no facts). Complete once the worker has been reaped: the tracer records each
-    /// stop before it lets the worker go on, and releases an exited worker to its parent only
-    /// after that.
+    /// stop before it lets the worker go on, and lets an exiting worker go (detaches at its
+    /// exit stop, or releases it to its parent when it died without one) only after that.
     pub(crate) fn take(&self) -> Facts {
         let slot = self.tracer.slot(self.slot);
         // SAFETY: a slot of the shared table; the tracer process does not write it now (the
@@ -596,8 +596,9 @@ impl Owners {
 }
 
 /// Handles every stop and exit of the traced workers that is waiting, recording what tells
-/// something and letting each worker go on at once. Returns how many workers it released to
-/// their parents (they exited).
+/// something and letting each worker go on at once. Returns how many workers it let go for
+/// good (detached at their exit stop, or released to their parents when they died without
+/// one: a SIGKILL may end a worker without that stop).
 ///
 /// # Safety
 /// In the tracer process.
@@ -684,7 +685,19 @@ unsafe fn follow_all(table: usize, owners: &mut Owners) -> usize {
                         std::ptr::addr_of_mut!((*slot).facts.exit).write_volatile(Some(stop))
                     };
                 }
-                resume(pid, 0);
+                // Nothing after its exit stop tells anything: let it go now rather than wake
+                // for its end too (the kernel then tells its parent alone). Recorded before the
+                // release, so a parent that reaps it finds its facts complete.
+                if ptrace(libc::PTRACE_DETACH, pid, 0, 0) == 0 {
+                    released += 1;
+                    if let (Some(slot), Some(index)) = (slot, index) {
+                        owners.pids[index] = 0;
+                        // SAFETY: a slot of the table.
+                        unsafe { std::ptr::addr_of_mut!((*slot).pid).write_volatile(0) };
+                    }
+                } else {
+                    resume(pid, 0);
+                }
             }
             PTRACE_EVENT_STOP => resume(pid, 0),
             _ => resume(pid, 0),
