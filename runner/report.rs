@@ -272,7 +272,30 @@ fn nanos(d: Duration) -> u64 {
 /// Lower-case hex of `bytes`, no separators (SIMD where the CPU has it: a report of 64 KiB of
 /// output is 128 KiB of hex, which a digit at a time took longer than running the job).
 pub fn hex_string(bytes: &[u8]) -> String {
-    faster_hex::hex_string(bytes)
+    let mut out = vec![0; 2 * bytes.len()];
+    encode_hex(bytes, &mut out);
+    // Hex digits only.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Runs at most this long are encoded a byte at a time (see [`encode_hex`]).
+const SHORT_HEX: usize = 256;
+
+/// Writes the lower-case hex digits of `bytes` into `out`, which is exactly twice as long.
+/// Short runs go a byte at a time: faster-hex's first use in a process asks the CPU what it
+/// has (`cpuid` and `xgetbv`, exits to the hypervisor on a VM: about 40 us here), more than a
+/// one-job `bytejail run` spends on the rest of its report.
+fn encode_hex(bytes: &[u8], out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    debug_assert_eq!(out.len(), 2 * bytes.len());
+    if bytes.len() <= SHORT_HEX {
+        for (byte, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+            pair[0] = DIGITS[usize::from(byte >> 4)];
+            pair[1] = DIGITS[usize::from(byte & 0xf)];
+        }
+    } else {
+        faster_hex::hex_encode(bytes, out).expect("room for two digits a byte");
+    }
 }
 
 /// Parses lower- or upper-case hex without separators; `None` for odd lengths or other bytes.
@@ -483,7 +506,7 @@ impl Report {
         out.extend_from_slice(b",\"output_hex\":\"");
         let at = out.len();
         out.resize(at + 2 * self.output.len(), 0);
-        faster_hex::hex_encode(&self.output, &mut out[at..]).expect("room for two digits a byte");
+        encode_hex(&self.output, &mut out[at..]);
         out.push(b'"');
         if let Ok(text) = std::str::from_utf8(&self.output) {
             out.extend_from_slice(b",\"output_text\":\"");
@@ -1026,5 +1049,17 @@ mod tests {
         assert_eq!(parse_hex("abc"), None);
         assert_eq!(parse_hex("zz"), None);
         assert_eq!(parse_hex("+1"), None);
+    }
+
+    #[test]
+    fn short_and_long_runs_encode_as_formatting_does() {
+        let formatted = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        // Every byte value, at lengths on both sides of the byte-at-a-time limit.
+        for len in [0, 1, 15, 16, 255, SHORT_HEX, SHORT_HEX + 1, 4096 + 7] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
+            assert_eq!(hex_string(&bytes), formatted(&bytes), "{len} bytes");
+        }
+        let every: Vec<u8> = (0..=255).collect();
+        assert_eq!(hex_string(&every), formatted(&every));
     }
 }
