@@ -773,7 +773,8 @@ pub(crate) fn no_new_tasks(options: &RunOptions) -> bool {
 
 /// Whether the CPU and the kernel enable `xsave`, as `is_x86_feature_detected!("xsave")`
 /// decides it (CPUID.1:ECX.XSAVE and .OSXSAVE, and XCR0 saving the SSE and AVX state), but
-/// with one `cpuid` instead of the standard library's full feature detection (about ten):
+/// with at most one `cpuid` (none with glibc, see [`cpuid_1_ecx`]) instead of the standard
+/// library's full feature detection (about ten):
 /// under a hypervisor every `cpuid` is a VM exit, 7.5 us each on this project's KVM machines,
 /// and a `bytejail run` asks this once per process. Asked once, then remembered.
 #[allow(unsafe_code)] // cpuid and xgetbv, guarded by the bits that say they exist
@@ -786,10 +787,7 @@ fn xsave_supported() -> bool {
         2 => return true,
         _ => {}
     }
-    // SAFETY: cpuid leaf 1 exists on every x86-64 CPU. (`__cpuid` is a safe function from
-    // Rust 1.89 on; the block keeps older compilers in `rust-version` building.)
-    #[allow(unused_unsafe)]
-    let ecx = unsafe { std::arch::x86_64::__cpuid(1) }.ecx;
+    let ecx = cpuid_1_ecx();
     let (xsave, osxsave) = (ecx & (1 << 26) != 0, ecx & (1 << 27) != 0);
     let supported = xsave && osxsave && {
         let (eax, _edx): (u32, u32);
@@ -803,6 +801,41 @@ fn xsave_supported() -> bool {
     };
     XSAVE.store(if supported { 2 } else { 1 }, Ordering::Relaxed);
     supported
+}
+
+/// `ecx` of `cpuid` leaf 1. From glibc's own copy where it has one (glibc 2.33 on: it ran
+/// `cpuid` as the process started): on a VM every `cpuid` exits to the hypervisor, about
+/// 7.5 us here, a part of a one-job `bytejail run` worth saving.
+#[allow(unsafe_code)] // glibc's table through its public accessor, or cpuid
+fn cpuid_1_ecx() -> u32 {
+    #[cfg(target_env = "gnu")]
+    {
+        /// glibc's `struct cpuid_feature` (`<sys/platform/x86.h>`): the registers `cpuid`
+        /// gave, then which features are usable.
+        #[repr(C)]
+        struct CpuidFeature {
+            cpuid: [u32; 4],
+            active: [u32; 4],
+        }
+        extern "C" {
+            /// `__x86_get_cpuid_feature_leaf(CPUID_INDEX_1)`: leaf 1 is index 0.
+            fn __x86_get_cpuid_feature_leaf(index: u32) -> *const CpuidFeature;
+        }
+        // SAFETY: glibc returns a pointer to its static, initialised table (or to a zeroed
+        // one for an index it does not know), read-only after start-up.
+        let leaf = unsafe { __x86_get_cpuid_feature_leaf(0) };
+        // SAFETY: as above; checked for null all the same.
+        if let Some(leaf) = unsafe { leaf.as_ref() } {
+            // eax holds the CPU's family and model: zero only in a table glibc never filled.
+            if leaf.cpuid[0] != 0 {
+                return leaf.cpuid[2];
+            }
+        }
+    }
+    // SAFETY: cpuid leaf 1 exists on every x86-64 CPU. (`__cpuid` is a safe function from
+    // Rust 1.89 on; the block keeps older compilers in `rust-version` building.)
+    #[allow(unused_unsafe)]
+    unsafe { std::arch::x86_64::__cpuid(1) }.ecx
 }
 
 /// Whether an arena may serve another job after a worker under `policy` used it: only where
@@ -829,5 +862,15 @@ mod tests {
             super::xsave_supported(),
             std::arch::is_x86_feature_detected!("xsave")
         );
+    }
+
+    /// glibc's copy of leaf 1's `ecx` is what the CPU says now.
+    #[test]
+    #[allow(unsafe_code)] // cpuid
+    fn cpuid_1_ecx_is_the_cpus() {
+        #[allow(unused_unsafe)]
+        // SAFETY: cpuid leaf 1 exists on every x86-64 CPU.
+        let ecx = unsafe { std::arch::x86_64::__cpuid(1) }.ecx;
+        assert_eq!(super::cpuid_1_ecx(), ecx);
     }
 }
