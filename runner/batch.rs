@@ -1216,9 +1216,12 @@ impl Crew<'_, '_> {
     /// their results itself (see [`Results`]).
     fn job_thread(&self, cpu: Option<usize>) {
         if let Some(cpu) = cpu {
-            // Before it forks anything: its zygote and workers inherit the CPU. A failure
-            // leaves the thread where the scheduler puts it, which runs the same jobs.
-            let _ = crate::sys::set_thread_cpus(&[cpu]);
+            // Before it forks anything: its zygote and workers inherit the CPU, and so does
+            // the tracer it starts. A failure leaves the thread where the scheduler puts it,
+            // which runs the same jobs.
+            if crate::sys::set_thread_cpus(&[cpu]).is_ok() {
+                crate::tracer::use_cpu_tracer(cpu);
+            }
         }
         let mut forks = Forks::default();
         let mut codes = Codes::new(&self.cache);

@@ -173,12 +173,24 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+thread_local! {
+    /// The CPU whose own tracer this thread uses (see [`use_cpu_tracer`]).
+    static CPU: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// From now on the calling thread, which keeps to `cpu` alone (a job thread of a batch with
+/// several), uses a tracer process of that CPU's (see [`tracer`]). Such tracers, one per CPU
+/// asked for, live as long as the process, as the shared one does.
+pub(crate) fn use_cpu_tracer(cpu: usize) {
+    CPU.with(|own| own.set(Some(cpu)));
+}
+
 /// The calling thread's tracer process, started the first time it is asked for; `None` when it
-/// cannot be. A thread that keeps to one CPU (see [`crate::sys::set_thread_cpus`]: a batch's
-/// job threads) has a tracer of its own per CPU, started from such a thread and so keeping to
-/// that CPU too: its requests, and the stops of the workers it forks, which keep to the CPU as
-/// well, then wake nothing on another CPU (a cross-CPU wake-up is an interrupt to another
-/// virtual CPU, several microseconds on a VM). Every other thread shares one tracer.
+/// cannot be. A thread that keeps to one CPU and said so ([`use_cpu_tracer`]) has a tracer of
+/// its own per CPU, started from such a thread and so keeping to that CPU too: its requests,
+/// and the stops of the workers it forks, which keep to the CPU as well, then wake nothing on
+/// another CPU (a cross-CPU wake-up is an interrupt to another virtual CPU, several
+/// microseconds on a VM). Every other thread shares one tracer.
 ///
 /// A process forked from a host (a pre-forking server, say) has the host's tracers only as
 /// stale data: their tables are not mapped here (`MADV_DONTFORK`) and their sockets are the
@@ -189,7 +201,7 @@ fn tracer() -> Option<&'static Tracer> {
     type Tracers = (libc::pid_t, Vec<(Option<usize>, Option<&'static Tracer>)>);
     static TRACERS: Mutex<Option<Tracers>> = Mutex::new(None);
     let me = crate::sys::current_pid();
-    let cpu = crate::sys::thread_cpu().filter(|&cpu| cpu < MAX_PER_CPU);
+    let cpu = CPU.with(|own| own.get()).filter(|&cpu| cpu < MAX_PER_CPU);
     let mut current = lock(&TRACERS);
     if let Some((owner, tracers)) = current.as_ref() {
         if *owner == me {
@@ -934,6 +946,7 @@ mod tests {
         let last = *allowed.last().unwrap();
         let (pinned, report) = std::thread::spawn(move || {
             crate::sys::set_thread_cpus(&[last]).unwrap();
+            use_cpu_tracer(last);
             // A fault's details from the tracer on this CPU: verified.
             let store = [0x31, 0xc0, 0x48, 0xc7, 0x00, 0x01, 0x00, 0x00, 0x00, 0xc3];
             let report = crate::run(&store, b"", &crate::RunOptions::default()).unwrap();
@@ -954,16 +967,17 @@ mod tests {
             "{}",
             report.summary()
         );
-        // Another thread kept to that CPU finds the same tracer; one free again, the shared one.
+        // Another thread kept to that CPU that asks finds the same tracer; one that does not
+        // ask, the shared one.
         let again = std::thread::spawn(move || {
             crate::sys::set_thread_cpus(&[last]).unwrap();
-            let again = tracer_pid();
-            crate::sys::set_thread_cpus(&allowed).unwrap();
-            (again, tracer_pid())
+            let shared = tracer_pid();
+            use_cpu_tracer(last);
+            (shared, tracer_pid())
         })
         .join()
         .unwrap();
-        assert_eq!(again, (Some(pinned), Some(shared)));
+        assert_eq!(again, (Some(shared), Some(pinned)));
     }
 
     /// `kcmp(a, b, KCMP_VM, 0, 0)`: whether two processes share one address space; see

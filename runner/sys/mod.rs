@@ -829,26 +829,10 @@ pub fn set_thread_cpus(cpus: &[usize]) -> io::Result<()> {
         libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set)
     };
     if rc == 0 {
-        let one = match cpus {
-            [cpu] if *cpu < libc::CPU_SETSIZE as usize => Some(*cpu),
-            _ => None,
-        };
-        THREAD_CPU.with(|pinned| pinned.set(one));
         Ok(())
     } else {
         Err(io::Error::last_os_error())
     }
-}
-
-thread_local! {
-    /// The one CPU [`set_thread_cpus`] last kept the calling thread to, if it was one.
-    static THREAD_CPU: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
-}
-
-/// The one CPU the calling thread keeps to, when [`set_thread_cpus`] last set it to one (an
-/// affinity set some other way is not known here).
-pub fn thread_cpu() -> Option<usize> {
-    THREAD_CPU.with(|pinned| pinned.get())
 }
 
 /// `sched_getcpu()` - the CPU the calling thread runs on now (it may move at once); see
