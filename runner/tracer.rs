@@ -139,7 +139,7 @@ impl Trace {
 
 impl Drop for Trace {
     fn drop(&mut self) {
-        lock(&self.tracer.free).push(self.slot);
+        lock(&self.tracer.free).returned.push(self.slot);
     }
 }
 
@@ -158,7 +158,7 @@ struct Tracer {
     /// The shared table ([`SLOTS`] slots), mapped shared before the tracer's fork and kept out
     /// of every later fork (`MADV_DONTFORK`).
     table: usize,
-    free: Mutex<Vec<u32>>,
+    free: Mutex<FreeSlots>,
     /// One request and its reply at a time.
     io: Mutex<()>,
 }
@@ -166,6 +166,29 @@ struct Tracer {
 impl Tracer {
     fn slot(&self, index: u32) -> *mut Slot {
         (self.table + index as usize * std::mem::size_of::<Slot>()) as *mut Slot
+    }
+}
+
+/// The slots free for a seize: the lowest first (given back ones, then never used ones), so
+/// that the tracer's scans of the table stay short. No list of all [`SLOTS`] made up front
+/// (16 KiB to fault in, in a one-job `bytejail run`).
+#[derive(Default)]
+struct FreeSlots {
+    /// Slots given back, the last one on top.
+    returned: Vec<u32>,
+    /// Slots from here on were never used.
+    fresh: u32,
+}
+
+impl FreeSlots {
+    fn take(&mut self) -> Option<u32> {
+        self.returned.pop().or_else(|| {
+            let slot = self.fresh;
+            (slot < SLOTS as u32).then(|| {
+                self.fresh += 1;
+                slot
+            })
+        })
     }
 }
 
@@ -246,7 +269,7 @@ fn tracer_pid() -> Option<libc::pid_t> {
 pub(crate) fn seize(pid: libc::pid_t, init: bool) -> io::Result<Trace> {
     let tracer = tracer().ok_or_else(|| io::Error::other("no tracer process"))?;
     let slot = lock(&tracer.free)
-        .pop()
+        .take()
         .ok_or_else(|| io::Error::other("every tracer slot is taken"))?;
     let trace = Trace { tracer, slot };
     let request = Request {
@@ -382,12 +405,12 @@ fn start() -> io::Result<Tracer> {
         _pidfd: pidfd,
         socket: host_end,
         table: table as usize,
-        free: Mutex::new((0..SLOTS as u32).rev().collect()),
+        free: Mutex::new(FreeSlots::default()),
         io: Mutex::new(()),
     })
 }
 
-/// The tracer process's stack: its loop keeps the [`Owners`] table (16 KiB) and a few
+/// The tracer process's stack: its loop keeps a few
 /// kernel structures; the rest is margin. Pages it never touches cost nothing.
 const TRACER_STACK: usize = 256 * 1024;
 const GUARD: usize = 4096;
@@ -461,10 +484,7 @@ fn tracer_main(socket: i32, table: usize) -> ! {
         }
         // Workers seized and not yet released to their parent.
         let mut traced = 0usize;
-        let mut owners = Owners {
-            pids: [0; SLOTS],
-            high: 0,
-        };
+        let mut owners = Owners { table, high: 0 };
         loop {
             let mut fds = [
                 libc::pollfd {
@@ -567,7 +587,6 @@ unsafe fn serve(table: usize, owners: &mut Owners) -> Option<bool> {
             std::ptr::addr_of_mut!((*slot).init).write_volatile(request.init);
             std::ptr::addr_of_mut!((*slot).pid).write_volatile(request.pid);
         }
-        owners.pids[request.slot as usize] = request.pid;
         owners.high = owners.high.max(request.slot as usize + 1);
     }
     let reply = Reply {
@@ -593,17 +612,24 @@ fn slot_at(table: usize, index: usize) -> *mut Slot {
     (table + index * std::mem::size_of::<Slot>()) as *mut Slot
 }
 
-/// Which worker each slot is for, as the tracer process keeps it: the host hands out the
-/// lowest free slots, so a scan up to the highest slot ever used is short.
+/// Which worker each slot is for: the slots' `pid`, which only the tracer process writes (at a
+/// seize, and 0 once the worker is let go). The host hands out the lowest free slots, so a
+/// scan up to the highest slot ever used is short (and touches no page of the table that no
+/// seize touched: a table of its own on the tracer's stack cost a `bytejail run` four page
+/// faults to zero).
 struct Owners {
-    pids: [libc::pid_t; SLOTS],
+    table: usize,
     high: usize,
 }
 
 impl Owners {
     /// The slot that is `pid`'s now, if any.
     fn slot_of(&self, pid: libc::pid_t) -> Option<usize> {
-        self.pids[..self.high].iter().position(|&p| p == pid)
+        (0..self.high).find(|&index| {
+            let slot = slot_at(self.table, index);
+            // SAFETY: a slot of the table; its pid is written by this process alone.
+            unsafe { std::ptr::addr_of!((*slot).pid).read_volatile() == pid }
+        })
     }
 }
 
@@ -657,8 +683,7 @@ unsafe fn follow_all(table: usize, owners: &mut Owners) -> usize {
             }
             // Exited: released to its parent now. The slot is no longer its.
             released += 1;
-            if let (Some(slot), Some(index)) = (slot, index) {
-                owners.pids[index] = 0;
+            if let Some(slot) = slot {
                 // SAFETY: a slot of the table.
                 unsafe { std::ptr::addr_of_mut!((*slot).pid).write_volatile(0) };
             }
@@ -702,8 +727,7 @@ unsafe fn follow_all(table: usize, owners: &mut Owners) -> usize {
                 // release, so a parent that reaps it finds its facts complete.
                 if ptrace(libc::PTRACE_DETACH, pid, 0, 0) == 0 {
                     released += 1;
-                    if let (Some(slot), Some(index)) = (slot, index) {
-                        owners.pids[index] = 0;
+                    if let Some(slot) = slot {
                         // SAFETY: a slot of the table.
                         unsafe { std::ptr::addr_of_mut!((*slot).pid).write_volatile(0) };
                     }
@@ -919,6 +943,21 @@ mod tests {
             .unwrap()
             .count();
         assert_eq!(fds, 2, "the socket and the signalfd");
+    }
+
+    #[test]
+    fn free_slots_are_handed_out_lowest_first_and_run_out() {
+        let mut free = FreeSlots::default();
+        assert_eq!(
+            [free.take(), free.take(), free.take()],
+            [Some(0), Some(1), Some(2)]
+        );
+        free.returned.push(1);
+        assert_eq!([free.take(), free.take()], [Some(1), Some(3)]);
+        while free.take().is_some() {}
+        assert_eq!(free.fresh, SLOTS as u32);
+        free.returned.push(7);
+        assert_eq!([free.take(), free.take()], [Some(7), None]);
     }
 
     /// The CPUs `pid` may run on.
