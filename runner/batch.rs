@@ -1264,8 +1264,7 @@ impl Crew<'_, '_> {
     /// Writes a line's result (see [`Results::give`]); once results can no longer be
     /// written, everyone stops: the job threads drain the queue, the reader stops reading.
     fn give(&self, done: Done) {
-        let more = self.work.has_lines();
-        if !self.results.give(done, more, &self.spare) {
+        if !self.results.give(done, &self.spare) {
             self.stopped();
         }
     }
@@ -1286,10 +1285,10 @@ impl Crew<'_, '_> {
 /// The results of a batch with several job threads. The thread that ends a job writes its
 /// result itself, under a lock (with `ordered`, it holds a result until it is next in input
 /// order, and writes every result that its own makes next): no thread is woken to write a
-/// result, which on two CPUs is a wake-up on the other CPU per job. The output is flushed as
-/// with one job, whenever no further result is ready: by a writer that sees no line queued
-/// and no other thread waiting to write, and by every job thread before it waits for a line.
-/// While lines keep coming (a file), results go out a buffer at a time.
+/// result, which on two CPUs is a wake-up on the other CPU per job. The output is flushed
+/// whenever no further result is ready: by a writer that sees no other thread waiting to write
+/// (a result written while another thread goes on to a long job is not held back by it). A job
+/// thread also flushes before it waits for a line.
 struct Results<'o> {
     state: Mutex<ResultsState<'o>>,
     /// Threads waiting for the lock to write a result.
@@ -1334,9 +1333,9 @@ impl<'o> Results<'o> {
     }
 
     /// Counts and writes one line's result (or holds it for its turn), giving written buffers
-    /// back to `spare`, and flushes unless `more` lines are queued or another thread waits to
-    /// write; `false` once results can no longer be written.
-    fn give(&self, done: Done, more: bool, spare: &SpareBuffers) -> bool {
+    /// back to `spare`, and flushes unless another thread waits to write; `false` once results
+    /// can no longer be written.
+    fn give(&self, done: Done, spare: &SpareBuffers) -> bool {
         self.waiting.fetch_add(1, Ordering::SeqCst);
         let mut state = self.lock();
         self.waiting.fetch_sub(1, Ordering::SeqCst);
@@ -1357,7 +1356,7 @@ impl<'o> Results<'o> {
                 write_line(state.out, &done.text)?;
                 spare.give(done.text);
             }
-            if !more && self.waiting.load(Ordering::SeqCst) == 0 {
+            if self.waiting.load(Ordering::SeqCst) == 0 {
                 state.out.flush()?;
             }
             Ok(())
@@ -1610,11 +1609,6 @@ impl LineQueue {
         if std::mem::take(&mut state.reader_waiting) {
             self.room.notify_one();
         }
-    }
-
-    /// Whether a line is queued now.
-    fn has_lines(&self) -> bool {
-        !self.lock().lines.is_empty()
     }
 
     /// The next line if one is queued, without waiting.
@@ -2290,6 +2284,45 @@ mod tests {
             assert_eq!(answer["rax"], 42);
         }
         drop(line_tx);
+        assert_eq!(batch.join().unwrap().jobs, 3);
+    }
+
+    #[test]
+    fn a_result_goes_out_while_the_thread_that_wrote_it_runs_a_long_job() {
+        // One quick line, then two that run until their timeout: whichever thread ends the
+        // quick one goes on to a long one, and its result must not wait for that.
+        struct Flushes(mpsc::Sender<(std::time::Instant, String)>, Vec<u8>);
+        impl Write for Flushes {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                self.1.extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                if !self.1.is_empty() {
+                    let text = String::from_utf8(std::mem::take(&mut self.1)).unwrap();
+                    let _ = self.0.send((std::time::Instant::now(), text));
+                }
+                Ok(())
+            }
+        }
+        let lines = "{\"id\": 1, \"code_hex\": \"b02ac3\"}\n\
+                     {\"id\": 2, \"code_hex\": \"ebfe\", \"timeout_ms\": 3000}\n\
+                     {\"id\": 3, \"code_hex\": \"ebfe\", \"timeout_ms\": 3000}\n";
+        let (tx, rx) = mpsc::channel();
+        let started = std::time::Instant::now();
+        let batch = std::thread::spawn(move || {
+            let config = BatchConfig::default().with_jobs(2);
+            let mut out = Flushes(tx, Vec::new());
+            run_batch(lines.as_bytes(), &mut out, &config, &mut |_| {}).unwrap()
+        });
+        let (at, first) = rx.recv_timeout(std::time::Duration::from_secs(30)).unwrap();
+        let first: Value = serde_json::from_str(first.lines().next().unwrap()).unwrap();
+        assert_eq!(first["id"], 1);
+        assert!(
+            at - started < std::time::Duration::from_millis(2500),
+            "the quick result went out after {:?}, with the long jobs",
+            at - started
+        );
         assert_eq!(batch.join().unwrap().jobs, 3);
     }
 
