@@ -585,6 +585,11 @@ fn a_batch_has_a_tracer_per_cpu_of_its_job_threads() {
 /// A host process that ran a batch with several jobs (so a tracer per CPU) and then forks:
 /// the child's traced jobs, alone and in a batch of its own, are verified, and the host's
 /// tracers still serve the host afterwards. The host is this test binary run again (it forks).
+///
+/// Was a leak (fixed): the child closed its copies of the host's tracer sockets but kept a
+/// pidfd of each of the host's tracers for good, one per CPU with job threads plus the shared
+/// one (three here: "the forked child still holds [(11, pidfd of tracer ..), ..]"). Fix: it
+/// closes those pidfds with the sockets.
 #[test]
 fn a_forked_host_after_a_multi_job_batch_traces_its_own_jobs() {
     let status = Command::new(std::env::current_exe().unwrap())
@@ -622,6 +627,35 @@ fn verified_batch(jobs: usize, n: usize) -> usize {
         .count()
 }
 
+/// This process's descriptors that refer to a tracer process it did not start (a pidfd of
+/// one, or a socket whose peer is one): (fd, what).
+fn inherited_tracer_fds() -> Vec<(String, String)> {
+    let me = std::process::id();
+    let mine = |pid: u32| common::all_children_of(me).iter().any(|&(p, _)| p == pid);
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let fd = entry.file_name().to_string_lossy().to_string();
+        let Ok(target) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        let target = target.to_string_lossy().to_string();
+        if target != "anon_inode:[pidfd]" {
+            continue;
+        }
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap_or_default();
+        let pid = info
+            .lines()
+            .find_map(|l| l.strip_prefix("Pid:"))
+            .and_then(|p| p.trim().parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if common::comm(pid) == "bytejail-tracer" && !mine(pid) {
+                found.push((fd, format!("pidfd of tracer {pid}")));
+            }
+        }
+    }
+    found
+}
+
 #[test]
 #[ignore = "run by a_forked_host_after_a_multi_job_batch_traces_its_own_jobs"]
 fn forked_host_after_batch() {
@@ -647,6 +681,12 @@ fn forked_host_after_batch() {
             }
             if verified_batch(1, 10) != 10 {
                 failed |= 4;
+            }
+            // Nothing of the host's tracers is left here once this process has its own.
+            let inherited = inherited_tracer_fds();
+            if !inherited.is_empty() {
+                println!("the forked child still holds {inherited:?}");
+                failed |= 8;
             }
             failed
         })
