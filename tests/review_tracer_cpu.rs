@@ -1090,3 +1090,47 @@ fn a_failed_write_stops_every_job_thread() {
         println!("--jobs {jobs}: stopped after {calls} results in {took:?}");
     }
 }
+
+/// Same-code workers kept by pinned job threads (each seized by its CPU's tracer once, parked
+/// between inputs): a fault is verified, the inputs after it in a fresh worker return, and no
+/// input inherits an earlier one's facts.
+#[test]
+fn same_code_workers_under_jobs_2_keep_facts_apart() {
+    // Input byte 'f' (rdi points at the input): a fault; anything else: return 7.
+    let code = common::gas(
+        "
+        cmp byte ptr [rdi], 0x66
+        jne 1f
+        xor eax, eax
+        mov [rax], eax
+    1:  mov eax, 7
+        ret",
+    );
+    let lines: Vec<String> = (0..200)
+        .map(|n| {
+            let input = if n % 3 == 0 { "66" } else { "00" };
+            line(
+                n,
+                &code,
+                &format!(", \"input_hex\": \"{input}\", \"group\": \"g\""),
+            )
+        })
+        .collect();
+    let (status, results, stderr) = batch(
+        &["--jobs", "2", "--ordered", "--reuse", "same-code"],
+        &lines,
+        Duration::from_secs(120),
+    );
+    assert_eq!(status, 0, "{stderr}");
+    let offset = results[0]["fault"]["code_offset"].clone();
+    for (n, r) in results.iter().enumerate() {
+        if n % 3 == 0 {
+            assert_eq!(r["outcome"], "crashed", "{n}: {r}");
+            assert_eq!(r["fault"]["verified"], true, "{n}: {r}");
+            assert_eq!(r["fault"]["code_offset"], offset, "{n}: {r}");
+        } else {
+            assert_eq!(r["rax"], 7, "{n}: {r}");
+            assert!(r["fault"].is_null() && r["syscall"].is_null(), "{n}: {r}");
+        }
+    }
+}
