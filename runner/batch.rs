@@ -17,13 +17,13 @@
 //! ready, so a client that writes one line to a long-lived `bytejail batch -` and waits gets its
 //! answer at once. Job threads, each with its own [`Zygote`], start as work arrives: one while
 //! lines come one at a time, up to `jobs` while lines wait for a free thread. Each writes its
-//! own results (see [`Results`]); with `jobs` 1 the one job runs on the calling thread, which
+//! own results (see `Results`); with `jobs` 1 the one job runs on the calling thread, which
 //! writes the results as well. No thread is woken to hand a job's result on: the lines come
 //! through a queue that wakes a side only when it waits. With several jobs the calling thread
 //! reads the lines; with one, a reader thread does.
 //!
 //! With [`Pin::Auto`] each job thread keeps to a CPU of its own (and so do the zygote and
-//! workers it forks, and its tracer process, see [`crate::tracer`]) when the process may use
+//! workers it forks, and its tracer process, see the `tracer` module) when the process may use
 //! enough CPUs; the reader is left to the scheduler.
 //!
 //! With [`Reuse::SameCode`] each thread keeps a [`SameCode`] worker and runs in it the next job
