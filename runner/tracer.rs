@@ -153,7 +153,8 @@ impl std::fmt::Debug for Trace {
 struct Tracer {
     #[cfg_attr(not(test), allow(dead_code))]
     pid: libc::pid_t,
-    _pidfd: OwnedFd,
+    /// Held for as long as the process lives (a forked process closes its copy).
+    pidfd: OwnedFd,
     socket: OwnedFd,
     /// The shared table ([`SLOTS`] slots), mapped shared before the tracer's fork and kept out
     /// of every later fork (`MADV_DONTFORK`).
@@ -217,7 +218,8 @@ pub(crate) fn use_cpu_tracer(cpu: usize) {
 ///
 /// A process forked from a host (a pre-forking server, say) has the host's tracers only as
 /// stale data: their tables are not mapped here (`MADV_DONTFORK`) and their sockets are the
-/// host's; it gets tracers of its own, and closes its copies of the host's sockets.
+/// host's; it gets tracers of its own, and closes its copies of the host's sockets and
+/// pidfds.
 fn tracer() -> Option<&'static Tracer> {
     /// The process that started the tracers, and its tracers by the CPU their threads keep
     /// to (leaked: they live as long as the process).
@@ -233,10 +235,14 @@ fn tracer() -> Option<&'static Tracer> {
             }
         } else {
             for inherited in tracers.iter().filter_map(|(_, tracer)| *tracer) {
-                // SAFETY: this process's copy of the host's socket, which nothing here uses
-                // again (the tracer it belongs to is leaked, so its OwnedFd never closes it
-                // twice).
-                unsafe { libc::close(inherited.socket.as_raw_fd()) };
+                // SAFETY: this process's copies of the host's socket and pidfd, which nothing
+                // here uses again (the tracer they belong to is leaked, so its OwnedFds never
+                // close them twice). The pidfds too: with a tracer per CPU a forked process
+                // would otherwise keep one descriptor per tracer of the host's for good.
+                unsafe {
+                    libc::close(inherited.socket.as_raw_fd());
+                    libc::close(inherited.pidfd.as_raw_fd());
+                }
             }
             *current = None;
         }
@@ -402,7 +408,7 @@ fn start() -> io::Result<Tracer> {
     drop(tracer_end);
     Ok(Tracer {
         pid,
-        _pidfd: pidfd,
+        pidfd,
         socket: host_end,
         table: table as usize,
         free: Mutex::new(FreeSlots::default()),
