@@ -890,7 +890,7 @@ fn a_client_that_writes_everything_first() {
 /// before and after; at 443035f `--jobs 2` answered all 20,000 (its writer thread's
 /// channel held every result). Ignored: it fails by design now, and takes 20 s to say so.
 #[test]
-#[ignore = "behaviour change: --jobs 2 now has --jobs 1's backpressure on an unread stdout"]
+#[ignore = "documented in docs/many-jobs.md: a client must read results while it writes lines, with every --jobs; this one waits for good"]
 fn a_client_that_writes_20000_lines_first() {
     writes_everything_first(20_000);
 }
