@@ -706,7 +706,48 @@ fn parse_job(
     defaults: &RunOptions,
     codes: &mut Codes,
 ) -> Result<(Value, Job), (Value, String)> {
-    let mut line = JobLine::parse(line).map_err(|e| (Value::Null, e))?;
+    let line = JobLine::parse(line).map_err(|e| (Value::Null, e))?;
+    job_of(line, defaults, codes)
+}
+
+/// [`parse_job`] for a line as [`read_line`] gives it: the job or the message that the line as
+/// it came gives, the line freed before this returns. The input decoded as the line was read
+/// is the job's input when the line's `input_hex` is the string that held its digits: the line
+/// then parses as it does with them (both strings are runs of digits, without escapes), and
+/// every other field is the same. Any other line (`input_hex` given again later or nested in
+/// another value, a line that is not a job object, ...) is parsed again with its digits put
+/// back.
+fn parse_line(
+    text: LineText,
+    defaults: &RunOptions,
+    codes: &mut Codes,
+) -> Result<(Value, Job), (Value, String)> {
+    let LineText { bytes, input } = text;
+    let Some((at, run)) = input else {
+        return parse_job(&bytes, defaults, codes);
+    };
+    if let Ok(mut line) = JobLine::parse(&bytes) {
+        let stand_in = &bytes[at..at + STAND_IN.len()];
+        if matches!(line.input_hex, Some(HexField::Digits(digits)) if std::ptr::eq(digits, stand_in))
+        {
+            line.input_hex = Some(HexField::Decoded(run.into_bytes()));
+            return job_of(line, defaults, codes);
+        }
+    }
+    let mut original = Vec::with_capacity(bytes.len() - STAND_IN.len() + run.digits_taken());
+    original.extend_from_slice(&bytes[..at]);
+    run.write_digits(&mut original);
+    original.extend_from_slice(&bytes[at + STAND_IN.len()..]);
+    drop((bytes, run));
+    parse_job(&original, defaults, codes)
+}
+
+/// The job a parsed line describes, or why not, with the line's id.
+fn job_of(
+    mut line: JobLine,
+    defaults: &RunOptions,
+    codes: &mut Codes,
+) -> Result<(Value, Job), (Value, String)> {
     let id = line.fields.get("id").cloned().unwrap_or(Value::Null);
     parse_fields(&mut line, defaults, codes)
         .map(|job| (id.clone(), job))
@@ -1024,12 +1065,39 @@ pub fn error_line(id: &Value, line: u64, error: &str) -> String {
     serde_json::json!({"id": id, "line": line, "error": error}).to_string()
 }
 
-/// One line read from the batch: its bytes (not yet known to be UTF-8: see [`JobLine::parse`]),
-/// or why it cannot be a job.
+/// One line read from the batch, or why it cannot be a job.
 enum Line {
-    Text(Vec<u8>),
+    Text(LineText),
     Refused(String),
 }
+
+/// A line's bytes as [`read_line`] read them (not yet known to be UTF-8: see
+/// [`JobLine::parse`]), with a long `input_hex` already decoded. It reads as its bytes.
+struct LineText {
+    bytes: Vec<u8>,
+    /// `input_hex`'s digits decoded as they were read, and where `bytes` holds [`STAND_IN`] in
+    /// their place.
+    input: Option<(usize, load::HexRun)>,
+}
+
+impl std::ops::Deref for LineText {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl LineText {
+    /// Bytes held: the line's and its decoded input's.
+    fn held(&self) -> usize {
+        self.bytes.len() + self.input.as_ref().map_or(0, |(_, run)| run.bytes().len())
+    }
+}
+
+/// What [`read_line`] leaves in a line in place of the `input_hex` digits it decoded: digits
+/// too, so that the line parses as it does with them.
+const STAND_IN: &[u8] = b"00";
 
 /// Whether a line is blank (nothing but whitespace, as `str::trim` sees it): looks no further
 /// than the first byte that is not ASCII whitespace, unless that byte starts a non-ASCII
@@ -1045,12 +1113,27 @@ fn is_blank(line: &[u8]) -> bool {
 
 /// Reads the next line (without its `\n` or `\r\n`), holding at most `max` bytes of it: a
 /// longer line is read to its end and dropped. `None` at the end of the input.
+///
+/// A long line's `input_hex` is decoded as it is read: once the line read so far ends in
+/// `"input_hex":"` and the piece read next goes on with hex digits (the value of a field
+/// `input_hex`, by the look of it; [`parse_line`] makes sure), the digits of each piece read
+/// are checked and decoded straight into the job's input ([`load::HexRun`]), and the line
+/// keeps [`STAND_IN`] in their place. A 1 MiB input then costs its 1 MiB, not 2 MiB of line
+/// more (and what growing a buffer to hold them faults in). Digits that end in anything but
+/// the string's end, that do not pair up, or whose letters change case are put back, and the
+/// line is read on as any other: either way the line read is the line's text.
 fn read_line(input: &mut impl BufRead, max: usize, buf: &mut Vec<u8>) -> io::Result<Option<Line>> {
     buf.clear();
     let mut len: u64 = 0;
     let mut too_long = false;
+    let over = |len: u64| len > (max as u64).saturating_add(2); // `max` and the line's end
     // How much of `buf` is faulted in ahead.
     let mut populated = 0;
+    // `input_hex`'s digits while they come, then decoded with where the stand-in is; and
+    // whether the line had its digits taken (once a line).
+    let mut digits: Option<load::HexRun> = None;
+    let mut decoded: Option<(usize, load::HexRun)> = None;
+    let mut found = false;
     loop {
         let chunk = match input.fill_buf() {
             Ok(chunk) => chunk,
@@ -1058,19 +1141,60 @@ fn read_line(input: &mut impl BufRead, max: usize, buf: &mut Vec<u8>) -> io::Res
             Err(e) => return Err(e),
         };
         if chunk.is_empty() {
+            if let Some(run) = digits.take() {
+                // The line ends in the digits: as read.
+                run.write_digits(buf);
+            }
             if len == 0 {
                 return Ok(None);
             }
             break;
         }
-        let (take, end) = match memchr::memchr(b'\n', chunk) {
+        if let Some(run) = &mut digits {
+            let (taken, ended) = take_digits(run, chunk);
+            input.consume(taken);
+            len += taken as u64;
+            if over(len) {
+                too_long = true;
+                *buf = Vec::new();
+                digits = None;
+                continue;
+            }
+            match ended {
+                None => {}
+                Some(true) => {
+                    decoded = digits.take().map(|run| (buf.len(), run));
+                    buf.extend_from_slice(STAND_IN);
+                }
+                Some(false) => {
+                    if let Some(run) = digits.take() {
+                        run.write_digits(buf);
+                    }
+                }
+            }
+            // What follows the digits is read as any line's bytes.
+            continue;
+        }
+        let (mut take, mut end) = match memchr::memchr(b'\n', chunk) {
             Some(i) => (i + 1, true),
             None => (chunk.len(), false),
         };
+        if !found && !end && !too_long {
+            if let Some((in_buf, in_chunk)) = hex_value_start(buf, chunk) {
+                let mut run = load::HexRun::default();
+                let held = &buf[in_buf..];
+                if run.push(held) == held.len() {
+                    buf.truncate(in_buf);
+                    // The bytes before the digits are read as usual, then the digits.
+                    (take, end) = (in_chunk, false);
+                    digits = Some(run);
+                    found = true;
+                }
+            }
+        }
         len += take as u64;
         if !too_long {
-            // `max` bytes of text plus the line's end.
-            if buf.len() + take > max.saturating_add(2) {
+            if over(len) {
                 too_long = true;
                 *buf = Vec::new();
             } else {
@@ -1091,18 +1215,81 @@ fn read_line(input: &mut impl BufRead, max: usize, buf: &mut Vec<u8>) -> io::Res
             break;
         }
     }
+    let mut line_len = len;
     for end in [b'\n', b'\r'] {
         if buf.last() == Some(&end) {
             buf.pop();
+            line_len -= 1;
         }
     }
-    if too_long || buf.len() > max {
+    if too_long || line_len > max as u64 {
         return Ok(Some(Line::Refused(format!(
             "the line is over {max} bytes (8 x (--max-code + --max-input) + 64KiB); \
              it is {len} bytes"
         ))));
     }
-    Ok(Some(Line::Text(std::mem::take(buf))))
+    Ok(Some(Line::Text(LineText {
+        bytes: std::mem::take(buf),
+        input: decoded,
+    })))
+}
+
+/// Takes the digits at the start of `chunk` into `run`: how many bytes it took, and `None`
+/// when they were all digits, `Some(true)` when the digits end at the string's end and pair
+/// up, `Some(false)` when they end otherwise.
+fn take_digits(run: &mut load::HexRun, chunk: &[u8]) -> (usize, Option<bool>) {
+    let taken = run.push(chunk);
+    if taken == chunk.len() {
+        return (taken, None);
+    }
+    // The first byte that is not a digit of the run is in the slice `push` stopped at.
+    let rest = &chunk[taken..];
+    let slice = &rest[..rest.len().min(load::HexRun::SLICE)];
+    match memchr::memchr(b'"', slice) {
+        Some(quote) => {
+            let more = run.push(&rest[..quote]);
+            (taken + more, Some(more == quote && run.is_even()))
+        }
+        None => (taken, Some(false)),
+    }
+}
+
+/// Where the digits of an `input_hex` string start, when the line so far (`buf` then `chunk`)
+/// ends in one: `"input_hex"`, a colon and a quote (JSON whitespace between), in `chunk` or
+/// across its start; as (offset in `buf`, offset in `chunk`), one of them at its end. Only a
+/// likely place: [`load::HexRun`] checks the digits, [`parse_line`] that it was the field.
+fn hex_value_start(buf: &[u8], chunk: &[u8]) -> Option<(usize, usize)> {
+    /// Bytes on each side of the piece's start looked at for a key across it.
+    const ACROSS: usize = 32;
+    if let Some(at) = value_after_key(chunk) {
+        return Some((buf.len(), at));
+    }
+    let tail = &buf[buf.len().saturating_sub(ACROSS)..];
+    let head = &chunk[..chunk.len().min(ACROSS)];
+    let mut window = [0u8; 2 * ACROSS];
+    window[..tail.len()].copy_from_slice(tail);
+    window[tail.len()..tail.len() + head.len()].copy_from_slice(head);
+    let at = value_after_key(&window[..tail.len() + head.len()])?;
+    Some(match at.checked_sub(tail.len()) {
+        Some(in_chunk) => (buf.len(), in_chunk),
+        None => (buf.len() - (tail.len() - at), 0),
+    })
+}
+
+/// The offset just after `"input_hex":"` (JSON whitespace allowed around the colon), its
+/// last occurrence in `bytes`.
+fn value_after_key(bytes: &[u8]) -> Option<usize> {
+    const KEY: &[u8] = b"\"input_hex\"";
+    let key = memchr::memmem::rfind(bytes, KEY)?;
+    let is_space = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+    let mut at = key + KEY.len();
+    let skip = |at: usize| at + bytes[at..].iter().take_while(|b| is_space(b)).count();
+    at = skip(at);
+    if bytes.get(at) != Some(&b':') {
+        return None;
+    }
+    at = skip(at + 1);
+    (bytes.get(at) == Some(&b'"')).then_some(at + 1)
 }
 
 /// What a job thread (or the reader, for a refused line) hands the writer for one line.
@@ -1177,15 +1364,14 @@ impl SpareBuffers {
 fn run_line(
     config: &BatchConfig,
     codes: &mut Codes,
-    (seq, line_no, text): (u64, u64, Vec<u8>),
+    (seq, line_no, text): (u64, u64, LineText),
     forks: &mut Forks,
     same: &mut Option<Reused>,
     mut buf: Vec<u8>,
 ) -> Done {
-    let parsed = parse_job(&text, &config.defaults, codes);
-    // The job holds its own code and input: the line (twice the input, as hex) is freed before
-    // a worker is forked from this host.
-    drop(text);
+    // The job holds its own code and input: the line is freed before a worker is forked from
+    // this host.
+    let parsed = parse_line(text, &config.defaults, codes);
     match parsed {
         Err((id, e)) => Done::error(seq, &id, line_no, &e),
         Ok((id, job)) => {
@@ -1456,7 +1642,7 @@ impl Summary {
 /// A line handed from the reader to the thread that runs it.
 enum Queued {
     /// (sequence number among non-blank lines, line number, text).
-    Line(u64, u64, Vec<u8>),
+    Line(u64, u64, LineText),
     /// A line that cannot be a job: (sequence number, line number, why).
     Refused(u64, u64, String),
 }
@@ -1464,7 +1650,7 @@ enum Queued {
 impl Queued {
     fn bytes(&self) -> usize {
         match self {
-            Queued::Line(_, _, text) => text.len(),
+            Queued::Line(_, _, text) => text.held(),
             Queued::Refused(_, _, why) => why.len(),
         }
     }
@@ -1900,7 +2086,7 @@ mod tests {
         let mut lines = Vec::new();
         while let Some(line) = read_line(&mut input, 4 << 20, &mut buf).unwrap() {
             match line {
-                Line::Text(text) => lines.push(text),
+                Line::Text(text) => lines.push(text.bytes),
                 Line::Refused(why) => panic!("{why}"),
             }
         }

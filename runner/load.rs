@@ -865,6 +865,140 @@ pub(crate) fn decode_hex_run(digits: &[u8]) -> Option<Vec<u8>> {
     Some(bytes)
 }
 
+/// A run of hex digits decoded as it arrives, in pieces of any length: a batch line's
+/// `input_hex` decoded while the line is read (a 1 MiB input is 2 MiB of digits, which are then
+/// never held as text). The digits' letters must all be of one case, so that
+/// [`HexRun::write_digits`] can give the text back exactly when the line turns out to need it
+/// (`0`-`9` alone count as lower case).
+#[derive(Default)]
+pub(crate) struct HexRun {
+    bytes: Vec<u8>,
+    /// A digit whose pair has not come yet.
+    pending: Option<u8>,
+    /// The case of the letters taken: `None` until the first digits are taken.
+    upper: Option<bool>,
+    /// How much of `bytes` is faulted in ahead.
+    populated: usize,
+}
+
+impl HexRun {
+    /// Digits checked, then decoded, at a time: well inside a core's L1 data cache.
+    pub(crate) const SLICE: usize = 16 << 10;
+    /// The first allocation: a long run grows by doubling from here, the pages it does not
+    /// reach never touched.
+    const FIRST_CAPACITY: usize = 256 << 10;
+
+    /// Takes the leading digits of `digits`, a slice of [`HexRun::SLICE`] at a time: stops at
+    /// the first slice that holds anything but hex digits of the run's case (so a run's end is
+    /// found within a slice of it; the caller looks there). Returns how many bytes it took.
+    pub(crate) fn push(&mut self, digits: &[u8]) -> usize {
+        let mut taken = 0;
+        if let Some(high) = self.pending {
+            let Some(&low) = digits.first() else {
+                return 0;
+            };
+            if !self.check(&[low]) {
+                return 0;
+            }
+            self.reserve(1);
+            self.bytes.push((hex_value(high) << 4) | hex_value(low));
+            self.pending = None;
+            taken = 1;
+        }
+        self.reserve((digits.len() - taken) / 2);
+        for slice in digits[taken..].chunks(Self::SLICE) {
+            if !self.check(slice) {
+                break;
+            }
+            // Only the last slice can be odd: its last digit waits for its pair.
+            let even = slice.len() & !1;
+            let at = self.bytes.len();
+            self.bytes.resize(at + even / 2, 0);
+            faster_hex::hex_decode_unchecked(&slice[..even], &mut self.bytes[at..]);
+            if even < slice.len() {
+                self.pending = Some(slice[even]);
+            }
+            taken += slice.len();
+        }
+        taken
+    }
+
+    /// Whether `digits` are all hex digits of the run's case (the first ones set it).
+    fn check(&mut self, digits: &[u8]) -> bool {
+        match self.upper {
+            Some(upper) => all_digits(digits, upper),
+            None => {
+                for upper in [false, true] {
+                    if all_digits(digits, upper) {
+                        self.upper = Some(upper);
+                        return true;
+                    }
+                }
+                false
+            }
+        }
+    }
+
+    /// Room for `more` bytes, faulted in with one call (see [`POPULATE_FROM`]); never beyond
+    /// what is about to be written.
+    fn reserve(&mut self, more: usize) {
+        let need = self.bytes.len() + more;
+        if need > self.bytes.capacity() {
+            let at_least = need.max(Self::FIRST_CAPACITY) - self.bytes.len();
+            self.bytes.reserve(at_least);
+        }
+        if need > self.populated && self.bytes.capacity() >= POPULATE_FROM {
+            let spare = self.bytes.spare_capacity_mut();
+            let ahead = spare.len().min(more.max(4 << 10));
+            crate::sys::populate(&mut spare[..ahead]);
+            self.populated = self.bytes.len() + ahead;
+        }
+    }
+
+    /// Bytes taken so far, as digits (the pending one included).
+    pub(crate) fn digits_taken(&self) -> usize {
+        self.bytes.len() * 2 + usize::from(self.pending.is_some())
+    }
+
+    /// Whether the digits taken pair up.
+    pub(crate) fn is_even(&self) -> bool {
+        self.pending.is_none()
+    }
+
+    /// The bytes decoded (the pending digit, if any, left out).
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The bytes decoded (see [`HexRun::is_even`]).
+    pub(crate) fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+
+    /// Appends the digits taken to `out`, exactly as they came.
+    pub(crate) fn write_digits(&self, out: &mut Vec<u8>) {
+        let at = out.len();
+        out.resize(at + self.bytes.len() * 2, 0);
+        let encoded = if self.upper == Some(true) {
+            faster_hex::hex_encode_upper(&self.bytes, &mut out[at..])
+        } else {
+            faster_hex::hex_encode(&self.bytes, &mut out[at..])
+        };
+        debug_assert!(encoded.is_ok(), "room for two digits a byte");
+        out.extend(self.pending);
+    }
+}
+
+/// Whether `digits` are all hex digits with letters of one case: `0`-`9`, then `a`-`f`, or
+/// `A`-`F` if `upper`. Looks at every byte, with no branch per byte (the compiler makes it
+/// SIMD): a run's digits are checked whole, not searched.
+fn all_digits(digits: &[u8], upper: bool) -> bool {
+    let letter = if upper { b'A' } else { b'a' };
+    digits.iter().fold(true, |all, &b| {
+        all & ((b.wrapping_sub(b'0') < 10) | (b.wrapping_sub(letter) < 6))
+    })
+}
+
 /// `len` zero bytes to decode into, faulted in with one call when large (see
 /// [`POPULATE_FROM`]) instead of a page fault per 4 KiB (a 1 MiB input: 256).
 fn decoded_buffer(len: usize) -> Vec<u8> {
