@@ -1127,7 +1127,7 @@ fn read_line(input: &mut impl BufRead, max: usize, buf: &mut Vec<u8>) -> io::Res
     let mut len: u64 = 0;
     let mut too_long = false;
     let over = |len: u64| len > (max as u64).saturating_add(2); // `max` and the line's end
-    // How much of `buf` is faulted in ahead.
+                                                                // How much of `buf` is faulted in ahead.
     let mut populated = 0;
     // `input_hex`'s digits while they come, then decoded with where the stand-in is; and
     // whether the line had its digits taken (once a line).
@@ -1175,7 +1175,7 @@ fn read_line(input: &mut impl BufRead, max: usize, buf: &mut Vec<u8>) -> io::Res
             // What follows the digits is read as any line's bytes.
             continue;
         }
-        let (mut take, mut end) = match memchr::memchr(b'\n', chunk) {
+        let (mut take, mut end) = match find_byte(b'\n', chunk) {
             Some(i) => (i + 1, true),
             None => (chunk.len(), false),
         };
@@ -1245,7 +1245,7 @@ fn take_digits(run: &mut load::HexRun, chunk: &[u8]) -> (usize, Option<bool>) {
     // The first byte that is not a digit of the run is in the slice `push` stopped at.
     let rest = &chunk[taken..];
     let slice = &rest[..rest.len().min(load::HexRun::SLICE)];
-    match memchr::memchr(b'"', slice) {
+    match find_byte(b'"', slice) {
         Some(quote) => {
             let more = run.push(&rest[..quote]);
             (taken + more, Some(more == quote && run.is_even()))
@@ -1280,16 +1280,48 @@ fn hex_value_start(buf: &[u8], chunk: &[u8]) -> Option<(usize, usize)> {
 /// last occurrence in `bytes`.
 fn value_after_key(bytes: &[u8]) -> Option<usize> {
     const KEY: &[u8] = b"\"input_hex\"";
-    let key = memchr::memmem::rfind(bytes, KEY)?;
-    let is_space = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
-    let mut at = key + KEY.len();
-    let skip = |at: usize| at + bytes[at..].iter().take_while(|b| is_space(b)).count();
-    at = skip(at);
+    // Found by its `_`, from the end: a run of digits has none to stop at.
+    const UNDERSCORE: usize = 6;
+    let mut end = bytes.len();
+    let key = loop {
+        let at = rfind_byte(b'_', &bytes[..end])?;
+        if at >= UNDERSCORE && bytes[at - UNDERSCORE..].starts_with(KEY) {
+            break at - UNDERSCORE;
+        }
+        end = at;
+    };
+    let skip = |at: usize| {
+        let spaces = bytes[at..]
+            .iter()
+            .take_while(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+        at + spaces.count()
+    };
+    let at = skip(key + KEY.len());
     if bytes.get(at) != Some(&b':') {
         return None;
     }
-    at = skip(at + 1);
+    let at = skip(at + 1);
     (bytes.get(at) == Some(&b'"')).then_some(at + 1)
+}
+
+/// The first `byte` in `haystack`: with SSE2, which every x86-64 CPU has, rather than
+/// `memchr::memchr`, whose first call runs std's detection of every CPU feature (about 0.1 ms
+/// of `cpuid`, each a VM exit on a virtual machine: a noticeable part of a batch of one job).
+fn find_byte(byte: u8, haystack: &[u8]) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(finder) = memchr::arch::x86_64::sse2::memchr::One::new(byte) {
+        return finder.find(haystack);
+    }
+    memchr::memchr(byte, haystack)
+}
+
+/// The last `byte` in `haystack` (see [`find_byte`]).
+fn rfind_byte(byte: u8, haystack: &[u8]) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(finder) = memchr::arch::x86_64::sse2::memchr::One::new(byte) {
+        return finder.rfind(haystack);
+    }
+    memchr::memrchr(byte, haystack)
 }
 
 /// What a job thread (or the reader, for a refused line) hands the writer for one line.
@@ -2054,6 +2086,174 @@ mod tests {
                 parsed(line, false),
                 (Value::Null, Err("not a job: the line is not UTF-8".into()))
             );
+        }
+    }
+
+    /// A parse's result, comparable (see [`parsed`]).
+    fn comparable(
+        parsed: Result<(Value, Job), (Value, String)>,
+    ) -> (Value, Result<ParsedJob, String>) {
+        match parsed {
+            Ok((id, job)) => (
+                id,
+                Ok((
+                    job.code.to_vec(),
+                    job.input,
+                    job.group,
+                    job.options.entry,
+                    job.options.limits.timeout.as_millis(),
+                )),
+            ),
+            Err((id, e)) => (id, Err(e)),
+        }
+    }
+
+    #[test]
+    fn lines_decoded_as_they_are_read_give_what_the_whole_line_gives() {
+        // Digits enough for several pieces of every size read below.
+        let input: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let lower = faster_hex::hex_string(&input);
+        let upper = faster_hex::hex_string_upper(&input);
+        let (half, rest) = lower.split_at(lower.len() / 2);
+        let mixed = format!("{half}{}", rest.to_uppercase());
+        let line = |fields: &str| format!(r#"{{"id":1,"code_hex":"b02ac3",{fields}}}"#);
+        let long_code = "90".repeat(100_000);
+        // (line, whether its digits are decoded while it is read whatever the pieces)
+        let mut lines: Vec<(String, bool)> = vec![
+            (line(&format!(r#""input_hex":"{lower}""#)), true),
+            (line(&format!(r#""input_hex":"{upper}""#)), true),
+            (
+                line(&format!(r#""input_hex" :	"{lower}","timeout_ms":7"#)),
+                true,
+            ),
+            (
+                line(&format!(r#""input_hex":"{lower}","timeout_ms":0"#)),
+                true,
+            ),
+            (line(&format!(r#""input_hex":"{lower}","entry":9"#)), true),
+            (
+                line(&format!(
+                    r#""input_hex":"{lower}","group":"g","colour":[1]"#
+                )),
+                true,
+            ),
+            (line(&format!(r#""input_hex":"{mixed}""#)), false),
+            (line(&format!(r#""input_hex":"{lower}0""#)), false),
+            (line(&format!(r#""input_hex":"g{lower}""#)), false),
+            (line(&format!(r#""input_hex":"{half}g{rest}""#)), false),
+            (line(&format!(r#""input_hex":"{lower}g""#)), false),
+            (line(&format!(r#""input_hex":"{lower}G0""#)), false),
+            (line(&format!(r#""input_hex":"{lower} 0a""#)), false),
+            (line(&format!(r#""input_hex":"{lower}\u0030a""#)), false),
+            (line(&format!(r#""input_hex":"{half}\u0030{rest}""#)), false),
+            (line(&format!(r#""input_hex":"{lower}\"""#)), false),
+            (line(&format!(r#""input_hex":"{lower}\\""#)), false),
+            (
+                line(&format!(r#""input_hex":"{lower}","input_hex":"0a""#)),
+                true,
+            ),
+            (
+                line(&format!(r#""input_hex":"0a","input_hex":"{upper}""#)),
+                true,
+            ),
+            (
+                line(&format!(r#""input_hex":"{lower}","input_hex":"{upper}""#)),
+                true,
+            ),
+            (line(&format!(r#""regs":{{"input_hex":"{lower}"}}"#)), true),
+            (
+                format!(r#"{{"id":{{"input_hex":"{upper}"}},"code_hex":"b02ac3"}}"#),
+                true,
+            ),
+            (
+                format!(r#"{{"id":"\"input_hex\":\"{upper}","code_hex":"b02ac3"}}"#),
+                false,
+            ),
+            (
+                format!(r#"{{"id":2,"code_hex":"{long_code}","input_hex":"{upper}"}}"#),
+                true,
+            ),
+            (
+                format!(r#"{{"id":2,"input_hex":"{upper}","code_hex":"{long_code}"}}"#),
+                true,
+            ),
+            (format!(r#"{{"id":2,"input_hex":"{upper}"}}"#), true),
+            (format!(r#"[{{"input_hex":"{upper}"}}]"#), true),
+            (format!(r#"{{"id":2,"input_hex":"{upper}""#), true),
+            (format!(r#"{{"id":2,"input_hex":"{upper}"}} x"#), true),
+        ];
+        let mut lines: Vec<(Vec<u8>, bool)> = lines
+            .into_iter()
+            .map(|(line, streams)| (line.into_bytes(), streams))
+            .collect();
+        let mut not_utf8 = format!(r#"{{"id":2,"input_hex":"{upper}"#).into_bytes();
+        not_utf8.extend_from_slice(b"\xff\"}");
+        lines.push((not_utf8, false));
+        // Cut off in its digits at the end of the input.
+        let cut = format!(r#"{{"id":3,"code_hex":"b02ac3","input_hex":"{lower}"#);
+        lines.push((cut.into_bytes(), false));
+        let text = lines
+            .iter()
+            .map(|(line, _)| line.as_slice())
+            .collect::<Vec<_>>()
+            .join(&b"\r\n"[..]);
+        let cache = CodeCache::default();
+        let defaults = RunOptions::default();
+        for piece in [4099, 8 << 10, 65_537, 128 << 10] {
+            let mut input = io::BufReader::with_capacity(piece, text.as_slice());
+            let mut buf = Vec::new();
+            for (index, (line, streams)) in lines.iter().enumerate() {
+                let shown = String::from_utf8_lossy(&line[..line.len().min(80)]);
+                let Some(Line::Text(read)) = read_line(&mut input, 4 << 20, &mut buf).unwrap()
+                else {
+                    panic!("{shown}: not read whole");
+                };
+                // Pieces of 4099 bytes split the key; those of 128 KiB read the digits of the
+                // long code with theirs.
+                if piece == 65_537 || piece == 8 << 10 {
+                    assert_eq!(read.input.is_some(), *streams, "{piece}: {index} {shown}");
+                }
+                assert_eq!(
+                    comparable(parse_line(read, &defaults, &mut Codes::new(&cache))),
+                    comparable(parse_job(line, &defaults, &mut Codes::new(&cache))),
+                    "{piece}: {shown}"
+                );
+            }
+            assert!(read_line(&mut input, 4 << 20, &mut buf).unwrap().is_none());
+        }
+        // An input over `--max-input`, and a line over the limit.
+        let mut small = RunOptions::default();
+        small.limits.max_input = 1000;
+        let mut input = io::BufReader::with_capacity(8 << 10, lines[0].0.as_slice());
+        let Some(Line::Text(read)) = read_line(&mut input, 4 << 20, &mut Vec::new()).unwrap()
+        else {
+            panic!("not read");
+        };
+        assert!(read.input.is_some());
+        assert_eq!(
+            comparable(parse_line(read, &small, &mut Codes::new(&cache))),
+            comparable(parse_job(&lines[0].0, &small, &mut Codes::new(&cache)))
+        );
+        let over = [&lines[0].0[..], b"\nnext\n"].concat();
+        let mut input = io::BufReader::with_capacity(8 << 10, over.as_slice());
+        let mut buf = Vec::new();
+        match read_line(&mut input, 100_000, &mut buf).unwrap() {
+            Some(Line::Refused(why)) => assert_eq!(
+                why,
+                format!(
+                    "the line is over 100000 bytes (8 x (--max-code + --max-input) + 64KiB); \
+                     it is {} bytes",
+                    lines[0].0.len() + 1
+                )
+            ),
+            _ => panic!("a line over the limit was read"),
+        }
+        match read_line(&mut input, 100_000, &mut buf).unwrap() {
+            Some(Line::Text(next)) => assert_eq!(
+                (next.bytes.as_slice(), next.input.is_none()),
+                (&b"next"[..], true)
+            ),
+            _ => panic!("the next line was not read"),
         }
     }
 

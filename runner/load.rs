@@ -900,12 +900,11 @@ impl HexRun {
             if !self.check(&[low]) {
                 return 0;
             }
-            self.reserve(1);
+            self.reserve(1, digits.len() / 2);
             self.bytes.push((hex_value(high) << 4) | hex_value(low));
             self.pending = None;
             taken = 1;
         }
-        self.reserve((digits.len() - taken) / 2);
         for slice in digits[taken..].chunks(Self::SLICE) {
             if !self.check(slice) {
                 break;
@@ -913,6 +912,7 @@ impl HexRun {
             // Only the last slice can be odd: its last digit waits for its pair.
             let even = slice.len() & !1;
             let at = self.bytes.len();
+            self.reserve(even / 2, (digits.len() - taken) / 2);
             self.bytes.resize(at + even / 2, 0);
             faster_hex::hex_decode_unchecked(&slice[..even], &mut self.bytes[at..]);
             if even < slice.len() {
@@ -939,9 +939,10 @@ impl HexRun {
         }
     }
 
-    /// Room for `more` bytes, faulted in with one call (see [`POPULATE_FROM`]); never beyond
-    /// what is about to be written.
-    fn reserve(&mut self, more: usize) {
+    /// Room for `more` bytes, exactly (a run that ends at a power of two stays in its
+    /// allocation), faulted in with one call per `ahead` bytes (see [`POPULATE_FROM`]): what the
+    /// caller expects to write, at most.
+    fn reserve(&mut self, more: usize, ahead: usize) {
         let need = self.bytes.len() + more;
         if need > self.bytes.capacity() {
             let at_least = need.max(Self::FIRST_CAPACITY) - self.bytes.len();
@@ -949,7 +950,7 @@ impl HexRun {
         }
         if need > self.populated && self.bytes.capacity() >= POPULATE_FROM {
             let spare = self.bytes.spare_capacity_mut();
-            let ahead = spare.len().min(more.max(4 << 10));
+            let ahead = spare.len().min(ahead.max(more));
             crate::sys::populate(&mut spare[..ahead]);
             self.populated = self.bytes.len() + ahead;
         }
