@@ -37,7 +37,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
-use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::abi::RunOptions;
@@ -568,7 +568,7 @@ impl<'a> JobLine<'a> {
     /// and decoded in one pass when it is an even run of hex digits (a 1 MiB input is 2 MiB of
     /// digits), anything else checked as a shorter one is.
     fn parse(line: &'a [u8]) -> Result<JobLine<'a>, String> {
-        let mut job = match serde_json::from_slice::<JobLine>(line) {
+        let mut job = match JobLine::from_json(line) {
             Ok(job) => job,
             Err(_) => return JobLine::parse_as_tree(line),
         };
@@ -585,6 +585,19 @@ impl<'a> JobLine<'a> {
                 },
             }
         }
+        Ok(job)
+    }
+
+    /// The line read by serde_json straight into its fields, as `serde_json::from_slice` reads
+    /// a value (nothing but whitespace after it); the hex fields as [`HexSeed`] reads them.
+    fn from_json(line: &'a [u8]) -> serde_json::Result<JobLine<'a>> {
+        use serde::Deserializer as _;
+        let mut json = serde_json::Deserializer::from_slice(line);
+        let hex = HexSeed {
+            as_str: line.len() <= SHORT_LINE,
+        };
+        let job = (&mut json).deserialize_map(JobFields { hex })?;
+        json.end()?;
         Ok(job)
     }
 
@@ -639,42 +652,55 @@ impl<'a> JobLine<'a> {
     }
 }
 
-impl<'de> Deserialize<'de> for JobLine<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Fields;
-        impl<'de> Visitor<'de> for Fields {
-            type Value = JobLine<'de>;
+/// Reads a job object's fields into a [`JobLine`] (see [`JobLine::from_json`]).
+struct JobFields {
+    hex: HexSeed,
+}
 
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a job object")
-            }
+impl<'de> Visitor<'de> for JobFields {
+    type Value = JobLine<'de>;
 
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JobLine<'de>, A::Error> {
-                let mut line = JobLine::default();
-                while let Some(name) = map.next_key::<String>()? {
-                    // A repeated hex field keeps its last value, as other fields do.
-                    match name.as_str() {
-                        "code_hex" => line.code_hex = Some(map.next_value()?),
-                        "input_hex" => line.input_hex = Some(map.next_value()?),
-                        _ => {
-                            let value = map.next_value::<Value>()?;
-                            line.fields.insert(name, value);
-                        }
-                    }
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a job object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JobLine<'de>, A::Error> {
+        let mut line = JobLine::default();
+        while let Some(name) = map.next_key::<String>()? {
+            // A repeated hex field keeps its last value, as other fields do.
+            match name.as_str() {
+                "code_hex" => line.code_hex = Some(map.next_value_seed(self.hex)?),
+                "input_hex" => line.input_hex = Some(map.next_value_seed(self.hex)?),
+                _ => {
+                    let value = map.next_value::<Value>()?;
+                    line.fields.insert(name, value);
                 }
-                Ok(line)
             }
         }
-        deserializer.deserialize_map(Fields)
+        Ok(line)
     }
 }
 
-impl<'de> Deserialize<'de> for HexField<'de> {
-    /// Only a string without escapes: its bytes as the line has them, which must be hex
-    /// digits or UTF-8 without control characters (what serde_json checks of a string).
-    /// Anything else is an error here, and [`JobLine::parse`] then reads the line as a tree
-    /// of values.
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+/// Reads a hex field: only a string without escapes, its bytes as the line has them, which
+/// must be hex digits or UTF-8 without control characters (what serde_json checks of a
+/// string). Anything else is an error here, and [`JobLine::parse`] then reads the line as a
+/// tree of values.
+///
+/// `as_str`: the string read as text, serde_json checking it as it finds its end, rather than
+/// as bytes, which serde_json takes to their end with `memchr2` and this checks after. Either
+/// way the same field, or the same error; as bytes, a long string is read faster, but the first
+/// `memchr2` of a process runs std's detection of every CPU feature (about 0.1 ms of `cpuid`
+/// here), which a batch of short lines (a long `input_hex` is decoded as it is read, see
+/// [`read_line`]) need not pay.
+#[derive(Clone, Copy)]
+struct HexSeed {
+    as_str: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for HexSeed {
+    type Value = HexField<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<HexField<'de>, D::Error> {
         struct Field;
         impl<'de> Visitor<'de> for Field {
             type Value = HexField<'de>;
@@ -693,11 +719,25 @@ impl<'de> Deserialize<'de> for HexField<'de> {
                 hex_field_of(bytes)
                     .ok_or_else(|| E::custom("not UTF-8 text without control characters"))
             }
+
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                text: &'de str,
+            ) -> Result<HexField<'de>, E> {
+                self.visit_borrowed_bytes(text.as_bytes())
+            }
         }
-        // As bytes: serde_json hands over the string as the line has it (escapes aside).
-        deserializer.deserialize_bytes(Field)
+        // serde_json hands over the string as the line has it (escapes aside).
+        if self.as_str {
+            deserializer.deserialize_str(Field)
+        } else {
+            deserializer.deserialize_bytes(Field)
+        }
     }
 }
+
+/// The longest line whose hex fields [`JobLine::from_json`] reads as text (see [`HexSeed`]).
+const SHORT_LINE: usize = 1 << 10;
 
 /// Parses one line into a job, or says why not (with the id when the line had one). Every
 /// message names the field it is about.
