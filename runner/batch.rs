@@ -1154,11 +1154,11 @@ fn is_blank(line: &[u8]) -> bool {
 /// Reads the next line (without its `\n` or `\r\n`), holding at most `max` bytes of it: a
 /// longer line is read to its end and dropped. `None` at the end of the input.
 ///
-/// A long line's `input_hex` is decoded as it is read: once the line read so far ends in
-/// `"input_hex":"` and the piece read next goes on with hex digits (the value of a field
-/// `input_hex`, by the look of it; [`parse_line`] makes sure), the digits of each piece read
-/// are checked and decoded straight into the job's input ([`load::HexRun`]), and the line
-/// keeps [`STAND_IN`] in their place. A 1 MiB input then costs its 1 MiB, not 2 MiB of line
+/// A long line's `input_hex` is decoded as it is read: once a piece read that does not end
+/// the line holds `"input_hex":"` (or the line so far ends in it), the value of a field
+/// `input_hex` by the look of it ([`parse_line`] makes sure), the digits that follow, in that
+/// piece and the next ones, are checked and decoded straight into the job's input
+/// ([`load::HexRun`]), and the line keeps [`STAND_IN`] in their place. A 1 MiB input then costs its 1 MiB, not 2 MiB of line
 /// more (and what growing a buffer to hold them faults in). Digits that end in anything but
 /// the string's end, that do not pair up, or whose letters change case are put back, and the
 /// line is read on as any other: either way the line read is the line's text.
@@ -1166,8 +1166,9 @@ fn read_line(input: &mut impl BufRead, max: usize, buf: &mut Vec<u8>) -> io::Res
     buf.clear();
     let mut len: u64 = 0;
     let mut too_long = false;
-    let over = |len: u64| len > (max as u64).saturating_add(2); // `max` and the line's end
-                                                                // How much of `buf` is faulted in ahead.
+    // Over `max` bytes of text and the line's end.
+    let over = |len: u64| len > (max as u64).saturating_add(2);
+    // How much of `buf` is faulted in ahead.
     let mut populated = 0;
     // `input_hex`'s digits while they come, then decoded with where the stand-in is; and
     // whether the line had its digits taken (once a line).
@@ -2159,7 +2160,7 @@ mod tests {
         let line = |fields: &str| format!(r#"{{"id":1,"code_hex":"b02ac3",{fields}}}"#);
         let long_code = "90".repeat(100_000);
         // (line, whether its digits are decoded while it is read whatever the pieces)
-        let mut lines: Vec<(String, bool)> = vec![
+        let lines: Vec<(String, bool)> = vec![
             (line(&format!(r#""input_hex":"{lower}""#)), true),
             (line(&format!(r#""input_hex":"{upper}""#)), true),
             (
