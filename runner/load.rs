@@ -1036,11 +1036,11 @@ mod avx2 {
     use std::arch::x86_64::*;
     use std::sync::atomic::{AtomicU8, Ordering};
 
-    /// Whether the CPU has AVX2 and the kernel saves its registers: CPUID.1:ECX.OSXSAVE and
-    /// .AVX, XCR0 saving the SSE and AVX state, and CPUID.7.0:EBX.AVX2, as
-    /// `is_x86_feature_detected!("avx2")` decides it, with two `cpuid`s instead of the
-    /// standard library's full detection (about ten, each a VM exit under a hypervisor, 7.5 us
-    /// on this project's machines). Asked once, then remembered.
+    /// Whether the CPU has AVX2 and the kernel saves its registers, as
+    /// `is_x86_feature_detected!("avx2")` decides it, without the standard library's full
+    /// detection (about ten `cpuid`s, each a VM exit under a hypervisor: 7.5 us on this
+    /// project's machines, more on some): glibc's answer from the `cpuid`s it ran at start
+    /// ([`glibc_avx2`]), else two `cpuid`s ([`cpuid_avx2`]). Asked once, then remembered.
     pub(super) fn available() -> bool {
         /// 0: not asked yet; 1: no; 2: yes.
         static AVX2: AtomicU8 = AtomicU8::new(0);
@@ -1049,12 +1049,65 @@ mod avx2 {
             2 => return true,
             _ => {}
         }
+        let available = glibc_avx2().unwrap_or_else(cpuid_avx2);
+        AVX2.store(if available { 2 } else { 1 }, Ordering::Relaxed);
+        available
+    }
+
+    /// AVX2 as glibc (2.33 and later) found it usable at start, `CPU_FEATURE_ACTIVE (AVX2)` of
+    /// `<sys/platform/x86.h>`: no `cpuid` of its own. Looked up with `dlsym`, so that a program
+    /// linked against an older glibc (or statically, where `dlsym` finds nothing) still links
+    /// and gets `None`.
+    #[cfg(target_env = "gnu")]
+    pub(super) fn glibc_avx2() -> Option<bool> {
+        /// `struct cpuid_registers`.
+        #[repr(C)]
+        struct Registers {
+            eax: u32,
+            ebx: u32,
+            ecx: u32,
+            edx: u32,
+        }
+        /// `struct cpuid_feature`: a leaf as `cpuid` gave it, and which of its features are
+        /// usable.
+        #[repr(C)]
+        struct Feature {
+            cpuid: Registers,
+            active: Registers,
+        }
+        /// `CPUID_INDEX_7`: leaf 7, subleaf 0.
+        const INDEX_7: libc::c_uint = 1;
+        let name = c"__x86_get_cpuid_feature_leaf";
+        // SAFETY: `dlsym` with a NUL-terminated name, looked for in every loaded object.
+        let leaf = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+        if leaf.is_null() {
+            return None;
+        }
+        // SAFETY: the function's type, as `<sys/platform/x86.h>` declares it:
+        // `const struct cpuid_feature *__x86_get_cpuid_feature_leaf (unsigned int)`.
+        let leaf: unsafe extern "C" fn(libc::c_uint) -> *const Feature =
+            unsafe { std::mem::transmute(leaf) };
+        // SAFETY: it takes any index and returns a pointer to glibc's static data for it (all
+        // zero for an index it does not know), or none.
+        let feature = unsafe { leaf(INDEX_7).as_ref() }?;
+        Some(feature.active.ebx & (1 << 5) != 0)
+    }
+
+    /// Not glibc: no answer without `cpuid`.
+    #[cfg(not(target_env = "gnu"))]
+    pub(super) fn glibc_avx2() -> Option<bool> {
+        None
+    }
+
+    /// CPUID.1:ECX.OSXSAVE and .AVX, XCR0 saving the SSE and AVX state, and
+    /// CPUID.7.0:EBX.AVX2: two `cpuid`s.
+    pub(super) fn cpuid_avx2() -> bool {
         // SAFETY: cpuid leaf 1 exists on every x86-64 CPU. (`__cpuid` is a safe function from
         // Rust 1.89 on; the block keeps older compilers in `rust-version` building.)
         #[allow(unused_unsafe)]
         let ecx = unsafe { __cpuid(1) }.ecx;
         let (osxsave, avx) = (ecx & (1 << 27) != 0, ecx & (1 << 28) != 0);
-        let available = osxsave
+        osxsave
             && avx
             && {
                 let (eax, _edx): (u32, u32);
@@ -1067,14 +1120,12 @@ mod avx2 {
                 eax & 0b110 == 0b110
             }
             && {
-                // SAFETY: leaf 7 exists on every CPU with AVX (their highest basic leaf is 0xd or
-                // more).
+                // SAFETY: leaf 7 exists on every CPU with AVX (their highest basic leaf is 0xd
+                // or more).
                 #[allow(unused_unsafe)]
                 let ebx = unsafe { __cpuid_count(7, 0) }.ebx;
                 ebx & (1 << 5) != 0
-            };
-        AVX2.store(if available { 2 } else { 1 }, Ordering::Relaxed);
-        available
+            }
     }
 
     /// [`super::decode_digits`] with AVX2, which [`available`] said the CPU has.
@@ -1774,10 +1825,14 @@ mod tests {
             }
         }
         #[cfg(target_arch = "x86_64")]
-        assert_eq!(
-            avx2::available(),
-            std::arch::is_x86_feature_detected!("avx2")
-        );
+        {
+            let avx2 = std::arch::is_x86_feature_detected!("avx2");
+            assert_eq!(avx2::available(), avx2);
+            assert_eq!(avx2::cpuid_avx2(), avx2);
+            if cfg!(all(target_env = "gnu", not(target_feature = "crt-static"))) {
+                assert_eq!(avx2::glibc_avx2(), Some(avx2));
+            }
+        }
     }
 
     /// A run taken in pieces of every size decodes as one whole, and gives its digits back as
