@@ -911,8 +911,11 @@ impl HexRun {
             self.reserve(even / 2, (digits.len() - taken) / 2);
             self.bytes.resize(at + even / 2, 0);
             let odd = slice.get(even..).unwrap_or_default();
+            let case = self.upper;
             if !self.decode(&slice[..even], at) || !self.check(odd) {
+                // Nothing of the slice taken, the case of its letters included.
                 self.bytes.truncate(at);
+                self.upper = case;
                 break;
             }
             self.pending = odd.first().copied();
