@@ -37,7 +37,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
-use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::abi::RunOptions;
@@ -568,7 +568,7 @@ impl<'a> JobLine<'a> {
     /// and decoded in one pass when it is an even run of hex digits (a 1 MiB input is 2 MiB of
     /// digits), anything else checked as a shorter one is.
     fn parse(line: &'a [u8]) -> Result<JobLine<'a>, String> {
-        let mut job = match serde_json::from_slice::<JobLine>(line) {
+        let mut job = match JobLine::from_json(line) {
             Ok(job) => job,
             Err(_) => return JobLine::parse_as_tree(line),
         };
@@ -585,6 +585,19 @@ impl<'a> JobLine<'a> {
                 },
             }
         }
+        Ok(job)
+    }
+
+    /// The line read by serde_json straight into its fields, as `serde_json::from_slice` reads
+    /// a value (nothing but whitespace after it); the hex fields as [`HexSeed`] reads them.
+    fn from_json(line: &'a [u8]) -> serde_json::Result<JobLine<'a>> {
+        use serde::Deserializer as _;
+        let mut json = serde_json::Deserializer::from_slice(line);
+        let hex = HexSeed {
+            as_str: line.len() <= SHORT_LINE,
+        };
+        let job = (&mut json).deserialize_map(JobFields { hex })?;
+        json.end()?;
         Ok(job)
     }
 
@@ -639,42 +652,55 @@ impl<'a> JobLine<'a> {
     }
 }
 
-impl<'de> Deserialize<'de> for JobLine<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Fields;
-        impl<'de> Visitor<'de> for Fields {
-            type Value = JobLine<'de>;
+/// Reads a job object's fields into a [`JobLine`] (see [`JobLine::from_json`]).
+struct JobFields {
+    hex: HexSeed,
+}
 
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a job object")
-            }
+impl<'de> Visitor<'de> for JobFields {
+    type Value = JobLine<'de>;
 
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JobLine<'de>, A::Error> {
-                let mut line = JobLine::default();
-                while let Some(name) = map.next_key::<String>()? {
-                    // A repeated hex field keeps its last value, as other fields do.
-                    match name.as_str() {
-                        "code_hex" => line.code_hex = Some(map.next_value()?),
-                        "input_hex" => line.input_hex = Some(map.next_value()?),
-                        _ => {
-                            let value = map.next_value::<Value>()?;
-                            line.fields.insert(name, value);
-                        }
-                    }
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a job object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JobLine<'de>, A::Error> {
+        let mut line = JobLine::default();
+        while let Some(name) = map.next_key::<String>()? {
+            // A repeated hex field keeps its last value, as other fields do.
+            match name.as_str() {
+                "code_hex" => line.code_hex = Some(map.next_value_seed(self.hex)?),
+                "input_hex" => line.input_hex = Some(map.next_value_seed(self.hex)?),
+                _ => {
+                    let value = map.next_value::<Value>()?;
+                    line.fields.insert(name, value);
                 }
-                Ok(line)
             }
         }
-        deserializer.deserialize_map(Fields)
+        Ok(line)
     }
 }
 
-impl<'de> Deserialize<'de> for HexField<'de> {
-    /// Only a string without escapes: its bytes as the line has them, which must be hex
-    /// digits or UTF-8 without control characters (what serde_json checks of a string).
-    /// Anything else is an error here, and [`JobLine::parse`] then reads the line as a tree
-    /// of values.
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+/// Reads a hex field: only a string without escapes, its bytes as the line has them, which
+/// must be hex digits or UTF-8 without control characters (what serde_json checks of a
+/// string). Anything else is an error here, and [`JobLine::parse`] then reads the line as a
+/// tree of values.
+///
+/// `as_str`: the string read as text, serde_json checking it as it finds its end, rather than
+/// as bytes, which serde_json takes to their end with `memchr2` and this checks after. Either
+/// way the same field, or the same error; as bytes, a long string is read faster, but the first
+/// `memchr2` of a process runs std's detection of every CPU feature (about 0.1 ms of `cpuid`
+/// here), which a batch of short lines (a long `input_hex` is decoded as it is read, see
+/// [`read_line`]) need not pay.
+#[derive(Clone, Copy)]
+struct HexSeed {
+    as_str: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for HexSeed {
+    type Value = HexField<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<HexField<'de>, D::Error> {
         struct Field;
         impl<'de> Visitor<'de> for Field {
             type Value = HexField<'de>;
@@ -693,11 +719,25 @@ impl<'de> Deserialize<'de> for HexField<'de> {
                 hex_field_of(bytes)
                     .ok_or_else(|| E::custom("not UTF-8 text without control characters"))
             }
+
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                text: &'de str,
+            ) -> Result<HexField<'de>, E> {
+                self.visit_borrowed_bytes(text.as_bytes())
+            }
         }
-        // As bytes: serde_json hands over the string as the line has it (escapes aside).
-        deserializer.deserialize_bytes(Field)
+        // serde_json hands over the string as the line has it (escapes aside).
+        if self.as_str {
+            deserializer.deserialize_str(Field)
+        } else {
+            deserializer.deserialize_bytes(Field)
+        }
     }
 }
+
+/// The longest line whose hex fields [`JobLine::from_json`] reads as text (see [`HexSeed`]).
+const SHORT_LINE: usize = 1 << 10;
 
 /// Parses one line into a job, or says why not (with the id when the line had one). Every
 /// message names the field it is about.
@@ -706,7 +746,48 @@ fn parse_job(
     defaults: &RunOptions,
     codes: &mut Codes,
 ) -> Result<(Value, Job), (Value, String)> {
-    let mut line = JobLine::parse(line).map_err(|e| (Value::Null, e))?;
+    let line = JobLine::parse(line).map_err(|e| (Value::Null, e))?;
+    job_of(line, defaults, codes)
+}
+
+/// [`parse_job`] for a line as [`read_line`] gives it: the job or the message that the line as
+/// it came gives, the line freed before this returns. The input decoded as the line was read
+/// is the job's input when the line's `input_hex` is the string that held its digits: the line
+/// then parses as it does with them (both strings are runs of digits, without escapes), and
+/// every other field is the same. Any other line (`input_hex` given again later or nested in
+/// another value, a line that is not a job object, ...) is parsed again with its digits put
+/// back.
+fn parse_line(
+    text: LineText,
+    defaults: &RunOptions,
+    codes: &mut Codes,
+) -> Result<(Value, Job), (Value, String)> {
+    let LineText { bytes, input } = text;
+    let Some((at, run)) = input else {
+        return parse_job(&bytes, defaults, codes);
+    };
+    if let Ok(mut line) = JobLine::parse(&bytes) {
+        let stand_in = &bytes[at..at + STAND_IN.len()];
+        if matches!(line.input_hex, Some(HexField::Digits(digits)) if std::ptr::eq(digits, stand_in))
+        {
+            line.input_hex = Some(HexField::Decoded(run.into_bytes()));
+            return job_of(line, defaults, codes);
+        }
+    }
+    let mut original = Vec::with_capacity(bytes.len() - STAND_IN.len() + run.digits_taken());
+    original.extend_from_slice(&bytes[..at]);
+    run.write_digits(&mut original);
+    original.extend_from_slice(&bytes[at + STAND_IN.len()..]);
+    drop((bytes, run));
+    parse_job(&original, defaults, codes)
+}
+
+/// The job a parsed line describes, or why not, with the line's id.
+fn job_of(
+    mut line: JobLine,
+    defaults: &RunOptions,
+    codes: &mut Codes,
+) -> Result<(Value, Job), (Value, String)> {
     let id = line.fields.get("id").cloned().unwrap_or(Value::Null);
     parse_fields(&mut line, defaults, codes)
         .map(|job| (id.clone(), job))
@@ -1024,12 +1105,39 @@ pub fn error_line(id: &Value, line: u64, error: &str) -> String {
     serde_json::json!({"id": id, "line": line, "error": error}).to_string()
 }
 
-/// One line read from the batch: its bytes (not yet known to be UTF-8: see [`JobLine::parse`]),
-/// or why it cannot be a job.
+/// One line read from the batch, or why it cannot be a job.
 enum Line {
-    Text(Vec<u8>),
+    Text(LineText),
     Refused(String),
 }
+
+/// A line's bytes as [`read_line`] read them (not yet known to be UTF-8: see
+/// [`JobLine::parse`]), with a long `input_hex` already decoded. It reads as its bytes.
+struct LineText {
+    bytes: Vec<u8>,
+    /// `input_hex`'s digits decoded as they were read, and where `bytes` holds [`STAND_IN`] in
+    /// their place.
+    input: Option<(usize, load::HexRun)>,
+}
+
+impl std::ops::Deref for LineText {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl LineText {
+    /// Bytes held: the line's and its decoded input's.
+    fn held(&self) -> usize {
+        self.bytes.len() + self.input.as_ref().map_or(0, |(_, run)| run.bytes().len())
+    }
+}
+
+/// What [`read_line`] leaves in a line in place of the `input_hex` digits it decoded: digits
+/// too, so that the line parses as it does with them.
+const STAND_IN: &[u8] = b"00";
 
 /// Whether a line is blank (nothing but whitespace, as `str::trim` sees it): looks no further
 /// than the first byte that is not ASCII whitespace, unless that byte starts a non-ASCII
@@ -1045,12 +1153,28 @@ fn is_blank(line: &[u8]) -> bool {
 
 /// Reads the next line (without its `\n` or `\r\n`), holding at most `max` bytes of it: a
 /// longer line is read to its end and dropped. `None` at the end of the input.
+///
+/// A long line's `input_hex` is decoded as it is read: once a piece read that does not end
+/// the line holds `"input_hex":"` (or the line so far ends in it), the value of a field
+/// `input_hex` by the look of it ([`parse_line`] makes sure), the digits that follow, in that
+/// piece and the next ones, are checked and decoded straight into the job's input
+/// ([`load::HexRun`]), and the line keeps [`STAND_IN`] in their place. A 1 MiB input then costs its 1 MiB, not 2 MiB of line
+/// more (and what growing a buffer to hold them faults in). Digits that end in anything but
+/// the string's end, that do not pair up, or whose letters change case are put back, and the
+/// line is read on as any other: either way the line read is the line's text.
 fn read_line(input: &mut impl BufRead, max: usize, buf: &mut Vec<u8>) -> io::Result<Option<Line>> {
     buf.clear();
     let mut len: u64 = 0;
     let mut too_long = false;
+    // Over `max` bytes of text and the line's end.
+    let over = |len: u64| len > (max as u64).saturating_add(2);
     // How much of `buf` is faulted in ahead.
     let mut populated = 0;
+    // `input_hex`'s digits while they come, then decoded with where the stand-in is; and
+    // whether the line had its digits taken (once a line).
+    let mut digits: Option<load::HexRun> = None;
+    let mut decoded: Option<(usize, load::HexRun)> = None;
+    let mut found = false;
     loop {
         let chunk = match input.fill_buf() {
             Ok(chunk) => chunk,
@@ -1058,19 +1182,60 @@ fn read_line(input: &mut impl BufRead, max: usize, buf: &mut Vec<u8>) -> io::Res
             Err(e) => return Err(e),
         };
         if chunk.is_empty() {
+            if let Some(run) = digits.take() {
+                // The line ends in the digits: as read.
+                run.write_digits(buf);
+            }
             if len == 0 {
                 return Ok(None);
             }
             break;
         }
-        let (take, end) = match memchr::memchr(b'\n', chunk) {
+        if let Some(run) = &mut digits {
+            let (taken, ended) = take_digits(run, chunk);
+            input.consume(taken);
+            len += taken as u64;
+            if over(len) {
+                too_long = true;
+                *buf = Vec::new();
+                digits = None;
+                continue;
+            }
+            match ended {
+                None => {}
+                Some(true) => {
+                    decoded = digits.take().map(|run| (buf.len(), run));
+                    buf.extend_from_slice(STAND_IN);
+                }
+                Some(false) => {
+                    if let Some(run) = digits.take() {
+                        run.write_digits(buf);
+                    }
+                }
+            }
+            // What follows the digits is read as any line's bytes.
+            continue;
+        }
+        let (mut take, mut end) = match find_byte(b'\n', chunk) {
             Some(i) => (i + 1, true),
             None => (chunk.len(), false),
         };
+        if !found && !end && !too_long {
+            if let Some((in_buf, in_chunk)) = hex_value_start(buf, chunk) {
+                let mut run = load::HexRun::default();
+                let held = &buf[in_buf..];
+                if run.push(held) == held.len() {
+                    buf.truncate(in_buf);
+                    // The bytes before the digits are read as usual, then the digits.
+                    (take, end) = (in_chunk, false);
+                    digits = Some(run);
+                    found = true;
+                }
+            }
+        }
         len += take as u64;
         if !too_long {
-            // `max` bytes of text plus the line's end.
-            if buf.len() + take > max.saturating_add(2) {
+            if over(len) {
                 too_long = true;
                 *buf = Vec::new();
             } else {
@@ -1091,18 +1256,113 @@ fn read_line(input: &mut impl BufRead, max: usize, buf: &mut Vec<u8>) -> io::Res
             break;
         }
     }
+    let mut line_len = len;
     for end in [b'\n', b'\r'] {
         if buf.last() == Some(&end) {
             buf.pop();
+            line_len -= 1;
         }
     }
-    if too_long || buf.len() > max {
+    if too_long || line_len > max as u64 {
         return Ok(Some(Line::Refused(format!(
             "the line is over {max} bytes (8 x (--max-code + --max-input) + 64KiB); \
              it is {len} bytes"
         ))));
     }
-    Ok(Some(Line::Text(std::mem::take(buf))))
+    Ok(Some(Line::Text(LineText {
+        bytes: std::mem::take(buf),
+        input: decoded,
+    })))
+}
+
+/// Takes the digits at the start of `chunk` into `run`: how many bytes it took, and `None`
+/// when they were all digits, `Some(true)` when the digits end at the string's end and pair
+/// up, `Some(false)` when they end otherwise.
+fn take_digits(run: &mut load::HexRun, chunk: &[u8]) -> (usize, Option<bool>) {
+    let taken = run.push(chunk);
+    if taken == chunk.len() {
+        return (taken, None);
+    }
+    // The first byte that is not a digit of the run is in the slice `push` stopped at.
+    let rest = &chunk[taken..];
+    let slice = &rest[..rest.len().min(load::HexRun::SLICE)];
+    match find_byte(b'"', slice) {
+        Some(quote) => {
+            let more = run.push(&rest[..quote]);
+            (taken + more, Some(more == quote && run.is_even()))
+        }
+        None => (taken, Some(false)),
+    }
+}
+
+/// Where the digits of an `input_hex` string start, when the line so far (`buf` then `chunk`)
+/// ends in one: `"input_hex"`, a colon and a quote (JSON whitespace between), in `chunk` or
+/// across its start; as (offset in `buf`, offset in `chunk`), one of them at its end. Only a
+/// likely place: [`load::HexRun`] checks the digits, [`parse_line`] that it was the field.
+fn hex_value_start(buf: &[u8], chunk: &[u8]) -> Option<(usize, usize)> {
+    /// Bytes on each side of the piece's start looked at for a key across it.
+    const ACROSS: usize = 32;
+    if let Some(at) = value_after_key(chunk) {
+        return Some((buf.len(), at));
+    }
+    let tail = &buf[buf.len().saturating_sub(ACROSS)..];
+    let head = &chunk[..chunk.len().min(ACROSS)];
+    let mut window = [0u8; 2 * ACROSS];
+    window[..tail.len()].copy_from_slice(tail);
+    window[tail.len()..tail.len() + head.len()].copy_from_slice(head);
+    let at = value_after_key(&window[..tail.len() + head.len()])?;
+    Some(match at.checked_sub(tail.len()) {
+        Some(in_chunk) => (buf.len(), in_chunk),
+        None => (buf.len() - (tail.len() - at), 0),
+    })
+}
+
+/// The offset just after `"input_hex":"` (JSON whitespace allowed around the colon), its
+/// last occurrence in `bytes`.
+fn value_after_key(bytes: &[u8]) -> Option<usize> {
+    const KEY: &[u8] = b"\"input_hex\"";
+    // Found by its `_`, from the end: a run of digits has none to stop at.
+    const UNDERSCORE: usize = 6;
+    let mut end = bytes.len();
+    let key = loop {
+        let at = rfind_byte(b'_', &bytes[..end])?;
+        if at >= UNDERSCORE && bytes[at - UNDERSCORE..].starts_with(KEY) {
+            break at - UNDERSCORE;
+        }
+        end = at;
+    };
+    let skip = |at: usize| {
+        let spaces = bytes[at..]
+            .iter()
+            .take_while(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+        at + spaces.count()
+    };
+    let at = skip(key + KEY.len());
+    if bytes.get(at) != Some(&b':') {
+        return None;
+    }
+    let at = skip(at + 1);
+    (bytes.get(at) == Some(&b'"')).then_some(at + 1)
+}
+
+/// The first `byte` in `haystack`: with SSE2, which every x86-64 CPU has, rather than
+/// `memchr::memchr`, whose first call runs std's detection of every CPU feature (about 0.1 ms
+/// of `cpuid`, each a VM exit on a virtual machine: a noticeable part of a batch of one job).
+fn find_byte(byte: u8, haystack: &[u8]) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(finder) = memchr::arch::x86_64::sse2::memchr::One::new(byte) {
+        return finder.find(haystack);
+    }
+    memchr::memchr(byte, haystack)
+}
+
+/// The last `byte` in `haystack` (see [`find_byte`]).
+fn rfind_byte(byte: u8, haystack: &[u8]) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(finder) = memchr::arch::x86_64::sse2::memchr::One::new(byte) {
+        return finder.rfind(haystack);
+    }
+    memchr::memrchr(byte, haystack)
 }
 
 /// What a job thread (or the reader, for a refused line) hands the writer for one line.
@@ -1177,15 +1437,14 @@ impl SpareBuffers {
 fn run_line(
     config: &BatchConfig,
     codes: &mut Codes,
-    (seq, line_no, text): (u64, u64, Vec<u8>),
+    (seq, line_no, text): (u64, u64, LineText),
     forks: &mut Forks,
     same: &mut Option<Reused>,
     mut buf: Vec<u8>,
 ) -> Done {
-    let parsed = parse_job(&text, &config.defaults, codes);
-    // The job holds its own code and input: the line (twice the input, as hex) is freed before
-    // a worker is forked from this host.
-    drop(text);
+    // The job holds its own code and input: the line is freed before a worker is forked from
+    // this host.
+    let parsed = parse_line(text, &config.defaults, codes);
     match parsed {
         Err((id, e)) => Done::error(seq, &id, line_no, &e),
         Ok((id, job)) => {
@@ -1497,7 +1756,7 @@ impl Summary {
 /// A line handed from the reader to the thread that runs it.
 enum Queued {
     /// (sequence number among non-blank lines, line number, text).
-    Line(u64, u64, Vec<u8>),
+    Line(u64, u64, LineText),
     /// A line that cannot be a job: (sequence number, line number, why).
     Refused(u64, u64, String),
 }
@@ -1505,7 +1764,7 @@ enum Queued {
 impl Queued {
     fn bytes(&self) -> usize {
         match self {
-            Queued::Line(_, _, text) => text.len(),
+            Queued::Line(_, _, text) => text.held(),
             Queued::Refused(_, _, why) => why.len(),
         }
     }
@@ -1912,6 +2171,174 @@ mod tests {
         }
     }
 
+    /// A parse's result, comparable (see [`parsed`]).
+    fn comparable(
+        parsed: Result<(Value, Job), (Value, String)>,
+    ) -> (Value, Result<ParsedJob, String>) {
+        match parsed {
+            Ok((id, job)) => (
+                id,
+                Ok((
+                    job.code.to_vec(),
+                    job.input,
+                    job.group,
+                    job.options.entry,
+                    job.options.limits.timeout.as_millis(),
+                )),
+            ),
+            Err((id, e)) => (id, Err(e)),
+        }
+    }
+
+    #[test]
+    fn lines_decoded_as_they_are_read_give_what_the_whole_line_gives() {
+        // Digits enough for several pieces of every size read below.
+        let input: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let lower = faster_hex::hex_string(&input);
+        let upper = faster_hex::hex_string_upper(&input);
+        let (half, rest) = lower.split_at(lower.len() / 2);
+        let mixed = format!("{half}{}", rest.to_uppercase());
+        let line = |fields: &str| format!(r#"{{"id":1,"code_hex":"b02ac3",{fields}}}"#);
+        let long_code = "90".repeat(100_000);
+        // (line, whether its digits are decoded while it is read whatever the pieces)
+        let lines: Vec<(String, bool)> = vec![
+            (line(&format!(r#""input_hex":"{lower}""#)), true),
+            (line(&format!(r#""input_hex":"{upper}""#)), true),
+            (
+                line(&format!(r#""input_hex" :	"{lower}","timeout_ms":7"#)),
+                true,
+            ),
+            (
+                line(&format!(r#""input_hex":"{lower}","timeout_ms":0"#)),
+                true,
+            ),
+            (line(&format!(r#""input_hex":"{lower}","entry":9"#)), true),
+            (
+                line(&format!(
+                    r#""input_hex":"{lower}","group":"g","colour":[1]"#
+                )),
+                true,
+            ),
+            (line(&format!(r#""input_hex":"{mixed}""#)), false),
+            (line(&format!(r#""input_hex":"{lower}0""#)), false),
+            (line(&format!(r#""input_hex":"g{lower}""#)), false),
+            (line(&format!(r#""input_hex":"{half}g{rest}""#)), false),
+            (line(&format!(r#""input_hex":"{lower}g""#)), false),
+            (line(&format!(r#""input_hex":"{lower}G0""#)), false),
+            (line(&format!(r#""input_hex":"{lower} 0a""#)), false),
+            (line(&format!(r#""input_hex":"{lower}\u0030a""#)), false),
+            (line(&format!(r#""input_hex":"{half}\u0030{rest}""#)), false),
+            (line(&format!(r#""input_hex":"{lower}\"""#)), false),
+            (line(&format!(r#""input_hex":"{lower}\\""#)), false),
+            (
+                line(&format!(r#""input_hex":"{lower}","input_hex":"0a""#)),
+                true,
+            ),
+            (
+                line(&format!(r#""input_hex":"0a","input_hex":"{upper}""#)),
+                true,
+            ),
+            (
+                line(&format!(r#""input_hex":"{lower}","input_hex":"{upper}""#)),
+                true,
+            ),
+            (line(&format!(r#""regs":{{"input_hex":"{lower}"}}"#)), true),
+            (
+                format!(r#"{{"id":{{"input_hex":"{upper}"}},"code_hex":"b02ac3"}}"#),
+                true,
+            ),
+            (
+                format!(r#"{{"id":"\"input_hex\":\"{upper}","code_hex":"b02ac3"}}"#),
+                false,
+            ),
+            (
+                format!(r#"{{"id":2,"code_hex":"{long_code}","input_hex":"{upper}"}}"#),
+                true,
+            ),
+            (
+                format!(r#"{{"id":2,"input_hex":"{upper}","code_hex":"{long_code}"}}"#),
+                true,
+            ),
+            (format!(r#"{{"id":2,"input_hex":"{upper}"}}"#), true),
+            (format!(r#"[{{"input_hex":"{upper}"}}]"#), true),
+            (format!(r#"{{"id":2,"input_hex":"{upper}""#), true),
+            (format!(r#"{{"id":2,"input_hex":"{upper}"}} x"#), true),
+        ];
+        let mut lines: Vec<(Vec<u8>, bool)> = lines
+            .into_iter()
+            .map(|(line, streams)| (line.into_bytes(), streams))
+            .collect();
+        let mut not_utf8 = format!(r#"{{"id":2,"input_hex":"{upper}"#).into_bytes();
+        not_utf8.extend_from_slice(b"\xff\"}");
+        lines.push((not_utf8, false));
+        // Cut off in its digits at the end of the input.
+        let cut = format!(r#"{{"id":3,"code_hex":"b02ac3","input_hex":"{lower}"#);
+        lines.push((cut.into_bytes(), false));
+        let text = lines
+            .iter()
+            .map(|(line, _)| line.as_slice())
+            .collect::<Vec<_>>()
+            .join(&b"\r\n"[..]);
+        let cache = CodeCache::default();
+        let defaults = RunOptions::default();
+        for piece in [4099, 8 << 10, 65_537, 128 << 10] {
+            let mut input = io::BufReader::with_capacity(piece, text.as_slice());
+            let mut buf = Vec::new();
+            for (index, (line, streams)) in lines.iter().enumerate() {
+                let shown = String::from_utf8_lossy(&line[..line.len().min(80)]);
+                let Some(Line::Text(read)) = read_line(&mut input, 4 << 20, &mut buf).unwrap()
+                else {
+                    panic!("{shown}: not read whole");
+                };
+                // Pieces of 4099 bytes split the key; those of 128 KiB read the digits of the
+                // long code with theirs.
+                if piece == 65_537 || piece == 8 << 10 {
+                    assert_eq!(read.input.is_some(), *streams, "{piece}: {index} {shown}");
+                }
+                assert_eq!(
+                    comparable(parse_line(read, &defaults, &mut Codes::new(&cache))),
+                    comparable(parse_job(line, &defaults, &mut Codes::new(&cache))),
+                    "{piece}: {shown}"
+                );
+            }
+            assert!(read_line(&mut input, 4 << 20, &mut buf).unwrap().is_none());
+        }
+        // An input over `--max-input`, and a line over the limit.
+        let mut small = RunOptions::default();
+        small.limits.max_input = 1000;
+        let mut input = io::BufReader::with_capacity(8 << 10, lines[0].0.as_slice());
+        let Some(Line::Text(read)) = read_line(&mut input, 4 << 20, &mut Vec::new()).unwrap()
+        else {
+            panic!("not read");
+        };
+        assert!(read.input.is_some());
+        assert_eq!(
+            comparable(parse_line(read, &small, &mut Codes::new(&cache))),
+            comparable(parse_job(&lines[0].0, &small, &mut Codes::new(&cache)))
+        );
+        let over = [&lines[0].0[..], b"\nnext\n"].concat();
+        let mut input = io::BufReader::with_capacity(8 << 10, over.as_slice());
+        let mut buf = Vec::new();
+        match read_line(&mut input, 100_000, &mut buf).unwrap() {
+            Some(Line::Refused(why)) => assert_eq!(
+                why,
+                format!(
+                    "the line is over 100000 bytes (8 x (--max-code + --max-input) + 64KiB); \
+                     it is {} bytes",
+                    lines[0].0.len() + 1
+                )
+            ),
+            _ => panic!("a line over the limit was read"),
+        }
+        match read_line(&mut input, 100_000, &mut buf).unwrap() {
+            Some(Line::Text(next)) => assert_eq!(
+                (next.bytes.as_slice(), next.input.is_none()),
+                (&b"next"[..], true)
+            ),
+            _ => panic!("the next line was not read"),
+        }
+    }
+
     #[test]
     fn blank_lines_are_those_str_trim_empties() {
         for (line, blank) in [
@@ -1941,7 +2368,7 @@ mod tests {
         let mut lines = Vec::new();
         while let Some(line) = read_line(&mut input, 4 << 20, &mut buf).unwrap() {
             match line {
-                Line::Text(text) => lines.push(text),
+                Line::Text(text) => lines.push(text.bytes),
                 Line::Refused(why) => panic!("{why}"),
             }
         }

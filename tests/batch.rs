@@ -152,3 +152,54 @@ fn same_code_reuse_stays_within_a_group() {
     );
     assert_eq!(summary.workers, 9, "{summary:?}");
 }
+
+/// A long `input_hex` is decoded as its line is read (in pieces, as from a file or a pipe):
+/// every job still gets exactly its own input, whatever the case of its digits, and a line
+/// whose digits cannot be taken that way (mixed case, an odd count) is answered as before.
+#[test]
+fn a_long_input_hex_read_in_pieces_is_the_jobs_input() {
+    // mov eax, 1; mov edx, esi; mov rsi, rdi; mov edi, 1; syscall; ret: writes its input.
+    let echo = "b80100000089f24889febf010000000f05c3";
+    let inputs: Vec<Vec<u8>> = (0..3u32)
+        .map(|n| (0..300_000u32).map(|i| (i * 7 + n) as u8).collect())
+        .collect();
+    let lower = hex(&inputs[0]);
+    let upper = hex(&inputs[1]).to_uppercase();
+    let mixed = format!(
+        "{}{}",
+        &lower[..1000],
+        hex(&inputs[2])[1000..].to_uppercase()
+    );
+    let lines = format!(
+        "{{\"id\":1,\"code_hex\":\"{echo}\",\"input_hex\":\"{lower}\"}}\n\
+         {{\"id\":2,\"input_hex\":\"{upper}\",\"code_hex\":\"{echo}\"}}\r\n\
+         {{\"id\":3,\"code_hex\":\"{echo}\",\"input_hex\":\"{mixed}\"}}\n\
+         {{\"id\":4,\"code_hex\":\"{echo}\",\"input_hex\":\"{lower}0\"}}\n"
+    );
+    for jobs in [1, 2] {
+        let config = BatchConfig::default().with_jobs(jobs).with_ordered(true);
+        let mut out = Vec::new();
+        let input = std::io::BufReader::with_capacity(64 << 10, lines.as_bytes());
+        run_batch(input, &mut out, &config, &mut |_| {}).unwrap();
+        let results: Vec<serde_json::Value> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(results.len(), 4, "{jobs}");
+        let mixed_bytes = [&inputs[0][..500], &inputs[2][500..]].concat();
+        for (result, input) in results.iter().zip([&inputs[0], &inputs[1], &mixed_bytes]) {
+            assert_eq!(result["outcome"], "returned", "{jobs}: {}", result["id"]);
+            assert!(
+                result["output_hex"].as_str() == Some(hex(input).as_str()),
+                "{jobs}: job {} did not get its input back",
+                result["id"]
+            );
+        }
+        let error = results[3]["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("odd number of hex digits"),
+            "{jobs}: {error}"
+        );
+    }
+}
