@@ -803,34 +803,13 @@ fn xsave_supported() -> bool {
     supported
 }
 
-/// `ecx` of `cpuid` leaf 1. From glibc's own copy where it has one (glibc 2.33 on: it ran
-/// `cpuid` as the process started): on a VM every `cpuid` exits to the hypervisor, about
-/// 7.5 us here, a part of a one-job `bytejail run` worth saving.
-#[allow(unsafe_code)] // glibc's table through its public accessor, or cpuid
+/// `ecx` of `cpuid` leaf 1: from glibc's own copy where it has one (see
+/// [`crate::sys::glibc_cpuid_leaf`]), a part of a one-job `bytejail run` worth saving; else
+/// from `cpuid`.
+#[allow(unsafe_code)] // cpuid
 fn cpuid_1_ecx() -> u32 {
-    #[cfg(target_env = "gnu")]
-    {
-        /// glibc's `struct cpuid_feature` (`<sys/platform/x86.h>`): the registers `cpuid`
-        /// gave, then which features are usable.
-        #[repr(C)]
-        struct CpuidFeature {
-            cpuid: [u32; 4],
-            active: [u32; 4],
-        }
-        extern "C" {
-            /// `__x86_get_cpuid_feature_leaf(CPUID_INDEX_1)`: leaf 1 is index 0.
-            fn __x86_get_cpuid_feature_leaf(index: u32) -> *const CpuidFeature;
-        }
-        // SAFETY: glibc returns a pointer to its static, initialised table (or to a zeroed
-        // one for an index it does not know), read-only after start-up.
-        let leaf = unsafe { __x86_get_cpuid_feature_leaf(0) };
-        // SAFETY: as above; checked for null all the same.
-        if let Some(leaf) = unsafe { leaf.as_ref() } {
-            // eax holds the CPU's family and model: zero only in a table glibc never filled.
-            if leaf.cpuid[0] != 0 {
-                return leaf.cpuid[2];
-            }
-        }
+    if let Some(leaf) = crate::sys::glibc_cpuid_leaf(0) {
+        return leaf.cpuid[2];
     }
     // SAFETY: cpuid leaf 1 exists on every x86-64 CPU. (`__cpuid` is a safe function from
     // Rust 1.89 on; the block keeps older compilers in `rust-version` building.)

@@ -1057,49 +1057,12 @@ mod avx2 {
         available
     }
 
-    /// AVX2 as glibc (2.33 and later) found it usable at start, `CPU_FEATURE_ACTIVE (AVX2)` of
-    /// `<sys/platform/x86.h>`: no `cpuid` of its own. Looked up with `dlsym`, so that a program
-    /// linked against an older glibc (or statically, where `dlsym` finds nothing) still links
-    /// and gets `None`.
-    #[cfg(target_env = "gnu")]
+    /// AVX2 as glibc found it usable at start (`CPU_FEATURE_ACTIVE (AVX2)`: the bit of leaf 7
+    /// among its usable features, see [`crate::sys::glibc_cpuid_leaf`]): no `cpuid` of its own.
     pub(super) fn glibc_avx2() -> Option<bool> {
-        /// `struct cpuid_registers`.
-        #[repr(C)]
-        struct Registers {
-            eax: u32,
-            ebx: u32,
-            ecx: u32,
-            edx: u32,
-        }
-        /// `struct cpuid_feature`: a leaf as `cpuid` gave it, and which of its features are
-        /// usable.
-        #[repr(C)]
-        struct Feature {
-            cpuid: Registers,
-            active: Registers,
-        }
         /// `CPUID_INDEX_7`: leaf 7, subleaf 0.
-        const INDEX_7: libc::c_uint = 1;
-        let name = c"__x86_get_cpuid_feature_leaf";
-        // SAFETY: `dlsym` with a NUL-terminated name, looked for in every loaded object.
-        let leaf = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
-        if leaf.is_null() {
-            return None;
-        }
-        // SAFETY: the function's type, as `<sys/platform/x86.h>` declares it:
-        // `const struct cpuid_feature *__x86_get_cpuid_feature_leaf (unsigned int)`.
-        let leaf: unsafe extern "C" fn(libc::c_uint) -> *const Feature =
-            unsafe { std::mem::transmute(leaf) };
-        // SAFETY: it takes any index and returns a pointer to glibc's static data for it (all
-        // zero for an index it does not know), or none.
-        let feature = unsafe { leaf(INDEX_7).as_ref() }?;
-        Some(feature.active.ebx & (1 << 5) != 0)
-    }
-
-    /// Not glibc: no answer without `cpuid`.
-    #[cfg(not(target_env = "gnu"))]
-    pub(super) fn glibc_avx2() -> Option<bool> {
-        None
+        const INDEX_7: u32 = 1;
+        crate::sys::glibc_cpuid_leaf(INDEX_7).map(|leaf| leaf.active[1] & (1 << 5) != 0)
     }
 
     /// CPUID.1:ECX.OSXSAVE and .AVX, XCR0 saving the SSE and AVX state, and

@@ -835,6 +835,53 @@ pub fn set_thread_cpus(cpus: &[usize]) -> io::Result<()> {
     }
 }
 
+/// One leaf of the `cpuid` results glibc (2.33 and later) gathered as the process started,
+/// `__x86_get_cpuid_feature_leaf(index)` of `<sys/platform/x86.h>`: the registers as `cpuid`
+/// gave them (eax, ebx, ecx, edx) and which features glibc found usable. Reading them runs no
+/// `cpuid`, which under a hypervisor is an exit to it (about 7.5 us each on this project's
+/// machines). `index` is glibc's `CPUID_INDEX_*`: 0 for leaf 1, 1 for leaf 7 (subleaf 0).
+/// Looked up with `dlsym`, so that a program linked against an older glibc (or statically,
+/// where `dlsym` finds nothing) still links and gets `None`; `None` too for a leaf glibc
+/// left unfilled.
+pub fn glibc_cpuid_leaf(index: u32) -> Option<CpuidLeaf> {
+    #[cfg(target_env = "gnu")]
+    {
+        let name = c"__x86_get_cpuid_feature_leaf";
+        // SAFETY: `dlsym` with a NUL-terminated name, looked for in every loaded object.
+        let leaf = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+        if leaf.is_null() {
+            return None;
+        }
+        // SAFETY: the function's type, as `<sys/platform/x86.h>` declares it:
+        // `const struct cpuid_feature *__x86_get_cpuid_feature_leaf (unsigned int)`.
+        let leaf: unsafe extern "C" fn(libc::c_uint) -> *const CpuidLeaf =
+            unsafe { std::mem::transmute(leaf) };
+        // SAFETY: it takes any index and returns a pointer to glibc's static data for it (all
+        // zero for an index it does not know), read-only after start-up, or none.
+        let found = unsafe { leaf(index).as_ref() }?;
+        // A leaf's registers are never all zero once `cpuid` filled them (leaf 1's eax holds
+        // the family and model; leaf 7's, its highest subleaf, with ebx's features).
+        (found.cpuid != [0; 4]).then_some(*found)
+    }
+    #[cfg(not(target_env = "gnu"))]
+    {
+        let _ = index;
+        None
+    }
+}
+
+/// glibc's `struct cpuid_feature`: a leaf as `cpuid` gave it (eax, ebx, ecx, edx), and which
+/// of its features are usable (the same bits, set where glibc found the feature usable: the
+/// CPU has it and the kernel enabled it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CpuidLeaf {
+    /// The registers as `cpuid` returned them.
+    pub cpuid: [u32; 4],
+    /// The usable features, in the same bits.
+    pub active: [u32; 4],
+}
+
 /// `sched_getcpu()` - the CPU the calling thread runs on now (it may move at once); see
 /// sched_getcpu(3). `None` if the kernel does not say.
 pub fn current_cpu() -> Option<usize> {
