@@ -1765,7 +1765,7 @@ mod tests {
     /// decoded in one pass as a check then a decode give it.
     #[test]
     fn digits_decoded_in_one_pass_are_checked_as_each_byte_is() {
-        let valid: Vec<u8> = (0..136u8).map(|i| (i * 37 + 11) % 251).collect();
+        let valid: Vec<u8> = (0..136usize).map(|i| ((i * 37 + 11) % 251) as u8).collect();
         for upper in [false, true] {
             let mut digits = faster_hex::hex_string(&valid).into_bytes();
             if upper {
