@@ -2660,6 +2660,23 @@ mod tests {
         }
     }
 
+    /// Results as a client gets them: what was written, sent on at each flush.
+    struct Answers(mpsc::Sender<String>, Vec<u8>);
+
+    impl Write for Answers {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.1.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            if !self.1.is_empty() {
+                let text = String::from_utf8(std::mem::take(&mut self.1)).unwrap();
+                let _ = self.0.send(text);
+            }
+            Ok(())
+        }
+    }
+
     fn answers_each_line_before_the_next_comes(jobs: usize) {
         // A client that writes a line and waits for its answer before writing the next.
         let (line_tx, line_rx) = mpsc::channel::<String>();
@@ -2677,20 +2694,6 @@ mod tests {
                 buf[..n].copy_from_slice(&self.1[self.2..self.2 + n]);
                 self.2 += n;
                 Ok(n)
-            }
-        }
-        struct Answers(mpsc::Sender<String>, Vec<u8>);
-        impl Write for Answers {
-            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-                self.1.extend_from_slice(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> io::Result<()> {
-                if !self.1.is_empty() {
-                    let text = String::from_utf8(std::mem::take(&mut self.1)).unwrap();
-                    let _ = self.0.send(text);
-                }
-                Ok(())
             }
         }
         let batch = std::thread::spawn(move || {
@@ -2718,20 +2721,6 @@ mod tests {
     fn a_result_goes_out_while_the_thread_that_wrote_it_runs_a_long_job() {
         // One quick line, then two that run until their timeout: whichever thread ends the
         // quick one goes on to a long one, and its result must not wait for that.
-        struct Flushes(mpsc::Sender<(std::time::Instant, String)>, Vec<u8>);
-        impl Write for Flushes {
-            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-                self.1.extend_from_slice(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> io::Result<()> {
-                if !self.1.is_empty() {
-                    let text = String::from_utf8(std::mem::take(&mut self.1)).unwrap();
-                    let _ = self.0.send((std::time::Instant::now(), text));
-                }
-                Ok(())
-            }
-        }
         let lines = "{\"id\": 1, \"code_hex\": \"b02ac3\"}\n\
                      {\"id\": 2, \"code_hex\": \"ebfe\", \"timeout_ms\": 3000}\n\
                      {\"id\": 3, \"code_hex\": \"ebfe\", \"timeout_ms\": 3000}\n";
@@ -2739,10 +2728,12 @@ mod tests {
         let started = std::time::Instant::now();
         let batch = std::thread::spawn(move || {
             let config = BatchConfig::default().with_jobs(2);
-            let mut out = Flushes(tx, Vec::new());
+            let mut out = Answers(tx, Vec::new());
             run_batch(lines.as_bytes(), &mut out, &config, &mut |_| {}).unwrap()
         });
-        let (at, first) = rx.recv_timeout(std::time::Duration::from_secs(30)).unwrap();
+        // Received as it is flushed: this thread waits for it.
+        let first = rx.recv_timeout(std::time::Duration::from_secs(30)).unwrap();
+        let at = std::time::Instant::now();
         let first: Value = serde_json::from_str(first.lines().next().unwrap()).unwrap();
         assert_eq!(first["id"], 1);
         assert!(
