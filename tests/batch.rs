@@ -8,10 +8,6 @@ mod common;
 use bytejail::batch::{run_batch, BatchConfig, Reuse};
 use bytejail::{Gpr, RunOptions};
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[test]
 fn a_later_batch_job_cannot_find_an_earlier_jobs_input() {
     let secret = format!("bytejail-batch-secret-{:x}", std::process::id()).repeat(4);
@@ -23,8 +19,8 @@ fn a_later_batch_job_cannot_find_an_earlier_jobs_input() {
     let lines = format!(
         "{{\"id\": \"holder\", \"code_hex\": \"c3\", \"input_hex\": \"{}\"}}\n\
          {{\"id\": \"hunter\", \"code_hex\": \"{}\", \"regs\": {{\"rbx\": {start}, \"r12\": {len}}}}}\n",
-        hex(&held),
-        hex(&hunt)
+        common::hex(&held),
+        common::hex(&hunt)
     );
     for reuse in [Reuse::None, Reuse::SameCode] {
         let config = BatchConfig::default()
@@ -45,7 +41,7 @@ fn a_later_batch_job_cannot_find_an_earlier_jobs_input() {
             results[1]
         );
         assert!(
-            !text.contains(&hex(secret.as_bytes())) && !text.contains(&secret),
+            !text.contains(&common::hex(secret.as_bytes())) && !text.contains(&secret),
             "{reuse:?}: the hunter found the holder's input"
         );
     }
@@ -89,7 +85,7 @@ fn run_lines(lines: &str, reuse: Reuse) -> (Vec<serde_json::Value>, bytejail::ba
 #[test]
 fn same_code_reuse_stays_within_a_group() {
     let probe = common::gas("mov eax, es\nmov ecx, 0x2b\nmov es, ecx\nret");
-    let code = hex(&probe);
+    let code = common::hex(&probe);
     let line = |id: &str, group: &str| {
         let group = if group.is_empty() {
             String::new()
@@ -163,12 +159,12 @@ fn a_long_input_hex_read_in_pieces_is_the_jobs_input() {
     let inputs: Vec<Vec<u8>> = (0..3u32)
         .map(|n| (0..300_000u32).map(|i| (i * 7 + n) as u8).collect())
         .collect();
-    let lower = hex(&inputs[0]);
-    let upper = hex(&inputs[1]).to_uppercase();
+    let lower = common::hex(&inputs[0]);
+    let upper = common::hex(&inputs[1]).to_uppercase();
     let mixed = format!(
         "{}{}",
         &lower[..1000],
-        hex(&inputs[2])[1000..].to_uppercase()
+        common::hex(&inputs[2])[1000..].to_uppercase()
     );
     let lines = format!(
         "{{\"id\":1,\"code_hex\":\"{echo}\",\"input_hex\":\"{lower}\"}}\n\
@@ -191,7 +187,7 @@ fn a_long_input_hex_read_in_pieces_is_the_jobs_input() {
         for (result, input) in results.iter().zip([&inputs[0], &inputs[1], &mixed_bytes]) {
             assert_eq!(result["outcome"], "returned", "{jobs}: {}", result["id"]);
             assert!(
-                result["output_hex"].as_str() == Some(hex(input).as_str()),
+                result["output_hex"].as_str() == Some(common::hex(input).as_str()),
                 "{jobs}: job {} did not get its input back",
                 result["id"]
             );

@@ -24,10 +24,6 @@ fn no_profiles() -> bool {
     true
 }
 
-fn hex(code: &[u8]) -> String {
-    code.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// A scratch directory of this test process's own.
 fn scratch(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!(
@@ -108,8 +104,8 @@ fn batch(args: &[&str], lines: &[String], bound: Duration) -> (i32, Vec<Value>, 
 /// `bytejail run --json ARGS` of `code`: the report.
 fn run_alone(args: &[&str], code: &[u8]) -> Value {
     let dir = scratch("run");
-    let path = dir.join(format!("{}.hex", hex(&common_hash(code))));
-    std::fs::write(&path, hex(code)).unwrap();
+    let path = dir.join(format!("{}.hex", common::hex(&common_hash(code))));
+    std::fs::write(&path, common::hex(code)).unwrap();
     let mut command = Command::new(BIN);
     command.args(["run", "--json"]).args(args).arg(&path);
     let (status, out, err, _) = run_bounded(command, String::new(), Duration::from_secs(30));
@@ -152,7 +148,10 @@ fn essence(report: &Value) -> String {
 }
 
 fn line(id: usize, code: &[u8], extra: &str) -> String {
-    format!("{{\"id\": {id}, \"code_hex\": \"{}\"{extra}}}", hex(code))
+    format!(
+        "{{\"id\": {id}, \"code_hex\": \"{}\"{extra}}}",
+        common::hex(code)
+    )
 }
 
 /// Runs each of `codes` `rounds` times interleaved through `bytejail batch --jobs 2` (pinned
@@ -373,7 +372,7 @@ fn profile_guests_with_threads_and_children_report_as_alone() {
         match name {
             "thread exit_group after the leader's exit" => assert_eq!(r["exit_code"], 7, "{r}"),
             "thread writes after the leader's exit" => {
-                assert_eq!(r["output_hex"], hex(b"late"), "{r}")
+                assert_eq!(r["output_hex"], common::hex(b"late"), "{r}")
             }
             "thread spins for good after the leader's exit" => {
                 assert_eq!(r["outcome"], "timeout", "{r}")
@@ -1010,7 +1009,7 @@ fn output_hex_around_the_scalar_limit() {
         let n: usize = name.parse().unwrap();
         let code = &by_name[name];
         // The write starts at `start`: 7 bytes in (lea rsi, [rip + 0]).
-        assert_eq!(r["output_hex"], hex(&code[7..7 + n]), "{n}: {r}");
+        assert_eq!(r["output_hex"], common::hex(&code[7..7 + n]), "{n}: {r}");
     });
 }
 

@@ -269,6 +269,12 @@ pub fn pseudo_random(seed: u64) -> impl FnMut() -> u64 {
     }
 }
 
+/// `bytes` as lower-case hex digits without separators, as a batch line's `code_hex` or
+/// `input_hex` holds them.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// `lea rax, [rbx + 1]; ret`.
 pub fn plus_one() -> Vec<u8> {
     gas("lea rax, [rbx + 1]\n ret")
