@@ -278,6 +278,9 @@ pub fn hex_string(bytes: &[u8]) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// Lower-case hex digits by value.
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
 /// Runs at most this long are encoded a byte at a time (see [`encode_hex`]).
 const SHORT_HEX: usize = 256;
 
@@ -286,12 +289,11 @@ const SHORT_HEX: usize = 256;
 /// has (`cpuid` and `xgetbv`, exits to the hypervisor on a VM: about 40 us here), more than a
 /// one-job `bytejail run` spends on the rest of its report.
 fn encode_hex(bytes: &[u8], out: &mut [u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     debug_assert_eq!(out.len(), 2 * bytes.len());
     if bytes.len() <= SHORT_HEX {
         for (byte, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
-            pair[0] = DIGITS[usize::from(byte >> 4)];
-            pair[1] = DIGITS[usize::from(byte & 0xf)];
+            pair[0] = HEX_DIGITS[usize::from(byte >> 4)];
+            pair[1] = HEX_DIGITS[usize::from(byte & 0xf)];
         }
     } else {
         faster_hex::hex_encode(bytes, out).expect("room for two digits a byte");
@@ -575,14 +577,13 @@ pub(crate) fn escape_json(text: &str, out: &mut Vec<u8>) {
         };
         out.extend_from_slice(&bytes[start..i]);
         if short == b'u' {
-            const DIGITS: &[u8; 16] = b"0123456789abcdef";
             out.extend_from_slice(&[
                 b'\\',
                 b'u',
                 b'0',
                 b'0',
-                DIGITS[usize::from(byte >> 4)],
-                DIGITS[usize::from(byte & 0xf)],
+                HEX_DIGITS[usize::from(byte >> 4)],
+                HEX_DIGITS[usize::from(byte & 0xf)],
             ]);
         } else {
             out.extend_from_slice(&[b'\\', short]);
