@@ -6,76 +6,13 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_bytejail");
-
-/// Generous bound on one trivial job's answer on a loaded 2-core machine; a quiet one answers
-/// within milliseconds.
-const ANSWER_BOUND: Duration = Duration::from_secs(2);
-
-/// A running `bytejail batch ARGS -` with its result lines arriving on a channel.
-struct Batch {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Batch {
-    fn start(args: &[&str]) -> Batch {
-        let mut child = Command::new(BIN)
-            .arg("batch")
-            .args(args)
-            .arg("-")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in stdout.lines() {
-                let Ok(line) = line else { return };
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        let stdin = child.stdin.take();
-        Batch {
-            child,
-            stdin,
-            lines,
-        }
-    }
-
-    /// Writes one job line (stdin stays open) and waits for one result line; the result and
-    /// how long it took.
-    fn ask(&mut self, line: &str) -> (Value, Duration) {
-        let started = Instant::now();
-        let stdin = self.stdin.as_mut().unwrap();
-        writeln!(stdin, "{line}").unwrap();
-        stdin.flush().unwrap();
-        let answer = self.lines.recv_timeout(ANSWER_BOUND).unwrap_or_else(|e| {
-            panic!("no answer to {line} within {ANSWER_BOUND:?} ({e}) while stdin stays open")
-        });
-        let took = started.elapsed();
-        (serde_json::from_str(&answer).unwrap(), took)
-    }
-
-    /// Closes stdin and waits: the exit status and stderr.
-    fn finish(mut self) -> (i32, String) {
-        drop(self.stdin.take());
-        let output = self.child.wait_with_output().unwrap();
-        let stderr = String::from_utf8(output.stderr).unwrap();
-        (output.status.code().unwrap_or(-1), stderr)
-    }
-}
 
 /// `mov al, N; ret`.
 fn returns(n: u8) -> String {
@@ -90,7 +27,7 @@ fn a_piped_batch_answers_each_line_while_stdin_stays_open() {
         &["--jobs", "1"][..],
         &["--reuse", "same-code"][..],
     ] {
-        let mut batch = Batch::start(args);
+        let mut batch = common::Batch::start(args);
         let mut latencies = Vec::new();
         for i in 0..8u8 {
             let line = format!(
@@ -115,7 +52,7 @@ fn a_piped_batch_answers_each_line_while_stdin_stays_open() {
 
 #[test]
 fn many_jobs_answer_the_first_line_at_once_and_start_what_they_need() {
-    let mut batch = Batch::start(&["--jobs", "1000"]);
+    let mut batch = common::Batch::start(&["--jobs", "1000"]);
     let pid = batch.child.id();
     let (answer, took) = batch.ask(&format!(
         "{{\"id\": \"first\", \"code_hex\": \"{}\"}}",
@@ -475,7 +412,7 @@ fn code_input_and_line_sizes_are_bounded_by_the_flags() {
 #[test]
 fn a_code_file_rewritten_in_place_runs_its_new_code() {
     let dir = tempfile::tempdir().unwrap();
-    let mut batch = Batch::start(&["--jobs", "1"]);
+    let mut batch = common::Batch::start(&["--jobs", "1"]);
     for (name, versions) in [
         ("guest.bin", [&[0xb0u8, 1, 0xc3][..], &[0xb0, 2, 0xc3][..]]),
         (
@@ -522,10 +459,12 @@ fn a_batch_whose_reader_went_away_ends_without_waiting_for_stdin() {
         let _ = stdout.read_line(&mut answer);
         let _ = tx.send(answer);
     });
-    let answer = answer.recv_timeout(ANSWER_BOUND).unwrap_or_else(|e| {
-        let _ = child.kill();
-        panic!("no first answer: {e}")
-    });
+    let answer = answer
+        .recv_timeout(common::ANSWER_BOUND)
+        .unwrap_or_else(|e| {
+            let _ = child.kill();
+            panic!("no first answer: {e}")
+        });
     assert!(answer.contains("\"rax\":1"), "{answer}");
     // The client stops reading results (its end of stdout is closed by now) but keeps stdin
     // open and writes one more line.

@@ -834,42 +834,18 @@ fn a_client_that_waits_gets_each_answer() {
         &["--jobs", "2", "--ordered"][..],
         &["--jobs", "3", "--ordered"][..],
     ] {
-        let mut child = Command::new(BIN)
-            .arg("batch")
-            .args(args)
-            .arg("-")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for l in stdout.lines() {
-                let Ok(l) = l else { return };
-                if tx.send(l).is_err() {
-                    return;
-                }
-            }
-        });
+        let mut batch = common::Batch::start(args);
         for i in 0..30u8 {
             let code = common::gas(&format!("mov eax, {i}\n ret"));
-            writeln!(stdin, "{}", line(i.into(), &code, "")).unwrap();
-            stdin.flush().unwrap();
-            let answer = rx
-                .recv_timeout(Duration::from_secs(3))
-                .unwrap_or_else(|e| panic!("{args:?}: no answer to line {i} ({e})"));
-            let r: Value = serde_json::from_str(&answer).unwrap();
+            let (r, _) = batch.ask(&line(i.into(), &code, ""));
             assert_eq!(
                 (r["id"].as_u64(), r["rax"].as_u64()),
                 (Some(i.into()), Some(i.into())),
                 "{args:?}"
             );
         }
-        drop(stdin);
-        assert!(child.wait().unwrap().success());
+        let (status, stderr) = batch.finish();
+        assert_eq!(status, 0, "{args:?}: {stderr}");
     }
 }
 

@@ -1,9 +1,14 @@
 //! Helpers shared by the integration tests: guest code from GNU as source, what must agree
-//! between two runs of one job, processes watched through /proc, and hosts to kill.
+//! between two runs of one job, processes watched through /proc, hosts to kill, and a
+//! `bytejail batch` to talk to line by line.
 #![allow(dead_code)] // each test file uses its own subset
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 use bytejail::load::{assemble, Format};
 use bytejail::{Outcome, Report};
@@ -290,5 +295,68 @@ pub fn inputs(same: &mut bytejail::SameCode, options: &bytejail::RunOptions, cou
             Outcome::Returned(regs) => assert_eq!(regs.rax, i + 1, "input {i}"),
             other => panic!("input {i}: {other:?}"),
         }
+    }
+}
+
+/// Generous bound on one trivial job's answer on a loaded 2-core machine; a quiet one answers
+/// within milliseconds.
+pub const ANSWER_BOUND: Duration = Duration::from_secs(2);
+
+/// A running `bytejail batch ARGS -` with its result lines arriving on a channel.
+pub struct Batch {
+    pub child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Batch {
+    pub fn start(args: &[&str]) -> Batch {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_bytejail"))
+            .arg("batch")
+            .args(args)
+            .arg("-")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        Batch {
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    /// Writes one job line (stdin stays open) and waits for one result line; the result and
+    /// how long it took.
+    pub fn ask(&mut self, line: &str) -> (Value, Duration) {
+        let started = Instant::now();
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+        let answer = self.lines.recv_timeout(ANSWER_BOUND).unwrap_or_else(|e| {
+            panic!("no answer to {line} within {ANSWER_BOUND:?} ({e}) while stdin stays open")
+        });
+        let took = started.elapsed();
+        (serde_json::from_str(&answer).unwrap(), took)
+    }
+
+    /// Closes stdin and waits: the exit status and stderr.
+    pub fn finish(mut self) -> (i32, String) {
+        drop(self.stdin.take());
+        let output = self.child.wait_with_output().unwrap();
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        (output.status.code().unwrap_or(-1), stderr)
     }
 }
