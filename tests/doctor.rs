@@ -433,7 +433,7 @@ fn sysctls_are_what_sysctl_says() {
     // Debian keeps sysctl in /usr/sbin, which an unprivileged user's PATH lacks.
     let program = if common::have_tool("sysctl") {
         "sysctl"
-    } else if Path::new("/usr/sbin/sysctl").is_file() {
+    } else if common::is_program(Path::new("/usr/sbin/sysctl")) {
         "/usr/sbin/sysctl"
     } else {
         common::skip_without("sysctl", 1);

@@ -128,13 +128,14 @@ pub fn comm(pid: u32) -> String {
 /// Whether an optional tool (`nasm`, `chromium`, ...) is on `PATH`. A fresh machine has none of
 /// them; CI installs them. Tests that need one call [`skip_without`] first.
 pub fn have_tool(tool: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|dir| {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::metadata(dir.join(tool))
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| is_program(&dir.join(tool))))
+}
+
+/// Whether `path` is a file that can be run (a file without an execute bit is no tool).
+pub fn is_program(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// `true` when `tool` is missing: the caller returns at once. The first call per test binary
