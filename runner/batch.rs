@@ -192,6 +192,17 @@ impl ReportFields {
     pub fn keeps(&self, field: &str) -> bool {
         self.keep.contains(&field)
     }
+
+    /// The report's JSON object ([`Report::to_json`]) with only the kept fields, in its order.
+    pub fn select(&self, report: &Report) -> Map<String, Value> {
+        match report.to_json() {
+            Value::Object(all) => all
+                .into_iter()
+                .filter(|(name, _)| self.keeps(name))
+                .collect(),
+            _ => Map::new(),
+        }
+    }
 }
 
 /// Worker reuse across the jobs of a batch (`--reuse`).
@@ -1083,9 +1094,7 @@ fn write_result(line: &mut Vec<u8>, id: &Value, report: &Report, fields: Option<
     if let Some(fields) = fields {
         let mut obj = Map::new();
         obj.insert("id".into(), id.clone());
-        if let Value::Object(all) = report.to_json() {
-            obj.extend(all.into_iter().filter(|(name, _)| fields.keeps(name)));
-        }
+        obj.extend(fields.select(report));
         serde_json::to_writer(&mut *line, &Value::Object(obj)).expect("a value serialises");
         return;
     }

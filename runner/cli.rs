@@ -250,6 +250,11 @@ pub struct RunArgs {
     /// Print the report as one JSON object on stdout instead of the guest's output.
     #[arg(long)]
     pub json: bool,
+
+    /// With --json: keep only these report fields, e.g. `--fields outcome,rax,output_hex`
+    /// (the fields of `bytejail batch --fields`; one the report does not have is absent).
+    #[arg(long, value_name = "LIST", value_parser = parse_fields, requires = "json")]
+    pub fields: Option<bytejail::batch::ReportFields>,
 }
 
 /// The limits and confinement of a worker: shared by `run` and `batch` (where they are the
@@ -561,7 +566,11 @@ fn run(args: RunArgs) -> Result<Completion, Error> {
     let report = bytejail::run(&code, &input, &options)?;
 
     if args.json {
-        let mut line = serde_json::to_string(&report.to_json()).map_err(|e| Error::Runner {
+        let json = match &args.fields {
+            Some(fields) => serde_json::Value::Object(fields.select(&report)),
+            None => report.to_json(),
+        };
+        let mut line = serde_json::to_string(&json).map_err(|e| Error::Runner {
             what: "encoding the report as JSON",
             source: io::Error::other(e),
         })?;
@@ -1165,6 +1174,14 @@ mod tests {
                 "-",
             ],
             &["bytejail", "run", "--", "-odd-name.bin"],
+            &[
+                "bytejail",
+                "run",
+                "--json",
+                "--fields",
+                "outcome,rax",
+                "r.bin",
+            ],
         ];
         for line in parsed {
             let full = Cli::try_parse_from(line).unwrap();
@@ -1178,6 +1195,7 @@ mod tests {
             &["bytejail", "run"],
             &["bytejail", "run", "--frmat", "bin", "x.bin"],
             &["bytejail", "run", "--hex", "c3", "x.bin"],
+            &["bytejail", "run", "--fields", "outcome", "x.bin"],
             &["bytejail", "disasm", "x.bin"],
             &["bytejail", "--version"],
             &["bytejail"],

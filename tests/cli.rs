@@ -1083,3 +1083,53 @@ fn version_alone_is_answered_as_clap_answers_it() {
         assert!(out.stderr.is_empty(), "{}", out.stderr);
     }
 }
+
+/// `run --json --fields LIST` keeps the named fields of the report, with their values and in
+/// the report's order; a field the outcome does not have is absent; without `--fields` the
+/// same run has them all (and more). `--fields` without `--json`, or naming no report
+/// field, is bad usage: one line, exit 2.
+#[test]
+fn json_fields_keep_only_the_named_fields() {
+    let whole = bytejail(&["run", "--json", "--hex", RETURN_42]).json();
+    let kept = bytejail(&[
+        "run",
+        "--json",
+        "--fields",
+        "wall_ns,outcome,exit_code,rax",
+        "--hex",
+        RETURN_42,
+    ]);
+    assert_eq!(kept.status, 42, "{kept:?}");
+    let kept = kept.json();
+    // The report's own order (outcome before rax before wall_ns), not the list's.
+    let names: Vec<&str> = kept.keys().map(String::as_str).collect();
+    assert_eq!(names, ["outcome", "rax", "wall_ns"], "{kept:?}");
+    assert_eq!(kept["outcome"], whole["outcome"]);
+    assert_eq!(kept["rax"], whole["rax"]);
+    assert!(kept["wall_ns"].as_u64().is_some_and(|ns| ns > 0));
+    // The twin: the whole report has what the list left out.
+    for name in ["registers", "output_hex", "schema_version"] {
+        assert!(
+            whole.contains_key(name) && !kept.contains_key(name),
+            "{name}"
+        );
+    }
+
+    for args in [
+        &["run", "--fields", "outcome", "--hex", RETURN_42][..],
+        &[
+            "run",
+            "--json",
+            "--fields",
+            "outcome,colour",
+            "--hex",
+            RETURN_42,
+        ][..],
+        &["run", "--json", "--fields", " , ", "--hex", RETURN_42][..],
+    ] {
+        let run = bytejail(args);
+        assert_eq!(run.status, 2, "{args:?}: {run:?}");
+        assert!(run.stdout.is_empty(), "{args:?}: {run:?}");
+        run.assert_one_line_on_stderr();
+    }
+}
