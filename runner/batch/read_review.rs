@@ -469,7 +469,7 @@ fn hex() -> impl Strategy<Value = Hex> {
         "\u{e9}".as_bytes(),
     ];
     let flaw = prop_oneof![
-        6 => Just(Flaw::None),
+        10 => Just(Flaw::None),
         1 => Just(Flaw::Odd),
         2 => (proptest::sample::select(inserted.to_vec()), place())
             .prop_map(|(bytes, place)| Flaw::Insert(bytes, place)),
@@ -489,7 +489,7 @@ fn hex() -> impl Strategy<Value = Hex> {
 
 fn field() -> impl Strategy<Value = Field> {
     prop_oneof![
-        2 => any::<u16>().prop_map(|n| Field::Id(Id::Number(n))),
+        4 => any::<u16>().prop_map(|n| Field::Id(Id::Number(n))),
         1 => Just(Field::Id(Id::NotUtf8)),
         1 => hex().prop_map(|h| Field::Id(Id::Object(h))),
         1 => hex().prop_map(|h| Field::Id(Id::QuotedKey(h))),
@@ -519,16 +519,32 @@ fn line_spec() -> impl Strategy<Value = LineSpec> {
         1 => Just(Shape::Unclosed),
         1 => Just(Shape::Array),
     ];
-    (
-        proptest::collection::vec(field(), 1..5),
-        shape,
-        any::<bool>(),
+    // Most lines are jobs with code and an `input_hex` (so that most runs of digits are
+    // decoded as they are read and end up in a job), in any order among the other fields.
+    let input = (prop::bool::weighted(0.1), 0..4usize, 0..4usize, hex()).prop_map(
+        |(escaped_key, before, after, hex)| Field::Input {
+            escaped_key,
+            before,
+            after,
+            hex,
+        },
+    );
+    let fields = (
+        prop::bool::weighted(0.9),
+        proptest::option::weighted(0.9, input),
+        proptest::collection::vec(field(), 0..3),
     )
-        .prop_map(|(fields, shape, crlf)| LineSpec {
-            fields,
-            shape,
-            crlf,
+        .prop_map(|(code, input, mut fields)| {
+            fields.extend(code.then_some(Field::Code(Code::Short)));
+            fields.extend(input);
+            fields
         })
+        .prop_shuffle();
+    (fields, shape, any::<bool>()).prop_map(|(fields, shape, crlf)| LineSpec {
+        fields,
+        shape,
+        crlf,
+    })
 }
 
 /// Read sizes from one byte to 64 KiB, small ones often.
@@ -569,7 +585,7 @@ proptest! {
         last_ends in any::<bool>(),
         sizes in sizes(),
         capacity in prop_oneof![Just(8usize << 10), Just(64usize << 10), Just(128usize << 10)],
-        at_limit in proptest::option::of((any::<prop::sample::Index>(), -2i64..=1)),
+        at_limit in proptest::option::weighted(0.3, (any::<prop::sample::Index>(), -2i64..=1)),
     ) {
         let text = text_of(&lines, last_ends);
         let max = match at_limit {
@@ -629,6 +645,160 @@ fn a_replaced_long_hex_field_is_still_checked() {
                 compare(&line, &[1], 8 << 10, 4 << 20, Decode::Right),
                 Ok(())
             );
+        }
+    }
+}
+
+/// A job line with `digits` as its `input_hex`, then where its key starts and its digits start.
+fn job_line(spaces: (&str, &str), digits: &str) -> (String, usize, usize) {
+    let head = r#"{"id":1,"code_hex":"b02ac3","#;
+    let key = format!(r#""input_hex"{}:{}""#, spaces.0, spaces.1);
+    let line = format!(r#"{head}{key}{digits}","timeout_ms":5}}"#);
+    (line, head.len(), head.len() + key.len())
+}
+
+/// The lines of `text` read in pieces of `sizes`, each with whether its digits were decoded
+/// as they were read, and what the lines give; checked against what they give whole.
+fn read_and_compare(text: &[u8], sizes: &[usize], max: usize) -> Vec<bool> {
+    let defaults = RunOptions::default();
+    let pieces = Pieces {
+        text,
+        sizes,
+        next: 0,
+    };
+    let mut input = io::BufReader::with_capacity(64 << 10, pieces);
+    let mut buf = Vec::new();
+    let cache = CodeCache::default();
+    let mut streamed = Vec::new();
+    let mut got = Vec::new();
+    while let Some(line) = read_line(&mut input, max, &mut buf).unwrap() {
+        match line {
+            Line::Text(text) => {
+                streamed.push(text.input.is_some());
+                got.push(parts(parse_line(text, &defaults, &mut Codes::new(&cache))));
+            }
+            Line::Refused(why) => {
+                streamed.push(false);
+                got.push(Got::Refused(why));
+            }
+        }
+    }
+    assert_eq!(
+        got,
+        whole_lines(text, max, &defaults, Decode::Right),
+        "{sizes:?}"
+    );
+    streamed
+}
+
+/// `"input_hex":"` cut between two reads at every place, whitespace around the colon or not:
+/// the digits after it are decoded as they are read all the same, and the line means what it
+/// means whole.
+#[test]
+fn a_key_cut_between_two_reads_anywhere_is_found() {
+    let digits = "0123456789abcdef".repeat(2500);
+    for spaces in [("", ""), (" ", "\t"), ("\t \r ", "  ")] {
+        let (line, key, value) = job_line(spaces, &digits);
+        let text = format!("{line}\n");
+        for cut in key.saturating_sub(3)..=value + 3 {
+            let streamed = read_and_compare(text.as_bytes(), &[cut, 999], 4 << 20);
+            assert_eq!(streamed, [true], "cut at {cut} of {spaces:?}");
+        }
+    }
+    // Whitespace longer than the reader looks across a cut: not decoded as read (a guess
+    // missed), the same job.
+    let (line, key, _) = job_line((&" ".repeat(40), &" ".repeat(40)), &digits);
+    let text = format!("{line}\n");
+    for cut in key..key + 100 {
+        read_and_compare(text.as_bytes(), &[cut, 999], 4 << 20);
+    }
+}
+
+/// The digits ending exactly at a read's end, the closing quote in the next read; a read's
+/// end after the quote, one digit before it (a digit left waiting for its pair), and a line
+/// cut off at the end of the input in its digits or right after its quote.
+#[test]
+fn digits_ending_at_a_reads_end_are_decoded() {
+    for digits in ["ab".repeat(3000), "AB".repeat(3000) + "0", "0".repeat(6000)] {
+        let (line, _, value) = job_line(("", ""), &digits);
+        let quote = value + digits.len();
+        for end in [quote - 3, quote - 2, quote - 1, quote, quote + 1, quote + 2] {
+            for crlf in ["\n", "\r\n"] {
+                let text = format!("{line}{crlf}{line}{crlf}");
+                let streamed = read_and_compare(text.as_bytes(), &[end, 1 << 16], 4 << 20);
+                // An odd run is put back. The second line comes whole in one read, its end
+                // with it: read as it is.
+                let even = digits.len() % 2 == 0;
+                assert_eq!(streamed, [even, false], "{end} {}", digits.len());
+                // The first line's end at the second's `quote` too.
+                let second = line.len() + crlf.len() + end;
+                read_and_compare(text.as_bytes(), &[second, 1 << 16], 4 << 20);
+            }
+        }
+        for cut in [quote - 1, quote, quote + 1] {
+            read_and_compare(&line.as_bytes()[..cut], &[value + 7, 5], 4 << 20);
+        }
+    }
+}
+
+/// A byte that is not a digit of the run just before, at and after a [`load::HexRun::SLICE`]
+/// boundary of the digits, with the reads aligned to the digits or one byte off (a digit
+/// waiting for its pair shifts every slice): never decoded, the same job or error.
+#[test]
+fn a_bad_digit_at_a_slice_boundary_is_never_taken() {
+    const SLICE: usize = load::HexRun::SLICE;
+    for at in [
+        SLICE - 1,
+        SLICE,
+        SLICE + 1,
+        2 * SLICE - 1,
+        2 * SLICE,
+        2 * SLICE + 1,
+    ] {
+        for bad in [&b"g"[..], b"G", b"\"", b"\\u0030", b"\\\"", b" ", b"\xff"] {
+            let mut digits = "5a".repeat(SLICE + 100).into_bytes();
+            digits.splice(at..at + 1, bad.iter().copied());
+            let digits = String::from_utf8_lossy(&digits).into_owned();
+            let (line, _, value) = job_line(("", ""), &digits);
+            let text = format!("{line}\n");
+            for skew in [0, 1, 3] {
+                let sizes = [value + skew, 1 << 16];
+                let streamed = read_and_compare(text.as_bytes(), &sizes, 4 << 20);
+                // A quote after an even run ends the string there: those digits are the run.
+                let ends = bad == b"\"" && at % 2 == 0;
+                assert_eq!(streamed, [ends], "{at} {bad:?} {skew}");
+            }
+        }
+    }
+}
+
+/// A line that goes over the limit in its digits is refused, read to its end without being
+/// held, and the next line is read as usual; over by 0, 1 or 2 bytes with `\n` and `\r\n`.
+#[test]
+fn a_line_over_the_limit_in_its_digits_is_refused() {
+    let digits = "c0ffee".repeat(20_000);
+    let (line, _, value) = job_line(("", ""), &digits);
+    let next = r#"{"id":2,"code_hex":"c3"}"#;
+    for crlf in ["\n", "\r\n"] {
+        let text = format!("{line}{crlf}{next}{crlf}");
+        for max in [value, value + 1, value + 5000, value + 70_000] {
+            for sizes in [&[value + 1, 4096][..], &[1 << 16], &[7]] {
+                let streamed = read_and_compare(text.as_bytes(), sizes, max);
+                assert_eq!(streamed, [false, false], "{max} {sizes:?}");
+            }
+            // Nothing of the refused line is held after it.
+            let mut input = io::BufReader::with_capacity(8 << 10, text.as_bytes());
+            let mut buf = Vec::new();
+            assert!(matches!(
+                read_line(&mut input, max, &mut buf).unwrap(),
+                Some(Line::Refused(_))
+            ));
+            assert!(buf.capacity() < 16 << 10, "{}", buf.capacity());
+        }
+        for over in 0..=2 {
+            let max = line.len() - over;
+            let streamed = read_and_compare(text.as_bytes(), &[value + 1, 4096], max);
+            assert_eq!(streamed[0], over == 0, "{over}");
         }
     }
 }
