@@ -802,3 +802,135 @@ fn a_line_over_the_limit_in_its_digits_is_refused() {
         }
     }
 }
+
+/// One job line whose `input_hex` is `digits` digits, made as it is read (never held whole).
+struct MadeLine {
+    head: &'static [u8],
+    digits: usize,
+    tail: &'static [u8],
+    at: usize,
+}
+
+impl Read for MadeLine {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let mut n = 0;
+        while n < out.len() {
+            let at = self.at;
+            let byte = if at < self.head.len() {
+                self.head[at]
+            } else if at < self.head.len() + self.digits {
+                b"5a"[(at - self.head.len()) % 2]
+            } else if let Some(&byte) = self.tail.get(at - self.head.len() - self.digits) {
+                byte
+            } else {
+                break;
+            };
+            out[n] = byte;
+            n += 1;
+            self.at += 1;
+        }
+        Ok(n)
+    }
+}
+
+/// The peak resident set of this process, in KiB (`VmHWM` in `/proc/self/status`).
+fn peak_rss_kib() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/self/status")
+}
+
+/// Where [`a_long_line_is_held_no_more_than_its_limit_allows`] asks its re-executed test
+/// binary for one of its readings.
+const MEMORY_CHILD: &str = "BYTEJAIL_REVIEW_READ_MEMORY";
+
+/// In a re-executed test binary (alone in its process: the peak resident set is the process's),
+/// reads a line of 64 MiB of digits with `--max-input` 1000 and `--max-code` 1000 (`refused`)
+/// or `--max-code` left at 16 MiB (`held`, the twin: the line is then within its limit of
+/// about 128 MiB) and prints how much the peak rose. Does nothing in the test run itself.
+#[test]
+fn memory_child() {
+    let Some(scenario) = std::env::var_os(MEMORY_CHILD) else {
+        return;
+    };
+    let mut defaults = RunOptions::default();
+    defaults.limits.max_input = 1000;
+    if scenario == "refused" {
+        defaults.limits.max_code = 1000;
+    }
+    let max = max_line(&defaults);
+    let line = MadeLine {
+        head: br#"{"id":1,"code_hex":"c3","input_hex":""#,
+        digits: 64 << 20,
+        tail: b"\"}\n",
+        at: 0,
+    };
+    // As the CLI reads: 128 KiB at a time.
+    let mut input = io::BufReader::with_capacity(128 << 10, line);
+    let before = peak_rss_kib();
+    let mut buf = Vec::new();
+    let what = match read_line(&mut input, max, &mut buf).unwrap() {
+        Some(Line::Refused(why)) => format!("refused: {why}"),
+        Some(Line::Text(text)) => {
+            let decoded = text.input.as_ref().map_or(0, |(_, run)| run.bytes().len());
+            let cache = CodeCache::default();
+            match parse_line(text, &defaults, &mut Codes::new(&cache)) {
+                Ok(_) => format!("ran, {decoded} bytes decoded as read"),
+                Err((_, e)) => format!("error: {e}; {decoded} bytes decoded as read"),
+            }
+        }
+        None => "nothing".into(),
+    };
+    let rise = peak_rss_kib().saturating_sub(before);
+    println!("\nmemory_child rise {rise} KiB, {what}");
+}
+
+/// A line of 64 MiB of digits over its limit is refused while read, holding no more than a
+/// read or two; its twin, the same line within its limit (as `--max-code` 16 MiB makes it),
+/// is held (its 32 MiB decoded as read, no text of its digits) and then refused for its input:
+/// the peak resident set sees the difference.
+#[test]
+fn a_long_line_is_held_no_more_than_its_limit_allows() {
+    let exe = std::env::current_exe().expect("the test binary");
+    let rise = |scenario: &str| -> (usize, String) {
+        let out = std::process::Command::new(&exe)
+            .args([
+                "batch::read_review::memory_child",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(MEMORY_CHILD, scenario)
+            .output()
+            .expect("the test binary runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let line = stdout
+            .lines()
+            .find_map(|line| line.strip_prefix("memory_child rise "))
+            .unwrap_or_else(|| panic!("{scenario}: no reading in {stdout}"));
+        let (kib, what) = line.split_once(" KiB, ").expect("a reading");
+        (kib.parse().expect("KiB"), what.to_string())
+    };
+    let (refused, what) = rise("refused");
+    let max = 8 * (1000 + 1000) + (64 << 10);
+    let over = format!("refused: the line is over {max} bytes");
+    assert!(what.starts_with(&over), "{what}");
+    assert!(
+        refused < 4 << 10,
+        "{refused} KiB for a refused line: {what}"
+    );
+    let (held, what) = rise("held");
+    assert!(
+        what.starts_with("error: input_hex is 33554432 bytes")
+            && what.ends_with("33554432 bytes decoded as read"),
+        "{what}"
+    );
+    // 32 MiB decoded, and no more than a few reads besides.
+    assert!(
+        (30 << 10..40 << 10).contains(&held),
+        "{held} KiB for a held line: {what}"
+    );
+}
