@@ -934,3 +934,88 @@ fn a_long_line_is_held_no_more_than_its_limit_allows() {
         "{held} KiB for a held line: {what}"
     );
 }
+
+/// The digits a run takes: hex digits with letters of one case, the first letter setting it.
+fn one_case_prefix(text: &[u8]) -> usize {
+    let mut upper = None;
+    text.iter()
+        .take_while(|&&b| match b {
+            b'0'..=b'9' => true,
+            b'a'..=b'f' => !*upper.get_or_insert(false),
+            b'A'..=b'F' => *upper.get_or_insert(true),
+            _ => false,
+        })
+        .count()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(256),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// A string's digits taken in pieces of any size as [`read_line`] takes them: decoded
+    /// (`Some(true)`) exactly when the string is an even run of one case up to its quote, into
+    /// the bytes it spells; otherwise what was taken is a run of one case, given back exactly
+    /// as it came, and the first byte not taken is within a slice of the run's end.
+    #[test]
+    fn digits_taken_in_pieces_are_the_strings_digits(
+        hex in hex(),
+        after in proptest::sample::select(vec![&b"\"}"[..], b"\"", b"", b"x\"", b"\\\""]),
+        sizes in sizes(),
+    ) {
+        let text = [hex.text().as_slice(), after].concat();
+        let mut run = load::HexRun::default();
+        let (mut at, mut ended, mut next) = (0, None, 0);
+        while at < text.len() {
+            let size = sizes[next % sizes.len()];
+            next += 1;
+            let piece = &text[at..text.len().min(at + size)];
+            let (taken, end) = take_digits(&mut run, piece);
+            prop_assert!(taken <= piece.len());
+            at += taken;
+            if end.is_some() {
+                ended = end;
+                break;
+            }
+        }
+        let run_len = one_case_prefix(&text);
+        let whole = text.get(run_len) == Some(&b'"') && run_len % 2 == 0;
+        prop_assert_eq!(ended == Some(true), whole);
+        if whole {
+            prop_assert_eq!(at, run_len);
+            let digits = std::str::from_utf8(&text[..run_len]).unwrap();
+            prop_assert_eq!(Some(run.into_bytes()), own_decode(digits));
+        } else {
+            prop_assert!(at <= run_len);
+            if ended == Some(false) {
+                prop_assert!(run_len - at <= load::HexRun::SLICE, "{} of {}", at, run_len);
+            }
+            let mut back = Vec::new();
+            run.write_digits(&mut back);
+            prop_assert_eq!(back.as_slice(), &text[..at]);
+        }
+    }
+}
+
+/// serde_json's nesting limit (128) is the same for a line read straight into its fields as
+/// for the tree of values: arrays nested in `id` and `regs` around the limit, short lines and
+/// long ones (a long `input_hex` after them, decoded as read).
+#[test]
+fn nesting_around_serde_jsons_limit_means_the_same() {
+    let digits = "ab".repeat(8000);
+    for depth in [125, 126, 127, 128, 129] {
+        for field in ["id", "regs"] {
+            let nested = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+            for input in ["", &digits] {
+                let line =
+                    format!(r#"{{"{field}":{nested},"code_hex":"c3","input_hex":"{input}"}}"#);
+                let text = format!("{line}\n");
+                for sizes in [&[1 << 16][..], &[line.len() - 100, 7]] {
+                    read_and_compare(text.as_bytes(), sizes, 4 << 20);
+                }
+            }
+        }
+    }
+}
