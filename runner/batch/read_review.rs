@@ -298,6 +298,11 @@ enum Field {
     KeyEndingInKey(Hex),
     Timeout(u8),
     Entry(u8),
+    /// `input_hex` that is no run of digits: `null`, a number, an array, digits in pairs
+    /// apart (the general parser's), or with an escape.
+    InputOther(usize, Hex),
+    /// A field with an escape in its string (the line is then read as a tree of values).
+    Escaped,
 }
 
 #[derive(Clone, Debug)]
@@ -378,6 +383,28 @@ impl Field {
                 line.extend_from_slice(format!(r#""timeout_ms":{ms}"#).as_bytes())
             }
             Field::Entry(at) => line.extend_from_slice(format!(r#""entry":{at}"#).as_bytes()),
+            Field::InputOther(kind, h) => {
+                line.extend_from_slice(br#""input_hex":"#);
+                match kind % 5 {
+                    0 => line.extend_from_slice(b"null"),
+                    1 => line.extend_from_slice(b"12"),
+                    2 => line.extend_from_slice(br#"["ab"]"#),
+                    3 => {
+                        line.push(b'"');
+                        for pair in h.text().chunks(2) {
+                            line.extend_from_slice(pair);
+                            line.push(b' ');
+                        }
+                        line.push(b'"');
+                    }
+                    _ => {
+                        line.extend_from_slice(br#""ab"#);
+                        hex(line, h);
+                        line.push(b'"');
+                    }
+                }
+            }
+            Field::Escaped => line.extend_from_slice(br#""group":"g\n\u00e9""#),
         }
     }
 }
@@ -385,6 +412,8 @@ impl Field {
 /// What surrounds a line's fields.
 #[derive(Clone, Debug)]
 enum Shape {
+    /// No fields, nothing but this (whitespace of one kind or another, blank or not).
+    Blank(&'static str),
     Object,
     /// `{...} "input_hex":"..."`: the key after the object's end.
     KeyAfterEnd(Hex),
@@ -404,6 +433,9 @@ struct LineSpec {
 impl LineSpec {
     /// The line without its end.
     fn text(&self) -> Vec<u8> {
+        if let Shape::Blank(text) = self.shape {
+            return text.as_bytes().to_vec();
+        }
         let mut line = Vec::new();
         if matches!(self.shape, Shape::Array) {
             line.push(b'[');
@@ -422,7 +454,7 @@ impl LineSpec {
                 line.extend_from_slice(&h.text());
                 line.push(b'"');
             }
-            Shape::Unclosed => {}
+            Shape::Unclosed | Shape::Blank(_) => {}
             Shape::Array => line.extend_from_slice(b"}]"),
         }
         line
@@ -509,6 +541,8 @@ fn field() -> impl Strategy<Value = Field> {
         1 => hex().prop_map(Field::KeyEndingInKey),
         1 => (0..5u8).prop_map(Field::Timeout),
         1 => (0..5u8).prop_map(Field::Entry),
+        2 => (0..5usize, hex()).prop_map(|(kind, h)| Field::InputOther(kind, h)),
+        1 => Just(Field::Escaped),
     ]
 }
 
@@ -518,6 +552,8 @@ fn line_spec() -> impl Strategy<Value = LineSpec> {
         1 => hex().prop_map(Shape::KeyAfterEnd),
         1 => Just(Shape::Unclosed),
         1 => Just(Shape::Array),
+        1 => proptest::sample::select(vec!["", " ", "\t\r", "\u{3000}", "\u{feff}", "\x0c"])
+            .prop_map(Shape::Blank),
     ];
     // Most lines are jobs with code and an `input_hex` (so that most runs of digits are
     // decoded as they are read and end up in a job), in any order among the other fields.
