@@ -34,6 +34,10 @@ type JobParts = (Vec<u8>, Vec<u8>, RunOptions, Option<String>);
 
 /// What one line that is not blank gives.
 #[derive(Debug, PartialEq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a test's few values, compared: boxing would only make them harder to match"
+)]
 enum Got {
     /// The line's id and its job, or the error line's message.
     Job(Value, Result<JobParts, String>),
