@@ -680,8 +680,8 @@ impl<'de> Visitor<'de> for JobFields {
         while let Some(name) = map.next_key::<String>()? {
             // A repeated hex field keeps its last value, as other fields do.
             match name.as_str() {
-                "code_hex" => line.code_hex = Some(map.next_value_seed(self.hex)?),
-                "input_hex" => line.input_hex = Some(map.next_value_seed(self.hex)?),
+                "code_hex" => replace_hex(&mut line.code_hex, map.next_value_seed(self.hex)?)?,
+                "input_hex" => replace_hex(&mut line.input_hex, map.next_value_seed(self.hex)?)?,
                 _ => {
                     let value = map.next_value::<Value>()?;
                     line.fields.insert(name, value);
@@ -690,6 +690,23 @@ impl<'de> Visitor<'de> for JobFields {
         }
         Ok(line)
     }
+}
+
+/// Sets a hex field to the value read last. A long value it replaces ([`HexField::Long`], not
+/// looked at while the line was parsed) is looked at now, as serde_json looks at every string:
+/// one that is not UTF-8 or holds a control character makes the line not JSON, even though its
+/// field is given again later.
+fn replace_hex<'de, E: serde::de::Error>(
+    field: &mut Option<HexField<'de>>,
+    value: HexField<'de>,
+) -> Result<(), E> {
+    if let Some(HexField::Long(old)) = field {
+        if hex_field_of(old).is_none() {
+            return Err(E::custom("not UTF-8 text without control characters"));
+        }
+    }
+    *field = Some(value);
+    Ok(())
 }
 
 /// Reads a hex field: only a string without escapes, its bytes as the line has them, which
@@ -2040,6 +2057,9 @@ fn with_end(mut line: String) -> String {
 fn write_line(out: &mut dyn Write, line: &[u8]) -> io::Result<()> {
     out.write_all(line)
 }
+
+#[cfg(test)]
+mod read_review;
 
 #[cfg(test)]
 mod tests {

@@ -2246,6 +2246,50 @@ mod tests {
             proptest::prop_assert_eq!(parse_hex(&text, "t").ok(), Some(bytes));
         }
 
+        /// The one-pass check and decode (AVX2 where the CPU has it, every block count and
+        /// every rest length under a block) against a check and a decode of this test's own,
+        /// with one byte anywhere replaced by any byte; and `HexRun::push` of the same run
+        /// whole, which takes it exactly when it is all digits of one case.
+        #[test]
+        fn one_pass_decode_is_a_check_then_a_decode(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+            upper in proptest::bool::ANY,
+            flaw in proptest::option::of((proptest::num::usize::ANY, proptest::num::u8::ANY)),
+        ) {
+            let mut digits = if upper {
+                faster_hex::hex_string_upper(&bytes)
+            } else {
+                faster_hex::hex_string(&bytes)
+            }
+            .into_bytes();
+            if let Some((at, byte)) = flaw.filter(|_| !digits.is_empty()) {
+                let at = at % digits.len();
+                digits[at] = byte;
+            }
+            let nibble = |c: u8| match c {
+                b'0'..=b'9' => Some(c - b'0'),
+                b'a'..=b'f' if !upper => Some(c - b'a' + 10),
+                b'A'..=b'F' if upper => Some(c - b'A' + 10),
+                _ => None,
+            };
+            let expected: Option<Vec<u8>> = digits
+                .chunks(2)
+                .map(|pair| Some(nibble(pair[0])? << 4 | nibble(pair[1])?))
+                .collect();
+            let mut out = vec![0; bytes.len()];
+            let ok = decode_digits(&digits, &mut out, upper);
+            proptest::prop_assert_eq!(ok, expected.is_some());
+            if let Some(expected) = expected {
+                proptest::prop_assert_eq!(&out, &expected);
+                let mut run = HexRun::default();
+                let letters = digits.iter().any(u8::is_ascii_alphabetic);
+                // A run's case is its first letter's: a run of one case is taken whole.
+                proptest::prop_assert_eq!(run.push(&digits), digits.len());
+                proptest::prop_assert_eq!(run.upper, letters.then_some(upper));
+                proptest::prop_assert_eq!(run.into_bytes(), expected);
+            }
+        }
+
         #[test]
         fn hex_never_panics(text in "\\PC{0,60}") {
             let _ = parse_hex(&text, "t");
