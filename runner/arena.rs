@@ -133,7 +133,7 @@ struct Known {
     blocks: u64,
     runs: Vec<(usize, usize)>,
     /// Whether the worker's table at [`RESET_AT`] lists these runs: a worker whose guest
-    /// returned has then zeroed them itself.
+    /// returned zeroes them itself before its next input.
     by_worker: bool,
 }
 
@@ -268,9 +268,11 @@ impl Arena {
     /// scans again after any change.
     ///
     /// After an input whose guest returned to the worker's trampoline ([`Arena::note_cleaned`]),
-    /// which zeroed the pages of the last scan itself (see [`RESET_AT`]) before it said
-    /// "done", the host, seeing no new page, looks at none of them (each line it read would come from the
-    /// worker's cache). A guest that says "done" without returning (it can write the words
+    /// which zeroes the pages of the last scan itself (see [`RESET_AT`]) after it said "done"
+    /// and before it takes the next input, the host, seeing no new page, looks at none of them
+    /// (each line it read would come from the worker's cache). When it sees new pages it scans
+    /// and zeroes what it finds while the worker may still be zeroing the same lines: both
+    /// write nothing but zeros there. A guest that says "done" without returning (it can write the words
     /// and the record) skips that, and only its own next inputs see what it left: inputs of
     /// one same-code session are one submission.
     ///
@@ -334,21 +336,33 @@ impl Arena {
                 std::iter::once(Some(private_stack)).chain(runs).collect()
             })
             .flatten();
-        let Some(table) = table else {
-            self.file.write_u64(RESET_AT, 0);
-            return false;
-        };
-        for (i, &(start, end)) in table.iter().enumerate() {
-            self.file.write_u64(RESET_AT + 8 + i * 16, start as u64);
-            self.file.write_u64(RESET_AT + 16 + i * 16, end as u64);
-        }
-        self.file.write_u64(RESET_AT, table.len() as u64);
-        true
+        // Into the table that is not active, then made the active one (see RESET_AT): the
+        // worker may still be zeroing from the active one.
+        let next = 1 - (self.file.read_u64(RESET_AT) & 1) as usize;
+        let at = RESET_AT + 8 + next * RESET_TABLE_LEN;
+        let listed = table.as_ref().map_or(0, |table| {
+            for (i, &(start, end)) in table.iter().enumerate() {
+                self.file.write_u64(at + 8 + i * 16, start as u64);
+                self.file.write_u64(at + 16 + i * 16, end as u64);
+            }
+            table.len()
+        });
+        self.file.write_u64(at, listed as u64);
+        // The table before the word that makes it active (a worker that reads the word reads
+        // the table after it).
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+        self.file.write_u64(RESET_AT, next as u64);
+        table.is_some()
+    }
+
+    /// No table (see [`RESET_AT`]): the first one active, both empty. Before a worker starts.
+    fn clear_reset_tables(&mut self) {
+        self.file.zero(RESET_AT, 8 + 2 * RESET_TABLE_LEN);
     }
 
     /// The input that just ended returned through a strict same-code worker's trampoline
-    /// (its "done" was read), which zeroed the pages of its table (see [`RESET_AT`]) and its
-    /// private stack's words before it said so.
+    /// (its "done" was read), which zeroes the pages of its table (see [`RESET_AT`]) and its
+    /// private stack's words before it takes the next input.
     pub(crate) fn note_cleaned(&mut self) {
         self.cleaned = self.worker_maps.is_some();
     }
@@ -510,7 +524,7 @@ impl Arena {
         });
         self.known = None;
         self.cleaned = false;
-        self.file.write_u64(RESET_AT, 0);
+        self.clear_reset_tables();
         let read_only = |offset: usize, len: usize| Protect {
             addr: self.region_addr() + offset,
             len: if same_code { len } else { 0 },

@@ -296,15 +296,22 @@ pub(crate) mod layout {
     /// The most runs of memory a same-code worker zeroes itself (see [`RESET_AT`]): its
     /// private stack, and the runs of two scans of up to eight each.
     pub const RESET_RUNS_MAX: usize = 17;
-    /// Region offset of the memory a strict same-code worker returns to zeros itself when its
-    /// guest returns, before it says "done": a count (0: none, the host zeroes it all), then
-    /// that many (start, end) pairs of the worker's addresses, 64-byte aligned: its private
-    /// stack (the end of the data page), then the pages of its scratch, stack and alternate
-    /// stack that the host's last scan found (see `Arena::reset_memory`). Below the spin
-    /// budget, in the blob's page, read-only to the worker: the guest cannot point its
-    /// worker's writes anywhere else. Those lines are in the worker's cache, where the host
-    /// would have to fetch each one it checks.
-    pub const RESET_AT: usize = SPIN_AT - 8 - RESET_RUNS_MAX * 16;
+    /// Bytes of one table at [`RESET_AT`]: a count, then up to [`RESET_RUNS_MAX`] pairs.
+    pub const RESET_TABLE_LEN: usize = 8 + RESET_RUNS_MAX * 16;
+    /// Region offset of the memory a strict same-code worker returns to zeros itself after its
+    /// guest returned, once it has said "done" and before it takes the next input: which of
+    /// two tables is the active one (0 or 1), then the two tables, each a count (0: none, the
+    /// host zeroes it all) and that many (start, end) pairs of the worker's addresses, 64-byte
+    /// aligned: its private stack (the end of the data page), then the pages of its scratch,
+    /// stack and alternate stack that the host's last scan found (see `Arena::reset_memory`).
+    /// The host, which may scan again while the worker still zeroes, writes a new table into
+    /// the one that is not active and then makes it the active one, at most once per input
+    /// (after its "done"): the table the worker reads is either the one active before, which
+    /// the host leaves alone until the next input's "done" (when this zeroing is long over),
+    /// or the new one, complete before it became active. Below the spin budget, in the blob's page, read-only to the
+    /// worker: the guest cannot point its worker's writes anywhere else. Those lines are in
+    /// the worker's cache, where the host would have to fetch each one it checks.
+    pub const RESET_AT: usize = SPIN_AT - 8 - 2 * RESET_TABLE_LEN;
     /// A traced worker's gate (a u32): 0 until the host's tracer has seized the worker, then
     /// [`GATE_TRACED`], or [`GATE_UNTRACED`] when the tracer could not (the worker then
     /// installs its own recording handlers, whose details the report marks unverified). The
