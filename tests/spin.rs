@@ -226,3 +226,73 @@ fn a_guest_writing_the_handoff_only_confuses_itself() {
         inputs(&mut clean, &options, 200);
     }
 }
+
+/// A guest that ORs every word of `DIRTY` scratch pages and of the page numbered `DIRTY` plus
+/// its input's first two bytes into rax, writes that page, then a word in every line of the
+/// `DIRTY` pages, and returns rax; with `write_first` it writes before it reads (as an
+/// earlier input's writes would be, were nothing reset).
+fn rescan_probe(write_first: bool) -> Vec<u8> {
+    const DIRTY: usize = 48;
+    let check = format!(
+        "mov rsi, r9\n mov ecx, {words}\n 1: or rax, [rsi]\n add rsi, 8\n dec ecx\n jnz 1b\n\
+         or rax, [r9 + r10]\n",
+        words = DIRTY * 512,
+    );
+    let write = format!(
+        "mov qword ptr [r9 + r10], 1\n\
+         mov rsi, r9\n mov ecx, {lines}\n 2: mov qword ptr [rsi], rcx\n add rsi, 64\n dec ecx\n jnz 2b\n",
+        lines = DIRTY * 64,
+    );
+    let (first, then) = if write_first {
+        (&write, &check)
+    } else {
+        (&check, &write)
+    };
+    gas(&format!(
+        "mov r9, rdx\n xor eax, eax\n movzx r10d, word ptr [rdi]\n add r10d, {DIRTY}\n shl r10, 12\n\
+         {first}{then} ret"
+    ))
+}
+
+/// The worker zeroes the pages of the host's last scan after it said "done", while the host
+/// prepares the next input, and the host scans again whenever a page came to be: here every
+/// input writes every line of 48 pages (a long zeroing) and one page never written before (a
+/// new scan and a new table each time, written while the worker may still be zeroing from the
+/// last). Every input finds all its pages zero, and no worker dies of a table changing under
+/// it (one worker, no input run again); spun inputs included on two CPUs. The twin: the probe
+/// that writes before it reads sees its writes, so the check can fail.
+#[test]
+fn a_new_scan_while_the_worker_zeroes_changes_no_table_under_it() {
+    let _one = one_at_a_time();
+    let mut options = RunOptions::default();
+    options.limits.scratch = 4 << 20;
+    let count: u16 = 400;
+    for spin in [true, false] {
+        let options = options.clone().with_spin(spin);
+        let mut same = SameCode::new(&rescan_probe(false), &options).unwrap();
+        for i in 0..count {
+            let report = same.run(&i.to_le_bytes()).unwrap();
+            match report.outcome {
+                Outcome::Returned(regs) => {
+                    assert_eq!(regs.rax, 0, "spin {spin}, input {i}: a page held data")
+                }
+                other => panic!("spin {spin}, input {i}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            (same.workers_started(), same.inputs_rerun()),
+            (1, 0),
+            "spin {spin}"
+        );
+        if spin && two_cpus() && same.inputs_spun() == 0 {
+            eprintln!("none of {count} inputs spun (a busy machine)");
+        }
+    }
+    let mut same = SameCode::new(&rescan_probe(true), &options).unwrap();
+    for i in 0..3u16 {
+        match same.run(&i.to_le_bytes()).unwrap().outcome {
+            Outcome::Returned(regs) => assert_ne!(regs.rax, 0, "input {i}"),
+            other => panic!("input {i}: {other:?}"),
+        }
+    }
+}
