@@ -257,28 +257,30 @@ impl SharedFile {
     /// of 9.
     pub fn zero_range(&mut self, offset: usize, len: usize) -> io::Result<()> {
         self.zero_runs(offset, len, false, &mut Vec::new())
+            .map(|_| ())
     }
 
     /// [`SharedFile::zero_range`] for pages a worker on another CPU keeps reading: only their
     /// lines that are not zero are written ([`SharedFile::zero_dirty`]). Adds the data runs it
     /// zeroed in place (start, end) to `found`: the pages of the range the file still has
-    /// afterwards (none when it punched).
+    /// afterwards (none when it punched). Says whether it punched.
     pub fn zero_range_found(
         &mut self,
         offset: usize,
         len: usize,
         found: &mut Vec<(usize, usize)>,
-    ) -> io::Result<()> {
+    ) -> io::Result<bool> {
         self.zero_runs(offset, len, true, found)
     }
 
+    /// Says whether it punched the range out (rather than zeroing its data runs in place).
     fn zero_runs(
         &mut self,
         offset: usize,
         len: usize,
         dirty_only: bool,
         found: &mut Vec<(usize, usize)>,
-    ) -> io::Result<()> {
+    ) -> io::Result<bool> {
         const ZERO_IN_PLACE_MAX: usize = 256 << 10;
         assert!(offset <= self.len() && len <= self.len() - offset);
         let end = offset + len;
@@ -304,7 +306,7 @@ impl SharedFile {
             if hole > data {
                 total += hole - data;
                 if count == runs.len() || total > ZERO_IN_PLACE_MAX {
-                    return self.punch_hole(offset, len);
+                    return self.punch_hole(offset, len).map(|()| true);
                 }
                 runs[count] = (data, hole);
                 count += 1;
@@ -325,7 +327,7 @@ impl SharedFile {
             }
         }
         found.extend_from_slice(&runs[..count]);
-        Ok(())
+        Ok(false)
     }
 
     /// The file's size in 512-byte blocks of memory (`fstat`'s `st_blocks`): it grows when a
