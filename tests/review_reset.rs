@@ -15,9 +15,12 @@ use bytejail::{Outcome, Policy, Pool, RunOptions, SameCode, Zygote};
 const STACK_LEN: usize = 256 << 10;
 /// The scratch every probe session gets.
 const SCRATCH_LEN: usize = 4 << 20;
-/// Region offset of the worker's reset table (`protocol::layout::RESET_AT`: below the spin
-/// budget in the last word of the blob's page, 17 runs of two words and a count).
-const RESET_AT: usize = 0x1000 - 8 - 8 - 17 * 16;
+/// Region offset of the worker's reset tables (`protocol::layout::RESET_AT`: below the spin
+/// budget in the last word of the blob's page, the word saying which is active, then two
+/// tables of a count and 17 runs of two words).
+const RESET_AT: usize = 0x1000 - 8 - 8 - 2 * RESET_TABLE_LEN;
+/// Bytes of one table (`protocol::layout::RESET_TABLE_LEN`).
+const RESET_TABLE_LEN: usize = 8 + 17 * 16;
 
 /// The pages the probe digests and writes: (base register, offset, length in bytes).
 /// r9: scratch, r12: the scratch's last page, r13: the stack's lowest page, r14: the
@@ -215,16 +218,19 @@ fn the_probe_sees_a_write_when_nothing_resets() {
     }
 }
 
-/// The guest reads its worker's reset table (a count, then pairs) and writes to it (`rbx`
-/// says: 0 read only, 1 the count, 2 the first pair's end, 3 a word of the data page's private
-/// stack instead). Returns the count in rax, the first pair relative to the region in r8, r9.
+/// The guest reads its worker's active reset table (a count, then pairs) and writes to it
+/// (`rbx` says: 0 read only, 1 the count, 2 the first pair's end, 3 a word of the data page's
+/// private stack instead, 4 the word saying which table is active). Returns the count in rax,
+/// the first pair relative to the region in r8, r9.
 fn table_guest() -> Vec<u8> {
     gas(&format!(
-        "mov rdi, [rsp]\n and rdi, -4096\n mov rax, [rdi + {RESET_AT}]\n\
-         mov r8, [rdi + {RESET_AT} + 8]\n sub r8, rdi\n mov r9, [rdi + {RESET_AT} + 16]\n sub r9, rdi\n\
-         cmp rbx, 1\n jne 1f\n mov qword ptr [rdi + {RESET_AT}], 17\n\
-         1: cmp rbx, 2\n jne 2f\n mov qword ptr [rdi + {RESET_AT} + 16], -1\n\
-         2: cmp rbx, 3\n jne 3f\n mov qword ptr [rdi + 0x1f00], -1\n 3: ret"
+        "mov rdi, [rsp]\n and rdi, -4096\n mov rax, [rdi + {RESET_AT}]\n and eax, 1\n\
+         imul rax, rax, {RESET_TABLE_LEN}\n lea rsi, [rdi + rax + {RESET_AT} + 8]\n mov rax, [rsi]\n\
+         mov r8, [rsi + 8]\n sub r8, rdi\n mov r9, [rsi + 16]\n sub r9, rdi\n\
+         cmp rbx, 1\n jne 1f\n mov qword ptr [rsi], 17\n\
+         1: cmp rbx, 2\n jne 2f\n mov qword ptr [rsi + 16], -1\n\
+         2: cmp rbx, 3\n jne 3f\n mov qword ptr [rdi + 0x1f00], -1\n\
+         3: cmp rbx, 4\n jne 4f\n mov qword ptr [rdi + {RESET_AT}], 0\n 4: ret"
     ))
 }
 
@@ -260,7 +266,7 @@ fn the_reset_table_is_read_only_to_the_guest() {
                     (0x1800, 0x2000),
                     "{what}: private stack"
                 );
-                for attack in [1, 2] {
+                for attack in [1, 2, 4] {
                     let report = run(&mut same, attack);
                     assert!(
                         matches!(report.outcome, Outcome::Crashed { signal: 11, .. }),
