@@ -37,7 +37,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
-use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
+use serde::de::{Deserialize, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::abi::RunOptions;
@@ -349,10 +349,11 @@ pub fn max_line(defaults: &RunOptions) -> usize {
 }
 
 /// A job ready to run.
-struct Job {
+struct Job<'a> {
     code: Arc<Vec<u8>>,
     input: Vec<u8>,
-    options: RunOptions,
+    /// The batch's defaults, borrowed, unless the line changed one (a copy is 512 bytes).
+    options: Cow<'a, RunOptions>,
     /// The submission it belongs to, as written in JSON (`"a"` and `1` differ).
     group: Option<String>,
 }
@@ -491,7 +492,7 @@ struct JobLine<'a> {
 /// A job line's other fields in the line's order, each name once. A line has a few of them: a
 /// list looked through is quicker to build and to ask than a hash map.
 #[derive(Default)]
-struct Fields(Vec<(String, Value)>);
+struct Fields(Vec<(Cow<'static, str>, Value)>);
 
 impl Fields {
     fn get(&self, name: &str) -> Option<&Value> {
@@ -501,13 +502,13 @@ impl Fields {
             .map(|(_, value)| value)
     }
 
-    fn names(&self) -> impl Iterator<Item = &String> {
-        self.0.iter().map(|(key, _)| key)
+    fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(key, _)| key.as_ref())
     }
 
     /// A repeated field keeps its last value, in its first place, as a `Map` parsed by
     /// serde_json does.
-    fn insert(&mut self, name: String, value: Value) {
+    fn insert(&mut self, name: Cow<'static, str>, value: Value) {
         match self.0.iter_mut().find(|(key, _)| *key == name) {
             Some((_, old)) => *old = value,
             None => self.0.push((name, value)),
@@ -633,7 +634,12 @@ impl<'a> JobLine<'a> {
         };
         let (code_hex, input_hex) = (hex("code_hex"), hex("input_hex"));
         JobLine {
-            fields: Fields(fields.into_iter().collect()),
+            fields: Fields(
+                fields
+                    .into_iter()
+                    .map(|(name, value)| (Cow::Owned(name), value))
+                    .collect(),
+            ),
             code_hex,
             input_hex,
         }
@@ -677,9 +683,9 @@ impl<'de> Visitor<'de> for JobFields {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JobLine<'de>, A::Error> {
         let mut line = JobLine::default();
-        while let Some(name) = map.next_key::<String>()? {
+        while let Some(FieldName(name)) = map.next_key::<FieldName>()? {
             // A repeated hex field keeps its last value, as other fields do.
-            match name.as_str() {
+            match name.as_ref() {
                 "code_hex" => replace_hex(&mut line.code_hex, map.next_value_seed(self.hex)?)?,
                 "input_hex" => replace_hex(&mut line.input_hex, map.next_value_seed(self.hex)?)?,
                 _ => {
@@ -689,6 +695,33 @@ impl<'de> Visitor<'de> for JobFields {
             }
         }
         Ok(line)
+    }
+}
+
+/// A job object's key: one of [`FIELDS`] without a copy of its text (most lines have only
+/// those), any other as read (named in the error that refuses it).
+struct FieldName(Cow<'static, str>);
+
+impl<'de> Deserialize<'de> for FieldName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<FieldName, D::Error> {
+        struct Name;
+        impl Visitor<'_> for Name {
+            type Value = FieldName;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a field name")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<FieldName, E> {
+                Ok(FieldName(
+                    match FIELDS.iter().find(|known| **known == name) {
+                        Some(known) => Cow::Borrowed(known),
+                        None => Cow::Owned(name.to_owned()),
+                    },
+                ))
+            }
+        }
+        deserializer.deserialize_str(Name)
     }
 }
 
@@ -769,11 +802,11 @@ const SHORT_LINE: usize = 1 << 10;
 
 /// Parses one line into a job, or says why not (with the id when the line had one). Every
 /// message names the field it is about.
-fn parse_job(
+fn parse_job<'a>(
     line: &[u8],
-    defaults: &RunOptions,
+    defaults: &'a RunOptions,
     codes: &mut Codes,
-) -> Result<(Value, Job), (Value, String)> {
+) -> Result<(Value, Job<'a>), (Value, String)> {
     let line = JobLine::parse(line).map_err(|e| (Value::Null, e))?;
     job_of(line, defaults, codes)
 }
@@ -785,11 +818,11 @@ fn parse_job(
 /// every other field is the same. Any other line (`input_hex` given again later or nested in
 /// another value, a line that is not a job object, ...) is parsed again with its digits put
 /// back.
-fn parse_line(
+fn parse_line<'a>(
     text: LineText,
-    defaults: &RunOptions,
+    defaults: &'a RunOptions,
     codes: &mut Codes,
-) -> Result<(Value, Job), (Value, String)> {
+) -> Result<(Value, Job<'a>), (Value, String)> {
     let LineText { bytes, input } = text;
     let Some((at, run)) = input else {
         return parse_job(&bytes, defaults, codes);
@@ -811,11 +844,11 @@ fn parse_line(
 }
 
 /// The job a parsed line describes, or why not, with the line's id.
-fn job_of(
+fn job_of<'a>(
     mut line: JobLine,
-    defaults: &RunOptions,
+    defaults: &'a RunOptions,
     codes: &mut Codes,
-) -> Result<(Value, Job), (Value, String)> {
+) -> Result<(Value, Job<'a>), (Value, String)> {
     let id = line.fields.get("id").cloned().unwrap_or(Value::Null);
     parse_fields(&mut line, defaults, codes)
         .map(|job| (id.clone(), job))
@@ -823,19 +856,19 @@ fn job_of(
 }
 
 /// The job a line's fields describe (see the module docs for the bounds).
-fn parse_fields(
+fn parse_fields<'a>(
     line: &mut JobLine,
-    defaults: &RunOptions,
+    defaults: &'a RunOptions,
     codes: &mut Codes,
-) -> Result<Job, String> {
+) -> Result<Job<'a>, String> {
     let fields = &line.fields;
-    if let Some(name) = fields.names().find(|k| !FIELDS.contains(&k.as_str())) {
+    if let Some(name) = fields.names().find(|k| !FIELDS.contains(k)) {
         return Err(format!(
             "not a job: unknown field `{name}`; expected one of {}",
             FIELDS.join(", ")
         ));
     }
-    let mut options = defaults.clone();
+    let mut options = Cow::Borrowed(defaults);
     if let Some(value) = fields.get("timeout_ms").filter(|v| !v.is_null()) {
         let ms = value.as_u64().ok_or_else(|| {
             format!(
@@ -844,19 +877,19 @@ fn parse_fields(
                 bounds::MAX_TIMEOUT.as_millis()
             )
         })?;
-        options.limits.timeout = bounds::timeout_from_ms(ms)
+        options.to_mut().limits.timeout = bounds::timeout_from_ms(ms)
             .map_err(|e| format!("timeout_ms: {e}, as for --timeout"))?;
     }
     if let Some(value) = fields.get("max_output").filter(|v| !v.is_null()) {
-        options.limits.max_output =
+        options.to_mut().limits.max_output =
             size_field(value, bounds::MAX_OUTPUT, "max_output", "--max-output")?;
     }
     if let Some(value) = fields.get("memory").filter(|v| !v.is_null()) {
-        options.limits.memory = size_field(value, bounds::MEMORY, "memory", "--memory")?;
+        options.to_mut().limits.memory = size_field(value, bounds::MEMORY, "memory", "--memory")?;
     }
     if let Some(value) = fields.get("max_procs").filter(|v| !v.is_null()) {
         let range = bounds::MAX_PROCS;
-        options.limits.max_procs = value
+        options.to_mut().limits.max_procs = value
             .as_u64()
             .and_then(|n| u32::try_from(n).ok())
             .filter(|n| range.contains(n))
@@ -878,7 +911,7 @@ fn parse_fields(
         })?;
         let cpu = bounds::timeout_from_ms(ms)
             .map_err(|e| format!("cpu_time_ms: {e}, as for --cpu-time"))?;
-        options.limits.cpu_time = Some(cpu);
+        options.to_mut().limits.cpu_time = Some(cpu);
     }
     for (field, flag) in [
         ("allow_read", "--allow-read"),
@@ -899,9 +932,9 @@ fn parse_fields(
             })
             .collect::<Result<Vec<_>, _>>()?;
         if field == "allow_read" {
-            options.allow_read = paths;
+            options.to_mut().allow_read = paths;
         } else {
-            options.allow_write = paths;
+            options.to_mut().allow_write = paths;
         }
     }
     bounds::check_grants(&options.allow_read, &options.allow_write)?;
@@ -921,6 +954,7 @@ fn parse_fields(
                     )
                 })?;
                 options
+                    .to_mut()
                     .registers
                     .set_from_arg(&format!("{name}={value}"))
                     .map_err(|e| format!("regs.{name}: {e}"))?;
@@ -963,7 +997,7 @@ fn parse_fields(
                 .and_then(|n| usize::try_from(n).ok())
                 .ok_or_else(|| format!("{other} is not a whole number")),
         };
-        options.entry = entry
+        options.to_mut().entry = entry
             .and_then(|entry| bounds::check_entry(entry, code.len()).map_err(String::from))
             .map_err(|e| format!("entry: {e}"))?;
     }
@@ -987,9 +1021,9 @@ fn parse_fields(
 fn finish_job(
     code: Arc<Vec<u8>>,
     input: Vec<u8>,
-    options: RunOptions,
+    options: Cow<'_, RunOptions>,
     group: Option<String>,
-) -> Result<Job, String> {
+) -> Result<Job<'_>, String> {
     if input.len() > options.limits.max_input {
         return Err(InputError::TooLarge {
             what: "input_hex".into(),
@@ -2409,10 +2443,10 @@ mod tests {
         let job = |scrub: bool| Job {
             code: Arc::new(vec![0xb0, 0x2a, 0xc3]),
             input: Vec::new(),
-            options: RunOptions {
+            options: Cow::Owned(RunOptions {
                 scrub,
                 ..RunOptions::default()
-            },
+            }),
             group: None,
         };
         let mut forks = Forks::default();

@@ -49,7 +49,12 @@ fn parts(parsed: Result<(Value, Job), (Value, String)>) -> Got {
     match parsed {
         Ok((id, job)) => Got::Job(
             id,
-            Ok((job.code.to_vec(), job.input, job.options, job.group)),
+            Ok((
+                job.code.to_vec(),
+                job.input,
+                job.options.into_owned(),
+                job.group,
+            )),
         ),
         Err((id, e)) => Got::Job(id, Err(e)),
     }
