@@ -518,8 +518,6 @@ fn pages_the_worker_brings_back_during_a_punch_are_zeroed_later() {
 /// alone.
 #[test]
 fn a_batch_mixing_every_ending_with_checking_inputs_gets_every_check_right() {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
     let _one = one_at_a_time();
     let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
     let code = hex(&probe());
@@ -546,32 +544,11 @@ fn a_batch_mixing_every_ending_with_checking_inputs_gets_every_check_right() {
     }
     for extra in [&[][..], &["--cpu-time", "1s"][..], &["--spin", "off"][..]] {
         let start = Instant::now();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_bytejail"))
-            .args(["batch", "--reuse", "same-code", "--jobs", "2"])
-            .args(extra)
-            .arg("-")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        let text = lines.clone();
-        let writer = std::thread::spawn(move || stdin.write_all(text.as_bytes()));
-        let output = child.wait_with_output().unwrap();
-        writer.join().unwrap().unwrap();
+        let mut args = vec!["--reuse", "same-code", "--jobs", "2"];
+        args.extend_from_slice(extra);
+        let (results, stderr) = common::batch_whole(&args, &lines);
         assert!(start.elapsed() < Duration::from_secs(60), "{extra:?}");
-        let results: Vec<serde_json::Value> = String::from_utf8(output.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        assert_eq!(
-            results.len(),
-            total,
-            "{extra:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        assert_eq!(results.len(), total, "{extra:?}: {stderr}");
         let mut ok = 0;
         let mut ok_dirty = 0;
         for r in &results {

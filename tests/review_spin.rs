@@ -342,8 +342,6 @@ fn attacks_do_not_reach_a_session_on_another_thread() {
 /// job returns what it returns alone.
 #[test]
 fn a_batch_of_attackers_answers_every_line_and_the_clean_group_right() {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
     let _one = one_at_a_time();
     let hex = |code: &[u8]| code.iter().map(|b| format!("{b:02x}")).collect::<String>();
     let mut lines = String::new();
@@ -361,33 +359,13 @@ fn a_batch_of_attackers_answers_every_line_and_the_clean_group_right() {
         }
     }
     let start = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bytejail"))
-        .args(["batch", "--reuse", "same-code", "--jobs", "2", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || stdin.write_all(lines.as_bytes()));
-    let output = child.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
+    let (results, stderr) = common::batch_whole(&["--reuse", "same-code", "--jobs", "2"], &lines);
     assert!(
         start.elapsed() < Duration::from_secs(60),
         "{:?}",
         start.elapsed()
     );
-    let results: Vec<serde_json::Value> = String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(
-        results.len(),
-        attacks().len() * 8,
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_eq!(results.len(), attacks().len() * 8, "{stderr}");
     let mut clean_ok = 0;
     for r in &results {
         let id = r["id"].as_str().unwrap();

@@ -361,3 +361,31 @@ impl Batch {
         (output.status.code().unwrap_or(-1), stderr)
     }
 }
+
+/// `bytejail batch ARGS -` with all of `lines` written to its stdin (from a thread, while its
+/// results are read): the result lines parsed, and stderr.
+pub fn batch_whole(args: &[&str], lines: &str) -> (Vec<Value>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bytejail"))
+        .arg("batch")
+        .args(args)
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let text = lines.to_string();
+    let writer = std::thread::spawn(move || stdin.write_all(text.as_bytes()));
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    let results = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    (
+        results,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
