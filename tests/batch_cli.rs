@@ -74,37 +74,14 @@ fn many_jobs_answer_the_first_line_at_once_and_start_what_they_need() {
 
 /// Runs `bytejail batch ARGS` on `input`: (status, result lines, stderr).
 fn batch_of(args: &[&str], input: &str) -> (i32, Vec<Value>, String) {
-    let mut command = Command::new(BIN);
-    command.arg("batch").args(args);
-    batch_through(command, input)
+    let run = common::batch_of(args, input);
+    (run.status, run.results, run.stderr)
 }
 
-/// Runs `command` (a `bytejail batch`, maybe under a wrapper) on `input`, written from a
-/// thread of its own while the results are read: (status, result lines, stderr).
-fn batch_through(mut command: Command, input: &str) -> (i32, Vec<Value>, String) {
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_string();
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(input.as_bytes());
-    });
-    let output = child.wait_with_output().unwrap();
-    writer.join().unwrap();
-    let results = String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    (
-        output.status.code().unwrap_or(-1),
-        results,
-        String::from_utf8(output.stderr).unwrap(),
-    )
+/// [`common::batch_through`] as (status, result lines, stderr).
+fn batch_through(command: Command, input: &str) -> (i32, Vec<Value>, String) {
+    let run = common::batch_through(command, input);
+    (run.status, run.results, run.stderr)
 }
 
 #[test]

@@ -546,9 +546,12 @@ fn a_batch_mixing_every_ending_with_checking_inputs_gets_every_check_right() {
         let start = Instant::now();
         let mut args = vec!["--reuse", "same-code", "--jobs", "2"];
         args.extend_from_slice(extra);
-        let (results, stderr) = common::batch_whole(&args, &lines);
+        args.push("-");
+        let run = common::batch_of(&args, &lines);
+        assert!(run.wrote_all, "{extra:?}: {}", run.stderr);
         assert!(start.elapsed() < Duration::from_secs(60), "{extra:?}");
-        assert_eq!(results.len(), total, "{extra:?}: {stderr}");
+        let results = run.results;
+        assert_eq!(results.len(), total, "{extra:?}: {}", run.stderr);
         let mut ok = 0;
         let mut ok_dirty = 0;
         for r in &results {

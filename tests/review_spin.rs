@@ -359,7 +359,9 @@ fn a_batch_of_attackers_answers_every_line_and_the_clean_group_right() {
         }
     }
     let start = Instant::now();
-    let (results, stderr) = common::batch_whole(&["--reuse", "same-code", "--jobs", "2"], &lines);
+    let run = common::batch_of(&["--reuse", "same-code", "--jobs", "2", "-"], &lines);
+    assert!(run.wrote_all, "{}", run.stderr);
+    let (results, stderr) = (run.results, run.stderr);
     assert!(
         start.elapsed() < Duration::from_secs(60),
         "{:?}",

@@ -457,25 +457,19 @@ fn a_thread_killed_by_the_profile_does_not_blame_the_main_thread_call() {
     if no_profiles() {
         return;
     }
-    let code = gas("
-        mov edi, 0x10f00                        # CLONE_VM|FS|FILES|SIGHAND|THREAD
-        xor esi, esi
-        xor edx, edx
-        xor r10d, r10d
-        xor r8d, r8d
-        mov eax, 56
-        syscall
-        test rax, rax
-        jnz 2f
+    let code = common::with_thread(
+        "
         mov ecx, 50000000                       # the thread: let the main one reach pause
     1:  dec ecx
         jnz 1b
         mov eax, 110                            # getppid: the profile kills the process
         syscall
-        ud2
-    2:  mov eax, 34                             # pause
+        ud2",
+        "
+        mov eax, 34                             # pause
         syscall
-        ret");
+        ret",
+    );
     let options = with_procs(policy(TRAP_AND_KILL), 2);
     let report = bytejail::run(&code, b"", &options).unwrap();
     assert_eq!(

@@ -230,25 +230,6 @@ fn strict_reports_under_jobs_2_are_verified_and_as_alone() {
     });
 }
 
-/// `clone` of a thread (no stack of its own: neither side touches it) that runs `thread`
-/// while the leader runs `leader`.
-fn with_thread(thread: &str, leader: &str) -> Vec<u8> {
-    common::gas(&format!(
-        "
-        mov edi, 0x10f00                        # CLONE_VM|FS|FILES|SIGHAND|THREAD
-        xor esi, esi
-        xor edx, edx
-        xor r10d, r10d
-        xor r8d, r8d
-        mov eax, 56
-        syscall
-        test rax, rax
-        jnz 2f
-        {thread}
-    2:  {leader}"
-    ))
-}
-
 const SPIN: &str = "mov ecx, 30000000\n 1: dec ecx\n jnz 1b\n";
 const LEADER_EXITS: &str = "xor edi, edi\n mov eax, 60\n syscall\n ud2";
 
@@ -314,34 +295,34 @@ fn profile_guests_with_threads_and_children_report_as_alone() {
     let codes = vec![
         (
             "thread exit_group after the leader's exit",
-            with_thread(&format!("{SPIN} mov edi, 7\n mov eax, 231\n syscall"), LEADER_EXITS),
+            common::with_thread(&format!("{SPIN} mov edi, 7\n mov eax, 231\n syscall"), LEADER_EXITS),
         ),
         (
             "thread faults after the leader's exit",
-            with_thread(&format!("{SPIN} xor eax, eax\n mov [rax], eax"), LEADER_EXITS),
+            common::with_thread(&format!("{SPIN} xor eax, eax\n mov [rax], eax"), LEADER_EXITS),
         ),
         (
             "thread ud2 after the leader's exit",
-            with_thread(&format!("{SPIN} ud2"), LEADER_EXITS),
+            common::with_thread(&format!("{SPIN} ud2"), LEADER_EXITS),
         ),
         (
             "thread writes after the leader's exit",
-            with_thread(
+            common::with_thread(
                 &format!("{SPIN} lea rsi, [rip + m]\n mov edi, 1\n mov edx, 4\n mov eax, 1\n syscall\n xor edi, edi\n mov eax, 231\n syscall\n m: .ascii \"late\""),
                 LEADER_EXITS,
             ),
         ),
         (
             "thread killed by a getpid trap after the leader's exit",
-            with_thread(&format!("{SPIN} mov eax, 39\n syscall\n ud2"), LEADER_EXITS),
+            common::with_thread(&format!("{SPIN} mov eax, 39\n syscall\n ud2"), LEADER_EXITS),
         ),
         (
             "leader faults while a thread spins",
-            with_thread(&format!("{SPIN} {SPIN} jmp 1b"), "xor eax, eax\n mov [rax], eax"),
+            common::with_thread(&format!("{SPIN} {SPIN} jmp 1b"), "xor eax, eax\n mov [rax], eax"),
         ),
         (
             "thread spins for good after the leader's exit",
-            with_thread("3: jmp 3b", LEADER_EXITS),
+            common::with_thread("3: jmp 3b", LEADER_EXITS),
         ),
         (
             "kill self SIGKILL",
@@ -353,7 +334,7 @@ fn profile_guests_with_threads_and_children_report_as_alone() {
         ),
         (
             "thread stops the group, leader exits",
-            with_thread(
+            common::with_thread(
                 "mov eax, 39\n syscall\n mov rdi, rax\n mov esi, 19\n mov eax, 62\n syscall\n 3: jmp 3b",
                 &format!("{SPIN} {LEADER_EXITS}"),
             ),
@@ -400,7 +381,7 @@ fn profile_and_strict_jobs_alternate_without_sharing_facts() {
     }
     let profile = allow_all_file();
     let profile = profile.to_str().unwrap();
-    let leaves = with_thread(
+    let leaves = common::with_thread(
         &format!("{SPIN} mov edi, 7\n mov eax, 231\n syscall"),
         LEADER_EXITS,
     );

@@ -309,25 +309,19 @@ fn a_worker_whose_first_thread_exits_first_is_still_reported() {
         eprintln!("not root: no profile workers here; skipping");
         return;
     }
-    let code = gas("
-        mov edi, 0x10f00                        # CLONE_VM|FS|FILES|SIGHAND|THREAD
-        xor esi, esi
-        xor edx, edx
-        xor r10d, r10d
-        xor r8d, r8d
-        mov eax, 56
-        syscall
-        test rax, rax
-        jnz 2f
+    let code = common::with_thread(
+        "
         mov ecx, 100000000                      # the thread: outlive the first one
     1:  dec ecx
         jnz 1b
         mov edi, 3
         mov eax, 60                             # exit: this thread only
-        syscall
-    2:  mov edi, 5
+        syscall",
+        "
+        mov edi, 5
         mov eax, 60                             # exit: the first thread only
-        syscall");
+        syscall",
+    );
     let options = profile_options().with_limits(
         bytejail::Limits::default()
             .with_max_procs(2)

@@ -362,30 +362,64 @@ impl Batch {
     }
 }
 
-/// `bytejail batch ARGS -` with all of `lines` written to its stdin (from a thread, while its
-/// results are read): the result lines parsed, and stderr.
-pub fn batch_whole(args: &[&str], lines: &str) -> (Vec<Value>, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bytejail"))
-        .arg("batch")
-        .args(args)
-        .arg("-")
+/// What a `bytejail batch` given all its input at once did (see [`batch_through`]).
+pub struct BatchRun {
+    pub status: i32,
+    pub results: Vec<Value>,
+    pub stderr: String,
+    /// Whether all of the input was written (a batch that ends early closes its stdin).
+    pub wrote_all: bool,
+}
+
+/// Runs `bytejail batch ARGS` on `input` (see [`batch_through`]).
+pub fn batch_of(args: &[&str], input: &str) -> BatchRun {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_bytejail"));
+    command.arg("batch").args(args);
+    batch_through(command, input)
+}
+
+/// Runs `command` (a `bytejail batch`, maybe under a wrapper) on `input`, written from a
+/// thread of its own while the results are read.
+pub fn batch_through(mut command: Command, input: &str) -> BatchRun {
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
-    let text = lines.to_string();
-    let writer = std::thread::spawn(move || stdin.write_all(text.as_bytes()));
+    let input = input.to_string();
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()).is_ok());
     let output = child.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
+    let wrote_all = writer.join().unwrap();
     let results = String::from_utf8(output.stdout)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
-    (
+    BatchRun {
+        status: output.status.code().unwrap_or(-1),
         results,
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+        stderr: String::from_utf8(output.stderr).unwrap(),
+        wrote_all,
+    }
+}
+
+/// `clone` of a thread (no stack of its own: neither side touches it) that runs `thread`
+/// while the leader runs `leader`.
+pub fn with_thread(thread: &str, leader: &str) -> Vec<u8> {
+    gas(&format!(
+        "
+        mov edi, 0x10f00                        # CLONE_VM|FS|FILES|SIGHAND|THREAD
+        xor esi, esi
+        xor edx, edx
+        xor r10d, r10d
+        xor r8d, r8d
+        mov eax, 56
+        syscall
+        test rax, rax
+        jnz 2f
+        {thread}
+    2:  {leader}"
+    ))
 }
