@@ -272,9 +272,9 @@ impl Arena {
     /// and before it takes the next input, the host, seeing no new page, looks at none of them
     /// (each line it read would come from the worker's cache). When it sees new pages it scans
     /// and zeroes what it finds while the worker may still be zeroing the same lines: both
-    /// write nothing but zeros there. A guest that says "done" without returning (it can write the words
-    /// and the record) skips that, and only its own next inputs see what it left: inputs of
-    /// one same-code session are one submission.
+    /// write nothing but zeros there. A guest that says "done" without returning (it can write
+    /// the words and the record) skips that, and only its own next inputs see what it left:
+    /// inputs of one same-code session are one submission.
     ///
     /// Says whether the worker did its part (its table listed its private stack too, which
     /// [`Arena::load_input`] then need not look at either).

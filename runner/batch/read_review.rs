@@ -614,13 +614,20 @@ fn text_of(lines: &[LineSpec], last_ends: bool) -> Vec<u8> {
     text
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig {
-        // More with PROPTEST_CASES (a long hunt: PROPTEST_CASES=20000).
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(256),
+/// 256 cases a property, more with PROPTEST_CASES (a long hunt: PROPTEST_CASES=20000).
+fn config() -> ProptestConfig {
+    ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(256),
         failure_persistence: None,
         ..ProptestConfig::default()
-    })]
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
 
     /// Lines from the grammar above, read in pieces of any size, mean what they mean whole;
     /// `max` far above them or at one line's length, give or take two bytes.
@@ -994,11 +1001,7 @@ fn one_case_prefix(text: &[u8]) -> usize {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(256),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(config())]
 
     /// A string's digits taken in pieces of any size as [`read_line`] takes them: decoded
     /// (`Some(true)`) exactly when the string is an even run of one case up to its quote, into
