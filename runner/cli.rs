@@ -563,6 +563,9 @@ fn run(args: RunArgs) -> Result<Completion, Error> {
         (None, None) => Vec::new(),
     };
 
+    // This process has one thread and one worker: the thread traces it itself, with no
+    // tracer process to start.
+    bytejail::trace_own_workers();
     let report = bytejail::run(&code, &input, &options)?;
 
     if args.json {

@@ -45,6 +45,7 @@ pub use policy::Policy;
 pub use pool::{Pool, PoolStats};
 pub use report::{Fault, Outcome, Report, ViolatingSyscall};
 pub use same_code::SameCode;
+pub use tracer::trace_own_workers;
 pub use zygote::Zygote;
 
 /// Compiles and runs every `rust` example in the README as a doctest.

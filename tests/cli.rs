@@ -504,35 +504,68 @@ fn a_reader_that_goes_away_does_not_break_bytejail() {
     assert!(output.stderr.is_empty(), "{output:?}");
 }
 
-/// The binary links its unwinder in (see `runner/main.rs`): a running `bytejail` has no
-/// libgcc_s mapped, whose constructor runs its CPU probing at every start. The twin: this test
-/// process, linked the standard way, has it.
-#[test]
-fn bytejail_runs_without_libgcc_s() {
-    let maps = |pid: u32| fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
-    assert!(
-        maps(std::process::id()).contains("libgcc_s"),
-        "this test process has no libgcc_s mapped: the check below could not fail"
-    );
-    // `batch` waits for its first line: its mappings can be read meanwhile.
-    let mut child = command(&["batch"])
+/// The shared libraries mapped in a running process: each mapped file whose name has `.so`
+/// in it (`libc.so.6`, `ld-linux-x86-64.so.2`), once.
+fn shared_libraries(pid: u32) -> Vec<String> {
+    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    let mut found: Vec<String> = maps
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .filter(|path| path.starts_with('/'))
+        .filter_map(|path| path.rsplit('/').next())
+        .filter(|name| name.contains(".so"))
+        .map(str::to_owned)
+        .collect();
+    found.sort();
+    found.dedup();
+    found
+}
+
+/// The shared libraries `command` has mapped while it waits on its stdin, once it has mapped
+/// `until` (or has run for a while, when `until` is `None`).
+fn libraries_of(mut command: Command, until: Option<&str>) -> Vec<String> {
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // The loader has mapped every library once libc is there and a little time has passed
-    // (the batch then waits for stdin for as long as it stays open).
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !maps(child.id()).contains("libc.so") && Instant::now() < deadline {
+    while let Some(name) = until {
+        if Instant::now() >= deadline || shared_libraries(child.id()).iter().any(|l| l == name) {
+            break;
+        }
         std::thread::sleep(Duration::from_millis(1));
     }
     std::thread::sleep(Duration::from_millis(50));
-    let seen = maps(child.id());
+    let seen = shared_libraries(child.id());
     drop(child.stdin.take());
+    let _ = child.kill();
     let _ = child.wait();
-    assert!(seen.contains("libc.so"), "{seen}");
-    assert!(!seen.contains("libgcc_s"), "{seen}");
+    seen
+}
+
+/// Linked statically (the repository's `.cargo/config.toml`), a running `bytejail` maps no
+/// shared library at all: no dynamic loader to map and relocate them at every start. Linked
+/// the standard way (`RUSTFLAGS` given, which replace the configuration's), it still maps no
+/// libgcc_s, whose constructor runs its CPU probing at every start (the unwinder is linked in,
+/// see `runner/main.rs`). The twin: `cat`, dynamically linked, maps libc.so.6 and is seen to.
+#[test]
+fn bytejail_maps_no_shared_library_it_can_do_without() {
+    let cat = libraries_of(Command::new("cat"), Some("libc.so.6"));
+    assert!(
+        cat.iter().any(|l| l == "libc.so.6"),
+        "cat maps no libc.so.6 here: the checks below could not fail ({cat:?})"
+    );
+    // `batch` waits for its first line: its mappings can be read meanwhile.
+    if cfg!(target_feature = "crt-static") {
+        let seen = libraries_of(command(&["batch"]), None);
+        assert!(seen.is_empty(), "{seen:?}");
+    } else {
+        let seen = libraries_of(command(&["batch"]), Some("libc.so.6"));
+        assert!(seen.iter().any(|l| l == "libc.so.6"), "{seen:?}");
+        assert!(!seen.iter().any(|l| l.starts_with("libgcc_s")), "{seen:?}");
+    }
 }
 
 /// With stdout closed, `bytejail run` still runs and reports through its exit status: fd 1

@@ -1,6 +1,6 @@
 //! Workers never outlive their host: killing the host with SIGKILL while a guest spins leaves
-//! no worker (PR_SET_PDEATHSIG) and no tracer process (its socket's EOF) alive a second later, and crashing guests leave no core file
-//! even when the host allows unlimited cores.
+//! no worker (PR_SET_PDEATHSIG) and no tracer process (its socket's EOF) alive a second later,
+//! and crashing guests leave no core file even when the host allows unlimited cores.
 
 mod common;
 
@@ -12,14 +12,26 @@ use common::{alive, children_of};
 
 const BYTEJAIL: &str = env!("CARGO_BIN_EXE_bytejail");
 
-#[test]
-fn killing_the_host_kills_the_spinning_worker() {
+/// Kills the host `bytejail` (run with `args` and `stdin`: a job whose guest spins) with
+/// SIGKILL once its guest spins, and checks that its worker, and its tracer process if it has
+/// one (`tracer`), are gone a second later.
+fn kill_host_while_the_guest_spins(args: &[&str], stdin: &str, tracer: bool) {
     let mut host = Command::new(BYTEJAIL)
-        .args(["run", "--hex", "eb fe", "--timeout", "60s"])
+        .args(args)
+        .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    {
+        use std::io::Write;
+        // Left open: a batch waits for more lines while its job runs.
+        host.stdin
+            .as_mut()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+    }
     let start = Instant::now();
     let worker = loop {
         if let Some(&(pid, _)) = children_of(host.id()).first() {
@@ -37,17 +49,31 @@ fn killing_the_host_kills_the_spinning_worker() {
         alive(worker),
         "worker {worker} ended before the host was killed"
     );
-    let tracer = common::tracer_of(host.id()).expect("the host's tracer process");
+    let tracer_pid = common::tracer_of(host.id());
+    assert_eq!(
+        tracer_pid.is_some(),
+        tracer,
+        "{args:?}: tracer process {tracer_pid:?}"
+    );
     host.kill().unwrap(); // SIGKILL
     host.wait().unwrap();
     let killed_at = Instant::now();
-    while alive(worker) || alive(tracer) {
+    while alive(worker) || tracer_pid.is_some_and(alive) {
         assert!(
             killed_at.elapsed() < Duration::from_secs(1),
-            "worker {worker} or tracer {tracer} still alive 1 s after its host was killed"
+            "worker {worker} or tracer {tracer_pid:?} still alive 1 s after its host was killed"
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// `bytejail run` traces its worker from its own thread (no tracer process); `bytejail
+/// batch` has a tracer process, which must go too.
+#[test]
+fn killing_the_host_kills_the_spinning_worker() {
+    kill_host_while_the_guest_spins(&["run", "--hex", "eb fe", "--timeout", "60s"], "", false);
+    let line = "{\"id\":1,\"code_hex\":\"ebfe\",\"timeout_ms\":60000}\n";
+    kill_host_while_the_guest_spins(&["batch", "--jobs", "1"], line, true);
 }
 
 /// Runs `sh -c 'ulimit -c unlimited; <script>'` in `dir`.

@@ -137,43 +137,9 @@ fn a_diagnosis_never_names_a_call_the_output_contradicts() {
     assert!(named > 0, "the re-run never agreed with the first run");
 }
 
-/// The guest finds its own record page (one page below the code's guard and the region), writes
-/// a fault there, blocks SIGSEGV with a forged `rt_sigreturn` frame, and faults: the worker's
-/// handler never runs, so untraced the record stays as the guest wrote it.
-fn forged_fault_record() -> Vec<u8> {
-    gas("
-    code_start:
-        lea rbx, [rip + code_start]
-        lea rdi, [rbx - 0x18000]            # the data page: region + 0x1000
-        mov qword ptr [rdi + 0x200], 11     # FAULT_SIGNO
-        mov rax, 0xdeadbeef
-        mov qword ptr [rdi + 0x210], rax    # FAULT_ADDR
-        mov qword ptr [rdi + 0x218], rbx    # FAULT_RIP: code+0
-        mov qword ptr [rdi + 0x100], 2      # REC_STATE: a fault
-        sub rsp, 512
-        mov rdi, rsp
-        mov ecx, 512 / 8
-        xor eax, eax
-        rep stosq
-        mov qword ptr [rsp + 296], -1       # uc_sigmask: every signal
-        lea rax, [rsp + 512]
-        mov [rsp + 160], rax
-        lea rax, [rip + resume]
-        mov [rsp + 168], rax
-        mov qword ptr [rsp + 176], 0x202
-        mov word ptr [rsp + 184], 0x33
-        mov word ptr [rsp + 190], 0x2b
-        mov eax, 15
-        syscall
-    resume:
-        mov eax, 8
-        mov qword ptr [rax], 1              # the real fault: address 8
-        ret")
-}
-
 #[test]
 fn a_forged_fault_record_is_not_reported_as_the_fault() {
-    let code = forged_fault_record();
+    let code = common::forged_fault_record();
     let store = code
         .windows(3)
         .rposition(|w| w == [0x48, 0xc7, 0x00])

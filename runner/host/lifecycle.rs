@@ -38,6 +38,7 @@ use super::classify::{classify, job_denies, setup_error, Evidence, WaitStatus};
 use super::walls::{cap_last, cpu_limit_secs, guest_may_signal, job_cgroup, walls};
 use super::watch::{
     after_spun_done, cpu_clock, pollfd, watch_worker, Control, CpuWatch, InputFeeder, Watch,
+    Watched,
 };
 
 /// What a worker's fd 0 is.
@@ -154,6 +155,9 @@ impl Spawned {
         sys::set_nonblocking(output_r.as_raw_fd())
             .map_err(|e| Error::io("fcntl on the output pipe", e))?;
         let control = [fds.go, fds.done];
+        // A one-job worker this thread forks itself (not a pool's or same-code worker, which
+        // outlives the call): this thread may trace it itself (see `tracer::trace_own_workers`).
+        let own_child = matches!(via, Forker::Direct) && control.iter().all(Option::is_none);
         debug_assert!(arena.mapped_here(), "spawning into another process's arena");
         let walls = walls(options)?;
         let cgroup = job_cgroup(options)?;
@@ -191,7 +195,7 @@ impl Spawned {
             // Untraced if the tracer cannot attach (another tracer holds the worker, or this
             // host may not trace it): the report then marks its details unverified.
             let init = plan.walls.pid_namespace();
-            let trace = crate::tracer::seize(pid, init).ok();
+            let trace = crate::tracer::seize(pid, init, own_child).ok();
             arena.set_trace_gate(if trace.is_some() {
                 GATE_TRACED
             } else {
@@ -420,8 +424,12 @@ impl Running {
             written: 0,
         };
         let worker = &self.worker;
+        let watched = Watched {
+            pidfd: &worker.pidfd,
+            trace: worker.trace.as_ref(),
+        };
         watch_worker(
-            &worker.pidfd,
+            watched,
             &worker.output_r,
             &mut no_input,
             Some(&control),
@@ -627,8 +635,12 @@ fn drive(
     let cpu_before = done.as_ref().map(|done| done.cpu_before);
     let cpu_watch = CpuWatch::new(pid, options, cpu_before.unwrap_or_default())
         .map(|watch| watch.whole_tree(cgroup.as_ref()));
+    let watched = Watched {
+        pidfd: &pidfd,
+        trace: trace.as_ref(),
+    };
     let watch = watch_worker(
-        &pidfd,
+        watched,
         &output_r,
         &mut feeder,
         control.as_ref(),
@@ -672,6 +684,12 @@ fn drive(
     // Under a profile the guest may exit 127 or signal itself: a setup failure is believed
     // only when the kernel says the worker never entered seccomp.
     let setup_failed = guest_may_signal(options) && setup_failed_unreaped(arena, pid);
+    if let Some(trace) = &trace {
+        // A worker this thread traces goes on from a stop only once this thread handled it.
+        trace
+            .follow_until_ended(&pidfd)
+            .map_err(|e| Error::io("reaping the worker", e))?;
+    }
     let reaped = sys::reap(pid, &pidfd).map_err(|e| Error::io("reaping the worker", e))?;
     let wall = start.elapsed();
     // A woken pool worker that never read its go byte (the feeder's input, if any, went into

@@ -151,11 +151,18 @@ impl Control<'_> {
     }
 }
 
+/// The worker a poll loop watches: its pidfd, and its trace when its own thread traces it
+/// (see `tracer::trace_own_workers`).
+pub(crate) struct Watched<'a> {
+    pub pidfd: &'a OwnedFd,
+    pub trace: Option<&'a crate::tracer::Trace>,
+}
+
 /// The poll loop: feed input, collect output, kill at the deadline or past the output limit,
 /// return once the worker has exited (its pidfd is readable), been killed, or (a same-code
 /// worker) said on `control` that the input is done.
 pub(crate) fn watch_worker(
-    pidfd: &OwnedFd,
+    worker: Watched<'_>,
     output_r: &OwnedFd,
     feeder: &mut InputFeeder<'_>,
     control: Option<&Control<'_>>,
@@ -163,6 +170,10 @@ pub(crate) fn watch_worker(
     start: Instant,
     cpu: Option<CpuWatch<'_>>,
 ) -> Result<Watch, Error> {
+    let Watched { pidfd, trace } = worker;
+    // A worker this thread traces itself stops at its faults and its exit until this thread
+    // lets it go on (see `tracer::trace_own_workers`).
+    let stops = trace.and_then(crate::tracer::Trace::stops_fd).unwrap_or(-1);
     let deadline = start + options.limits.timeout;
     let mut collector = OutputCollector {
         fd: Some(output_r.as_raw_fd()),
@@ -176,6 +187,8 @@ pub(crate) fn watch_worker(
         .map_err(|e| Error::io("writing the input", e))?;
     let mut killed = None;
     let kill = |why| kill_worker(pidfd, why);
+    // The last look at the worker's stops left some waiting (see `Trace::follow`).
+    let mut more_stops = false;
 
     loop {
         let now = Instant::now();
@@ -195,6 +208,9 @@ pub(crate) fn watch_worker(
             }
             wake = wake.min((left / 2).max(Duration::from_millis(1)));
         }
+        if more_stops {
+            wake = Duration::ZERO;
+        }
         // The kernel looks at these in order, so the output comes after the two that end the
         // loop: a poll that sees the worker's end or its "done" also sees everything it wrote
         // before, and the loop drains it below before it stops. No read after the loop, then,
@@ -211,6 +227,7 @@ pub(crate) fn watch_worker(
                 options.cancel.as_ref().map_or(-1, crate::Cancel::raw_fd),
                 libc::POLLIN,
             ),
+            pollfd(stops, libc::POLLIN),
         ];
         match sys::poll(&mut fds, wake) {
             Ok(_) => {}
@@ -233,6 +250,9 @@ pub(crate) fn watch_worker(
         if fds[4].revents != 0 {
             killed = kill(Kill::Cancelled)?;
             break;
+        }
+        if fds[5].revents != 0 || more_stops {
+            more_stops = trace.is_some_and(crate::tracer::Trace::follow);
         }
         if fds[0].revents != 0 {
             break;

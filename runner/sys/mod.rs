@@ -764,18 +764,7 @@ pub fn wait4(pid: libc::pid_t) -> io::Result<Reaped> {
 /// `__rseq_size`); the length it registered with is that size or 32, depending on the version.
 pub fn rseq_registration() -> Option<RseqRegistration> {
     static GLIBC: std::sync::OnceLock<Option<(isize, u32)>> = std::sync::OnceLock::new();
-    let (offset, size) = (*GLIBC.get_or_init(|| {
-        // SAFETY: dlsym with valid C strings; the symbols, when present, are an isize and a u32
-        // that glibc sets once at start-up and never changes.
-        unsafe {
-            let offset = libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_offset".as_ptr());
-            let size = libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_size".as_ptr());
-            if offset.is_null() || size.is_null() {
-                return None;
-            }
-            Some((*(offset as *const isize), *(size as *const u32)))
-        }
-    }))?;
+    let (offset, size) = (*GLIBC.get_or_init(glibc_rseq))?;
     if size == 0 {
         return None; // glibc did not register (disabled by tunable, or the kernel lacks rseq)
     }
@@ -788,6 +777,45 @@ pub fn rseq_registration() -> Option<RseqRegistration> {
         // glibc up to 2.39 registers 32 bytes (its __rseq_size says 32, or 20 in later ones).
         lengths: [32, size],
     })
+}
+
+/// glibc's `__rseq_offset` and `__rseq_size`, looked up with `dlsym` (a program linked against
+/// an older glibc still links, and gets `None`).
+#[cfg(not(glibc_static_rseq))]
+fn glibc_rseq() -> Option<(isize, u32)> {
+    // SAFETY: dlsym with valid C strings; the symbols, when present, are an isize and a u32
+    // that glibc sets once at start-up and never changes.
+    unsafe {
+        let offset = libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_offset".as_ptr());
+        let size = libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_size".as_ptr());
+        if offset.is_null() || size.is_null() {
+            return None;
+        }
+        Some((*(offset as *const isize), *(size as *const u32)))
+    }
+}
+
+/// glibc's `__rseq_offset` and `__rseq_size`, named directly: a statically linked program has
+/// no dynamic symbol table for `dlsym` (which then finds nothing), and `build.rs` found both
+/// in the static C library it links.
+#[cfg(glibc_static_rseq)]
+fn glibc_rseq() -> Option<(isize, u32)> {
+    extern "C" {
+        static __rseq_offset: isize;
+        static __rseq_size: u32;
+    }
+    // SAFETY: glibc sets both once at start-up, before `main`, and never changes them.
+    unsafe { Some((__rseq_offset, __rseq_size)) }
+}
+
+/// How many threads this process has (`num_threads` of `/proc/self/stat`); `None` if it
+/// cannot be read.
+pub fn threads() -> Option<usize> {
+    let stat = std::fs::read("/proc/self/stat").ok()?;
+    // The fields after the command's closing parenthesis: state is field 3, num_threads 20.
+    let end = stat.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(&stat[end + 1..]).ok()?;
+    rest.split_ascii_whitespace().nth(17)?.parse().ok()
 }
 
 /// How many CPUs the calling thread may run on (`sched_getaffinity`); 1 if it cannot be read.
@@ -842,11 +870,23 @@ pub fn set_thread_cpus(cpus: &[usize]) -> io::Result<()> {
 /// gave them (eax, ebx, ecx, edx) and which features glibc found usable. Reading them runs no
 /// `cpuid`, which under a hypervisor is an exit to it (about 7.5 us each on this project's
 /// machines). `index` is glibc's `CPUID_INDEX_*`: 0 for leaf 1, 1 for leaf 7 (subleaf 0).
-/// Looked up with `dlsym`, so that a program linked against an older glibc (or statically,
-/// where `dlsym` finds nothing) still links and gets `None`; `None` too for a leaf glibc
-/// left unfilled.
+/// Looked up with `dlsym`, so that a program linked against an older glibc still links and
+/// gets `None`, or, in a statically linked program, named directly where `build.rs` found it
+/// in the static C library; `None` too for a leaf glibc left unfilled.
 pub fn glibc_cpuid_leaf(index: u32) -> Option<CpuidLeaf> {
-    #[cfg(target_env = "gnu")]
+    #[cfg(glibc_static_cpuid_leaf)]
+    {
+        extern "C" {
+            // `<sys/platform/x86.h>`: `const struct cpuid_feature
+            // *__x86_get_cpuid_feature_leaf (unsigned int)`, found by `build.rs` in the
+            // static C library this program links (`dlsym` finds nothing in it).
+            fn __x86_get_cpuid_feature_leaf(index: libc::c_uint) -> *const CpuidLeaf;
+        }
+        // SAFETY: as below.
+        let found = unsafe { __x86_get_cpuid_feature_leaf(index).as_ref() }?;
+        (found.cpuid != [0; 4]).then_some(*found)
+    }
+    #[cfg(all(target_env = "gnu", not(glibc_static_cpuid_leaf)))]
     {
         let name = c"__x86_get_cpuid_feature_leaf";
         // SAFETY: `dlsym` with a NUL-terminated name, looked for in every loaded object.

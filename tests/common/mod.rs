@@ -423,3 +423,37 @@ pub fn with_thread(thread: &str, leader: &str) -> Vec<u8> {
     2:  {leader}"
     ))
 }
+
+/// The guest finds its own record page (one page below the code's guard and the region), writes
+/// a fault there, blocks SIGSEGV with a forged `rt_sigreturn` frame, and faults: the worker's
+/// handler never runs, so untraced the record stays as the guest wrote it.
+pub fn forged_fault_record() -> Vec<u8> {
+    gas("
+    code_start:
+        lea rbx, [rip + code_start]
+        lea rdi, [rbx - 0x18000]            # the data page: region + 0x1000
+        mov qword ptr [rdi + 0x200], 11     # FAULT_SIGNO
+        mov rax, 0xdeadbeef
+        mov qword ptr [rdi + 0x210], rax    # FAULT_ADDR
+        mov qword ptr [rdi + 0x218], rbx    # FAULT_RIP: code+0
+        mov qword ptr [rdi + 0x100], 2      # REC_STATE: a fault
+        sub rsp, 512
+        mov rdi, rsp
+        mov ecx, 512 / 8
+        xor eax, eax
+        rep stosq
+        mov qword ptr [rsp + 296], -1       # uc_sigmask: every signal
+        lea rax, [rsp + 512]
+        mov [rsp + 160], rax
+        lea rax, [rip + resume]
+        mov [rsp + 168], rax
+        mov qword ptr [rsp + 176], 0x202
+        mov word ptr [rsp + 184], 0x33
+        mov word ptr [rsp + 190], 0x2b
+        mov eax, 15
+        syscall
+    resume:
+        mov eax, 8
+        mov qword ptr [rax], 1              # the real fault: address 8
+        ret")
+}

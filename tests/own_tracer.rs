@@ -1,0 +1,364 @@
+//! A worker traced by the thread that forked it (`bytejail::trace_own_workers`, what a one-job
+//! `bytejail run` does): the same reports, verified details and all, as through a tracer
+//! process, for every way a guest ends, forgeries included; no tracer process in `bytejail
+//! run`; and in a process with other threads, a tracer process as before.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytejail::{Limits, RunOptions};
+use common::{gas, namespaces, profile_options};
+use serde_json::Value;
+
+/// What a report's JSON must agree on with another run of the same job: everything but
+/// timings and the addresses the ABI hands out (each arena has its own), with the first
+/// argument of a violating call (the guests below set it) and whether the kernel vouched for
+/// the details.
+fn essence(report: &Value) -> Value {
+    let mut kept = serde_json::Map::new();
+    for key in [
+        "outcome",
+        "rax",
+        "exit_code",
+        "signal",
+        "output_hex",
+        "output_truncated",
+    ] {
+        if let Some(value) = report.get(key) {
+            kept.insert(key.into(), value.clone());
+        }
+    }
+    if let Some(fault) = report.get("fault") {
+        let mut fault = fault.clone();
+        // An address in the arena (the instruction of a trap, the stack) is this run's own.
+        if fault["address"].as_u64().is_some_and(|a| a >= 1 << 32) {
+            fault["address"] = Value::Null;
+        }
+        kept.insert("fault".into(), fault);
+    }
+    if let Some(syscall) = report.get("syscall") {
+        let mut syscall = syscall.clone();
+        let first = syscall["args"].get(0).cloned();
+        syscall["args"] = first.unwrap_or(Value::Null);
+        kept.insert("syscall".into(), syscall);
+    }
+    Value::Object(kept)
+}
+
+fn hex(code: &[u8]) -> String {
+    code.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `bytejail run --json` of `code` with `args` (a process of one thread: it traces its worker
+/// itself), its report.
+fn cli_report(code: &[u8], args: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_bytejail"))
+        .args(["run", "--json", "--hex", &hex(code)])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+/// Each job's report from `bytejail run` (its thread traces the worker) equals the library's
+/// in this test process (which has several threads: a tracer process traces it).
+fn same_reports(jobs: &[(&str, Vec<u8>, RunOptions, Vec<&str>)]) {
+    for (name, code, options, args) in jobs {
+        let library = bytejail::run(code, b"", options).unwrap().to_json();
+        let cli = cli_report(code, args);
+        assert_eq!(
+            essence(&cli),
+            essence(&library),
+            "{name}: {cli} against {library}"
+        );
+    }
+}
+
+#[test]
+fn a_thread_tracing_its_own_strict_worker_reports_what_a_tracer_process_does() {
+    let strict = RunOptions::default();
+    let short = RunOptions::default()
+        .with_limits(Limits::default().with_timeout(Duration::from_millis(200)));
+    let jobs = [
+        ("return", "mov eax, 42\nret", &strict, vec![]),
+        (
+            "output",
+            "mov edi, 1\nlea rsi, [rip + m]\nmov edx, 3\nmov eax, 1\nsyscall\nret\nm: .ascii \"hi\\n\"",
+            &strict,
+            vec![],
+        ),
+        ("null read", "xor eax, eax\nmov rax, [rax]\nret", &strict, vec![]),
+        ("int3", "int3", &strict, vec![]),
+        ("ud2", "ud2", &strict, vec![]),
+        ("divide by zero", "xor ecx, ecx\ndiv ecx\nret", &strict, vec![]),
+        ("violation", "mov rdi, 0x1111\nmov eax, 39\nsyscall\nret", &strict, vec![]),
+        ("i386 violation", "mov ebx, 0x2222\nmov eax, 20\nint 0x80\nret", &strict, vec![]),
+        ("exit", "mov edi, 7\nmov eax, 60\nsyscall", &strict, vec![]),
+        ("timeout", "1: jmp 1b", &short, vec!["--timeout", "200ms"]),
+        ("stack overflow", "1: push rax\njmp 1b", &strict, vec![]),
+    ];
+    let jobs: Vec<_> = jobs
+        .into_iter()
+        .map(|(name, source, options, args)| (name, gas(source), options.clone(), args))
+        .collect();
+    same_reports(&jobs);
+}
+
+/// The forged fault record (`common::forged_fault_record`): the guest writes a fault into its
+/// record page, blocks SIGSEGV with a forged `rt_sigreturn` frame, then faults for real at
+/// address 8. `bytejail run` reports the kernel's fault, verified. The twin: with
+/// `--no-trace` the forged record is what it shows, unverified.
+#[test]
+fn a_forged_fault_record_fools_no_thread_tracing_its_own_worker() {
+    let code = common::forged_fault_record();
+    let traced = cli_report(&code, &[]);
+    assert_eq!(traced["fault"]["address"], 8, "{traced}");
+    assert_eq!(traced["fault"]["verified"], true, "{traced}");
+    let untraced = cli_report(&code, &["--no-trace"]);
+    assert_eq!(untraced["fault"]["address"], 0xdeadbeef_u64, "{untraced}");
+    assert_eq!(untraced["fault"]["verified"], false, "{untraced}");
+}
+
+#[test]
+fn a_thread_tracing_its_own_profile_worker_reports_what_a_tracer_process_does() {
+    if !namespaces() {
+        eprintln!("not root: no profile workers here; skipping");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, json: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, json).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let allow_all = write("allow-all.json", r#"{"defaultAction": "SCMP_ACT_ALLOW"}"#);
+    let kill_json = r#"{"defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["getppid"], "action": "SCMP_ACT_KILL_PROCESS"},
+                     {"names": ["getuid"], "action": "SCMP_ACT_TRAP"}]}"#;
+    let kill = write("kill-getppid.json", kill_json);
+    let profile = profile_options();
+    let filtered = RunOptions::default()
+        .with_policy(bytejail::Policy::from_profile_json(kill_json, "kill-getppid.json").unwrap());
+    let threads = profile_options().with_limits(
+        Limits::default()
+            .with_max_procs(2)
+            .with_timeout(Duration::from_secs(20)),
+    );
+    let on = |policy: &str| vec!["--policy".to_owned(), policy.to_owned()];
+    let mut with_threads = on(&allow_all);
+    with_threads.extend(["--max-procs", "2", "--timeout", "20s"].map(str::to_owned));
+    let jobs = [
+        ("fault", gas("mov eax, 16\nmov qword ptr [rax], 1\nret"), profile.clone(), on(&allow_all)),
+        (
+            "self-sent SIGSYS",
+            gas("mov eax, 39\nsyscall\nmov rdi, rax\nmov rsi, rax\nmov edx, 31\nmov eax, 234\nsyscall\nret"),
+            profile.clone(),
+            on(&allow_all),
+        ),
+        (
+            "self-sent SIGSEGV",
+            gas("mov eax, 39\nsyscall\nmov rdi, rax\nmov esi, 11\nmov eax, 62\nsyscall\nret"),
+            profile.clone(),
+            on(&allow_all),
+        ),
+        ("killed by the filter", gas("mov rdi, 0xabc\nmov eax, 110\nsyscall\nret"), filtered.clone(), on(&kill)),
+        ("trapped by the filter", gas("mov rdi, 0xabc\nmov eax, 102\nsyscall\nret"), filtered, on(&kill)),
+        (
+            // Init of its PID namespace (more than one process): the tracer ends it at the
+            // fault, which the kernel would let it survive.
+            "fault as init",
+            gas("mov eax, 16\nmov qword ptr [rax], 1\nret"),
+            threads.clone(),
+            with_threads.clone(),
+        ),
+        (
+            "first thread exits first",
+            common::with_thread(
+                "mov ecx, 100000000\n1: dec ecx\njnz 1b\nmov edi, 3\nmov eax, 60\nsyscall",
+                "mov edi, 5\nmov eax, 60\nsyscall",
+            ),
+            threads,
+            with_threads,
+        ),
+    ];
+    for (name, code, options, args) in &jobs {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        same_reports(&[(name, code.clone(), options.clone(), args)]);
+    }
+}
+
+/// Whether SIGCHLD is blocked in the calling thread.
+fn chld_blocked() -> bool {
+    // SAFETY: sigset_t is plain old data; pthread_sigmask only reads the mask into it.
+    unsafe {
+        let mut now: libc::sigset_t = std::mem::zeroed();
+        libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut now);
+        libc::sigismember(&now, libc::SIGCHLD) == 1
+    }
+}
+
+/// In a process with other threads (this test process) a thread that asked to trace its own
+/// workers leaves them to a tracer process: another thread could take the SIGCHLD of a stop.
+/// Its reports are verified all the same, and its signal mask is left as it was.
+#[test]
+fn with_other_threads_a_tracer_process_traces_the_worker() {
+    std::thread::spawn(|| {
+        bytejail::trace_own_workers();
+        for _ in 0..20 {
+            let code = gas("xor eax, eax\nmov rax, [rax]\nret");
+            let report = bytejail::run(&code, b"", &RunOptions::default()).unwrap();
+            let json = report.to_json();
+            assert_eq!(json["fault"]["verified"], true, "{json}");
+            assert!(!chld_blocked(), "SIGCHLD left blocked");
+        }
+    })
+    .join()
+    .unwrap();
+}
+
+/// The processes whose parent is `pid`, by name.
+fn children(pid: u32) -> Vec<String> {
+    let list =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    list.split_whitespace()
+        .map(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/comm"))
+                .unwrap_or_default()
+                .trim()
+                .to_owned()
+        })
+        .collect()
+}
+
+/// While `bytejail` (run with `args`, a job that loops for 2 s) runs its worker: its children
+/// by name, once the worker is there (a child that is not the tracer) and a little after.
+fn children_while_running(args: &[&str], stdin: &str) -> Vec<String> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bytejail"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(stdin.as_bytes()).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        seen = children(child.id());
+        if seen.iter().any(|name| name != "bytejail-tracer") {
+            std::thread::sleep(Duration::from_millis(50));
+            seen = children(child.id());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    seen
+}
+
+/// `bytejail run` traces its one worker from its own thread: no tracer process beside the
+/// worker, and the report's details still verified. The twin: `bytejail batch`, whose job
+/// threads share tracer processes, has one.
+#[test]
+fn bytejail_run_starts_no_tracer_process() {
+    let seen = children_while_running(&["run", "--timeout", "2s", "--hex", "ebfe"], "");
+    assert_eq!(
+        seen,
+        ["bytejail"],
+        "bytejail run's children: its worker alone"
+    );
+    let line = "{\"id\":1,\"code_hex\":\"ebfe\",\"timeout_ms\":2000}\n";
+    let seen = children_while_running(&["batch", "--jobs", "1"], line);
+    assert!(
+        seen.iter().any(|name| name == "bytejail-tracer"),
+        "bytejail batch's children: {seen:?}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_bytejail"))
+        .args([
+            "run",
+            "--json",
+            "--fields",
+            "outcome,fault",
+            "--hex",
+            "31c0488b00",
+        ])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["outcome"], "crashed", "{report}");
+    assert_eq!(report["fault"]["verified"], true, "{report}");
+}
+
+/// A guest under a profile that sends itself an ignored signal in a loop: traced, each one is a
+/// stop, and it stops again as soon as it is let go.
+fn stop_storm() -> Vec<u8> {
+    gas("
+        mov eax, 39             # getpid
+        syscall
+        mov r12, rax
+    1:  mov rdi, r12
+        mov esi, 23             # SIGURG, ignored by default
+        mov eax, 62             # kill
+        syscall
+        jmp 1b")
+}
+
+/// A guest that stops its tracer as fast as it is let go still ends at its deadline when its
+/// own thread traces it (`bytejail run`), and a tracer process shared with another thread's
+/// jobs still serves them meanwhile: a tracer handles a bounded number of stops at a time.
+#[test]
+fn a_guest_that_keeps_stopping_ends_at_its_deadline_and_holds_up_no_other_job() {
+    if !namespaces() {
+        eprintln!("not root: no profile workers here; skipping");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let allow_all = dir.path().join("allow-all.json");
+    std::fs::write(&allow_all, r#"{"defaultAction": "SCMP_ACT_ALLOW"}"#).unwrap();
+    let start = Instant::now();
+    let report = cli_report(
+        &stop_storm(),
+        &[
+            "--policy",
+            allow_all.to_str().unwrap(),
+            "--timeout",
+            "300ms",
+        ],
+    );
+    assert_eq!(report["outcome"], "timeout", "{report}");
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "bytejail run took {:?}",
+        start.elapsed()
+    );
+
+    // Through the library: both threads (unpinned) share one tracer process.
+    let storm = std::thread::spawn(|| {
+        let options =
+            profile_options().with_limits(Limits::default().with_timeout(Duration::from_secs(3)));
+        bytejail::run(&stop_storm(), b"", &options).unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let others = Instant::now();
+    for _ in 0..10 {
+        let code = gas("xor eax, eax\nmov rax, [rax]\nret");
+        let report = bytejail::run(&code, b"", &RunOptions::default()).unwrap();
+        assert_eq!(report.to_json()["fault"]["verified"], true);
+    }
+    let took = others.elapsed();
+    let storm = storm.join().unwrap();
+    assert_eq!(storm.outcome.kind(), "timeout", "{}", storm.summary());
+    assert!(
+        took < Duration::from_millis(2500),
+        "ten jobs beside the storm took {took:?}"
+    );
+}
