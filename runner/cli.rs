@@ -649,9 +649,8 @@ fn batch(args: BatchArgs) -> Result<Completion, Error> {
         .jobs
         .map(usize::from)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let config = bytejail::batch::BatchConfig::default()
+    let config = bytejail::batch::BatchConfig::for_jobs(jobs)
         .with_defaults(args.worker.options().with_spin(args.spin == Spin::Auto))
-        .with_jobs(jobs)
         .with_ordered(args.ordered)
         .with_reuse(args.reuse)
         .with_fields(args.fields)
