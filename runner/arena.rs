@@ -751,9 +751,15 @@ impl Arena {
         }
     }
 
-    /// Reads back what the worker recorded.
-    /// Closes (0, before a traced worker's fork) or opens the gate a traced worker waits at
-    /// until its tracer has seized it, saying whether it did (see [`CTX_TRACE_GATE`]).
+    /// Sets the gate a traced worker waits at before the worker's fork: closed (0) for a traced
+    /// worker, open ([`crate::worker::protocol::GATE_UNTRACED`]) for one that is not. Nothing
+    /// waits at it yet: no wake.
+    pub(crate) fn preset_trace_gate(&self, value: u32) {
+        self.file.store_u32(DATA + CTX_TRACE_GATE, value);
+    }
+
+    /// Opens the gate a traced worker waits at once its tracer has seized it, saying whether
+    /// it did (see [`CTX_TRACE_GATE`]), and wakes the worker.
     pub(crate) fn set_trace_gate(&self, value: u32) {
         self.file.store_u32_and_wake(DATA + CTX_TRACE_GATE, value);
     }
@@ -770,6 +776,7 @@ impl Arena {
             .prefetch(DATA + REC_STATE, REC_TAKEN + 8 - REC_STATE);
     }
 
+    /// Reads back what the worker recorded.
     pub(crate) fn record(&self) -> Record {
         let word = |off: usize| self.file.read_u64(DATA + off);
         let mut gpr = [0u64; 16];

@@ -189,7 +189,7 @@ impl Spawned {
             traced: options.trace,
         };
         // A traced worker waits at its gate until its tracer holds it.
-        arena.set_trace_gate(if options.trace { 0 } else { GATE_UNTRACED });
+        arena.preset_trace_gate(if options.trace { 0 } else { GATE_UNTRACED });
         let (pid, pidfd) = via.fork(&plan, arena.fd(), control)?;
         let trace = if options.trace {
             // Untraced if the tracer cannot attach (another tracer holds the worker, or this
@@ -684,13 +684,20 @@ fn drive(
     // Under a profile the guest may exit 127 or signal itself: a setup failure is believed
     // only when the kernel says the worker never entered seccomp.
     let setup_failed = guest_may_signal(options) && setup_failed_unreaped(arena, pid);
-    if let Some(trace) = &trace {
+    let ended = watch.as_ref().is_ok_and(|w| w.ended);
+    if let (Some(trace), false) = (&trace, ended) {
         // A worker this thread traces goes on from a stop only once this thread handled it.
         trace
             .follow_until_ended(&pidfd)
             .map_err(|e| Error::io("reaping the worker", e))?;
     }
-    let reaped = sys::reap(pid, &pidfd).map_err(|e| Error::io("reaping the worker", e))?;
+    // A worker the watch saw end is waited for no more: one poll of its pidfd fewer.
+    let reaped = if ended {
+        sys::wait4(pid)
+    } else {
+        sys::reap(pid, &pidfd)
+    }
+    .map_err(|e| Error::io("reaping the worker", e))?;
     let wall = start.elapsed();
     // A woken pool worker that never read its go byte (the feeder's input, if any, went into
     // the pipe after it) died while parked: no guest ran, and there is nothing to report.

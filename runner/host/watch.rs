@@ -99,6 +99,8 @@ pub(crate) struct Watch {
     pub killed: Option<Kill>,
     /// A same-code worker said the input is done (and still lives, parked for the next one).
     pub done: bool,
+    /// The loop saw the worker's pidfd readable: it has ended, and a reap waits for nothing.
+    pub ended: bool,
     /// The worker was under strict mode, which kills a violation with SIGKILL (filters trap).
     pub strict: bool,
     /// The job's CPU limit, if it has one.
@@ -181,6 +183,7 @@ pub(crate) fn watch_worker(
         max: options.limits.max_output,
     };
     let mut done = false;
+    let mut ended = false;
     let mut tail = [0u8; protocol::DONE_LEN];
     feeder
         .pump()
@@ -255,6 +258,7 @@ pub(crate) fn watch_worker(
             more_stops = trace.is_some_and(crate::tracer::Trace::follow);
         }
         if fds[0].revents != 0 {
+            ended = true;
             break;
         }
         if let Some(control) = control.filter(|_| fds[1].revents != 0) {
@@ -268,7 +272,9 @@ pub(crate) fn watch_worker(
         }
     }
     feeder.fd = None;
-    Ok(collector.into_watch(killed, done, options))
+    let mut watch = collector.into_watch(killed, done, options);
+    watch.ended = ended;
+    Ok(watch)
 }
 
 /// What the host saw of a same-code input whose "done" came through the spinning hand-off:
@@ -331,6 +337,7 @@ impl OutputCollector {
             truncated,
             killed,
             done,
+            ended: false,
             strict: options.policy == Policy::Strict,
             cpu_time: options.limits.cpu_time,
             guest_may_signal: guest_may_signal(options),

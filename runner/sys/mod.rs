@@ -395,6 +395,21 @@ impl SharedFile {
         }
     }
 
+    /// Stores `value` at `offset` (4-byte aligned), atomically, waking no one: for a word
+    /// nothing waits on yet.
+    pub fn store_u32(&self, offset: usize, value: u32) {
+        assert!(offset % 4 == 0 && offset + 4 <= self.len());
+        // SAFETY: as in `store_u32_and_wake`.
+        unsafe {
+            let word = &*self
+                .map
+                .as_mut_ptr()
+                .add(offset)
+                .cast::<std::sync::atomic::AtomicU32>();
+            word.store(value, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
     /// Stores `value` in the u32 at a 4-aligned `offset` and wakes every process waiting on
     /// it with `FUTEX_WAIT` (a shared futex: workers map the same file).
     pub fn store_u32_and_wake(&self, offset: usize, value: u32) {
