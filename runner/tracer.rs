@@ -193,16 +193,29 @@ impl Trace {
         };
         drain(own.stops.as_raw_fd());
         for _ in 0..STOPS_PER_TURN {
+            // A thread or process the guest made with `CLONE_PTRACE` is traced by this thread
+            // too, with the worker's options: it stops at its signals and its exit until this
+            // thread lets it go, and one held at its exit stop cannot be killed (SIGKILL finds
+            // no thread of an exiting group to wake), so its worker would never end. Its stops
+            // are handled as the tracer process handles a process that is no worker of its:
+            // nothing recorded, let go. Found with a look that takes nothing (`WNOWAIT`): a
+            // stopped child of this process that nobody traces (`CLD_STOPPED`) stays its
+            // owner's to wait for, and the worker is then looked at alone.
+            let peeked = peek_trapped();
+            let target = peeked.unwrap_or(own.pid);
             // SAFETY: siginfo_t is plain old data; zeroed is a valid value.
             let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
             // Stops only: the worker's end is its parent's (this thread's) to reap, with its
             // resource usage, through its pidfd.
             let flags = libc::WSTOPPED | libc::WNOHANG | libc::__WALL;
             // SAFETY: a pointer to a local siginfo_t.
-            let ret = unsafe { libc::waitid(libc::P_PID, own.pid as libc::id_t, &mut info, flags) };
+            let ret = unsafe { libc::waitid(libc::P_PID, target as libc::id_t, &mut info, flags) };
             // SAFETY: for a child that changed state the kernel filled si_pid and si_status.
             let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
-            if ret < 0 || pid != own.pid {
+            if ret < 0 || pid != target {
+                if peeked.is_some() {
+                    continue; // gone meanwhile (killed with its worker)
+                }
                 return false;
             }
             if info.si_code == libc::CLD_TRAPPED {
@@ -214,8 +227,9 @@ impl Trace {
                     }
                     own.facts.set(facts);
                 };
-                on_trap(pid, status, Some(own.init), record);
-            } else if info.si_code == libc::CLD_STOPPED {
+                let init = (pid == own.pid).then_some(own.init);
+                on_trap(pid, status, init, record);
+            } else if info.si_code == libc::CLD_STOPPED && pid == own.pid {
                 resume(pid, 0);
             }
         }
@@ -281,6 +295,20 @@ impl std::fmt::Debug for Trace {
             By::Own(own) => write!(f, "Trace(by this thread, worker {})", own.pid),
         }
     }
+}
+
+/// The first ptrace stop (`CLD_TRAPPED`) of any tracee of the calling thread that is waiting,
+/// left waiting (`WNOWAIT`); `None` when none is, or when a stopped child that is not traced
+/// comes first.
+fn peek_trapped() -> Option<libc::pid_t> {
+    // SAFETY: siginfo_t is plain old data; zeroed is a valid value.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let flags = libc::WSTOPPED | libc::WNOHANG | libc::WNOWAIT | libc::__WALL;
+    // SAFETY: a pointer to a local siginfo_t.
+    let ret = unsafe { libc::waitid(libc::P_ALL, 0, &mut info, flags) };
+    // SAFETY: for a child that changed state the kernel filled si_pid.
+    let pid = unsafe { info.si_pid() };
+    (ret == 0 && pid != 0 && info.si_code == libc::CLD_TRAPPED).then_some(pid)
 }
 
 /// Reads a non-blocking signalfd until it is empty.
