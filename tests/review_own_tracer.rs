@@ -78,9 +78,13 @@ fn cli_report_within(code: &[u8], args: &[&str], bound: Duration) -> (Value, Dur
     let mut out = Vec::new();
     child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    let report =
-        serde_json::from_slice(&out).unwrap_or_else(|e| panic!("{e}: {err}"));
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let report = serde_json::from_slice(&out).unwrap_or_else(|e| panic!("{e}: {err}"));
     (report, took)
 }
 
@@ -106,7 +110,14 @@ fn same_as_library(name: &str, code: &[u8], procs: u32) -> Value {
     );
     let library = bytejail::run(code, b"", &options).unwrap().to_json();
     let procs = procs.to_string();
-    let args = ["--policy", &allow_all, "--max-procs", &procs, "--timeout", "5s"];
+    let args = [
+        "--policy",
+        &allow_all,
+        "--max-procs",
+        &procs,
+        "--timeout",
+        "5s",
+    ];
     let (cli, took) = cli_report_within(code, &args, Duration::from_secs(20));
     assert!(
         !cli.is_null(),
@@ -255,9 +266,7 @@ fn signal_storms_and_ptrace_calls_report_as_through_a_tracer_process() {
         return;
     }
     let getpid = "mov eax, 39\nsyscall\nmov r12, rax";
-    let loop_of = |n: u32, body: &str| {
-        format!("mov r13d, {n}\n7: {body}\ndec r13d\njnz 7b")
-    };
+    let loop_of = |n: u32, body: &str| format!("mov r13d, {n}\n7: {body}\ndec r13d\njnz 7b");
     let jobs: Vec<(&str, Vec<u8>)> = vec![
         (
             "10000 ignored SIGURG",
@@ -388,7 +397,14 @@ fn a_thread_storming_its_leader_ends_at_the_deadline() {
         "4: jmp 4b",
     );
     for procs in ["2", "4"] {
-        let args = ["--policy", &allow_all, "--max-procs", procs, "--timeout", "300ms"];
+        let args = [
+            "--policy",
+            &allow_all,
+            "--max-procs",
+            procs,
+            "--timeout",
+            "300ms",
+        ];
         let (report, took) = cli_report_within(&code, &args, Duration::from_secs(20));
         assert_eq!(report["outcome"], "timeout", "{report} after {took:?}");
         assert!(took < Duration::from_secs(10), "took {took:?}");
@@ -402,7 +418,11 @@ fn bytejail_run_with_sigchld_ignored_still_verifies() {
     let bin = env!("CARGO_BIN_EXE_bytejail");
     let run = |args: &str| -> Value {
         let out = Command::new("sh")
-            .args(["-c", &format!("trap '' CHLD; exec \"$0\" run --json {args}"), bin])
+            .args([
+                "-c",
+                &format!("trap '' CHLD; exec \"$0\" run --json {args}"),
+                bin,
+            ])
             .stdin(Stdio::null())
             .output()
             .unwrap();
@@ -423,15 +443,26 @@ fn bytejail_run_with_sigchld_ignored_still_verifies() {
         // unverified by design (host::classify), ignored SIGCHLD or not.
         let args = format!("--policy {allow_all} --max-procs 4 --hex {fault}");
         let ignored = run(&args);
-        let out = Command::new(bin).args(["run", "--json"]).args(args.split(' ')).output().unwrap();
+        let out = Command::new(bin)
+            .args(["run", "--json"])
+            .args(args.split(' '))
+            .output()
+            .unwrap();
         let plain: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(ignored["outcome"], "crashed", "{ignored}");
-        assert_eq!(essence(&ignored), essence(&plain), "{ignored} against {plain}");
+        assert_eq!(
+            essence(&ignored),
+            essence(&plain),
+            "{ignored} against {plain}"
+        );
         let report = run(&format!("--policy {allow_all} --hex {fault}"));
         assert_eq!(report["fault"]["verified"], true, "{report}");
     }
     // The twin: untraced, the forged record is what shows, unverified.
-    let untraced = run(&format!("--no-trace --hex {}", hex(&common::forged_fault_record())));
+    let untraced = run(&format!(
+        "--no-trace --hex {}",
+        hex(&common::forged_fault_record())
+    ));
     assert_eq!(untraced["fault"]["verified"], false, "{untraced}");
 }
 
@@ -458,7 +489,11 @@ fn open_fds() -> Vec<String> {
         .flatten()
         .map(|entry| {
             let target = std::fs::read_link(entry.path()).unwrap_or_default();
-            format!("{}:{}", entry.file_name().to_string_lossy(), target.display())
+            format!(
+                "{}:{}",
+                entry.file_name().to_string_lossy(),
+                target.display()
+            )
         })
         .filter(|fd| !fd.contains("/proc/") || !fd.ends_with("/fd"))
         .collect();
@@ -500,7 +535,10 @@ fn in_single_threaded_child(body: fn() -> String) -> String {
     let mut status = 0;
     // SAFETY: a pointer to a local int.
     unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert_eq!(status, 0, "the single-threaded host: status {status:#x}, wrote {out}");
+    assert_eq!(
+        status, 0,
+        "the single-threaded host: status {status:#x}, wrote {out}"
+    );
     out
 }
 
@@ -518,11 +556,35 @@ fn host_jobs() -> String {
     let short = RunOptions::default()
         .with_limits(Limits::default().with_timeout(Duration::from_millis(200)));
     let mut jobs: Vec<(&str, Vec<u8>, RunOptions, &str, bool)> = vec![
-        ("crash", gas("xor eax, eax\nmov rax, [rax]\nret"), RunOptions::default(), "crashed", true),
+        (
+            "crash",
+            gas("xor eax, eax\nmov rax, [rax]\nret"),
+            RunOptions::default(),
+            "crashed",
+            true,
+        ),
         ("timeout", gas("1: jmp 1b"), short, "timeout", false),
-        ("violation", gas("mov rdi, 0x1111\nmov eax, 39\nsyscall\nret"), RunOptions::default(), "syscall_violation", true),
-        ("forged", common::forged_fault_record(), RunOptions::default(), "crashed", true),
-        ("return", gas("mov eax, 42\nret"), RunOptions::default(), "returned", false),
+        (
+            "violation",
+            gas("mov rdi, 0x1111\nmov eax, 39\nsyscall\nret"),
+            RunOptions::default(),
+            "syscall_violation",
+            true,
+        ),
+        (
+            "forged",
+            common::forged_fault_record(),
+            RunOptions::default(),
+            "crashed",
+            true,
+        ),
+        (
+            "return",
+            gas("mov eax, 42\nret"),
+            RunOptions::default(),
+            "returned",
+            false,
+        ),
     ];
     if namespaces() {
         let threads = profile_options().with_limits(
@@ -589,7 +651,11 @@ fn host_jobs() -> String {
             if left.iter().any(|fd| fd.contains("signalfd")) {
                 bad.push("a signalfd left");
             }
-            let state = if bad.is_empty() { "ok".to_owned() } else { bad.join(",") };
+            let state = if bad.is_empty() {
+                "ok".to_owned()
+            } else {
+                bad.join(",")
+            };
             lines.push(format!("round {round} {name}: {state}: {json}"));
         }
         fds = open_fds();
@@ -622,7 +688,11 @@ fn a_single_threaded_library_host_is_left_as_it_was() {
             .skip(1)
             .filter(|line| !line.contains(": ok: "))
             .collect();
-        assert!(bad.is_empty(), "SIGCHLD ignored: {ignore}:\n{}", bad.join("\n"));
+        assert!(
+            bad.is_empty(),
+            "SIGCHLD ignored: {ignore}:\n{}",
+            bad.join("\n")
+        );
     }
 }
 
@@ -632,7 +702,9 @@ fn a_single_threaded_library_host_is_left_as_it_was() {
 #[test]
 fn static_batch_workers_survive_preemption() {
     // About 0.3 s of spinning: preempted many times on a shared machine.
-    let spin = hex(&gas("mov ecx, 600000000\n1: dec ecx\njnz 1b\nmov eax, 42\nret"));
+    let spin = hex(&gas(
+        "mov ecx, 600000000\n1: dec ecx\njnz 1b\nmov eax, 42\nret",
+    ));
     let lines: String = (0..6)
         .map(|id| format!("{{\"id\":{id},\"code_hex\":\"{spin}\",\"timeout_ms\":20000}}\n"))
         .collect();
