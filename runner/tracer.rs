@@ -201,8 +201,11 @@ impl Trace {
             // nothing recorded, let go. Found with a look that takes nothing (`WNOWAIT`): a
             // stopped child of this process that nobody traces (`CLD_STOPPED`) stays its
             // owner's to wait for, and the worker is then looked at alone.
-            let peeked = peek_trapped();
-            let target = peeked.unwrap_or(own.pid);
+            let (target, peeked) = match peek_waiting() {
+                Waiting::Nothing => return false,
+                Waiting::Trapped(pid) => (pid, true),
+                Waiting::Other => (own.pid, false),
+            };
             // SAFETY: siginfo_t is plain old data; zeroed is a valid value.
             let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
             // Stops only: the worker's end is its parent's (this thread's) to reap, with its
@@ -213,7 +216,7 @@ impl Trace {
             // SAFETY: for a child that changed state the kernel filled si_pid and si_status.
             let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
             if ret < 0 || pid != target {
-                if peeked.is_some() {
+                if peeked {
                     continue; // gone meanwhile (killed with its worker)
                 }
                 return false;
@@ -297,10 +300,19 @@ impl std::fmt::Debug for Trace {
     }
 }
 
-/// The first ptrace stop (`CLD_TRAPPED`) of any tracee of the calling thread that is waiting,
-/// left waiting (`WNOWAIT`); `None` when none is, or when a stopped child that is not traced
-/// comes first.
-fn peek_trapped() -> Option<libc::pid_t> {
+/// What a look at the calling thread's waiting children and tracees (`WNOWAIT`: nothing taken)
+/// found first.
+enum Waiting {
+    /// Nothing stopped.
+    Nothing,
+    /// A ptrace stop (`CLD_TRAPPED`) of this tracee.
+    Trapped(libc::pid_t),
+    /// A stopped child nobody traces (`CLD_STOPPED`): its report stays its owner's, and it
+    /// hides what comes after it.
+    Other,
+}
+
+fn peek_waiting() -> Waiting {
     // SAFETY: siginfo_t is plain old data; zeroed is a valid value.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
     let flags = libc::WSTOPPED | libc::WNOHANG | libc::WNOWAIT | libc::__WALL;
@@ -308,7 +320,13 @@ fn peek_trapped() -> Option<libc::pid_t> {
     let ret = unsafe { libc::waitid(libc::P_ALL, 0, &mut info, flags) };
     // SAFETY: for a child that changed state the kernel filled si_pid.
     let pid = unsafe { info.si_pid() };
-    (ret == 0 && pid != 0 && info.si_code == libc::CLD_TRAPPED).then_some(pid)
+    if ret != 0 || pid == 0 {
+        Waiting::Nothing
+    } else if info.si_code == libc::CLD_TRAPPED {
+        Waiting::Trapped(pid)
+    } else {
+        Waiting::Other
+    }
 }
 
 /// Reads a non-blocking signalfd until it is empty.

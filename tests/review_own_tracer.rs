@@ -545,6 +545,11 @@ fn in_single_threaded_child(body: fn() -> String) -> String {
 /// The jobs a single-threaded host runs after `trace_own_workers`, each checked against what
 /// it must report, with the host's SIGCHLD mask, descriptors and children checked after each.
 fn host_jobs() -> String {
+    host_jobs_with(true)
+}
+
+/// [`host_jobs`], but for the job of a `CLONE_PTRACE` thread when `clone_ptrace` is false.
+fn host_jobs_with(clone_ptrace: bool) -> String {
     let mut lines = Vec::new();
     let single = threads() == 1;
     lines.push(format!("threads {}", threads()));
@@ -586,7 +591,7 @@ fn host_jobs() -> String {
             false,
         ),
     ];
-    if namespaces() {
+    if namespaces() && clone_ptrace {
         let threads = profile_options().with_limits(
             Limits::default()
                 .with_max_procs(4)
@@ -722,4 +727,55 @@ fn static_batch_workers_survive_preemption() {
             assert_eq!(answer["rax"], 42, "{args:?}: {answer}");
         }
     }
+}
+
+/// A single-threaded library host with a stopped child of its own that nobody traces: its jobs
+/// are right, and the child's stop is still there for the host to wait for (the thread's look
+/// for its tracees' stops takes nothing that is not a ptrace stop).
+#[test]
+fn a_library_hosts_own_stopped_child_keeps_its_stop_report() {
+    let out = in_single_threaded_child(|| {
+        // SAFETY: fork in a single-threaded process; the child stops itself and then `_exit`s.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            // SAFETY: raise and _exit take no pointers.
+            unsafe {
+                libc::raise(libc::SIGSTOP);
+                libc::_exit(3);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while common::children_of(std::process::id())
+            .iter()
+            .all(|&(pid, state)| pid != child as u32 || state != 'T')
+        {
+            assert!(Instant::now() < deadline, "the child never stopped");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let jobs = host_jobs_with(false);
+        let mut status = 0;
+        // SAFETY: a pointer to a local int.
+        let got = unsafe { libc::waitpid(child, &mut status, libc::WUNTRACED | libc::WNOHANG) };
+        let stop = if got == child && libc::WIFSTOPPED(status) {
+            "stop kept".to_owned()
+        } else {
+            format!("stop lost: waitpid {got}, status {status:#x}")
+        };
+        // SAFETY: kill and waitpid on this process's own child.
+        unsafe {
+            libc::kill(child, libc::SIGKILL);
+            libc::waitpid(child, &mut status, 0);
+        }
+        format!("{jobs}\n{stop}")
+    });
+    assert!(out.starts_with("threads 1"), "{out}");
+    assert!(out.ends_with("stop kept"), "{out}");
+    // The stopped child is a child of the host: the per-job "children left" check sees it.
+    let bad: Vec<&str> = out
+        .lines()
+        .skip(1)
+        .filter(|line| line.starts_with("round") && !line.contains(": ok: "))
+        .filter(|line| !line.contains(": children left: "))
+        .collect();
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
