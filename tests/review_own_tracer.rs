@@ -609,6 +609,14 @@ fn host_jobs_with(clone_ptrace: bool) -> String {
             false,
         ));
         jobs.push((
+            "stop storm",
+            gas("mov eax, 39\nsyscall\nmov r12, rax\n1: mov rdi, r12\nmov esi, 23\nmov eax, 62\nsyscall\njmp 1b"),
+            profile_options()
+                .with_limits(Limits::default().with_timeout(Duration::from_millis(300))),
+            "timeout",
+            false,
+        ));
+        jobs.push((
             "fault as init",
             gas("mov eax, 16\nmov qword ptr [rax], 1\nret"),
             threads,
@@ -698,6 +706,25 @@ fn a_single_threaded_library_host_is_left_as_it_was() {
             "SIGCHLD ignored: {ignore}:\n{}",
             bad.join("\n")
         );
+    }
+}
+
+/// The static `bytejail run`'s worker, strict and under a profile, spins about a second (many
+/// preemptions) and returns: glibc's rseq area was unregistered before the worker unmapped it.
+#[test]
+fn static_run_workers_survive_preemption() {
+    let spin = gas("mov rcx, 3000000000\n1: dec rcx\njnz 1b\nmov eax, 42\nret");
+    let (_dir, allow_all) = allow_all_file();
+    for args in [
+        vec!["--timeout", "20s"],
+        vec!["--timeout", "20s", "--policy", &allow_all],
+    ] {
+        if args.len() > 2 && !namespaces() {
+            continue;
+        }
+        let (report, _) = cli_report_within(&spin, &args, Duration::from_secs(30));
+        assert_eq!(report["outcome"], "returned", "{args:?}: {report}");
+        assert_eq!(report["rax"], 42, "{args:?}: {report}");
     }
 }
 
