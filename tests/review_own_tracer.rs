@@ -740,12 +740,26 @@ fn static_batch_workers_survive_preemption() {
     let lines: String = (0..6)
         .map(|id| format!("{{\"id\":{id},\"code_hex\":\"{spin}\",\"timeout_ms\":20000}}\n"))
         .collect();
-    for args in [
+    let (_dir, allow_all) = allow_all_file();
+    let mut modes = vec![
         vec!["--jobs", "2", "-"],
         vec!["--jobs", "2", "--reuse", "same-code", "-"],
         vec!["--jobs", "1", "--reuse", "same-code", "-"],
         vec!["--jobs", "1", "-"],
-    ] {
+    ];
+    if namespaces() {
+        modes.push(vec!["--jobs", "2", "--policy", &allow_all, "-"]);
+        modes.push(vec![
+            "--jobs",
+            "1",
+            "--reuse",
+            "same-code",
+            "--policy",
+            &allow_all,
+            "-",
+        ]);
+    }
+    for args in modes {
         let run = common::batch_of(&args, &lines);
         let answers = &run.results;
         assert_eq!(answers.len(), 6, "{args:?}: {answers:?} {}", run.stderr);
