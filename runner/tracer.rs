@@ -200,7 +200,9 @@ impl Trace {
             // are handled as the tracer process handles a process that is no worker of its:
             // nothing recorded, let go. Found with a look that takes nothing (`WNOWAIT`): a
             // stopped child of this process that nobody traces (`CLD_STOPPED`) stays its
-            // owner's to wait for, and the worker is then looked at alone.
+            // owner's to wait for, and the worker is then looked at alone (a guest's
+            // `CLONE_PTRACE` task waits, unseen, while such a child of a library host stays
+            // stopped: only a host that stops children of its own can meet that).
             let (target, peeked) = match peek_waiting() {
                 Waiting::Nothing => return false,
                 Waiting::Trapped(pid) => (pid, true),
