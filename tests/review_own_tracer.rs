@@ -272,6 +272,39 @@ fn with_usr1_handler(handler: &str, body: &str) -> Vec<u8> {
     ))
 }
 
+/// A SIGSEGV handler that goes on at `cont`, a real fault at 0x77 it catches, then `then` (at
+/// `cont`): the tracer saw a kernel fault the guest survived.
+fn caught_fault_then(then: &str) -> Vec<u8> {
+    gas(&format!(
+        "
+        sub rsp, 64
+        lea rax, [rip + handler]
+        mov [rsp], rax
+        mov qword ptr [rsp + 8], 0x04000004     # SA_RESTORER | SA_SIGINFO
+        lea rax, [rip + restorer]
+        mov [rsp + 16], rax
+        mov qword ptr [rsp + 24], 0
+        mov edi, 11
+        mov rsi, rsp
+        xor edx, edx
+        mov r10d, 8
+        mov eax, 13                             # rt_sigaction
+        syscall
+        add rsp, 64
+        mov eax, 0x77
+        mov qword ptr [rax], 1
+    cont:
+        {then}
+    handler:
+        lea rax, [rip + cont]
+        mov [rdx + 168], rax                    # uc_mcontext.rip
+        ret
+    restorer:
+        mov eax, 15
+        syscall"
+    ))
+}
+
 /// kill(r12 = own pid, signo)
 fn kill_self(signo: u32) -> String {
     format!("mov rdi, r12\nmov esi, {signo}\nmov eax, 62\nsyscall")
@@ -316,6 +349,21 @@ fn signal_storms_and_ptrace_calls_report_as_through_a_tracer_process() {
             gas(&format!("{getpid}\nmov rdi, r12\nmov rsi, r12\nmov edx, 8\nmov eax, 234\nsyscall\nmov eax, 9\nret")),
         ),
         ("forged fault record", common::forged_fault_record()),
+        (
+            "a caught real fault, then exit_group",
+            caught_fault_then("mov edi, 7\nmov eax, 231\nsyscall"),
+        ),
+        (
+            "a caught real fault, then a self-sent SIGSYS",
+            caught_fault_then(&format!("{getpid}\n{}\nmov eax, 5\nret", kill_self(31))),
+        ),
+        (
+            "a caught real fault, then a real one uncaught",
+            caught_fault_then(&format!(
+                "{UNMASK}\npush 0\npush 0\npush 0\npush 0\nmov edi, 11\nmov rsi, rsp\nxor edx, edx\nmov r10d, 8\nmov eax, 13\nsyscall\n\
+                 mov eax, 0x99\nmov qword ptr [rax], 1"
+            )),
+        ),
         ("PTRACE_TRACEME", gas("xor edi, edi\nmov eax, 101\nsyscall\nret")),
         (
             "PR_SET_PTRACER any",
