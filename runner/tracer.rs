@@ -183,8 +183,9 @@ impl Trace {
         }
     }
 
-    /// Handles the stops of a worker this thread traces itself that are waiting, as the
-    /// tracer process does (see [`on_trap`]), at most [`STOPS_PER_TURN`]; nothing for a worker
+    /// Handles the stops of a worker this thread traces itself that are waiting (and of the
+    /// tasks its guest made with `CLONE_PTRACE`), as the tracer process does (see [`on_trap`]),
+    /// at most [`STOPS_PER_TURN`]; nothing for a worker
     /// a tracer process traces. Returns whether it stopped at the bound: more may be waiting,
     /// with no SIGCHLD left to say so, and the caller calls again after its other business.
     pub(crate) fn follow(&self) -> bool {
@@ -314,6 +315,8 @@ enum Waiting {
     Other,
 }
 
+/// `waitid(P_ALL, WSTOPPED | WNOHANG | WNOWAIT | __WALL)`: what stop of a child or tracee of the
+/// calling thread is waiting first, left waiting; see waitid(2).
 fn peek_waiting() -> Waiting {
     // SAFETY: siginfo_t is plain old data; zeroed is a valid value.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
