@@ -183,8 +183,9 @@ impl Trace {
         }
     }
 
-    /// Handles the stops of a worker this thread traces itself that are waiting, as the
-    /// tracer process does (see [`on_trap`]), at most [`STOPS_PER_TURN`]; nothing for a worker
+    /// Handles the stops of a worker this thread traces itself that are waiting (and of the
+    /// tasks its guest made with `CLONE_PTRACE`), as the tracer process does (see [`on_trap`]),
+    /// at most [`STOPS_PER_TURN`]; nothing for a worker
     /// a tracer process traces. Returns whether it stopped at the bound: more may be waiting,
     /// with no SIGCHLD left to say so, and the caller calls again after its other business.
     pub(crate) fn follow(&self) -> bool {
@@ -193,16 +194,34 @@ impl Trace {
         };
         drain(own.stops.as_raw_fd());
         for _ in 0..STOPS_PER_TURN {
+            // A thread or process the guest made with `CLONE_PTRACE` is traced by this thread
+            // too, with the worker's options: it stops at its signals and its exit until this
+            // thread lets it go, and one held at its exit stop cannot be killed (SIGKILL finds
+            // no thread of an exiting group to wake), so its worker would never end. Its stops
+            // are handled as the tracer process handles a process that is no worker of its:
+            // nothing recorded, let go. Found with a look that takes nothing (`WNOWAIT`): a
+            // stopped child of this process that nobody traces (`CLD_STOPPED`) stays its
+            // owner's to wait for, and the worker is then looked at alone (a guest's
+            // `CLONE_PTRACE` task waits, unseen, while such a child of a library host stays
+            // stopped: only a host that stops children of its own can meet that).
+            let (target, peeked) = match peek_waiting() {
+                Waiting::Nothing => return false,
+                Waiting::Trapped(pid) => (pid, true),
+                Waiting::Other => (own.pid, false),
+            };
             // SAFETY: siginfo_t is plain old data; zeroed is a valid value.
             let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
             // Stops only: the worker's end is its parent's (this thread's) to reap, with its
             // resource usage, through its pidfd.
             let flags = libc::WSTOPPED | libc::WNOHANG | libc::__WALL;
             // SAFETY: a pointer to a local siginfo_t.
-            let ret = unsafe { libc::waitid(libc::P_PID, own.pid as libc::id_t, &mut info, flags) };
+            let ret = unsafe { libc::waitid(libc::P_PID, target as libc::id_t, &mut info, flags) };
             // SAFETY: for a child that changed state the kernel filled si_pid and si_status.
             let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
-            if ret < 0 || pid != own.pid {
+            if ret < 0 || pid != target {
+                if peeked {
+                    continue; // gone meanwhile (killed with its worker)
+                }
                 return false;
             }
             if info.si_code == libc::CLD_TRAPPED {
@@ -214,8 +233,9 @@ impl Trace {
                     }
                     own.facts.set(facts);
                 };
-                on_trap(pid, status, Some(own.init), record);
-            } else if info.si_code == libc::CLD_STOPPED {
+                let init = (pid == own.pid).then_some(own.init);
+                on_trap(pid, status, init, record);
+            } else if info.si_code == libc::CLD_STOPPED && pid == own.pid {
                 resume(pid, 0);
             }
         }
@@ -280,6 +300,37 @@ impl std::fmt::Debug for Trace {
             By::Process { slot, .. } => write!(f, "Trace(slot {slot})"),
             By::Own(own) => write!(f, "Trace(by this thread, worker {})", own.pid),
         }
+    }
+}
+
+/// What a look at the calling thread's waiting children and tracees (`WNOWAIT`: nothing taken)
+/// found first.
+enum Waiting {
+    /// Nothing stopped.
+    Nothing,
+    /// A ptrace stop (`CLD_TRAPPED`) of this tracee.
+    Trapped(libc::pid_t),
+    /// A stopped child nobody traces (`CLD_STOPPED`): its report stays its owner's, and it
+    /// hides what comes after it.
+    Other,
+}
+
+/// `waitid(P_ALL, WSTOPPED | WNOHANG | WNOWAIT | __WALL)`: what stop of a child or tracee of the
+/// calling thread is waiting first, left waiting; see waitid(2).
+fn peek_waiting() -> Waiting {
+    // SAFETY: siginfo_t is plain old data; zeroed is a valid value.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let flags = libc::WSTOPPED | libc::WNOHANG | libc::WNOWAIT | libc::__WALL;
+    // SAFETY: a pointer to a local siginfo_t.
+    let ret = unsafe { libc::waitid(libc::P_ALL, 0, &mut info, flags) };
+    // SAFETY: for a child that changed state the kernel filled si_pid.
+    let pid = unsafe { info.si_pid() };
+    if ret != 0 || pid == 0 {
+        Waiting::Nothing
+    } else if info.si_code == libc::CLD_TRAPPED {
+        Waiting::Trapped(pid)
+    } else {
+        Waiting::Other
     }
 }
 

@@ -299,9 +299,18 @@ fn bytejail_run_starts_no_tracer_process() {
 }
 
 /// A guest under a profile that sends itself an ignored signal in a loop: traced, each one is a
-/// stop, and it stops again as soon as it is let go.
+/// stop, and it stops again as soon as it is let go. It unblocks its signals first: the worker
+/// starts with every signal but the faults blocked, and a blocked signal stays pending, no stop.
 fn stop_storm() -> Vec<u8> {
     gas("
+        push 0                  # rt_sigprocmask(SIG_SETMASK, {0}, NULL, 8)
+        mov edi, 2
+        mov rsi, rsp
+        xor edx, edx
+        mov r10d, 8
+        mov eax, 14
+        syscall
+        pop rax
         mov eax, 39             # getpid
         syscall
         mov r12, rax
