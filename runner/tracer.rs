@@ -27,8 +27,8 @@
 //! then ends any worker it still traced.
 //!
 //! One exception: a thread that said so ([`trace_own_workers`], as a one-job `bytejail run`
-//! does) traces the fresh one-job workers it forks itself, while it is its process's only
-//! thread. No other thread can then take a stop or its SIGCHLD; the thread reads the stops from
+//! does) traces the fresh one-job workers it forks itself, of jobs that may start no task,
+//! while it is its process's only thread. No other thread can then take a stop or its SIGCHLD; the thread reads the stops from
 //! a signalfd in its watch loop (see [`Trace::follow`]) and records the same facts as the
 //! tracer process, by the same code ([`on_trap`]). That saves the tracer process's start and
 //! a request to it, about 70 µs of a one-job `bytejail run`.
@@ -183,45 +183,30 @@ impl Trace {
         }
     }
 
-    /// Handles the stops of a worker this thread traces itself that are waiting (and of the
-    /// tasks its guest made with `CLONE_PTRACE`), as the tracer process does (see [`on_trap`]),
-    /// at most [`STOPS_PER_TURN`]; nothing for a worker
+    /// Handles the stops of a worker this thread traces itself that are waiting, as the
+    /// tracer process does (see [`on_trap`]), at most [`STOPS_PER_TURN`]; nothing for a worker
     /// a tracer process traces. Returns whether it stopped at the bound: more may be waiting,
     /// with no SIGCHLD left to say so, and the caller calls again after its other business.
+    ///
+    /// The worker is the only task this thread traces for it: its job may start none
+    /// (`Limits::max_procs` 1, see [`trace_own_workers`]), so no thread or process of the
+    /// guest's, `CLONE_PTRACE` ones included, can be traced by this thread too.
     pub(crate) fn follow(&self) -> bool {
         let By::Own(own) = &self.by else {
             return false;
         };
         drain(own.stops.as_raw_fd());
         for _ in 0..STOPS_PER_TURN {
-            // A thread or process the guest made with `CLONE_PTRACE` is traced by this thread
-            // too, with the worker's options: it stops at its signals and its exit until this
-            // thread lets it go, and one held at its exit stop cannot be killed (SIGKILL finds
-            // no thread of an exiting group to wake), so its worker would never end. Its stops
-            // are handled as the tracer process handles a process that is no worker of its:
-            // nothing recorded, let go. Found with a look that takes nothing (`WNOWAIT`): a
-            // stopped child of this process that nobody traces (`CLD_STOPPED`) stays its
-            // owner's to wait for, and the worker is then looked at alone (a guest's
-            // `CLONE_PTRACE` task waits, unseen, while such a child of a library host stays
-            // stopped: only a host that stops children of its own can meet that).
-            let (target, peeked) = match peek_waiting() {
-                Waiting::Nothing => return false,
-                Waiting::Trapped(pid) => (pid, true),
-                Waiting::Other => (own.pid, false),
-            };
             // SAFETY: siginfo_t is plain old data; zeroed is a valid value.
             let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
             // Stops only: the worker's end is its parent's (this thread's) to reap, with its
             // resource usage, through its pidfd.
             let flags = libc::WSTOPPED | libc::WNOHANG | libc::__WALL;
             // SAFETY: a pointer to a local siginfo_t.
-            let ret = unsafe { libc::waitid(libc::P_PID, target as libc::id_t, &mut info, flags) };
+            let ret = unsafe { libc::waitid(libc::P_PID, own.pid as libc::id_t, &mut info, flags) };
             // SAFETY: for a child that changed state the kernel filled si_pid and si_status.
             let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
-            if ret < 0 || pid != target {
-                if peeked {
-                    continue; // gone meanwhile (killed with its worker)
-                }
+            if ret < 0 || pid != own.pid {
                 return false;
             }
             if info.si_code == libc::CLD_TRAPPED {
@@ -233,9 +218,8 @@ impl Trace {
                     }
                     own.facts.set(facts);
                 };
-                let init = (pid == own.pid).then_some(own.init);
-                on_trap(pid, status, init, record);
-            } else if info.si_code == libc::CLD_STOPPED && pid == own.pid {
+                on_trap(pid, status, Some(own.init), record);
+            } else if info.si_code == libc::CLD_STOPPED {
                 resume(pid, 0);
             }
         }
@@ -300,37 +284,6 @@ impl std::fmt::Debug for Trace {
             By::Process { slot, .. } => write!(f, "Trace(slot {slot})"),
             By::Own(own) => write!(f, "Trace(by this thread, worker {})", own.pid),
         }
-    }
-}
-
-/// What a look at the calling thread's waiting children and tracees (`WNOWAIT`: nothing taken)
-/// found first.
-enum Waiting {
-    /// Nothing stopped.
-    Nothing,
-    /// A ptrace stop (`CLD_TRAPPED`) of this tracee.
-    Trapped(libc::pid_t),
-    /// A stopped child nobody traces (`CLD_STOPPED`): its report stays its owner's, and it
-    /// hides what comes after it.
-    Other,
-}
-
-/// `waitid(P_ALL, WSTOPPED | WNOHANG | WNOWAIT | __WALL)`: what stop of a child or tracee of the
-/// calling thread is waiting first, left waiting; see waitid(2).
-fn peek_waiting() -> Waiting {
-    // SAFETY: siginfo_t is plain old data; zeroed is a valid value.
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    let flags = libc::WSTOPPED | libc::WNOHANG | libc::WNOWAIT | libc::__WALL;
-    // SAFETY: a pointer to a local siginfo_t.
-    let ret = unsafe { libc::waitid(libc::P_ALL, 0, &mut info, flags) };
-    // SAFETY: for a child that changed state the kernel filled si_pid.
-    let pid = unsafe { info.si_pid() };
-    if ret != 0 || pid == 0 {
-        Waiting::Nothing
-    } else if info.si_code == libc::CLD_TRAPPED {
-        Waiting::Trapped(pid)
-    } else {
-        Waiting::Other
     }
 }
 
@@ -419,10 +372,13 @@ thread_local! {
 }
 
 /// From now on the calling thread traces the fresh workers it forks itself (one-job runs,
-/// [`crate::run`] without a zygote) whenever it is its process's only thread, instead of
-/// through a tracer process: no tracer process to start, and no request to it per job. A
-/// one-job `bytejail run` saves about 70 µs so. While the process has other threads, its
-/// workers go to a tracer process as before.
+/// [`crate::run`] without a zygote) of jobs that may start no other task (`Limits::max_procs`
+/// 1, the default) whenever it is its process's only thread, instead of through a tracer
+/// process: no tracer process to start, and no request to it per job. A one-job `bytejail
+/// run` saves about 70 µs so. Other workers go to a tracer process as before: while the
+/// process has other threads, and for jobs that may start tasks (one made with `CLONE_PTRACE`
+/// would be traced by this thread too, and, held at its exit stop, would keep its worker from
+/// ever ending; a tracer process lets such tasks go).
 ///
 /// Why only then: a ptrace stop is reported to every thread of the tracer's process that waits
 /// for children (`wait`, `waitpid(-1)`), and one that took a worker's stop would leave the
@@ -519,8 +475,8 @@ fn tracer_pid() -> Option<libc::pid_t> {
 /// protection against signals only for untraced processes), so the tracer ends it with
 /// SIGKILL at that signal's delivery instead, and says so ([`SignalStop::ended_by_tracer`]).
 ///
-/// `own_child`: the calling thread forked the worker, for a one-job run; the thread then
-/// traces it itself if it said so ([`trace_own_workers`]).
+/// `own_child`: the calling thread forked the worker, for a one-job run whose job may start no
+/// task; the thread then traces it itself if it said so ([`trace_own_workers`]).
 pub(crate) fn seize(pid: libc::pid_t, init: bool, own_child: bool) -> io::Result<Trace> {
     if own_child && OWN.with(|own| own.get()) && crate::sys::threads() == Some(1) {
         return seize_own(pid, init);
@@ -990,9 +946,10 @@ unsafe fn follow_all(table: usize, owners: &mut Owners) -> (usize, bool) {
                 resume(pid, 0);
                 continue;
             }
-            // Exited: released to its parent now. The slot is no longer its.
-            released += 1;
+            // Exited: released to its parent now. The slot is no longer its. (A task the guest
+            // made with `CLONE_PTRACE` is traced here too, but is no worker: not counted.)
             if let Some(slot) = slot {
+                released += 1;
                 // SAFETY: a slot of the table.
                 unsafe { std::ptr::addr_of_mut!((*slot).pid).write_volatile(0) };
             }
@@ -1016,8 +973,8 @@ unsafe fn follow_all(table: usize, owners: &mut Owners) -> (usize, bool) {
             }
         };
         if on_trap(pid, status, init, record) {
-            released += 1;
             if let Some(slot) = slot {
+                released += 1;
                 // SAFETY: a slot of the table.
                 unsafe { std::ptr::addr_of_mut!((*slot).pid).write_volatile(0) };
             }

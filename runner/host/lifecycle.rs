@@ -156,8 +156,11 @@ impl Spawned {
             .map_err(|e| Error::io("fcntl on the output pipe", e))?;
         let control = [fds.go, fds.done];
         // A one-job worker this thread forks itself (not a pool's or same-code worker, which
-        // outlives the call): this thread may trace it itself (see `tracer::trace_own_workers`).
-        let own_child = matches!(via, Forker::Direct) && control.iter().all(Option::is_none);
+        // outlives the call) whose job may start no task: this thread may trace it itself
+        // (see `tracer::trace_own_workers`).
+        let own_child = matches!(via, Forker::Direct)
+            && control.iter().all(Option::is_none)
+            && options.limits.max_procs == 1;
         debug_assert!(arena.mapped_here(), "spawning into another process's arena");
         let walls = walls(options)?;
         let cgroup = job_cgroup(options)?;
