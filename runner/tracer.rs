@@ -149,6 +149,9 @@ struct Own {
     /// SIGCHLD was blocked in this thread before the seize (else it is unblocked again when
     /// the trace goes).
     was_blocked: bool,
+    /// A SIGCHLD was read from `stops`: one may have been about another child of this
+    /// process's, and is raised again when the trace goes (see the `Drop`).
+    took_chld: std::cell::Cell<bool>,
 }
 
 impl Trace {
@@ -195,7 +198,9 @@ impl Trace {
         let By::Own(own) = &self.by else {
             return false;
         };
-        drain(own.stops.as_raw_fd());
+        if drain(own.stops.as_raw_fd()) {
+            own.took_chld.set(true);
+        }
         for _ in 0..STOPS_PER_TURN {
             // SAFETY: siginfo_t is plain old data; zeroed is a valid value.
             let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
@@ -268,10 +273,15 @@ impl Drop for Trace {
             By::Process { tracer, slot } => lock(&tracer.free).returned.push(*slot),
             By::Own(own) => {
                 if !own.was_blocked {
-                    // The SIGCHLDs of its stops were read or are dropped here, not handled
-                    // later by whatever this process does with SIGCHLD.
-                    drain(own.stops.as_raw_fd());
+                    // A SIGCHLD still pending is delivered now, as this process has it
+                    // handled. One this trace read may have been about another child of this
+                    // process's (a host that reaps its children from a SIGCHLD handler): one is
+                    // raised for it, so that such a handler runs as it would have.
                     set_chld_blocked(false);
+                    if own.took_chld.get() {
+                        // SAFETY: raise takes no pointers.
+                        unsafe { libc::raise(libc::SIGCHLD) };
+                    }
                 }
             }
         }
@@ -287,11 +297,15 @@ impl std::fmt::Debug for Trace {
     }
 }
 
-/// Reads a non-blocking signalfd until it is empty.
-fn drain(fd: RawFd) {
+/// Reads a non-blocking signalfd until it is empty; whether it read anything.
+fn drain(fd: RawFd) -> bool {
     let mut drained = [0u8; 128];
+    let mut any = false;
     // SAFETY: reads into a local buffer until the signalfd is empty (non-blocking).
-    while unsafe { libc::read(fd, drained.as_mut_ptr().cast(), drained.len()) } > 0 {}
+    while unsafe { libc::read(fd, drained.as_mut_ptr().cast(), drained.len()) } > 0 {
+        any = true;
+    }
+    any
 }
 
 /// Blocks (or unblocks) SIGCHLD in the calling thread; whether it was blocked before.
@@ -385,9 +399,11 @@ thread_local! {
 /// worker held at it until its deadline (the reason a tracer is a process of its own, see the
 /// module documentation); and the kernel tells the tracer of a stop with a SIGCHLD sent to
 /// its whole process, which another thread that does not block it would take and drop. The
-/// calling thread blocks SIGCHLD while such a worker lives and reads it from a signalfd. This
-/// resets SIGCHLD to its default action if the process ignored it or asked for no stop notices
-/// (`SA_NOCLDSTOP`), since the kernel would then send none.
+/// calling thread blocks SIGCHLD while such a worker lives and reads it from a signalfd; if it
+/// read one, it raises a SIGCHLD again once the worker is reaped, so that a handler that reaps
+/// the process's other children still runs. This resets SIGCHLD to its default action if the
+/// process ignored it or asked for no stop notices (`SA_NOCLDSTOP`), since the kernel would
+/// then send none.
 pub fn trace_own_workers() {
     // SAFETY: sigaction with pointers to locals; SIG_DFL for SIGCHLD only, which discards the
     // signal when it is not blocked, as the default action does.
@@ -576,6 +592,7 @@ fn seize_own(pid: libc::pid_t, init: bool) -> io::Result<Trace> {
             stops,
             facts: std::cell::Cell::new(Facts::default()),
             was_blocked,
+            took_chld: std::cell::Cell::new(false),
         })),
     };
     let options = (libc::PTRACE_O_TRACEEXIT | libc::PTRACE_O_EXITKILL) as usize;

@@ -895,3 +895,52 @@ fn a_library_hosts_own_stopped_child_keeps_its_stop_report() {
         .collect();
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
+
+/// Children of its own a handler reaped, in the single-threaded host of the test below.
+static REAPED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+extern "C" fn reap_children(_: libc::c_int) {
+    let mut status = 0;
+    // SAFETY: waitpid with a pointer to a local int; async-signal-safe.
+    while unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) } > 0 {
+        REAPED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A single-threaded library host that reaps its own children from a SIGCHLD handler: a child
+/// of its that ends while a job runs (its SIGCHLD blocked and read with the job's stops) is
+/// still reaped by the handler once the job is over: the trace raises a SIGCHLD again for
+/// the ones it read.
+#[test]
+fn a_hosts_sigchld_handler_still_reaps_a_child_that_ended_during_a_job() {
+    let out = in_single_threaded_child(|| {
+        // SAFETY: sigaction with a handler that only calls waitpid, in this forked child.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = reap_children as usize;
+            action.sa_flags = libc::SA_RESTART;
+            libc::sigaction(libc::SIGCHLD, &action, std::ptr::null_mut());
+        }
+        bytejail::trace_own_workers();
+        // The host's own child: ends 50 ms from now, while the job below runs.
+        // SAFETY: the child only sleeps and _exits.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            std::thread::sleep(Duration::from_millis(50));
+            // SAFETY: _exit takes no pointers.
+            unsafe { libc::_exit(0) };
+        }
+        // About 300 ms of spinning, then a fault: the worker's stops come after the child's end.
+        let code =
+            gas("mov rcx, 1000000000\n1: dec rcx\njnz 1b\nxor eax, eax\nmov rax, [rax]\nret");
+        let report = bytejail::run(&code, b"", &RunOptions::default()).unwrap();
+        let json = report.to_json();
+        std::thread::sleep(Duration::from_millis(20));
+        format!(
+            "reaped {} fault verified {}",
+            REAPED.load(std::sync::atomic::Ordering::SeqCst),
+            json["fault"]["verified"]
+        )
+    });
+    assert_eq!(out, "reaped 1 fault verified true");
+}
