@@ -917,7 +917,7 @@ fn a_hosts_sigchld_handler_still_reaps_a_child_that_ended_during_a_job() {
         // SAFETY: sigaction with a handler that only calls waitpid, in this forked child.
         unsafe {
             let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = reap_children as usize;
+            action.sa_sigaction = reap_children as extern "C" fn(libc::c_int) as usize;
             action.sa_flags = libc::SA_RESTART;
             libc::sigaction(libc::SIGCHLD, &action, std::ptr::null_mut());
         }
