@@ -9,47 +9,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytejail::{Limits, RunOptions};
-use common::{gas, namespaces, profile_options};
+use common::{gas, hex, namespaces, profile_options};
 use serde_json::Value;
-
-/// What a report's JSON must agree on with another run of the same job: everything but
-/// timings and the addresses the ABI hands out (each arena has its own), with the first
-/// argument of a violating call (the guests below set it) and whether the kernel vouched for
-/// the details.
-fn essence(report: &Value) -> Value {
-    let mut kept = serde_json::Map::new();
-    for key in [
-        "outcome",
-        "rax",
-        "exit_code",
-        "signal",
-        "output_hex",
-        "output_truncated",
-    ] {
-        if let Some(value) = report.get(key) {
-            kept.insert(key.into(), value.clone());
-        }
-    }
-    if let Some(fault) = report.get("fault") {
-        let mut fault = fault.clone();
-        // An address in the arena (the instruction of a trap, the stack) is this run's own.
-        if fault["address"].as_u64().is_some_and(|a| a >= 1 << 32) {
-            fault["address"] = Value::Null;
-        }
-        kept.insert("fault".into(), fault);
-    }
-    if let Some(syscall) = report.get("syscall") {
-        let mut syscall = syscall.clone();
-        let first = syscall["args"].get(0).cloned();
-        syscall["args"] = first.unwrap_or(Value::Null);
-        kept.insert("syscall".into(), syscall);
-    }
-    Value::Object(kept)
-}
-
-fn hex(code: &[u8]) -> String {
-    code.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// `bytejail run --json` of `code` with `args` (a process of one thread: it traces its worker
 /// itself), its report.
@@ -71,8 +32,8 @@ fn same_reports(jobs: &[(&str, Vec<u8>, RunOptions, Vec<&str>)]) {
         let library = bytejail::run(code, b"", options).unwrap().to_json();
         let cli = cli_report(code, args);
         assert_eq!(
-            essence(&cli),
-            essence(&library),
+            common::report_essence(&cli),
+            common::report_essence(&library),
             "{name}: {cli} against {library}"
         );
     }
@@ -222,15 +183,9 @@ fn with_other_threads_a_tracer_process_traces_the_worker() {
 
 /// The processes whose parent is `pid`, by name.
 fn children(pid: u32) -> Vec<String> {
-    let list =
-        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-    list.split_whitespace()
-        .map(|child| {
-            std::fs::read_to_string(format!("/proc/{child}/comm"))
-                .unwrap_or_default()
-                .trim()
-                .to_owned()
-        })
+    common::all_children_of(pid)
+        .into_iter()
+        .map(|(child, _)| common::comm(child))
         .collect()
 }
 

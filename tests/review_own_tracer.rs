@@ -21,38 +21,6 @@ use bytejail::{Limits, RunOptions};
 use common::{gas, hex, namespaces, profile_options};
 use serde_json::Value;
 
-/// What a report's JSON must agree on with another run of the same job (as in
-/// tests/own_tracer.rs): no timings, no arena addresses, the first argument of a violating call.
-fn essence(report: &Value) -> Value {
-    let mut kept = serde_json::Map::new();
-    for key in [
-        "outcome",
-        "rax",
-        "exit_code",
-        "signal",
-        "output_hex",
-        "output_truncated",
-    ] {
-        if let Some(value) = report.get(key) {
-            kept.insert(key.into(), value.clone());
-        }
-    }
-    if let Some(fault) = report.get("fault") {
-        let mut fault = fault.clone();
-        if fault["address"].as_u64().is_some_and(|a| a >= 1 << 32) {
-            fault["address"] = Value::Null;
-        }
-        kept.insert("fault".into(), fault);
-    }
-    if let Some(syscall) = report.get("syscall") {
-        let mut syscall = syscall.clone();
-        let first = syscall["args"].get(0).cloned();
-        syscall["args"] = first.unwrap_or(Value::Null);
-        kept.insert("syscall".into(), syscall);
-    }
-    Value::Object(kept)
-}
-
 /// `bytejail run --json` of `code` with `args`, killed if it is still running after `bound`:
 /// its report (`Value::Null` when it was killed) and how long it took.
 fn cli_report_within(code: &[u8], args: &[&str], bound: Duration) -> (Value, Duration) {
@@ -127,8 +95,8 @@ fn same_as_library(name: &str, code: &[u8], procs: u32) -> Value {
          (--timeout 5s); the library reported {library}"
     );
     assert_eq!(
-        essence(&cli),
-        essence(&library),
+        common::report_essence(&cli),
+        common::report_essence(&library),
         "{name} (--max-procs {procs}): {cli} against {library}"
     );
     // The forged fault record's address is never vouched for.
@@ -150,22 +118,12 @@ fn profiles_here() -> bool {
     true
 }
 
-/// `clone(flags)` then the child's code, then the parent's (as `common::with_thread`, any flags).
+/// `clone(flags)` then the child's code, then the parent's (`common::clone_source`), with
+/// every signal unblocked first.
 fn cloned(flags: u32, child: &str, parent: &str) -> Vec<u8> {
     gas(&format!(
-        "
-        {UNMASK}
-        mov edi, {flags:#x}
-        xor esi, esi
-        xor edx, edx
-        xor r10d, r10d
-        xor r8d, r8d
-        mov eax, 56
-        syscall
-        test rax, rax
-        jnz 2f
-        {child}
-    2:  {parent}"
+        "{UNMASK}\n{}",
+        common::clone_source(flags, child, parent)
     ))
 }
 
@@ -243,24 +201,33 @@ fn clone_ptrace_process_neither_hangs_bytejail_run_nor_changes_its_report() {
     }
 }
 
-/// A signal handler for SIGUSR1 (`handler`, returning through a restorer), then `body`.
-fn with_usr1_handler(handler: &str, body: &str) -> Vec<u8> {
-    gas(&format!(
+/// `rt_sigaction(signo)` with the guest's labels `handler` and `restorer` and `flags`.
+fn install_handler(signo: u32, flags: u32) -> String {
+    format!(
         "
         sub rsp, 64
         lea rax, [rip + handler]
         mov [rsp], rax
-        mov qword ptr [rsp + 8], 0x04000000     # SA_RESTORER
+        mov qword ptr [rsp + 8], {flags:#x}
         lea rax, [rip + restorer]
         mov [rsp + 16], rax
         mov qword ptr [rsp + 24], 0
-        mov edi, 10
+        mov edi, {signo}
         mov rsi, rsp
         xor edx, edx
         mov r10d, 8
         mov eax, 13                             # rt_sigaction
         syscall
-        add rsp, 64
+        add rsp, 64"
+    )
+}
+
+/// A signal handler for SIGUSR1 (`handler`, returning through a restorer), then `body`.
+fn with_usr1_handler(handler: &str, body: &str) -> Vec<u8> {
+    let install = install_handler(10, 0x04000000); // SA_RESTORER
+    gas(&format!(
+        "
+        {install}
         {UNMASK}
         mov eax, 39
         syscall
@@ -277,22 +244,10 @@ fn with_usr1_handler(handler: &str, body: &str) -> Vec<u8> {
 /// A SIGSEGV handler that goes on at `cont`, a real fault at 0x77 it catches, then `then` (at
 /// `cont`): the tracer saw a kernel fault the guest survived.
 fn caught_fault_then(then: &str) -> Vec<u8> {
+    let install = install_handler(11, 0x04000004); // SA_RESTORER | SA_SIGINFO
     gas(&format!(
         "
-        sub rsp, 64
-        lea rax, [rip + handler]
-        mov [rsp], rax
-        mov qword ptr [rsp + 8], 0x04000004     # SA_RESTORER | SA_SIGINFO
-        lea rax, [rip + restorer]
-        mov [rsp + 16], rax
-        mov qword ptr [rsp + 24], 0
-        mov edi, 11
-        mov rsi, rsp
-        xor edx, edx
-        mov r10d, 8
-        mov eax, 13                             # rt_sigaction
-        syscall
-        add rsp, 64
+        {install}
         mov eax, 0x77
         mov qword ptr [rax], 1
     cont:
@@ -521,8 +476,8 @@ fn bytejail_run_with_sigchld_ignored_still_verifies() {
         let plain: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(ignored["outcome"], "crashed", "{ignored}");
         assert_eq!(
-            essence(&ignored),
-            essence(&plain),
+            common::report_essence(&ignored),
+            common::report_essence(&plain),
             "{ignored} against {plain}"
         );
         let report = run(&format!("--policy {allow_all} --hex {fault}"));

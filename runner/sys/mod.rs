@@ -395,37 +395,36 @@ impl SharedFile {
         }
     }
 
+    /// The u32 at a 4-aligned `offset`, as an atomic.
+    fn atomic_u32(&self, offset: usize) -> &std::sync::atomic::AtomicU32 {
+        assert!(offset % 4 == 0 && offset + 4 <= self.len());
+        // SAFETY: in range and aligned (checked above); the mapping is shared memory that
+        // others write only atomically or not at all, so an atomic view of it is sound.
+        unsafe {
+            &*self
+                .map
+                .as_ptr()
+                .add(offset)
+                .cast::<std::sync::atomic::AtomicU32>()
+        }
+    }
+
     /// Stores `value` at `offset` (4-byte aligned), atomically, waking no one: for a word
     /// nothing waits on yet.
     pub fn store_u32(&self, offset: usize, value: u32) {
-        assert!(offset % 4 == 0 && offset + 4 <= self.len());
-        // SAFETY: as in `store_u32_and_wake`.
-        unsafe {
-            let word = &*self
-                .map
-                .as_mut_ptr()
-                .add(offset)
-                .cast::<std::sync::atomic::AtomicU32>();
-            word.store(value, std::sync::atomic::Ordering::SeqCst);
-        }
+        self.atomic_u32(offset)
+            .store(value, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Stores `value` in the u32 at a 4-aligned `offset` and wakes every process waiting on
     /// it with `FUTEX_WAIT` (a shared futex: workers map the same file).
     pub fn store_u32_and_wake(&self, offset: usize, value: u32) {
-        assert!(offset % 4 == 0 && offset + 4 <= self.len());
-        // SAFETY: in range and aligned (checked above); the mapping is shared memory that
-        // others write only atomically or not at all, so an atomic view of it is sound.
+        self.store_u32(offset, value);
+        // SAFETY: FUTEX_WAKE on a word of this mapping; the kernel reads no memory for it.
         unsafe {
-            let word = &*self
-                .map
-                .as_mut_ptr()
-                .add(offset)
-                .cast::<std::sync::atomic::AtomicU32>();
-            word.store(value, std::sync::atomic::Ordering::SeqCst);
             libc::syscall(
                 libc::SYS_futex,
-                word.as_ptr(),
+                self.atomic_u32(offset).as_ptr(),
                 libc::FUTEX_WAKE,
                 i32::MAX,
                 0usize,

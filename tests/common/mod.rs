@@ -408,9 +408,15 @@ pub fn batch_through(mut command: Command, input: &str) -> BatchRun {
 /// `clone` of a thread (no stack of its own: neither side touches it) that runs `thread`
 /// while the leader runs `leader`.
 pub fn with_thread(thread: &str, leader: &str) -> Vec<u8> {
-    gas(&format!(
+    gas(&clone_source(0x10f00, thread, leader)) // CLONE_VM|FS|FILES|SIGHAND|THREAD
+}
+
+/// GNU as source: `clone(flags)` (no stack of its own: neither side touches it), then the
+/// child's code, then the parent's.
+pub fn clone_source(flags: u32, child: &str, parent: &str) -> String {
+    format!(
         "
-        mov edi, 0x10f00                        # CLONE_VM|FS|FILES|SIGHAND|THREAD
+        mov edi, {flags:#x}
         xor esi, esi
         xor edx, edx
         xor r10d, r10d
@@ -419,9 +425,45 @@ pub fn with_thread(thread: &str, leader: &str) -> Vec<u8> {
         syscall
         test rax, rax
         jnz 2f
-        {thread}
-    2:  {leader}"
-    ))
+        {child}
+    2:  {parent}"
+    )
+}
+
+/// What a report's JSON must agree on with another run of the same job: everything but
+/// timings and the addresses the ABI hands out (each arena has its own), with the first
+/// argument of a violating call (test guests set it) and whether the kernel vouched for the
+/// details.
+pub fn report_essence(report: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    let mut kept = serde_json::Map::new();
+    for key in [
+        "outcome",
+        "rax",
+        "exit_code",
+        "signal",
+        "output_hex",
+        "output_truncated",
+    ] {
+        if let Some(value) = report.get(key) {
+            kept.insert(key.into(), value.clone());
+        }
+    }
+    if let Some(fault) = report.get("fault") {
+        let mut fault = fault.clone();
+        // An address in the arena (the instruction of a trap, the stack) is this run's own.
+        if fault["address"].as_u64().is_some_and(|a| a >= 1 << 32) {
+            fault["address"] = Value::Null;
+        }
+        kept.insert("fault".into(), fault);
+    }
+    if let Some(syscall) = report.get("syscall") {
+        let mut syscall = syscall.clone();
+        let first = syscall["args"].get(0).cloned();
+        syscall["args"] = first.unwrap_or(Value::Null);
+        kept.insert("syscall".into(), syscall);
+    }
+    Value::Object(kept)
 }
 
 /// The guest finds its own record page (one page below the code's guard and the region), writes
