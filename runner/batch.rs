@@ -66,6 +66,14 @@ pub struct BatchConfig {
     pub fields: Option<ReportFields>,
     /// Whether each job thread keeps to a CPU of its own (`--pin`).
     pub pin: Pin,
+    /// With one job at a time: whether a reader thread reads the lines ahead while a job runs
+    /// (the default), or the job thread reads each line once the last job is done. Without
+    /// read-ahead there is no thread to start and no hand-off per line, and the job thread,
+    /// alone in the process, traces its fresh workers itself where it said so
+    /// ([`crate::trace_own_workers`]); but results are then written out only as the output's
+    /// buffer fills and at the end, and a read that waits holds back the results before it.
+    /// For input whose reads never wait: a regular file. More jobs always read ahead.
+    pub read_ahead: bool,
 }
 
 impl Default for BatchConfig {
@@ -86,7 +94,15 @@ impl BatchConfig {
             reuse: Reuse::None,
             fields: None,
             pin: Pin::Auto,
+            read_ahead: true,
         }
+    }
+
+    /// Sets [`BatchConfig::read_ahead`].
+    #[must_use]
+    pub fn with_read_ahead(mut self, read_ahead: bool) -> Self {
+        self.read_ahead = read_ahead;
+        self
     }
 
     /// Sets [`BatchConfig::defaults`].
@@ -1734,7 +1750,7 @@ impl<'o> Results<'o> {
 /// With more than one job, the job threads write to `out` and call `progress` themselves
 /// (one at a time): both must be `Send`.
 pub fn run_batch(
-    mut input: impl BufRead + Send,
+    input: impl BufRead + Send,
     out: &mut (dyn Write + Send),
     config: &BatchConfig,
     progress: &mut (dyn FnMut(&Summary) + Send),
@@ -1752,34 +1768,23 @@ pub fn run_batch(
         spare: SpareBuffers::default(),
         results: Results::new(out, progress, config.ordered),
     };
-    let max = max_line(&config.defaults);
     let cpus = pinned_cpus(config, jobs);
+    let mut lines = Lines::new(input, config);
 
     let read = std::thread::scope(|scope| -> Result<(), Error> {
         let crew = &crew;
         // The reader: this thread. It hands lines to job threads, starting one when none is
         // free.
         let read = (|| {
-            let mut seq = 0;
-            let mut buf = Vec::new();
-            let mut line_no = 0u64;
             let mut started = 0;
-            while let Some(line) = read_line(&mut input, max, &mut buf)
-                .map_err(|e| Error::io("reading the batch", e))?
-            {
-                line_no += 1;
+            while let Some(queued) = lines.next()? {
                 if crew.stop.load(Ordering::Relaxed) {
                     break;
                 }
-                let text = match line {
-                    Line::Text(text) if is_blank(&text) => continue,
-                    Line::Text(text) => text,
-                    Line::Refused(why) => {
-                        crew.give(Done::error(seq, &Value::Null, line_no, &why));
-                        seq += 1;
-                        continue;
-                    }
-                };
+                if let Queued::Refused(seq, line_no, why) = &queued {
+                    crew.give(Done::error(*seq, &Value::Null, *line_no, why));
+                    continue;
+                }
                 if crew.free.fetch_sub(1, Ordering::SeqCst) <= 0 && started < jobs {
                     let cpu = cpus.as_ref().map(|cpus| cpus[started]);
                     started += 1;
@@ -1789,10 +1794,9 @@ pub fn run_batch(
                         .spawn_scoped(scope, move || crew.job_thread(cpu))
                         .map_err(|e| Error::io("starting a batch thread", e))?;
                 }
-                if !crew.work.put(Queued::Line(seq, line_no, text)) {
+                if !crew.work.put(queued) {
                     break;
                 }
-                seq += 1;
             }
             Ok(())
         })();
@@ -1980,39 +1984,159 @@ impl LineQueue {
 /// Lines the reader may hold ahead of the runners (at least; `4 x --jobs` with more jobs).
 const QUEUE_LINES: usize = 64;
 
+/// A batch's lines as they are read, numbered (`seq` counts the lines that get a result,
+/// `line_no` every line of the input), blank lines left out.
+struct Lines<R> {
+    input: R,
+    buf: Vec<u8>,
+    max: usize,
+    seq: u64,
+    line_no: u64,
+}
+
+impl<R: BufRead> Lines<R> {
+    fn new(input: R, config: &BatchConfig) -> Lines<R> {
+        Lines {
+            input,
+            buf: Vec::new(),
+            max: max_line(&config.defaults),
+            seq: 0,
+            line_no: 0,
+        }
+    }
+
+    /// The next line that gets a result; `None` at the end of the input.
+    fn next(&mut self) -> Result<Option<Queued>, Error> {
+        while let Some(line) = read_line(&mut self.input, self.max, &mut self.buf)
+            .map_err(|e| Error::io("reading the batch", e))?
+        {
+            self.line_no += 1;
+            let queued = match line {
+                Line::Text(text) if is_blank(&text) => continue,
+                Line::Text(text) => Queued::Line(self.seq, self.line_no, text),
+                Line::Refused(why) => Queued::Refused(self.seq, self.line_no, why),
+            };
+            self.seq += 1;
+            return Ok(Some(queued));
+        }
+        Ok(None)
+    }
+}
+
+/// The calling thread running a batch's jobs one at a time and writing their results.
+struct OneAtATime<'a, 'o> {
+    config: &'a BatchConfig,
+    forks: Forks,
+    codes: Codes<'a>,
+    same: Option<Reused>,
+    /// The result buffer, written and reused job after job.
+    buf: Vec<u8>,
+    summary: Summary,
+    out: &'o mut dyn Write,
+}
+
+impl<'a, 'o> OneAtATime<'a, 'o> {
+    fn new(config: &'a BatchConfig, cache: &'a CodeCache, out: &'o mut dyn Write) -> Self {
+        OneAtATime {
+            config,
+            forks: Forks::default(),
+            codes: Codes::new(cache),
+            same: None,
+            buf: Vec::new(),
+            summary: Summary::default(),
+            out,
+        }
+    }
+
+    /// Runs a line's job and writes its result (not flushed).
+    fn run(&mut self, queued: Queued, progress: &mut dyn FnMut(&Summary)) -> Result<(), Error> {
+        let done = match queued {
+            Queued::Line(seq, line_no, text) => run_line(
+                self.config,
+                &mut self.codes,
+                (seq, line_no, text),
+                &mut self.forks,
+                &mut self.same,
+                std::mem::take(&mut self.buf),
+            ),
+            Queued::Refused(seq, line_no, why) => Done::error(seq, &Value::Null, line_no, &why),
+        };
+        self.summary.count(&done);
+        write_line(self.out, &done.text).map_err(write_failed)?;
+        if done.text.capacity() <= MAX_SPARE_BUFFER {
+            self.buf = done.text;
+        }
+        progress(&self.summary);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), Error> {
+        self.out.flush().map_err(write_failed)
+    }
+}
+
+fn write_failed(e: io::Error) -> Error {
+    Error::io("writing results", e)
+}
+
+/// Keeps the calling thread to one CPU of those [`pinned_cpus`] allows for one job thread (the
+/// one it runs on, if allowed): the CPU set it had, to be given back; `None` if not pinned.
+fn pin_job_thread(config: &BatchConfig) -> Option<Vec<usize>> {
+    pinned_cpus(config, 1).filter(|allowed| {
+        let cpu = crate::sys::current_cpu()
+            .filter(|cpu| allowed.contains(cpu))
+            .unwrap_or(allowed[0]);
+        crate::sys::set_thread_cpus(&[cpu]).is_ok()
+    })
+}
+
 /// [`run_batch`] with one job at a time: the jobs run on the calling thread, which writes
-/// their results itself, and a reader thread keeps it fed through a [`LineQueue`]. Results
-/// come as with more jobs (in input order, which is completion order here), flushed whenever
-/// no further line is queued, before waiting for one.
+/// their results itself. With [`BatchConfig::read_ahead`] a reader thread keeps it fed
+/// through a [`LineQueue`], and results are flushed whenever no further line is queued,
+/// before waiting for one; without, the calling thread reads each line once the last job is
+/// done, and results go out as the output's buffer fills and at the end. Results come as with
+/// more jobs (in input order, which is completion order here).
 fn run_batch_inline(
-    mut input: impl BufRead + Send,
+    input: impl BufRead + Send,
     out: &mut dyn Write,
     config: &BatchConfig,
     progress: &mut dyn FnMut(&Summary),
 ) -> Result<Summary, Error> {
+    let cache = CodeCache::default();
+    let mut lines = Lines::new(input, config);
+    if !config.read_ahead {
+        let pinned = pin_job_thread(config);
+        let mut jobs = OneAtATime::new(config, &cache, out);
+        let ran = (|| -> Result<(), Error> {
+            // A line that cannot be read ends the batch after the results of those before.
+            let read = loop {
+                match lines.next() {
+                    Ok(Some(queued)) => jobs.run(queued, progress)?,
+                    Ok(None) => break Ok(()),
+                    Err(e) => break Err(e),
+                }
+            };
+            jobs.flush()?;
+            read
+        })();
+        if let Some(allowed) = pinned {
+            let _ = crate::sys::set_thread_cpus(&allowed);
+        }
+        return ran.map(|()| jobs.summary);
+    }
     let queue = LineQueue::new(QUEUE_LINES);
     let queue = &queue;
-    let cache = CodeCache::default();
-    let max = max_line(&config.defaults);
-    let mut summary = Summary::default();
+    let mut jobs = OneAtATime::new(config, &cache, out);
     std::thread::scope(|scope| -> Result<(), Error> {
         let reader = scope.spawn(move || -> Result<(), Error> {
+            // This thread forks nothing and waits for no child: the job thread may trace its
+            // own workers beside it (see `trace_own_workers`).
+            let _quiet = crate::tracer::QuietThread::enter();
             let read = (|| {
-                let (mut seq, mut line_no) = (0u64, 0u64);
-                let mut buf = Vec::new();
-                while let Some(line) = read_line(&mut input, max, &mut buf)
-                    .map_err(|e| Error::io("reading the batch", e))?
-                {
-                    line_no += 1;
-                    let queued = match line {
-                        Line::Text(text) if is_blank(&text) => continue,
-                        Line::Text(text) => Queued::Line(seq, line_no, text),
-                        Line::Refused(why) => Queued::Refused(seq, line_no, why),
-                    };
+                while let Some(queued) = lines.next()? {
                     if !queue.put(queued) {
                         break;
                     }
-                    seq += 1;
                 }
                 Ok(())
             })();
@@ -2022,17 +2146,8 @@ fn run_batch_inline(
 
         // Pinned after the reader started (it inherits the CPU set of the thread that starts
         // it, and stays free); the caller's own set comes back at the end.
-        let pinned = pinned_cpus(config, 1).filter(|allowed| {
-            let cpu = crate::sys::current_cpu()
-                .filter(|cpu| allowed.contains(cpu))
-                .unwrap_or(allowed[0]);
-            crate::sys::set_thread_cpus(&[cpu]).is_ok()
-        });
-        let fail = |e| Error::io("writing results", e);
+        let pinned = pin_job_thread(config);
         let ran = (|| -> Result<(), Error> {
-            let (mut forks, mut codes, mut same) = (Forks::default(), Codes::new(&cache), None);
-            // The result buffer, written and reused job after job.
-            let mut buf = Vec::new();
             loop {
                 let queued = match queue.try_take() {
                     Take::Line(line) => line,
@@ -2040,34 +2155,16 @@ fn run_batch_inline(
                     Take::Empty => {
                         // Nothing more to answer now: what is written goes out before the
                         // wait, so that a client waiting for its answer gets it.
-                        out.flush().map_err(fail)?;
+                        jobs.flush()?;
                         match queue.take() {
                             Some(line) => line,
                             None => break,
                         }
                     }
                 };
-                let done = match queued {
-                    Queued::Line(seq, line_no, text) => run_line(
-                        config,
-                        &mut codes,
-                        (seq, line_no, text),
-                        &mut forks,
-                        &mut same,
-                        std::mem::take(&mut buf),
-                    ),
-                    Queued::Refused(seq, line_no, why) => {
-                        Done::error(seq, &Value::Null, line_no, &why)
-                    }
-                };
-                summary.count(&done);
-                write_line(out, &done.text).map_err(fail)?;
-                if done.text.capacity() <= MAX_SPARE_BUFFER {
-                    buf = done.text;
-                }
-                progress(&summary);
+                jobs.run(queued, progress)?;
             }
-            out.flush().map_err(fail)
+            jobs.flush()
         })();
         if let Some(allowed) = pinned {
             let _ = crate::sys::set_thread_cpus(&allowed);
@@ -2083,7 +2180,7 @@ fn run_batch_inline(
         });
         ran.and(read)
     })?;
-    Ok(summary)
+    Ok(jobs.summary)
 }
 
 /// A line and its end.
@@ -2122,9 +2219,14 @@ mod tests {
             reuse,
             fields: None,
             pin: Pin::Auto,
+            read_ahead: true,
         };
+        run_with(lines, &config)
+    }
+
+    fn run_with(lines: &str, config: &BatchConfig) -> (Vec<Value>, Summary) {
         let mut out = Vec::new();
-        let summary = run_batch(lines.as_bytes(), &mut out, &config, &mut |_| {}).unwrap();
+        let summary = run_batch(lines.as_bytes(), &mut out, config, &mut |_| {}).unwrap();
         let values = String::from_utf8(out)
             .unwrap()
             .lines()
@@ -2708,12 +2810,23 @@ mod tests {
         for reuse in [Reuse::None, Reuse::SameCode] {
             let (one, one_summary) = run_on(&lines, true, reuse, 1);
             let (three, three_summary) = run_on(&lines, true, reuse, 3);
+            // One job at a time, each line read by the job thread once the last job is done.
+            let unread = BatchConfig::for_jobs(1)
+                .with_reuse(reuse)
+                .with_read_ahead(false);
+            let (inline, inline_summary) = run_with(&lines, &unread);
             assert_eq!(one.len(), 152);
             assert_eq!(
                 one.iter().map(essence).collect::<Vec<_>>(),
                 three.iter().map(essence).collect::<Vec<_>>()
             );
+            assert_eq!(
+                inline.iter().map(essence).collect::<Vec<_>>(),
+                three.iter().map(essence).collect::<Vec<_>>()
+            );
             assert_eq!(one_summary.outcomes, three_summary.outcomes);
+            assert_eq!(inline_summary.outcomes, three_summary.outcomes);
+            assert_eq!(inline_summary.errors, 2);
             assert_eq!(one_summary.errors, 2);
             if reuse == Reuse::SameCode {
                 assert!(one_summary.workers < 150, "{one_summary:?}");

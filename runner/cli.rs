@@ -672,6 +672,12 @@ fn batch(args: BatchArgs) -> Result<Completion, Error> {
         }
     };
     let started = std::time::Instant::now();
+    if jobs == 1 {
+        // The jobs run on this thread: it traces its fresh workers itself, with no tracer
+        // process to start, while no other thread of the process lives but a batch's reader
+        // (which waits for no child): not the standard input's feed, nor a progress bar's.
+        bytejail::trace_own_workers();
+    }
     let stdin = (args.file.as_os_str() == "-").then(StdinFeed::start);
     // Not locked for the batch: with several jobs, the job threads write their results.
     let mut out = io::BufWriter::new(ResultsOut {
@@ -690,10 +696,14 @@ fn batch(args: BatchArgs) -> Result<Completion, Error> {
             path: args.file.clone(),
             source,
         })?;
+        // A regular file's reads never wait: its lines are read by the job thread itself,
+        // with no reader thread to start (a pipe's or a device's could wait for a client who
+        // waits for the results so far).
+        let regular = file.metadata().is_ok_and(|m| m.file_type().is_file());
         bytejail::batch::run_batch(
             io::BufReader::with_capacity(BATCH_READ, file),
             &mut out,
-            &config,
+            &config.clone().with_read_ahead(!regular),
             &mut progress,
         )
     };

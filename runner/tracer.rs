@@ -44,6 +44,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use crate::sys::raw;
@@ -420,6 +421,46 @@ pub fn trace_own_workers() {
     OWN.with(|own| own.set(true));
 }
 
+/// Threads of this process that block SIGCHLD and never wait for a child, counted while they
+/// say so (see [`QuietThread`]).
+static QUIET_THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// A thread of bytejail's own that blocks SIGCHLD and never waits for a child, for as long as
+/// this lives (a batch's reader thread): a thread that traces its own workers
+/// ([`trace_own_workers`]) may do so beside it. Such a thread can take no stop of the calling
+/// thread's workers (it waits for none) and no SIGCHLD (blocked there, it stays pending for
+/// the process until the tracing thread reads it from its signalfd).
+///
+/// Dropped before the thread ends: until the kernel has removed it, the process then counts
+/// one thread more than [`only_quiet_threads_beside`] allows, and workers go to a tracer
+/// process, as they do while it starts.
+pub(crate) struct QuietThread(std::marker::PhantomData<*const ()>);
+
+impl QuietThread {
+    /// Blocks SIGCHLD in the calling thread (for good) and counts it.
+    pub(crate) fn enter() -> QuietThread {
+        set_chld_blocked(true);
+        QUIET_THREADS.fetch_add(1, Ordering::SeqCst);
+        QuietThread(std::marker::PhantomData)
+    }
+}
+
+impl Drop for QuietThread {
+    fn drop(&mut self) {
+        QUIET_THREADS.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Whether every thread of this process but the calling one is a [`QuietThread`]: its count
+/// of threads (`/proc/self/stat`) is one more than theirs. A thread that starts or ends is
+/// counted by the kernel before it says it is quiet and after it stops saying so, so a
+/// mismatch errs towards a tracer process; and no thread can start during the caller's job
+/// but from the caller (busy with it) or a quiet thread (which starts none).
+fn only_quiet_threads_beside() -> bool {
+    let quiet = QUIET_THREADS.load(Ordering::SeqCst);
+    crate::sys::threads() == Some(1 + quiet)
+}
+
 /// From now on the calling thread, which keeps to `cpu` alone (a job thread of a batch with
 /// several), uses a tracer process of that CPU's (see [`tracer`]). Such tracers, one per CPU
 /// asked for, live as long as the process, as the shared one does.
@@ -494,7 +535,7 @@ fn tracer_pid() -> Option<libc::pid_t> {
 /// `own_child`: the calling thread forked the worker, for a one-job run whose job may start no
 /// task; the thread then traces it itself if it said so ([`trace_own_workers`]).
 pub(crate) fn seize(pid: libc::pid_t, init: bool, own_child: bool) -> io::Result<Trace> {
-    if own_child && OWN.with(|own| own.get()) && crate::sys::threads() == Some(1) {
+    if own_child && OWN.with(|own| own.get()) && only_quiet_threads_beside() {
         return seize_own(pid, init);
     }
     let tracer = tracer().ok_or_else(|| io::Error::other("no tracer process"))?;

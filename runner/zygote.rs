@@ -523,12 +523,18 @@ unsafe fn serve_one(boot: &Boot) {
     reply(boot.socket, answer);
 }
 
+/// The worker's name, kept beside the code the worker runs after the fork (see
+/// `worker::spawn`): read from `.rodata`, it would cost the worker a page fault of its own.
+#[link_section = ".text.hot.bytejail_worker"]
+static WORKER_NAME: [u8; 16] = *b"bytejail-worker\0";
+
 /// Forks the worker for `plan` with `CLONE_PARENT`, returning its pid or `-errno`.
 ///
 /// # Safety
 /// In the zygote, with `fds` (memfd, input read end, output write end, then the plan's control
 /// pipe ends) open.
 #[inline(never)]
+#[link_section = ".text.hot.bytejail_worker"]
 unsafe fn fork_worker(
     boot: &Boot,
     plan: &mut WorkerPlan,
@@ -589,7 +595,7 @@ unsafe fn fork_worker(
     }
     if pid == 0 {
         // In the worker. Named apart from the zygote, whose name it inherited.
-        let name = c"bytejail-worker".as_ptr() as usize;
+        let name = WORKER_NAME.as_ptr() as usize;
         // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes; then the
         // worker's setup on the patched plan, which never returns.
         unsafe {

@@ -199,11 +199,10 @@ fn children_while_running(args: &[&str], stdin: &str) -> Vec<String> {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    {
-        use std::io::Write;
-        let mut input = child.stdin.take().unwrap();
-        input.write_all(stdin.as_bytes()).unwrap();
-    }
+    // Left open while the job runs: a batch's thread that feeds it standard input then lives
+    // on, waiting for more.
+    let mut input = child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut input, stdin.as_bytes()).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut seen = Vec::new();
     while Instant::now() < deadline {
@@ -217,12 +216,13 @@ fn children_while_running(args: &[&str], stdin: &str) -> Vec<String> {
     }
     let _ = child.kill();
     let _ = child.wait();
+    drop(input);
     seen
 }
 
 /// `bytejail run` traces its one worker from its own thread: no tracer process beside the
-/// worker, and the report's details still verified. The twin: `bytejail batch`, whose job
-/// threads share tracer processes, has one.
+/// worker, and the report's details still verified. The twin: `bytejail batch` on a standard
+/// input left open, whose thread feeding it lives beside the job thread, has one.
 #[test]
 fn bytejail_run_starts_no_tracer_process() {
     let seen = children_while_running(&["run", "--timeout", "2s", "--hex", "ebfe"], "");
@@ -251,6 +251,71 @@ fn bytejail_run_starts_no_tracer_process() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["outcome"], "crashed", "{report}");
     assert_eq!(report["fault"]["verified"], true, "{report}");
+}
+
+/// `bytejail batch --jobs 1` reading a named pipe that stays open: while its first job runs,
+/// the batch's reader thread is still alive, waiting for more lines. That thread blocks SIGCHLD
+/// and waits for no child, so the job thread traces its fresh worker itself: no tracer process,
+/// and the worker's fault still verified. The twin: the same line on standard input, where the
+/// CLI's thread that feeds it (not such a thread) is alive too: a tracer process.
+#[test]
+fn a_batch_beside_its_reader_thread_traces_its_first_worker_itself() {
+    let dir = std::env::temp_dir().join(format!("bytejail-own-fifo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("jobs");
+    let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0, "mkfifo");
+    let through_fifo = |line: &str, watch: bool| -> (Vec<String>, String) {
+        let child = Command::new(env!("CARGO_BIN_EXE_bytejail"))
+            .args(["batch", "--jobs", "1", "-q"])
+            .arg(&fifo)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Opening blocks until bytejail opens its end; kept open while the job runs.
+        let mut writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+        std::io::Write::write_all(&mut writer, line.as_bytes()).unwrap();
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while watch && Instant::now() < deadline {
+            seen = children(child.id());
+            if seen.iter().any(|name| name != "bytejail-tracer") {
+                std::thread::sleep(Duration::from_millis(50));
+                seen = children(child.id());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop(writer);
+        let out = child.wait_with_output().unwrap();
+        (seen, String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let spin = "{\"id\":1,\"code_hex\":\"ebfe\",\"timeout_ms\":1000}\n";
+    let (seen, _) = through_fifo(spin, true);
+    assert_eq!(
+        seen,
+        ["bytejail"],
+        "bytejail batch's children: its worker alone"
+    );
+    let crash = format!(
+        "{{\"id\":1,\"code_hex\":\"{}\"}}\n",
+        hex(&gas("xor eax, eax\nmov rax, [rax]\nret"))
+    );
+    let (_, out) = through_fifo(&crash, false);
+    let result: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(result["outcome"], "crashed", "{result}");
+    assert_eq!(result["fault"]["verified"], true, "{result}");
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let seen = children_while_running(&["batch", "--jobs", "1"], spin);
+    assert!(
+        seen.iter().any(|name| name == "bytejail-tracer"),
+        "bytejail batch on standard input: {seen:?}"
+    );
 }
 
 /// A guest under a profile that sends itself an ignored signal in a loop: traced, each one is a

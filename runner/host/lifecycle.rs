@@ -31,7 +31,7 @@ use crate::error::Error;
 use crate::policy::Policy;
 use crate::report::{Outcome, Report};
 use crate::sys;
-use crate::worker::{self, layout::*, protocol, FixedMap, Protect, WorkerPlan, PROTECTS};
+use crate::worker::{self, layout::*, protocol, FixedMap, Protect, Walls, WorkerPlan, PROTECTS};
 use crate::zygote::Zygote;
 
 use super::classify::{classify, job_denies, setup_error, Evidence, WaitStatus};
@@ -162,15 +162,9 @@ impl Spawned {
             && control.iter().all(Option::is_none)
             && options.limits.max_procs == 1;
         debug_assert!(arena.mapped_here(), "spawning into another process's arena");
-        let walls = walls(options)?;
         let cgroup = job_cgroup(options)?;
-        let cgroup_procs = match &cgroup {
-            Some(cgroup) => cgroup
-                .procs_paths()
-                .map_err(|e| Error::io("making the job's cgroups", e))?,
-            None => [[0; crate::cgroup::PROCS_PATH_MAX]; crate::cgroup::PROCS_SLOTS],
-        };
-        let plan = WorkerPlan {
+        // Built in place: see `walls`.
+        let mut plan = WorkerPlan {
             host_pid: arena.owner_pid(),
             input_fd,
             output_fd: output_w.as_raw_fd(),
@@ -183,14 +177,20 @@ impl Spawned {
             scrub: options.scrub,
             filter_mode: options.policy != Policy::Strict,
             cap_last: cap_last(),
-            walls,
+            walls: Walls::NONE,
             rlimits: [
                 (libc::RLIMIT_FSIZE, options.limits.max_file_size),
                 (libc::RLIMIT_NOFILE, options.limits.max_open_files),
             ],
-            cgroup_procs,
+            cgroup_procs: [[0; crate::cgroup::PROCS_PATH_MAX]; crate::cgroup::PROCS_SLOTS],
             traced: options.trace,
         };
+        walls(options, &mut plan.walls)?;
+        if let Some(cgroup) = &cgroup {
+            plan.cgroup_procs = cgroup
+                .procs_paths()
+                .map_err(|e| Error::io("making the job's cgroups", e))?;
+        }
         // A traced worker waits at its gate until its tracer holds it.
         arena.preset_trace_gate(if options.trace { 0 } else { GATE_UNTRACED });
         let (pid, pidfd) = via.fork(&plan, arena.fd(), control)?;

@@ -102,12 +102,11 @@ const USER_NAMESPACE_FLAGS: usize =
 /// namespaces (where this process can make them), the shared empty network namespace, and a
 /// Landlock domain that grants no file, no TCP port, and no signal or abstract socket beyond
 /// itself.
-pub(crate) fn walls(options: &RunOptions) -> Result<Walls, Error> {
-    let mut walls = Walls {
-        host_pidfd: -1,
-        netns_fd: -1,
-        ..Walls::default()
-    };
+///
+/// Written in place into `walls` (a worker's plan's, [`Walls::NONE`] so far), not returned:
+/// a strict job's host then has no copy of the 2 KiB of grants in its frames, whose pages it
+/// writes on every job (see [`profile_walls`]).
+pub(crate) fn walls(options: &RunOptions, walls: &mut Walls) -> Result<(), Error> {
     if arena_reusable(&options.policy) {
         if !options.allow_read.is_empty() || !options.allow_write.is_empty() {
             return Err(Error::Input(InputError::Invalid(
@@ -116,8 +115,16 @@ pub(crate) fn walls(options: &RunOptions) -> Result<Walls, Error> {
                     .into(),
             )));
         }
-        return Ok(walls);
+        return Ok(());
     }
+    profile_walls(options, walls)
+}
+
+/// [`walls`] under a profile. A function of its own: its frame (the grants, built then
+/// copied) is about 7 KiB, and a strict job's host would otherwise write those pages of its
+/// stack on every job, each a page fault after the last job's fork write-protected it.
+#[inline(never)]
+fn profile_walls(options: &RunOptions, walls: &mut Walls) -> Result<(), Error> {
     if let Some(flags) = namespace_flags() {
         walls.clone_flags = flags;
         walls.host_pidfd =
@@ -141,7 +148,7 @@ pub(crate) fn walls(options: &RunOptions) -> Result<Walls, Error> {
     }
     walls.landlock = landlock_masks(sys::landlock_abi());
     walls.grants = grants(options, walls.landlock[0])?;
-    Ok(walls)
+    Ok(())
 }
 
 /// The paths `options` grants the guest, checked (see [`crate::bounds::check_grants`]), with

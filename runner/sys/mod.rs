@@ -38,6 +38,7 @@ pub enum Forked {
 /// In the child only async-signal-safe code may run (raw syscalls, no allocation, no locks),
 /// and it must never return past the caller's frame: it must end in [`raw::exit`] or the guest.
 #[inline(never)]
+#[link_section = ".text.hot.bytejail_worker"]
 pub unsafe fn clone_with_pidfd(extra: usize) -> io::Result<Forked> {
     let mut pidfd: libc::c_int = -1;
     let flags = libc::CLONE_PIDFD as usize | extra;

@@ -29,6 +29,8 @@ use stages::{SetupError, StageResult};
 /// Forks a worker that runs `plan`, returning its pid and pidfd in the host.
 ///
 /// The arena behind `plan` must stay alive and untouched until the worker is reaped.
+#[inline(never)]
+#[link_section = ".text.hot.bytejail_worker"]
 pub(crate) fn spawn(plan: &WorkerPlan) -> std::io::Result<(libc::pid_t, std::os::fd::OwnedFd)> {
     // SAFETY: the child runs only `worker_entry`, which issues raw syscalls on `plan` (plain
     // data on this stack) and the arena's descriptor, and never returns.
@@ -42,12 +44,14 @@ pub(crate) fn spawn(plan: &WorkerPlan) -> std::io::Result<(libc::pid_t, std::os:
 ///
 /// # Safety
 /// As for [`worker_main`]: only in a freshly forked child, with `plan`'s descriptors open here.
+#[link_section = ".text.hot.bytejail_worker"]
 pub(crate) unsafe fn enter(plan: &WorkerPlan) -> ! {
     worker_entry(plan)
 }
 
 /// The child's entry. `extern "C"` so that a panic (there is none to raise) would abort
 /// instead of unwinding into a copy of the host's stack.
+#[link_section = ".text.hot.bytejail_worker"]
 extern "C" fn worker_entry(plan: &WorkerPlan) -> ! {
     // SAFETY: called only in the child of `clone_with_pidfd`, with the arena prepared.
     unsafe { worker_main(plan) }
@@ -67,6 +71,7 @@ extern "C" fn worker_entry(plan: &WorkerPlan) -> ! {
 /// # Safety
 /// Call only in the child of [`crate::sys::clone_with_pidfd`], with `plan` describing an
 /// arena the host prepared (blob copied, context written) whose window is free here.
+#[link_section = ".text.hot.bytejail_worker"]
 unsafe fn worker_main(plan: &WorkerPlan) -> ! {
     let fail = |data: Option<usize>, error: SetupError| -> ! {
         // SAFETY: `data` is given only once the data page is mapped.
@@ -98,6 +103,7 @@ unsafe fn worker_main(plan: &WorkerPlan) -> ! {
 ///
 /// # Safety
 /// As for [`worker_main`].
+#[link_section = ".text.hot.bytejail_worker"]
 unsafe fn before_mapping(plan: &WorkerPlan) -> StageResult {
     let walls = &plan.walls;
     // SAFETY: the caller's contract is the stages' own.
@@ -117,6 +123,7 @@ unsafe fn before_mapping(plan: &WorkerPlan) -> StageResult {
 ///
 /// # Safety
 /// As for [`worker_main`]; `data` is the mapped data page and `rest` the other mappings.
+#[link_section = ".text.hot.bytejail_worker"]
 unsafe fn after_mapping(
     plan: &WorkerPlan,
     rest: &[protocol::FixedMap],

@@ -653,6 +653,21 @@ impl Default for Grant {
 }
 
 impl Walls {
+    /// No walls: what a worker under strict mode or `strict-bpf` gets.
+    pub(crate) const NONE: Walls = Walls {
+        clone_flags: 0,
+        host_pidfd: -1,
+        netns_fd: -1,
+        landlock: [0; 3],
+        id_maps: [[0; 32]; 2],
+        grants: [Grant {
+            path: [0; GRANT_PATH],
+            dir: false,
+            write: false,
+            access: 0,
+        }; MAX_GRANTS],
+    };
+
     pub(crate) fn pid_namespace(&self) -> bool {
         self.clone_flags & libc::CLONE_NEWPID as usize != 0
     }

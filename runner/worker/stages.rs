@@ -49,6 +49,7 @@ fn check(stage: Stage, ret: isize) -> StageResult<isize> {
 ///
 /// # Safety
 /// Only in a freshly forked child (this whole module's contract).
+#[link_section = ".text.hot.bytejail_worker"]
 pub(crate) unsafe fn pdeathsig() -> StageResult {
     let pdeathsig = libc::PR_SET_PDEATHSIG as usize;
     // SAFETY: integer arguments.
@@ -62,6 +63,7 @@ pub(crate) unsafe fn pdeathsig() -> StageResult {
 ///
 /// # Safety
 /// As for [`pdeathsig`].
+#[link_section = ".text.hot.bytejail_worker"]
 pub(crate) unsafe fn exit_if_orphaned(host_pid: libc::pid_t, host_pidfd: Option<i32>) {
     // SAFETY: ppoll on a local pollfd with a static zero timeout; getppid.
     unsafe {
@@ -89,6 +91,7 @@ pub(crate) unsafe fn exit_if_orphaned(host_pid: libc::pid_t, host_pidfd: Option<
 ///
 /// # Safety
 /// As for [`pdeathsig`].
+#[link_section = ".text.hot.bytejail_worker"]
 pub(crate) unsafe fn map_user_ids(walls: &Walls) -> StageResult {
     let fail = |ret| check(Stage::Userns, ret);
     // SAFETY: prctl with integers; open/write/close on static C strings and the plan's
@@ -139,6 +142,7 @@ pub(crate) const fn all_but_faults() -> u64 {
 ///
 /// # Safety
 /// As for [`pdeathsig`].
+#[link_section = ".text.hot.bytejail_worker"]
 pub(crate) unsafe fn block_signals(mask: u64) -> StageResult {
     let set = &mask as *const u64 as usize;
     let how = libc::SIG_SETMASK as usize;
@@ -152,6 +156,7 @@ pub(crate) unsafe fn block_signals(mask: u64) -> StageResult {
 ///
 /// # Safety
 /// As for [`pdeathsig`].
+#[link_section = ".text.hot.bytejail_worker"]
 pub(crate) unsafe fn join_cgroups(procs: &[[u8; PROCS_PATH_MAX]]) -> StageResult {
     let fail = |ret| check(Stage::Cgroup, ret);
     for procs in procs.iter().filter(|p| p[0] != 0) {
@@ -174,6 +179,7 @@ pub(crate) unsafe fn join_cgroups(procs: &[[u8; PROCS_PATH_MAX]]) -> StageResult
 ///
 /// # Safety
 /// As for [`pdeathsig`]; the addresses lie in the arena's window, free in this process.
+#[link_section = ".text.hot.bytejail_worker"]
 pub(crate) unsafe fn map(maps: &[FixedMap]) -> StageResult {
     for m in maps {
         let flags = libc::MAP_FIXED_NOREPLACE
@@ -207,6 +213,7 @@ pub(crate) unsafe fn map(maps: &[FixedMap]) -> StageResult {
 ///
 /// # Safety
 /// As for [`map`]; the ranges are the worker's own mappings.
+#[link_section = ".text.hot.bytejail_worker"]
 pub(crate) unsafe fn protect(protects: &[Protect]) -> StageResult {
     for p in protects.iter().filter(|p| p.len != 0) {
         // SAFETY: changes the protection of a range this stage's caller mapped.
@@ -221,6 +228,7 @@ pub(crate) unsafe fn protect(protects: &[Protect]) -> StageResult {
 ///
 /// # Safety
 /// As for [`pdeathsig`]; `data` is the mapped data page.
+#[link_section = ".text.hot.bytejail_worker"]
 pub(crate) unsafe fn wait_for_tracer(data: usize) -> bool {
     let gate = data + super::protocol::layout::CTX_TRACE_GATE;
     // SAFETY: the gate is an aligned u32 in the mapped, shared data page; FUTEX_WAIT reads it.
@@ -244,6 +252,7 @@ pub(crate) unsafe fn wait_for_tracer(data: usize) -> bool {
 ///
 /// # Safety
 /// As for [`pdeathsig`], in a mount namespace of the worker's own, before capabilities drop.
+#[link_section = ".text.hot.bytejail_worker"]
 pub(crate) unsafe fn empty_root(grants: &[Grant; MAX_GRANTS]) -> StageResult {
     const OPEN_TREE_CLONE: usize = 1;
     const MOVE_MOUNT_F_EMPTY_PATH: usize = 4;
@@ -380,6 +389,7 @@ pub(crate) unsafe fn empty_root(grants: &[Grant; MAX_GRANTS]) -> StageResult {
 ///
 /// # Safety
 /// As for [`pdeathsig`].
+#[link_section = ".text.hot.bytejail_worker"]
 pub(crate) unsafe fn join_netns(netns: i32) -> StageResult {
     let kind = libc::CLONE_NEWNET as usize;
     // SAFETY: integer arguments.
@@ -394,6 +404,7 @@ pub(crate) unsafe fn join_netns(netns: i32) -> StageResult {
 ///
 /// # Safety
 /// As for [`pdeathsig`]; the descriptors are this process's.
+#[link_section = ".text.hot.bytejail_worker"]
 pub(crate) unsafe fn move_fds(input: i32, output: i32, control_fds: [i32; 2]) -> StageResult {
     let fail = |ret| check(Stage::Fds, ret);
     let dup = libc::F_DUPFD as usize;
@@ -444,6 +455,7 @@ pub(crate) unsafe fn move_fds(input: i32, output: i32, control_fds: [i32; 2]) ->
 ///
 /// # Safety
 /// As for [`pdeathsig`]; nothing of this process uses the descriptors any more.
+#[link_section = ".text.hot.bytejail_worker"]
 pub(crate) unsafe fn close_range(first: usize, last: usize) -> StageResult {
     // SAFETY: integer arguments; the caller no longer uses the descriptors.
     let ret = unsafe { raw::syscall3(libc::SYS_close_range, first, last, 0) };
@@ -455,6 +467,7 @@ pub(crate) unsafe fn close_range(first: usize, last: usize) -> StageResult {
 ///
 /// # Safety
 /// As for [`pdeathsig`].
+#[link_section = ".text.hot.bytejail_worker"]
 pub(crate) unsafe fn own_process_group() {
     // SAFETY: integer arguments.
     unsafe { raw::syscall3(libc::SYS_setpgid, 0, 0, 0) };
@@ -465,6 +478,7 @@ pub(crate) unsafe fn own_process_group() {
 ///
 /// # Safety
 /// As for [`pdeathsig`].
+#[link_section = ".text.hot.bytejail_worker"]
 pub(crate) unsafe fn no_core_dump() -> StageResult {
     let no_core = libc::rlimit {
         rlim_cur: 0,
@@ -492,6 +506,7 @@ pub(crate) unsafe fn no_core_dump() -> StageResult {
 ///
 /// # Safety
 /// As for [`pdeathsig`].
+#[link_section = ".text.hot.bytejail_worker"]
 pub(crate) unsafe fn limits(cpu_secs: u64, rlimits: &[(u32, u64)]) -> StageResult {
     let cpu = (libc::RLIMIT_CPU, cpu_secs);
     for &(resource, value) in core::iter::once(&cpu).chain(rlimits) {
@@ -511,6 +526,7 @@ pub(crate) unsafe fn limits(cpu_secs: u64, rlimits: &[(u32, u64)]) -> StageResul
 ///
 /// # Safety
 /// As for [`pdeathsig`]; the range is mapped read+write for as long as handlers may run.
+#[link_section = ".text.hot.bytejail_worker"]
 pub(crate) unsafe fn altstack(sp: usize, size: usize) -> StageResult {
     let stack = StackT { sp, flags: 0, size };
     let stack = &stack as *const StackT as usize;
@@ -527,6 +543,7 @@ pub(crate) unsafe fn altstack(sp: usize, size: usize) -> StageResult {
 ///
 /// # Safety
 /// As for [`pdeathsig`]; `handler` and `restorer` are the blob's entry points, mapped.
+#[link_section = ".text.hot.bytejail_worker"]
 pub(crate) unsafe fn fault_handlers(
     handler: usize,
     restorer: usize,
@@ -544,17 +561,19 @@ pub(crate) unsafe fn fault_handlers(
         // Block everything while the handler runs.
         mask: !0u64,
     };
+    // Both actions and the signals are built here or kept beside this code, never read from
+    // `.rodata`: a page of it the worker touches only here would cost a page fault of its own.
     let action = if traced {
-        &KernelSigaction::DEFAULT
+        KernelSigaction::DEFAULT
     } else {
-        &action
+        action
     };
     let handled = if filter_mode || traced {
-        &FAULT_SIGNALS[..]
+        &SIGNALS[..]
     } else {
-        &FAULT_SIGNALS[..FAULT_SIGNALS.len() - 1]
+        &SIGNALS[..SIGNALS.len() - 1]
     };
-    let act = action as *const KernelSigaction as usize;
+    let act = &action as *const KernelSigaction as usize;
     for &sig in handled {
         // SAFETY: a pointer to a local kernel sigaction, sigset size 8.
         let ret = unsafe { raw::syscall6(libc::SYS_rt_sigaction, sig as usize, act, 0, 8, 0, 0) };
@@ -563,11 +582,16 @@ pub(crate) unsafe fn fault_handlers(
     Ok(())
 }
 
+/// [`FAULT_SIGNALS`], in the section of the post-fork code (see [`fault_handlers`]).
+#[link_section = ".text.hot.bytejail_worker"]
+static SIGNALS: [i32; FAULT_SIGNALS.len()] = FAULT_SIGNALS;
+
 /// Unregisters the inherited rseq area: the kernel writes it (in the host's memory) at every
 /// preemption; with that memory gone it would kill the guest with SIGSEGV.
 ///
 /// # Safety
 /// As for [`pdeathsig`]; `rseq` is this thread's registration, inherited from the forking one.
+#[link_section = ".text.hot.bytejail_worker"]
 pub(crate) unsafe fn unregister_rseq(rseq: &RseqRegistration) -> StageResult {
     let mut ret = 0;
     for len in rseq.lengths {
@@ -588,6 +612,7 @@ pub(crate) unsafe fn unregister_rseq(rseq: &RseqRegistration) -> StageResult {
 ///
 /// # Safety
 /// As for [`pdeathsig`].
+#[link_section = ".text.hot.bytejail_worker"]
 pub(crate) unsafe fn drop_privileges(cap_last: u32) -> StageResult {
     let fail = |ret| check(Stage::Privileges, ret);
     // SAFETY: raw syscalls with integer arguments or pointers to locals.
@@ -617,6 +642,7 @@ pub(crate) unsafe fn drop_privileges(cap_last: u32) -> StageResult {
 ///
 /// # Safety
 /// As for [`pdeathsig`].
+#[link_section = ".text.hot.bytejail_worker"]
 pub(crate) unsafe fn landlock(walls: &Walls) -> StageResult {
     const LANDLOCK_RULE_PATH_BENEATH: usize = 1;
     let fail = |ret| check(Stage::Landlock, ret);
@@ -666,6 +692,7 @@ pub(crate) unsafe fn landlock(walls: &Walls) -> StageResult {
 /// # Safety
 /// As for [`pdeathsig`]; `data` is the address of the mapped data page, or `None` before it
 /// is mapped.
+#[link_section = ".text.hot.bytejail_worker"]
 pub(crate) unsafe fn setup_failed(data: Option<usize>, error: SetupError) -> ! {
     // SAFETY: the data page is mapped read+write when `data` is given (caller's contract);
     // the syscalls take pointers to locals.
