@@ -415,6 +415,7 @@ fn phases_in_child(
                 let mut lines = Vec::new();
                 let mut told = |line: &str| lines.push(line.to_string());
                 for phase in phases {
+                    let budget = budget * phase.percent() / 100;
                     phase.measure(budget, pinned_cpu, &mut child, &mut child_notes, &mut told);
                 }
                 PhaseResults::new(&child, child_notes, lines)
@@ -641,8 +642,8 @@ pub fn measure(quick: bool, progress: &mut dyn FnMut(&str)) -> BenchReport {
     let mut notes = Vec::new();
     let phases = Phase::ALL;
     let cycles = if quick { 1 } else { CYCLES };
-    let phase_budget = budget * PHASE_PERCENT / 100;
-    let main_budget = budget.saturating_sub(phase_budget * phases.len() as u32);
+    let phase_percent: u32 = phases.iter().map(|phase| phase.percent()).sum();
+    let main_budget = budget.saturating_sub(budget * phase_percent / 100);
 
     let fixtures = Fixtures::prepare(pair, &mut notes, progress);
     let mut tallies = Tallies::default();
@@ -659,7 +660,7 @@ pub fn measure(quick: bool, progress: &mut dyn FnMut(&str)) -> BenchReport {
             progress,
         );
         tallies.add(table);
-        let budget = phase_budget / cycles;
+        let budget = budget / cycles;
         phases_in_child(
             &phases,
             budget,
@@ -708,9 +709,6 @@ pub fn measure(quick: bool, progress: &mut dyn FnMut(&str)) -> BenchReport {
     }
 }
 
-/// Percent of the budget each [`Phase`] gets; the main table gets the rest.
-const PHASE_PERCENT: u32 = 15;
-
 /// Rows measured apart from the main table, because what they keep alive would disturb the
 /// other rows: a [`Pool`]'s refill thread, even idle and on the same CPU, makes every glibc
 /// fork of the process about 40% slower here (`fork_exit_wait` 102 -> 143-149 us,
@@ -735,13 +733,37 @@ enum Phase {
     Pool,
     /// `run_zygote`: fresh workers forked by a [`Zygote`], one per job.
     Zygote,
-    /// The traced `run_*` rows of [`run_modes`]: a traced run starts the tracer's thread,
-    /// which must not exist where the floors are measured (see [`phases_in_child`]).
+    /// The traced `run_*` rows of [`run_modes`] under strict mode and `strict-bpf`: a traced
+    /// run starts the tracer's thread, which must not exist where the floors are measured (see
+    /// [`phases_in_child`]).
     Traced,
+    /// The traced `run_*` rows under profiles, apart from the strict ones: a profile job's
+    /// worker has a cgroup, namespaces and a Landlock domain, which the kernel tears down
+    /// after the job, in workqueues on the same CPU. Measured beside the strict rows, that
+    /// work fell on their samples: a strict job run right after a Docker-profile job took
+    /// 133-135 µs here against 67-71 µs after another strict job (`perf` showed the CPU in
+    /// the cgroup workqueue's `kworker`), and `run_fresh`'s median came out about 20 µs
+    /// above what a loop of `bytejail::run` measures.
+    TracedProfiles,
 }
 
 impl Phase {
-    const ALL: [Phase; 3] = [Phase::Pool, Phase::Zygote, Phase::Traced];
+    const ALL: [Phase; 4] = [
+        Phase::Pool,
+        Phase::Zygote,
+        Phase::Traced,
+        Phase::TracedProfiles,
+    ];
+
+    /// Percent of the budget the phase gets; the main table gets the rest.
+    fn percent(self) -> u32 {
+        match self {
+            Phase::Pool | Phase::Zygote => 15,
+            // The traced rows had 15% together before they were split.
+            Phase::Traced => 8,
+            Phase::TracedProfiles => 7,
+        }
+    }
 
     /// Starts the phase's fixture, measures its rows for `budget` into `tallies`, stops it.
     fn measure(
@@ -776,8 +798,14 @@ impl Phase {
                 let table = measure_phase(table, "zygote", budget, pinned_cpu, notes, progress);
                 tallies.add(table);
             }
-            Phase::Traced => {
-                let runs: Vec<_> = run_modes().into_iter().filter(|(_, o)| o.trace).collect();
+            Phase::Traced | Phase::TracedProfiles => {
+                let profiles = self == Phase::TracedProfiles;
+                let runs: Vec<_> = run_modes()
+                    .into_iter()
+                    .filter(|(_, o)| {
+                        o.trace && matches!(o.policy, Policy::Profile { .. }) == profiles
+                    })
+                    .collect();
                 let table = runs
                     .iter()
                     .map(|(name, options)| {
@@ -788,7 +816,12 @@ impl Phase {
                         Measurement::new(name, floor, move || time(|| run_returns_42(options)))
                     })
                     .collect();
-                let table = measure_phase(table, "traced", budget, pinned_cpu, notes, progress);
+                let name = if profiles {
+                    "traced profiles"
+                } else {
+                    "traced"
+                };
+                let table = measure_phase(table, name, budget, pinned_cpu, notes, progress);
                 tallies.add(table);
             }
         }
