@@ -489,11 +489,12 @@ impl PhaseResults {
     /// the child should not have sent is dropped) and the notes to `notes`.
     fn merge_into(self, tallies: &mut Tallies, notes: &mut Vec<String>) {
         let table = self.rows.into_iter().filter_map(|row| {
-            let &(name, floor) = PHASE_ROWS.iter().find(|(name, _)| *name == row.name)?;
+            let &(name, floor, second_floor) =
+                PHASE_ROWS.iter().find(|(name, ..)| *name == row.name)?;
             Some(Tally {
                 name,
                 floor,
-                second_floor: None,
+                second_floor,
                 placement: Placement::OneCpu,
                 samples: row.samples,
                 failed: row.failed,
@@ -506,14 +507,19 @@ impl PhaseResults {
     }
 }
 
-/// The rows the phases measure, with their floors.
-const PHASE_ROWS: [(&str, Option<&str>); 6] = [
-    ("run_pool", Some("floor_pipe_rtt")),
-    ("run_zygote", Some("floor_fork_pipe_strict")),
-    ("run_fresh", Some("floor_fork_pipe_strict")),
-    ("run_strict_bpf", Some("floor_fork_pipe_strict")),
-    ("run_profile_256", Some("floor_fork_pipe_strict")),
-    ("run_profile_docker", Some("floor_fork_pipe_strict")),
+/// The rows the phases measure, with their floors (and a second floor to be read against).
+const PHASE_ROWS: [(&str, Option<&str>, Option<&str>); 6] = [
+    // A pooled job is also a parked process's first run (`floor_parked_first_rtt`).
+    (
+        "run_pool",
+        Some("floor_pipe_rtt"),
+        Some("floor_parked_first_rtt"),
+    ),
+    ("run_zygote", Some("floor_fork_pipe_strict"), None),
+    ("run_fresh", Some("floor_fork_pipe_strict"), None),
+    ("run_strict_bpf", Some("floor_fork_pipe_strict"), None),
+    ("run_profile_256", Some("floor_fork_pipe_strict"), None),
+    ("run_profile_docker", Some("floor_fork_pipe_strict"), None),
 ];
 
 /// Cycles of a full run: the main table's rounds, then each [`Phase`], this many times over,
@@ -779,8 +785,10 @@ impl Phase {
                 let Some(pool) = kept("run_pool", PoolLatency::start(), notes, progress) else {
                     return;
                 };
-                let (name, floor) = PHASE_ROWS[0];
-                let table = vec![Measurement::new(name, floor, || pool.job())];
+                let (name, floor, _) = PHASE_ROWS[0];
+                let table = vec![
+                    Measurement::new(name, floor, || pool.job()).also("floor_parked_first_rtt")
+                ];
                 let table = measure_phase(table, "pool", budget, pinned_cpu, notes, progress);
                 tallies.add(table);
                 tallies.pool_jobs += pool.jobs();
@@ -791,7 +799,7 @@ impl Phase {
                 let Some(zygote) = kept("run_zygote", started, notes, progress) else {
                     return;
                 };
-                let (name, floor) = PHASE_ROWS[1];
+                let (name, floor, _) = PHASE_ROWS[1];
                 let table = vec![Measurement::new(name, floor, || {
                     time(|| zygote_returns_42(&zygote))
                 })];
@@ -811,8 +819,8 @@ impl Phase {
                     .map(|(name, options)| {
                         let floor = PHASE_ROWS
                             .iter()
-                            .find(|(row, _)| row == name)
-                            .and_then(|(_, floor)| *floor);
+                            .find(|(row, ..)| row == name)
+                            .and_then(|(_, floor, _)| *floor);
                         Measurement::new(name, floor, move || time(|| run_returns_42(options)))
                     })
                     .collect();
@@ -1181,6 +1189,11 @@ impl Fixtures {
                 time(|| parked.round_trip())
             }));
         }
+        table.push(Measurement::new("floor_parked_first_rtt", None, || {
+            let parked = ParkedWorker::start()?;
+            parked.wait_until_parked()?;
+            time(|| parked.round_trip())
+        }));
         table.push(Measurement::new("fork_exit_wait", None, || {
             time(fork_exit_wait)
         }));
@@ -2107,6 +2120,27 @@ impl ParkedWorker {
             to_worker: Some(to_worker),
             from_worker,
         })
+    }
+
+    /// Sleeps until the worker is blocked reading its first byte (`/proc/PID/stat` says `S`:
+    /// strict mode and that read are all it does), at most a second.
+    pub fn wait_until_parked(&self) -> io::Result<()> {
+        let stat = format!("/proc/{}/stat", self.pid);
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            let text = fs::read_to_string(&stat)?;
+            // The state is the field after the command's closing parenthesis.
+            let state = text
+                .rsplit_once(") ")
+                .and_then(|(_, rest)| rest.chars().next());
+            if state == Some('S') {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(io::Error::other("the parked worker never blocked"));
+            }
+            std::thread::sleep(Duration::from_micros(20));
+        }
     }
 
     /// One byte there and back.

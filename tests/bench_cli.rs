@@ -10,9 +10,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_bytejail");
 /// The row names `docs/costs.md` documents as stable identifiers, each with the floor it is
 /// compared with (`None`: a floor itself) and where host and worker run: the pinned CPU, or
 /// (`WATCHED`) the child on it and the host watching from another online CPU.
-const ROWS: [(&str, Option<&str>, &str); 20] = [
+const ROWS: [(&str, Option<&str>, &str); 21] = [
     ("floor_fork_pipe_strict", None, ONE),
     ("floor_pipe_rtt", None, ONE),
+    ("floor_parked_first_rtt", None, ONE),
     ("fork_exit_wait", None, ONE),
     ("vfork_exit_wait", Some("fork_exit_wait"), ONE),
     ("run_fresh", Some("floor_fork_pipe_strict"), ONE),
@@ -125,6 +126,8 @@ fn quick_json_has_the_machine_and_every_documented_row() {
         let second = match name {
             // On one CPU, read against the blocking hand-off on two too.
             "run_batch_input" if allowed >= 2 => Some("run_batch_input_2cpu_nospin"),
+            // A pooled job is a parked process's first run: read against that too.
+            "run_pool" => Some("floor_parked_first_rtt"),
             _ => second,
         };
         assert_eq!(r["second_floor"].as_str(), second, "{r}");
