@@ -17,6 +17,9 @@ use super::protocol::{
 };
 use crate::sys::raw::sigbit;
 
+// The pre-park touch below reads the XSAVE area's four pages by fixed offsets.
+const _: () = assert!(super::protocol::layout::XSAVE_LEN == 4 * 0x1000);
+
 // The blob. Intel syntax; every memory reference is rip-relative to `.Lbj_base`, a local label
 // resolved by the assembler, so the bytes run unchanged at any address.
 global_asm!(
@@ -349,7 +352,10 @@ global_asm!(
     "je .Lbj_base",
     "cmp qword ptr [rip + .Lbj_base + {data} + {ctx_ready}], 0",
     "je .Lbj_park",
-    // Fault in the pages every job touches first (see CTX_TOUCH), and the XSAVE image.
+    // Fault in the pages every job touches first (see CTX_TOUCH), and the XSAVE image: every
+    // page of it, since `xrstor` checks its whole extent (11,008 bytes where the CPU has AMX
+    // tiles), not only the header it reads; its later pages, which the host never writes,
+    // would otherwise be allocated by a fault on the job's clock (about 1 us).
     "mov rax, [rip + .Lbj_base + {data} + {ctx_touch}]",
     "movzx eax, byte ptr [rax]",
     "mov rax, [rip + .Lbj_base + {data} + {ctx_touch} + 8]",
@@ -359,6 +365,9 @@ global_asm!(
     "mov rax, [rip + .Lbj_base + {data} + {ctx_touch} + 24]",
     "mov qword ptr [rax], 0",
     "mov rax, [rip + .Lbj_base + {xsave}]",
+    "mov rax, [rip + .Lbj_base + {xsave} + 0x1000]",
+    "mov rax, [rip + .Lbj_base + {xsave} + 0x2000]",
+    "mov rax, [rip + .Lbj_base + {xsave} + 0x3000]",
     "mov eax, {sys_write}",
     "mov edi, {output_fd}",
     "lea rsi, [rip + .Lbj_base + {data} + {ready_byte_at}]",
