@@ -379,18 +379,22 @@ impl Tallies {
     }
 }
 
-/// The phases of one cycle, measured in a child forked for them: their threads (the pool's
-/// refill thread, the zygote's owner) never exist in this process. Once a process has had a
-/// second thread, glibc's `fork()` takes its multi-threaded path for good, even after the
-/// thread is gone: here that made `floor_fork_pipe_strict` and `fork_exit_wait` 40-55% slower
-/// in every later cycle, while bytejail's own forks (raw `clone`) barely moved. The child is a
-/// copy of this process, so the phase rows are measured at the same host size; it sends their
-/// samples, notes and progress lines back as JSON on a pipe and leaves with `_exit`, running no
+/// A phase of one cycle, measured in a child forked for it alone: its threads (the pool's
+/// refill thread, the zygote's owner) never exist in this process, nor in another phase's.
+/// Once a process has had a second thread, glibc's `fork()` takes its multi-threaded path for
+/// good, even after the thread is gone: here that made `floor_fork_pipe_strict` and
+/// `fork_exit_wait` 40-55% slower in every later cycle. And what a thread leaves mapped (glibc
+/// keeps a gone thread's stack and its malloc arena for reuse) is copied by every later fork:
+/// when the phases of a cycle shared one child, the traced phase, measured after the pool's,
+/// forked about 20 µs slower than the main table (`floor_fork_pipe_strict` measured in it took
+/// 96 µs against 71 µs, an untraced `run_fresh` 103 against 92 µs). The child is a copy of
+/// this process, so the phase rows are measured at the same host size; it sends their samples,
+/// notes and progress lines back as JSON on a pipe and leaves with `_exit`, running no
 /// destructor of what it inherited (the fixtures' workers belong to this process). It prints
 /// nothing itself: a lock another thread of a caller's process held at the fork (stderr's, say)
 /// stays locked in the child, so its progress is told here once it is done.
-fn phases_in_child(
-    phases: &[Phase],
+fn phase_in_child(
+    phase: Phase,
     budget: Duration,
     pinned_cpu: Option<usize>,
     tallies: &mut Tallies,
@@ -414,10 +418,8 @@ fn phases_in_child(
                 let mut child_notes = Vec::new();
                 let mut lines = Vec::new();
                 let mut told = |line: &str| lines.push(line.to_string());
-                for phase in phases {
-                    let budget = budget * phase.percent() / 100;
-                    phase.measure(budget, pinned_cpu, &mut child, &mut child_notes, &mut told);
-                }
+                let budget = budget * phase.percent() / 100;
+                phase.measure(budget, pinned_cpu, &mut child, &mut child_notes, &mut told);
                 PhaseResults::new(&child, child_notes, lines)
             }));
             let status = match measured.map(|results| serde_json::to_vec(&results)) {
@@ -667,14 +669,16 @@ pub fn measure(quick: bool, progress: &mut dyn FnMut(&str)) -> BenchReport {
         );
         tallies.add(table);
         let budget = budget / cycles;
-        phases_in_child(
-            &phases,
-            budget,
-            pinned_cpu,
-            &mut tallies,
-            &mut notes,
-            progress,
-        );
+        for &phase in &phases {
+            phase_in_child(
+                phase,
+                budget,
+                pinned_cpu,
+                &mut tallies,
+                &mut notes,
+                progress,
+            );
+        }
     }
     drop(fixtures);
     if tallies.pool_jobs > 0 {
@@ -721,7 +725,7 @@ pub fn measure(quick: bool, progress: &mut dyn FnMut(&str)) -> BenchReport {
 /// `floor_fork_pipe_strict` 141 -> 183-189 us; `run_fresh` barely moves), and its refill forks
 /// run whenever a job has used a worker. Each phase starts its fixture, takes its rows in
 /// interleaved rounds of their own (same warm-up, same pinning), and stops it; the phases of a
-/// cycle run in a child process of their own (see [`phases_in_child`]), because glibc keeps
+/// cycle run in a child process of their own (see [`phase_in_child`]), because glibc keeps
 /// taking the slow path once the process has had a second thread.
 ///
 /// Rows here are compared with floors of the main table (`floor_pipe_rtt` is the same with or
@@ -741,7 +745,7 @@ enum Phase {
     Zygote,
     /// The traced `run_*` rows of [`run_modes`] under strict mode and `strict-bpf`: a traced
     /// run starts the tracer's thread, which must not exist where the floors are measured (see
-    /// [`phases_in_child`]).
+    /// [`phase_in_child`]).
     Traced,
     /// The traced `run_*` rows under profiles, apart from the strict ones: a profile job's
     /// worker has a cgroup, namespaces and a Landlock domain, which the kernel tears down
@@ -860,7 +864,7 @@ impl SameCodeLatency {
     /// will be handed over on.
     pub fn start_with_spin(spin: bool) -> io::Result<SameCodeLatency> {
         // Untraced: the main table measures it, where no tracer thread may start (see
-        // `phases_in_child`); a same-code worker's tracer costs nothing per input anyway.
+        // `phase_in_child`); a same-code worker's tracer costs nothing per input anyway.
         let options = RunOptions {
             trace: false,
             spin,
