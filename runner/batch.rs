@@ -1564,6 +1564,9 @@ impl Crew<'_, '_> {
                 crate::tracer::use_cpu_tracer(cpu);
             }
         }
+        // A panic here (the host's `progress`, say) stops the reader too, which could
+        // otherwise wait for room in the queue for good.
+        let _stop = StopOnPanic(self);
         let mut forks = Forks::default();
         let mut codes = Codes::new(&self.cache);
         let mut same: Option<Reused> = None;
@@ -1620,6 +1623,17 @@ impl Crew<'_, '_> {
     fn stopped(&self) {
         self.stop.store(true, Ordering::SeqCst);
         self.work.abandon();
+    }
+}
+
+/// Stops a batch's reader when a job thread panics (see [`Crew::stopped`]).
+struct StopOnPanic<'c, 'a, 'o>(&'c Crew<'a, 'o>);
+
+impl Drop for StopOnPanic<'_, '_, '_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.stopped();
+        }
     }
 }
 
@@ -1773,6 +1787,9 @@ pub fn run_batch(
 
     let read = std::thread::scope(|scope| -> Result<(), Error> {
         let crew = &crew;
+        // Job threads end once they have taken every line (the scope waits for them); also
+        // when reading panics (the host's `BufRead`).
+        let _close = CloseOnDrop(&crew.work);
         // The reader: this thread. It hands lines to job threads, starting one when none is
         // free.
         let read = (|| {
@@ -1800,8 +1817,6 @@ pub fn run_batch(
             }
             Ok(())
         })();
-        // Job threads end once they have taken every line (the scope waits for them).
-        crew.work.close();
         read
     });
     // A failure to write comes first: reading stopped because of it.
@@ -1984,6 +1999,27 @@ impl LineQueue {
 /// Lines the reader may hold ahead of the runners (at least; `4 x --jobs` with more jobs).
 const QUEUE_LINES: usize = 64;
 
+/// Closes a [`LineQueue`] when dropped: the reader is done, even if it panicked.
+struct CloseOnDrop<'q>(&'q LineQueue);
+
+impl Drop for CloseOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// Abandons a [`LineQueue`] when dropped while panicking: a runner that panicked stops the
+/// reader.
+struct AbandonOnPanic<'q>(&'q LineQueue);
+
+impl Drop for AbandonOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.abandon();
+        }
+    }
+}
+
 /// A batch's lines as they are read, numbered (`seq` counts the lines that get a result,
 /// `line_no` every line of the input), blank lines left out.
 struct Lines<R> {
@@ -2132,6 +2168,9 @@ fn run_batch_inline(
             // This thread forks nothing and waits for no child: the job thread may trace its
             // own workers beside it (see `trace_own_workers`).
             let _quiet = crate::tracer::QuietThread::enter();
+            // The job thread ends once it has taken every line; also when reading panics
+            // (the host's `BufRead`).
+            let _close = CloseOnDrop(queue);
             let read = (|| {
                 while let Some(queued) = lines.next()? {
                     if !queue.put(queued) {
@@ -2140,9 +2179,11 @@ fn run_batch_inline(
                 }
                 Ok(())
             })();
-            queue.close();
             read
         });
+        // A panic of this thread's (the host's `progress`, say) stops the reader, which could
+        // otherwise wait for room in the queue for good.
+        let _abandon = AbandonOnPanic(queue);
 
         // Pinned after the reader started (it inherits the CPU set of the thread that starts
         // it, and stays free); the caller's own set comes back at the end.
