@@ -692,14 +692,21 @@ fn batch(args: BatchArgs) -> Result<Completion, Error> {
             &mut progress,
         )
     } else {
-        let file = std::fs::File::open(&args.file).map_err(|source| InputError::Unreadable {
+        let unreadable = |source| InputError::Unreadable {
             path: args.file.clone(),
             source,
-        })?;
+        };
+        let file = std::fs::File::open(&args.file).map_err(unreadable)?;
+        let kind = file.metadata().map(|m| m.file_type()).ok();
+        // A directory opens, but its first read fails: an unreadable FILE (status 2, nothing
+        // ran), not a failure of bytejail's.
+        if kind.is_some_and(|kind| kind.is_dir()) {
+            return Err(unreadable(io::Error::from_raw_os_error(libc::EISDIR)).into());
+        }
         // A regular file's reads never wait: its lines are read by the job thread itself,
         // with no reader thread to start (a pipe's or a device's could wait for a client who
         // waits for the results so far).
-        let regular = file.metadata().is_ok_and(|m| m.file_type().is_file());
+        let regular = kind.is_some_and(|kind| kind.is_file());
         bytejail::batch::run_batch(
             io::BufReader::with_capacity(BATCH_READ, file),
             &mut out,

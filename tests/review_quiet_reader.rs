@@ -707,3 +707,279 @@ fn profile_guests_report_as_the_library_through_a_fifo_and_a_file() {
         }
     }
 }
+
+/// A result line's essence: an error line whole, a report's [`common::report_essence`] with
+/// its id.
+fn line_essence(line: &Value) -> Value {
+    if line.get("error").is_some() {
+        return line.clone();
+    }
+    let mut essence = common::report_essence(line);
+    essence["id"] = line["id"].clone();
+    essence
+}
+
+/// A batch of every kind of line: fresh jobs (crash, forged record, timeout), same-code
+/// groups, errors (not JSON, bad hex, a field out of range), blank lines, an over-long line,
+/// a line with a 1 MiB `input_hex`.
+fn mixed_lines() -> String {
+    let ret = hex(&gas("mov eax, 42\nret"));
+    // Returns its input's length and first byte.
+    let length = hex(&gas("mov rax, rsi\nmovzx ebx, byte ptr [rdi]\nret"));
+    let mut lines = vec![
+        format!("{{\"id\":\"a\",\"code_hex\":\"{ret}\"}}"),
+        String::new(),
+        "   ".into(),
+        "not json".into(),
+        format!("{{\"id\":\"crash\",\"code_hex\":\"{}\"}}", hex(&crash())),
+        format!("{{\"id\":\"forged\",\"code_hex\":\"{}\"}}", hex(&common::forged_fault_record())),
+        format!("{{\"id\":\"spin\",\"code_hex\":\"ebfe\",\"timeout_ms\":100}}"),
+    ];
+    for (i, group) in ["g1", "g1", "g2", "g1"].iter().enumerate() {
+        lines.push(format!(
+            "{{\"id\":\"s{i}\",\"code_hex\":\"{length}\",\"group\":\"{group}\",\"input_hex\":\"0{i}0102\"}}"
+        ));
+    }
+    lines.push("{\"id\":\"badhex\",\"code_hex\":\"zz\"}".into());
+    lines.push(format!("{{\"id\":\"range\",\"code_hex\":\"{ret}\",\"timeout_ms\":0}}"));
+    // Longer than 8 x (--max-code + --max-input) + 64 KiB: skipped unread.
+    lines.push(format!("{{\"id\":\"long\",\"code_hex\":\"{}\"}}", "c3".repeat(5 << 20)));
+    lines.push(format!(
+        "{{\"id\":\"big\",\"code_hex\":\"{length}\",\"input_hex\":\"{}\"}}",
+        "5a".repeat(512 << 10)
+    ));
+    lines.push(format!("{{\"id\":\"crash2\",\"code_hex\":\"{}\"}}", hex(&crash())));
+    lines.push(format!("{{\"id\":\"z\",\"code_hex\":\"{ret}\"}}"));
+    let mut text = lines.join("\n");
+    text.push('\n');
+    text
+}
+
+/// The same mixed batch through a file (no reader thread), a named pipe kept open (a quiet
+/// reader thread), standard input, and `--jobs 2 --ordered` from a file: the same result lines
+/// (ids, outcomes, errors, order), strict and under the allow-all profile, with and without
+/// `--reuse same-code`.
+#[test]
+fn a_mixed_batch_gives_the_same_lines_every_way() {
+    let (_dir, allow_all) = allow_all_file();
+    let input = mixed_lines();
+    let expected = 15; // every line but the blank ones
+    let mut modes: Vec<Vec<&str>> = vec![vec![], vec!["--reuse", "same-code"]];
+    if common::namespaces() {
+        modes.push(vec!["--policy", &allow_all]);
+        modes.push(vec!["--policy", &allow_all, "--reuse", "same-code"]);
+    }
+    for mode in &modes {
+        let mut first: Option<Vec<Value>> = None;
+        for (way, jobs) in [(Way::File, "1"), (Way::Fifo, "1"), (Way::Stdin, "1"), (Way::File, "2")] {
+            let mut args = vec!["-q", "--jobs", jobs, "--ordered", "--max-code", "64KiB", "--max-input", "512KiB"];
+            args.extend_from_slice(mode);
+            let ended = batch_way(way, &args, &input, expected, Duration::from_secs(60));
+            let what = format!("{way:?} --jobs {jobs} {mode:?}");
+            assert_eq!(ended.status, Some(1), "{what}: {}", ended.stderr);
+            let lines: Vec<Value> = ended.results.iter().map(line_essence).collect();
+            assert_eq!(lines.len(), expected, "{what}: {lines:?}");
+            let by_id = |id: &str| lines.iter().find(|l| l["id"] == id).cloned().unwrap_or_default();
+            assert_eq!(by_id("crash")["outcome"], "crashed", "{what}");
+            assert_eq!(by_id("crash")["fault"]["verified"], true, "{what}");
+            assert_eq!(by_id("forged")["fault"]["address"], 8, "{what}");
+            assert_eq!(by_id("spin")["outcome"], "timeout", "{what}");
+            assert_eq!(by_id("big")["rax"], 512 << 10, "{what}");
+            match &first {
+                None => first = Some(lines),
+                Some(first) => assert_eq!(&lines, first, "{what} against the file's lines"),
+            }
+        }
+    }
+}
+
+/// `bytejail batch --jobs N FILE` with a bound: (status, stdout, stderr); status `None` when
+/// it was killed at the bound.
+fn batch_file(jobs: &str, file: &std::path::Path, bound: Duration) -> (Option<i32>, String, String) {
+    let child = Command::new(env!("CARGO_BIN_EXE_bytejail"))
+        .args(["batch", "--jobs", jobs])
+        .arg(file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(bound) {
+        Ok(output) => {
+            let output = output.unwrap();
+            (
+                output.status.code(),
+                String::from_utf8_lossy(&output.stdout).into_owned(),
+                String::from_utf8_lossy(&output.stderr).into_owned(),
+            )
+        }
+        Err(_) => {
+            // SAFETY: kill of the child started above, still unreaped (its waiter holds it).
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            (None, String::new(), String::new())
+        }
+    }
+}
+
+/// Odd batch files, read by the job thread (`--jobs 1`) and by a reader with more jobs: a
+/// directory and a missing file are unreadable FILEs (status 2, one line, nothing ran);
+/// /dev/null is an empty batch (status 0). Before the fix a directory ended with status 125,
+/// "runner failed", as if bytejail itself had failed.
+#[test]
+fn odd_batch_files_end_with_the_documented_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+    for jobs in ["1", "2"] {
+        for (file, status) in [
+            (dir.path(), 2),
+            (missing.as_path(), 2),
+            (std::path::Path::new("/dev/null"), 0),
+        ] {
+            let (got, out, err) = batch_file(jobs, file, Duration::from_secs(20));
+            let what = format!("--jobs {jobs} {}", file.display());
+            assert_eq!(got, Some(status), "{what}: {err}");
+            assert!(out.is_empty(), "{what}: {out}");
+            if status == 2 {
+                assert_eq!(err.lines().count(), 1, "{what}: {err}");
+                assert!(err.contains("cannot read"), "{what}: {err}");
+                assert!(!err.contains("panicked"), "{what}: {err}");
+            }
+        }
+    }
+}
+
+/// /dev/zero as the batch file: one endless line, held up to the longest line allowed
+/// (8 x (--max-code + --max-input) + 64 KiB, here 1.1 MiB) then skipped without being held
+/// (the batch's memory stays small), with `--jobs 1` (a reader thread: a device's reads could
+/// wait) and 2.
+#[test]
+fn dev_zero_as_the_batch_file_is_never_held_in_memory() {
+    for jobs in ["1", "2"] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_bytejail"))
+            .args(["batch", "--max-code", "64KiB", "--max-input", "64KiB", "--jobs", jobs])
+            .arg("/dev/zero")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+        let rss: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(rss < 64 << 10, "--jobs {jobs}: {rss} KiB after a second of /dev/zero");
+    }
+}
+
+/// A batch file that grows or shrinks while `--jobs 1` reads it line by line: lines appended
+/// while the first job runs are run too (read once the job is done), a file truncated while
+/// the first job runs ends the batch after the lines already read (the one its last read cut
+/// an error line); never a hang.
+#[test]
+fn a_batch_file_that_changes_while_it_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jobs");
+    let ret = hex(&gas("mov eax, 42\nret"));
+    let spin = "{\"id\":0,\"code_hex\":\"ebfe\",\"timeout_ms\":700}\n";
+    let line = |id: u32| format!("{{\"id\":{id},\"code_hex\":\"{ret}\"}}\n");
+    for append in [true, false] {
+        let mut text = spin.to_owned();
+        // More than the job thread's first read (128 KiB): truncating cuts lines not read.
+        let mut id = 1;
+        while text.len() < 400 << 10 {
+            text.push_str(&line(id));
+            id += 1;
+        }
+        std::fs::write(&path, &text).unwrap();
+        let changer = {
+            let path = path.clone();
+            let more: String = (100_000..100_010).map(line).collect();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(300));
+                if append {
+                    let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+                    file.write_all(more.as_bytes()).unwrap();
+                } else {
+                    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(0).unwrap();
+                }
+            })
+        };
+        let (status, out, err) = batch_file("1", &path, Duration::from_secs(30));
+        changer.join().unwrap();
+        let mut results: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        if append {
+            assert_eq!(status, Some(0), "append {append}: {err}");
+        } else {
+            // The line the first read cut, its end gone: an error line, the batch's last.
+            assert_eq!(status, Some(1), "truncated: {err}");
+            let cut = results.pop().unwrap();
+            assert!(cut["error"].is_string(), "truncated: {cut}");
+        }
+        assert_eq!(results[0]["outcome"], "timeout", "append {append}");
+        let ids: Vec<u64> = results.iter().map(|r| r["id"].as_u64().unwrap()).collect();
+        // In order, none twice, none run but whole lines.
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "append {append}: {ids:?}");
+        assert!(results[1..].iter().all(|r| r["rax"] == 42), "append {append}");
+        if append {
+            assert_eq!(results.len(), id as usize + 10, "append {append}");
+        } else {
+            assert!(results.len() < id as usize, "truncated: {} results", results.len());
+        }
+    }
+}
+
+/// `bytejail batch FILE | head -1`: once stdout is closed the batch ends at once, status 0,
+/// with `--jobs 1` (no reader thread: results go out as the buffer fills) and 2; the twin,
+/// standard input.
+#[test]
+fn a_closed_stdout_ends_a_batch_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jobs");
+    let ret = hex(&gas("mov eax, 42\nret"));
+    let text: String = (0..3000)
+        .map(|id| format!("{{\"id\":{id},\"code_hex\":\"{ret}\"}}\n"))
+        .collect();
+    std::fs::write(&path, &text).unwrap();
+    for (jobs, file) in [("1", path.to_str().unwrap()), ("2", path.to_str().unwrap()), ("1", "-")] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_bytejail"))
+            .args(["batch", "-q", "--jobs", jobs, file])
+            .stdin(std::fs::File::open(&path).unwrap())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        stdout.read_line(&mut first).unwrap();
+        drop(stdout);
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                let _ = child.kill();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let mut err = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        let _ = child.wait();
+        let what = format!("--jobs {jobs} {file}");
+        assert!(first.contains("\"id\":0"), "{what}: {first}");
+        assert_eq!(status.and_then(|s| s.code()), Some(0), "{what}: {err}");
+        assert!(err.is_empty(), "{what}: {err}");
+    }
+}
