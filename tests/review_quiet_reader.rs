@@ -732,7 +732,10 @@ fn mixed_lines() -> String {
         "   ".into(),
         "not json".into(),
         format!("{{\"id\":\"crash\",\"code_hex\":\"{}\"}}", hex(&crash())),
-        format!("{{\"id\":\"forged\",\"code_hex\":\"{}\"}}", hex(&common::forged_fault_record())),
+        format!(
+            "{{\"id\":\"forged\",\"code_hex\":\"{}\"}}",
+            hex(&common::forged_fault_record())
+        ),
         format!("{{\"id\":\"spin\",\"code_hex\":\"ebfe\",\"timeout_ms\":100}}"),
     ];
     for (i, group) in ["g1", "g1", "g2", "g1"].iter().enumerate() {
@@ -741,14 +744,22 @@ fn mixed_lines() -> String {
         ));
     }
     lines.push("{\"id\":\"badhex\",\"code_hex\":\"zz\"}".into());
-    lines.push(format!("{{\"id\":\"range\",\"code_hex\":\"{ret}\",\"timeout_ms\":0}}"));
+    lines.push(format!(
+        "{{\"id\":\"range\",\"code_hex\":\"{ret}\",\"timeout_ms\":0}}"
+    ));
     // Longer than 8 x (--max-code + --max-input) + 64 KiB: skipped unread.
-    lines.push(format!("{{\"id\":\"long\",\"code_hex\":\"{}\"}}", "c3".repeat(5 << 20)));
+    lines.push(format!(
+        "{{\"id\":\"long\",\"code_hex\":\"{}\"}}",
+        "c3".repeat(5 << 20)
+    ));
     lines.push(format!(
         "{{\"id\":\"big\",\"code_hex\":\"{length}\",\"input_hex\":\"{}\"}}",
         "5a".repeat(512 << 10)
     ));
-    lines.push(format!("{{\"id\":\"crash2\",\"code_hex\":\"{}\"}}", hex(&crash())));
+    lines.push(format!(
+        "{{\"id\":\"crash2\",\"code_hex\":\"{}\"}}",
+        hex(&crash())
+    ));
     lines.push(format!("{{\"id\":\"z\",\"code_hex\":\"{ret}\"}}"));
     let mut text = lines.join("\n");
     text.push('\n');
@@ -771,15 +782,35 @@ fn a_mixed_batch_gives_the_same_lines_every_way() {
     }
     for mode in &modes {
         let mut first: Option<Vec<Value>> = None;
-        for (way, jobs) in [(Way::File, "1"), (Way::Fifo, "1"), (Way::Stdin, "1"), (Way::File, "2")] {
-            let mut args = vec!["-q", "--jobs", jobs, "--ordered", "--max-code", "64KiB", "--max-input", "512KiB"];
+        for (way, jobs) in [
+            (Way::File, "1"),
+            (Way::Fifo, "1"),
+            (Way::Stdin, "1"),
+            (Way::File, "2"),
+        ] {
+            let mut args = vec![
+                "-q",
+                "--jobs",
+                jobs,
+                "--ordered",
+                "--max-code",
+                "64KiB",
+                "--max-input",
+                "512KiB",
+            ];
             args.extend_from_slice(mode);
             let ended = batch_way(way, &args, &input, expected, Duration::from_secs(60));
             let what = format!("{way:?} --jobs {jobs} {mode:?}");
             assert_eq!(ended.status, Some(1), "{what}: {}", ended.stderr);
             let lines: Vec<Value> = ended.results.iter().map(line_essence).collect();
             assert_eq!(lines.len(), expected, "{what}: {lines:?}");
-            let by_id = |id: &str| lines.iter().find(|l| l["id"] == id).cloned().unwrap_or_default();
+            let by_id = |id: &str| {
+                lines
+                    .iter()
+                    .find(|l| l["id"] == id)
+                    .cloned()
+                    .unwrap_or_default()
+            };
             assert_eq!(by_id("crash")["outcome"], "crashed", "{what}");
             assert_eq!(by_id("crash")["fault"]["verified"], true, "{what}");
             assert_eq!(by_id("forged")["fault"]["address"], 8, "{what}");
@@ -795,7 +826,11 @@ fn a_mixed_batch_gives_the_same_lines_every_way() {
 
 /// `bytejail batch --jobs N FILE` with a bound: (status, stdout, stderr); status `None` when
 /// it was killed at the bound.
-fn batch_file(jobs: &str, file: &std::path::Path, bound: Duration) -> (Option<i32>, String, String) {
+fn batch_file(
+    jobs: &str,
+    file: &std::path::Path,
+    bound: Duration,
+) -> (Option<i32>, String, String) {
     let child = Command::new(env!("CARGO_BIN_EXE_bytejail"))
         .args(["batch", "--jobs", jobs])
         .arg(file)
@@ -861,7 +896,15 @@ fn odd_batch_files_end_with_the_documented_status() {
 fn dev_zero_as_the_batch_file_is_never_held_in_memory() {
     for jobs in ["1", "2"] {
         let mut child = Command::new(env!("CARGO_BIN_EXE_bytejail"))
-            .args(["batch", "--max-code", "64KiB", "--max-input", "64KiB", "--jobs", jobs])
+            .args([
+                "batch",
+                "--max-code",
+                "64KiB",
+                "--max-input",
+                "64KiB",
+                "--jobs",
+                jobs,
+            ])
             .arg("/dev/zero")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -878,7 +921,10 @@ fn dev_zero_as_the_batch_file_is_never_held_in_memory() {
             .unwrap();
         let _ = child.kill();
         let _ = child.wait();
-        assert!(rss < 64 << 10, "--jobs {jobs}: {rss} KiB after a second of /dev/zero");
+        assert!(
+            rss < 64 << 10,
+            "--jobs {jobs}: {rss} KiB after a second of /dev/zero"
+        );
     }
 }
 
@@ -908,16 +954,27 @@ fn a_batch_file_that_changes_while_it_runs() {
             std::thread::spawn(move || {
                 std::thread::sleep(Duration::from_millis(300));
                 if append {
-                    let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+                    let mut file = std::fs::OpenOptions::new()
+                        .append(true)
+                        .open(&path)
+                        .unwrap();
                     file.write_all(more.as_bytes()).unwrap();
                 } else {
-                    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(0).unwrap();
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .unwrap()
+                        .set_len(0)
+                        .unwrap();
                 }
             })
         };
         let (status, out, err) = batch_file("1", &path, Duration::from_secs(30));
         changer.join().unwrap();
-        let mut results: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let mut results: Vec<Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         if append {
             assert_eq!(status, Some(0), "append {append}: {err}");
         } else {
@@ -929,12 +986,22 @@ fn a_batch_file_that_changes_while_it_runs() {
         assert_eq!(results[0]["outcome"], "timeout", "append {append}");
         let ids: Vec<u64> = results.iter().map(|r| r["id"].as_u64().unwrap()).collect();
         // In order, none twice, none run but whole lines.
-        assert!(ids.windows(2).all(|w| w[0] < w[1]), "append {append}: {ids:?}");
-        assert!(results[1..].iter().all(|r| r["rax"] == 42), "append {append}");
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "append {append}: {ids:?}"
+        );
+        assert!(
+            results[1..].iter().all(|r| r["rax"] == 42),
+            "append {append}"
+        );
         if append {
             assert_eq!(results.len(), id as usize + 10, "append {append}");
         } else {
-            assert!(results.len() < id as usize, "truncated: {} results", results.len());
+            assert!(
+                results.len() < id as usize,
+                "truncated: {} results",
+                results.len()
+            );
         }
     }
 }
@@ -951,7 +1018,11 @@ fn a_closed_stdout_ends_a_batch_from_a_file() {
         .map(|id| format!("{{\"id\":{id},\"code_hex\":\"{ret}\"}}\n"))
         .collect();
     std::fs::write(&path, &text).unwrap();
-    for (jobs, file) in [("1", path.to_str().unwrap()), ("2", path.to_str().unwrap()), ("1", "-")] {
+    for (jobs, file) in [
+        ("1", path.to_str().unwrap()),
+        ("2", path.to_str().unwrap()),
+        ("1", "-"),
+    ] {
         let mut child = Command::new(env!("CARGO_BIN_EXE_bytejail"))
             .args(["batch", "-q", "--jobs", jobs, file])
             .stdin(std::fs::File::open(&path).unwrap())
@@ -975,11 +1046,131 @@ fn a_closed_stdout_ends_a_batch_from_a_file() {
             std::thread::sleep(Duration::from_millis(5));
         };
         let mut err = String::new();
-        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
         let _ = child.wait();
         let what = format!("--jobs {jobs} {file}");
         assert!(first.contains("\"id\":0"), "{what}: {first}");
         assert_eq!(status.and_then(|s| s.code()), Some(0), "{what}: {err}");
         assert!(err.is_empty(), "{what}: {err}");
+    }
+}
+
+/// Guests that keep going to their deadline (a spin; under a profile, a stop storm, a thread
+/// storming its leader, a child that outlives the worker and a leader spinning) as the first
+/// line of `bytejail batch --jobs 1` from a named pipe and from a file: "timeout" or their
+/// own end, the batch over well before the bound, the next line right, and no process of the
+/// guest's left (each names itself `marker`). The twin: standard input.
+#[test]
+fn guests_that_keep_going_end_at_their_deadline_and_leave_nothing() {
+    let (_dir, allow_all) = allow_all_file();
+    let named = |marker: &str, body: &str| {
+        gas(&format!(
+            "{UNMASK}\nlea rsi, [rip + name]\nmov edi, 15\nmov eax, 157\nsyscall\n{body}\nname: .asciz \"{marker}\""
+        ))
+    };
+    let storm = "mov eax, 39\nsyscall\nmov r12, rax\n3: mov rdi, r12\nmov esi, 23\nmov eax, 62\nsyscall\njmp 3b";
+    let thread_storm = "mov eax, 39\nsyscall\nmov r12, rax\n3: mov rdi, r12\nmov rsi, r12\nmov edx, 23\nmov eax, 234\nsyscall\njmp 3b";
+    let mut jobs: Vec<(&str, Vec<u8>, Vec<&str>)> = vec![("spin", gas("1: jmp 1b"), vec![])];
+    if common::namespaces() {
+        let profile = |procs| vec!["--policy", allow_all.as_str(), "--max-procs", procs];
+        jobs.push(("rq12-storm", named("rq12-storm", storm), profile("1")));
+        jobs.push((
+            "rq12-thread",
+            named(
+                "rq12-thread",
+                &common::clone_source(THREAD, thread_storm, "4: jmp 4b"),
+            ),
+            profile("4"),
+        ));
+        jobs.push((
+            "rq12-outlive",
+            named(
+                "rq12-outlive",
+                &common::clone_source(SIGCHLD, "3: jmp 3b", "mov eax, 3\nret"),
+            ),
+            profile("4"),
+        ));
+        jobs.push((
+            "rq12-setsid",
+            named(
+                "rq12-setsid",
+                &common::clone_source(SIGCHLD, "mov eax, 112\nsyscall\n3: jmp 3b", "4: jmp 4b"),
+            ),
+            profile("4"),
+        ));
+    }
+    let ret = hex(&gas("mov eax, 42\nret"));
+    for (name, code, mode) in &jobs {
+        for way in [Way::Fifo, Way::File, Way::Stdin] {
+            let input = format!(
+                "{{\"id\":1,\"code_hex\":\"{}\",\"timeout_ms\":300}}\n{{\"id\":2,\"code_hex\":\"{ret}\"}}\n",
+                hex(code)
+            );
+            let mut args = vec!["-q", "--jobs", "1"];
+            args.extend_from_slice(mode);
+            let start = Instant::now();
+            let ended = batch_way(way, &args, &input, 2, Duration::from_secs(30));
+            let took = start.elapsed();
+            let what = format!("{name} {way:?}");
+            assert_eq!(ended.status, Some(0), "{what}: {}", ended.stderr);
+            assert!(took < Duration::from_secs(10), "{what}: took {took:?}");
+            let first = &ended.results[0];
+            let expected = if *name == "rq12-outlive" {
+                "returned"
+            } else {
+                "timeout"
+            };
+            assert_eq!(first["outcome"], expected, "{what}: {first}");
+            assert_eq!(ended.results[1]["rax"], 42, "{what}");
+            if name.starts_with("rq12") {
+                // Killed with the worker (init of its PID namespace): gone within moments.
+                let mut left = common::marked(name);
+                for _ in 0..100 {
+                    if left.is_empty() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                    left = common::marked(name);
+                }
+                assert!(left.is_empty(), "{what}: left {left:?}");
+            }
+        }
+    }
+}
+
+/// The forged fault record as the first line of `bytejail batch --jobs 1` from a named pipe
+/// and a file: never vouched for. The twin, `--no-trace`: the record is believed but says it
+/// is unverified; and `--jobs 2` (a tracer process per CPU): the kernel's fault, verified.
+#[test]
+fn a_forged_record_is_never_verified_through_a_fifo_or_a_file() {
+    let forged = common::forged_fault_record();
+    let input = format!("{{\"id\":1,\"code_hex\":\"{}\"}}\n", hex(&forged));
+    for way in [Way::Fifo, Way::File] {
+        for (mode, verified) in [
+            (vec!["--jobs", "1"], true),
+            (vec!["--jobs", "1", "--no-trace"], false),
+            (vec!["--jobs", "2"], true),
+        ] {
+            let mut args = vec!["-q"];
+            args.extend_from_slice(&mode);
+            let ended = batch_way(way, &args, &input, 1, Duration::from_secs(30));
+            let what = format!("{way:?} {mode:?}");
+            let result = &ended.results[0];
+            assert_eq!(result["outcome"], "crashed", "{what}: {result}");
+            assert_eq!(result["fault"]["verified"], verified, "{what}: {result}");
+            if verified {
+                assert_eq!(result["fault"]["address"], 8, "{what}: {result}");
+            } else {
+                assert_eq!(
+                    result["fault"]["address"], 0xdeadbeef_u64,
+                    "{what}: {result}"
+                );
+            }
+        }
     }
 }
