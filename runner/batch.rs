@@ -2164,23 +2164,26 @@ fn run_batch_inline(
     let queue = &queue;
     let mut jobs = OneAtATime::new(config, &cache, out);
     std::thread::scope(|scope| -> Result<(), Error> {
-        let reader = scope.spawn(move || -> Result<(), Error> {
-            // This thread forks nothing and waits for no child: the job thread may trace its
-            // own workers beside it (see `trace_own_workers`).
-            let _quiet = crate::tracer::QuietThread::enter();
-            // The job thread ends once it has taken every line; also when reading panics
-            // (the host's `BufRead`).
-            let _close = CloseOnDrop(queue);
-            let read = (|| {
-                while let Some(queued) = lines.next()? {
-                    if !queue.put(queued) {
-                        break;
+        // Where no thread can start (a pids limit reached), an error, not a panic.
+        let reader = std::thread::Builder::new()
+            .spawn_scoped(scope, move || -> Result<(), Error> {
+                // This thread forks nothing and waits for no child: the job thread may trace
+                // its own workers beside it (see `trace_own_workers`).
+                let _quiet = crate::tracer::QuietThread::enter();
+                // The job thread ends once it has taken every line; also when reading panics
+                // (the host's `BufRead`).
+                let _close = CloseOnDrop(queue);
+                let read = (|| {
+                    while let Some(queued) = lines.next()? {
+                        if !queue.put(queued) {
+                            break;
+                        }
                     }
-                }
-                Ok(())
-            })();
-            read
-        });
+                    Ok(())
+                })();
+                read
+            })
+            .map_err(|e| Error::io("starting a batch thread", e))?;
         // A panic of this thread's (the host's `progress`, say) stops the reader, which could
         // otherwise wait for room in the queue for good.
         let _abandon = AbandonOnPanic(queue);

@@ -1174,3 +1174,78 @@ fn a_forged_record_is_never_verified_through_a_fifo_or_a_file() {
         }
     }
 }
+
+/// `bytejail batch --jobs 1` from a named pipe and from standard input where no thread can
+/// start (a pids cgroup that holds one task): one line and status 125, not a panic (101).
+/// Before the fix the reader thread's start panicked. The twin: a regular file, read with no
+/// thread, runs (each job an error line: no worker can be forked either).
+#[test]
+fn a_batch_that_cannot_start_its_reader_fails_cleanly() {
+    let pids = std::path::Path::new("/sys/fs/cgroup/pids");
+    if !common::namespaces() || !pids.join("cgroup.procs").exists() {
+        eprintln!("no cgroup v1 pids controller to write here; skipping");
+        return;
+    }
+    let group = pids.join(format!("bytejail-review12-{}", std::process::id()));
+    std::fs::create_dir_all(&group).unwrap();
+    std::fs::write(group.join("pids.max"), "1").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("jobs");
+    let name = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0, "mkfifo");
+    let file = dir.path().join("file");
+    let line = "{\"id\":1,\"code_hex\":\"c3\"}\n";
+    std::fs::write(&file, line).unwrap();
+    let procs = group.join("cgroup.procs");
+    let limited = |batch_file: &str| {
+        // The shell moves itself into the group, then becomes bytejail.
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "echo $$ > {} && exec {} batch -q --jobs 1 {batch_file}",
+                procs.display(),
+                env!("CARGO_BIN_EXE_bytejail")
+            ))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let _ = stdin.write_all(line.as_bytes());
+        drop(stdin);
+        let fifo = fifo.clone();
+        let writer = (batch_file == fifo.to_str().unwrap()).then(|| {
+            std::thread::spawn(move || {
+                if let Ok(mut w) = std::fs::OpenOptions::new().write(true).open(&fifo) {
+                    let _ = w.write_all(line.as_bytes());
+                }
+            })
+        });
+        let output = child.wait_with_output().unwrap();
+        if let Some(writer) = writer {
+            writer.join().unwrap();
+        }
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let runs = [
+        limited(fifo.to_str().unwrap()),
+        limited("-"),
+        limited(file.to_str().unwrap()),
+    ];
+    let _ = std::fs::remove_dir(&group);
+    for (status, out, err) in &runs[..2] {
+        assert_eq!(*status, Some(125), "{out} {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("starting a batch thread"), "{err}");
+    }
+    let (status, out, err) = &runs[2];
+    assert_eq!(*status, Some(1), "{out} {err}");
+    assert!(out.contains("\"error\""), "{out}");
+}
