@@ -73,6 +73,10 @@ pub struct BatchConfig {
     /// ([`crate::trace_own_workers`]); but results are then written out only as the output's
     /// buffer fills and at the end, and a read that waits holds back the results before it.
     /// For input whose reads never wait: a regular file. More jobs always read ahead.
+    ///
+    /// The reader thread blocks SIGCHLD and counts as one that waits for no child, so that a
+    /// job thread that traces its own workers may do so beside it: `input`'s reads must then
+    /// wait for no child of the process (`waitpid(-1)`) nor start a thread that does.
     pub read_ahead: bool,
 }
 
@@ -2173,15 +2177,12 @@ fn run_batch_inline(
                 // The job thread ends once it has taken every line; also when reading panics
                 // (the host's `BufRead`).
                 let _close = CloseOnDrop(queue);
-                let read = (|| {
-                    while let Some(queued) = lines.next()? {
-                        if !queue.put(queued) {
-                            break;
-                        }
+                while let Some(queued) = lines.next()? {
+                    if !queue.put(queued) {
+                        break;
                     }
-                    Ok(())
-                })();
-                read
+                }
+                Ok(())
             })
             .map_err(|e| Error::io("starting a batch thread", e))?;
         // A panic of this thread's (the host's `progress`, say) stops the reader, which could

@@ -28,7 +28,9 @@
 //!
 //! One exception: a thread that said so ([`trace_own_workers`], as a one-job `bytejail run`
 //! does) traces the fresh one-job workers it forks itself, of jobs that may start no task,
-//! while it is its process's only thread. No other thread can then take a stop or its SIGCHLD; the thread reads the stops from
+//! while every other thread of its process is a quiet one ([`QuietThread`]: a batch's reader,
+//! which blocks SIGCHLD and waits for no child). No other thread can then take a stop or its
+//! SIGCHLD; the thread reads the stops from
 //! a signalfd in its watch loop (see [`Trace::follow`]) and records the same facts as the
 //! tracer process, by the same code ([`on_trap`]). That saves the tracer process's start and
 //! a request to it, about 70 µs of a one-job `bytejail run`.
@@ -388,10 +390,11 @@ thread_local! {
 
 /// From now on the calling thread traces the fresh workers it forks itself (one-job runs,
 /// [`crate::run`] without a zygote) of jobs that may start no other task (`Limits::max_procs`
-/// 1, the default) whenever it is its process's only thread, instead of through a tracer
-/// process: no tracer process to start, and no request to it per job. A one-job `bytejail
-/// run` saves about 70 µs so. Other workers go to a tracer process as before: while the
-/// process has other threads, and for jobs that may start tasks (one made with `CLONE_PTRACE`
+/// 1, the default) whenever it is its process's only thread but for quiet ones of bytejail's
+/// (a one-job batch's reader thread, see [`crate::batch::BatchConfig::read_ahead`]), instead
+/// of through a tracer process: no tracer process to start, and no request to it per job. A
+/// one-job `bytejail run` saves about 70 µs so. Other workers go to a tracer process as
+/// before: while the process has other threads, and for jobs that may start tasks (one made with `CLONE_PTRACE`
 /// would be traced by this thread too, and, held at its exit stop, would keep its worker from
 /// ever ending; a tracer process lets such tasks go).
 ///

@@ -429,8 +429,9 @@ fn batch_way(way: Way, args: &[&str], input: &str, expected: usize, bound: Durat
     }
     if status.is_none() {
         let _ = child.kill();
-        let _ = child.wait();
     }
+    // Reaped either way (already, or just killed).
+    let _ = child.wait();
     if let Some(feeder) = feeder {
         feeder.join().unwrap();
     }
