@@ -697,7 +697,21 @@ fn batch(args: BatchArgs) -> Result<Completion, Error> {
             source,
         };
         let file = std::fs::File::open(&args.file).map_err(unreadable)?;
-        let kind = file.metadata().map(|m| m.file_type()).ok();
+        let metadata = file.metadata().ok();
+        let kind = metadata.as_ref().map(|m| m.file_type());
+        // Results appended to the batch file itself (`bytejail batch f >> f`) would be read
+        // back as lines, each giving another result line: a batch that never ends.
+        if metadata
+            .as_ref()
+            .is_some_and(|m| m.is_file() && is_stdout(m))
+        {
+            return Err(InputError::Invalid(format!(
+                "{}: the batch file is also standard output, where its results would be read \
+                 back as jobs",
+                args.file.display()
+            ))
+            .into());
+        }
         // A directory opens, but its first read fails: an unreadable FILE (status 2, nothing
         // ran), not a failure of bytejail's.
         if kind.is_some_and(|kind| kind.is_dir()) {
@@ -733,6 +747,13 @@ fn batch(args: BatchArgs) -> Result<Completion, Error> {
     Ok(Completion::Batch {
         errors: summary.errors,
     })
+}
+
+/// Whether standard output is the file `file` is the metadata of.
+fn is_stdout(file: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/fd/1")
+        .is_ok_and(|out| (out.dev(), out.ino()) == (file.dev(), file.ino()))
 }
 
 /// Standard input for `bytejail batch -`, read on a thread of its own so that a batch whose

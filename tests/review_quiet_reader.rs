@@ -1250,3 +1250,68 @@ fn a_batch_that_cannot_start_its_reader_fails_cleanly() {
     assert_eq!(*status, Some(1), "{out} {err}");
     assert!(out.contains("\"error\""), "{out}");
 }
+
+/// `bytejail batch F >> F`: its results, appended to the batch file it reads, would be read
+/// back as lines, each giving another result, for good (with `--jobs 1`, read line by line,
+/// and with more). Refused instead: status 2, one line, the file as it was. Before the fix
+/// the batch never ended and the file grew without bound. The twin: results to another file.
+#[test]
+fn a_batch_whose_results_go_to_its_own_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jobs");
+    let other = dir.path().join("results");
+    let ret = hex(&gas("mov eax, 42\nret"));
+    let text: String = (0..300)
+        .map(|id| format!("{{\"id\":{id},\"code_hex\":\"{ret}\"}}\n"))
+        .collect();
+    for jobs in ["1", "2"] {
+        for same in [true, false] {
+            std::fs::write(&path, &text).unwrap();
+            let out = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(if same { &path } else { &other })
+                .unwrap();
+            let mut child = Command::new(env!("CARGO_BIN_EXE_bytejail"))
+                .args(["batch", "-q", "--jobs", jobs])
+                .arg(&path)
+                .stdin(Stdio::null())
+                .stdout(out)
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let start = Instant::now();
+            let status = loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    break status.code();
+                }
+                if start.elapsed() > Duration::from_secs(20) {
+                    let _ = child.kill();
+                    break None;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            };
+            let _ = child.wait();
+            let mut err = String::new();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            let what = format!("--jobs {jobs} same file {same}");
+            if same {
+                assert_eq!(status, Some(2), "{what}: {err}");
+                assert_eq!(err.lines().count(), 1, "{what}: {err}");
+                assert_eq!(std::fs::read_to_string(&path).unwrap(), text, "{what}");
+            } else {
+                assert_eq!(status, Some(0), "{what}: {err}");
+                assert_eq!(
+                    std::fs::read_to_string(&other).unwrap().lines().count(),
+                    300
+                );
+                std::fs::remove_file(&other).unwrap();
+            }
+        }
+    }
+}
