@@ -17,7 +17,18 @@
 //! - a batch's reader that panicked (a library host's `BufRead`) left the job threads waiting
 //!   for lines for good, with `--jobs 1` and with more
 //!   (`a_reader_that_panics_ends_the_batch`); and a `progress` that panicked left the reader
-//!   waiting for room in the queue for good (`a_progress_that_panics_ends_the_batch`).
+//!   waiting for room in the queue for good (`a_progress_that_panics_ends_the_batch`);
+//! - `bytejail batch --jobs 1` from a named pipe or standard input where no thread could start
+//!   (a pids limit) panicked (status 101) instead of failing with one line
+//!   (`a_batch_that_cannot_start_its_reader_fails_cleanly`);
+//! - a directory as the batch file ended with status 125, "runner failed", not 2
+//!   (`odd_batch_files_end_with_the_documented_status`);
+//! - `bytejail batch F >> F` read its own results back as jobs and never ended, the file
+//!   growing without bound (`a_batch_whose_results_go_to_its_own_file_is_refused`).
+//!
+//! Seen and left as it is: a batch from a named pipe whose stdout was closed (`| head -1`)
+//! ends only once the pipe's writer writes another line or closes it (its reader waits in
+//! `read`); from standard input it ends at once (the CLI's feed thread).
 
 mod common;
 
