@@ -1326,3 +1326,48 @@ fn a_batch_whose_results_go_to_its_own_file_is_refused() {
         }
     }
 }
+
+/// A client of `bytejail batch --jobs 1 FIFO` that waits for each answer before it writes the
+/// next line gets every answer while the pipe stays open (the reader thread reads ahead, and
+/// results go out before it waits): the first job own-traced, the later ones a zygote's, each
+/// crash verified.
+#[test]
+fn a_client_waiting_for_each_answer_through_a_fifo_gets_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("jobs");
+    let name = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0, "mkfifo");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bytejail"))
+        .args(["batch", "-q", "--jobs", "1"])
+        .arg(&fifo)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    for id in 0..6 {
+        writeln!(writer, "{{\"id\":{id},\"code_hex\":\"{}\"}}", hex(&crash())).unwrap();
+        writer.flush().unwrap();
+        let answer = rx.recv_timeout(Duration::from_secs(5));
+        let answer =
+            answer.unwrap_or_else(|_| panic!("no answer to line {id} while the pipe stays open"));
+        let result: Value = serde_json::from_str(&answer).unwrap();
+        assert_eq!(result["id"], id, "{result}");
+        assert_eq!(result["outcome"], "crashed", "{result}");
+        assert_eq!(result["fault"]["verified"], true, "{result}");
+    }
+    drop(writer);
+    assert!(child.wait().unwrap().success());
+}
