@@ -30,9 +30,9 @@
 //! does) traces the fresh one-job workers it forks itself, of jobs that may start no task,
 //! while every other thread of its process is a quiet one ([`QuietThread`]: a batch's reader,
 //! which blocks SIGCHLD and waits for no child). No other thread can then take a stop or its
-//! SIGCHLD; the thread reads the stops from
-//! a signalfd in its watch loop (see [`Trace::follow`]) and records the same facts as the
-//! tracer process, by the same code ([`on_trap`]). That saves the tracer process's start and
+//! SIGCHLD; the thread reads the stops from a signalfd in its watch loop (see
+//! [`Trace::follow`]) and records the same facts as the tracer process, by the same code
+//! ([`on_trap`]). That saves the tracer process's start and
 //! a request to it, about 70 µs of a one-job `bytejail run`.
 //!
 //! A tracer handles at most [`STOPS_PER_TURN`] stops before it looks at anything else: a
@@ -394,9 +394,9 @@ thread_local! {
 /// (a one-job batch's reader thread, see [`crate::batch::BatchConfig::read_ahead`]), instead
 /// of through a tracer process: no tracer process to start, and no request to it per job. A
 /// one-job `bytejail run` saves about 70 µs so. Other workers go to a tracer process as
-/// before: while the process has other threads, and for jobs that may start tasks (one made with `CLONE_PTRACE`
-/// would be traced by this thread too, and, held at its exit stop, would keep its worker from
-/// ever ending; a tracer process lets such tasks go).
+/// before: while the process has other threads, and for jobs that may start tasks (one made
+/// with `CLONE_PTRACE` would be traced by this thread too, and, held at its exit stop, would
+/// keep its worker from ever ending; a tracer process lets such tasks go).
 ///
 /// Why only then: a ptrace stop is reported to every thread of the tracer's process that waits
 /// for children (`wait`, `waitpid(-1)`), and one that took a worker's stop would leave the
