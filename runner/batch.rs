@@ -73,6 +73,10 @@ pub struct BatchConfig {
     /// ([`crate::trace_own_workers`]); but results are then written out only as the output's
     /// buffer fills and at the end, and a read that waits holds back the results before it.
     /// For input whose reads never wait: a regular file. More jobs always read ahead.
+    ///
+    /// The reader thread blocks SIGCHLD and counts as one that waits for no child, so that a
+    /// job thread that traces its own workers may do so beside it: `input`'s reads must then
+    /// wait for no child of the process (`waitpid(-1)`) nor start a thread that does.
     pub read_ahead: bool,
 }
 
@@ -1564,6 +1568,9 @@ impl Crew<'_, '_> {
                 crate::tracer::use_cpu_tracer(cpu);
             }
         }
+        // A panic here (the host's `progress`, say) stops the reader too, which could
+        // otherwise wait for room in the queue for good.
+        let _stop = StopOnPanic(self);
         let mut forks = Forks::default();
         let mut codes = Codes::new(&self.cache);
         let mut same: Option<Reused> = None;
@@ -1620,6 +1627,17 @@ impl Crew<'_, '_> {
     fn stopped(&self) {
         self.stop.store(true, Ordering::SeqCst);
         self.work.abandon();
+    }
+}
+
+/// Stops a batch's reader when a job thread panics (see [`Crew::stopped`]).
+struct StopOnPanic<'c, 'a, 'o>(&'c Crew<'a, 'o>);
+
+impl Drop for StopOnPanic<'_, '_, '_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.stopped();
+        }
     }
 }
 
@@ -1773,6 +1791,9 @@ pub fn run_batch(
 
     let read = std::thread::scope(|scope| -> Result<(), Error> {
         let crew = &crew;
+        // Job threads end once they have taken every line (the scope waits for them); also
+        // when reading panics (the host's `BufRead`).
+        let _close = CloseOnDrop(&crew.work);
         // The reader: this thread. It hands lines to job threads, starting one when none is
         // free.
         let read = (|| {
@@ -1800,8 +1821,6 @@ pub fn run_batch(
             }
             Ok(())
         })();
-        // Job threads end once they have taken every line (the scope waits for them).
-        crew.work.close();
         read
     });
     // A failure to write comes first: reading stopped because of it.
@@ -1984,6 +2003,27 @@ impl LineQueue {
 /// Lines the reader may hold ahead of the runners (at least; `4 x --jobs` with more jobs).
 const QUEUE_LINES: usize = 64;
 
+/// Closes a [`LineQueue`] when dropped: the reader is done, even if it panicked.
+struct CloseOnDrop<'q>(&'q LineQueue);
+
+impl Drop for CloseOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// Abandons a [`LineQueue`] when dropped while panicking: a runner that panicked stops the
+/// reader.
+struct AbandonOnPanic<'q>(&'q LineQueue);
+
+impl Drop for AbandonOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.abandon();
+        }
+    }
+}
+
 /// A batch's lines as they are read, numbered (`seq` counts the lines that get a result,
 /// `line_no` every line of the input), blank lines left out.
 struct Lines<R> {
@@ -2128,21 +2168,26 @@ fn run_batch_inline(
     let queue = &queue;
     let mut jobs = OneAtATime::new(config, &cache, out);
     std::thread::scope(|scope| -> Result<(), Error> {
-        let reader = scope.spawn(move || -> Result<(), Error> {
-            // This thread forks nothing and waits for no child: the job thread may trace its
-            // own workers beside it (see `trace_own_workers`).
-            let _quiet = crate::tracer::QuietThread::enter();
-            let read = (|| {
+        // Where no thread can start (a pids limit reached), an error, not a panic.
+        let reader = std::thread::Builder::new()
+            .spawn_scoped(scope, move || -> Result<(), Error> {
+                // This thread forks nothing and waits for no child: the job thread may trace
+                // its own workers beside it (see `trace_own_workers`).
+                let _quiet = crate::tracer::QuietThread::enter();
+                // The job thread ends once it has taken every line; also when reading panics
+                // (the host's `BufRead`).
+                let _close = CloseOnDrop(queue);
                 while let Some(queued) = lines.next()? {
                     if !queue.put(queued) {
                         break;
                     }
                 }
                 Ok(())
-            })();
-            queue.close();
-            read
-        });
+            })
+            .map_err(|e| Error::io("starting a batch thread", e))?;
+        // A panic of this thread's (the host's `progress`, say) stops the reader, which could
+        // otherwise wait for room in the queue for good.
+        let _abandon = AbandonOnPanic(queue);
 
         // Pinned after the reader started (it inherits the CPU set of the thread that starts
         // it, and stays free); the caller's own set comes back at the end.

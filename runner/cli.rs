@@ -692,14 +692,35 @@ fn batch(args: BatchArgs) -> Result<Completion, Error> {
             &mut progress,
         )
     } else {
-        let file = std::fs::File::open(&args.file).map_err(|source| InputError::Unreadable {
+        let unreadable = |source| InputError::Unreadable {
             path: args.file.clone(),
             source,
-        })?;
+        };
+        let file = std::fs::File::open(&args.file).map_err(unreadable)?;
+        let metadata = file.metadata().ok();
+        let kind = metadata.as_ref().map(|m| m.file_type());
+        // Results appended to the batch file itself (`bytejail batch f >> f`) would be read
+        // back as lines, each giving another result line: a batch that never ends.
+        if metadata
+            .as_ref()
+            .is_some_and(|m| m.is_file() && is_stdout(m))
+        {
+            return Err(InputError::Invalid(format!(
+                "{}: the batch file is also standard output, where its results would be read \
+                 back as jobs",
+                args.file.display()
+            ))
+            .into());
+        }
+        // A directory opens, but its first read fails: an unreadable FILE (status 2, nothing
+        // ran), not a failure of bytejail's.
+        if kind.is_some_and(|kind| kind.is_dir()) {
+            return Err(unreadable(io::Error::from_raw_os_error(libc::EISDIR)).into());
+        }
         // A regular file's reads never wait: its lines are read by the job thread itself,
         // with no reader thread to start (a pipe's or a device's could wait for a client who
         // waits for the results so far).
-        let regular = file.metadata().is_ok_and(|m| m.file_type().is_file());
+        let regular = kind.is_some_and(|kind| kind.is_file());
         bytejail::batch::run_batch(
             io::BufReader::with_capacity(BATCH_READ, file),
             &mut out,
@@ -726,6 +747,13 @@ fn batch(args: BatchArgs) -> Result<Completion, Error> {
     Ok(Completion::Batch {
         errors: summary.errors,
     })
+}
+
+/// Whether standard output is the file `file` is the metadata of.
+fn is_stdout(file: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/fd/1")
+        .is_ok_and(|out| (out.dev(), out.ino()) == (file.dev(), file.ino()))
 }
 
 /// Standard input for `bytejail batch -`, read on a thread of its own so that a batch whose

@@ -28,9 +28,11 @@
 //!
 //! One exception: a thread that said so ([`trace_own_workers`], as a one-job `bytejail run`
 //! does) traces the fresh one-job workers it forks itself, of jobs that may start no task,
-//! while it is its process's only thread. No other thread can then take a stop or its SIGCHLD; the thread reads the stops from
-//! a signalfd in its watch loop (see [`Trace::follow`]) and records the same facts as the
-//! tracer process, by the same code ([`on_trap`]). That saves the tracer process's start and
+//! while every other thread of its process is a quiet one ([`QuietThread`]: a batch's reader,
+//! which blocks SIGCHLD and waits for no child). No other thread can then take a stop or its
+//! SIGCHLD; the thread reads the stops from a signalfd in its watch loop (see
+//! [`Trace::follow`]) and records the same facts as the tracer process, by the same code
+//! ([`on_trap`]). That saves the tracer process's start and
 //! a request to it, about 70 µs of a one-job `bytejail run`.
 //!
 //! A tracer handles at most [`STOPS_PER_TURN`] stops before it looks at anything else: a
@@ -44,7 +46,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crate::sys::raw;
@@ -388,12 +390,13 @@ thread_local! {
 
 /// From now on the calling thread traces the fresh workers it forks itself (one-job runs,
 /// [`crate::run`] without a zygote) of jobs that may start no other task (`Limits::max_procs`
-/// 1, the default) whenever it is its process's only thread, instead of through a tracer
-/// process: no tracer process to start, and no request to it per job. A one-job `bytejail
-/// run` saves about 70 µs so. Other workers go to a tracer process as before: while the
-/// process has other threads, and for jobs that may start tasks (one made with `CLONE_PTRACE`
-/// would be traced by this thread too, and, held at its exit stop, would keep its worker from
-/// ever ending; a tracer process lets such tasks go).
+/// 1, the default) whenever it is its process's only thread but for quiet ones of bytejail's
+/// (a one-job batch's reader thread, see [`crate::batch::BatchConfig::read_ahead`]), instead
+/// of through a tracer process: no tracer process to start, and no request to it per job. A
+/// one-job `bytejail run` saves about 70 µs so. Other workers go to a tracer process as
+/// before: while the process has other threads, and for jobs that may start tasks (one made
+/// with `CLONE_PTRACE` would be traced by this thread too, and, held at its exit stop, would
+/// keep its worker from ever ending; a tracer process lets such tasks go).
 ///
 /// Why only then: a ptrace stop is reported to every thread of the tracer's process that waits
 /// for children (`wait`, `waitpid(-1)`), and one that took a worker's stop would leave the
@@ -421,9 +424,37 @@ pub fn trace_own_workers() {
     OWN.with(|own| own.set(true));
 }
 
-/// Threads of this process that block SIGCHLD and never wait for a child, counted while they
-/// say so (see [`QuietThread`]).
-static QUIET_THREADS: AtomicUsize = AtomicUsize::new(0);
+/// Threads that block SIGCHLD and never wait for a child, counted while they say so (see
+/// [`QuietThread`]), with the process they belong to: the pid in the high half, the count in
+/// the low half. A process forked while a quiet thread lived inherits the count but not the
+/// thread: its pid differs, so it counts none (and its own first quiet thread starts the count
+/// anew). Without the pid such a process (a pre-forking server whose other thread runs a
+/// batch) took one ordinary thread of its own, maybe one that reaps any child, for the quiet
+/// one it does not have.
+static QUIET_THREADS: AtomicU64 = AtomicU64::new(0);
+
+/// `QUIET_THREADS`' value for `count` quiet threads of the process `pid`.
+fn quiet_threads(pid: libc::pid_t, count: u64) -> u64 {
+    (u64::from(pid as u32) << 32) | count
+}
+
+/// This process's quiet threads in `QUIET_THREADS`' value `value`.
+fn quiet_of(value: u64, pid: libc::pid_t) -> u64 {
+    if value >> 32 == u64::from(pid as u32) {
+        value & 0xffff_ffff
+    } else {
+        0
+    }
+}
+
+/// Adds `delta` (1 or -1) to this process's count of quiet threads.
+fn count_quiet(delta: i64) {
+    let pid = crate::sys::current_pid();
+    let _ = QUIET_THREADS.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |value| {
+        let count = quiet_of(value, pid).saturating_add_signed(delta);
+        Some(quiet_threads(pid, count))
+    });
+}
 
 /// A thread of bytejail's own that blocks SIGCHLD and never waits for a child, for as long as
 /// this lives (a batch's reader thread): a thread that traces its own workers
@@ -440,14 +471,14 @@ impl QuietThread {
     /// Blocks SIGCHLD in the calling thread (for good) and counts it.
     pub(crate) fn enter() -> QuietThread {
         set_chld_blocked(true);
-        QUIET_THREADS.fetch_add(1, Ordering::SeqCst);
+        count_quiet(1);
         QuietThread(std::marker::PhantomData)
     }
 }
 
 impl Drop for QuietThread {
     fn drop(&mut self) {
-        QUIET_THREADS.fetch_sub(1, Ordering::SeqCst);
+        count_quiet(-1);
     }
 }
 
@@ -457,8 +488,11 @@ impl Drop for QuietThread {
 /// mismatch errs towards a tracer process; and no thread can start during the caller's job
 /// but from the caller (busy with it) or a quiet thread (which starts none).
 fn only_quiet_threads_beside() -> bool {
-    let quiet = QUIET_THREADS.load(Ordering::SeqCst);
-    crate::sys::threads() == Some(1 + quiet)
+    let quiet = quiet_of(
+        QUIET_THREADS.load(Ordering::SeqCst),
+        crate::sys::current_pid(),
+    );
+    crate::sys::threads() == usize::try_from(quiet + 1).ok()
 }
 
 /// From now on the calling thread, which keeps to `cpu` alone (a job thread of a batch with
