@@ -158,13 +158,20 @@ impl Host {
     /// reparented here, where [`Host::check_unchanged`] sees it, rather than to init.
     pub fn new() -> Host {
         let home = std::env::current_dir().expect("the working directory is readable");
-        let watched = std::env::temp_dir().join(format!(
-            "bytejail-oracle-{}-{}",
-            std::process::id(),
-            unique_suffix()
-        ));
-        fs::create_dir(&watched)
-            .unwrap_or_else(|e| panic!("creating the watched directory {watched:?}: {e}"));
+        // A name taken already is left by an earlier process of the same pid that did not
+        // drop its host (a fuzzer ended by its time limit): the next suffix is tried.
+        let watched = loop {
+            let watched = std::env::temp_dir().join(format!(
+                "bytejail-oracle-{}-{}",
+                std::process::id(),
+                unique_suffix()
+            ));
+            match fs::create_dir(&watched) {
+                Ok(()) => break watched,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => panic!("creating the watched directory {watched:?}: {e}"),
+            }
+        };
         become_subreaper();
         let host = Host { watched, home };
         // bytejail keeps one arena (a memfd) per thread between runs, and one empty pipe per
