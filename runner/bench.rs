@@ -510,7 +510,7 @@ impl PhaseResults {
 }
 
 /// The rows the phases measure, with their floors (and a second floor to be read against).
-const PHASE_ROWS: [(&str, Option<&str>, Option<&str>); 6] = [
+const PHASE_ROWS: [(&str, Option<&str>, Option<&str>); 4] = [
     // A pooled job is also a parked process's first run (`floor_parked_first_rtt`).
     (
         "run_pool",
@@ -518,8 +518,6 @@ const PHASE_ROWS: [(&str, Option<&str>, Option<&str>); 6] = [
         Some("floor_parked_first_rtt"),
     ),
     ("run_zygote", Some("floor_fork_pipe_strict"), None),
-    ("run_fresh", Some("floor_fork_pipe_strict"), None),
-    ("run_strict_bpf", Some("floor_fork_pipe_strict"), None),
     ("run_profile_256", Some("floor_fork_pipe_strict"), None),
     ("run_profile_docker", Some("floor_fork_pipe_strict"), None),
 ];
@@ -537,8 +535,8 @@ const CYCLES: u32 = 3;
 const SLOT: Duration = Duration::from_micros(1500);
 
 /// The `run_*` rows of fresh workers: one `mov al,42; ret` job end to end through
-/// [`crate::run`] with each set of options, by row name. The traced ones (the default) are
-/// measured in `Phase::Traced`, the untraced ones in the main table. Shared by `bytejail bench` and
+/// [`crate::run`] with each set of options, by row name. Those under profiles are measured in
+/// `Phase::Profiles`, the others in the main table. Shared by `bytejail bench` and
 /// `benches/run.rs`. Modes that keep something alive between jobs (`run_pool`, and to come
 /// `run_batch_input`, `run_zygote`) are measured in a phase of their own (`Phase`).
 pub fn run_modes() -> Vec<(&'static str, RunOptions)> {
@@ -743,35 +741,28 @@ enum Phase {
     Pool,
     /// `run_zygote`: fresh workers forked by a [`Zygote`], one per job.
     Zygote,
-    /// The traced `run_*` rows of [`run_modes`] under strict mode and `strict-bpf`: a traced
-    /// run starts the tracer's thread, which must not exist where the floors are measured (see
-    /// [`phase_in_child`]).
-    Traced,
-    /// The traced `run_*` rows under profiles, apart from the strict ones: a profile job's
-    /// worker has a cgroup, namespaces and a Landlock domain, which the kernel tears down
-    /// after the job, in workqueues on the same CPU. Measured beside the strict rows, that
-    /// work fell on their samples: a strict job run right after a Docker-profile job took
-    /// 133-135 µs here against 67-71 µs after another strict job (`perf` showed the CPU in
-    /// the cgroup workqueue's `kworker`), and `run_fresh`'s median came out about 20 µs
-    /// above what a loop of `bytejail::run` measures.
-    TracedProfiles,
+    /// The `run_*` rows of [`run_modes`] under profiles (traced, as by default): a profile
+    /// job's worker has a cgroup, namespaces and a Landlock domain, which the kernel tears
+    /// down after the job, in workqueues on the same CPU. Measured beside other rows, that work
+    /// falls on their samples: a strict job run right after a Docker-profile job took 133-135
+    /// µs here against 67-71 µs after another strict job (`perf` showed the CPU in the cgroup
+    /// workqueue's `kworker`). The traced strict rows (`run_fresh`, `run_strict_bpf`) are in
+    /// the main table, beside their floor: the tracer process they start (a `CLONE_VM` process,
+    /// not a thread, so glibc's `fork()` keeps its single-threaded path) left the floors where
+    /// they were (two runs each way: `floor_fork_pipe_strict` 70.8 and 70.0 µs,
+    /// `fork_exit_wait` 65.2 and 64.0 µs), while a phase's child forks more slowly than the
+    /// main table (see [`phase_in_child`]).
+    Profiles,
 }
 
 impl Phase {
-    const ALL: [Phase; 4] = [
-        Phase::Pool,
-        Phase::Zygote,
-        Phase::Traced,
-        Phase::TracedProfiles,
-    ];
+    const ALL: [Phase; 3] = [Phase::Pool, Phase::Zygote, Phase::Profiles];
 
     /// Percent of the budget the phase gets; the main table gets the rest.
     fn percent(self) -> u32 {
         match self {
             Phase::Pool | Phase::Zygote => 15,
-            // The traced rows had 15% together before they were split.
-            Phase::Traced => 8,
-            Phase::TracedProfiles => 7,
+            Phase::Profiles => 8,
         }
     }
 
@@ -810,13 +801,10 @@ impl Phase {
                 let table = measure_phase(table, "zygote", budget, pinned_cpu, notes, progress);
                 tallies.add(table);
             }
-            Phase::Traced | Phase::TracedProfiles => {
-                let profiles = self == Phase::TracedProfiles;
+            Phase::Profiles => {
                 let runs: Vec<_> = run_modes()
                     .into_iter()
-                    .filter(|(_, o)| {
-                        o.trace && matches!(o.policy, Policy::Profile { .. }) == profiles
-                    })
+                    .filter(|(_, o)| matches!(o.policy, Policy::Profile { .. }))
                     .collect();
                 let table = runs
                     .iter()
@@ -828,11 +816,7 @@ impl Phase {
                         Measurement::new(name, floor, move || time(|| run_returns_42(options)))
                     })
                     .collect();
-                let name = if profiles {
-                    "traced profiles"
-                } else {
-                    "traced"
-                };
+                let name = "profiles";
                 let table = measure_phase(table, name, budget, pinned_cpu, notes, progress);
                 tallies.add(table);
             }
@@ -863,8 +847,8 @@ impl SameCodeLatency {
     /// here and inherits the calling thread's CPU affinity: call it on the CPUs the inputs
     /// will be handed over on.
     pub fn start_with_spin(spin: bool) -> io::Result<SameCodeLatency> {
-        // Untraced: the main table measures it, where no tracer thread may start (see
-        // `phase_in_child`); a same-code worker's tracer costs nothing per input anyway.
+        // Untraced, as this row always was: a same-code worker's tracer costs nothing per
+        // input anyway (it is seized once, when the worker starts).
         let options = RunOptions {
             trace: false,
             spin,
@@ -1103,8 +1087,11 @@ impl Fixtures {
                 None
             }
         };
-        // The traced rows run in a phase of their own (`Phase::Traced`).
-        let runs = run_modes().into_iter().filter(|(_, o)| !o.trace).collect();
+        // The profile rows run in a phase of their own (`Phase::Profiles`).
+        let runs = run_modes()
+            .into_iter()
+            .filter(|(_, o)| !matches!(o.policy, Policy::Profile { .. }))
+            .collect();
         let mut syscalls = vec![
             ("syscall_none", None, Confinement::None),
             ("syscall_strict", Some("syscall_none"), Confinement::Strict),
