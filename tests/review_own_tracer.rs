@@ -18,7 +18,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytejail::{Limits, RunOptions};
-use common::{gas, hex, namespaces, profile_options};
+use common::{
+    allow_all_file, cloned, gas, hex, install_handler, kill_self, namespaces, profile_options,
+    with_usr1_handler, SIGCHLD, SPIN, THREAD, UNMASK,
+};
 use serde_json::Value;
 
 /// `bytejail run --json` of `code` with `args`, killed if it is still running after `bound`:
@@ -56,15 +59,6 @@ fn cli_report_within(code: &[u8], args: &[&str], bound: Duration) -> (Value, Dur
         .unwrap();
     let report = serde_json::from_slice(&out).unwrap_or_else(|e| panic!("{e}: {err}"));
     (report, took)
-}
-
-/// A file with the allow-all profile, kept as long as the returned directory.
-fn allow_all_file() -> (tempfile::TempDir, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("allow-all.json");
-    std::fs::write(&path, r#"{"defaultAction": "SCMP_ACT_ALLOW"}"#).unwrap();
-    let path = path.to_str().unwrap().to_owned();
-    (dir, path)
 }
 
 /// `bytejail run` under the allow-all profile with `--max-procs procs` and a 5 s timeout
@@ -118,31 +112,7 @@ fn profiles_here() -> bool {
     true
 }
 
-/// `clone(flags)` then the child's code, then the parent's (`common::clone_source`), with
-/// every signal unblocked first.
-fn cloned(flags: u32, child: &str, parent: &str) -> Vec<u8> {
-    gas(&format!(
-        "{UNMASK}\n{}",
-        common::clone_source(flags, child, parent)
-    ))
-}
-
-/// `rt_sigprocmask(SIG_SETMASK, {0})`: the worker starts with every signal but the faults
-/// blocked, so a guest that wants its signals delivered (and stops for them) unblocks them first.
-const UNMASK: &str = "
-        push 0
-        mov edi, 2
-        mov rsi, rsp
-        xor edx, edx
-        mov r10d, 8
-        mov eax, 14
-        syscall
-        pop rax";
-
-const THREAD: u32 = 0x10f00; // CLONE_VM|FS|FILES|SIGHAND|THREAD
 const CLONE_PTRACE: u32 = 0x2000;
-const SIGCHLD: u32 = 17;
-const SPIN: &str = "mov ecx, 100000000\n1: dec ecx\njnz 1b";
 
 /// A thread made with `CLONE_PTRACE` exits at once (held at its exit stop by whoever traces the
 /// worker), then the leader exits alone. Before the fix `bytejail run` never ended: the
@@ -201,46 +171,6 @@ fn clone_ptrace_process_neither_hangs_bytejail_run_nor_changes_its_report() {
     }
 }
 
-/// `rt_sigaction(signo)` with the guest's labels `handler` and `restorer` and `flags`.
-fn install_handler(signo: u32, flags: u32) -> String {
-    format!(
-        "
-        sub rsp, 64
-        lea rax, [rip + handler]
-        mov [rsp], rax
-        mov qword ptr [rsp + 8], {flags:#x}
-        lea rax, [rip + restorer]
-        mov [rsp + 16], rax
-        mov qword ptr [rsp + 24], 0
-        mov edi, {signo}
-        mov rsi, rsp
-        xor edx, edx
-        mov r10d, 8
-        mov eax, 13                             # rt_sigaction
-        syscall
-        add rsp, 64"
-    )
-}
-
-/// A signal handler for SIGUSR1 (`handler`, returning through a restorer), then `body`.
-fn with_usr1_handler(handler: &str, body: &str) -> Vec<u8> {
-    let install = install_handler(10, 0x04000000); // SA_RESTORER
-    gas(&format!(
-        "
-        {install}
-        {UNMASK}
-        mov eax, 39
-        syscall
-        mov r12, rax
-        {body}
-    handler:
-        {handler}
-    restorer:
-        mov eax, 15
-        syscall"
-    ))
-}
-
 /// A SIGSEGV handler that goes on at `cont`, a real fault at 0x77 it catches, then `then` (at
 /// `cont`): the tracer saw a kernel fault the guest survived.
 fn caught_fault_then(then: &str) -> Vec<u8> {
@@ -260,11 +190,6 @@ fn caught_fault_then(then: &str) -> Vec<u8> {
         mov eax, 15
         syscall"
     ))
-}
-
-/// kill(r12 = own pid, signo)
-fn kill_self(signo: u32) -> String {
-    format!("mov rdi, r12\nmov esi, {signo}\nmov eax, 62\nsyscall")
 }
 
 /// Signals a guest sends itself: ignored, caught (many), stopping, continuing, fault-like,

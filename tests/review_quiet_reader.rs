@@ -40,7 +40,9 @@ use std::time::{Duration, Instant};
 
 use bytejail::batch::{run_batch, BatchConfig};
 use bytejail::{Limits, RunOptions};
-use common::{gas, hex};
+use common::{
+    allow_all_file, cloned, gas, hex, kill_self, with_usr1_handler, SIGCHLD, SPIN, THREAD, UNMASK,
+};
 use serde_json::Value;
 
 /// A pipe: (read end, write end).
@@ -457,84 +459,6 @@ fn batch_way(way: Way, args: &[&str], input: &str, expected: usize, bound: Durat
         results,
         stderr: errors.join().unwrap(),
     }
-}
-
-/// A file with the allow-all profile, kept as long as the returned directory.
-fn allow_all_file() -> (tempfile::TempDir, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("allow-all.json");
-    std::fs::write(&path, r#"{"defaultAction": "SCMP_ACT_ALLOW"}"#).unwrap();
-    let path = path.to_str().unwrap().to_owned();
-    (dir, path)
-}
-
-/// `rt_sigprocmask(SIG_SETMASK, {0})`: the worker starts with every signal but the faults
-/// blocked, so a guest that wants its signals delivered (and stops for them) unblocks them first.
-const UNMASK: &str = "
-        push 0
-        mov edi, 2
-        mov rsi, rsp
-        xor edx, edx
-        mov r10d, 8
-        mov eax, 14
-        syscall
-        pop rax";
-
-const THREAD: u32 = 0x10f00; // CLONE_VM|FS|FILES|SIGHAND|THREAD
-const SIGCHLD: u32 = 17;
-const SPIN: &str = "mov ecx, 100000000\n1: dec ecx\njnz 1b";
-
-/// `clone(flags)` then the child's code, then the parent's, with every signal unblocked first.
-fn cloned(flags: u32, child: &str, parent: &str) -> Vec<u8> {
-    gas(&format!(
-        "{UNMASK}\n{}",
-        common::clone_source(flags, child, parent)
-    ))
-}
-
-/// `rt_sigaction(signo)` with the guest's labels `handler` and `restorer` and `flags`.
-fn install_handler(signo: u32, flags: u32) -> String {
-    format!(
-        "
-        sub rsp, 64
-        lea rax, [rip + handler]
-        mov [rsp], rax
-        mov qword ptr [rsp + 8], {flags:#x}
-        lea rax, [rip + restorer]
-        mov [rsp + 16], rax
-        mov qword ptr [rsp + 24], 0
-        mov edi, {signo}
-        mov rsi, rsp
-        xor edx, edx
-        mov r10d, 8
-        mov eax, 13                             # rt_sigaction
-        syscall
-        add rsp, 64"
-    )
-}
-
-/// A signal handler for SIGUSR1 (`handler`, returning through a restorer), then `body`.
-fn with_usr1_handler(handler: &str, body: &str) -> Vec<u8> {
-    let install = install_handler(10, 0x04000000); // SA_RESTORER
-    gas(&format!(
-        "
-        {install}
-        {UNMASK}
-        mov eax, 39
-        syscall
-        mov r12, rax
-        {body}
-    handler:
-        {handler}
-    restorer:
-        mov eax, 15
-        syscall"
-    ))
-}
-
-/// kill(r12 = own pid, signo)
-fn kill_self(signo: u32) -> String {
-    format!("mov rdi, r12\nmov esi, {signo}\nmov eax, 62\nsyscall")
 }
 
 /// Guests that may run under strict mode: real and forged faults, a violation, a spin to the

@@ -499,3 +499,81 @@ pub fn forged_fault_record() -> Vec<u8> {
         mov qword ptr [rax], 1              # the real fault: address 8
         ret")
 }
+
+// Guests that handle, send and wait for signals (the tracer reviews).
+
+/// `rt_sigprocmask(SIG_SETMASK, {0})`: the worker starts with every signal but the faults
+/// blocked, so a guest that wants its signals delivered (and stops for them) unblocks them first.
+pub const UNMASK: &str = "
+        push 0
+        mov edi, 2
+        mov rsi, rsp
+        xor edx, edx
+        mov r10d, 8
+        mov eax, 14
+        syscall
+        pop rax";
+
+pub const THREAD: u32 = 0x10f00; // CLONE_VM|FS|FILES|SIGHAND|THREAD
+pub const SIGCHLD: u32 = 17;
+pub const SPIN: &str = "mov ecx, 100000000\n1: dec ecx\njnz 1b";
+
+/// A file with the allow-all profile, kept as long as the returned directory.
+pub fn allow_all_file() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("allow-all.json");
+    std::fs::write(&path, r#"{"defaultAction": "SCMP_ACT_ALLOW"}"#).unwrap();
+    let path = path.to_str().unwrap().to_owned();
+    (dir, path)
+}
+
+/// `clone(flags)` then the child's code, then the parent's ([`clone_source`]), with
+/// every signal unblocked first.
+pub fn cloned(flags: u32, child: &str, parent: &str) -> Vec<u8> {
+    gas(&format!("{UNMASK}\n{}", clone_source(flags, child, parent)))
+}
+
+/// `rt_sigaction(signo)` with the guest's labels `handler` and `restorer` and `flags`.
+pub fn install_handler(signo: u32, flags: u32) -> String {
+    format!(
+        "
+        sub rsp, 64
+        lea rax, [rip + handler]
+        mov [rsp], rax
+        mov qword ptr [rsp + 8], {flags:#x}
+        lea rax, [rip + restorer]
+        mov [rsp + 16], rax
+        mov qword ptr [rsp + 24], 0
+        mov edi, {signo}
+        mov rsi, rsp
+        xor edx, edx
+        mov r10d, 8
+        mov eax, 13                             # rt_sigaction
+        syscall
+        add rsp, 64"
+    )
+}
+
+/// A signal handler for SIGUSR1 (`handler`, returning through a restorer), then `body`.
+pub fn with_usr1_handler(handler: &str, body: &str) -> Vec<u8> {
+    let install = install_handler(10, 0x04000000); // SA_RESTORER
+    gas(&format!(
+        "
+        {install}
+        {UNMASK}
+        mov eax, 39
+        syscall
+        mov r12, rax
+        {body}
+    handler:
+        {handler}
+    restorer:
+        mov eax, 15
+        syscall"
+    ))
+}
+
+/// kill(r12 = own pid, signo)
+pub fn kill_self(signo: u32) -> String {
+    format!("mov rdi, r12\nmov esi, {signo}\nmov eax, 62\nsyscall")
+}
