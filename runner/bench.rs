@@ -781,9 +781,7 @@ impl Phase {
                     return;
                 };
                 let (name, floor, _) = PHASE_ROWS[0];
-                let table = vec![
-                    Measurement::new(name, floor, || pool.job()).also("floor_parked_first_rtt")
-                ];
+                let table = vec![Measurement::new(name, floor, || pool.job())];
                 let table = measure_phase(table, "pool", budget, pinned_cpu, notes, progress);
                 tallies.add(table);
                 tallies.pool_jobs += pool.jobs();
@@ -816,8 +814,7 @@ impl Phase {
                         Measurement::new(name, floor, move || time(|| run_returns_42(options)))
                     })
                     .collect();
-                let name = "profiles";
-                let table = measure_phase(table, name, budget, pinned_cpu, notes, progress);
+                let table = measure_phase(table, "profiles", budget, pinned_cpu, notes, progress);
                 tallies.add(table);
             }
         }

@@ -641,14 +641,19 @@ pub(crate) struct Grant {
     pub access: u64,
 }
 
+impl Grant {
+    /// No grant (an empty path).
+    pub(crate) const EMPTY: Grant = Grant {
+        path: [0; GRANT_PATH],
+        dir: false,
+        write: false,
+        access: 0,
+    };
+}
+
 impl Default for Grant {
     fn default() -> Self {
-        Grant {
-            path: [0; GRANT_PATH],
-            dir: false,
-            write: false,
-            access: 0,
-        }
+        Grant::EMPTY
     }
 }
 
@@ -660,12 +665,7 @@ impl Walls {
         netns_fd: -1,
         landlock: [0; 3],
         id_maps: [[0; 32]; 2],
-        grants: [Grant {
-            path: [0; GRANT_PATH],
-            dir: false,
-            write: false,
-            access: 0,
-        }; MAX_GRANTS],
+        grants: [Grant::EMPTY; MAX_GRANTS],
     };
 
     pub(crate) fn pid_namespace(&self) -> bool {
