@@ -189,8 +189,24 @@ fn children(pid: u32) -> Vec<String> {
         .collect()
 }
 
+/// The children of `pid` by name, once its worker is there (a child that is not the tracer)
+/// and a little after; at most 10 s.
+fn children_once_a_worker_runs(pid: u32) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        seen = children(pid);
+        if seen.iter().any(|name| name != "bytejail-tracer") {
+            std::thread::sleep(Duration::from_millis(50));
+            return children(pid);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    seen
+}
+
 /// While `bytejail` (run with `args`, a job that loops for 2 s) runs its worker: its children
-/// by name, once the worker is there (a child that is not the tracer) and a little after.
+/// by name (see [`children_once_a_worker_runs`]).
 fn children_while_running(args: &[&str], stdin: &str) -> Vec<String> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_bytejail"))
         .args(args)
@@ -203,17 +219,7 @@ fn children_while_running(args: &[&str], stdin: &str) -> Vec<String> {
     // on, waiting for more.
     let mut input = child.stdin.take().unwrap();
     std::io::Write::write_all(&mut input, stdin.as_bytes()).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut seen = Vec::new();
-    while Instant::now() < deadline {
-        seen = children(child.id());
-        if seen.iter().any(|name| name != "bytejail-tracer") {
-            std::thread::sleep(Duration::from_millis(50));
-            seen = children(child.id());
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let seen = children_once_a_worker_runs(child.id());
     let _ = child.kill();
     let _ = child.wait();
     drop(input);
@@ -260,13 +266,8 @@ fn bytejail_run_starts_no_tracer_process() {
 /// CLI's thread that feeds it (not such a thread) is alive too: a tracer process.
 #[test]
 fn a_batch_beside_its_reader_thread_traces_its_first_worker_itself() {
-    let dir = std::env::temp_dir().join(format!("bytejail-own-fifo-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let fifo = dir.join("jobs");
-    let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    // SAFETY: a NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0, "mkfifo");
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = common::fifo_in(dir.path());
     let through_fifo = |line: &str, watch: bool| -> (Vec<String>, String) {
         let child = Command::new(env!("CARGO_BIN_EXE_bytejail"))
             .args(["batch", "--jobs", "1", "-q"])
@@ -279,17 +280,11 @@ fn a_batch_beside_its_reader_thread_traces_its_first_worker_itself() {
         // Opening blocks until bytejail opens its end; kept open while the job runs.
         let mut writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
         std::io::Write::write_all(&mut writer, line.as_bytes()).unwrap();
-        let mut seen = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while watch && Instant::now() < deadline {
-            seen = children(child.id());
-            if seen.iter().any(|name| name != "bytejail-tracer") {
-                std::thread::sleep(Duration::from_millis(50));
-                seen = children(child.id());
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        let seen = if watch {
+            children_once_a_worker_runs(child.id())
+        } else {
+            Vec::new()
+        };
         drop(writer);
         let out = child.wait_with_output().unwrap();
         (seen, String::from_utf8_lossy(&out.stdout).into_owned())
@@ -309,7 +304,6 @@ fn a_batch_beside_its_reader_thread_traces_its_first_worker_itself() {
     let result: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(result["outcome"], "crashed", "{result}");
     assert_eq!(result["fault"]["verified"], true, "{result}");
-    let _ = std::fs::remove_dir_all(&dir);
 
     let seen = children_while_running(&["batch", "--jobs", "1"], spin);
     assert!(

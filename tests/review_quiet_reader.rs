@@ -365,11 +365,7 @@ fn batch_way(way: Way, args: &[&str], input: &str, expected: usize, bound: Durat
     let path = dir.path().join("jobs");
     match way {
         Way::File => std::fs::write(&path, input).unwrap(),
-        Way::Fifo => {
-            let name = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
-            // SAFETY: a NUL-terminated path.
-            assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0, "mkfifo");
-        }
+        Way::Fifo => assert_eq!(common::fifo_in(dir.path()), path),
         Way::Stdin => {}
     }
     let mut command = Command::new(env!("CARGO_BIN_EXE_bytejail"));
@@ -1130,10 +1126,7 @@ fn a_batch_that_cannot_start_its_reader_fails_cleanly() {
     std::fs::create_dir_all(&group).unwrap();
     std::fs::write(group.join("pids.max"), "1").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let fifo = dir.path().join("jobs");
-    let name = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    // SAFETY: a NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0, "mkfifo");
+    let fifo = common::fifo_in(dir.path());
     let file = dir.path().join("file");
     let line = "{\"id\":1,\"code_hex\":\"c3\"}\n";
     std::fs::write(&file, line).unwrap();
@@ -1262,10 +1255,7 @@ fn a_batch_whose_results_go_to_its_own_file_is_refused() {
 #[test]
 fn a_client_waiting_for_each_answer_through_a_fifo_gets_it() {
     let dir = tempfile::tempdir().unwrap();
-    let fifo = dir.path().join("jobs");
-    let name = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    // SAFETY: a NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0, "mkfifo");
+    let fifo = common::fifo_in(dir.path());
     let mut child = Command::new(env!("CARGO_BIN_EXE_bytejail"))
         .args(["batch", "-q", "--jobs", "1"])
         .arg(&fifo)

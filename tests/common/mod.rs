@@ -577,3 +577,12 @@ pub fn with_usr1_handler(handler: &str, body: &str) -> Vec<u8> {
 pub fn kill_self(signo: u32) -> String {
     format!("mov rdi, r12\nmov esi, {signo}\nmov eax, 62\nsyscall")
 }
+
+/// A named pipe `jobs` made in `dir`.
+pub fn fifo_in(dir: &std::path::Path) -> std::path::PathBuf {
+    let fifo = dir.join("jobs");
+    let name = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0, "mkfifo");
+    fifo
+}
