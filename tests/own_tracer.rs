@@ -316,15 +316,8 @@ fn a_batch_beside_its_reader_thread_traces_its_first_worker_itself() {
 /// stop, and it stops again as soon as it is let go. It unblocks its signals first: the worker
 /// starts with every signal but the faults blocked, and a blocked signal stays pending, no stop.
 fn stop_storm() -> Vec<u8> {
-    gas("
-        push 0                  # rt_sigprocmask(SIG_SETMASK, {0}, NULL, 8)
-        mov edi, 2
-        mov rsi, rsp
-        xor edx, edx
-        mov r10d, 8
-        mov eax, 14
-        syscall
-        pop rax
+    gas(&format!(
+        "{}
         mov eax, 39             # getpid
         syscall
         mov r12, rax
@@ -332,7 +325,9 @@ fn stop_storm() -> Vec<u8> {
         mov esi, 23             # SIGURG, ignored by default
         mov eax, 62             # kill
         syscall
-        jmp 1b")
+        jmp 1b",
+        common::UNMASK
+    ))
 }
 
 /// A guest that stops its tracer as fast as it is let go still ends at its deadline when its

@@ -358,6 +358,26 @@ struct Ended {
     stderr: String,
 }
 
+/// `child`'s exit status once it ends, or `None` if it has not by `start + bound`: then it is
+/// killed. Reaped either way.
+fn exit_within(
+    child: &mut std::process::Child,
+    start: Instant,
+    bound: Duration,
+) -> Option<std::process::ExitStatus> {
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if start.elapsed() > bound {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Runs `bytejail batch ARGS` on `input` the `way` given, killed after `bound`. For a pipe
 /// the writing end stays open until `expected` results came (or the bound).
 fn batch_way(way: Way, args: &[&str], input: &str, expected: usize, bound: Duration) -> Ended {
@@ -428,19 +448,7 @@ fn batch_way(way: Way, args: &[&str], input: &str, expected: usize, bound: Durat
         got += 1;
     }
     drop(done_tx);
-    let mut status = None;
-    while start.elapsed() < bound {
-        if let Some(exit) = child.try_wait().unwrap() {
-            status = Some(exit.code().unwrap_or(-1));
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    if status.is_none() {
-        let _ = child.kill();
-    }
-    // Reaped either way (already, or just killed).
-    let _ = child.wait();
+    let status = exit_within(&mut child, start, bound).map(|exit| exit.code().unwrap_or(-1));
     if let Some(feeder) = feeder {
         feeder.join().unwrap();
     }
@@ -966,17 +974,7 @@ fn a_closed_stdout_ends_a_batch_from_a_file() {
         let mut first = String::new();
         stdout.read_line(&mut first).unwrap();
         drop(stdout);
-        let start = Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break Some(status);
-            }
-            if start.elapsed() > Duration::from_secs(20) {
-                let _ = child.kill();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
+        let status = exit_within(&mut child, Instant::now(), Duration::from_secs(20));
         let mut err = String::new();
         child
             .stderr
@@ -1212,17 +1210,8 @@ fn a_batch_whose_results_go_to_its_own_file_is_refused() {
                 .stderr(Stdio::piped())
                 .spawn()
                 .unwrap();
-            let start = Instant::now();
-            let status = loop {
-                if let Some(status) = child.try_wait().unwrap() {
-                    break status.code();
-                }
-                if start.elapsed() > Duration::from_secs(20) {
-                    let _ = child.kill();
-                    break None;
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            };
+            let status = exit_within(&mut child, Instant::now(), Duration::from_secs(20))
+                .and_then(|status| status.code());
             let _ = child.wait();
             let mut err = String::new();
             child
