@@ -2119,15 +2119,27 @@ fn write_failed(e: io::Error) -> Error {
     Error::io("writing results", e)
 }
 
-/// Keeps the calling thread to one CPU of those [`pinned_cpus`] allows for one job thread (the
-/// one it runs on, if allowed): the CPU set it had, to be given back; `None` if not pinned.
-fn pin_job_thread(config: &BatchConfig) -> Option<Vec<usize>> {
-    pinned_cpus(config, 1).filter(|allowed| {
-        let cpu = crate::sys::current_cpu()
-            .filter(|cpu| allowed.contains(cpu))
-            .unwrap_or(allowed[0]);
-        crate::sys::set_thread_cpus(&[cpu]).is_ok()
-    })
+/// The calling thread kept to one CPU of those [`pinned_cpus`] allows for one job thread (the
+/// one it runs on, if allowed) while this lives; the CPU set it had comes back when dropped.
+struct PinnedJobThread(Option<Vec<usize>>);
+
+impl PinnedJobThread {
+    fn new(config: &BatchConfig) -> PinnedJobThread {
+        PinnedJobThread(pinned_cpus(config, 1).filter(|allowed| {
+            let cpu = crate::sys::current_cpu()
+                .filter(|cpu| allowed.contains(cpu))
+                .unwrap_or(allowed[0]);
+            crate::sys::set_thread_cpus(&[cpu]).is_ok()
+        }))
+    }
+}
+
+impl Drop for PinnedJobThread {
+    fn drop(&mut self) {
+        if let Some(allowed) = &self.0 {
+            let _ = crate::sys::set_thread_cpus(allowed);
+        }
+    }
 }
 
 /// [`run_batch`] with one job at a time: the jobs run on the calling thread, which writes
@@ -2145,7 +2157,7 @@ fn run_batch_inline(
     let cache = CodeCache::default();
     let mut lines = Lines::new(input, config);
     if !config.read_ahead {
-        let pinned = pin_job_thread(config);
+        let pinned = PinnedJobThread::new(config);
         let mut jobs = OneAtATime::new(config, &cache, out);
         let ran = (|| -> Result<(), Error> {
             // A line that cannot be read ends the batch after the results of those before.
@@ -2159,9 +2171,7 @@ fn run_batch_inline(
             jobs.flush()?;
             read
         })();
-        if let Some(allowed) = pinned {
-            let _ = crate::sys::set_thread_cpus(&allowed);
-        }
+        drop(pinned);
         return ran.map(|()| jobs.summary);
     }
     let queue = LineQueue::new(QUEUE_LINES);
@@ -2191,7 +2201,7 @@ fn run_batch_inline(
 
         // Pinned after the reader started (it inherits the CPU set of the thread that starts
         // it, and stays free); the caller's own set comes back at the end.
-        let pinned = pin_job_thread(config);
+        let pinned = PinnedJobThread::new(config);
         let ran = (|| -> Result<(), Error> {
             loop {
                 let queued = match queue.try_take() {
@@ -2211,9 +2221,7 @@ fn run_batch_inline(
             }
             jobs.flush()
         })();
-        if let Some(allowed) = pinned {
-            let _ = crate::sys::set_thread_cpus(&allowed);
-        }
+        drop(pinned);
         if ran.is_err() {
             queue.abandon();
         }
