@@ -123,11 +123,32 @@ def check_headers(tables, directory):
     return problems
 
 
-def rust_table(ident, entries, key_first):
-    lines = [f"static {ident}: [{'(u32, &str)' if key_first else '(&str, u32)'}; {len(entries)}] = ["]
+def names_string(tables):
+    """Every name of the three tables, each once, concatenated; and where each one starts."""
+    names = sorted({name for table in tables.values() for _, name in table})
+    at, offset = {}, 0
+    for name in names:
+        at[name] = offset
+        offset += len(name)
+    if offset > 0xFFFF or max(map(len, names)) > 0xFF:
+        raise TableError(f"the names take {offset} bytes: more than a row's u16 offset reaches")
+    return "".join(names), at
+
+
+def rust_names(text):
+    lines = ["const NAMES: &str = concat!("]
+    width = 88
+    for start in range(0, len(text), width):
+        lines.append(f'    "{text[start:start + width]}",')
+    lines.append(");")
+    return "\n".join(lines)
+
+
+def rust_table(ident, entries, at):
+    lines = [f"static {ident}: [Row; {len(entries)}] = ["]
     for nr, name in entries:
         number = f"0x{nr:x}" if nr >= X32_SYSCALL_BIT else str(nr)
-        lines.append(f'    ({number}, "{name}"),' if key_first else f'    ("{name}", {number}),')
+        lines.append(f'    row({number}, {at[name]}, "{name}"),')
     lines.append("];")
     return "\n".join(lines)
 
@@ -136,11 +157,12 @@ def render(tables, sources):
     x86_64_max = tables["X86_64"][-1][0]
     last_name = tables["X86_64"][-1][1]
     source_lines = "\n".join(f"//! - {source}" for source in sources)
-    blocks = []
+    text, at = names_string(tables)
+    blocks = [rust_names(text)]
     for abi in ("X86_64", "I386", "X32"):
         table = tables[abi]
-        blocks.append(rust_table(abi, table, True))
-        blocks.append(rust_table(f"{abi}_BY_NAME", sorted(table, key=lambda e: e[1]), False))
+        blocks.append(rust_table(abi, table, at))
+        blocks.append(rust_table(f"{abi}_BY_NAME", sorted(table, key=lambda e: e[1]), at))
     return TEMPLATE.format(
         sources=source_lines,
         regenerate=REGENERATE,
@@ -210,11 +232,10 @@ pub const X86_64_MAX: u32 = {x86_64_max};
 /// The name of syscall `nr` in `abi` (for [`Abi::X32`], `nr` includes [`X32_SYSCALL_BIT`]);
 /// `None` for a number the table does not assign.
 pub fn name(abi: Abi, nr: u32) -> Option<&'static str> {{
-    let table = table(abi);
-    table
-        .binary_search_by_key(&nr, |&(number, _)| number)
+    let rows = rows(abi);
+    rows.binary_search_by_key(&nr, |row| row.nr)
         .ok()
-        .map(|i| table[i].1)
+        .map(|i| rows[i].name())
 }}
 
 /// The number of syscall `name` in `abi` (for [`Abi::X32`] with [`X32_SYSCALL_BIT`]), for the
@@ -222,13 +243,61 @@ pub fn name(abi: Abi, nr: u32) -> Option<&'static str> {{
 pub fn number(abi: Abi, name: &str) -> Option<u32> {{
     let by_name = by_name(abi);
     by_name
-        .binary_search_by(|&(entry, _)| entry.cmp(name))
+        .binary_search_by(|row| row.name().cmp(name))
         .ok()
-        .map(|i| by_name[i].1)
+        .map(|i| by_name[i].nr)
 }}
 
 /// Every `(nr, name)` of `abi`, ascending by number.
-pub fn table(abi: Abi) -> &'static [(u32, &'static str)] {{
+pub fn table(
+    abi: Abi,
+) -> impl DoubleEndedIterator<Item = (u32, &'static str)> + ExactSizeIterator + Clone {{
+    rows(abi).iter().map(|row| (row.nr, row.name()))
+}}
+
+/// A syscall of one table: its number, and where its name is in [`NAMES`]. The tables hold
+/// offsets rather than `&str`s because a pointer in a static is a relocation: the dynamic
+/// loader writes every page that holds one at each start of the (position-independent)
+/// binary, which for six tables of `(u32, &str)` was 14 pages copied before `main`.
+#[derive(Clone, Copy)]
+struct Row {{
+    nr: u32,
+    at: u16,
+    len: u8,
+}}
+
+/// The row of syscall `nr` whose name is at `at` in [`NAMES`]. Evaluated by the compiler
+/// alone (every row is in a `static`), which refuses to build a table whose offset does not
+/// point at that name: only the number, the offset and the length are kept.
+const fn row(nr: u32, at: u16, name: &str) -> Row {{
+    let name = name.as_bytes();
+    let names = NAMES.as_bytes();
+    let at = at as usize;
+    assert!(name.len() <= u8::MAX as usize && at + name.len() <= names.len());
+    let mut i = 0;
+    while i < name.len() {{
+        assert!(
+            names[at + i] == name[i],
+            "a row's offset does not point at its name"
+        );
+        i += 1;
+    }}
+    Row {{
+        nr,
+        at: at as u16,
+        len: name.len() as u8,
+    }}
+}}
+
+impl Row {{
+    fn name(self) -> &'static str {{
+        let at = usize::from(self.at);
+        &NAMES[at..at + usize::from(self.len)]
+    }}
+}}
+
+/// The rows of `abi`, ascending by number.
+fn rows(abi: Abi) -> &'static [Row] {{
     match abi {{
         Abi::X86_64 => &X86_64,
         Abi::I386 => &I386,
@@ -236,8 +305,8 @@ pub fn table(abi: Abi) -> &'static [(u32, &'static str)] {{
     }}
 }}
 
-/// Every `(name, nr)` of `abi`, ascending by name.
-fn by_name(abi: Abi) -> &'static [(&'static str, u32)] {{
+/// The rows of `abi`, ascending by name.
+fn by_name(abi: Abi) -> &'static [Row] {{
     match abi {{
         Abi::X86_64 => &X86_64_BY_NAME,
         Abi::I386 => &I386_BY_NAME,
@@ -245,6 +314,7 @@ fn by_name(abi: Abi) -> &'static [(&'static str, u32)] {{
     }}
 }}
 
+/// Every name of the three tables, each once, in order, concatenated.
 {tables}
 
 #[cfg(test)]
@@ -304,15 +374,13 @@ mod tests {{
         assert_eq!(name(Abi::X32, 0), None, "x32 numbers always have the bit");
         // And the x32-only rows are not x86_64 calls.
         assert_eq!(name(Abi::X86_64, 515), None);
-        assert!(table(Abi::X32)
-            .iter()
-            .all(|&(nr, _)| nr & X32_SYSCALL_BIT != 0));
+        assert!(table(Abi::X32).all(|(nr, _)| nr & X32_SYSCALL_BIT != 0));
     }}
 
     #[test]
     fn tables_are_sorted_without_duplicates_and_round_trip() {{
         for abi in Abi::ALL {{
-            let table = table(abi);
+            let table: Vec<(u32, &str)> = table(abi).collect();
             assert!(!table.is_empty());
             for pair in table.windows(2) {{
                 assert!(
@@ -322,13 +390,36 @@ mod tests {{
             }}
             assert_eq!(by_name(abi).len(), table.len());
             for pair in by_name(abi).windows(2) {{
-                assert!(pair[0].0 < pair[1].0, "{{abi:?}}: duplicate name in {{pair:?}}");
+                let names = [pair[0].name(), pair[1].name()];
+                assert!(names[0] < names[1], "{{abi:?}}: duplicate name in {{names:?}}");
             }}
-            for &(nr, entry) in table {{
+            for (nr, entry) in table {{
                 assert_eq!(name(abi, nr), Some(entry), "{{abi:?}} {{nr}}");
                 assert_eq!(number(abi, entry), Some(nr), "{{abi:?}} {{entry}}");
             }}
         }}
+    }}
+
+    #[test]
+    fn every_name_is_a_whole_syscall_name() {{
+        // A row's offset and length cut its name out of NAMES: a slip would read a
+        // neighbour's letters (or fall between two names) and still look like a name.
+        for abi in Abi::ALL {{
+            for (_, name) in table(abi) {{
+                assert!(
+                    !name.is_empty()
+                        && name
+                            .bytes()
+                            .all(|b| b == b'_' || b.is_ascii_lowercase() || b.is_ascii_digit()),
+                    "{{abi:?}}: {{name:?}}"
+                );
+            }}
+        }}
+        assert_eq!(name(Abi::X86_64, 0), Some("read"));
+        assert_eq!(name(Abi::X86_64, 1), Some("write"));
+        assert_eq!(name(Abi::X86_64, 2), Some("open"));
+        assert_eq!(name(Abi::X86_64, 257), Some("openat"));
+        assert_eq!(name(Abi::X86_64, 437), Some("openat2"));
     }}
 
     #[test]
@@ -344,7 +435,7 @@ mod tests {{
     #[test]
     fn x86_64_max_is_the_last_entry_and_covers_linux_6_18() {{
         assert_eq!(
-            table(Abi::X86_64).last().map(|&(nr, _)| nr),
+            table(Abi::X86_64).next_back().map(|(nr, _)| nr),
             Some(X86_64_MAX)
         );
         const _: () = assert!(X86_64_MAX >= 470, "the table predates Linux 6.19");

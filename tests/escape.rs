@@ -449,10 +449,7 @@ fn ia32_cases() -> Vec<Case> {
 /// the x32 table lacks (rt_sigreturn 15) and on uretprobe and uprobe: strict mode kills every
 /// x32 call (the tagged number is in neither allow list).
 fn x32_cases() -> Vec<Case> {
-    let mut numbers: Vec<u32> = syscalls::table(Abi::X32)
-        .iter()
-        .map(|&(nr, _)| nr)
-        .collect();
+    let mut numbers: Vec<u32> = syscalls::table(Abi::X32).map(|(nr, _)| nr).collect();
     numbers.extend([15, 335, 336].map(|nr| X32_SYSCALL_BIT | nr));
     numbers.sort_unstable();
     numbers.dedup();
@@ -580,7 +577,7 @@ fn the_corpus_covers_every_number_of_every_table() {
     let cases = all_cases();
     assert!(cases.len() >= 1000, "{} cases", cases.len());
     for abi in Abi::ALL {
-        for &(nr, name) in syscalls::table(abi) {
+        for (nr, name) in syscalls::table(abi) {
             let label = label(abi, nr);
             assert!(
                 cases.iter().any(|case| case.label == label),
