@@ -279,8 +279,9 @@ fn threads_and_children_report_as_through_a_tracer_process() {
     if !profiles_here() {
         return;
     }
-    let storm = "mov eax, 39\nsyscall\nmov r12, rax\n3: mov rdi, r12\nmov esi, 23\nmov eax, 62\nsyscall\njmp 3b";
-    let jobs: Vec<(&str, Vec<u8>)> = vec![
+    let storm = &common::sigurg_storm(39);
+    let jobs: Vec<(&str, Vec<u8>)> =
+        vec![
         (
             "exit_group from a thread while the leader stops",
             cloned(THREAD, &format!("{SPIN}\nmov edi, 9\nmov eax, 231\nsyscall"), storm),
@@ -313,7 +314,7 @@ fn threads_and_children_report_as_through_a_tracer_process() {
             "a child storms its parent with SIGURG",
             cloned(
                 SIGCHLD,
-                "mov eax, 110\nsyscall\nmov r12, rax\n3: mov rdi, r12\nmov esi, 23\nmov eax, 62\nsyscall\njmp 3b",
+                &common::sigurg_storm(110),
                 &format!("{SPIN}\nmov eax, 3\nret"),
             ),
         ),

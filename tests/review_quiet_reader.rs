@@ -509,7 +509,7 @@ fn strict_guests() -> Vec<(&'static str, Vec<u8>)> {
 fn profile_guests() -> Vec<(&'static str, Vec<u8>)> {
     let getpid = format!("{UNMASK}\nmov eax, 39\nsyscall\nmov r12, rax");
     let loop_of = |n: u32, body: &str| format!("mov r13d, {n}\n7: {body}\ndec r13d\njnz 7b");
-    let storm = "mov eax, 39\nsyscall\nmov r12, rax\n3: mov rdi, r12\nmov esi, 23\nmov eax, 62\nsyscall\njmp 3b";
+    let storm = &common::sigurg_storm(39);
     vec![
         (
             "3000 ignored SIGURG",

@@ -176,7 +176,13 @@ impl Spawned {
             rseq: sys::rseq_registration(),
             scrub: options.scrub,
             filter_mode: options.policy != Policy::Strict,
-            cap_last: cap_last(),
+            // Only a filter-mode worker drops its capabilities (strict mode leaves it no
+            // syscall that could use one): a strict run does not read the number at all.
+            cap_last: if options.policy == Policy::Strict {
+                0
+            } else {
+                cap_last()
+            },
             walls: Walls::NONE,
             rlimits: [
                 (libc::RLIMIT_FSIZE, options.limits.max_file_size),

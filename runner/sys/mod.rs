@@ -825,8 +825,28 @@ fn glibc_rseq() -> Option<(isize, u32)> {
 
 /// How many threads this process has (`num_threads` of `/proc/self/stat`); `None` if it
 /// cannot be read.
+///
+/// Read into a buffer on the stack: a thread tracing its own workers asks this right after
+/// each fork, and an allocation then writes to heap pages (and the allocator's own) that the
+/// new worker still shares, each write a page copied.
 pub fn threads() -> Option<usize> {
-    let stat = std::fs::read("/proc/self/stat").ok()?;
+    use std::io::Read;
+    // The line is about 300 bytes; the command name in it is at most 16 (TASK_COMM_LEN).
+    let mut buf = [0u8; 1024];
+    let mut file = std::fs::File::open("/proc/self/stat").ok()?;
+    let mut len = 0;
+    loop {
+        match file.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+        if len == buf.len() {
+            return None; // not the line this expects
+        }
+    }
+    let stat = &buf[..len];
     // The fields after the command's closing parenthesis: state is field 3, num_threads 20.
     let end = stat.iter().rposition(|&b| b == b')')?;
     let rest = std::str::from_utf8(&stat[end + 1..]).ok()?;

@@ -518,6 +518,19 @@ pub const THREAD: u32 = 0x10f00; // CLONE_VM|FS|FILES|SIGHAND|THREAD
 pub const SIGCHLD: u32 = 17;
 pub const SPIN: &str = "mov ecx, 100000000\n1: dec ecx\njnz 1b";
 
+/// `kill(pid, SIGURG)` 2,000 times, `pid` from syscall `pid_call` (39 `getpid`, 110
+/// `getppid`), then a spin forever. Under a tracer each signal is a stop of whichever thread
+/// takes it, even ignored; an endless storm can then starve a spinning leader for as long as
+/// the tracer is slow to let it go (seconds on a VM whose system calls are slow), and whether
+/// such a job times out or gets to its fault depends on the machine. A storm that ends keeps
+/// the stops racing the job's end and the end the same everywhere.
+pub fn sigurg_storm(pid_call: u32) -> String {
+    format!(
+        "mov eax, {pid_call}\nsyscall\nmov r12, rax\nmov r13d, 2000\n\
+         3: mov rdi, r12\nmov esi, 23\nmov eax, 62\nsyscall\ndec r13d\njnz 3b\n4: jmp 4b"
+    )
+}
+
 /// A file with the allow-all profile, kept as long as the returned directory.
 pub fn allow_all_file() -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
