@@ -133,11 +133,16 @@ pub(crate) struct Trace {
     by: By,
 }
 
+#[allow(
+    clippy::large_enum_variant,
+    reason = "not boxed: the trace is made right after the fork, and an allocation then \
+              writes to heap pages the worker still shares (a page copied each)"
+)]
 enum By {
     /// A tracer process writes into the slot.
     Process { tracer: &'static Tracer, slot: u32 },
-    /// The thread that forked the worker (boxed: its facts are large).
-    Own(Box<Own>),
+    /// The thread that forked the worker.
+    Own(Own),
 }
 
 /// A worker traced by the thread that forked it (see [`trace_own_workers`]).
@@ -661,14 +666,14 @@ fn seize_own(pid: libc::pid_t, init: bool) -> io::Result<Trace> {
     let stops = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     // From here the trace's drop restores the mask.
     let trace = Trace {
-        by: By::Own(Box::new(Own {
+        by: By::Own(Own {
             pid,
             init,
             stops,
             facts: std::cell::Cell::new(Facts::default()),
             was_blocked,
             took_chld: std::cell::Cell::new(false),
-        })),
+        }),
     };
     let options = (libc::PTRACE_O_TRACEEXIT | libc::PTRACE_O_EXITKILL) as usize;
     let seized = ptrace(libc::PTRACE_SEIZE, pid, 0, options);
