@@ -139,8 +139,13 @@ pub(crate) struct Trace {
               writes to heap pages the worker still shares (a page copied each)"
 )]
 enum By {
-    /// A tracer process writes into the slot.
-    Process { tracer: &'static Tracer, slot: u32 },
+    /// A tracer process writes into the slot. `owner`: the process that asked for it (a
+    /// process forked meanwhile has no such tracer: see [`leak_unforked`]).
+    Process {
+        tracer: &'static Tracer,
+        slot: u32,
+        owner: libc::pid_t,
+    },
     /// The thread that forked the worker.
     Own(Own),
 }
@@ -169,7 +174,7 @@ impl Trace {
     /// exit stop, or releases it to its parent when it died without one) only after that.
     pub(crate) fn take(&self) -> Facts {
         let (tracer, slot) = match &self.by {
-            By::Process { tracer, slot } => (tracer, *slot),
+            By::Process { tracer, slot, .. } => (tracer, *slot),
             By::Own(own) => return own.facts.take(),
         };
         let slot = tracer.slot(slot);
@@ -278,7 +283,17 @@ impl Trace {
 impl Drop for Trace {
     fn drop(&mut self) {
         match &self.by {
-            By::Process { tracer, slot } => lock(&tracer.free).returned.push(*slot),
+            By::Process {
+                tracer,
+                slot,
+                owner,
+            } => {
+                // In a process forked since (which drops what it inherited), the tracer is
+                // not mapped, and its slot is not this process's to give back.
+                if *owner == crate::sys::current_pid() {
+                    lock(&tracer.free).returned.push(*slot)
+                }
+            }
             By::Own(own) => {
                 if !own.was_blocked {
                     // A SIGCHLD still pending is delivered now, as this process has it
@@ -521,36 +536,90 @@ pub(crate) fn use_cpu_tracer(cpu: usize) {
 fn tracer() -> Option<&'static Tracer> {
     /// The process that started the tracers, and its tracers by the CPU their threads keep
     /// to (leaked: they live as long as the process).
-    type Tracers = (libc::pid_t, Vec<(Option<usize>, Option<&'static Tracer>)>);
+    /// A tracer, and its socket and pidfd (a forked process closes its copies of them
+    /// without reading the tracer, which is not mapped there).
+    type Entry = (Option<usize>, Option<(&'static Tracer, [RawFd; 2])>);
+    type Tracers = (libc::pid_t, Vec<Entry>);
     static TRACERS: Mutex<Option<Tracers>> = Mutex::new(None);
+    thread_local! {
+        /// The tracer this thread found last, and the process and CPU it was for: found
+        /// again without taking `TRACERS`'s lock, a write that right after a fork (when a
+        /// seize asks) copies the page the lock is on, which the new worker still shares.
+        static LAST: std::cell::Cell<Option<(libc::pid_t, Option<usize>, &'static Tracer)>> =
+            const { std::cell::Cell::new(None) };
+    }
     let me = crate::sys::current_pid();
     let cpu = CPU.with(|own| own.get()).filter(|&cpu| cpu < MAX_PER_CPU);
+    if let Some((pid, on, tracer)) = LAST.with(|last| last.get()) {
+        if pid == me && on == cpu {
+            return Some(tracer);
+        }
+    }
     let mut current = lock(&TRACERS);
+    let mut found = None;
     if let Some((owner, tracers)) = current.as_ref() {
         if *owner == me {
             if let Some((_, tracer)) = tracers.iter().find(|(key, _)| *key == cpu) {
-                return *tracer;
+                found = Some(tracer.map(|(tracer, _)| tracer));
             }
         } else {
-            for inherited in tracers.iter().filter_map(|(_, tracer)| *tracer) {
+            for (_, fds) in tracers.iter().filter_map(|(_, tracer)| *tracer) {
                 // SAFETY: this process's copies of the host's socket and pidfd, which nothing
                 // here uses again (the tracer they belong to is leaked, so its OwnedFds never
                 // close them twice). The pidfds too: with a tracer per CPU a forked process
                 // would otherwise keep one descriptor per tracer of the host's for good.
                 unsafe {
-                    libc::close(inherited.socket.as_raw_fd());
-                    libc::close(inherited.pidfd.as_raw_fd());
+                    libc::close(fds[0]);
+                    libc::close(fds[1]);
                 }
             }
             *current = None;
         }
     }
-    let tracer = start().ok().map(|t| &*Box::leak(Box::new(t)));
-    current
-        .get_or_insert_with(|| (me, Vec::new()))
-        .1
-        .push((cpu, tracer));
+    let tracer = match found {
+        Some(tracer) => tracer,
+        None => {
+            let tracer = start().ok().map(leak_unforked);
+            let entry = tracer.map(|t| (t, [t.socket.as_raw_fd(), t.pidfd.as_raw_fd()]));
+            current
+                .get_or_insert_with(|| (me, Vec::new()))
+                .1
+                .push((cpu, entry));
+            tracer
+        }
+    };
+    if let Some(tracer) = tracer {
+        LAST.with(|last| last.set(Some((me, cpu, tracer))));
+    }
     tracer
+}
+
+/// `tracer`, for as long as this process lives, on pages of its own kept out of every fork
+/// (`MADV_DONTFORK`): the locks a seize takes right after a fork are then on no page a worker
+/// shares (each such write would copy the page). On the heap if those cannot be mapped.
+fn leak_unforked(tracer: Tracer) -> &'static Tracer {
+    let len = std::mem::size_of::<Tracer>().next_multiple_of(4096);
+    // SAFETY: a fresh anonymous private mapping, page-aligned (more than a Tracer needs);
+    // the tracer is moved into it and never moved out or dropped.
+    unsafe {
+        let page = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if page == libc::MAP_FAILED || libc::madvise(page, len, libc::MADV_DONTFORK) != 0 {
+            if page != libc::MAP_FAILED {
+                libc::munmap(page, len);
+            }
+            return Box::leak(Box::new(tracer));
+        }
+        let at = page.cast::<Tracer>();
+        at.write(tracer);
+        &*at
+    }
 }
 
 /// CPUs below this one get a tracer of their own (see [`tracer`]); threads on others share
@@ -582,7 +651,11 @@ pub(crate) fn seize(pid: libc::pid_t, init: bool, own_child: bool) -> io::Result
         .take()
         .ok_or_else(|| io::Error::other("every tracer slot is taken"))?;
     let trace = Trace {
-        by: By::Process { tracer, slot },
+        by: By::Process {
+            tracer,
+            slot,
+            owner: crate::sys::current_pid(),
+        },
     };
     let request = Request {
         pid,
