@@ -329,20 +329,30 @@ fn a_new_table_every_input_with_many_runs_reruns_nothing() {
 }
 
 /// Median wall time (as reported, and of the `run` call) of `count` tiny inputs each right
-/// after `before` (an input of the same session), in microseconds.
-fn tiny_after(same: &mut SameCode, before: &[u8], count: usize) -> (f64, f64) {
+/// after `before` (an input of the same session), in microseconds, and how many of the
+/// `2 * count` inputs timed out rather than returned.
+fn tiny_after(same: &mut SameCode, before: &[u8], count: usize) -> (f64, f64, usize) {
     let tiny = probe_input(0, 0, 0, 0, 0);
-    let mut walls: Vec<(f64, f64)> = (0..count)
-        .map(|_| {
-            let report = same.run(before).unwrap();
-            assert_eq!(report.outcome.kind(), "returned", "{:?}", report.outcome);
-            let start = Instant::now();
-            let report = same.run(&tiny).unwrap();
-            let call = start.elapsed().as_secs_f64() * 1e6;
-            assert_eq!(report.outcome.kind(), "returned", "{:?}", report.outcome);
-            (report.wall.as_secs_f64() * 1e6, call)
-        })
-        .collect();
+    let mut timeouts = 0;
+    let mut returned = |report: &bytejail::Report| match report.outcome.kind() {
+        "returned" => true,
+        "timeout" => {
+            timeouts += 1;
+            false
+        }
+        other => panic!("{other}: {:?}", report.outcome),
+    };
+    let mut walls: Vec<(f64, f64)> = Vec::new();
+    for _ in 0..count {
+        let report = same.run(before).unwrap();
+        returned(&report);
+        let start = Instant::now();
+        let report = same.run(&tiny).unwrap();
+        let call = start.elapsed().as_secs_f64() * 1e6;
+        if returned(&report) {
+            walls.push((report.wall.as_secs_f64() * 1e6, call));
+        }
+    }
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
@@ -350,14 +360,17 @@ fn tiny_after(same: &mut SameCode, before: &[u8], count: usize) -> (f64, f64) {
     (
         median(walls.iter().map(|w| w.0).collect()),
         median(walls.iter_mut().map(|w| w.1).collect()),
+        timeouts,
     )
 }
 
 /// What the zeroing after "done" adds to the next input's wall time, at its worst with the
 /// default limits (a table of 256 KiB of scratch and stack, every line dirty, plus the
 /// alternate and private stacks), spun and not; and a tight timeout right after such an input:
-/// the tiny input is never reported as timed out. Prints the medians (timing belongs in
-/// benches; the bound here is generous).
+/// the tiny input is not reported as timed out for the zeroing (no more often after the long
+/// input than after a tiny one; a few of 600 may, on a VM that takes the CPU away for a
+/// millisecond now and then). Prints the medians (timing belongs in benches; the bound here is
+/// generous).
 #[test]
 fn the_zeroing_an_input_leaves_to_the_next_is_bounded() {
     let _one = one_at_a_time();
@@ -375,16 +388,27 @@ fn the_zeroing_an_input_leaves_to_the_next_is_bounded() {
         let loud = tiny_after(&mut same, &long, 300);
         eprintln!(
             "spin {spin}: a tiny input's wall (its run call) after a tiny one {:.1} us ({:.1} us), \
-             after one dirtying 296 KiB {:.1} us ({:.1} us)",
-            quiet.0, quiet.1, loud.0, loud.1
+             after one dirtying 296 KiB {:.1} us ({:.1} us); timeouts {} and {} of 600",
+            quiet.0, quiet.1, loud.0, loud.1, quiet.2, loud.2
         );
         assert!(loud.0 < 1000.0, "spin {spin}: {loud:?} us");
+        assert!(
+            quiet.2 <= NOISE && loud.2 <= quiet.2 + NOISE,
+            "spin {spin}: timeouts {} after tiny inputs, {} after long ones",
+            quiet.2,
+            loud.2
+        );
     }
 }
 
+/// Inputs of a few hundred that may time out at a tight limit for the machine alone (a VM
+/// that takes the CPU away for a millisecond now and then), not for the zeroing.
+const NOISE: usize = 3;
+
 /// Tight timeouts right after an input that left 296 KiB to zero, against the same right
 /// after a tiny input: timeouts from the zeroing alone would show as a difference. With a
-/// 2 ms timeout none may time out; below that the counts are printed (the documented effect:
+/// 2 ms timeout no more than a few may time out, and no more after the zeroing than after a
+/// tiny input (see [`NOISE`]); below that the counts are printed (the documented effect:
 /// an input's wall time holds the zeroing the input before it left unfinished).
 #[test]
 fn tight_timeouts_after_long_zeroing_report_only_real_timeouts() {
@@ -429,7 +453,10 @@ fn tight_timeouts_after_long_zeroing_report_only_real_timeouts() {
                 timeouts[0], errors[0], timeouts[1], errors[1]
             );
             if micros >= 2000 {
-                assert_eq!(timeouts, [0, 0], "spin {spin}");
+                assert!(
+                    timeouts[0] <= NOISE && timeouts[1] <= timeouts[0] + NOISE,
+                    "spin {spin}: {timeouts:?}"
+                );
             }
         }
     }
