@@ -49,7 +49,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use crate::sys::raw;
+use crate::sys::{raw, FdCopy, Incarnation};
 
 /// `PTRACE_EVENT_EXIT` and `PTRACE_EVENT_STOP` (group-stop and interrupt stops of a seized
 /// tracee).
@@ -140,11 +140,12 @@ pub(crate) struct Trace {
 )]
 enum By {
     /// A tracer process writes into the slot. `owner`: the process that asked for it (a
-    /// process forked meanwhile has no such tracer: see [`leak_unforked`]).
+    /// process forked meanwhile has no such tracer: see [`leak_unforked`]; nor has one forked
+    /// later that got the same pid again).
     Process {
         tracer: &'static Tracer,
         slot: u32,
-        owner: libc::pid_t,
+        owner: crate::sys::Incarnation,
     },
     /// The thread that forked the worker.
     Own(Own),
@@ -290,7 +291,7 @@ impl Drop for Trace {
             } => {
                 // In a process forked since (which drops what it inherited), the tracer is
                 // not mapped, and its slot is not this process's to give back.
-                if *owner == crate::sys::current_pid() {
+                if *owner == crate::sys::incarnation() {
                     lock(&tracer.free).returned.push(*slot)
                 }
             }
@@ -538,17 +539,19 @@ fn tracer() -> Option<&'static Tracer> {
     /// to (leaked: they live as long as the process).
     /// A tracer, and its socket and pidfd (a forked process closes its copies of them
     /// without reading the tracer, which is not mapped there).
-    type Entry = (Option<usize>, Option<(&'static Tracer, [RawFd; 2])>);
-    type Tracers = (libc::pid_t, Vec<Entry>);
+    type Entry = (Option<usize>, Option<(&'static Tracer, [FdCopy; 2])>);
+    /// The process by its incarnation, not its pid: a process forked later may get the pid
+    /// again, with this list and its thread's `LAST` inherited, but none of these tracers.
+    type Tracers = (Incarnation, Vec<Entry>);
     static TRACERS: Mutex<Option<Tracers>> = Mutex::new(None);
     thread_local! {
         /// The tracer this thread found last, and the process and CPU it was for: found
         /// again without taking `TRACERS`'s lock, a write that right after a fork (when a
         /// seize asks) copies the page the lock is on, which the new worker still shares.
-        static LAST: std::cell::Cell<Option<(libc::pid_t, Option<usize>, &'static Tracer)>> =
+        static LAST: std::cell::Cell<Option<(Incarnation, Option<usize>, &'static Tracer)>> =
             const { std::cell::Cell::new(None) };
     }
-    let me = crate::sys::current_pid();
+    let me = crate::sys::incarnation();
     let cpu = CPU.with(|own| own.get()).filter(|&cpu| cpu < MAX_PER_CPU);
     if let Some((pid, on, tracer)) = LAST.with(|last| last.get()) {
         if pid == me && on == cpu {
@@ -564,13 +567,13 @@ fn tracer() -> Option<&'static Tracer> {
             }
         } else {
             for (_, fds) in tracers.iter().filter_map(|(_, tracer)| *tracer) {
-                // SAFETY: this process's copies of the host's socket and pidfd, which nothing
-                // here uses again (the tracer they belong to is leaked, so its OwnedFds never
-                // close them twice). The pidfds too: with a tracer per CPU a forked process
-                // would otherwise keep one descriptor per tracer of the host's for good.
-                unsafe {
-                    libc::close(fds[0]);
-                    libc::close(fds[1]);
+                // This process's copies of the host's socket and pidfd, which nothing here
+                // uses again (the tracer they belong to is leaked, so its OwnedFds never close
+                // them twice), unless this process closed them itself and reused the numbers.
+                // The pidfds too: with a tracer per CPU a forked process would otherwise keep
+                // one descriptor per tracer of the host's for good.
+                for fd in fds {
+                    fd.close_if_still_open();
                 }
             }
             *current = None;
@@ -580,7 +583,10 @@ fn tracer() -> Option<&'static Tracer> {
         Some(tracer) => tracer,
         None => {
             let tracer = start().ok().map(leak_unforked);
-            let entry = tracer.map(|t| (t, [t.socket.as_raw_fd(), t.pidfd.as_raw_fd()]));
+            let entry = tracer.map(|t| {
+                let fds = [t.socket.as_raw_fd(), t.pidfd.as_raw_fd()];
+                (t, fds.map(FdCopy::of))
+            });
             current
                 .get_or_insert_with(|| (me, Vec::new()))
                 .1
@@ -654,7 +660,7 @@ pub(crate) fn seize(pid: libc::pid_t, init: bool, own_child: bool) -> io::Result
         by: By::Process {
             tracer,
             slot,
-            owner: crate::sys::current_pid(),
+            owner: crate::sys::incarnation(),
         },
     };
     let request = Request {

@@ -12,6 +12,7 @@ use std::io;
 use std::mem::ManuallyDrop;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU64, Ordering};
 
 pub mod raw;
 
@@ -134,7 +135,10 @@ pub unsafe fn clone_vm_with_pidfd(
 /// (`MADV_DONTFORK`): workers map the parts they need from the descriptor themselves, so no
 /// other worker ever sees this memory.
 pub struct SharedFile {
-    file: std::fs::File,
+    /// Closed on drop in a process forked since only while its number still refers to the
+    /// memfd (see [`FdCopy`]).
+    file: ManuallyDrop<std::fs::File>,
+    memfd: FdCopy,
     /// Unmapped on drop only in the process that mapped it (see [`Owner`]).
     map: ManuallyDrop<memmap2::MmapRaw>,
     owner: Owner,
@@ -146,23 +150,72 @@ pub struct SharedFile {
 /// used, and dropping them must neither touch the addresses (something else may be mapped
 /// there by now), nor join a thread that does not exist, nor end the first process's workers.
 #[derive(Clone, Copy, Debug)]
-pub struct Owner(libc::pid_t);
+pub struct Owner(Incarnation);
+
+/// A descriptor, and the open file it referred to when this was made (`fstat`'s device and
+/// inode). A process forked since inherits the descriptor's number as plain data, and may have
+/// closed its copy and reused the number (a daemon closes what it inherited): it closes the
+/// number only while it still refers to that file, which lives on in the process that made it.
+#[derive(Clone, Copy, Debug)]
+pub struct FdCopy {
+    fd: RawFd,
+    file: Option<(u64, u64)>,
+}
+
+impl FdCopy {
+    /// `fd`, and the open file it refers to now.
+    pub fn of(fd: RawFd) -> FdCopy {
+        FdCopy {
+            fd,
+            file: fd_file(fd),
+        }
+    }
+
+    /// The descriptor's number.
+    pub fn fd(self) -> RawFd {
+        self.fd
+    }
+
+    /// Whether the number still refers to the same open file.
+    pub fn still_open(self) -> bool {
+        self.file.is_some() && fd_file(self.fd) == self.file
+    }
+
+    /// `close(fd)` if the number still refers to the same file; whether it did.
+    pub fn close_if_still_open(self) -> bool {
+        if !self.still_open() {
+            return false;
+        }
+        // SAFETY: this process's copy of the descriptor recorded (same device and inode),
+        // which the caller says nothing here uses again.
+        unsafe { libc::close(self.fd) };
+        true
+    }
+}
+
+/// `fstat(fd)`'s device and inode; `None` if `fd` is not open.
+fn fd_file(fd: RawFd) -> Option<(u64, u64)> {
+    // SAFETY: stat is plain old data; fstat writes into a local.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    (unsafe { libc::fstat(fd, &mut stat) } == 0).then_some((stat.st_dev, stat.st_ino))
+}
 
 impl Owner {
     /// The calling process.
     pub fn here() -> Owner {
-        Owner(current_pid())
+        Owner(incarnation())
     }
 
     /// The owner's pid.
     pub fn pid(self) -> libc::pid_t {
-        self.0
+        self.0.pid
     }
 
-    /// Whether the calling process is the owner (see [`current_pid`]: no system call once
-    /// this process has asked).
+    /// Whether the calling process is the owner (see [`incarnation`]: no system call once
+    /// this process has asked). Not a process forked later that got the owner's pid again.
     pub fn is_here(self) -> bool {
-        current_pid() == self.0
+        incarnation() == self.0
     }
 
     /// `Ok` in the owner; else the error to give for using `what` in another process.
@@ -172,7 +225,7 @@ impl Owner {
         }
         Err(io::Error::other(format!(
             "{what} belongs to process {}, and this process was forked from it: start one here",
-            self.0
+            self.0.pid
         )))
     }
 }
@@ -182,7 +235,12 @@ impl Drop for SharedFile {
         if self.owner.is_here() {
             // SAFETY: dropped once, here; nothing refers to the mapping after `self`.
             unsafe { ManuallyDrop::drop(&mut self.map) };
+        } else if !self.memfd.still_open() {
+            // A process forked since that closed its copy: the number may be its own now.
+            return;
         }
+        // SAFETY: dropped once, here; nothing uses the descriptor after `self`.
+        unsafe { ManuallyDrop::drop(&mut self.file) };
     }
 }
 
@@ -200,7 +258,8 @@ impl SharedFile {
         let map = memmap2::MmapOptions::new().len(len).map_raw(&file)?;
         map.advise(memmap2::Advice::DontFork)?;
         Ok(SharedFile {
-            file,
+            memfd: FdCopy::of(file.as_raw_fd()),
+            file: ManuallyDrop::new(file),
             map: ManuallyDrop::new(map),
             owner: Owner::here(),
         })
@@ -979,10 +1038,72 @@ pub fn current_cpu() -> Option<usize> {
 /// bytejail's one such process, the tracer, runs raw syscalls only and never asks; a host
 /// that makes one that runs host code must not use bytejail from it. Without `MADV_WIPEONFORK` every call is a `getpid`.
 pub fn current_pid() -> libc::pid_t {
-    use std::sync::atomic::{AtomicI32, AtomicPtr, Ordering};
+    let Some(wiped) = fork_wiped() else {
+        return getpid();
+    };
+    match wiped.pid.load(Ordering::Relaxed) {
+        0 => {
+            let pid = getpid();
+            wiped.pid.store(pid, Ordering::Relaxed);
+            pid
+        }
+        pid => pid,
+    }
+}
+
+/// This process among every process that ever had its pid: its pid, and the time
+/// (`CLOCK_MONOTONIC`) it first asked, kept on the page every fork wipes (see
+/// [`current_pid`]). A process that inherited a value (a process forked since, and any process
+/// it forks, whatever pid it gets) has another: a pid given again is given to a process born
+/// after the first one ended, which asks later than that one did. Without `MADV_WIPEONFORK`,
+/// the pid alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Incarnation {
+    pid: libc::pid_t,
+    since: u64,
+}
+
+/// The calling process's [`Incarnation`].
+pub fn incarnation() -> Incarnation {
+    let pid = current_pid();
+    let Some(wiped) = fork_wiped() else {
+        return Incarnation { pid, since: 0 };
+    };
+    let mut since = wiped.since.load(Ordering::Relaxed);
+    if since == 0 {
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes into a local.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+        let now = (now.tv_sec as u64)
+            .wrapping_mul(1_000_000_000)
+            .wrapping_add(now.tv_nsec as u64)
+            .max(1);
+        since = match wiped
+            .since
+            .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed)
+        {
+            Ok(_) => now,
+            Err(first) => first,
+        };
+    }
+    Incarnation { pid, since }
+}
+
+/// What a fork wipes ([`current_pid`]'s page): zeros are "not asked yet".
+#[repr(C)]
+struct ForkWiped {
+    pid: AtomicI32,
+    since: AtomicU64,
+}
+
+/// The page every fork wipes, mapped the first time it is asked for; `None` if it cannot be.
+fn fork_wiped() -> Option<&'static ForkWiped> {
     /// The page, once mapped; a non-null dangling marker when it cannot be.
-    static PAGE: AtomicPtr<AtomicI32> = AtomicPtr::new(std::ptr::null_mut());
-    let unavailable = NonNull::<AtomicI32>::dangling().as_ptr();
+    static PAGE: AtomicPtr<ForkWiped> = AtomicPtr::new(std::ptr::null_mut());
+    let unavailable = NonNull::<ForkWiped>::dangling().as_ptr();
     let mut page = PAGE.load(Ordering::Acquire);
     if page.is_null() {
         page = map_pid_page().unwrap_or(unavailable);
@@ -999,26 +1120,16 @@ pub fn current_pid() -> libc::pid_t {
             page = installed;
         }
     }
-    if page == unavailable {
-        return getpid();
-    }
     // SAFETY: the page stays mapped for the life of the process (never unmapped once
-    // published; a fork keeps the mapping, zeroed); an aligned AtomicI32 at its start.
-    let slot = unsafe { &*page };
-    match slot.load(Ordering::Relaxed) {
-        0 => {
-            let pid = getpid();
-            slot.store(pid, Ordering::Relaxed);
-            pid
-        }
-        pid => pid,
-    }
+    // published; a fork keeps the mapping, zeroed); zeros are a valid ForkWiped, aligned at
+    // its start.
+    (page != unavailable).then(|| unsafe { &*page })
 }
 
 const PAGE_SIZE: usize = 4096;
 
 /// `mmap` one private page and `madvise(MADV_WIPEONFORK)` it; see madvise(2).
-fn map_pid_page() -> Option<*mut std::sync::atomic::AtomicI32> {
+fn map_pid_page() -> Option<*mut ForkWiped> {
     // SAFETY: an anonymous private mapping at a kernel-chosen address aliases nothing.
     let ptr = unsafe {
         libc::mmap(
@@ -1182,17 +1293,22 @@ pub fn empty_netns() -> Option<RawFd> {
 /// they armed `PR_SET_PDEATHSIG`, that the host still lives (`getppid()` says 0 there
 /// whoever the parent is). Opened once per process: a forked child opens its own.
 pub fn own_pidfd() -> io::Result<RawFd> {
-    static OWN: std::sync::Mutex<Option<(libc::pid_t, OwnedFd)>> = std::sync::Mutex::new(None);
-    let pid = getpid();
+    static OWN: std::sync::Mutex<Option<(Incarnation, FdCopy)>> = std::sync::Mutex::new(None);
+    let me = incarnation();
     let mut own = OWN.lock().unwrap_or_else(|e| e.into_inner());
     match &*own {
-        Some((owner, fd)) if *owner == pid => Ok(fd.as_raw_fd()),
-        _ => {
-            let fd = pidfd_open(pid)?;
-            let raw = fd.as_raw_fd();
-            // A forked child's copy of the parent's descriptor is dropped (closed) here.
-            *own = Some((pid, fd));
-            Ok(raw)
+        Some((owner, fd)) if *owner == me => Ok(fd.fd()),
+        inherited => {
+            // A forked child closes its copy of the parent's descriptor, if it has not itself.
+            if let Some((_, fd)) = inherited {
+                fd.close_if_still_open();
+            }
+            let fd = pidfd_open(getpid())?;
+            let copy = FdCopy::of(fd.as_raw_fd());
+            // Kept open for as long as the process lives.
+            std::mem::forget(fd);
+            *own = Some((me, copy));
+            Ok(copy.fd())
         }
     }
 }
