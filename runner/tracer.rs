@@ -446,13 +446,19 @@ pub fn trace_own_workers() {
 }
 
 /// Threads that block SIGCHLD and never wait for a child, counted while they say so (see
-/// [`QuietThread`]), with the process they belong to: the pid in the high half, the count in
-/// the low half. A process forked while a quiet thread lived inherits the count but not the
-/// thread: its pid differs, so it counts none (and its own first quiet thread starts the count
-/// anew). Without the pid such a process (a pre-forking server whose other thread runs a
-/// batch) took one ordinary thread of its own, maybe one that reaps any child, for the quiet
+/// [`QuietThread`]): on the page every fork wipes ([`crate::sys::fork_wiped`]), as a process
+/// forked while a quiet thread lived has not the thread. Counted here instead only where that
+/// page cannot be had, with the process they belong to: the pid in the high half, the count
+/// in the low half (a process forked later that gets the same pid again then takes the count
+/// for its own). Without either such a process (a pre-forking server whose other thread runs
+/// a batch) took one ordinary thread of its own, maybe one that reaps any child, for the quiet
 /// one it does not have.
 static QUIET_THREADS: AtomicU64 = AtomicU64::new(0);
+
+/// This process's count of quiet threads: `QUIET_THREADS` if there is no page a fork wipes.
+fn quiet_count() -> &'static AtomicU64 {
+    crate::sys::fork_wiped().map_or(&QUIET_THREADS, |wiped| &wiped.quiet_threads)
+}
 
 /// `QUIET_THREADS`' value for `count` quiet threads of the process `pid`.
 fn quiet_threads(pid: libc::pid_t, count: u64) -> u64 {
@@ -471,7 +477,7 @@ fn quiet_of(value: u64, pid: libc::pid_t) -> u64 {
 /// Adds `delta` (1 or -1) to this process's count of quiet threads.
 fn count_quiet(delta: i64) {
     let pid = crate::sys::current_pid();
-    let _ = QUIET_THREADS.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |value| {
+    let _ = quiet_count().fetch_update(Ordering::SeqCst, Ordering::SeqCst, |value| {
         let count = quiet_of(value, pid).saturating_add_signed(delta);
         Some(quiet_threads(pid, count))
     });
@@ -510,7 +516,7 @@ impl Drop for QuietThread {
 /// but from the caller (busy with it) or a quiet thread (which starts none).
 fn only_quiet_threads_beside() -> bool {
     let quiet = quiet_of(
-        QUIET_THREADS.load(Ordering::SeqCst),
+        quiet_count().load(Ordering::SeqCst),
         crate::sys::current_pid(),
     );
     crate::sys::threads() == usize::try_from(quiet + 1).ok()

@@ -1092,15 +1092,18 @@ pub fn incarnation() -> Incarnation {
     Incarnation { pid, since }
 }
 
-/// What a fork wipes ([`current_pid`]'s page): zeros are "not asked yet".
+/// What a fork wipes ([`current_pid`]'s page): zeros are "not asked yet", "none".
 #[repr(C)]
-struct ForkWiped {
+pub struct ForkWiped {
     pid: AtomicI32,
     since: AtomicU64,
+    /// The tracer's count of this process's quiet threads (see `tracer::QuietThread`): a
+    /// process forked since has none of them.
+    pub quiet_threads: AtomicU64,
 }
 
 /// The page every fork wipes, mapped the first time it is asked for; `None` if it cannot be.
-fn fork_wiped() -> Option<&'static ForkWiped> {
+pub fn fork_wiped() -> Option<&'static ForkWiped> {
     /// The page, once mapped; a non-null dangling marker when it cannot be.
     static PAGE: AtomicPtr<ForkWiped> = AtomicPtr::new(std::ptr::null_mut());
     let unavailable = NonNull::<ForkWiped>::dangling().as_ptr();
