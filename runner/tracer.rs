@@ -611,26 +611,15 @@ fn tracer() -> Option<&'static Tracer> {
 /// shares (each such write would copy the page). On the heap if those cannot be mapped.
 fn leak_unforked(tracer: Tracer) -> &'static Tracer {
     let len = std::mem::size_of::<Tracer>().next_multiple_of(4096);
-    // SAFETY: a fresh anonymous private mapping, page-aligned (more than a Tracer needs);
-    // the tracer is moved into it and never moved out or dropped.
-    unsafe {
-        let page = libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
-        if page == libc::MAP_FAILED || libc::madvise(page, len, libc::MADV_DONTFORK) != 0 {
-            if page != libc::MAP_FAILED {
-                libc::munmap(page, len);
-            }
-            return Box::leak(Box::new(tracer));
-        }
-        let at = page.cast::<Tracer>();
-        at.write(tracer);
-        &*at
+    match crate::sys::map_advised(len, libc::MADV_DONTFORK) {
+        // SAFETY: fresh memory of our own, page-aligned (more than a Tracer needs); the
+        // tracer is moved into it and never moved out or dropped.
+        Some(page) => unsafe {
+            let at = page.as_ptr().cast::<Tracer>();
+            at.write(tracer);
+            &*at
+        },
+        None => Box::leak(Box::new(tracer)),
     }
 }
 

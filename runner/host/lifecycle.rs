@@ -163,6 +163,7 @@ impl Spawned {
             && options.limits.max_procs == 1;
         debug_assert!(arena.mapped_here(), "spawning into another process's arena");
         let cgroup = job_cgroup(options)?;
+        let filter_mode = options.policy != Policy::Strict;
         // Built in place: see `walls`.
         let mut plan = WorkerPlan {
             host_pid: arena.owner_pid(),
@@ -175,14 +176,10 @@ impl Spawned {
             cpu_limit_secs,
             rseq: sys::rseq_registration(),
             scrub: options.scrub,
-            filter_mode: options.policy != Policy::Strict,
+            filter_mode,
             // Only a filter-mode worker drops its capabilities (strict mode leaves it no
             // syscall that could use one): a strict run does not read the number at all.
-            cap_last: if options.policy == Policy::Strict {
-                0
-            } else {
-                cap_last()
-            },
+            cap_last: if filter_mode { cap_last() } else { 0 },
             walls: Walls::NONE,
             rlimits: [
                 (libc::RLIMIT_FSIZE, options.limits.max_file_size),

@@ -1133,11 +1133,19 @@ const PAGE_SIZE: usize = 4096;
 
 /// `mmap` one private page and `madvise(MADV_WIPEONFORK)` it; see madvise(2).
 fn map_pid_page() -> Option<*mut ForkWiped> {
+    map_advised(PAGE_SIZE, libc::MADV_WIPEONFORK).map(|page| page.as_ptr().cast())
+}
+
+/// `len` bytes of fresh private anonymous memory (`PROT_READ | PROT_WRITE`, zeros, at a
+/// kernel-chosen page-aligned address) given `advice` (`MADV_WIPEONFORK`, `MADV_DONTFORK`);
+/// see mmap(2), madvise(2). `None` if either call fails (nothing is left mapped then). The
+/// mapping is the caller's, never unmapped here.
+pub fn map_advised(len: usize, advice: libc::c_int) -> Option<NonNull<u8>> {
     // SAFETY: an anonymous private mapping at a kernel-chosen address aliases nothing.
     let ptr = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
-            PAGE_SIZE,
+            len,
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
             -1,
@@ -1147,13 +1155,13 @@ fn map_pid_page() -> Option<*mut ForkWiped> {
     if ptr == libc::MAP_FAILED {
         return None;
     }
-    // SAFETY: advice on the page just mapped.
-    if unsafe { libc::madvise(ptr, PAGE_SIZE, libc::MADV_WIPEONFORK) } != 0 {
-        // SAFETY: our own page, not published.
-        unsafe { libc::munmap(ptr, PAGE_SIZE) };
+    // SAFETY: advice on the mapping just made.
+    if unsafe { libc::madvise(ptr, len, advice) } != 0 {
+        // SAFETY: our own mapping, not published.
+        unsafe { libc::munmap(ptr, len) };
         return None;
     }
-    Some(ptr.cast())
+    NonNull::new(ptr.cast())
 }
 
 /// `getpid()`; see getpid(2).
