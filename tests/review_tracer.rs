@@ -55,22 +55,14 @@ fn verified_violation(report: &Report) -> Option<(u32, Option<&'static str>)> {
 /// Installs the label `handler` for signal `signo` with `rt_sigaction`, and a restorer that
 /// calls `rt_sigreturn` (x86-64 needs `SA_RESTORER`). `tag` keeps the labels apart.
 fn install_handler(signo: i32, tag: &str) -> String {
+    let install = common::sigaction(
+        signo as u32,
+        0x04000000, // SA_RESTORER
+        &format!("handler_{tag}"),
+        &format!("restorer_{tag}"),
+    );
     format!(
-        "
-        sub rsp, 32
-        lea rax, [rip + handler_{tag}]
-        mov [rsp], rax
-        mov qword ptr [rsp + 8], 0x04000000     # SA_RESTORER
-        lea rax, [rip + restorer_{tag}]
-        mov [rsp + 16], rax
-        mov qword ptr [rsp + 24], 0
-        mov edi, {signo}
-        mov rsi, rsp
-        xor edx, edx
-        mov r10d, 8
-        mov eax, 13                             # rt_sigaction
-        syscall
-        add rsp, 32
+        "{install}
         jmp after_{tag}
     handler_{tag}:
         ret

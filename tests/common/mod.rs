@@ -548,13 +548,19 @@ pub fn cloned(flags: u32, child: &str, parent: &str) -> Vec<u8> {
 
 /// `rt_sigaction(signo)` with the guest's labels `handler` and `restorer` and `flags`.
 pub fn install_handler(signo: u32, flags: u32) -> String {
+    sigaction(signo, flags, "handler", "restorer")
+}
+
+/// `rt_sigaction(signo)` with the guest's labels `handler` and `restorer` (its code's own)
+/// and `flags`; every register but `rax`, `rcx`, `rdx`, `rsi`, `rdi`, `r10` and `r11` kept.
+pub fn sigaction(signo: u32, flags: u32, handler: &str, restorer: &str) -> String {
     format!(
         "
         sub rsp, 64
-        lea rax, [rip + handler]
+        lea rax, [rip + {handler}]
         mov [rsp], rax
         mov qword ptr [rsp + 8], {flags:#x}
-        lea rax, [rip + restorer]
+        lea rax, [rip + {restorer}]
         mov [rsp + 16], rax
         mov qword ptr [rsp + 24], 0
         mov edi, {signo}
