@@ -1414,15 +1414,65 @@ fn summarize_messages(text: &[u8], aliases: &[(&str, &str)]) -> Option<String> {
     Some(summary)
 }
 
+/// The start of every private assembly directory's name; the process's id follows, then a
+/// dash and a random part (see [`sweep_stale_dirs`]).
+const TEMP_PREFIX: &str = "bytejail-asm-";
+
+/// How long a leftover assembly directory must have gone untouched before
+/// [`sweep_stale_dirs`] removes it: far longer than both tools of one run may take
+/// ([`TOOL_TIMEOUT`] each).
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+
 fn temp_dir(name: &str) -> Result<tempfile::TempDir, InputError> {
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(|| sweep_stale_dirs(&std::env::temp_dir(), STALE_AFTER));
     tempfile::Builder::new()
-        .prefix("bytejail-asm-")
+        .prefix(&format!("{TEMP_PREFIX}{}-", std::process::id()))
         .tempdir()
         .map_err(|err| {
             InputError::Invalid(format!(
                 "`{name}`: cannot create a temporary directory to assemble in: {err}"
             ))
         })
+}
+
+/// Removes what killed bytejail processes left in `tmp`. A bytejail killed while it assembled
+/// (SIGKILL runs no destructor) leaves its private directory behind, with a copy of the source.
+/// The first assembly of each process removes every such directory that is this user's, names
+/// a process that no longer exists, and has not changed for `stale_after`. The age keeps the
+/// directory of a run still under way safe even where the name's process id means nothing
+/// here (another PID namespace sharing this directory). Best effort: what cannot be read or
+/// removed stays.
+pub(crate) fn sweep_stale_dirs(tmp: &Path, stale_after: std::time::Duration) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    let uid = crate::sys::geteuid();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|name| name.strip_prefix(TEMP_PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<libc::pid_t>().ok())
+            .filter(|&pid| pid > 0 && pid as u32 != std::process::id())
+        else {
+            continue;
+        };
+        // Not followed: a symbolic link of that name is not ours to judge.
+        let Ok(meta) = entry.path().symlink_metadata() else {
+            continue;
+        };
+        let old = meta
+            .modified()
+            .ok()
+            .and_then(|at| at.elapsed().ok())
+            .is_some_and(|age| age >= stale_after);
+        if meta.is_dir() && meta.uid() == uid && old && crate::sys::no_such_process(pid) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// The include directories as the tools get them: absolute (the tools run in their private

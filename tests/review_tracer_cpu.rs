@@ -24,21 +24,13 @@ fn no_profiles() -> bool {
     true
 }
 
-/// A scratch directory of this test process's own.
-fn scratch(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "bytejail-review-tracer-cpu-{}-{name}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// A profile file that allows every call.
-fn allow_all_file() -> std::path::PathBuf {
-    let path = scratch("profile").join("allow-all.json");
+/// A profile file that allows every call, in a temporary directory removed when the first
+/// is dropped.
+fn allow_all_file() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("allow-all.json");
     std::fs::write(&path, r#"{"defaultAction": "SCMP_ACT_ALLOW"}"#).unwrap();
-    path
+    (dir, path)
 }
 
 /// Runs `command` with `input` written from a thread of its own, killing it after `bound`:
@@ -103,8 +95,8 @@ fn batch(args: &[&str], lines: &[String], bound: Duration) -> (i32, Vec<Value>, 
 
 /// `bytejail run --json ARGS` of `code`: the report.
 fn run_alone(args: &[&str], code: &[u8]) -> Value {
-    let dir = scratch("run");
-    let path = dir.join(format!("{}.hex", common::hex(&common_hash(code))));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(format!("{}.hex", common::hex(&common_hash(code))));
     std::fs::write(&path, common::hex(code)).unwrap();
     let mut command = Command::new(BIN);
     command.args(["run", "--json"]).args(args).arg(&path);
@@ -289,7 +281,7 @@ fn profile_guests_with_threads_and_children_report_as_alone() {
     if no_profiles() {
         return;
     }
-    let profile = allow_all_file();
+    let (_dir, profile) = allow_all_file();
     let profile = profile.to_str().unwrap();
     let args = ["--policy", profile, "--max-procs", "4", "--timeout", "1s"];
     let codes = vec![
@@ -379,7 +371,7 @@ fn profile_and_strict_jobs_alternate_without_sharing_facts() {
     if no_profiles() {
         return;
     }
-    let profile = allow_all_file();
+    let (_dir, profile) = allow_all_file();
     let profile = profile.to_str().unwrap();
     let leaves = common::with_thread(
         &format!("{SPIN} mov edi, 7\n mov eax, 231\n syscall"),
@@ -440,7 +432,7 @@ fn profile_and_strict_jobs_alternate_without_sharing_facts() {
 fn deadline_kills_racing_the_exit_stop() {
     let mut random = common::pseudo_random(8);
     let mut templates: Vec<Vec<&str>> = vec![vec![]];
-    let profile = allow_all_file();
+    let (_dir, profile) = allow_all_file();
     if common::namespaces() {
         templates.push(vec!["--policy", profile.to_str().unwrap()]);
     }
@@ -901,7 +893,8 @@ fn one_task_profile_jobs_under_jobs_2_report_as_alone() {
     if no_profiles() {
         return;
     }
-    let path = scratch("profile").join("trap-kill.json");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("trap-kill.json");
     std::fs::write(
         &path,
         r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [

@@ -408,9 +408,12 @@ fn killing_bytejail_leaves_no_toolchain_process() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let path = dir.path().join("slow.s");
     std::fs::write(&path, SLOW_SOURCE).expect("write source");
+    // Its own TMPDIR: the private assembly directory it leaves is checked below.
+    let tmp = tempfile::tempdir().expect("temporary directory");
     let mut bytejail = Command::new(env!("CARGO_BIN_EXE_bytejail"))
         .arg("run")
         .arg(&path)
+        .env("TMPDIR", tmp.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -420,6 +423,78 @@ fn killing_bytejail_leaves_no_toolchain_process() {
     bytejail.wait().expect("reap bytejail");
     let left = wait_gone(&toolchain, Duration::from_secs(10));
     assert_eq!(left, vec![], "toolchain processes outlived bytejail");
+    sweeps_what_a_killed_bytejail_left(tmp.path(), bytejail.id());
+}
+
+/// Names in `dir`, sorted.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("read directory")
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// Makes `path`'s modification time an hour old.
+fn age(path: &Path) {
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    std::fs::File::open(path)
+        .and_then(|file| file.set_modified(hour_ago))
+        .expect("set modification time");
+}
+
+/// `tmp` holds the private assembly directory of bytejail `pid`, killed while it assembled
+/// (it could not remove it): the next bytejail that assembles removes it once it is old, and
+/// leaves alone a leftover too recent, the directory of a process that lives, and other names.
+fn sweeps_what_a_killed_bytejail_left(tmp: &Path, pid: u32) {
+    let prefix = format!("bytejail-asm-{pid}-");
+    let left: Vec<String> = names_in(tmp)
+        .into_iter()
+        .filter(|name| name.starts_with(&prefix))
+        .collect();
+    assert_eq!(left.len(), 1, "{:?}", names_in(tmp));
+    let leftover = tmp.join(&left[0]);
+    assert!(
+        leftover.join("source.s").exists(),
+        "{:?}",
+        names_in(&leftover)
+    );
+    age(&leftover);
+    let recent = tmp.join(format!("{prefix}recent"));
+    let alive = tmp.join(format!("bytejail-asm-{}-alive", std::process::id()));
+    let other = tmp.join("bytejail-asm-other");
+    for kept in [&recent, &alive, &other] {
+        std::fs::create_dir(kept).expect("create directory");
+    }
+    age(&alive);
+    age(&other);
+    let source = tmp.join("ret.s");
+    std::fs::write(&source, "ret\n").expect("write source");
+    let status = Command::new(env!("CARGO_BIN_EXE_bytejail"))
+        .arg("run")
+        .arg(&source)
+        .env("TMPDIR", tmp)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run bytejail");
+    assert!(status.success(), "{status}");
+    let expected = [
+        "bytejail-asm-other",
+        &alive.file_name().unwrap().to_string_lossy(),
+        &format!("{prefix}recent"),
+        "ret.s",
+    ];
+    let mut expected: Vec<String> = expected.iter().map(|name| name.to_string()).collect();
+    expected.sort();
+    assert_eq!(names_in(tmp), expected);
 }
 
 #[test]

@@ -1170,6 +1170,20 @@ pub fn getpid() -> libc::pid_t {
     unsafe { libc::getpid() }
 }
 
+/// `geteuid()`; see geteuid(2).
+pub fn geteuid() -> libc::uid_t {
+    // SAFETY: no arguments, cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Whether no process `pid` exists (`kill(pid, 0)` fails with `ESRCH`); a zombie still
+/// exists. See kill(2).
+pub fn no_such_process(pid: libc::pid_t) -> bool {
+    // SAFETY: signal 0 sends nothing; it only checks that the process exists.
+    let failed = unsafe { libc::kill(pid, 0) } == -1;
+    failed && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+}
+
 /// `socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds)`; see socketpair(2), unix(7).
 /// Message boundaries are kept, so one request is one `sendmsg` and one `recvmsg`.
 pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
