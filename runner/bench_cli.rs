@@ -83,7 +83,11 @@ const RUN_FLOOR_C: &str = include_str!("../benches/run_floor.c");
 /// `mov al, 42; ret`.
 const RETURN_42: [u8; 3] = [0xb0, 0x2a, 0xc3];
 
-/// Jobs per sample of the `cli_batch_*` rows, past the one that pays the start-up.
+/// Jobs of the base batch a `cli_batch_*` sample subtracts: enough that every job thread
+/// of `--jobs 2` is started, and its zygote, which a thread starts with its second job.
+const WARM_JOBS: usize = 20;
+
+/// Jobs per sample of the `cli_batch_*` rows, past the [`WARM_JOBS`] that pay the start-up.
 const SAME_CODE_JOBS: usize = 1000;
 const FRESH_JOBS: usize = 200;
 const OUTPUT_JOBS: usize = 100;
@@ -113,7 +117,8 @@ struct CliRow<'a> {
 ///   `cli_version_vs_c`: the same two with `--version`. Left out without a C compiler.
 /// - `cli_batch_same_code` (floor `run_batch_input`) and `cli_batch_fresh` (floor
 ///   `run_zygote`): one job of `bytejail batch --jobs 1` (`--reuse same-code` and one group
-///   for the first), as (batch of N+1 jobs - batch of 1 job) / N: the start-up taken out.
+///   for the first), as (batch of 20+N jobs - batch of 20 jobs) / N: the start-up taken out
+///   (each job thread, its zygote and tracer are started within the first 20 jobs).
 /// - `cli_run_1mib_input` / `cli_batch_1mib_input`: one job with 1 MiB of input, through
 ///   `run --input FILE` and as a batch line (2 MiB of `input_hex`).
 /// - `cli_batch_jobs1` / `cli_batch_jobs2` (floor `cli_batch_jobs1`): one fresh trivial job of
@@ -242,11 +247,11 @@ fn cli_rows(report: &mut BenchReport, quick: bool, progress: &mut dyn FnMut(&str
             FRESH_JOBS,
         ),
     ] {
-        let (one, batch) = (&files.one, &batch);
+        let (warm, batch) = (&files.warm, &batch);
         rows.push(CliRow::new(name, Some(floor), move || {
-            let one = batch(one, same_code)?;
+            let warm = batch(warm, same_code)?;
             let many = batch(many, same_code)?;
-            Ok((many - one).max(0.0) / jobs as f64)
+            Ok((many - warm).max(0.0) / jobs as f64)
         }));
     }
     rows.push(CliRow::new("cli_run_1mib_input", None, || {
@@ -270,12 +275,12 @@ fn cli_rows(report: &mut BenchReport, quick: bool, progress: &mut dyn FnMut(&str
         || batch(&files.big_line, false),
     ));
     if report.machine.cores >= 2 {
-        for (name, floor, jobs, one, many, count) in [
+        for (name, floor, jobs, warm, many, count) in [
             (
                 "cli_batch_jobs1",
                 None,
                 "1",
-                &files.one,
+                &files.warm,
                 &files.fresh,
                 FRESH_JOBS,
             ),
@@ -283,7 +288,7 @@ fn cli_rows(report: &mut BenchReport, quick: bool, progress: &mut dyn FnMut(&str
                 "cli_batch_jobs2",
                 Some("cli_batch_jobs1"),
                 "2",
-                &files.one,
+                &files.warm,
                 &files.fresh,
                 FRESH_JOBS,
             ),
@@ -291,7 +296,7 @@ fn cli_rows(report: &mut BenchReport, quick: bool, progress: &mut dyn FnMut(&str
                 "cli_batch_output_jobs1",
                 None,
                 "1",
-                &files.output_one,
+                &files.output_warm,
                 &files.output_many,
                 OUTPUT_JOBS,
             ),
@@ -299,17 +304,17 @@ fn cli_rows(report: &mut BenchReport, quick: bool, progress: &mut dyn FnMut(&str
                 "cli_batch_output_jobs2",
                 Some("cli_batch_output_jobs1"),
                 "2",
-                &files.output_one,
+                &files.output_warm,
                 &files.output_many,
                 OUTPUT_JOBS,
             ),
         ] {
             let batch_on = &batch_on;
             let mut row = CliRow::new(name, floor, move || {
-                let (one, many) = bench::unpinned(|| {
-                    Ok::<_, io::Error>((batch_on(one, false, jobs)?, batch_on(many, false, jobs)?))
+                let (warm, many) = bench::unpinned(|| {
+                    Ok::<_, io::Error>((batch_on(warm, false, jobs)?, batch_on(many, false, jobs)?))
                 })??;
-                Ok((many - one).max(0.0) / count as f64)
+                Ok((many - warm).max(0.0) / count as f64)
             });
             row.placement = Some(Placement::Unpinned);
             rows.push(row);
@@ -394,17 +399,17 @@ struct CliFiles {
     code: PathBuf,
     /// 1 MiB of input, raw.
     input: PathBuf,
-    /// One trivial job line.
-    one: PathBuf,
-    /// 1 + [`SAME_CODE_JOBS`] trivial job lines of one group.
+    /// [`WARM_JOBS`] trivial job lines of one group.
+    warm: PathBuf,
+    /// [`WARM_JOBS`] + [`SAME_CODE_JOBS`] trivial job lines of one group.
     same_code: PathBuf,
-    /// 1 + [`FRESH_JOBS`] trivial job lines.
+    /// [`WARM_JOBS`] + [`FRESH_JOBS`] trivial job lines.
     fresh: PathBuf,
     /// One job line with 1 MiB of `input_hex`.
     big_line: PathBuf,
-    /// One job line writing 64 KiB.
-    output_one: PathBuf,
-    /// 1 + [`OUTPUT_JOBS`] job lines writing 64 KiB each.
+    /// [`WARM_JOBS`] job lines writing 64 KiB each.
+    output_warm: PathBuf,
+    /// [`WARM_JOBS`] + [`OUTPUT_JOBS`] job lines writing 64 KiB each.
     output_many: PathBuf,
 }
 
@@ -414,11 +419,11 @@ impl CliFiles {
         let files = CliFiles {
             code: path("code.bin"),
             input: path("input.bin"),
-            one: path("one.jsonl"),
+            warm: path("warm.jsonl"),
             same_code: path("same_code.jsonl"),
             fresh: path("fresh.jsonl"),
             big_line: path("big_line.jsonl"),
-            output_one: path("output_one.jsonl"),
+            output_warm: path("output_warm.jsonl"),
             output_many: path("output_many.jsonl"),
         };
         std::fs::write(&files.code, RETURN_42)?;
@@ -430,9 +435,12 @@ impl CliFiles {
                 if group { ",\"group\":\"g\"" } else { "" }
             )
         };
-        std::fs::write(&files.one, line(true))?;
-        std::fs::write(&files.same_code, line(true).repeat(SAME_CODE_JOBS + 1))?;
-        std::fs::write(&files.fresh, line(false).repeat(FRESH_JOBS + 1))?;
+        std::fs::write(&files.warm, line(true).repeat(WARM_JOBS))?;
+        std::fs::write(
+            &files.same_code,
+            line(true).repeat(WARM_JOBS + SAME_CODE_JOBS),
+        )?;
+        std::fs::write(&files.fresh, line(false).repeat(WARM_JOBS + FRESH_JOBS))?;
         let mut big = String::with_capacity(input.len() * 2 + 64);
         big.push_str("{\"id\":1,\"code_hex\":\"b02ac3\",\"input_hex\":\"");
         for byte in &input {
@@ -441,8 +449,8 @@ impl CliFiles {
         big.push_str("\"}\n");
         std::fs::write(&files.big_line, big)?;
         let output = format!("{{\"id\":1,\"code_hex\":\"{WRITE_64KIB_HEX}\"}}\n");
-        std::fs::write(&files.output_one, &output)?;
-        std::fs::write(&files.output_many, output.repeat(OUTPUT_JOBS + 1))?;
+        std::fs::write(&files.output_warm, output.repeat(WARM_JOBS))?;
+        std::fs::write(&files.output_many, output.repeat(WARM_JOBS + OUTPUT_JOBS))?;
         Ok(files)
     }
 }
