@@ -132,6 +132,9 @@ struct KeepList {
     user_end: usize,
 }
 
+/// The room [`KeepList::of_this_process`] reads `/proc/self/maps` into at first.
+const MAPS_ROOM: usize = 32 << 10;
+
 impl KeepList {
     /// Reads `/proc/self/maps` (in the owner thread, before the fork). `stack` is an address
     /// on the owner thread's stack. Anything unexpected gives the empty list.
@@ -141,9 +144,15 @@ impl KeepList {
             len: 0,
             user_end: sys::user_address_space_end(),
         };
-        let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        // Into room for a few hundred lines at once: the file's size reads as 0, and with no
+        // room to start from, reading it would take 32 bytes first and twice as many each time
+        // after (a dozen reads, each made by the kernel from the process's mappings).
+        let mut maps = String::with_capacity(MAPS_ROOM);
+        let read = std::fs::File::open("/proc/self/maps")
+            .and_then(|mut file| std::io::Read::read_to_string(&mut file, &mut maps));
+        if read.is_err() {
             return keep;
-        };
+        }
         let segments = loaded_segments();
         let in_a_segment = |start: usize, end: usize| {
             segments
