@@ -96,7 +96,9 @@ fn batch(args: &[&str], lines: &[String], bound: Duration) -> (i32, Vec<Value>, 
 /// `bytejail run --json ARGS` of `code`: the report.
 fn run_alone(args: &[&str], code: &[u8]) -> Value {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(format!("{}.hex", common::hex(&common_hash(code))));
+    let path = dir
+        .path()
+        .join(format!("{}.hex", common::hex(&common_hash(code))));
     std::fs::write(&path, common::hex(code)).unwrap();
     let mut command = Command::new(BIN);
     command.args(["run", "--json"]).args(args).arg(&path);
