@@ -994,13 +994,14 @@ pub fn on_threads(
     Ok(started.elapsed())
 }
 
-/// Runs `f` with the calling thread free to run on every online CPU (and so every thread and
-/// process it starts), then restores its affinity: for `bytejail batch`'s own threads in the
-/// `--jobs` group, as a user runs it.
+/// Runs `f` with the calling thread free to run on every CPU this process may use (and so every
+/// thread and process it starts), then restores its affinity: for `bytejail batch`'s own
+/// threads in the `--jobs` group, as a user runs it. A thread the bench pinned gets back the
+/// CPUs it had before ([`allowed_before_pin`]), never more: CPUs the user kept the process
+/// from (`taskset`, a cpuset) stay out.
 pub fn unpinned<T>(f: impl FnOnce() -> T) -> io::Result<T> {
     let previous = CpuSet::current()?;
-    let online = fs::read_to_string("/sys/devices/system/cpu/online")?;
-    CpuSet::of(parse_cpu_list(&online)).apply()?;
+    CpuSet::of(allowed_before_pin(&previous)).apply()?;
     let result = f();
     unpin(&previous);
     Ok(result)
@@ -1570,6 +1571,9 @@ fn pin_to_one_cpu() -> Option<(usize, CpuSet)> {
     if allowed.len() < 2 {
         return None;
     }
+    *ALLOWED_BEFORE_PIN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = allowed.clone();
     let before = idle_ticks();
     std::thread::sleep(QUIET_WINDOW);
     let after = idle_ticks();
@@ -1585,6 +1589,24 @@ fn pin_to_one_cpu() -> Option<(usize, CpuSet)> {
         last
     };
     CpuSet::of([cpu]).apply().is_ok().then_some((cpu, previous))
+}
+
+/// The CPUs the thread [`pin_to_one_cpu`] pinned last could run on before (empty before any).
+static ALLOWED_BEFORE_PIN: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
+
+/// The CPUs a thread whose affinity is `current` may spread to: `current` itself, unless that
+/// is the one CPU [`pin_to_one_cpu`] pinned it to, then the CPUs it had before. A process kept
+/// to one CPU from outside stays there.
+fn allowed_before_pin(current: &CpuSet) -> Vec<usize> {
+    let cpus = current.cpus();
+    let before = ALLOWED_BEFORE_PIN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    match cpus.as_slice() {
+        [one] if before.contains(one) => before,
+        _ => cpus,
+    }
 }
 
 /// How long [`pin_to_one_cpu`] watches the CPUs' idle time.
@@ -1678,8 +1700,8 @@ fn parse_cpu_list(text: &str) -> Vec<usize> {
 }
 
 /// Where a `syscall_*` child runs (alone) and where the host watches it from: the calling
-/// thread's last CPU for the child, and any other online CPU that is not its SMT sibling for
-/// the host. `None` on a machine with one usable CPU.
+/// thread's last CPU for the child, and any other CPU the process may use that is not its SMT
+/// sibling for the host. `None` where the process may use one CPU only.
 struct WatchCpus {
     child: CpuSet,
     observer: CpuSet,
@@ -1698,11 +1720,8 @@ impl WatchCpus {
         let siblings = read_list(format!(
             "/sys/devices/system/cpu/cpu{child_cpu}/topology/thread_siblings_list"
         ));
-        let mut candidates = previous.cpus();
-        if candidates.len() < 2 {
-            // Pinned by `measure`: watch from any other online CPU.
-            candidates = read_list("/sys/devices/system/cpu/online".to_string());
-        }
+        // Pinned by `measure`: watch from another CPU the process had before.
+        let mut candidates = allowed_before_pin(&previous);
         candidates.retain(|&cpu| cpu != child_cpu);
         let apart: Vec<usize> = candidates
             .iter()

@@ -1,7 +1,7 @@
 //! `bytejail bench --quick` in a process that may run on one CPU only: the rows of a hand-off
 //! across two CPUs (`floor_shm_handoff`, whose two sides spin, and `run_batch_input_2cpu*`)
 //! are left out with a note, never measured on one CPU and never hung on; every other row is
-//! there and says it ran on 1 CPU. In its own binary: it forks thousands of children for about
+//! there, ran on that CPU alone, and says so. In its own binary: it forks thousands of children for about
 //! ten seconds and must not share the machine with other tests' workers.
 
 use std::os::unix::process::CommandExt;
@@ -96,6 +96,11 @@ fn quick_bench_on_one_cpu_leaves_the_two_cpu_rows_out_with_a_note() {
     for name in ["floor_pipe_rtt", "run_batch_input", "run_fresh", "run_pool"] {
         let line = row(name).unwrap_or_else(|| panic!("no row {name}:\n{stdout}"));
         assert!(line.contains("  1 CPU  "), "{line}");
+    }
+    // Every row ran on the one CPU: none was watched from another (the `syscall_*` rows'
+    // host) or spread to one, which the process was kept from.
+    for line in &rows {
+        assert!(line.contains("  1 CPU  "), "{line}\n{stdout}");
     }
     // Without the blocking two-CPU row, run_batch_input is read against the pipe floor alone.
     let batch = row("run_batch_input").unwrap();
