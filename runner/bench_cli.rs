@@ -126,8 +126,8 @@ struct CliRow<'a> {
 ///   time on two threads over one (a speed-up of 1.8x is a ratio of 0.56).
 ///   `cli_batch_output_jobs1` / `cli_batch_output_jobs2`: the same with jobs that each write
 ///   64 KiB (`output_hex` and `output_text` in every result line). Unpinned: `batch` started
-///   free to run on every CPU the bench may use, as a user runs it (with its default `--pin auto`, so
-///   its job threads pin themselves); left out on one CPU.
+///   free to run on every CPU the bench may use, as a user runs it (with its default
+///   `--pin auto`, so its job threads pin themselves); left out on one CPU.
 ///
 /// Pinned to one CPU, as the library rows are (children inherit it), but for the `--jobs`
 /// rows.

@@ -1,8 +1,8 @@
 //! `bytejail bench --quick` in a process that may run on one CPU only: the rows of a hand-off
 //! across two CPUs (`floor_shm_handoff`, whose two sides spin, and `run_batch_input_2cpu*`)
 //! are left out with a note, never measured on one CPU and never hung on; every other row is
-//! there, ran on that CPU alone, and says so. In its own binary: it forks thousands of children for about
-//! ten seconds and must not share the machine with other tests' workers.
+//! there, ran on that CPU alone, and says so. In its own binary: it forks thousands of children
+//! for about ten seconds and must not share the machine with other tests' workers.
 
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
