@@ -997,7 +997,7 @@ pub fn on_threads(
 /// Runs `f` with the calling thread free to run on every CPU this process may use (and so every
 /// thread and process it starts), then restores its affinity: for `bytejail batch`'s own
 /// threads in the `--jobs` group, as a user runs it. A thread the bench pinned gets back the
-/// CPUs it had before ([`allowed_before_pin`]), never more: CPUs the user kept the process
+/// CPUs it had before (kept when it pinned it), never more: CPUs the user kept the process
 /// from (`taskset`, a cpuset) stay out.
 pub fn unpinned<T>(f: impl FnOnce() -> T) -> io::Result<T> {
     let previous = CpuSet::current()?;
