@@ -1443,7 +1443,7 @@ fn temp_dir(name: &str) -> Result<tempfile::TempDir, InputError> {
 /// directory of a run still under way safe even where the name's process id means nothing
 /// here (another PID namespace sharing this directory). Best effort: what cannot be read or
 /// removed stays.
-pub(crate) fn sweep_stale_dirs(tmp: &Path, stale_after: std::time::Duration) {
+fn sweep_stale_dirs(tmp: &Path, stale_after: std::time::Duration) {
     use std::os::unix::fs::MetadataExt;
     let Ok(entries) = std::fs::read_dir(tmp) else {
         return;

@@ -93,11 +93,17 @@ fn describe(status: Option<i32>) -> String {
 /// signal 11".
 #[test]
 fn a_later_process_with_a_dead_hosts_pid_uses_a_tracer_of_its_own() {
+    with_pid_reuse_in_own_process("pid_reuse_host");
+}
+
+/// [`in_own_process`] for a test that reuses a pid through `ns_last_pid`: skipped with a line
+/// where that cannot be written (not root).
+fn with_pid_reuse_in_own_process(name: &str) {
     if !common::namespaces() {
         println!("skipped: writing /proc/sys/kernel/ns_last_pid needs root");
         return;
     }
-    in_own_process("pid_reuse_host");
+    in_own_process(name);
 }
 
 /// Sets the pid the next fork of this PID namespace tries first to `pid`.
@@ -124,11 +130,7 @@ fn pid_reuse_host() {
 /// host's pid hung" (60 s bound; one run instead failed within 2 s).
 #[test]
 fn a_later_process_with_a_dead_hosts_pid_has_no_quiet_thread_of_the_hosts() {
-    if !common::namespaces() {
-        println!("skipped: writing /proc/sys/kernel/ns_last_pid needs root");
-        return;
-    }
-    in_own_process("quiet_pid_reuse_host");
+    with_pid_reuse_in_own_process("quiet_pid_reuse_host");
 }
 
 #[test]
