@@ -758,10 +758,10 @@ impl Arena {
         self.file.store_u32(DATA + CTX_TRACE_GATE, value);
     }
 
-    /// Opens the gate a traced worker waits at once its tracer has seized it, saying whether
-    /// it did (see [`CTX_TRACE_GATE`]), and wakes the worker.
-    pub(crate) fn set_trace_gate(&self, value: u32) {
-        self.file.store_u32_and_wake(DATA + CTX_TRACE_GATE, value);
+    /// The gate a traced worker waits at until its tracer has seized it (see
+    /// [`CTX_TRACE_GATE`]), for [`crate::tracer::seize`] to open.
+    pub(crate) fn trace_gate(&self) -> &std::sync::atomic::AtomicU32 {
+        self.file.atomic_u32(DATA + CTX_TRACE_GATE)
     }
 
     /// Whether the record says the guest returned (its state alone: the claim a "done" is

@@ -3,8 +3,9 @@
 //!
 //! A worker's record page is the guest's to write, so a fault address or a trapped syscall
 //! read from it is only a claim. A traced worker is `PTRACE_SEIZE`d before its setup goes on
-//! (the worker waits at a gate in its data page, see [`crate::worker::layout::CTX_TRACE_GATE`]),
-//! with `PTRACE_O_TRACEEXIT` and `PTRACE_O_EXITKILL`. The tracer then sees, from the kernel:
+//! (the worker waits at a gate in its data page, see [`crate::worker::layout::CTX_TRACE_GATE`],
+//! which the tracer opens itself once it has tried, before it answers the host: a switch less
+//! per fresh worker on a shared CPU), with `PTRACE_O_TRACEEXIT` and `PTRACE_O_EXITKILL`. The tracer then sees, from the kernel:
 //! - every signal at its delivery (`PTRACE_GETSIGINFO` and the registers): a fault's address
 //!   and instruction, a filter's trapped syscall and its arguments;
 //! - the worker's exit, before its memory goes (`PTRACE_EVENT_EXIT`): the exit status, and for
@@ -46,10 +47,11 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crate::sys::{raw, FdCopy, Incarnation};
+use crate::worker::layout::{GATE_TRACED, GATE_UNTRACED};
 
 /// `PTRACE_EVENT_EXIT` and `PTRACE_EVENT_STOP` (group-stop and interrupt stops of a seized
 /// tracee).
@@ -115,6 +117,9 @@ struct Request {
     pid: i32,
     slot: u32,
     init: u32,
+    /// The worker's trace gate, a u32 in the host's memory (which the tracer process shares):
+    /// the tracer opens it as soon as it has tried the seize (see [`open_gate`]).
+    gate: usize,
 }
 
 /// The tracer's answer to a [`Request`]: the worker it is about, and 0 or `-errno` from
@@ -633,8 +638,9 @@ fn tracer_pid() -> Option<libc::pid_t> {
     tracer().map(|t| t.pid)
 }
 
-/// Seizes the worker `pid` in the tracer process. The worker must be held at its gate until
-/// this returns.
+/// Seizes the worker `pid` in the tracer process, and opens its `gate` (the worker waits there
+/// until it is held, see [`crate::worker::layout::CTX_TRACE_GATE`]): by the time this returns
+/// it is open, saying whether the seize held the worker ([`GATE_TRACED`]) or not.
 ///
 /// `init`: the worker is init of its own PID namespace. The kernel then lets a traced worker
 /// survive a fault or a filter's trap whose action is the default (it clears init's
@@ -643,14 +649,38 @@ fn tracer_pid() -> Option<libc::pid_t> {
 ///
 /// `own_child`: the calling thread forked the worker, for a one-job run whose job may start no
 /// task; the thread then traces it itself if it said so ([`trace_own_workers`]).
-pub(crate) fn seize(pid: libc::pid_t, init: bool, own_child: bool) -> io::Result<Trace> {
+pub(crate) fn seize(
+    pid: libc::pid_t,
+    init: bool,
+    own_child: bool,
+    gate: &AtomicU32,
+) -> io::Result<Trace> {
+    let gate = gate.as_ptr() as usize;
     if own_child && OWN.with(|own| own.get()) && only_quiet_threads_beside() {
-        return seize_own(pid, init);
+        let seized = seize_own(pid, init);
+        // SAFETY: the caller's gate, alive for this call.
+        unsafe { open_gate(gate, seized.is_ok()) };
+        return seized;
     }
-    let tracer = tracer().ok_or_else(|| io::Error::other("no tracer process"))?;
+    let asked = ask_tracer(pid, init, gate);
+    if let Err((error, answered)) = asked {
+        if !answered {
+            // SAFETY: the caller's gate, alive for this call.
+            unsafe { open_gate(gate, false) };
+        }
+        return Err(error);
+    }
+    asked.map_err(|(error, _)| error)
+}
+
+/// [`seize`] through the tracer process, which opens the gate once it has tried. The error's
+/// flag says whether the tracer answered (and so opened the gate).
+fn ask_tracer(pid: libc::pid_t, init: bool, gate: usize) -> Result<Trace, (io::Error, bool)> {
+    let unanswered = |error| (error, false);
+    let tracer = tracer().ok_or_else(|| unanswered(io::Error::other("no tracer process")))?;
     let slot = lock(&tracer.free)
         .take()
-        .ok_or_else(|| io::Error::other("every tracer slot is taken"))?;
+        .ok_or_else(|| unanswered(io::Error::other("every tracer slot is taken")))?;
     let trace = Trace {
         by: By::Process {
             tracer,
@@ -662,6 +692,7 @@ pub(crate) fn seize(pid: libc::pid_t, init: bool, own_child: bool) -> io::Result
         pid,
         slot,
         init: u32::from(init),
+        gate,
     };
     let mut reply = Reply { pid: 0, result: 0 };
     {
@@ -670,7 +701,8 @@ pub(crate) fn seize(pid: libc::pid_t, init: bool, own_child: bool) -> io::Result
         // A signal handler of the host's installed without SA_RESTART (a fuzzer's periodic
         // SIGALRM, say) interrupts these calls: each is retried, for a reply left unread
         // would answer the next worker's request, whose worker would then run before it is
-        // held, its end unseen.
+        // held, its end unseen. (Nor may this return before the reply while the tracer may
+        // still write to the gate.)
         loop {
             // SAFETY: plain data to the socket, through a pointer to a local.
             let sent = unsafe {
@@ -686,7 +718,7 @@ pub(crate) fn seize(pid: libc::pid_t, init: bool, own_child: bool) -> io::Result
             }
             let error = io::Error::last_os_error();
             if sent >= 0 || error.kind() != io::ErrorKind::Interrupted {
-                return Err(error);
+                return Err(unanswered(error));
             }
         }
         loop {
@@ -708,14 +740,42 @@ pub(crate) fn seize(pid: libc::pid_t, init: bool, own_child: bool) -> io::Result
             // to its end) is skipped rather than taken for this one's.
             let stale = got == std::mem::size_of::<Reply>() as isize;
             if !interrupted && !stale {
-                return Err(io::Error::other("the tracer process is gone"));
+                // Gone: it may have opened the gate before it went, or not.
+                return Err(unanswered(io::Error::other("the tracer process is gone")));
             }
         }
     }
     if reply.result < 0 {
-        return Err(io::Error::from_raw_os_error(-reply.result));
+        return Err((io::Error::from_raw_os_error(-reply.result), true));
     }
     Ok(trace)
+}
+
+/// Opens a traced worker's gate (see [`crate::worker::layout::CTX_TRACE_GATE`]): stores
+/// [`GATE_TRACED`] or [`GATE_UNTRACED`] and wakes the worker if it waits there (a shared
+/// futex: the word is in the worker's memfd). Raw syscalls only: the tracer process calls it.
+///
+/// # Safety
+/// `gate` is the address of a live, aligned u32 of this process's memory, or 0 (nothing).
+unsafe fn open_gate(gate: usize, traced: bool) {
+    if gate == 0 {
+        return;
+    }
+    let value = if traced { GATE_TRACED } else { GATE_UNTRACED };
+    // SAFETY: the caller's word; written atomically, as the worker reads it.
+    unsafe { (*(gate as *const AtomicU32)).store(value, Ordering::SeqCst) };
+    // SAFETY: FUTEX_WAKE reads no memory.
+    unsafe {
+        raw::syscall6(
+            libc::SYS_futex,
+            gate,
+            libc::FUTEX_WAKE as usize,
+            i32::MAX as usize,
+            0,
+            0,
+            0,
+        )
+    };
 }
 
 /// [`seize`] by the calling thread, the worker's parent (see [`trace_own_workers`]).
@@ -980,6 +1040,7 @@ unsafe fn serve(table: usize, owners: &mut Owners) -> Option<bool> {
         pid: 0,
         slot: 0,
         init: 0,
+        gate: 0,
     };
     let size = std::mem::size_of::<Request>();
     // SAFETY: a pointer to a local of `size` bytes.
@@ -1024,6 +1085,11 @@ unsafe fn serve(table: usize, owners: &mut Owners) -> Option<bool> {
         }
         owners.high = owners.high.max(request.slot as usize + 1);
     }
+    // The worker goes on now, before the host has even read the reply: one switch less on a
+    // CPU the host, the worker and this tracer share.
+    // SAFETY: the host sent its gate's address and waits for the reply below before its
+    // worker's memory can go.
+    unsafe { open_gate(request.gate, seized == 0) };
     let reply = Reply {
         pid: request.pid,
         result: seized as i32,
@@ -1413,8 +1479,14 @@ mod tests {
     fn the_request_socket_is_the_tracers_only_descriptor() {
         // The tracer starts; a pid no process has cannot be seized.
         assert!(tracer_pid().is_some());
-        let err = seize(0x3fff_fff0, false, false).unwrap_err();
+        let gate = AtomicU32::new(0);
+        let err = seize(0x3fff_fff0, false, false, &gate).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::ESRCH), "{err}");
+        assert_eq!(
+            gate.into_inner(),
+            GATE_UNTRACED,
+            "the tracer opened the gate"
+        );
         let fds = std::fs::read_dir(format!("/proc/{}/fd", tracer_pid().unwrap()))
             .unwrap()
             .count();

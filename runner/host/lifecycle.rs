@@ -201,13 +201,8 @@ impl Spawned {
             // Untraced if the tracer cannot attach (another tracer holds the worker, or this
             // host may not trace it): the report then marks its details unverified.
             let init = plan.walls.pid_namespace();
-            let trace = crate::tracer::seize(pid, init, own_child).ok();
-            arena.set_trace_gate(if trace.is_some() {
-                GATE_TRACED
-            } else {
-                GATE_UNTRACED
-            });
-            trace
+            // The gate is open when this returns.
+            crate::tracer::seize(pid, init, own_child, arena.trace_gate()).ok()
         } else {
             None
         };

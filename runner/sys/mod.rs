@@ -455,8 +455,9 @@ impl SharedFile {
         }
     }
 
-    /// The u32 at a 4-aligned `offset`, as an atomic.
-    fn atomic_u32(&self, offset: usize) -> &std::sync::atomic::AtomicU32 {
+    /// The u32 at a 4-aligned `offset`, as an atomic (a shared futex's word, say: workers map
+    /// the same file).
+    pub fn atomic_u32(&self, offset: usize) -> &std::sync::atomic::AtomicU32 {
         assert!(offset % 4 == 0 && offset + 4 <= self.len());
         // SAFETY: in range and aligned (checked above); the mapping is shared memory that
         // others write only atomically or not at all, so an atomic view of it is sound.
@@ -474,24 +475,6 @@ impl SharedFile {
     pub fn store_u32(&self, offset: usize, value: u32) {
         self.atomic_u32(offset)
             .store(value, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// Stores `value` in the u32 at a 4-aligned `offset` and wakes every process waiting on
-    /// it with `FUTEX_WAIT` (a shared futex: workers map the same file).
-    pub fn store_u32_and_wake(&self, offset: usize, value: u32) {
-        self.store_u32(offset, value);
-        // SAFETY: FUTEX_WAKE on a word of this mapping; the kernel reads no memory for it.
-        unsafe {
-            libc::syscall(
-                libc::SYS_futex,
-                self.atomic_u32(offset).as_ptr(),
-                libc::FUTEX_WAKE,
-                i32::MAX,
-                0usize,
-                0usize,
-                0u32,
-            );
-        }
     }
 
     /// Reads a u64 at an 8-aligned `offset`. Volatile: a worker wrote it.
