@@ -3,9 +3,10 @@
 //!
 //! A worker's record page is the guest's to write, so a fault address or a trapped syscall
 //! read from it is only a claim. A traced worker is `PTRACE_SEIZE`d before its setup goes on
-//! (the worker waits at a gate in its data page, see [`crate::worker::layout::CTX_TRACE_GATE`],
-//! which the tracer opens itself once it has tried, before it answers the host: a switch less
-//! per fresh worker on a shared CPU), with `PTRACE_O_TRACEEXIT` and `PTRACE_O_EXITKILL`. The tracer then sees, from the kernel:
+//! (the worker waits at a gate in its data page, see
+//! [`crate::worker::layout::CTX_TRACE_GATE`], which the tracer opens itself once it has tried,
+//! before it answers the host: a switch less per fresh worker on a shared CPU), with
+//! `PTRACE_O_TRACEEXIT` and `PTRACE_O_EXITKILL`. The tracer then sees, from the kernel:
 //! - every signal at its delivery (`PTRACE_GETSIGINFO` and the registers): a fault's address
 //!   and instruction, a filter's trapped syscall and its arguments;
 //! - the worker's exit, before its memory goes (`PTRACE_EVENT_EXIT`): the exit status, and for
@@ -640,7 +641,11 @@ fn tracer_pid() -> Option<libc::pid_t> {
 
 /// Seizes the worker `pid` in the tracer process, and opens its `gate` (the worker waits there
 /// until it is held, see [`crate::worker::layout::CTX_TRACE_GATE`]): by the time this returns
-/// it is open, saying whether the seize held the worker ([`GATE_TRACED`]) or not.
+/// it is open, saying whether the seize held the worker ([`GATE_TRACED`]) or not. One
+/// exception: a tracer process that died after it opened the gate as traced and before it
+/// answered leaves the gate to say either (the host writes [`GATE_UNTRACED`] then, and the
+/// worker may have read the first); `PTRACE_O_EXITKILL` killed that worker when the tracer
+/// died.
 ///
 /// `init`: the worker is init of its own PID namespace. The kernel then lets a traced worker
 /// survive a fault or a filter's trap whose action is the default (it clears init's
@@ -1087,8 +1092,10 @@ unsafe fn serve(table: usize, owners: &mut Owners) -> Option<bool> {
     }
     // The worker goes on now, before the host has even read the reply: one switch less on a
     // CPU the host, the worker and this tracer share.
-    // SAFETY: the host sent its gate's address and waits for the reply below before its
-    // worker's memory can go.
+    // SAFETY: the host sent its gate's address and, before its worker's memory can go, waits
+    // for the reply below or for this process's end (its socket's EOF), after which nothing
+    // here writes. Only the host's own `seize` reaches this socket: workers and zygotes close
+    // every descriptor they did not ask for before any guest code runs.
     unsafe { open_gate(request.gate, seized == 0) };
     let reply = Reply {
         pid: request.pid,

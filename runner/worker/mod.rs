@@ -134,8 +134,8 @@ unsafe fn after_mapping(
     unsafe {
         stages::map(rest)?;
         stages::protect(&plan.protects)?;
-        // A traced worker waits here until its tracer has seized it (or the host has given
-        // up on tracing it): before it makes itself undumpable, and before the guest runs.
+        // A traced worker waits here until its tracer has tried to seize it (or there was no
+        // tracer to ask): before it makes itself undumpable, and before the guest runs.
         let traced = plan.traced && stages::wait_for_tracer(data);
         if walls.clone_flags & libc::CLONE_NEWNS as usize != 0 {
             stages::empty_root(&walls.grants)?;

@@ -223,8 +223,8 @@ pub(crate) unsafe fn protect(protects: &[Protect]) -> StageResult {
     Ok(())
 }
 
-/// A traced worker waits at the gate in its data page until its tracer has seized it (or the
-/// host has given up on tracing it); says whether it is traced.
+/// A traced worker waits at the gate in its data page until its tracer has tried to seize it
+/// (or there was no tracer to ask); says what the gate said (see [`crate::tracer::seize`]).
 ///
 /// # Safety
 /// As for [`pdeathsig`]; `data` is the mapped data page.
@@ -233,11 +233,15 @@ pub(crate) unsafe fn wait_for_tracer(data: usize) -> bool {
     let gate = data + super::protocol::layout::CTX_TRACE_GATE;
     // SAFETY: the gate is an aligned u32 in the mapped, shared data page; FUTEX_WAIT reads it.
     unsafe {
-        while (gate as *const u32).read_volatile() == 0 {
+        // One read decides: a gate found open is not read again.
+        loop {
+            let said = (gate as *const u32).read_volatile();
+            if said != 0 {
+                return said == GATE_TRACED;
+            }
             let wait = libc::FUTEX_WAIT as usize;
             raw::syscall6(libc::SYS_futex, gate, wait, 0, 0, 0, 0);
         }
-        (gate as *const u32).read_volatile() == GATE_TRACED
     }
 }
 
