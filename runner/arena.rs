@@ -117,6 +117,10 @@ pub(crate) struct Arena {
     /// The last input's guest returned to a strict same-code worker's trampoline, which
     /// zeroed its pages then (see [`Arena::reset_memory`]); taken by the next input.
     cleaned: bool,
+    /// The file's block count as [`Arena::take_output`] read it when the last input said
+    /// "done" and had written nothing: [`Arena::reset_memory`] takes it for the count it would
+    /// otherwise read with another `fstat` (see [`output_in_file`]).
+    blocks_at_done: Option<u64>,
     /// The worker's part of the context (offset in the data page, value), as
     /// [`Arena::prepare_worker`] last wrote it: written again with every job or input.
     worker_ctx: Option<[(usize, u64); WORKER_CTX_WORDS]>,
@@ -193,6 +197,7 @@ impl Arena {
             known: None,
             worker_maps: None,
             cleaned: false,
+            blocks_at_done: None,
             worker_ctx: None,
             walls: None,
             owner: Owner::here(),
@@ -288,7 +293,10 @@ impl Arena {
             self.known = None;
             return self.file.zero_range(scratch, len).map(|()| false);
         }
-        let blocks = self.file.blocks()?;
+        let blocks = match self.blocks_at_done.take() {
+            Some(blocks) => blocks,
+            None => self.file.blocks()?,
+        };
         if let Some(known) = self.known.take_if(|known| known.blocks == blocks) {
             if !cleaned {
                 for &(at, end) in &known.runs {
@@ -369,6 +377,44 @@ impl Arena {
     /// No table (see [`RESET_AT`]): the first one active, both empty. Before a worker starts.
     fn clear_reset_tables(&mut self) {
         self.file.zero(RESET_AT, 8 + 2 * RESET_TABLE_LEN);
+    }
+
+    /// Where a same-code worker's output starts in the file (see [`output_in_file`]): its
+    /// end, past everything a worker maps.
+    pub(crate) fn output_base(&self) -> u64 {
+        self.file.len() as u64
+    }
+
+    /// A new worker's fd 1 (see [`output_in_file`]): the file cut back to its mapped length
+    /// (an earlier worker's output goes), and a write-only, appending description of it.
+    pub(crate) fn open_output(&mut self) -> io::Result<std::os::fd::OwnedFd> {
+        self.blocks_at_done = None;
+        self.file.truncate(self.output_base())?;
+        self.file.open_appending()
+    }
+
+    /// What a same-code worker wrote to fd 1 since the last call (see [`output_in_file`]): at
+    /// most `max` bytes, and whether there were more (the limit was passed). One `fstat`;
+    /// where there was output, a `pread` and an `ftruncate` (the file is cut back, so the next
+    /// input's writes start at the same place). With `done` (the input said "done") and no
+    /// output, the block count read here serves the next [`Arena::reset_memory`].
+    ///
+    /// What lies past the file's end is the guest's claim, as a pipe's bytes were: it can write
+    /// there at any time it runs, and bytes written after its "done" go to the next input.
+    pub(crate) fn take_output(&mut self, max: usize, done: bool) -> io::Result<(Vec<u8>, bool)> {
+        self.blocks_at_done = None;
+        let base = self.output_base();
+        let (size, blocks) = self.file.stat()?;
+        if size <= base {
+            self.blocks_at_done = done.then_some(blocks);
+            return Ok((Vec::new(), false));
+        }
+        let written = size - base;
+        let over = written > max as u64;
+        let keep = written.min(max as u64) as usize;
+        let output = self.file.read_at(base, keep)?;
+        self.file.truncate(base)?;
+        Ok((output, over))
     }
 
     /// The input that just ended returned through a strict same-code worker's trampoline
@@ -452,7 +498,10 @@ impl Arena {
             (CTX_KEEP_END, self.stack_top() as u64),
             (CTX_USER_END, user_end),
             (CTX_PARK, (mode != Mode::Fresh) as u64),
-            (CTX_READY, (mode != Mode::Fresh) as u64),
+            (
+                CTX_READY,
+                ready_fd(mode, &options.policy).map_or(0, |fd| fd as u64 + 1),
+            ),
             (CTX_DONE, (mode != Mode::Fresh) as u64),
             (CTX_LOOP, (mode == Mode::SameCode) as u64),
             (CTX_CONTROL_FD, control_fd as u64),
@@ -851,12 +900,36 @@ fn cpuid_1_ecx() -> u32 {
 
 /// Whether an arena may serve another job after a worker under `policy` used it: only where
 /// the guest can call nothing but `read`, `write`, `exit` and `rt_sigreturn`, so that it can
-/// change nothing it maps (its code and the blob stay read+execute, the file keeps its pages
-/// and size) and leaves no process behind; the host rewrites the rest before the next job.
+/// change nothing it maps (its code and the blob stay read+execute, the file keeps its pages;
+/// what it writes to fd 1 in a same-code worker goes past the file's end, see
+/// [`output_in_file`]) and leaves no process behind; the host rewrites the rest before the next
+/// job.
 /// Under a profile every worker gets a fresh arena, whatever the profile allows.
 pub(crate) fn arena_reusable(policy: &crate::policy::Policy) -> bool {
     use crate::policy::Policy;
     matches!(policy, Policy::Strict | Policy::StrictBpf)
+}
+
+/// Whether a worker of `mode` under `policy` writes its guest's output (fd 1) into its
+/// arena's file rather than into a pipe: a same-code worker under strict mode or `strict-bpf`.
+/// Its fd 1 is then a write-only, appending description of the file (see
+/// [`Arena::open_output`]): the guest's writes land past the file's end, where nothing is
+/// mapped, and cannot reach a byte below it; its `RLIMIT_FSIZE` ends the file one byte past the
+/// output limit. After an input, one `fstat` then tells both whether the guest wrote and whether
+/// a page of its memory came to be (see [`Arena::take_output`]), where a pipe took a `read`
+/// of its own: in the steady state an input costs the host no syscall but the reset's.
+pub(crate) fn output_in_file(mode: Mode, policy: &crate::policy::Policy) -> bool {
+    mode == Mode::SameCode && arena_reusable(policy)
+}
+
+/// The descriptor a parked worker of `mode` says "ready" on (see `Context::ready`); none for a
+/// fresh worker, which never parks.
+fn ready_fd(mode: Mode, policy: &crate::policy::Policy) -> Option<usize> {
+    match mode {
+        Mode::Fresh => None,
+        _ if output_in_file(mode, policy) => Some(DONE_FD),
+        _ => Some(OUTPUT_FD),
+    }
 }
 
 #[cfg(test)]

@@ -432,10 +432,11 @@ fn park_one(shared: &Shared) -> Result<Standby, Error> {
         stdin: Stdin::Pipe,
         go: Some(&hold_r),
         done: Some(&done_w),
+        output: None,
     };
     let worker = Spawned::spawn(&arena, maps, protects, &shared.template, cpu, fds, zygote)?;
     // Handed out only once set up: a job never waits for (or competes with) a worker's setup.
-    let worker = worker.park(&arena, Duration::from_secs(10))?;
+    let worker = worker.park(&arena, Duration::from_secs(10), None)?;
     Ok(Standby {
         arena,
         worker,

@@ -37,7 +37,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use crate::abi::RunOptions;
-use crate::arena::{Arena, Mode, Need};
+use crate::arena::{self, Arena, Mode, Need};
 use crate::error::{Error, InputError};
 use crate::host::{self, Forker, Parked, Spawned, Stdin, WorkerFds};
 use crate::report::Report;
@@ -91,6 +91,9 @@ struct Live {
     /// Its spinning hand-off (see [`crate::spin`]), and when its CPU clock was last read.
     spinner: Spinner,
     clock_at: Instant,
+    /// The output limit its `RLIMIT_FSIZE` holds it to, when its fd 1 is the arena's file
+    /// (see [`arena::output_in_file`]): an input with another limit gets a new worker.
+    output_limit: Option<usize>,
 }
 
 /// The host's ends of a same-code worker's go and done pipes.
@@ -289,8 +292,13 @@ impl SameCode {
             None => self.start_worker(arena, options)?,
         };
         // The CPU time the worker used so far (set-up, earlier inputs): the input's is the rest.
-        // A worker near its CPU backstop is replaced before the input could reach it.
-        if live.near_budget(options) {
+        // A worker near its CPU backstop is replaced before the input could reach it, and one
+        // whose file limit holds another output limit than this input's.
+        if live.near_budget(options)
+            || live
+                .output_limit
+                .is_some_and(|limit| limit != options.limits.max_output)
+        {
             live.end();
             live = self.start_worker(arena, options)?;
         }
@@ -339,6 +347,7 @@ impl SameCode {
             cpu_limit_secs,
             mut spinner,
             clock_at,
+            output_limit,
         } = live;
         let (worker, by_pipe) = worker.go(&pipes.go_w, arena, seq, by_word)?;
         spinner.started(plan);
@@ -354,7 +363,7 @@ impl SameCode {
             }
         };
         let spun_done = spun.is_some();
-        let watch = match spun {
+        let mut watch = match spun {
             Some(watch) => watch,
             None => match worker.watch_input(arena, &pipes.done_r, seq, options, start) {
                 Ok(watch) => watch,
@@ -364,6 +373,10 @@ impl SameCode {
                 }
             },
         };
+        if let Err(e) = worker.output_from_file(arena, &mut watch, options) {
+            worker.end();
+            return Err(e);
+        }
         if watch.done && watch.killed.is_none() {
             let (worker, mut report) = if spun_done {
                 worker.returned_spun(arena, watch.output, start)
@@ -384,6 +397,7 @@ impl SameCode {
                 cpu_limit_secs,
                 spinner,
                 clock_at: if spun_done { clock_at } else { ended },
+                output_limit,
             });
             return Ok(Some(report));
         }
@@ -421,6 +435,11 @@ impl SameCode {
         arena.reset_handoff();
         let (maps, protects) = arena.prepare_worker(arena.capacity(), options, Mode::SameCode);
         let cpu_limit_secs = WORKER_CPU_BUDGET.as_secs() + options.limits.timeout.as_secs() + 2;
+        // Its fd 1: the arena's file, or a pipe (see `arena::output_in_file`).
+        let output = arena::output_in_file(Mode::SameCode, &options.policy)
+            .then(|| arena.open_output())
+            .transpose()
+            .map_err(|e| Error::io("opening the worker's output", e))?;
         let (go_r, go_w) = sys::pipe().map_err(|e| Error::io("creating the go pipe", e))?;
         let (done_r, done_w) = sys::pipe().map_err(|e| Error::io("creating the done pipe", e))?;
         sys::set_nonblocking(done_r.as_raw_fd())
@@ -435,12 +454,14 @@ impl SameCode {
                 stdin: Stdin::Eof,
                 go: Some(&go_r),
                 done: Some(&done_w),
+                output: output.as_ref(),
             },
             Forker::of(self.zygote.as_ref()),
         )?;
         self.workers += 1;
         // Its first input rewrites the region, which the worker reads until it parks.
-        let worker = spawned.park(arena, READY_WAIT)?;
+        // A worker whose output goes to the file says "ready" on its done pipe.
+        let worker = spawned.park(arena, READY_WAIT, output.is_some().then_some(&done_r))?;
         Ok(Live {
             worker,
             pipes: ControlPipes {
@@ -452,6 +473,7 @@ impl SameCode {
             cpu_limit_secs,
             spinner: Spinner::new(),
             clock_at: Instant::now(),
+            output_limit: output.is_some().then_some(options.limits.max_output),
         })
     }
 

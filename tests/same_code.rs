@@ -454,3 +454,113 @@ fn an_exit_after_returns_is_an_exit() {
         }
     }
 }
+
+/// Writes `n` bytes (a pattern, built on the stack) to fd 1 `k` times, `n` and `k` from the
+/// input (a u32, then a byte), and returns what the writes returned, summed; with a non-zero
+/// sixth input byte it reads one byte from fd 1 instead and returns what the read returned.
+fn writer() -> Vec<u8> {
+    gas("mov r12d, dword ptr [rdi]\n movzx r13d, byte ptr [rdi + 4]\n\
+         movzx eax, byte ptr [rdi + 5]\n test eax, eax\n jnz 30f\n\
+         sub rsp, 0x50000\n xor ecx, ecx\n\
+         1: cmp rcx, r12\n jae 2f\n imul eax, ecx, 7\n mov byte ptr [rsp + rcx], al\n inc rcx\n jmp 1b\n\
+         2: xor r14d, r14d\n\
+         3: test r13d, r13d\n jz 4f\n mov eax, 1\n mov edi, 1\n mov rsi, rsp\n mov rdx, r12\n syscall\n\
+         add r14, rax\n dec r13d\n jmp 3b\n\
+         4: add rsp, 0x50000\n mov rax, r14\n ret\n\
+         30: xor eax, eax\n mov edi, 1\n lea rsi, [rsp - 64]\n mov edx, 1\n syscall\n ret")
+}
+
+fn writes(n: u32, k: u8) -> Vec<u8> {
+    let mut input = n.to_le_bytes().to_vec();
+    input.extend([k, 0]);
+    input
+}
+
+#[test]
+fn output_up_to_and_past_its_limit_is_what_a_fresh_worker_gives() {
+    // A same-code worker under strict mode or strict-bpf writes its output into its arena's
+    // file and a fresh one into a pipe: two ways of reading it and holding it to its limit,
+    // compared here input by input, with inputs that write nothing or little in between (whose
+    // output must not include an earlier input's).
+    let code = writer();
+    for policy in [bytejail::Policy::Strict, bytejail::Policy::StrictBpf] {
+        let options = RunOptions::default()
+            .with_policy(policy.clone())
+            .with_limits(Limits::default().with_max_output(4096));
+        let mut same = SameCode::new(&code, &options).unwrap();
+        let cases: &[(u32, u8)] = &[
+            (0, 1),
+            (10, 1),
+            (4096, 1),    // exactly the limit
+            (4097, 1),    // one byte past it
+            (10, 3),      // after an overflow: a new worker
+            (1000, 5),    // past it in steps
+            (4096, 2),    // the second write passes it by one byte
+            (5000, 3),    // a write cut at the limit, then one past it
+            (200_000, 1), // one write far past it
+            (7, 1),
+            (4095, 1),
+            (1, 1),
+        ];
+        let mut overflows = 0;
+        for &(n, k) in cases {
+            let input = writes(n, k);
+            let report = same.run(&input).unwrap();
+            let fresh = bytejail::run(&code, &input, &options).unwrap();
+            assert_eq!(
+                essence(&report),
+                essence(&fresh),
+                "{policy:?}: {n} bytes x {k}"
+            );
+            let wrote = n as usize * k as usize;
+            assert_eq!(report.output_truncated, wrote > 4096, "{n} x {k}");
+            assert_eq!(report.output.len(), wrote.min(4096), "{n} x {k}");
+            if wrote > 4096 {
+                assert_eq!(report.outcome, Outcome::OutputLimit, "{n} x {k}");
+                overflows += 1;
+            } else {
+                assert_eq!(returned(&report).rax, wrote as u64, "{n} x {k}");
+            }
+        }
+        // Each overflow ended its worker; the inputs between them shared one.
+        assert_eq!(same.workers_started(), overflows + 1, "{policy:?}");
+    }
+}
+
+#[test]
+fn an_input_with_another_output_limit_gets_a_worker_held_to_it() {
+    let code = writer();
+    let with_max =
+        |max: usize| RunOptions::default().with_limits(Limits::default().with_max_output(max));
+    let mut same = SameCode::new(&code, &with_max(100)).unwrap();
+    for (max, n) in [
+        (100, 100),
+        (100, 101),
+        (5000, 4000),
+        (5000, 4000),
+        (3000, 4000),
+        (3000, 10),
+    ] {
+        let per_input = with_max(max);
+        let report = same.run_with(&writes(n, 1), &per_input).unwrap();
+        let fresh = bytejail::run(&code, &writes(n, 1), &per_input).unwrap();
+        assert_eq!(essence(&report), essence(&fresh), "limit {max}, {n} bytes");
+    }
+    // One worker for the first two (the second's overflow ends it), one for the two at 5000,
+    // one for the first at 3000 (a new limit: its worker's file limit was 5000's), whose
+    // overflow ends it, and one for the last.
+    assert_eq!(same.workers_started(), 4);
+}
+
+#[test]
+fn fd1_is_for_writing_only() {
+    let code = writer();
+    let mut same = SameCode::new(&code, &RunOptions::default()).unwrap();
+    for _ in 0..3 {
+        let report = same.run(&[0, 0, 0, 0, 0, 1]).unwrap();
+        let fresh = bytejail::run(&code, &[0, 0, 0, 0, 0, 1], &RunOptions::default()).unwrap();
+        assert_eq!(returned(&report).rax, -(libc::EBADF as i64) as u64);
+        assert_eq!(essence(&report), essence(&fresh));
+    }
+    assert_eq!(same.workers_started(), 1);
+}

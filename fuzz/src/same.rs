@@ -680,8 +680,8 @@ fn same_code_pass(host: &Host, code: &[u8], inputs: &[CaseInput]) -> Pass {
 }
 
 /// Runs a case and checks it: every report passes the oracle and the same-code rules, the
-/// worker count is 1 + the inputs before the last that ended a worker, and, for programs of
-/// steps, each report has the [`essence`] of a fresh run's. A pass that was late or disagreed
+/// worker count is 1 + the inputs before the last that ended a worker or changed the output
+/// limit, and, for programs of steps, each report has the [`essence`] of a fresh run's. A pass that was late or disagreed
 /// only through a timeout is run again, up to [`oracle::STALL_RETRIES`] times, before it
 /// counts: a stalled machine can make any input miss a 100 ms deadline once.
 ///
@@ -705,10 +705,19 @@ pub fn check_case(host: &Host, case: &Case) -> Vec<Report> {
             continue;
         }
 
-        let ended = pass.reports[..pass.reports.len() - 1]
-            .iter()
-            .filter(|r| !matches!(r.outcome, Outcome::Returned(_)))
-            .count() as u64;
+        // A worker starts for the first input, after an input that ended one, and for an input
+        // whose output limit is not the one its worker was started with (under strict mode a
+        // same-code worker's output goes into its arena's file, which its `RLIMIT_FSIZE`
+        // holds to the limit it started with: documented).
+        let mut started = 0u64;
+        let mut live_limit = None;
+        for (input, report) in case.inputs.iter().zip(&pass.reports) {
+            let limit = input.options().limits.max_output;
+            if live_limit != Some(limit) {
+                started += 1;
+            }
+            live_limit = matches!(report.outcome, Outcome::Returned(_)).then_some(limit);
+        }
         // An input whose worker was gone before it took it is run again in a new worker
         // (documented; its guest never started in the first): each such rerun is one worker
         // more, and is said.
@@ -720,9 +729,9 @@ pub fn check_case(host: &Host, case: &Case) -> Vec<Report> {
         }
         assert_eq!(
             pass.workers,
-            1 + ended + pass.rerun,
-            "workers_started must be 1 + the inputs before the last that ended a worker + the \
-             inputs rerun\n{}",
+            started + pass.rerun,
+            "workers_started must be 1 + the inputs before the last that ended a worker or \
+             changed the output limit + the inputs rerun\n{}",
             outcomes(&pass.reports)
         );
 

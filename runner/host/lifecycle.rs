@@ -58,6 +58,10 @@ pub(crate) struct WorkerFds<'a> {
     pub stdin: Stdin,
     pub go: Option<&'a OwnedFd>,
     pub done: Option<&'a OwnedFd>,
+    /// fd 1 when it is not a pipe: a same-code worker's description of its arena's file (see
+    /// [`crate::arena::output_in_file`]); its `RLIMIT_FSIZE` then ends that file one byte past
+    /// the output limit.
+    pub output: Option<&'a OwnedFd>,
 }
 
 /// What forks a worker: this thread, or a zygote (see [`crate::zygote`]), which forks it from
@@ -117,6 +121,8 @@ pub(crate) struct Spawned {
     cgroup: Option<crate::cgroup::JobCgroup>,
     /// The worker's tracer, when it is traced (see [`crate::tracer`]).
     trace: Option<crate::tracer::Trace>,
+    /// Its fd 1 is its arena's file, not the output pipe (which then stays empty).
+    output_in_file: bool,
 }
 
 impl Spawned {
@@ -168,7 +174,7 @@ impl Spawned {
         let mut plan = WorkerPlan {
             host_pid: arena.owner_pid(),
             input_fd,
-            output_fd: output_w.as_raw_fd(),
+            output_fd: fds.output.map_or(output_w.as_raw_fd(), AsRawFd::as_raw_fd),
             control_fds: control.map(|fd| fd.map_or(-1, |fd| fd.as_raw_fd())),
             region: arena.region_addr(),
             maps,
@@ -182,7 +188,16 @@ impl Spawned {
             cap_last: if filter_mode { cap_last() } else { 0 },
             walls: Walls::NONE,
             rlimits: [
-                (libc::RLIMIT_FSIZE, options.limits.max_file_size),
+                (
+                    libc::RLIMIT_FSIZE,
+                    match fds.output {
+                        // The guest's fd 1 is the only file it can write.
+                        Some(_) => arena
+                            .output_base()
+                            .saturating_add(options.limits.max_output as u64 + 1),
+                        None => options.limits.max_file_size,
+                    },
+                ),
                 (libc::RLIMIT_NOFILE, options.limits.max_open_files),
             ],
             cgroup_procs: [[0; crate::cgroup::PROCS_PATH_MAX]; crate::cgroup::PROCS_SLOTS],
@@ -215,14 +230,20 @@ impl Spawned {
             output_w,
             cgroup,
             trace,
+            output_in_file: fds.output.is_some(),
         })
     }
 
     /// Waits (at most `limit`) until the worker is set up and parked: it said "ready" (see
-    /// [`await_ready`]). A worker that does not park is killed and reaped here, and its setup
-    /// failure becomes the error.
-    pub(crate) fn park(self, arena: &Arena, limit: Duration) -> Result<Parked, Error> {
-        await_ready(arena, &self, limit)?;
+    /// [`await_ready`]) on `ready`, or on its output pipe. A worker that does not park is killed
+    /// and reaped here, and its setup failure becomes the error.
+    pub(crate) fn park(
+        self,
+        arena: &Arena,
+        limit: Duration,
+        ready: Option<&OwnedFd>,
+    ) -> Result<Parked, Error> {
+        await_ready(arena, &self, ready.unwrap_or(&self.output_r), limit)?;
         let cpu = cpu_clock(self.pid);
         Ok(Parked { worker: self, cpu })
     }
@@ -464,7 +485,35 @@ impl Running {
             return Ok(None);
         }
         let worker = &self.worker;
-        after_spun_done(&worker.pidfd, &worker.output_r, options).map(Some)
+        let output_r = (!worker.output_in_file).then_some(&worker.output_r);
+        after_spun_done(&worker.pidfd, output_r, options).map(Some)
+    }
+
+    /// What a same-code worker whose fd 1 is its arena's file (see
+    /// [`crate::arena::output_in_file`]) wrote during the input `watch` watched, into
+    /// `watch` (at most the limit, and whether it passed it); a worker still running past
+    /// the limit is ended, as the output pipe's reader ends one. Nothing for other workers.
+    pub(crate) fn output_from_file(
+        &self,
+        arena: &mut Arena,
+        watch: &mut Watch,
+        options: &RunOptions,
+    ) -> Result<(), Error> {
+        if !self.worker.output_in_file {
+            return Ok(());
+        }
+        let done = watch.done && watch.killed.is_none();
+        let (output, over) = arena
+            .take_output(options.limits.max_output, done)
+            .map_err(|e| Error::io("reading the output", e))?;
+        watch.output = output;
+        watch.truncated = over;
+        if over && watch.killed.is_none() && !watch.ended {
+            sys::pidfd_kill(self.worker.pidfd.as_raw_fd())
+                .map_err(|e| Error::io("killing the worker", e))?;
+            watch.killed = Some(super::classify::Kill::OutputLimit);
+        }
+        Ok(())
     }
 
     /// A same-code worker that said "done": parked again, and the input's report (see
@@ -605,7 +654,12 @@ fn drive(
         output_w,
         cgroup,
         trace,
+        output_in_file,
     } = worker;
+    debug_assert!(
+        !output_in_file,
+        "fresh and pool workers write to the output pipe"
+    );
     // No input: fd 0 is at EOF at once (the shared empty pipe, or this pipe's only writer
     // closes here). Else the input is written without ever blocking.
     // (`filter` takes the write end: without input it is dropped here, not when this function
@@ -827,12 +881,17 @@ fn setup_failed_unreaped(arena: &Arena, pid: libc::pid_t) -> bool {
 /// Waits (at most `limit`) for a pooled or same-code worker's "ready" byte on its output pipe: then it is set
 /// up and parked, and a job handed to it waits for nothing but itself. A worker that dies or
 /// stays silent instead is killed and reaped, and its setup failure becomes the error.
-fn await_ready(arena: &Arena, worker: &Spawned, limit: Duration) -> Result<(), Error> {
+fn await_ready(
+    arena: &Arena,
+    worker: &Spawned,
+    ready: &OwnedFd,
+    limit: Duration,
+) -> Result<(), Error> {
     let deadline = Instant::now() + limit;
     loop {
         let now = Instant::now();
         let mut fds = [
-            pollfd(worker.output_r.as_raw_fd(), libc::POLLIN),
+            pollfd(ready.as_raw_fd(), libc::POLLIN),
             pollfd(worker.pidfd.as_raw_fd(), libc::POLLIN),
         ];
         if now >= deadline {
@@ -847,7 +906,7 @@ fn await_ready(arena: &Arena, worker: &Spawned, limit: Duration) -> Result<(), E
             }
             Ok(_) if fds[0].revents != 0 => {
                 let mut byte = [1u8];
-                let got = sys::read(worker.output_r.as_raw_fd(), &mut byte);
+                let got = sys::read(ready.as_raw_fd(), &mut byte);
                 if matches!(got, Ok(1)) && protocol::is_ready(byte[0]) {
                     return Ok(());
                 }

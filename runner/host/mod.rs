@@ -187,6 +187,7 @@ fn run_in_arena(
         stdin,
         go: None,
         done: None,
+        output: None,
     };
     let worker = Spawned::spawn(arena, maps, protects, options, cpu, fds, via)?;
     worker.run(arena, code, input, options, start)

@@ -279,14 +279,15 @@ pub(crate) fn watch_worker(
 
 /// What the host saw of a same-code input whose "done" came through the spinning hand-off:
 /// the output (written before the guest returned, so all in the pipe now; one read when there
-/// is none), and an output-limit kill when it is too much.
+/// is none), and an output-limit kill when it is too much. No pipe (`None`): the output is in
+/// the arena's file, for the caller to read (see [`crate::arena::output_in_file`]).
 pub(crate) fn after_spun_done(
     pidfd: &OwnedFd,
-    output_r: &OwnedFd,
+    output_r: Option<&OwnedFd>,
     options: &RunOptions,
 ) -> Result<Watch, Error> {
     let mut collector = OutputCollector {
-        fd: Some(output_r.as_raw_fd()),
+        fd: output_r.map(AsRawFd::as_raw_fd),
         output: Vec::new(),
         max: options.limits.max_output,
     };

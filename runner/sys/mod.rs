@@ -394,6 +394,11 @@ impl SharedFile {
     /// page of the file comes to be (a first write or read of a hole, through any mapping)
     /// and shrinks only when one is punched out. Swapped-out pages still count.
     pub fn blocks(&self) -> io::Result<u64> {
+        self.stat().map(|(_, blocks)| blocks)
+    }
+
+    /// The file's size and block count (one raw `fstat`, see [`SharedFile::blocks`]).
+    pub fn stat(&self) -> io::Result<(u64, u64)> {
         // SAFETY: fstat writes one `struct stat` to a local. The raw call: glibc's `fstat`
         // is `fstatat(fd, "", AT_EMPTY_PATH)`, whose empty path the kernel copies and
         // checks first (a same-code input makes one of these).
@@ -402,8 +407,68 @@ impl SharedFile {
             if libc::syscall(libc::SYS_fstat, self.fd(), &mut stat) != 0 {
                 return Err(io::Error::last_os_error());
             }
-            Ok(stat.st_blocks as u64)
+            Ok((stat.st_size as u64, stat.st_blocks as u64))
         }
+    }
+
+    /// A new open file description of this file, write-only and appending: every write through
+    /// it lands at the file's end, whatever its position, and it cannot read.
+    pub fn open_appending(&self) -> io::Result<OwnedFd> {
+        let path = format!("/proc/self/fd/{}\0", self.fd());
+        // SAFETY: a NUL-terminated path; the new descriptor is owned by the OwnedFd.
+        let fd = unsafe {
+            libc::open(
+                path.as_ptr().cast(),
+                libc::O_WRONLY | libc::O_APPEND | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor that nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// Reads up to `len` bytes of the file from `offset` (past the mapping, say), fewer where
+    /// the file ends first.
+    pub fn read_at(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let mut bytes: Vec<u8> = Vec::with_capacity(len);
+        while bytes.len() < len {
+            let at = offset + bytes.len() as u64;
+            let room = len - bytes.len();
+            // SAFETY: pread writes at most `room` bytes into the vector's spare capacity.
+            let got = unsafe {
+                libc::pread(
+                    self.fd(),
+                    bytes.as_mut_ptr().add(bytes.len()).cast(),
+                    room,
+                    at as i64,
+                )
+            };
+            match got {
+                0 => break,
+                n if n > 0 => {
+                    // SAFETY: the kernel wrote `n` bytes there.
+                    unsafe { bytes.set_len(bytes.len() + n as usize) };
+                }
+                _ => {
+                    let error = io::Error::last_os_error();
+                    if error.kind() != io::ErrorKind::Interrupted {
+                        return Err(error);
+                    }
+                }
+            }
+        }
+        Ok(bytes)
+    }
+
+    /// Cuts the file back to `len` bytes (what lies past them is gone).
+    pub fn truncate(&self, len: u64) -> io::Result<()> {
+        // SAFETY: ftruncate on a descriptor we own; no memory is passed.
+        if unsafe { libc::ftruncate(self.fd(), len as i64) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     /// Sets `len` bytes at `offset` to zero.

@@ -12,8 +12,8 @@ use std::arch::global_asm;
 
 use super::protocol::layout::*;
 use super::protocol::{
-    Stage, DONE_LEN, GO_LEN, OUTPUT_FD, READY_BYTE_AT, SETUP_FAILED_SIGNAL, SI_ADDR, SI_ARCH,
-    SI_CODE, SI_SYSCALL, UC_GREGS,
+    Stage, DONE_LEN, GO_LEN, READY_BYTE_AT, SETUP_FAILED_SIGNAL, SI_ADDR, SI_ARCH, SI_CODE,
+    SI_SYSCALL, UC_GREGS,
 };
 use crate::sys::raw::sigbit;
 
@@ -368,8 +368,9 @@ global_asm!(
     "mov rax, [rip + .Lbj_base + {xsave} + 0x1000]",
     "mov rax, [rip + .Lbj_base + {xsave} + 0x2000]",
     "mov rax, [rip + .Lbj_base + {xsave} + 0x3000]",
+    "mov rdi, [rip + .Lbj_base + {data} + {ctx_ready}]",
+    "dec rdi",
     "mov eax, {sys_write}",
-    "mov edi, {output_fd}",
     "lea rsi, [rip + .Lbj_base + {data} + {ready_byte_at}]",
     "mov edx, 1",
     "syscall",
@@ -480,7 +481,6 @@ global_asm!(
     si_syscall = const SI_SYSCALL,
     si_arch = const SI_ARCH,
     uc_gregs = const UC_GREGS,
-    output_fd = const OUTPUT_FD,
     ready_byte_at = const READY_BYTE_AT,
     done_len = const DONE_LEN,
     go_len = const GO_LEN,

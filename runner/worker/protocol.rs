@@ -119,9 +119,10 @@ pub(crate) struct Context {
     /// The input's sequence number, written by the host before each go byte: the "done"
     /// message.
     pub seq: u64,
-    /// Non-zero: a pool worker, which says "ready" ([`READY_BYTE`] on [`OUTPUT_FD`], read by
-    /// the pool before the worker is handed out) once set up, just before it parks the first
-    /// time. The byte it writes is this word's last, a zero.
+    /// Non-zero: a parked worker, which says "ready" ([`READY_BYTE`] on descriptor
+    /// `ready - 1`: [`OUTPUT_FD`], or [`DONE_FD`] for a same-code worker whose output goes to
+    /// the arena's file; read by the host before the worker is handed out) once set up, just
+    /// before it parks the first time. The byte it writes is this word's last, a zero.
     pub ready: u64,
     /// Non-zero: when the guest returns, the trampoline records it and writes `seq` to
     /// [`DONE_FD`] ("done") before it exits or, with `again`, parks again.
@@ -320,7 +321,7 @@ pub(crate) mod layout {
     pub const CTX_TRACE_GATE: usize = offset_of!(DataPage, trace_gate);
 
     pub(crate) use super::{
-        DONE_FD, GATE_TRACED, GATE_UNTRACED, GO_FD, STATE_FAULT, STATE_RETURNED,
+        DONE_FD, GATE_TRACED, GATE_UNTRACED, GO_FD, OUTPUT_FD, STATE_FAULT, STATE_RETURNED,
         STATE_SETUP_FAILED, UC_EFL, UC_RIP,
     };
 
@@ -356,18 +357,23 @@ pub(crate) const GO_FD: usize = 3;
 pub(crate) const DONE_FD: usize = 4;
 /// The length of a "go" message: one byte, of any value.
 pub(crate) const GO_LEN: usize = 1;
-/// The "ready" message: this one byte on [`OUTPUT_FD`].
+/// The "ready" message: this one byte (see [`Context::ready`]).
 pub(crate) const READY_BYTE: u8 = 0;
 /// The "done" message: the input's sequence number ([`Context::seq`]), native-endian.
 pub(crate) const DONE_LEN: usize = size_of::<u64>();
-/// Where, in [`Context::ready`] (which holds 1), the blob finds the ready byte to write.
+/// Where, in [`Context::ready`] (which holds a descriptor's number plus one), the blob finds
+/// the ready byte to write.
 pub(crate) const READY_BYTE_AT: usize = layout::CTX_READY + 7;
-const _: () = assert!(1u64.to_le_bytes()[READY_BYTE_AT - layout::CTX_READY] == READY_BYTE);
+const _: () = assert!(
+    ((OUTPUT_FD as u64 + 1).to_le_bytes()[READY_BYTE_AT - layout::CTX_READY] == READY_BYTE)
+        && ((DONE_FD as u64 + 1).to_le_bytes()[READY_BYTE_AT - layout::CTX_READY] == READY_BYTE)
+);
 
 /// The "go" message as the host writes it.
 pub(crate) const GO: [u8; GO_LEN] = [1];
 
-/// Whether `byte`, the first the host read from a pool worker's output pipe, is "ready".
+/// Whether `byte`, the first the host read from a parked worker's ready descriptor (see
+/// [`Context::ready`]), is "ready".
 pub(crate) fn is_ready(byte: u8) -> bool {
     byte == READY_BYTE
 }
