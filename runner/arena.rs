@@ -393,6 +393,13 @@ impl Arena {
         self.file.open_appending()
     }
 
+    /// Whether a same-code worker wrote more than `max` bytes to fd 1 since the last
+    /// [`Arena::take_output`] (one `fstat`; see [`output_in_file`]).
+    pub(crate) fn output_over(&self, max: usize) -> io::Result<bool> {
+        let (size, _) = self.file.stat()?;
+        Ok(size.saturating_sub(self.output_base()) > max as u64)
+    }
+
     /// What a same-code worker wrote to fd 1 since the last call (see [`output_in_file`]): at
     /// most `max` bytes, and whether there were more (the limit was passed). One `fstat`;
     /// where there was output, a `pread` and an `ftruncate` (the file is cut back, so the next

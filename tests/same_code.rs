@@ -564,3 +564,58 @@ fn fd1_is_for_writing_only() {
     }
     assert_eq!(same.workers_started(), 1);
 }
+
+#[test]
+fn a_guest_past_its_output_limit_is_ended_while_it_runs_on() {
+    // Writes n bytes (a u32 in the input) once, then spins. One byte past the limit ends it
+    // at once, as a fresh worker's output pipe does; exactly the limit lets it run to its
+    // deadline (the twin: the check does not fire on output within the limit).
+    let code = gas(
+        "mov edx, dword ptr [rdi]\n sub rsp, 0x10000\n mov rsi, rsp\n\
+                    mov edi, 1\n mov eax, 1\n syscall\n 1: jmp 1b",
+    );
+    for policy in [bytejail::Policy::Strict, bytejail::Policy::StrictBpf] {
+        let options = RunOptions::default()
+            .with_policy(policy.clone())
+            .with_limits(
+                Limits::default()
+                    .with_max_output(4096)
+                    .with_timeout(Duration::from_secs(3)),
+            );
+        let mut same = SameCode::new(&code, &options).unwrap();
+        let over = same.run(&4097u32.to_le_bytes()).unwrap();
+        assert_eq!(over.outcome, Outcome::OutputLimit, "{policy:?}");
+        assert!(over.output_truncated);
+        assert_eq!(over.output.len(), 4096);
+        assert!(
+            over.wall < Duration::from_secs(1),
+            "{policy:?}: ended after {:?}, not at once",
+            over.wall
+        );
+        let short = RunOptions::default()
+            .with_policy(policy.clone())
+            .with_limits(
+                Limits::default()
+                    .with_max_output(4096)
+                    .with_timeout(Duration::from_millis(300)),
+            );
+        let at_limit = same.run_with(&4096u32.to_le_bytes(), &short).unwrap();
+        assert_eq!(at_limit.outcome, Outcome::Timeout, "{policy:?}");
+        assert_eq!(at_limit.output.len(), 4096);
+        assert!(!at_limit.output_truncated);
+    }
+}
+
+#[test]
+fn the_largest_output_limit_loses_no_output() {
+    // The limit plus one byte past it, as the file's size limit, must not wrap around.
+    let code = writer();
+    for max in [usize::MAX, usize::MAX - 1, 1 << 30] {
+        let options = RunOptions::default().with_limits(Limits::default().with_max_output(max));
+        let mut same = SameCode::new(&code, &options).unwrap();
+        let report = same.run(&writes(10, 2)).unwrap();
+        assert_eq!(returned(&report).rax, 20, "limit {max}");
+        assert_eq!(report.output.len(), 20, "limit {max}");
+        assert!(!report.output_truncated);
+    }
+}

@@ -194,7 +194,8 @@ impl Spawned {
                         // The guest's fd 1 is the only file it can write.
                         Some(_) => arena
                             .output_base()
-                            .saturating_add(options.limits.max_output as u64 + 1),
+                            .saturating_add(options.limits.max_output as u64)
+                            .saturating_add(1),
                         None => options.limits.max_file_size,
                     },
                 ),
@@ -435,10 +436,16 @@ impl Running {
         start: Instant,
     ) -> Result<Watch, Error> {
         let confirm = || arena.record_says_returned();
+        let max_output = options.limits.max_output;
+        let output_over = || arena.output_over(max_output);
         let control = Control {
             fd: done,
             seq,
             confirm: &confirm,
+            output_over: self
+                .worker
+                .output_in_file
+                .then_some(&output_over as &dyn Fn() -> std::io::Result<bool>),
         };
         let mut no_input = InputFeeder {
             fd: None,
@@ -686,6 +693,7 @@ fn drive(
         fd: done.fd,
         seq: done.seq,
         confirm: &confirm,
+        output_over: None,
     });
     let cpu_before = done.as_ref().map(|done| done.cpu_before);
     let cpu_watch = CpuWatch::new(pid, options, cpu_before.unwrap_or_default())

@@ -124,7 +124,17 @@ pub(crate) struct Control<'a> {
     pub fd: &'a OwnedFd,
     pub seq: u64,
     pub confirm: &'a dyn Fn() -> bool,
+    /// A same-code worker whose output goes to its arena's file (see
+    /// [`crate::arena::output_in_file`]): whether it passed its output limit, asked at least
+    /// every [`OUTPUT_CHECK_EVERY`] while the input runs (the file raises no event to poll,
+    /// and a write past the limit only fails: the host ends the worker, as it ends one whose
+    /// output pipe brought one byte too many).
+    pub output_over: Option<&'a dyn Fn() -> std::io::Result<bool>>,
 }
+
+/// How often a running same-code input whose output goes to a file is checked against its
+/// output limit (one `fstat`).
+pub(crate) const OUTPUT_CHECK_EVERY: Duration = Duration::from_millis(2);
 
 impl Control<'_> {
     /// Reads what is waiting (a bounded amount: a guest may keep writing); true once the
@@ -211,6 +221,10 @@ pub(crate) fn watch_worker(
             }
             wake = wake.min((left / 2).max(Duration::from_millis(1)));
         }
+        let output_over = control.and_then(|c| c.output_over);
+        if output_over.is_some() {
+            wake = wake.min(OUTPUT_CHECK_EVERY);
+        }
         if more_stops {
             wake = Duration::ZERO;
         }
@@ -244,6 +258,12 @@ pub(crate) fn watch_worker(
         {
             killed = kill(Kill::OutputLimit)?;
             break;
+        }
+        if let Some(over) = output_over {
+            if over().map_err(|e| Error::io("reading the output's size", e))? {
+                killed = kill(Kill::OutputLimit)?;
+                break;
+            }
         }
         if fds[3].revents != 0 {
             feeder
@@ -361,7 +381,7 @@ impl OutputCollector {
         const FIRST_READ: usize = 4 << 10;
         const CHUNK: usize = 64 << 10;
         while let Some(fd) = self.fd {
-            let room = (self.max + 1).saturating_sub(self.output.len());
+            let room = self.max.saturating_add(1).saturating_sub(self.output.len());
             if room == 0 {
                 return Ok(true);
             }
