@@ -119,6 +119,7 @@ const CLONE_PTRACE: u32 = 0x2000;
 /// thread, traced by `bytejail run`'s thread and never let go, could not be killed either.
 #[test]
 fn clone_ptrace_thread_neither_hangs_bytejail_run_nor_changes_its_report() {
+    let _apart = common::beside_forks();
     if !profiles_here() {
         return;
     }
@@ -144,6 +145,7 @@ fn clone_ptrace_thread_neither_hangs_bytejail_run_nor_changes_its_report() {
 /// namespace) could never finish killing it.
 #[test]
 fn clone_ptrace_process_neither_hangs_bytejail_run_nor_changes_its_report() {
+    let _apart = common::beside_forks();
     if !profiles_here() {
         return;
     }
@@ -196,6 +198,7 @@ fn caught_fault_then(then: &str) -> Vec<u8> {
 /// a fault in a handler; and ptrace calls on itself and its parent.
 #[test]
 fn signal_storms_and_ptrace_calls_report_as_through_a_tracer_process() {
+    let _apart = common::beside_forks();
     if !profiles_here() {
         return;
     }
@@ -276,6 +279,7 @@ fn signal_storms_and_ptrace_calls_report_as_through_a_tracer_process() {
 /// stopping; a leader that exits first (a zombie leader); a child that signals its parent.
 #[test]
 fn threads_and_children_report_as_through_a_tracer_process() {
+    let _apart = common::beside_forks();
     if !profiles_here() {
         return;
     }
@@ -338,6 +342,7 @@ fn threads_and_children_report_as_through_a_tracer_process() {
 /// leader spinning: `bytejail run` still ends at its `--timeout`, and says "timeout".
 #[test]
 fn a_thread_storming_its_leader_ends_at_the_deadline() {
+    let _apart = common::beside_forks();
     if !profiles_here() {
         return;
     }
@@ -366,6 +371,7 @@ fn a_thread_storming_its_leader_ends_at_the_deadline() {
 /// worker: the kernel's fault, verified, also under a profile with a PID namespace.
 #[test]
 fn bytejail_run_with_sigchld_ignored_still_verifies() {
+    let _apart = common::beside_forks();
     let bin = env!("CARGO_BIN_EXE_bytejail");
     let run = |args: &str| -> Value {
         let out = Command::new("sh")
@@ -641,6 +647,7 @@ fn host_jobs_with(clone_ptrace: bool) -> String {
 /// with SIGCHLD ignored.
 #[test]
 fn a_single_threaded_library_host_is_left_as_it_was() {
+    let _apart = common::forking();
     for ignore in [false, true] {
         let out = in_single_threaded_child(if ignore {
             || {
@@ -669,6 +676,7 @@ fn a_single_threaded_library_host_is_left_as_it_was() {
 /// preemptions) and returns: glibc's rseq area was unregistered before the worker unmapped it.
 #[test]
 fn static_run_workers_survive_preemption() {
+    let _apart = common::beside_forks();
     let spin = gas("mov rcx, 3000000000\n1: dec rcx\njnz 1b\nmov eax, 42\nret");
     let (_dir, allow_all) = allow_all_file();
     for args in [
@@ -689,6 +697,7 @@ fn static_run_workers_survive_preemption() {
 /// and return: no rseq area left registered under them.
 #[test]
 fn static_batch_workers_survive_preemption() {
+    let _apart = common::beside_forks();
     // About 0.3 s of spinning: preempted many times on a shared machine.
     let spin = hex(&gas(
         "mov ecx, 600000000\n1: dec ecx\njnz 1b\nmov eax, 42\nret",
@@ -731,6 +740,7 @@ fn static_batch_workers_survive_preemption() {
 /// for its tracees' stops takes nothing that is not a ptrace stop).
 #[test]
 fn a_library_hosts_own_stopped_child_keeps_its_stop_report() {
+    let _apart = common::forking();
     let out = in_single_threaded_child(|| {
         // SAFETY: fork in a single-threaded process; the child stops itself and then `_exit`s.
         let child = unsafe { libc::fork() };
@@ -794,6 +804,7 @@ extern "C" fn reap_children(_: libc::c_int) {
 /// the ones it read.
 #[test]
 fn a_hosts_sigchld_handler_still_reaps_a_child_that_ended_during_a_job() {
+    let _apart = common::forking();
     let out = in_single_threaded_child(|| {
         // SAFETY: sigaction with a handler that only calls waitpid, in this forked child.
         unsafe {

@@ -59,20 +59,6 @@ fn pipe() -> (std::fs::File, std::fs::File) {
     }
 }
 
-/// A fork copies only the forking thread: a lock another test's thread held in the library at
-/// that moment (the tracers' list, say) would stay locked in the child for good, and the child
-/// would hang. So the tests that fork take this for writing and every other test here for
-/// reading: none of them runs while one forks.
-static APART: std::sync::RwLock<()> = std::sync::RwLock::new(());
-
-fn forking() -> std::sync::RwLockWriteGuard<'static, ()> {
-    APART.write().unwrap_or_else(|e| e.into_inner())
-}
-
-fn beside_forks() -> std::sync::RwLockReadGuard<'static, ()> {
-    APART.read().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Runs `body` in a forked child of this test process, where the forking thread is the only
 /// one, and returns what it wrote. The child ends itself with `_exit`, and an alarm ends it if
 /// it hangs.
@@ -151,7 +137,7 @@ fn crash_checked() -> String {
 /// tracer process after it), just as right.
 #[test]
 fn a_batch_beside_a_thread_that_reaps_any_child_loses_no_worker() {
-    let _apart = forking();
+    let _apart = common::forking();
     use std::os::fd::AsRawFd;
     for reaper in [true, false] {
         // The pipe's write end is this process's: the forked host has no other thread.
@@ -229,7 +215,7 @@ fn a_batch_beside_a_thread_that_reaps_any_child_loses_no_worker() {
 /// The twin: forked with no batch running, the same.
 #[test]
 fn a_process_forked_beside_a_quiet_reader_counts_none_of_its_quiet_threads() {
-    let _apart = forking();
+    let _apart = common::forking();
     for beside_a_batch in [true, false] {
         let (read, write) = pipe();
         let batch = beside_a_batch.then(|| {
@@ -297,7 +283,7 @@ impl BufRead for PanickingReader {
 /// for good for the reader's end.
 #[test]
 fn a_reader_that_panics_ends_the_batch() {
-    let _apart = beside_forks();
+    let _apart = common::beside_forks();
     for jobs in [1, 2] {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -332,7 +318,7 @@ fn a_reader_that_panics_ends_the_batch() {
 /// with more: the reader is stopped. Before the fix it waited for room for good.
 #[test]
 fn a_progress_that_panics_ends_the_batch() {
-    let _apart = beside_forks();
+    let _apart = common::beside_forks();
     for jobs in [1, 2] {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -628,7 +614,7 @@ fn guest_as_library(way: Way, name: &str, code: &[u8], mode: &[&str], options: &
 /// thread) report what the library does; the twin: standard input (a tracer process).
 #[test]
 fn strict_guests_report_as_the_library_through_a_fifo_and_a_file() {
-    let _apart = beside_forks();
+    let _apart = common::beside_forks();
     let options =
         RunOptions::default().with_limits(Limits::default().with_timeout(Duration::from_secs(3)));
     for (name, code) in strict_guests() {
@@ -643,7 +629,7 @@ fn strict_guests_report_as_the_library_through_a_fifo_and_a_file() {
 /// file, report what the library does; the twin: standard input.
 #[test]
 fn profile_guests_report_as_the_library_through_a_fifo_and_a_file() {
-    let _apart = beside_forks();
+    let _apart = common::beside_forks();
     if !common::namespaces() {
         eprintln!("not root: no profile workers here; skipping");
         return;
@@ -732,7 +718,7 @@ fn mixed_lines() -> String {
 /// `--reuse same-code`.
 #[test]
 fn a_mixed_batch_gives_the_same_lines_every_way() {
-    let _apart = beside_forks();
+    let _apart = common::beside_forks();
     let (_dir, allow_all) = allow_all_file();
     let input = mixed_lines();
     let expected = 15; // every line but the blank ones
@@ -828,7 +814,7 @@ fn batch_file(
 /// "runner failed", as if bytejail itself had failed.
 #[test]
 fn odd_batch_files_end_with_the_documented_status() {
-    let _apart = beside_forks();
+    let _apart = common::beside_forks();
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing");
     for jobs in ["1", "2"] {
@@ -856,7 +842,7 @@ fn odd_batch_files_end_with_the_documented_status() {
 /// wait) and 2.
 #[test]
 fn dev_zero_as_the_batch_file_is_never_held_in_memory() {
-    let _apart = beside_forks();
+    let _apart = common::beside_forks();
     for jobs in ["1", "2"] {
         let mut child = Command::new(env!("CARGO_BIN_EXE_bytejail"))
             .args([
@@ -897,7 +883,7 @@ fn dev_zero_as_the_batch_file_is_never_held_in_memory() {
 /// an error line); never a hang.
 #[test]
 fn a_batch_file_that_changes_while_it_runs() {
-    let _apart = beside_forks();
+    let _apart = common::beside_forks();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("jobs");
     let ret = hex(&gas("mov eax, 42\nret"));
@@ -975,7 +961,7 @@ fn a_batch_file_that_changes_while_it_runs() {
 /// standard input.
 #[test]
 fn a_closed_stdout_ends_a_batch_from_a_file() {
-    let _apart = beside_forks();
+    let _apart = common::beside_forks();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("jobs");
     let ret = hex(&gas("mov eax, 42\nret"));
@@ -1026,7 +1012,7 @@ fn a_closed_stdout_ends_a_batch_from_a_file() {
 /// guest's left (each names itself `marker`). The twin: standard input.
 #[test]
 fn guests_that_keep_going_end_at_their_deadline_and_leave_nothing() {
-    let _apart = beside_forks();
+    let _apart = common::beside_forks();
     let (_dir, allow_all) = allow_all_file();
     let named = |marker: &str, body: &str| {
         gas(&format!(
@@ -1108,7 +1094,7 @@ fn guests_that_keep_going_end_at_their_deadline_and_leave_nothing() {
 /// is unverified; and `--jobs 2` (a tracer process per CPU): the kernel's fault, verified.
 #[test]
 fn a_forged_record_is_never_verified_through_a_fifo_or_a_file() {
-    let _apart = beside_forks();
+    let _apart = common::beside_forks();
     let forged = common::forged_fault_record();
     let input = format!("{{\"id\":1,\"code_hex\":\"{}\"}}\n", hex(&forged));
     for way in [Way::Fifo, Way::File] {
@@ -1142,7 +1128,7 @@ fn a_forged_record_is_never_verified_through_a_fifo_or_a_file() {
 /// thread, runs (each job an error line: no worker can be forked either).
 #[test]
 fn a_batch_that_cannot_start_its_reader_fails_cleanly() {
-    let _apart = beside_forks();
+    let _apart = common::beside_forks();
     let pids = std::path::Path::new("/sys/fs/cgroup/pids");
     if !common::namespaces() || !pids.join("cgroup.procs").exists() {
         eprintln!("no cgroup v1 pids controller to write here; skipping");
@@ -1215,7 +1201,7 @@ fn a_batch_that_cannot_start_its_reader_fails_cleanly() {
 /// the batch never ended and the file grew without bound. The twin: results to another file.
 #[test]
 fn a_batch_whose_results_go_to_its_own_file_is_refused() {
-    let _apart = beside_forks();
+    let _apart = common::beside_forks();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("jobs");
     let other = dir.path().join("results");
@@ -1272,7 +1258,7 @@ fn a_batch_whose_results_go_to_its_own_file_is_refused() {
 /// crash verified.
 #[test]
 fn a_client_waiting_for_each_answer_through_a_fifo_gets_it() {
-    let _apart = beside_forks();
+    let _apart = common::beside_forks();
     let dir = tempfile::tempdir().unwrap();
     let fifo = common::fifo_in(dir.path());
     let mut child = Command::new(env!("CARGO_BIN_EXE_bytejail"))

@@ -605,3 +605,19 @@ pub fn fifo_in(dir: &std::path::Path) -> std::path::PathBuf {
     assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0, "mkfifo");
     fifo
 }
+
+/// A fork copies only the forking thread: a lock another test's thread held in the library at
+/// that moment (the tracers' list, say) would stay locked in the child for good, and the child
+/// would hang. So in a test file whose tests fork the test process, those tests take this for
+/// writing and every other test there for reading: none of them runs while one forks.
+static APART: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// For a test that forks this test process (see `APART`).
+pub fn forking() -> std::sync::RwLockWriteGuard<'static, ()> {
+    APART.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// For every other test of a file whose tests fork (see `APART`).
+pub fn beside_forks() -> std::sync::RwLockReadGuard<'static, ()> {
+    APART.read().unwrap_or_else(|e| e.into_inner())
+}
