@@ -200,6 +200,7 @@ pub(crate) fn watch_worker(
         .map_err(|e| Error::io("writing the input", e))?;
     let mut killed = None;
     let kill = |why| kill_worker(pidfd, why);
+    let mut next_output_check = start + OUTPUT_CHECK_EVERY;
     // The last look at the worker's stops left some waiting (see `Trace::follow`).
     let mut more_stops = false;
 
@@ -223,7 +224,7 @@ pub(crate) fn watch_worker(
         }
         let output_over = control.and_then(|c| c.output_over);
         if output_over.is_some() {
-            wake = wake.min(OUTPUT_CHECK_EVERY);
+            wake = wake.min(next_output_check.saturating_duration_since(now));
         }
         if more_stops {
             wake = Duration::ZERO;
@@ -259,7 +260,11 @@ pub(crate) fn watch_worker(
             killed = kill(Kill::OutputLimit)?;
             break;
         }
-        if let Some(over) = output_over {
+        // Every OUTPUT_CHECK_EVERY from the start, whatever else woke the host: an input that
+        // ends sooner is checked once, by the caller, and costs no `fstat` more here.
+        let check_due = || Instant::now() >= next_output_check;
+        if let Some(over) = output_over.filter(|_| check_due()) {
+            next_output_check = Instant::now() + OUTPUT_CHECK_EVERY;
             if over().map_err(|e| Error::io("reading the output's size", e))? {
                 killed = kill(Kill::OutputLimit)?;
                 break;
