@@ -575,14 +575,16 @@ fn a_guest_past_its_output_limit_is_ended_while_it_runs_on() {
                     mov edi, 1\n mov eax, 1\n syscall\n 1: jmp 1b",
     );
     for policy in [bytejail::Policy::Strict, bytejail::Policy::StrictBpf] {
-        let options = RunOptions::default()
-            .with_policy(policy.clone())
-            .with_limits(
-                Limits::default()
-                    .with_max_output(4096)
-                    .with_timeout(Duration::from_secs(3)),
-            );
-        let mut same = SameCode::new(&code, &options).unwrap();
+        let with_timeout = |timeout| {
+            RunOptions::default()
+                .with_policy(policy.clone())
+                .with_limits(
+                    Limits::default()
+                        .with_max_output(4096)
+                        .with_timeout(timeout),
+                )
+        };
+        let mut same = SameCode::new(&code, &with_timeout(Duration::from_secs(3))).unwrap();
         let over = same.run(&4097u32.to_le_bytes()).unwrap();
         assert_eq!(over.outcome, Outcome::OutputLimit, "{policy:?}");
         assert!(over.output_truncated);
@@ -592,13 +594,7 @@ fn a_guest_past_its_output_limit_is_ended_while_it_runs_on() {
             "{policy:?}: ended after {:?}, not at once",
             over.wall
         );
-        let short = RunOptions::default()
-            .with_policy(policy.clone())
-            .with_limits(
-                Limits::default()
-                    .with_max_output(4096)
-                    .with_timeout(Duration::from_millis(300)),
-            );
+        let short = with_timeout(Duration::from_millis(300));
         let at_limit = same.run_with(&4096u32.to_le_bytes(), &short).unwrap();
         assert_eq!(at_limit.outcome, Outcome::Timeout, "{policy:?}");
         assert_eq!(at_limit.output.len(), 4096);

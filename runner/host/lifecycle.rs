@@ -34,11 +34,11 @@ use crate::sys;
 use crate::worker::{self, layout::*, protocol, FixedMap, Protect, Walls, WorkerPlan, PROTECTS};
 use crate::zygote::Zygote;
 
-use super::classify::{classify, job_denies, setup_error, Evidence, WaitStatus};
+use super::classify::{classify, job_denies, setup_error, Evidence, Kill, WaitStatus};
 use super::walls::{cap_last, cpu_limit_secs, guest_may_signal, job_cgroup, walls};
 use super::watch::{
-    after_spun_done, cpu_clock, pollfd, watch_worker, Control, CpuWatch, InputFeeder, Watch,
-    Watched,
+    after_spun_done, cpu_clock, kill_worker, pollfd, watch_worker, Control, CpuWatch, InputFeeder,
+    Watch, Watched,
 };
 
 /// What a worker's fd 0 is.
@@ -516,9 +516,7 @@ impl Running {
         watch.output = output;
         watch.truncated = over;
         if over && watch.killed.is_none() && !watch.ended {
-            sys::pidfd_kill(self.worker.pidfd.as_raw_fd())
-                .map_err(|e| Error::io("killing the worker", e))?;
-            watch.killed = Some(super::classify::Kill::OutputLimit);
+            watch.killed = kill_worker(&self.worker.pidfd, Kill::OutputLimit)?;
         }
         Ok(())
     }

@@ -262,12 +262,14 @@ pub(crate) fn watch_worker(
         }
         // Every OUTPUT_CHECK_EVERY from the start, whatever else woke the host: an input that
         // ends sooner is checked once, by the caller, and costs no `fstat` more here.
-        let check_due = || Instant::now() >= next_output_check;
-        if let Some(over) = output_over.filter(|_| check_due()) {
-            next_output_check = Instant::now() + OUTPUT_CHECK_EVERY;
-            if over().map_err(|e| Error::io("reading the output's size", e))? {
-                killed = kill(Kill::OutputLimit)?;
-                break;
+        if let Some(over) = output_over {
+            let checked_at = Instant::now();
+            if checked_at >= next_output_check {
+                next_output_check = checked_at + OUTPUT_CHECK_EVERY;
+                if over().map_err(|e| Error::io("reading the output's size", e))? {
+                    killed = kill(Kill::OutputLimit)?;
+                    break;
+                }
             }
         }
         if fds[3].revents != 0 {
@@ -328,7 +330,7 @@ pub(crate) fn after_spun_done(
 }
 
 /// Kills the worker through its pidfd, saying why.
-fn kill_worker(pidfd: &OwnedFd, why: Kill) -> Result<Option<Kill>, Error> {
+pub(super) fn kill_worker(pidfd: &OwnedFd, why: Kill) -> Result<Option<Kill>, Error> {
     sys::pidfd_kill(pidfd.as_raw_fd()).map_err(|e| Error::io("killing the worker", e))?;
     Ok(Some(why))
 }

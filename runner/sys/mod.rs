@@ -414,61 +414,33 @@ impl SharedFile {
     /// A new open file description of this file, write-only and appending: every write through
     /// it lands at the file's end, whatever its position, and it cannot read.
     pub fn open_appending(&self) -> io::Result<OwnedFd> {
-        let path = format!("/proc/self/fd/{}\0", self.fd());
-        // SAFETY: a NUL-terminated path; the new descriptor is owned by the OwnedFd.
-        let fd = unsafe {
-            libc::open(
-                path.as_ptr().cast(),
-                libc::O_WRONLY | libc::O_APPEND | libc::O_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a fresh descriptor that nothing else owns.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(format!("/proc/self/fd/{}", self.fd()))
+            .map(OwnedFd::from)
     }
 
     /// Reads up to `len` bytes of the file from `offset` (past the mapping, say), fewer where
     /// the file ends first.
     pub fn read_at(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-        let mut bytes: Vec<u8> = Vec::with_capacity(len);
-        while bytes.len() < len {
-            let at = offset + bytes.len() as u64;
-            let room = len - bytes.len();
-            // SAFETY: pread writes at most `room` bytes into the vector's spare capacity.
-            let got = unsafe {
-                libc::pread(
-                    self.fd(),
-                    bytes.as_mut_ptr().add(bytes.len()).cast(),
-                    room,
-                    at as i64,
-                )
-            };
-            match got {
-                0 => break,
-                n if n > 0 => {
-                    // SAFETY: the kernel wrote `n` bytes there.
-                    unsafe { bytes.set_len(bytes.len() + n as usize) };
-                }
-                _ => {
-                    let error = io::Error::last_os_error();
-                    if error.kind() != io::ErrorKind::Interrupted {
-                        return Err(error);
-                    }
-                }
+        use std::os::unix::fs::FileExt;
+        let mut bytes = vec![0; len];
+        let mut got = 0;
+        while got < len {
+            match self.file.read_at(&mut bytes[got..], offset + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
         }
+        bytes.truncate(got);
         Ok(bytes)
     }
 
     /// Cuts the file back to `len` bytes (what lies past them is gone).
     pub fn truncate(&self, len: u64) -> io::Result<()> {
-        // SAFETY: ftruncate on a descriptor we own; no memory is passed.
-        if unsafe { libc::ftruncate(self.fd(), len as i64) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        self.file.set_len(len)
     }
 
     /// Sets `len` bytes at `offset` to zero.
