@@ -118,6 +118,19 @@ pub(crate) fn classify(
             ))
         }
     };
+    if signal == libc::SIGKILL
+        && evidence.killed.is_none()
+        && evidence.facts.is_some_and(|f| f.lost)
+    {
+        // The tracer process ended, and `PTRACE_O_EXITKILL` killed the worker: whatever the
+        // guest did then (a fault, a violation) is unknown, and no outcome would be true.
+        return Err(Error::io(
+            "tracing the worker",
+            std::io::Error::other(
+                "the tracer process ended while it traced the worker, which died with it",
+            ),
+        ));
+    }
     if signal == libc::SIGKILL && evidence.killed.is_none() {
         // The tracer's kill for a signal the worker, init of its PID namespace, would have
         // survived (see `tracer::seize`): it died of that signal.
@@ -655,8 +668,8 @@ mod tests {
         regs.rcx = high | 12;
         regs.rbp = high | 16;
         Facts {
-            signal: None,
             exit: Some(ExitStop { status, regs, arch }),
+            ..Facts::default()
         }
     }
 
@@ -679,7 +692,7 @@ mod tests {
     fn delivered(stop: SignalStop) -> Facts {
         Facts {
             signal: Some(stop),
-            exit: None,
+            ..Facts::default()
         }
     }
 
@@ -936,6 +949,28 @@ mod tests {
         let facts = exit_in(libc::SIGSEGV, x86_64, 39, 0);
         let case = Case::strict(signaled(libc::SIGKILL)).traced(facts);
         assert_eq!(case.outcome(), Outcome::Killed);
+    }
+
+    #[test]
+    fn a_worker_that_died_with_its_tracer_has_no_outcome() {
+        let lost = Facts {
+            lost: true,
+            ..Facts::default()
+        };
+        for case in [Case::strict, Case::profile] {
+            // The twin: the same SIGKILL with the tracer alive is an outside kill.
+            let alive = case(signaled(libc::SIGKILL)).traced(Facts::default());
+            assert_eq!(alive.outcome(), Outcome::Killed);
+            let error = case(signaled(libc::SIGKILL)).traced(lost).classify();
+            assert!(
+                matches!(error, Err(Error::Runner { .. })),
+                "a report of a worker whose tracer died: {error:?}"
+            );
+            // The host's own kill still says why it killed.
+            let mut deadline = case(signaled(libc::SIGKILL)).traced(lost);
+            deadline.killed = Some(Kill::Deadline);
+            assert_eq!(deadline.outcome(), Outcome::Timeout);
+        }
     }
 
     #[test]

@@ -217,8 +217,17 @@ impl Spawned {
             // Untraced if the tracer cannot attach (another tracer holds the worker, or this
             // host may not trace it): the report then marks its details unverified.
             let init = plan.walls.pid_namespace();
-            // The gate is open when this returns.
-            crate::tracer::seize(pid, init, own_child, arena.trace_gate()).ok()
+            // The gate is open when this returns, but for a tracer lost meanwhile.
+            match crate::tracer::seize(pid, init, own_child, arena.trace_gate()) {
+                Ok(trace) => Some(trace),
+                Err(crate::tracer::NotTraced::Untraced(_)) => None,
+                Err(crate::tracer::NotTraced::Lost(e)) => {
+                    // Seized and killed with its tracer, or waiting at its gate: no guest of
+                    // this job ran, and none will.
+                    sys::end_child(pid, &pidfd);
+                    return Err(Error::io("tracing the worker", e));
+                }
+            }
         } else {
             None
         };
