@@ -1205,18 +1205,44 @@ unsafe fn serve(table: usize, owners: &mut Owners) -> Option<bool> {
         pid: request.pid,
         result: seized as i32,
     };
-    // SAFETY: a pointer to a local of the size given.
-    unsafe {
-        raw::syscall6(
-            libc::SYS_sendto,
-            SOCKET_FD,
-            &reply as *const Reply as usize,
-            std::mem::size_of::<Reply>(),
-            libc::MSG_NOSIGNAL as usize,
-            0,
-            0,
-        )
-    };
+    // The host waits for this reply for as long as this process lives (it must not go on
+    // while a request is pending: see `ask_tracer`), so a reply that cannot be sent now (the
+    // kernel short of memory) is sent again a moment later; only the host's end closing ends
+    // the attempts.
+    loop {
+        // SAFETY: a pointer to a local of the size given.
+        let sent = unsafe {
+            raw::syscall6(
+                libc::SYS_sendto,
+                SOCKET_FD,
+                &reply as *const Reply as usize,
+                std::mem::size_of::<Reply>(),
+                libc::MSG_NOSIGNAL as usize,
+                0,
+                0,
+            )
+        };
+        let again = [libc::EINTR, libc::EAGAIN, libc::ENOBUFS, libc::ENOMEM];
+        if sent >= 0 || !again.iter().any(|&e| sent == -(e as isize)) {
+            break;
+        }
+        let pause = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 1_000_000,
+        };
+        // SAFETY: a pointer to a local timespec.
+        unsafe {
+            raw::syscall6(
+                libc::SYS_nanosleep,
+                &pause as *const libc::timespec as usize,
+                0,
+                0,
+                0,
+                0,
+                0,
+            )
+        };
+    }
     Some(seized == 0)
 }
 
