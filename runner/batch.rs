@@ -1090,8 +1090,12 @@ struct Forks {
 }
 
 impl Forks {
-    /// The thread's zygote, started now if it has none yet.
+    /// The thread's zygote, started now if it has none yet, or none that still lives (one
+    /// killed from outside would fail every later job of the thread).
     fn zygote(&mut self) -> Result<&Zygote, Error> {
+        if self.zygote.as_ref().is_some_and(Zygote::has_ended) {
+            self.zygote = None;
+        }
         match &mut self.zygote {
             Some(zygote) => Ok(zygote),
             empty => Ok(empty.insert(Zygote::start()?)),

@@ -57,7 +57,8 @@ struct Shared {
     size: usize,
     capacity: Need,
     /// Forks every worker of the pool, parked or fresh.
-    zygote: Zygote,
+    /// Replaced when it has ended (see [`Shared::zygote`]).
+    zygote: Mutex<Zygote>,
     state: Mutex<State>,
     changed: Condvar,
 }
@@ -128,7 +129,7 @@ impl std::fmt::Debug for Pool {
         f.debug_struct("Pool")
             .field("size", &self.shared.size)
             .field("template", &self.shared.template)
-            .field("zygote", &self.shared.zygote)
+            .field("zygote", &*lock(&self.shared.zygote))
             .finish_non_exhaustive()
     }
 }
@@ -156,7 +157,7 @@ impl Pool {
             template,
             size: size.max(1),
             capacity,
-            zygote: zygote.clone(),
+            zygote: Mutex::new(zygote.clone()),
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
         });
@@ -220,7 +221,7 @@ impl Pool {
         }) = parked
         else {
             self.shared.lock().fallbacks += 1;
-            return self.shared.zygote.run(code, input, options);
+            return self.shared.zygote()?.run(code, input, options);
         };
         let pipes = (done_r, done_w, hold_w);
         arena.load_job_unused(code, input, options);
@@ -248,8 +249,18 @@ impl Pool {
             lingering,
             _pipes: pipes,
         });
-        let zygote = Forker::Zygote(&self.shared.zygote);
-        Ok(host::diagnose(report?, code, input, options, zygote))
+        let report = report?;
+        match self.shared.zygote() {
+            Ok(zygote) => Ok(host::diagnose(
+                report,
+                code,
+                input,
+                options,
+                Forker::Zygote(&zygote),
+            )),
+            // Diagnosis only adds to a report: without a zygote, the report as it is.
+            Err(_) => Ok(report),
+        }
     }
 
     /// Workers parked now, and jobs that ran fresh so far.
@@ -291,7 +302,7 @@ impl Pool {
             _pipes: pipes,
         });
         self.shared.lock().fallbacks += 1;
-        self.shared.zygote.run(code, input, options)
+        self.shared.zygote()?.run(code, input, options)
     }
 
     /// Hands a finished job's worker and arena to the refill thread, and only now wakes it:
@@ -363,9 +374,23 @@ impl Drop for Pool {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock leaves plain data behind; carry on with it.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
+
+    /// The pool's zygote, a new one if it has ended (killed from outside: it would fork no
+    /// more workers, and every job would fail).
+    fn zygote(&self) -> Result<Zygote, Error> {
+        let mut zygote = lock(&self.zygote);
+        if zygote.has_ended() {
+            *zygote = Zygote::start()?;
+        }
+        Ok(zygote.clone())
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves plain data behind; carry on with it.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The refill thread: keeps `size` workers parked until shutdown. The zygote forks them; they
@@ -423,7 +448,8 @@ fn park_one(shared: &Shared) -> Result<Standby, Error> {
         .map_err(|e| Error::io("preparing a pool arena", e))?;
     let (maps, protects) = arena.prepare_worker(shared.capacity, &shared.template, Mode::Pool);
     let cpu = host::cpu_limit_secs(&shared.template);
-    let zygote = Forker::Zygote(&shared.zygote);
+    let zygote = shared.zygote()?;
+    let zygote = Forker::Zygote(&zygote);
     let (done_r, done_w) = sys::pipe().map_err(|e| Error::io("creating the done pipe", e))?;
     let (hold_r, hold_w) = sys::pipe().map_err(|e| Error::io("creating the hold pipe", e))?;
     sys::set_nonblocking(done_r.as_raw_fd()).map_err(|e| Error::io("fcntl on the done pipe", e))?;

@@ -440,6 +440,10 @@ impl SameCode {
             .then(|| arena.open_output())
             .transpose()
             .map_err(|e| Error::io("opening the worker's output", e))?;
+        if self.zygote.as_ref().is_some_and(Zygote::has_ended) {
+            // Killed from outside: it would fork no more workers.
+            self.zygote = Some(Zygote::start()?);
+        }
         let (go_r, go_w) = sys::pipe().map_err(|e| Error::io("creating the go pipe", e))?;
         let (done_r, done_w) = sys::pipe().map_err(|e| Error::io("creating the done pipe", e))?;
         sys::set_nonblocking(done_r.as_raw_fd())

@@ -75,6 +75,9 @@ pub struct Zygote {
 
 struct Inner {
     pid: libc::pid_t,
+    /// The zygote's pidfd, readable once it has ended (see [`Zygote::has_ended`]); `None` if
+    /// the kernel gave none.
+    pidfd: Option<OwnedFd>,
     /// The host process: the zygote and its owner thread are its own (see [`sys::Owner`]).
     host: sys::Owner,
     channel: Mutex<Channel>,
@@ -271,6 +274,9 @@ impl Zygote {
         let zygote = Zygote {
             inner: Arc::new(Inner {
                 pid,
+                // Race-free: the zygote is this process's child, reaped only by its owner
+                // thread when the last handle goes.
+                pidfd: sys::pidfd_open(pid).ok(),
                 host: sys::Owner::here(),
                 channel: Mutex::new(Channel {
                     socket: host_end,
@@ -291,6 +297,23 @@ impl Zygote {
     /// The zygote's process id (a child of this process).
     pub fn pid(&self) -> u32 {
         self.inner.pid as u32
+    }
+
+    /// Whether the zygote has ended: something outside bytejail killed it (the OOM killer, an
+    /// operator), as nothing of a job's can reach it. It then forks no more workers, and every
+    /// job through it fails; start another. Workers it forked before live on (they are this
+    /// process's children). [`crate::Pool`], `bytejail batch` and same-code sessions replace a
+    /// zygote of theirs that has ended before they use it again.
+    pub fn has_ended(&self) -> bool {
+        let Some(pidfd) = &self.inner.pidfd else {
+            return false;
+        };
+        let mut fds = [libc::pollfd {
+            fd: pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        matches!(sys::poll(&mut fds, std::time::Duration::ZERO), Ok(n) if n > 0)
     }
 
     /// Has the zygote fork a worker for `plan`, passing it `fds`: the arena's memfd and the

@@ -284,3 +284,107 @@ fn an_unscrubbed_worker_forked_by_the_host_finds_the_same_secret() {
         report.output.len()
     );
 }
+
+/// Kills `zygote` (from outside, as the OOM killer or an operator would) and waits until it
+/// has ended.
+fn kill_zygote(pid: u32) {
+    // SAFETY: kill(2) on our own child.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::kill(pid as i32, libc::SIGKILL);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while alive(pid) {
+        assert!(Instant::now() < deadline, "zygote {pid} still alive");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn returned_rax(report: &Report) -> u64 {
+    match &report.outcome {
+        Outcome::Returned(regs) => regs.rax,
+        other => panic!("expected a return, got {other:?}: {}", report.summary()),
+    }
+}
+
+// The twin of the three below is `a_killed_zygote_is_an_error_not_an_outcome_and_leaves_no_zombie`:
+// a zygote handle of the caller's own stays dead, and every job through it fails.
+
+#[test]
+fn a_pool_whose_zygote_was_killed_starts_another() {
+    let _serial = serial();
+    let zygote = Zygote::start().unwrap();
+    let pool = bytejail::Pool::with_zygote(RunOptions::default(), 2, &zygote).unwrap();
+    let code = [0xb0, 7, 0xc3];
+    assert_eq!(
+        returned_rax(&pool.run(&code, b"", &RunOptions::default()).unwrap()),
+        7
+    );
+    assert!(!zygote.has_ended());
+    kill_zygote(zygote.pid());
+    assert!(zygote.has_ended());
+    // The parked workers live on (the host's children); once they are used up, the refill
+    // needs a zygote again.
+    for i in 0..8u8 {
+        let code = [0xb0, i, 0xc3];
+        let report = pool.run(&code, b"", &RunOptions::default());
+        let report = report.unwrap_or_else(|e| panic!("job {i} after the zygote died: {e}"));
+        assert_eq!(returned_rax(&report), u64::from(i));
+    }
+    assert!(
+        pool.stats().fallbacks < 8,
+        "the pool parks workers again: {:?}",
+        pool.stats()
+    );
+}
+
+#[test]
+fn a_same_code_session_whose_zygote_was_killed_starts_another() {
+    let _serial = serial();
+    let zygote = Zygote::start().unwrap();
+    // A guest that crashes when its input's first byte is 1: its worker dies, and the next
+    // input needs a new one.
+    let code = common::gas("movzx eax, byte ptr [rdi]\ncmp al, 1\njne 1f\nud2\n1: ret");
+    let options = RunOptions::default();
+    let mut session = bytejail::SameCode::with_zygote(&code, &options, &zygote).unwrap();
+    assert_eq!(returned_rax(&session.run(&[5]).unwrap()), 5);
+    kill_zygote(zygote.pid());
+    let crashed = session.run(&[1]).unwrap();
+    assert!(
+        matches!(crashed.outcome, Outcome::Crashed { .. }),
+        "{}",
+        crashed.summary()
+    );
+    for i in [2u8, 3, 4] {
+        let report = session.run(&[i]);
+        let report = report.unwrap_or_else(|e| panic!("input {i} after the zygote died: {e}"));
+        assert_eq!(returned_rax(&report), u64::from(i));
+    }
+}
+
+#[test]
+fn a_batch_thread_whose_zygote_was_killed_starts_another() {
+    let _serial = serial();
+    let mut batch = common::Batch::start(&["--jobs", "1"]);
+    let ask = |batch: &mut common::Batch, i: u8| {
+        let line = format!("{{\"id\": {i}, \"code_hex\": \"b0{i:02x}c3\"}}");
+        let (answer, _) = batch.ask(&line);
+        assert_eq!(answer["outcome"], "returned", "job {i}: {answer}");
+        assert_eq!(answer["rax"], i, "job {i}: {answer}");
+    };
+    // The second job starts the thread's zygote.
+    ask(&mut batch, 1);
+    ask(&mut batch, 2);
+    let zygotes: Vec<u32> = children_of(batch.child.id())
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .filter(|&pid| comm(pid) == "bytejail-zygote")
+        .collect();
+    assert_eq!(zygotes.len(), 1, "one zygote after two jobs");
+    kill_zygote(zygotes[0]);
+    for i in 3..7 {
+        ask(&mut batch, i);
+    }
+    let (status, stderr) = batch.finish();
+    assert_eq!(status, 0, "{stderr}");
+}
