@@ -507,7 +507,7 @@ impl Arena {
             (CTX_PARK, (mode != Mode::Fresh) as u64),
             (
                 CTX_READY,
-                ready_fd(mode, &options.policy).map_or(0, |fd| fd as u64 + 1),
+                ready_fd(mode, options).map_or(0, |fd| fd as u64 + 1),
             ),
             (CTX_DONE, (mode != Mode::Fresh) as u64),
             (CTX_LOOP, (mode == Mode::SameCode) as u64),
@@ -917,24 +917,25 @@ pub(crate) fn arena_reusable(policy: &crate::policy::Policy) -> bool {
     matches!(policy, Policy::Strict | Policy::StrictBpf)
 }
 
-/// Whether a worker of `mode` under `policy` writes its guest's output (fd 1) into its
-/// arena's file rather than into a pipe: a same-code worker under strict mode or `strict-bpf`.
-/// Its fd 1 is then a write-only, appending description of the file (see
+/// Whether a worker of `mode` under `options` writes its guest's output (fd 1) into its
+/// arena's file rather than into a pipe: a same-code worker under strict mode or `strict-bpf`
+/// whose options ask for it ([`crate::RunOptions::output_file`], off by default: a file keeps
+/// the part of a write whose buffer faults that a pipe drops). Its fd 1 is then a write-only, appending description of the file (see
 /// [`Arena::open_output`]): the guest's writes land past the file's end, where nothing is
 /// mapped, and cannot reach a byte below it; its `RLIMIT_FSIZE` ends the file one byte past the
 /// output limit. After an input, one `fstat` then tells both whether the guest wrote and whether
 /// a page of its memory came to be (see [`Arena::take_output`]), where a pipe took a `read`
 /// of its own: in the steady state an input costs the host no syscall but the reset's.
-pub(crate) fn output_in_file(mode: Mode, policy: &crate::policy::Policy) -> bool {
-    mode == Mode::SameCode && arena_reusable(policy)
+pub(crate) fn output_in_file(mode: Mode, options: &crate::RunOptions) -> bool {
+    mode == Mode::SameCode && arena_reusable(&options.policy) && options.output_file
 }
 
 /// The descriptor a parked worker of `mode` says "ready" on (see `Context::ready`); none for a
 /// fresh worker, which never parks.
-fn ready_fd(mode: Mode, policy: &crate::policy::Policy) -> Option<usize> {
+fn ready_fd(mode: Mode, options: &crate::RunOptions) -> Option<usize> {
     match mode {
         Mode::Fresh => None,
-        _ if output_in_file(mode, policy) => Some(DONE_FD),
+        _ if output_in_file(mode, options) => Some(DONE_FD),
         _ => Some(OUTPUT_FD),
     }
 }

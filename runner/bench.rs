@@ -844,11 +844,17 @@ impl SameCodeLatency {
     /// here and inherits the calling thread's CPU affinity: call it on the CPUs the inputs
     /// will be handed over on.
     pub fn start_with_spin(spin: bool) -> io::Result<SameCodeLatency> {
+        SameCodeLatency::start_with(spin, false)
+    }
+
+    /// As [`SameCodeLatency::start_with_spin`], with [`RunOptions::output_file`] as given.
+    pub fn start_with(spin: bool, output_file: bool) -> io::Result<SameCodeLatency> {
         // Untraced, as this row always was: a same-code worker's tracer costs nothing per
         // input anyway (it is seized once, when the worker starts).
         let options = RunOptions {
             trace: false,
             spin,
+            output_file,
             ..RunOptions::default()
         };
         let same = SameCode::new(&RETURN_42, &options).map_err(io::Error::other)?;
@@ -1021,9 +1027,10 @@ struct Fixtures {
     /// The two CPUs of the rows measured on two, when there are two.
     pair: Option<CpuPair>,
     shm: Option<ShmHandoff>,
-    /// `run_batch_input_2cpu` and `_nospin`: workers forked on `pair`'s two CPUs.
+    /// `run_batch_input_2cpu`, `_nospin` and `_file`: workers forked on `pair`'s two CPUs.
     same_code_2cpu: Option<SameCodeLatency>,
     same_code_2cpu_nospin: Option<SameCodeLatency>,
+    same_code_2cpu_file: Option<SameCodeLatency>,
     /// `run_*` rows: name and options.
     runs: Vec<(&'static str, RunOptions)>,
     /// `syscall_*` rows: name, floor and confinement.
@@ -1054,21 +1061,29 @@ impl Fixtures {
         );
         let parked = kept("floor_pipe_rtt", ParkedWorker::start(), notes, progress);
         let same_code = kept("run_batch_input", SameCodeLatency::start(), notes, progress);
-        let (mut shm, mut same_code_2cpu, mut same_code_2cpu_nospin) = (None, None, None);
+        let (mut shm, mut same_code_2cpu, mut same_code_2cpu_nospin, mut same_code_2cpu_file) =
+            (None, None, None, None);
         let pair = match pair {
             Ok(pair) => {
                 let started = ShmHandoff::start(pair.other);
                 shm = kept("floor_shm_handoff", started, notes, progress);
-                for (name, spin, probe) in [
-                    ("run_batch_input_2cpu", true, &mut same_code_2cpu),
+                for (name, spin, output_file, probe) in [
+                    ("run_batch_input_2cpu", true, false, &mut same_code_2cpu),
                     (
                         "run_batch_input_2cpu_nospin",
                         false,
+                        false,
                         &mut same_code_2cpu_nospin,
+                    ),
+                    (
+                        "run_batch_input_2cpu_file",
+                        true,
+                        true,
+                        &mut same_code_2cpu_file,
                     ),
                 ] {
                     // Forked on both CPUs, as a host thread allowed on two forks its worker.
-                    let started = pair.with_both(|| SameCodeLatency::start_with_spin(spin));
+                    let started = pair.with_both(|| SameCodeLatency::start_with(spin, output_file));
                     *probe = kept(name, started, notes, progress);
                 }
                 Some(pair)
@@ -1078,7 +1093,7 @@ impl Fixtures {
                     notes,
                     progress,
                     format!(
-                        "floor_shm_handoff, run_batch_input_2cpu and run_batch_input_2cpu_nospin \
+                        "floor_shm_handoff and the run_batch_input_2cpu rows (_nospin, _file) \
                          left out: {why}"
                     ),
                 );
@@ -1153,6 +1168,7 @@ impl Fixtures {
             shm,
             same_code_2cpu,
             same_code_2cpu_nospin,
+            same_code_2cpu_file,
             runs,
             syscalls,
             installs,
@@ -1243,6 +1259,12 @@ impl Fixtures {
                     "floor_pipe_rtt",
                     None,
                     &self.same_code_2cpu_nospin,
+                ),
+                (
+                    "run_batch_input_2cpu_file",
+                    "floor_shm_handoff",
+                    Some("run_batch_input_2cpu"),
+                    &self.same_code_2cpu_file,
                 ),
             ] {
                 let Some(same_code) = probe else { continue };

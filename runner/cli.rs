@@ -445,6 +445,15 @@ pub struct BatchArgs {
     #[arg(long, value_name = "MODE", default_value = "auto")]
     pub spin: Spin,
 
+    /// With --reuse same-code under strict mode or strict-bpf: `file` gives each same-code
+    /// worker a file of its own as fd 1 instead of a pipe, one system call less per input
+    /// (see `RunOptions::output_file`); but a write whose buffer runs into unmapped memory then
+    /// keeps the bytes copied before the fault, where a pipe drops them, so such a guest's
+    /// report can differ from a fresh run's. `pipe` (the default): every worker writes to a
+    /// pipe, and a same-code input's report is a fresh run's.
+    #[arg(long, value_name = "KIND", default_value = "pipe")]
+    pub stdout: Stdout,
+
     /// `auto`: each job thread (with --jobs 1, the thread that runs the jobs) keeps to a CPU of
     /// its own, and so do the workers it forks, when the process may use at least --jobs CPUs;
     /// a job's handoffs between host and worker then stay on one CPU instead of waking another
@@ -455,6 +464,15 @@ pub struct BatchArgs {
 
     #[command(flatten)]
     pub worker: WorkerArgs,
+}
+
+/// `--stdout`: what a same-code worker's fd 1 is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Stdout {
+    /// A pipe, as for every other worker.
+    Pipe,
+    /// A file of the worker's own (see `RunOptions::output_file`).
+    File,
 }
 
 /// `--spin`: whether same-code workers may spin between inputs.
@@ -656,7 +674,12 @@ fn batch(args: BatchArgs) -> Result<Completion, Error> {
         .map(usize::from)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let config = bytejail::batch::BatchConfig::for_jobs(jobs)
-        .with_defaults(args.worker.options().with_spin(args.spin == Spin::Auto))
+        .with_defaults(
+            args.worker
+                .options()
+                .with_spin(args.spin == Spin::Auto)
+                .with_output_file(args.stdout == Stdout::File),
+        )
         .with_ordered(args.ordered)
         .with_reuse(args.reuse)
         .with_fields(args.fields)

@@ -92,7 +92,8 @@ struct Live {
     spinner: Spinner,
     clock_at: Instant,
     /// The output limit its `RLIMIT_FSIZE` holds it to, when its fd 1 is the arena's file
-    /// (see [`arena::output_in_file`]): an input with another limit gets a new worker.
+    /// (see [`arena::output_in_file`]): an input with another limit, or that wants a pipe,
+    /// gets a new worker (and one that wants the file, of a worker with a pipe).
     output_limit: Option<usize>,
 }
 
@@ -294,11 +295,9 @@ impl SameCode {
         // The CPU time the worker used so far (set-up, earlier inputs): the input's is the rest.
         // A worker near its CPU backstop is replaced before the input could reach it, and one
         // whose file limit holds another output limit than this input's.
-        if live.near_budget(options)
-            || live
-                .output_limit
-                .is_some_and(|limit| limit != options.limits.max_output)
-        {
+        let output_limit =
+            arena::output_in_file(Mode::SameCode, options).then_some(options.limits.max_output);
+        if live.near_budget(options) || live.output_limit != output_limit {
             live.end();
             live = self.start_worker(arena, options)?;
         }
@@ -436,7 +435,7 @@ impl SameCode {
         let (maps, protects) = arena.prepare_worker(arena.capacity(), options, Mode::SameCode);
         let cpu_limit_secs = WORKER_CPU_BUDGET.as_secs() + options.limits.timeout.as_secs() + 2;
         // Its fd 1: the arena's file, or a pipe (see `arena::output_in_file`).
-        let output = arena::output_in_file(Mode::SameCode, &options.policy)
+        let output = arena::output_in_file(Mode::SameCode, options)
             .then(|| arena.open_output())
             .transpose()
             .map_err(|e| Error::io("opening the worker's output", e))?;

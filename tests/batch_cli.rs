@@ -623,3 +623,38 @@ fn pin_on_a_process_allowed_one_cpu_does_nothing_and_still_works() {
         );
     }
 }
+
+#[test]
+fn stdout_file_is_the_opt_in_whose_reports_may_differ_from_a_fresh_runs() {
+    // Writes 8192 bytes from 4100 bytes before the scratch's end (nothing mapped after it):
+    // a pipe keeps 4096 of them (the page copied in part is dropped), a file all 4100, one
+    // more than the output limit.
+    let code = common::gas(
+        "lea rsi, [rdx + rcx - 4100]\n mov edx, 8192\n mov edi, 1\n mov eax, 1\n syscall\n ret",
+    );
+    let hex: String = code.iter().map(|b| format!("{b:02x}")).collect();
+    let lines: String = (0..3)
+        .map(|i| format!("{{\"id\": {i}, \"code_hex\": \"{hex}\", \"group\": \"g\"}}\n"))
+        .collect();
+    let fresh = common::batch_of(&["--max-output", "4096", "-"], &lines);
+    assert_eq!(fresh.results.len(), 3, "{}", fresh.stderr);
+    for (stdout, outcome) in [("pipe", "returned"), ("file", "output_limit")] {
+        let args = [
+            "--reuse",
+            "same-code",
+            "--stdout",
+            stdout,
+            "--max-output",
+            "4096",
+            "-",
+        ];
+        let same = common::batch_of(&args, &lines);
+        assert_eq!(same.status, 0, "{}", same.stderr);
+        for (result, fresh) in same.results.iter().zip(&fresh.results) {
+            assert_eq!(fresh["outcome"], "returned", "{fresh}");
+            assert_eq!(fresh["rax"], 4096, "{fresh}");
+            assert_eq!(result["outcome"], outcome, "--stdout {stdout}: {result}");
+        }
+        assert_eq!(same.results.len(), 3);
+    }
+}

@@ -40,7 +40,7 @@ const ROWS: [(&str, Option<&str>, &str); 21] = [
 
 /// The rows of a hand-off across two CPUs, measured when the process may run on two: name,
 /// floor, second floor.
-const TWO_CPU_ROWS: [(&str, Option<&str>, Option<&str>); 3] = [
+const TWO_CPU_ROWS: [(&str, Option<&str>, Option<&str>); 4] = [
     ("floor_shm_handoff", None, None),
     (
         "run_batch_input_2cpu",
@@ -48,6 +48,11 @@ const TWO_CPU_ROWS: [(&str, Option<&str>, Option<&str>); 3] = [
         Some("floor_pipe_rtt"),
     ),
     ("run_batch_input_2cpu_nospin", Some("floor_pipe_rtt"), None),
+    (
+        "run_batch_input_2cpu_file",
+        Some("floor_shm_handoff"),
+        Some("run_batch_input_2cpu"),
+    ),
 ];
 
 /// `bytejail batch --jobs 2` against `--jobs 1`, started unpinned where two CPUs are allowed:
@@ -143,7 +148,7 @@ fn quick_json_has_the_machine_and_every_documented_row() {
     } else {
         assert!(
             stderr.contains(
-                "floor_shm_handoff, run_batch_input_2cpu and run_batch_input_2cpu_nospin left out"
+                "floor_shm_handoff and the run_batch_input_2cpu rows (_nospin, _file) left out"
             ),
             "{stderr}"
         );

@@ -72,7 +72,7 @@ fn quick_bench_on_one_cpu_leaves_the_two_cpu_rows_out_with_a_note() {
     let stderr = std::fs::read_to_string(&err_path).unwrap();
     assert!(status.success(), "{status}\n{stderr}");
 
-    let note = "note: floor_shm_handoff, run_batch_input_2cpu and run_batch_input_2cpu_nospin \
+    let note = "note: floor_shm_handoff and the run_batch_input_2cpu rows (_nospin, _file) \
                 left out: this process may run on one CPU only";
     assert!(stdout.contains(note), "no note says why:\n{stdout}");
     let rows: Vec<&str> = stdout
@@ -90,6 +90,7 @@ fn quick_bench_on_one_cpu_leaves_the_two_cpu_rows_out_with_a_note() {
         "floor_shm_handoff",
         "run_batch_input_2cpu",
         "run_batch_input_2cpu_nospin",
+        "run_batch_input_2cpu_file",
     ] {
         assert_eq!(row(name), None, "{name} measured on one CPU:\n{stdout}");
     }

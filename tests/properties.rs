@@ -338,6 +338,7 @@ fn case_input() -> impl Strategy<Value = CaseInput> {
                 bytes,
                 registers,
                 small_output: flags & 0x40 != 0,
+                output_file: flags & 0x80 != 0,
             }
         })
 }

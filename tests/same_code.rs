@@ -478,15 +478,16 @@ fn writes(n: u32, k: u8) -> Vec<u8> {
 
 #[test]
 fn output_up_to_and_past_its_limit_is_what_a_fresh_worker_gives() {
-    // A same-code worker under strict mode or strict-bpf writes its output into its arena's
-    // file and a fresh one into a pipe: two ways of reading it and holding it to its limit,
-    // compared here input by input, with inputs that write nothing or little in between (whose
-    // output must not include an earlier input's).
+    // A same-code worker reads its output between inputs, from a pipe or (asked for, under
+    // strict mode or strict-bpf) its arena's file, and a fresh one from a pipe as it comes: ways
+    // of reading it and holding it to its limit, compared here input by input, with inputs that
+    // write nothing or little in between (whose output must not include an earlier input's).
     let code = writer();
-    for policy in [bytejail::Policy::Strict, bytejail::Policy::StrictBpf] {
+    for (policy, output_file) in common::both_kinds() {
         let options = RunOptions::default()
             .with_policy(policy.clone())
-            .with_limits(Limits::default().with_max_output(4096));
+            .with_limits(Limits::default().with_max_output(4096))
+            .with_output_file(output_file);
         let mut same = SameCode::new(&code, &options).unwrap();
         let cases: &[(u32, u8)] = &[
             (0, 1),
@@ -510,7 +511,7 @@ fn output_up_to_and_past_its_limit_is_what_a_fresh_worker_gives() {
             assert_eq!(
                 essence(&report),
                 essence(&fresh),
-                "{policy:?}: {n} bytes x {k}"
+                "{policy:?}, file {output_file}: {n} bytes x {k}"
             );
             let wrote = n as usize * k as usize;
             assert_eq!(report.output_truncated, wrote > 4096, "{n} x {k}");
@@ -523,46 +524,73 @@ fn output_up_to_and_past_its_limit_is_what_a_fresh_worker_gives() {
             }
         }
         // Each overflow ended its worker; the inputs between them shared one.
-        assert_eq!(same.workers_started(), overflows + 1, "{policy:?}");
+        assert_eq!(
+            same.workers_started(),
+            overflows + 1,
+            "{policy:?}, file {output_file}"
+        );
     }
 }
 
 #[test]
 fn an_input_with_another_output_limit_gets_a_worker_held_to_it() {
     let code = writer();
-    let with_max =
-        |max: usize| RunOptions::default().with_limits(Limits::default().with_max_output(max));
-    let mut same = SameCode::new(&code, &with_max(100)).unwrap();
-    for (max, n) in [
-        (100, 100),
-        (100, 101),
-        (5000, 4000),
-        (5000, 4000),
-        (3000, 4000),
-        (3000, 10),
-    ] {
-        let per_input = with_max(max);
-        let report = same.run_with(&writes(n, 1), &per_input).unwrap();
-        let fresh = bytejail::run(&code, &writes(n, 1), &per_input).unwrap();
-        assert_eq!(essence(&report), essence(&fresh), "limit {max}, {n} bytes");
+    for output_file in [false, true] {
+        let with_max = |max: usize| {
+            RunOptions::default()
+                .with_limits(Limits::default().with_max_output(max))
+                .with_output_file(output_file)
+        };
+        let mut same = SameCode::new(&code, &with_max(100)).unwrap();
+        for (max, n) in [
+            (100, 100),
+            (100, 101),
+            (5000, 4000),
+            (5000, 4000),
+            (3000, 4000),
+            (3000, 10),
+        ] {
+            let per_input = with_max(max);
+            let report = same.run_with(&writes(n, 1), &per_input).unwrap();
+            let fresh = bytejail::run(&code, &writes(n, 1), &per_input).unwrap();
+            assert_eq!(essence(&report), essence(&fresh), "limit {max}, {n} bytes");
+        }
+        // One worker for the first two (the second's overflow ends it), one for the two at
+        // 5000 and, with a pipe, the first at 3000, whose overflow ends it; with the file, the
+        // first at 3000 gets one of its own (its worker's file limit was 5000's); and one for
+        // the last.
+        let expected = if output_file { 4 } else { 3 };
+        assert_eq!(same.workers_started(), expected, "file {output_file}");
     }
-    // One worker for the first two (the second's overflow ends it), one for the two at 5000,
-    // one for the first at 3000 (a new limit: its worker's file limit was 5000's), whose
-    // overflow ends it, and one for the last.
-    assert_eq!(same.workers_started(), 4);
+    // An input that asks for the other kind of fd 1 gets a worker of that kind.
+    let options = RunOptions::default();
+    let mut same = SameCode::new(&code, &options).unwrap();
+    for output_file in [false, true, true, false] {
+        let report = same
+            .run_with(
+                &writes(10, 1),
+                &options.clone().with_output_file(output_file),
+            )
+            .unwrap();
+        assert_eq!(returned(&report).rax, 10);
+    }
+    assert_eq!(same.workers_started(), 3);
 }
 
 #[test]
 fn fd1_is_for_writing_only() {
     let code = writer();
-    let mut same = SameCode::new(&code, &RunOptions::default()).unwrap();
-    for _ in 0..3 {
-        let report = same.run(&[0, 0, 0, 0, 0, 1]).unwrap();
-        let fresh = bytejail::run(&code, &[0, 0, 0, 0, 0, 1], &RunOptions::default()).unwrap();
-        assert_eq!(returned(&report).rax, -(libc::EBADF as i64) as u64);
-        assert_eq!(essence(&report), essence(&fresh));
+    for output_file in [false, true] {
+        let options = RunOptions::default().with_output_file(output_file);
+        let mut same = SameCode::new(&code, &options).unwrap();
+        for _ in 0..3 {
+            let report = same.run(&[0, 0, 0, 0, 0, 1]).unwrap();
+            let fresh = bytejail::run(&code, &[0, 0, 0, 0, 0, 1], &options).unwrap();
+            assert_eq!(returned(&report).rax, -(libc::EBADF as i64) as u64);
+            assert_eq!(essence(&report), essence(&fresh));
+        }
+        assert_eq!(same.workers_started(), 1);
     }
-    assert_eq!(same.workers_started(), 1);
 }
 
 #[test]
@@ -574,7 +602,7 @@ fn a_guest_past_its_output_limit_is_ended_while_it_runs_on() {
         "mov edx, dword ptr [rdi]\n sub rsp, 0x10000\n mov rsi, rsp\n\
                     mov edi, 1\n mov eax, 1\n syscall\n 1: jmp 1b",
     );
-    for policy in [bytejail::Policy::Strict, bytejail::Policy::StrictBpf] {
+    for (policy, output_file) in common::both_kinds() {
         let with_timeout = |timeout| {
             RunOptions::default()
                 .with_policy(policy.clone())
@@ -583,6 +611,7 @@ fn a_guest_past_its_output_limit_is_ended_while_it_runs_on() {
                         .with_max_output(4096)
                         .with_timeout(timeout),
                 )
+                .with_output_file(output_file)
         };
         let mut same = SameCode::new(&code, &with_timeout(Duration::from_secs(3))).unwrap();
         let over = same.run(&4097u32.to_le_bytes()).unwrap();
@@ -606,8 +635,13 @@ fn a_guest_past_its_output_limit_is_ended_while_it_runs_on() {
 fn the_largest_output_limit_loses_no_output() {
     // The limit plus one byte past it, as the file's size limit, must not wrap around.
     let code = writer();
-    for max in [usize::MAX, usize::MAX - 1, 1 << 30] {
-        let options = RunOptions::default().with_limits(Limits::default().with_max_output(max));
+    for (max, output_file) in [usize::MAX, usize::MAX - 1, 1 << 30]
+        .into_iter()
+        .flat_map(|max| [(max, false), (max, true)])
+    {
+        let options = RunOptions::default()
+            .with_limits(Limits::default().with_max_output(max))
+            .with_output_file(output_file);
         let mut same = SameCode::new(&code, &options).unwrap();
         let report = same.run(&writes(10, 2)).unwrap();
         assert_eq!(returned(&report).rax, 20, "limit {max}");

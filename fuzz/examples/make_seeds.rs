@@ -87,6 +87,7 @@ fn same_code_seeds(samples: &Path, seeds: &Path) {
         bytes: bytes.to_vec(),
         registers,
         small_output: false,
+        output_file: false,
     };
     let rbx: bytejail::Gpr = "rbx".parse().unwrap();
     let inputs = [

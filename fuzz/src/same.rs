@@ -89,6 +89,8 @@ pub struct CaseInput {
     pub registers: Vec<(Gpr, u64)>,
     /// Output limit [`SMALL_MAX_OUTPUT`] instead of the default.
     pub small_output: bool,
+    /// fd 1 the worker's own file instead of a pipe ([`RunOptions::output_file`]).
+    pub output_file: bool,
 }
 
 impl CaseInput {
@@ -100,6 +102,7 @@ impl CaseInput {
         if self.small_output {
             options.limits.max_output = SMALL_MAX_OUTPUT;
         }
+        options.output_file = self.output_file;
         options
     }
 }
@@ -290,7 +293,7 @@ impl Case {
     /// Decodes a case: a header byte (bit 0: raw code; then the number of inputs, 1 +
     /// `(header >> 1) % MAX_INPUTS`), each input (a length byte, that many bytes, a flags byte:
     /// bits 0-5 set the [`SETTABLE`] registers, each followed by its 8 bytes, bit 6 asks for the
-    /// small output limit), then the code: steps or raw bytes. `None` for raw empty code, which
+    /// small output limit, bit 7 for fd 1 a file), then the code: steps or raw bytes. `None` for raw empty code, which
     /// the runner refuses as an input error.
     pub fn decode(bytes: &[u8]) -> Option<Case> {
         let mut b = Bytes(bytes);
@@ -312,6 +315,7 @@ impl Case {
                 bytes,
                 registers,
                 small_output: flags & 0x40 != 0,
+                output_file: flags & 0x80 != 0,
             });
         }
         let code = if raw {
@@ -333,7 +337,7 @@ impl Case {
             assert!(input.bytes.len() <= MAX_INPUT_LEN);
             out.push(input.bytes.len() as u8);
             out.extend_from_slice(&input.bytes);
-            let mut flags = (input.small_output as u8) << 6;
+            let mut flags = (input.small_output as u8) << 6 | (input.output_file as u8) << 7;
             let mut values = Vec::new();
             for i in 0..SETTABLE.len() {
                 let reg = settable(i);
@@ -705,18 +709,19 @@ pub fn check_case(host: &Host, case: &Case) -> Vec<Report> {
             continue;
         }
 
-        // A worker starts for the first input, after an input that ended one, and for an input
-        // whose output limit is not the one its worker was started with (under strict mode a
-        // same-code worker's output goes into its arena's file, which its `RLIMIT_FSIZE`
-        // holds to the limit it started with: documented).
+        // A worker starts for the first input, after an input that ended one, for an input
+        // that wants the other kind of fd 1, and, with fd 1 the worker's file, for an input
+        // whose output limit is not the one its worker was started with (the file's
+        // `RLIMIT_FSIZE` holds it to that limit: documented).
         let mut started = 0u64;
-        let mut live_limit = None;
+        let mut live = None;
         for (input, report) in case.inputs.iter().zip(&pass.reports) {
-            let limit = input.options().limits.max_output;
-            if live_limit != Some(limit) {
+            let limit = input.output_file.then(|| input.options().limits.max_output);
+            if live != Some((input.output_file, limit)) {
                 started += 1;
             }
-            live_limit = matches!(report.outcome, Outcome::Returned(_)).then_some(limit);
+            let returned = matches!(report.outcome, Outcome::Returned(_));
+            live = returned.then_some((input.output_file, limit));
         }
         // An input whose worker was gone before it took it is run again in a new worker
         // (documented; its guest never started in the first): each such rerun is one worker
@@ -857,6 +862,7 @@ mod tests {
                 bytes: b"abc".to_vec(),
                 registers: vec![(settable(1), 5), (settable(5), u64::MAX)],
                 small_output: true,
+                output_file: true,
             },
             CaseInput::default(),
         ];

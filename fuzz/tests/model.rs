@@ -217,7 +217,10 @@ fn each_stop_ends_the_run_as_predicted() {
             Step::Stop(stop),
         ]));
         if let [Expected::Crashed { record, .. }] = any_of.as_slice() {
-            assert!(matches!(record, Record::Absent(_)), "{stop:?} blocked: {record:?}");
+            assert!(
+                matches!(record, Record::Absent(_)),
+                "{stop:?} blocked: {record:?}"
+            );
         }
         // After a frame that unblocks everything and disables the alternate stack: the
         // handler runs on the guest's stack, except for a stack overflow.

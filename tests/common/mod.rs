@@ -621,3 +621,12 @@ pub fn forking() -> std::sync::RwLockWriteGuard<'static, ()> {
 pub fn beside_forks() -> std::sync::RwLockReadGuard<'static, ()> {
     APART.read().unwrap_or_else(|e| e.into_inner())
 }
+
+/// Strict mode and strict-bpf, each with a same-code worker's fd 1 a pipe (the default) and
+/// its own file (`RunOptions::output_file`).
+pub fn both_kinds() -> Vec<(bytejail::Policy, bool)> {
+    [bytejail::Policy::Strict, bytejail::Policy::StrictBpf]
+        .into_iter()
+        .flat_map(|policy| [(policy.clone(), false), (policy, true)])
+        .collect()
+}
