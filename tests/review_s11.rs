@@ -138,22 +138,8 @@ fn output_and_reset_agree_with_fresh_runs_over_random_inputs() {
 #[test]
 fn sigxfsz_unblocked_still_reads_as_the_output_limit() {
     let _one = one();
-    let code = gas("
-                sub rsp, 512
-                mov rdi, rsp
-                mov ecx, 512 / 8
-                xor eax, eax
-                rep stosq
-                mov qword ptr [rsp + 296], 0
-                lea rax, [rsp + 512]
-                mov [rsp + 160], rax
-                lea rax, [rip + 2f]
-                mov [rsp + 168], rax
-                mov qword ptr [rsp + 176], 0x202
-                mov word ptr [rsp + 184], 0x33
-                mov word ptr [rsp + 190], 0x2b
-                mov eax, 15
-                syscall
+    let code = gas(&format!(
+        "{}
             2:  mov edx, 4097
                 mov rsi, rsp
                 sub rsi, 8192
@@ -165,7 +151,9 @@ fn sigxfsz_unblocked_still_reads_as_the_output_limit() {
                 mov eax, 1
                 syscall
                 mov eax, 7
-                ret");
+                ret",
+        common::sigreturn_to("2f", 0)
+    ));
     for (policy, output_file) in common::both_kinds() {
         let options = RunOptions::default()
             .with_policy(policy.clone())

@@ -470,7 +470,8 @@ pub fn report_essence(report: &serde_json::Value) -> serde_json::Value {
 /// a fault there, blocks SIGSEGV with a forged `rt_sigreturn` frame, and faults: the worker's
 /// handler never runs, so untraced the record stays as the guest wrote it.
 pub fn forged_fault_record() -> Vec<u8> {
-    gas("
+    gas(&format!(
+        "
     code_start:
         lea rbx, [rip + code_start]
         lea rdi, [rbx - 0x18000]            # the data page: region + 0x1000
@@ -479,25 +480,37 @@ pub fn forged_fault_record() -> Vec<u8> {
         mov qword ptr [rdi + 0x210], rax    # FAULT_ADDR
         mov qword ptr [rdi + 0x218], rbx    # FAULT_RIP: code+0
         mov qword ptr [rdi + 0x100], 2      # REC_STATE: a fault
+{}
+    resume:
+        mov eax, 8
+        mov qword ptr [rax], 1              # the real fault: address 8
+        ret",
+        sigreturn_to("resume", -1)
+    ))
+}
+
+/// GNU as (Intel syntax) that builds an `rt_sigreturn` frame on the stack and makes the call:
+/// the guest goes on at `label` with the signal mask `mask` (-1: every signal blocked, 0: none),
+/// rsp back where it was, rflags 0x202, and the 64-bit user code and data selectors.
+pub fn sigreturn_to(label: &str, mask: i64) -> String {
+    format!(
+        "
         sub rsp, 512
         mov rdi, rsp
         mov ecx, 512 / 8
         xor eax, eax
         rep stosq
-        mov qword ptr [rsp + 296], -1       # uc_sigmask: every signal
+        mov qword ptr [rsp + 296], {mask}   # uc_sigmask
         lea rax, [rsp + 512]
         mov [rsp + 160], rax
-        lea rax, [rip + resume]
+        lea rax, [rip + {label}]
         mov [rsp + 168], rax
         mov qword ptr [rsp + 176], 0x202
         mov word ptr [rsp + 184], 0x33
         mov word ptr [rsp + 190], 0x2b
         mov eax, 15
-        syscall
-    resume:
-        mov eax, 8
-        mov qword ptr [rax], 1              # the real fault: address 8
-        ret")
+        syscall"
+    )
 }
 
 // Guests that handle, send and wait for signals (the tracer reviews).
