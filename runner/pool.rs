@@ -249,18 +249,16 @@ impl Pool {
             lingering,
             _pipes: pipes,
         });
-        let report = report?;
-        match self.shared.zygote() {
-            Ok(zygote) => Ok(host::diagnose(
-                report,
-                code,
-                input,
-                options,
-                Forker::Zygote(&zygote),
-            )),
-            // Diagnosis only adds to a report: without a zygote, the report as it is.
-            Err(_) => Ok(report),
-        }
+        // Not checked for life here (a system call on every job's clock): a diagnosis only
+        // adds to a report, and one through a zygote that has ended leaves it as it is.
+        let zygote = lock(&self.shared.zygote).clone();
+        Ok(host::diagnose(
+            report?,
+            code,
+            input,
+            options,
+            Forker::Zygote(&zygote),
+        ))
     }
 
     /// Workers parked now, and jobs that ran fresh so far.
@@ -378,14 +376,32 @@ impl Shared {
     }
 
     /// The pool's zygote, a new one if it has ended (killed from outside: it would fork no
-    /// more workers, and every job would fail).
+    /// more workers, and every job would fail). Started from the refill thread, it gets the
+    /// scheduling that thread had before it went under `SCHED_BATCH`, as the first one got the
+    /// caller's: the zygote and its workers inherit it.
     fn zygote(&self) -> Result<Zygote, Error> {
         let mut zygote = lock(&self.zygote);
         if zygote.has_ended() {
-            *zygote = Zygote::start()?;
+            let started = match REFILL_SCHEDULING.with(|own| own.get()) {
+                Some(normal) => {
+                    sys::set_scheduling(normal);
+                    let started = Zygote::start();
+                    sys::batch_scheduling();
+                    started
+                }
+                None => Zygote::start(),
+            };
+            *zygote = started?;
         }
         Ok(zygote.clone())
     }
+}
+
+thread_local! {
+    /// In a refill thread: the scheduling policy and priority it had before it went under
+    /// `SCHED_BATCH` (see [`refill`]).
+    static REFILL_SCHEDULING: std::cell::Cell<Option<(i32, i32)>> =
+        const { std::cell::Cell::new(None) };
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -397,7 +413,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// die with its owner thread (PDEATHSIG), which outlives the pool's handle.
 fn refill(shared: &Shared) {
     // A job wakes this thread when it ends; the job's thread must not be preempted for it.
-    sys::batch_scheduling();
+    let normal = sys::batch_scheduling();
+    REFILL_SCHEDULING.with(|own| own.set(Some(normal)));
     let mut backoff = Duration::from_millis(1);
     loop {
         let retired = {

@@ -321,6 +321,12 @@ fn a_pool_whose_zygote_was_killed_starts_another() {
         7
     );
     assert!(!zygote.has_ended());
+    // Full again, so that the refill thread, not a job's fallback, meets the dead zygote.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pool.stats().parked < 2 {
+        assert!(Instant::now() < deadline, "the pool never refilled");
+        std::thread::sleep(Duration::from_millis(1));
+    }
     kill_zygote(zygote.pid());
     assert!(zygote.has_ended());
     // The parked workers live on (the host's children); once they are used up, the refill
@@ -336,6 +342,37 @@ fn a_pool_whose_zygote_was_killed_starts_another() {
         "the pool parks workers again: {:?}",
         pool.stats()
     );
+    // The new zygote was started by the refill thread, which runs under SCHED_BATCH (3); the
+    // zygote, and so its workers, under the caller's policy, SCHED_OTHER (0), as the first.
+    let policy = |stat: String| -> u32 {
+        let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+        fields[38].parse().unwrap() // field 41 of stat (the first after the name is 3): policy
+    };
+    let refill = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .find(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| c.trim() == "bytejail-pool")
+        })
+        .expect("the refill thread");
+    let refill_policy = policy(std::fs::read_to_string(refill.path().join("stat")).unwrap());
+    assert_eq!(refill_policy, libc::SCHED_BATCH as u32);
+    let zygotes: Vec<u32> = children_of(std::process::id())
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .filter(|&pid| comm(pid) == "bytejail-zygote" && alive(pid))
+        .collect();
+    assert!(!zygotes.is_empty(), "a new zygote");
+    for pid in zygotes {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        eprintln!(
+            "zygote {pid} policy {} fallbacks {:?}",
+            policy(stat.clone()),
+            pool.stats()
+        );
+        assert_eq!(policy(stat), libc::SCHED_OTHER as u32, "zygote {pid}");
+    }
 }
 
 #[test]

@@ -618,11 +618,26 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 
 /// Puts the calling thread under `SCHED_BATCH`: it then never preempts a thread it wakes up, so
 /// background work (the pool's refills) waits for the woken job's thread to block instead of
-/// running on its clock. Best effort: the policy only affects timing.
-pub fn batch_scheduling() {
-    let param = libc::sched_param { sched_priority: 0 };
+/// running on its clock. Best effort: the policy only affects timing. Returns the policy and
+/// priority the thread had, for [`set_scheduling`].
+pub fn batch_scheduling() -> (i32, i32) {
+    // SAFETY: sched_getscheduler and sched_getparam of the calling thread (pid 0), into a local.
+    let before = unsafe {
+        let mut param = libc::sched_param { sched_priority: 0 };
+        libc::sched_getparam(0, &mut param);
+        (libc::sched_getscheduler(0), param.sched_priority)
+    };
+    set_scheduling((libc::SCHED_BATCH, 0));
+    before
+}
+
+/// Puts the calling thread under `policy` with priority `priority` (best effort).
+pub fn set_scheduling((policy, priority): (i32, i32)) {
+    let param = libc::sched_param {
+        sched_priority: priority,
+    };
     // SAFETY: a valid pointer to a local; pid 0 is the calling thread.
-    unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
+    unsafe { libc::sched_setscheduler(0, policy, &param) };
 }
 
 /// Whether the kernel lets user code use `rdfsbase`/`wrfsbase`/`rdgsbase`/`wrgsbase`
