@@ -58,3 +58,9 @@ struct ReadmeDoctests;
 #[cfg(doctest)]
 #[doc = include_str!("../docs/many-jobs.md")]
 struct ManyJobsDoctests;
+
+/// Locks `mutex`; a panic while it was held left plain data behind, and the caller carries on
+/// with it.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -31,6 +31,7 @@ use crate::abi::RunOptions;
 use crate::arena::{round_up, Arena, Mode, Need, SINGLE_JOB_SEQ, UNUSED_CODE};
 use crate::error::Error;
 use crate::host::{self, Driven, Forker, Lingering, Spawned, Stdin, WorkerFds};
+use crate::lock;
 use crate::report::Report;
 use crate::sys;
 use crate::zygote::Zygote;
@@ -402,11 +403,6 @@ thread_local! {
     /// `SCHED_BATCH` (see [`refill`]).
     static REFILL_SCHEDULING: std::cell::Cell<Option<(i32, i32)>> =
         const { std::cell::Cell::new(None) };
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock leaves plain data behind; carry on with it.
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The refill thread: keeps `size` workers parked until shutdown. The zygote forks them; they

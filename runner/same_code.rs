@@ -97,6 +97,12 @@ struct Live {
     output_limit: Option<usize>,
 }
 
+/// The output limit a worker started for `options` holds its fd 1 to when that is its arena's
+/// file (see [`arena::output_in_file`]); `None` for a pipe.
+fn file_output_limit(options: &RunOptions) -> Option<usize> {
+    arena::output_in_file(Mode::SameCode, options).then_some(options.limits.max_output)
+}
+
 /// The host's ends of a same-code worker's go and done pipes.
 struct ControlPipes {
     /// The go pipe (written) and the done pipe (read, non-blocking).
@@ -295,9 +301,7 @@ impl SameCode {
         // The CPU time the worker used so far (set-up, earlier inputs): the input's is the rest.
         // A worker near its CPU backstop is replaced before the input could reach it, and one
         // whose file limit holds another output limit than this input's.
-        let output_limit =
-            arena::output_in_file(Mode::SameCode, options).then_some(options.limits.max_output);
-        if live.near_budget(options) || live.output_limit != output_limit {
+        if live.near_budget(options) || live.output_limit != file_output_limit(options) {
             live.end();
             live = self.start_worker(arena, options)?;
         }
@@ -476,7 +480,7 @@ impl SameCode {
             cpu_limit_secs,
             spinner: Spinner::new(),
             clock_at: Instant::now(),
-            output_limit: output.is_some().then_some(options.limits.max_output),
+            output_limit: file_output_limit(options),
         })
     }
 

@@ -51,6 +51,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use crate::lock;
 use crate::sys::{raw, FdCopy, Incarnation};
 use crate::worker::layout::{GATE_TRACED, GATE_UNTRACED};
 
@@ -392,12 +393,7 @@ impl Tracer {
         if self.is_gone() {
             return true;
         }
-        let mut fds = [libc::pollfd {
-            fd: self.pidfd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
-        let ended = matches!(crate::sys::poll(&mut fds, std::time::Duration::ZERO), Ok(n) if n > 0);
+        let ended = crate::sys::pidfd_ended(&self.pidfd).unwrap_or(false);
         if ended {
             self.mark_gone();
         }
@@ -436,10 +432,6 @@ impl FreeSlots {
             })
         })
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 thread_local! {

@@ -308,12 +308,7 @@ impl Zygote {
         let Some(pidfd) = &self.inner.pidfd else {
             return false;
         };
-        let mut fds = [libc::pollfd {
-            fd: pidfd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
-        matches!(sys::poll(&mut fds, std::time::Duration::ZERO), Ok(n) if n > 0)
+        sys::pidfd_ended(pidfd).unwrap_or(false)
     }
 
     /// Has the zygote fork a worker for `plan`, passing it `fds`: the arena's memfd and the

@@ -312,10 +312,7 @@ impl Parked {
     /// say) and so have its job run again: the pidfd is asked first, as before.
     pub(crate) fn wake(self, policy: &Policy) -> Option<Running> {
         let worker = self.worker;
-        let gone = !unread_go_tells(policy) && {
-            let mut fds = [pollfd(worker.pidfd.as_raw_fd(), libc::POLLIN)];
-            sys::poll(&mut fds, Duration::ZERO).map_or(true, |_| fds[0].revents != 0)
-        };
+        let gone = !unread_go_tells(policy) && sys::pidfd_ended(&worker.pidfd).unwrap_or(true);
         // The pipe is empty and the worker waits for exactly this byte: it always fits, and
         // the pipe has a reader (`Spawned::input_r`).
         let woken = !gone

@@ -816,6 +816,16 @@ pub struct Reaped {
     pub rusage: libc::rusage,
 }
 
+/// Whether the process behind `pidfd` has ended (its pidfd is readable), without waiting.
+pub fn pidfd_ended(pidfd: &OwnedFd) -> io::Result<bool> {
+    let mut fds = [libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    poll(&mut fds, std::time::Duration::ZERO).map(|_| fds[0].revents != 0)
+}
+
 /// Ends a child that is of no more use (a worker, the zygote): SIGKILL through its pidfd, then
 /// reap it. Best effort: a child already gone is simply reaped, or was.
 pub fn end_child(pid: libc::pid_t, pidfd: &OwnedFd) {
