@@ -11,7 +11,7 @@ use common::{essence, gas};
 
 use std::time::{Duration, Instant};
 
-use bytejail::{Gpr, Limits, Outcome, Policy, RunOptions, SameCode};
+use bytejail::{Gpr, Outcome, Policy, RunOptions, SameCode};
 
 static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -46,10 +46,7 @@ fn a_write_whose_buffer_faults_partway_gets_a_fresh_workers_report() {
     for output_file in [false, true] {
         let mut differences = Vec::new();
         for policy in [Policy::Strict, Policy::StrictBpf] {
-            let options = RunOptions::default()
-                .with_policy(policy.clone())
-                .with_limits(Limits::default().with_max_output(4096))
-                .with_output_file(output_file);
+            let options = common::kind_options(&policy, output_file, 4096);
             let mut same = SameCode::new(&code, &options).unwrap();
             // (bytes readable before the fault, bytes asked for)
             for (back, len) in [(100, 4096), (1, 2), (4100, 8192), (5000, 8192)] {
@@ -98,10 +95,7 @@ fn output_and_reset_agree_with_fresh_runs_over_random_inputs() {
          mov edx, dword ptr [r13 + 8]\n mov rsi, r12\n mov edi, 1\n mov eax, 1\n syscall\n\
          mov rbx, r15\n shl rbx, 20\n xor rbx, rax\n mov rax, r14\n ret");
     for (policy, output_file) in common::both_kinds() {
-        let options = RunOptions::default()
-            .with_policy(policy.clone())
-            .with_limits(Limits::default().with_max_output(3 * 4096))
-            .with_output_file(output_file);
+        let options = common::kind_options(&policy, output_file, 3 * 4096);
         let mut same = SameCode::new(&code, &options).unwrap();
         let mut rnd = common::pseudo_random(7 + policy.name().len() as u64);
         for i in 0..400 {
@@ -122,13 +116,8 @@ fn output_and_reset_agree_with_fresh_runs_over_random_inputs() {
             for v in [a, b, n, d] {
                 input.extend(v.to_le_bytes());
             }
-            let report = same.run(&input).unwrap();
-            let fresh = bytejail::run(&code, &input, &options).unwrap();
-            assert_eq!(
-                essence(&report),
-                essence(&fresh),
-                "{policy:?} file {output_file} input {i}: {a} {b} {n} {d}"
-            );
+            let what = format!("{policy:?} file {output_file} input {i}: {a} {b} {n} {d}");
+            common::same_as_fresh(&mut same, &input, &options, &what);
         }
     }
 }
@@ -155,16 +144,12 @@ fn sigxfsz_unblocked_still_reads_as_the_output_limit() {
         common::sigreturn_to("2f", 0)
     ));
     for (policy, output_file) in common::both_kinds() {
-        let options = RunOptions::default()
-            .with_policy(policy.clone())
-            .with_limits(Limits::default().with_max_output(4096))
-            .with_output_file(output_file);
+        let options = common::kind_options(&policy, output_file, 4096);
         let mut same = SameCode::new(&code, &options).unwrap();
         for _ in 0..3 {
-            let report = same.run(b"").unwrap();
-            let fresh = bytejail::run(&code, b"", &options).unwrap();
+            let what = format!("{policy:?} file {output_file}");
+            let report = common::same_as_fresh(&mut same, b"", &options, &what);
             assert_eq!(report.outcome, Outcome::OutputLimit);
-            assert_eq!(essence(&report), essence(&fresh));
         }
     }
 }

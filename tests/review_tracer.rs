@@ -719,14 +719,7 @@ fn tracer_threads_are_reused() {
             bytejail::run(code, b"", &RunOptions::default()).unwrap();
         }
     }
-    let tracers = std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .flatten()
-        .filter(|t| {
-            std::fs::read_to_string(t.path().join("comm"))
-                .is_ok_and(|c| c.trim_end() == "bytejail-tracer")
-        })
-        .count();
+    let tracers = common::threads_named("bytejail-tracer").len();
     // Other tests of this binary run beside this one, each with a few workers at a time.
     assert!(tracers <= 16, "{tracers} tracer threads after 60 jobs");
 }

@@ -31,9 +31,7 @@ fn every_input_returns_what_a_fresh_run_returns_in_one_worker() {
     let mut same = SameCode::new(&code, &options).unwrap();
     for i in 0..60usize {
         let input: Vec<u8> = (0..i * 37).map(|j| (j * 7 + i) as u8).collect();
-        let report = same.run(&input).unwrap();
-        let fresh = bytejail::run(&code, &input, &options).unwrap();
-        assert_eq!(essence(&report), essence(&fresh), "input {i}");
+        let report = common::same_as_fresh(&mut same, &input, &options, &format!("input {i}"));
         let sum: u64 = input.iter().map(|&b| b as u64).sum();
         assert_eq!(returned(&report).rax, sum, "input {i}");
         assert_eq!(returned(&report).rbx, 42, "input {i}");
@@ -484,10 +482,7 @@ fn output_up_to_and_past_its_limit_is_what_a_fresh_worker_gives() {
     // write nothing or little in between (whose output must not include an earlier input's).
     let code = writer();
     for (policy, output_file) in common::both_kinds() {
-        let options = RunOptions::default()
-            .with_policy(policy.clone())
-            .with_limits(Limits::default().with_max_output(4096))
-            .with_output_file(output_file);
+        let options = common::kind_options(&policy, output_file, 4096);
         let mut same = SameCode::new(&code, &options).unwrap();
         let cases: &[(u32, u8)] = &[
             (0, 1),
@@ -506,13 +501,8 @@ fn output_up_to_and_past_its_limit_is_what_a_fresh_worker_gives() {
         let mut overflows = 0;
         for &(n, k) in cases {
             let input = writes(n, k);
-            let report = same.run(&input).unwrap();
-            let fresh = bytejail::run(&code, &input, &options).unwrap();
-            assert_eq!(
-                essence(&report),
-                essence(&fresh),
-                "{policy:?}, file {output_file}: {n} bytes x {k}"
-            );
+            let what = format!("{policy:?}, file {output_file}: {n} bytes x {k}");
+            let report = common::same_as_fresh(&mut same, &input, &options, &what);
             let wrote = n as usize * k as usize;
             assert_eq!(report.output_truncated, wrote > 4096, "{n} x {k}");
             assert_eq!(report.output.len(), wrote.min(4096), "{n} x {k}");
@@ -551,9 +541,8 @@ fn an_input_with_another_output_limit_gets_a_worker_held_to_it() {
             (3000, 10),
         ] {
             let per_input = with_max(max);
-            let report = same.run_with(&writes(n, 1), &per_input).unwrap();
-            let fresh = bytejail::run(&code, &writes(n, 1), &per_input).unwrap();
-            assert_eq!(essence(&report), essence(&fresh), "limit {max}, {n} bytes");
+            let what = format!("limit {max}, {n} bytes");
+            common::same_as_fresh(&mut same, &writes(n, 1), &per_input, &what);
         }
         // One worker for the first two (the second's overflow ends it), one for the two at
         // 5000 and, with a pipe, the first at 3000, whose overflow ends it; with the file, the

@@ -348,15 +348,9 @@ fn a_pool_whose_zygote_was_killed_starts_another() {
         let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
         fields[38].parse().unwrap() // field 41 of stat (the first after the name is 3): policy
     };
-    let refill = std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .flatten()
-        .find(|t| {
-            std::fs::read_to_string(t.path().join("comm"))
-                .is_ok_and(|c| c.trim() == "bytejail-pool")
-        })
-        .expect("the refill thread");
-    let refill_policy = policy(std::fs::read_to_string(refill.path().join("stat")).unwrap());
+    let refill = common::threads_named("bytejail-pool");
+    let refill = refill.first().expect("the refill thread");
+    let refill_policy = policy(std::fs::read_to_string(refill.join("stat")).unwrap());
     assert_eq!(refill_policy, libc::SCHED_BATCH as u32);
     let zygotes: Vec<u32> = children_of(std::process::id())
         .into_iter()

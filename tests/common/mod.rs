@@ -643,3 +643,43 @@ pub fn both_kinds() -> Vec<(bytejail::Policy, bool)> {
         .flat_map(|policy| [(policy.clone(), false), (policy, true)])
         .collect()
 }
+
+/// The `/proc/self/task/<tid>` directories of this process's threads named `name`.
+pub fn threads_named(name: &str) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .map(|task| task.path())
+        .filter(|task| {
+            std::fs::read_to_string(task.join("comm")).is_ok_and(|comm| comm.trim_end() == name)
+        })
+        .collect()
+}
+
+/// Runs `input` through the same-code session `same` with `options`, and the same job in a
+/// fresh worker; asserts that the two reports agree ([`essence`], `what` saying which input)
+/// and returns the same-code one.
+pub fn same_as_fresh(
+    same: &mut bytejail::SameCode,
+    input: &[u8],
+    options: &bytejail::RunOptions,
+    what: &str,
+) -> Report {
+    let report = same.run_with(input, options).unwrap();
+    let fresh = bytejail::run(same.code(), input, options).unwrap();
+    assert_eq!(essence(&report), essence(&fresh), "{what}");
+    report
+}
+
+/// Run options under `policy` with an output limit of `max_output` bytes and a same-code
+/// worker's fd 1 its own file or not (see [`both_kinds`]).
+pub fn kind_options(
+    policy: &bytejail::Policy,
+    output_file: bool,
+    max_output: usize,
+) -> bytejail::RunOptions {
+    bytejail::RunOptions::default()
+        .with_policy(policy.clone())
+        .with_limits(bytejail::Limits::default().with_max_output(max_output))
+        .with_output_file(output_file)
+}
