@@ -340,10 +340,11 @@ pub struct RunOptions {
     /// worker's `RLIMIT_CPU` budget. Fresh and pooled jobs never spin.
     pub spin: bool,
     /// Give a same-code worker under strict mode or `strict-bpf` a file of its own as fd 1
-    /// instead of a pipe (off by default). An input then costs the host one system call
-    /// instead of two (one `fstat` says whether the guest wrote and what the next reset must
-    /// clean; a pipe takes a `read` of its own), about 0.4 µs of a 1.6 µs spun input on the
-    /// machines measured. The price: fd 1 is then a file, not a pipe, and a `write` whose buffer
+    /// instead of a pipe (off by default). An input that writes then costs the host one
+    /// system call instead of two or three (one `fstat` says whether the guest wrote and what
+    /// the next reset must clean; a pipe takes a `read` of its own, and a spun input that
+    /// writes nothing costs the same either way where io_uring tells the host the pipe is
+    /// empty: see [`crate::SameCode::inputs_unread`]). The price: fd 1 is then a file, not a pipe, and a `write` whose buffer
     /// runs into unmapped memory keeps the bytes copied before the fault, where a pipe drops
     /// the page it copied in part (or fails with `EFAULT`). Such a guest's output, `rax` and
     /// even outcome (the kept bytes may pass the output limit) then differ from a fresh

@@ -74,6 +74,9 @@ pub struct SameCode {
     rerun: u64,
     /// Inputs whose "done" came through the spinning hand-off.
     spun: u64,
+    /// Spun inputs whose output pipe the host did not read (its watch said nothing came).
+    unread: u64,
+    output_watch: OutputWatch,
     /// Forks the workers, when given; else this thread does.
     zygote: Option<Zygote>,
     /// The process whose workers these are (see [`sys::Owner`]).
@@ -95,6 +98,21 @@ struct Live {
     /// (see [`arena::output_in_file`]): an input with another limit, or that wants a pipe,
     /// gets a new worker (and one that wants the file, of a worker with a pipe).
     output_limit: Option<usize>,
+}
+
+/// Whether a worker's output pipe took a write, without a `read` per spun input (see
+/// [`crate::sys::uring`]): one ring for the session, made before its first spun input and
+/// moved to each new worker's pipe before that worker's first.
+enum OutputWatch {
+    /// Not made yet: no input spun.
+    Untried,
+    /// This kernel or process has none (each spun input's pipe is read).
+    Unavailable,
+    /// Watching the pipe of the worker started `for_worker`-th (see `SameCode::workers`).
+    Made {
+        watch: crate::sys::uring::PipeWatch,
+        for_worker: u64,
+    },
 }
 
 /// The output limit a worker started for `options` holds its fd 1 to when that is its arena's
@@ -151,6 +169,8 @@ impl SameCode {
             workers: 0,
             rerun: 0,
             spun: 0,
+            unread: 0,
+            output_watch: OutputWatch::Untried,
             zygote: None,
             host: sys::Owner::here(),
             _thread_bound: PhantomData,
@@ -190,6 +210,14 @@ impl SameCode {
     /// pipe (see [`RunOptions::spin`]): 0 where spinning is off or does not pay.
     pub fn inputs_spun(&self) -> u64 {
         self.spun
+    }
+
+    /// Spun inputs (see [`SameCode::inputs_spun`]) whose output pipe the host did not read:
+    /// the pipe's io_uring watch said that nothing reached it (`docs/many-jobs.md`, "The
+    /// spinning hand-off"). 0 where io_uring is not available (each such input's pipe is read)
+    /// and where fd 1 is the arena's file ([`RunOptions::output_file`]).
+    pub fn inputs_unread(&self) -> u64 {
+        self.unread
     }
 
     /// The current worker's process id, while one is parked.
@@ -324,6 +352,9 @@ impl SameCode {
         let now = Instant::now();
         let plan = live.spinner.plan(options, now);
         arena.set_spin(plan.pauses);
+        if plan.pauses > 0 {
+            self.watch_output(&live);
+        }
         let by_word = live.spinner.go_by_word();
         // Whether the worker's clock, read last when it parked, says what it used before this
         // input. Not once it spun since: then even a read now can be a scheduler tick behind
@@ -357,7 +388,11 @@ impl SameCode {
         let spun = if plan.pauses == 0 {
             None
         } else {
-            match worker.spin_for_done(arena, seq, spinner.host_spin(), start, options) {
+            let written = match &mut self.output_watch {
+                OutputWatch::Made { watch, .. } => Some(watch),
+                OutputWatch::Untried | OutputWatch::Unavailable => None,
+            };
+            match worker.spin_for_done(arena, seq, spinner.host_spin(), start, options, written) {
                 Ok(watch) => watch,
                 Err(e) => {
                     worker.end();
@@ -380,6 +415,7 @@ impl SameCode {
             worker.end();
             return Err(e);
         }
+        let unread = watch.output_unread;
         if watch.done && watch.killed.is_none() {
             let (worker, mut report) = if spun_done {
                 worker.returned_spun(arena, watch.output, start)
@@ -394,6 +430,7 @@ impl SameCode {
             let ended = start + report.wall;
             spinner.returned(report.wall, ended, spun_done, by_word && by_pipe, by_word);
             self.spun += u64::from(spun_done);
+            self.unread += u64::from(unread);
             self.live = Some(Live {
                 worker,
                 pipes,
@@ -484,6 +521,37 @@ impl SameCode {
         })
     }
 
+    /// Points the session's output watch at `live`'s pipe if it watches another worker's,
+    /// making it first if there is none yet. A watch that cannot be made or moved is given
+    /// up for the session: its spun inputs' pipes are read.
+    fn watch_output(&mut self, live: &Live) {
+        let Some(pipe) = live.worker.output_pipe() else {
+            return; // fd 1 is the arena's file
+        };
+        let worker = self.workers;
+        self.output_watch =
+            match std::mem::replace(&mut self.output_watch, OutputWatch::Unavailable) {
+                OutputWatch::Untried => match crate::sys::uring::PipeWatch::new(pipe) {
+                    Ok(watch) => OutputWatch::Made {
+                        watch,
+                        for_worker: worker,
+                    },
+                    Err(_) => OutputWatch::Unavailable,
+                },
+                OutputWatch::Made { watch, for_worker } if for_worker == worker => {
+                    OutputWatch::Made { watch, for_worker }
+                }
+                OutputWatch::Made { mut watch, .. } => match watch.watch(pipe) {
+                    Ok(()) => OutputWatch::Made {
+                        watch,
+                        for_worker: worker,
+                    },
+                    Err(_) => OutputWatch::Unavailable,
+                },
+                OutputWatch::Unavailable => OutputWatch::Unavailable,
+            };
+    }
+
     fn end_worker(&mut self) {
         if let Some(live) = self.live.take() {
             live.end();
@@ -503,8 +571,13 @@ impl Live {
 impl Drop for SameCode {
     fn drop(&mut self) {
         if !self.host.is_here() {
-            // A forked copy: the worker is the host's, and must not be ended from here.
+            // A forked copy: the worker is the host's, and must not be ended from here; nor
+            // its output watch, whose ring this process never had mapped.
             std::mem::forget(self.live.take());
+            std::mem::forget(std::mem::replace(
+                &mut self.output_watch,
+                OutputWatch::Unavailable,
+            ));
             return;
         }
         self.end_worker();

@@ -22,7 +22,7 @@
 //! linger; [`crate::SameCode`] parks its worker again after every input that returns; `batch`
 //! runs its jobs through those. Every state ends its worker with `end` when it is of no more use.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use crate::abi::{Registers, RunOptions};
@@ -294,6 +294,13 @@ impl Parked {
         self.worker.pid
     }
 
+    /// The read end of the worker's output pipe, for a watch that tells without a system
+    /// call whether the guest wrote there (see [`sys::uring`]); `None` where its fd 1 is not
+    /// the pipe. The pipe holds nothing between inputs: the last input's reader emptied it.
+    pub(crate) fn output_pipe(&self) -> Option<RawFd> {
+        (!self.worker.output_in_file).then(|| self.worker.output_r.as_raw_fd())
+    }
+
     /// The worker's CPU time when it parked.
     pub(crate) fn cpu_parked(&self) -> Duration {
         self.cpu
@@ -479,6 +486,8 @@ impl Running {
     /// [`crate::spin::spin_for_done`]), `limit` from `start` (the go). `None`: no "done" there
     /// in time, and the worker now says it on the done pipe: watch it with
     /// [`Running::watch_input`].
+    ///
+    /// `written`: the output pipe's watch, when there is one (see [`Parked::output_pipe`]).
     pub(crate) fn spin_for_done(
         &self,
         arena: &Arena,
@@ -486,6 +495,7 @@ impl Running {
         limit: Duration,
         start: Instant,
         options: &RunOptions,
+        written: Option<&mut sys::uring::PipeWatch>,
     ) -> Result<Option<Watch>, Error> {
         let word = arena.handoff_word(HANDOFF_DONE);
         let confirm = || {
@@ -499,7 +509,7 @@ impl Running {
         }
         let worker = &self.worker;
         let output_r = (!worker.output_in_file).then_some(&worker.output_r);
-        after_spun_done(&worker.pidfd, output_r, options).map(Some)
+        after_spun_done(&worker.pidfd, output_r, written, options).map(Some)
     }
 
     /// What a same-code worker whose fd 1 is its arena's file (see

@@ -114,6 +114,9 @@ pub(crate) struct Watch {
     /// The job may have more than one process (`Limits::max_procs` above 1): another of its
     /// processes could have queued the worker a signal with any details.
     pub many_procs: bool,
+    /// The output pipe was not read: its watch said nothing reached it (see
+    /// [`after_spun_done`]).
+    pub output_unread: bool,
 }
 
 /// A same-code worker's done pipe, watched for the "done" message of input `seq`: the input
@@ -305,16 +308,33 @@ pub(crate) fn watch_worker(
 }
 
 /// What the host saw of a same-code input whose "done" came through the spinning hand-off:
-/// the output (written before the guest returned, so all in the pipe now; one read when there
-/// is none), and an output-limit kill when it is too much. No pipe (`None`): the output is in
-/// the arena's file, for the caller to read (see [`crate::arena::output_in_file`]).
+/// the output (written before the guest returned, so all in the pipe now), and an
+/// output-limit kill when it is too much. No pipe (`None`): the output is in the arena's
+/// file, for the caller to read (see [`crate::arena::output_in_file`]).
+///
+/// The pipe is read only when `written` (the pipe's watch, see [`sys::uring`]) does not say
+/// that nothing reached it since the last input; without a watch it always is (one `read`
+/// when there is nothing).
 pub(crate) fn after_spun_done(
     pidfd: &OwnedFd,
     output_r: Option<&OwnedFd>,
+    written: Option<&mut sys::uring::PipeWatch>,
     options: &RunOptions,
 ) -> Result<Watch, Error> {
+    let mut fd = output_r.map(AsRawFd::as_raw_fd);
+    let mut unread = false;
+    if let (Some(_), Some(watch)) = (fd, written) {
+        if watch.quiet() {
+            fd = None; // nothing was written: no read
+            unread = true;
+        } else {
+            // Before the read, so that what is written after it shows again. A watch that
+            // fails here stays "not quiet" and the pipe is read each time, as without one.
+            let _ = watch.settle();
+        }
+    }
     let mut collector = OutputCollector {
-        fd: output_r.map(AsRawFd::as_raw_fd),
+        fd,
         output: Vec::new(),
         max: options.limits.max_output,
     };
@@ -326,7 +346,9 @@ pub(crate) fn after_spun_done(
     } else {
         None
     };
-    Ok(collector.into_watch(killed, !over, options))
+    let mut watch = collector.into_watch(killed, !over, options);
+    watch.output_unread = unread;
+    Ok(watch)
 }
 
 /// Kills the worker through its pidfd, saying why.
@@ -372,6 +394,7 @@ impl OutputCollector {
             oom_killed: false,
             facts: None,
             many_procs: options.limits.max_procs > 1,
+            output_unread: false,
         }
     }
 

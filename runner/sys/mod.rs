@@ -15,6 +15,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU64, Ordering};
 
 pub mod raw;
+pub mod uring;
 
 pub use raw::RseqRegistration;
 
