@@ -179,6 +179,22 @@ struct Own {
 }
 
 impl Trace {
+    /// Before the host reaps a worker that has ended or must end: kills it, and if it is not
+    /// all gone within [`ANSWER_WAIT`], it is held in a stop by a tracer process that stopped
+    /// answering (stopped from outside): that tracer is ended, as one killed from outside is
+    /// (the worker ends with it, `PTRACE_O_EXITKILL`, and the job's facts say so). Nothing for
+    /// a worker this thread traces: it goes on from its stops as the thread follows them.
+    pub(crate) fn release(&self, pidfd: &OwnedFd) {
+        let By::Process { tracer, .. } = &self.by else {
+            return;
+        };
+        let _ = crate::sys::pidfd_kill(pidfd.as_raw_fd());
+        if !crate::sys::wait_readable(pidfd.as_raw_fd(), ANSWER_WAIT).unwrap_or(true) {
+            crate::sys::kill_and_wait(&tracer.pidfd);
+            tracer.mark_gone();
+        }
+    }
+
     /// What the tracer saw so far, leaving nothing behind (a same-code worker's next input
     /// starts with no facts). Complete once the worker has been reaped: the tracer records each
     /// stop before it lets the worker go on, and lets an exiting worker go (detaches at its
@@ -763,6 +779,10 @@ enum Failed {
     Lost(io::Error),
 }
 
+/// How long a request waits for the tracer process's answer (microseconds, normally) before
+/// the tracer is taken for stopped and ended.
+const ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// [`seize`] through the tracer process, which opens the gate once it has tried.
 fn ask_tracer(pid: libc::pid_t, init: bool, gate: usize) -> Result<Trace, Failed> {
     let unsent = |error| Failed::Unsent(error, false);
@@ -817,6 +837,17 @@ fn ask_tracer(pid: libc::pid_t, init: bool, gate: usize) -> Result<Trace, Failed
             }
         }
         loop {
+            // A tracer that does not answer in time was stopped from outside (`SIGSTOP`, a
+            // debugger) or starved: it is ended as one killed from outside, and replaced.
+            if !crate::sys::wait_readable(fd, ANSWER_WAIT).unwrap_or(true) {
+                crate::sys::kill_and_wait(&tracer.pidfd);
+                tracer.mark_gone();
+                return Err(Failed::Lost(io::Error::other(format!(
+                    "the tracer process did not answer in {} s (stopped from outside?); \
+                     it was ended, and a new one serves later workers",
+                    ANSWER_WAIT.as_secs()
+                ))));
+            }
             // SAFETY: plain data from the socket, into a local of the size given.
             let got = unsafe {
                 libc::recv(

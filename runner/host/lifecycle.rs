@@ -275,6 +275,9 @@ impl Spawned {
 
     /// Kills and reaps the worker; its pipes close and its cgroups go after that.
     fn end(self) {
+        if let Some(trace) = &self.trace {
+            trace.release(&self.pidfd);
+        }
         sys::end_child(self.pid, &self.pidfd);
     }
 }
@@ -587,6 +590,9 @@ impl Running {
         policy: &Policy,
     ) -> Result<Report, Error> {
         let worker = self.worker;
+        if let (Some(trace), false) = (&worker.trace, watch.ended) {
+            trace.release(&worker.pidfd);
+        }
         let reaped =
             sys::reap(worker.pid, &worker.pidfd).map_err(|e| Error::io("reaping the worker", e))?;
         let wall = start.elapsed();
@@ -767,6 +773,7 @@ fn drive(
         trace
             .follow_until_ended(&pidfd)
             .map_err(|e| Error::io("reaping the worker", e))?;
+        trace.release(&pidfd);
     }
     // A worker the watch saw end is waited for no more: one poll of its pidfd fewer.
     let reaped = if ended {

@@ -789,6 +789,39 @@ pub fn poll(fds: &mut [libc::pollfd], timeout: std::time::Duration) -> io::Resul
     Ok(n as usize)
 }
 
+/// Waits (at most `limit`, through interruptions) until `fd` is readable or hung up: `false`
+/// when `limit` passed first.
+pub fn wait_readable(fd: RawFd, limit: std::time::Duration) -> io::Result<bool> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let mut fds = [libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match poll(&mut fds, left) {
+            Ok(0) if left.is_zero() => return Ok(false),
+            Ok(0) => {}
+            Ok(_) => return Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Ends a helper process of the host's own that stopped answering (stopped from outside, say):
+/// SIGKILL through its pidfd, then waits, without a bound, until it has ended, for until then
+/// it could still act (write to memory it shares with the host, answer a request). A SIGKILL
+/// ends a stopped process too.
+pub fn kill_and_wait(pidfd: &OwnedFd) {
+    let _ = pidfd_kill(pidfd.as_raw_fd());
+    while !matches!(
+        wait_readable(pidfd.as_raw_fd(), std::time::Duration::from_secs(3600)),
+        Ok(true) | Err(_)
+    ) {}
+}
+
 /// `pidfd_send_signal(pidfd, SIGKILL, NULL, 0)`; see pidfd_send_signal(2). No pid-reuse race.
 pub fn pidfd_kill(pidfd: RawFd) -> io::Result<()> {
     // SAFETY: plain integer arguments.
