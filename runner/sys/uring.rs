@@ -183,6 +183,9 @@ pub struct PipeWatch {
     cq: CqOffsets,
     /// The poll is in place: the kernel has not ended it since it was last added.
     armed: bool,
+    /// The poll found input as it was added (the pipe was not empty), and that completion was
+    /// taken then: not quiet until the next settle, after which the caller reads the pipe.
+    heard: bool,
     _not_send: std::marker::PhantomData<*const ()>,
 }
 
@@ -190,9 +193,9 @@ pub struct PipeWatch {
 const REMOVAL: u64 = 0;
 
 impl PipeWatch {
-    /// `io_uring_setup(2)` with a multishot `IORING_OP_POLL_ADD` for `POLLIN` on `pipe_r`,
-    /// which should be empty now (what it holds now counts as written since). An error where
-    /// the kernel has no such ring (before Linux 6.1) or refuses one.
+    /// `io_uring_setup(2)` with a multishot `IORING_OP_POLL_ADD` for `POLLIN` on `pipe_r`
+    /// (what the pipe holds now counts as written since). An error where the kernel has no
+    /// such ring (before Linux 6.1) or refuses one.
     pub fn new(pipe_r: RawFd) -> io::Result<PipeWatch> {
         let mut params = Params {
             sq_entries: 2,
@@ -237,14 +240,15 @@ impl PipeWatch {
             sq: params.sq_off,
             cq: params.cq_off,
             armed: false,
+            heard: false,
             _not_send: std::marker::PhantomData,
         };
         watch.watch(pipe_r)?;
         Ok(watch)
     }
 
-    /// Watches `pipe_r` from now on instead of the pipe watched so far, which should be empty
-    /// now (see [`PipeWatch::new`]). On an error the watch stays "not quiet".
+    /// Watches `pipe_r` from now on instead of the pipe watched so far (what `pipe_r` holds
+    /// now counts as written since). On an error the watch stays "not quiet".
     pub fn watch(&mut self, pipe_r: RawFd) -> io::Result<()> {
         let mut entries = 0;
         if self.armed {
@@ -271,7 +275,9 @@ impl PipeWatch {
             return Err(io::Error::other("io_uring took too few requests"));
         }
         self.armed = true;
-        self.reap();
+        if self.reap() {
+            self.heard = true; // the pipe held something already
+        }
         Ok(())
     }
 
@@ -281,6 +287,7 @@ impl PipeWatch {
     /// the writer stored after its writes (the worker's "done").
     pub fn quiet(&self) -> bool {
         self.armed
+            && !self.heard
             && self.rings.word(self.sq.flags).load(Ordering::Acquire) & SQ_NOT_QUIET == 0
             && self.rings.word(self.cq.head).load(Ordering::Relaxed)
                 == self.rings.word(self.cq.tail).load(Ordering::Acquire)
@@ -296,13 +303,16 @@ impl PipeWatch {
         if !self.armed {
             self.watch(self.watched)?;
         }
+        self.heard = false; // the caller reads the pipe now
         Ok(())
     }
 
     /// Takes every completion; one of the current poll that says it ended (an error, or the
     /// kernel stopped the multishot) disarms the watch. Those of earlier polls, and their
-    /// cancellations, say nothing of the pipe watched now.
-    fn reap(&mut self) {
+    /// cancellations, say nothing of the pipe watched now. True if one of the current poll's
+    /// was among them.
+    fn reap(&mut self) -> bool {
+        let mut current = false;
         let head = self.rings.word(self.cq.head);
         let tail = self.rings.word(self.cq.tail).load(Ordering::Acquire);
         let mask = self.rings.word(self.cq.ring_mask).load(Ordering::Relaxed);
@@ -312,14 +322,16 @@ impl PipeWatch {
             // SAFETY: a completion slot inside the ring's mapping, which the kernel filled
             // before it moved the tail this thread read with acquire ordering.
             let cqe = unsafe { &*self.rings.ptr.as_ptr().add(offset).cast::<Cqe>() };
-            if cqe.user_data == self.generation
-                && (cqe.res < 0 || cqe.flags & IORING_CQE_F_MORE == 0)
-            {
-                self.armed = false;
+            if cqe.user_data == self.generation {
+                current = true;
+                if cqe.res < 0 || cqe.flags & IORING_CQE_F_MORE == 0 {
+                    self.armed = false;
+                }
             }
             at = at.wrapping_add(1);
         }
         head.store(tail, Ordering::Release);
+        current
     }
 
     /// Writes a submission entry for `opcode` (a poll of `fd` with `flags` tagged
@@ -466,6 +478,27 @@ mod tests {
             .nth(1)
             .map_or(0, |list| list.lines().filter(|l| l.contains("op=")).count());
         assert_eq!(polls, 1, "{info}");
+    }
+
+    /// A pipe that holds something when it comes to be watched (made, or moved to) is not
+    /// quiet until a settle and a read; the twin: an empty one is.
+    #[test]
+    fn a_pipe_not_empty_when_watched_is_heard() {
+        let Some((mut watch, r, w)) = watched_pipe() else {
+            return;
+        };
+        let mut buf = [0u8; 8];
+        let (r2, w2) = crate::sys::pipe().unwrap();
+        crate::sys::set_nonblocking(r2.as_raw_fd()).unwrap();
+        crate::sys::write(w2.as_raw_fd(), b"early").unwrap();
+        watch.watch(r2.as_raw_fd()).unwrap();
+        assert!(!watch.quiet(), "moved to a pipe that holds bytes");
+        watch.settle().unwrap();
+        assert_eq!(crate::sys::read(r2.as_raw_fd(), &mut buf).unwrap(), 5);
+        assert!(watch.quiet());
+        watch.watch(r.as_raw_fd()).unwrap();
+        assert!(watch.quiet(), "moved to an empty pipe");
+        drop((w, w2));
     }
 
     /// The twin: a watch that is never settled and a pipe that is read anyway stays "not
