@@ -351,6 +351,14 @@ fn uring_enabled() -> bool {
     std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").map_or(true, |s| s.trim() == "0")
 }
 
+/// Where io_uring is on and enough inputs spun, at least an eighth of them went unread: the
+/// path under test was taken.
+fn assert_unread_share(spun: u64, unread: u64, what: &str) {
+    if uring_enabled() && spun >= 200 {
+        assert!(unread >= spun / 8, "{what}: {unread} of {spun} spun unread");
+    }
+}
+
 /// Every kind of write, under strict mode and strict-bpf, fd 1 a pipe, inputs in quick
 /// succession (a few after a pause): each report as a fresh run's, and the unread path taken.
 #[test]
@@ -365,12 +373,7 @@ fn mixed_writers_match_fresh_runs_with_the_pipe_watched() {
         let base = RunOptions::default().with_policy(policy.clone());
         let cases = cases(0x1234 + n as u64, 1500, true, true);
         let (spun, unread) = session_against_fresh(&code, &base, &cases, &format!("{policy:?}"));
-        if uring_enabled() && spun >= 200 {
-            assert!(
-                unread >= spun / 8,
-                "{policy:?}: {unread} of {spun} spun unread"
-            );
-        }
+        assert_unread_share(spun, unread, &format!("{policy:?}"));
     }
 }
 
@@ -401,12 +404,7 @@ fn returning_writers_and_silent_inputs_alternate() {
         }
         let (spun, unread) =
             session_against_fresh(&code, &base, &cases, &format!("{policy:?} alternating"));
-        if uring_enabled() && spun >= 200 {
-            assert!(
-                unread >= spun / 8,
-                "{policy:?}: {unread} of {spun} spun unread"
-            );
-        }
+        assert_unread_share(spun, unread, &format!("{policy:?}"));
     }
 }
 
@@ -745,9 +743,7 @@ fn per_input_limits_through_the_watch() {
         }
         let (spun, unread) =
             session_against_fresh(&code, &base, &cases, &format!("{policy:?} limits"));
-        if uring_enabled() && spun >= 200 {
-            assert!(unread >= spun / 8, "{policy:?}: {unread} of {spun} unread");
-        }
+        assert_unread_share(spun, unread, &format!("{policy:?} limits"));
     }
 }
 
