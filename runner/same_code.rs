@@ -456,14 +456,20 @@ impl SameCode {
         }
 
         // The worker ended (or the host ended it): reap and classify as a fresh run would.
-        let mut report = worker.reap_input(
+        let Some(mut report) = worker.reap_input(
             watch,
             arena,
             &self.code,
             cpu_limit_secs,
             start,
             &options.policy,
-        )?;
+            seq,
+        )?
+        else {
+            // Killed with its tracer as it took the go byte: the guest never ran the input.
+            self.rerun += 1;
+            return Ok(None);
+        };
         if !clock_fresh {
             report.user = report.user.min(report.wall); // as for a return, above
         }

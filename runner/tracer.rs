@@ -179,19 +179,33 @@ struct Own {
 }
 
 impl Trace {
-    /// Before the host reaps a worker that has ended or must end: kills it, and if it is not
-    /// all gone within [`ANSWER_WAIT`], it is held in a stop by a tracer process that stopped
-    /// answering (stopped from outside): that tracer is ended, as one killed from outside is
-    /// (the worker ends with it, `PTRACE_O_EXITKILL`, and the job's facts say so). Nothing for
-    /// a worker this thread traces: it goes on from its stops as the thread follows them.
-    pub(crate) fn release(&self, pidfd: &OwnedFd) {
+    /// Before the host reaps worker `pid` that has ended or must end: kills it, and if it
+    /// cannot be reaped within [`ANSWER_WAIT`], it is held by a tracer process that stopped
+    /// answering (stopped from outside), at its exit stop or as an exited tracee the tracer
+    /// has not let go: that tracer is ended, as one killed from outside is (the worker ends
+    /// with it, `PTRACE_O_EXITKILL`, and the job's facts say so). Nothing for a worker this
+    /// thread traces: it goes on from its stops as the thread follows them.
+    pub(crate) fn release(&self, pid: libc::pid_t, pidfd: &OwnedFd) {
         let By::Process { tracer, .. } = &self.by else {
             return;
         };
         let _ = crate::sys::pidfd_kill(pidfd.as_raw_fd());
-        if !crate::sys::wait_readable(pidfd.as_raw_fd(), ANSWER_WAIT).unwrap_or(true) {
-            crate::sys::kill_and_wait(&tracer.pidfd);
-            tracer.mark_gone();
+        let deadline = std::time::Instant::now() + ANSWER_WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            // Its end first (the pidfd), then whether the tracer let it go, looked at often.
+            let ended = crate::sys::wait_readable(pidfd.as_raw_fd(), left).unwrap_or(true);
+            if ended && crate::sys::reapable(pid) {
+                return;
+            }
+            if left.is_zero() {
+                crate::sys::kill_and_wait(&tracer.pidfd);
+                tracer.mark_gone();
+                return;
+            }
+            if ended {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
         }
     }
 

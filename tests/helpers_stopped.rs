@@ -185,3 +185,30 @@ fn a_tracer_stopped_mid_job_is_ended_and_the_job_ends() {
     assert!(!alive(tracer), "the stopped tracer was ended");
     assert_ne!(the_tracer(), tracer, "later jobs have a new tracer");
 }
+
+/// A pool whose tracer is stopped: the refill thread's seizes (and its ends of retired
+/// workers, were one held at its exit stop) give up on the tracer after 5 s and end it, so
+/// jobs keep coming back (from new workers, traced by a new tracer) and the pool drops in
+/// bounded time. The twin: the same jobs before the stop.
+#[test]
+fn a_pool_whose_tracer_is_stopped_goes_on() {
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    let pool = bytejail::Pool::new(RunOptions::default(), 2).unwrap();
+    for _ in 0..3 {
+        returns_42(&pool.run(&forty_two(), b"", &RunOptions::default()).unwrap());
+    }
+    let tracer = tracer_of(std::process::id()).expect("the pool's workers are traced");
+    signal(tracer, libc::SIGSTOP);
+    let start = Instant::now();
+    for i in 0..4 {
+        match pool.run(&forty_two(), b"", &RunOptions::default()) {
+            Ok(report) => returns_42(&report),
+            Err(error) => assert!(error.to_string().contains("tracer"), "job {i}: {error}"),
+        }
+    }
+    drop(pool);
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(60), "took {took:?}");
+    assert!(!alive(tracer), "the stopped tracer was ended");
+    returns_42(&bytejail::run(&forty_two(), b"", &RunOptions::default()).unwrap());
+}

@@ -276,7 +276,7 @@ impl Spawned {
     /// Kills and reaps the worker; its pipes close and its cgroups go after that.
     fn end(self) {
         if let Some(trace) = &self.trace {
-            trace.release(&self.pidfd);
+            trace.release(self.pid, &self.pidfd);
         }
         sys::end_child(self.pid, &self.pidfd);
     }
@@ -578,8 +578,14 @@ impl Running {
         (parked, report)
     }
 
-    /// Reaps a same-code worker that ended (or that the host ended) during its input, and
-    /// classifies as a fresh run would (see [`report_reaped`]).
+    /// Reaps a same-code worker that ended (or that the host ended) during its input `seq`,
+    /// and classifies as a fresh run would (see [`report_reaped`]). `None`: the worker died
+    /// with its tracer (killed from outside: no guest can reach a tracer) before its record
+    /// said it took the input, so the guest never ran it: its SIGKILL, sent as the tracer
+    /// died, can end the very `read` that takes the go byte (a woken reader takes what is
+    /// there before it looks at its signals), and the trampoline's first write after that
+    /// read is the input's number.
+    #[allow(clippy::too_many_arguments)] // the input, its number, and what classifies it
     pub(crate) fn reap_input(
         self,
         mut watch: Watch,
@@ -588,15 +594,19 @@ impl Running {
         cpu_limit_secs: u64,
         start: Instant,
         policy: &Policy,
-    ) -> Result<Report, Error> {
+        seq: u64,
+    ) -> Result<Option<Report>, Error> {
         let worker = self.worker;
         if let (Some(trace), false) = (&worker.trace, watch.ended) {
-            trace.release(&worker.pidfd);
+            trace.release(worker.pid, &worker.pidfd);
         }
         let reaped =
             sys::reap(worker.pid, &worker.pidfd).map_err(|e| Error::io("reaping the worker", e))?;
         let wall = start.elapsed();
         watch.facts = worker.trace.as_ref().map(crate::tracer::Trace::take);
+        if watch.facts.as_ref().is_some_and(|facts| facts.lost) && arena.taken() != seq {
+            return Ok(None);
+        }
         // As for a fresh job: the kernel's OOM killer ended a process of the job for its
         // memory cgroup's limit (a profile worker's only).
         watch.oom_killed = worker.cgroup.as_ref().is_some_and(|c| c.oom_killed());
@@ -610,6 +620,7 @@ impl Running {
             Some(self.cpu_before),
             policy,
         )
+        .map(Some)
     }
 
     /// Ends the worker: kill and reap.
@@ -635,10 +646,15 @@ pub(crate) struct Lingering {
     _pipes: (Option<OwnedFd>, OwnedFd, OwnedFd),
     /// Dropped after the worker is ended and reaped (fields drop after `end`'s body).
     _cgroup: Option<crate::cgroup::JobCgroup>,
+    /// Its tracer's hold on it, kept until it is reaped (see [`crate::tracer::Trace::release`]).
+    trace: Option<crate::tracer::Trace>,
 }
 
 impl Lingering {
     pub(crate) fn end(self) {
+        if let Some(trace) = &self.trace {
+            trace.release(self.pid, &self.pidfd);
+        }
         sys::end_child(self.pid, &self.pidfd);
     }
 }
@@ -740,6 +756,9 @@ fn drive(
                 // Under a profile the guest may have started processes (or claimed "done" and
                 // run on): the job is reported only once its worker, and with it (init of its
                 // PID namespace) every process of the job, is dead and reaped.
+                if let Some(trace) = &trace {
+                    trace.release(pid, &pidfd);
+                }
                 sys::end_child(pid, &pidfd);
                 drop((input_r, output_r, output_w, cgroup));
                 return Ok(Driven {
@@ -752,6 +771,7 @@ fn drive(
                 pidfd,
                 _pipes: (input_r, output_r, output_w),
                 _cgroup: cgroup,
+                trace,
             };
             return Ok(Driven {
                 report: Some(report),
@@ -773,7 +793,7 @@ fn drive(
         trace
             .follow_until_ended(&pidfd)
             .map_err(|e| Error::io("reaping the worker", e))?;
-        trace.release(&pidfd);
+        trace.release(pid, &pidfd);
     }
     // A worker the watch saw end is waited for no more: one poll of its pidfd fewer.
     let reaped = if ended {
@@ -783,23 +803,30 @@ fn drive(
     }
     .map_err(|e| Error::io("reaping the worker", e))?;
     let wall = start.elapsed();
+    // Complete: the tracer recorded every stop before it let the worker go on to its end.
+    let facts = trace.as_ref().map(crate::tracer::Trace::take);
     // A woken pool worker that never read its go byte (the feeder's input, if any, went into
     // the pipe after it) died while parked: no guest ran, and there is nothing to report.
-    let go_unread = done.is_some()
-        && unread_go_tells(&options.policy)
-        && watch.as_ref().is_ok_and(|w| !w.done)
+    // Nor did one killed with its tracer (from outside: no guest can reach a tracer) whose
+    // record never says it took the job: its SIGKILL, sent as the tracer died, can end the
+    // very `read` that takes the go byte (a woken reader takes what is there before it looks
+    // at its signals), and the trampoline's first write after that read is the job's number.
+    let parked_death =
+        done.is_some() && unread_go_tells(&options.policy) && watch.as_ref().is_ok_and(|w| !w.done);
+    let go_unread = parked_death
         && input_r
             .as_ref()
             .and_then(|r| sys::pipe_pending(r.as_raw_fd()).ok())
             .is_some_and(|pending| pending > feeder.written);
-    if go_unread {
+    let died_taking_go = parked_death
+        && facts.as_ref().is_some_and(|facts| facts.lost)
+        && arena.taken() != crate::arena::SINGLE_JOB_SEQ;
+    if go_unread || died_taking_go {
         return Ok(Driven {
             report: None,
             lingering: None,
         });
     }
-    // Complete: the tracer recorded every stop before it let the worker go on to its end.
-    let facts = trace.as_ref().map(crate::tracer::Trace::take);
     let oom_killed = cgroup.as_ref().is_some_and(|c| c.oom_killed());
     drop((pidfd, input_r, output_w, cgroup));
     if setup_failed {

@@ -860,6 +860,19 @@ pub fn pidfd_ended(pidfd: &OwnedFd) -> io::Result<bool> {
     poll(&mut fds, std::time::Duration::ZERO).map(|_| fds[0].revents != 0)
 }
 
+/// Whether this process's child `pid` can be reaped now, without taking it:
+/// `waitid(P_PID, pid, WEXITED | WNOHANG | WNOWAIT | __WALL)`; see waitid(2). A traced child
+/// that has exited is not, until its tracer has let it go.
+pub fn reapable(pid: libc::pid_t) -> bool {
+    // SAFETY: siginfo_t is plain old data; zeroed is a valid value.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT | libc::__WALL;
+    // SAFETY: a pointer to a local siginfo_t.
+    let ret = unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) };
+    // SAFETY: si_pid is set (or left zero) by waitid.
+    ret == 0 && unsafe { info.si_pid() } != 0
+}
+
 /// Ends a child that is of no more use (a worker, the zygote): SIGKILL through its pidfd, then
 /// reap it. Best effort: a child already gone is simply reaped, or was.
 pub fn end_child(pid: libc::pid_t, pidfd: &OwnedFd) {
