@@ -535,27 +535,25 @@ impl SameCode {
             return; // fd 1 is the arena's file
         };
         let worker = self.workers;
-        self.output_watch =
-            match std::mem::replace(&mut self.output_watch, OutputWatch::Unavailable) {
-                OutputWatch::Untried => match crate::sys::uring::PipeWatch::new(pipe) {
+        match &mut self.output_watch {
+            OutputWatch::Untried => {
+                self.output_watch = match crate::sys::uring::PipeWatch::new(pipe) {
                     Ok(watch) => OutputWatch::Made {
                         watch,
                         for_worker: worker,
                     },
                     Err(_) => OutputWatch::Unavailable,
-                },
-                OutputWatch::Made { watch, for_worker } if for_worker == worker => {
-                    OutputWatch::Made { watch, for_worker }
                 }
-                OutputWatch::Made { mut watch, .. } => match watch.watch(pipe) {
-                    Ok(()) => OutputWatch::Made {
-                        watch,
-                        for_worker: worker,
-                    },
-                    Err(_) => OutputWatch::Unavailable,
-                },
-                OutputWatch::Unavailable => OutputWatch::Unavailable,
-            };
+            }
+            OutputWatch::Made { watch, for_worker } if *for_worker != worker => {
+                if watch.watch(pipe).is_ok() {
+                    *for_worker = worker;
+                } else {
+                    self.output_watch = OutputWatch::Unavailable;
+                }
+            }
+            OutputWatch::Made { .. } | OutputWatch::Unavailable => {}
+        }
     }
 
     fn end_worker(&mut self) {

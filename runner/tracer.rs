@@ -180,17 +180,18 @@ struct Own {
 
 impl Trace {
     /// Before the host reaps worker `pid` that has ended or must end: kills it, and if it
-    /// cannot be reaped within [`ANSWER_WAIT`], it is held by a tracer process that stopped
-    /// answering (stopped from outside), at its exit stop or as an exited tracee the tracer
-    /// has not let go: that tracer is ended, as one killed from outside is (the worker ends
-    /// with it, `PTRACE_O_EXITKILL`, and the job's facts say so). Nothing for a worker this
-    /// thread traces: it goes on from its stops as the thread follows them.
+    /// cannot be reaped within [`crate::sys::HELPER_ANSWER_WAIT`], it is held by a tracer
+    /// process that stopped answering (stopped from outside), at its exit stop or as an
+    /// exited tracee the tracer has not let go: that tracer is ended, as one killed from
+    /// outside is (the worker ends with it, `PTRACE_O_EXITKILL`, and the job's facts say so).
+    /// Nothing for a worker this thread traces: it goes on from its stops as the thread
+    /// follows them.
     pub(crate) fn release(&self, pid: libc::pid_t, pidfd: &OwnedFd) {
         let By::Process { tracer, .. } = &self.by else {
             return;
         };
         let _ = crate::sys::pidfd_kill(pidfd.as_raw_fd());
-        let deadline = std::time::Instant::now() + ANSWER_WAIT;
+        let deadline = std::time::Instant::now() + crate::sys::HELPER_ANSWER_WAIT;
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             // Its end first (the pidfd), then whether the tracer let it go, looked at often.
@@ -793,10 +794,6 @@ enum Failed {
     Lost(io::Error),
 }
 
-/// How long a request waits for the tracer process's answer (microseconds, normally) before
-/// the tracer is taken for stopped and ended.
-const ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// [`seize`] through the tracer process, which opens the gate once it has tried.
 fn ask_tracer(pid: libc::pid_t, init: bool, gate: usize) -> Result<Trace, Failed> {
     let unsent = |error| Failed::Unsent(error, false);
@@ -853,13 +850,13 @@ fn ask_tracer(pid: libc::pid_t, init: bool, gate: usize) -> Result<Trace, Failed
         loop {
             // A tracer that does not answer in time was stopped from outside (`SIGSTOP`, a
             // debugger) or starved: it is ended as one killed from outside, and replaced.
-            if !crate::sys::wait_readable(fd, ANSWER_WAIT).unwrap_or(true) {
+            if !crate::sys::wait_readable(fd, crate::sys::HELPER_ANSWER_WAIT).unwrap_or(true) {
                 crate::sys::kill_and_wait(&tracer.pidfd);
                 tracer.mark_gone();
                 return Err(Failed::Lost(io::Error::other(format!(
                     "the tracer process did not answer in {} s (stopped from outside?); \
                      it was ended, and a new one serves later workers",
-                    ANSWER_WAIT.as_secs()
+                    crate::sys::HELPER_ANSWER_WAIT.as_secs()
                 ))));
             }
             // SAFETY: plain data from the socket, into a local of the size given.

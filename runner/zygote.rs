@@ -115,10 +115,6 @@ struct Boot {
 /// The most address ranges a [`KeepList`] holds.
 const MAX_KEPT: usize = 256;
 
-/// How long a fork request waits for the zygote's answer (well under a millisecond, normally)
-/// before the zygote is taken for stopped and ended.
-const ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// Address ranges (sorted, start and end) the zygote keeps: every file-backed mapping and the
 /// zero-filled rest of each loaded segment (the code and data of the binary and its libraries,
 /// with their `.bss`, where the zygote's and the worker's set-up code runs), the kernel's
@@ -334,7 +330,7 @@ impl Zygote {
         // A zygote that does not answer in time was stopped from outside (`SIGSTOP`, a
         // debugger) or starved: it is ended (and replaced by its users, see `has_ended`), and
         // this request fails as if it had died.
-        if !sys::wait_readable(socket, ANSWER_WAIT).unwrap_or(true) {
+        if !sys::wait_readable(socket, sys::HELPER_ANSWER_WAIT).unwrap_or(true) {
             match &self.inner.pidfd {
                 Some(pidfd) => sys::kill_and_wait(pidfd),
                 // Its socket closes as it ends, which the read below waits for.

@@ -275,10 +275,20 @@ impl Spawned {
 
     /// Kills and reaps the worker; its pipes close and its cgroups go after that.
     fn end(self) {
-        if let Some(trace) = &self.trace {
-            trace.release(self.pid, &self.pidfd);
+        end_worker(self.pid, &self.pidfd, self.trace.as_ref());
+    }
+}
+
+/// Kills and reaps a worker that is of no more use; a traced one through
+/// [`crate::tracer::Trace::release`] (which kills it, and ends a tracer that stopped answering
+/// and holds it), so that no reap waits for good.
+fn end_worker(pid: libc::pid_t, pidfd: &OwnedFd, trace: Option<&crate::tracer::Trace>) {
+    match trace {
+        Some(trace) => {
+            trace.release(pid, pidfd);
+            let _ = sys::reap(pid, pidfd);
         }
-        sys::end_child(self.pid, &self.pidfd);
+        None => sys::end_child(pid, pidfd),
     }
 }
 
@@ -652,10 +662,7 @@ pub(crate) struct Lingering {
 
 impl Lingering {
     pub(crate) fn end(self) {
-        if let Some(trace) = &self.trace {
-            trace.release(self.pid, &self.pidfd);
-        }
-        sys::end_child(self.pid, &self.pidfd);
+        end_worker(self.pid, &self.pidfd, self.trace.as_ref());
     }
 }
 
@@ -756,10 +763,7 @@ fn drive(
                 // Under a profile the guest may have started processes (or claimed "done" and
                 // run on): the job is reported only once its worker, and with it (init of its
                 // PID namespace) every process of the job, is dead and reaped.
-                if let Some(trace) = &trace {
-                    trace.release(pid, &pidfd);
-                }
-                sys::end_child(pid, &pidfd);
+                end_worker(pid, &pidfd, trace.as_ref());
                 drop((input_r, output_r, output_w, cgroup));
                 return Ok(Driven {
                     report: Some(report),

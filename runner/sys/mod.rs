@@ -810,16 +810,24 @@ pub fn wait_readable(fd: RawFd, limit: std::time::Duration) -> io::Result<bool> 
     }
 }
 
+/// How long the host waits for an answer from a helper process of its own (the tracer, a
+/// zygote: microseconds, normally) before it takes the helper for stopped from outside and
+/// ends it ([`kill_and_wait`]).
+pub const HELPER_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits, without a bound, until the process behind `pidfd` has ended (its pidfd is readable).
+fn wait_ended(pidfd: &OwnedFd) -> io::Result<()> {
+    while !wait_readable(pidfd.as_raw_fd(), std::time::Duration::from_secs(3600))? {}
+    Ok(())
+}
+
 /// Ends a helper process of the host's own that stopped answering (stopped from outside, say):
 /// SIGKILL through its pidfd, then waits, without a bound, until it has ended, for until then
 /// it could still act (write to memory it shares with the host, answer a request). A SIGKILL
 /// ends a stopped process too.
 pub fn kill_and_wait(pidfd: &OwnedFd) {
     let _ = pidfd_kill(pidfd.as_raw_fd());
-    while !matches!(
-        wait_readable(pidfd.as_raw_fd(), std::time::Duration::from_secs(3600)),
-        Ok(true) | Err(_)
-    ) {}
+    let _ = wait_ended(pidfd);
 }
 
 /// `pidfd_send_signal(pidfd, SIGKILL, NULL, 0)`; see pidfd_send_signal(2). No pid-reuse race.
@@ -885,19 +893,7 @@ pub fn end_child(pid: libc::pid_t, pidfd: &OwnedFd) {
 /// that stop as its status (and leave the worker stopped for good), so nothing here waits
 /// before the worker is a zombie. Its tracer lets it go on from every stop at once.
 pub fn reap(pid: libc::pid_t, pidfd: &OwnedFd) -> io::Result<Reaped> {
-    let mut fds = [libc::pollfd {
-        fd: pidfd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    }];
-    loop {
-        match poll(&mut fds, std::time::Duration::from_secs(3600)) {
-            Ok(_) if fds[0].revents != 0 => break,
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
+    wait_ended(pidfd)?;
     wait4(pid)
 }
 

@@ -404,11 +404,17 @@ impl PipeWatch {
 mod tests {
     use super::*;
 
-    /// A pipe (its read end non-blocking, as a worker's output pipe is) and a watch on it;
-    /// `None`, with a line saying so, where this kernel or process may not make the ring.
-    fn watched_pipe() -> Option<(PipeWatch, OwnedFd, OwnedFd)> {
+    /// A pipe whose read end is non-blocking, as a worker's output pipe is.
+    fn output_pipe() -> (OwnedFd, OwnedFd) {
         let (r, w) = crate::sys::pipe().unwrap();
         crate::sys::set_nonblocking(r.as_raw_fd()).unwrap();
+        (r, w)
+    }
+
+    /// An [`output_pipe`] and a watch on it; `None`, with a line saying so, where this kernel
+    /// or process may not make the ring.
+    fn watched_pipe() -> Option<(PipeWatch, OwnedFd, OwnedFd)> {
+        let (r, w) = output_pipe();
         match PipeWatch::new(r.as_raw_fd()) {
             Ok(watch) => Some((watch, r, w)),
             Err(e) => {
@@ -453,8 +459,7 @@ mod tests {
         let mut buf = [0u8; 8];
         let mut old = (r1, w1);
         for round in 0..1000 {
-            let (r, w) = crate::sys::pipe().unwrap();
-            crate::sys::set_nonblocking(r.as_raw_fd()).unwrap();
+            let (r, w) = output_pipe();
             // Written before the move, and never read: the old pipe's poll fired.
             crate::sys::write(old.1.as_raw_fd(), b"o").unwrap();
             watch.watch(r.as_raw_fd()).unwrap();
@@ -488,8 +493,7 @@ mod tests {
             return;
         };
         let mut buf = [0u8; 8];
-        let (r2, w2) = crate::sys::pipe().unwrap();
-        crate::sys::set_nonblocking(r2.as_raw_fd()).unwrap();
+        let (r2, w2) = output_pipe();
         crate::sys::write(w2.as_raw_fd(), b"early").unwrap();
         watch.watch(r2.as_raw_fd()).unwrap();
         assert!(!watch.quiet(), "moved to a pipe that holds bytes");
