@@ -334,7 +334,8 @@ pub struct RunOptions {
     /// nanoseconds per input instead of microseconds, at the price of a core kept busy for at
     /// most tens of microseconds after each input. Only where it pays and does not hurt:
     /// under strict mode and `strict-bpf`, without a CPU-time limit, when the host's thread
-    /// may run on at least two CPUs per worker spinning in this process, and only while
+    /// may run on at least two CPUs per worker spinning in this process now (an idle session
+    /// stops counting once its worker has stopped spinning), and only while
     /// inputs keep coming (see `docs/many-jobs.md`). Off, every hand-off blocks in the
     /// kernel. Spinning never counts against a job's CPU time, its reported `user` time or its
     /// worker's `RLIMIT_CPU` budget. Fresh and pooled jobs never spin.

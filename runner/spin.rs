@@ -10,7 +10,9 @@
 //!   the worker's memory nor change how its worker waits), with [`RunOptions::spin`] on and no
 //!   CPU-time limit (whose watch reads the worker's CPU clock around each input);
 //! - when the host thread may run on at least two CPUs for each same-code session of this
-//!   process that spins ([`SPINNING`]): a host and its worker are two spinners;
+//!   process that spins now ([`Leases`]): a host and its worker are two spinners. A session
+//!   holds its lease while an input runs and for [`WORKER_SPIN`] after it (its worker spins
+//!   that long), so a session whose inputs stopped coming leaves its CPUs to another;
 //! - while inputs keep coming: when the caller took longer than the worker would spin
 //!   ([`WORKER_SPIN`]) between the last input's end and this one, the worker would have gone
 //!   to sleep anyway, and the next input uses the pipes (adaptive: one input later it spins
@@ -26,7 +28,7 @@
 //! count the worker's spin before the input; the worker's `RLIMIT_CPU` budget is checked
 //! against its scheduler clock read at most every [`CLOCK_EVERY`], with a margin of seconds.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -55,8 +57,112 @@ const MAX_COOLDOWN: u32 = 4096;
 /// CPU than this, well inside the budget's margin of a second.
 pub(crate) const CLOCK_EVERY: Duration = Duration::from_millis(50);
 
-/// Same-code sessions of this process whose worker may spin now.
-static SPINNING: AtomicUsize = AtomicUsize::new(0);
+/// The spin leases of this process: one word per pair of CPUs, each free (0) or held by one
+/// same-code session until a time (see [`Leases::take`]). A session whose last input ended more
+/// than [`WORKER_SPIN`] ago has no spinning worker: its lease has run out, and another session
+/// may take it. Without that, two sessions used in turns on two CPUs would never both spin: the
+/// first to spin would keep the only lease while its worker slept.
+#[derive(Debug)]
+pub(crate) struct Leases {
+    words: [Lease; LEASES],
+    /// Lease times count from here, in [`LEASE_TICK`]s.
+    epoch: Instant,
+    /// Taken by each new holding (a lease's word also says who holds it, so a holder whose
+    /// lease ran out and was taken since sees that).
+    holders: AtomicU64,
+}
+
+/// One lease word, on a cache line of its own (its holder rewrites it twice an input).
+#[derive(Debug)]
+#[repr(align(64))]
+struct Lease(AtomicU64);
+
+/// The most leases: a session on more than `2 * LEASES` CPUs uses that many.
+const LEASES: usize = 64;
+
+/// A lease's word: the holder's number above [`UNTIL_BITS`] bits of the time it runs out, in
+/// these ticks since [`Leases::epoch`] (2^40 ticks of 16 µs: 200 days).
+const LEASE_TICK: Duration = Duration::from_micros(16);
+const UNTIL_BITS: u32 = 40;
+const UNTIL_MASK: u64 = (1 << UNTIL_BITS) - 1;
+
+/// A held lease: its word's index, and what the holder last wrote there.
+#[derive(Clone, Copy, Debug)]
+struct Held {
+    index: usize,
+    word: u64,
+}
+
+impl Leases {
+    pub(crate) fn new() -> Leases {
+        Leases {
+            words: std::array::from_fn(|_| Lease(AtomicU64::new(0))),
+            epoch: Instant::now(),
+            holders: AtomicU64::new(1),
+        }
+    }
+
+    /// The process's leases.
+    fn of_process() -> &'static Leases {
+        static LEASES: OnceLock<Leases> = OnceLock::new();
+        LEASES.get_or_init(Leases::new)
+    }
+
+    /// `time` in ticks since the epoch (rounded up), at most the largest a word holds.
+    fn ticks(&self, time: Instant) -> u64 {
+        let since = time.saturating_duration_since(self.epoch);
+        (since.as_nanos().div_ceil(LEASE_TICK.as_nanos()) as u64).min(UNTIL_MASK)
+    }
+
+    /// Takes a free or run-out lease among the first `cpus / 2`, held until `until` (`None`:
+    /// until the holder says, see [`Leases::renew`]).
+    fn take(&self, cpus: usize, now: Instant, until: Option<Instant>) -> Option<Held> {
+        let now = self.ticks(now);
+        let holder = self.holders.fetch_add(1, Ordering::Relaxed) & (u64::MAX >> UNTIL_BITS);
+        let word = holder << UNTIL_BITS | until.map_or(UNTIL_MASK, |t| self.ticks(t));
+        self.words[..(cpus / 2).min(LEASES)]
+            .iter()
+            .enumerate()
+            .find_map(|(index, lease)| {
+                let old = lease.0.load(Ordering::Relaxed);
+                let free = old == 0 || old & UNTIL_MASK < now;
+                let taken = free
+                    && lease
+                        .0
+                        .compare_exchange(old, word, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok();
+                taken.then_some(Held { index, word })
+            })
+    }
+
+    /// Moves a held lease's end to `until` (`None`: until the holder says). False when it ran
+    /// out and another session holds it now.
+    fn renew(&self, held: &mut Held, until: Option<Instant>) -> bool {
+        let lease = &self.words[held.index].0;
+        let word = held.word & !UNTIL_MASK | until.map_or(UNTIL_MASK, |t| self.ticks(t));
+        // Only the holder writes a held word, and a run-out one only through a
+        // compare-and-swap: the few instructions between this load and the store are the
+        // only time another session can take it in the meantime (two spin for a moment).
+        if lease.load(Ordering::Relaxed) != held.word {
+            return false;
+        }
+        if word != held.word {
+            lease.store(word, Ordering::Relaxed);
+            held.word = word;
+        }
+        true
+    }
+
+    /// Gives a held lease back, unless another session holds it now.
+    fn free(&self, held: Held) {
+        let _ = self.words[held.index].0.compare_exchange(
+            held.word,
+            0,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+}
 
 /// The length of one `pause`, measured once: the worker counts `pause`s, having no clock in
 /// strict mode (no `rdtsc` either: the trampoline cannot know the time, only count).
@@ -87,8 +193,9 @@ fn pauses_for(time: Duration) -> u64 {
 /// One same-code session's spinning state.
 #[derive(Debug)]
 pub(crate) struct Spinner {
-    /// Whether this session counts in [`SPINNING`].
-    armed: bool,
+    /// The process's leases, and the one this session holds (see [`Leases`]).
+    leases: &'static Leases,
+    lease: Option<Held>,
     /// The CPUs the host thread could run on when the worker was forked (the worker inherited
     /// them).
     cpus: usize,
@@ -110,7 +217,8 @@ impl Spinner {
     /// The state of a new worker: parked on its go pipe, no budget.
     pub(crate) fn new() -> Spinner {
         Spinner {
-            armed: false,
+            leases: Leases::of_process(),
+            lease: None,
             cpus: crate::sys::thread_cpus(),
             pauses: 0,
             ended_at: None,
@@ -142,7 +250,7 @@ impl Spinner {
             && self.gap <= WORKER_SPIN
             && self.cpus >= 2
             && !cooling;
-        if !eligible || !self.arm() {
+        if !eligible || !self.arm(now) {
             self.disarm();
             return Plan { pauses: 0 };
         }
@@ -151,23 +259,24 @@ impl Spinner {
         }
     }
 
-    /// Counts this session in [`SPINNING`] if two CPUs per spinning session remain.
-    fn arm(&mut self) -> bool {
-        if self.armed {
-            return true;
+    /// Holds a lease until the input about to start has ended (see [`Spinner::returned`]):
+    /// the one this session held, unless it ran out and another session took it, or a free or
+    /// run-out one. False when every lease is held: two CPUs per spinning session remain no
+    /// more.
+    fn arm(&mut self, now: Instant) -> bool {
+        if let Some(held) = &mut self.lease {
+            if self.leases.renew(held, None) {
+                return true;
+            }
+            self.lease = None;
         }
-        let sessions = SPINNING.fetch_add(1, Ordering::Relaxed) + 1;
-        if sessions * 2 > self.cpus {
-            SPINNING.fetch_sub(1, Ordering::Relaxed);
-            return false;
-        }
-        self.armed = true;
-        true
+        self.lease = self.leases.take(self.cpus, now, None);
+        self.lease.is_some()
     }
 
     fn disarm(&mut self) {
-        if std::mem::take(&mut self.armed) {
-            SPINNING.fetch_sub(1, Ordering::Relaxed);
+        if let Some(held) = self.lease.take() {
+            self.leases.free(held);
         }
     }
 
@@ -196,6 +305,13 @@ impl Spinner {
     ) {
         self.ended_at = Some(ended);
         self.last_input = took;
+        if let Some(held) = &mut self.lease {
+            // The worker spins for about WORKER_SPIN now (longer where a `pause` takes longer
+            // than it did when measured): the lease runs out after twice that.
+            if !self.leases.renew(held, Some(ended + 2 * WORKER_SPIN)) {
+                self.lease = None;
+            }
+        }
         if self.pauses == 0 || !by_word {
             // This input did not spin, or its go woke a worker that slept by design (the
             // first input, or the first after inputs that did not spin): a wake-up through
@@ -295,6 +411,76 @@ mod tests {
             by_word,
         );
         plan.pauses
+    }
+
+    /// A session on two CPUs with leases of its own (the process's are shared with every
+    /// test that runs beside this one).
+    fn on_two_cpus(leases: &'static Leases) -> Spinner {
+        Spinner {
+            cpus: 2,
+            leases,
+            ..Spinner::new()
+        }
+    }
+
+    /// Inputs in a row, each quick and spun; how many the plan let spin.
+    fn spun_in_a_row(s: &mut Spinner, count: usize) -> usize {
+        (0..count).filter(|_| input(s, true, false) > 0).count()
+    }
+
+    #[test]
+    fn sessions_used_in_turns_each_spin_and_two_at_once_do_not() {
+        let leases: &'static Leases = Box::leak(Box::new(Leases::new()));
+        let (mut a, mut b) = (on_two_cpus(leases), on_two_cpus(leases));
+        // In turns, with pauses longer than a worker spins: all spin but the first input of
+        // each turn after the session's first (it comes too late), whichever spun first.
+        for turn in 0..3 {
+            let spun = if turn == 0 { 10 } else { 9 };
+            assert_eq!(spun_in_a_row(&mut a, 10), spun);
+            std::thread::sleep(WORKER_SPIN * 3);
+            assert_eq!(spun_in_a_row(&mut b, 10), spun);
+            std::thread::sleep(WORKER_SPIN * 3);
+        }
+        // The twin: at once, one input each in turn, two CPUs hold one spinning session.
+        assert_eq!(
+            spun_in_a_row(&mut a, 2),
+            1,
+            "a's turn starts late, then it spins"
+        );
+        let both: Vec<(usize, usize)> = (0..20)
+            .map(|_| (spun_in_a_row(&mut a, 1), spun_in_a_row(&mut b, 1)))
+            .collect();
+        assert!(both.iter().all(|&(a, b)| a + b <= 1), "{both:?}");
+        // A session that ends gives its lease back at once.
+        drop(a);
+        assert_eq!(spun_in_a_row(&mut b, 2), 2);
+    }
+
+    #[test]
+    fn a_lease_runs_out_only_when_its_time_is_past_and_its_holder_sees_it_was_taken() {
+        let leases = Leases::new();
+        let now = Instant::now();
+        let mut held = leases.take(4, now, None).unwrap();
+        let second = leases.take(4, now, Some(now + WORKER_SPIN)).unwrap();
+        assert_ne!(held.index, second.index);
+        assert!(
+            leases.take(4, now, None).is_none(),
+            "two leases on four CPUs"
+        );
+        assert!(leases.take(64, now, None).is_some(), "more on more CPUs");
+        // Held until its holder says: never run out. Held until a time: run out after it.
+        let later = now + WORKER_SPIN * 2;
+        let taken = leases.take(4, later, None).unwrap();
+        assert_eq!(taken.index, second.index);
+        assert!(leases.renew(&mut held, Some(now)), "still its holder's");
+        let mut stolen = leases.take(4, later, None).unwrap();
+        assert_eq!(stolen.index, held.index);
+        assert!(!leases.renew(&mut held, None), "taken since");
+        // A holder that lost its lease frees nothing of the new holder's.
+        leases.free(held);
+        assert!(leases.renew(&mut stolen, None));
+        leases.free(stolen);
+        assert!(leases.take(4, later, None).is_some(), "freed");
     }
 
     #[test]

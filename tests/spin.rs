@@ -383,3 +383,32 @@ fn spun_inputs_that_write_nothing_are_not_read_and_no_output_is_lost() {
         }
     }
 }
+
+/// Two sessions used in turns on two CPUs both spin: a session whose inputs stopped coming
+/// holds no CPUs for spinning once its worker has stopped spinning (`spin::Leases`, whose unit
+/// tests show that two sessions used at once do not both spin). Before leases, the first
+/// session to spin kept its claim while idle, and the second never spun.
+#[test]
+fn sessions_used_in_turns_both_spin() {
+    if !two_cpus() {
+        return;
+    }
+    let _one = one_at_a_time();
+    pin(&[0, 1]);
+    let code = plus_one();
+    let options = RunOptions::default();
+    let mut a = SameCode::new(&code, &options).unwrap();
+    let mut b = SameCode::new(&code, &options).unwrap();
+    for _ in 0..3 {
+        inputs(&mut a, &options, 1_000);
+        std::thread::sleep(Duration::from_millis(1));
+        inputs(&mut b, &options, 1_000);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    eprintln!(
+        "in turns: {} and {} of 3000 inputs spun",
+        a.inputs_spun(),
+        b.inputs_spun()
+    );
+    assert!(a.inputs_spun() > 0 && b.inputs_spun() > 0);
+}
