@@ -707,7 +707,12 @@ fn batch(args: BatchArgs) -> Result<Completion, Error> {
         // (which waits for no child): not the standard input's feed, nor a progress bar's.
         bytejail::trace_own_workers();
     }
-    let stdin = (args.file.as_os_str() == "-").then(StdinFeed::start);
+    // Standard input that is a regular file (`bytejail batch < jobs.jsonl`) is read as a
+    // FILE argument is: its reads never wait, so it needs no thread of its own (starting the
+    // two threads cost about 0.3 ms here).
+    let from_stdin = args.file.as_os_str() == "-";
+    let stdin_file = from_stdin.then(regular_stdin).flatten();
+    let stdin = (from_stdin && stdin_file.is_none()).then(StdinFeed::start);
     // Not locked for the batch: with several jobs, the job threads write their results.
     let mut out = io::BufWriter::new(ResultsOut {
         stdout: io::stdout(),
@@ -725,7 +730,10 @@ fn batch(args: BatchArgs) -> Result<Completion, Error> {
             path: args.file.clone(),
             source,
         };
-        let file = std::fs::File::open(&args.file).map_err(unreadable)?;
+        let file = match stdin_file {
+            Some(file) => file,
+            None => std::fs::File::open(&args.file).map_err(unreadable)?,
+        };
         let metadata = file.metadata().ok();
         let kind = metadata.as_ref().map(|m| m.file_type());
         // Results appended to the batch file itself (`bytejail batch f >> f`) would be read
@@ -734,10 +742,14 @@ fn batch(args: BatchArgs) -> Result<Completion, Error> {
             .as_ref()
             .is_some_and(|m| m.is_file() && is_stdout(m))
         {
+            let file = if from_stdin {
+                "standard input".to_string()
+            } else {
+                args.file.display().to_string()
+            };
             return Err(InputError::Invalid(format!(
-                "{}: the batch file is also standard output, where its results would be read \
-                 back as jobs",
-                args.file.display()
+                "{file}: the batch file is also standard output, where its results would be \
+                 read back as jobs"
             ))
             .into());
         }
@@ -776,6 +788,15 @@ fn batch(args: BatchArgs) -> Result<Completion, Error> {
     Ok(Completion::Batch {
         errors: summary.errors,
     })
+}
+
+/// Standard input, when it is a regular file: a new descriptor of it (the same open file,
+/// so reads go on from where stdin stands).
+fn regular_stdin() -> Option<std::fs::File> {
+    use std::os::fd::AsFd;
+    let stdin = io::stdin();
+    let file = std::fs::File::from(stdin.as_fd().try_clone_to_owned().ok()?);
+    file.metadata().is_ok_and(|m| m.is_file()).then_some(file)
 }
 
 /// Whether standard output is the file `file` is the metadata of.

@@ -658,3 +658,119 @@ fn stdout_file_is_the_opt_in_whose_reports_may_differ_from_a_fresh_runs() {
         assert_eq!(same.results.len(), 3);
     }
 }
+
+/// Threads of process `pid` once it has a child (its worker), or `None` if it ended first.
+fn threads_while_a_job_runs(child: &mut std::process::Child) -> Option<usize> {
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return None;
+        }
+        if !common::children_of(pid).is_empty() {
+            return std::fs::read_dir(format!("/proc/{pid}/task"))
+                .ok()
+                .map(|tasks| tasks.count());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    None
+}
+
+/// `bytejail batch < FILE` reads a regular file on stdin as it reads a FILE argument: the
+/// same results, from where stdin stands, on the job's own thread (no reader thread: the
+/// twin, stdin a pipe, has them); and a stdin that is also stdout is refused, as that FILE is.
+#[test]
+fn a_regular_file_on_stdin_is_read_as_a_file_argument() {
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = dir.path().join("jobs.jsonl");
+    let lines: Vec<String> = (1..=3u8)
+        .map(|i| format!("{{\"id\": {i}, \"code_hex\": \"{}\"}}", returns(i)))
+        .collect();
+    std::fs::write(&jobs, lines.join("\n") + "\n").unwrap();
+    let batch = |stdin: Stdio, stdout: Stdio, args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["batch", "--ordered", "-q"])
+            .args(args)
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let raxes: Vec<u64> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["rax"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        (
+            out.status.code(),
+            raxes,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let open = || std::fs::File::open(&jobs).unwrap();
+    let by_path = batch(Stdio::null(), Stdio::piped(), &[jobs.to_str().unwrap()]);
+    assert_eq!(by_path, (Some(0), vec![1, 2, 3], String::new()));
+    assert_eq!(batch(open().into(), Stdio::piped(), &[]), by_path);
+    // From where stdin stands: past the first line.
+    let mut rest = open();
+    std::io::Seek::seek(
+        &mut rest,
+        std::io::SeekFrom::Start(lines[0].len() as u64 + 1),
+    )
+    .unwrap();
+    assert_eq!(
+        batch(rest.into(), Stdio::piped(), &[]),
+        (Some(0), vec![2, 3], String::new())
+    );
+
+    // Results appended to the file stdin reads would come back as jobs: refused, nothing
+    // ran, the file unchanged. The twin: the same file given by its path, refused alike.
+    let before = std::fs::read(&jobs).unwrap();
+    let append = || {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&jobs)
+            .unwrap()
+    };
+    let (status, _, stderr) = batch(open().into(), append().into(), &[]);
+    assert_eq!(status, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("standard input: the batch file is also standard output"),
+        "{stderr}"
+    );
+    let (status, _, stderr) = batch(Stdio::null(), append().into(), &[jobs.to_str().unwrap()]);
+    assert_eq!(status, Some(2), "{stderr}");
+    assert_eq!(std::fs::read(&jobs).unwrap(), before);
+
+    // One thread while a job runs with stdin a file; a pipe gets a reader thread and more.
+    std::fs::write(
+        &jobs,
+        "{\"id\": 1, \"code_hex\": \"eb fe\", \"timeout_ms\": 2000}\n",
+    )
+    .unwrap();
+    let spawn = |stdin: Stdio| {
+        Command::new(BIN)
+            .args(["batch", "--jobs", "1", "-q"])
+            .stdin(stdin)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut from_file = spawn(open().into());
+    let threads = threads_while_a_job_runs(&mut from_file);
+    from_file.kill().unwrap();
+    from_file.wait().unwrap();
+    assert_eq!(threads, Some(1), "stdin a file");
+    let mut from_pipe = spawn(Stdio::piped());
+    let mut stdin = from_pipe.stdin.take().unwrap();
+    stdin.write_all(&std::fs::read(&jobs).unwrap()).unwrap();
+    let threads = threads_while_a_job_runs(&mut from_pipe);
+    from_pipe.kill().unwrap();
+    from_pipe.wait().unwrap();
+    assert!(threads.is_some_and(|n| n > 1), "stdin a pipe: {threads:?}");
+}
