@@ -566,7 +566,7 @@ const LONG_HEX: usize = 4 << 10;
 /// digits, `Text` for other UTF-8 without control characters (what serde_json checks of a
 /// string); `None` for anything else, which the line then is not read as.
 fn hex_field_of(bytes: &[u8]) -> Option<HexField<'_>> {
-    if bytes.len() % 2 == 0 && faster_hex::hex_check(bytes) {
+    if bytes.len() % 2 == 0 && load::all_hex_digits(bytes) {
         return Some(HexField::Digits(bytes));
     }
     match std::str::from_utf8(bytes) {

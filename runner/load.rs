@@ -804,7 +804,7 @@ fn parse_plain_hex(text: &[u8]) -> Option<Vec<u8>> {
     // One run without separators (a batch's `input_hex`): checked and decoded with SIMD where
     // the CPU has it (faster-hex takes the same digits, either case); a run it refuses
     // (separators, anything else) goes on below.
-    if text.len() % 2 == 0 {
+    if text.len() % 2 == 0 && text.len() > SHORT_DIGITS {
         let mut bytes = vec![0; text.len() / 2];
         if faster_hex::hex_decode(text, &mut bytes).is_ok() {
             return Some(bytes);
@@ -833,11 +833,32 @@ fn parse_plain_hex(text: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Up to this many digits hex is checked and decoded a byte at a time, without faster-hex:
+/// its first call in a process asks the CPU what it has (two `cpuid`s and an `xgetbv`, VM exits
+/// under a hypervisor: about 25 µs of a one-job `bytejail batch` here), more than a byte at a
+/// time takes over short hex. A job's code is mostly short.
+pub(crate) const SHORT_DIGITS: usize = 1024;
+
+/// Whether `text` is all hex digits, either case (faster-hex's `hex_check`, but for short text).
+pub(crate) fn all_hex_digits(text: &[u8]) -> bool {
+    if text.len() <= SHORT_DIGITS {
+        text.iter().all(u8::is_ascii_hexdigit)
+    } else {
+        faster_hex::hex_check(text)
+    }
+}
+
 /// The bytes an even run of hex digits (nothing else, either case) spells, as [`parse_hex`]
 /// gives them; for text already checked to be such a run (a batch's `input_hex`, checked as
 /// its line is parsed), which is then not checked again.
 pub(crate) fn decode_hex_digits(digits: &[u8]) -> Vec<u8> {
-    debug_assert!(digits.len() % 2 == 0 && faster_hex::hex_check(digits));
+    debug_assert!(digits.len() % 2 == 0 && all_hex_digits(digits));
+    if digits.len() <= SHORT_DIGITS {
+        return digits
+            .chunks_exact(2)
+            .map(|pair| PLAIN_HEX[usize::from(pair[0])] << 4 | PLAIN_HEX[usize::from(pair[1])])
+            .collect();
+    }
     let mut bytes = decoded_buffer(digits.len() / 2);
     // Safe whatever `digits` holds (other bytes decode to unspecified values, never read
     // outside either slice); checked by the caller.
@@ -2282,10 +2303,11 @@ mod tests {
 
         #[test]
         fn checked_digits_decode_as_the_general_parser_does(
-            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..700),
             upper in proptest::bool::ANY,
         ) {
-            // Long enough for the SIMD paths (32 digits a step) and their scalar tails.
+            // Long enough for the SIMD paths (32 digits a step) and their scalar tails, and
+            // both sides of SHORT_DIGITS.
             let text: String = bytes
                 .iter()
                 .map(|b| if upper { format!("{b:02X}") } else { format!("{b:02x}") })
@@ -2294,6 +2316,24 @@ mod tests {
             proptest::prop_assert_eq!(decode_hex_digits(text.as_bytes()), bytes.clone());
             proptest::prop_assert_eq!(decode_hex_run(text.as_bytes()), Some(bytes.clone()));
             proptest::prop_assert_eq!(parse_hex(&text, "t").ok(), Some(bytes));
+        }
+
+        /// The check of short text (a byte at a time) and of long text (faster-hex's) say
+        /// what faster-hex says, around the length where one takes over from the other.
+        #[test]
+        fn the_short_check_is_faster_hexs(
+            len in (SHORT_DIGITS - 40)..(SHORT_DIGITS + 40),
+            flaw in proptest::option::of((proptest::num::usize::ANY, proptest::num::u8::ANY)),
+        ) {
+            let mut text: Vec<u8> = (0..len).map(|i| b"0123456789abcdefABCDEF"[i % 22]).collect();
+            if let Some((at, byte)) = flaw {
+                text[at % len] = byte;
+            }
+            proptest::prop_assert_eq!(all_hex_digits(&text), faster_hex::hex_check(&text));
+            for len in [0, 1, 2, 31, 32, 33] {
+                let text = &text[..len];
+                proptest::prop_assert_eq!(all_hex_digits(text), faster_hex::hex_check(text));
+            }
         }
 
         /// The one-pass check and decode (AVX2 where the CPU has it, every block count and
