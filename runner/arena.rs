@@ -121,6 +121,8 @@ pub(crate) struct Arena {
     /// "done" and had written nothing: [`Arena::reset_memory`] takes it for the count it would
     /// otherwise read with another `fstat` (see [`output_in_file`]).
     blocks_at_done: Option<u64>,
+    /// Resets that the page-fault watch spared their `fstat` (see [`Arena::reset_memory`]).
+    watched_resets: u64,
     /// The worker's part of the context (offset in the data page, value), as
     /// [`Arena::prepare_worker`] last wrote it: written again with every job or input.
     worker_ctx: Option<[(usize, u64); WORKER_CTX_WORDS]>,
@@ -135,10 +137,21 @@ pub(crate) struct Arena {
 #[derive(Debug)]
 struct Known {
     blocks: u64,
+    /// The worker's page-fault watch and its head, read before the scan's `fstat` (see
+    /// [`crate::sys::faults`]): while the head stays there, no page came to be since either.
+    faults: Option<Faults>,
     runs: Vec<(usize, usize)>,
     /// Whether the worker's table at [`RESET_AT`] lists these runs: a worker whose guest
     /// returned zeroes them itself before its next input.
     by_worker: bool,
+}
+
+/// A page-fault watch's head (see [`crate::sys::faults::FaultWatch`]), with the watch's id:
+/// heads of two watches say nothing of each other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Faults {
+    pub watch: u64,
+    pub head: u64,
 }
 
 /// Words in the worker's part of the context (see [`Arena::prepare_worker`]).
@@ -198,6 +211,7 @@ impl Arena {
             worker_maps: None,
             cleaned: false,
             blocks_at_done: None,
+            watched_resets: 0,
             worker_ctx: None,
             walls: None,
             owner: Owner::here(),
@@ -281,9 +295,18 @@ impl Arena {
     /// the words and the record) skips that, and only its own next inputs see what it left:
     /// inputs of one same-code session are one submission.
     ///
+    /// With `faults` (the worker's page-fault watch, read just now: see
+    /// [`crate::sys::faults`]) still where it was when the last scan's `fstat` was made, no
+    /// page of the worker's came to be since, and the `fstat` is skipped too: a spun input
+    /// then costs the host no system call at all.
+    ///
     /// Says whether the worker did its part (its table listed its private stack too, which
     /// [`Arena::load_input`] then need not look at either).
-    pub(crate) fn reset_memory(&mut self, strict: bool) -> io::Result<bool> {
+    pub(crate) fn reset_memory(
+        &mut self,
+        strict: bool,
+        faults: Option<Faults>,
+    ) -> io::Result<bool> {
         debug_assert!(self.reusable);
         let cleaned = std::mem::take(&mut self.cleaned)
             && self.known.as_ref().is_some_and(|known| known.by_worker);
@@ -293,17 +316,24 @@ impl Arena {
             self.known = None;
             return self.file.zero_range(scratch, len).map(|()| false);
         }
-        let blocks = match self.blocks_at_done.take() {
-            Some(blocks) => blocks,
-            None => self.file.blocks()?,
+        let no_fault = faults.is_some() && self.known.as_ref().is_some_and(|k| k.faults == faults);
+        let blocks = match (no_fault, self.blocks_at_done.take()) {
+            (true, _) => None,
+            (false, Some(blocks)) => Some(blocks),
+            (false, None) => Some(self.file.blocks()?),
         };
-        if let Some(known) = self.known.take_if(|known| known.blocks == blocks) {
+        if let Some(mut known) = self
+            .known
+            .take_if(|known| blocks.is_none_or(|blocks| known.blocks == blocks))
+        {
             if !cleaned {
                 for &(at, end) in &known.runs {
                     self.file.zero_dirty(at, end - at);
                 }
             }
+            known.faults = faults;
             self.known = Some(known);
+            self.watched_resets += u64::from(no_fault);
             return Ok(cleaned);
         }
         let mut runs = Vec::new();
@@ -317,18 +347,25 @@ impl Arena {
         // below would be counted there yet listed nowhere, and never zeroed again while the
         // count holds. So after a punch under such a worker the next input scans again
         // (the table written now lists no punched page: the worker's next zeroing stays out).
-        let blocks = if punched && cleaned {
-            u64::MAX // no file has that many blocks
+        // The same for the fault watch: a head that no later read can match.
+        let (blocks, faults) = if punched && cleaned {
+            (u64::MAX, None) // no file has that many blocks
         } else {
-            self.file.blocks()?
+            (self.file.blocks()?, faults)
         };
         let by_worker = self.write_reset_table(&runs);
         self.known = Some(Known {
             blocks,
+            faults,
             runs,
             by_worker,
         });
         Ok(cleaned)
+    }
+
+    /// Resets so far that the page-fault watch spared their `fstat`.
+    pub(crate) fn watched_resets(&self) -> u64 {
+        self.watched_resets
     }
 
     /// Writes the worker's table of memory to zero (see [`RESET_AT`]): its private stack and

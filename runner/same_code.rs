@@ -77,6 +77,11 @@ pub struct SameCode {
     /// Spun inputs whose output pipe the host did not read (its watch said nothing came).
     unread: u64,
     output_watch: OutputWatch,
+    /// A page-fault watch could not be made for a worker (see [`Live::faults`]): not tried
+    /// again for later ones.
+    no_fault_watch: bool,
+    /// Inputs whose reset the page-fault watch spared an `fstat`.
+    watched_resets: u64,
     /// Forks the workers, when given; else this thread does.
     zygote: Option<Zygote>,
     /// The process whose workers these are (see [`sys::Owner`]).
@@ -98,6 +103,9 @@ struct Live {
     /// (see [`arena::output_in_file`]): an input with another limit, or that wants a pipe,
     /// gets a new worker (and one that wants the file, of a worker with a pipe).
     output_limit: Option<usize>,
+    /// Its page faults, counted where the host reads them without a system call (see
+    /// [`crate::sys::faults`]): made at its first spun input, where the kernel allows it.
+    faults: Option<crate::sys::faults::FaultWatch>,
 }
 
 /// Whether a worker's output pipe took a write, without a `read` per spun input (see
@@ -171,6 +179,8 @@ impl SameCode {
             spun: 0,
             unread: 0,
             output_watch: OutputWatch::Untried,
+            no_fault_watch: false,
+            watched_resets: 0,
             zygote: None,
             host: sys::Owner::here(),
             _thread_bound: PhantomData,
@@ -218,6 +228,16 @@ impl SameCode {
     /// and where fd 1 is the arena's file ([`RunOptions::output_file`]).
     pub fn inputs_unread(&self) -> u64 {
         self.unread
+    }
+
+    /// Inputs whose reset of the worker's scratch and stack made no `fstat`: the worker's
+    /// page-fault watch, a perf event that counts its page faults into memory the host reads,
+    /// said that none came since the last scan, so no page came to be (`docs/many-jobs.md`,
+    /// "The spinning hand-off"). Such a spun input that wrote nothing costs the host no system
+    /// call. 0 where the kernel refuses the event (`kernel.perf_event_paranoid` over 1 without
+    /// `CAP_PERFMON`, a seccomp profile around bytejail) and for inputs that do not spin.
+    pub fn inputs_unstatted(&self) -> u64 {
+        self.watched_resets
     }
 
     /// The current worker's process id, while one is parked.
@@ -335,7 +355,14 @@ impl SameCode {
         }
         self.seq += 1;
         let seq = self.seq;
-        let cleaned = match arena.reset_memory(host::arena_reusable(&options.policy)) {
+        let faults = live.faults.as_ref().map(|watch| arena::Faults {
+            watch: watch.id(),
+            head: watch.head(),
+        });
+        let watched = arena.watched_resets();
+        let reset = arena.reset_memory(host::arena_reusable(&options.policy), faults);
+        self.watched_resets += arena.watched_resets() - watched;
+        let cleaned = match reset {
             Ok(cleaned) => cleaned,
             Err(e) => {
                 live.end();
@@ -354,6 +381,10 @@ impl SameCode {
         arena.set_spin(plan.pauses);
         if plan.pauses > 0 {
             self.watch_output(&live);
+            if live.faults.is_none() && !self.no_fault_watch {
+                live.faults = crate::sys::faults::FaultWatch::new(live.worker.pid()).ok();
+                self.no_fault_watch = live.faults.is_none();
+            }
         }
         let by_word = live.spinner.go_by_word();
         // Whether the worker's clock, read last when it parked, says what it used before this
@@ -382,6 +413,7 @@ impl SameCode {
             mut spinner,
             clock_at,
             output_limit,
+            faults,
         } = live;
         let (worker, by_pipe) = worker.go(&pipes.go_w, arena, seq, by_word)?;
         spinner.started(plan);
@@ -438,6 +470,7 @@ impl SameCode {
                 spinner,
                 clock_at: if spun_done { clock_at } else { ended },
                 output_limit,
+                faults,
             });
             return Ok(Some(report));
         }
@@ -524,6 +557,7 @@ impl SameCode {
             spinner: Spinner::new(),
             clock_at: Instant::now(),
             output_limit: file_output_limit(options),
+            faults: None,
         })
     }
 

@@ -412,3 +412,74 @@ fn sessions_used_in_turns_both_spin() {
     );
     assert!(a.inputs_spun() > 0 && b.inputs_spun() > 0);
 }
+
+/// A page of scratch or stack that an input made come to be is zero for the next input, also
+/// when the reset skips its `fstat` because the worker's page-fault watch said no fault came
+/// (`SameCode::inputs_unstatted`): each input reads the page the last one dirtied (it must be
+/// zero) and dirties a new one, by a store (a fault in the guest), by `write`-ing it to fd 1
+/// first (the kernel's read brings the page in: a fault in kernel mode, which the watch counts
+/// too) and then a store, or not at all; pages of the stack alike, far below its top.
+/// Where the kernel refuses the watch (not root, `perf_event_paranoid` over 1), the resets
+/// `fstat` and the same holds. The twin: with spinning off no reset skips its `fstat`.
+#[test]
+fn pages_made_in_any_way_are_zero_for_the_next_input_without_an_fstat() {
+    if !two_cpus() {
+        return;
+    }
+    let _one = one_at_a_time();
+    pin(&[0, 1]);
+    // Input: [how, page as u16 of the last input's, page as u16 of this one's]; how: 0 store,
+    // 1 write(1) then store, 2 nothing; pages 0-999 of scratch, 1000 on of the stack (counted
+    // down from 64 KiB below its top). rax: the last input's page's first word.
+    let code = gas(
+        "movzx eax, word ptr [rdi + 1]\n call 8f\n mov r8, [rax]\n\
+         movzx eax, word ptr [rdi + 3]\n call 8f\n mov r9, rax\n\
+         cmp byte ptr [rdi], 2\n je 3f\n cmp byte ptr [rdi], 0\n je 2f\n\
+         mov rsi, r9\n mov edx, 1\n mov edi, 1\n mov eax, 1\n syscall\n\
+         2: mov qword ptr [r9], 7\n\
+         3: mov rax, r8\n ret\n\
+         8: cmp eax, 1000\n jae 9f\n shl rax, 12\n add rax, rdx\n ret\n\
+         9: sub eax, 1000\n shl rax, 12\n neg rax\n lea rax, [rsp + rax - 65536]\n and rax, -4096\n ret",
+    );
+    let mut options = RunOptions::default();
+    options.limits.scratch = 4 << 20;
+    options.limits.stack = 8 << 20;
+    for spin in [true, false] {
+        let options = options.clone().with_spin(spin);
+        let mut same = SameCode::new(&code, &options).unwrap();
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut last = 0u16;
+        for i in 0..1_500u32 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let how = (state % 3) as u8;
+            // A new page each time it dirties one: scratch, then stack, in turns.
+            let page = if i % 2 == 0 {
+                (i / 2 % 1000) as u16
+            } else {
+                1000 + (i / 2 % 1000) as u16
+            };
+            let mut input = vec![how];
+            input.extend_from_slice(&last.to_le_bytes());
+            input.extend_from_slice(&page.to_le_bytes());
+            match same.run(&input).unwrap().outcome {
+                Outcome::Returned(regs) => assert_eq!(
+                    regs.rax, 0,
+                    "spin {spin}, input {i}: page {last} kept the last input's store"
+                ),
+                other => panic!("spin {spin}, input {i}: {other:?}"),
+            }
+            last = page;
+        }
+        assert_eq!((same.workers_started(), same.inputs_rerun()), (1, 0));
+        eprintln!(
+            "spin {spin}: {} of 1500 inputs spun, {} resets without an fstat",
+            same.inputs_spun(),
+            same.inputs_unstatted()
+        );
+        if !spin {
+            assert_eq!(same.inputs_unstatted(), 0, "spinning off");
+        }
+    }
+}
