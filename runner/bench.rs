@@ -678,6 +678,9 @@ pub fn measure(quick: bool, progress: &mut dyn FnMut(&str)) -> BenchReport {
             );
         }
     }
+    if let Some(probe) = &fixtures.same_code_2cpu {
+        note(&mut notes, progress, probe.spun_note("run_batch_input_2cpu"));
+    }
     drop(fixtures);
     if tallies.pool_jobs > 0 {
         note(
@@ -832,6 +835,7 @@ fn zygote_returns_42(zygote: &Zygote) -> io::Result<()> {
 #[derive(Debug)]
 pub struct SameCodeLatency {
     same: std::cell::RefCell<SameCode>,
+    inputs: std::cell::Cell<u64>,
 }
 
 impl SameCodeLatency {
@@ -860,6 +864,7 @@ impl SameCodeLatency {
         let same = SameCode::new(&RETURN_42, &options).map_err(io::Error::other)?;
         let probe = SameCodeLatency {
             same: std::cell::RefCell::new(same),
+            inputs: std::cell::Cell::new(0),
         };
         probe.input()?;
         Ok(probe)
@@ -868,7 +873,23 @@ impl SameCodeLatency {
     /// Runs one input.
     pub fn input(&self) -> io::Result<()> {
         let report = self.same.borrow_mut().run(b"").map_err(io::Error::other)?;
+        self.inputs.set(self.inputs.get() + 1);
         expect_returned_42(&report)
+    }
+
+    /// What the session's spun inputs cost the host, as a note: how many of its inputs spun,
+    /// and how many of those made no `fstat` for the reset and no `read` of the output (see
+    /// [`SameCode::inputs_unstatted`] and [`SameCode::inputs_unread`]).
+    pub fn spun_note(&self, row: &str) -> String {
+        let same = self.same.borrow();
+        format!(
+            "{row}: {} of {} inputs spun; {} reset without an fstat (a page-fault watch, where \
+             the kernel allows one) and {} left the output pipe unread (an io_uring watch)",
+            same.inputs_spun(),
+            self.inputs.get(),
+            same.inputs_unstatted(),
+            same.inputs_unread()
+        )
     }
 
     /// Workers started so far (1 while every input returned).
