@@ -679,7 +679,11 @@ pub fn measure(quick: bool, progress: &mut dyn FnMut(&str)) -> BenchReport {
         }
     }
     if let Some(probe) = &fixtures.same_code_2cpu {
-        note(&mut notes, progress, probe.spun_note("run_batch_input_2cpu"));
+        note(
+            &mut notes,
+            progress,
+            probe.spun_note("run_batch_input_2cpu"),
+        );
     }
     drop(fixtures);
     if tallies.pool_jobs > 0 {
