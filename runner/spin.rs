@@ -118,19 +118,24 @@ impl Leases {
     /// until the holder says, see [`Leases::renew`]).
     fn take(&self, cpus: usize, now: Instant, until: Option<Instant>) -> Option<Held> {
         let now = self.ticks(now);
-        let holder = self.holders.fetch_add(1, Ordering::Relaxed) & (u64::MAX >> UNTIL_BITS);
-        let word = holder << UNTIL_BITS | until.map_or(UNTIL_MASK, |t| self.ticks(t));
+        let until = until.map_or(UNTIL_MASK, |t| self.ticks(t));
+        // A new holder's number only for a lease that looks free: a session that finds none
+        // (every input of one used beside a spinning one) touches no shared word but these.
         self.words[..(cpus / 2).min(LEASES)]
             .iter()
             .enumerate()
             .find_map(|(index, lease)| {
                 let old = lease.0.load(Ordering::Relaxed);
-                let free = old == 0 || old & UNTIL_MASK < now;
-                let taken = free
-                    && lease
-                        .0
-                        .compare_exchange(old, word, Ordering::Relaxed, Ordering::Relaxed)
-                        .is_ok();
+                if old != 0 && old & UNTIL_MASK >= now {
+                    return None;
+                }
+                let holder =
+                    self.holders.fetch_add(1, Ordering::Relaxed) & (u64::MAX >> UNTIL_BITS);
+                let word = holder << UNTIL_BITS | until;
+                let taken = lease
+                    .0
+                    .compare_exchange(old, word, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok();
                 taken.then_some(Held { index, word })
             })
     }
