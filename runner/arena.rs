@@ -317,10 +317,11 @@ impl Arena {
             return self.file.zero_range(scratch, len).map(|()| false);
         }
         let no_fault = faults.is_some() && self.known.as_ref().is_some_and(|k| k.faults == faults);
-        let blocks = match (no_fault, self.blocks_at_done.take()) {
-            (true, _) => None,
-            (false, Some(blocks)) => Some(blocks),
-            (false, None) => Some(self.file.blocks()?),
+        // A head vouches only for a count read after it: not for the one read at "done".
+        let (blocks, faults) = match (no_fault, self.blocks_at_done.take()) {
+            (true, _) => (None, faults),
+            (false, Some(blocks)) => (Some(blocks), None),
+            (false, None) => (Some(self.file.blocks()?), faults),
         };
         if let Some(mut known) = self
             .known
