@@ -442,7 +442,9 @@ impl Arena {
     /// most `max` bytes, and whether there were more (the limit was passed). One `fstat`;
     /// where there was output, a `pread` and an `ftruncate` (the file is cut back, so the next
     /// input's writes start at the same place). With `done` (the input said "done") and no
-    /// output, the block count read here serves the next [`Arena::reset_memory`].
+    /// output, the block count read here serves the next [`Arena::reset_memory`], unless it
+    /// changed since the last scan: then pages past the end are cut too (a failed `write` can
+    /// leave one), and the reset counts again.
     ///
     /// What lies past the file's end is the guest's claim, as a pipe's bytes were: it can write
     /// there at any time it runs, and bytes written after its "done" go to the next input.
@@ -451,7 +453,16 @@ impl Arena {
         let base = self.output_base();
         let (size, blocks) = self.file.stat()?;
         if size <= base {
-            self.blocks_at_done = done.then_some(blocks);
+            if self.known.as_ref().is_some_and(|known| known.blocks == blocks) {
+                self.blocks_at_done = done.then_some(blocks);
+            } else {
+                // Pages came to be, of scratch or stack, or past the end: a `write` whose
+                // buffer faulted before a byte was copied leaves the page it made ready there
+                // (the size stays), counted in the blocks, found by no scan, and later filled
+                // by output that the cut below frees, hiding a new page of scratch from the
+                // count. Cut them now, and let the reset count afresh.
+                self.file.truncate(base)?;
+            }
             return Ok((Vec::new(), false));
         }
         let written = size - base;
