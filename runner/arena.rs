@@ -453,7 +453,11 @@ impl Arena {
         let base = self.output_base();
         let (size, blocks) = self.file.stat()?;
         if size <= base {
-            if self.known.as_ref().is_some_and(|known| known.blocks == blocks) {
+            if self
+                .known
+                .as_ref()
+                .is_some_and(|known| known.blocks == blocks)
+            {
                 self.blocks_at_done = done.then_some(blocks);
             } else {
                 // Pages came to be, of scratch or stack, or past the end: a `write` whose
