@@ -235,7 +235,9 @@ impl SameCode {
     /// said that none came since the last scan, so no page came to be (`docs/many-jobs.md`,
     /// "The spinning hand-off"). Such a spun input that wrote nothing costs the host no system
     /// call. 0 where the kernel refuses the event (`kernel.perf_event_paranoid` over 1 without
-    /// `CAP_PERFMON`, a seccomp profile around bytejail) and for inputs that do not spin.
+    /// `CAP_PERFMON`, or without `CAP_SYS_PTRACE`: the worker is not dumpable; a seccomp profile
+    /// around bytejail), for inputs that do not spin, and mostly where fd 1 is the arena's file
+    /// ([`RunOptions::output_file`]), whose `fstat` after each input is made anyway.
     pub fn inputs_unstatted(&self) -> u64 {
         self.watched_resets
     }
