@@ -683,3 +683,55 @@ pub fn kind_options(
         .with_limits(bytejail::Limits::default().with_max_output(max_output))
         .with_output_file(output_file)
 }
+
+/// Whether this process may open the page-fault event a same-code host watches its worker
+/// with (`runner/sys/faults.rs`): a software perf event, kernel-mode faults included, on a
+/// child that is not dumpable, as a worker is not. Asked once, of a child made for it; says
+/// so in one line where it may not (not root, `perf_event_paranoid` over 1, a seccomp
+/// profile around the tests): the resets then make their `fstat`, and tests that count the
+/// skipped ones check nothing of that.
+pub fn fault_watch_allowed() -> bool {
+    static ALLOWED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ALLOWED.get_or_init(|| {
+        // SAFETY: the child only makes raw calls (prctl, pause) until it is killed.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: raw calls in the child, which never returns. It holds no descriptor of
+            // the tests beside it (a pipe end held here would keep another test from its EOF).
+            unsafe {
+                libc::syscall(libc::SYS_close_range, 0, u32::MAX, 0);
+                libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+                loop {
+                    libc::pause();
+                }
+            }
+        }
+        assert!(pid > 0, "fork: {}", std::io::Error::last_os_error());
+        std::thread::sleep(Duration::from_millis(20)); // past its prctl
+                                                       // struct perf_event_attr (PERF_ATTR_SIZE_VER0): software page faults, period 1,
+                                                       // exclude_hv only.
+        let mut attr = [0u64; 8];
+        attr[0] = 1 | (64 << 32); // type PERF_TYPE_SOFTWARE, size 64
+        attr[1] = 2; // PERF_COUNT_SW_PAGE_FAULTS
+        attr[2] = 1; // sample_period
+        attr[6] = 1 << 6; // exclude_hv
+                          // SAFETY: perf_event_open reads 64 bytes of `attr`; the fd is closed below; the
+                          // child is ours, killed and reaped.
+        let fd = unsafe {
+            let fd = libc::syscall(libc::SYS_perf_event_open, attr.as_ptr(), pid, -1, -1, 8);
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+            fd
+        };
+        if fd < 0 {
+            eprintln!(
+                "no page-fault watch here ({}): resets make their fstat; not counted",
+                std::io::Error::last_os_error()
+            );
+            return false;
+        }
+        // SAFETY: our descriptor, closed once.
+        unsafe { libc::close(fd as i32) };
+        true
+    })
+}
