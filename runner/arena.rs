@@ -121,8 +121,6 @@ pub(crate) struct Arena {
     /// "done" and had written nothing: [`Arena::reset_memory`] takes it for the count it would
     /// otherwise read with another `fstat` (see [`output_in_file`]).
     blocks_at_done: Option<u64>,
-    /// Resets that the page-fault watch spared their `fstat` (see [`Arena::reset_memory`]).
-    watched_resets: u64,
     /// The worker's part of the context (offset in the data page, value), as
     /// [`Arena::prepare_worker`] last wrote it: written again with every job or input.
     worker_ctx: Option<[(usize, u64); WORKER_CTX_WORDS]>,
@@ -152,6 +150,15 @@ struct Known {
 pub(crate) struct Faults {
     pub watch: u64,
     pub head: u64,
+}
+
+/// What [`Arena::reset_memory`] found.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Reset {
+    /// The worker did its part (see [`Arena::reset_memory`]).
+    pub cleaned: bool,
+    /// The page-fault watch spared the reset its `fstat`.
+    pub unstatted: bool,
 }
 
 /// Words in the worker's part of the context (see [`Arena::prepare_worker`]).
@@ -211,7 +218,6 @@ impl Arena {
             worker_maps: None,
             cleaned: false,
             blocks_at_done: None,
-            watched_resets: 0,
             worker_ctx: None,
             walls: None,
             owner: Owner::here(),
@@ -301,12 +307,13 @@ impl Arena {
     /// then costs the host no system call at all.
     ///
     /// Says whether the worker did its part (its table listed its private stack too, which
-    /// [`Arena::load_input`] then need not look at either).
+    /// [`Arena::load_input`] then need not look at either), and whether the watch spared the
+    /// `fstat`.
     pub(crate) fn reset_memory(
         &mut self,
         strict: bool,
         faults: Option<Faults>,
-    ) -> io::Result<bool> {
+    ) -> io::Result<Reset> {
         debug_assert!(self.reusable);
         let cleaned = std::mem::take(&mut self.cleaned)
             && self.known.as_ref().is_some_and(|known| known.by_worker);
@@ -314,7 +321,10 @@ impl Arena {
         let len = self.scratch_cap + PAGE + self.stack_cap;
         if !strict {
             self.known = None;
-            return self.file.zero_range(scratch, len).map(|()| false);
+            return self.file.zero_range(scratch, len).map(|()| Reset {
+                cleaned: false,
+                unstatted: false,
+            });
         }
         let no_fault = faults.is_some() && self.known.as_ref().is_some_and(|k| k.faults == faults);
         // A head vouches only for a count read after it: not for the one read at "done".
@@ -334,8 +344,10 @@ impl Arena {
             }
             known.faults = faults;
             self.known = Some(known);
-            self.watched_resets += u64::from(no_fault);
-            return Ok(cleaned);
+            return Ok(Reset {
+                cleaned,
+                unstatted: no_fault,
+            });
         }
         let mut runs = Vec::new();
         let punched = self
@@ -361,12 +373,10 @@ impl Arena {
             runs,
             by_worker,
         });
-        Ok(cleaned)
-    }
-
-    /// Resets so far that the page-fault watch spared their `fstat`.
-    pub(crate) fn watched_resets(&self) -> u64 {
-        self.watched_resets
+        Ok(Reset {
+            cleaned,
+            unstatted: false,
+        })
     }
 
     /// Writes the worker's table of memory to zero (see [`RESET_AT`]): its private stack and

@@ -361,11 +361,11 @@ impl SameCode {
             watch: watch.id(),
             head: watch.head(),
         });
-        let watched = arena.watched_resets();
-        let reset = arena.reset_memory(host::arena_reusable(&options.policy), faults);
-        self.watched_resets += arena.watched_resets() - watched;
-        let cleaned = match reset {
-            Ok(cleaned) => cleaned,
+        let cleaned = match arena.reset_memory(host::arena_reusable(&options.policy), faults) {
+            Ok(reset) => {
+                self.watched_resets += u64::from(reset.unstatted);
+                reset.cleaned
+            }
             Err(e) => {
                 live.end();
                 return Err(Error::io("resetting the worker's scratch and stack", e));
