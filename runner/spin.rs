@@ -11,8 +11,9 @@
 //!   CPU-time limit (whose watch reads the worker's CPU clock around each input);
 //! - when the host thread may run on at least two CPUs for each same-code session of this
 //!   process that spins now ([`Leases`]): a host and its worker are two spinners. A session
-//!   holds its lease while an input runs and for [`WORKER_SPIN`] after it (its worker spins
-//!   that long), so a session whose inputs stopped coming leaves its CPUs to another;
+//!   holds its lease while an input runs and for twice [`WORKER_SPIN`] after it (its worker
+//!   spins about that long), so a session whose inputs stopped coming leaves its CPUs to
+//!   another;
 //! - while inputs keep coming: when the caller took longer than the worker would spin
 //!   ([`WORKER_SPIN`]) between the last input's end and this one, the worker would have gone
 //!   to sleep anyway, and the next input uses the pipes (adaptive: one input later it spins
@@ -114,11 +115,17 @@ impl Leases {
         (since.as_nanos().div_ceil(LEASE_TICK.as_nanos()) as u64).min(UNTIL_MASK)
     }
 
+    /// A word's time part for a lease held until `until`: `None`, until the holder says (a
+    /// time no later tick reaches).
+    fn until(&self, until: Option<Instant>) -> u64 {
+        until.map_or(UNTIL_MASK, |t| self.ticks(t))
+    }
+
     /// Takes a free or run-out lease among the first `cpus / 2`, held until `until` (`None`:
     /// until the holder says, see [`Leases::renew`]).
     fn take(&self, cpus: usize, now: Instant, until: Option<Instant>) -> Option<Held> {
         let now = self.ticks(now);
-        let until = until.map_or(UNTIL_MASK, |t| self.ticks(t));
+        let until = self.until(until);
         // A new holder's number only for a lease that looks free: a session that finds none
         // (every input of one used beside a spinning one) touches no shared word but these.
         self.words[..(cpus / 2).min(LEASES)]
@@ -144,7 +151,7 @@ impl Leases {
     /// out and another session holds it now.
     fn renew(&self, held: &mut Held, until: Option<Instant>) -> bool {
         let lease = &self.words[held.index].0;
-        let word = held.word & !UNTIL_MASK | until.map_or(UNTIL_MASK, |t| self.ticks(t));
+        let word = held.word & !UNTIL_MASK | self.until(until);
         // Only the holder writes a held word, and a run-out one only through a
         // compare-and-swap: the few instructions between this load and the store are the
         // only time another session can take it in the meantime (two spin for a moment).

@@ -152,16 +152,12 @@ mod tests {
     /// pipe: `K`), or does nothing (`n`), one command at a time.
     struct Child {
         pid: libc::pid_t,
-        go: OwnedFd,
-        done: OwnedFd,
+        go: std::fs::File,
+        done: std::fs::File,
     }
 
     fn pipe() -> (OwnedFd, OwnedFd) {
-        let mut fds = [0; 2];
-        // SAFETY: pipe2 writes two fds, ours from here.
-        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-        // SAFETY: just made.
-        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+        crate::sys::pipe().unwrap()
     }
 
     impl Child {
@@ -219,18 +215,17 @@ mod tests {
                     }
                 }
             }
-            Child { pid, go, done }
+            Child {
+                pid,
+                go: go.into(),
+                done: done.into(),
+            }
         }
 
         fn ask(&self, command: u8, page: u8) {
             use std::io::{Read, Write};
-            std::fs::File::from(self.go.try_clone().unwrap())
-                .write_all(&[command, page])
-                .unwrap();
-            let mut done = [0u8];
-            std::fs::File::from(self.done.try_clone().unwrap())
-                .read_exact(&mut done)
-                .unwrap();
+            (&self.go).write_all(&[command, page]).unwrap();
+            (&self.done).read_exact(&mut [0u8]).unwrap();
         }
     }
 
