@@ -6,7 +6,7 @@
 //! forks of a host that runs fresh jobs meanwhile.
 
 mod common;
-use common::{essence, gas, one_at_a_time, pin, pseudo_random, two_cpus};
+use common::{essence, gas, pseudo_random, two_cpus_to_spin};
 
 use std::time::Duration;
 
@@ -363,11 +363,9 @@ fn assert_unread_share(spun: u64, unread: u64, what: &str) {
 /// succession (a few after a pause): each report as a fresh run's, and the unread path taken.
 #[test]
 fn mixed_writers_match_fresh_runs_with_the_pipe_watched() {
-    if !two_cpus() {
+    let Some(_one) = two_cpus_to_spin() else {
         return;
-    }
-    let _one = one_at_a_time();
-    pin(&[0, 1]);
+    };
     let code = interpreter();
     for (n, policy) in [Policy::Strict, Policy::StrictBpf].into_iter().enumerate() {
         let base = RunOptions::default().with_policy(policy.clone());
@@ -381,11 +379,9 @@ fn mixed_writers_match_fresh_runs_with_the_pipe_watched() {
 /// watch stays on one pipe for long stretches, and writes of any shape in between must show.
 #[test]
 fn returning_writers_and_silent_inputs_alternate() {
-    if !two_cpus() {
+    let Some(_one) = two_cpus_to_spin() else {
         return;
-    }
-    let _one = one_at_a_time();
-    pin(&[0, 1]);
+    };
     let code = interpreter();
     for policy in [Policy::Strict, Policy::StrictBpf] {
         let base = RunOptions::default().with_policy(policy.clone());
@@ -412,11 +408,9 @@ fn returning_writers_and_silent_inputs_alternate() {
 /// bytes are the file's documented difference): the same reports, and nothing counted unread.
 #[test]
 fn twins_without_the_watch_agree_and_count_nothing_unread() {
-    if !two_cpus() {
+    let Some(_one) = two_cpus_to_spin() else {
         return;
-    }
-    let _one = one_at_a_time();
-    pin(&[0, 1]);
+    };
     let code = interpreter();
     for policy in [Policy::Strict, Policy::StrictBpf] {
         for (what, base, faults) in [
@@ -478,11 +472,9 @@ fn ring_polls(fd: &str) -> (usize, String) {
 /// bounded, each output is right, and the silent first inputs go unread.
 #[test]
 fn crash_heavy_sessions_keep_the_ring_bounded() {
-    if !two_cpus() {
+    let Some(_one) = two_cpus_to_spin() else {
         return;
-    }
-    let _one = one_at_a_time();
-    pin(&[0, 1]);
+    };
     let code = interpreter();
     for policy in [Policy::Strict, Policy::StrictBpf] {
         let base = RunOptions::default().with_policy(policy.clone());
@@ -577,11 +569,9 @@ fn crash_heavy_sessions_keep_the_ring_bounded() {
 /// outlives its session (descriptors), and a session's watch never sees another's pipe.
 #[test]
 fn many_sessions_leave_no_rings() {
-    if !two_cpus() {
+    let Some(_one) = two_cpus_to_spin() else {
         return;
-    }
-    let _one = one_at_a_time();
-    pin(&[0, 1]);
+    };
     let code = interpreter();
     let (fds_before, rings_before) = fds();
     let mut unread = 0;
@@ -621,11 +611,9 @@ fn many_sessions_leave_no_rings() {
 /// outputs stay right, and no fresh guest finds the ring.
 #[test]
 fn fresh_jobs_beside_a_watched_session_neither_see_the_ring_nor_disturb_it() {
-    if !two_cpus() {
+    let Some(_one) = two_cpus_to_spin() else {
         return;
-    }
-    let _one = one_at_a_time();
-    pin(&[0, 1]);
+    };
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stopper = stop.clone();
     // fcntl(fd, F_GETFD) for fd 2..4096, and io_uring_enter(fd, 0, 0, 0) on the same: the
@@ -713,11 +701,9 @@ fn fresh_jobs_beside_a_watched_session_neither_see_the_ring_nor_disturb_it() {
 /// inputs, and the limits a fresh run applies to each.
 #[test]
 fn per_input_limits_through_the_watch() {
-    if !two_cpus() {
+    let Some(_one) = two_cpus_to_spin() else {
         return;
-    }
-    let _one = one_at_a_time();
-    pin(&[0, 1]);
+    };
     let code = interpreter();
     for policy in [Policy::Strict, Policy::StrictBpf] {
         let base = RunOptions::default()
@@ -750,11 +736,9 @@ fn per_input_limits_through_the_watch() {
 /// The same mix through a zygote's workers and through traced workers (`RunOptions::trace`).
 #[test]
 fn zygote_and_traced_sessions_match_fresh_runs() {
-    if !two_cpus() {
+    let Some(_one) = two_cpus_to_spin() else {
         return;
-    }
-    let _one = one_at_a_time();
-    pin(&[0, 1]);
+    };
     let code = interpreter();
     let zygote = bytejail::Zygote::start().unwrap();
     for policy in [Policy::Strict, Policy::StrictBpf] {
@@ -776,11 +760,9 @@ fn zygote_and_traced_sessions_match_fresh_runs() {
 /// code gets every output right and unread where silent.
 #[test]
 fn a_forged_done_that_keeps_writing_gets_reports_not_errors() {
-    if !two_cpus() {
+    let Some(_one) = two_cpus_to_spin() else {
         return;
-    }
-    let _one = one_at_a_time();
-    pin(&[0, 1]);
+    };
     let forger = gas("
         test rsi, rsi
         jnz 1f
@@ -851,11 +833,9 @@ fn a_forged_done_that_keeps_writing_gets_reports_not_errors() {
 /// fresh run's (no faulting writes: the file keeps part of those, as documented).
 #[test]
 fn switching_between_pipe_and_file_workers_keeps_outputs() {
-    if !two_cpus() {
+    let Some(_one) = two_cpus_to_spin() else {
         return;
-    }
-    let _one = one_at_a_time();
-    pin(&[0, 1]);
+    };
     let code = interpreter();
     for policy in [Policy::Strict, Policy::StrictBpf] {
         let base = RunOptions::default().with_policy(policy.clone());

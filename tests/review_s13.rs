@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 mod common;
 use common::{
-    beside_forks, children_of, essence, forking, gas, one_at_a_time, pin, pseudo_random, two_cpus,
+    beside_forks, children_of, essence, forking, gas, one_at_a_time, pseudo_random,
+    two_cpus_to_spin,
 };
 
 use bytejail::{Limits, Outcome, Policy, Report, RunOptions, SameCode, Zygote};
@@ -487,11 +488,9 @@ fn against_fresh(code: &[u8], steps: &[Step], options: &RunOptions, what: &str) 
 #[test]
 fn every_way_to_bring_or_write_a_page_is_zero_for_later_inputs() {
     let _apart = beside_forks();
-    if !two_cpus() {
+    let Some(_one) = two_cpus_to_spin() else {
         return;
-    }
-    let _one = one_at_a_time();
-    pin(&[0, 1]);
+    };
     let code = prober();
     for (seed, (policy, output_file)) in common::both_kinds().into_iter().enumerate() {
         let options = probe_options(&policy, output_file);
@@ -531,11 +530,9 @@ fn every_way_to_bring_or_write_a_page_is_zero_for_later_inputs() {
 #[test]
 fn workers_replaced_mid_session_start_from_zeros_with_a_new_watch() {
     let _apart = beside_forks();
-    if !two_cpus() {
+    let Some(_one) = two_cpus_to_spin() else {
         return;
-    }
-    let _one = one_at_a_time();
-    pin(&[0, 1]);
+    };
     let code = prober();
     for (seed, (policy, output_file)) in common::both_kinds().into_iter().enumerate() {
         let options = probe_options(&policy, output_file);
@@ -596,11 +593,9 @@ fn workers_replaced_mid_session_start_from_zeros_with_a_new_watch() {
 #[test]
 fn a_store_without_a_fault_to_a_page_brought_in_earlier_is_still_zeroed() {
     let _apart = beside_forks();
-    if !two_cpus() {
+    let Some(_one) = two_cpus_to_spin() else {
         return;
-    }
-    let _one = one_at_a_time();
-    pin(&[0, 1]);
+    };
     let code = prober();
     for (policy, output_file) in common::both_kinds() {
         let options = probe_options(&policy, output_file);
@@ -670,11 +665,9 @@ fn a_store_without_a_fault_to_a_page_brought_in_earlier_is_still_zeroed() {
 #[test]
 fn a_forged_done_that_keeps_touching_pages_gets_reports_not_errors() {
     let _apart = beside_forks();
-    if !two_cpus() {
+    let Some(_one) = two_cpus_to_spin() else {
         return;
-    }
-    let _one = one_at_a_time();
-    pin(&[0, 1]);
+    };
     let code = prober();
     let mut seen_left = 0;
     for (policy, output_file) in common::both_kinds() {
@@ -747,11 +740,9 @@ fn a_forged_done_that_keeps_touching_pages_gets_reports_not_errors() {
 #[test]
 fn many_sessions_and_threads_each_start_from_zeros_and_leave_nothing() {
     let _apart = beside_forks();
-    if !two_cpus() {
+    let Some(_one) = two_cpus_to_spin() else {
         return;
-    }
-    let _one = one_at_a_time();
-    pin(&[0, 1]);
+    };
     let code = prober();
     let zygote = Zygote::start().unwrap();
     let unstatted: u64 = std::thread::scope(|scope| {
@@ -819,11 +810,9 @@ fn many_sessions_and_threads_each_start_from_zeros_and_leave_nothing() {
 #[test]
 fn a_forked_child_dropping_a_watched_session_unmaps_nothing_of_its_own() {
     let _apart = forking();
-    if !two_cpus() {
+    let Some(_one) = two_cpus_to_spin() else {
         return;
-    }
-    let _one = one_at_a_time();
-    pin(&[0, 1]);
+    };
     let code = prober();
     let options = probe_options(&Policy::Strict, false);
     if !common::fault_watch_allowed() {
@@ -988,11 +977,9 @@ fn a_failed_write_to_a_pipe_hides_nothing() {
 #[test]
 fn a_worker_killed_before_its_watch_is_made_changes_no_result() {
     let _apart = beside_forks();
-    if !two_cpus() {
+    let Some(_one) = two_cpus_to_spin() else {
         return;
-    }
-    let _one = one_at_a_time();
-    pin(&[0, 1]);
+    };
     let code = prober();
     let options = probe_options(&Policy::Strict, false);
     let mut same = SameCode::new(&code, &options).unwrap();

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{essence, gas, inputs, one_at_a_time, pin, plus_one, two_cpus};
+use common::{essence, gas, inputs, one_at_a_time, pin, plus_one, two_cpus, two_cpus_to_spin};
 
 use bytejail::{Gpr, Limits, Outcome, RunOptions, SameCode};
 
@@ -15,11 +15,9 @@ use bytejail::{Gpr, Limits, Outcome, RunOptions, SameCode};
 /// or one CPU, none does (the twin: the counter counts).
 #[test]
 fn inputs_in_a_row_spin_on_two_cpus_and_not_otherwise() {
-    if !two_cpus() {
+    let Some(_one) = two_cpus_to_spin() else {
         return;
-    }
-    let _one = one_at_a_time();
-    pin(&[0, 1]);
+    };
     let code = plus_one();
     let options = RunOptions::default();
     let mut same = SameCode::new(&code, &options).unwrap();
@@ -50,11 +48,9 @@ fn inputs_in_a_row_spin_on_two_cpus_and_not_otherwise() {
 /// reported the same whichever way its input came.
 #[test]
 fn spun_inputs_report_what_the_pipes_report() {
-    if !two_cpus() {
+    let Some(_one) = two_cpus_to_spin() else {
         return;
-    }
-    let _one = one_at_a_time();
-    pin(&[0, 1]);
+    };
     // Writes its input, then returns, crashes or makes a forbidden call by rbx.
     let code = gas("push rdi\n push rsi\n mov rdx, rsi\n mov rsi, rdi\n mov edi, 1\n mov eax, 1\n\
          syscall\n pop rsi\n pop rdi\n cmp rbx, 1\n je 1f\n cmp rbx, 2\n je 2f\n mov rax, rsi\n ret\n\
@@ -112,11 +108,9 @@ fn regs(kind: u64) -> bytejail::InitialRegisters {
 /// the spin before it.
 #[test]
 fn spin_time_is_not_an_inputs_cpu_time() {
-    if !two_cpus() {
+    let Some(_one) = two_cpus_to_spin() else {
         return;
-    }
-    let _one = one_at_a_time();
-    pin(&[0, 1]);
+    };
     let options = RunOptions::default();
     let mut same = SameCode::new(&plus_one(), &options).unwrap();
     inputs(&mut same, &options, 100);
@@ -151,11 +145,9 @@ fn spin_time_is_not_an_inputs_cpu_time() {
 /// the input runs in a new worker.
 #[test]
 fn a_worker_killed_while_it_spins_loses_no_input() {
-    if !two_cpus() {
+    let Some(_one) = two_cpus_to_spin() else {
         return;
-    }
-    let _one = one_at_a_time();
-    pin(&[0, 1]);
+    };
     let code = plus_one();
     let options = RunOptions::default().with_trace(false);
     let mut same = SameCode::new(&code, &options).unwrap();
@@ -192,11 +184,9 @@ fn a_worker_killed_while_it_spins_loses_no_input() {
 /// the next submission is unaffected.
 #[test]
 fn a_guest_writing_the_handoff_only_confuses_itself() {
-    if !two_cpus() {
+    let Some(_one) = two_cpus_to_spin() else {
         return;
-    }
-    let _one = one_at_a_time();
-    pin(&[0, 1]);
+    };
     // The region starts at the page of the return address (the blob's); its data page is the
     // next, the hand-off at 0x7c0 there: go, done, taken. rbx picks the attack.
     let attacks = [
@@ -312,11 +302,9 @@ fn a_new_scan_while_the_worker_zeroes_changes_no_table_under_it() {
 /// The twins: with spinning off, or fd 1 the arena's file, no input is counted unread.
 #[test]
 fn spun_inputs_that_write_nothing_are_not_read_and_no_output_is_lost() {
-    if !two_cpus() {
+    let Some(_one) = two_cpus_to_spin() else {
         return;
-    }
-    let _one = one_at_a_time();
-    pin(&[0, 1]);
+    };
     // rbx = 0: write the input (nothing when it is empty); else write rsi bytes from rbx.
     let code = gas(
         "test rsi, rsi\n jz 2f\n mov rdx, rsi\n mov rsi, rdi\n test rbx, rbx\n jz 1f\n\
@@ -390,11 +378,9 @@ fn spun_inputs_that_write_nothing_are_not_read_and_no_output_is_lost() {
 /// session to spin kept its claim while idle, and the second never spun.
 #[test]
 fn sessions_used_in_turns_both_spin() {
-    if !two_cpus() {
+    let Some(_one) = two_cpus_to_spin() else {
         return;
-    }
-    let _one = one_at_a_time();
-    pin(&[0, 1]);
+    };
     let code = plus_one();
     let options = RunOptions::default();
     let mut a = SameCode::new(&code, &options).unwrap();
@@ -423,11 +409,9 @@ fn sessions_used_in_turns_both_spin() {
 /// `fstat` and the same holds. The twin: with spinning off no reset skips its `fstat`.
 #[test]
 fn pages_made_in_any_way_are_zero_for_the_next_input_without_an_fstat() {
-    if !two_cpus() {
+    let Some(_one) = two_cpus_to_spin() else {
         return;
-    }
-    let _one = one_at_a_time();
-    pin(&[0, 1]);
+    };
     // Input: [how, page as u16 of the last input's, page as u16 of this one's]; how: 0 store,
     // 1 write(1) then store, 2 nothing; pages 0-999 of scratch, 1000 on of the stack (counted
     // down from 64 KiB below its top). rax: the last input's page's first word.

@@ -263,6 +263,19 @@ pub fn two_cpus() -> bool {
     n >= 2
 }
 
+/// For a test of the spinning hand-off: `None` where there are not two CPUs to spin on (said
+/// in one line, see [`two_cpus`]); else the lock that runs such tests one at a time
+/// ([`one_at_a_time`]), with this thread, and the workers it forks from now on, pinned to
+/// CPUs 0 and 1.
+pub fn two_cpus_to_spin() -> Option<std::sync::MutexGuard<'static, ()>> {
+    if !two_cpus() {
+        return None;
+    }
+    let one = one_at_a_time();
+    pin(&[0, 1]);
+    Some(one)
+}
+
 /// A reproducible stream of pseudo-random 31-bit numbers from `seed` (a linear congruential
 /// generator's high bits), for tests that mix inputs.
 pub fn pseudo_random(seed: u64) -> impl FnMut() -> u64 {
